@@ -1,0 +1,22 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "customers")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub plan_id: Option<String>,
+    pub frozen: bool,
+    /// Credits consumed beyond every grant under the `allow` overage rule (a debt, >= 0).
+    pub overdraft: i64,
+    /// Part of open holds not backed by any grant (>= 0).
+    pub overdraft_held: i64,
+    /// Bumped by every command: the row lock that serialises a customer's commands.
+    pub version: i64,
+    pub created_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

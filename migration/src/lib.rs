@@ -1,0 +1,18 @@
+//! Schema migrations, run by `creditbook migrate` and at the start of `creditbook serve`.
+//!
+//! Amounts (credits and money) are stored as fixed-point integers of scale 6 (`BIGINT`), so that
+//! they round-trip exactly on SQLite and PostgreSQL alike; timestamps are Unix microseconds
+//! (`BIGINT`, UTC), comparable in SQL on both engines.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_ledger;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_ledger::Migration)]
+    }
+}

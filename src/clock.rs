@@ -1,0 +1,46 @@
+//! The clock is injected: the domain never reads it, handlers and jobs take "now" from here.
+
+use crate::domain::Timestamp;
+use std::sync::{Arc, RwLock};
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now()
+    }
+}
+
+/// A clock that moves only when told (`--test-clock`), shared by handlers and jobs.
+#[derive(Clone)]
+pub struct TestClock {
+    now: Arc<RwLock<Timestamp>>,
+}
+
+impl TestClock {
+    pub fn starting_at(now: Timestamp) -> Self {
+        TestClock {
+            now: Arc::new(RwLock::new(now)),
+        }
+    }
+
+    /// Moves to `to`; refuses to move backwards and returns the current time instead.
+    pub fn advance_to(&self, to: Timestamp) -> Result<Timestamp, Timestamp> {
+        let mut now = self.now.write().expect("test clock lock poisoned");
+        if to < *now {
+            return Err(*now);
+        }
+        *now = to;
+        Ok(to)
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        *self.now.read().expect("test clock lock poisoned")
+    }
+}

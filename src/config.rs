@@ -1,0 +1,523 @@
+//! Typed configuration (DESIGN.md §5), validated at start. Every error names the file, the key
+//! and the reason.
+
+use crate::domain::catalog::{self, Action, Breakage, Catalog, Feature, Overage, Pack, Plan};
+use crate::domain::money::{Credits, Money};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    stripe: RawStripe,
+    #[serde(default)]
+    accounting: RawAccounting,
+    #[serde(default)]
+    ledger: RawLedger,
+    #[serde(default)]
+    features: Vec<RawFeature>,
+    #[serde(default)]
+    actions: Vec<RawAction>,
+    #[serde(default)]
+    plans: Vec<RawPlan>,
+    #[serde(default)]
+    packs: Vec<RawPack>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStripe {
+    #[serde(default)]
+    webhook_secrets: Vec<String>,
+    webhook_tolerance_seconds: Option<u64>,
+    api_key: Option<String>,
+    api_base: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccounting {
+    currency: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    hold_timeout_seconds: Option<u64>,
+    job_interval_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeature {
+    id: String,
+    #[serde(default)]
+    plan_only: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    id: String,
+    feature: String,
+    credits: Decimal,
+    vendor_cost: Option<Decimal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    id: String,
+    #[serde(default)]
+    stripe_prices: Vec<String>,
+    credits: Decimal,
+    #[serde(default)]
+    per_seat: bool,
+    #[serde(default)]
+    features: Vec<String>,
+    rollover_max: Option<Decimal>,
+    overage: Option<String>,
+    overage_limit: Option<Decimal>,
+    overage_price: Option<Decimal>,
+    platform_share: Option<Decimal>,
+    breakage: Option<String>,
+    expected_unused: Option<Decimal>,
+    priority: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPack {
+    id: String,
+    #[serde(default)]
+    stripe_prices: Vec<String>,
+    credits: Decimal,
+    price: Decimal,
+    currency: Option<String>,
+    expires_after_days: Option<u32>,
+    breakage: Option<String>,
+    expected_unused: Option<Decimal>,
+    priority: Option<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub webhook_secrets: Vec<String>,
+    pub webhook_tolerance_seconds: u64,
+    pub api_key: Option<String>,
+    pub api_base: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: String,
+    pub database_url: String,
+    pub stripe: StripeConfig,
+    pub hold_timeout_seconds: u64,
+    pub job_interval_seconds: u64,
+    pub catalog: Catalog,
+}
+
+/// Limits on what a config may say: a hold lives at most a day, jobs run at least hourly.
+const MAX_HOLD_TIMEOUT_SECONDS: u64 = 86_400;
+const MAX_JOB_INTERVAL_SECONDS: u64 = 3_600;
+
+impl Config {
+    /// Reads the file, then applies the `CREDITBOOK_*` environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Config::parse(&text, &file, env)
+    }
+
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            key: toml_error_key(text, &e),
+            reason: e.message().to_owned(),
+        })?;
+        let fail = |key: String, reason: String| ConfigError {
+            file: file.to_owned(),
+            key,
+            reason,
+        };
+        let catalog = build_catalog(&raw).map_err(|(key, reason)| fail(key, reason))?;
+        let mut stripe = StripeConfig {
+            webhook_secrets: raw.stripe.webhook_secrets,
+            webhook_tolerance_seconds: raw.stripe.webhook_tolerance_seconds.unwrap_or(300),
+            api_key: raw.stripe.api_key,
+            api_base: raw.stripe.api_base,
+        };
+        if let Some(secret) = env("CREDITBOOK_STRIPE_WEBHOOK_SECRET") {
+            stripe.webhook_secrets = secret.split(',').map(|s| s.trim().to_owned()).collect();
+        }
+        if let Some(key) = env("CREDITBOOK_STRIPE_API_KEY") {
+            stripe.api_key = Some(key);
+        }
+        let hold_timeout_seconds = raw.ledger.hold_timeout_seconds.unwrap_or(900);
+        if !(1..=MAX_HOLD_TIMEOUT_SECONDS).contains(&hold_timeout_seconds) {
+            return Err(fail(
+                "ledger.hold_timeout_seconds".into(),
+                format!("must be between 1 and {MAX_HOLD_TIMEOUT_SECONDS}"),
+            ));
+        }
+        let job_interval_seconds = raw.ledger.job_interval_seconds.unwrap_or(5);
+        if !(1..=MAX_JOB_INTERVAL_SECONDS).contains(&job_interval_seconds) {
+            return Err(fail(
+                "ledger.job_interval_seconds".into(),
+                format!("must be between 1 and {MAX_JOB_INTERVAL_SECONDS}"),
+            ));
+        }
+        Ok(Config {
+            path: PathBuf::from(file),
+            listen: env("CREDITBOOK_LISTEN")
+                .or(raw.server.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            database_url: env("CREDITBOOK_DATABASE_URL")
+                .or(raw.server.database_url)
+                .unwrap_or_else(|| "sqlite://creditbook.db?mode=rwc".into()),
+            stripe,
+            hold_timeout_seconds,
+            job_interval_seconds,
+            catalog,
+        })
+    }
+}
+
+/// The dotted key a toml error points at: the table header above the span, then the key on its
+/// line (`server.listen`); the line number when the span is not on a `key = value` line.
+fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return "(syntax)".into();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_number = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_owned());
+    match (line.split_once('='), table) {
+        (Some((key, _)), Some(table)) => format!("{table}.{}", key.trim()),
+        (Some((key, _)), None) => key.trim().to_owned(),
+        (None, _) => format!("(line {line_number})"),
+    }
+}
+
+type Invalid = (String, String);
+
+fn positive_credits(key: String, value: Decimal) -> Result<Credits, Invalid> {
+    Credits::positive(value).map_err(|e| (key, format!("{value} {e}")))
+}
+
+fn non_negative_credits(key: String, value: Decimal) -> Result<Credits, Invalid> {
+    if value.is_zero() {
+        return Ok(Credits::ZERO);
+    }
+    positive_credits(key, value)
+}
+
+fn share(key: String, value: Decimal, upper_inclusive: bool) -> Result<Decimal, Invalid> {
+    let ok = value >= Decimal::ZERO
+        && (value < Decimal::ONE || (upper_inclusive && value == Decimal::ONE));
+    if ok {
+        Ok(value)
+    } else {
+        Err((key, format!("{value} must be a fraction between 0 and 1")))
+    }
+}
+
+fn breakage(
+    prefix: &str,
+    method: Option<&str>,
+    expected_unused: Option<Decimal>,
+) -> Result<Breakage, Invalid> {
+    match (method.unwrap_or("remote"), expected_unused) {
+        ("remote", None) => Ok(Breakage::Remote),
+        ("remote", Some(_)) => Err((
+            format!("{prefix}.expected_unused"),
+            "only applies with breakage = \"proportional\"".into(),
+        )),
+        ("proportional", Some(e)) => Ok(Breakage::Proportional {
+            expected_unused: share(format!("{prefix}.expected_unused"), e, false)?,
+        }),
+        ("proportional", None) => Err((
+            format!("{prefix}.expected_unused"),
+            "is required with breakage = \"proportional\"".into(),
+        )),
+        (other, _) => Err((
+            format!("{prefix}.breakage"),
+            format!("{other:?} is not one of \"remote\", \"proportional\""),
+        )),
+    }
+}
+
+fn valid_id(key: String, id: &str) -> Result<(), Invalid> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            key,
+            format!("{id:?} must be 1-64 characters of [A-Za-z0-9_.-]"),
+        ))
+    }
+}
+
+fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
+    let currency = raw
+        .accounting
+        .currency
+        .clone()
+        .unwrap_or_else(|| "usd".into());
+    Money::new(Decimal::ZERO, &currency).map_err(|r| ("accounting.currency".to_owned(), r))?;
+    let currency = currency.to_ascii_lowercase();
+
+    let mut features = BTreeMap::new();
+    for (i, f) in raw.features.iter().enumerate() {
+        valid_id(format!("features[{i}].id"), &f.id)?;
+        let feature = Feature {
+            id: f.id.clone(),
+            plan_only: f.plan_only,
+        };
+        if features.insert(f.id.clone(), feature).is_some() {
+            return Err((
+                format!("features[{i}].id"),
+                format!("{:?} is defined twice", f.id),
+            ));
+        }
+    }
+
+    let mut actions = BTreeMap::new();
+    for (i, a) in raw.actions.iter().enumerate() {
+        let key = |k: &str| format!("actions[{i}].{k}");
+        valid_id(key("id"), &a.id)?;
+        if !features.contains_key(&a.feature) {
+            return Err((
+                key("feature"),
+                format!("{:?} is not a defined feature", a.feature),
+            ));
+        }
+        if let Some(cost) = a.vendor_cost
+            && cost < Decimal::ZERO
+        {
+            return Err((key("vendor_cost"), "must not be negative".into()));
+        }
+        let action = Action {
+            id: a.id.clone(),
+            feature: a.feature.clone(),
+            credits: positive_credits(key("credits"), a.credits)?,
+            vendor_cost: a.vendor_cost,
+        };
+        if actions.insert(a.id.clone(), action).is_some() {
+            return Err((key("id"), format!("{:?} is defined twice", a.id)));
+        }
+    }
+
+    let mut prices_seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut claim_price = |key: String, price: &str, owner: &str| -> Result<(), Invalid> {
+        match prices_seen.insert(price.to_owned(), owner.to_owned()) {
+            Some(previous) => Err((key, format!("{price:?} is already mapped to {previous:?}"))),
+            None => Ok(()),
+        }
+    };
+
+    let mut plans = BTreeMap::new();
+    for (i, p) in raw.plans.iter().enumerate() {
+        let prefix = format!("plans[{i}]");
+        let key = |k: &str| format!("{prefix}.{k}");
+        valid_id(key("id"), &p.id)?;
+        for (j, price) in p.stripe_prices.iter().enumerate() {
+            claim_price(format!("{prefix}.stripe_prices[{j}]"), price, &p.id)?;
+        }
+        for (j, f) in p.features.iter().enumerate() {
+            if !features.contains_key(f) {
+                return Err((
+                    format!("{prefix}.features[{j}]"),
+                    format!("{f:?} is not a defined feature"),
+                ));
+            }
+        }
+        let overage = match p.overage.as_deref().unwrap_or("block") {
+            "block" => Overage::Block,
+            "allow" => Overage::Allow {
+                limit: positive_credits(
+                    key("overage_limit"),
+                    p.overage_limit.ok_or((
+                        key("overage_limit"),
+                        "is required with overage = \"allow\"".into(),
+                    ))?,
+                )?,
+            },
+            "bill" => {
+                let price = p.overage_price.ok_or((
+                    key("overage_price"),
+                    "is required with overage = \"bill\"".into(),
+                ))?;
+                if price <= Decimal::ZERO {
+                    return Err((key("overage_price"), "must be greater than zero".into()));
+                }
+                Overage::Bill { price }
+            }
+            other => {
+                return Err((
+                    key("overage"),
+                    format!("{other:?} is not one of \"block\", \"allow\", \"bill\""),
+                ));
+            }
+        };
+        let plan = Plan {
+            id: p.id.clone(),
+            stripe_prices: p.stripe_prices.clone(),
+            credits: non_negative_credits(key("credits"), p.credits)?,
+            per_seat: p.per_seat,
+            features: p.features.clone(),
+            rollover_max: non_negative_credits(
+                key("rollover_max"),
+                p.rollover_max.unwrap_or_default(),
+            )?,
+            overage,
+            platform_share: share(
+                key("platform_share"),
+                p.platform_share.unwrap_or_default(),
+                true,
+            )?,
+            breakage: breakage(&prefix, p.breakage.as_deref(), p.expected_unused)?,
+            priority: p.priority.unwrap_or(catalog::DEFAULT_PLAN_PRIORITY),
+        };
+        if plans.insert(p.id.clone(), plan).is_some() {
+            return Err((key("id"), format!("{:?} is defined twice", p.id)));
+        }
+    }
+
+    let mut packs = BTreeMap::new();
+    for (i, p) in raw.packs.iter().enumerate() {
+        let prefix = format!("packs[{i}]");
+        let key = |k: &str| format!("{prefix}.{k}");
+        valid_id(key("id"), &p.id)?;
+        for (j, price) in p.stripe_prices.iter().enumerate() {
+            claim_price(format!("{prefix}.stripe_prices[{j}]"), price, &p.id)?;
+        }
+        let pack_currency = p.currency.clone().unwrap_or_else(|| currency.clone());
+        let pack = Pack {
+            id: p.id.clone(),
+            stripe_prices: p.stripe_prices.clone(),
+            credits: positive_credits(key("credits"), p.credits)?,
+            price: Money::new(p.price, &pack_currency).map_err(|r| (key("price"), r))?,
+            expires_after_days: match p.expires_after_days {
+                Some(0) => return Err((key("expires_after_days"), "must be at least 1".into())),
+                Some(d) if d > 36_500 => {
+                    return Err((key("expires_after_days"), "must be at most 36500".into()));
+                }
+                other => other,
+            },
+            breakage: breakage(&prefix, p.breakage.as_deref(), p.expected_unused)?,
+            priority: p.priority.unwrap_or(catalog::DEFAULT_PACK_PRIORITY),
+        };
+        if packs.insert(p.id.clone(), pack).is_some() {
+            return Err((key("id"), format!("{:?} is defined twice", p.id)));
+        }
+    }
+
+    Ok(Catalog {
+        currency,
+        features,
+        actions,
+        plans,
+        packs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", |_| None)
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../examples/creditbook.toml");
+        let config = parse(text).expect("example config parses");
+        assert!(config.catalog.actions.contains_key("chat.request"));
+        assert_eq!(config.catalog.plans.len(), 3);
+        assert_eq!(config.catalog.packs.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let err = parse(
+            r#"
+            [[features]]
+            id = "chat"
+            [[actions]]
+            id = "chat.request"
+            feature = "chatt"
+            credits = "1"
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "test.toml: actions[0].feature: \"chatt\" is not a defined feature"
+        );
+
+        let err =
+            parse("[[plans]]\nid = \"pro\"\ncredits = \"10\"\noverage = \"allow\"\n").unwrap_err();
+        assert_eq!(err.key, "plans[0].overage_limit");
+
+        let err = parse("[server]\nlisten = 8080\n").unwrap_err();
+        assert!(err.reason.contains("invalid type"), "{err}");
+
+        let err = parse("[[packs]]\nid = \"p\"\ncredits = \"-5\"\nprice = \"1\"\n").unwrap_err();
+        assert_eq!(err.key, "packs[0].credits");
+        assert!(err.reason.contains("greater than zero"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = Config::parse("[server]\nlisten = \"0.0.0.0:1\"\n", "t.toml", |name| {
+            (name == "CREDITBOOK_LISTEN").then(|| "127.0.0.1:9".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9");
+    }
+}

@@ -1,0 +1,681 @@
+//! One customer's credits: grants (lots), two-phase holds and the entries that move them.
+//!
+//! A [`Book`] is loaded by the store under the customer's row lock, changed here by pure
+//! functions that append [`Entry`] values, checked against the invariants of DESIGN.md §2, and
+//! written back in the same transaction. Nothing in this module reads a clock or does I/O.
+
+use super::Timestamp;
+use super::catalog::Overage;
+use super::money::Credits;
+use std::cmp::Ordering;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    Plan,
+    Pack,
+    Promotional,
+    Adjustment,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Plan => "plan",
+            GrantKind::Pack => "pack",
+            GrantKind::Promotional => "promotional",
+            GrantKind::Adjustment => "adjustment",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "plan" => Some(GrantKind::Plan),
+            "pack" => Some(GrantKind::Pack),
+            "promotional" => Some(GrantKind::Promotional),
+            "adjustment" => Some(GrantKind::Adjustment),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub kind: GrantKind,
+    pub credits: Credits,
+    pub remaining: Credits,
+    /// Part of `remaining` reserved by open holds.
+    pub held: Credits,
+    /// Price net of tax, in `currency`, for paid grants.
+    pub price: Option<Credits>,
+    pub currency: Option<String>,
+    pub expires_at: Option<Timestamp>,
+    /// Once expired, only the held part remains, until its holds resolve.
+    pub expired: bool,
+    pub priority: i32,
+    pub plan_id: Option<String>,
+    pub pack_id: Option<String>,
+    pub source_type: String,
+    pub source_id: String,
+    pub created_at: Timestamp,
+}
+
+impl Grant {
+    fn free(&self) -> Credits {
+        if self.expired {
+            Credits::ZERO
+        } else {
+            self.remaining - self.held
+        }
+    }
+
+    /// DESIGN.md §2: lowest priority, then soonest expiry (none last), then oldest, then id.
+    pub fn consumption_order(a: &Grant, b: &Grant) -> Ordering {
+        a.priority
+            .cmp(&b.priority)
+            .then_with(|| match (a.expires_at, b.expires_at) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            })
+            .then_with(|| a.created_at.cmp(&b.created_at))
+            .then_with(|| a.id.cmp(&b.id))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    Held,
+    Captured,
+    Voided,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Held => "held",
+            HoldStatus::Captured => "captured",
+            HoldStatus::Voided => "voided",
+            HoldStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "held" => Some(HoldStatus::Held),
+            "captured" => Some(HoldStatus::Captured),
+            "voided" => Some(HoldStatus::Voided),
+            "expired" => Some(HoldStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub id: String,
+    pub action: String,
+    pub quantity: String,
+    pub credits: Credits,
+    /// Reserved per grant, in the consumption order used when the hold was made.
+    pub allocations: Vec<(String, Credits)>,
+    /// Part of `credits` backed by no grant (allowed or billed overage).
+    pub overdraft: Credits,
+    pub status: HoldStatus,
+    pub expires_at: Timestamp,
+    pub captured: Option<Credits>,
+    pub created_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Credits granted.
+    Grant,
+    /// Credits reserved by a hold.
+    Hold,
+    /// A reservation given back (void, expiry, or the unused part of a capture).
+    Release,
+    /// Credits used, from a grant, or from no grant (overdraft under `allow`).
+    Consume,
+    /// Credits used beyond every grant under `bill`: recorded as billable, not as debt.
+    Overage,
+    /// Credits left on a grant when it expired.
+    Expire,
+    /// An `allow` overdraft paid off by a new grant.
+    Settle,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Grant => "grant",
+            EntryKind::Hold => "hold",
+            EntryKind::Release => "release",
+            EntryKind::Consume => "consume",
+            EntryKind::Overage => "overage",
+            EntryKind::Expire => "expire",
+            EntryKind::Settle => "settle",
+        }
+    }
+}
+
+/// One line of the ledger. `credits` moves the balance of `grant_id` (or of the overdraft when
+/// `grant_id` is none); `held` moves what is reserved there; `overage` is billable credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub grant_id: Option<String>,
+    pub hold_id: Option<String>,
+    pub action: Option<String>,
+    pub quantity: Option<String>,
+    pub credits: Credits,
+    pub held: Credits,
+    pub overage: Credits,
+    pub effective_at: Timestamp,
+}
+
+/// Why a command is refused. Nothing is written when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("insufficient credits: {required} required, {available} available")]
+    InsufficientCredits {
+        required: Credits,
+        available: Credits,
+    },
+    #[error("hold not found")]
+    HoldNotFound,
+    #[error("hold already {0}")]
+    HoldResolved(&'static str),
+    #[error("hold expired")]
+    HoldExpired,
+    #[error("ledger invariant violated: {0}")]
+    InvariantViolated(String),
+}
+
+/// What a command is about, copied onto its entries.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub action: Option<String>,
+    pub quantity: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Book {
+    pub customer_id: String,
+    pub grants: Vec<Grant>,
+    /// Open holds (status `held`) and the ones resolved in this command.
+    pub holds: Vec<Hold>,
+    /// Credits used beyond every grant under `allow`, owed by the customer (>= 0).
+    pub overdraft: Credits,
+    /// Sum of the open holds' `overdraft` parts.
+    pub overdraft_held: Credits,
+    /// Entries appended by the commands applied to this book since it was loaded.
+    pub entries: Vec<Entry>,
+}
+
+impl Book {
+    pub fn new(customer_id: impl Into<String>) -> Self {
+        Book {
+            customer_id: customer_id.into(),
+            grants: Vec::new(),
+            holds: Vec::new(),
+            overdraft: Credits::ZERO,
+            overdraft_held: Credits::ZERO,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Remaining credits on every grant, less the overdraft.
+    pub fn balance(&self) -> Credits {
+        self.grants.iter().map(|g| g.remaining).sum::<Credits>() - self.overdraft
+    }
+
+    pub fn held(&self) -> Credits {
+        self.grants.iter().map(|g| g.held).sum::<Credits>() + self.overdraft_held
+    }
+
+    pub fn available(&self) -> Credits {
+        self.balance() - self.held()
+    }
+
+    fn free(&self) -> Credits {
+        self.grants.iter().map(Grant::free).sum()
+    }
+
+    pub fn hold(&self, id: &str) -> Option<&Hold> {
+        self.holds.iter().find(|h| h.id == id)
+    }
+
+    fn grant_mut(&mut self, id: &str) -> &mut Grant {
+        self.grants
+            .iter_mut()
+            .find(|g| g.id == id)
+            .expect("a hold's allocations name grants loaded with the book")
+    }
+
+    fn push(
+        &mut self,
+        kind: EntryKind,
+        grant: Option<&str>,
+        hold: Option<&str>,
+        usage: &Usage,
+    ) -> &mut Entry {
+        self.entries.push(Entry {
+            kind,
+            grant_id: grant.map(str::to_owned),
+            hold_id: hold.map(str::to_owned),
+            action: usage.action.clone(),
+            quantity: usage.quantity.clone(),
+            credits: Credits::ZERO,
+            held: Credits::ZERO,
+            overage: Credits::ZERO,
+            effective_at: chrono::DateTime::UNIX_EPOCH,
+        });
+        self.entries.last_mut().expect("just pushed")
+    }
+
+    /// Applies everything due at `now`: holds past their expiry are released, grants past theirs
+    /// expire (their held part stays until its holds resolve). Entries carry the due time.
+    pub fn settle_due(&mut self, now: Timestamp) {
+        let due_holds: Vec<(String, Timestamp)> = self
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Held && h.expires_at <= now)
+            .map(|h| (h.id.clone(), h.expires_at))
+            .collect();
+        for (id, at) in due_holds {
+            self.release_hold(&id, HoldStatus::Expired, at);
+        }
+        let due_grants: Vec<(String, Timestamp)> = self
+            .grants
+            .iter()
+            .filter(|g| !g.expired && g.expires_at.is_some_and(|e| e <= now))
+            .map(|g| (g.id.clone(), g.expires_at.expect("filtered on Some")))
+            .collect();
+        for (id, at) in due_grants {
+            self.expire_grant(&id, at);
+        }
+    }
+
+    fn expire_grant(&mut self, id: &str, at: Timestamp) {
+        let grant = self.grant_mut(id);
+        grant.expired = true;
+        let lapsing = grant.remaining - grant.held;
+        grant.remaining = grant.held;
+        if lapsing.is_positive() {
+            let entry = self.push(EntryKind::Expire, Some(id), None, &Usage::default());
+            entry.credits = -lapsing;
+            entry.effective_at = at;
+        }
+    }
+
+    /// Adds a grant; an `allow` overdraft is paid off from it first.
+    pub fn add_grant(&mut self, grant: Grant, now: Timestamp) {
+        assert!(grant.credits.is_positive(), "a grant adds credits");
+        let id = grant.id.clone();
+        let credits = grant.credits;
+        self.grants.push(Grant {
+            remaining: credits,
+            held: Credits::ZERO,
+            expired: false,
+            ..grant
+        });
+        let entry = self.push(EntryKind::Grant, Some(&id), None, &Usage::default());
+        entry.credits = credits;
+        entry.effective_at = now;
+        let settled = self.overdraft.min(credits);
+        if settled.is_positive() {
+            self.overdraft -= settled;
+            self.grant_mut(&id).remaining -= settled;
+            let from_grant = self.push(EntryKind::Settle, Some(&id), None, &Usage::default());
+            from_grant.credits = -settled;
+            from_grant.effective_at = now;
+            let to_overdraft = self.push(EntryKind::Settle, None, None, &Usage::default());
+            to_overdraft.credits = settled;
+            to_overdraft.effective_at = now;
+        }
+    }
+
+    /// Free credits per grant in consumption order, up to `amount`; and what they fall short by.
+    fn plan_draw(&self, amount: Credits) -> (Vec<(String, Credits)>, Credits) {
+        let mut open: Vec<&Grant> = self
+            .grants
+            .iter()
+            .filter(|g| g.free().is_positive())
+            .collect();
+        open.sort_by(|a, b| Grant::consumption_order(a, b));
+        let mut rest = amount;
+        let mut draws = Vec::new();
+        for grant in open {
+            if !rest.is_positive() {
+                break;
+            }
+            let take = grant.free().min(rest);
+            draws.push((grant.id.clone(), take));
+            rest -= take;
+        }
+        (draws, rest)
+    }
+
+    /// May `amount` be spent beyond every grant, by the overage rule? `available` is before it.
+    fn overage_allowed(
+        &self,
+        overage: &Overage,
+        required: Credits,
+        shortfall: Credits,
+    ) -> Result<(), Rejection> {
+        if !shortfall.is_positive() {
+            return Ok(());
+        }
+        let available = self.available();
+        match overage {
+            Overage::Block => Err(Rejection::InsufficientCredits {
+                required,
+                available,
+            }),
+            Overage::Allow { limit } if available - required < -*limit => {
+                Err(Rejection::InsufficientCredits {
+                    required,
+                    available: available + *limit,
+                })
+            }
+            Overage::Allow { .. } | Overage::Bill { .. } => Ok(()),
+        }
+    }
+
+    /// Reserves `credits` for a new hold.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize(
+        &mut self,
+        hold_id: &str,
+        usage: &Usage,
+        credits: Credits,
+        overage: &Overage,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
+        assert!(credits.is_positive(), "a hold reserves credits");
+        let (draws, shortfall) = self.plan_draw(credits);
+        self.overage_allowed(overage, credits, shortfall)?;
+        for (grant_id, take) in &draws {
+            self.grant_mut(grant_id).held += *take;
+            let entry = self.push(EntryKind::Hold, Some(grant_id), Some(hold_id), usage);
+            entry.held = *take;
+            entry.effective_at = now;
+        }
+        if shortfall.is_positive() {
+            self.overdraft_held += shortfall;
+            let entry = self.push(EntryKind::Hold, None, Some(hold_id), usage);
+            entry.held = shortfall;
+            entry.effective_at = now;
+        }
+        self.holds.push(Hold {
+            id: hold_id.to_owned(),
+            action: usage.action.clone().unwrap_or_default(),
+            quantity: usage.quantity.clone().unwrap_or_default(),
+            credits,
+            allocations: draws,
+            overdraft: shortfall,
+            status: HoldStatus::Held,
+            expires_at,
+            captured: None,
+            created_at: now,
+            resolved_at: None,
+        });
+        Ok(())
+    }
+
+    fn open_hold_index(&self, hold_id: &str) -> Result<usize, Rejection> {
+        let index = self
+            .holds
+            .iter()
+            .position(|h| h.id == hold_id)
+            .ok_or(Rejection::HoldNotFound)?;
+        match self.holds[index].status {
+            HoldStatus::Held => Ok(index),
+            HoldStatus::Expired => Err(Rejection::HoldExpired),
+            other => Err(Rejection::HoldResolved(other.as_str())),
+        }
+    }
+
+    /// Posts the actual cost of a hold. Less than held: the rest is released. More: the excess is
+    /// debited like a usage under the overage rule, or the whole capture is refused.
+    pub fn capture(
+        &mut self,
+        hold_id: &str,
+        credits: Credits,
+        overage: &Overage,
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
+        assert!(!credits.is_negative(), "a capture is not negative");
+        let index = self.open_hold_index(hold_id)?;
+        let hold = self.holds[index].clone();
+        let usage = Usage {
+            action: Some(hold.action.clone()),
+            quantity: Some(hold.quantity.clone()),
+        };
+        let mut rest = credits;
+        for (grant_id, reserved) in &hold.allocations {
+            let reserved = *reserved;
+            let take = reserved.min(rest);
+            rest -= take;
+            let grant = self.grant_mut(grant_id);
+            grant.held -= reserved;
+            grant.remaining -= take;
+            if take.is_positive() {
+                let entry = self.push(EntryKind::Consume, Some(grant_id), Some(hold_id), &usage);
+                entry.credits = -take;
+                entry.held = -take;
+                entry.effective_at = now;
+            }
+            if reserved > take {
+                let entry = self.push(EntryKind::Release, Some(grant_id), Some(hold_id), &usage);
+                entry.held = -(reserved - take);
+                entry.effective_at = now;
+            }
+            self.lapse_if_expired(grant_id, now);
+        }
+        if hold.overdraft.is_positive() {
+            let take = hold.overdraft.min(rest);
+            rest -= take;
+            self.overdraft_held -= hold.overdraft;
+            if take.is_positive() {
+                self.spend_beyond_grants(take, overage, Some(hold_id), &usage, true, now);
+            }
+            if hold.overdraft > take {
+                let entry = self.push(EntryKind::Release, None, Some(hold_id), &usage);
+                entry.held = -(hold.overdraft - take);
+                entry.effective_at = now;
+            }
+        }
+        let hold = &mut self.holds[index];
+        hold.status = HoldStatus::Captured;
+        hold.captured = Some(credits);
+        hold.resolved_at = Some(now);
+        if rest.is_positive() {
+            self.debit_free(rest, overage, Some(hold_id), &usage, now)?;
+        }
+        Ok(())
+    }
+
+    /// Releases a hold without using it.
+    pub fn void(&mut self, hold_id: &str, now: Timestamp) -> Result<(), Rejection> {
+        self.open_hold_index(hold_id)?;
+        self.release_hold(hold_id, HoldStatus::Voided, now);
+        Ok(())
+    }
+
+    fn release_hold(&mut self, hold_id: &str, status: HoldStatus, at: Timestamp) {
+        let index = self
+            .holds
+            .iter()
+            .position(|h| h.id == hold_id && h.status == HoldStatus::Held)
+            .expect("releasing an open hold");
+        let hold = self.holds[index].clone();
+        let usage = Usage {
+            action: Some(hold.action.clone()),
+            quantity: Some(hold.quantity.clone()),
+        };
+        for (grant_id, reserved) in &hold.allocations {
+            self.grant_mut(grant_id).held -= *reserved;
+            let entry = self.push(EntryKind::Release, Some(grant_id), Some(hold_id), &usage);
+            entry.held = -*reserved;
+            entry.effective_at = at;
+            self.lapse_if_expired(grant_id, at);
+        }
+        if hold.overdraft.is_positive() {
+            self.overdraft_held -= hold.overdraft;
+            let entry = self.push(EntryKind::Release, None, Some(hold_id), &usage);
+            entry.held = -hold.overdraft;
+            entry.effective_at = at;
+        }
+        let hold = &mut self.holds[index];
+        hold.status = status;
+        hold.resolved_at = Some(at);
+    }
+
+    /// Credits released onto a grant that expired meanwhile expire at once.
+    fn lapse_if_expired(&mut self, grant_id: &str, at: Timestamp) {
+        let grant = self.grant_mut(grant_id);
+        if grant.expired && grant.remaining > grant.held {
+            let lapsing = grant.remaining - grant.held;
+            grant.remaining = grant.held;
+            let entry = self.push(EntryKind::Expire, Some(grant_id), None, &Usage::default());
+            entry.credits = -lapsing;
+            entry.effective_at = at;
+        }
+    }
+
+    /// A one-shot debit (usage), or the excess of a capture over its hold.
+    pub fn debit(
+        &mut self,
+        credits: Credits,
+        usage: &Usage,
+        overage: &Overage,
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
+        assert!(credits.is_positive(), "a debit takes credits");
+        self.debit_free(credits, overage, None, usage, now)
+    }
+
+    fn debit_free(
+        &mut self,
+        credits: Credits,
+        overage: &Overage,
+        hold_id: Option<&str>,
+        usage: &Usage,
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
+        let (draws, shortfall) = self.plan_draw(credits);
+        self.overage_allowed(overage, credits, shortfall)?;
+        for (grant_id, take) in &draws {
+            self.grant_mut(grant_id).remaining -= *take;
+            let entry = self.push(EntryKind::Consume, Some(grant_id), hold_id, usage);
+            entry.credits = -*take;
+            entry.effective_at = now;
+        }
+        if shortfall.is_positive() {
+            self.spend_beyond_grants(shortfall, overage, hold_id, usage, false, now);
+        }
+        Ok(())
+    }
+
+    /// Credits used beyond every grant: owed under `allow` (and under `block`, only for the
+    /// overdraft part of a hold approved when the plan allowed it), billable under `bill`.
+    fn spend_beyond_grants(
+        &mut self,
+        amount: Credits,
+        overage: &Overage,
+        hold_id: Option<&str>,
+        usage: &Usage,
+        from_hold: bool,
+        now: Timestamp,
+    ) {
+        let held = if from_hold { -amount } else { Credits::ZERO };
+        match overage {
+            Overage::Bill { .. } => {
+                let entry = self.push(EntryKind::Overage, None, hold_id, usage);
+                entry.held = held;
+                entry.overage = amount;
+                entry.effective_at = now;
+            }
+            Overage::Allow { .. } | Overage::Block => {
+                self.overdraft += amount;
+                let entry = self.push(EntryKind::Consume, None, hold_id, usage);
+                entry.credits = -amount;
+                entry.held = held;
+                entry.effective_at = now;
+            }
+        }
+    }
+
+    /// The invariants of DESIGN.md §2 that one customer's book must keep. Checked after every
+    /// command, before anything is written.
+    pub fn check_invariants(&self) -> Result<(), Rejection> {
+        let fail = |what: String| Err(Rejection::InvariantViolated(what));
+        for g in &self.grants {
+            if g.held.is_negative() || g.held > g.remaining || g.remaining > g.credits {
+                return fail(format!(
+                    "grant {}: need 0 <= held ({}) <= remaining ({}) <= credits ({})",
+                    g.id, g.held, g.remaining, g.credits
+                ));
+            }
+            if g.expired && g.remaining != g.held {
+                return fail(format!("expired grant {} keeps unheld credits", g.id));
+            }
+            let reserved: Credits = self
+                .holds
+                .iter()
+                .filter(|h| h.status == HoldStatus::Held)
+                .flat_map(|h| h.allocations.iter())
+                .filter(|(grant, _)| grant == &g.id)
+                .map(|(_, c)| *c)
+                .sum();
+            if reserved != g.held {
+                return fail(format!(
+                    "grant {}: held {} but open holds reserve {}",
+                    g.id, g.held, reserved
+                ));
+            }
+        }
+        if self.overdraft.is_negative() || self.overdraft_held.is_negative() {
+            return fail("negative overdraft".into());
+        }
+        let overdraft_reserved: Credits = self
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Held)
+            .map(|h| h.overdraft)
+            .sum();
+        if overdraft_reserved != self.overdraft_held {
+            return fail("overdraft held differs from the open holds".into());
+        }
+        if self.overdraft.is_positive() && self.free().is_positive() {
+            return fail("an overdraft stands beside free credits".into());
+        }
+        for h in self.holds.iter().filter(|h| h.status == HoldStatus::Held) {
+            let reserved: Credits =
+                h.allocations.iter().map(|(_, c)| *c).sum::<Credits>() + h.overdraft;
+            if reserved != h.credits {
+                return fail(format!(
+                    "hold {} reserves {} of {}",
+                    h.id, reserved, h.credits
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sum of the entries appended since load: what they moved the balance and held by.
+    pub fn entries_delta(&self) -> (Credits, Credits) {
+        let credits = self.entries.iter().map(|e| e.credits).sum();
+        let held = self.entries.iter().map(|e| e.held).sum();
+        (credits, held)
+    }
+}

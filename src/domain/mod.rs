@@ -1,0 +1,11 @@
+//! Pure logic: no I/O and no clock reads. Time comes in as an argument.
+
+pub mod catalog;
+pub mod entitlement;
+pub mod ledger;
+pub mod money;
+
+pub use money::{Credits, Quantity};
+
+/// Points in time are UTC; the caller supplies "now".
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

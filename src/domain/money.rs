@@ -1,0 +1,267 @@
+//! Exact amounts. Credits and money are `rust_decimal::Decimal` with at most [`SCALE`] decimal
+//! places; the store keeps them as integers of that scale so both databases round-trip them.
+
+use rust_decimal::Decimal;
+use std::fmt;
+
+/// Decimal places kept for credits and money.
+pub const SCALE: u32 = 6;
+
+/// The largest amount of credits one request may name: a limit on everything, and far below what
+/// an `i64` of scale 6 can hold (9.2e12), so that sums of a few of them still fit.
+pub fn max_credits_per_request() -> Decimal {
+    Decimal::from(1_000_000_000_000_i64)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("has more than {SCALE} decimal places")]
+    TooPrecise,
+    #[error("is larger than the limit of {0}")]
+    TooLarge(Decimal),
+    #[error("is out of the storable range")]
+    OutOfRange,
+}
+
+/// A signed, exact number of credits with at most [`SCALE`] decimal places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Credits(Decimal);
+
+impl Credits {
+    pub const ZERO: Credits = Credits(Decimal::ZERO);
+
+    /// Any amount of scale <= 6 (sign unchecked): for values computed inside the domain.
+    pub fn new(value: Decimal) -> Result<Self, AmountError> {
+        let value = value.normalize();
+        if value.scale() > SCALE {
+            return Err(AmountError::TooPrecise);
+        }
+        Ok(Credits(value))
+    }
+
+    /// An amount named in a request: positive, scale <= 6, at most the per-request limit.
+    pub fn positive(value: Decimal) -> Result<Self, AmountError> {
+        if value <= Decimal::ZERO {
+            return Err(AmountError::NotPositive);
+        }
+        if value > max_credits_per_request() {
+            return Err(AmountError::TooLarge(max_credits_per_request()));
+        }
+        Self::new(value)
+    }
+
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+
+    /// Fixed-point integer of scale 6, as stored.
+    pub fn to_micros(self) -> Result<i64, AmountError> {
+        let scaled = self.0 * Decimal::from(1_000_000_i64);
+        debug_assert!(scaled.fract().is_zero(), "a Credits value has scale <= 6");
+        i64::try_from(scaled.trunc()).map_err(|_| AmountError::OutOfRange)
+    }
+
+    pub fn from_micros(micros: i64) -> Self {
+        Credits(Decimal::new(micros, SCALE).normalize())
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+
+    pub fn is_positive(self) -> bool {
+        self.0 > Decimal::ZERO
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.0 < Decimal::ZERO
+    }
+
+    pub fn min(self, other: Credits) -> Credits {
+        if self <= other { self } else { other }
+    }
+}
+
+impl std::ops::Add for Credits {
+    type Output = Credits;
+    fn add(self, other: Credits) -> Credits {
+        Credits((self.0 + other.0).normalize())
+    }
+}
+
+impl std::ops::Sub for Credits {
+    type Output = Credits;
+    fn sub(self, other: Credits) -> Credits {
+        Credits((self.0 - other.0).normalize())
+    }
+}
+
+impl std::ops::Neg for Credits {
+    type Output = Credits;
+    fn neg(self) -> Credits {
+        Credits(-self.0)
+    }
+}
+
+impl std::ops::AddAssign for Credits {
+    fn add_assign(&mut self, other: Credits) {
+        *self = *self + other;
+    }
+}
+
+impl std::ops::SubAssign for Credits {
+    fn sub_assign(&mut self, other: Credits) {
+        *self = *self - other;
+    }
+}
+
+impl std::iter::Sum for Credits {
+    fn sum<I: Iterator<Item = Credits>>(iter: I) -> Credits {
+        iter.fold(Credits::ZERO, |a, b| a + b)
+    }
+}
+
+impl fmt::Display for Credits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.normalize())
+    }
+}
+
+impl serde::Serialize for Credits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Credits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = <Decimal as serde::Deserialize>::deserialize(d)?;
+        Credits::new(value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How many units of an action: positive, scale <= 6, at most one billion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(Decimal);
+
+impl Quantity {
+    pub fn max() -> Decimal {
+        Decimal::from(1_000_000_000_i64)
+    }
+
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+}
+
+impl TryFrom<Decimal> for Quantity {
+    type Error = AmountError;
+    fn try_from(value: Decimal) -> Result<Self, AmountError> {
+        if value <= Decimal::ZERO {
+            return Err(AmountError::NotPositive);
+        }
+        if value > Quantity::max() {
+            return Err(AmountError::TooLarge(Quantity::max()));
+        }
+        let value = value.normalize();
+        if value.scale() > SCALE {
+            return Err(AmountError::TooPrecise);
+        }
+        Ok(Quantity(value))
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Money has the same storage scale as credits; its precision is bounded by its currency.
+pub fn currency_minor_units(currency: &str) -> u32 {
+    match currency.to_ascii_uppercase().as_str() {
+        "BIF" | "CLP" | "DJF" | "GNF" | "JPY" | "KMF" | "KRW" | "MGA" | "PYG" | "RWF" | "UGX"
+        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "JOD" | "KWD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// A price: a non-negative amount in a three-letter currency, exact to the currency's minor unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Money {
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+impl Money {
+    pub fn new(amount: Decimal, currency: &str) -> Result<Self, String> {
+        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err(format!(
+                "currency {currency:?} is not a three-letter ISO 4217 code"
+            ));
+        }
+        if amount < Decimal::ZERO {
+            return Err("price must not be negative".into());
+        }
+        if amount > max_credits_per_request() {
+            return Err(format!(
+                "price exceeds the limit of {}",
+                max_credits_per_request()
+            ));
+        }
+        let amount = amount.normalize();
+        let minor = currency_minor_units(currency);
+        if amount.scale() > minor {
+            return Err(format!(
+                "price {amount} has more decimal places than {} allows ({minor})",
+                currency.to_ascii_uppercase()
+            ));
+        }
+        Ok(Money {
+            amount,
+            currency: currency.to_ascii_lowercase(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn micros_round_trip_exactly() {
+        let c = Credits::new(Decimal::from_str("123456789012.123456").unwrap()).unwrap();
+        assert_eq!(c.to_micros().unwrap(), 123_456_789_012_123_456);
+        assert_eq!(Credits::from_micros(c.to_micros().unwrap()), c);
+    }
+
+    #[test]
+    fn too_precise_and_non_positive_are_refused() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        assert_eq!(
+            Credits::positive(d("0.0000001")),
+            Err(AmountError::TooPrecise)
+        );
+        assert_eq!(Credits::positive(d("0")), Err(AmountError::NotPositive));
+        assert_eq!(Credits::positive(d("-1")), Err(AmountError::NotPositive));
+        assert!(matches!(
+            Credits::positive(d("1e13")),
+            Err(AmountError::TooLarge(_))
+        ));
+        assert!(Credits::positive(d("1.500000")).is_ok());
+    }
+
+    #[test]
+    fn money_respects_the_currency_minor_unit() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        assert!(Money::new(d("9.99"), "usd").is_ok());
+        assert!(Money::new(d("9.999"), "usd").is_err());
+        assert!(Money::new(d("1000"), "JPY").is_ok());
+        assert!(Money::new(d("10.5"), "jpy").is_err());
+        assert!(Money::new(d("1"), "dollars").is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! The one error type of the service. Every failure has a stable `type` code; `http::problem`
+//! turns it into `application/problem+json`.
+
+use crate::domain::ledger::Rejection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("a valid API key is required (Authorization: Bearer KEY)")]
+    Unauthorized,
+    #[error("this API key's scope may not call this endpoint (needs {0})")]
+    InsufficientScope(&'static str),
+    #[error("the customer's plan does not include the feature of action {0:?}")]
+    FeatureNotEntitled(String),
+    #[error("the customer is frozen by an open dispute")]
+    CustomerFrozen,
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    #[error("unknown {kind} {id:?}")]
+    UnknownCatalogItem { kind: &'static str, id: String },
+    #[error("customer {0:?} not found")]
+    CustomerNotFound(String),
+    #[error("this idempotency_key was used with a different request")]
+    IdempotencyConflict,
+    #[error("the test clock is not enabled (start with --test-clock)")]
+    TestClockDisabled,
+    #[error("the test clock only moves forward (now {0})")]
+    ClockBackwards(String),
+    #[error("no route for this path")]
+    NotFound,
+    #[error("the database is busy; retry")]
+    Unavailable,
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Worth running the whole transaction again: lock waits that timed out, serialization
+    /// failures and deadlocks, on either engine.
+    pub fn is_transient(&self) -> bool {
+        let Error::Database(e) = self else {
+            return false;
+        };
+        let text = e.to_string();
+        [
+            "database is locked",
+            "SQLITE_BUSY",
+            "(code: 5)",
+            "(code: 517)",
+            "40001",
+            "40P01",
+            "could not serialize",
+            "deadlock detected",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,472 @@
+//! Customer reads (balance, grants, ledger) and admin writes (grants, plan).
+
+use super::AppState;
+use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
+use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
+use crate::domain::ledger::{Grant, GrantKind, HoldStatus};
+use crate::domain::money::{Credits, Money};
+use crate::error::{Error, Result};
+use crate::store::keys::Scope;
+use crate::store::{Command, Idempotency};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantView {
+    id: String,
+    #[schema(value_type = String)]
+    kind: GrantKind,
+    #[schema(value_type = String)]
+    credits: Credits,
+    #[schema(value_type = String)]
+    remaining: Credits,
+    #[schema(value_type = String)]
+    held: Credits,
+    #[schema(value_type = Option<String>)]
+    price: Option<Credits>,
+    currency: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    priority: i32,
+    plan: Option<String>,
+    pack: Option<String>,
+    source: String,
+}
+
+impl From<&Grant> for GrantView {
+    fn from(g: &Grant) -> Self {
+        GrantView {
+            id: g.id.clone(),
+            kind: g.kind,
+            credits: g.credits,
+            remaining: g.remaining,
+            held: g.held,
+            price: g.price,
+            currency: g.currency.clone(),
+            expires_at: g.expires_at,
+            priority: g.priority,
+            plan: g.plan_id.clone(),
+            pack: g.pack_id.clone(),
+            source: format!("{}:{}", g.source_type, g.source_id),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HoldView {
+    id: String,
+    action: String,
+    #[schema(value_type = String)]
+    credits: Credits,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CustomerView {
+    id: String,
+    plan: Option<String>,
+    features: Vec<String>,
+    frozen: bool,
+    #[schema(value_type = String)]
+    balance: Credits,
+    #[schema(value_type = String)]
+    held: Credits,
+    #[schema(value_type = String)]
+    available: Credits,
+    /// Credits owed beyond every grant under an `allow` overage rule.
+    #[schema(value_type = String)]
+    overdraft: Credits,
+    /// Grants with credits left, in consumption order.
+    grants: Vec<GrantView>,
+    holds: Vec<HoldView>,
+    /// End of the current plan period; known once billing is synced.
+    renews_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = CustomerView), (status = 404)), security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CustomerView>> {
+    caller.require(Scope::App)?;
+    let id = identifier("id", &id)?;
+    let (book, standing) = state
+        .store
+        .view(&id, state.clock.now())
+        .await?
+        .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
+    let plan = standing
+        .plan_id
+        .as_deref()
+        .and_then(|p| state.catalog.plan(p));
+    let features = state
+        .catalog
+        .features
+        .values()
+        .filter(|f| !f.plan_only || plan.is_some_and(|p| p.features.contains(&f.id)))
+        .map(|f| f.id.clone())
+        .collect();
+    let mut grants: Vec<&Grant> = book
+        .grants
+        .iter()
+        .filter(|g| g.remaining.is_positive())
+        .collect();
+    grants.sort_by(|a, b| Grant::consumption_order(a, b));
+    Ok(Json(CustomerView {
+        id,
+        plan: standing.plan_id.clone(),
+        features,
+        frozen: standing.frozen,
+        balance: book.balance(),
+        held: book.held(),
+        available: book.available(),
+        overdraft: book.overdraft,
+        grants: grants.into_iter().map(GrantView::from).collect(),
+        holds: book
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Held)
+            .map(|h| HoldView {
+                id: h.id.clone(),
+                action: h.action.clone(),
+                credits: h.credits,
+                expires_at: h.expires_at,
+            })
+            .collect(),
+        renews_at: None,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct LedgerQuery {
+    /// Entries per page, 1 to 200 (default 50).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LedgerPage {
+    entries: Vec<crate::store::ledger::EntryView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+pub const MAX_PAGE: u64 = 200;
+
+#[utoipa::path(get, path = "/v1/customers/{id}/ledger", params(("id" = String, Path), LedgerQuery),
+    responses((status = 200, body = LedgerPage), (status = 404)), security(("bearer" = [])))]
+pub async fn ledger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<LedgerQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LedgerPage>> {
+    caller.require(Scope::App)?;
+    let Query(query) = query.map_err(|e| Error::invalid("query", e.body_text()))?;
+    let id = identifier("id", &id)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let before = query
+        .cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| Error::invalid("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let (entries, next) = state
+        .store
+        .ledger_page(&id, before, limit)
+        .await?
+        .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
+    Ok(Json(LedgerPage {
+        entries,
+        next_cursor: next.map(|n| n.to_string()),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct GrantRequest {
+    /// `promotional` or `adjustment`; `pack` and `plan` record a sale made outside Stripe.
+    kind: String,
+    /// Credits to grant; for `pack` and `plan` the catalog's unless given.
+    #[schema(value_type = Option<String>)]
+    credits: Option<Amount>,
+    expires_at: Option<DateTime<Utc>>,
+    priority: Option<i32>,
+    /// Pack id, with kind `pack`.
+    pack: Option<String>,
+    /// Plan id, with kind `plan`.
+    plan: Option<String>,
+    /// Price net of tax, for `pack` (default: the catalog's) and `plan`.
+    #[schema(value_type = Option<String>)]
+    price: Option<Amount>,
+    currency: Option<String>,
+    /// Why, kept as the grant's source.
+    memo: Option<String>,
+    idempotency_key: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct GrantResponse {
+    id: String,
+    customer: String,
+    #[schema(value_type = String)]
+    kind: GrantKind,
+    #[schema(value_type = String)]
+    credits: Credits,
+    expires_at: Option<DateTime<Utc>>,
+    priority: i32,
+    #[schema(value_type = String)]
+    balance: Credits,
+    #[schema(value_type = String)]
+    available: Credits,
+}
+
+/// Longest memo kept with an admin grant.
+const MAX_MEMO_LENGTH: usize = 500;
+
+#[utoipa::path(post, path = "/v1/customers/{id}/grants", params(("id" = String, Path)), request_body = GrantRequest,
+    responses((status = 201, body = GrantResponse), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn create_grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<GrantRequest>,
+) -> Result<(StatusCode, Json<GrantResponse>)> {
+    caller.require(Scope::Admin)?;
+    let customer = identifier("id", &id)?;
+    let key = identifier("idempotency_key", &request.idempotency_key)?;
+    let now = state.clock.now();
+    let kind = GrantKind::parse(&request.kind).ok_or_else(|| {
+        Error::invalid("kind", "must be one of promotional, adjustment, pack, plan")
+    })?;
+    let memo = request.memo.clone().unwrap_or_default();
+    if memo.len() > MAX_MEMO_LENGTH || memo.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "memo",
+            format!("at most {MAX_MEMO_LENGTH} bytes, no control characters"),
+        ));
+    }
+    let positive = |a: Amount| {
+        Credits::positive(a.0).map_err(|e| Error::invalid("credits", format!("{} {e}", a.0)))
+    };
+    let (credits, price, priority, plan_id, pack_id, default_expiry) = match kind {
+        GrantKind::Promotional | GrantKind::Adjustment => {
+            if request.pack.is_some() || request.plan.is_some() || request.price.is_some() {
+                return Err(Error::invalid(
+                    "kind",
+                    "promotional and adjustment grants carry no pack, plan or price",
+                ));
+            }
+            let credits = positive(
+                request
+                    .credits
+                    .ok_or_else(|| Error::invalid("credits", "is required"))?,
+            )?;
+            let priority = if kind == GrantKind::Promotional {
+                PROMOTIONAL_PRIORITY
+            } else {
+                ADJUSTMENT_PRIORITY
+            };
+            (credits, None, priority, None, None, None)
+        }
+        GrantKind::Pack => {
+            let pack_id = request
+                .pack
+                .clone()
+                .ok_or_else(|| Error::invalid("pack", "is required with kind pack"))?;
+            let pack = state
+                .catalog
+                .pack(&pack_id)
+                .ok_or_else(|| Error::UnknownCatalogItem {
+                    kind: "pack",
+                    id: pack_id.clone(),
+                })?;
+            let credits = request
+                .credits
+                .map(positive)
+                .transpose()?
+                .unwrap_or(pack.credits);
+            let price = match request.price {
+                Some(p) => Money::new(
+                    p.0,
+                    request.currency.as_deref().unwrap_or(&pack.price.currency),
+                )
+                .map_err(|r| Error::invalid("price", r))?,
+                None => pack.price.clone(),
+            };
+            let expiry = pack
+                .expires_after_days
+                .map(|d| now + chrono::Duration::days(i64::from(d)));
+            (
+                credits,
+                Some(price),
+                pack.priority,
+                None,
+                Some(pack_id),
+                expiry,
+            )
+        }
+        GrantKind::Plan => {
+            let plan_id = request
+                .plan
+                .clone()
+                .ok_or_else(|| Error::invalid("plan", "is required with kind plan"))?;
+            let plan = state
+                .catalog
+                .plan(&plan_id)
+                .ok_or_else(|| Error::UnknownCatalogItem {
+                    kind: "plan",
+                    id: plan_id.clone(),
+                })?;
+            let credits = match request.credits {
+                Some(c) => positive(c)?,
+                None => Credits::positive(plan.credits.value())
+                    .map_err(|e| Error::invalid("credits", format!("the plan's {e}")))?,
+            };
+            let price = request
+                .price
+                .map(|p| {
+                    Money::new(
+                        p.0,
+                        request
+                            .currency
+                            .as_deref()
+                            .unwrap_or(&state.catalog.currency),
+                    )
+                    .map_err(|r| Error::invalid("price", r))
+                })
+                .transpose()?;
+            (credits, price, plan.priority, Some(plan_id), None, None)
+        }
+    };
+    let expires_at = request.expires_at.or(default_expiry);
+    if let Some(at) = expires_at
+        && at <= now
+    {
+        return Err(Error::invalid("expires_at", "must be in the future"));
+    }
+    let priority = request.priority.unwrap_or(priority);
+    if !(-1000..=1000).contains(&priority) {
+        return Err(Error::invalid("priority", "must be between -1000 and 1000"));
+    }
+    let grant_id = format!("grant_{}", uuid::Uuid::now_v7().simple());
+    let price_credits = price
+        .as_ref()
+        .map(|m| Credits::new(m.amount).map_err(|e| Error::invalid("price", e)))
+        .transpose()?;
+    let hash = request_hash(&[
+        "POST grants",
+        kind.as_str(),
+        &credits.to_string(),
+        &expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        &priority.to_string(),
+        &format!("{price:?}"),
+        plan_id.as_deref().unwrap_or_default(),
+        pack_id.as_deref().unwrap_or_default(),
+        &memo,
+    ]);
+    let command = Command {
+        customer_id: &customer,
+        create_customer: true,
+        idempotency: Some(Idempotency {
+            key: key.clone(),
+            request_hash: hash,
+        }),
+        hold_id: None,
+        now,
+    };
+    let executed = state
+        .store
+        .execute(command, |book, _| {
+            book.add_grant(
+                Grant {
+                    id: grant_id.clone(),
+                    kind,
+                    credits,
+                    remaining: credits,
+                    held: Credits::ZERO,
+                    price: price_credits,
+                    currency: price.as_ref().map(|m| m.currency.clone()),
+                    expires_at,
+                    expired: false,
+                    priority,
+                    plan_id: plan_id.clone(),
+                    pack_id: pack_id.clone(),
+                    source_type: "admin".into(),
+                    source_id: if memo.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key}: {memo}")
+                    },
+                    created_at: now,
+                },
+                now,
+            );
+            Ok(GrantResponse {
+                id: grant_id.clone(),
+                customer: customer.clone(),
+                kind,
+                credits,
+                expires_at,
+                priority,
+                balance: book.balance(),
+                available: book.available(),
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(executed.value)))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PlanRequest {
+    /// A plan id of the catalog, or null for none.
+    plan: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PlanResponse {
+    customer: String,
+    plan: Option<String>,
+}
+
+/// Sets a customer's plan by hand (customers billed outside Stripe); Stripe subscriptions set it
+/// otherwise. Setting the same plan again changes nothing.
+#[utoipa::path(put, path = "/v1/customers/{id}/plan", params(("id" = String, Path)), request_body = PlanRequest,
+    responses((status = 200, body = PlanResponse), (status = 422)), security(("bearer" = [])))]
+pub async fn set_plan(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<PlanRequest>,
+) -> Result<Json<PlanResponse>> {
+    caller.require(Scope::Admin)?;
+    let customer = identifier("id", &id)?;
+    if let Some(plan) = &request.plan
+        && state.catalog.plan(plan).is_none()
+    {
+        return Err(Error::UnknownCatalogItem {
+            kind: "plan",
+            id: plan.clone(),
+        });
+    }
+    state
+        .store
+        .set_plan(&customer, request.plan.as_deref(), state.clock.now())
+        .await?;
+    Ok(Json(PlanResponse {
+        customer,
+        plan: request.plan,
+    }))
+}

@@ -1,0 +1,87 @@
+//! axum: routes, extractors, error -> problem+json. Handlers parse, call the store, answer.
+
+mod customers;
+pub mod extract;
+mod gate;
+mod ops;
+mod problem;
+
+use crate::clock::{Clock, TestClock};
+use crate::domain::catalog::Catalog;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    pub clock: Arc<dyn Clock>,
+    /// Present only with `--test-clock`.
+    pub test_clock: Option<TestClock>,
+    pub metrics: Arc<Metrics>,
+    pub hold_timeout_seconds: u64,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "creditbook", description = "Credit ledger and pre-call authorization gate"),
+    paths(
+        gate::check, gate::authorize, gate::capture, gate::void, gate::usage,
+        customers::show, customers::ledger, customers::create_grant, customers::set_plan,
+        ops::advance_clock, ops::healthz,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/check", post(gate::check))
+        .route("/v1/authorizations", post(gate::authorize))
+        .route("/v1/authorizations/{id}/capture", post(gate::capture))
+        .route("/v1/authorizations/{id}/void", post(gate::void))
+        .route("/v1/usage", post(gate::usage))
+        .route("/v1/customers/{id}", get(customers::show))
+        .route("/v1/customers/{id}/ledger", get(customers::ledger))
+        .route("/v1/customers/{id}/grants", post(customers::create_grant))
+        .route("/v1/customers/{id}/plan", put(customers::set_plan))
+        .route("/v1/test-clock/advance", post(ops::advance_clock))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::NotFound })
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
+        .with_state(state)
+}
+
+async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.metrics.count_response(response.status().as_u16());
+    response
+}

@@ -1,0 +1,71 @@
+//! Operations: health, metrics, the OpenAPI document and the test clock.
+
+use super::extract::{ApiJson, Caller};
+use super::{ApiDoc, AppState};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::keys::Scope;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503)))]
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>> {
+    state.store.ping().await.map_err(|_| Error::Unavailable)?;
+    Ok(Json(Health { status: "ok" }))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct AdvanceRequest {
+    to: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AdvanceResponse {
+    now: DateTime<Utc>,
+    /// Customers whose due holds or grants were settled.
+    customers_settled: usize,
+}
+
+/// Moves the test clock forward to `to` and runs every time-driven job up to it.
+#[utoipa::path(post, path = "/v1/test-clock/advance", request_body = AdvanceRequest,
+    responses((status = 200, body = AdvanceResponse), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn advance_clock(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<AdvanceRequest>,
+) -> Result<Json<AdvanceResponse>> {
+    caller.require(Scope::Admin)?;
+    let clock = state.test_clock.as_ref().ok_or(Error::TestClockDisabled)?;
+    let now = clock
+        .advance_to(request.to)
+        .map_err(|now| Error::ClockBackwards(now.to_rfc3339()))?;
+    let settled = crate::jobs::settle_due(&state.store, now).await?;
+    for _ in 0..settled {
+        Metrics::bump(&state.metrics.customers_settled_by_jobs);
+    }
+    Ok(Json(AdvanceResponse {
+        now,
+        customers_settled: settled,
+    }))
+}

@@ -1,0 +1,84 @@
+//! `Error` -> `application/problem+json` (RFC 9457). `type` is a stable code clients match on;
+//! 5xx bodies say nothing about the cause, which is logged here, once.
+
+use crate::domain::ledger::Rejection;
+use crate::error::Error;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+impl Error {
+    pub fn status_and_type(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Error::Rejected(r) => match r {
+                Rejection::InsufficientCredits { .. } => {
+                    (S::PAYMENT_REQUIRED, "insufficient_credits")
+                }
+                Rejection::HoldNotFound => (S::NOT_FOUND, "hold_not_found"),
+                Rejection::HoldResolved(_) => (S::CONFLICT, "hold_already_resolved"),
+                Rejection::HoldExpired => (S::CONFLICT, "hold_expired"),
+                Rejection::InvariantViolated(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
+            },
+            Error::Invalid { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_request"),
+            Error::MalformedJson(_) => (S::BAD_REQUEST, "malformed_json"),
+            Error::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Error::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
+            Error::InsufficientScope(_) => (S::FORBIDDEN, "insufficient_scope"),
+            Error::FeatureNotEntitled(_) => (S::FORBIDDEN, "feature_not_entitled"),
+            Error::CustomerFrozen => (S::FORBIDDEN, "customer_frozen"),
+            Error::UnknownAction(_) => (S::UNPROCESSABLE_ENTITY, "unknown_action"),
+            Error::UnknownCatalogItem { .. } => (S::UNPROCESSABLE_ENTITY, "unknown_catalog_item"),
+            Error::CustomerNotFound(_) => (S::NOT_FOUND, "customer_not_found"),
+            Error::IdempotencyConflict => (S::CONFLICT, "idempotency_conflict"),
+            Error::TestClockDisabled => (S::NOT_FOUND, "test_clock_disabled"),
+            Error::ClockBackwards(_) => (S::UNPROCESSABLE_ENTITY, "clock_backwards"),
+            Error::NotFound => (S::NOT_FOUND, "not_found"),
+            Error::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Database(_) | Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.status_and_type();
+        let mut body = json!({
+            "type": kind,
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+        });
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+            body["detail"] = Value::from(match status {
+                StatusCode::SERVICE_UNAVAILABLE => "temporarily unavailable; retry",
+                _ => "internal error",
+            });
+        } else {
+            body["detail"] = Value::from(self.to_string());
+        }
+        match &self {
+            Error::Rejected(Rejection::InsufficientCredits {
+                required,
+                available,
+            }) => {
+                body["required"] = Value::from(required.to_string());
+                body["available"] = Value::from(available.to_string());
+            }
+            Error::Invalid { field, .. } => body["field"] = Value::from(field.as_str()),
+            _ => {}
+        }
+        let mut response = (status, body.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

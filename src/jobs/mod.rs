@@ -1,0 +1,36 @@
+//! Time-driven work: holds and grants past their expiry are settled, customer by customer, in the
+//! same transactions as any command.
+
+use crate::domain::Timestamp;
+use crate::error::Result;
+use crate::store::{Command, Store};
+
+/// Customers settled per query, and passes per run: a limit on one run's work.
+const BATCH: u64 = 500;
+const MAX_PASSES: usize = 1_000;
+
+/// Settles everything due at `now`; returns how many customers it touched.
+pub async fn settle_due(store: &Store, now: Timestamp) -> Result<usize> {
+    let mut settled = 0;
+    for _ in 0..MAX_PASSES {
+        let due = store.customers_due(now, BATCH).await?;
+        if due.is_empty() {
+            break;
+        }
+        for customer in &due {
+            let command = Command {
+                customer_id: customer,
+                create_customer: false,
+                idempotency: None,
+                hold_id: None,
+                now,
+            };
+            store.execute(command, |_, _| Ok(())).await?;
+        }
+        settled += due.len();
+        if (due.len() as u64) < BATCH {
+            break;
+        }
+    }
+    Ok(settled)
+}

@@ -1,0 +1,69 @@
+//! creditbook: the credit ledger, pre-call authorization gate and revenue books of an AI product.
+//! DESIGN.md is the contract; this crate follows its layout: `domain` (pure), `store`
+//! (sea-orm), `http` (axum), `jobs` (time-driven work).
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod store;
+
+use clock::{Clock, SystemClock, TestClock};
+use config::Config;
+use http::AppState;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+
+/// Connects, migrates and assembles the service's state.
+pub async fn build_state(config: &Config, test_clock: bool) -> error::Result<AppState> {
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    let test_clock = test_clock.then(|| TestClock::starting_at(chrono::Utc::now()));
+    let clock: Arc<dyn Clock> = match &test_clock {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(SystemClock),
+    };
+    Ok(AppState {
+        store,
+        catalog: Arc::new(config.catalog.clone()),
+        clock,
+        test_clock,
+        metrics: Arc::new(metrics::Metrics::default()),
+        hold_timeout_seconds: config.hold_timeout_seconds,
+    })
+}
+
+/// Serves HTTP on `listener` and runs the expiry job every `job_interval_seconds` until
+/// `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    job_interval_seconds: u64,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let job_state = state.clone();
+    let jobs = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(job_interval_seconds));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match jobs::settle_due(&job_state.store, job_state.clock.now()).await {
+                Ok(settled) => {
+                    for _ in 0..settled {
+                        metrics::Metrics::bump(&job_state.metrics.customers_settled_by_jobs);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "expiry job failed; it runs again next tick"),
+            }
+        }
+    });
+    let result = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    jobs.abort();
+    result
+}

@@ -1,0 +1,145 @@
+use clap::{Parser, Subcommand, ValueEnum};
+use creditbook::config::Config;
+use creditbook::store::Store;
+use creditbook::store::keys::Scope;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "creditbook",
+    version,
+    about = "Credit ledger and pre-call gate for AI products"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(
+        long,
+        global = true,
+        env = "CREDITBOOK_CONFIG",
+        default_value = "creditbook.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Migrate the database, then serve HTTP.
+    Serve {
+        /// Enable POST /v1/test-clock/advance (never in production).
+        #[arg(long)]
+        test_clock: bool,
+    },
+    /// Run the database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once, alone on the last line, and only its SHA-256 is stored.
+    Create {
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    App,
+    Admin,
+    Finance,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("creditbook: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+    match cli.command {
+        Commands::Serve { test_clock } => {
+            let state = creditbook::build_state(&config, test_clock)
+                .await
+                .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))?;
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(%address, database = %redact(&config.database_url), test_clock, "creditbook serving");
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            creditbook::serve(listener, state, config.job_interval_seconds, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Commands::Migrate => {
+            let store = connect(&config).await?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            println!("migrated {}", redact(&config.database_url));
+            Ok(())
+        }
+        Commands::Keys {
+            command: KeysCommand::Create { scope },
+        } => {
+            let store = connect(&config).await?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            let scope = match scope {
+                ScopeArg::App => Scope::App,
+                ScopeArg::Admin => Scope::Admin,
+                ScopeArg::Finance => Scope::Finance,
+            };
+            let key = store
+                .create_api_key(scope, chrono::Utc::now())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "created a {} key; store it now, it is not shown again:",
+                scope.as_str()
+            );
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+async fn connect(config: &Config) -> Result<Store, String> {
+    Store::connect(&config.database_url)
+        .await
+        .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))
+}
+
+/// The database URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,94 @@
+//! Reading the ledger: a customer's entries, newest first, a bounded page at a time.
+
+use super::Store;
+use super::rows::timestamp;
+use crate::domain::money::Credits;
+use crate::error::Result;
+use entity::{customers, ledger_entries};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
+    /// Also the cursor position: entries are numbered in the order they were written.
+    pub id: i64,
+    /// Entries written by one command share an operation.
+    pub operation: String,
+    /// Order within the operation: for consumption, the order grants were drawn in.
+    pub position: i32,
+    pub kind: String,
+    pub grant: Option<String>,
+    pub hold: Option<String>,
+    pub action: Option<String>,
+    pub quantity: Option<String>,
+    /// Change of the balance.
+    #[schema(value_type = String)]
+    pub credits: Credits,
+    /// Change of the held credits.
+    #[schema(value_type = String)]
+    pub held: Credits,
+    /// Billable overage credits.
+    #[schema(value_type = String)]
+    pub overage: Credits,
+    pub effective_at: chrono::DateTime<chrono::Utc>,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Store {
+    /// Up to `limit` entries older than `before` (all when none); and the cursor of the next page.
+    /// `None` when the customer is unknown.
+    pub async fn ledger_page(
+        &self,
+        customer_id: &str,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Option<(Vec<EntryView>, Option<i64>)>> {
+        let db = self.connection();
+        if customers::Entity::find_by_id(customer_id.to_owned())
+            .one(db)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let mut query = ledger_entries::Entity::find()
+            .filter(ledger_entries::Column::CustomerId.eq(customer_id));
+        if let Some(before) = before {
+            query = query.filter(ledger_entries::Column::Id.lt(before));
+        }
+        let mut rows = query
+            .order_by_desc(ledger_entries::Column::Id)
+            .limit(limit + 1)
+            .all(db)
+            .await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next = if more {
+            rows.last().map(|r| r.id)
+        } else {
+            None
+        };
+        let entries = rows
+            .into_iter()
+            .map(|r| {
+                Ok(EntryView {
+                    id: r.id,
+                    operation: r.operation_id,
+                    position: r.position,
+                    kind: r.kind,
+                    grant: r.grant_id,
+                    hold: r.hold_id,
+                    action: r.action,
+                    quantity: r.quantity,
+                    credits: Credits::from_micros(r.credits),
+                    held: Credits::from_micros(r.held),
+                    overage: Credits::from_micros(r.overage),
+                    effective_at: timestamp(r.effective_at)?,
+                    recorded_at: timestamp(r.recorded_at)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((entries, next)))
+    }
+}

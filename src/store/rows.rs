@@ -1,0 +1,125 @@
+//! Conversions between rows (integers of scale 6, Unix microseconds) and domain values.
+
+use crate::domain::Timestamp;
+use crate::domain::ledger::{Entry, Grant, GrantKind, Hold, HoldStatus};
+use crate::domain::money::Credits;
+use crate::error::{Error, Result};
+use chrono::DateTime;
+use entity::{grants, holds, ledger_entries};
+use sea_orm::ActiveValue::{NotSet, Set};
+
+pub fn micros(c: Credits) -> Result<i64> {
+    c.to_micros()
+        .map_err(|e| Error::invalid("amount", format!("{c} {e}")))
+}
+
+pub fn time(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+pub fn timestamp(us: i64) -> Result<Timestamp> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| Error::Internal(format!("stored time {us} out of range")))
+}
+
+pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
+    Ok(Grant {
+        kind: GrantKind::parse(&row.kind)
+            .ok_or_else(|| Error::Internal(format!("grant kind {:?}", row.kind)))?,
+        credits: Credits::from_micros(row.credits),
+        remaining: Credits::from_micros(row.remaining),
+        held: Credits::from_micros(row.held),
+        price: row.price.map(Credits::from_micros),
+        currency: row.currency,
+        expires_at: row.expires_at.map(timestamp).transpose()?,
+        expired: row.expired,
+        priority: row.priority,
+        plan_id: row.plan_id,
+        pack_id: row.pack_id,
+        source_type: row.source_type,
+        source_id: row.source_id,
+        created_at: timestamp(row.created_at)?,
+        id: row.id,
+    })
+}
+
+pub fn grant_to_row(customer: &str, g: &Grant) -> Result<grants::ActiveModel> {
+    Ok(grants::ActiveModel {
+        id: Set(g.id.clone()),
+        customer_id: Set(customer.to_owned()),
+        kind: Set(g.kind.as_str().to_owned()),
+        credits: Set(micros(g.credits)?),
+        remaining: Set(micros(g.remaining)?),
+        held: Set(micros(g.held)?),
+        price: Set(g.price.map(micros).transpose()?),
+        currency: Set(g.currency.clone()),
+        expires_at: Set(g.expires_at.map(time)),
+        expired: Set(g.expired),
+        priority: Set(g.priority),
+        plan_id: Set(g.plan_id.clone()),
+        pack_id: Set(g.pack_id.clone()),
+        source_type: Set(g.source_type.clone()),
+        source_id: Set(g.source_id.clone()),
+        created_at: Set(time(g.created_at)),
+    })
+}
+
+pub fn hold_from_row(row: holds::Model, allocations: Vec<(String, Credits)>) -> Result<Hold> {
+    Ok(Hold {
+        status: HoldStatus::parse(&row.status)
+            .ok_or_else(|| Error::Internal(format!("hold status {:?}", row.status)))?,
+        credits: Credits::from_micros(row.credits),
+        overdraft: Credits::from_micros(row.overdraft),
+        expires_at: timestamp(row.expires_at)?,
+        captured: row.captured.map(Credits::from_micros),
+        created_at: timestamp(row.created_at)?,
+        resolved_at: row.resolved_at.map(timestamp).transpose()?,
+        action: row.action,
+        quantity: row.quantity,
+        allocations,
+        id: row.id,
+    })
+}
+
+pub fn hold_to_row(customer: &str, h: &Hold) -> Result<holds::ActiveModel> {
+    Ok(holds::ActiveModel {
+        id: Set(h.id.clone()),
+        customer_id: Set(customer.to_owned()),
+        action: Set(h.action.clone()),
+        quantity: Set(h.quantity.clone()),
+        credits: Set(micros(h.credits)?),
+        overdraft: Set(micros(h.overdraft)?),
+        status: Set(h.status.as_str().to_owned()),
+        expires_at: Set(time(h.expires_at)),
+        captured: Set(h.captured.map(micros).transpose()?),
+        created_at: Set(time(h.created_at)),
+        resolved_at: Set(h.resolved_at.map(time)),
+    })
+}
+
+pub fn entry_to_row(
+    customer: &str,
+    operation_id: &str,
+    position: usize,
+    e: &Entry,
+    recorded_at: Timestamp,
+) -> Result<ledger_entries::ActiveModel> {
+    Ok(ledger_entries::ActiveModel {
+        id: NotSet,
+        operation_id: Set(operation_id.to_owned()),
+        position: Set(
+            i32::try_from(position).map_err(|_| Error::Internal("too many entries".into()))?
+        ),
+        customer_id: Set(customer.to_owned()),
+        kind: Set(e.kind.as_str().to_owned()),
+        grant_id: Set(e.grant_id.clone()),
+        hold_id: Set(e.hold_id.clone()),
+        action: Set(e.action.clone()),
+        quantity: Set(e.quantity.clone()),
+        credits: Set(micros(e.credits)?),
+        held: Set(micros(e.held)?),
+        overage: Set(micros(e.overage)?),
+        effective_at: Set(time(e.effective_at)),
+        recorded_at: Set(time(recorded_at)),
+    })
+}
