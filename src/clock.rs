@@ -11,8 +11,16 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        chrono::Utc::now()
+        to_stored_precision(chrono::Utc::now())
     }
+}
+
+/// Times are stored in microseconds; a clock that gives no finer time keeps responses and stored
+/// values equal.
+pub fn to_stored_precision(t: Timestamp) -> Timestamp {
+    use chrono::DurationRound;
+    t.duration_trunc(chrono::Duration::microseconds(1))
+        .unwrap_or(t)
 }
 
 /// A clock that moves only when told (`--test-clock`), shared by handlers and jobs.
@@ -24,7 +32,7 @@ pub struct TestClock {
 impl TestClock {
     pub fn starting_at(now: Timestamp) -> Self {
         TestClock {
-            now: Arc::new(RwLock::new(now)),
+            now: Arc::new(RwLock::new(to_stored_precision(now))),
         }
     }
 
@@ -34,8 +42,8 @@ impl TestClock {
         if to < *now {
             return Err(*now);
         }
-        *now = to;
-        Ok(to)
+        *now = to_stored_precision(to);
+        Ok(*now)
     }
 }
 

@@ -1,0 +1,253 @@
+//! `spawn_app()`: a real server on a fresh database (SQLite file or PostgreSQL database), with
+//! the test clock, the example catalog and keys of every scope.
+#![allow(dead_code)]
+
+use creditbook::config::Config;
+use creditbook::store::Store;
+use creditbook::store::keys::Scope;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub app_key: String,
+    pub admin_key: String,
+    pub finance_key: String,
+    pub store: Store,
+    pub database_url: String,
+    pub engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+/// The PostgreSQL server the tests use; `scripts/test` starts one and sets this.
+pub fn postgres_admin_url() -> String {
+    std::env::var("CREDITBOOK_TEST_POSTGRES_URL").expect(
+        "CREDITBOOK_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+    )
+}
+
+/// A fresh, empty database of `engine`; its URL.
+pub async fn fresh_database(engine: Engine, dir: &std::path::Path) -> String {
+    match engine {
+        Engine::Sqlite => format!("sqlite://{}/creditbook.db?mode=rwc", dir.display()),
+        Engine::Postgres => {
+            use sea_orm::{ConnectionTrait, Database};
+            let admin = postgres_admin_url();
+            let name = format!("cb_test_{}", uuid::Uuid::new_v4().simple());
+            let db = Database::connect(&admin)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            db.close().await.ok();
+            let (base, _) = admin.rsplit_once('/').expect("the URL names a database");
+            format!("{base}/{name}")
+        }
+    }
+}
+
+pub fn example_config(database_url: &str) -> Config {
+    let text = include_str!("../../examples/creditbook.toml");
+    let url = database_url.to_owned();
+    Config::parse(text, "examples/creditbook.toml", move |name| {
+        (name == "CREDITBOOK_DATABASE_URL").then(|| url.clone())
+    })
+    .expect("example config")
+}
+
+pub async fn spawn_app(engine: Engine) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = fresh_database(engine, dir.path()).await;
+    let config = example_config(&database_url);
+    let state = creditbook::build_state(&config, true).await.expect("state");
+    let store = state.store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let now = chrono::Utc::now();
+    let app_key = store.create_api_key(Scope::App, now).await.unwrap();
+    let admin_key = store.create_api_key(Scope::Admin, now).await.unwrap();
+    let finance_key = store.create_api_key(Scope::Finance, now).await.unwrap();
+    // A long job interval: tests drive time through the test clock.
+    tokio::spawn(creditbook::serve(
+        listener,
+        state,
+        3_600,
+        std::future::pending(),
+    ));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        app_key,
+        admin_key,
+        finance_key,
+        store,
+        database_url,
+        engine,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn post_app(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(&self.app_key), Some(body))
+            .await
+    }
+
+    pub async fn post_admin(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::POST,
+            path,
+            Some(&self.admin_key),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn get_app(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, Some(&self.app_key), None)
+            .await
+    }
+
+    /// An admin grant; returns its id.
+    pub async fn grant(&self, customer: &str, body: Value) -> String {
+        let mut body = body;
+        if body.get("idempotency_key").is_none() {
+            body["idempotency_key"] = json!(uuid::Uuid::new_v4().to_string());
+        }
+        let (status, value) = self
+            .post_admin(&format!("/v1/customers/{customer}/grants"), body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "grant: {value}");
+        value["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn promo(&self, customer: &str, credits: &str) -> String {
+        self.grant(customer, json!({"kind": "promotional", "credits": credits}))
+            .await
+    }
+
+    pub async fn set_plan(&self, customer: &str, plan: &str) {
+        let (status, value) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/customers/{customer}/plan"),
+                Some(&self.admin_key),
+                Some(json!({"plan": plan})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+    }
+
+    pub async fn authorize(
+        &self,
+        customer: &str,
+        action: &str,
+        quantity: Value,
+    ) -> (StatusCode, Value) {
+        self.post_app(
+            "/v1/authorizations",
+            json!({"customer": customer, "action": action, "quantity": quantity, "idempotency_key": uuid::Uuid::new_v4().to_string()}),
+        )
+        .await
+    }
+
+    pub async fn customer(&self, customer: &str) -> Value {
+        let (status, value) = self.get_app(&format!("/v1/customers/{customer}")).await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        value
+    }
+
+    /// (balance, held, available) as strings.
+    pub async fn balances(&self, customer: &str) -> (String, String, String) {
+        let c = self.customer(customer).await;
+        let s = |k: &str| c[k].as_str().unwrap().to_owned();
+        (s("balance"), s("held"), s("available"))
+    }
+
+    /// Every ledger entry of a customer, newest first, following cursors.
+    pub async fn ledger(&self, customer: &str) -> Vec<Value> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/customers/{customer}/ledger?limit=200&cursor={c}"),
+                None => format!("/v1/customers/{customer}/ledger?limit=200"),
+            };
+            let (status, page) = self.get_app(&path).await;
+            if status == StatusCode::NOT_FOUND {
+                return entries;
+            }
+            assert_eq!(status, StatusCode::OK, "{page}");
+            entries.extend(page["entries"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return entries,
+            }
+        }
+    }
+
+    pub async fn advance(&self, to: chrono::DateTime<chrono::Utc>) -> Value {
+        let (status, value) = self
+            .post_admin("/v1/test-clock/advance", json!({"to": to}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        value
+    }
+
+    /// The projection agrees with the ledger (DESIGN.md §2 invariants, recomputed).
+    pub async fn assert_audit_clean(&self) {
+        let problems = self.store.audit().await.expect("audit");
+        assert!(problems.is_empty(), "ledger audit: {problems:#?}");
+    }
+}
+
+/// One async test body, run on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(common::spawn_app(common::Engine::Sqlite).await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(common::spawn_app(common::Engine::Postgres).await).await;
+            }
+        }
+    };
+}
