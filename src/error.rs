@@ -39,6 +39,9 @@ pub enum Error {
     NotFound,
     #[error("the database is busy; retry")]
     Unavailable,
+    /// A row changed between read and write; the command is run again.
+    #[error("concurrent write conflict")]
+    WriteConflict,
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error("internal error: {0}")]
@@ -56,8 +59,10 @@ impl Error {
     /// Worth running the whole transaction again: lock waits that timed out, serialization
     /// failures and deadlocks, on either engine.
     pub fn is_transient(&self) -> bool {
-        let Error::Database(e) = self else {
-            return false;
+        let e = match self {
+            Error::WriteConflict => return true,
+            Error::Database(e) => e,
+            _ => return false,
         };
         let text = e.to_string();
         [

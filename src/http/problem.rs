@@ -35,7 +35,7 @@ impl Error {
             Error::TestClockDisabled => (S::NOT_FOUND, "test_clock_disabled"),
             Error::ClockBackwards(_) => (S::UNPROCESSABLE_ENTITY, "clock_backwards"),
             Error::NotFound => (S::NOT_FOUND, "not_found"),
-            Error::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Unavailable | Error::WriteConflict => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Database(_) | Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -381,7 +381,9 @@ async fn write(
                     .await?;
             }
             Some(old) if *old != grant => {
-                grants::Entity::update_many()
+                // Conditional on the values read: a second line of defence behind the row lock,
+                // so a grant is never written from a stale read.
+                let updated = grants::Entity::update_many()
                     .col_expr(
                         grants::Column::Remaining,
                         Expr::value(micros(grant.remaining)?),
@@ -393,8 +395,14 @@ async fn write(
                         Expr::value(grant.expires_at.map(time)),
                     )
                     .filter(grants::Column::Id.eq(grant.id.as_str()))
+                    .filter(grants::Column::Remaining.eq(micros(old.remaining)?))
+                    .filter(grants::Column::Held.eq(micros(old.held)?))
+                    .filter(grants::Column::Expired.eq(old.expired))
                     .exec(txn)
                     .await?;
+                if updated.rows_affected != 1 {
+                    return Err(Error::WriteConflict);
+                }
             }
             Some(_) => {}
         }
@@ -441,10 +449,9 @@ async fn write(
             .exec(txn)
             .await?;
         // The row lock is ours: nobody else can have moved the version.
-        assert_eq!(
-            updated.rows_affected, 1,
-            "customer row changed under its lock"
-        );
+        if updated.rows_affected != 1 {
+            return Err(Error::WriteConflict);
+        }
     }
     let new_entries = &after.entries[before.entries.len()..];
     if !new_entries.is_empty() {

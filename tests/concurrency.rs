@@ -1,0 +1,234 @@
+//! No overspend, whatever the concurrency: in one server, and in two server processes sharing one
+//! database (which no in-process lock could protect).
+
+mod common;
+
+use common::{Engine, TestApp};
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+
+const ATTEMPTS: usize = 50;
+const CREDITS: &str = "20";
+
+/// Counts (approved, refused) among the answers; anything else fails the test.
+fn tally(answers: &[(StatusCode, Value)]) -> (usize, usize) {
+    let mut approved = 0;
+    let mut refused = 0;
+    for (status, body) in answers {
+        match *status {
+            StatusCode::CREATED => approved += 1,
+            StatusCode::PAYMENT_REQUIRED => {
+                assert_eq!(body["type"], "insufficient_credits");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    (approved, refused)
+}
+
+async fn fifty_authorizations_against_twenty_credits(app: TestApp) {
+    let c = "race";
+    app.promo(c, CREDITS).await;
+    let answers = join_all((0..ATTEMPTS).map(|_| app.authorize(c, "chat.request", json!(1)))).await;
+    assert_eq!(tally(&answers), (20, 30));
+    assert_eq!(
+        app.balances(c).await,
+        ("20".into(), "20".into(), "0".into())
+    );
+    let app = &app;
+    let captures = join_all(
+        answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .map(|(_, hold)| {
+                let id = hold["id"].as_str().unwrap().to_owned();
+                async move {
+                    app.post_app(
+                        &format!("/v1/authorizations/{id}/capture"),
+                        json!({"quantity": 1}),
+                    )
+                    .await
+                }
+            }),
+    )
+    .await;
+    assert!(captures.iter().all(|(s, _)| *s == StatusCode::OK));
+    assert_eq!(app.balances(c).await, ("0".into(), "0".into(), "0".into()));
+    app.assert_audit_clean().await;
+}
+on_both_engines!(fifty_authorizations_against_twenty_credits);
+
+async fn fifty_usages_against_twenty_credits(app: TestApp) {
+    let c = "race-usage";
+    app.promo(c, "12").await;
+    app.grant(c, json!({"kind": "adjustment", "credits": "8"}))
+        .await;
+    let answers = join_all((0..ATTEMPTS).map(|i| {
+        app.post_app(
+            "/v1/usage",
+            json!({"customer": c, "action": "chat.request", "quantity": 1, "idempotency_key": format!("u{i}")}),
+        )
+    }))
+    .await;
+    assert_eq!(tally(&answers), (20, 30));
+    assert_eq!(app.balances(c).await, ("0".into(), "0".into(), "0".into()));
+    app.assert_audit_clean().await;
+}
+on_both_engines!(fifty_usages_against_twenty_credits);
+
+/// A `creditbook serve` process; killed on drop.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn creditbook(config: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_creditbook"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CREDITBOOK_DATABASE_URL")
+        .env_remove("CREDITBOOK_LISTEN")
+        .output()
+        .expect("run creditbook");
+    assert!(
+        output.status.success(),
+        "creditbook {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_server(config: &std::path::Path) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_creditbook"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env("CREDITBOOK_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("CREDITBOOK_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn creditbook serve");
+    let server = Server {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = client
+            .get(format!("{}/healthz", server.address))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return server;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("creditbook serve did not become healthy on port {port}");
+}
+
+async fn two_processes_never_overspend(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = common::fresh_database(engine, dir.path()).await;
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/creditbook.toml"
+    ))
+    .unwrap();
+    let config = dir.path().join("creditbook.toml");
+    std::fs::write(
+        &config,
+        example.replace("sqlite://creditbook.db?mode=rwc", &database_url),
+    )
+    .unwrap();
+    creditbook(&config, &["migrate"]);
+    let last_line = |out: String| out.lines().last().unwrap().trim().to_owned();
+    let admin = last_line(creditbook(&config, &["keys", "create", "--scope", "admin"]));
+    let app = last_line(creditbook(&config, &["keys", "create", "--scope", "app"]));
+    assert!(app.starts_with("cb_app_"), "{app}");
+
+    let servers = [start_server(&config).await, start_server(&config).await];
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/customers/shared/grants", servers[0].address))
+        .bearer_auth(&admin)
+        .json(&json!({"kind": "promotional", "credits": CREDITS, "idempotency_key": "g"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let answers = join_all((0..ATTEMPTS).map(|i| {
+        let url = format!("{}/v1/authorizations", servers[i % 2].address);
+        let request = client
+            .post(url)
+            .bearer_auth(&app)
+            .json(&json!({"customer": "shared", "action": "chat.request", "quantity": 1, "idempotency_key": format!("k{i}")}));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    assert_eq!(tally(&answers), (20, 30));
+    let served_by_each = |n: usize| {
+        answers
+            .iter()
+            .skip(n)
+            .step_by(2)
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .count()
+    };
+    assert!(
+        served_by_each(0) > 0 && served_by_each(1) > 0,
+        "both processes approved some"
+    );
+    let customer: Value = client
+        .get(format!("{}/v1/customers/shared", servers[1].address))
+        .bearer_auth(&app)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (customer["balance"].as_str(), customer["available"].as_str()),
+        (Some("20"), Some("0"))
+    );
+    let store = creditbook::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_postgres_never_overspend() {
+    two_processes_never_overspend(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_sqlite_file_never_overspend() {
+    two_processes_never_overspend(Engine::Sqlite).await;
+}
