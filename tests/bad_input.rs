@@ -1,0 +1,578 @@
+//! Bad input is expected: each case gets its documented problem+json and changes nothing.
+
+mod common;
+
+use common::TestApp;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[derive(Clone, Copy)]
+enum Key {
+    None,
+    Wrong,
+    App,
+    Admin,
+    Finance,
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: String,
+    key: Key,
+    body: Option<String>,
+    content_type: Option<&'static str>,
+    status: u16,
+    kind: &'static str,
+}
+
+fn case(
+    name: &'static str,
+    path: &str,
+    key: Key,
+    body: &str,
+    status: u16,
+    kind: &'static str,
+) -> Case {
+    Case {
+        name,
+        method: Method::POST,
+        path: path.to_owned(),
+        key,
+        body: Some(body.to_owned()),
+        content_type: Some("application/json"),
+        status,
+        kind,
+    }
+}
+
+fn get(name: &'static str, path: &str, key: Key, status: u16, kind: &'static str) -> Case {
+    Case {
+        name,
+        method: Method::GET,
+        path: path.to_owned(),
+        key,
+        body: None,
+        content_type: None,
+        status,
+        kind,
+    }
+}
+
+fn authorize_body(quantity: &str) -> String {
+    format!(
+        r#"{{"customer": "victim", "action": "chat.request", "quantity": {quantity}, "idempotency_key": "k"}}"#
+    )
+}
+
+fn cases(hold: &str) -> Vec<Case> {
+    use Key::*;
+    let auth = "/v1/authorizations";
+    let grants = "/v1/customers/victim/grants";
+    let capture = format!("/v1/authorizations/{hold}/capture");
+    let mut cases = vec![
+        case(
+            "malformed json",
+            auth,
+            App,
+            r#"{"customer": "victim","#,
+            400,
+            "malformed_json",
+        ),
+        case("not an object", auth, App, "[1, 2]", 422, "invalid_request"),
+        case(
+            "missing field",
+            auth,
+            App,
+            r#"{"customer": "victim", "action": "chat.request", "idempotency_key": "k"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "customer of wrong type",
+            auth,
+            App,
+            r#"{"customer": 5, "action": "chat.request", "quantity": 1, "idempotency_key": "k"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "quantity of wrong type",
+            auth,
+            App,
+            &authorize_body("true"),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "quantity as a float",
+            auth,
+            App,
+            &authorize_body("1.5"),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "zero quantity",
+            auth,
+            App,
+            &authorize_body("0"),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "negative quantity",
+            auth,
+            App,
+            &authorize_body("-3"),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "absurd quantity",
+            auth,
+            App,
+            &authorize_body("\"1000000000000000000000\""),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "quantity too precise",
+            auth,
+            App,
+            &authorize_body("\"0.0000001\""),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "quantity not a number",
+            auth,
+            App,
+            &authorize_body("\"lots\""),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "quantity in exponent form",
+            auth,
+            App,
+            &authorize_body("\"1e3\""),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "unknown action",
+            auth,
+            App,
+            r#"{"customer": "victim", "action": "teleport", "quantity": 1, "idempotency_key": "k"}"#,
+            422,
+            "unknown_action",
+        ),
+        case(
+            "empty customer",
+            auth,
+            App,
+            r#"{"customer": "", "action": "chat.request", "quantity": 1, "idempotency_key": "k"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "empty idempotency key",
+            auth,
+            App,
+            r#"{"customer": "victim", "action": "chat.request", "quantity": 1, "idempotency_key": ""}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "unknown customer",
+            auth,
+            App,
+            r#"{"customer": "stranger", "action": "chat.request", "quantity": 1, "idempotency_key": "k"}"#,
+            402,
+            "insufficient_credits",
+        ),
+        case(
+            "more than available",
+            auth,
+            App,
+            &authorize_body("11"),
+            402,
+            "insufficient_credits",
+        ),
+        case(
+            "no key",
+            auth,
+            None,
+            &authorize_body("1"),
+            401,
+            "unauthorized",
+        ),
+        case(
+            "wrong key",
+            auth,
+            Wrong,
+            &authorize_body("1"),
+            401,
+            "unauthorized",
+        ),
+        case(
+            "admin key on the gate",
+            auth,
+            Admin,
+            &authorize_body("1"),
+            403,
+            "insufficient_scope",
+        ),
+        case(
+            "finance key on the gate",
+            auth,
+            Finance,
+            &authorize_body("1"),
+            403,
+            "insufficient_scope",
+        ),
+        case(
+            "usage with zero quantity",
+            "/v1/usage",
+            App,
+            &authorize_body("0").replace("\"k\"", "\"u\""),
+            422,
+            "invalid_request",
+        ),
+        case(
+            "check with negative quantity",
+            "/v1/check",
+            App,
+            r#"{"customer": "victim", "action": "chat.request", "quantity": -1}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "app key grants credits",
+            grants,
+            App,
+            r#"{"kind": "promotional", "credits": "5", "idempotency_key": "g"}"#,
+            403,
+            "insufficient_scope",
+        ),
+        case(
+            "negative grant",
+            grants,
+            Admin,
+            r#"{"kind": "promotional", "credits": "-5", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "zero grant",
+            grants,
+            Admin,
+            r#"{"kind": "promotional", "credits": "0", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "absurd grant",
+            grants,
+            Admin,
+            r#"{"kind": "promotional", "credits": "99999999999999", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "grant too precise",
+            grants,
+            Admin,
+            r#"{"kind": "promotional", "credits": "1.0000001", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "unknown grant kind",
+            grants,
+            Admin,
+            r#"{"kind": "gift", "credits": "5", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "grant expiring in the past",
+            grants,
+            Admin,
+            r#"{"kind": "promotional", "credits": "5", "expires_at": "2001-01-01T00:00:00Z", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "grant expiry not a time",
+            grants,
+            Admin,
+            r#"{"kind": "promotional", "credits": "5", "expires_at": "soon", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "unknown pack",
+            grants,
+            Admin,
+            r#"{"kind": "pack", "pack": "mystery", "idempotency_key": "g"}"#,
+            422,
+            "unknown_catalog_item",
+        ),
+        case(
+            "pack price too precise",
+            grants,
+            Admin,
+            r#"{"kind": "pack", "pack": "topup_small", "price": "9.999", "idempotency_key": "g"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "capture an unknown hold",
+            "/v1/authorizations/hold_nope/capture",
+            App,
+            r#"{"credits": "1"}"#,
+            404,
+            "hold_not_found",
+        ),
+        case(
+            "capture with both amounts",
+            &capture,
+            App,
+            r#"{"credits": "1", "quantity": 1}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "capture with neither",
+            &capture,
+            App,
+            r#"{}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "capture negative credits",
+            &capture,
+            App,
+            r#"{"credits": "-1"}"#,
+            422,
+            "invalid_request",
+        ),
+        case(
+            "capture beyond what exists",
+            &capture,
+            App,
+            r#"{"credits": "100"}"#,
+            402,
+            "insufficient_credits",
+        ),
+        case(
+            "void an unknown hold",
+            "/v1/authorizations/hold_nope/void",
+            App,
+            "{}",
+            404,
+            "hold_not_found",
+        ),
+        case(
+            "admin key captures",
+            &capture,
+            Admin,
+            r#"{"credits": "1"}"#,
+            403,
+            "insufficient_scope",
+        ),
+        case(
+            "clock backwards",
+            "/v1/test-clock/advance",
+            Admin,
+            r#"{"to": "2001-01-01T00:00:00Z"}"#,
+            422,
+            "clock_backwards",
+        ),
+        case(
+            "app key moves the clock",
+            "/v1/test-clock/advance",
+            App,
+            r#"{"to": "2100-01-01T00:00:00Z"}"#,
+            403,
+            "insufficient_scope",
+        ),
+        get(
+            "unknown customer",
+            "/v1/customers/stranger",
+            App,
+            404,
+            "customer_not_found",
+        ),
+        get(
+            "ledger page too big",
+            "/v1/customers/victim/ledger?limit=1000",
+            App,
+            422,
+            "invalid_request",
+        ),
+        get(
+            "ledger page of zero",
+            "/v1/customers/victim/ledger?limit=0",
+            App,
+            422,
+            "invalid_request",
+        ),
+        get(
+            "garbled cursor",
+            "/v1/customers/victim/ledger?cursor=abc",
+            App,
+            422,
+            "invalid_request",
+        ),
+        get(
+            "customer without key",
+            "/v1/customers/victim",
+            None,
+            401,
+            "unauthorized",
+        ),
+        get("unknown path", "/v1/nothing-here", App, 404, "not_found"),
+        Case {
+            name: "oversized body",
+            body: Some(format!(
+                r#"{{"customer": "victim", "action": "chat.request", "quantity": 1, "idempotency_key": "{}"}}"#,
+                "x".repeat(100_000)
+            )),
+            ..case("", auth, App, "", 413, "payload_too_large")
+        },
+        Case {
+            name: "no content type",
+            content_type: Option::None,
+            ..case(
+                "",
+                auth,
+                App,
+                &authorize_body("1"),
+                415,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            name: "text content type",
+            content_type: Some("text/plain"),
+            ..case(
+                "",
+                auth,
+                App,
+                &authorize_body("1"),
+                415,
+                "unsupported_media_type",
+            )
+        },
+    ];
+    let long_customer = format!(
+        r#"{{"customer": "{}", "action": "chat.request", "quantity": 1, "idempotency_key": "k"}}"#,
+        "c".repeat(300)
+    );
+    cases.push(case(
+        "customer id too long",
+        auth,
+        App,
+        &long_customer,
+        422,
+        "invalid_request",
+    ));
+    cases
+}
+
+async fn bad_input_is_refused_and_changes_nothing(app: TestApp) {
+    app.promo("victim", "10").await;
+    let (_, hold) = app.authorize("victim", "chat.request", json!(2)).await;
+    let hold = hold["id"].as_str().unwrap().to_owned();
+    let before = (app.balances("victim").await, app.ledger("victim").await);
+
+    for case in cases(&hold) {
+        let mut request = app
+            .client
+            .request(case.method.clone(), format!("{}{}", app.address, case.path));
+        request = match case.key {
+            Key::None => request,
+            Key::Wrong => request.bearer_auth(
+                "cb_app_0000000000000000000000000000000000000000000000000000000000000000",
+            ),
+            Key::App => request.bearer_auth(&app.app_key),
+            Key::Admin => request.bearer_auth(&app.admin_key),
+            Key::Finance => request.bearer_auth(&app.finance_key),
+        };
+        if let Some(content_type) = case.content_type {
+            request = request.header("content-type", content_type);
+        }
+        if let Some(body) = &case.body {
+            request = request.body(body.clone());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            StatusCode::from_u16(case.status).unwrap(),
+            "{}: {body}",
+            case.name
+        );
+        assert_eq!(body["type"], case.kind, "{}: {body}", case.name);
+        assert_eq!(body["status"], case.status, "{}", case.name);
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/problem+json"),
+            "{}",
+            case.name
+        );
+    }
+    let after = (app.balances("victim").await, app.ledger("victim").await);
+    assert_eq!(before, after, "bad input changed the books");
+    let (status, _) = app.get_app("/v1/customers/stranger").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no customer was created by refused requests"
+    );
+    app.assert_audit_clean().await;
+}
+on_both_engines!(bad_input_is_refused_and_changes_nothing);
+
+async fn the_openapi_document_and_operations_endpoints(app: TestApp) {
+    let (status, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/v1/check",
+        "/v1/authorizations",
+        "/v1/authorizations/{id}/capture",
+        "/v1/usage",
+        "/v1/customers/{id}/ledger",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from openapi.json"
+        );
+    }
+    let (status, health) = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!((status, health), (StatusCode::OK, json!({"status": "ok"})));
+    app.promo("m", "1").await;
+    app.authorize("m", "chat.request", json!(1)).await;
+    app.authorize("m", "chat.request", json!(1)).await;
+    let (status, metrics) = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("creditbook_authorizations_total{result=\"approved\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("creditbook_authorizations_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+}
+on_both_engines!(the_openapi_document_and_operations_endpoints);
