@@ -329,15 +329,24 @@ impl Book {
         let entry = self.push(EntryKind::Grant, Some(&id), None, &Usage::default());
         entry.credits = credits;
         entry.effective_at = now;
-        let settled = self.overdraft.min(credits);
-        if settled.is_positive() {
-            self.overdraft -= settled;
-            self.grant_mut(&id).remaining -= settled;
-            let from_grant = self.push(EntryKind::Settle, Some(&id), None, &Usage::default());
-            from_grant.credits = -settled;
+        self.settle_overdraft(now);
+    }
+
+    /// An `allow` overdraft is paid off from free credits as soon as there are any: from a new
+    /// grant, or from credits a hold gives back. The balance does not move; the debt does.
+    fn settle_overdraft(&mut self, now: Timestamp) {
+        if !self.overdraft.is_positive() {
+            return;
+        }
+        let (draws, _) = self.plan_draw(self.overdraft);
+        for (grant_id, take) in draws {
+            self.overdraft -= take;
+            self.grant_mut(&grant_id).remaining -= take;
+            let from_grant = self.push(EntryKind::Settle, Some(&grant_id), None, &Usage::default());
+            from_grant.credits = -take;
             from_grant.effective_at = now;
             let to_overdraft = self.push(EntryKind::Settle, None, None, &Usage::default());
-            to_overdraft.credits = settled;
+            to_overdraft.credits = take;
             to_overdraft.effective_at = now;
         }
     }
@@ -501,6 +510,7 @@ impl Book {
         if rest.is_positive() {
             self.debit_free(rest, overage, Some(hold_id), &usage, now)?;
         }
+        self.settle_overdraft(now);
         Ok(())
     }
 
@@ -538,6 +548,7 @@ impl Book {
         let hold = &mut self.holds[index];
         hold.status = status;
         hold.resolved_at = Some(at);
+        self.settle_overdraft(at);
     }
 
     /// Credits released onto a grant that expired meanwhile expire at once.

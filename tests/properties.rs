@@ -1,0 +1,290 @@
+//! Property tests: random sequences of grants, holds, captures, voids, usages and expiries keep
+//! every invariant of DESIGN.md §2 — in the pure domain, and through the store on both engines.
+
+mod common;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use creditbook::domain::catalog::Overage;
+use creditbook::domain::ledger::{Book, EntryKind, Grant, GrantKind, HoldStatus, Rejection, Usage};
+use creditbook::domain::money::Credits;
+use creditbook::store::{Command, Store};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Grant {
+        micros: i64,
+        priority: i32,
+        expires_in_minutes: Option<i64>,
+    },
+    Authorize {
+        micros: i64,
+    },
+    Capture {
+        hold: usize,
+        micros: i64,
+    },
+    Void {
+        hold: usize,
+    },
+    Debit {
+        micros: i64,
+    },
+    Advance {
+        minutes: i64,
+    },
+}
+
+fn credits(micros: i64) -> Credits {
+    Credits::from_micros(micros)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Amounts with up to 6 decimals, small enough to run out often.
+    let amount = prop_oneof![1_i64..=5_000_000, 1_i64..=30_000_000, Just(1)];
+    prop_oneof![
+        3 => (amount.clone(), 0_i32..3, proptest::option::of(1_i64..60))
+            .prop_map(|(micros, priority, expires_in_minutes)| Op::Grant { micros, priority, expires_in_minutes }),
+        4 => amount.clone().prop_map(|micros| Op::Authorize { micros }),
+        4 => (0_usize..8, 0_i64..=20_000_000).prop_map(|(hold, micros)| Op::Capture { hold, micros }),
+        2 => (0_usize..8).prop_map(|hold| Op::Void { hold }),
+        3 => amount.prop_map(|micros| Op::Debit { micros }),
+        2 => (1_i64..30).prop_map(|minutes| Op::Advance { minutes }),
+    ]
+}
+
+fn overage() -> impl Strategy<Value = Overage> {
+    prop_oneof![
+        Just(Overage::Block),
+        (1_i64..20_000_000).prop_map(|m| Overage::Allow { limit: credits(m) }),
+        Just(Overage::Bill {
+            price: Decimal::new(1, 2)
+        }),
+    ]
+}
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+const HOLD_MINUTES: i64 = 15;
+
+/// Applies one op to the book at `now`; on refusal the book is left as it was.
+/// A hold named by index is the index-th hold of `holds` (the model's, when replaying on the
+/// store, whose books load only open holds).
+fn apply(
+    book: &mut Book,
+    op: &Op,
+    overage: &Overage,
+    now: &mut DateTime<Utc>,
+    seq: usize,
+    holds: Option<&[String]>,
+) -> Result<(), Rejection> {
+    let own: Vec<String> = book.holds.iter().map(|h| h.id.clone()).collect();
+    let holds = holds.unwrap_or(&own);
+    let scratch_before = book.clone();
+    book.settle_due(*now);
+    let usage = Usage {
+        action: Some("chat.request".into()),
+        quantity: Some("1".into()),
+    };
+    let result = match op {
+        Op::Grant {
+            micros,
+            priority,
+            expires_in_minutes,
+        } => {
+            book.add_grant(
+                Grant {
+                    id: format!("{}-g{seq:04}", book.customer_id),
+                    kind: GrantKind::Promotional,
+                    credits: credits(*micros),
+                    remaining: credits(*micros),
+                    held: Credits::ZERO,
+                    price: None,
+                    currency: None,
+                    expires_at: expires_in_minutes.map(|m| *now + Duration::minutes(m)),
+                    expired: false,
+                    priority: *priority,
+                    plan_id: None,
+                    pack_id: None,
+                    source_type: "test".into(),
+                    source_id: seq.to_string(),
+                    created_at: *now,
+                },
+                *now,
+            );
+            Ok(())
+        }
+        Op::Authorize { micros } => book.authorize(
+            &format!("{}-h{seq:04}", book.customer_id),
+            &usage,
+            credits(*micros),
+            overage,
+            *now + Duration::minutes(HOLD_MINUTES),
+            *now,
+        ),
+        Op::Capture { hold, micros } => match holds.get(*hold).cloned() {
+            Some(id) => book.capture(&id, credits(*micros), overage, *now),
+            None => Err(Rejection::HoldNotFound),
+        },
+        Op::Void { hold } => match holds.get(*hold).cloned() {
+            Some(id) => book.void(&id, *now),
+            None => Err(Rejection::HoldNotFound),
+        },
+        Op::Debit { micros } => book.debit(credits(*micros), &usage, overage, *now),
+        Op::Advance { minutes } => {
+            *now += Duration::minutes(*minutes);
+            book.settle_due(*now);
+            Ok(())
+        }
+    };
+    if result.is_err() {
+        *book = scratch_before;
+    }
+    result
+}
+
+fn sum_of(book: &Book, kind: EntryKind) -> Credits {
+    book.entries
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.credits)
+        .sum()
+}
+
+/// Everything DESIGN.md §2 says must hold, from the outside.
+fn assert_invariants(book: &Book, overage: &Overage) {
+    book.check_invariants().expect("book invariants");
+    let (credits, held) = book.entries_delta();
+    assert_eq!(book.balance(), credits, "balance is the sum of the ledger");
+    assert_eq!(book.held(), held, "held is the sum of the ledger");
+    let granted = sum_of(book, EntryKind::Grant);
+    let consumed = -sum_of(book, EntryKind::Consume);
+    let expired = -sum_of(book, EntryKind::Expire);
+    assert_eq!(
+        sum_of(book, EntryKind::Settle),
+        Credits::ZERO,
+        "settlements move debt, not balance"
+    );
+    assert_eq!(
+        book.balance(),
+        granted - consumed - expired,
+        "balance = granted - consumed - expired"
+    );
+    assert_eq!(book.available(), book.balance() - book.held());
+    for grant in &book.grants {
+        assert!(
+            !grant.remaining.is_negative(),
+            "grant {} below zero",
+            grant.id
+        );
+    }
+    match overage {
+        Overage::Block => assert!(
+            !book.available().is_negative(),
+            "available below zero under block"
+        ),
+        Overage::Allow { limit } => assert!(
+            book.available() >= -*limit,
+            "available below the overage limit"
+        ),
+        Overage::Bill { .. } => {
+            assert!(!book.balance().is_negative(), "billed overage is not debt")
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_histories_keep_the_invariants(overage in overage(), ops in proptest::collection::vec(op(), 1..60)) {
+        let mut book = Book::new("c");
+        let mut now = start();
+        for (seq, op) in ops.iter().enumerate() {
+            let open_before = match op {
+                Op::Capture { hold, micros } => book.holds.get(*hold).filter(|h| {
+                    h.status == HoldStatus::Held && h.expires_at > now && credits(*micros) <= h.credits
+                }).is_some(),
+                _ => false,
+            };
+            let result = apply(&mut book, op, &overage, &mut now, seq, None);
+            if open_before {
+                // An approved hold can always be captured up to its amount until it expires,
+                // even if a grant it draws on expired meanwhile.
+                prop_assert!(result.is_ok(), "capture within a live hold refused: {result:?}");
+            }
+            if let Err(Rejection::InvariantViolated(why)) = &result {
+                prop_assert!(false, "invariant violated: {why}");
+            }
+            assert_invariants(&book, &overage);
+        }
+    }
+}
+
+/// The same kind of history through the store: each op in its own transaction, then the stored
+/// projection is recomputed from the ledger (the audit) and compared with the domain's replay.
+async fn store_replays_random_histories(store: Store, histories: Vec<(Overage, Vec<Op>)>) {
+    for (n, (overage, ops)) in histories.into_iter().enumerate() {
+        let customer = format!("prop{n}");
+        let mut model = Book::new(customer.clone());
+        let mut now = start();
+        for (seq, op) in ops.iter().enumerate() {
+            let holds: Vec<String> = model.holds.iter().map(|h| h.id.clone()).collect();
+            let mut model_now = now;
+            let expected = apply(&mut model, op, &overage, &mut model_now, seq, None);
+            now = model_now;
+            let command = Command {
+                customer_id: &customer,
+                create_customer: true,
+                idempotency: None,
+                hold_id: None,
+                now,
+            };
+            let stored = store
+                .execute(command, |book, _| {
+                    if let Op::Advance { .. } = op {
+                        // The store settles everything due at the command's time itself.
+                        return Ok(());
+                    }
+                    let mut at = now;
+                    apply(book, op, &overage, &mut at, seq, Some(&holds))
+                        .map_err(creditbook::error::Error::from)
+                })
+                .await;
+            assert_eq!(
+                stored.is_ok(),
+                expected.is_ok(),
+                "op {op:?}: store {stored:?} vs model {expected:?}"
+            );
+        }
+        let (book, _) = store.view(&customer, now).await.unwrap().unwrap();
+        assert_eq!(book.balance(), model.balance(), "balance of {customer}");
+        assert_eq!(book.held(), model.held(), "held of {customer}");
+    }
+    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+}
+
+fn sample_histories(count: usize) -> Vec<(Overage, Vec<Op>)> {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config::default());
+    let strategy = (overage(), proptest::collection::vec(op(), 10..40));
+    (0..count)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_the_invariants_on_sqlite() {
+    let app = common::spawn_app(common::Engine::Sqlite).await;
+    store_replays_random_histories(app.store.clone(), sample_histories(24)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_the_invariants_on_postgres() {
+    let app = common::spawn_app(common::Engine::Postgres).await;
+    store_replays_random_histories(app.store.clone(), sample_histories(24)).await;
+}
