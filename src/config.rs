@@ -224,12 +224,21 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
     let line_number = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or_default();
-    let table = before
+    let header = before
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_owned());
+        .find(|l| l.starts_with('['));
+    let table = header.map(|h| {
+        let name = h.trim_matches(|c| c == '[' || c == ']');
+        if h.starts_with("[[") {
+            // An array of tables: name the element, as validation errors do (`plans[1]`).
+            let index = before.lines().filter(|l| l.trim() == h).count() - 1;
+            format!("{name}[{index}]")
+        } else {
+            name.to_owned()
+        }
+    });
     match (line.split_once('='), table) {
         (Some((key, _)), Some(table)) => format!("{table}.{}", key.trim()),
         (Some((key, _)), None) => key.trim().to_owned(),
