@@ -1,20 +1,14 @@
 //! The command line: config errors name the file, the key and the reason; keys are printed once
 //! and stored only as their SHA-256.
 
+mod common;
+
 use sea_orm::EntityTrait;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::process::Command;
 
 fn run(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_creditbook"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("CREDITBOOK_DATABASE_URL")
-        .env_remove("CREDITBOOK_LISTEN")
-        .output()
-        .expect("run creditbook");
+    let output = common::run_cli(config, args);
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -67,17 +61,7 @@ fn a_bad_config_fails_with_file_key_and_reason() {
 async fn keys_are_printed_once_and_stored_as_sha256() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/keys.db?mode=rwc", dir.path().display());
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/creditbook.toml"
-    ))
-    .unwrap();
-    let config = dir.path().join("creditbook.toml");
-    std::fs::write(
-        &config,
-        example.replace("sqlite://creditbook.db?mode=rwc", &database_url),
-    )
-    .unwrap();
+    let config = common::write_example_config(dir.path(), &database_url);
     let (ok, stdout, stderr) = run(&config, &["keys", "create", "--scope", "finance"]);
     assert!(ok, "{stderr}");
     let key = stdout.lines().last().unwrap();

@@ -45,13 +45,7 @@ async fn fifty_authorizations_against_twenty_credits(app: TestApp) {
             .filter(|(s, _)| *s == StatusCode::CREATED)
             .map(|(_, hold)| {
                 let id = hold["id"].as_str().unwrap().to_owned();
-                async move {
-                    app.post_app(
-                        &format!("/v1/authorizations/{id}/capture"),
-                        json!({"quantity": 1}),
-                    )
-                    .await
-                }
+                async move { app.capture(&id, json!({"quantity": 1})).await }
             }),
     )
     .await;
@@ -93,14 +87,7 @@ impl Drop for Server {
 }
 
 fn creditbook(config: &std::path::Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_creditbook"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("CREDITBOOK_DATABASE_URL")
-        .env_remove("CREDITBOOK_LISTEN")
-        .output()
-        .expect("run creditbook");
+    let output = common::run_cli(config, args);
     assert!(
         output.status.success(),
         "creditbook {args:?}: {}",
@@ -151,17 +138,7 @@ async fn start_server(config: &std::path::Path) -> Server {
 async fn two_processes_never_overspend(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let database_url = common::fresh_database(engine, dir.path()).await;
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/creditbook.toml"
-    ))
-    .unwrap();
-    let config = dir.path().join("creditbook.toml");
-    std::fs::write(
-        &config,
-        example.replace("sqlite://creditbook.db?mode=rwc", &database_url),
-    )
-    .unwrap();
+    let config = common::write_example_config(dir.path(), &database_url);
     creditbook(&config, &["migrate"]);
     let last_line = |out: String| out.lines().last().unwrap().trim().to_owned();
     let admin = last_line(creditbook(&config, &["keys", "create", "--scope", "admin"]));

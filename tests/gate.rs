@@ -65,9 +65,7 @@ async fn consumption_follows_priority_then_expiry_then_age(app: TestApp) {
         ("27".into(), "0".into(), "27".into())
     );
 
-    let (status, usage) = app
-        .post_app("/v1/usage", json!({"customer": c, "action": "chat.request", "quantity": 20, "idempotency_key": "u1"}))
-        .await;
+    let (status, usage) = app.usage(c, "chat.request", json!(20), "u1").await;
     assert_eq!(status, StatusCode::CREATED, "{usage}");
     assert_eq!(usage["available"], "7");
     let entries = app.ledger(c).await;
@@ -83,9 +81,7 @@ async fn consumption_follows_priority_then_expiry_then_age(app: TestApp) {
             (plan.clone(), "-6".into()),
         ]
     );
-    let (status, _) = app
-        .post_app("/v1/usage", json!({"customer": c, "action": "chat.request", "quantity": "3", "idempotency_key": "u2"}))
-        .await;
+    let (status, _) = app.usage(c, "chat.request", json!("3"), "u2").await;
     assert_eq!(status, StatusCode::CREATED);
     let entries = app.ledger(c).await;
     assert_eq!(
@@ -111,12 +107,7 @@ async fn capture_below_and_above_the_hold(app: TestApp) {
 
     // Less than held: the rest is released.
     let id = hold["id"].as_str().unwrap();
-    let (status, captured) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "3"}),
-        )
-        .await;
+    let (status, captured) = app.capture(id, json!({"credits": "3"})).await;
     assert_eq!(status, StatusCode::OK, "{captured}");
     assert_eq!(captured["status"], "captured");
     assert_eq!(captured["credits"], "3");
@@ -126,43 +117,23 @@ async fn capture_below_and_above_the_hold(app: TestApp) {
     let (_, hold) = app.authorize(c, "image.standard", json!(1)).await;
     let id = hold["id"].as_str().unwrap();
     let before = app.ledger(c).await.len();
-    let (status, problem) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "8"}),
-        )
-        .await;
+    let (status, problem) = app.capture(id, json!({"credits": "8"})).await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{problem}");
     assert_eq!(problem["type"], "insufficient_credits");
     assert_eq!(app.ledger(c).await.len(), before);
     assert_eq!(app.balances(c).await, ("7".into(), "5".into(), "2".into()));
 
     // More than held, within what is free: the excess is charged.
-    let (status, captured) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"quantity": "1.4"}),
-        )
-        .await;
+    let (status, captured) = app.capture(id, json!({"quantity": "1.4"})).await;
     assert_eq!(status, StatusCode::OK, "{captured}");
     assert_eq!(captured["credits"], "7");
     assert_eq!(app.balances(c).await, ("0".into(), "0".into(), "0".into()));
 
     // The same capture again answers the first result; a different one is refused.
-    let (status, again) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"quantity": "1.4"}),
-        )
-        .await;
+    let (status, again) = app.capture(id, json!({"quantity": "1.4"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again, captured);
-    let (status, problem) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "1"}),
-        )
-        .await;
+    let (status, problem) = app.capture(id, json!({"credits": "1"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "hold_already_resolved");
     app.assert_audit_clean().await;
@@ -177,24 +148,15 @@ async fn over_capture_under_allow_goes_into_overdraft(app: TestApp) {
     assert_eq!(hold["status"], "held", "{hold}");
     assert_eq!(hold["available"], "-40");
     let id = hold["id"].as_str().unwrap();
-    let (status, captured) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "60"}),
-        )
-        .await;
+    let (status, captured) = app.capture(id, json!({"credits": "60"})).await;
     assert_eq!(status, StatusCode::OK, "{captured}");
     let customer = app.customer(c).await;
     assert_eq!(customer["balance"], "-50");
     assert_eq!(customer["overdraft"], "50");
     // Beyond the limit: refused.
-    let (status, problem) = app
-        .post_app("/v1/usage", json!({"customer": c, "action": "chat.request", "quantity": 151, "idempotency_key": "x"}))
-        .await;
+    let (status, problem) = app.usage(c, "chat.request", json!(151), "x").await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{problem}");
-    let (status, _) = app
-        .post_app("/v1/usage", json!({"customer": c, "action": "chat.request", "quantity": 150, "idempotency_key": "y"}))
-        .await;
+    let (status, _) = app.usage(c, "chat.request", json!(150), "y").await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(
         app.balances(c).await,
@@ -213,9 +175,7 @@ async fn overage_under_bill_is_recorded_not_owed(app: TestApp) {
     let c = "bill";
     app.set_plan(c, "team").await;
     app.promo(c, "3").await;
-    let (status, usage) = app
-        .post_app("/v1/usage", json!({"customer": c, "action": "chat.request", "quantity": 10, "idempotency_key": "b1"}))
-        .await;
+    let (status, usage) = app.usage(c, "chat.request", json!(10), "b1").await;
     assert_eq!(status, StatusCode::CREATED, "{usage}");
     assert_eq!(app.balances(c).await, ("0".into(), "0".into(), "0".into()));
     let entries = app.ledger(c).await;
@@ -233,22 +193,13 @@ async fn void_releases_and_resolves_once(app: TestApp) {
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "15 > 10: {problem}");
     let (_, hold) = app.authorize(c, "image.standard", json!(2)).await;
     let id = hold["id"].as_str().unwrap();
-    let (status, voided) = app
-        .post_app(&format!("/v1/authorizations/{id}/void"), json!({}))
-        .await;
+    let (status, voided) = app.void(id).await;
     assert_eq!(status, StatusCode::OK, "{voided}");
     assert_eq!(voided["status"], "voided");
     assert_eq!(voided["available"], "10");
-    let (status, again) = app
-        .post_app(&format!("/v1/authorizations/{id}/void"), json!({}))
-        .await;
+    let (status, again) = app.void(id).await;
     assert_eq!((status, &again), (StatusCode::OK, &voided));
-    let (status, problem) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "1"}),
-        )
-        .await;
+    let (status, problem) = app.capture(id, json!({"credits": "1"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "hold_already_resolved");
     assert!(
@@ -278,12 +229,7 @@ async fn holds_expire_by_the_test_clock(app: TestApp) {
         app.balances(c).await,
         ("10".into(), "0".into(), "10".into())
     );
-    let (status, problem) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "5"}),
-        )
-        .await;
+    let (status, problem) = app.capture(&id, json!({"credits": "5"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(problem["type"], "hold_expired");
     let release = app
@@ -319,21 +265,11 @@ async fn a_grant_expiring_under_a_live_hold_can_still_be_captured(app: TestApp) 
     // The unheld 3 expired; the 7 held remain until their holds resolve.
     assert_eq!(app.balances(c).await, ("7".into(), "7".into(), "0".into()));
     let id = first["id"].as_str().unwrap();
-    let (status, captured) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "5"}),
-        )
-        .await;
+    let (status, captured) = app.capture(id, json!({"credits": "5"})).await;
     assert_eq!(status, StatusCode::OK, "{captured}");
     // Capturing less releases the rest onto an expired grant: it expires at once.
     let id = second["id"].as_str().unwrap();
-    let (status, _) = app
-        .post_app(
-            &format!("/v1/authorizations/{id}/capture"),
-            json!({"credits": "0.5"}),
-        )
-        .await;
+    let (status, _) = app.capture(id, json!({"credits": "0.5"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(app.balances(c).await, ("0".into(), "0".into(), "0".into()));
     let expired: Vec<String> = app
@@ -408,12 +344,7 @@ async fn amounts_round_trip_exactly(app: TestApp) {
     .await;
     assert_eq!(app.balances(c).await.0, "123456789012.123456");
     app.set_plan(c, "pro").await;
-    let (status, usage) = app
-        .post_app(
-            "/v1/usage",
-            json!({"customer": c, "action": "voice.speech", "quantity": 3, "idempotency_key": "v"}),
-        )
-        .await;
+    let (status, usage) = app.usage(c, "voice.speech", json!(3), "v").await;
     assert_eq!(status, StatusCode::CREATED, "{usage}");
     assert_eq!(usage["credits"], "1.5");
     assert_eq!(usage["available"], "123456789010.623456");

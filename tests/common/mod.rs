@@ -54,6 +54,30 @@ pub async fn fresh_database(engine: Engine, dir: &std::path::Path) -> String {
     }
 }
 
+/// The example config, pointed at `database_url`, written into `dir`; its path.
+pub fn write_example_config(dir: &std::path::Path, database_url: &str) -> std::path::PathBuf {
+    let example = include_str!("../../examples/creditbook.toml");
+    let path = dir.join("creditbook.toml");
+    std::fs::write(
+        &path,
+        example.replace("sqlite://creditbook.db?mode=rwc", database_url),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs the `creditbook` binary with `--config`, without the environment's overrides.
+pub fn run_cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_creditbook"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CREDITBOOK_DATABASE_URL")
+        .env_remove("CREDITBOOK_LISTEN")
+        .output()
+        .expect("run creditbook")
+}
+
 pub fn example_config(database_url: &str) -> Config {
     let text = include_str!("../../examples/creditbook.toml");
     let url = database_url.to_owned();
@@ -180,6 +204,30 @@ impl TestApp {
         self.post_app(
             "/v1/authorizations",
             json!({"customer": customer, "action": action, "quantity": quantity, "idempotency_key": uuid::Uuid::new_v4().to_string()}),
+        )
+        .await
+    }
+
+    pub async fn capture(&self, hold_id: &str, body: Value) -> (StatusCode, Value) {
+        self.post_app(&format!("/v1/authorizations/{hold_id}/capture"), body)
+            .await
+    }
+
+    pub async fn void(&self, hold_id: &str) -> (StatusCode, Value) {
+        self.post_app(&format!("/v1/authorizations/{hold_id}/void"), json!({}))
+            .await
+    }
+
+    pub async fn usage(
+        &self,
+        customer: &str,
+        action: &str,
+        quantity: Value,
+        key: &str,
+    ) -> (StatusCode, Value) {
+        self.post_app(
+            "/v1/usage",
+            json!({"customer": customer, "action": action, "quantity": quantity, "idempotency_key": key}),
         )
         .await
     }
