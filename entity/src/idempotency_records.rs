@@ -8,7 +8,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub idempotency_key: String,
     pub request_hash: String,
-    pub status: i32,
+    /// The first result, as JSON, answered again to a replay.
     pub body: String,
     pub created_at: i64,
 }

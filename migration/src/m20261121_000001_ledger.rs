@@ -73,7 +73,6 @@ CREATE TABLE idempotency_records (
     customer_id TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
     request_hash TEXT NOT NULL,
-    status INTEGER NOT NULL,
     body TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (customer_id, idempotency_key)

@@ -157,7 +157,6 @@ impl Store {
                 customer_id: Set(command.customer_id.to_owned()),
                 idempotency_key: Set(idempotency.key.clone()),
                 request_hash: Set(idempotency.request_hash.clone()),
-                status: Set(0),
                 body: Set(body),
                 created_at: Set(time(command.now)),
             }
