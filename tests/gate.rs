@@ -130,6 +130,14 @@ async fn capture_below_and_above_the_hold(app: TestApp) {
     assert_eq!(app.balances(c).await, ("0".into(), "0".into(), "0".into()));
 
     // The same capture again answers the first result; a different one is refused.
+    // The entries record the quantity used, not the one authorized.
+    let latest = app.ledger(c).await;
+    assert!(
+        latest
+            .iter()
+            .filter(|e| e["operation"] == latest[0]["operation"])
+            .all(|e| e["quantity"] == "1.4")
+    );
     let (status, again) = app.capture(id, json!({"quantity": "1.4"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again, captured);

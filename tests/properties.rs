@@ -126,7 +126,7 @@ fn apply(
             *now,
         ),
         Op::Capture { hold, micros } => match holds.get(*hold).cloned() {
-            Some(id) => book.capture(&id, credits(*micros), overage, *now),
+            Some(id) => book.capture(&id, credits(*micros), None, overage, *now),
             None => Err(Rejection::HoldNotFound),
         },
         Op::Void { hold } => match holds.get(*hold).cloned() {

@@ -455,10 +455,13 @@ impl Book {
 
     /// Posts the actual cost of a hold. Less than held: the rest is released. More: the excess is
     /// debited like a usage under the overage rule, or the whole capture is refused.
+    /// `quantity` is the quantity actually used, when the capture named one; it is recorded on
+    /// the entries instead of the quantity authorized.
     pub fn capture(
         &mut self,
         hold_id: &str,
         credits: Credits,
+        quantity: Option<String>,
         overage: &Overage,
         now: Timestamp,
     ) -> Result<(), Rejection> {
@@ -467,7 +470,7 @@ impl Book {
         let hold = self.holds[index].clone();
         let usage = Usage {
             action: Some(hold.action.clone()),
-            quantity: Some(hold.quantity.clone()),
+            quantity,
         };
         let mut rest = credits;
         for (grant_id, reserved) in &hold.allocations {

@@ -355,7 +355,12 @@ pub async fn capture(
                 .map_err(|e| Error::invalid("quantity", format!("the cost {e}")))?,
         };
         let overage = state.catalog.overage_for(standing.plan_id.as_deref());
-        book.capture(&hold_id, credits, &overage, now)?;
+        let quantity = match &actual {
+            Actual::Nothing => Some("0".to_owned()),
+            Actual::Quantity(q) => Some(q.to_string()),
+            Actual::Credits(_) => None,
+        };
+        book.capture(&hold_id, credits, quantity, &overage, now)?;
         Ok(ResolutionResponse {
             id: hold_id.clone(),
             status: "captured".into(),
