@@ -6,7 +6,7 @@ use crate::domain::money::{Credits, Money};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
@@ -130,7 +130,6 @@ pub struct StripeConfig {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub path: PathBuf,
     pub listen: String,
     pub database_url: String,
     pub stripe: StripeConfig,
@@ -199,7 +198,6 @@ impl Config {
             ));
         }
         Ok(Config {
-            path: PathBuf::from(file),
             listen: env("CREDITBOOK_LISTEN")
                 .or(raw.server.listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".into()),

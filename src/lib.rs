@@ -53,9 +53,7 @@ pub async fn serve(
             tick.tick().await;
             match jobs::settle_due(&job_state.store, job_state.clock.now()).await {
                 Ok(settled) => {
-                    for _ in 0..settled {
-                        metrics::Metrics::bump(&job_state.metrics.customers_settled_by_jobs);
-                    }
+                    metrics::Metrics::add(&job_state.metrics.customers_settled_by_jobs, settled);
                 }
                 Err(e) => tracing::warn!(error = %e, "expiry job failed; it runs again next tick"),
             }
