@@ -10,6 +10,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod store;
+pub mod stripe;
 
 use clock::{Clock, SystemClock, TestClock};
 use config::Config;

@@ -1,0 +1,3 @@
+//! Stripe: webhook signature verification (more of the Stripe sync builds on it).
+
+pub mod signature;
