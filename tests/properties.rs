@@ -257,12 +257,24 @@ async fn store_replays_random_histories(store: Store, histories: Vec<(Overage, V
             assert_eq!(
                 stored.is_ok(),
                 expected.is_ok(),
-                "op {op:?}: store {stored:?} vs model {expected:?}"
+                "op {seq} {op:?}: store {stored:?} vs model {expected:?}\nhistory: {overage:?} {ops:?}"
             );
         }
-        let (book, _) = store.view(&customer, now).await.unwrap().unwrap();
-        assert_eq!(book.balance(), model.balance(), "balance of {customer}");
-        assert_eq!(book.held(), model.held(), "held of {customer}");
+        // A customer all of whose commands were refused was never created.
+        let book = match store.view(&customer, now).await.unwrap() {
+            Some((book, _)) => book,
+            None => Book::new(customer.clone()),
+        };
+        assert_eq!(
+            book.balance(),
+            model.balance(),
+            "balance of {customer}: {overage:?} {ops:?}"
+        );
+        assert_eq!(
+            book.held(),
+            model.held(),
+            "held of {customer}: {overage:?} {ops:?}"
+        );
     }
     assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
 }
@@ -277,14 +289,24 @@ fn sample_histories(count: usize) -> Vec<(Overage, Vec<Op>)> {
         .collect()
 }
 
+/// A migrated store on a fresh database, with no server: nothing but the test moves its clock
+/// (a server's expiry job would settle these histories at the real time).
+async fn fresh_store(engine: common::Engine) -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_database(engine, dir.path()).await;
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_the_invariants_on_sqlite() {
-    let app = common::spawn_app(common::Engine::Sqlite).await;
-    store_replays_random_histories(app.store.clone(), sample_histories(24)).await;
+    let (store, _dir) = fresh_store(common::Engine::Sqlite).await;
+    store_replays_random_histories(store, sample_histories(24)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_the_invariants_on_postgres() {
-    let app = common::spawn_app(common::Engine::Postgres).await;
-    store_replays_random_histories(app.store.clone(), sample_histories(24)).await;
+    let (store, _dir) = fresh_store(common::Engine::Postgres).await;
+    store_replays_random_histories(store, sample_histories(24)).await;
 }

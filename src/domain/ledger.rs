@@ -280,26 +280,31 @@ impl Book {
         self.entries.last_mut().expect("just pushed")
     }
 
-    /// Applies everything due at `now`: holds past their expiry are released, grants past theirs
-    /// expire (their held part stays until its holds resolve). Entries carry the due time.
+    /// Applies everything due at `now`, in the order it fell due: holds past their expiry are
+    /// released, grants past theirs expire (their held part stays until its holds resolve). At
+    /// the same instant a grant expires before a hold is released, so nothing a hold gives back
+    /// outlives its grant. Entries carry the due time.
     pub fn settle_due(&mut self, now: Timestamp) {
-        let due_holds: Vec<(String, Timestamp)> = self
+        const GRANT: u8 = 0;
+        const HOLD: u8 = 1;
+        let mut due: Vec<(Timestamp, u8, String)> = self
             .holds
             .iter()
             .filter(|h| h.status == HoldStatus::Held && h.expires_at <= now)
-            .map(|h| (h.id.clone(), h.expires_at))
+            .map(|h| (h.expires_at, HOLD, h.id.clone()))
+            .chain(self.grants.iter().filter(|g| !g.expired).filter_map(|g| {
+                g.expires_at
+                    .filter(|e| *e <= now)
+                    .map(|e| (e, GRANT, g.id.clone()))
+            }))
             .collect();
-        for (id, at) in due_holds {
-            self.release_hold(&id, HoldStatus::Expired, at);
-        }
-        let due_grants: Vec<(String, Timestamp)> = self
-            .grants
-            .iter()
-            .filter(|g| !g.expired && g.expires_at.is_some_and(|e| e <= now))
-            .map(|g| (g.id.clone(), g.expires_at.expect("filtered on Some")))
-            .collect();
-        for (id, at) in due_grants {
-            self.expire_grant(&id, at);
+        due.sort();
+        for (at, kind, id) in due {
+            if kind == GRANT {
+                self.expire_grant(&id, at);
+            } else {
+                self.release_hold(&id, HoldStatus::Expired, at);
+            }
         }
     }
 

@@ -312,6 +312,7 @@ async fn load(
         .filter(holds::Column::CustomerId.eq(customer_id))
         .filter(hold_condition)
         .order_by_asc(holds::Column::CreatedAt)
+        .order_by_asc(holds::Column::Id)
         .all(txn)
         .await?;
     let open_ids: Vec<String> = hold_rows
