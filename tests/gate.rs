@@ -455,3 +455,20 @@ async fn responses_keep_their_shape(app: TestApp) {
     insta::assert_json_snapshot!("insufficient_credits", problem);
 }
 on_both_engines!(responses_keep_their_shape);
+
+async fn a_callers_key_never_collides_with_a_hold_resolution(app: TestApp) {
+    let c = "namespaces";
+    app.promo(c, "10").await;
+    let (_, hold) = app.authorize(c, "chat.request", json!(2)).await;
+    let id = hold["id"].as_str().unwrap();
+    // A caller may choose any key, even one spelled like the hold's own resolution key.
+    let (status, _) = app
+        .usage(c, "chat.request", json!(1), &format!("hold:{id}"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, captured) = app.capture(id, json!({"quantity": 2})).await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    assert_eq!(app.balances(c).await, ("7".into(), "0".into(), "7".into()));
+    app.assert_audit_clean().await;
+}
+on_both_engines!(a_callers_key_never_collides_with_a_hold_resolution);

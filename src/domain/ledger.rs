@@ -404,7 +404,6 @@ impl Book {
     }
 
     /// Reserves `credits` for a new hold.
-    #[allow(clippy::too_many_arguments)]
     pub fn authorize(
         &mut self,
         hold_id: &str,

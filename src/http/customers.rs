@@ -380,10 +380,7 @@ pub async fn create_grant(
     let command = Command {
         customer_id: &customer,
         create_customer: true,
-        idempotency: Some(Idempotency {
-            key: key.clone(),
-            request_hash: hash,
-        }),
+        idempotency: Some(Idempotency::request(&key, hash)),
         hold_id: None,
         now,
     };

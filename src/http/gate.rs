@@ -145,10 +145,10 @@ impl Spend<'_> {
     }
 
     fn idempotency(&self, route: &str, key: &str) -> Result<Idempotency> {
-        Ok(Idempotency {
-            key: identifier("idempotency_key", key)?,
-            request_hash: request_hash(&[route, &self.action.id, &self.quantity.to_string()]),
-        })
+        Ok(Idempotency::request(
+            &identifier("idempotency_key", key)?,
+            request_hash(&[route, &self.action.id, &self.quantity.to_string()]),
+        ))
     }
 
     /// An unknown customer has no credits (DESIGN.md §5).
@@ -262,6 +262,7 @@ async fn resolve<F>(
     state: &AppState,
     hold_id: &str,
     request: &str,
+    now: DateTime<Utc>,
     decide: F,
 ) -> Result<ResolutionResponse>
 where
@@ -276,12 +277,12 @@ where
     let command = Command {
         customer_id: &customer,
         create_customer: false,
-        idempotency: Some(Idempotency {
-            key: format!("hold:{hold_id}"),
-            request_hash: request_hash(&[request]),
-        }),
+        idempotency: Some(Idempotency::hold_resolution(
+            &hold_id,
+            request_hash(&[request]),
+        )),
         hold_id: Some(&hold_id),
-        now: state.clock.now(),
+        now,
     };
     match state.store.execute(command, decide).await {
         Ok(executed) => {
@@ -342,7 +343,7 @@ pub async fn capture(
     };
     let now = state.clock.now();
     let request_text = format!("capture {described}");
-    let value = resolve(&state, &hold_id, &request_text, |book, standing| {
+    let value = resolve(&state, &hold_id, &request_text, now, |book, standing| {
         let hold = book.hold(&hold_id).ok_or(Rejection::HoldNotFound)?;
         let credits = match &actual {
             Actual::Nothing => Credits::ZERO,
@@ -384,7 +385,7 @@ pub async fn void(
 ) -> Result<Json<ResolutionResponse>> {
     caller.require(Scope::App)?;
     let now = state.clock.now();
-    let value = resolve(&state, &hold_id, "void", |book, _| {
+    let value = resolve(&state, &hold_id, "void", now, |book, _| {
         book.void(&hold_id, now)?;
         Ok(ResolutionResponse {
             id: hold_id.clone(),

@@ -22,8 +22,27 @@ const TRANSIENT_ATTEMPTS: u32 = 5;
 /// An idempotency key and the hash of the request it was first used with.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
-    pub key: String,
-    pub request_hash: String,
+    key: String,
+    request_hash: String,
+}
+
+impl Idempotency {
+    /// A caller's `idempotency_key`. Stored under its own namespace, so that no caller's key can
+    /// collide with a hold's resolution.
+    pub fn request(key: &str, request_hash: String) -> Self {
+        Idempotency {
+            key: format!("request:{key}"),
+            request_hash,
+        }
+    }
+
+    /// The one resolution (capture or void) a hold may have.
+    pub fn hold_resolution(hold_id: &str, request_hash: String) -> Self {
+        Idempotency {
+            key: format!("hold:{hold_id}"),
+            request_hash,
+        }
+    }
 }
 
 /// The customer facts beside the book that decisions need.
