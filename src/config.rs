@@ -52,6 +52,7 @@ struct RawStripe {
     webhook_tolerance_seconds: Option<u64>,
     api_key: Option<String>,
     api_base: Option<String>,
+    past_due_grace_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -125,7 +126,10 @@ pub struct StripeConfig {
     pub webhook_secrets: Vec<String>,
     pub webhook_tolerance_seconds: u64,
     pub api_key: Option<String>,
+    /// Where the Stripe API is reached (a stand-in in tests); Stripe's own by default.
     pub api_base: Option<String>,
+    /// How long a `past_due` subscription keeps its plan's features before the gate refuses them.
+    pub past_due_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +145,8 @@ pub struct Config {
 /// Limits on what a config may say: a hold lives at most a day, jobs run at least hourly.
 const MAX_HOLD_TIMEOUT_SECONDS: u64 = 86_400;
 const MAX_JOB_INTERVAL_SECONDS: u64 = 3_600;
+/// Stripe's own retry window is 3 days; a grace or tolerance beyond 30 days is a mistake.
+const MAX_STRIPE_SECONDS: u64 = 30 * 86_400;
 
 impl Config {
     /// Reads the file, then applies the `CREDITBOOK_*` environment overrides.
@@ -176,7 +182,39 @@ impl Config {
             webhook_tolerance_seconds: raw.stripe.webhook_tolerance_seconds.unwrap_or(300),
             api_key: raw.stripe.api_key,
             api_base: raw.stripe.api_base,
+            past_due_grace_seconds: raw.stripe.past_due_grace_seconds.unwrap_or(3 * 86_400),
         };
+        for (key, value) in [
+            (
+                "stripe.webhook_tolerance_seconds",
+                stripe.webhook_tolerance_seconds,
+            ),
+            (
+                "stripe.past_due_grace_seconds",
+                stripe.past_due_grace_seconds,
+            ),
+        ] {
+            if value > MAX_STRIPE_SECONDS {
+                return Err(fail(
+                    key.into(),
+                    format!("must be at most {MAX_STRIPE_SECONDS}"),
+                ));
+            }
+        }
+        if stripe.webhook_tolerance_seconds == 0 {
+            return Err(fail(
+                "stripe.webhook_tolerance_seconds".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(base) = &stripe.api_base
+            && !(base.starts_with("http://") || base.starts_with("https://"))
+        {
+            return Err(fail(
+                "stripe.api_base".into(),
+                "must be an http:// or https:// URL".into(),
+            ));
+        }
         if let Some(secret) = env("CREDITBOOK_STRIPE_WEBHOOK_SECRET") {
             stripe.webhook_secrets = secret.split(',').map(|s| s.trim().to_owned()).collect();
         }

@@ -35,6 +35,7 @@ pub async fn build_state(config: &Config, test_clock: bool) -> error::Result<App
         test_clock,
         metrics: Arc::new(metrics::Metrics::default()),
         hold_timeout_seconds: config.hold_timeout_seconds,
+        stripe: Arc::new(config.stripe.clone()),
     })
 }
 

@@ -112,6 +112,7 @@ fn apply(
                     source_type: "test".into(),
                     source_id: seq.to_string(),
                     created_at: *now,
+                    refunded: Credits::ZERO,
                 },
                 *now,
             );

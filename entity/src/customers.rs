@@ -14,6 +14,10 @@ pub struct Model {
     /// Bumped by every command: the row lock that serialises a customer's commands.
     pub version: i64,
     pub created_at: i64,
+    /// Since when the Stripe subscription is past due (Unix microseconds), if it is.
+    pub past_due_since: Option<i64>,
+    /// End of the current Stripe subscription period (Unix microseconds).
+    pub renews_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -23,6 +23,8 @@ pub struct Model {
     pub source_type: String,
     pub source_id: String,
     pub created_at: i64,
+    /// Money refunded on this grant so far (scale 6, in `currency`).
+    pub refunded: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,8 @@ pub struct Model {
     pub overage: i64,
     pub effective_at: i64,
     pub recorded_at: i64,
+    /// Money moved with the entry (a refund clawed back), scale 6, in the grant's currency.
+    pub money: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,12 +7,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_ledger;
+mod m20261121_000002_stripe;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_ledger::Migration)]
+        vec![
+            Box::new(m20261121_000001_ledger::Migration),
+            Box::new(m20261121_000002_stripe::Migration),
+        ]
     }
 }

@@ -59,6 +59,8 @@ pub struct Grant {
     pub source_type: String,
     pub source_id: String,
     pub created_at: Timestamp,
+    /// Money refunded on this grant so far, in `currency` (never more than `price`).
+    pub refunded: Credits,
 }
 
 impl Grant {
@@ -149,6 +151,13 @@ pub enum EntryKind {
     Expire,
     /// An `allow` overdraft paid off by a new grant.
     Settle,
+    /// Credits taken back because the money that paid for them was refunded or lost in a
+    /// dispute; the entry carries the money.
+    Clawback,
+    /// Unused plan credits carried into the next paid period (their expiry moves with them).
+    Rollover,
+    /// Credits moved to another customer when a Stripe customer is linked to an account later.
+    Transfer,
 }
 
 impl EntryKind {
@@ -161,6 +170,9 @@ impl EntryKind {
             EntryKind::Overage => "overage",
             EntryKind::Expire => "expire",
             EntryKind::Settle => "settle",
+            EntryKind::Clawback => "clawback",
+            EntryKind::Rollover => "rollover",
+            EntryKind::Transfer => "transfer",
         }
     }
 }
@@ -178,6 +190,8 @@ pub struct Entry {
     pub held: Credits,
     pub overage: Credits,
     pub effective_at: Timestamp,
+    /// Money moved with the entry (a clawback's refund), in the grant's currency.
+    pub money: Option<Credits>,
 }
 
 /// Why a command is refused. Nothing is written when one is returned.
@@ -276,6 +290,7 @@ impl Book {
             held: Credits::ZERO,
             overage: Credits::ZERO,
             effective_at: chrono::DateTime::UNIX_EPOCH,
+            money: None,
         });
         self.entries.last_mut().expect("just pushed")
     }
@@ -633,6 +648,108 @@ impl Book {
         }
     }
 
+    /// Takes back credits paid for by `money` that was refunded (or lost in a dispute), per
+    /// DESIGN.md §4: the remaining credits fall by `money` / price per credit, rounded down to
+    /// the credit scale, and never below what is free (credits already used or held stay used).
+    /// Returns the credits taken. `money` must not exceed what is left unrefunded.
+    pub fn claw_back(&mut self, grant_id: &str, money: Credits, now: Timestamp) -> Credits {
+        assert!(money.is_positive(), "a clawback moves money");
+        let grant = self.grant_mut(grant_id);
+        let price = grant.price.expect("only paid grants are clawed back");
+        assert!(
+            grant.refunded + money <= price,
+            "a grant is never refunded beyond its price"
+        );
+        let by_price = if price.is_positive() {
+            let exact = money.value() * grant.credits.value() / price.value();
+            Credits::new(exact.round_dp_with_strategy(
+                super::money::SCALE,
+                rust_decimal::RoundingStrategy::ToZero,
+            ))
+            .expect("rounded to the credit scale")
+        } else {
+            Credits::ZERO
+        };
+        let take = by_price.min(grant.free());
+        grant.remaining -= take;
+        grant.refunded += money;
+        let entry = self.push(EntryKind::Clawback, Some(grant_id), None, &Usage::default());
+        entry.credits = -take;
+        entry.money = Some(money);
+        entry.effective_at = now;
+        take
+    }
+
+    /// Carries unused credits of the plan grants that ended at a period boundary into the next
+    /// period, up to `room` in total, in consumption order (DESIGN.md §4, rollover). A grant
+    /// that already expired at the boundary gets back what lapsed then (`lapsed`, by grant); one
+    /// not yet expired (the renewal was paid early) keeps what fits and the rest expires now.
+    /// Either way the grant's expiry moves to `new_expires_at`. Returns the credits carried.
+    pub fn roll_over(
+        &mut self,
+        lapsed: &[(String, Credits)],
+        mut room: Credits,
+        new_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Credits {
+        let mut order: Vec<(Grant, Credits)> = lapsed
+            .iter()
+            .filter_map(|(id, amount)| {
+                self.grants
+                    .iter()
+                    .find(|g| &g.id == id)
+                    .map(|g| (g.clone(), *amount))
+            })
+            .collect();
+        order.sort_by(|a, b| Grant::consumption_order(&a.0, &b.0));
+        let mut carried = Credits::ZERO;
+        for (grant, lapsed) in order {
+            let id = grant.id.as_str();
+            let unused = if grant.expired { lapsed } else { grant.free() };
+            let carry = unused.min(room);
+            room -= carry;
+            carried += carry;
+            if !carry.is_positive() {
+                if !grant.expired {
+                    self.expire_grant(id, now);
+                }
+                continue;
+            }
+            let g = self.grant_mut(id);
+            if g.expired {
+                g.expired = false;
+                g.remaining += carry;
+            } else if unused > carry {
+                g.remaining -= unused - carry;
+                let entry = self.push(EntryKind::Expire, Some(id), None, &Usage::default());
+                entry.credits = -(unused - carry);
+                entry.effective_at = now;
+            }
+            let g = self.grant_mut(id);
+            g.expires_at = Some(new_expires_at);
+            let entry = self.push(EntryKind::Rollover, Some(id), None, &Usage::default());
+            entry.credits = if grant.expired { carry } else { Credits::ZERO };
+            entry.effective_at = now;
+        }
+        carried
+    }
+
+    /// Moves a grant's free credits out of this book, to be granted to another customer.
+    /// Returns the grant as it was and the credits moved; none when nothing is free.
+    pub fn transfer_out(&mut self, grant_id: &str, now: Timestamp) -> Option<(Grant, Credits)> {
+        let grant = self.grant_mut(grant_id);
+        let free = grant.free();
+        if !free.is_positive() {
+            return None;
+        }
+        let before = grant.clone();
+        grant.remaining -= free;
+        let entry = self.push(EntryKind::Transfer, Some(grant_id), None, &Usage::default());
+        entry.credits = -free;
+        entry.effective_at = now;
+        Some((before, free))
+    }
+
     /// The invariants of DESIGN.md §2 that one customer's book must keep. Checked after every
     /// command, before anything is written.
     pub fn check_invariants(&self) -> Result<(), Rejection> {
@@ -642,6 +759,12 @@ impl Book {
                 return fail(format!(
                     "grant {}: need 0 <= held ({}) <= remaining ({}) <= credits ({})",
                     g.id, g.held, g.remaining, g.credits
+                ));
+            }
+            if g.refunded.is_negative() || g.price.is_some_and(|p| g.refunded > p) {
+                return fail(format!(
+                    "grant {}: refunded {} outside 0..=price",
+                    g.id, g.refunded
                 ));
             }
             if g.expired && g.remaining != g.held {

@@ -408,6 +408,7 @@ pub async fn create_grant(
                         format!("{key}: {memo}")
                     },
                     created_at: now,
+                    refunded: Credits::ZERO,
                 },
                 now,
             );

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
+use crate::domain::Timestamp;
 use crate::domain::catalog::Action;
 use crate::domain::entitlement::{self, Refusal};
 use crate::domain::ledger::{Book, Rejection, Usage};
@@ -131,9 +132,11 @@ impl Spend<'_> {
         }
     }
 
-    fn entitle(&self, state: &AppState, standing: &Standing) -> Result<()> {
+    fn entitle(&self, state: &AppState, standing: &Standing, now: Timestamp) -> Result<()> {
         let standing = entitlement::Standing {
-            plan_id: standing.plan_id.clone(),
+            plan_id: standing
+                .plan_in_force(now, state.stripe.past_due_grace_seconds)
+                .map(str::to_owned),
             frozen: standing.frozen,
         };
         entitlement::entitle(&state.catalog, &standing, self.action).map_err(
@@ -182,8 +185,10 @@ pub async fn check(
         }));
     };
     let available = book.available();
-    let decision = spend.entitle(&state, &standing).and_then(|()| {
-        let overage = state.catalog.overage_for(standing.plan_id.as_deref());
+    let decision = spend.entitle(&state, &standing, now).and_then(|()| {
+        let overage = state
+            .catalog
+            .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
         // Decide on a scratch copy exactly as an authorization would; nothing is written.
         book.authorize("check", &spend.usage(), spend.credits, &overage, now, now)
             .map_err(Error::from)
@@ -223,8 +228,10 @@ pub async fn authorize(
     let result = state
         .store
         .execute(command, |book: &mut Book, standing| {
-            spend.entitle(&state, standing)?;
-            let overage = state.catalog.overage_for(standing.plan_id.as_deref());
+            spend.entitle(&state, standing, now)?;
+            let overage = state
+                .catalog
+                .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
             book.authorize(
                 &hold_id,
                 &spend.usage(),
@@ -355,7 +362,9 @@ pub async fn capture(
                 .cost(*q)
                 .map_err(|e| Error::invalid("quantity", format!("the cost {e}")))?,
         };
-        let overage = state.catalog.overage_for(standing.plan_id.as_deref());
+        let overage = state
+            .catalog
+            .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
         let quantity = match &actual {
             Actual::Nothing => Some("0".to_owned()),
             Actual::Quantity(q) => Some(q.to_string()),
@@ -421,8 +430,10 @@ pub async fn usage(
     let executed = state
         .store
         .execute(command, |book: &mut Book, standing| {
-            spend.entitle(&state, standing)?;
-            let overage = state.catalog.overage_for(standing.plan_id.as_deref());
+            spend.entitle(&state, standing, now)?;
+            let overage = state
+                .catalog
+                .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
             book.debit(spend.credits, &spend.usage(), &overage, now)?;
             Ok(UsageResponse {
                 id: usage_id.clone(),

@@ -28,6 +28,7 @@ pub struct AppState {
     pub test_clock: Option<TestClock>,
     pub metrics: Arc<Metrics>,
     pub hold_timeout_seconds: u64,
+    pub stripe: Arc<crate::config::StripeConfig>,
 }
 
 #[derive(OpenApi)]

@@ -1,7 +1,7 @@
 //! Running a command on one customer's book: lock, replay or decide, check, write, commit.
 
 use super::Store;
-use super::rows::{self, micros, time};
+use super::rows::{self, micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::ledger::{Book, HoldStatus};
 use crate::domain::money::Credits;
@@ -50,6 +50,22 @@ impl Idempotency {
 pub struct Standing {
     pub plan_id: Option<String>,
     pub frozen: bool,
+    /// Since when the customer's subscription is past due, if it is.
+    pub past_due_since: Option<Timestamp>,
+    /// End of the current subscription period.
+    pub renews_at: Option<Timestamp>,
+}
+
+impl Standing {
+    /// The plan whose features and overage rule apply at `now`: none once a past-due
+    /// subscription has outlived its grace.
+    pub fn plan_in_force(&self, now: Timestamp, past_due_grace_seconds: u64) -> Option<&str> {
+        let grace = chrono::Duration::seconds(i64::try_from(past_due_grace_seconds).ok()?);
+        match self.past_due_since {
+            Some(since) if now >= since + grace => None,
+            _ => self.plan_id.as_deref(),
+        }
+    }
 }
 
 /// How a command meets its customer.
@@ -100,7 +116,7 @@ impl Store {
         }
     }
 
-    async fn begin(&self) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin(&self) -> Result<DatabaseTransaction> {
         let options = TransactionOptions {
             isolation_level: None,
             access_mode: None,
@@ -118,75 +134,11 @@ impl Store {
         F: Fn(&mut Book, &Standing) -> Result<T>,
     {
         let txn = self.begin().await?;
-        if !lock_customer(&txn, command.customer_id).await? {
-            if !command.create_customer {
-                return Err(Error::CustomerNotFound(command.customer_id.to_owned()));
-            }
-            customers::Entity::insert(customers::ActiveModel {
-                id: Set(command.customer_id.to_owned()),
-                plan_id: Set(None),
-                frozen: Set(false),
-                overdraft: Set(0),
-                overdraft_held: Set(0),
-                version: Set(0),
-                created_at: Set(time(command.now)),
-            })
-            .on_conflict(
-                OnConflict::column(customers::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-            let locked = lock_customer(&txn, command.customer_id).await?;
-            assert!(locked, "the customer row exists once inserted");
+        let executed = run_in(&txn, command, &[], decide).await?;
+        if !executed.replayed {
+            txn.commit().await?;
         }
-
-        if let Some(idempotency) = &command.idempotency {
-            let earlier = idempotency_records::Entity::find_by_id((
-                command.customer_id.to_owned(),
-                idempotency.key.clone(),
-            ))
-            .one(&txn)
-            .await?;
-            if let Some(record) = earlier {
-                if record.request_hash != idempotency.request_hash {
-                    return Err(Error::IdempotencyConflict);
-                }
-                let value = serde_json::from_str(&record.body)
-                    .map_err(|e| Error::Internal(format!("stored idempotent result: {e}")))?;
-                return Ok(Executed {
-                    value,
-                    replayed: true,
-                });
-            }
-        }
-
-        let loaded = load(&txn, command.customer_id, command.hold_id).await?;
-        let before = loaded.book.clone();
-        let mut book = loaded.book;
-        book.settle_due(command.now);
-        let value = decide(&mut book, &loaded.standing)?;
-        book.check_invariants()?;
-        write(&txn, &before, &book, loaded.version, command.now).await?;
-
-        if let Some(idempotency) = &command.idempotency {
-            let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
-            idempotency_records::ActiveModel {
-                customer_id: Set(command.customer_id.to_owned()),
-                idempotency_key: Set(idempotency.key.clone()),
-                request_hash: Set(idempotency.request_hash.clone()),
-                body: Set(body),
-                created_at: Set(time(command.now)),
-            }
-            .insert(&txn)
-            .await?;
-        }
-        txn.commit().await?;
-        Ok(Executed {
-            value,
-            replayed: false,
-        })
+        Ok(executed)
     }
 
     /// The customer's book as of `now`, without writing: for `check` and reads. `None` when the
@@ -204,7 +156,7 @@ impl Store {
         if !exists {
             return Ok(None);
         }
-        let loaded = load(&txn, customer_id, None).await?;
+        let loaded = load(&txn, customer_id, None, &[]).await?;
         txn.commit().await?;
         let mut book = loaded.book;
         book.settle_due(now);
@@ -271,6 +223,8 @@ impl Store {
             overdraft: Set(0),
             overdraft_held: Set(0),
             version: Set(0),
+            past_due_since: Set(None),
+            renews_at: Set(None),
             created_at: Set(time(now)),
         })
         .on_conflict(
@@ -283,6 +237,92 @@ impl Store {
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// Runs `decide` on the customer's book inside `txn`: takes the customer's row lock (creating the
+/// customer when the command allows), replays or decides, checks the invariants and writes.
+/// `extra_grants` are loaded even when spent or expired (a refund or rollover acts on them). The
+/// caller commits; on a replay there is nothing to commit.
+pub(crate) async fn run_in<T, F>(
+    txn: &DatabaseTransaction,
+    command: &Command<'_>,
+    extra_grants: &[String],
+    decide: &F,
+) -> Result<Executed<T>>
+where
+    T: Serialize + DeserializeOwned,
+    F: Fn(&mut Book, &Standing) -> Result<T>,
+{
+    if !lock_customer(txn, command.customer_id).await? {
+        if !command.create_customer {
+            return Err(Error::CustomerNotFound(command.customer_id.to_owned()));
+        }
+        customers::Entity::insert(customers::ActiveModel {
+            id: Set(command.customer_id.to_owned()),
+            plan_id: Set(None),
+            frozen: Set(false),
+            overdraft: Set(0),
+            overdraft_held: Set(0),
+            version: Set(0),
+            past_due_since: Set(None),
+            renews_at: Set(None),
+            created_at: Set(time(command.now)),
+        })
+        .on_conflict(
+            OnConflict::column(customers::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+        let locked = lock_customer(txn, command.customer_id).await?;
+        assert!(locked, "the customer row exists once inserted");
+    }
+
+    if let Some(idempotency) = &command.idempotency {
+        let earlier = idempotency_records::Entity::find_by_id((
+            command.customer_id.to_owned(),
+            idempotency.key.clone(),
+        ))
+        .one(txn)
+        .await?;
+        if let Some(record) = earlier {
+            if record.request_hash != idempotency.request_hash {
+                return Err(Error::IdempotencyConflict);
+            }
+            let value = serde_json::from_str(&record.body)
+                .map_err(|e| Error::Internal(format!("stored idempotent result: {e}")))?;
+            return Ok(Executed {
+                value,
+                replayed: true,
+            });
+        }
+    }
+
+    let loaded = load(txn, command.customer_id, command.hold_id, extra_grants).await?;
+    let before = loaded.book.clone();
+    let mut book = loaded.book;
+    book.settle_due(command.now);
+    let value = decide(&mut book, &loaded.standing)?;
+    book.check_invariants()?;
+    write(txn, &before, &book, loaded.version, command.now).await?;
+
+    if let Some(idempotency) = &command.idempotency {
+        let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
+        idempotency_records::ActiveModel {
+            customer_id: Set(command.customer_id.to_owned()),
+            idempotency_key: Set(idempotency.key.clone()),
+            request_hash: Set(idempotency.request_hash.clone()),
+            body: Set(body),
+            created_at: Set(time(command.now)),
+        }
+        .insert(txn)
+        .await?;
+    }
+    Ok(Executed {
+        value,
+        replayed: false,
+    })
 }
 
 /// Takes the customer's row lock for the rest of the transaction (PostgreSQL: the row lock of an
@@ -303,6 +343,7 @@ async fn load(
     txn: &DatabaseTransaction,
     customer_id: &str,
     hold_id: Option<&str>,
+    extra_grants: &[String],
 ) -> Result<Loaded> {
     let customer = customers::Entity::find_by_id(customer_id.to_owned())
         .one(txn)
@@ -317,7 +358,8 @@ async fn load(
                         .add(grants::Column::Expired.eq(false))
                         .add(grants::Column::Remaining.gt(0)),
                 )
-                .add(grants::Column::Held.gt(0)),
+                .add(grants::Column::Held.gt(0))
+                .add(grants::Column::Id.is_in(extra_grants.iter().cloned())),
         )
         .order_by_asc(grants::Column::CreatedAt)
         .all(txn)
@@ -377,6 +419,8 @@ async fn load(
         standing: Standing {
             plan_id: customer.plan_id,
             frozen: customer.frozen,
+            past_due_since: customer.past_due_since.map(timestamp).transpose()?,
+            renews_at: customer.renews_at.map(timestamp).transpose()?,
         },
         version: customer.version,
     })

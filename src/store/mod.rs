@@ -6,6 +6,7 @@ mod book;
 pub mod keys;
 pub mod ledger;
 mod rows;
+pub mod stripe;
 
 pub use book::{Command, Executed, Idempotency, Standing};
 

@@ -39,6 +39,7 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         source_type: row.source_type,
         source_id: row.source_id,
         created_at: timestamp(row.created_at)?,
+        refunded: Credits::from_micros(row.refunded),
         id: row.id,
     })
 }
@@ -61,6 +62,7 @@ pub fn grant_to_row(customer: &str, g: &Grant) -> Result<grants::ActiveModel> {
         source_type: Set(g.source_type.clone()),
         source_id: Set(g.source_id.clone()),
         created_at: Set(time(g.created_at)),
+        refunded: Set(micros(g.refunded)?),
     })
 }
 
@@ -121,5 +123,6 @@ pub fn entry_to_row(
         overage: Set(micros(e.overage)?),
         effective_at: Set(time(e.effective_at)),
         recorded_at: Set(time(recorded_at)),
+        money: Set(e.money.map(micros).transpose()?),
     })
 }

@@ -1,0 +1,614 @@
+//! What creditbook learns from Stripe, kept beside the ledger: events received, customer links,
+//! subscriptions, which grants each payment paid for, refunds, charges and disputes.
+//!
+//! Every Stripe event is applied in one transaction that first takes a single lock row, so Stripe
+//! work is serialised across every instance (webhook volume is small; the gate never takes this
+//! lock, and the customer row locks are always taken after it, so no cycle can form).
+
+use super::Store;
+use super::book::{Command, Executed, Standing, run_in};
+use super::rows::{micros, time, timestamp};
+use crate::domain::Timestamp;
+use crate::domain::billing::dispute_is_closed;
+use crate::domain::ledger::Book;
+use crate::domain::money::Credits;
+use crate::error::{Error, Result};
+use entity::{
+    customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
+    stripe_effects, stripe_events, stripe_lock, stripe_payment_grants, stripe_refunds,
+    stripe_subscriptions,
+};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use entity::stripe_subscriptions::Model as SubscriptionRow;
+
+/// How a Stripe customer came to be tied to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkedBy {
+    /// No link known: the Stripe customer id is the account id.
+    Default,
+    ClientReferenceId,
+    Metadata,
+}
+
+impl LinkedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkedBy::Default => "default",
+            LinkedBy::ClientReferenceId => "client_reference_id",
+            LinkedBy::Metadata => "metadata",
+        }
+    }
+}
+
+/// A grant a payment paid for, with what the refund rules need.
+#[derive(Debug, Clone)]
+pub struct PaidGrant {
+    pub grant_id: String,
+    pub customer_id: String,
+    pub price: Credits,
+    pub refunded: Credits,
+    pub currency: String,
+}
+
+/// One Stripe transaction, holding the Stripe lock.
+pub struct StripeTx {
+    txn: DatabaseTransaction,
+}
+
+impl Store {
+    pub async fn begin_stripe(&self) -> Result<StripeTx> {
+        let txn = self.begin().await?;
+        stripe_lock::Entity::update_many()
+            .col_expr(
+                stripe_lock::Column::Version,
+                Expr::col(stripe_lock::Column::Version).add(1),
+            )
+            .filter(stripe_lock::Column::Id.eq(1))
+            .exec(&txn)
+            .await?;
+        Ok(StripeTx { txn })
+    }
+
+    /// Events received, newest first (for tests and operators).
+    pub async fn stripe_events(&self, limit: u64) -> Result<Vec<stripe_events::Model>> {
+        use sea_orm::QuerySelect;
+        Ok(stripe_events::Entity::find()
+            .order_by_desc(stripe_events::Column::ReceivedAt)
+            .limit(limit)
+            .all(self.connection())
+            .await?)
+    }
+}
+
+impl StripeTx {
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.txn.commit().await?)
+    }
+
+    /// Records an event id; false when it was recorded before (a duplicate delivery).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_event(
+        &self,
+        id: &str,
+        event_type: &str,
+        api_version: Option<&str>,
+        created: i64,
+        origin: &str,
+        payload: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let inserted = stripe_events::Entity::insert(stripe_events::ActiveModel {
+            id: Set(id.to_owned()),
+            event_type: Set(event_type.to_owned()),
+            api_version: Set(api_version.map(str::to_owned)),
+            created: Set(created),
+            received_at: Set(time(now)),
+            origin: Set(origin.to_owned()),
+            outcome: Set("received".into()),
+            detail: Set(None),
+            payload: Set(payload.to_owned()),
+        })
+        .on_conflict(
+            OnConflict::column(stripe_events::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.txn)
+        .await?;
+        Ok(inserted == 1)
+    }
+
+    pub async fn set_outcome(&self, id: &str, outcome: &str, detail: &str) -> Result<()> {
+        stripe_events::Entity::update_many()
+            .col_expr(stripe_events::Column::Outcome, Expr::value(outcome))
+            .col_expr(stripe_events::Column::Detail, Expr::value(detail))
+            .filter(stripe_events::Column::Id.eq(id))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an effect applied; false when it already was.
+    pub async fn claim_effect(&self, key: &str, customer_id: &str, now: Timestamp) -> Result<bool> {
+        let inserted = stripe_effects::Entity::insert(stripe_effects::ActiveModel {
+            effect_key: Set(key.to_owned()),
+            customer_id: Set(customer_id.to_owned()),
+            created_at: Set(time(now)),
+        })
+        .on_conflict(
+            OnConflict::column(stripe_effects::Column::EffectKey)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.txn)
+        .await?;
+        Ok(inserted == 1)
+    }
+
+    pub async fn link(&self, stripe_customer: &str) -> Result<Option<(String, LinkedBy)>> {
+        let row = stripe_customers::Entity::find_by_id(stripe_customer.to_owned())
+            .one(&self.txn)
+            .await?;
+        Ok(row.map(|r| {
+            let by = match r.linked_by.as_str() {
+                "client_reference_id" => LinkedBy::ClientReferenceId,
+                "metadata" => LinkedBy::Metadata,
+                _ => LinkedBy::Default,
+            };
+            (r.customer_id, by)
+        }))
+    }
+
+    pub async fn set_link(
+        &self,
+        stripe_customer: &str,
+        customer: &str,
+        by: LinkedBy,
+    ) -> Result<()> {
+        stripe_customers::Entity::insert(stripe_customers::ActiveModel {
+            stripe_customer_id: Set(stripe_customer.to_owned()),
+            customer_id: Set(customer.to_owned()),
+            linked_by: Set(by.as_str().to_owned()),
+        })
+        .on_conflict(
+            OnConflict::column(stripe_customers::Column::StripeCustomerId)
+                .update_columns([
+                    stripe_customers::Column::CustomerId,
+                    stripe_customers::Column::LinkedBy,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs a ledger command on one customer inside this transaction.
+    pub async fn run<T, F>(
+        &self,
+        command: Command<'_>,
+        extra_grants: &[String],
+        decide: F,
+    ) -> Result<Executed<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(&mut Book, &Standing) -> Result<T>,
+    {
+        run_in(&self.txn, &command, extra_grants, &decide).await
+    }
+
+    pub async fn map_payment(
+        &self,
+        payment_key: &str,
+        grant_id: &str,
+        subscription: Option<&str>,
+    ) -> Result<()> {
+        stripe_payment_grants::Entity::insert(stripe_payment_grants::ActiveModel {
+            payment_key: Set(payment_key.to_owned()),
+            grant_id: Set(grant_id.to_owned()),
+            subscription_id: Set(subscription.map(str::to_owned)),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                stripe_payment_grants::Column::PaymentKey,
+                stripe_payment_grants::Column::GrantId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a grant's payment mapping to the grant that replaced it (a transfer).
+    pub async fn remap_grant(&self, from: &str, to: &str) -> Result<()> {
+        let rows = stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::GrantId.eq(from))
+            .all(&self.txn)
+            .await?;
+        for row in rows {
+            self.map_payment(&row.payment_key, to, row.subscription_id.as_deref())
+                .await?;
+        }
+        stripe_payment_grants::Entity::delete_many()
+            .filter(stripe_payment_grants::Column::GrantId.eq(from))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Payment keys that have grants, among `keys`.
+    pub async fn known_payment_keys(&self, keys: &[String]) -> Result<Vec<String>> {
+        let mut found: Vec<String> = stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::PaymentKey.is_in(keys.iter().cloned()))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|r| r.payment_key)
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// The grants a payment paid for, oldest first.
+    pub async fn paid_grants(&self, payment_key: &str) -> Result<Vec<PaidGrant>> {
+        let ids: Vec<String> = stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::PaymentKey.eq(payment_key))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|r| r.grant_id)
+            .collect();
+        self.grants_by_ids(&ids).await
+    }
+
+    async fn grants_by_ids(&self, ids: &[String]) -> Result<Vec<PaidGrant>> {
+        let rows = grants::Entity::find()
+            .filter(grants::Column::Id.is_in(ids.iter().cloned()))
+            .order_by_asc(grants::Column::CreatedAt)
+            .order_by_asc(grants::Column::Id)
+            .all(&self.txn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|g| {
+                Some(PaidGrant {
+                    price: Credits::from_micros(g.price?),
+                    currency: g.currency?,
+                    refunded: Credits::from_micros(g.refunded),
+                    customer_id: g.customer_id,
+                    grant_id: g.id,
+                })
+            })
+            .collect())
+    }
+
+    /// Grants made from Stripe objects, by their source ids (e.g. `invoice_line:il_...`).
+    pub async fn grants_by_source(&self, source_ids: &[String]) -> Result<Vec<PaidGrant>> {
+        let ids: Vec<String> = grants::Entity::find()
+            .filter(grants::Column::SourceType.eq("stripe"))
+            .filter(grants::Column::SourceId.is_in(source_ids.iter().cloned()))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
+        self.grants_by_ids(&ids).await
+    }
+
+    /// The newest paid plan grant of a subscription for a customer, if any.
+    pub async fn latest_subscription_grant(
+        &self,
+        customer_id: &str,
+        subscription: &str,
+    ) -> Result<Option<PaidGrant>> {
+        let ids: Vec<String> = stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::SubscriptionId.eq(subscription))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|r| r.grant_id)
+            .collect();
+        let grants = self.grants_by_ids(&ids).await?;
+        Ok(grants
+            .into_iter()
+            .filter(|g| g.customer_id == customer_id)
+            .next_back())
+    }
+
+    /// Plan grants of a customer whose period ended at `boundary`, with the credits that lapsed
+    /// at that instant (expiry entries carry the instant the grant fell due).
+    pub async fn plan_grants_ending_at(
+        &self,
+        customer_id: &str,
+        boundary: Timestamp,
+    ) -> Result<Vec<(String, Credits)>> {
+        let grant_rows = grants::Entity::find()
+            .filter(grants::Column::CustomerId.eq(customer_id))
+            .filter(grants::Column::Kind.eq("plan"))
+            .filter(grants::Column::ExpiresAt.eq(time(boundary)))
+            .all(&self.txn)
+            .await?;
+        let mut out = Vec::new();
+        for g in grant_rows {
+            let lapsed: i64 = ledger_entries::Entity::find()
+                .filter(ledger_entries::Column::GrantId.eq(g.id.as_str()))
+                .filter(ledger_entries::Column::Kind.eq("expire"))
+                .filter(ledger_entries::Column::EffectiveAt.eq(time(boundary)))
+                .all(&self.txn)
+                .await?
+                .iter()
+                .map(|e| -e.credits)
+                .sum();
+            out.push((g.id, Credits::from_micros(lapsed)));
+        }
+        Ok(out)
+    }
+
+    /// Grants of a customer that came from Stripe (or moved from such), with credits free.
+    pub async fn movable_grants(&self, customer_id: &str) -> Result<Vec<String>> {
+        Ok(grants::Entity::find()
+            .filter(grants::Column::CustomerId.eq(customer_id))
+            .filter(grants::Column::SourceType.is_in(["stripe", "transfer"]))
+            .filter(grants::Column::Expired.eq(false))
+            .filter(grants::Column::Remaining.gt(0))
+            .order_by_asc(grants::Column::CreatedAt)
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|g| g.id)
+            .collect())
+    }
+
+    pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRow>> {
+        Ok(stripe_subscriptions::Entity::find_by_id(id.to_owned())
+            .one(&self.txn)
+            .await?)
+    }
+
+    pub async fn put_subscription(&self, row: SubscriptionRow) -> Result<()> {
+        let model: stripe_subscriptions::ActiveModel = row.into();
+        let model = model.reset_all();
+        stripe_subscriptions::Entity::insert(model)
+            .on_conflict(
+                OnConflict::column(stripe_subscriptions::Column::Id)
+                    .update_columns([
+                        stripe_subscriptions::Column::StripeCustomerId,
+                        stripe_subscriptions::Column::Status,
+                        stripe_subscriptions::Column::PlanId,
+                        stripe_subscriptions::Column::Quantity,
+                        stripe_subscriptions::Column::CurrentPeriodEnd,
+                        stripe_subscriptions::Column::PastDueSince,
+                        stripe_subscriptions::Column::AsOf,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a refund; its status only moves forward (pending, then succeeded, then failed or
+    /// canceled).
+    pub async fn put_refund(&self, row: stripe_refunds::Model) -> Result<()> {
+        let rank = |s: &str| match s {
+            "succeeded" => 1,
+            "failed" | "canceled" => 2,
+            _ => 0,
+        };
+        let existing = stripe_refunds::Entity::find_by_id(row.id.clone())
+            .one(&self.txn)
+            .await?;
+        if let Some(old) = &existing
+            && rank(&old.status) >= rank(&row.status)
+        {
+            return Ok(());
+        }
+        let model: stripe_refunds::ActiveModel = row.into();
+        let model = model.reset_all();
+        if existing.is_some() {
+            model.update(&self.txn).await?;
+        } else {
+            model.insert(&self.txn).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a charge's refunded total; it only grows.
+    pub async fn put_charge(&self, row: stripe_charges::Model) -> Result<()> {
+        let existing = stripe_charges::Entity::find_by_id(row.id.clone())
+            .one(&self.txn)
+            .await?;
+        if let Some(old) = &existing
+            && old.amount_refunded >= row.amount_refunded
+        {
+            return Ok(());
+        }
+        let model: stripe_charges::ActiveModel = row.into();
+        let model = model.reset_all();
+        if existing.is_some() {
+            model.update(&self.txn).await?;
+        } else {
+            model.insert(&self.txn).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a dispute: a closed dispute stays closed; otherwise the newer state wins.
+    pub async fn put_dispute(&self, row: stripe_disputes::Model) -> Result<()> {
+        let existing = stripe_disputes::Entity::find_by_id(row.id.clone())
+            .one(&self.txn)
+            .await?;
+        if let Some(old) = &existing {
+            let old_closed = dispute_is_closed(&old.status);
+            let newer = row.as_of > old.as_of || (row.as_of == old.as_of && !old_closed);
+            if old_closed || !newer {
+                return Ok(());
+            }
+        }
+        let model: stripe_disputes::ActiveModel = row.into();
+        let model = model.reset_all();
+        if existing.is_some() {
+            model.update(&self.txn).await?;
+        } else {
+            model.insert(&self.txn).await?;
+        }
+        Ok(())
+    }
+
+    /// Money (minor units) refunded or lost in disputes on a payment, as far as Stripe has told:
+    /// the larger of a charge's refunded total and the sum of succeeded refunds, plus lost
+    /// disputes.
+    pub async fn money_taken_back(&self, payment_key: &str) -> Result<(i64, Option<String>)> {
+        let matches_key = |pi: sea_orm::sea_query::SimpleExpr,
+                           other: sea_orm::sea_query::SimpleExpr| {
+            Condition::any().add(pi).add(other)
+        };
+        let charges = stripe_charges::Entity::find()
+            .filter(matches_key(
+                stripe_charges::Column::PaymentIntent.eq(payment_key),
+                stripe_charges::Column::Id.eq(payment_key),
+            ))
+            .all(&self.txn)
+            .await?;
+        let refunds = stripe_refunds::Entity::find()
+            .filter(matches_key(
+                stripe_refunds::Column::PaymentIntent.eq(payment_key),
+                stripe_refunds::Column::Charge.eq(payment_key),
+            ))
+            .filter(stripe_refunds::Column::Status.eq("succeeded"))
+            .all(&self.txn)
+            .await?;
+        let disputes = stripe_disputes::Entity::find()
+            .filter(matches_key(
+                stripe_disputes::Column::PaymentIntent.eq(payment_key),
+                stripe_disputes::Column::Charge.eq(payment_key),
+            ))
+            .filter(stripe_disputes::Column::Status.eq("lost"))
+            .all(&self.txn)
+            .await?;
+        let by_charge: i64 = charges.iter().map(|c| c.amount_refunded).sum();
+        let by_refund: i64 = refunds.iter().map(|r| r.amount).sum();
+        let lost: i64 = disputes.iter().map(|d| d.amount).sum();
+        let currency = charges
+            .first()
+            .map(|c| c.currency.clone())
+            .or_else(|| refunds.first().map(|r| r.currency.clone()))
+            .or_else(|| disputes.first().map(|d| d.currency.clone()));
+        Ok((std::cmp::max(by_charge, by_refund) + lost, currency))
+    }
+
+    /// Is any dispute open on a payment of this customer's grants?
+    pub async fn has_open_dispute(&self, customer_id: &str) -> Result<bool> {
+        let grant_ids: Vec<String> = grants::Entity::find()
+            .filter(grants::Column::CustomerId.eq(customer_id))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
+        if grant_ids.is_empty() {
+            return Ok(false);
+        }
+        let keys: Vec<String> = stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::GrantId.is_in(grant_ids))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|r| r.payment_key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        let disputes = stripe_disputes::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(stripe_disputes::Column::PaymentIntent.is_in(keys.clone()))
+                    .add(stripe_disputes::Column::Charge.is_in(keys)),
+            )
+            .all(&self.txn)
+            .await?;
+        Ok(disputes.iter().any(|d| !dispute_is_closed(&d.status)))
+    }
+
+    /// Subscriptions of a Stripe customer.
+    pub async fn subscriptions_of(&self, stripe_customer: &str) -> Result<Vec<SubscriptionRow>> {
+        Ok(stripe_subscriptions::Entity::find()
+            .filter(stripe_subscriptions::Column::StripeCustomerId.eq(stripe_customer))
+            .order_by_asc(stripe_subscriptions::Column::AsOf)
+            .all(&self.txn)
+            .await?)
+    }
+
+    /// Writes the customer's standing as Stripe sets it (creating the customer): plan and period
+    /// from its subscription when it has one, past-due start, and frozen.
+    pub async fn set_standing(
+        &self,
+        customer_id: &str,
+        subscription: Option<(Option<String>, Option<Timestamp>, Option<Timestamp>)>,
+        frozen: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        customers::Entity::insert(customers::ActiveModel {
+            id: Set(customer_id.to_owned()),
+            plan_id: Set(None),
+            frozen: Set(false),
+            overdraft: Set(0),
+            overdraft_held: Set(0),
+            version: Set(0),
+            past_due_since: Set(None),
+            renews_at: Set(None),
+            created_at: Set(time(now)),
+        })
+        .on_conflict(
+            OnConflict::column(customers::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.txn)
+        .await?;
+        let mut update = customers::Entity::update_many()
+            .col_expr(customers::Column::Frozen, Expr::value(frozen))
+            .col_expr(
+                customers::Column::Version,
+                Expr::col(customers::Column::Version).add(1),
+            );
+        if let Some((plan, past_due_since, renews_at)) = subscription {
+            update = update
+                .col_expr(customers::Column::PlanId, Expr::value(plan))
+                .col_expr(
+                    customers::Column::PastDueSince,
+                    Expr::value(past_due_since.map(time)),
+                )
+                .col_expr(
+                    customers::Column::RenewsAt,
+                    Expr::value(renews_at.map(time)),
+                );
+        }
+        update
+            .filter(customers::Column::Id.eq(customer_id))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Unix seconds from Stripe as a timestamp.
+pub fn from_unix(seconds: i64) -> Result<Timestamp> {
+    timestamp(seconds.saturating_mul(1_000_000))
+        .map_err(|_| Error::invalid("created", format!("{seconds} is not a valid time")))
+}
+
+/// Money as stored (scale 6), for a grant's `refunded`.
+pub fn stored(c: Credits) -> Result<i64> {
+    micros(c)
+}

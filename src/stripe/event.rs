@@ -1,0 +1,629 @@
+//! Tolerant Stripe event parsing (DESIGN.md §3). Only the fields creditbook acts on are read;
+//! every one is optional and unknown fields are ignored, so an event of any recent API version
+//! parses. Fields that moved in API version 2025-03-31.basil are read from both places.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Largest webhook body accepted. Real events are a few KiB; an invoice with many lines reaches
+/// tens of KiB. Beyond this is refused before any parsing.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Unix seconds.
+    pub created: i64,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventData {
+    pub object: serde_json::Value,
+}
+
+/// An id, whether Stripe sent it as a string or as an expanded object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Id(pub String);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Plain(String),
+            Expanded { id: String },
+        }
+        match Raw::deserialize(d)? {
+            Raw::Plain(id) | Raw::Expanded { id } => Ok(Id(id)),
+        }
+    }
+}
+
+fn id(value: &Option<Id>) -> Option<&str> {
+    value.as_ref().map(|i| i.0.as_str())
+}
+
+pub type Metadata = BTreeMap<String, String>;
+
+/// A list Stripe may send as `null`.
+fn nullable<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Metadata values may in principle be anything; keep only strings.
+fn metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Metadata, D::Error> {
+    let raw: Option<BTreeMap<String, serde_json::Value>> = Option::deserialize(d)?;
+    Ok(raw
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+        .collect())
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TotalDetails {
+    #[serde(default)]
+    pub amount_tax: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub payment_status: Option<String>,
+    #[serde(default)]
+    pub client_reference_id: Option<String>,
+    #[serde(default)]
+    pub customer: Option<Id>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub amount_total: Option<i64>,
+    #[serde(default)]
+    pub total_details: Option<TotalDetails>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub payment_intent: Option<Id>,
+    #[serde(default)]
+    pub subscription: Option<Id>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: Option<i64>,
+    /// Present only when expanded (the API's `expand[]=line_items`).
+    #[serde(default)]
+    pub line_items: Option<List<CheckoutLineItem>>,
+}
+
+impl CheckoutSession {
+    pub fn customer(&self) -> Option<&str> {
+        id(&self.customer)
+    }
+    pub fn payment_intent(&self) -> Option<&str> {
+        id(&self.payment_intent)
+    }
+    pub fn subscription(&self) -> Option<&str> {
+        id(&self.subscription)
+    }
+    /// What was paid, net of tax, in minor units.
+    pub fn amount_net_of_tax(&self) -> Option<i64> {
+        let tax = self
+            .total_details
+            .as_ref()
+            .and_then(|t| t.amount_tax)
+            .unwrap_or(0);
+        self.amount_total.map(|total| total - tax)
+    }
+    pub fn is_paid(&self) -> bool {
+        matches!(
+            self.payment_status.as_deref(),
+            Some("paid") | Some("no_payment_required")
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+pub struct List<T> {
+    #[serde(default = "Vec::new", deserialize_with = "nullable")]
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutLineItem {
+    #[serde(default)]
+    pub price: Option<Id>,
+    #[serde(default)]
+    pub quantity: Option<i64>,
+}
+
+impl CheckoutLineItem {
+    pub fn price(&self) -> Option<&str> {
+        id(&self.price)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Period {
+    pub start: i64,
+    pub end: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PriceDetails {
+    #[serde(default)]
+    pub price: Option<Id>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Pricing {
+    #[serde(default)]
+    pub price_details: Option<PriceDetails>,
+    #[serde(default)]
+    pub unit_amount_decimal: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LinePrice {
+    pub id: String,
+    #[serde(default)]
+    pub unit_amount_decimal: Option<String>,
+    #[serde(default)]
+    pub unit_amount: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreditedItems {
+    #[serde(default, deserialize_with = "nullable")]
+    pub invoice_line_items: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProrationDetails {
+    #[serde(default)]
+    pub credited_items: Option<CreditedItems>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SubscriptionItemDetails {
+    #[serde(default)]
+    pub proration: Option<bool>,
+    #[serde(default)]
+    pub proration_details: Option<ProrationDetails>,
+    #[serde(default)]
+    pub subscription: Option<Id>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LineParent {
+    #[serde(default)]
+    pub subscription_item_details: Option<SubscriptionItemDetails>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Amount {
+    #[serde(default)]
+    pub amount: i64,
+    /// Pre-basil tax amounts say whether they are included in the line amount.
+    #[serde(default)]
+    pub inclusive: Option<bool>,
+    /// Basil `taxes[]` say it as `tax_behavior`.
+    #[serde(default)]
+    pub tax_behavior: Option<String>,
+}
+
+impl Amount {
+    fn is_inclusive(&self) -> bool {
+        self.inclusive == Some(true) || self.tax_behavior.as_deref() == Some("inclusive")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceLine {
+    pub id: String,
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub quantity: Option<i64>,
+    #[serde(default)]
+    pub period: Option<Period>,
+    /// Basil: `pricing.price_details.price`.
+    #[serde(default)]
+    pub pricing: Option<Pricing>,
+    /// Before basil: `price` (an object).
+    #[serde(default)]
+    pub price: Option<LinePrice>,
+    /// Before basil: `proration` and `proration_details` on the line itself.
+    #[serde(default)]
+    pub proration: Option<bool>,
+    #[serde(default)]
+    pub proration_details: Option<ProrationDetails>,
+    #[serde(default)]
+    pub subscription: Option<Id>,
+    #[serde(default)]
+    pub parent: Option<LineParent>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub discount_amounts: Vec<Amount>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub taxes: Vec<Amount>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub tax_amounts: Vec<Amount>,
+}
+
+impl InvoiceLine {
+    fn item_details(&self) -> Option<&SubscriptionItemDetails> {
+        self.parent
+            .as_ref()
+            .and_then(|p| p.subscription_item_details.as_ref())
+    }
+
+    pub fn price(&self) -> Option<&str> {
+        self.pricing
+            .as_ref()
+            .and_then(|p| p.price_details.as_ref())
+            .and_then(|d| id(&d.price))
+            .or_else(|| self.price.as_ref().map(|p| p.id.as_str()))
+    }
+
+    /// Unit amount in minor units (may be fractional).
+    pub fn unit_amount(&self) -> Option<rust_decimal::Decimal> {
+        let text = self
+            .pricing
+            .as_ref()
+            .and_then(|p| p.unit_amount_decimal.clone())
+            .or_else(|| {
+                self.price
+                    .as_ref()
+                    .and_then(|p| p.unit_amount_decimal.clone())
+            })
+            .or_else(|| {
+                self.price
+                    .as_ref()
+                    .and_then(|p| p.unit_amount)
+                    .map(|a| a.to_string())
+            })?;
+        text.parse().ok()
+    }
+
+    pub fn is_proration(&self) -> bool {
+        self.item_details()
+            .and_then(|d| d.proration)
+            .or(self.proration)
+            .unwrap_or(false)
+    }
+
+    /// Lines this proration credits back (the original lines of the period).
+    pub fn credited_lines(&self) -> Vec<String> {
+        self.item_details()
+            .and_then(|d| d.proration_details.as_ref())
+            .or(self.proration_details.as_ref())
+            .and_then(|p| p.credited_items.as_ref())
+            .map(|c| c.invoice_line_items.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn subscription(&self) -> Option<&str> {
+        self.item_details()
+            .and_then(|d| id(&d.subscription))
+            .or_else(|| id(&self.subscription))
+    }
+
+    /// The line's amount net of discounts and of tax included in it, in minor units.
+    pub fn amount_net_of_tax(&self) -> i64 {
+        let discounts: i64 = self.discount_amounts.iter().map(|d| d.amount).sum();
+        let inclusive_tax: i64 = self
+            .taxes
+            .iter()
+            .chain(&self.tax_amounts)
+            .filter(|t| t.is_inclusive())
+            .map(|t| t.amount)
+            .sum();
+        self.amount - discounts - inclusive_tax
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SubscriptionDetails {
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub subscription: Option<Id>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InvoiceParent {
+    #[serde(default)]
+    pub subscription_details: Option<SubscriptionDetails>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InvoicePaymentRef {
+    #[serde(default)]
+    pub payment_intent: Option<Id>,
+    #[serde(default)]
+    pub charge: Option<Id>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct InvoicePayment {
+    #[serde(default)]
+    pub payment: Option<InvoicePaymentRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Invoice {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<Id>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub billing_reason: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub lines: Option<List<InvoiceLine>>,
+    /// Basil: `parent.subscription_details`.
+    #[serde(default)]
+    pub parent: Option<InvoiceParent>,
+    /// Before basil: `subscription` and `subscription_details`.
+    #[serde(default)]
+    pub subscription: Option<Id>,
+    #[serde(default)]
+    pub subscription_details: Option<SubscriptionDetails>,
+    /// Before basil; removed in basil (see `payments`).
+    #[serde(default)]
+    pub payment_intent: Option<Id>,
+    #[serde(default)]
+    pub charge: Option<Id>,
+    /// Basil, when expanded: the invoice's payments.
+    #[serde(default)]
+    pub payments: Option<List<InvoicePayment>>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+}
+
+impl Invoice {
+    pub fn customer(&self) -> Option<&str> {
+        id(&self.customer)
+    }
+
+    fn details(&self) -> Option<&SubscriptionDetails> {
+        self.parent
+            .as_ref()
+            .and_then(|p| p.subscription_details.as_ref())
+            .or(self.subscription_details.as_ref())
+    }
+
+    pub fn subscription(&self) -> Option<&str> {
+        self.details()
+            .and_then(|d| id(&d.subscription))
+            .or_else(|| id(&self.subscription))
+    }
+
+    /// The subscription's metadata as copied onto the invoice.
+    pub fn subscription_metadata(&self) -> Option<&Metadata> {
+        self.details().map(|d| &d.metadata)
+    }
+
+    pub fn payment_intent(&self) -> Option<&str> {
+        id(&self.payment_intent).or_else(|| {
+            self.payments.as_ref().and_then(|list| {
+                list.data
+                    .iter()
+                    .find_map(|p| p.payment.as_ref().and_then(|p| id(&p.payment_intent)))
+            })
+        })
+    }
+
+    pub fn charge(&self) -> Option<&str> {
+        id(&self.charge).or_else(|| {
+            self.payments.as_ref().and_then(|list| {
+                list.data
+                    .iter()
+                    .find_map(|p| p.payment.as_ref().and_then(|p| id(&p.charge)))
+            })
+        })
+    }
+
+    pub fn lines(&self) -> &[InvoiceLine] {
+        self.lines
+            .as_ref()
+            .map(|l| l.data.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionItem {
+    #[serde(default)]
+    pub price: Option<LinePrice>,
+    #[serde(default)]
+    pub quantity: Option<i64>,
+    /// Basil: the period lives on the item.
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<Id>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub items: Option<List<SubscriptionItem>>,
+    /// Before basil: the period lives on the subscription.
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+    #[serde(default)]
+    pub cancel_at_period_end: Option<bool>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+}
+
+impl Subscription {
+    pub fn customer(&self) -> Option<&str> {
+        id(&self.customer)
+    }
+
+    pub fn items(&self) -> &[SubscriptionItem] {
+        self.items
+            .as_ref()
+            .map(|l| l.data.as_slice())
+            .unwrap_or(&[])
+    }
+
+    pub fn current_period_end(&self) -> Option<i64> {
+        self.items()
+            .iter()
+            .filter_map(|i| i.current_period_end)
+            .max()
+            .or(self.current_period_end)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Charge {
+    pub id: String,
+    #[serde(default)]
+    pub payment_intent: Option<Id>,
+    #[serde(default)]
+    pub amount_refunded: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub customer: Option<Id>,
+}
+
+impl Charge {
+    pub fn payment_intent(&self) -> Option<&str> {
+        id(&self.payment_intent)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub charge: Option<Id>,
+    #[serde(default)]
+    pub payment_intent: Option<Id>,
+}
+
+impl Refund {
+    pub fn charge(&self) -> Option<&str> {
+        id(&self.charge)
+    }
+    pub fn payment_intent(&self) -> Option<&str> {
+        id(&self.payment_intent)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Dispute {
+    pub id: String,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub charge: Option<Id>,
+    #[serde(default)]
+    pub payment_intent: Option<Id>,
+}
+
+impl Dispute {
+    pub fn charge(&self) -> Option<&str> {
+        id(&self.charge)
+    }
+    pub fn payment_intent(&self) -> Option<&str> {
+        id(&self.payment_intent)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+}
+
+/// What an event is about, once its object is parsed for its type.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    CheckoutCompleted(CheckoutSession),
+    CheckoutAsyncPaid(CheckoutSession),
+    InvoicePaid(Invoice),
+    InvoicePaymentFailed(Invoice),
+    Subscription {
+        deleted: bool,
+        subscription: Subscription,
+    },
+    ChargeRefunded(Charge),
+    Refund(Refund),
+    Dispute(Dispute),
+    Customer(Customer),
+    /// A type creditbook does not act on.
+    Unhandled,
+}
+
+/// Parses the event's object for its type. An object of a handled type that lacks what is
+/// needed is an error: the event is recorded as malformed.
+pub fn parse(event: &Event) -> Result<Parsed, serde_json::Error> {
+    let object = event.data.object.clone();
+    let parsed = match event.event_type.as_str() {
+        "checkout.session.completed" => Parsed::CheckoutCompleted(serde_json::from_value(object)?),
+        "checkout.session.async_payment_succeeded" => {
+            Parsed::CheckoutAsyncPaid(serde_json::from_value(object)?)
+        }
+        "invoice.paid" | "invoice.payment_succeeded" => {
+            Parsed::InvoicePaid(serde_json::from_value(object)?)
+        }
+        "invoice.payment_failed" => Parsed::InvoicePaymentFailed(serde_json::from_value(object)?),
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed" => Parsed::Subscription {
+            deleted: event.event_type == "customer.subscription.deleted",
+            subscription: serde_json::from_value(object)?,
+        },
+        "charge.refunded" => Parsed::ChargeRefunded(serde_json::from_value(object)?),
+        "refund.created" | "refund.updated" | "charge.refund.updated" => {
+            Parsed::Refund(serde_json::from_value(object)?)
+        }
+        "charge.dispute.created" | "charge.dispute.updated" | "charge.dispute.closed" => {
+            Parsed::Dispute(serde_json::from_value(object)?)
+        }
+        "customer.created" | "customer.updated" => {
+            Parsed::Customer(serde_json::from_value(object)?)
+        }
+        _ => Parsed::Unhandled,
+    };
+    Ok(parsed)
+}
