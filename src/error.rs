@@ -35,6 +35,14 @@ pub enum Error {
     TestClockDisabled,
     #[error("the test clock only moves forward (now {0})")]
     ClockBackwards(String),
+    #[error("the Stripe-Signature header does not verify: {0}")]
+    InvalidSignature(crate::stripe::signature::SignatureError),
+    #[error("no Stripe webhook secret is configured ([stripe] webhook_secrets)")]
+    WebhookNotConfigured,
+    #[error("the body is not a Stripe event: {0}")]
+    MalformedEvent(String),
+    #[error("the Stripe API could not be reached: {0}")]
+    StripeUnavailable(String),
     #[error("no route for this path")]
     NotFound,
     #[error("the database is busy; retry")]

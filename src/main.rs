@@ -39,6 +39,22 @@ enum Commands {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Work with Stripe.
+    Stripe {
+        #[command(subcommand)]
+        command: StripeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StripeCommand {
+    /// Backfill from the Stripe API: paid invoices, completed checkout sessions, refunds and
+    /// disputes created since DATE, and every subscription. Safe to run again, and after webhooks.
+    Sync {
+        /// YYYY-MM-DD (UTC) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +100,9 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
     match cli.command {
+        Commands::Stripe {
+            command: StripeCommand::Sync { since },
+        } => stripe_sync(&config, &since).await,
         Commands::Serve { test_clock } => {
             let state = creditbook::build_state(&config, test_clock)
                 .await
@@ -128,6 +147,41 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+async fn stripe_sync(config: &Config, since: &str) -> Result<(), String> {
+    let since = parse_since(since)?;
+    let api = creditbook::stripe::api::StripeApi::from_config(&config.stripe)
+        .map_err(|e| e.to_string())?
+        .ok_or("no Stripe API key: set [stripe] api_key or CREDITBOOK_STRIPE_API_KEY")?;
+    let store = connect(config).await?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let report = creditbook::stripe::sync::run(
+        &store,
+        &config.catalog,
+        &api,
+        since,
+        chrono::Utc::now,
+        |line| eprintln!("{line}"),
+    )
+    .await
+    .map_err(|e| format!("sync stopped: {e} (run it again: what was applied stays applied)"))?;
+    let outcomes: Vec<String> = report
+        .outcomes
+        .iter()
+        .map(|(outcome, n)| format!("{outcome} {n}"))
+        .collect();
+    println!("synced {} objects: {}", report.read, outcomes.join(", "));
+    Ok(())
+}
+
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("--since {text:?}: expected YYYY-MM-DD or an RFC 3339 time"))
 }
 
 async fn connect(config: &Config) -> Result<Store, String> {

@@ -8,6 +8,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub grant_id: String,
     pub subscription_id: Option<String>,
+    /// Money of this payment's refunds and lost disputes taken back from this grant (scale 6).
+    pub clawed_back: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

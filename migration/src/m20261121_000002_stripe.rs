@@ -55,6 +55,7 @@ CREATE TABLE stripe_payment_grants (
     payment_key TEXT NOT NULL,
     grant_id TEXT NOT NULL REFERENCES grants (id),
     subscription_id TEXT NULL,
+    clawed_back BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (payment_key, grant_id)
 );
 CREATE INDEX stripe_payment_grants_grant ON stripe_payment_grants (grant_id);

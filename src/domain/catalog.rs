@@ -108,6 +108,20 @@ impl Catalog {
         self.packs.get(id)
     }
 
+    /// The plan a Stripe price belongs to.
+    pub fn plan_for_price(&self, price: &str) -> Option<&Plan> {
+        self.plans
+            .values()
+            .find(|p| p.stripe_prices.iter().any(|s| s == price))
+    }
+
+    /// The pack a Stripe price belongs to.
+    pub fn pack_for_price(&self, price: &str) -> Option<&Pack> {
+        self.packs
+            .values()
+            .find(|p| p.stripe_prices.iter().any(|s| s == price))
+    }
+
     /// The overage rule of a customer's plan; no plan means `block`.
     pub fn overage_for(&self, plan: Option<&str>) -> Overage {
         plan.and_then(|p| self.plans.get(p))

@@ -67,7 +67,10 @@ pub struct HoldView {
 #[derive(Serialize, ToSchema)]
 pub struct CustomerView {
     id: String,
+    /// The plan in force: none once a past-due subscription outlives its grace.
     plan: Option<String>,
+    /// Since when the subscription is past due, if it is.
+    past_due_since: Option<DateTime<Utc>>,
     features: Vec<String>,
     frozen: bool,
     #[schema(value_type = String)]
@@ -82,7 +85,7 @@ pub struct CustomerView {
     /// Grants with credits left, in consumption order.
     grants: Vec<GrantView>,
     holds: Vec<HoldView>,
-    /// End of the current plan period; known once billing is synced.
+    /// End of the current subscription period, from Stripe.
     renews_at: Option<DateTime<Utc>>,
 }
 
@@ -95,15 +98,14 @@ pub async fn show(
 ) -> Result<Json<CustomerView>> {
     caller.require(Scope::App)?;
     let id = identifier("id", &id)?;
+    let now = state.clock.now();
     let (book, standing) = state
         .store
-        .view(&id, state.clock.now())
+        .view(&id, now)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
-    let plan = standing
-        .plan_id
-        .as_deref()
-        .and_then(|p| state.catalog.plan(p));
+    let plan_in_force = standing.plan_in_force(now, state.stripe.past_due_grace_seconds);
+    let plan = plan_in_force.and_then(|p| state.catalog.plan(p));
     let features = state
         .catalog
         .features
@@ -119,7 +121,8 @@ pub async fn show(
     grants.sort_by(|a, b| Grant::consumption_order(a, b));
     Ok(Json(CustomerView {
         id,
-        plan: standing.plan_id.clone(),
+        plan: plan_in_force.map(str::to_owned),
+        past_due_since: standing.past_due_since,
         features,
         frozen: standing.frozen,
         balance: book.balance(),
@@ -138,7 +141,7 @@ pub async fn show(
                 expires_at: h.expires_at,
             })
             .collect(),
-        renews_at: None,
+        renews_at: standing.renews_at,
     }))
 }
 

@@ -5,6 +5,7 @@ pub mod extract;
 mod gate;
 mod ops;
 mod problem;
+mod webhooks;
 
 use crate::clock::{Clock, TestClock};
 use crate::domain::catalog::Catalog;
@@ -37,7 +38,7 @@ pub struct AppState {
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage,
         customers::show, customers::ledger, customers::create_grant, customers::set_plan,
-        ops::advance_clock, ops::healthz,
+        ops::advance_clock, ops::healthz, webhooks::stripe,
     ),
     modifiers(&BearerAuth)
 )]
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}/grants", post(customers::create_grant))
         .route("/v1/customers/{id}/plan", put(customers::set_plan))
         .route("/v1/test-clock/advance", post(ops::advance_clock))
+        .route("/webhooks/stripe", post(webhooks::stripe))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

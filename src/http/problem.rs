@@ -35,6 +35,10 @@ impl Error {
             Error::TestClockDisabled => (S::NOT_FOUND, "test_clock_disabled"),
             Error::ClockBackwards(_) => (S::UNPROCESSABLE_ENTITY, "clock_backwards"),
             Error::NotFound => (S::NOT_FOUND, "not_found"),
+            Error::InvalidSignature(_) => (S::BAD_REQUEST, "invalid_signature"),
+            Error::WebhookNotConfigured => (S::SERVICE_UNAVAILABLE, "webhook_not_configured"),
+            Error::MalformedEvent(_) => (S::BAD_REQUEST, "malformed_event"),
+            Error::StripeUnavailable(_) => (S::BAD_GATEWAY, "stripe_unavailable"),
             Error::Unavailable | Error::WriteConflict => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Database(_) | Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
         }

@@ -51,6 +51,9 @@ impl LinkedBy {
 #[derive(Debug, Clone)]
 pub struct PaidGrant {
     pub grant_id: String,
+    /// Of this payment's refunds, what was taken back from this grant (zero outside
+    /// [`StripeTx::paid_grants`]).
+    pub clawed_back: Credits,
     pub customer_id: String,
     pub price: Credits,
     pub refunded: Credits,
@@ -214,6 +217,7 @@ impl StripeTx {
             payment_key: Set(payment_key.to_owned()),
             grant_id: Set(grant_id.to_owned()),
             subscription_id: Set(subscription.map(str::to_owned)),
+            clawed_back: Set(0),
         })
         .on_conflict(
             OnConflict::columns([
@@ -234,8 +238,11 @@ impl StripeTx {
             .filter(stripe_payment_grants::Column::GrantId.eq(from))
             .all(&self.txn)
             .await?;
+        // What the payment's refunds took so far stays counted, so nothing is taken twice.
         for row in rows {
             self.map_payment(&row.payment_key, to, row.subscription_id.as_deref())
+                .await?;
+            self.add_clawed_back(&row.payment_key, to, Credits::from_micros(row.clawed_back))
                 .await?;
         }
         stripe_payment_grants::Entity::delete_many()
@@ -259,16 +266,39 @@ impl StripeTx {
         Ok(found)
     }
 
-    /// The grants a payment paid for, oldest first.
+    /// The grants a payment paid for, oldest first, with what its refunds took from each.
     pub async fn paid_grants(&self, payment_key: &str) -> Result<Vec<PaidGrant>> {
-        let ids: Vec<String> = stripe_payment_grants::Entity::find()
+        let rows = stripe_payment_grants::Entity::find()
             .filter(stripe_payment_grants::Column::PaymentKey.eq(payment_key))
             .all(&self.txn)
-            .await?
-            .into_iter()
-            .map(|r| r.grant_id)
-            .collect();
-        self.grants_by_ids(&ids).await
+            .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.grant_id.clone()).collect();
+        let mut grants = self.grants_by_ids(&ids).await?;
+        for g in &mut grants {
+            if let Some(row) = rows.iter().find(|r| r.grant_id == g.grant_id) {
+                g.clawed_back = Credits::from_micros(row.clawed_back);
+            }
+        }
+        Ok(grants)
+    }
+
+    /// Adds to what a payment's refunds took back from one of its grants.
+    pub async fn add_clawed_back(
+        &self,
+        payment_key: &str,
+        grant_id: &str,
+        money: Credits,
+    ) -> Result<()> {
+        stripe_payment_grants::Entity::update_many()
+            .col_expr(
+                stripe_payment_grants::Column::ClawedBack,
+                Expr::col(stripe_payment_grants::Column::ClawedBack).add(micros(money)?),
+            )
+            .filter(stripe_payment_grants::Column::PaymentKey.eq(payment_key))
+            .filter(stripe_payment_grants::Column::GrantId.eq(grant_id))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
     }
 
     async fn grants_by_ids(&self, ids: &[String]) -> Result<Vec<PaidGrant>> {
@@ -282,6 +312,7 @@ impl StripeTx {
             .into_iter()
             .filter_map(|g| {
                 Some(PaidGrant {
+                    clawed_back: Credits::ZERO,
                     price: Credits::from_micros(g.price?),
                     currency: g.currency?,
                     refunded: Credits::from_micros(g.refunded),

@@ -18,11 +18,11 @@ pub struct Event {
     pub created: i64,
     #[serde(default)]
     pub api_version: Option<String>,
-    pub data: EventData,
+    pub data: Data,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct EventData {
+pub struct Data {
     pub object: serde_json::Value,
 }
 

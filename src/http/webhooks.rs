@@ -1,0 +1,69 @@
+//! `POST /webhooks/stripe`: verify the signature on the raw body, parse tolerantly, apply.
+
+use super::AppState;
+use crate::error::{Error, Result};
+use crate::stripe::api::StripeApi;
+use crate::stripe::apply::{self, Context, Origin, Outcome};
+use crate::stripe::event::{Event, MAX_EVENT_BYTES};
+use crate::stripe::signature::{self, SignatureError};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+
+#[utoipa::path(post, path = "/webhooks/stripe",
+    responses((status = 200, description = "recorded (applied, duplicate, ignored, unknown type, unmapped price or pending)"),
+        (status = 400, description = "invalid signature or not an event"),
+        (status = 503, description = "temporary failure; Stripe retries")))]
+pub async fn stripe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Outcome>> {
+    let body = axum::body::to_bytes(body, MAX_EVENT_BYTES)
+        .await
+        .map_err(|_| Error::PayloadTooLarge(MAX_EVENT_BYTES))?;
+    let header = headers
+        .get("stripe-signature")
+        .map(|v| v.to_str().map_err(|_| SignatureError::Malformed))
+        .transpose()
+        .map_err(Error::InvalidSignature)?
+        .unwrap_or("");
+    let now = state.clock.now();
+    signature::verify(
+        header,
+        &body,
+        &state.stripe.webhook_secrets,
+        state.stripe.webhook_tolerance_seconds,
+        now.timestamp(),
+    )
+    .map_err(|e| match e {
+        SignatureError::NoSecret => Error::WebhookNotConfigured,
+        other => Error::InvalidSignature(other),
+    })?;
+    let event: Event =
+        serde_json::from_slice(&body).map_err(|e| Error::MalformedEvent(e.to_string()))?;
+    let payload = String::from_utf8_lossy(&body);
+    let line_items = match apply::needs_line_items(&event) {
+        Some(session) => match StripeApi::from_config(&state.stripe)? {
+            Some(api) => Some(api.checkout_line_items(&session).await?),
+            None => None,
+        },
+        None => None,
+    };
+    let context = Context {
+        store: &state.store,
+        catalog: &state.catalog,
+        now,
+    };
+    let outcome = apply::apply_event(
+        &context,
+        &event,
+        &payload,
+        Origin::Webhook,
+        line_items.as_ref(),
+    )
+    .await?;
+    tracing::info!(event = %event.id, kind = %event.event_type, outcome = outcome.outcome, detail = %outcome.detail, "stripe event");
+    Ok(Json(outcome))
+}

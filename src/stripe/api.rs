@@ -1,0 +1,112 @@
+//! The Stripe API, through async-stripe's client (authentication, retries, `api_base`). Responses
+//! are read as JSON and parsed with the same tolerant structs as webhooks, so an object of any
+//! API version reads the same whichever way it arrived.
+
+use super::apply::LineItems;
+use super::event::CheckoutLineItem;
+use crate::config::StripeConfig;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use stripe_client_core::{RequestBuilder, RequestStrategy, StripeMethod};
+
+/// Objects per page asked of list endpoints (Stripe's maximum).
+const PAGE_SIZE: u32 = 100;
+/// Pages read from one list at most: a limit on everything (10 million objects).
+const MAX_PAGES: u32 = 100_000;
+
+#[derive(Clone)]
+pub struct StripeApi {
+    client: stripe::Client,
+}
+
+impl StripeApi {
+    /// A client when an API key is configured.
+    pub fn from_config(config: &StripeConfig) -> Result<Option<StripeApi>> {
+        let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) else {
+            return Ok(None);
+        };
+        let mut builder = stripe::ClientBuilder::new(key)
+            .timeout(Duration::from_secs(30))
+            .request_strategy(RequestStrategy::ExponentialBackoff(3));
+        if let Some(base) = &config.api_base {
+            // async-stripe appends `v1/...` to the base.
+            let base = if base.ends_with('/') {
+                base.clone()
+            } else {
+                format!("{base}/")
+            };
+            builder = builder.url(base);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::StripeUnavailable(e.to_string()))?;
+        Ok(Some(StripeApi { client }))
+    }
+
+    async fn get(&self, path: &str, query: &BTreeMap<String, String>) -> Result<serde_json::Value> {
+        let value: miniserde::json::Value = RequestBuilder::new(StripeMethod::Get, path)
+            .query(query)
+            .customize()
+            .send(&self.client)
+            .await
+            .map_err(|e| Error::StripeUnavailable(e.to_string()))?;
+        serde_json::from_str(&miniserde::json::to_string(&value))
+            .map_err(|e| Error::StripeUnavailable(format!("unreadable response: {e}")))
+    }
+
+    /// Every object of a list endpoint, page by page (`starting_after`), reporting each page.
+    pub async fn list_all(
+        &self,
+        path: &str,
+        params: &BTreeMap<String, String>,
+        mut on_page: impl FnMut(usize),
+    ) -> Result<Vec<serde_json::Value>> {
+        let mut all = Vec::new();
+        let mut query = params.clone();
+        query.insert("limit".into(), PAGE_SIZE.to_string());
+        for _ in 0..MAX_PAGES {
+            let page = self.get(path, &query).await?;
+            let data = page
+                .get("data")
+                .and_then(|d| d.as_array())
+                .cloned()
+                .ok_or_else(|| Error::StripeUnavailable(format!("{path}: not a list")))?;
+            let last_id = data
+                .last()
+                .and_then(|o| o.get("id"))
+                .and_then(|i| i.as_str())
+                .map(str::to_owned);
+            all.extend(data);
+            on_page(all.len());
+            let has_more = page
+                .get("has_more")
+                .and_then(|h| h.as_bool())
+                .unwrap_or(false);
+            match (has_more, last_id) {
+                (true, Some(last)) => {
+                    query.insert("starting_after".into(), last);
+                }
+                _ => return Ok(all),
+            }
+        }
+        Err(Error::StripeUnavailable(format!(
+            "{path}: more than {MAX_PAGES} pages"
+        )))
+    }
+
+    /// A checkout session's line items (price and quantity).
+    pub async fn checkout_line_items(&self, session_id: &str) -> Result<LineItems> {
+        let path = format!("/checkout/sessions/{session_id}/line_items");
+        let items = self.list_all(&path, &BTreeMap::new(), |_| {}).await?;
+        let mut out = Vec::new();
+        for item in items {
+            let item: CheckoutLineItem = serde_json::from_value(item)
+                .map_err(|e| Error::StripeUnavailable(format!("line item: {e}")))?;
+            if let Some(price) = item.price() {
+                out.push((price.to_owned(), item.quantity.unwrap_or(1)));
+            }
+        }
+        Ok(LineItems(out))
+    }
+}

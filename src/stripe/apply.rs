@@ -1,0 +1,996 @@
+//! What each Stripe event does (the README's event table). Every effect is idempotent on the
+//! Stripe object it comes from (an invoice line, a checkout session, a refund, a dispute), not on
+//! the event id alone, so a webhook delivered twice, a backfill after webhooks, or both in any
+//! order end in the same state. Facts that arrive before what they refer to (a refund before its
+//! purchase) are recorded and applied when the purchase arrives.
+
+use super::event::{self, CheckoutSession, Event, Invoice, InvoiceLine, Parsed, Subscription};
+use crate::domain::Timestamp;
+use crate::domain::billing::{
+    money_from_minor, period_credits, prorated_credits, subscription_grants_plan,
+    subscription_is_final,
+};
+use crate::domain::catalog::{Catalog, Pack};
+use crate::domain::ledger::{Grant, GrantKind};
+use crate::domain::money::{Credits, currency_minor_units};
+use crate::error::{Error, Result};
+use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, SubscriptionRow, from_unix};
+use crate::store::{Command, Store};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Metadata keys read on Stripe objects.
+pub const CUSTOMER_METADATA_KEY: &str = "creditbook_customer";
+pub const PACK_METADATA_KEY: &str = "creditbook_pack";
+
+/// Attempts of one event when the database reports a transient failure.
+const TRANSIENT_ATTEMPTS: u32 = 5;
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Webhook,
+    Sync,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Webhook => "webhook",
+            Origin::Sync => "sync",
+        }
+    }
+}
+
+/// What an event did, as recorded beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// `applied`, `duplicate`, `ignored`, `unknown_type`, `unmapped_price` or `pending`.
+    pub outcome: &'static str,
+    pub detail: String,
+}
+
+impl Outcome {
+    fn new(outcome: &'static str, detail: impl Into<String>) -> Self {
+        Outcome {
+            outcome,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A checkout session's line items, read from the Stripe API before the transaction starts.
+#[derive(Debug, Clone, Default)]
+pub struct LineItems(pub Vec<(String, i64)>);
+
+pub struct Context<'a> {
+    pub store: &'a Store,
+    pub catalog: &'a Catalog,
+    pub now: Timestamp,
+}
+
+/// Records and applies one event in one transaction, running it again on transient failures.
+pub async fn apply_event(
+    ctx: &Context<'_>,
+    event: &Event,
+    payload: &str,
+    origin: Origin,
+    line_items: Option<&LineItems>,
+) -> Result<Outcome> {
+    let mut attempt = 1;
+    loop {
+        match apply_once(ctx, event, payload, origin, line_items).await {
+            Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
+            }
+            Err(e) if e.is_transient() => return Err(Error::Unavailable),
+            other => return other,
+        }
+    }
+}
+
+/// Does this event need the session's line items from the API (no pack in its metadata)?
+pub fn needs_line_items(event: &Event) -> Option<String> {
+    let Ok(Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s)) = event::parse(event)
+    else {
+        return None;
+    };
+    let wants = s.mode.as_deref() == Some("payment")
+        && s.is_paid()
+        && !s.metadata.contains_key(PACK_METADATA_KEY)
+        && s.line_items.is_none();
+    wants.then(|| s.id.clone())
+}
+
+async fn apply_once(
+    ctx: &Context<'_>,
+    event: &Event,
+    payload: &str,
+    origin: Origin,
+    line_items: Option<&LineItems>,
+) -> Result<Outcome> {
+    let parsed = event::parse(event).map_err(|e| {
+        Error::invalid(
+            "data.object",
+            format!("a {} object that cannot be read: {e}", event.event_type),
+        )
+    })?;
+    let tx = ctx.store.begin_stripe().await?;
+    let new = tx
+        .record_event(
+            &event.id,
+            &event.event_type,
+            event.api_version.as_deref(),
+            event.created,
+            origin.as_str(),
+            payload,
+            ctx.now,
+        )
+        .await?;
+    if !new {
+        return Ok(Outcome::new("duplicate", "event already received"));
+    }
+    let apply = Apply {
+        tx: &tx,
+        catalog: ctx.catalog,
+        now: ctx.now,
+        event_created: event.created,
+    };
+    let outcome = match parsed {
+        Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => {
+            apply.checkout(&s, line_items).await?
+        }
+        Parsed::InvoicePaid(invoice) => apply.invoice_paid(&invoice).await?,
+        Parsed::InvoicePaymentFailed(invoice) => apply.invoice_payment_failed(&invoice).await?,
+        Parsed::Subscription {
+            deleted,
+            subscription,
+        } => apply.subscription(&subscription, deleted).await?,
+        Parsed::ChargeRefunded(charge) => {
+            let currency = charge.currency.clone().unwrap_or_default();
+            tx.put_charge(entity::stripe_charges::Model {
+                id: charge.id.clone(),
+                payment_intent: charge.payment_intent().map(str::to_owned),
+                amount_refunded: charge.amount_refunded.unwrap_or(0),
+                currency,
+            })
+            .await?;
+            apply
+                .settle_payment(&[charge.payment_intent(), Some(charge.id.as_str())])
+                .await?
+        }
+        Parsed::Refund(refund) => {
+            tx.put_refund(entity::stripe_refunds::Model {
+                id: refund.id.clone(),
+                payment_intent: refund.payment_intent().map(str::to_owned),
+                charge: refund.charge().map(str::to_owned),
+                amount: refund.amount.unwrap_or(0),
+                currency: refund.currency.clone().unwrap_or_default(),
+                status: refund.status.clone().unwrap_or_else(|| "pending".into()),
+            })
+            .await?;
+            apply
+                .settle_payment(&[refund.payment_intent(), refund.charge()])
+                .await?
+        }
+        Parsed::Dispute(dispute) => {
+            tx.put_dispute(entity::stripe_disputes::Model {
+                id: dispute.id.clone(),
+                payment_intent: dispute.payment_intent().map(str::to_owned),
+                charge: dispute.charge().map(str::to_owned),
+                amount: dispute.amount.unwrap_or(0),
+                currency: dispute.currency.clone().unwrap_or_default(),
+                status: dispute
+                    .status
+                    .clone()
+                    .unwrap_or_else(|| "needs_response".into()),
+                as_of: event.created,
+            })
+            .await?;
+            apply
+                .settle_payment(&[dispute.payment_intent(), dispute.charge()])
+                .await?
+        }
+        Parsed::Customer(customer) => match customer.metadata.get(CUSTOMER_METADATA_KEY) {
+            Some(account) => {
+                let linked = apply
+                    .resolve_customer(&customer.id, Some((account.clone(), LinkedBy::Metadata)))
+                    .await?;
+                Outcome::new("applied", format!("linked to {linked}"))
+            }
+            None => Outcome::new("ignored", "no creditbook_customer metadata"),
+        },
+        Parsed::Unhandled => Outcome::new("unknown_type", "creditbook does not act on this type"),
+    };
+    tx.set_outcome(&event.id, outcome.outcome, &outcome.detail)
+        .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Grants a transfer moves, as the new owner receives them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Moved {
+    id: String,
+    kind: GrantKind,
+    credits: Credits,
+    free: Credits,
+    price: Option<Credits>,
+    currency: Option<String>,
+    expires_at: Option<Timestamp>,
+    priority: i32,
+    plan_id: Option<String>,
+    pack_id: Option<String>,
+}
+
+struct Apply<'a> {
+    tx: &'a StripeTx,
+    catalog: &'a Catalog,
+    now: Timestamp,
+    /// The event's `created` (Unix seconds): orders subscription states.
+    event_created: i64,
+}
+
+fn command(customer_id: &str, now: Timestamp) -> Command<'_> {
+    Command {
+        customer_id,
+        create_customer: true,
+        idempotency: None,
+        hold_id: None,
+        now,
+    }
+}
+
+fn new_grant_id() -> String {
+    format!("grant_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Money of `price` in proportion `part / whole`, to the currency's minor unit, half away from
+/// zero (DESIGN.md §4).
+fn share_of_price(price: Credits, part: Credits, whole: Credits, currency: &str) -> Credits {
+    let exact = price.value() * part.value() / whole.value();
+    Credits::new(exact.round_dp_with_strategy(
+        currency_minor_units(currency),
+        RoundingStrategy::MidpointAwayFromZero,
+    ))
+    .expect("rounded to the currency")
+}
+
+impl Apply<'_> {
+    /// The account a Stripe customer belongs to (DESIGN.md §2): a link learnt now (checkout
+    /// `client_reference_id`, metadata `creditbook_customer`) or before; without one, the Stripe
+    /// customer id itself. A link learnt later moves what arrived before it; the first explicit
+    /// link wins over a later, different one.
+    async fn resolve_customer(
+        &self,
+        stripe_customer: &str,
+        hint: Option<(String, LinkedBy)>,
+    ) -> Result<String> {
+        let known = self.tx.link(stripe_customer).await?;
+        match (known, hint) {
+            (None, None) => {
+                self.tx
+                    .set_link(stripe_customer, stripe_customer, LinkedBy::Default)
+                    .await?;
+                Ok(stripe_customer.to_owned())
+            }
+            (None, Some((account, by))) => {
+                self.tx.set_link(stripe_customer, &account, by).await?;
+                Ok(account)
+            }
+            (Some((account, _)), None) => Ok(account),
+            (Some((account, LinkedBy::Default)), Some((new, by))) if account != new => {
+                self.tx.set_link(stripe_customer, &new, by).await?;
+                self.move_customer(stripe_customer, &account, &new).await?;
+                Ok(new)
+            }
+            (Some((account, _)), Some((other, _))) => {
+                if account != other {
+                    tracing::warn!(
+                        stripe_customer,
+                        linked = %account,
+                        ignored = %other,
+                        "a Stripe customer names a second account; the first link is kept"
+                    );
+                }
+                Ok(account)
+            }
+        }
+    }
+
+    /// Moves the free credits of Stripe grants from the account named by the Stripe customer id
+    /// to the account it is now linked to, with their share of the price; and the standing.
+    async fn move_customer(&self, stripe_customer: &str, from: &str, to: &str) -> Result<()> {
+        let ids = self.tx.movable_grants(from).await?;
+        if !ids.is_empty() {
+            let now = self.now;
+            let moved: Vec<Moved> = self
+                .tx
+                .run(command(from, now), &ids, |book, _| {
+                    Ok(ids
+                        .iter()
+                        .filter_map(|id| book.transfer_out(id, now))
+                        .map(|(g, free)| Moved {
+                            id: g.id,
+                            kind: g.kind,
+                            credits: g.credits,
+                            free,
+                            price: g.price,
+                            currency: g.currency,
+                            expires_at: g.expires_at,
+                            priority: g.priority,
+                            plan_id: g.plan_id,
+                            pack_id: g.pack_id,
+                        })
+                        .collect())
+                })
+                .await?
+                .value;
+            let grants: Vec<Grant> = moved
+                .iter()
+                .map(|m| Grant {
+                    id: new_grant_id(),
+                    kind: m.kind,
+                    credits: m.free,
+                    remaining: m.free,
+                    held: Credits::ZERO,
+                    price: m.price.map(|p| {
+                        share_of_price(p, m.free, m.credits, m.currency.as_deref().unwrap_or(""))
+                    }),
+                    currency: m.currency.clone(),
+                    expires_at: m.expires_at,
+                    expired: false,
+                    priority: m.priority,
+                    plan_id: m.plan_id.clone(),
+                    pack_id: m.pack_id.clone(),
+                    source_type: "transfer".into(),
+                    source_id: m.id.clone(),
+                    created_at: now,
+                    refunded: Credits::ZERO,
+                })
+                .collect();
+            self.tx
+                .run(command(to, now), &[], |book, _| {
+                    for g in &grants {
+                        book.add_grant(g.clone(), now);
+                    }
+                    Ok(())
+                })
+                .await?;
+            for (m, g) in moved.iter().zip(&grants) {
+                self.tx.remap_grant(&m.id, &g.id).await?;
+            }
+        }
+        self.tx
+            .set_standing(from, Some((None, None, None)), false, self.now)
+            .await?;
+        self.refresh_standing(stripe_customer, to).await
+    }
+
+    /// Writes the account's plan, period end, past-due start and frozen flag from what is known
+    /// of the Stripe customer's subscriptions and disputes.
+    async fn refresh_standing(&self, stripe_customer: &str, customer: &str) -> Result<()> {
+        let subscriptions = self.tx.subscriptions_of(stripe_customer).await?;
+        let subscription = if subscriptions.is_empty() {
+            None
+        } else {
+            let current = subscriptions
+                .iter()
+                .rev()
+                .find(|s| subscription_grants_plan(&s.status));
+            Some(match current {
+                Some(s) => (
+                    s.plan_id.clone(),
+                    s.past_due_since.map(from_unix).transpose()?,
+                    s.current_period_end.map(from_unix).transpose()?,
+                ),
+                None => (None, None, None),
+            })
+        };
+        let frozen = self.tx.has_open_dispute(customer).await?;
+        self.tx
+            .set_standing(customer, subscription, frozen, self.now)
+            .await
+    }
+
+    async fn checkout(
+        &self,
+        session: &CheckoutSession,
+        line_items: Option<&LineItems>,
+    ) -> Result<Outcome> {
+        let hint = session
+            .client_reference_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(|id| (id, LinkedBy::ClientReferenceId))
+            .or_else(|| {
+                session
+                    .metadata
+                    .get(CUSTOMER_METADATA_KEY)
+                    .map(|id| (id.clone(), LinkedBy::Metadata))
+            });
+        let customer = match (session.customer(), hint) {
+            (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
+            (None, Some((account, _))) => account,
+            (None, None) => {
+                return Ok(Outcome::new(
+                    "ignored",
+                    "the session names no customer, client_reference_id or creditbook_customer",
+                ));
+            }
+        };
+        if session.mode.as_deref() != Some("payment") {
+            return Ok(Outcome::new(
+                "applied",
+                format!("customer {customer} linked; plan credits come from paid invoices"),
+            ));
+        }
+        if !session.is_paid() {
+            return Ok(Outcome::new(
+                "ignored",
+                "not paid yet; credits follow checkout.session.async_payment_succeeded",
+            ));
+        }
+        let (pack, quantity) = match session.metadata.get(PACK_METADATA_KEY) {
+            Some(id) => match self.catalog.pack(id) {
+                Some(pack) => (pack, 1),
+                None => {
+                    return Ok(Outcome::new(
+                        "unmapped_price",
+                        format!("pack {id:?} is not in the catalog"),
+                    ));
+                }
+            },
+            None => {
+                let items: Vec<(String, i64)> = match (&session.line_items, line_items) {
+                    (Some(list), _) => list
+                        .data
+                        .iter()
+                        .filter_map(|i| Some((i.price()?.to_owned(), i.quantity.unwrap_or(1))))
+                        .collect(),
+                    (None, Some(fetched)) => fetched.0.clone(),
+                    (None, None) => {
+                        return Ok(Outcome::new(
+                            "unmapped_price",
+                            "no creditbook_pack metadata, and no API key to read the line items",
+                        ));
+                    }
+                };
+                let found = items.iter().find_map(|(price, quantity)| {
+                    self.catalog
+                        .pack_for_price(price)
+                        .map(|p| (p, (*quantity).max(1)))
+                });
+                match found {
+                    Some(found) => found,
+                    None => {
+                        let prices: Vec<&str> = items.iter().map(|(p, _)| p.as_str()).collect();
+                        return Ok(Outcome::new(
+                            "unmapped_price",
+                            format!("no pack sells prices {prices:?}"),
+                        ));
+                    }
+                }
+            }
+        };
+        self.grant_pack(&customer, session, pack, quantity).await
+    }
+
+    async fn grant_pack(
+        &self,
+        customer: &str,
+        session: &CheckoutSession,
+        pack: &Pack,
+        quantity: i64,
+    ) -> Result<Outcome> {
+        let effect = format!("checkout:{}", session.id);
+        if !self.tx.claim_effect(&effect, customer, self.now).await? {
+            return Ok(Outcome::new("applied", format!("{effect} applied before")));
+        }
+        let currency = session
+            .currency
+            .clone()
+            .unwrap_or_else(|| pack.price.currency.clone())
+            .to_ascii_lowercase();
+        let price = match session.amount_net_of_tax() {
+            Some(minor) => money_from_minor(minor.max(0), &currency),
+            None => Credits::new(pack.price.amount * Decimal::from(quantity))
+                .map_err(|e| Error::invalid("pack.price", e))?,
+        };
+        let credits = Credits::new(pack.credits.value() * Decimal::from(quantity))
+            .map_err(|e| Error::invalid("quantity", e))?;
+        // Counted from the session's creation, which webhooks and backfill both know.
+        let bought_at = from_unix(session.created.unwrap_or(self.event_created))?;
+        let grant = Grant {
+            id: new_grant_id(),
+            kind: GrantKind::Pack,
+            credits,
+            remaining: credits,
+            held: Credits::ZERO,
+            price: Some(price),
+            currency: Some(currency),
+            expires_at: pack
+                .expires_after_days
+                .map(|d| bought_at + chrono::Duration::days(i64::from(d))),
+            expired: false,
+            priority: pack.priority,
+            plan_id: None,
+            pack_id: Some(pack.id.clone()),
+            source_type: "stripe".into(),
+            source_id: effect.clone(),
+            created_at: self.now,
+            refunded: Credits::ZERO,
+        };
+        let now = self.now;
+        self.tx
+            .run(command(customer, now), &[], |book, _| {
+                book.add_grant(grant.clone(), now);
+                Ok(())
+            })
+            .await?;
+        let payment_key = session.payment_intent().unwrap_or(&session.id);
+        self.tx.map_payment(payment_key, &grant.id, None).await?;
+        self.settle_payment(&[Some(payment_key)]).await?;
+        Ok(Outcome::new(
+            "applied",
+            format!(
+                "{credits} credits of pack {} to {customer} ({effect})",
+                pack.id
+            ),
+        ))
+    }
+
+    /// The account an invoice or subscription is for.
+    async fn account_for(
+        &self,
+        stripe_customer: &str,
+        metadata: Option<&event::Metadata>,
+    ) -> Result<String> {
+        let hint = metadata
+            .and_then(|m| m.get(CUSTOMER_METADATA_KEY))
+            .map(|id| (id.clone(), LinkedBy::Metadata));
+        self.resolve_customer(stripe_customer, hint).await
+    }
+
+    async fn invoice_paid(&self, invoice: &Invoice) -> Result<Outcome> {
+        let Some(stripe_customer) = invoice.customer() else {
+            return Ok(Outcome::new("ignored", "the invoice names no customer"));
+        };
+        let metadata = invoice
+            .subscription_metadata()
+            .filter(|m| m.contains_key(CUSTOMER_METADATA_KEY))
+            .or(Some(&invoice.metadata));
+        let customer = self.account_for(stripe_customer, metadata).await?;
+        let payment_key = invoice
+            .payment_intent()
+            .or(invoice.charge())
+            .unwrap_or(&invoice.id)
+            .to_owned();
+        let subscription = invoice.subscription();
+        let mut done = Vec::new();
+        let mut unmapped = Vec::new();
+        let mut plan_line: Option<(String, i64, i64)> = None;
+        for line in invoice.lines() {
+            let Some(price) = line.price() else {
+                unmapped.push(format!("{} (no price)", line.id));
+                continue;
+            };
+            let Some(plan) = self.catalog.plan_for_price(price) else {
+                unmapped.push(price.to_owned());
+                continue;
+            };
+            let Some(period) = &line.period else {
+                unmapped.push(format!("{} (no period)", line.id));
+                continue;
+            };
+            let quantity = line.quantity.unwrap_or(1).max(1);
+            if !line.is_proration() || plan_line.is_none() {
+                plan_line = Some((plan.id.clone(), quantity, period.end));
+            }
+            let effect = format!("invoice_line:{}", line.id);
+            if !self.tx.claim_effect(&effect, &customer, self.now).await? {
+                continue;
+            }
+            let currency = line
+                .currency
+                .clone()
+                .or_else(|| invoice.currency.clone())
+                .unwrap_or_else(|| self.catalog.currency.clone())
+                .to_ascii_lowercase();
+            let amount = line.amount_net_of_tax();
+            if amount < 0 {
+                let money = money_from_minor(-amount, &currency);
+                let taken = self
+                    .credit_back(&customer, line, subscription, money)
+                    .await?;
+                done.push(format!("{effect}: {taken} credits taken back"));
+                continue;
+            }
+            let credits = match (line.is_proration(), line.unit_amount()) {
+                (true, Some(unit)) => prorated_credits(plan, quantity, amount, unit),
+                _ => period_credits(plan, quantity),
+            };
+            if !credits.is_positive() {
+                continue;
+            }
+            let start = from_unix(period.start)?;
+            let end = from_unix(period.end)?;
+            let rollover = invoice.billing_reason.as_deref() == Some("subscription_cycle")
+                && !line.is_proration()
+                && plan.rollover_max.is_positive();
+            let lapsed = if rollover {
+                self.tx.plan_grants_ending_at(&customer, start).await?
+            } else {
+                Vec::new()
+            };
+            let ids: Vec<String> = lapsed.iter().map(|(id, _)| id.clone()).collect();
+            let grant = Grant {
+                id: new_grant_id(),
+                kind: GrantKind::Plan,
+                credits,
+                remaining: credits,
+                held: Credits::ZERO,
+                price: Some(money_from_minor(amount, &currency)),
+                currency: Some(currency),
+                expires_at: Some(end),
+                expired: false,
+                priority: plan.priority,
+                plan_id: Some(plan.id.clone()),
+                pack_id: None,
+                source_type: "stripe".into(),
+                source_id: effect.clone(),
+                created_at: self.now,
+                refunded: Credits::ZERO,
+            };
+            let now = self.now;
+            let room = plan.rollover_max;
+            let carried: Credits = self
+                .tx
+                .run(command(&customer, now), &ids, |book, _| {
+                    let carried = if rollover {
+                        book.roll_over(&lapsed, room, end, now)
+                    } else {
+                        Credits::ZERO
+                    };
+                    book.add_grant(grant.clone(), now);
+                    Ok(carried)
+                })
+                .await?
+                .value;
+            self.tx
+                .map_payment(&payment_key, &grant.id, subscription)
+                .await?;
+            done.push(format!(
+                "{effect}: {credits} credits of plan {} ({carried} rolled over)",
+                plan.id
+            ));
+        }
+        if let (Some(id), Some((plan, quantity, period_end))) = (subscription, plan_line) {
+            match self.tx.subscription(id).await? {
+                None => {
+                    self.tx
+                        .put_subscription(SubscriptionRow {
+                            id: id.to_owned(),
+                            stripe_customer_id: stripe_customer.to_owned(),
+                            status: "active".into(),
+                            plan_id: Some(plan),
+                            quantity,
+                            current_period_end: Some(period_end),
+                            past_due_since: None,
+                            as_of: self.event_created,
+                        })
+                        .await?
+                }
+                // Paid: a past-due subscription is current again, unless a newer state says
+                // otherwise.
+                Some(row) if row.status == "past_due" && row.as_of < self.event_created => {
+                    self.tx
+                        .put_subscription(SubscriptionRow {
+                            status: "active".into(),
+                            past_due_since: None,
+                            as_of: self.event_created,
+                            ..row
+                        })
+                        .await?
+                }
+                Some(_) => {}
+            }
+            self.refresh_standing(stripe_customer, &customer).await?;
+        }
+        self.settle_payment(&[Some(payment_key.as_str())]).await?;
+        if done.is_empty() && !unmapped.is_empty() {
+            return Ok(Outcome::new(
+                "unmapped_price",
+                format!("no plan sells prices {unmapped:?}"),
+            ));
+        }
+        let mut detail = done.join("; ");
+        if !unmapped.is_empty() {
+            detail.push_str(&format!("; unmapped: {unmapped:?}"));
+        }
+        if detail.is_empty() {
+            detail = "every line applied before".into();
+        }
+        Ok(Outcome::new("applied", detail))
+    }
+
+    /// A negative (credit) proration line: the money given back for the unused part of a period
+    /// takes back credits of the grant that period paid for, as a refund would (DESIGN.md §4).
+    async fn credit_back(
+        &self,
+        customer: &str,
+        line: &InvoiceLine,
+        subscription: Option<&str>,
+        money: Credits,
+    ) -> Result<Credits> {
+        let sources: Vec<String> = line
+            .credited_lines()
+            .iter()
+            .map(|id| format!("invoice_line:{id}"))
+            .collect();
+        let mut targets: Vec<PaidGrant> = self
+            .tx
+            .grants_by_source(&sources)
+            .await?
+            .into_iter()
+            .filter(|g| g.customer_id == customer)
+            .collect();
+        if targets.is_empty()
+            && let Some(subscription) = subscription
+        {
+            targets.extend(
+                self.tx
+                    .latest_subscription_grant(customer, subscription)
+                    .await?,
+            );
+        }
+        let plan = distribute(&targets, money);
+        if plan.is_empty() {
+            return Ok(Credits::ZERO);
+        }
+        let ids: Vec<String> = plan.iter().map(|(id, _)| id.clone()).collect();
+        let now = self.now;
+        let taken = self
+            .tx
+            .run(command(customer, now), &ids, |book, _| {
+                Ok(plan
+                    .iter()
+                    .map(|(id, money)| book.claw_back(id, *money, now))
+                    .sum::<Credits>())
+            })
+            .await?
+            .value;
+        Ok(taken)
+    }
+
+    async fn invoice_payment_failed(&self, invoice: &Invoice) -> Result<Outcome> {
+        let Some(stripe_customer) = invoice.customer() else {
+            return Ok(Outcome::new("ignored", "the invoice names no customer"));
+        };
+        let Some(id) = invoice.subscription() else {
+            return Ok(Outcome::new("ignored", "not a subscription invoice"));
+        };
+        let customer = self
+            .account_for(stripe_customer, invoice.subscription_metadata())
+            .await?;
+        let since = self.event_created;
+        let row = match self.tx.subscription(id).await? {
+            None => {
+                let plan = invoice
+                    .lines()
+                    .iter()
+                    .filter_map(|l| l.price())
+                    .find_map(|p| self.catalog.plan_for_price(p));
+                SubscriptionRow {
+                    id: id.to_owned(),
+                    stripe_customer_id: stripe_customer.to_owned(),
+                    status: "past_due".into(),
+                    plan_id: plan.map(|p| p.id.clone()),
+                    quantity: 1,
+                    current_period_end: None,
+                    past_due_since: Some(since),
+                    as_of: since,
+                }
+            }
+            Some(row) if !subscription_is_final(&row.status) && row.as_of < since => {
+                SubscriptionRow {
+                    status: "past_due".into(),
+                    past_due_since: row.past_due_since.or(Some(since)),
+                    as_of: since,
+                    ..row
+                }
+            }
+            Some(_) => {
+                return Ok(Outcome::new(
+                    "ignored",
+                    "a newer subscription state is known",
+                ));
+            }
+        };
+        self.tx.put_subscription(row).await?;
+        self.refresh_standing(stripe_customer, &customer).await?;
+        Ok(Outcome::new(
+            "applied",
+            format!("{id} past due since {since}"),
+        ))
+    }
+
+    async fn subscription(&self, subscription: &Subscription, deleted: bool) -> Result<Outcome> {
+        let Some(stripe_customer) = subscription.customer() else {
+            return Ok(Outcome::new(
+                "ignored",
+                "the subscription names no customer",
+            ));
+        };
+        let customer = self
+            .account_for(stripe_customer, Some(&subscription.metadata))
+            .await?;
+        let status = if deleted {
+            "canceled".to_owned()
+        } else {
+            subscription
+                .status
+                .clone()
+                .unwrap_or_else(|| "active".into())
+        };
+        let mapped = subscription.items().iter().find_map(|item| {
+            let price = item.price.as_ref()?;
+            self.catalog
+                .plan_for_price(&price.id)
+                .map(|plan| (plan.id.clone(), item.quantity.unwrap_or(1).max(1)))
+        });
+        let existing = self.tx.subscription(&subscription.id).await?;
+        let newer = match &existing {
+            None => true,
+            Some(row) => {
+                !subscription_is_final(&row.status)
+                    && (self.event_created > row.as_of || subscription_is_final(&status))
+            }
+        };
+        if !newer {
+            return Ok(Outcome::new(
+                "ignored",
+                "stale: a newer state of this subscription is recorded",
+            ));
+        }
+        let past_due_since = (status == "past_due").then(|| {
+            existing
+                .as_ref()
+                .filter(|r| r.status == "past_due")
+                .and_then(|r| r.past_due_since)
+                .unwrap_or(self.event_created)
+        });
+        let (plan_id, quantity) = match &mapped {
+            Some((plan, quantity)) => (Some(plan.clone()), *quantity),
+            None => (None, 1),
+        };
+        self.tx
+            .put_subscription(SubscriptionRow {
+                id: subscription.id.clone(),
+                stripe_customer_id: stripe_customer.to_owned(),
+                status: status.clone(),
+                plan_id: plan_id.clone(),
+                quantity,
+                current_period_end: subscription.current_period_end(),
+                past_due_since,
+                as_of: self.event_created,
+            })
+            .await?;
+        self.refresh_standing(stripe_customer, &customer).await?;
+        if mapped.is_none() && !subscription.items().is_empty() {
+            return Ok(Outcome::new(
+                "unmapped_price",
+                format!("{status}; no plan sells this subscription's prices"),
+            ));
+        }
+        Ok(Outcome::new(
+            "applied",
+            format!(
+                "{customer}: {status}, plan {}",
+                plan_id.as_deref().unwrap_or("none")
+            ),
+        ))
+    }
+
+    /// Brings a payment's grants in line with what Stripe says was refunded or lost in disputes
+    /// on it, and the frozen flag of their owners with its disputes. A payment not yet known is
+    /// left pending: the purchase, when it arrives, settles it.
+    async fn settle_payment(&self, keys: &[Option<&str>]) -> Result<Outcome> {
+        let keys: Vec<String> = keys.iter().flatten().map(|k| k.to_string()).collect();
+        let known = self.tx.known_payment_keys(&keys).await?;
+        if known.is_empty() {
+            return Ok(Outcome::new(
+                "pending",
+                format!("payment {keys:?} not known yet; applied when its purchase arrives"),
+            ));
+        }
+        let mut customers = BTreeSet::new();
+        let mut taken_total = Credits::ZERO;
+        for key in &known {
+            let grants = self.tx.paid_grants(key).await?;
+            let Some(first) = grants.first() else {
+                continue;
+            };
+            let currency = first.currency.clone();
+            customers.extend(grants.iter().map(|g| g.customer_id.clone()));
+            let (target_minor, refund_currency) = self.tx.money_taken_back(key).await?;
+            if refund_currency
+                .as_deref()
+                .is_some_and(|c| !c.eq_ignore_ascii_case(&currency))
+            {
+                tracing::warn!(payment = %key, "refund currency differs from the payment's");
+                continue;
+            }
+            let target = money_from_minor(target_minor, &currency);
+            let applied: Credits = grants.iter().map(|g| g.clawed_back).sum();
+            if target <= applied {
+                continue;
+            }
+            let plan = distribute(&grants, target - applied);
+            for customer in grants
+                .iter()
+                .map(|g| g.customer_id.clone())
+                .collect::<BTreeSet<_>>()
+            {
+                let mine: Vec<(String, Credits)> = plan
+                    .iter()
+                    .filter(|(id, _)| {
+                        grants
+                            .iter()
+                            .any(|g| &g.grant_id == id && g.customer_id == customer)
+                    })
+                    .cloned()
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let ids: Vec<String> = mine.iter().map(|(id, _)| id.clone()).collect();
+                let now = self.now;
+                let taken: Credits = self
+                    .tx
+                    .run(command(&customer, now), &ids, |book, _| {
+                        Ok(mine
+                            .iter()
+                            .map(|(id, money)| book.claw_back(id, *money, now))
+                            .sum::<Credits>())
+                    })
+                    .await?
+                    .value;
+                taken_total += taken;
+                for (id, money) in &mine {
+                    self.tx.add_clawed_back(key, id, *money).await?;
+                }
+            }
+        }
+        for customer in &customers {
+            let frozen = self.tx.has_open_dispute(customer).await?;
+            self.tx
+                .set_standing(customer, None, frozen, self.now)
+                .await?;
+        }
+        Ok(Outcome::new(
+            "applied",
+            format!("payment {known:?}: {taken_total} credits taken back"),
+        ))
+    }
+}
+
+/// Splits `money` over grants, oldest first, each up to what is left unrefunded of its price.
+fn distribute(grants: &[PaidGrant], money: Credits) -> Vec<(String, Credits)> {
+    let mut left = money;
+    let mut plan = Vec::new();
+    for g in grants {
+        if !left.is_positive() {
+            break;
+        }
+        let room = g.price - g.refunded;
+        let take = room.min(left);
+        if take.is_positive() {
+            plan.push((g.grant_id.clone(), take));
+            left -= take;
+        }
+    }
+    plan
+}
