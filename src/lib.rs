@@ -21,9 +21,17 @@ use store::Store;
 
 /// Connects, migrates and assembles the service's state.
 pub async fn build_state(config: &Config, test_clock: bool) -> error::Result<AppState> {
+    let test_clock = test_clock.then(|| TestClock::starting_at(chrono::Utc::now()));
+    build_state_with_clock(config, test_clock).await
+}
+
+/// `build_state` with a given test clock (tests start it where they need).
+pub async fn build_state_with_clock(
+    config: &Config,
+    test_clock: Option<TestClock>,
+) -> error::Result<AppState> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
-    let test_clock = test_clock.then(|| TestClock::starting_at(chrono::Utc::now()));
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(SystemClock),

@@ -15,4 +15,5 @@ pub mod stripe_events;
 pub mod stripe_lock;
 pub mod stripe_payment_grants;
 pub mod stripe_refunds;
+pub mod stripe_renewals;
 pub mod stripe_subscriptions;

@@ -35,6 +35,14 @@ CREATE TABLE stripe_effects (
     customer_id TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
+CREATE TABLE stripe_renewals (
+    customer_id TEXT NOT NULL,
+    boundary BIGINT NOT NULL,
+    plan_id TEXT NOT NULL,
+    period_end BIGINT NOT NULL,
+    rolled_at BIGINT NULL,
+    PRIMARY KEY (customer_id, boundary)
+);
 CREATE TABLE stripe_customers (
     stripe_customer_id TEXT PRIMARY KEY,
     customer_id TEXT NOT NULL,
@@ -89,7 +97,8 @@ CREATE INDEX stripe_disputes_payment_intent ON stripe_disputes (payment_intent);
 CREATE INDEX stripe_disputes_charge ON stripe_disputes (charge)
 "#;
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
+    "stripe_renewals",
     "stripe_effects",
     "stripe_disputes",
     "stripe_charges",

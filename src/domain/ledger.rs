@@ -705,7 +705,19 @@ impl Book {
         let mut carried = Credits::ZERO;
         for (grant, lapsed) in order {
             let id = grant.id.as_str();
-            let unused = if grant.expired { lapsed } else { grant.free() };
+            // What lapsed at the boundary: as stored, plus what this command's settling expired.
+            let lapsed_here: Credits = self
+                .entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Expire && e.grant_id.as_deref() == Some(id))
+                .filter(|e| Some(e.effective_at) == grant.expires_at)
+                .map(|e| -e.credits)
+                .sum();
+            let unused = if grant.expired {
+                lapsed + lapsed_here
+            } else {
+                grant.free()
+            };
             let carry = unused.min(room);
             room -= carry;
             carried += carry;

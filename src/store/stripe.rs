@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
     stripe_effects, stripe_events, stripe_lock, stripe_payment_grants, stripe_refunds,
-    stripe_subscriptions,
+    stripe_renewals, stripe_subscriptions,
 };
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -350,10 +350,7 @@ impl StripeTx {
             .map(|r| r.grant_id)
             .collect();
         let grants = self.grants_by_ids(&ids).await?;
-        Ok(grants
-            .into_iter()
-            .filter(|g| g.customer_id == customer_id)
-            .next_back())
+        Ok(grants.into_iter().rfind(|g| g.customer_id == customer_id))
     }
 
     /// Plan grants of a customer whose period ended at `boundary`, with the credits that lapsed
@@ -398,6 +395,63 @@ impl StripeTx {
             .into_iter()
             .map(|g| g.id)
             .collect())
+    }
+
+    /// Records that a renewal period starts at `boundary` (once).
+    pub async fn put_renewal(
+        &self,
+        customer_id: &str,
+        boundary: Timestamp,
+        plan_id: &str,
+        period_end: Timestamp,
+    ) -> Result<()> {
+        stripe_renewals::Entity::insert(stripe_renewals::ActiveModel {
+            customer_id: Set(customer_id.to_owned()),
+            boundary: Set(time(boundary)),
+            plan_id: Set(plan_id.to_owned()),
+            period_end: Set(time(period_end)),
+            rolled_at: Set(None),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                stripe_renewals::Column::CustomerId,
+                stripe_renewals::Column::Boundary,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    /// A renewal starting at `boundary` not rolled over yet: (plan, period end).
+    pub async fn pending_renewal(
+        &self,
+        customer_id: &str,
+        boundary: Timestamp,
+    ) -> Result<Option<(String, Timestamp)>> {
+        let row = stripe_renewals::Entity::find_by_id((customer_id.to_owned(), time(boundary)))
+            .one(&self.txn)
+            .await?;
+        row.filter(|r| r.rolled_at.is_none())
+            .map(|r| Ok((r.plan_id, timestamp(r.period_end)?)))
+            .transpose()
+    }
+
+    pub async fn mark_rolled_over(
+        &self,
+        customer_id: &str,
+        boundary: Timestamp,
+        now: Timestamp,
+    ) -> Result<()> {
+        stripe_renewals::Entity::update_many()
+            .col_expr(stripe_renewals::Column::RolledAt, Expr::value(time(now)))
+            .filter(stripe_renewals::Column::CustomerId.eq(customer_id))
+            .filter(stripe_renewals::Column::Boundary.eq(time(boundary)))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRow>> {

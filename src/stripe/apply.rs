@@ -4,7 +4,7 @@
 //! order end in the same state. Facts that arrive before what they refer to (a refund before its
 //! purchase) are recorded and applied when the purchase arrives.
 
-use super::event::{self, CheckoutSession, Event, Invoice, InvoiceLine, Parsed, Subscription};
+use super::event::{self, CheckoutSession, Event, Invoice, Parsed, Subscription};
 use crate::domain::Timestamp;
 use crate::domain::billing::{
     money_from_minor, period_credits, prorated_credits, subscription_grants_plan,
@@ -601,11 +601,27 @@ impl Apply<'_> {
                 .to_ascii_lowercase();
             let amount = line.amount_net_of_tax();
             if amount < 0 {
-                let money = money_from_minor(-amount, &currency);
-                let taken = self
-                    .credit_back(&customer, line, subscription, money)
-                    .await?;
-                done.push(format!("{effect}: {taken} credits taken back"));
+                // Recorded as a refund of the credited line, so it applies whichever of the two
+                // invoices arrives first.
+                if let Some(credited) = line.credited_lines().first() {
+                    let key = format!("invoice_line:{credited}");
+                    self.tx
+                        .put_refund(entity::stripe_refunds::Model {
+                            id: format!("proration:{}", line.id),
+                            payment_intent: None,
+                            charge: Some(key.clone()),
+                            amount: -amount,
+                            currency: currency.clone(),
+                            status: "succeeded".into(),
+                        })
+                        .await?;
+                    let settled = self.settle_payment(&[Some(key.as_str())]).await?;
+                    done.push(format!("{effect}: {}", settled.detail));
+                } else {
+                    let money = money_from_minor(-amount, &currency);
+                    let taken = self.credit_back(&customer, subscription, money).await?;
+                    done.push(format!("{effect}: {taken} credits taken back"));
+                }
                 continue;
             }
             let credits = match (line.is_proration(), line.unit_amount()) {
@@ -617,15 +633,9 @@ impl Apply<'_> {
             }
             let start = from_unix(period.start)?;
             let end = from_unix(period.end)?;
-            let rollover = invoice.billing_reason.as_deref() == Some("subscription_cycle")
+            let renewal = invoice.billing_reason.as_deref() == Some("subscription_cycle")
                 && !line.is_proration()
                 && plan.rollover_max.is_positive();
-            let lapsed = if rollover {
-                self.tx.plan_grants_ending_at(&customer, start).await?
-            } else {
-                Vec::new()
-            };
-            let ids: Vec<String> = lapsed.iter().map(|(id, _)| id.clone()).collect();
             let grant = Grant {
                 id: new_grant_id(),
                 kind: GrantKind::Plan,
@@ -645,25 +655,29 @@ impl Apply<'_> {
                 refunded: Credits::ZERO,
             };
             let now = self.now;
-            let room = plan.rollover_max;
-            let carried: Credits = self
-                .tx
-                .run(command(&customer, now), &ids, |book, _| {
-                    let carried = if rollover {
-                        book.roll_over(&lapsed, room, end, now)
-                    } else {
-                        Credits::ZERO
-                    };
+            self.tx
+                .run(command(&customer, now), &[], |book, _| {
                     book.add_grant(grant.clone(), now);
-                    Ok(carried)
+                    Ok(())
                 })
-                .await?
-                .value;
+                .await?;
+            // Rollover happens once both periods are known, whichever was paid first.
+            if renewal {
+                self.tx.put_renewal(&customer, start, &plan.id, end).await?;
+                self.roll_over(&customer, start).await?;
+            }
+            let carried = self.roll_over(&customer, end).await?;
             self.tx
                 .map_payment(&payment_key, &grant.id, subscription)
                 .await?;
+            // A later proration credit names this line.
+            let line_key = format!("invoice_line:{}", line.id);
+            self.tx
+                .map_payment(&line_key, &grant.id, subscription)
+                .await?;
+            self.settle_payment(&[Some(line_key.as_str())]).await?;
             done.push(format!(
-                "{effect}: {credits} credits of plan {} ({carried} rolled over)",
+                "{effect}: {credits} credits of plan {} ({carried} rolled over into a later period)",
                 plan.id
             ));
         }
@@ -716,30 +730,44 @@ impl Apply<'_> {
         Ok(Outcome::new("applied", detail))
     }
 
-    /// A negative (credit) proration line: the money given back for the unused part of a period
-    /// takes back credits of the grant that period paid for, as a refund would (DESIGN.md §4).
+    /// Carries unused plan credits of the period ending at `boundary` into the renewal starting
+    /// there, once both are known; returns the credits carried.
+    async fn roll_over(&self, customer: &str, boundary: Timestamp) -> Result<Credits> {
+        let Some((plan_id, period_end)) = self.tx.pending_renewal(customer, boundary).await? else {
+            return Ok(Credits::ZERO);
+        };
+        let lapsed = self.tx.plan_grants_ending_at(customer, boundary).await?;
+        if lapsed.is_empty() {
+            return Ok(Credits::ZERO);
+        }
+        let room = self
+            .catalog
+            .plan(&plan_id)
+            .map(|p| p.rollover_max)
+            .unwrap_or(Credits::ZERO);
+        let ids: Vec<String> = lapsed.iter().map(|(id, _)| id.clone()).collect();
+        let now = self.now;
+        let carried = self
+            .tx
+            .run(command(customer, now), &ids, |book, _| {
+                Ok(book.roll_over(&lapsed, room, period_end, now))
+            })
+            .await?
+            .value;
+        self.tx.mark_rolled_over(customer, boundary, now).await?;
+        Ok(carried)
+    }
+
+    /// A negative (credit) proration line that names no credited line: the money given back
+    /// takes back credits of the subscription's newest grant, as a refund would (DESIGN.md §4).
     async fn credit_back(
         &self,
         customer: &str,
-        line: &InvoiceLine,
         subscription: Option<&str>,
         money: Credits,
     ) -> Result<Credits> {
-        let sources: Vec<String> = line
-            .credited_lines()
-            .iter()
-            .map(|id| format!("invoice_line:{id}"))
-            .collect();
-        let mut targets: Vec<PaidGrant> = self
-            .tx
-            .grants_by_source(&sources)
-            .await?
-            .into_iter()
-            .filter(|g| g.customer_id == customer)
-            .collect();
-        if targets.is_empty()
-            && let Some(subscription) = subscription
-        {
+        let mut targets: Vec<PaidGrant> = Vec::new();
+        if let Some(subscription) = subscription {
             targets.extend(
                 self.tx
                     .latest_subscription_grant(customer, subscription)

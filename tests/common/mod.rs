@@ -23,6 +23,8 @@ pub struct TestApp {
     pub store: Store,
     pub database_url: String,
     pub engine: Engine,
+    pub clock: creditbook::clock::TestClock,
+    pub config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -88,10 +90,35 @@ pub fn example_config(database_url: &str) -> Config {
 }
 
 pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_app_with(engine, |_| {}).await
+}
+
+/// The webhook secret every test app accepts.
+pub const WEBHOOK_SECRET: &str = "whsec_test_creditbook_0123456789abcdef";
+
+/// `spawn_app` with the config changed by `configure` first.
+pub async fn spawn_app_with(engine: Engine, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(engine, chrono::Utc::now(), configure).await
+}
+
+/// `spawn_app_with`, its test clock starting at `start`.
+pub async fn spawn_app_at(
+    engine: Engine,
+    start: chrono::DateTime<chrono::Utc>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = fresh_database(engine, dir.path()).await;
-    let config = example_config(&database_url);
-    let state = creditbook::build_state(&config, true).await.expect("state");
+    let mut config = example_config(&database_url);
+    config.stripe.webhook_secrets = vec![WEBHOOK_SECRET.to_owned()];
+    configure(&mut config);
+    let state = creditbook::build_state_with_clock(
+        &config,
+        Some(creditbook::clock::TestClock::starting_at(start)),
+    )
+    .await
+    .expect("state");
+    let clock = state.test_clock.clone().expect("the test clock");
     let store = state.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -117,6 +144,8 @@ pub async fn spawn_app(engine: Engine) -> TestApp {
         store,
         database_url,
         engine,
+        clock,
+        config,
         _dir: dir,
     }
 }
@@ -273,6 +302,40 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::OK, "{value}");
         value
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        use creditbook::clock::Clock;
+        self.clock.now()
+    }
+
+    /// Posts a webhook body signed now with the test secret; (status, body).
+    pub async fn webhook(&self, body: &str) -> (StatusCode, Value) {
+        let header = creditbook::stripe::signature::sign(
+            body.as_bytes(),
+            WEBHOOK_SECRET,
+            self.now().timestamp(),
+        );
+        self.webhook_with(body.as_bytes().to_vec(), Some(&header))
+            .await
+    }
+
+    pub async fn webhook_with(&self, body: Vec<u8>, header: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/webhooks/stripe", self.address))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(header) = header {
+            request = request.header("stripe-signature", header);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// The projection agrees with the ledger (DESIGN.md §2 invariants, recomputed).
