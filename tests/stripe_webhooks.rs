@@ -1,0 +1,668 @@
+//! `POST /webhooks/stripe`: real Stripe payloads, refused deliveries, and the rows of the
+//! README's event table not covered by the whole-life test.
+
+mod common;
+
+use chrono::{Duration, TimeZone, Utc};
+use common::{Engine, TestApp, WEBHOOK_SECRET, spawn_app_at, spawn_app_with};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+fn fixture(path: &str) -> String {
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// The prices of the real payloads, mapped into the example catalog.
+fn map_real_prices(config: &mut creditbook::config::Config) {
+    let pro = config.catalog.plans.get_mut("pro").unwrap();
+    pro.stripe_prices
+        .push("price_1RCV6tCMHTTliF5iuMgrQbyE".into());
+    pro.stripe_prices
+        .push("price_1SUyGiHOQNg4XnOMHSqLxNl9".into());
+    let team = config.catalog.plans.get_mut("team").unwrap();
+    team.stripe_prices
+        .push("price_1SAFNkBe0ycHroRBidLX2jgZ".into());
+}
+
+/// A Unix time as the API renders it.
+fn at(seconds: i64) -> String {
+    Utc.timestamp_opt(seconds, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A test body that makes its own app, run on SQLite and on PostgreSQL.
+macro_rules! per_engine {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(Engine::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(Engine::Postgres).await;
+            }
+        }
+    };
+}
+
+fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
+    json!({"id": id, "object": "event", "api_version": "2025-08-27.basil", "created": created,
+           "type": kind, "data": {"object": object}})
+    .to_string()
+}
+
+async fn expect(app: &TestApp, body: &str, outcome: &str) -> Value {
+    let (status, value) = app.webhook(body).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["outcome"], outcome, "{value}");
+    value
+}
+
+async fn real_payloads(engine: Engine) {
+    // Delivered in the order Stripe sent them, each at its own time.
+    let first = 1746742186;
+    let app = spawn_app_at(
+        engine,
+        Utc.timestamp_opt(first, 0).unwrap(),
+        map_real_prices,
+    )
+    .await;
+    let deliver = |file: &'static str, outcome: &'static str| {
+        let app = &app;
+        async move {
+            let body = fixture(&format!("stripe/real/{file}"));
+            let created = serde_json::from_str::<Value>(&body).unwrap()["created"]
+                .as_i64()
+                .unwrap();
+            if app.now().timestamp() < created + 2 {
+                app.advance(Utc.timestamp_opt(created + 2, 0).unwrap())
+                    .await;
+            }
+            expect(app, &body, outcome).await
+        }
+    };
+    // A subscription checkout only links the customer; credits come with the invoice.
+    let value = deliver(
+        "checkout_session_completed_subscription_2025-03-31.basil.json",
+        "applied",
+    )
+    .await;
+    assert!(
+        value["detail"].as_str().unwrap().contains("linked"),
+        "{value}"
+    );
+
+    // Plan credits from a first invoice (basil: price under pricing.price_details, subscription
+    // under parent), for the Stripe customer itself, none being linked.
+    deliver(
+        "invoice_payment_succeeded_2025-03-31.basil_signed.json",
+        "applied",
+    )
+    .await;
+    let c = app.customer("cus_SGqVI5XZS5sDjA").await;
+    assert_eq!(c["balance"], "2000", "{c}");
+    assert_eq!(c["plan"], "pro");
+    let grant = &c["grants"][0];
+    assert_eq!(grant["price"], "49.99");
+    assert_eq!(grant["currency"], "cad");
+    assert_eq!(grant["expires_at"], at(1749435787), "the line's period end");
+
+    // A refund of a payment creditbook never saw: recorded, waiting for its purchase.
+    deliver("charge_refund_updated_2025-08-27.basil.json", "pending").await;
+
+    // A renewal's subscription state: plan and the item-level period end.
+    deliver(
+        "customer_subscription_updated_renewal_2025-08-27.basil.json",
+        "applied",
+    )
+    .await;
+    let c = app.customer("cus_T66xzarl5v73XN").await;
+    assert_eq!(c["plan"], "team");
+    assert_eq!(c["renews_at"], at(1759005442), "the item's period end");
+
+    deliver(
+        "invoice_payment_succeeded_live_brl_2025-08-27.basil.json",
+        "applied",
+    )
+    .await;
+    let c = app.customer("cus_TS6KX04w045BN9").await;
+    assert_eq!(c["balance"], "2000", "{c}");
+    assert_eq!(c["grants"][0]["price"], "29.9");
+    assert_eq!(c["grants"][0]["currency"], "brl");
+
+    // Once more: duplicates, no effect.
+    deliver(
+        "invoice_payment_succeeded_live_brl_2025-08-27.basil.json",
+        "duplicate",
+    )
+    .await;
+    deliver("charge_refund_updated_2025-08-27.basil.json", "duplicate").await;
+    assert_eq!(app.customer("cus_TS6KX04w045BN9").await["balance"], "2000");
+    app.assert_audit_clean().await;
+}
+
+per_engine!(real_payloads);
+
+/// The golden delivery, with its real signature and secret, at the time it was sent.
+async fn golden_delivery(engine: Engine) {
+    let secret = "whsec_750e601a79a762e75cf1ec30b41b2e6f88daafcc644b3a9f29e735b4453ebb9a";
+    let header = "t=1746757390,v1=bc889a3926c751e3ea753efc027f6adbb11d224b57ebae9e86c0da62461e9f35,v0=537d1b7f8ebf0452111cafdcd6ee4cf80eb1b1ba62bc2ded7569289edfa0a2b0";
+    let body = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/payload.raw"),
+    )
+    .unwrap();
+    let sent = Utc.timestamp_opt(1746757390 + 5, 0).unwrap();
+    let app = spawn_app_at(engine, sent, |config| {
+        config.stripe.webhook_secrets = vec!["whsec_old_rotated_out".into(), secret.into()];
+        map_real_prices(config);
+    })
+    .await;
+    let (status, value) = app.webhook_with(body, Some(header)).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["outcome"], "applied", "{value}");
+}
+
+per_engine!(golden_delivery);
+
+/// Headers made by Stripe's own library are accepted by the endpoint.
+async fn stripe_library_signatures(app: TestApp) {
+    let python = std::env::var("CREDITBOOK_TEST_STRIPE_PYTHON")
+        .expect("CREDITBOOK_TEST_STRIPE_PYTHON is set by scripts/test");
+    let body = fixture("stripe/synthetic/unknown_type.json");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &body).unwrap();
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg("import sys, stripe\npayload = open(sys.argv[1], encoding='utf-8').read()\nprint(stripe.WebhookSignature.generate_signature_header(payload, sys.argv[2], int(sys.argv[3])))")
+        .arg(file.path())
+        .arg(WEBHOOK_SECRET)
+        .arg(app.now().timestamp().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let header = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let (status, value) = app.webhook_with(body.into_bytes(), Some(&header)).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["outcome"], "unknown_type");
+}
+
+on_both_engines!(stripe_library_signatures);
+
+/// Forged, replayed, truncated and oversized deliveries are refused and change nothing.
+async fn refused_deliveries(app: TestApp) {
+    let body = event(
+        "evt_pack",
+        "checkout.session.completed",
+        app.now().timestamp(),
+        json!({"id": "cs_1", "object": "checkout.session", "mode": "payment", "payment_status": "paid",
+               "client_reference_id": "acct_1", "amount_total": 1000, "currency": "usd",
+               "payment_intent": "pi_1", "metadata": {"creditbook_pack": "topup_small"}}),
+    );
+    let now = app.now().timestamp();
+    let sign = |body: &str, secret: &str, at: i64| {
+        creditbook::stripe::signature::sign(body.as_bytes(), secret, at)
+    };
+    let good = sign(&body, WEBHOOK_SECRET, now);
+    let tampered = body.replace("topup_small", "topup_large");
+    let truncated = body[..body.len() - 10].to_owned();
+    let cases: Vec<(&str, Vec<u8>, Option<String>, StatusCode, &str)> = vec![
+        (
+            "tampered body",
+            tampered.into_bytes(),
+            Some(good.clone()),
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "wrong secret",
+            body.clone().into_bytes(),
+            Some(sign(&body, "whsec_wrong", now)),
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "old timestamp",
+            body.clone().into_bytes(),
+            Some(sign(&body, WEBHOOK_SECRET, now - 301)),
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "future timestamp",
+            body.clone().into_bytes(),
+            Some(sign(&body, WEBHOOK_SECRET, now + 301)),
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "missing header",
+            body.clone().into_bytes(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "garbled header",
+            body.clone().into_bytes(),
+            Some("t=abc,v1=zz".into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "v0 only",
+            body.clone().into_bytes(),
+            Some(good.replace("v1=", "v0=")),
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "truncated body",
+            truncated.clone().into_bytes(),
+            Some(good.clone()),
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+        ),
+        (
+            "signed but not JSON",
+            truncated.clone().into_bytes(),
+            Some(sign(&truncated, WEBHOOK_SECRET, now)),
+            StatusCode::BAD_REQUEST,
+            "malformed_event",
+        ),
+        (
+            "oversized body",
+            vec![b' '; 600 * 1024],
+            Some(good.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for (name, body, header, status, kind) in cases {
+        let (got, value) = app.webhook_with(body, header.as_deref()).await;
+        assert_eq!(got, status, "{name}: {value}");
+        assert_eq!(value["type"], kind, "{name}: {value}");
+    }
+    let (status, _) = app.get_app("/v1/customers/acct_1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was granted");
+    assert!(
+        app.store.stripe_events(10).await.unwrap().is_empty(),
+        "nothing was recorded"
+    );
+    // The good delivery still goes through, once.
+    let (status, value) = app
+        .webhook_with(body.clone().into_bytes(), Some(&good))
+        .await;
+    assert_eq!(
+        (status, value["outcome"].as_str()),
+        (StatusCode::OK, Some("applied"))
+    );
+    expect(&app, &body, "duplicate").await;
+    assert_eq!(app.customer("acct_1").await["balance"], "1000");
+}
+
+on_both_engines!(refused_deliveries);
+
+/// Unknown types and unmapped prices are recorded and answered 200, changing nothing.
+async fn recorded_without_effect(app: TestApp) {
+    expect(
+        &app,
+        &fixture("stripe/synthetic/unknown_type.json"),
+        "unknown_type",
+    )
+    .await;
+    // Synthetic invoices (every field of the current shape; and one in the pre-basil shape)
+    // whose prices are not in the catalog.
+    let now = app.now().timestamp();
+    for file in [
+        "invoice_paid.json",
+        "invoice_paid_pre_basil_no_amount_overpaid.json",
+    ] {
+        let mut value: Value =
+            serde_json::from_str(&fixture(&format!("stripe/synthetic/{file}"))).unwrap();
+        value["id"] = json!(format!("evt_{file}"));
+        value["created"] = json!(now);
+        expect(&app, &value.to_string(), "unmapped_price").await;
+    }
+    let (status, _) = app.get_app("/v1/customers/cus_QXg1o8vcGmoR32").await;
+    assert!(
+        status == StatusCode::NOT_FOUND
+            || app.customer("cus_QXg1o8vcGmoR32").await["balance"] == "0"
+    );
+    let events = app.store.stripe_events(10).await.unwrap();
+    assert_eq!(events.len(), 3);
+}
+
+on_both_engines!(recorded_without_effect);
+
+/// Every synthetic payload parses, in each of its API versions' shapes.
+async fn synthetic_payloads_parse(app: TestApp) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stripe/synthetic");
+    let now = app.now().timestamp();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mut value: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        value["id"] = json!(format!(
+            "evt_{}",
+            path.file_stem().unwrap().to_string_lossy()
+        ));
+        value["created"] = json!(now);
+        let (status, outcome) = app.webhook(&value.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{}: {outcome}", path.display());
+    }
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(synthetic_payloads_parse);
+
+fn pack_checkout(id: &str, account: &str, payment_intent: &str, paid: bool) -> Value {
+    json!({"id": id, "object": "checkout.session", "mode": "payment",
+           "payment_status": if paid { "paid" } else { "unpaid" },
+           "customer": format!("cus_{account}"), "client_reference_id": account,
+           "amount_total": 1000, "currency": "usd", "payment_intent": payment_intent,
+           "metadata": {"creditbook_pack": "topup_small"}})
+}
+
+/// Top-ups: paid at once, or later by async payment; refunds before and after the purchase,
+/// partial and full; a lost dispute takes back, a won one only unfreezes.
+async fn top_ups_refunds_and_disputes(app: TestApp) {
+    let now = app.now().timestamp();
+    // Delayed payment: nothing until async_payment_succeeded.
+    expect(
+        &app,
+        &event(
+            "e1",
+            "checkout.session.completed",
+            now,
+            pack_checkout("cs_a", "acct_a", "pi_a", false),
+        ),
+        "ignored",
+    )
+    .await;
+    let (status, _) = app.get_app("/v1/customers/acct_a").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no credits yet");
+    expect(
+        &app,
+        &event(
+            "e2",
+            "checkout.session.async_payment_succeeded",
+            now,
+            pack_checkout("cs_a", "acct_a", "pi_a", true),
+        ),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_a").await["balance"], "1000");
+
+    // A partial refund (charge.refunded carries the running total), then the rest.
+    let charge = |refunded: i64| json!({"id": "ch_a", "object": "charge", "payment_intent": "pi_a", "amount_refunded": refunded, "currency": "usd"});
+    expect(
+        &app,
+        &event("e3", "charge.refunded", now, charge(250)),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_a").await["balance"], "750");
+    // The same refund as refund.created: counted once, not twice.
+    expect(&app, &event("e4", "refund.created", now, json!({"id": "re_a1", "object": "refund", "amount": 250, "currency": "usd", "status": "succeeded", "charge": "ch_a", "payment_intent": "pi_a"})), "applied").await;
+    assert_eq!(app.customer("acct_a").await["balance"], "750");
+    expect(
+        &app,
+        &event("e5", "charge.refunded", now, charge(1000)),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_a").await["balance"], "0");
+
+    // A refund before the purchase it refunds.
+    expect(&app, &event("e6", "refund.created", now, json!({"id": "re_b", "object": "refund", "amount": 500, "currency": "usd", "status": "succeeded", "payment_intent": "pi_b"})), "pending").await;
+    expect(
+        &app,
+        &event(
+            "e7",
+            "checkout.session.completed",
+            now,
+            pack_checkout("cs_b", "acct_b", "pi_b", true),
+        ),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_b").await["balance"], "500");
+
+    // Disputes freeze; won unfreezes; lost takes the disputed money's credits back.
+    expect(
+        &app,
+        &event(
+            "e8",
+            "checkout.session.completed",
+            now,
+            pack_checkout("cs_c", "acct_c", "pi_c", true),
+        ),
+        "applied",
+    )
+    .await;
+    let dispute = |id: &str, status: &str| json!({"id": id, "object": "dispute", "amount": 300, "currency": "usd", "status": status, "payment_intent": "pi_c", "charge": "ch_c"});
+    expect(
+        &app,
+        &event(
+            "e9",
+            "charge.dispute.created",
+            now,
+            dispute("dp_1", "needs_response"),
+        ),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_c").await["frozen"], true);
+    let (status, refused) = app.authorize("acct_c", "chat.request", json!(1)).await;
+    assert_eq!(
+        (status, refused["type"].as_str()),
+        (StatusCode::FORBIDDEN, Some("customer_frozen"))
+    );
+    expect(
+        &app,
+        &event(
+            "e10",
+            "charge.dispute.closed",
+            now + 1,
+            dispute("dp_1", "won"),
+        ),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_c").await["frozen"], false);
+    assert_eq!(app.customer("acct_c").await["balance"], "1000");
+    // An old update after the close changes nothing.
+    expect(
+        &app,
+        &event(
+            "e11",
+            "charge.dispute.updated",
+            now,
+            dispute("dp_1", "under_review"),
+        ),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_c").await["frozen"], false);
+    expect(
+        &app,
+        &event(
+            "e12",
+            "charge.dispute.closed",
+            now + 2,
+            dispute("dp_2", "lost"),
+        ),
+        "applied",
+    )
+    .await;
+    let c = app.customer("acct_c").await;
+    assert_eq!(
+        (c["balance"].as_str(), c["frozen"].as_bool()),
+        (Some("700"), Some(false)),
+        "{c}"
+    );
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(top_ups_refunds_and_disputes);
+
+fn subscription(id: &str, status: &str, price: &str, quantity: i64) -> Value {
+    json!({"id": id, "object": "subscription", "customer": "cus_s", "status": status,
+           "metadata": {"creditbook_customer": "acct_s"},
+           "items": {"data": [{"quantity": quantity, "price": {"id": price}, "current_period_end": 1_999_999_999}]}})
+}
+
+/// Subscription state: newer wins, stale updates are ignored, cancellation is final; past due
+/// keeps the plan for the grace, then the gate refuses its features.
+async fn subscription_state(app: TestApp) {
+    let now = app.now().timestamp();
+    expect(
+        &app,
+        &event(
+            "s1",
+            "customer.subscription.created",
+            now - 100,
+            subscription("sub_s", "active", "price_pro_monthly", 1),
+        ),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_s").await["plan"], "pro");
+    expect(
+        &app,
+        &event(
+            "s2",
+            "customer.subscription.updated",
+            now - 50,
+            subscription("sub_s", "active", "price_team_monthly", 2),
+        ),
+        "applied",
+    )
+    .await;
+    // An older update arriving late does not win.
+    expect(
+        &app,
+        &event(
+            "s3",
+            "customer.subscription.updated",
+            now - 80,
+            subscription("sub_s", "active", "price_pro_monthly", 1),
+        ),
+        "ignored",
+    )
+    .await;
+    assert_eq!(app.customer("acct_s").await["plan"], "team");
+
+    // Dunning: a failed payment makes it past due; video (plan-only) works through the grace.
+    let failed = json!({"id": "in_f", "object": "invoice", "customer": "cus_s", "status": "open",
+                        "parent": {"subscription_details": {"subscription": "sub_s", "metadata": {"creditbook_customer": "acct_s"}}}});
+    expect(
+        &app,
+        &event("s4", "invoice.payment_failed", now - 10, failed),
+        "applied",
+    )
+    .await;
+    app.promo("acct_s", "500").await;
+    let (status, _) = app.authorize("acct_s", "video.clip", json!(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "within the grace");
+    app.advance(app.now() + Duration::days(3) + Duration::seconds(1))
+        .await;
+    let (status, refused) = app.authorize("acct_s", "video.clip", json!(1)).await;
+    assert_eq!(
+        (status, refused["type"].as_str()),
+        (StatusCode::FORBIDDEN, Some("feature_not_entitled")),
+        "{refused}"
+    );
+    let (status, _) = app.authorize("acct_s", "chat.request", json!(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "open features stay open");
+    // Paid again: current again.
+    let later = app.now().timestamp();
+    expect(
+        &app,
+        &event(
+            "s5",
+            "customer.subscription.updated",
+            later,
+            subscription("sub_s", "active", "price_team_monthly", 2),
+        ),
+        "applied",
+    )
+    .await;
+    let (status, _) = app.authorize("acct_s", "video.clip", json!(1)).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Canceled is final, even against a newer-looking update.
+    expect(
+        &app,
+        &event(
+            "s6",
+            "customer.subscription.deleted",
+            later + 10,
+            subscription("sub_s", "canceled", "price_team_monthly", 2),
+        ),
+        "applied",
+    )
+    .await;
+    expect(
+        &app,
+        &event(
+            "s7",
+            "customer.subscription.updated",
+            later + 20,
+            subscription("sub_s", "active", "price_team_monthly", 2),
+        ),
+        "ignored",
+    )
+    .await;
+    let c = app.customer("acct_s").await;
+    assert_eq!(
+        (c["plan"].clone(), c["renews_at"].clone()),
+        (Value::Null, Value::Null),
+        "{c}"
+    );
+}
+
+on_both_engines!(subscription_state);
+
+/// A link learnt later moves what arrived before it: an invoice for a Stripe customer without
+/// metadata, then the checkout that names the account.
+async fn late_link_moves_credits(app: TestApp) {
+    let now = app.now().timestamp();
+    let invoice = json!({"id": "in_l", "object": "invoice", "customer": "cus_late", "currency": "usd",
+        "billing_reason": "subscription_create", "payment_intent": "pi_l",
+        "lines": {"data": [{"id": "il_l", "amount": 2000, "currency": "usd", "quantity": 1,
+            "period": {"start": now, "end": now + 30 * 86400},
+            "price": {"id": "price_pro_monthly", "unit_amount": 2000}, "proration": false}]}});
+    expect(&app, &event("l1", "invoice.paid", now, invoice), "applied").await;
+    assert_eq!(app.customer("cus_late").await["balance"], "2000");
+    let checkout = json!({"id": "cs_l", "object": "checkout.session", "mode": "subscription",
+        "payment_status": "paid", "customer": "cus_late", "client_reference_id": "acct_late"});
+    expect(
+        &app,
+        &event("l2", "checkout.session.completed", now, checkout),
+        "applied",
+    )
+    .await;
+    let moved = app.customer("acct_late").await;
+    assert_eq!(moved["balance"], "2000", "{moved}");
+    assert_eq!(moved["grants"][0]["price"], "20");
+    assert_eq!(app.customer("cus_late").await["balance"], "0");
+    // A refund of the invoice's payment now reaches the moved credits.
+    expect(&app, &event("l3", "refund.created", now, json!({"id": "re_l", "object": "refund", "amount": 500, "currency": "usd", "status": "succeeded", "payment_intent": "pi_l"})), "applied").await;
+    assert_eq!(app.customer("acct_late").await["balance"], "1500");
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(late_link_moves_credits);
