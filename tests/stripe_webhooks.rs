@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{Duration, TimeZone, Utc};
-use common::{Engine, TestApp, WEBHOOK_SECRET, spawn_app_at, spawn_app_with};
+use common::{Engine, TestApp, WEBHOOK_SECRET, spawn_app_at};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -216,7 +216,8 @@ async fn refused_deliveries(app: TestApp) {
     let good = sign(&body, WEBHOOK_SECRET, now);
     let tampered = body.replace("topup_small", "topup_large");
     let truncated = body[..body.len() - 10].to_owned();
-    let cases: Vec<(&str, Vec<u8>, Option<String>, StatusCode, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<u8>, Option<String>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "tampered body",
             tampered.into_bytes(),
