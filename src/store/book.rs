@@ -257,24 +257,14 @@ where
         if !command.create_customer {
             return Err(Error::CustomerNotFound(command.customer_id.to_owned()));
         }
-        customers::Entity::insert(customers::ActiveModel {
-            id: Set(command.customer_id.to_owned()),
-            plan_id: Set(None),
-            frozen: Set(false),
-            overdraft: Set(0),
-            overdraft_held: Set(0),
-            version: Set(0),
-            past_due_since: Set(None),
-            renews_at: Set(None),
-            created_at: Set(time(command.now)),
-        })
-        .on_conflict(
-            OnConflict::column(customers::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
+        customers::Entity::insert(rows::new_customer(command.customer_id, command.now))
+            .on_conflict(
+                OnConflict::column(customers::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
         let locked = lock_customer(txn, command.customer_id).await?;
         assert!(locked, "the customer row exists once inserted");
     }

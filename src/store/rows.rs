@@ -5,7 +5,7 @@ use crate::domain::ledger::{Entry, Grant, GrantKind, Hold, HoldStatus};
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use chrono::DateTime;
-use entity::{grants, holds, ledger_entries};
+use entity::{customers, grants, holds, ledger_entries};
 use sea_orm::ActiveValue::{NotSet, Set};
 
 pub fn micros(c: Credits) -> Result<i64> {
@@ -125,4 +125,19 @@ pub fn entry_to_row(
         recorded_at: Set(time(recorded_at)),
         money: Set(e.money.map(micros).transpose()?),
     })
+}
+
+/// A new customer's row: no plan, not frozen, nothing owed.
+pub fn new_customer(id: &str, now: Timestamp) -> customers::ActiveModel {
+    customers::ActiveModel {
+        id: Set(id.to_owned()),
+        plan_id: Set(None),
+        frozen: Set(false),
+        overdraft: Set(0),
+        overdraft_held: Set(0),
+        version: Set(0),
+        past_due_since: Set(None),
+        renews_at: Set(None),
+        created_at: Set(time(now)),
+    }
 }

@@ -7,7 +7,7 @@
 
 use super::Store;
 use super::book::{Command, Executed, Standing, run_in};
-use super::rows::{micros, time, timestamp};
+use super::rows::{self, micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::billing::dispute_is_closed;
 use crate::domain::ledger::Book;
@@ -643,24 +643,14 @@ impl StripeTx {
         frozen: bool,
         now: Timestamp,
     ) -> Result<()> {
-        customers::Entity::insert(customers::ActiveModel {
-            id: Set(customer_id.to_owned()),
-            plan_id: Set(None),
-            frozen: Set(false),
-            overdraft: Set(0),
-            overdraft_held: Set(0),
-            version: Set(0),
-            past_due_since: Set(None),
-            renews_at: Set(None),
-            created_at: Set(time(now)),
-        })
-        .on_conflict(
-            OnConflict::column(customers::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&self.txn)
-        .await?;
+        customers::Entity::insert(rows::new_customer(customer_id, now))
+            .on_conflict(
+                OnConflict::column(customers::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.txn)
+            .await?;
         let mut update = customers::Entity::update_many()
             .col_expr(customers::Column::Frozen, Expr::value(frozen))
             .col_expr(
