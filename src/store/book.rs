@@ -217,15 +217,8 @@ impl Store {
     ) -> Result<()> {
         let txn = self.begin().await?;
         customers::Entity::insert(customers::ActiveModel {
-            id: Set(customer_id.to_owned()),
             plan_id: Set(plan_id.map(str::to_owned)),
-            frozen: Set(false),
-            overdraft: Set(0),
-            overdraft_held: Set(0),
-            version: Set(0),
-            past_due_since: Set(None),
-            renews_at: Set(None),
-            created_at: Set(time(now)),
+            ..rows::new_customer(customer_id, now)
         })
         .on_conflict(
             OnConflict::column(customers::Column::Id)
@@ -257,14 +250,7 @@ where
         if !command.create_customer {
             return Err(Error::CustomerNotFound(command.customer_id.to_owned()));
         }
-        customers::Entity::insert(rows::new_customer(command.customer_id, command.now))
-            .on_conflict(
-                OnConflict::column(customers::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
+        insert_customer_if_absent(txn, command.customer_id, command.now).await?;
         let locked = lock_customer(txn, command.customer_id).await?;
         assert!(locked, "the customer row exists once inserted");
     }
@@ -313,6 +299,23 @@ where
         value,
         replayed: false,
     })
+}
+
+/// Creates the customer's row unless it exists (it may have been created concurrently).
+pub(crate) async fn insert_customer_if_absent(
+    txn: &DatabaseTransaction,
+    customer_id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    customers::Entity::insert(rows::new_customer(customer_id, now))
+        .on_conflict(
+            OnConflict::column(customers::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
 }
 
 /// Takes the customer's row lock for the rest of the transaction (PostgreSQL: the row lock of an

@@ -6,8 +6,8 @@
 //! lock, and the customer row locks are always taken after it, so no cycle can form).
 
 use super::Store;
-use super::book::{Command, Executed, Standing, run_in};
-use super::rows::{self, micros, time, timestamp};
+use super::book::{Command, Executed, Standing, insert_customer_if_absent, run_in};
+use super::rows::{micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::billing::dispute_is_closed;
 use crate::domain::ledger::Book;
@@ -323,19 +323,6 @@ impl StripeTx {
             .collect())
     }
 
-    /// Grants made from Stripe objects, by their source ids (e.g. `invoice_line:il_...`).
-    pub async fn grants_by_source(&self, source_ids: &[String]) -> Result<Vec<PaidGrant>> {
-        let ids: Vec<String> = grants::Entity::find()
-            .filter(grants::Column::SourceType.eq("stripe"))
-            .filter(grants::Column::SourceId.is_in(source_ids.iter().cloned()))
-            .all(&self.txn)
-            .await?
-            .into_iter()
-            .map(|g| g.id)
-            .collect();
-        self.grants_by_ids(&ids).await
-    }
-
     /// The newest paid plan grant of a subscription for a customer, if any.
     pub async fn latest_subscription_grant(
         &self,
@@ -498,14 +485,7 @@ impl StripeTx {
         {
             return Ok(());
         }
-        let model: stripe_refunds::ActiveModel = row.into();
-        let model = model.reset_all();
-        if existing.is_some() {
-            model.update(&self.txn).await?;
-        } else {
-            model.insert(&self.txn).await?;
-        }
-        Ok(())
+        save(&self.txn, row, existing.is_some()).await
     }
 
     /// Records a charge's refunded total; it only grows.
@@ -518,14 +498,7 @@ impl StripeTx {
         {
             return Ok(());
         }
-        let model: stripe_charges::ActiveModel = row.into();
-        let model = model.reset_all();
-        if existing.is_some() {
-            model.update(&self.txn).await?;
-        } else {
-            model.insert(&self.txn).await?;
-        }
-        Ok(())
+        save(&self.txn, row, existing.is_some()).await
     }
 
     /// Records a dispute: a closed dispute stays closed; otherwise the newer state wins.
@@ -540,14 +513,7 @@ impl StripeTx {
                 return Ok(());
             }
         }
-        let model: stripe_disputes::ActiveModel = row.into();
-        let model = model.reset_all();
-        if existing.is_some() {
-            model.update(&self.txn).await?;
-        } else {
-            model.insert(&self.txn).await?;
-        }
-        Ok(())
+        save(&self.txn, row, existing.is_some()).await
     }
 
     /// Money (minor units) refunded or lost in disputes on a payment, as far as Stripe has told:
@@ -643,14 +609,7 @@ impl StripeTx {
         frozen: bool,
         now: Timestamp,
     ) -> Result<()> {
-        customers::Entity::insert(rows::new_customer(customer_id, now))
-            .on_conflict(
-                OnConflict::column(customers::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.txn)
-            .await?;
+        insert_customer_if_absent(&self.txn, customer_id, now).await?;
         let mut update = customers::Entity::update_many()
             .col_expr(customers::Column::Frozen, Expr::value(frozen))
             .col_expr(
@@ -677,13 +636,24 @@ impl StripeTx {
     }
 }
 
+/// Writes a fact row read before: updated when it existed, inserted otherwise.
+async fn save<M, A>(txn: &DatabaseTransaction, row: M, existed: bool) -> Result<()>
+where
+    M: sea_orm::ModelTrait + sea_orm::IntoActiveModel<A>,
+    A: ActiveModelTrait<Entity = M::Entity> + sea_orm::ActiveModelBehavior + Send,
+    <M::Entity as EntityTrait>::Model: sea_orm::IntoActiveModel<A>,
+{
+    let model = row.into_active_model().reset_all();
+    if existed {
+        model.update(txn).await?;
+    } else {
+        model.insert(txn).await?;
+    }
+    Ok(())
+}
+
 /// Unix seconds from Stripe as a timestamp.
 pub fn from_unix(seconds: i64) -> Result<Timestamp> {
     timestamp(seconds.saturating_mul(1_000_000))
         .map_err(|_| Error::invalid("created", format!("{seconds} is not a valid time")))
-}
-
-/// Money as stored (scale 6), for a grant's `refunded`.
-pub fn stored(c: Credits) -> Result<i64> {
-    micros(c)
 }
