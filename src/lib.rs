@@ -30,7 +30,10 @@ pub async fn build_state_with_clock(
     config: &Config,
     test_clock: Option<TestClock>,
 ) -> error::Result<AppState> {
-    let store = Store::connect(&config.database_url).await?;
+    let catalog = Arc::new(config.catalog.clone());
+    let store = Store::connect(&config.database_url)
+        .await?
+        .with_catalog(catalog.clone());
     store.migrate().await?;
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(c) => Arc::new(c.clone()),
@@ -38,7 +41,7 @@ pub async fn build_state_with_clock(
     };
     Ok(AppState {
         store,
-        catalog: Arc::new(config.catalog.clone()),
+        catalog,
         clock,
         test_clock,
         metrics: Arc::new(metrics::Metrics::default()),

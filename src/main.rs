@@ -187,6 +187,7 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 async fn connect(config: &Config) -> Result<Store, String> {
     Store::connect(&config.database_url)
         .await
+        .map(|store| store.with_catalog(std::sync::Arc::new(config.catalog.clone())))
         .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))
 }
 

@@ -113,6 +113,7 @@ fn apply(
                     source_id: seq.to_string(),
                     created_at: *now,
                     refunded: Credits::ZERO,
+                    period_start: None,
                 },
                 *now,
             );
@@ -243,6 +244,7 @@ async fn store_replays_random_histories(store: Store, histories: Vec<(Overage, V
                 idempotency: None,
                 hold_id: None,
                 now,
+                origin: Default::default(),
             };
             let stored = store
                 .execute(command, |book, _| {

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_ledger;
 mod m20261121_000002_stripe;
+mod m20261121_000003_revenue;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_ledger::Migration),
             Box::new(m20261121_000002_stripe::Migration),
+            Box::new(m20261121_000003_revenue::Migration),
         ]
     }
 }

@@ -61,6 +61,9 @@ pub struct Grant {
     pub created_at: Timestamp,
     /// Money refunded on this grant so far, in `currency` (never more than `price`).
     pub refunded: Credits,
+    /// Start of the period a plan grant pays for: its revenue schedule is set from it when the
+    /// grant is first written. Not kept on the grant afterwards (the lot keeps the schedule).
+    pub period_start: Option<Timestamp>,
 }
 
 impl Grant {
@@ -632,10 +635,20 @@ impl Book {
     ) {
         let held = if from_hold { -amount } else { Credits::ZERO };
         match overage {
-            Overage::Bill { .. } => {
+            Overage::Bill { price } => {
+                // Billed money at the overage price, to the credit scale; the journal rounds the
+                // running total to the currency.
+                let money = Credits::new(
+                    (amount.value() * *price).round_dp_with_strategy(
+                        super::money::SCALE,
+                        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+                    ),
+                )
+                .expect("rounded to the credit scale");
                 let entry = self.push(EntryKind::Overage, None, hold_id, usage);
                 entry.held = held;
                 entry.overage = amount;
+                entry.money = Some(money);
                 entry.effective_at = now;
             }
             Overage::Allow { .. } | Overage::Block => {

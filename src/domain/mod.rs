@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod entitlement;
 pub mod ledger;
 pub mod money;
+pub mod revrec;
 
 pub use money::{Credits, Quantity};
 

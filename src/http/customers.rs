@@ -386,6 +386,7 @@ pub async fn create_grant(
         idempotency: Some(Idempotency::request(&key, hash)),
         hold_id: None,
         now,
+        origin: Default::default(),
     };
     let executed = state
         .store
@@ -412,6 +413,7 @@ pub async fn create_grant(
                     },
                     created_at: now,
                     refunded: Credits::ZERO,
+                    period_start: None,
                 },
                 now,
             );

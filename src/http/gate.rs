@@ -10,6 +10,7 @@ use crate::domain::money::{Credits, Quantity};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::keys::Scope;
+use crate::store::revenue::Origin;
 use crate::store::{Command, Idempotency, Standing};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -224,6 +225,7 @@ pub async fn authorize(
         idempotency: Some(spend.idempotency(POST_AUTHORIZATIONS, &request.idempotency_key)?),
         hold_id: None,
         now,
+        origin: Default::default(),
     };
     let result = state
         .store
@@ -290,6 +292,7 @@ where
         )),
         hold_id: Some(&hold_id),
         now,
+        origin: Default::default(),
     };
     match state.store.execute(command, decide).await {
         Ok(executed) => {
@@ -426,6 +429,10 @@ pub async fn usage(
         idempotency: Some(spend.idempotency(POST_USAGE, &request.idempotency_key)?),
         hold_id: None,
         now,
+        origin: Origin {
+            source: Some(&usage_id),
+            event: None,
+        },
     };
     let executed = state
         .store

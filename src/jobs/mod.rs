@@ -24,6 +24,7 @@ pub async fn settle_due(store: &Store, now: Timestamp) -> Result<usize> {
                 idempotency: None,
                 hold_id: None,
                 now,
+                origin: Default::default(),
             };
             store.execute(command, |_, _| Ok(())).await?;
         }

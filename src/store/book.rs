@@ -1,6 +1,8 @@
 //! Running a command on one customer's book: lock, replay or decide, check, write, commit.
 
 use super::Store;
+use super::revenue::{self, Origin};
+use crate::domain::catalog::Catalog;
 use super::rows::{self, micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::ledger::{Book, HoldStatus};
@@ -78,6 +80,8 @@ pub struct Command<'a> {
     /// Load this hold even when it is no longer open, to say why it cannot be resolved.
     pub hold_id: Option<&'a str>,
     pub now: Timestamp,
+    /// Where the command comes from, for the journal: a usage id, a Stripe event.
+    pub origin: Origin<'a>,
 }
 
 #[derive(Debug)]
@@ -134,7 +138,7 @@ impl Store {
         F: Fn(&mut Book, &Standing) -> Result<T>,
     {
         let txn = self.begin().await?;
-        let executed = run_in(&txn, command, &[], decide).await?;
+        let executed = run_in(&txn, &self.catalog, command, &[], decide).await?;
         if !executed.replayed {
             txn.commit().await?;
         }
@@ -238,6 +242,7 @@ impl Store {
 /// caller commits; on a replay there is nothing to commit.
 pub(crate) async fn run_in<T, F>(
     txn: &DatabaseTransaction,
+    catalog: &Catalog,
     command: &Command<'_>,
     extra_grants: &[String],
     decide: &F,
@@ -282,6 +287,16 @@ where
     let value = decide(&mut book, &loaded.standing)?;
     book.check_invariants()?;
     write(txn, &before, &book, loaded.version, command.now).await?;
+    revenue::post(
+        txn,
+        catalog,
+        command.customer_id,
+        &book.grants,
+        &book.entries[before.entries.len()..],
+        command.origin,
+        command.now,
+    )
+    .await?;
 
     if let Some(idempotency) = &command.idempotency {
         let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
@@ -320,7 +335,7 @@ pub(crate) async fn insert_customer_if_absent(
 
 /// Takes the customer's row lock for the rest of the transaction (PostgreSQL: the row lock of an
 /// UPDATE; SQLite: the database write lock). False when the customer does not exist.
-async fn lock_customer(txn: &DatabaseTransaction, customer_id: &str) -> Result<bool> {
+pub(crate) async fn lock_customer(txn: &DatabaseTransaction, customer_id: &str) -> Result<bool> {
     let result = customers::Entity::update_many()
         .col_expr(
             customers::Column::Version,

@@ -5,6 +5,7 @@ pub mod audit;
 mod book;
 pub mod keys;
 pub mod ledger;
+pub mod revenue;
 mod rows;
 pub mod stripe;
 
@@ -13,11 +14,15 @@ pub use book::{Command, Executed, Idempotency, Standing};
 use crate::error::{Error, Result};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use crate::domain::catalog::Catalog;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Breakage, platform shares and the accounting currency, for the revenue postings.
+    catalog: Arc<Catalog>,
 }
 
 /// Connections per process. SQLite has one writer at a time whatever the pool; PostgreSQL
@@ -46,7 +51,20 @@ impl Store {
             options.max_connections(POSTGRES_POOL_SIZE);
         }
         let db = Database::connect(options).await?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            catalog: Arc::new(Catalog::default()),
+        })
+    }
+
+    /// The catalog whose breakage methods and platform shares the revenue postings follow.
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Store {
+        self.catalog = catalog;
+        self
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub async fn migrate(&self) -> Result<()> {

@@ -40,6 +40,7 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         source_id: row.source_id,
         created_at: timestamp(row.created_at)?,
         refunded: Credits::from_micros(row.refunded),
+        period_start: None,
         id: row.id,
     })
 }

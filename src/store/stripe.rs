@@ -63,6 +63,7 @@ pub struct PaidGrant {
 /// One Stripe transaction, holding the Stripe lock.
 pub struct StripeTx {
     txn: DatabaseTransaction,
+    catalog: std::sync::Arc<crate::domain::catalog::Catalog>,
 }
 
 impl Store {
@@ -76,7 +77,10 @@ impl Store {
             .filter(stripe_lock::Column::Id.eq(1))
             .exec(&txn)
             .await?;
-        Ok(StripeTx { txn })
+        Ok(StripeTx {
+            txn,
+            catalog: self.catalog.clone(),
+        })
     }
 
     /// Events received, newest first (for tests and operators).
@@ -204,7 +208,7 @@ impl StripeTx {
         T: Serialize + DeserializeOwned,
         F: Fn(&mut Book, &Standing) -> Result<T>,
     {
-        run_in(&self.txn, &command, extra_grants, &decide).await
+        run_in(&self.txn, &self.catalog, &command, extra_grants, &decide).await
     }
 
     pub async fn map_payment(

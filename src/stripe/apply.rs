@@ -14,6 +14,7 @@ use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::ledger::{Grant, GrantKind};
 use crate::domain::money::{Credits, currency_minor_units};
 use crate::error::{Error, Result};
+use crate::store::revenue::Origin as JournalOrigin;
 use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, SubscriptionRow, from_unix};
 use crate::store::{Command, Store};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -137,6 +138,7 @@ async fn apply_once(
         catalog: ctx.catalog,
         now: ctx.now,
         event_created: event.created,
+        event_id: &event.id,
     };
     let outcome = match parsed {
         Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => {
@@ -231,15 +233,21 @@ struct Apply<'a> {
     now: Timestamp,
     /// The event's `created` (Unix seconds): orders subscription states.
     event_created: i64,
+    /// The event's id, for the journal lines its postings write.
+    event_id: &'a str,
 }
 
-fn command(customer_id: &str, now: Timestamp) -> Command<'_> {
+fn command<'a>(customer_id: &'a str, now: Timestamp, event_id: &'a str) -> Command<'a> {
     Command {
         customer_id,
         create_customer: true,
         idempotency: None,
         hold_id: None,
         now,
+        origin: JournalOrigin {
+            source: None,
+            event: Some(event_id),
+        },
     }
 }
 
@@ -308,7 +316,7 @@ impl Apply<'_> {
             let now = self.now;
             let moved: Vec<Moved> = self
                 .tx
-                .run(command(from, now), &ids, |book, _| {
+                .run(command(from, now, self.event_id), &ids, |book, _| {
                     Ok(ids
                         .iter()
                         .filter_map(|id| book.transfer_out(id, now))
@@ -349,10 +357,11 @@ impl Apply<'_> {
                     source_id: m.id.clone(),
                     created_at: now,
                     refunded: Credits::ZERO,
+                    period_start: None,
                 })
                 .collect();
             self.tx
-                .run(command(to, now), &[], |book, _| {
+                .run(command(to, now, self.event_id), &[], |book, _| {
                     for g in &grants {
                         book.add_grant(g.clone(), now);
                     }
@@ -522,10 +531,11 @@ impl Apply<'_> {
             source_id: effect.clone(),
             created_at: self.now,
             refunded: Credits::ZERO,
+            period_start: None,
         };
         let now = self.now;
         self.tx
-            .run(command(customer, now), &[], |book, _| {
+            .run(command(customer, now, self.event_id), &[], |book, _| {
                 book.add_grant(grant.clone(), now);
                 Ok(())
             })
@@ -653,10 +663,11 @@ impl Apply<'_> {
                 source_id: effect.clone(),
                 created_at: self.now,
                 refunded: Credits::ZERO,
+                period_start: Some(start),
             };
             let now = self.now;
             self.tx
-                .run(command(&customer, now), &[], |book, _| {
+                .run(command(&customer, now, self.event_id), &[], |book, _| {
                     book.add_grant(grant.clone(), now);
                     Ok(())
                 })
@@ -749,7 +760,7 @@ impl Apply<'_> {
         let now = self.now;
         let carried = self
             .tx
-            .run(command(customer, now), &ids, |book, _| {
+            .run(command(customer, now, self.event_id), &ids, |book, _| {
                 Ok(book.roll_over(&lapsed, room, period_end, now))
             })
             .await?
@@ -782,7 +793,7 @@ impl Apply<'_> {
         let now = self.now;
         let taken = self
             .tx
-            .run(command(customer, now), &ids, |book, _| {
+            .run(command(customer, now, self.event_id), &ids, |book, _| {
                 Ok(plan
                     .iter()
                     .map(|(id, money)| book.claw_back(id, *money, now))
@@ -978,7 +989,7 @@ impl Apply<'_> {
                 let now = self.now;
                 let taken: Credits = self
                     .tx
-                    .run(command(&customer, now), &ids, |book, _| {
+                    .run(command(&customer, now, self.event_id), &ids, |book, _| {
                         Ok(mine
                             .iter()
                             .map(|(id, money)| book.claw_back(id, *money, now))

@@ -1,0 +1,837 @@
+//! Revenue recognition (DESIGN.md §4): the double-entry postings that paid credits produce as they
+//! are bought, consumed, expire, roll over, move or are refunded. Pure: the store feeds each lot
+//! the ledger's movements and writes the postings it returns.
+//!
+//! Every amount a lot has recognized is a cumulative catch-up: the lot computes what should be
+//! recognized to date from its counters and posts the difference from what it posted before, so
+//! rounding never drifts and a changed estimate corrects the past in one posting.
+
+use super::Timestamp;
+use super::catalog::Breakage;
+use super::money::{Credits, currency_minor_units};
+use chrono::{Datelike, NaiveDate, TimeZone};
+use rust_decimal::{Decimal, RoundingStrategy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Account {
+    Cash,
+    ContractLiability,
+    DeferredPlatform,
+    SubscriptionRevenue,
+    UsageRevenue,
+    BreakageRevenue,
+    Refunds,
+    UnbilledReceivable,
+}
+
+impl Account {
+    pub const ALL: [Account; 8] = [
+        Account::Cash,
+        Account::ContractLiability,
+        Account::DeferredPlatform,
+        Account::SubscriptionRevenue,
+        Account::UsageRevenue,
+        Account::BreakageRevenue,
+        Account::Refunds,
+        Account::UnbilledReceivable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Account::Cash => "cash",
+            Account::ContractLiability => "contract_liability",
+            Account::DeferredPlatform => "deferred_platform",
+            Account::SubscriptionRevenue => "subscription_revenue",
+            Account::UsageRevenue => "usage_revenue",
+            Account::BreakageRevenue => "breakage_revenue",
+            Account::Refunds => "refunds",
+            Account::UnbilledReceivable => "unbilled_receivable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Account> {
+        Account::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Deferred revenue: what the roll-forward carries from period to period.
+    pub fn is_deferred(self) -> bool {
+        matches!(self, Account::ContractLiability | Account::DeferredPlatform)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PostingKind {
+    PackPayment,
+    PlanPayment,
+    PlatformRecognition,
+    Consumption,
+    Breakage,
+    Rollover,
+    Refund,
+    Transfer,
+    Overage,
+    EstimateChange,
+}
+
+impl PostingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostingKind::PackPayment => "pack_payment",
+            PostingKind::PlanPayment => "plan_payment",
+            PostingKind::PlatformRecognition => "platform_recognition",
+            PostingKind::Consumption => "consumption",
+            PostingKind::Breakage => "breakage",
+            PostingKind::Rollover => "rollover",
+            PostingKind::Refund => "refund",
+            PostingKind::Transfer => "transfer",
+            PostingKind::Overage => "overage",
+            PostingKind::EstimateChange => "estimate_change",
+        }
+    }
+
+    /// Money paid in: the roll-forward's billings.
+    pub fn is_billing(self) -> bool {
+        matches!(self, PostingKind::PackPayment | PostingKind::PlanPayment)
+    }
+}
+
+/// One line of a journal entry: a debit or a credit (never both, never negative).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub account: Account,
+    pub debit: Credits,
+    pub credit: Credits,
+    /// The lot the line moves; none for cash, overage and money in transit between accounts.
+    pub grant_id: Option<String>,
+}
+
+/// A journal entry: lines that balance in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub kind: PostingKind,
+    pub currency: String,
+    pub effective_at: Timestamp,
+    pub lines: Vec<Line>,
+    pub memo: String,
+}
+
+impl Posting {
+    pub fn new(kind: PostingKind, currency: &str, effective_at: Timestamp) -> Self {
+        Posting {
+            kind,
+            currency: currency.to_owned(),
+            effective_at,
+            lines: Vec::new(),
+            memo: String::new(),
+        }
+    }
+
+    /// Debits `account` by `amount`; a negative amount is a credit of its opposite.
+    pub fn debit(&mut self, account: Account, amount: Credits, grant: Option<&str>) {
+        self.push(account, amount, grant);
+    }
+
+    /// Credits `account` by `amount`; a negative amount is a debit of its opposite.
+    pub fn credit(&mut self, account: Account, amount: Credits, grant: Option<&str>) {
+        self.push(account, -amount, grant);
+    }
+
+    fn push(&mut self, account: Account, debit: Credits, grant: Option<&str>) {
+        if debit.is_zero() {
+            return;
+        }
+        let (debit, credit) = if debit.is_positive() {
+            (debit, Credits::ZERO)
+        } else {
+            (Credits::ZERO, -debit)
+        };
+        self.lines.push(Line {
+            account,
+            debit,
+            credit,
+            grant_id: grant.map(str::to_owned),
+        });
+    }
+
+    pub fn with_memo(mut self, memo: impl Into<String>) -> Self {
+        self.memo = memo.into();
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Cala's rule: an entry whose lines do not sum to zero is refused before it is written.
+    /// Amounts are exact to the currency's minor unit, and no line is negative.
+    pub fn check(&self) -> Result<(), String> {
+        let minor = currency_minor_units(&self.currency);
+        let mut debits = Credits::ZERO;
+        let mut credits = Credits::ZERO;
+        for line in &self.lines {
+            if line.debit.is_negative() || line.credit.is_negative() {
+                return Err(format!("{} line on {} is negative", self.kind.as_str(), line.account.as_str()));
+            }
+            if line.debit.value().scale() > minor || line.credit.value().scale() > minor {
+                return Err(format!(
+                    "{} line on {} is finer than the {} minor unit",
+                    self.kind.as_str(),
+                    line.account.as_str(),
+                    self.currency
+                ));
+            }
+            debits += line.debit;
+            credits += line.credit;
+        }
+        if debits != credits {
+            return Err(format!(
+                "{} entry does not balance: debits {debits}, credits {credits} {}",
+                self.kind.as_str(),
+                self.currency
+            ));
+        }
+        Ok(())
+    }
+
+    /// The lines of `other` (same kind of movement, same instant) appended to this entry.
+    fn absorb(&mut self, other: Option<Posting>) {
+        if let Some(other) = other {
+            self.lines.extend(other.lines);
+        }
+    }
+}
+
+/// Money to the currency's minor unit, half away from zero (DESIGN.md §4).
+pub fn round_money(value: Decimal, currency: &str) -> Credits {
+    Credits::new(value.round_dp_with_strategy(
+        currency_minor_units(currency),
+        RoundingStrategy::MidpointAwayFromZero,
+    ))
+    .expect("rounded to at most three places")
+}
+
+/// `money` x `part` / `whole`, rounded to the currency; zero when `whole` is zero.
+pub fn share(money: Credits, part: Credits, whole: Credits, currency: &str) -> Credits {
+    if whole.is_zero() {
+        return Credits::ZERO;
+    }
+    round_money(money.value() * part.value() / whole.value(), currency)
+}
+
+/// The platform part of a plan invoice line (DESIGN.md §4): recognized to `subscription_revenue`
+/// ratably by day over the line's period. Every day but the last recognizes the daily amount
+/// (rounded), never more than is left; the last day takes what rounding left over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub amount: Credits,
+    pub first_day: NaiveDate,
+    /// Days in the period, at least 1.
+    pub days: u32,
+    /// Days whose share has been recognized.
+    pub days_done: u32,
+    pub recognized: Credits,
+    /// Money refunded out of the platform part's deferral.
+    pub refunded: Credits,
+    /// Money refunded beyond what was still deferred (contra-revenue).
+    pub contra: Credits,
+}
+
+impl Platform {
+    /// The calendar days (UTC) a period `[start, end)` covers; at least one.
+    pub fn new(amount: Credits, start: Timestamp, end: Timestamp) -> Platform {
+        let first_day = start.date_naive();
+        // Stripe's periods run from one clock time to the same clock time (10:00 on the 15th to
+        // 10:00 on the 15th): their days are counted from the start's date to the end's date.
+        let days = (end.date_naive() - first_day).num_days().max(1);
+        Platform {
+            amount,
+            first_day,
+            days: u32::try_from(days).unwrap_or(u32::MAX),
+            days_done: 0,
+            recognized: Credits::ZERO,
+            refunded: Credits::ZERO,
+            contra: Credits::ZERO,
+        }
+    }
+
+    pub fn deferred(&self) -> Credits {
+        self.amount - self.recognized - self.refunded
+    }
+
+    /// Recognized through `days` days: the daily amount each day, capped at what is left to
+    /// recognize; all of it on the last day.
+    fn target(&self, days: u32, currency: &str) -> Credits {
+        let base = self.amount - self.refunded;
+        if days >= self.days {
+            return base;
+        }
+        let daily = round_money(base.value() / Decimal::from(self.days), currency);
+        let through = Credits::new(daily.value() * Decimal::from(days)).expect("money times days");
+        through.min(base).max(self.recognized)
+    }
+
+    /// The day after the last day recognized, at 00:00 UTC: when the next day's share is due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        (self.days_done < self.days).then(|| day_end(self.first_day + chrono::Days::new(u64::from(self.days_done))))
+    }
+}
+
+/// The first instant after `day` (UTC).
+fn day_end(day: NaiveDate) -> Timestamp {
+    chrono::Utc.from_utc_datetime(&(day + chrono::Days::new(1)).and_time(chrono::NaiveTime::MIN))
+}
+
+/// The last microsecond of `day` (UTC): when a day's share of the platform part is dated.
+fn last_instant_of(day: NaiveDate) -> Timestamp {
+    day_end(day) - chrono::Duration::microseconds(1)
+}
+
+/// A paid grant's revenue: its price (the part of it paid for credits), the counters of what
+/// became of its credits, and what has been posted so far. A lot keeps the identity
+/// price = deferred + recognized + breakage + refunded + transferred (DESIGN.md §2), where
+/// recognized is usage revenue net of refunds beyond the deferral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lot {
+    pub grant_id: String,
+    pub currency: String,
+    /// Price of the credits (net of tax, and of the platform part for plans).
+    pub price: Credits,
+    pub credits: Credits,
+    pub breakage: Breakage,
+    /// Credits consumed.
+    pub consumed: Credits,
+    /// Credits that lapsed at expiry, less those a rollover revived.
+    pub lapsed: Credits,
+    /// Credits taken back by refunds or moved to another account.
+    pub removed: Credits,
+    pub usage: Credits,
+    pub breakage_recognized: Credits,
+    /// Refunded money taken out of the deferral.
+    pub refunded: Credits,
+    /// Refunded money beyond the deferral: reversed revenue (`refunds`).
+    pub contra: Credits,
+    /// Money moved with credits to another account's lot.
+    pub transferred: Credits,
+    pub platform: Option<Platform>,
+}
+
+impl Lot {
+    fn new(grant_id: &str, currency: &str, price: Credits, credits: Credits, breakage: Breakage) -> Lot {
+        assert!(!price.is_negative(), "a price is not negative");
+        assert!(credits.is_positive(), "a lot holds credits");
+        Lot {
+            grant_id: grant_id.to_owned(),
+            currency: currency.to_owned(),
+            price,
+            credits,
+            breakage,
+            consumed: Credits::ZERO,
+            lapsed: Credits::ZERO,
+            removed: Credits::ZERO,
+            usage: Credits::ZERO,
+            breakage_recognized: Credits::ZERO,
+            refunded: Credits::ZERO,
+            contra: Credits::ZERO,
+            transferred: Credits::ZERO,
+            platform: None,
+        }
+    }
+
+    /// A pack bought: Dr cash / Cr contract_liability, the price net of tax.
+    pub fn pack(
+        grant_id: &str,
+        currency: &str,
+        price: Credits,
+        credits: Credits,
+        breakage: Breakage,
+        at: Timestamp,
+    ) -> (Lot, Posting) {
+        let lot = Lot::new(grant_id, currency, price, credits, breakage);
+        let mut posting = Posting::new(PostingKind::PackPayment, currency, at);
+        posting.debit(Account::Cash, price, None);
+        posting.credit(Account::ContractLiability, price, Some(grant_id));
+        (lot, posting)
+    }
+
+    /// A plan invoice line paid: the platform part (`platform_share` of the price, rounded) is
+    /// deferred to `deferred_platform`; the rest is the price of the plan's credits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan(
+        grant_id: &str,
+        currency: &str,
+        price: Credits,
+        credits: Credits,
+        breakage: Breakage,
+        platform_share: Decimal,
+        period: (Timestamp, Timestamp),
+        at: Timestamp,
+    ) -> (Lot, Posting) {
+        let platform_amount = round_money(price.value() * platform_share, currency).min(price);
+        let mut lot = Lot::new(grant_id, currency, price - platform_amount, credits, breakage);
+        if platform_amount.is_positive() {
+            lot.platform = Some(Platform::new(platform_amount, period.0, period.1));
+        }
+        let mut posting = Posting::new(PostingKind::PlanPayment, currency, at);
+        posting.debit(Account::Cash, price, None);
+        posting.credit(Account::ContractLiability, lot.price, Some(grant_id));
+        posting.credit(Account::DeferredPlatform, platform_amount, Some(grant_id));
+        (lot, posting)
+    }
+
+    /// Credits moved here from another account's lot, with `money` of its deferral.
+    pub fn transferred_in(
+        grant_id: &str,
+        currency: &str,
+        money: Credits,
+        credits: Credits,
+        breakage: Breakage,
+        at: Timestamp,
+    ) -> (Lot, Posting) {
+        let lot = Lot::new(grant_id, currency, money, credits, breakage);
+        let mut posting = Posting::new(PostingKind::Transfer, currency, at);
+        posting.debit(Account::ContractLiability, money, None);
+        posting.credit(Account::ContractLiability, money, Some(grant_id));
+        (lot, posting.with_memo("credits moved in from the Stripe customer's own account"))
+    }
+
+    /// Price + platform part: what the customer paid for this line, net of tax.
+    pub fn paid(&self) -> Credits {
+        self.price + self.platform.as_ref().map_or(Credits::ZERO, |p| p.amount)
+    }
+
+    pub fn deferred(&self) -> Credits {
+        self.price - self.usage - self.breakage_recognized - self.refunded - self.transferred
+    }
+
+    /// Credits still in the lot (free or held).
+    pub fn remaining(&self) -> Credits {
+        self.credits - self.consumed - self.lapsed - self.removed
+    }
+
+    /// Usage revenue net of refunds that reversed revenue.
+    pub fn recognized(&self) -> Credits {
+        self.usage - self.contra
+    }
+
+    /// What should be recognized to date, as (usage, breakage), per DESIGN.md §4.
+    fn targets(&self) -> (Credits, Credits) {
+        let currency = self.currency.as_str();
+        // Money that may still become revenue: the price less what left the deferral otherwise.
+        let cap = self.price - self.refunded - self.transferred;
+        let used = share(self.price, self.consumed, self.credits, currency).min(cap);
+        if self.remaining().is_zero() {
+            // Finished: nothing stays deferred. What lapsed is breakage; a lot used up entirely
+            // puts its rounding into usage.
+            return if self.lapsed.is_positive() {
+                (used, cap - used)
+            } else {
+                (cap, Credits::ZERO)
+            };
+        }
+        let expected = match &self.breakage {
+            _ if self.lapsed.is_positive() => share(self.price, self.lapsed, self.credits, currency),
+            Breakage::Remote => Credits::ZERO,
+            Breakage::Proportional { expected_unused } => {
+                let redeemable = self.credits.value() * (Decimal::ONE - expected_unused);
+                let total = if redeemable.is_zero() {
+                    cap
+                } else {
+                    round_money(self.price.value() * self.consumed.value() / redeemable, currency)
+                };
+                total.min(cap) - used
+            }
+        };
+        (used, expected.max(Credits::ZERO).min(cap - used))
+    }
+
+    /// Posts the difference between what should be recognized to date and what was.
+    fn catch_up(&mut self, kind: PostingKind, at: Timestamp) -> Option<Posting> {
+        let (usage, breakage) = self.targets();
+        let usage_delta = usage - self.usage;
+        let breakage_delta = breakage - self.breakage_recognized;
+        if usage_delta.is_zero() && breakage_delta.is_zero() {
+            return None;
+        }
+        self.usage = usage;
+        self.breakage_recognized = breakage;
+        let grant = Some(self.grant_id.as_str());
+        let mut posting = Posting::new(kind, &self.currency, at);
+        posting.debit(Account::ContractLiability, usage_delta + breakage_delta, grant);
+        posting.credit(Account::UsageRevenue, usage_delta, grant);
+        posting.credit(Account::BreakageRevenue, breakage_delta, grant);
+        Some(posting)
+    }
+
+    pub fn consume(&mut self, credits: Credits, at: Timestamp) -> Option<Posting> {
+        assert!(credits.is_positive(), "consumption takes credits");
+        self.consumed += credits;
+        self.catch_up(PostingKind::Consumption, at)
+    }
+
+    /// Credits lapsed at expiry: breakage, or the true-up of the breakage recognized in advance.
+    pub fn lapse(&mut self, credits: Credits, at: Timestamp) -> Option<Posting> {
+        assert!(credits.is_positive(), "a lapse takes credits");
+        self.lapsed += credits;
+        self.catch_up(PostingKind::Breakage, at)
+    }
+
+    /// Lapsed credits carried into the next period: their breakage is reversed.
+    pub fn revive(&mut self, credits: Credits, at: Timestamp) -> Option<Posting> {
+        assert!(credits.is_positive() && credits <= self.lapsed, "only lapsed credits revive");
+        self.lapsed -= credits;
+        self.catch_up(PostingKind::Rollover, at)
+    }
+
+    /// A new estimate of the unused share: from now on, and by catch-up for what was consumed.
+    pub fn reestimate(&mut self, breakage: Breakage, at: Timestamp) -> Option<Posting> {
+        self.breakage = breakage;
+        self.catch_up(PostingKind::EstimateChange, at)
+    }
+
+    /// A refund of `money` on this grant, which took `credits` back (DESIGN.md §4). For a plan
+    /// line, the platform part takes its share of the refund. Each part comes out of what is
+    /// still deferred first; any excess reverses revenue (`refunds`). Cr cash.
+    pub fn refund(&mut self, money: Credits, credits: Credits, at: Timestamp) -> Posting {
+        assert!(money.is_positive(), "a refund moves money");
+        let currency = self.currency.clone();
+        let grant = self.grant_id.clone();
+        let grant = Some(grant.as_str());
+        let mut posting = Posting::new(PostingKind::Refund, &currency, at);
+        posting.credit(Account::Cash, money, None);
+        let paid = self.paid();
+        let mut for_credits = money;
+        if let Some(platform) = self.platform.as_mut() {
+            let part = share(money, platform.amount, paid, &currency).min(money);
+            for_credits = money - part;
+            let from_deferral = part.min(platform.deferred());
+            platform.refunded += from_deferral;
+            platform.contra += part - from_deferral;
+            posting.debit(Account::DeferredPlatform, from_deferral, grant);
+            posting.debit(Account::Refunds, part - from_deferral, grant);
+        }
+        let from_deferral = for_credits.min(self.deferred());
+        self.refunded += from_deferral;
+        self.contra += for_credits - from_deferral;
+        self.removed += credits;
+        posting.debit(Account::ContractLiability, from_deferral, grant);
+        posting.debit(Account::Refunds, for_credits - from_deferral, grant);
+        let caught_up = self.catch_up(PostingKind::Refund, at);
+        posting.absorb(caught_up);
+        posting
+    }
+
+    /// `credits` moved to another account. Their share of the price leaves this lot's deferral
+    /// (breakage recognized in advance for them is reversed first, if the deferral falls short)
+    /// and is in transit to the receiving lot. Returns the money moved.
+    pub fn transfer_out(&mut self, credits: Credits, at: Timestamp) -> (Posting, Credits) {
+        assert!(credits.is_positive(), "a transfer moves credits");
+        let money = share(self.price, credits, self.credits, &self.currency);
+        let grant = self.grant_id.clone();
+        let grant = Some(grant.as_str());
+        let mut posting = Posting::new(PostingKind::Transfer, &self.currency, at);
+        let short = (money - self.deferred()).max(Credits::ZERO);
+        let from_breakage = short.min(self.breakage_recognized);
+        let from_usage = short - from_breakage;
+        self.breakage_recognized -= from_breakage;
+        self.usage -= from_usage;
+        self.transferred += money;
+        self.removed += credits;
+        posting.debit(Account::BreakageRevenue, from_breakage, grant);
+        posting.debit(Account::UsageRevenue, from_usage, grant);
+        posting.debit(Account::ContractLiability, money - short, grant);
+        posting.credit(Account::ContractLiability, money, None);
+        let caught_up = self.catch_up(PostingKind::Transfer, at);
+        posting.absorb(caught_up);
+        (posting.with_memo("credits moved to the account the Stripe customer is linked to"), money)
+    }
+
+    /// Recognizes the platform part's days that ended by `now`: one entry per calendar month,
+    /// dated at the last microsecond of its last day.
+    pub fn recognize_platform(&mut self, now: Timestamp) -> Vec<Posting> {
+        let currency = self.currency.clone();
+        let grant = self.grant_id.clone();
+        let Some(platform) = self.platform.as_mut() else {
+            return Vec::new();
+        };
+        let mut postings = Vec::new();
+        while let Some(due) = platform.next_due() {
+            if due > now {
+                break;
+            }
+            // Every day of this month that has ended.
+            let day = platform.first_day + chrono::Days::new(u64::from(platform.days_done));
+            let mut done = platform.days_done + 1;
+            let mut last = day;
+            while done < platform.days {
+                let next = platform.first_day + chrono::Days::new(u64::from(done));
+                if next.month() != day.month() || day_end(next) > now {
+                    break;
+                }
+                last = next;
+                done += 1;
+            }
+            let target = platform.target(done, &currency);
+            let amount = target - platform.recognized;
+            platform.days_done = done;
+            platform.recognized = target;
+            let mut posting = Posting::new(PostingKind::PlatformRecognition, &currency, last_instant_of(last));
+            posting.debit(Account::DeferredPlatform, amount, Some(&grant));
+            posting.credit(Account::SubscriptionRevenue, amount, Some(&grant));
+            if !posting.is_empty() {
+                postings.push(posting.with_memo(format!("platform access through {last}")));
+            }
+        }
+        postings
+    }
+
+    /// The lot's own promises, checked before anything is written.
+    pub fn check(&self) -> Result<(), String> {
+        let fail = |what: &str| Err(format!("lot {}: {what}", self.grant_id));
+        if self.deferred().is_negative() {
+            return fail("deferral below zero");
+        }
+        if self.remaining().is_negative() {
+            return fail("more credits used than granted");
+        }
+        if self.remaining().is_zero() && !self.deferred().is_zero() {
+            return fail("finished with money still deferred");
+        }
+        if let Some(p) = &self.platform
+            && (p.deferred().is_negative() || p.days_done > p.days)
+        {
+            return fail("platform part overdrawn");
+        }
+        Ok(())
+    }
+}
+
+/// Billed overage of one customer in one currency (`bill`): Dr unbilled_receivable /
+/// Cr usage_revenue as it is used. `exact` is the sum of credits x price at use, to the credit
+/// scale; the posted total is its rounding, caught up at each use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverageAccrual {
+    pub currency: String,
+    pub exact: Credits,
+    pub posted: Credits,
+}
+
+impl OverageAccrual {
+    pub fn accrue(&mut self, money: Credits, at: Timestamp) -> Option<Posting> {
+        self.exact += money;
+        let target = round_money(self.exact.value(), &self.currency);
+        let amount = target - self.posted;
+        self.posted = target;
+        let mut posting = Posting::new(PostingKind::Overage, &self.currency, at);
+        posting.debit(Account::UnbilledReceivable, amount, None);
+        posting.credit(Account::UsageRevenue, amount, None);
+        (!posting.is_empty()).then(|| posting.with_memo("overage billed at the plan's overage price"))
+    }
+}
+
+/// A calendar month (UTC), the accounting period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl Period {
+    pub fn of(at: Timestamp) -> Period {
+        Period {
+            year: at.year(),
+            month: at.month(),
+        }
+    }
+
+    pub fn next(self) -> Period {
+        if self.month == 12 {
+            Period {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Period {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+
+    pub fn start(self) -> Timestamp {
+        chrono::Utc
+            .with_ymd_and_hms(self.year, self.month, 1, 0, 0, 0)
+            .single()
+            .expect("the first of a month exists")
+    }
+
+    /// The first instant of the next period.
+    pub fn end(self) -> Timestamp {
+        self.next().start()
+    }
+
+    /// Where a posting dated `at` is booked: its own period unless that is closed, else the
+    /// first open period after it (as an adjustment). `closed` is sorted.
+    pub fn booking(at: Timestamp, closed: &[Period]) -> (Period, bool) {
+        let own = Period::of(at);
+        let mut period = own;
+        while closed.binary_search(&period).is_ok() {
+            period = period.next();
+        }
+        (period, period != own)
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+impl std::str::FromStr for Period {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a month written YYYY-MM");
+        let (year, month) = s.split_once('-').ok_or_else(bad)?;
+        if year.len() != 4 || month.len() != 2 {
+            return Err(bad());
+        }
+        let year: i32 = year.parse().map_err(|_| bad())?;
+        let month: u32 = month.parse().map_err(|_| bad())?;
+        if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) {
+            return Err(bad());
+        }
+        Ok(Period { year, month })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Credits {
+        Credits::new(Decimal::from_str(s).unwrap()).unwrap()
+    }
+
+    fn at(s: &str) -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn proportional(expected_unused: &str) -> Breakage {
+        Breakage::Proportional {
+            expected_unused: Decimal::from_str(expected_unused).unwrap(),
+        }
+    }
+
+    fn revenue(lot: &Lot) -> Credits {
+        lot.usage + lot.breakage_recognized
+    }
+
+    /// KPMG IFRS 15 handbook, example 10A: 10,000 points, 9,000 allocated to them. The handbook
+    /// works in whole currency units, so the oracle runs in a currency without minor units.
+    #[test]
+    fn kpmg_10a_change_of_estimate_by_cumulative_catch_up() {
+        let t = at("2026-01-01T00:00:00Z");
+        let (mut lot, _) = Lot::pack("g", "jpy", d("9000"), d("10000"), proportional("0.03"), t);
+        // Year 1: 4,500 redeemed of 9,700 expected.
+        lot.consume(d("4500"), t).unwrap();
+        assert_eq!(revenue(&lot), d("4175"));
+        // Year 2: 8,500 redeemed in all, 9,900 now expected.
+        let postings: Vec<Posting> = [
+            lot.reestimate(proportional("0.01"), t),
+            lot.consume(d("4000"), t),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        assert_eq!(revenue(&lot), d("7727"));
+        let recognized_in_year_2: Credits = postings
+            .iter()
+            .flat_map(|p| &p.lines)
+            .filter(|l| l.account != Account::ContractLiability)
+            .map(|l| l.credit - l.debit)
+            .sum();
+        assert_eq!(recognized_in_year_2, d("3552"));
+    }
+
+    /// Example 10B: the estimate falls to 9,200 points redeemed.
+    #[test]
+    fn kpmg_10b_fewer_points_expected() {
+        let t = at("2026-01-01T00:00:00Z");
+        let (mut lot, _) = Lot::pack("g", "jpy", d("9000"), d("10000"), proportional("0.03"), t);
+        lot.consume(d("4500"), t);
+        lot.reestimate(proportional("0.08"), t);
+        lot.consume(d("4000"), t);
+        assert_eq!(revenue(&lot) - d("4175"), d("4140"));
+    }
+
+    #[test]
+    fn every_posting_balances_and_the_lot_identity_holds() {
+        let t = at("2026-01-01T00:00:00Z");
+        let (mut lot, payment) =
+            Lot::pack("g", "usd", d("10.00"), d("3"), proportional("0.1"), t);
+        payment.check().unwrap();
+        for posting in [lot.consume(d("1"), t), lot.consume(d("0.5"), t)].into_iter().flatten() {
+            posting.check().unwrap();
+        }
+        lot.refund(d("2.00"), d("0.6"), t).check().unwrap();
+        lot.lapse(d("0.9"), t).unwrap().check().unwrap();
+        lot.check().unwrap();
+        assert_eq!(lot.deferred(), Credits::ZERO);
+        assert_eq!(
+            lot.price,
+            lot.deferred() + lot.recognized() + lot.breakage_recognized + lot.refunded + lot.contra
+        );
+    }
+
+    #[test]
+    fn a_lot_used_up_puts_the_rounding_into_usage() {
+        let t = at("2026-01-01T00:00:00Z");
+        let (mut lot, _) = Lot::pack("g", "usd", d("10.00"), d("3"), Breakage::Remote, t);
+        lot.consume(d("1"), t);
+        assert_eq!(lot.usage, d("3.33"));
+        lot.consume(d("1"), t);
+        assert_eq!(lot.usage, d("6.67"));
+        lot.consume(d("1"), t);
+        assert_eq!(lot.usage, d("10.00"));
+        assert_eq!(lot.deferred(), Credits::ZERO);
+    }
+
+    #[test]
+    fn the_platform_part_is_recognized_by_day_and_month() {
+        let start = at("2026-01-30T10:00:00Z");
+        let end = at("2026-02-02T10:00:00Z");
+        let (mut lot, payment) = Lot::plan(
+            "g",
+            "usd",
+            d("100.00"),
+            d("1000"),
+            Breakage::Remote,
+            Decimal::from_str("0.1").unwrap(),
+            (start, end),
+            start,
+        );
+        payment.check().unwrap();
+        assert_eq!(lot.price, d("90.00"));
+        let platform = lot.platform.clone().unwrap();
+        assert_eq!((platform.amount, platform.days), (d("10.00"), 3));
+        assert!(lot.recognize_platform(at("2026-01-30T23:59:59Z")).is_empty());
+        let january = lot.recognize_platform(at("2026-02-01T00:00:00Z"));
+        assert_eq!(january.len(), 1);
+        assert_eq!(january[0].lines[0].debit, d("6.66"));
+        assert_eq!(january[0].effective_at, at("2026-01-31T23:59:59.999999Z"));
+        let february = lot.recognize_platform(at("2026-03-01T00:00:00Z"));
+        assert_eq!(february[0].lines[0].debit, d("3.34"));
+        assert_eq!(lot.platform.unwrap().deferred(), Credits::ZERO);
+    }
+
+    #[test]
+    fn periods_skip_closed_months() {
+        let closed = [Period::from_str("2026-01").unwrap(), Period::from_str("2026-02").unwrap()];
+        let (period, adjustment) = Period::booking(at("2026-01-31T12:00:00Z"), &closed);
+        assert_eq!((period.to_string(), adjustment), ("2026-03".to_owned(), true));
+        assert!(Period::from_str("2026-13").is_err());
+        assert!(Period::from_str("26-01").is_err());
+    }
+}
