@@ -43,6 +43,10 @@ pub enum Error {
     MalformedEvent(String),
     #[error("the Stripe API could not be reached: {0}")]
     StripeUnavailable(String),
+    #[error("period {0} has not ended yet; a period closes once it is over")]
+    PeriodNotEnded(String),
+    #[error("grant {0:?} has no revenue schedule (unknown, or not paid)")]
+    GrantNotFound(String),
     #[error("no route for this path")]
     NotFound,
     #[error("the database is busy; retry")]

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
@@ -64,8 +65,8 @@ pub async fn serve(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match jobs::settle_due(&job_state.store, job_state.clock.now()).await {
-                Ok(settled) => {
+            match jobs::run_due(&job_state.store, job_state.clock.now()).await {
+                Ok((settled, _)) => {
                     metrics::Metrics::add(&job_state.metrics.customers_settled_by_jobs, settled);
                 }
                 Err(e) => tracing::warn!(error = %e, "expiry job failed; it runs again next tick"),

@@ -44,6 +44,27 @@ enum Commands {
         #[command(subcommand)]
         command: StripeCommand,
     },
+    /// Revenue recognition reports.
+    Revenue {
+        #[command(subcommand)]
+        command: RevenueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RevenueCommand {
+    /// Write the journal of the dates FROM to TO to FILE (CSV), and the roll-forward and the
+    /// waterfall of their months beside it (<stem>.rollforward.csv, <stem>.waterfall.csv).
+    Export {
+        /// First booking date, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        from: String,
+        /// Last booking date, inclusive.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +124,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Commands::Stripe {
             command: StripeCommand::Sync { since },
         } => stripe_sync(&config, &since).await,
+        Commands::Revenue {
+            command: RevenueCommand::Export { from, to, out },
+        } => revenue_export(&config, &from, &to, &out).await,
         Commands::Serve { test_clock } => {
             let state = creditbook::build_state(&config, test_clock)
                 .await
@@ -172,6 +196,46 @@ async fn stripe_sync(config: &Config, since: &str) -> Result<(), String> {
         .map(|(outcome, n)| format!("{outcome} {n}"))
         .collect();
     println!("synced {} objects: {}", report.read, outcomes.join(", "));
+    Ok(())
+}
+
+async fn revenue_export(
+    config: &Config,
+    from: &str,
+    to: &str,
+    out: &std::path::Path,
+) -> Result<(), String> {
+    use std::io::{IsTerminal, Write};
+    let store = connect(config).await?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown_percent = None;
+    let exported = creditbook::export::export(&store, from, to, out, |done, total| {
+        let bar = creditbook::export::progress_bar(done, total);
+        if terminal {
+            eprint!("\r{bar}");
+            let _ = std::io::stderr().flush();
+        } else {
+            // Logs get a line per tenth, not a line per page.
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
+            if shown_percent != Some(tenth) {
+                shown_percent = Some(tenth);
+                eprintln!("{bar}");
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("export failed: {e}"))?;
+    if terminal {
+        eprintln!();
+    }
+    println!(
+        "exported {} journal lines to {}; roll-forward {}; waterfall {}",
+        exported.journal_lines,
+        exported.journal.display(),
+        exported.rollforward.display(),
+        exported.waterfall.display()
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod extract;
 mod gate;
 mod ops;
 mod problem;
+pub mod revenue;
 mod webhooks;
 
 use crate::clock::{Clock, TestClock};
@@ -34,11 +35,13 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "creditbook", description = "Credit ledger and pre-call authorization gate"),
+    info(title = "creditbook", description = "Credit ledger, pre-call authorization gate and ASC 606 revenue books"),
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage,
         customers::show, customers::ledger, customers::create_grant, customers::set_plan,
         ops::advance_clock, ops::healthz, webhooks::stripe,
+        revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
+        revenue::close_period,
     ),
     modifiers(&BearerAuth)
 )]
@@ -70,6 +73,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}/plan", put(customers::set_plan))
         .route("/v1/test-clock/advance", post(ops::advance_clock))
         .route("/webhooks/stripe", post(webhooks::stripe))
+        .route("/v1/revenue/journal", get(revenue::journal))
+        .route("/v1/revenue/rollforward", get(revenue::rollforward))
+        .route("/v1/revenue/waterfall", get(revenue::waterfall))
+        .route("/v1/revenue/grants/{id}/schedule", get(revenue::schedule))
+        .route("/v1/revenue/periods/{period}/close", post(revenue::close_period))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

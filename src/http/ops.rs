@@ -60,7 +60,7 @@ pub async fn advance_clock(
     let now = clock
         .advance_to(request.to)
         .map_err(|now| Error::ClockBackwards(now.to_rfc3339()))?;
-    let settled = crate::jobs::settle_due(&state.store, now).await?;
+    let (settled, _) = crate::jobs::run_due(&state.store, now).await?;
     Metrics::add(&state.metrics.customers_settled_by_jobs, settled);
     Ok(Json(AdvanceResponse {
         now,

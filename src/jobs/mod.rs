@@ -9,6 +9,22 @@ use crate::store::{Command, Store};
 const BATCH: u64 = 500;
 const MAX_PASSES: usize = 1_000;
 
+/// Every time-driven job, up to `now`: holds and grants settled, then the revenue due (the
+/// platform part's days, changed breakage estimates). Returns the customers settled and the
+/// lots moved.
+pub async fn run_due(store: &Store, now: Timestamp) -> Result<(usize, usize)> {
+    let settled = settle_due(store, now).await?;
+    let mut moved = 0;
+    for _ in 0..MAX_PASSES {
+        let batch = store.recognize_due(now, BATCH).await?;
+        moved += batch;
+        if (batch as u64) < BATCH {
+            break;
+        }
+    }
+    Ok((settled, moved))
+}
+
 /// Settles everything due at `now`; returns how many customers it touched.
 pub async fn settle_due(store: &Store, now: Timestamp) -> Result<usize> {
     let mut settled = 0;

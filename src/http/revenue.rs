@@ -1,0 +1,370 @@
+//! The accountants' endpoints (scope `finance`): the journal, streamed page by page; the
+//! roll-forward, the waterfall and per-grant schedules, in JSON or CSV; and period close.
+
+use super::AppState;
+use super::extract::{Caller, identifier};
+use crate::domain::Timestamp;
+use crate::domain::revrec::Period;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::keys::Scope;
+use crate::store::reports::{JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Months one roll-forward or waterfall may span: a limit on everything.
+pub const MAX_REPORT_MONTHS: u32 = 1_200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+fn format_of(text: Option<&str>) -> Result<Format> {
+    match text.unwrap_or("json") {
+        "json" => Ok(Format::Json),
+        "csv" => Ok(Format::Csv),
+        other => Err(Error::invalid(
+            "format",
+            format!("{other:?} is not json or csv"),
+        )),
+    }
+}
+
+type QueryResult<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(query: QueryResult<T>) -> Result<T> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| Error::invalid("query", e.body_text()))
+}
+
+/// A date range, `from` and `to` inclusive, as the half-open range of instants it covers.
+pub fn date_range(from: &str, to: &str) -> Result<(Timestamp, Timestamp)> {
+    let parse = |field: &str, text: &str| {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map_err(|_| Error::invalid(field, format!("{text:?} is not a date YYYY-MM-DD")))
+    };
+    let (from, to) = (parse("from", from)?, parse("to", to)?);
+    if from > to {
+        return Err(Error::invalid("to", "is before from"));
+    }
+    let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
+    let end = (to + chrono::Days::new(1))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    Ok((start, end))
+}
+
+/// A month range, `from` and `to` inclusive.
+pub fn month_range(from: &str, to: &str) -> Result<(Period, Period)> {
+    let from: Period = from.parse().map_err(|e| Error::invalid("from", e))?;
+    let to: Period = to.parse().map_err(|e| Error::invalid("to", e))?;
+    if from > to {
+        return Err(Error::invalid("to", "is before from"));
+    }
+    let months = (to.year - from.year) * 12 + to.month as i32 - from.month as i32 + 1;
+    if months > MAX_REPORT_MONTHS as i32 {
+        return Err(Error::invalid(
+            "to",
+            format!("a report spans at most {MAX_REPORT_MONTHS} months"),
+        ));
+    }
+    Ok((from, to))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct JournalQuery {
+    /// First booking date, `YYYY-MM-DD` (UTC).
+    from: String,
+    /// Last booking date, inclusive.
+    to: String,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// The journal as a stream of text chunks, one page of lines at a time: JSON
+/// (`{"from", "to", "lines": [...]}`) or CSV with a header.
+pub fn journal_stream(
+    store: Store,
+    from: Timestamp,
+    to: Timestamp,
+    format: Format,
+) -> impl futures_util::Stream<Item = Result<String>> + Send + 'static {
+    enum Step {
+        Start,
+        After(i64, bool),
+        Done,
+    }
+    futures_util::stream::unfold(Step::Start, move |step| {
+        let store = store.clone();
+        async move {
+            let (after, first) = match step {
+                Step::Done => return None,
+                Step::Start => {
+                    let head = match format {
+                        Format::Csv => format!("{}\n", JournalRow::CSV_HEADER),
+                        Format::Json => format!(
+                            "{{\"from\":\"{}\",\"to\":\"{}\",\"lines\":[",
+                            from.date_naive(),
+                            (to - chrono::Days::new(1)).date_naive()
+                        ),
+                    };
+                    return Some((Ok(head), Step::After(0, true)));
+                }
+                Step::After(after, first) => (after, first),
+            };
+            match store.journal_page(from, to, after).await {
+                Err(e) => Some((Err(e), Step::Done)),
+                Ok((rows, None)) => {
+                    debug_assert!(rows.is_empty());
+                    let tail = match format {
+                        Format::Csv => String::new(),
+                        Format::Json => "]}".to_owned(),
+                    };
+                    Some((Ok(tail), Step::Done))
+                }
+                Ok((rows, Some(last))) => {
+                    let mut chunk = String::new();
+                    for (index, row) in rows.iter().enumerate() {
+                        match format {
+                            Format::Csv => chunk.push_str(&row.to_csv()),
+                            Format::Json => {
+                                if !(first && index == 0) {
+                                    chunk.push(',');
+                                }
+                                chunk.push_str(
+                                    &serde_json::to_string(row).expect("a row serializes"),
+                                );
+                            }
+                        }
+                    }
+                    Some((Ok(chunk), Step::After(last, false)))
+                }
+            }
+        }
+    })
+}
+
+fn content_type(format: Format) -> HeaderValue {
+    HeaderValue::from_static(match format {
+        Format::Json => "application/json",
+        Format::Csv => "text/csv; charset=utf-8",
+    })
+}
+
+#[utoipa::path(get, path = "/v1/revenue/journal", params(JournalQuery),
+    responses((status = 200, description = "The journal, one row per line (JSON or CSV), streamed"),
+        (status = 422)), security(("bearer" = [])))]
+pub async fn journal(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: QueryResult<JournalQuery>,
+) -> Result<Response> {
+    caller.require(Scope::Finance)?;
+    let q = query(q)?;
+    let format = format_of(q.format.as_deref())?;
+    let (from, to) = date_range(&q.from, &q.to)?;
+    let stream = futures_util::StreamExt::map(
+        journal_stream(state.store.clone(), from, to, format),
+        |chunk| {
+            chunk.map(Bytes::from).map_err(|e| {
+                // The status line is gone: the body ends early, and the cause is logged once.
+                tracing::error!(error = %e, "journal export failed mid-stream");
+                std::io::Error::other("journal export failed")
+            })
+        },
+    );
+    let mut response = Body::from_stream(stream).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type(format));
+    Ok(response)
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct MonthsQuery {
+    /// First month, `YYYY-MM`.
+    from: String,
+    /// Last month, inclusive.
+    to: String,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RollforwardReport {
+    #[schema(value_type = Vec<Object>)]
+    rows: Vec<RollforwardRow>,
+}
+
+fn csv_response(body: String) -> Response {
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type(Format::Csv));
+    response
+}
+
+pub fn rollforward_csv(rows: &[RollforwardRow]) -> String {
+    let mut out = format!("{}\n", RollforwardRow::CSV_HEADER);
+    rows.iter().for_each(|r| out.push_str(&r.to_csv()));
+    out
+}
+
+pub fn waterfall_csv(rows: &[WaterfallRow], from: Period, to: Period) -> String {
+    let mut periods = Vec::new();
+    let mut period = from;
+    while period <= to {
+        periods.push(period.to_string());
+        period = period.next();
+    }
+    let mut out = format!("booked_period,currency,billed,{},deferred\n", periods.join(","));
+    for row in rows {
+        let cells: Vec<&str> = periods
+            .iter()
+            .map(|p| row.recognized.get(p).map_or("0", String::as_str))
+            .collect();
+        out.push_str(&format!(
+            "{},{},{},{},{}\n",
+            row.booked_period,
+            row.currency,
+            row.billed,
+            cells.join(","),
+            row.deferred
+        ));
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/v1/revenue/rollforward", params(MonthsQuery),
+    responses((status = 200, body = RollforwardReport), (status = 422)), security(("bearer" = [])))]
+pub async fn rollforward(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: QueryResult<MonthsQuery>,
+) -> Result<Response> {
+    caller.require(Scope::Finance)?;
+    let q = query(q)?;
+    let format = format_of(q.format.as_deref())?;
+    let (from, to) = month_range(&q.from, &q.to)?;
+    let rows = state.store.rollforward(from, to).await?;
+    Ok(match format {
+        Format::Json => Json(RollforwardReport { rows }).into_response(),
+        Format::Csv => csv_response(rollforward_csv(&rows)),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WaterfallReport {
+    #[schema(value_type = Vec<Object>)]
+    rows: Vec<WaterfallRow>,
+}
+
+#[utoipa::path(get, path = "/v1/revenue/waterfall", params(MonthsQuery),
+    responses((status = 200, body = WaterfallReport), (status = 422)), security(("bearer" = [])))]
+pub async fn waterfall(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: QueryResult<MonthsQuery>,
+) -> Result<Response> {
+    caller.require(Scope::Finance)?;
+    let q = query(q)?;
+    let format = format_of(q.format.as_deref())?;
+    let (from, to) = month_range(&q.from, &q.to)?;
+    let rows = state.store.waterfall(from, to).await?;
+    Ok(match format {
+        Format::Json => Json(WaterfallReport { rows }).into_response(),
+        Format::Csv => csv_response(waterfall_csv(&rows, from, to)),
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct FormatQuery {
+    /// `json` (default) or `csv` (the periods).
+    format: Option<String>,
+}
+
+pub fn schedule_csv(schedule: &Schedule) -> String {
+    let mut out = String::from(
+        "grant,period,billed,usage_recognized,platform_recognized,breakage,refunded,revenue_reversed,transferred,deferred\n",
+    );
+    for r in &schedule.periods {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            csv_field(&schedule.grant),
+            r.period,
+            r.billed,
+            r.usage_recognized,
+            r.platform_recognized,
+            r.breakage,
+            r.refunded,
+            r.revenue_reversed,
+            r.transferred,
+            r.deferred
+        ));
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/v1/revenue/grants/{id}/schedule", params(("id" = String, Path), FormatQuery),
+    responses((status = 200, description = "The grant's revenue schedule"), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: QueryResult<FormatQuery>,
+) -> Result<Response> {
+    caller.require(Scope::Finance)?;
+    let q = query(q)?;
+    let format = format_of(q.format.as_deref())?;
+    let id = identifier("id", &id)?;
+    let schedule = state
+        .store
+        .schedule(&id)
+        .await?
+        .ok_or(Error::GrantNotFound(id))?;
+    Ok(match format {
+        Format::Json => Json(schedule).into_response(),
+        Format::Csv => csv_response(schedule_csv(&schedule)),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Closed {
+    period: String,
+    status: &'static str,
+    closed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Locks a period that has ended. Time-driven postings due by now (expiries, the platform
+/// part's days) are made first, so the period closes with them. Closing again changes nothing.
+#[utoipa::path(post, path = "/v1/revenue/periods/{period}/close", params(("period" = String, Path)),
+    responses((status = 200, body = Closed), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn close_period(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(period): Path<String>,
+) -> Result<Json<Closed>> {
+    caller.require(Scope::Finance)?;
+    let period: Period = period.parse().map_err(|e| Error::invalid("period", e))?;
+    let now = state.clock.now();
+    if period.end() > now {
+        return Err(Error::PeriodNotEnded(period.to_string()));
+    }
+    crate::jobs::run_due(&state.store, now).await?;
+    let closed_at = state.store.close_period(period, now).await?;
+    Ok(Json(Closed {
+        period: period.to_string(),
+        status: "closed",
+        closed_at,
+    }))
+}
