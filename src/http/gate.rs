@@ -45,6 +45,28 @@ pub struct SpendRequest {
     #[schema(value_type = String, example = "1")]
     quantity: Amount,
     idempotency_key: String,
+    /// Usage only: when the usage happened, if it is reported late (at most
+    /// `MAX_USAGE_LATENESS_DAYS` ago). Its revenue is dated then; credits are spent now.
+    #[serde(default)]
+    occurred_at: Option<DateTime<Utc>>,
+}
+
+/// How late a usage may be reported: a limit on how far back revenue can be dated.
+pub const MAX_USAGE_LATENESS_DAYS: i64 = 35;
+
+/// When a reported usage happened: now, or a past time within the lateness limit.
+fn occurred(occurred_at: Option<DateTime<Utc>>, now: Timestamp) -> Result<Timestamp> {
+    match occurred_at {
+        None => Ok(now),
+        Some(at) if at > now => Err(Error::invalid("occurred_at", "is in the future")),
+        Some(at) if now - at > chrono::Duration::days(MAX_USAGE_LATENESS_DAYS) => {
+            Err(Error::invalid(
+                "occurred_at",
+                format!("is more than {MAX_USAGE_LATENESS_DAYS} days ago"),
+            ))
+        }
+        Some(at) => Ok(at),
+    }
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -215,6 +237,12 @@ pub async fn authorize(
     ApiJson(request): ApiJson<SpendRequest>,
 ) -> Result<(StatusCode, Json<AuthorizationResponse>)> {
     caller.require(Scope::App)?;
+    if request.occurred_at.is_some() {
+        return Err(Error::invalid(
+            "occurred_at",
+            "applies to usage only; an authorization is made now",
+        ));
+    }
     let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
     let now = state.clock.now();
     let hold_id = format!("hold_{}", uuid::Uuid::now_v7().simple());
@@ -422,11 +450,24 @@ pub async fn usage(
     caller.require(Scope::App)?;
     let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
     let now = state.clock.now();
+    let occurred_at = occurred(request.occurred_at, now)?;
+    let mut idempotency = spend.idempotency(POST_USAGE, &request.idempotency_key)?;
+    if occurred_at != now {
+        idempotency = Idempotency::request(
+            &identifier("idempotency_key", &request.idempotency_key)?,
+            request_hash(&[
+                POST_USAGE,
+                &spend.action.id,
+                &spend.quantity.to_string(),
+                &occurred_at.to_rfc3339(),
+            ]),
+        );
+    }
     let usage_id = format!("usage_{}", uuid::Uuid::now_v7().simple());
     let command = Command {
         customer_id: &spend.customer,
         create_customer: false,
-        idempotency: Some(spend.idempotency(POST_USAGE, &request.idempotency_key)?),
+        idempotency: Some(idempotency),
         hold_id: None,
         now,
         origin: Origin {
@@ -441,7 +482,8 @@ pub async fn usage(
             let overage = state
                 .catalog
                 .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
-            book.debit(spend.credits, &spend.usage(), &overage, now)?;
+            // Spent now, against what is available now; dated when it happened.
+            book.debit(spend.credits, &spend.usage(), &overage, occurred_at)?;
             Ok(UsageResponse {
                 id: usage_id.clone(),
                 customer: spend.customer.clone(),

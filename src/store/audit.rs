@@ -3,8 +3,9 @@
 
 use super::Store;
 use crate::error::Result;
-use entity::{customers, grants, holds, ledger_entries};
-use sea_orm::EntityTrait;
+use entity::{customers, grants, holds, journal_lines, ledger_entries, revenue_lots};
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{ColumnTrait, EntityTrait, QuerySelect};
 use std::collections::HashMap;
 
 #[derive(Default)]
@@ -12,6 +13,8 @@ struct Sums {
     credits: i64,
     held: i64,
     granted: i64,
+    /// Money of the clawbacks.
+    refunded: i64,
 }
 
 impl Store {
@@ -32,12 +35,22 @@ impl Store {
             if e.kind == "grant" {
                 bucket.granted += e.credits;
             }
+            if e.kind == "clawback" {
+                bucket.refunded += e.money.unwrap_or(0);
+            }
             if let Some(h) = &e.hold_id {
                 *by_hold.entry(h.clone()).or_default() += e.held;
             }
         }
-        for g in grants::Entity::find().all(db).await? {
+        let grant_rows = grants::Entity::find().all(db).await?;
+        for g in &grant_rows {
             let sums = by_grant.remove(&g.id).unwrap_or_default();
+            if sums.refunded != g.refunded {
+                problems.push(format!(
+                    "grant {}: clawbacks carry {} of money, row says {} refunded",
+                    g.id, sums.refunded, g.refunded
+                ));
+            }
             if sums.credits != g.remaining || sums.held != g.held || sums.granted != g.credits {
                 problems.push(format!(
                     "grant {}: entries say remaining {} held {} granted {}, row says {} {} {}",
@@ -75,6 +88,107 @@ impl Store {
                 .keys()
                 .map(|g| format!("entries name unknown grant {g}")),
         );
+        problems.extend(self.audit_revenue(&grant_rows).await?);
+        Ok(problems)
+    }
+
+    /// The books against the ledger (DESIGN.md §2, §4): every journal entry balances per
+    /// currency; every paid grant has a lot whose credits match the grant and whose identity
+    /// holds; and the journal's lines per lot add up to what the lot says it posted.
+    async fn audit_revenue(&self, grant_rows: &[grants::Model]) -> Result<Vec<String>> {
+        let db = self.connection();
+        let mut problems = Vec::new();
+        let unbalanced: Vec<(String, String, i64, i64)> = journal_lines::Entity::find()
+            .select_only()
+            .column(journal_lines::Column::EntryId)
+            .column(journal_lines::Column::Currency)
+            .column_as(journal_lines::Column::Debit.sum().cast_as("BIGINT"), "debit")
+            .column_as(journal_lines::Column::Credit.sum().cast_as("BIGINT"), "credit")
+            .group_by(journal_lines::Column::EntryId)
+            .group_by(journal_lines::Column::Currency)
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (entry, currency, debit, credit) in unbalanced {
+            if debit != credit {
+                problems.push(format!(
+                    "journal entry {entry} ({currency}): debits {debit} != credits {credit}"
+                ));
+            }
+        }
+        let per_lot: Vec<(Option<String>, String, i64, i64)> = journal_lines::Entity::find()
+            .select_only()
+            .column(journal_lines::Column::GrantId)
+            .column(journal_lines::Column::Account)
+            .column_as(journal_lines::Column::Debit.sum().cast_as("BIGINT"), "debit")
+            .column_as(journal_lines::Column::Credit.sum().cast_as("BIGINT"), "credit")
+            .group_by(journal_lines::Column::GrantId)
+            .group_by(journal_lines::Column::Account)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let mut journal: HashMap<(String, String), i64> = HashMap::new();
+        for (grant, account, debit, credit) in per_lot {
+            if let Some(grant) = grant {
+                journal.insert((grant, account), credit - debit);
+            }
+        }
+        let net = |grant: &str, account: &str| {
+            journal
+                .get(&(grant.to_owned(), account.to_owned()))
+                .copied()
+                .unwrap_or(0)
+        };
+        let lots: HashMap<String, revenue_lots::Model> = revenue_lots::Entity::find()
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|l| (l.grant_id.clone(), l))
+            .collect();
+        for g in grant_rows.iter().filter(|g| g.price.is_some()) {
+            let Some(lot) = lots.get(&g.id) else {
+                problems.push(format!("paid grant {} has no revenue lot", g.id));
+                continue;
+            };
+            let remaining = lot.credits - lot.consumed - lot.lapsed - lot.removed;
+            if remaining != g.remaining {
+                problems.push(format!(
+                    "lot {}: {remaining} credits left, the grant has {}",
+                    g.id, g.remaining
+                ));
+            }
+            let deferred = lot.price
+                - lot.usage_recognized
+                - lot.breakage_recognized
+                - lot.refunded
+                - lot.transferred;
+            let platform_deferred = lot.platform_amount.unwrap_or(0)
+                - lot.platform_recognized.unwrap_or(0)
+                - lot.platform_refunded.unwrap_or(0);
+            let checks = [
+                ("contract_liability", deferred),
+                ("deferred_platform", platform_deferred),
+                ("usage_revenue", lot.usage_recognized),
+                ("breakage_revenue", lot.breakage_recognized),
+                ("subscription_revenue", lot.platform_recognized.unwrap_or(0)),
+                ("refunds", -(lot.contra + lot.platform_contra.unwrap_or(0))),
+            ];
+            for (account, expected) in checks {
+                let posted = net(&g.id, account);
+                if posted != expected {
+                    problems.push(format!(
+                        "lot {}: {account} posted {posted}, the lot says {expected}",
+                        g.id
+                    ));
+                }
+            }
+            if deferred < 0 || platform_deferred < 0 {
+                problems.push(format!("lot {}: deferral below zero", g.id));
+            }
+            if g.remaining == 0 && !g.expired && g.held == 0 && deferred != 0 {
+                problems.push(format!("lot {}: used up with {deferred} deferred", g.id));
+            }
+        }
         Ok(problems)
     }
 }

@@ -461,6 +461,7 @@ async fn write(
                     )
                     .col_expr(grants::Column::Held, Expr::value(micros(grant.held)?))
                     .col_expr(grants::Column::Expired, Expr::value(grant.expired))
+                    .col_expr(grants::Column::Refunded, Expr::value(micros(grant.refunded)?))
                     .col_expr(
                         grants::Column::ExpiresAt,
                         Expr::value(grant.expires_at.map(time)),
