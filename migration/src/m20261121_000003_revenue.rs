@@ -69,7 +69,7 @@ CREATE TABLE journal_lines (
     UNIQUE (entry_id, line),
     CHECK (debit = 0 OR credit = 0)
 );
-CREATE INDEX journal_lines_booked ON journal_lines (booked_at, id);
+CREATE INDEX journal_lines_booked ON journal_lines (booked_at, entry_id, line);
 CREATE INDEX journal_lines_period ON journal_lines (period, currency, account);
 CREATE INDEX journal_lines_grant ON journal_lines (grant_id, id);
 CREATE TABLE revenue_periods (

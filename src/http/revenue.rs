@@ -8,7 +8,7 @@ use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::keys::Scope;
-use crate::store::reports::{JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field};
+use crate::store::reports::{JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -49,8 +49,11 @@ fn query<T>(query: QueryResult<T>) -> Result<T> {
 /// A date range, `from` and `to` inclusive, as the half-open range of instants it covers.
 pub fn date_range(from: &str, to: &str) -> Result<(Timestamp, Timestamp)> {
     let parse = |field: &str, text: &str| {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .map_err(|_| Error::invalid(field, format!("{text:?} is not a date YYYY-MM-DD")))
+        let bad = || Error::invalid(field, format!("{text:?} is not a date YYYY-MM-DD"));
+        if text.len() != 10 {
+            return Err(bad());
+        }
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())
     };
     let (from, to) = (parse("from", from)?, parse("to", to)?);
     if from > to {
@@ -100,7 +103,7 @@ pub fn journal_stream(
 ) -> impl futures_util::Stream<Item = Result<String>> + Send + 'static {
     enum Step {
         Start,
-        After(i64, bool),
+        After(JournalCursor, bool),
         Done,
     }
     futures_util::stream::unfold(Step::Start, move |step| {
@@ -117,11 +120,11 @@ pub fn journal_stream(
                             (to - chrono::Days::new(1)).date_naive()
                         ),
                     };
-                    return Some((Ok(head), Step::After(0, true)));
+                    return Some((Ok(head), Step::After(JournalCursor::default(), true)));
                 }
                 Step::After(after, first) => (after, first),
             };
-            match store.journal_page(from, to, after).await {
+            match store.journal_page(from, to, &after).await {
                 Err(e) => Some((Err(e), Step::Done)),
                 Ok((rows, None)) => {
                     debug_assert!(rows.is_empty());

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use entity::{journal_lines, revenue_lots, revenue_periods};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     Statement,
 };
 use serde::Serialize;
@@ -25,6 +25,14 @@ pub fn money(amount: Credits, currency: &str) -> String {
     let mut value = amount.value();
     value.rescale(currency_minor_units(currency));
     value.to_string()
+}
+
+/// Where a journal page ends: the booking time, entry and line of its last line.
+#[derive(Debug, Clone, Default)]
+pub struct JournalCursor {
+    booked_at: Option<i64>,
+    entry_id: String,
+    line: i32,
 }
 
 /// One journal line, as reported.
@@ -220,23 +228,42 @@ struct Sums {
 }
 
 impl Store {
-    /// Journal lines booked from `from` (inclusive) to `to` (exclusive), after line `after_id`,
-    /// in the order they were written. Empty when there are no more.
+    /// Journal lines booked from `from` (inclusive) to `to` (exclusive), after `after`, in
+    /// booking order (date, then entry, then line: an entry's lines stay together). Returns the
+    /// cursor of the last line, none when there are no more.
     pub async fn journal_page(
         &self,
         from: Timestamp,
         to: Timestamp,
-        after_id: i64,
-    ) -> Result<(Vec<JournalRow>, Option<i64>)> {
+        after: &JournalCursor,
+    ) -> Result<(Vec<JournalRow>, Option<JournalCursor>)> {
+        use journal_lines::Column as C;
+        let lower = match after.booked_at {
+            None => Condition::all().add(C::BookedAt.gte(from.timestamp_micros())),
+            Some(at) => Condition::any().add(C::BookedAt.gt(at)).add(
+                Condition::all().add(C::BookedAt.eq(at)).add(
+                    Condition::any().add(C::EntryId.gt(after.entry_id.clone())).add(
+                        Condition::all()
+                            .add(C::EntryId.eq(after.entry_id.clone()))
+                            .add(C::Line.gt(after.line)),
+                    ),
+                ),
+            ),
+        };
         let rows = journal_lines::Entity::find()
-            .filter(journal_lines::Column::Id.gt(after_id))
-            .filter(journal_lines::Column::BookedAt.gte(from.timestamp_micros()))
-            .filter(journal_lines::Column::BookedAt.lt(to.timestamp_micros()))
-            .order_by_asc(journal_lines::Column::Id)
+            .filter(lower)
+            .filter(C::BookedAt.lt(to.timestamp_micros()))
+            .order_by_asc(C::BookedAt)
+            .order_by_asc(C::EntryId)
+            .order_by_asc(C::Line)
             .limit(JOURNAL_PAGE_LINES)
             .all(self.connection())
             .await?;
-        let last = rows.last().map(|r| r.id);
+        let last = rows.last().map(|r| JournalCursor {
+            booked_at: Some(r.booked_at),
+            entry_id: r.entry_id.clone(),
+            line: r.line,
+        });
         let rows = rows
             .into_iter()
             .map(JournalRow::from_model)
