@@ -43,7 +43,10 @@ pub async fn export(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Exported> {
     let (start, end) = date_range(from, to)?;
-    let months = (Period::of(start), Period::of(end - chrono::Duration::microseconds(1)));
+    let months = (
+        Period::of(start),
+        Period::of(end - chrono::Duration::microseconds(1)),
+    );
     let total = store.journal_count(start, end).await?;
     let partial = out.with_extension("partial");
     let file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
@@ -79,7 +82,10 @@ pub async fn export(
 /// A one-line progress bar for a terminal: `[#####-----]  50%  1000/2000 lines`.
 pub fn progress_bar(done: u64, total: u64) -> String {
     const WIDTH: u64 = 30;
-    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH);
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
     let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
     format!(
         "[{}{}] {percent:>3}%  {done}/{total} lines",

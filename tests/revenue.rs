@@ -67,10 +67,7 @@ async fn buy_pack(app: &TestApp, account: &str, pack: &str, cents: i64, payment:
 }
 
 async fn newest_grant(app: &TestApp, account: &str) -> String {
-    let lots = app
-        .store
-        .connection()
-        .clone();
+    let lots = app.store.connection().clone();
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     entity::grants::Entity::find()
         .filter(entity::grants::Column::CustomerId.eq(account))
@@ -249,7 +246,11 @@ async fn reconcile(app: &TestApp, from: &str, to: &str) {
             .map(|w| money(w["recognized"][period].as_str().unwrap_or("0")))
             .sum();
         let m = |k: &str| money(row[k].as_str().unwrap());
-        assert_eq!(column, m("recognized") + m("breakage"), "waterfall {period}");
+        assert_eq!(
+            column,
+            m("recognized") + m("breakage"),
+            "waterfall {period}"
+        );
     }
     for grant in grants {
         let s = schedule(app, &grant).await;
@@ -261,7 +262,11 @@ async fn reconcile(app: &TestApp, from: &str, to: &str) {
         );
         let last = s["periods"].as_array().unwrap().last().cloned();
         if let Some(last) = last {
-            assert_eq!(money(last["deferred"].as_str().unwrap()), m("deferred"), "{s}");
+            assert_eq!(
+                money(last["deferred"].as_str().unwrap()),
+                m("deferred"),
+                "{s}"
+            );
         }
     }
     app.assert_audit_clean().await;
@@ -276,7 +281,11 @@ fn redact(text: &str) -> String {
         while let Some(found) = out[index..].find(prefix) {
             let start = index + found;
             let end = start + prefix.len() + 32;
-            if end <= out.len() && out[start + prefix.len()..end].bytes().all(|b| b.is_ascii_hexdigit()) {
+            if end <= out.len()
+                && out[start + prefix.len()..end]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit())
+            {
                 let id = out[start..end].to_owned();
                 let n = seen.iter().position(|s| s == &id).unwrap_or_else(|| {
                     seen.push(id.clone());
@@ -330,7 +339,11 @@ async fn top_up_used_in_part_then_expired(app: TestApp) {
     );
     let rows = rollforward(&app, "2026-01", "2027-01").await;
     assert_eq!(
-        (&rows[0]["billings"], &rows[0]["recognized"], &rows[0]["closing"]),
+        (
+            &rows[0]["billings"],
+            &rows[0]["recognized"],
+            &rows[0]["closing"]
+        ),
         (&json!("100.00"), &json!("25.00"), &json!("75.00"))
     );
     assert_eq!(
@@ -340,9 +353,17 @@ async fn top_up_used_in_part_then_expired(app: TestApp) {
     let s = schedule(&app, &grant).await;
     assert_eq!(s["totals"]["breakage"], "75.00");
     reconcile(&app, "2026-01", "2027-01").await;
-    let journal_csv = csv(&app, "/v1/revenue/journal?from=2026-01-01&to=2027-12-31&format=csv").await;
+    let journal_csv = csv(
+        &app,
+        "/v1/revenue/journal?from=2026-01-01&to=2027-12-31&format=csv",
+    )
+    .await;
     insta::assert_snapshot!("top_up_journal_csv", redact(&journal_csv));
-    let rollforward_csv = csv(&app, "/v1/revenue/rollforward?from=2026-01&to=2026-03&format=csv").await;
+    let rollforward_csv = csv(
+        &app,
+        "/v1/revenue/rollforward?from=2026-01&to=2026-03&format=csv",
+    )
+    .await;
     insta::assert_snapshot!("top_up_rollforward_csv", rollforward_csv);
 }
 per_engine!(top_up_used_in_part_then_expired);
@@ -366,7 +387,11 @@ async fn proportional_breakage_trued_up_at_expiry(app: TestApp) {
     );
     let s = schedule(&app, &grant).await;
     assert_eq!(
-        (&s["totals"]["recognized"], &s["totals"]["breakage"], &s["totals"]["deferred"]),
+        (
+            &s["totals"]["recognized"],
+            &s["totals"]["breakage"],
+            &s["totals"]["deferred"]
+        ),
         (&json!("1.70"), &json!("8.30"), &json!("0.00"))
     );
     reconcile(&app, "2026-01", "2027-01").await;
@@ -402,24 +427,54 @@ async fn subscription_with_platform_share(app: TestApp) {
             line("consumption", "contract_liability", "5.80", "0.00"),
             line("consumption", "usage_revenue", "0.00", "5.80"),
             line("platform_recognition", "deferred_platform", "4.18", "0.00"),
-            line("platform_recognition", "subscription_revenue", "0.00", "4.18"),
+            line(
+                "platform_recognition",
+                "subscription_revenue",
+                "0.00",
+                "4.18"
+            ),
             line("platform_recognition", "deferred_platform", "1.62", "0.00"),
-            line("platform_recognition", "subscription_revenue", "0.00", "1.62"),
+            line(
+                "platform_recognition",
+                "subscription_revenue",
+                "0.00",
+                "1.62"
+            ),
             line("breakage", "contract_liability", "17.40", "0.00"),
             line("breakage", "breakage_revenue", "0.00", "17.40"),
         ]
     );
     let rows = rollforward(&app, "2026-01", "2026-02").await;
     let pick = |r: &Value| {
-        ["opening", "billings", "recognized", "breakage", "refunds", "closing"]
-            .map(|k| r[k].as_str().unwrap().to_owned())
+        [
+            "opening",
+            "billings",
+            "recognized",
+            "breakage",
+            "refunds",
+            "closing",
+        ]
+        .map(|k| r[k].as_str().unwrap().to_owned())
     };
-    assert_eq!(pick(&rows[0]), ["0.00", "29.00", "9.98", "0.00", "0.00", "19.02"]);
-    assert_eq!(pick(&rows[1]), ["19.02", "0.00", "1.62", "17.40", "0.00", "0.00"]);
+    assert_eq!(
+        pick(&rows[0]),
+        ["0.00", "29.00", "9.98", "0.00", "0.00", "19.02"]
+    );
+    assert_eq!(
+        pick(&rows[1]),
+        ["19.02", "0.00", "1.62", "17.40", "0.00", "0.00"]
+    );
     let s = schedule(&app, &grant).await;
-    assert_eq!((&s["price"], &s["platform"]), (&json!("23.20"), &json!("5.80")));
+    assert_eq!(
+        (&s["price"], &s["platform"]),
+        (&json!("23.20"), &json!("5.80"))
+    );
     reconcile(&app, "2026-01", "2026-02").await;
-    let schedule_csv = csv(&app, &format!("/v1/revenue/grants/{grant}/schedule?format=csv")).await;
+    let schedule_csv = csv(
+        &app,
+        &format!("/v1/revenue/grants/{grant}/schedule?format=csv"),
+    )
+    .await;
     insta::assert_snapshot!("plan_schedule_csv", redact(&schedule_csv));
 }
 per_engine!(subscription_with_platform_share);
@@ -586,7 +641,10 @@ async fn late_usage_after_close_lands_in_next_period(app: TestApp) {
     assert_eq!(value["status"], "closed");
     // Closing again changes nothing.
     let (status, again) = close("2026-01").await;
-    assert_eq!((status, &again["closed_at"]), (StatusCode::OK, &value["closed_at"]));
+    assert_eq!(
+        (status, &again["closed_at"]),
+        (StatusCode::OK, &value["closed_at"])
+    );
     let january = rollforward(&app, "2026-01", "2026-01").await;
     let january_journal = journal(&app, "2026-01-01", "2026-01-31").await;
 
@@ -599,7 +657,10 @@ async fn late_usage_after_close_lands_in_next_period(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     assert_eq!(rollforward(&app, "2026-01", "2026-01").await, january);
-    assert_eq!(journal(&app, "2026-01-01", "2026-01-31").await, january_journal);
+    assert_eq!(
+        journal(&app, "2026-01-01", "2026-01-31").await,
+        january_journal
+    );
     let february = journal(&app, "2026-02-01", "2026-02-28").await;
     assert_eq!(february.len(), 2);
     for l in &february {
@@ -611,7 +672,10 @@ async fn late_usage_after_close_lands_in_next_period(app: TestApp) {
         assert!(l["source"].as_str().unwrap().starts_with("usage_"));
     }
     assert_eq!(february[1]["credit"], "10.00");
-    assert_eq!(rollforward(&app, "2026-02", "2026-02").await[0]["recognized"], "10.00");
+    assert_eq!(
+        rollforward(&app, "2026-02", "2026-02").await[0]["recognized"],
+        "10.00"
+    );
     // Usage reported too late, or from the future, is refused and changes nothing.
     for occurred_at in ["2025-12-01T00:00:00Z", "2026-02-03T00:00:00Z"] {
         let (status, value) = app
@@ -632,12 +696,30 @@ per_engine!(late_usage_after_close_lands_in_next_period);
 async fn bad_report_requests(app: TestApp) {
     let cases = [
         ("/v1/revenue/journal?from=2026-01-01", "invalid_request"),
-        ("/v1/revenue/journal?from=2026-02-01&to=2026-01-01", "invalid_request"),
-        ("/v1/revenue/journal?from=2026-1-1&to=2026-01-31", "invalid_request"),
-        ("/v1/revenue/journal?from=2026-01-01&to=2026-01-31&format=xml", "invalid_request"),
-        ("/v1/revenue/rollforward?from=2026-13&to=2026-12", "invalid_request"),
-        ("/v1/revenue/rollforward?from=1990-01&to=2200-01", "invalid_request"),
-        ("/v1/revenue/waterfall?from=2026-03&to=2026-01", "invalid_request"),
+        (
+            "/v1/revenue/journal?from=2026-02-01&to=2026-01-01",
+            "invalid_request",
+        ),
+        (
+            "/v1/revenue/journal?from=2026-1-1&to=2026-01-31",
+            "invalid_request",
+        ),
+        (
+            "/v1/revenue/journal?from=2026-01-01&to=2026-01-31&format=xml",
+            "invalid_request",
+        ),
+        (
+            "/v1/revenue/rollforward?from=2026-13&to=2026-12",
+            "invalid_request",
+        ),
+        (
+            "/v1/revenue/rollforward?from=1990-01&to=2200-01",
+            "invalid_request",
+        ),
+        (
+            "/v1/revenue/waterfall?from=2026-03&to=2026-01",
+            "invalid_request",
+        ),
         ("/v1/revenue/grants/grant_nope/schedule", "grant_not_found"),
     ];
     for (path, kind) in cases {
@@ -645,8 +727,13 @@ async fn bad_report_requests(app: TestApp) {
         assert!(status.is_client_error(), "{path}: {status} {value}");
         assert_eq!(value["type"], kind, "{path}: {value}");
     }
-    let (status, value) = app.get_app("/v1/revenue/rollforward?from=2026-01&to=2026-01").await;
-    assert_eq!((status, &value["type"]), (StatusCode::FORBIDDEN, &json!("insufficient_scope")));
+    let (status, value) = app
+        .get_app("/v1/revenue/rollforward?from=2026-01&to=2026-01")
+        .await;
+    assert_eq!(
+        (status, &value["type"]),
+        (StatusCode::FORBIDDEN, &json!("insufficient_scope"))
+    );
     let (status, value) = app
         .call(
             reqwest::Method::POST,
@@ -655,7 +742,10 @@ async fn bad_report_requests(app: TestApp) {
             None,
         )
         .await;
-    assert_eq!((status, &value["type"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_request")));
+    assert_eq!(
+        (status, &value["type"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_request"))
+    );
 }
 per_engine!(bad_report_requests);
 
@@ -668,15 +758,35 @@ async fn cli_export_matches_the_api(app: TestApp) {
     let out = dir.path().join("books.csv");
     let output = common::run_cli(
         &config,
-        &["revenue", "export", "--from", "2026-01-01", "--to", "2026-01-31", "--out", out.to_str().unwrap()],
+        &[
+            "revenue",
+            "export",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-31",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let written = std::fs::read_to_string(&out).unwrap();
-    let served = csv(&app, "/v1/revenue/journal?from=2026-01-01&to=2026-01-31&format=csv").await;
+    let served = csv(
+        &app,
+        "/v1/revenue/journal?from=2026-01-01&to=2026-01-31&format=csv",
+    )
+    .await;
     assert_eq!(written, served);
     assert_eq!(written.lines().count(), 1 + 5);
     let rollforward = std::fs::read_to_string(dir.path().join("books.rollforward.csv")).unwrap();
-    assert!(rollforward.starts_with("period,currency,opening"), "{rollforward}");
+    assert!(
+        rollforward.starts_with("period,currency,opening"),
+        "{rollforward}"
+    );
     assert!(dir.path().join("books.waterfall.csv").exists());
     assert!(String::from_utf8_lossy(&output.stderr).contains("100%"));
 }
@@ -715,7 +825,11 @@ async fn random_histories_reconcile(engine: Engine, seed: u64) {
                     account,
                     &format!("in_{seed}_{invoices}"),
                     "subscription_create",
-                    if rng.gen_bool(0.5) { "price_team_monthly" } else { "price_pro_monthly" },
+                    if rng.gen_bool(0.5) {
+                        "price_team_monthly"
+                    } else {
+                        "price_pro_monthly"
+                    },
                     rng.gen_range(1_000..20_000),
                     1,
                     (start, start + chrono::Duration::days(rng.gen_range(20..40))),
@@ -734,7 +848,7 @@ async fn random_histories_reconcile(engine: Engine, seed: u64) {
             4 => {
                 app.promo(account, &rng.gen_range(1..200).to_string()).await;
             }
-            5 | 6 | 7 => {
+            5..=7 => {
                 let credits = rng.gen_range(1..3000);
                 let _ = app
                     .usage(
@@ -771,7 +885,9 @@ async fn random_histories_reconcile(engine: Engine, seed: u64) {
             }
         }
     }
-    let end = creditbook::domain::revrec::Period::of(app.now()).next().next();
+    let end = creditbook::domain::revrec::Period::of(app.now())
+        .next()
+        .next();
     reconcile(&app, "2026-01", &end.to_string()).await;
 }
 

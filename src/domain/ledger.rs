@@ -638,12 +638,10 @@ impl Book {
             Overage::Bill { price } => {
                 // Billed money at the overage price, to the credit scale; the journal rounds the
                 // running total to the currency.
-                let money = Credits::new(
-                    (amount.value() * *price).round_dp_with_strategy(
-                        super::money::SCALE,
-                        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-                    ),
-                )
+                let money = Credits::new((amount.value() * *price).round_dp_with_strategy(
+                    super::money::SCALE,
+                    rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+                ))
                 .expect("rounded to the credit scale");
                 let entry = self.push(EntryKind::Overage, None, hold_id, usage);
                 entry.held = held;

@@ -170,7 +170,11 @@ impl Posting {
         let mut credits = Credits::ZERO;
         for line in &self.lines {
             if line.debit.is_negative() || line.credit.is_negative() {
-                return Err(format!("{} line on {} is negative", self.kind.as_str(), line.account.as_str()));
+                return Err(format!(
+                    "{} line on {} is negative",
+                    self.kind.as_str(),
+                    line.account.as_str()
+                ));
             }
             if line.debit.value().scale() > minor || line.credit.value().scale() > minor {
                 return Err(format!(
@@ -272,7 +276,8 @@ impl Platform {
 
     /// The day after the last day recognized, at 00:00 UTC: when the next day's share is due.
     pub fn next_due(&self) -> Option<Timestamp> {
-        (self.days_done < self.days).then(|| day_end(self.first_day + chrono::Days::new(u64::from(self.days_done))))
+        (self.days_done < self.days)
+            .then(|| day_end(self.first_day + chrono::Days::new(u64::from(self.days_done))))
     }
 }
 
@@ -316,7 +321,13 @@ pub struct Lot {
 }
 
 impl Lot {
-    fn new(grant_id: &str, currency: &str, price: Credits, credits: Credits, breakage: Breakage) -> Lot {
+    fn new(
+        grant_id: &str,
+        currency: &str,
+        price: Credits,
+        credits: Credits,
+        breakage: Breakage,
+    ) -> Lot {
         assert!(!price.is_negative(), "a price is not negative");
         assert!(credits.is_positive(), "a lot holds credits");
         Lot {
@@ -350,7 +361,10 @@ impl Lot {
         let mut posting = Posting::new(PostingKind::PackPayment, currency, at);
         posting.debit(Account::Cash, price, None);
         posting.credit(Account::ContractLiability, price, Some(grant_id));
-        (lot, posting.with_memo("pack paid: its price deferred until the credits are used"))
+        (
+            lot,
+            posting.with_memo("pack paid: its price deferred until the credits are used"),
+        )
     }
 
     /// A plan invoice line paid: the platform part (`platform_share` of the price, rounded) is
@@ -367,7 +381,13 @@ impl Lot {
         at: Timestamp,
     ) -> (Lot, Posting) {
         let platform_amount = round_money(price.value() * platform_share, currency).min(price);
-        let mut lot = Lot::new(grant_id, currency, price - platform_amount, credits, breakage);
+        let mut lot = Lot::new(
+            grant_id,
+            currency,
+            price - platform_amount,
+            credits,
+            breakage,
+        );
         if platform_amount.is_positive() {
             lot.platform = Some(Platform::new(platform_amount, period.0, period.1));
         }
@@ -396,7 +416,10 @@ impl Lot {
         let mut posting = Posting::new(PostingKind::Transfer, currency, at);
         posting.debit(Account::ContractLiability, money, None);
         posting.credit(Account::ContractLiability, money, Some(grant_id));
-        (lot, posting.with_memo("credits moved in from the Stripe customer's own account"))
+        (
+            lot,
+            posting.with_memo("credits moved in from the Stripe customer's own account"),
+        )
     }
 
     /// Price + platform part: what the customer paid for this line, net of tax.
@@ -434,14 +457,19 @@ impl Lot {
             };
         }
         let expected = match &self.breakage {
-            _ if self.lapsed.is_positive() => share(self.price, self.lapsed, self.credits, currency),
+            _ if self.lapsed.is_positive() => {
+                share(self.price, self.lapsed, self.credits, currency)
+            }
             Breakage::Remote => Credits::ZERO,
             Breakage::Proportional { expected_unused } => {
                 let redeemable = self.credits.value() * (Decimal::ONE - expected_unused);
                 let total = if redeemable.is_zero() {
                     cap
                 } else {
-                    round_money(self.price.value() * self.consumed.value() / redeemable, currency)
+                    round_money(
+                        self.price.value() * self.consumed.value() / redeemable,
+                        currency,
+                    )
                 };
                 total.min(cap) - used
             }
@@ -461,13 +489,19 @@ impl Lot {
         self.breakage_recognized = breakage;
         let grant = Some(self.grant_id.as_str());
         let mut posting = Posting::new(kind, &self.currency, at);
-        posting.debit(Account::ContractLiability, usage_delta + breakage_delta, grant);
+        posting.debit(
+            Account::ContractLiability,
+            usage_delta + breakage_delta,
+            grant,
+        );
         posting.credit(Account::UsageRevenue, usage_delta, grant);
         posting.credit(Account::BreakageRevenue, breakage_delta, grant);
         let memo = match kind {
             PostingKind::Consumption => "credits used, at the grant's price (cumulative catch-up)",
             PostingKind::Breakage => "credits lapsed at expiry: breakage",
-            PostingKind::Rollover => "lapsed credits carried into the next period: breakage reversed",
+            PostingKind::Rollover => {
+                "lapsed credits carried into the next period: breakage reversed"
+            }
             PostingKind::EstimateChange => "expected_unused changed: cumulative catch-up",
             PostingKind::Refund => "refund",
             _ => "",
@@ -490,7 +524,10 @@ impl Lot {
 
     /// Lapsed credits carried into the next period: their breakage is reversed.
     pub fn revive(&mut self, credits: Credits, at: Timestamp) -> Option<Posting> {
-        assert!(credits.is_positive() && credits <= self.lapsed, "only lapsed credits revive");
+        assert!(
+            credits.is_positive() && credits <= self.lapsed,
+            "only lapsed credits revive"
+        );
         self.lapsed -= credits;
         self.catch_up(PostingKind::Rollover, at)
     }
@@ -555,7 +592,10 @@ impl Lot {
         posting.credit(Account::ContractLiability, money, None);
         let caught_up = self.catch_up(PostingKind::Transfer, at);
         posting.absorb(caught_up);
-        (posting.with_memo("credits moved to the account the Stripe customer is linked to"), money)
+        (
+            posting.with_memo("credits moved to the account the Stripe customer is linked to"),
+            money,
+        )
     }
 
     /// Recognizes the platform part's days that ended by `now`: one entry per calendar month,
@@ -587,7 +627,11 @@ impl Lot {
             let amount = target - platform.recognized;
             platform.days_done = done;
             platform.recognized = target;
-            let mut posting = Posting::new(PostingKind::PlatformRecognition, &currency, last_instant_of(last));
+            let mut posting = Posting::new(
+                PostingKind::PlatformRecognition,
+                &currency,
+                last_instant_of(last),
+            );
             posting.debit(Account::DeferredPlatform, amount, Some(&grant));
             posting.credit(Account::SubscriptionRevenue, amount, Some(&grant));
             if !posting.is_empty() {
@@ -637,7 +681,8 @@ impl OverageAccrual {
         let mut posting = Posting::new(PostingKind::Overage, &self.currency, at);
         posting.debit(Account::UnbilledReceivable, amount, None);
         posting.credit(Account::UsageRevenue, amount, None);
-        (!posting.is_empty()).then(|| posting.with_memo("overage billed at the plan's overage price"))
+        (!posting.is_empty())
+            .then(|| posting.with_memo("overage billed at the plan's overage price"))
     }
 }
 
@@ -782,10 +827,12 @@ mod tests {
     #[test]
     fn every_posting_balances_and_the_lot_identity_holds() {
         let t = at("2026-01-01T00:00:00Z");
-        let (mut lot, payment) =
-            Lot::pack("g", "usd", d("10.00"), d("3"), proportional("0.1"), t);
+        let (mut lot, payment) = Lot::pack("g", "usd", d("10.00"), d("3"), proportional("0.1"), t);
         payment.check().unwrap();
-        for posting in [lot.consume(d("1"), t), lot.consume(d("0.5"), t)].into_iter().flatten() {
+        for posting in [lot.consume(d("1"), t), lot.consume(d("0.5"), t)]
+            .into_iter()
+            .flatten()
+        {
             posting.check().unwrap();
         }
         lot.refund(d("2.00"), d("0.6"), t).check().unwrap();
@@ -829,7 +876,10 @@ mod tests {
         assert_eq!(lot.price, d("90.00"));
         let platform = lot.platform.clone().unwrap();
         assert_eq!((platform.amount, platform.days), (d("10.00"), 3));
-        assert!(lot.recognize_platform(at("2026-01-30T23:59:59Z")).is_empty());
+        assert!(
+            lot.recognize_platform(at("2026-01-30T23:59:59Z"))
+                .is_empty()
+        );
         let january = lot.recognize_platform(at("2026-02-01T00:00:00Z"));
         assert_eq!(january.len(), 1);
         assert_eq!(january[0].lines[0].debit, d("6.66"));
@@ -841,9 +891,15 @@ mod tests {
 
     #[test]
     fn periods_skip_closed_months() {
-        let closed = [Period::from_str("2026-01").unwrap(), Period::from_str("2026-02").unwrap()];
+        let closed = [
+            Period::from_str("2026-01").unwrap(),
+            Period::from_str("2026-02").unwrap(),
+        ];
         let (period, adjustment) = Period::booking(at("2026-01-31T12:00:00Z"), &closed);
-        assert_eq!((period.to_string(), adjustment), ("2026-03".to_owned(), true));
+        assert_eq!(
+            (period.to_string(), adjustment),
+            ("2026-03".to_owned(), true)
+        );
         assert!(Period::from_str("2026-13").is_err());
         assert!(Period::from_str("26-01").is_err());
     }

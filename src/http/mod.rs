@@ -77,7 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/revenue/rollforward", get(revenue::rollforward))
         .route("/v1/revenue/waterfall", get(revenue::waterfall))
         .route("/v1/revenue/grants/{id}/schedule", get(revenue::schedule))
-        .route("/v1/revenue/periods/{period}/close", post(revenue::close_period))
+        .route(
+            "/v1/revenue/periods/{period}/close",
+            post(revenue::close_period),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

@@ -8,7 +8,9 @@ use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::keys::Scope;
-use crate::store::reports::{JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field};
+use crate::store::reports::{
+    JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field,
+};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -229,7 +231,10 @@ pub fn waterfall_csv(rows: &[WaterfallRow], from: Period, to: Period) -> String 
         periods.push(period.to_string());
         period = period.next();
     }
-    let mut out = format!("booked_period,currency,billed,{},deferred\n", periods.join(","));
+    let mut out = format!(
+        "booked_period,currency,billed,{},deferred\n",
+        periods.join(",")
+    );
     for row in rows {
         let cells: Vec<&str> = periods
             .iter()

@@ -102,8 +102,14 @@ impl Store {
             .select_only()
             .column(journal_lines::Column::EntryId)
             .column(journal_lines::Column::Currency)
-            .column_as(journal_lines::Column::Debit.sum().cast_as("BIGINT"), "debit")
-            .column_as(journal_lines::Column::Credit.sum().cast_as("BIGINT"), "credit")
+            .column_as(
+                journal_lines::Column::Debit.sum().cast_as("BIGINT"),
+                "debit",
+            )
+            .column_as(
+                journal_lines::Column::Credit.sum().cast_as("BIGINT"),
+                "credit",
+            )
             .group_by(journal_lines::Column::EntryId)
             .group_by(journal_lines::Column::Currency)
             .into_tuple()
@@ -120,8 +126,14 @@ impl Store {
             .select_only()
             .column(journal_lines::Column::GrantId)
             .column(journal_lines::Column::Account)
-            .column_as(journal_lines::Column::Debit.sum().cast_as("BIGINT"), "debit")
-            .column_as(journal_lines::Column::Credit.sum().cast_as("BIGINT"), "credit")
+            .column_as(
+                journal_lines::Column::Debit.sum().cast_as("BIGINT"),
+                "debit",
+            )
+            .column_as(
+                journal_lines::Column::Credit.sum().cast_as("BIGINT"),
+                "credit",
+            )
             .group_by(journal_lines::Column::GrantId)
             .group_by(journal_lines::Column::Account)
             .into_tuple()

@@ -2,9 +2,9 @@
 
 use super::Store;
 use super::revenue::{self, Origin};
-use crate::domain::catalog::Catalog;
 use super::rows::{self, micros, time, timestamp};
 use crate::domain::Timestamp;
+use crate::domain::catalog::Catalog;
 use crate::domain::ledger::{Book, HoldStatus};
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
@@ -461,7 +461,10 @@ async fn write(
                     )
                     .col_expr(grants::Column::Held, Expr::value(micros(grant.held)?))
                     .col_expr(grants::Column::Expired, Expr::value(grant.expired))
-                    .col_expr(grants::Column::Refunded, Expr::value(micros(grant.refunded)?))
+                    .col_expr(
+                        grants::Column::Refunded,
+                        Expr::value(micros(grant.refunded)?),
+                    )
                     .col_expr(
                         grants::Column::ExpiresAt,
                         Expr::value(grant.expires_at.map(time)),

@@ -12,10 +12,10 @@ pub mod stripe;
 
 pub use book::{Command, Executed, Idempotency, Standing};
 
+use crate::domain::catalog::Catalog;
 use crate::error::{Error, Result};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
-use crate::domain::catalog::Catalog;
 use std::sync::Arc;
 use std::time::Duration;
 

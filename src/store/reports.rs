@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use entity::{journal_lines, revenue_lots, revenue_periods};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -144,8 +144,7 @@ pub struct RollforwardRow {
 }
 
 impl RollforwardRow {
-    pub const CSV_HEADER: &'static str =
-        "period,currency,opening,billings,recognized,breakage,refunds,closing,revenue_reversed,overage";
+    pub const CSV_HEADER: &'static str = "period,currency,opening,billings,recognized,breakage,refunds,closing,revenue_reversed,overage";
 
     pub fn to_csv(&self) -> String {
         format!(
@@ -221,6 +220,9 @@ pub struct ScheduleTotals {
     pub transferred: String,
 }
 
+/// One waterfall row while it is summed: billed, still deferred, recognized by period.
+type WaterfallSums = (i64, i64, BTreeMap<String, i64>);
+
 /// Sums of debit and credit, by the keys of a GROUP BY.
 struct Sums {
     debit: i64,
@@ -242,11 +244,13 @@ impl Store {
             None => Condition::all().add(C::BookedAt.gte(from.timestamp_micros())),
             Some(at) => Condition::any().add(C::BookedAt.gt(at)).add(
                 Condition::all().add(C::BookedAt.eq(at)).add(
-                    Condition::any().add(C::EntryId.gt(after.entry_id.clone())).add(
-                        Condition::all()
-                            .add(C::EntryId.eq(after.entry_id.clone()))
-                            .add(C::Line.gt(after.line)),
-                    ),
+                    Condition::any()
+                        .add(C::EntryId.gt(after.entry_id.clone()))
+                        .add(
+                            Condition::all()
+                                .add(C::EntryId.eq(after.entry_id.clone()))
+                                .add(C::Line.gt(after.line)),
+                        ),
                 ),
             ),
         };
@@ -303,11 +307,12 @@ impl Store {
     /// The roll-forward per period and currency, `from` to `to` (months, inclusive).
     pub async fn rollforward(&self, from: Period, to: Period) -> Result<Vec<RollforwardRow>> {
         let sums = self
-            .sums(&format!(
-                "SELECT period, currency, kind, account, CAST(SUM(debit) AS BIGINT), \
+            .sums(
+                &format!(
+                    "SELECT period, currency, kind, account, CAST(SUM(debit) AS BIGINT), \
                  CAST(SUM(credit) AS BIGINT) FROM journal_lines WHERE period <= '{to}' \
                  GROUP BY period, currency, kind, account"
-            ),
+                ),
                 4,
             )
             .await?;
@@ -403,37 +408,39 @@ impl Store {
         let revenue_accounts = "'usage_revenue', 'subscription_revenue', 'breakage_revenue'";
         let deferred_accounts = "'contract_liability', 'deferred_platform'";
         let recognized = self
-            .sums(&format!(
-                "SELECT l.booked_period, j.period, j.currency, CAST(SUM(j.debit) AS BIGINT), \
+            .sums(
+                &format!(
+                    "SELECT l.booked_period, j.period, j.currency, CAST(SUM(j.debit) AS BIGINT), \
                  CAST(SUM(j.credit) AS BIGINT) FROM journal_lines j \
                  JOIN revenue_lots l ON l.grant_id = j.grant_id \
                  WHERE j.account IN ({revenue_accounts}) AND j.kind <> 'overage' \
                  AND j.period >= '{from}' AND j.period <= '{to}' \
                  GROUP BY l.booked_period, j.period, j.currency"
-            ),
+                ),
                 3,
             )
             .await?;
         let deferred = self
-            .sums(&format!(
-                "SELECT l.booked_period, j.kind, j.currency, CAST(SUM(j.debit) AS BIGINT), \
+            .sums(
+                &format!(
+                    "SELECT l.booked_period, j.kind, j.currency, CAST(SUM(j.debit) AS BIGINT), \
                  CAST(SUM(j.credit) AS BIGINT) FROM journal_lines j \
                  JOIN revenue_lots l ON l.grant_id = j.grant_id \
                  WHERE j.account IN ({deferred_accounts}) AND j.period <= '{to}' \
                  GROUP BY l.booked_period, j.kind, j.currency"
-            ),
+                ),
                 3,
             )
             .await?;
-        let mut rows: BTreeMap<(String, String), (i64, i64, BTreeMap<String, i64>)> =
-            BTreeMap::new();
+        let mut rows: BTreeMap<(String, String), WaterfallSums> = BTreeMap::new();
         for (keys, s) in deferred {
             let [booked, kind, currency] = &keys[..] else {
                 return Err(Error::Internal("waterfall row shape".into()));
             };
             let row = rows.entry((currency.clone(), booked.clone())).or_default();
             row.1 += s.credit - s.debit;
-            if kind == PostingKind::PackPayment.as_str() || kind == PostingKind::PlanPayment.as_str()
+            if kind == PostingKind::PackPayment.as_str()
+                || kind == PostingKind::PlanPayment.as_str()
             {
                 row.0 += s.credit - s.debit;
             }
@@ -483,8 +490,14 @@ impl Store {
             .column(journal_lines::Column::Period)
             .column(journal_lines::Column::Kind)
             .column(journal_lines::Column::Account)
-            .column_as(journal_lines::Column::Debit.sum().cast_as("BIGINT"), "debit")
-            .column_as(journal_lines::Column::Credit.sum().cast_as("BIGINT"), "credit")
+            .column_as(
+                journal_lines::Column::Debit.sum().cast_as("BIGINT"),
+                "debit",
+            )
+            .column_as(
+                journal_lines::Column::Credit.sum().cast_as("BIGINT"),
+                "credit",
+            )
             .filter(journal_lines::Column::GrantId.eq(grant_id))
             .group_by(journal_lines::Column::Period)
             .group_by(journal_lines::Column::Kind)
@@ -576,9 +589,7 @@ impl Store {
             periods,
             totals: ScheduleTotals {
                 deferred: f(deferred),
-                recognized: f(
-                    lot.usage_recognized + lot.platform_recognized.unwrap_or(0) - contra,
-                ),
+                recognized: f(lot.usage_recognized + lot.platform_recognized.unwrap_or(0) - contra),
                 breakage: f(lot.breakage_recognized),
                 refunded: f(lot.refunded + lot.platform_refunded.unwrap_or(0) + contra),
                 transferred: f(lot.transferred),

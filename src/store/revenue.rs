@@ -99,7 +99,9 @@ pub(crate) async fn post(
         && !entries
             .iter()
             .any(|e| e.kind == EntryKind::Grant && paid(&e.grant_id).is_some())
-        && !entries.iter().any(|e| e.money.is_some() && e.kind == EntryKind::Overage)
+        && !entries
+            .iter()
+            .any(|e| e.money.is_some() && e.kind == EntryKind::Overage)
     {
         return Ok(());
     }
@@ -180,7 +182,11 @@ pub(crate) async fn post(
                 let lot = lots.get(&grant.id)?;
                 lot.consume(-entry.credits, at).into_iter().collect()
             }
-            EntryKind::Expire => lots.get(&grant.id)?.lapse(-entry.credits, at).into_iter().collect(),
+            EntryKind::Expire => lots
+                .get(&grant.id)?
+                .lapse(-entry.credits, at)
+                .into_iter()
+                .collect(),
             EntryKind::Rollover if entry.credits.is_positive() => lots
                 .get(&grant.id)?
                 .revive(entry.credits, at)
@@ -219,7 +225,10 @@ pub(crate) async fn post(
                 overage_accruals::Column::CustomerId,
                 overage_accruals::Column::Currency,
             ])
-            .update_columns([overage_accruals::Column::Exact, overage_accruals::Column::Posted])
+            .update_columns([
+                overage_accruals::Column::Exact,
+                overage_accruals::Column::Posted,
+            ])
             .to_owned(),
         )
         .exec_without_returning(txn)
@@ -251,7 +260,8 @@ async fn load_lots(txn: &DatabaseTransaction, ids: &[String]) -> Result<Lots> {
         .all(txn)
         .await?;
     for row in rows {
-        lots.booked.insert(row.grant_id.clone(), row.booked_period.clone());
+        lots.booked
+            .insert(row.grant_id.clone(), row.booked_period.clone());
         let lot = lot_from_row(row)?;
         lots.loaded.insert(lot.grant_id.clone(), lot.clone());
         lots.current.insert(lot.grant_id.clone(), lot);
@@ -327,8 +337,12 @@ async fn load_overage(
         .await?;
     Ok(OverageAccrual {
         currency: currency.to_owned(),
-        exact: row.as_ref().map_or(Credits::ZERO, |r| Credits::from_micros(r.exact)),
-        posted: row.as_ref().map_or(Credits::ZERO, |r| Credits::from_micros(r.posted)),
+        exact: row
+            .as_ref()
+            .map_or(Credits::ZERO, |r| Credits::from_micros(r.exact)),
+        posted: row
+            .as_ref()
+            .map_or(Credits::ZERO, |r| Credits::from_micros(r.posted)),
     })
 }
 
@@ -462,7 +476,9 @@ fn expected_unused_micros(breakage: &Breakage) -> Result<Option<i64>> {
         Breakage::Remote => Ok(None),
         Breakage::Proportional { expected_unused } => {
             let scaled = (*expected_unused * Decimal::from(1_000_000)).trunc();
-            Ok(Some(i64::try_from(scaled).map_err(|e| Error::Internal(e.to_string()))?))
+            Ok(Some(
+                i64::try_from(scaled).map_err(|e| Error::Internal(e.to_string()))?,
+            ))
         }
     }
 }
@@ -550,7 +566,9 @@ impl Store {
             let mut pending = Vec::new();
             for (id, lot) in lots.current.iter_mut() {
                 let mut postings = lot.recognize_platform(now);
-                let configured = items.get(id).and_then(|item| self.configured_breakage(item));
+                let configured = items
+                    .get(id)
+                    .and_then(|item| self.configured_breakage(item));
                 if let Some(breakage) = configured
                     && breakage != lot.breakage
                     && lot.remaining().is_positive()
