@@ -240,18 +240,19 @@ impl Store {
         after: &JournalCursor,
     ) -> Result<(Vec<JournalRow>, Option<JournalCursor>)> {
         use journal_lines::Column as C;
+        // `booked_at >= a` first, so the index on (booked_at, entry_id, line) bounds the scan;
+        // the rest of the row-value comparison (booked_at, entry_id, line) > cursor follows.
         let lower = match after.booked_at {
             None => Condition::all().add(C::BookedAt.gte(from.timestamp_micros())),
-            Some(at) => Condition::any().add(C::BookedAt.gt(at)).add(
-                Condition::all().add(C::BookedAt.eq(at)).add(
-                    Condition::any()
-                        .add(C::EntryId.gt(after.entry_id.clone()))
-                        .add(
-                            Condition::all()
-                                .add(C::EntryId.eq(after.entry_id.clone()))
-                                .add(C::Line.gt(after.line)),
-                        ),
-                ),
+            Some(at) => Condition::all().add(C::BookedAt.gte(at)).add(
+                Condition::any()
+                    .add(C::BookedAt.gt(at))
+                    .add(C::EntryId.gt(after.entry_id.clone()))
+                    .add(
+                        Condition::all()
+                            .add(C::EntryId.eq(after.entry_id.clone()))
+                            .add(C::Line.gt(after.line)),
+                    ),
             ),
         };
         let rows = journal_lines::Entity::find()
