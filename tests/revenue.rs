@@ -557,6 +557,15 @@ async fn refunds_before_and_after_use(app: TestApp) {
             line("refund", "refunds", "10.00", "0.00"),
         ]
     );
+    // The ledger shows the money each clawback carried.
+    let clawbacks: Vec<Decimal> = app
+        .ledger("acct_e")
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "clawback")
+        .map(|e| money(e["money"].as_str().unwrap()))
+        .collect();
+    assert_eq!(clawbacks, vec![money("10"), money("25")]);
     let s = schedule(&app, &grant).await;
     let totals = ["deferred", "recognized", "breakage", "refunded"]
         .map(|k| s["totals"][k].as_str().unwrap().to_owned());
@@ -911,3 +920,27 @@ fn redaction_is_stable() {
     assert_eq!(redact(&format!("{id},{id},x")), "[je1],[je1],x");
     let _ = Utc.timestamp_opt(0, 0);
 }
+
+/// A paid grant from before revenue recognition was installed (no lot) never blocks spending;
+/// nothing is posted for it and the audit names it.
+async fn grant_without_a_lot_still_spends(app: TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let grant = buy_pack(&app, "acct_j", "topup_small", 1_000, "pi_j").await;
+    let db = app.store.connection();
+    for table in ["journal_lines", "revenue_lots"] {
+        db.execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("DELETE FROM {table} WHERE grant_id = '{grant}'"),
+        ))
+        .await
+        .unwrap();
+    }
+    spend(&app, "acct_j", 10).await;
+    assert!(journal(&app, "2026-01-01", "2026-12-31").await.is_empty());
+    let problems = app.store.audit().await.unwrap();
+    assert_eq!(
+        problems,
+        vec![format!("paid grant {grant} has no revenue lot")]
+    );
+}
+per_engine!(grant_without_a_lot_still_spends);

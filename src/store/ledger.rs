@@ -31,6 +31,11 @@ pub struct EntryView {
     /// Billable overage credits.
     #[schema(value_type = String)]
     pub overage: Credits,
+    /// Money moved with the entry, in the grant's currency: a clawback's refund, an overage's
+    /// billed amount at the overage price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub money: Option<Credits>,
     pub effective_at: chrono::DateTime<chrono::Utc>,
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -84,6 +89,7 @@ impl Store {
                     credits: Credits::from_micros(r.credits),
                     held: Credits::from_micros(r.held),
                     overage: Credits::from_micros(r.overage),
+                    money: r.money.map(Credits::from_micros),
                     effective_at: timestamp(r.effective_at)?,
                     recorded_at: timestamp(r.recorded_at)?,
                 })
