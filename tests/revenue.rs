@@ -944,3 +944,39 @@ async fn grant_without_a_lot_still_spends(app: TestApp) {
     );
 }
 per_engine!(grant_without_a_lot_still_spends);
+
+/// `topup_small`'s expected_unused goes from 0.15 to 0.05 after 170 of 1,000 credits were used:
+/// recognized to date becomes round(10 x 170 / 950) = 1.79, so 0.21 of the 0.30 breakage is
+/// reversed at once (an `estimate_change` entry), and later uses follow the new estimate.
+async fn changed_estimate_is_caught_up(app: TestApp) {
+    use creditbook::domain::catalog::Breakage;
+    let grant = buy_pack(&app, "acct_k", "topup_small", 1_000, "pi_k").await;
+    spend(&app, "acct_k", 170).await;
+    let mut catalog = app.config.catalog.clone();
+    catalog.packs.get_mut("topup_small").unwrap().breakage = Breakage::Proportional {
+        expected_unused: Decimal::from_str("0.05").unwrap(),
+    };
+    // The same database, served with the new catalog.
+    let store = creditbook::store::Store::connect(&app.database_url)
+        .await
+        .unwrap()
+        .with_catalog(std::sync::Arc::new(catalog));
+    assert_eq!(store.recognize_due(app.now(), 100).await.unwrap(), 1);
+    // Once caught up, nothing more is due.
+    assert_eq!(store.recognize_due(app.now(), 100).await.unwrap(), 0);
+    let all = lines(&journal(&app, "2026-01-01", "2026-12-31").await);
+    assert_eq!(
+        all[5..],
+        [
+            line("estimate_change", "contract_liability", "0.00", "0.21"),
+            line("estimate_change", "breakage_revenue", "0.21", "0.00"),
+        ]
+    );
+    let s = schedule(&app, &grant).await;
+    assert_eq!(
+        (&s["expected_unused"], &s["totals"]["breakage"]),
+        (&json!("0.05"), &json!("0.09"))
+    );
+    reconcile(&app, "2026-01", "2026-01").await;
+}
+per_engine!(changed_estimate_is_caught_up);
