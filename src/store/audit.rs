@@ -2,10 +2,10 @@
 //! the append-only ledger and the grants, holds and overdrafts it moved agree (DESIGN.md §2).
 
 use super::Store;
+use super::reports::JournalSums;
 use crate::error::Result;
 use entity::{customers, grants, holds, journal_lines, ledger_entries, revenue_lots};
-use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ColumnTrait, EntityTrait, QuerySelect};
+use sea_orm::{EntityTrait, QuerySelect};
 use std::collections::HashMap;
 
 #[derive(Default)]
@@ -102,14 +102,7 @@ impl Store {
             .select_only()
             .column(journal_lines::Column::EntryId)
             .column(journal_lines::Column::Currency)
-            .column_as(
-                journal_lines::Column::Debit.sum().cast_as("BIGINT"),
-                "debit",
-            )
-            .column_as(
-                journal_lines::Column::Credit.sum().cast_as("BIGINT"),
-                "credit",
-            )
+            .debit_credit_sums()
             .group_by(journal_lines::Column::EntryId)
             .group_by(journal_lines::Column::Currency)
             .into_tuple()
@@ -126,14 +119,7 @@ impl Store {
             .select_only()
             .column(journal_lines::Column::GrantId)
             .column(journal_lines::Column::Account)
-            .column_as(
-                journal_lines::Column::Debit.sum().cast_as("BIGINT"),
-                "debit",
-            )
-            .column_as(
-                journal_lines::Column::Credit.sum().cast_as("BIGINT"),
-                "credit",
-            )
+            .debit_credit_sums()
             .group_by(journal_lines::Column::GrantId)
             .group_by(journal_lines::Column::Account)
             .into_tuple()

@@ -220,6 +220,25 @@ pub struct ScheduleTotals {
     pub transferred: String,
 }
 
+/// `SUM(debit)` and `SUM(credit)` of a grouped journal query, as BIGINT on both engines
+/// (PostgreSQL sums BIGINT to NUMERIC).
+pub(crate) trait JournalSums {
+    fn debit_credit_sums(self) -> Self;
+}
+
+impl JournalSums for sea_orm::Select<journal_lines::Entity> {
+    fn debit_credit_sums(self) -> Self {
+        self.column_as(
+            journal_lines::Column::Debit.sum().cast_as("BIGINT"),
+            "debit",
+        )
+        .column_as(
+            journal_lines::Column::Credit.sum().cast_as("BIGINT"),
+            "credit",
+        )
+    }
+}
+
 /// One waterfall row while it is summed: billed, still deferred, recognized by period.
 type WaterfallSums = (i64, i64, BTreeMap<String, i64>);
 
@@ -491,14 +510,7 @@ impl Store {
             .column(journal_lines::Column::Period)
             .column(journal_lines::Column::Kind)
             .column(journal_lines::Column::Account)
-            .column_as(
-                journal_lines::Column::Debit.sum().cast_as("BIGINT"),
-                "debit",
-            )
-            .column_as(
-                journal_lines::Column::Credit.sum().cast_as("BIGINT"),
-                "credit",
-            )
+            .debit_credit_sums()
             .filter(journal_lines::Column::GrantId.eq(grant_id))
             .group_by(journal_lines::Column::Period)
             .group_by(journal_lines::Column::Kind)
