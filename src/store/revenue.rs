@@ -95,14 +95,10 @@ pub(crate) async fn post(
         .filter(|e| e.kind != EntryKind::Grant)
         .filter_map(|e| paid(&e.grant_id).map(|g| g.id.clone()))
         .collect();
-    if touched.is_empty()
-        && !entries
-            .iter()
-            .any(|e| e.kind == EntryKind::Grant && paid(&e.grant_id).is_some())
-        && !entries
-            .iter()
-            .any(|e| e.money.is_some() && e.kind == EntryKind::Overage)
-    {
+    let posts_anything = entries.iter().any(|e| {
+        paid(&e.grant_id).is_some() || (e.kind == EntryKind::Overage && e.money.is_some())
+    });
+    if !posts_anything {
         return Ok(());
     }
     let mut lots = load_lots(txn, &touched).await?;

@@ -12,12 +12,13 @@ use crate::domain::billing::{
 };
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::ledger::{Grant, GrantKind};
-use crate::domain::money::{Credits, currency_minor_units};
+use crate::domain::money::Credits;
+use crate::domain::revrec::share;
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
 use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, SubscriptionRow, from_unix};
 use crate::store::{Command, Store};
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -255,17 +256,6 @@ fn new_grant_id() -> String {
     format!("grant_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Money of `price` in proportion `part / whole`, to the currency's minor unit, half away from
-/// zero (DESIGN.md §4).
-fn share_of_price(price: Credits, part: Credits, whole: Credits, currency: &str) -> Credits {
-    let exact = price.value() * part.value() / whole.value();
-    Credits::new(exact.round_dp_with_strategy(
-        currency_minor_units(currency),
-        RoundingStrategy::MidpointAwayFromZero,
-    ))
-    .expect("rounded to the currency")
-}
-
 impl Apply<'_> {
     /// The account a Stripe customer belongs to (DESIGN.md §2): a link learnt now (checkout
     /// `client_reference_id`, metadata `creditbook_customer`) or before; without one, the Stripe
@@ -344,9 +334,9 @@ impl Apply<'_> {
                     credits: m.free,
                     remaining: m.free,
                     held: Credits::ZERO,
-                    price: m.price.map(|p| {
-                        share_of_price(p, m.free, m.credits, m.currency.as_deref().unwrap_or(""))
-                    }),
+                    price: m
+                        .price
+                        .map(|p| share(p, m.free, m.credits, m.currency.as_deref().unwrap_or(""))),
                     currency: m.currency.clone(),
                     expires_at: m.expires_at,
                     expired: false,
