@@ -66,6 +66,9 @@ struct RawAccounting {
 struct RawLedger {
     hold_timeout_seconds: Option<u64>,
     job_interval_seconds: Option<u64>,
+    batch_max_commands: Option<usize>,
+    batch_max_wait_micros: Option<u64>,
+    postgres_batch_workers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +142,8 @@ pub struct Config {
     pub stripe: StripeConfig,
     pub hold_timeout_seconds: u64,
     pub job_interval_seconds: u64,
+    /// How the gate batches commands (`[ledger] batch_*`).
+    pub batching: crate::store::BatchSettings,
     pub catalog: Catalog,
 }
 
@@ -235,7 +240,42 @@ impl Config {
                 format!("must be between 1 and {MAX_JOB_INTERVAL_SECONDS}"),
             ));
         }
+        use crate::store::runner as r;
+        let batching = crate::store::BatchSettings {
+            max_commands: raw
+                .ledger
+                .batch_max_commands
+                .unwrap_or(r::DEFAULT_MAX_BATCH_COMMANDS),
+            max_wait: std::time::Duration::from_micros(
+                raw.ledger
+                    .batch_max_wait_micros
+                    .unwrap_or(r::DEFAULT_MAX_BATCH_WAIT_MICROS),
+            ),
+            postgres_workers: raw
+                .ledger
+                .postgres_batch_workers
+                .unwrap_or(r::DEFAULT_POSTGRES_WORKERS),
+        };
+        if !(1..=r::MAX_BATCH_COMMANDS).contains(&batching.max_commands) {
+            return Err(fail(
+                "ledger.batch_max_commands".into(),
+                format!("must be between 1 and {}", r::MAX_BATCH_COMMANDS),
+            ));
+        }
+        if batching.max_wait.as_micros() > u128::from(r::MAX_BATCH_WAIT_MICROS) {
+            return Err(fail(
+                "ledger.batch_max_wait_micros".into(),
+                format!("must be at most {}", r::MAX_BATCH_WAIT_MICROS),
+            ));
+        }
+        if !(1..=r::MAX_POSTGRES_WORKERS).contains(&batching.postgres_workers) {
+            return Err(fail(
+                "ledger.postgres_batch_workers".into(),
+                format!("must be between 1 and {}", r::MAX_POSTGRES_WORKERS),
+            ));
+        }
         Ok(Config {
+            batching,
             listen: env("CREDITBOOK_LISTEN")
                 .or(raw.server.listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".into()),

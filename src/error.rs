@@ -92,4 +92,17 @@ impl Error {
     }
 }
 
+impl From<crate::domain::gate::Refusal> for Error {
+    fn from(refusal: crate::domain::gate::Refusal) -> Self {
+        use crate::domain::gate::Refusal;
+        match refusal {
+            Refusal::FeatureNotEntitled(action) => Error::FeatureNotEntitled(action),
+            Refusal::CustomerFrozen => Error::CustomerFrozen,
+            Refusal::UnknownAction(action) => Error::UnknownAction(action),
+            Refusal::Cost { field, error } => Error::invalid(field, format!("the cost {error}")),
+            Refusal::Book(rejection) => Error::Rejected(rejection),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -34,7 +34,8 @@ pub async fn build_state_with_clock(
     let catalog = Arc::new(config.catalog.clone());
     let store = Store::connect(&config.database_url)
         .await?
-        .with_catalog(catalog.clone());
+        .with_catalog(catalog.clone())
+        .with_batching(config.batching);
     store.migrate().await?;
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(c) => Arc::new(c.clone()),

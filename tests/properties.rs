@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use creditbook::domain::catalog::Overage;
 use creditbook::domain::ledger::{Book, EntryKind, Grant, GrantKind, HoldStatus, Rejection, Usage};
 use creditbook::domain::money::Credits;
-use creditbook::store::{Command, Store};
+use creditbook::store::{BatchSettings, Command, Decide, Store, decide_json};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -226,41 +226,57 @@ proptest! {
     }
 }
 
-/// The same kind of history through the store: each op in its own transaction, then the stored
-/// projection is recomputed from the ledger (the audit) and compared with the domain's replay.
-async fn store_replays_random_histories(store: Store, histories: Vec<(Overage, Vec<Op>)>) {
+/// The same kind of history through the store, compared with the domain's replay. `batched`:
+/// every command of a history is queued at once, so they share batches (one transaction, one
+/// commit); otherwise each waits for the one before (a batch of one each). Both must reach the
+/// model's books, answer by answer.
+async fn store_replays_random_histories(
+    store: Store,
+    histories: Vec<(Overage, Vec<Op>)>,
+    batched: bool,
+) {
     for (n, (overage, ops)) in histories.into_iter().enumerate() {
         let customer = format!("prop{n}");
         let mut model = Book::new(customer.clone());
         let mut now = start();
+        let mut expected = Vec::new();
+        let mut queued: Vec<(Command, Box<Decide<'static>>)> = Vec::new();
         for (seq, op) in ops.iter().enumerate() {
             let holds: Vec<String> = model.holds.iter().map(|h| h.id.clone()).collect();
             let mut model_now = now;
-            let expected = apply(&mut model, op, &overage, &mut model_now, seq, None);
+            expected.push(apply(&mut model, op, &overage, &mut model_now, seq, None));
             now = model_now;
             let command = Command {
-                customer_id: &customer,
                 create_customer: true,
-                idempotency: None,
-                hold_id: None,
-                now,
-                origin: Default::default(),
+                ..Command::on(customer.clone(), now)
             };
-            let stored = store
-                .execute(command, |book, _| {
-                    if let Op::Advance { .. } = op {
-                        // The store settles everything due at the command's time itself.
-                        return Ok(());
-                    }
-                    let mut at = now;
-                    apply(book, op, &overage, &mut at, seq, Some(&holds))
-                        .map_err(creditbook::error::Error::from)
-                })
-                .await;
+            let (op, overage) = (op.clone(), overage.clone());
+            let decide = decide_json(move |book, _| {
+                if let Op::Advance { .. } = op {
+                    // The store settles everything due at the command's time itself.
+                    return Ok(());
+                }
+                let mut at = now;
+                apply(book, &op, &overage, &mut at, seq, Some(&holds))
+                    .map_err(creditbook::error::Error::from)
+            });
+            queued.push((command, decide));
+        }
+        let answers = if batched {
+            store.execute_all(queued).await
+        } else {
+            let mut answers = Vec::new();
+            for one in queued {
+                answers.extend(store.execute_all(vec![one]).await);
+            }
+            answers
+        };
+        for (seq, (stored, expected)) in answers.iter().zip(&expected).enumerate() {
             assert_eq!(
                 stored.is_ok(),
                 expected.is_ok(),
-                "op {seq} {op:?}: store {stored:?} vs model {expected:?}\nhistory: {overage:?} {ops:?}"
+                "op {seq} {:?}: store {stored:?} vs model {expected:?}\nhistory: {overage:?} {ops:?}",
+                ops[seq]
             );
         }
         // A customer all of whose commands were refused was never created.
@@ -294,10 +310,19 @@ fn sample_histories(count: usize) -> Vec<(Overage, Vec<Op>)> {
 
 /// A migrated store on a fresh database, with no server: nothing but the test moves its clock
 /// (a server's expiry job would settle these histories at the real time).
+/// One batch worker on either engine: the commands of a history, queued at once, run in the
+/// order they were queued (several PostgreSQL workers may take later batches first, as they may
+/// for concurrent requests).
 async fn fresh_store(engine: common::Engine) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = common::fresh_database(engine, dir.path()).await;
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_batching(BatchSettings {
+            postgres_workers: 1,
+            ..BatchSettings::default()
+        });
     store.migrate().await.unwrap();
     (store, dir)
 }
@@ -305,11 +330,25 @@ async fn fresh_store(engine: common::Engine) -> (Store, tempfile::TempDir) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_the_invariants_on_sqlite() {
     let (store, _dir) = fresh_store(common::Engine::Sqlite).await;
-    store_replays_random_histories(store, sample_histories(24)).await;
+    store_replays_random_histories(store, sample_histories(24), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_the_invariants_on_postgres() {
     let (store, _dir) = fresh_store(common::Engine::Postgres).await;
-    store_replays_random_histories(store, sample_histories(24)).await;
+    store_replays_random_histories(store, sample_histories(24), false).await;
+}
+
+/// Group commit changes nothing but speed: the same histories, their commands sharing batches,
+/// reach the same books as one command per transaction (both equal the domain's replay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_commands_reach_the_same_books_on_sqlite() {
+    let (store, _dir) = fresh_store(common::Engine::Sqlite).await;
+    store_replays_random_histories(store, sample_histories(24), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_commands_reach_the_same_books_on_postgres() {
+    let (store, _dir) = fresh_store(common::Engine::Postgres).await;
+    store_replays_random_histories(store, sample_histories(24), true).await;
 }

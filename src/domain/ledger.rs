@@ -39,7 +39,7 @@ impl GrantKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     pub id: String,
     pub kind: GrantKind,
@@ -66,7 +66,164 @@ pub struct Grant {
     pub period_start: Option<Timestamp>,
 }
 
+/// Where a grant's credits come from, kept as its `source_type` (its `source_id` says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantSource {
+    /// An admin request (its idempotency key and memo).
+    Admin,
+    /// A Stripe object (its effect key).
+    Stripe,
+    /// Credits moved from another customer's grant (that grant's id).
+    Transfer,
+    /// Made by a test or a benchmark.
+    Test,
+}
+
+impl GrantSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantSource::Admin => "admin",
+            GrantSource::Stripe => "stripe",
+            GrantSource::Transfer => "transfer",
+            GrantSource::Test => "test",
+        }
+    }
+}
+
+/// The price of a paid grant, net of tax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paid {
+    pub price: Credits,
+    pub currency: String,
+}
+
 impl Grant {
+    /// A grant of `kind` with nothing spent from it. The named constructors below are the ways
+    /// grants come to be; `expiring` and `at_priority` finish them.
+    fn new(
+        id: impl Into<String>,
+        kind: GrantKind,
+        credits: Credits,
+        paid: Option<Paid>,
+        source: (GrantSource, String),
+        now: Timestamp,
+    ) -> Grant {
+        let (price, currency) = paid.map(|p| (p.price, p.currency)).unzip();
+        Grant {
+            id: id.into(),
+            kind,
+            credits,
+            remaining: credits,
+            held: Credits::ZERO,
+            price,
+            currency,
+            expires_at: None,
+            expired: false,
+            priority: match kind {
+                GrantKind::Promotional => super::catalog::PROMOTIONAL_PRIORITY,
+                GrantKind::Adjustment => super::catalog::ADJUSTMENT_PRIORITY,
+                GrantKind::Plan => super::catalog::DEFAULT_PLAN_PRIORITY,
+                GrantKind::Pack => super::catalog::DEFAULT_PACK_PRIORITY,
+            },
+            plan_id: None,
+            pack_id: None,
+            source_type: source.0.as_str().to_owned(),
+            source_id: source.1,
+            created_at: now,
+            refunded: Credits::ZERO,
+            period_start: None,
+        }
+    }
+
+    /// Free credits, carrying no price and no revenue.
+    pub fn promotional(
+        id: impl Into<String>,
+        credits: Credits,
+        source: (GrantSource, String),
+        now: Timestamp,
+    ) -> Grant {
+        Grant::new(id, GrantKind::Promotional, credits, None, source, now)
+    }
+
+    /// Credits added by an operator to correct a balance.
+    pub fn adjustment(
+        id: impl Into<String>,
+        credits: Credits,
+        source: (GrantSource, String),
+        now: Timestamp,
+    ) -> Grant {
+        Grant::new(id, GrantKind::Adjustment, credits, None, source, now)
+    }
+
+    /// A top-up pack bought for `paid`.
+    pub fn pack(
+        id: impl Into<String>,
+        pack_id: &str,
+        credits: Credits,
+        paid: Paid,
+        source: (GrantSource, String),
+        now: Timestamp,
+    ) -> Grant {
+        Grant {
+            pack_id: Some(pack_id.to_owned()),
+            ..Grant::new(id, GrantKind::Pack, credits, Some(paid), source, now)
+        }
+    }
+
+    /// A plan's credits for one period, paid for by `paid` when sold (a plan grant without a
+    /// price carries no revenue); its revenue schedule starts at `period_start`.
+    pub fn plan(
+        id: impl Into<String>,
+        plan_id: &str,
+        credits: Credits,
+        paid: Option<Paid>,
+        period_start: Option<Timestamp>,
+        source: (GrantSource, String),
+        now: Timestamp,
+    ) -> Grant {
+        Grant {
+            plan_id: Some(plan_id.to_owned()),
+            period_start,
+            ..Grant::new(id, GrantKind::Plan, credits, paid, source, now)
+        }
+    }
+
+    /// `credits` moved here from grant `from` of another customer, keeping its kind, expiry,
+    /// priority and catalog item, at `price` (their share of what `from` was paid).
+    pub fn transferred(
+        id: impl Into<String>,
+        from: &Grant,
+        credits: Credits,
+        price: Option<Credits>,
+        now: Timestamp,
+    ) -> Grant {
+        let paid = price
+            .zip(from.currency.clone())
+            .map(|(price, currency)| Paid { price, currency });
+        Grant {
+            expires_at: from.expires_at,
+            priority: from.priority,
+            plan_id: from.plan_id.clone(),
+            pack_id: from.pack_id.clone(),
+            ..Grant::new(
+                id,
+                from.kind,
+                credits,
+                paid,
+                (GrantSource::Transfer, from.id.clone()),
+                now,
+            )
+        }
+    }
+
+    pub fn expiring(self, expires_at: Option<Timestamp>) -> Grant {
+        Grant { expires_at, ..self }
+    }
+
+    pub fn at_priority(self, priority: i32) -> Grant {
+        Grant { priority, ..self }
+    }
+
     fn free(&self) -> Credits {
         if self.expired {
             Credits::ZERO

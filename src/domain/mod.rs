@@ -2,7 +2,7 @@
 
 pub mod billing;
 pub mod catalog;
-pub mod entitlement;
+pub mod gate;
 pub mod ledger;
 pub mod money;
 pub mod revrec;

@@ -3,7 +3,8 @@
 use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
-use crate::domain::ledger::{Grant, GrantKind, HoldStatus};
+use crate::domain::gate::{Policy, Terms};
+use crate::domain::ledger::{Grant, GrantKind, GrantSource, HoldStatus, Paid};
 use crate::domain::money::{Credits, Money};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
@@ -104,15 +105,11 @@ pub async fn show(
         .view(&id, now)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
-    let plan_in_force = standing.plan_in_force(now, state.stripe.past_due_grace_seconds);
-    let plan = plan_in_force.and_then(|p| state.catalog.plan(p));
-    let features = state
-        .catalog
-        .features
-        .values()
-        .filter(|f| !f.plan_only || plan.is_some_and(|p| p.features.contains(&f.id)))
-        .map(|f| f.id.clone())
-        .collect();
+    let policy = Policy {
+        past_due_grace_seconds: state.stripe.past_due_grace_seconds,
+    };
+    let terms = Terms::of(&state.catalog, &standing, now, policy);
+    let features = terms.features().map(|f| f.id.clone()).collect();
     let mut grants: Vec<&Grant> = book
         .grants
         .iter()
@@ -121,7 +118,7 @@ pub async fn show(
     grants.sort_by(|a, b| Grant::consumption_order(a, b));
     Ok(Json(CustomerView {
         id,
-        plan: plan_in_force.map(str::to_owned),
+        plan: terms.plan.map(|p| p.id.clone()),
         past_due_since: standing.past_due_since,
         features,
         frozen: standing.frozen,
@@ -380,45 +377,52 @@ pub async fn create_grant(
         pack_id.as_deref().unwrap_or_default(),
         &memo,
     ]);
+    let source = (
+        GrantSource::Admin,
+        if memo.is_empty() {
+            key.clone()
+        } else {
+            format!("{key}: {memo}")
+        },
+    );
+    let paid = price.map(|m| Paid {
+        price: price_credits.expect("priced above"),
+        currency: m.currency,
+    });
+    let grant = match kind {
+        GrantKind::Promotional => Grant::promotional(&grant_id, credits, source, now),
+        GrantKind::Adjustment => Grant::adjustment(&grant_id, credits, source, now),
+        GrantKind::Pack => Grant::pack(
+            &grant_id,
+            pack_id.as_deref().expect("a pack grant names its pack"),
+            credits,
+            paid.expect("a pack has a price"),
+            source,
+            now,
+        ),
+        GrantKind::Plan => Grant::plan(
+            &grant_id,
+            plan_id.as_deref().expect("a plan grant names its plan"),
+            credits,
+            paid,
+            None,
+            source,
+            now,
+        ),
+    }
+    .expiring(expires_at)
+    .at_priority(priority);
     let command = Command {
-        customer_id: &customer,
         create_customer: true,
         idempotency: Some(Idempotency::request(&key, hash)),
-        hold_id: None,
-        now,
-        origin: Default::default(),
+        ..Command::on(customer.clone(), now)
     };
     let executed = state
         .store
-        .execute(command, |book, _| {
-            book.add_grant(
-                Grant {
-                    id: grant_id.clone(),
-                    kind,
-                    credits,
-                    remaining: credits,
-                    held: Credits::ZERO,
-                    price: price_credits,
-                    currency: price.as_ref().map(|m| m.currency.clone()),
-                    expires_at,
-                    expired: false,
-                    priority,
-                    plan_id: plan_id.clone(),
-                    pack_id: pack_id.clone(),
-                    source_type: "admin".into(),
-                    source_id: if memo.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{key}: {memo}")
-                    },
-                    created_at: now,
-                    refunded: Credits::ZERO,
-                    period_start: None,
-                },
-                now,
-            );
+        .execute(command, move |book, _| {
+            book.add_grant(grant.clone(), now);
             Ok(GrantResponse {
-                id: grant_id.clone(),
+                id: grant.id.clone(),
                 customer: customer.clone(),
                 kind,
                 credits,

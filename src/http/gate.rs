@@ -3,20 +3,21 @@
 use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
 use crate::domain::Timestamp;
-use crate::domain::catalog::Action;
-use crate::domain::entitlement::{self, Refusal};
-use crate::domain::ledger::{Book, Rejection, Usage};
+use crate::domain::catalog::{Action, Catalog};
+use crate::domain::gate::{self, Actual, Decided, Policy};
+use crate::domain::ledger::Rejection;
 use crate::domain::money::{Credits, Quantity};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::keys::Scope;
 use crate::store::revenue::Origin;
-use crate::store::{Command, Idempotency, Standing};
+use crate::store::{Command, Decide, Executed, Idempotency, decide_json};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
@@ -116,24 +117,21 @@ pub struct UsageResponse {
 }
 
 /// A request to spend, parsed: the customer, the priced action, and its cost.
-struct Spend<'a> {
+#[derive(Debug, Clone)]
+struct Spend {
     customer: String,
-    action: &'a Action,
+    action: Action,
     quantity: Quantity,
     credits: Credits,
 }
 
-fn parse_spend<'a>(
-    state: &'a AppState,
-    customer: &str,
-    action: &str,
-    quantity: Amount,
-) -> Result<Spend<'a>> {
+fn parse_spend(state: &AppState, customer: &str, action: &str, quantity: Amount) -> Result<Spend> {
     let customer = identifier("customer", customer)?;
     let action = state
         .catalog
         .action(action)
-        .ok_or_else(|| Error::UnknownAction(action.to_owned()))?;
+        .ok_or_else(|| Error::UnknownAction(action.to_owned()))?
+        .clone();
     let quantity = Quantity::try_from(quantity.0)
         .map_err(|e| Error::invalid("quantity", format!("{} {e}", quantity.0)))?;
     let credits = action
@@ -147,34 +145,21 @@ fn parse_spend<'a>(
     })
 }
 
-impl Spend<'_> {
-    fn usage(&self) -> Usage {
-        Usage {
-            action: Some(self.action.id.clone()),
-            quantity: Some(self.quantity.to_string()),
+impl Spend {
+    fn idempotency(
+        &self,
+        route: &str,
+        key: &str,
+        occurred_at: Option<Timestamp>,
+    ) -> Result<Idempotency> {
+        let key = identifier("idempotency_key", key)?;
+        let quantity = self.quantity.to_string();
+        let mut parts = vec![route, &self.action.id, &quantity];
+        let occurred = occurred_at.map(|t| t.to_rfc3339());
+        if let Some(at) = &occurred {
+            parts.push(at);
         }
-    }
-
-    fn entitle(&self, state: &AppState, standing: &Standing, now: Timestamp) -> Result<()> {
-        let standing = entitlement::Standing {
-            plan_id: standing
-                .plan_in_force(now, state.stripe.past_due_grace_seconds)
-                .map(str::to_owned),
-            frozen: standing.frozen,
-        };
-        entitlement::entitle(&state.catalog, &standing, self.action).map_err(
-            |refusal| match refusal {
-                Refusal::FeatureNotEntitled => Error::FeatureNotEntitled(self.action.id.clone()),
-                Refusal::CustomerFrozen => Error::CustomerFrozen,
-            },
-        )
-    }
-
-    fn idempotency(&self, route: &str, key: &str) -> Result<Idempotency> {
-        Ok(Idempotency::request(
-            &identifier("idempotency_key", key)?,
-            request_hash(&[route, &self.action.id, &self.quantity.to_string()]),
-        ))
+        Ok(Idempotency::request(&key, request_hash(&parts)))
     }
 
     /// An unknown customer has no credits (DESIGN.md §5).
@@ -185,6 +170,24 @@ impl Spend<'_> {
                 available: Credits::ZERO,
             }),
             other => other,
+        }
+    }
+}
+
+/// What a command's decision needs besides the book: the catalog and the gate's policy.
+#[derive(Clone)]
+struct Rules {
+    catalog: Arc<Catalog>,
+    policy: Policy,
+}
+
+impl Rules {
+    fn of(state: &AppState) -> Rules {
+        Rules {
+            catalog: state.catalog.clone(),
+            policy: Policy {
+                past_due_grace_seconds: state.stripe.past_due_grace_seconds,
+            },
         }
     }
 }
@@ -208,17 +211,23 @@ pub async fn check(
         }));
     };
     let available = book.available();
-    let decision = spend.entitle(&state, &standing, now).and_then(|()| {
-        let overage = state
-            .catalog
-            .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
-        // Decide on a scratch copy exactly as an authorization would; nothing is written.
-        book.authorize("check", &spend.usage(), spend.credits, &overage, now, now)
-            .map_err(Error::from)
-    });
+    let rules = Rules::of(&state);
+    // Decided on the copy just read exactly as an authorization would be; nothing is written.
+    let decision = gate::decide(
+        &rules.catalog,
+        &standing,
+        rules.policy,
+        &mut book,
+        &gate::Spend::Check {
+            action: &spend.action,
+            quantity: spend.quantity,
+            credits: spend.credits,
+        },
+        now,
+    );
     let reason = match decision {
-        Ok(()) => "ok",
-        Err(e) => e.status_and_type().1,
+        Ok(_) => "ok",
+        Err(refusal) => Error::from(refusal).status_and_type().1,
     };
     Ok(Json(CheckResponse {
         allowed: reason == "ok",
@@ -248,35 +257,39 @@ pub async fn authorize(
     let hold_id = format!("hold_{}", uuid::Uuid::now_v7().simple());
     let expires_at = now + chrono::Duration::seconds(state.hold_timeout_seconds as i64);
     let command = Command {
-        customer_id: &spend.customer,
-        create_customer: false,
-        idempotency: Some(spend.idempotency(POST_AUTHORIZATIONS, &request.idempotency_key)?),
-        hold_id: None,
-        now,
-        origin: Default::default(),
+        idempotency: Some(spend.idempotency(
+            POST_AUTHORIZATIONS,
+            &request.idempotency_key,
+            None,
+        )?),
+        ..Command::on(spend.customer.clone(), now)
     };
+    let rules = Rules::of(&state);
+    let held = spend.clone();
     let result = state
         .store
-        .execute(command, |book: &mut Book, standing| {
-            spend.entitle(&state, standing, now)?;
-            let overage = state
-                .catalog
-                .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
-            book.authorize(
-                &hold_id,
-                &spend.usage(),
-                spend.credits,
-                &overage,
-                expires_at,
+        .execute(command, move |book, standing| {
+            let decided = gate::decide(
+                &rules.catalog,
+                standing,
+                rules.policy,
+                book,
+                &gate::Spend::Authorize {
+                    action: &held.action,
+                    quantity: held.quantity,
+                    credits: held.credits,
+                    hold_id: &hold_id,
+                    expires_at,
+                },
                 now,
             )?;
             Ok(AuthorizationResponse {
                 id: hold_id.clone(),
                 status: "held".into(),
-                customer: spend.customer.clone(),
-                action: spend.action.id.clone(),
-                credits: spend.credits,
-                available: book.available(),
+                customer: held.customer.clone(),
+                action: held.action.id.clone(),
+                credits: decided.credits,
+                available: decided.available,
                 expires_at,
             })
         })
@@ -295,16 +308,13 @@ const POST_USAGE: &str = "POST /v1/usage";
 
 /// Runs a capture or void: the hold resolves once, so its id is the idempotency key and a
 /// different second resolution is refused with `hold_already_resolved`.
-async fn resolve<F>(
+async fn resolve(
     state: &AppState,
     hold_id: &str,
     request: &str,
     now: DateTime<Utc>,
-    decide: F,
-) -> Result<ResolutionResponse>
-where
-    F: Fn(&mut Book, &Standing) -> Result<ResolutionResponse>,
-{
+    actual: Option<Actual>,
+) -> Result<Executed<ResolutionResponse>> {
     let hold_id = identifier("id", hold_id)?;
     let (customer, _) = state
         .store
@@ -312,23 +322,41 @@ where
         .await?
         .ok_or(Error::Rejected(Rejection::HoldNotFound))?;
     let command = Command {
-        customer_id: &customer,
-        create_customer: false,
         idempotency: Some(Idempotency::hold_resolution(
             &hold_id,
             request_hash(&[request]),
         )),
-        hold_id: Some(&hold_id),
-        now,
-        origin: Default::default(),
+        hold_id: Some(hold_id.clone()),
+        ..Command::on(customer, now)
     };
-    match state.store.execute(command, decide).await {
-        Ok(executed) => {
-            if executed.replayed {
-                Metrics::bump(&state.metrics.idempotent_replays);
-            }
-            Ok(executed.value)
-        }
+    let rules = Rules::of(state);
+    let id = hold_id.clone();
+    let executed = state
+        .store
+        .execute(command, move |book, standing| {
+            let spend = match actual {
+                Some(actual) => gate::Spend::Capture {
+                    hold_id: &id,
+                    actual,
+                },
+                None => gate::Spend::Void { hold_id: &id },
+            };
+            let Decided { credits, available } =
+                gate::decide(&rules.catalog, standing, rules.policy, book, &spend, now)?;
+            Ok(ResolutionResponse {
+                id: id.clone(),
+                status: if actual.is_some() {
+                    "captured"
+                } else {
+                    "voided"
+                }
+                .into(),
+                credits,
+                available,
+            })
+        })
+        .await;
+    match executed {
         Err(Error::IdempotencyConflict) => {
             // The hold was resolved by a different request.
             let status = state
@@ -338,8 +366,20 @@ where
                 .map_or("resolved", |(_, s)| s.as_str());
             Err(Error::Rejected(Rejection::HoldResolved(status)))
         }
-        Err(e) => Err(e),
+        other => other,
     }
+}
+
+fn count_resolution(
+    state: &AppState,
+    executed: &Executed<ResolutionResponse>,
+    counter: &std::sync::atomic::AtomicU64,
+) {
+    Metrics::bump(if executed.replayed {
+        &state.metrics.idempotent_replays
+    } else {
+        counter
+    });
 }
 
 #[utoipa::path(post, path = "/v1/authorizations/{id}/capture", request_body = CaptureRequest,
@@ -354,11 +394,6 @@ pub async fn capture(
 ) -> Result<Json<ResolutionResponse>> {
     caller.require(Scope::App)?;
     // Zero is a valid capture (the call produced nothing): the whole hold is released.
-    enum Actual {
-        Nothing,
-        Quantity(Quantity),
-        Credits(Credits),
-    }
     let (actual, described) = match (request.quantity, request.credits) {
         (Some(q), None) if q.0.is_zero() => (Actual::Nothing, "0".to_owned()),
         (None, Some(c)) if c.0.is_zero() => (Actual::Nothing, "0".to_owned()),
@@ -381,37 +416,9 @@ pub async fn capture(
     };
     let now = state.clock.now();
     let request_text = format!("capture {described}");
-    let value = resolve(&state, &hold_id, &request_text, now, |book, standing| {
-        let hold = book.hold(&hold_id).ok_or(Rejection::HoldNotFound)?;
-        let credits = match &actual {
-            Actual::Nothing => Credits::ZERO,
-            Actual::Credits(c) => *c,
-            Actual::Quantity(q) => state
-                .catalog
-                .action(&hold.action)
-                .ok_or_else(|| Error::UnknownAction(hold.action.clone()))?
-                .cost(*q)
-                .map_err(|e| Error::invalid("quantity", format!("the cost {e}")))?,
-        };
-        let overage = state
-            .catalog
-            .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
-        let quantity = match &actual {
-            Actual::Nothing => Some("0".to_owned()),
-            Actual::Quantity(q) => Some(q.to_string()),
-            Actual::Credits(_) => None,
-        };
-        book.capture(&hold_id, credits, quantity, &overage, now)?;
-        Ok(ResolutionResponse {
-            id: hold_id.clone(),
-            status: "captured".into(),
-            credits,
-            available: book.available(),
-        })
-    })
-    .await?;
-    Metrics::bump(&state.metrics.captures);
-    Ok(Json(value))
+    let executed = resolve(&state, &hold_id, &request_text, now, Some(actual)).await?;
+    count_resolution(&state, &executed, &state.metrics.captures);
+    Ok(Json(executed.value))
 }
 
 #[utoipa::path(post, path = "/v1/authorizations/{id}/void",
@@ -425,18 +432,64 @@ pub async fn void(
 ) -> Result<Json<ResolutionResponse>> {
     caller.require(Scope::App)?;
     let now = state.clock.now();
-    let value = resolve(&state, &hold_id, "void", now, |book, _| {
-        book.void(&hold_id, now)?;
-        Ok(ResolutionResponse {
-            id: hold_id.clone(),
-            status: "voided".into(),
-            credits: Credits::ZERO,
-            available: book.available(),
+    let executed = resolve(&state, &hold_id, "void", now, None).await?;
+    count_resolution(&state, &executed, &state.metrics.voids);
+    Ok(Json(executed.value))
+}
+
+/// A usage parsed into its command and decision, ready for the runner.
+fn usage_command(
+    state: &AppState,
+    request: SpendRequest,
+    now: Timestamp,
+) -> Result<(Spend, Command, Box<Decide<'static>>)> {
+    let spend = parse_spend(state, &request.customer, &request.action, request.quantity)?;
+    let occurred_at = occurred(request.occurred_at, now)?;
+    let dated = (occurred_at != now).then_some(occurred_at);
+    let idempotency = spend.idempotency(POST_USAGE, &request.idempotency_key, dated)?;
+    let usage_id = format!("usage_{}", uuid::Uuid::now_v7().simple());
+    let command = Command {
+        idempotency: Some(idempotency),
+        origin: Origin {
+            source: Some(usage_id.clone()),
+            event: None,
+        },
+        ..Command::on(spend.customer.clone(), now)
+    };
+    let rules = Rules::of(state);
+    let used = spend.clone();
+    let decide = decide_json(move |book, standing| {
+        // Spent now, against what is available now; dated when it happened.
+        let decided = gate::decide(
+            &rules.catalog,
+            standing,
+            rules.policy,
+            book,
+            &gate::Spend::Usage {
+                action: &used.action,
+                quantity: used.quantity,
+                credits: used.credits,
+                occurred_at,
+            },
+            now,
+        )?;
+        Ok(UsageResponse {
+            id: usage_id.clone(),
+            customer: used.customer.clone(),
+            action: used.action.id.clone(),
+            credits: decided.credits,
+            available: decided.available,
         })
-    })
-    .await?;
-    Metrics::bump(&state.metrics.voids);
-    Ok(Json(value))
+    });
+    Ok((spend, command, decide))
+}
+
+fn count_usage(state: &AppState, replayed: bool) {
+    Metrics::bump(if replayed {
+        &state.metrics.idempotent_replays
+    } else {
+        &state.metrics.usages
+    });
 }
 
 #[utoipa::path(post, path = "/v1/usage", request_body = SpendRequest,
@@ -448,56 +501,125 @@ pub async fn usage(
     ApiJson(request): ApiJson<SpendRequest>,
 ) -> Result<(StatusCode, Json<UsageResponse>)> {
     caller.require(Scope::App)?;
-    let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
     let now = state.clock.now();
-    let occurred_at = occurred(request.occurred_at, now)?;
-    let mut idempotency = spend.idempotency(POST_USAGE, &request.idempotency_key)?;
-    if occurred_at != now {
-        idempotency = Idempotency::request(
-            &identifier("idempotency_key", &request.idempotency_key)?,
-            request_hash(&[
-                POST_USAGE,
-                &spend.action.id,
-                &spend.quantity.to_string(),
-                &occurred_at.to_rfc3339(),
-            ]),
-        );
-    }
-    let usage_id = format!("usage_{}", uuid::Uuid::now_v7().simple());
-    let command = Command {
-        customer_id: &spend.customer,
-        create_customer: false,
-        idempotency: Some(idempotency),
-        hold_id: None,
-        now,
-        origin: Origin {
-            source: Some(&usage_id),
-            event: None,
-        },
-    };
-    let executed = state
+    let (spend, command, decide) = usage_command(&state, request, now)?;
+    let answer = state
         .store
-        .execute(command, |book: &mut Book, standing| {
-            spend.entitle(&state, standing, now)?;
-            let overage = state
-                .catalog
-                .overage_for(standing.plan_in_force(now, state.stripe.past_due_grace_seconds));
-            // Spent now, against what is available now; dated when it happened.
-            book.debit(spend.credits, &spend.usage(), &overage, occurred_at)?;
-            Ok(UsageResponse {
-                id: usage_id.clone(),
-                customer: spend.customer.clone(),
-                action: spend.action.id.clone(),
-                credits: spend.credits,
-                available: book.available(),
-            })
-        })
+        .execute_all(vec![(command, decide)])
         .await
+        .pop()
+        .expect("one answer per command")
         .map_err(|e| spend.unknown_customer(e))?;
-    Metrics::bump(if executed.replayed {
-        &state.metrics.idempotent_replays
-    } else {
-        &state.metrics.usages
-    });
-    Ok((StatusCode::CREATED, Json(executed.value)))
+    count_usage(&state, answer.replayed);
+    let value = serde_json::from_value(answer.value)
+        .map_err(|e| Error::Internal(format!("answer: {e}")))?;
+    Ok((StatusCode::CREATED, Json(value)))
+}
+
+/// Most usages in one `POST /v1/usage/batch`.
+pub const MAX_BATCH_USAGES: usize = 1_000;
+/// Largest body of a usage batch, in bytes (1,000 usages of about 1 KiB each).
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatchRequest {
+    /// At most 1,000 usages, each with its own `idempotency_key`; each is answered on its own.
+    #[schema(value_type = Vec<Object>)]
+    usages: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageBatchResponse {
+    /// One per usage, in order: the fields of a single usage's 201 with `"status": 201`, or the
+    /// usage's problem (`type`, `status`, `detail`).
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<serde_json::Value>,
+}
+
+/// One usage of a batch: the fields of `POST /v1/usage`, and no others.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchUsage {
+    customer: String,
+    action: String,
+    quantity: Amount,
+    idempotency_key: String,
+    #[serde(default)]
+    occurred_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(post, path = "/v1/usage/batch", request_body = UsageBatchRequest,
+    responses((status = 200, body = UsageBatchResponse), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn usage_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<UsageBatchRequest>,
+) -> Result<Json<UsageBatchResponse>> {
+    caller.require(Scope::App)?;
+    let count = request.usages.len();
+    if count == 0 || count > MAX_BATCH_USAGES {
+        return Err(Error::invalid(
+            "usages",
+            format!("must hold 1 to {MAX_BATCH_USAGES} usages (got {count})"),
+        ));
+    }
+    let now = state.clock.now();
+    // Each usage is parsed on its own: a bad one is answered with its problem and the rest run.
+    let mut results: Vec<Option<Result<serde_json::Value>>> = Vec::with_capacity(count);
+    let mut queued = Vec::new();
+    let mut spends = Vec::new();
+    for (i, item) in request.usages.into_iter().enumerate() {
+        let parsed = serde_json::from_value::<BatchUsage>(item)
+            .map_err(|e| Error::invalid(format!("usages[{i}]"), e))
+            .and_then(|u| {
+                usage_command(
+                    &state,
+                    SpendRequest {
+                        customer: u.customer,
+                        action: u.action,
+                        quantity: u.quantity,
+                        idempotency_key: u.idempotency_key,
+                        occurred_at: u.occurred_at,
+                    },
+                    now,
+                )
+            });
+        match parsed {
+            Ok((spend, command, decide)) => {
+                results.push(None);
+                spends.push((i, spend));
+                queued.push((command, decide));
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let answers = state.store.execute_all(queued).await;
+    for ((i, spend), answer) in spends.into_iter().zip(answers) {
+        results[i] = Some(match answer {
+            Ok(executed) => {
+                count_usage(&state, executed.replayed);
+                Ok(executed.value)
+            }
+            Err(e) => Err(spend.unknown_customer(e)),
+        });
+    }
+    let results = results
+        .into_iter()
+        .map(|r| match r.expect("every usage is answered") {
+            Ok(mut value) => {
+                value["status"] = serde_json::Value::from(201);
+                value
+            }
+            Err(e) => {
+                let (_, mut problem) = e.problem();
+                if let Some(o) = problem.as_object_mut() {
+                    o.remove("title");
+                }
+                problem
+            }
+        })
+        .collect();
+    Ok(Json(UsageBatchResponse { results }))
 }

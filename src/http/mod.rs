@@ -37,7 +37,7 @@ pub struct AppState {
 #[openapi(
     info(title = "creditbook", description = "Credit ledger, pre-call authorization gate and ASC 606 revenue books"),
     paths(
-        gate::check, gate::authorize, gate::capture, gate::void, gate::usage,
+        gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
         customers::show, customers::ledger, customers::create_grant, customers::set_plan,
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
@@ -67,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/authorizations/{id}/capture", post(gate::capture))
         .route("/v1/authorizations/{id}/void", post(gate::void))
         .route("/v1/usage", post(gate::usage))
+        .route(
+            "/v1/usage/batch",
+            post(gate::usage_batch).layer(DefaultBodyLimit::max(gate::MAX_BATCH_BODY_BYTES)),
+        )
         .route("/v1/customers/{id}", get(customers::show))
         .route("/v1/customers/{id}/ledger", get(customers::ledger))
         .route("/v1/customers/{id}/grants", post(customers::create_grant))
@@ -82,6 +86,7 @@ pub fn router(state: AppState) -> Router {
             post(revenue::close_period),
         )
         .route("/healthz", get(ops::healthz))
+        .route("/livez", get(ops::livez))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .fallback(|| async { Error::NotFound })

@@ -24,6 +24,12 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>> {
     Ok(Json(Health { status: "ok" }))
 }
 
+/// Liveness: the process answers. Touches nothing (`/healthz` also asks the database); the
+/// gate benchmark measures the server's ceiling on it.
+pub async fn livez() -> &'static str {
+    "ok"
+}
+
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -47,8 +47,10 @@ impl Error {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
+impl Error {
+    /// The problem document of this error, and its status. A 5xx is logged here, once, and its
+    /// body says nothing of the cause.
+    pub fn problem(&self) -> (StatusCode, Value) {
         let (status, kind) = self.status_and_type();
         let mut body = json!({
             "type": kind,
@@ -75,6 +77,13 @@ impl IntoResponse for Error {
             Error::Invalid { field, .. } => body["field"] = Value::from(field.as_str()),
             _ => {}
         }
+        (status, body)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, body) = self.problem();
         let mut response = (status, body.to_string()).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,

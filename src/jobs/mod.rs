@@ -3,7 +3,7 @@
 
 use crate::domain::Timestamp;
 use crate::error::Result;
-use crate::store::{Command, Store};
+use crate::store::{Command, Store, decide_json};
 
 /// Customers settled per query, and passes per run: a limit on one run's work.
 const BATCH: u64 = 500;
@@ -33,16 +33,19 @@ pub async fn settle_due(store: &Store, now: Timestamp) -> Result<usize> {
         if due.is_empty() {
             break;
         }
-        for customer in &due {
-            let command = Command {
-                customer_id: customer,
-                create_customer: false,
-                idempotency: None,
-                hold_id: None,
-                now,
-                origin: Default::default(),
-            };
-            store.execute(command, |_, _| Ok(())).await?;
+        // Every due customer in one go: they share batches.
+        let commands = due
+            .iter()
+            .map(|customer| (Command::on(customer, now), decide_json(|_, _| Ok(()))))
+            .collect();
+        for answer in store.execute_all(commands).await {
+            match answer {
+                // Gone since it was listed: nothing to settle.
+                Err(crate::error::Error::CustomerNotFound(_)) => {}
+                other => {
+                    other?;
+                }
+            }
         }
         settled += due.len();
         if (due.len() as u64) < BATCH {

@@ -1,28 +1,29 @@
-//! Running a command on one customer's book: lock, replay or decide, check, write, commit.
+//! Running commands on customers' books: the one way a command runs. A batch of commands shares
+//! one transaction: lock the batch's customers in a fixed order, load their books with a few
+//! set-based queries, decide each command in turn on the in-memory book (a refused command
+//! changes nothing and leaves its neighbours alone), write everything with multi-row
+//! statements, post the revenue, and let the caller commit once.
 
-use super::Store;
 use super::revenue::{self, Origin};
 use super::rows::{self, micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::catalog::Catalog;
-use crate::domain::ledger::{Book, HoldStatus};
+use crate::domain::gate::Standing;
+use crate::domain::ledger::{Book, Entry, HoldStatus};
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use entity::{customers, grants, holds, idempotency_records, ledger_entries};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
-use serde::{Serialize, de::DeserializeOwned};
-use std::collections::{BTreeMap, HashMap};
-
-/// Attempts of one command when the database reports a transient failure.
-const TRANSIENT_ATTEMPTS: u32 = 5;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// An idempotency key and the hash of the request it was first used with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
     key: String,
     request_hash: String,
@@ -47,41 +48,32 @@ impl Idempotency {
     }
 }
 
-/// The customer facts beside the book that decisions need.
-#[derive(Debug, Clone, Default)]
-pub struct Standing {
-    pub plan_id: Option<String>,
-    pub frozen: bool,
-    /// Since when the customer's subscription is past due, if it is.
-    pub past_due_since: Option<Timestamp>,
-    /// End of the current subscription period.
-    pub renews_at: Option<Timestamp>,
-}
-
-impl Standing {
-    /// The plan whose features and overage rule apply at `now`: none once a past-due
-    /// subscription has outlived its grace.
-    pub fn plan_in_force(&self, now: Timestamp, past_due_grace_seconds: u64) -> Option<&str> {
-        let grace = chrono::Duration::seconds(i64::try_from(past_due_grace_seconds).ok()?);
-        match self.past_due_since {
-            Some(since) if now >= since + grace => None,
-            _ => self.plan_id.as_deref(),
-        }
-    }
-}
-
 /// How a command meets its customer.
 #[derive(Debug, Clone)]
-pub struct Command<'a> {
-    pub customer_id: &'a str,
+pub struct Command {
+    pub customer_id: String,
     /// Create the customer when unknown (grants); otherwise an unknown customer is an error.
     pub create_customer: bool,
     pub idempotency: Option<Idempotency>,
     /// Load this hold even when it is no longer open, to say why it cannot be resolved.
-    pub hold_id: Option<&'a str>,
+    pub hold_id: Option<String>,
     pub now: Timestamp,
     /// Where the command comes from, for the journal: a usage id, a Stripe event.
-    pub origin: Origin<'a>,
+    pub origin: Origin,
+}
+
+impl Command {
+    /// A command on `customer_id` at `now`, with no idempotency key, hold or origin.
+    pub fn on(customer_id: impl Into<String>, now: Timestamp) -> Command {
+        Command {
+            customer_id: customer_id.into(),
+            create_customer: false,
+            idempotency: None,
+            hold_id: None,
+            now,
+            origin: Origin::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -91,80 +83,654 @@ pub struct Executed<T> {
     pub replayed: bool,
 }
 
-struct Loaded {
-    book: Book,
-    standing: Standing,
-    version: i64,
+/// A command's decision: pure, on the customer's book and standing; it may run more than once
+/// (transient retries, or alone after its batch failed). Its answer is kept as JSON, which is
+/// also what an idempotent replay answers.
+pub type Decide<'a> =
+    dyn Fn(&mut Book, &mut Standing) -> Result<serde_json::Value> + Send + Sync + 'a;
+
+/// The answer of each command of a batch, in order.
+pub type Answers = Vec<Result<Executed<serde_json::Value>>>;
+
+/// Wraps a typed decision as a [`Decide`].
+pub fn decide_json<'a, T, F>(decide: F) -> Box<Decide<'a>>
+where
+    T: Serialize,
+    F: Fn(&mut Book, &mut Standing) -> Result<T> + Send + Sync + 'a,
+{
+    Box::new(move |book, standing| {
+        let value = decide(book, standing)?;
+        serde_json::to_value(value).map_err(|e| Error::Internal(format!("answer: {e}")))
+    })
 }
 
-impl Store {
-    /// Runs `decide` on the customer's book under its row lock and writes what it appended, in
-    /// one transaction. `decide` is pure and may run more than once (transient retries); when it
-    /// fails nothing is written.
-    pub async fn execute<T, F>(&self, command: Command<'_>, decide: F) -> Result<Executed<T>>
-    where
-        T: Serialize + DeserializeOwned,
-        F: Fn(&mut Book, &Standing) -> Result<T>,
-    {
-        let mut attempt = 1;
-        loop {
-            match self.execute_once(&command, &decide).await {
-                Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) if e.is_transient() => return Err(Error::Unavailable),
-                other => return other,
+/// A customer's book as loaded, and as the batch's commands left it.
+pub(crate) struct Loaded {
+    pub before: Book,
+    pub book: Book,
+    pub standing_before: Standing,
+    pub standing: Standing,
+    pub version: i64,
+}
+
+/// Which holds' reservations a load reads: all open ones (to write), or only those due to be
+/// released at a time (to read a book as of then).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reservations {
+    All,
+    DueAt(Timestamp),
+}
+
+/// Rows per multi-row statement: under both engines' limits on bound values.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One command that changed its book: its entries, in order.
+struct Done {
+    item: usize,
+    customer: String,
+    entries: Vec<Entry>,
+}
+
+/// Runs `items` in order inside `txn` (see the module doc). `extra_grants` are loaded even when
+/// spent or expired (a refund or rollover acts on them). The outer error fails the whole batch
+/// (nothing of it may be committed); each command's own refusal is in its answer. The caller
+/// commits.
+pub(crate) async fn run_commands(
+    txn: &DatabaseTransaction,
+    catalog: &Catalog,
+    items: &[(&Command, &Decide<'_>)],
+    extra_grants: &[String],
+) -> Result<Answers> {
+    // Customers a command may create, at the time of the first command that names them.
+    let mut create: BTreeMap<&str, Timestamp> = BTreeMap::new();
+    for (command, _) in items.iter().filter(|(c, _)| c.create_customer) {
+        create.entry(&command.customer_id).or_insert(command.now);
+    }
+    if !create.is_empty() {
+        let rows: Vec<_> = create
+            .iter()
+            .map(|(id, now)| rows::new_customer(id, *now))
+            .collect();
+        customers::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::column(customers::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    let ids: Vec<String> = items
+        .iter()
+        .map(|(c, _)| c.customer_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    lock_customers(txn, &ids).await?;
+    let hold_ids: Vec<String> = items
+        .iter()
+        .filter_map(|(c, _)| c.hold_id.clone())
+        .collect();
+    let mut books = load_books(txn, &ids, &hold_ids, extra_grants, Reservations::All).await?;
+    let mut records = load_idempotency(txn, items).await?;
+
+    let mut answers: Answers = Vec::with_capacity(items.len());
+    let mut done: Vec<Done> = Vec::new();
+    let mut new_records = Vec::new();
+    for (item, (command, decide)) in items.iter().enumerate() {
+        let Some(loaded) = books.get_mut(&command.customer_id) else {
+            answers.push(Err(Error::CustomerNotFound(command.customer_id.clone())));
+            continue;
+        };
+        if let Some(idempotency) = &command.idempotency {
+            let key = (command.customer_id.clone(), idempotency.key.clone());
+            if let Some((hash, body)) = records.get(&key) {
+                answers.push(if *hash != idempotency.request_hash {
+                    Err(Error::IdempotencyConflict)
+                } else {
+                    serde_json::from_str(body)
+                        .map(|value| Executed {
+                            value,
+                            replayed: true,
+                        })
+                        .map_err(|e| Error::Internal(format!("stored idempotent result: {e}")))
+                });
+                continue;
+            }
+        }
+        // Decided on a copy: a refusal leaves the book as the previous command left it.
+        let mut book = loaded.book.clone();
+        let mut standing = loaded.standing.clone();
+        debug_assert!(
+            book.entries.is_empty(),
+            "entries move out after each command"
+        );
+        book.settle_due(command.now);
+        let decided = decide(&mut book, &mut standing).and_then(|value| {
+            book.check_invariants()?;
+            Ok(value)
+        });
+        let value = match decided {
+            Ok(value) => value,
+            Err(e) => {
+                answers.push(Err(e));
+                continue;
+            }
+        };
+        if let Some(idempotency) = &command.idempotency {
+            let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
+            new_records.push(idempotency_records::ActiveModel {
+                customer_id: Set(command.customer_id.clone()),
+                idempotency_key: Set(idempotency.key.clone()),
+                request_hash: Set(idempotency.request_hash.clone()),
+                body: Set(body.clone()),
+                created_at: Set(time(command.now)),
+            });
+            records.insert(
+                (command.customer_id.clone(), idempotency.key.clone()),
+                (idempotency.request_hash.clone(), body),
+            );
+        }
+        let entries = std::mem::take(&mut book.entries);
+        loaded.book = book;
+        loaded.standing = standing;
+        done.push(Done {
+            item,
+            customer: command.customer_id.clone(),
+            entries,
+        });
+        answers.push(Ok(Executed {
+            value,
+            replayed: false,
+        }));
+    }
+
+    write_books(txn, &books).await?;
+    write_entries(txn, items, &done).await?;
+    for chunk in new_records.chunks(ROWS_PER_STATEMENT) {
+        idempotency_records::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for d in &done {
+        let command = items[d.item].0;
+        let grants = &books[&d.customer].book.grants;
+        revenue::post(
+            txn,
+            catalog,
+            &d.customer,
+            grants,
+            &d.entries,
+            &command.origin,
+            command.now,
+        )
+        .await?;
+    }
+    Ok(answers)
+}
+
+/// Takes the row locks of `ids` for the rest of the transaction, in id order so that two batches
+/// never wait on each other in a cycle (PostgreSQL: `FOR UPDATE`, then the version bump;
+/// SQLite: its transactions begin with the database's write lock).
+pub(crate) async fn lock_customers(txn: &DatabaseTransaction, ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    if txn.get_database_backend() == DbBackend::Postgres && ids.len() > 1 {
+        customers::Entity::find()
+            .select_only()
+            .column(customers::Column::Id)
+            .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+            .order_by_asc(customers::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<String>()
+            .all(txn)
+            .await?;
+    }
+    customers::Entity::update_many()
+        .col_expr(
+            customers::Column::Version,
+            Expr::col(customers::Column::Version).add(1),
+        )
+        .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Creates the customer's row unless it exists (it may have been created concurrently).
+pub(crate) async fn insert_customer_if_absent(
+    txn: &DatabaseTransaction,
+    customer_id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    customers::Entity::insert(rows::new_customer(customer_id, now))
+        .on_conflict(
+            OnConflict::column(customers::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// Takes one customer's row lock (PostgreSQL: the row lock of an UPDATE; SQLite: the database
+/// write lock). False when the customer does not exist.
+pub(crate) async fn lock_customer(txn: &DatabaseTransaction, customer_id: &str) -> Result<bool> {
+    let result = customers::Entity::update_many()
+        .col_expr(
+            customers::Column::Version,
+            Expr::col(customers::Column::Version).add(1),
+        )
+        .filter(customers::Column::Id.eq(customer_id))
+        .exec(txn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// The stored first results of the batch's idempotency keys, by (customer, key): one query.
+async fn load_idempotency(
+    txn: &DatabaseTransaction,
+    items: &[(&Command, &Decide<'_>)],
+) -> Result<HashMap<(String, String), (String, String)>> {
+    let pairs: BTreeSet<(&str, &str)> = items
+        .iter()
+        .filter_map(|(c, _)| {
+            c.idempotency
+                .as_ref()
+                .map(|i| (c.customer_id.as_str(), i.key.as_str()))
+        })
+        .collect();
+    let mut found = HashMap::new();
+    let pairs: Vec<_> = pairs.into_iter().collect();
+    let backend = txn.get_database_backend();
+    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+        let mut values = Vec::with_capacity(chunk.len() * 2);
+        let tuples = chunk
+            .iter()
+            .map(|(customer, key)| {
+                values.push(Value::from(*customer));
+                values.push(Value::from(*key));
+                format!(
+                    "({}, {})",
+                    placeholder(backend, values.len() - 1),
+                    placeholder(backend, values.len())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT customer_id, idempotency_key, request_hash, body FROM idempotency_records \
+             WHERE (customer_id, idempotency_key) IN (VALUES {tuples})"
+        );
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        for row in rows {
+            let customer: String = row.try_get("", "customer_id")?;
+            let key: String = row.try_get("", "idempotency_key")?;
+            let hash: String = row.try_get("", "request_hash")?;
+            let body: String = row.try_get("", "body")?;
+            found.insert((customer, key), (hash, body));
+        }
+    }
+    Ok(found)
+}
+
+/// The n-th (1-based) bound value in `backend`'s syntax.
+fn placeholder(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+/// The books of `ids` (those that exist), with a few set-based queries whatever their number:
+/// customers, their live grants (and `extra_grants`), their open holds (and `hold_ids`), and
+/// the open holds' reservations.
+pub(crate) async fn load_books<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+    hold_ids: &[String],
+    extra_grants: &[String],
+    reservations: Reservations,
+) -> Result<BTreeMap<String, Loaded>> {
+    let mut books = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(books);
+    }
+    let customer_rows = customers::Entity::find()
+        .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+        .all(db)
+        .await?;
+    if customer_rows.is_empty() {
+        return Ok(books);
+    }
+    let found: Vec<String> = customer_rows.iter().map(|c| c.id.clone()).collect();
+    let mut live = Condition::any()
+        .add(
+            Condition::all()
+                .add(grants::Column::Expired.eq(false))
+                .add(grants::Column::Remaining.gt(0)),
+        )
+        .add(grants::Column::Held.gt(0));
+    if !extra_grants.is_empty() {
+        live = live.add(grants::Column::Id.is_in(extra_grants.iter().cloned()));
+    }
+    let grant_rows = grants::Entity::find()
+        .filter(grants::Column::CustomerId.is_in(found.iter().cloned()))
+        .filter(live)
+        .order_by_asc(grants::Column::CreatedAt)
+        .order_by_asc(grants::Column::Id)
+        .all(db)
+        .await?;
+    let mut open = Condition::any().add(holds::Column::Status.eq(HoldStatus::Held.as_str()));
+    if !hold_ids.is_empty() {
+        open = open.add(holds::Column::Id.is_in(hold_ids.iter().cloned()));
+    }
+    let hold_rows = holds::Entity::find()
+        .filter(holds::Column::CustomerId.is_in(found.iter().cloned()))
+        .filter(open)
+        .order_by_asc(holds::Column::CreatedAt)
+        .order_by_asc(holds::Column::Id)
+        .all(db)
+        .await?;
+    let wanted: Vec<String> = hold_rows
+        .iter()
+        .filter(|h| h.status == HoldStatus::Held.as_str())
+        .filter(|h| match reservations {
+            Reservations::All => true,
+            Reservations::DueAt(now) => h.expires_at <= time(now),
+        })
+        .map(|h| h.id.clone())
+        .collect();
+    let mut allocations: HashMap<String, Vec<(String, Credits)>> = HashMap::new();
+    for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+        let reserved = ledger_entries::Entity::find()
+            .filter(ledger_entries::Column::HoldId.is_in(chunk.iter().cloned()))
+            .filter(ledger_entries::Column::Kind.eq("hold"))
+            .filter(ledger_entries::Column::GrantId.is_not_null())
+            .order_by_asc(ledger_entries::Column::Id)
+            .all(db)
+            .await?;
+        for r in reserved {
+            if let (Some(hold), Some(grant)) = (r.hold_id, r.grant_id) {
+                allocations
+                    .entry(hold)
+                    .or_default()
+                    .push((grant, Credits::from_micros(r.held)));
             }
         }
     }
-
-    pub(crate) async fn begin(&self) -> Result<DatabaseTransaction> {
-        let options = TransactionOptions {
-            isolation_level: None,
-            access_mode: None,
-            // Take SQLite's write lock at BEGIN, so a transaction never has to upgrade a read
-            // snapshot (which fails at once instead of waiting on the busy timeout).
-            sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)
-                .then_some(SqliteTransactionMode::Immediate),
+    for customer in customer_rows {
+        let mut book = Book::new(customer.id.clone());
+        book.overdraft = Credits::from_micros(customer.overdraft);
+        book.overdraft_held = Credits::from_micros(customer.overdraft_held);
+        let standing = Standing {
+            plan_id: customer.plan_id,
+            frozen: customer.frozen,
+            past_due_since: customer.past_due_since.map(timestamp).transpose()?,
+            renews_at: customer.renews_at.map(timestamp).transpose()?,
         };
-        Ok(self.connection().begin_with_options(options).await?)
+        books.insert(
+            customer.id,
+            Loaded {
+                before: book.clone(),
+                book,
+                standing_before: standing.clone(),
+                standing,
+                version: customer.version,
+            },
+        );
     }
+    for row in grant_rows {
+        let loaded = books
+            .get_mut(&row.customer_id)
+            .expect("grants were read for these customers");
+        loaded.book.grants.push(rows::grant_from_row(row)?);
+    }
+    for row in hold_rows {
+        let reserved = allocations.remove(&row.id).unwrap_or_default();
+        let loaded = books
+            .get_mut(&row.customer_id)
+            .expect("holds were read for these customers");
+        loaded.book.holds.push(rows::hold_from_row(row, reserved)?);
+    }
+    for loaded in books.values_mut() {
+        loaded.before = loaded.book.clone();
+    }
+    Ok(books)
+}
 
-    async fn execute_once<T, F>(&self, command: &Command<'_>, decide: &F) -> Result<Executed<T>>
-    where
-        T: Serialize + DeserializeOwned,
-        F: Fn(&mut Book, &Standing) -> Result<T>,
-    {
-        let txn = self.begin().await?;
-        let executed = run_in(&txn, &self.catalog, command, &[], decide).await?;
-        if !executed.replayed {
-            txn.commit().await?;
+/// Writes the difference between each book as loaded and as decided: new grants and holds in
+/// multi-row inserts, changed ones in multi-row updates. Grant updates are conditional on the
+/// values read: a second line of defence behind the row lock, so a grant is never written from
+/// a stale read.
+async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>) -> Result<()> {
+    let mut new_grants = Vec::new();
+    let mut changed_grants = Vec::new();
+    let mut new_holds = Vec::new();
+    let mut changed_holds = Vec::new();
+    for (customer, loaded) in books {
+        let (before, after) = (&loaded.before, &loaded.book);
+        let old_grants: BTreeMap<&str, _> =
+            before.grants.iter().map(|g| (g.id.as_str(), g)).collect();
+        for grant in &after.grants {
+            match old_grants.get(grant.id.as_str()) {
+                None => new_grants.push(rows::grant_to_row(customer, grant)?),
+                Some(old) if *old != grant => changed_grants.push([
+                    Value::from(grant.id.clone()),
+                    Value::from(micros(grant.remaining)?),
+                    Value::from(micros(grant.held)?),
+                    Value::from(grant.expired),
+                    Value::from(micros(grant.refunded)?),
+                    Value::from(grant.expires_at.map(time)),
+                    Value::from(micros(old.remaining)?),
+                    Value::from(micros(old.held)?),
+                    Value::from(old.expired),
+                ]),
+                Some(_) => {}
+            }
         }
-        Ok(executed)
+        let old_holds: BTreeMap<&str, _> =
+            before.holds.iter().map(|h| (h.id.as_str(), h)).collect();
+        for hold in &after.holds {
+            match old_holds.get(hold.id.as_str()) {
+                None => new_holds.push(rows::hold_to_row(customer, hold)?),
+                Some(old) if *old != hold => changed_holds.push([
+                    Value::from(hold.id.clone()),
+                    Value::from(hold.status.as_str()),
+                    Value::from(hold.captured.map(micros).transpose()?),
+                    Value::from(hold.resolved_at.map(time)),
+                ]),
+                Some(_) => {}
+            }
+        }
+        let standing = &loaded.standing;
+        if before.overdraft != after.overdraft
+            || before.overdraft_held != after.overdraft_held
+            || loaded.standing_before != *standing
+        {
+            let updated = customers::Entity::update_many()
+                .col_expr(
+                    customers::Column::Overdraft,
+                    Expr::value(micros(after.overdraft)?),
+                )
+                .col_expr(
+                    customers::Column::OverdraftHeld,
+                    Expr::value(micros(after.overdraft_held)?),
+                )
+                .col_expr(
+                    customers::Column::PlanId,
+                    Expr::value(standing.plan_id.clone()),
+                )
+                .col_expr(customers::Column::Frozen, Expr::value(standing.frozen))
+                .col_expr(
+                    customers::Column::PastDueSince,
+                    Expr::value(standing.past_due_since.map(time)),
+                )
+                .col_expr(
+                    customers::Column::RenewsAt,
+                    Expr::value(standing.renews_at.map(time)),
+                )
+                .filter(customers::Column::Id.eq(customer.as_str()))
+                .filter(customers::Column::Version.eq(loaded.version))
+                .exec(txn)
+                .await?;
+            // The row lock is ours: nobody else can have moved the version.
+            if updated.rows_affected != 1 {
+                return Err(Error::WriteConflict);
+            }
+        }
+    }
+    for chunk in new_grants.chunks(ROWS_PER_STATEMENT) {
+        grants::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for chunk in changed_grants.chunks(ROWS_PER_STATEMENT) {
+        update_rows(
+            txn,
+            "grants",
+            &[
+                "id",
+                "remaining",
+                "held",
+                "expired",
+                "refunded",
+                "expires_at",
+                "old_remaining",
+                "old_held",
+                "old_expired",
+            ],
+            "remaining = v.remaining, held = v.held, expired = v.expired, \
+             refunded = v.refunded, expires_at = v.expires_at",
+            "grants.remaining = v.old_remaining AND grants.held = v.old_held \
+             AND grants.expired = v.old_expired",
+            chunk,
+        )
+        .await?;
+    }
+    // Holds before entries: entries reference them.
+    for chunk in new_holds.chunks(ROWS_PER_STATEMENT) {
+        holds::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for chunk in changed_holds.chunks(ROWS_PER_STATEMENT) {
+        update_rows(
+            txn,
+            "holds",
+            &["id", "status", "captured", "resolved_at"],
+            "status = v.status, captured = v.captured, resolved_at = v.resolved_at",
+            "TRUE",
+            chunk,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// `UPDATE table SET ... FROM (VALUES ...)` for many rows in one statement; every row must match
+/// (`id` and `condition`), or the batch fails with a write conflict.
+async fn update_rows<const N: usize>(
+    txn: &DatabaseTransaction,
+    table: &str,
+    columns: &[&str; N],
+    set: &str,
+    condition: &str,
+    rows: &[[Value; N]],
+) -> Result<()> {
+    let backend = txn.get_database_backend();
+    let mut values = Vec::with_capacity(rows.len() * N);
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows {
+        let marks: Vec<String> = row
+            .iter()
+            .map(|v| {
+                values.push(v.clone());
+                placeholder(backend, values.len())
+            })
+            .collect();
+        tuples.push(format!("({})", marks.join(", ")));
+    }
+    let sql = format!(
+        "WITH v({}) AS (VALUES {}) UPDATE {table} SET {set} FROM v \
+         WHERE {table}.id = v.id AND {condition}",
+        columns.join(", "),
+        tuples.join(", ")
+    );
+    let result = txn
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    if result.rows_affected() != rows.len() as u64 {
+        return Err(Error::WriteConflict);
+    }
+    Ok(())
+}
+
+/// The batch's ledger entries, in command order: each command's entries share an operation.
+async fn write_entries(
+    txn: &DatabaseTransaction,
+    items: &[(&Command, &Decide<'_>)],
+    done: &[Done],
+) -> Result<()> {
+    let mut rows = Vec::new();
+    for d in done.iter().filter(|d| !d.entries.is_empty()) {
+        let operation_id = uuid::Uuid::now_v7().to_string();
+        let now = items[d.item].0.now;
+        for (position, entry) in d.entries.iter().enumerate() {
+            rows.push(rows::entry_to_row(
+                &d.customer,
+                &operation_id,
+                position,
+                entry,
+                now,
+            )?);
+        }
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        ledger_entries::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+impl super::Store {
+    /// The customers' books as of `now`, without writing: for `check` and reads. Customers that
+    /// do not exist are absent. Reads only the reservations of holds due to be released by then.
+    pub async fn view_many(
+        &self,
+        customer_ids: &[String],
+        now: Timestamp,
+    ) -> Result<BTreeMap<String, (Book, Standing)>> {
+        use sea_orm::TransactionTrait;
+        // One snapshot for the few reads.
+        let txn = self.connection().begin().await?;
+        let loaded = load_books(&txn, customer_ids, &[], &[], Reservations::DueAt(now)).await?;
+        txn.commit().await?;
+        Ok(loaded
+            .into_iter()
+            .map(|(id, l)| {
+                let mut book = l.book;
+                book.settle_due(now);
+                (id, (book, l.standing))
+            })
+            .collect())
     }
 
-    /// The customer's book as of `now`, without writing: for `check` and reads. `None` when the
-    /// customer is unknown.
+    /// One customer's book as of `now`, without writing. `None` when the customer is unknown.
     pub async fn view(
         &self,
         customer_id: &str,
         now: Timestamp,
     ) -> Result<Option<(Book, Standing)>> {
-        let txn = self.connection().begin().await?;
-        let exists = customers::Entity::find_by_id(customer_id.to_owned())
-            .one(&txn)
+        Ok(self
+            .view_many(&[customer_id.to_owned()], now)
             .await?
-            .is_some();
-        if !exists {
-            return Ok(None);
-        }
-        let loaded = load(&txn, customer_id, None, &[]).await?;
-        txn.commit().await?;
-        let mut book = loaded.book;
-        book.settle_due(now);
-        Ok(Some((book, loaded.standing)))
+            .remove(customer_id))
     }
 
     /// The customer owning a hold and the hold's status, if the hold exists.
@@ -182,7 +748,7 @@ impl Store {
 
     /// Customers with a hold or a grant due to expire at `now`: the work of the expiry job.
     pub async fn customers_due(&self, now: Timestamp, limit: u64) -> Result<Vec<String>> {
-        use sea_orm::{Order, QuerySelect};
+        use sea_orm::Order;
         let now = time(now);
         let mut ids: Vec<String> = holds::Entity::find()
             .select_only()
@@ -219,326 +785,16 @@ impl Store {
         plan_id: Option<&str>,
         now: Timestamp,
     ) -> Result<()> {
-        let txn = self.begin().await?;
-        customers::Entity::insert(customers::ActiveModel {
-            plan_id: Set(plan_id.map(str::to_owned)),
-            ..rows::new_customer(customer_id, now)
+        let command = Command {
+            create_customer: true,
+            ..Command::on(customer_id, now)
+        };
+        let plan_id = plan_id.map(str::to_owned);
+        self.execute(command, move |_, standing| {
+            standing.plan_id = plan_id.clone();
+            Ok(())
         })
-        .on_conflict(
-            OnConflict::column(customers::Column::Id)
-                .update_column(customers::Column::PlanId)
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
         .await?;
-        txn.commit().await?;
         Ok(())
     }
-}
-
-/// Runs `decide` on the customer's book inside `txn`: takes the customer's row lock (creating the
-/// customer when the command allows), replays or decides, checks the invariants and writes.
-/// `extra_grants` are loaded even when spent or expired (a refund or rollover acts on them). The
-/// caller commits; on a replay there is nothing to commit.
-pub(crate) async fn run_in<T, F>(
-    txn: &DatabaseTransaction,
-    catalog: &Catalog,
-    command: &Command<'_>,
-    extra_grants: &[String],
-    decide: &F,
-) -> Result<Executed<T>>
-where
-    T: Serialize + DeserializeOwned,
-    F: Fn(&mut Book, &Standing) -> Result<T>,
-{
-    if !lock_customer(txn, command.customer_id).await? {
-        if !command.create_customer {
-            return Err(Error::CustomerNotFound(command.customer_id.to_owned()));
-        }
-        insert_customer_if_absent(txn, command.customer_id, command.now).await?;
-        let locked = lock_customer(txn, command.customer_id).await?;
-        assert!(locked, "the customer row exists once inserted");
-    }
-
-    if let Some(idempotency) = &command.idempotency {
-        let earlier = idempotency_records::Entity::find_by_id((
-            command.customer_id.to_owned(),
-            idempotency.key.clone(),
-        ))
-        .one(txn)
-        .await?;
-        if let Some(record) = earlier {
-            if record.request_hash != idempotency.request_hash {
-                return Err(Error::IdempotencyConflict);
-            }
-            let value = serde_json::from_str(&record.body)
-                .map_err(|e| Error::Internal(format!("stored idempotent result: {e}")))?;
-            return Ok(Executed {
-                value,
-                replayed: true,
-            });
-        }
-    }
-
-    let loaded = load(txn, command.customer_id, command.hold_id, extra_grants).await?;
-    let before = loaded.book.clone();
-    let mut book = loaded.book;
-    book.settle_due(command.now);
-    let value = decide(&mut book, &loaded.standing)?;
-    book.check_invariants()?;
-    write(txn, &before, &book, loaded.version, command.now).await?;
-    revenue::post(
-        txn,
-        catalog,
-        command.customer_id,
-        &book.grants,
-        &book.entries[before.entries.len()..],
-        command.origin,
-        command.now,
-    )
-    .await?;
-
-    if let Some(idempotency) = &command.idempotency {
-        let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
-        idempotency_records::ActiveModel {
-            customer_id: Set(command.customer_id.to_owned()),
-            idempotency_key: Set(idempotency.key.clone()),
-            request_hash: Set(idempotency.request_hash.clone()),
-            body: Set(body),
-            created_at: Set(time(command.now)),
-        }
-        .insert(txn)
-        .await?;
-    }
-    Ok(Executed {
-        value,
-        replayed: false,
-    })
-}
-
-/// Creates the customer's row unless it exists (it may have been created concurrently).
-pub(crate) async fn insert_customer_if_absent(
-    txn: &DatabaseTransaction,
-    customer_id: &str,
-    now: Timestamp,
-) -> Result<()> {
-    customers::Entity::insert(rows::new_customer(customer_id, now))
-        .on_conflict(
-            OnConflict::column(customers::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
-    Ok(())
-}
-
-/// Takes the customer's row lock for the rest of the transaction (PostgreSQL: the row lock of an
-/// UPDATE; SQLite: the database write lock). False when the customer does not exist.
-pub(crate) async fn lock_customer(txn: &DatabaseTransaction, customer_id: &str) -> Result<bool> {
-    let result = customers::Entity::update_many()
-        .col_expr(
-            customers::Column::Version,
-            Expr::col(customers::Column::Version).add(1),
-        )
-        .filter(customers::Column::Id.eq(customer_id))
-        .exec(txn)
-        .await?;
-    Ok(result.rows_affected == 1)
-}
-
-async fn load(
-    txn: &DatabaseTransaction,
-    customer_id: &str,
-    hold_id: Option<&str>,
-    extra_grants: &[String],
-) -> Result<Loaded> {
-    let customer = customers::Entity::find_by_id(customer_id.to_owned())
-        .one(txn)
-        .await?
-        .ok_or_else(|| Error::CustomerNotFound(customer_id.to_owned()))?;
-    let grant_rows = grants::Entity::find()
-        .filter(grants::Column::CustomerId.eq(customer_id))
-        .filter(
-            Condition::any()
-                .add(
-                    Condition::all()
-                        .add(grants::Column::Expired.eq(false))
-                        .add(grants::Column::Remaining.gt(0)),
-                )
-                .add(grants::Column::Held.gt(0))
-                .add(grants::Column::Id.is_in(extra_grants.iter().cloned())),
-        )
-        .order_by_asc(grants::Column::CreatedAt)
-        .all(txn)
-        .await?;
-    let mut hold_condition =
-        Condition::any().add(holds::Column::Status.eq(HoldStatus::Held.as_str()));
-    if let Some(id) = hold_id {
-        hold_condition = hold_condition.add(holds::Column::Id.eq(id));
-    }
-    let hold_rows = holds::Entity::find()
-        .filter(holds::Column::CustomerId.eq(customer_id))
-        .filter(hold_condition)
-        .order_by_asc(holds::Column::CreatedAt)
-        .order_by_asc(holds::Column::Id)
-        .all(txn)
-        .await?;
-    let open_ids: Vec<String> = hold_rows
-        .iter()
-        .filter(|h| h.status == HoldStatus::Held.as_str())
-        .map(|h| h.id.clone())
-        .collect();
-    let mut allocations: HashMap<String, Vec<(String, Credits)>> = HashMap::new();
-    if !open_ids.is_empty() {
-        let reservations = ledger_entries::Entity::find()
-            .filter(ledger_entries::Column::HoldId.is_in(open_ids))
-            .filter(ledger_entries::Column::Kind.eq("hold"))
-            .filter(ledger_entries::Column::GrantId.is_not_null())
-            .order_by_asc(ledger_entries::Column::Id)
-            .all(txn)
-            .await?;
-        for r in reservations {
-            let (Some(hold), Some(grant)) = (r.hold_id, r.grant_id) else {
-                continue;
-            };
-            allocations
-                .entry(hold)
-                .or_default()
-                .push((grant, Credits::from_micros(r.held)));
-        }
-    }
-    let mut book = Book::new(customer_id);
-    book.overdraft = Credits::from_micros(customer.overdraft);
-    book.overdraft_held = Credits::from_micros(customer.overdraft_held);
-    book.grants = grant_rows
-        .into_iter()
-        .map(rows::grant_from_row)
-        .collect::<Result<_>>()?;
-    book.holds = hold_rows
-        .into_iter()
-        .map(|row| {
-            let reserved = allocations.remove(&row.id).unwrap_or_default();
-            rows::hold_from_row(row, reserved)
-        })
-        .collect::<Result<_>>()?;
-    Ok(Loaded {
-        book,
-        standing: Standing {
-            plan_id: customer.plan_id,
-            frozen: customer.frozen,
-            past_due_since: customer.past_due_since.map(timestamp).transpose()?,
-            renews_at: customer.renews_at.map(timestamp).transpose()?,
-        },
-        version: customer.version,
-    })
-}
-
-/// Writes the difference between the book as loaded and as decided, and the new entries.
-async fn write(
-    txn: &DatabaseTransaction,
-    before: &Book,
-    after: &Book,
-    version: i64,
-    now: Timestamp,
-) -> Result<()> {
-    let customer = &after.customer_id;
-    let old_grants: BTreeMap<&str, _> = before.grants.iter().map(|g| (g.id.as_str(), g)).collect();
-    for grant in &after.grants {
-        match old_grants.get(grant.id.as_str()) {
-            None => {
-                grants::Entity::insert(rows::grant_to_row(customer, grant)?)
-                    .exec_without_returning(txn)
-                    .await?;
-            }
-            Some(old) if *old != grant => {
-                // Conditional on the values read: a second line of defence behind the row lock,
-                // so a grant is never written from a stale read.
-                let updated = grants::Entity::update_many()
-                    .col_expr(
-                        grants::Column::Remaining,
-                        Expr::value(micros(grant.remaining)?),
-                    )
-                    .col_expr(grants::Column::Held, Expr::value(micros(grant.held)?))
-                    .col_expr(grants::Column::Expired, Expr::value(grant.expired))
-                    .col_expr(
-                        grants::Column::Refunded,
-                        Expr::value(micros(grant.refunded)?),
-                    )
-                    .col_expr(
-                        grants::Column::ExpiresAt,
-                        Expr::value(grant.expires_at.map(time)),
-                    )
-                    .filter(grants::Column::Id.eq(grant.id.as_str()))
-                    .filter(grants::Column::Remaining.eq(micros(old.remaining)?))
-                    .filter(grants::Column::Held.eq(micros(old.held)?))
-                    .filter(grants::Column::Expired.eq(old.expired))
-                    .exec(txn)
-                    .await?;
-                if updated.rows_affected != 1 {
-                    return Err(Error::WriteConflict);
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    // Holds before entries: entries reference them.
-    let old_holds: BTreeMap<&str, _> = before.holds.iter().map(|h| (h.id.as_str(), h)).collect();
-    for hold in &after.holds {
-        match old_holds.get(hold.id.as_str()) {
-            None => {
-                holds::Entity::insert(rows::hold_to_row(customer, hold)?)
-                    .exec_without_returning(txn)
-                    .await?;
-            }
-            Some(old) if *old != hold => {
-                holds::Entity::update_many()
-                    .col_expr(holds::Column::Status, Expr::value(hold.status.as_str()))
-                    .col_expr(
-                        holds::Column::Captured,
-                        Expr::value(hold.captured.map(micros).transpose()?),
-                    )
-                    .col_expr(
-                        holds::Column::ResolvedAt,
-                        Expr::value(hold.resolved_at.map(time)),
-                    )
-                    .filter(holds::Column::Id.eq(hold.id.as_str()))
-                    .exec(txn)
-                    .await?;
-            }
-            Some(_) => {}
-        }
-    }
-    if before.overdraft != after.overdraft || before.overdraft_held != after.overdraft_held {
-        let updated = customers::Entity::update_many()
-            .col_expr(
-                customers::Column::Overdraft,
-                Expr::value(micros(after.overdraft)?),
-            )
-            .col_expr(
-                customers::Column::OverdraftHeld,
-                Expr::value(micros(after.overdraft_held)?),
-            )
-            .filter(customers::Column::Id.eq(customer.as_str()))
-            .filter(customers::Column::Version.eq(version))
-            .exec(txn)
-            .await?;
-        // The row lock is ours: nobody else can have moved the version.
-        if updated.rows_affected != 1 {
-            return Err(Error::WriteConflict);
-        }
-    }
-    let new_entries = &after.entries[before.entries.len()..];
-    if !new_entries.is_empty() {
-        let operation_id = uuid::Uuid::now_v7().to_string();
-        let rows = new_entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| rows::entry_to_row(customer, &operation_id, i, e, now))
-            .collect::<Result<Vec<_>>>()?;
-        ledger_entries::Entity::insert_many(rows)
-            .exec_without_returning(txn)
-            .await?;
-    }
-    Ok(())
 }

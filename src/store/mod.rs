@@ -8,22 +8,33 @@ pub mod ledger;
 pub mod reports;
 pub mod revenue;
 mod rows;
+pub mod runner;
 pub mod stripe;
 
-pub use book::{Command, Executed, Idempotency, Standing};
+pub use crate::domain::gate::Standing;
+pub use book::{Answers, Command, Decide, Executed, Idempotency, decide_json};
+pub use runner::{BatchSettings, RunnerStats};
 
 use crate::domain::catalog::Catalog;
 use crate::error::{Error, Result};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use runner::{Engine, Runner};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedMutexGuard;
 
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
     /// Breakage, platform shares and the accounting currency, for the revenue postings.
     catalog: Arc<Catalog>,
+    settings: BatchSettings,
+    /// Started on first use, with the catalog in force then.
+    runner: Arc<tokio::sync::OnceCell<Runner>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    stats: Arc<RunnerStats>,
+    keys: Arc<keys::KeyCache>,
 }
 
 /// Connections per process. SQLite has one writer at a time whatever the pool; PostgreSQL
@@ -44,7 +55,7 @@ impl Store {
                 .map_sqlx_sqlite_opts(|o| {
                     use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                     o.journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal)
+                        .synchronous(SqliteSynchronous::Full)
                         .busy_timeout(Duration::from_secs(10))
                         .foreign_keys(true)
                 });
@@ -55,13 +66,92 @@ impl Store {
         Ok(Store {
             db,
             catalog: Arc::new(Catalog::default()),
+            settings: BatchSettings::default(),
+            runner: Arc::default(),
+            writer: Arc::default(),
+            stats: Arc::default(),
+            keys: Arc::default(),
         })
     }
 
     /// The catalog whose breakage methods and platform shares the revenue postings follow.
     pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Store {
         self.catalog = catalog;
+        self.runner = Arc::default();
         self
+    }
+
+    /// How commands are batched (before the first command runs).
+    pub fn with_batching(mut self, settings: BatchSettings) -> Store {
+        self.settings = settings;
+        self.runner = Arc::default();
+        self
+    }
+
+    pub fn runner_stats(&self) -> &RunnerStats {
+        &self.stats
+    }
+
+    fn engine(&self) -> Engine {
+        Engine {
+            db: self.db.clone(),
+            catalog: self.catalog.clone(),
+            writer: self.writer.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    async fn runner(&self) -> &Runner {
+        self.runner
+            .get_or_init(|| async { Runner::start(self.engine(), self.settings) })
+            .await
+    }
+
+    /// Runs `decide` on the customer's book under its row lock, in the next batch, and returns
+    /// its answer once the batch has committed. `decide` is pure and may run more than once
+    /// (transient retries); when it fails nothing of it is written.
+    pub async fn execute<T, F>(&self, command: Command, decide: F) -> Result<Executed<T>>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: Fn(&mut crate::domain::ledger::Book, &mut Standing) -> Result<T> + Send + Sync + 'static,
+    {
+        let answer = self
+            .runner()
+            .await
+            .submit(command, decide_json(decide))
+            .await;
+        let executed = answer.await.map_err(|_| Error::Unavailable)??;
+        let value = serde_json::from_value(executed.value)
+            .map_err(|e| Error::Internal(format!("answer: {e}")))?;
+        Ok(Executed {
+            value,
+            replayed: executed.replayed,
+        })
+    }
+
+    /// Queues every command at once (they share batches) and returns their answers in order.
+    pub async fn execute_all(&self, commands: Vec<(Command, Box<Decide<'static>>)>) -> Answers {
+        let runner = self.runner().await;
+        let mut waiting = Vec::with_capacity(commands.len());
+        for (command, decide) in commands {
+            waiting.push(runner.submit(command, decide).await);
+        }
+        let mut answers = Vec::with_capacity(waiting.len());
+        for answer in waiting {
+            answers.push(answer.await.unwrap_or(Err(Error::Unavailable)));
+        }
+        answers
+    }
+
+    /// A write transaction outside the batches (Stripe events, revenue jobs, period close), with
+    /// the writer permit on SQLite so that it never contends with the batch writer.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<(Option<OwnedMutexGuard<()>>, DatabaseTransaction)> {
+        let engine = self.engine();
+        let permit = engine.write_permit().await;
+        let txn = engine.begin().await?;
+        Ok((permit, txn))
     }
 
     pub fn catalog(&self) -> &Catalog {

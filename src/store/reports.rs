@@ -614,7 +614,7 @@ impl Store {
     /// Closes `period`: nothing more is booked in it. Closing a closed period changes nothing.
     /// Returns when it was closed.
     pub async fn close_period(&self, period: Period, now: Timestamp) -> Result<Timestamp> {
-        let txn = self.begin().await?;
+        let (_permit, txn) = self.begin_write().await?;
         if txn.get_database_backend() == DbBackend::Postgres {
             // Waits for postings that read the periods before this commit (they hold the lock
             // shared), and makes later ones read the period as closed.

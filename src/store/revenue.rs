@@ -21,12 +21,12 @@ use sea_orm::{
 use std::collections::BTreeMap;
 
 /// Where the postings of one command come from, copied onto its journal lines.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Origin<'a> {
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
     /// The usage id, or none (a hold's id and a grant's source are taken from the entry).
-    pub source: Option<&'a str>,
+    pub source: Option<String>,
     /// The Stripe event being applied.
-    pub event: Option<&'a str>,
+    pub event: Option<String>,
 }
 
 /// A posting ready to be written, with what the journal says about it.
@@ -80,7 +80,7 @@ pub(crate) async fn post(
     customer: &str,
     grants: &[Grant],
     entries: &[Entry],
-    origin: Origin<'_>,
+    origin: &Origin,
     now: Timestamp,
 ) -> Result<()> {
     let by_id: BTreeMap<&str, &Grant> = grants.iter().map(|g| (g.id.as_str(), g)).collect();
@@ -115,7 +115,7 @@ pub(crate) async fn post(
                 pending.push(Pending {
                     posting,
                     grant_id: None,
-                    source: entry.hold_id.clone().or(origin.source.map(str::to_owned)),
+                    source: entry.hold_id.clone().or(origin.source.clone()),
                 });
             }
             continue;
@@ -126,7 +126,7 @@ pub(crate) async fn post(
         let source = entry
             .hold_id
             .clone()
-            .or(origin.source.map(str::to_owned))
+            .or(origin.source.clone())
             .unwrap_or_else(|| grant.source_id.clone());
         let price = grant.price.expect("paid");
         let currency = grant.currency.clone().expect("paid");
@@ -237,7 +237,7 @@ pub(crate) async fn post(
         .exec_without_returning(txn)
         .await?;
     }
-    write_postings(txn, customer, pending, origin.event, now).await
+    write_postings(txn, customer, pending, origin.event.as_deref(), now).await
 }
 
 impl Lots {
@@ -551,7 +551,7 @@ impl Store {
         }
         let mut moved = 0;
         for (customer, grants) in per_customer {
-            let txn = self.begin().await?;
+            let (_permit, txn) = self.begin_write().await?;
             if !super::book::lock_customer(&txn, &customer).await? {
                 continue;
             }

@@ -6,10 +6,11 @@
 //! lock, and the customer row locks are always taken after it, so no cycle can form).
 
 use super::Store;
-use super::book::{Command, Executed, Standing, insert_customer_if_absent, run_in};
+use super::book::{Command, Decide, Executed, insert_customer_if_absent, run_commands};
 use super::rows::{micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::billing::dispute_is_closed;
+use crate::domain::gate::Standing;
 use crate::domain::ledger::Book;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
@@ -63,12 +64,14 @@ pub struct PaidGrant {
 /// One Stripe transaction, holding the Stripe lock.
 pub struct StripeTx {
     txn: DatabaseTransaction,
+    /// The writer permit on SQLite, held until the event commits.
+    _permit: Option<tokio::sync::OwnedMutexGuard<()>>,
     catalog: std::sync::Arc<crate::domain::catalog::Catalog>,
 }
 
 impl Store {
     pub async fn begin_stripe(&self) -> Result<StripeTx> {
-        let txn = self.begin().await?;
+        let (permit, txn) = self.begin_write().await?;
         stripe_lock::Entity::update_many()
             .col_expr(
                 stripe_lock::Column::Version,
@@ -79,6 +82,7 @@ impl Store {
             .await?;
         Ok(StripeTx {
             txn,
+            _permit: permit,
             catalog: self.catalog.clone(),
         })
     }
@@ -200,15 +204,25 @@ impl StripeTx {
     /// Runs a ledger command on one customer inside this transaction.
     pub async fn run<T, F>(
         &self,
-        command: Command<'_>,
+        command: Command,
         extra_grants: &[String],
         decide: F,
     ) -> Result<Executed<T>>
     where
         T: Serialize + DeserializeOwned,
-        F: Fn(&mut Book, &Standing) -> Result<T>,
+        F: Fn(&mut Book, &mut Standing) -> Result<T> + Send + Sync,
     {
-        run_in(&self.txn, &self.catalog, &command, extra_grants, &decide).await
+        let decide = super::book::decide_json(decide);
+        let items: [(&Command, &Decide<'_>); 1] = [(&command, &*decide)];
+        let executed = run_commands(&self.txn, &self.catalog, &items, extra_grants)
+            .await?
+            .pop()
+            .expect("one answer per command")?;
+        Ok(Executed {
+            value: serde_json::from_value(executed.value)
+                .map_err(|e| Error::Internal(format!("answer: {e}")))?,
+            replayed: executed.replayed,
+        })
     }
 
     pub async fn map_payment(

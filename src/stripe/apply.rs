@@ -11,7 +11,7 @@ use crate::domain::billing::{
     subscription_is_final,
 };
 use crate::domain::catalog::{Catalog, Pack};
-use crate::domain::ledger::{Grant, GrantKind};
+use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
 use crate::domain::revrec::share;
 use crate::error::{Error, Result};
@@ -216,16 +216,9 @@ async fn apply_once(
 /// Grants a transfer moves, as the new owner receives them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Moved {
-    id: String,
-    kind: GrantKind,
-    credits: Credits,
+    /// The grant as it was before its free credits moved.
+    from: Grant,
     free: Credits,
-    price: Option<Credits>,
-    currency: Option<String>,
-    expires_at: Option<Timestamp>,
-    priority: i32,
-    plan_id: Option<String>,
-    pack_id: Option<String>,
 }
 
 struct Apply<'a> {
@@ -238,17 +231,14 @@ struct Apply<'a> {
     event_id: &'a str,
 }
 
-fn command<'a>(customer_id: &'a str, now: Timestamp, event_id: &'a str) -> Command<'a> {
+fn command(customer_id: &str, now: Timestamp, event_id: &str) -> Command {
     Command {
-        customer_id,
         create_customer: true,
-        idempotency: None,
-        hold_id: None,
-        now,
         origin: JournalOrigin {
             source: None,
-            event: Some(event_id),
+            event: Some(event_id.to_owned()),
         },
+        ..Command::on(customer_id, now)
     }
 }
 
@@ -310,44 +300,24 @@ impl Apply<'_> {
                     Ok(ids
                         .iter()
                         .filter_map(|id| book.transfer_out(id, now))
-                        .map(|(g, free)| Moved {
-                            id: g.id,
-                            kind: g.kind,
-                            credits: g.credits,
-                            free,
-                            price: g.price,
-                            currency: g.currency,
-                            expires_at: g.expires_at,
-                            priority: g.priority,
-                            plan_id: g.plan_id,
-                            pack_id: g.pack_id,
-                        })
+                        .map(|(from, free)| Moved { from, free })
                         .collect())
                 })
                 .await?
                 .value;
             let grants: Vec<Grant> = moved
                 .iter()
-                .map(|m| Grant {
-                    id: new_grant_id(),
-                    kind: m.kind,
-                    credits: m.free,
-                    remaining: m.free,
-                    held: Credits::ZERO,
-                    price: m
-                        .price
-                        .map(|p| share(p, m.free, m.credits, m.currency.as_deref().unwrap_or(""))),
-                    currency: m.currency.clone(),
-                    expires_at: m.expires_at,
-                    expired: false,
-                    priority: m.priority,
-                    plan_id: m.plan_id.clone(),
-                    pack_id: m.pack_id.clone(),
-                    source_type: "transfer".into(),
-                    source_id: m.id.clone(),
-                    created_at: now,
-                    refunded: Credits::ZERO,
-                    period_start: None,
+                .map(|m| {
+                    let from = &m.from;
+                    let price = from.price.map(|p| {
+                        share(
+                            p,
+                            m.free,
+                            from.credits,
+                            from.currency.as_deref().unwrap_or(""),
+                        )
+                    });
+                    Grant::transferred(new_grant_id(), from, m.free, price, now)
                 })
                 .collect();
             self.tx
@@ -359,7 +329,7 @@ impl Apply<'_> {
                 })
                 .await?;
             for (m, g) in moved.iter().zip(&grants) {
-                self.tx.remap_grant(&m.id, &g.id).await?;
+                self.tx.remap_grant(&m.from.id, &g.id).await?;
             }
         }
         self.tx
@@ -502,27 +472,19 @@ impl Apply<'_> {
             .map_err(|e| Error::invalid("quantity", e))?;
         // Counted from the session's creation, which webhooks and backfill both know.
         let bought_at = from_unix(session.created.unwrap_or(self.event_created))?;
-        let grant = Grant {
-            id: new_grant_id(),
-            kind: GrantKind::Pack,
+        let grant = Grant::pack(
+            new_grant_id(),
+            &pack.id,
             credits,
-            remaining: credits,
-            held: Credits::ZERO,
-            price: Some(price),
-            currency: Some(currency),
-            expires_at: pack
-                .expires_after_days
+            Paid { price, currency },
+            (GrantSource::Stripe, effect.clone()),
+            self.now,
+        )
+        .expiring(
+            pack.expires_after_days
                 .map(|d| bought_at + chrono::Duration::days(i64::from(d))),
-            expired: false,
-            priority: pack.priority,
-            plan_id: None,
-            pack_id: Some(pack.id.clone()),
-            source_type: "stripe".into(),
-            source_id: effect.clone(),
-            created_at: self.now,
-            refunded: Credits::ZERO,
-            period_start: None,
-        };
+        )
+        .at_priority(pack.priority);
         let now = self.now;
         self.tx
             .run(command(customer, now, self.event_id), &[], |book, _| {
@@ -636,25 +598,21 @@ impl Apply<'_> {
             let renewal = invoice.billing_reason.as_deref() == Some("subscription_cycle")
                 && !line.is_proration()
                 && plan.rollover_max.is_positive();
-            let grant = Grant {
-                id: new_grant_id(),
-                kind: GrantKind::Plan,
-                credits,
-                remaining: credits,
-                held: Credits::ZERO,
-                price: Some(money_from_minor(amount, &currency)),
-                currency: Some(currency),
-                expires_at: Some(end),
-                expired: false,
-                priority: plan.priority,
-                plan_id: Some(plan.id.clone()),
-                pack_id: None,
-                source_type: "stripe".into(),
-                source_id: effect.clone(),
-                created_at: self.now,
-                refunded: Credits::ZERO,
-                period_start: Some(start),
+            let paid = Paid {
+                price: money_from_minor(amount, &currency),
+                currency,
             };
+            let grant = Grant::plan(
+                new_grant_id(),
+                &plan.id,
+                credits,
+                Some(paid),
+                Some(start),
+                (GrantSource::Stripe, effect.clone()),
+                self.now,
+            )
+            .expiring(Some(end))
+            .at_priority(plan.priority);
             let now = self.now;
             self.tx
                 .run(command(&customer, now, self.event_id), &[], |book, _| {

@@ -1,0 +1,468 @@
+//! The gate's one decision (DESIGN.md §2): is this customer entitled to this action now, under
+//! which overage rule, and what does the book do. `check`, `authorize`, `capture`, `void`,
+//! `usage` and the customer view all decide here; handlers parse and translate, the store loads
+//! and writes.
+
+use super::Timestamp;
+use super::catalog::{Action, Catalog, Feature, Overage, Plan};
+use super::ledger::{Book, Rejection, Usage};
+use super::money::{AmountError, Credits, Quantity};
+
+/// What the gate knows of a customer besides its credits, as stored on the customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub plan_id: Option<String>,
+    /// Frozen while a dispute is open.
+    pub frozen: bool,
+    /// Since when the customer's subscription is past due, if it is.
+    pub past_due_since: Option<Timestamp>,
+    /// End of the current subscription period.
+    pub renews_at: Option<Timestamp>,
+}
+
+/// The rules of the gate that come from configuration rather than from the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// How long a past-due subscription keeps its plan (`[stripe] past_due_grace_seconds`).
+    pub past_due_grace_seconds: u64,
+}
+
+impl Standing {
+    /// The plan whose features and overage rule apply at `now`: none once a past-due
+    /// subscription has outlived its grace.
+    pub fn plan_in_force(&self, now: Timestamp, policy: Policy) -> Option<&str> {
+        let grace = i64::try_from(policy.past_due_grace_seconds)
+            .ok()
+            .and_then(chrono::Duration::try_seconds);
+        match (self.past_due_since, grace) {
+            (Some(since), Some(grace)) if now >= since + grace => None,
+            // A grace too long to represent never runs out.
+            _ => self.plan_id.as_deref(),
+        }
+    }
+}
+
+/// Why the gate refuses. Nothing is written when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the customer's plan does not include the feature of action {0:?}")]
+    FeatureNotEntitled(String),
+    #[error("the customer is frozen by an open dispute")]
+    CustomerFrozen,
+    /// A hold names an action the catalog no longer has.
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    /// The cost of a quantity cannot be represented (too many decimals, too large).
+    #[error("{field}: the cost {error}")]
+    Cost {
+        field: &'static str,
+        error: AmountError,
+    },
+    #[error(transparent)]
+    Book(#[from] Rejection),
+}
+
+/// What a customer may do at `now`: the plan in force, its features and its overage rule.
+#[derive(Debug, Clone)]
+pub struct Terms<'c> {
+    pub plan: Option<&'c Plan>,
+    pub overage: Overage,
+    catalog: &'c Catalog,
+    frozen: bool,
+}
+
+impl<'c> Terms<'c> {
+    pub fn of(catalog: &'c Catalog, standing: &Standing, now: Timestamp, policy: Policy) -> Self {
+        let plan = standing
+            .plan_in_force(now, policy)
+            .and_then(|id| catalog.plan(id));
+        Terms {
+            plan,
+            overage: plan.map_or(Overage::Block, |p| p.overage.clone()),
+            catalog,
+            frozen: standing.frozen,
+        }
+    }
+
+    /// A `plan_only` feature needs the plan in force to list it; any other is open to all.
+    pub fn includes(&self, feature: &Feature) -> bool {
+        !feature.plan_only || self.plan.is_some_and(|p| p.features.contains(&feature.id))
+    }
+
+    /// The features the customer may use now, in catalog order.
+    pub fn features(&self) -> impl Iterator<Item = &'c Feature> + '_ {
+        self.catalog.features.values().filter(|f| self.includes(f))
+    }
+
+    /// May the customer spend on `action` at all (credits aside)?
+    pub fn entitle(&self, action: &Action) -> Result<(), Refusal> {
+        if self.frozen {
+            return Err(Refusal::CustomerFrozen);
+        }
+        let feature = self
+            .catalog
+            .features
+            .get(&action.feature)
+            .expect("config validation ties every action to a known feature");
+        if self.includes(feature) {
+            Ok(())
+        } else {
+            Err(Refusal::FeatureNotEntitled(action.id.clone()))
+        }
+    }
+}
+
+/// What a capture says was actually used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actual {
+    /// Nothing: the whole hold is released.
+    Nothing,
+    /// Units of the held action.
+    Quantity(Quantity),
+    Credits(Credits),
+}
+
+/// One gate command, parsed at the edge.
+#[derive(Debug, Clone)]
+pub enum Spend<'a> {
+    /// Would an authorization of `credits` on `action` pass? Decided on a copy; nothing is kept.
+    Check {
+        action: &'a Action,
+        quantity: Quantity,
+        credits: Credits,
+    },
+    Authorize {
+        action: &'a Action,
+        quantity: Quantity,
+        credits: Credits,
+        hold_id: &'a str,
+        expires_at: Timestamp,
+    },
+    Capture {
+        hold_id: &'a str,
+        actual: Actual,
+    },
+    Void {
+        hold_id: &'a str,
+    },
+    /// A one-shot debit, spent now against what is available now, dated `occurred_at`.
+    Usage {
+        action: &'a Action,
+        quantity: Quantity,
+        credits: Credits,
+        occurred_at: Timestamp,
+    },
+}
+
+/// The gate's answer: the credits the command moved and what is available after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    pub credits: Credits,
+    pub available: Credits,
+}
+
+/// The gate's one decision. Runs on the customer's book as loaded under its lock (or on a copy,
+/// for `check`) after everything due at `now` was settled. On refusal the book may be partly
+/// changed: the caller discards it.
+pub fn decide(
+    catalog: &Catalog,
+    standing: &Standing,
+    policy: Policy,
+    book: &mut Book,
+    spend: &Spend<'_>,
+    now: Timestamp,
+) -> Result<Decided, Refusal> {
+    let terms = Terms::of(catalog, standing, now, policy);
+    let usage = |action: &Action, quantity: Quantity| Usage {
+        action: Some(action.id.clone()),
+        quantity: Some(quantity.to_string()),
+    };
+    let credits = match *spend {
+        Spend::Check {
+            action,
+            quantity,
+            credits,
+        } => {
+            terms.entitle(action)?;
+            book.authorize(
+                "check",
+                &usage(action, quantity),
+                credits,
+                &terms.overage,
+                now,
+                now,
+            )?;
+            credits
+        }
+        Spend::Authorize {
+            action,
+            quantity,
+            credits,
+            hold_id,
+            expires_at,
+        } => {
+            terms.entitle(action)?;
+            book.authorize(
+                hold_id,
+                &usage(action, quantity),
+                credits,
+                &terms.overage,
+                expires_at,
+                now,
+            )?;
+            credits
+        }
+        Spend::Usage {
+            action,
+            quantity,
+            credits,
+            occurred_at,
+        } => {
+            terms.entitle(action)?;
+            book.debit(
+                credits,
+                &usage(action, quantity),
+                &terms.overage,
+                occurred_at,
+            )?;
+            credits
+        }
+        Spend::Capture { hold_id, actual } => {
+            let hold = book.hold(hold_id).ok_or(Rejection::HoldNotFound)?;
+            let (credits, quantity) = match actual {
+                Actual::Nothing => (Credits::ZERO, Some("0".to_owned())),
+                Actual::Credits(c) => (c, None),
+                Actual::Quantity(q) => {
+                    let action = catalog
+                        .action(&hold.action)
+                        .ok_or_else(|| Refusal::UnknownAction(hold.action.clone()))?;
+                    let credits = action.cost(q).map_err(|error| Refusal::Cost {
+                        field: "quantity",
+                        error,
+                    })?;
+                    (credits, Some(q.to_string()))
+                }
+            };
+            // The entitlement was decided when the hold was made: an approved hold can always
+            // be captured up to its amount. The excess follows the overage rule in force now.
+            book.capture(hold_id, credits, quantity, &terms.overage, now)?;
+            credits
+        }
+        Spend::Void { hold_id } => {
+            book.void(hold_id, now)?;
+            Credits::ZERO
+        }
+    };
+    Ok(Decided {
+        credits,
+        available: book.available(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::{Breakage, Overage};
+    use crate::domain::ledger::{Grant, HoldStatus};
+    use chrono::{TimeZone, Utc};
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
+
+    fn credits(n: i64) -> Credits {
+        Credits::new(Decimal::from(n)).unwrap()
+    }
+
+    fn at(minute: u32) -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, minute, 0).unwrap()
+    }
+
+    const POLICY: Policy = Policy {
+        past_due_grace_seconds: 3600,
+    };
+
+    fn catalog() -> Catalog {
+        let mut features = BTreeMap::new();
+        for (id, plan_only) in [("chat", false), ("agents", true)] {
+            features.insert(
+                id.to_owned(),
+                Feature {
+                    id: id.into(),
+                    plan_only,
+                },
+            );
+        }
+        let mut actions = BTreeMap::new();
+        for (id, feature, cost) in [("chat.request", "chat", 1), ("agent.run", "agents", 10)] {
+            actions.insert(
+                id.to_owned(),
+                Action {
+                    id: id.into(),
+                    feature: feature.into(),
+                    credits: credits(cost),
+                    vendor_cost: None,
+                },
+            );
+        }
+        let mut plans = BTreeMap::new();
+        plans.insert(
+            "pro".to_owned(),
+            Plan {
+                id: "pro".into(),
+                stripe_prices: vec![],
+                credits: credits(100),
+                per_seat: false,
+                features: vec!["agents".into()],
+                rollover_max: Credits::ZERO,
+                overage: Overage::Allow { limit: credits(50) },
+                platform_share: Decimal::ZERO,
+                breakage: Breakage::Remote,
+                priority: 10,
+            },
+        );
+        Catalog {
+            currency: "usd".into(),
+            features,
+            actions,
+            plans,
+            packs: BTreeMap::new(),
+        }
+    }
+
+    fn book(free: i64) -> Book {
+        let mut book = Book::new("c");
+        book.add_grant(
+            Grant::promotional(
+                "g1",
+                credits(free),
+                (crate::domain::ledger::GrantSource::Test, "test".into()),
+                at(0),
+            ),
+            at(0),
+        );
+        book
+    }
+
+    fn pro() -> Standing {
+        Standing {
+            plan_id: Some("pro".into()),
+            ..Standing::default()
+        }
+    }
+
+    fn usage<'a>(catalog: &'a Catalog, action: &str, n: i64) -> Spend<'a> {
+        let action = catalog.action(action).unwrap();
+        let quantity = Quantity::try_from(Decimal::from(n)).unwrap();
+        Spend::Usage {
+            action,
+            quantity,
+            credits: action.cost(quantity).unwrap(),
+            occurred_at: at(1),
+        }
+    }
+
+    #[test]
+    fn plan_only_features_need_the_plan_in_force() {
+        let catalog = catalog();
+        let spend = usage(&catalog, "agent.run", 1);
+        let refused = decide(
+            &catalog,
+            &Standing::default(),
+            POLICY,
+            &mut book(100),
+            &spend,
+            at(1),
+        );
+        assert_eq!(
+            refused,
+            Err(Refusal::FeatureNotEntitled("agent.run".into()))
+        );
+        let decided = decide(&catalog, &pro(), POLICY, &mut book(100), &spend, at(1)).unwrap();
+        assert_eq!(decided.available, credits(90));
+    }
+
+    #[test]
+    fn a_past_due_plan_lapses_after_its_grace_and_takes_its_overage_rule_with_it() {
+        let catalog = catalog();
+        let standing = Standing {
+            past_due_since: Some(at(0)),
+            ..pro()
+        };
+        let within = at(59);
+        let after = at(0) + chrono::Duration::seconds(3600);
+        assert_eq!(standing.plan_in_force(within, POLICY), Some("pro"));
+        assert_eq!(standing.plan_in_force(after, POLICY), None);
+        // Within the grace, `allow` lets the customer go 5 below zero.
+        let spend = usage(&catalog, "chat.request", 15);
+        let mut b = book(10);
+        assert_eq!(
+            decide(&catalog, &standing, POLICY, &mut b, &spend, within)
+                .unwrap()
+                .available,
+            credits(-5)
+        );
+        // After it, the open feature still works but under `block`.
+        let refused = decide(&catalog, &standing, POLICY, &mut book(10), &spend, after);
+        assert!(matches!(
+            refused,
+            Err(Refusal::Book(Rejection::InsufficientCredits { .. }))
+        ));
+        let terms = Terms::of(&catalog, &standing, after, POLICY);
+        let features: Vec<&str> = terms.features().map(|f| f.id.as_str()).collect();
+        assert_eq!(features, ["chat"]);
+    }
+
+    #[test]
+    fn a_frozen_customer_is_refused_everything_but_resolving_its_holds() {
+        let catalog = catalog();
+        let mut b = book(10);
+        let action = catalog.action("chat.request").unwrap();
+        let quantity = Quantity::try_from(Decimal::ONE).unwrap();
+        let hold = Spend::Authorize {
+            action,
+            quantity,
+            credits: credits(1),
+            hold_id: "h1",
+            expires_at: at(15),
+        };
+        decide(&catalog, &pro(), POLICY, &mut b, &hold, at(1)).unwrap();
+        let frozen = Standing {
+            frozen: true,
+            ..pro()
+        };
+        assert_eq!(
+            decide(&catalog, &frozen, POLICY, &mut b.clone(), &hold, at(2)),
+            Err(Refusal::CustomerFrozen)
+        );
+        let capture = Spend::Capture {
+            hold_id: "h1",
+            actual: Actual::Quantity(quantity),
+        };
+        let decided = decide(&catalog, &frozen, POLICY, &mut b, &capture, at(2)).unwrap();
+        assert_eq!(decided.credits, credits(1));
+        assert_eq!(b.hold("h1").unwrap().status, HoldStatus::Captured);
+    }
+
+    #[test]
+    fn a_capture_prices_its_quantity_at_the_held_action() {
+        let catalog = catalog();
+        let mut b = book(100);
+        let action = catalog.action("agent.run").unwrap();
+        let one = Quantity::try_from(Decimal::ONE).unwrap();
+        let hold = Spend::Authorize {
+            action,
+            quantity: one,
+            credits: credits(10),
+            hold_id: "h1",
+            expires_at: at(15),
+        };
+        decide(&catalog, &pro(), POLICY, &mut b, &hold, at(1)).unwrap();
+        let half = Quantity::try_from(Decimal::new(5, 1)).unwrap();
+        let capture = Spend::Capture {
+            hold_id: "h1",
+            actual: Actual::Quantity(half),
+        };
+        let decided = decide(&catalog, &pro(), POLICY, &mut b, &capture, at(2)).unwrap();
+        assert_eq!(decided.credits, credits(5));
+        assert_eq!(decided.available, credits(95));
+    }
+}

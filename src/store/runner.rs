@@ -1,0 +1,259 @@
+//! Group commit. Commands wait briefly in a queue; a worker takes what is waiting (up to
+//! `max_batch_commands`, waiting at most `max_batch_wait` for more after the first) and runs it as
+//! one batch in one transaction with one commit (`book::run_commands`), then answers each caller.
+//! A batch that fails as a whole is run again command by command, so a failing command never
+//! fails its neighbours. SQLite has one worker per process (one writer, no busy-handler
+//! sleeping); PostgreSQL has several, serialised per customer by row locks taken in id order.
+
+use super::book::{self, Answers, Command, Decide, Executed};
+use crate::domain::catalog::Catalog;
+use crate::error::{Error, Result};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
+
+/// Attempts of one batch when the database reports a transient failure.
+const TRANSIENT_ATTEMPTS: u32 = 5;
+
+/// How batches are formed. Defaults measured by `cargo bench --bench gate` (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Most commands in one batch (one transaction, one commit).
+    pub max_commands: usize,
+    /// Longest a batch waits for more commands after its first arrived.
+    pub max_wait: Duration,
+    /// Batches in flight at once on PostgreSQL (SQLite always has one writer).
+    pub postgres_workers: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_commands: DEFAULT_MAX_BATCH_COMMANDS,
+            max_wait: Duration::from_micros(DEFAULT_MAX_BATCH_WAIT_MICROS),
+            postgres_workers: DEFAULT_POSTGRES_WORKERS,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_BATCH_COMMANDS: usize = 256;
+pub const DEFAULT_MAX_BATCH_WAIT_MICROS: u64 = 0;
+pub const DEFAULT_POSTGRES_WORKERS: usize = 4;
+/// Limits on what a config may set.
+pub const MAX_BATCH_COMMANDS: usize = 4096;
+pub const MAX_BATCH_WAIT_MICROS: u64 = 100_000;
+pub const MAX_POSTGRES_WORKERS: usize = 64;
+
+/// What the runner has done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RunnerStats {
+    pub batches: AtomicU64,
+    pub commands: AtomicU64,
+    /// Sum of the time commands waited in the queue before their batch began, in microseconds.
+    pub queue_wait_micros: AtomicU64,
+    /// Batches that failed as a whole and were run again command by command.
+    pub split_batches: AtomicU64,
+}
+
+struct Job {
+    command: Command,
+    decide: Box<Decide<'static>>,
+    reply: oneshot::Sender<Result<Executed<serde_json::Value>>>,
+    queued_at: Instant,
+}
+
+/// The queue's sending side; workers end when every sender is gone.
+pub(crate) struct Runner {
+    queue: mpsc::Sender<Job>,
+}
+
+/// What a worker needs: the database, the catalog for revenue postings, the writer permit.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    pub db: DatabaseConnection,
+    pub catalog: Arc<Catalog>,
+    /// Held by whoever writes on SQLite: the batch worker, a Stripe event, a revenue job.
+    pub writer: Arc<Mutex<()>>,
+    pub stats: Arc<RunnerStats>,
+}
+
+impl Engine {
+    fn sqlite(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Sqlite
+    }
+
+    /// The writer permit on SQLite (one writer per process); none needed on PostgreSQL.
+    pub async fn write_permit(&self) -> Option<OwnedMutexGuard<()>> {
+        if self.sqlite() {
+            Some(self.writer.clone().lock_owned().await)
+        } else {
+            None
+        }
+    }
+
+    /// A write transaction: on SQLite it takes the database's write lock at BEGIN, so it never
+    /// has to upgrade a read snapshot (which fails at once instead of waiting).
+    pub async fn begin(&self) -> Result<DatabaseTransaction> {
+        let options = TransactionOptions {
+            isolation_level: None,
+            access_mode: None,
+            sqlite_transaction_mode: self.sqlite().then_some(SqliteTransactionMode::Immediate),
+        };
+        Ok(self.db.begin_with_options(options).await?)
+    }
+}
+
+impl Runner {
+    pub fn start(engine: Engine, settings: BatchSettings) -> Runner {
+        let max = settings.max_commands.max(1);
+        let (queue, receiver) = mpsc::channel(max * 8);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let workers = if engine.sqlite() {
+            1
+        } else {
+            settings.postgres_workers.max(1)
+        };
+        for _ in 0..workers {
+            tokio::spawn(work(
+                engine.clone(),
+                receiver.clone(),
+                max,
+                settings.max_wait,
+            ));
+        }
+        Runner { queue }
+    }
+
+    /// Queues a command; its answer arrives once its batch has committed.
+    pub async fn submit(
+        &self,
+        command: Command,
+        decide: Box<Decide<'static>>,
+    ) -> oneshot::Receiver<Result<Executed<serde_json::Value>>> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            command,
+            decide,
+            reply,
+            queued_at: Instant::now(),
+        };
+        // If the workers are gone the job is dropped with its reply, and the caller's receiver
+        // says so.
+        let _ = self.queue.send(job).await;
+        answer
+    }
+}
+
+async fn work(
+    engine: Engine,
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max: usize,
+    max_wait: Duration,
+) {
+    loop {
+        let jobs = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let deadline = tokio::time::Instant::from_std(first.queued_at + max_wait);
+            let mut jobs = vec![first];
+            while jobs.len() < max {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            break;
+                        }
+                        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                            Ok(Some(job)) => jobs.push(job),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            jobs
+        };
+        let _permit = engine.write_permit().await;
+        run_batch(&engine, jobs).await;
+    }
+}
+
+async fn run_batch(engine: &Engine, jobs: Vec<Job>) {
+    let started = Instant::now();
+    let stats = &engine.stats;
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .commands
+        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    let waited: u128 = jobs
+        .iter()
+        .map(|j| started.saturating_duration_since(j.queued_at).as_micros())
+        .sum();
+    stats
+        .queue_wait_micros
+        .fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Ordering::Relaxed);
+    let items: Vec<(&Command, &Decide<'static>)> =
+        jobs.iter().map(|j| (&j.command, &*j.decide)).collect();
+    let answers = match run_with_retries(engine, &items).await {
+        Ok(answers) => answers,
+        Err(e) if items.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            stats.split_batches.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, commands = items.len(), "batch failed; running its commands one by one");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in &items {
+                answers.push(
+                    match run_with_retries(engine, std::slice::from_ref(item)).await {
+                        Ok(mut one) => one.pop().expect("one answer per command"),
+                        Err(e) => Err(e),
+                    },
+                );
+            }
+            answers
+        }
+    };
+    assert_eq!(answers.len(), jobs.len(), "one answer per command");
+    for (job, answer) in jobs.into_iter().zip(answers) {
+        // A caller that went away (its request was dropped) needs no answer; what it asked for
+        // is committed and replays under its idempotency key.
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// Runs a batch, again from the start on transient failures (lock timeouts, serialization
+/// failures, deadlocks); after the last attempt, fails closed with `Unavailable`.
+pub(crate) async fn run_with_retries(
+    engine: &Engine,
+    items: &[(&Command, &Decide<'_>)],
+) -> Result<Answers> {
+    let mut attempt = 1;
+    loop {
+        match run_once(engine, items).await {
+            Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+            Err(e) if e.is_transient() => return Err(Error::Unavailable),
+            other => return other,
+        }
+    }
+}
+
+async fn run_once(engine: &Engine, items: &[(&Command, &Decide<'_>)]) -> Result<Answers> {
+    let txn = engine.begin().await?;
+    let answers = book::run_commands(&txn, &engine.catalog, items, &[]).await?;
+    if answers.iter().any(|a| matches!(a, Ok(e) if !e.replayed)) {
+        txn.commit().await?;
+    } else {
+        // Nothing decided: only the lock was taken.
+        txn.rollback().await?;
+    }
+    Ok(answers)
+}
