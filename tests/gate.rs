@@ -472,3 +472,107 @@ async fn a_callers_key_never_collides_with_a_hold_resolution(app: TestApp) {
     app.assert_audit_clean().await;
 }
 on_both_engines!(a_callers_key_never_collides_with_a_hold_resolution);
+
+/// One usage batch that mixes customers, refusals, idempotent replays (of an earlier request
+/// and of an item of the same batch), conflicts and bad items: each is answered as if it had
+/// run alone, in order, and a refused item changes nothing for its neighbours.
+async fn a_usage_batch_answers_each_usage_as_if_it_ran_alone(app: TestApp) {
+    app.promo("batch-a", "3").await;
+    app.promo("batch-b", "1").await;
+    let (status, early) = app
+        .usage("batch-b", "chat.request", json!(1), "early")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{early}");
+    let usage = |customer: &str, action: &str, quantity: i64, key: &str| json!({"customer": customer, "action": action, "quantity": quantity, "idempotency_key": key});
+    let mut misspelled = usage("batch-a", "chat.request", 1, "k5");
+    misspelled["quantiy"] = json!(1);
+    let (status, body) = app
+        .post_app(
+            "/v1/usage/batch",
+            json!({"usages": [
+                usage("batch-a", "chat.request", 1, "k1"),
+                usage("batch-b", "chat.request", 1, "k2"),
+                usage("batch-b", "chat.request", 1, "early"),
+                usage("batch-b", "chat.request", 2, "early"),
+                usage("batch-a", "chat.request", 1, "k1"),
+                usage("nobody", "chat.request", 1, "k3"),
+                usage("batch-a", "no.such.action", 1, "k4"),
+                misspelled,
+                usage("batch-a", "image.standard", 1, "k6"),
+                usage("batch-a", "chat.request", 2, "k7"),
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 402, 201, 409, 201, 402, 422, 422, 402, 201]);
+    let types: Vec<&str> = results
+        .iter()
+        .map(|r| r["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "",
+            "insufficient_credits",
+            "",
+            "idempotency_conflict",
+            "",
+            "insufficient_credits",
+            "unknown_action",
+            "invalid_request",
+            "insufficient_credits",
+            ""
+        ]
+    );
+    assert_eq!(results[0]["available"], "2");
+    // Replays answer the first result, whether it was earlier or in this batch.
+    assert_eq!(results[2]["id"], early["id"]);
+    assert_eq!(results[4], results[0]);
+    assert_eq!(results[9]["available"], "0");
+    assert_eq!(
+        app.balances("batch-a").await,
+        ("0".into(), "0".into(), "0".into())
+    );
+    assert_eq!(
+        app.balances("batch-b").await,
+        ("0".into(), "0".into(), "0".into())
+    );
+    // Each usage wrote its own operation: three for batch-a, none for the refused.
+    let consumed = app
+        .ledger("batch-a")
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "consume")
+        .count();
+    assert_eq!(consumed, 2);
+    app.assert_audit_clean().await;
+
+    // The batch itself must be well formed and bounded.
+    let (status, problem) = app.post_app("/v1/usage/batch", json!({"usages": []})).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request"))
+    );
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| usage("batch-a", "chat.request", 1, &format!("m{i}")))
+        .collect();
+    let (status, _) = app
+        .post_app("/v1/usage/batch", json!({"usages": too_many}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, problem) = app.post_app("/v1/usage/batch", json!({"usage": []})).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request"))
+    );
+    assert_eq!(
+        app.balances("batch-a").await,
+        ("0".into(), "0".into(), "0".into())
+    );
+}
+on_both_engines!(a_usage_batch_answers_each_usage_as_if_it_ran_alone);

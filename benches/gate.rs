@@ -1,0 +1,586 @@
+//! The gate under load: starts `creditbook serve` on SQLite (and on PostgreSQL when
+//! `CREDITBOOK_BENCH_POSTGRES_URL` names a server), drives it over HTTP from this process, and
+//! prints for each scenario the throughput, p50, p99 and max latency; beside them, in the same
+//! run, the ceiling of the same server on a route that does nothing and a plain-SQL baseline
+//! (the same statements as an authorization, one command per transaction, from one client), so
+//! the figures read as ratios on any machine. After each scenario it checks the books: no
+//! customer's available credits below zero, every book's invariants, and the audit.
+//!
+//! `cargo bench --bench gate`. `CREDITBOOK_BENCH_SECONDS` (default 5) sets each scenario's
+//! length, `CREDITBOOK_BENCH_CUSTOMERS` (default 10,000) the spread.
+//! Not a timed test: it fails only if the books do not hold.
+
+use creditbook::store::Store;
+use futures::future::join_all;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Connections of the load generator, as in the targets.
+const CONNECTIONS: usize = 64;
+/// Connections posting usage batches, and usages per batch.
+const BATCH_CONNECTIONS: usize = 8;
+const USAGES_PER_BATCH: usize = 1_000;
+/// Commands of the plain-SQL baseline.
+const SQL_COMMANDS: usize = 2_000;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(config: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_creditbook"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CREDITBOOK_DATABASE_URL")
+        .output()
+        .expect("run creditbook");
+    assert!(
+        out.status.success(),
+        "creditbook {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn start(config: &std::path::Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_creditbook"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env("CREDITBOOK_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("CREDITBOOK_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn creditbook serve");
+    let server = Server {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = client
+            .get(format!("{}/healthz", server.address))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("creditbook serve did not start");
+}
+
+/// Latencies of one scenario, in microseconds, and what was done.
+struct Run {
+    name: String,
+    /// Units counted per second (requests, pairs or usages).
+    units: u64,
+    unit: &'static str,
+    errors: u64,
+    latencies: Vec<u32>,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn print(&self) {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        let pick = |q: f64| {
+            l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        let ms = |us: u32| format!("{:.2}", f64::from(us) / 1000.0);
+        println!(
+            "| {:<44} | {:>9.0} {:<7} | {:>7} | {:>7} | {:>8} | {:>6} |",
+            self.name,
+            self.units as f64 / self.elapsed.as_secs_f64(),
+            self.unit,
+            ms(pick(0.50)),
+            ms(pick(0.99)),
+            ms(l.last().copied().unwrap_or(0)),
+            self.errors
+        );
+    }
+}
+
+/// Runs `op` on `connections` connections for `seconds`; `op` returns how many units it did and
+/// the latency of each request it made.
+async fn drive<F, Fut>(
+    name: &str,
+    unit: &'static str,
+    connections: usize,
+    seconds: u64,
+    op: F,
+) -> Run
+where
+    F: Fn(reqwest::Client, usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (u64, Vec<u32>, u64)> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let tasks = (0..connections).map(|c| {
+        let op = op.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let (mut units, mut latencies, mut errors) = (0, Vec::new(), 0);
+            let mut i = 0_u64;
+            while Instant::now() < deadline {
+                let (u, l, e) = op(client.clone(), c, i).await;
+                units += u;
+                latencies.extend(l);
+                errors += e;
+                i += 1;
+            }
+            (units, latencies, errors)
+        })
+    });
+    let mut run = Run {
+        name: name.to_owned(),
+        units: 0,
+        unit,
+        errors: 0,
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for done in join_all(tasks).await {
+        let (u, l, e) = done.unwrap();
+        run.units += u;
+        run.latencies.extend(l);
+        run.errors += e;
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+async fn post(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (u16, Value, u32) {
+    let t = Instant::now();
+    let response = client.post(url).bearer_auth(key).json(body).send().await;
+    let (status, value) = match response {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    };
+    (status, value, t.elapsed().as_micros() as u32)
+}
+
+/// The books after a scenario: no overspend, every invariant, the audit.
+async fn check_books(store: &Store, customers: &[String]) {
+    let now = chrono::Utc::now();
+    for chunk in customers.chunks(500) {
+        let books = store.view_many(chunk, now).await.expect("read books");
+        for (id, (book, _)) in books {
+            assert!(
+                !book.available().is_negative(),
+                "{id} overspent: available {}",
+                book.available()
+            );
+            book.check_invariants()
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+        }
+    }
+    let problems = store.audit().await.expect("audit");
+    assert!(problems.is_empty(), "audit: {problems:?}");
+}
+
+async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
+    let seconds = env_number("CREDITBOOK_BENCH_SECONDS", 5) as u64;
+    let spread = env_number("CREDITBOOK_BENCH_CUSTOMERS", 10_000);
+    let example = include_str!("../examples/creditbook.toml");
+    let config = dir.join(format!("{engine}.toml"));
+    std::fs::write(
+        &config,
+        example.replace("sqlite://creditbook.db?mode=rwc", database_url),
+    )
+    .unwrap();
+    cli(&config, &["migrate"]);
+    let last = |s: String| s.lines().last().unwrap().trim().to_owned();
+    let admin = last(cli(&config, &["keys", "create", "--scope", "admin"]));
+    let app = Arc::new(last(cli(&config, &["keys", "create", "--scope", "app"])));
+    let server = start(&config).await;
+    let base = Arc::new(server.address.clone());
+
+    // Seed: one hot customer and `spread` others, each with a paid pack (revenue is posted).
+    let seed_started = Instant::now();
+    let customers: Vec<String> = (0..spread).map(|i| format!("c{i:05}")).collect();
+    let client = reqwest::Client::new();
+    let grant = |customer: String, credits: &'static str| {
+        let (client, base, admin) = (client.clone(), base.clone(), admin.clone());
+        async move {
+            let (status, body, _) = post(
+                &client,
+                &format!("{base}/v1/customers/{customer}/grants"),
+                &admin,
+                &json!({"kind": "pack", "pack": "topup_small", "credits": credits,
+                        "idempotency_key": format!("seed-{customer}")}),
+            )
+            .await;
+            assert_eq!(status, 201, "seed {customer}: {body}");
+        }
+    };
+    grant("hot".into(), "100000000").await;
+    for chunk in customers.chunks(CONNECTIONS) {
+        join_all(chunk.iter().map(|c| grant(c.clone(), "1000"))).await;
+    }
+    println!(
+        "\n### {engine}: {} customers seeded over HTTP in {:.1} s\n",
+        spread + 1,
+        seed_started.elapsed().as_secs_f64()
+    );
+    let store = Store::connect(database_url).await.expect("connect");
+    let mut all = customers.clone();
+    all.push("hot".into());
+    let customers = Arc::new(customers);
+
+    println!("| scenario | throughput | p50 ms | p99 ms | max ms | errors |");
+    println!("|---|---|---|---|---|---|");
+    let livez = {
+        let base = base.clone();
+        drive(
+            "ceiling: GET /livez (does nothing)",
+            "req/s",
+            CONNECTIONS,
+            seconds,
+            move |client, _, _| {
+                let url = format!("{base}/livez");
+                async move {
+                    let t = Instant::now();
+                    let ok = client
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    (1, vec![t.elapsed().as_micros() as u32], u64::from(!ok))
+                }
+            },
+        )
+        .await
+    };
+    livez.print();
+
+    let pairs = |name: &'static str, hot: bool| {
+        let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
+        drive(
+            name,
+            "pairs/s",
+            CONNECTIONS,
+            seconds,
+            move |client, c, i| {
+                let (base, app) = (base.clone(), app.clone());
+                let customer = if hot {
+                    "hot".to_owned()
+                } else {
+                    customers[(c * 7919 + i as usize * 104_729) % customers.len()].clone()
+                };
+                async move {
+                    let (s1, hold, l1) = post(
+                        &client,
+                        &format!("{base}/v1/authorizations"),
+                        &app,
+                        &json!({"customer": customer, "action": "chat.request", "quantity": 1,
+                            "idempotency_key": format!("a-{hot}-{c}-{i}")}),
+                    )
+                    .await;
+                    if s1 != 201 {
+                        return (0, vec![l1], 1);
+                    }
+                    let id = hold["id"].as_str().unwrap_or_default();
+                    let (s2, _, l2) = post(
+                        &client,
+                        &format!("{base}/v1/authorizations/{id}/capture"),
+                        &app,
+                        &json!({"quantity": 1}),
+                    )
+                    .await;
+                    (u64::from(s2 == 200), vec![l1, l2], u64::from(s2 != 200))
+                }
+            },
+        )
+    };
+    pairs("authorize + capture, one hot customer", true)
+        .await
+        .print();
+    check_books(&store, &all).await;
+    pairs("authorize + capture, spread", false).await.print();
+    check_books(&store, &all).await;
+
+    {
+        let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
+        drive(
+            "POST /v1/usage, spread",
+            "usages/s",
+            CONNECTIONS,
+            seconds,
+            move |client, c, i| {
+                let (base, app) = (base.clone(), app.clone());
+                let customer = customers[(c * 31 + i as usize * 7_919) % customers.len()].clone();
+                async move {
+                    let (s, _, l) = post(
+                        &client,
+                        &format!("{base}/v1/usage"),
+                        &app,
+                        &json!({"customer": customer, "action": "chat.request", "quantity": 1,
+                                "idempotency_key": format!("u-{c}-{i}")}),
+                    )
+                    .await;
+                    (u64::from(s == 201), vec![l], u64::from(s != 201))
+                }
+            },
+        )
+        .await
+        .print();
+    }
+    check_books(&store, &all).await;
+
+    {
+        let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
+        drive(
+            "POST /v1/check, spread",
+            "req/s",
+            CONNECTIONS,
+            seconds,
+            move |client, c, i| {
+                let (base, app) = (base.clone(), app.clone());
+                let customer = customers[(c * 13 + i as usize * 7_919) % customers.len()].clone();
+                async move {
+                    let (s, _, l) = post(
+                        &client,
+                        &format!("{base}/v1/check"),
+                        &app,
+                        &json!({"customer": customer, "action": "chat.request", "quantity": 1}),
+                    )
+                    .await;
+                    (u64::from(s == 200), vec![l], u64::from(s != 200))
+                }
+            },
+        )
+        .await
+        .print();
+    }
+
+    {
+        let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
+        drive(
+            "POST /v1/usage/batch (1,000 per request), spread",
+            "usages/s",
+            BATCH_CONNECTIONS,
+            seconds,
+            move |client, c, i| {
+                let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
+                async move {
+                    let usages: Vec<Value> = (0..USAGES_PER_BATCH)
+                        .map(|k| {
+                            let n = c * 1_000_003 + i as usize * USAGES_PER_BATCH + k;
+                            json!({"customer": customers[n % customers.len()],
+                                   "action": "chat.request", "quantity": 1,
+                                   "idempotency_key": format!("b-{c}-{i}-{k}")})
+                        })
+                        .collect();
+                    let (s, body, l) = post(
+                        &client,
+                        &format!("{base}/v1/usage/batch"),
+                        &app,
+                        &json!({ "usages": usages }),
+                    )
+                    .await;
+                    let ok = body["results"]
+                        .as_array()
+                        .map_or(0, |r| r.iter().filter(|x| x["status"] == 201).count());
+                    let failed = if s == 200 {
+                        (USAGES_PER_BATCH - ok) as u64
+                    } else {
+                        USAGES_PER_BATCH as u64
+                    };
+                    (ok as u64, vec![l], failed)
+                }
+            },
+        )
+        .await
+        .print();
+    }
+    check_books(&store, &all).await;
+    drop(server);
+
+    sql_baseline(&store, &customers).await.print();
+}
+
+/// The statements of one authorization, one command per transaction, from one client: what the
+/// engine gives without the service and without batching.
+async fn sql_baseline(store: &Store, customers: &[String]) -> Run {
+    use creditbook::domain::ledger::HoldStatus;
+    use entity::{
+        customers as c, grants as g, holds as h, idempotency_records as ir, ledger_entries as le,
+    };
+    use sea_orm::ActiveValue::{NotSet, Set};
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    use sea_orm::{
+        ColumnTrait, DbBackend, EntityTrait, QueryFilter, SqliteTransactionMode,
+        TransactionOptions, TransactionTrait,
+    };
+    let db = store.connection();
+    let sqlite = db.get_database_backend() == DbBackend::Sqlite;
+    let mut run = Run {
+        name: "baseline: the same SQL, 1 command/txn, 1 client".into(),
+        units: 0,
+        unit: "cmd/s",
+        errors: 0,
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    let started = Instant::now();
+    let now = chrono::Utc::now().timestamp_micros();
+    for n in 0..SQL_COMMANDS {
+        let t = Instant::now();
+        let customer = &customers[n % customers.len()];
+        let txn = db
+            .begin_with_options(TransactionOptions {
+                isolation_level: None,
+                access_mode: None,
+                sqlite_transaction_mode: sqlite.then_some(SqliteTransactionMode::Immediate),
+            })
+            .await
+            .unwrap();
+        c::Entity::update_many()
+            .col_expr(c::Column::Version, Expr::col(c::Column::Version).add(1))
+            .filter(c::Column::Id.eq(customer))
+            .exec(&txn)
+            .await
+            .unwrap();
+        c::Entity::find_by_id(customer.clone())
+            .one(&txn)
+            .await
+            .unwrap();
+        let grant = g::Entity::find()
+            .filter(g::Column::CustomerId.eq(customer))
+            .filter(g::Column::Expired.eq(false))
+            .all(&txn)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|g| g.remaining - g.held >= 1_000_000)
+            .expect("a grant with a free credit");
+        h::Entity::find()
+            .filter(h::Column::CustomerId.eq(customer))
+            .filter(h::Column::Status.eq("held"))
+            .all(&txn)
+            .await
+            .unwrap();
+        let hold_id = format!("hold_sql_{n}");
+        h::Entity::insert(h::ActiveModel {
+            id: Set(hold_id.clone()),
+            customer_id: Set(customer.clone()),
+            action: Set("chat.request".into()),
+            quantity: Set("1".into()),
+            credits: Set(1_000_000),
+            overdraft: Set(0),
+            status: Set(HoldStatus::Voided.as_str().into()),
+            expires_at: Set(now),
+            captured: Set(None),
+            created_at: Set(now),
+            resolved_at: Set(Some(now)),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .unwrap();
+        // Held and released at once, so the books stay as they were for the audit.
+        g::Entity::update_many()
+            .col_expr(g::Column::Held, Expr::col(g::Column::Held).add(0))
+            .filter(g::Column::Id.eq(grant.id.clone()))
+            .filter(g::Column::Held.eq(grant.held))
+            .exec(&txn)
+            .await
+            .unwrap();
+        le::Entity::insert(le::ActiveModel {
+            id: NotSet,
+            operation_id: Set(format!("op_sql_{n}")),
+            position: Set(0),
+            customer_id: Set(customer.clone()),
+            kind: Set("release".into()),
+            grant_id: Set(Some(grant.id.clone())),
+            hold_id: Set(Some(hold_id)),
+            action: Set(Some("chat.request".into())),
+            quantity: Set(Some("1".into())),
+            credits: Set(0),
+            held: Set(0),
+            overage: Set(0),
+            effective_at: Set(now),
+            recorded_at: Set(now),
+            money: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .unwrap();
+        ir::Entity::insert(ir::ActiveModel {
+            customer_id: Set(customer.clone()),
+            idempotency_key: Set(format!("sql-{n}")),
+            request_hash: Set("x".into()),
+            body: Set("{}".into()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .unwrap();
+        txn.commit().await.unwrap();
+        run.latencies.push(t.elapsed().as_micros() as u32);
+        run.units += 1;
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "# creditbook gate benchmark ({} s per scenario)",
+        env_number("CREDITBOOK_BENCH_SECONDS", 5)
+    );
+    let sqlite_url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
+    bench_engine("SQLite", &sqlite_url, dir.path()).await;
+    match std::env::var("CREDITBOOK_BENCH_POSTGRES_URL") {
+        Ok(admin) => {
+            use sea_orm::{ConnectionTrait, Database};
+            let name = format!("cb_bench_{}", uuid::Uuid::new_v4().simple());
+            let db = Database::connect(&admin)
+                .await
+                .expect("connect to PostgreSQL");
+            db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create the bench database");
+            let (base, _) = admin.rsplit_once('/').expect("the URL names a database");
+            bench_engine("PostgreSQL", &format!("{base}/{name}"), dir.path()).await;
+        }
+        Err(_) => println!("\n(PostgreSQL skipped: set CREDITBOOK_BENCH_POSTGRES_URL)"),
+    }
+}
