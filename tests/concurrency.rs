@@ -212,3 +212,107 @@ async fn two_processes_on_one_postgres_never_overspend() {
 async fn two_processes_on_one_sqlite_file_never_overspend() {
     two_processes_never_overspend(Engine::Sqlite).await;
 }
+
+/// kill -9 of the server while batches are in flight loses no acknowledged command: after a
+/// restart, every acknowledged idempotency key replays to the same result, and the books audit
+/// clean.
+async fn kill_9_loses_no_acknowledged_command(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = common::fresh_database(engine, dir.path()).await;
+    let config = common::write_example_config(dir.path(), &database_url);
+    creditbook(&config, &["migrate"]);
+    let last_line = |out: String| out.lines().last().unwrap().trim().to_owned();
+    let admin = last_line(creditbook(&config, &["keys", "create", "--scope", "admin"]));
+    let app = last_line(creditbook(&config, &["keys", "create", "--scope", "app"]));
+    let mut server = start_server(&config).await;
+    let client = reqwest::Client::new();
+    for c in 0..20 {
+        let response = client
+            .post(format!("{}/v1/customers/k{c}/grants", server.address))
+            .bearer_auth(&admin)
+            .json(&json!({"kind": "pack", "pack": "topup_small", "credits": "100", "idempotency_key": "g"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let usage = |i: usize| {
+        json!({"customer": format!("k{}", i % 20), "action": "chat.request", "quantity": 1,
+               "idempotency_key": format!("kill-{i}")})
+    };
+    // Usages stream in on 32 connections; the server is killed while they are in flight.
+    let (address, racing_client, racing_app) =
+        (server.address.clone(), client.clone(), app.clone());
+    let requests = (0..3_000).map(move |i| {
+        let (client, app, address, body) = (
+            racing_client.clone(),
+            racing_app.clone(),
+            address.clone(),
+            usage(i),
+        );
+        async move {
+            let response = client
+                .post(format!("{address}/v1/usage"))
+                .bearer_auth(&app)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            if response.status() != StatusCode::CREATED {
+                return None;
+            }
+            Some((i, response.json::<Value>().await.ok()?))
+        }
+    });
+    let in_flight = tokio::spawn(async move {
+        use futures::StreamExt;
+        futures::stream::iter(requests)
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let acknowledged: Vec<(usize, Value)> =
+        in_flight.await.unwrap().into_iter().flatten().collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "some usages were acknowledged before the kill"
+    );
+    assert!(
+        acknowledged.len() < 3_000,
+        "the kill came while usages were in flight"
+    );
+
+    let server = start_server(&config).await;
+    for (i, first) in &acknowledged {
+        let response = client
+            .post(format!("{}/v1/usage", server.address))
+            .bearer_auth(&app)
+            .json(&usage(*i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let replayed: Value = response.json().await.unwrap();
+        assert_eq!(
+            &replayed, first,
+            "usage {i} replays its acknowledged result"
+        );
+    }
+    let store = creditbook::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_on_sqlite_loses_no_acknowledged_command() {
+    kill_9_loses_no_acknowledged_command(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_on_postgres_loses_no_acknowledged_command() {
+    kill_9_loses_no_acknowledged_command(Engine::Postgres).await;
+}
