@@ -138,7 +138,17 @@ async fn start_server(config: &std::path::Path) -> Server {
     panic!("creditbook serve did not become healthy on port {port}");
 }
 
-async fn two_processes_never_overspend(engine: Engine) {
+/// A migrated database of `engine` with its config file and an admin and an app key, made with
+/// the `creditbook` command line as an operator would.
+struct Prepared {
+    _dir: tempfile::TempDir,
+    database_url: String,
+    config: std::path::PathBuf,
+    admin: String,
+    app: String,
+}
+
+async fn prepare(engine: Engine) -> Prepared {
     let dir = tempfile::tempdir().unwrap();
     let database_url = common::fresh_database(engine, dir.path()).await;
     let config = common::write_example_config(dir.path(), &database_url);
@@ -147,6 +157,23 @@ async fn two_processes_never_overspend(engine: Engine) {
     let admin = last_line(creditbook(&config, &["keys", "create", "--scope", "admin"]));
     let app = last_line(creditbook(&config, &["keys", "create", "--scope", "app"]));
     assert!(app.starts_with("cb_app_"), "{app}");
+    Prepared {
+        _dir: dir,
+        database_url,
+        config,
+        admin,
+        app,
+    }
+}
+
+async fn two_processes_never_overspend(engine: Engine) {
+    let Prepared {
+        _dir,
+        database_url,
+        config,
+        admin,
+        app,
+    } = prepare(engine).await;
 
     let servers = [start_server(&config).await, start_server(&config).await];
     let client = reqwest::Client::new();
@@ -217,13 +244,13 @@ async fn two_processes_on_one_sqlite_file_never_overspend() {
 /// restart, every acknowledged idempotency key replays to the same result, and the books audit
 /// clean.
 async fn kill_9_loses_no_acknowledged_command(engine: Engine) {
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = common::fresh_database(engine, dir.path()).await;
-    let config = common::write_example_config(dir.path(), &database_url);
-    creditbook(&config, &["migrate"]);
-    let last_line = |out: String| out.lines().last().unwrap().trim().to_owned();
-    let admin = last_line(creditbook(&config, &["keys", "create", "--scope", "admin"]));
-    let app = last_line(creditbook(&config, &["keys", "create", "--scope", "app"]));
+    let Prepared {
+        _dir,
+        database_url,
+        config,
+        admin,
+        app,
+    } = prepare(engine).await;
     let mut server = start_server(&config).await;
     let client = reqwest::Client::new();
     for c in 0..20 {
