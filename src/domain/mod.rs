@@ -3,6 +3,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod gate;
+pub mod journal;
 pub mod ledger;
 pub mod money;
 pub mod revrec;

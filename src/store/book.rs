@@ -9,6 +9,7 @@ use super::rows::{self, micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::catalog::Catalog;
 use crate::domain::gate::Standing;
+use crate::domain::journal::Moved;
 use crate::domain::ledger::{Book, Entry, HoldStatus};
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
@@ -252,20 +253,23 @@ pub(crate) async fn run_commands(
             .exec_without_returning(txn)
             .await?;
     }
-    for d in &done {
-        let command = items[d.item].0;
-        let grants = &books[&d.customer].book.grants;
-        revenue::post(
-            txn,
-            catalog,
-            &d.customer,
-            grants,
-            &d.entries,
-            &command.origin,
-            command.now,
-        )
-        .await?;
-    }
+    let posted: Vec<revenue::Posted<'_>> = done
+        .iter()
+        .map(|d| {
+            let command = items[d.item].0;
+            revenue::Posted {
+                moved: Moved {
+                    customer: &d.customer,
+                    grants: &books[&d.customer].book.grants,
+                    entries: &d.entries,
+                    source: command.origin.source.as_deref(),
+                    now: command.now,
+                },
+                event: command.origin.event.as_deref(),
+            }
+        })
+        .collect();
+    revenue::post_all(txn, catalog, &posted).await?;
     Ok(answers)
 }
 

@@ -6,9 +6,9 @@ use super::Store;
 use super::rows::{micros, time};
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Breakage, Catalog};
-use crate::domain::ledger::{Entry, EntryKind, Grant, GrantKind};
+use crate::domain::journal::{self, Effect, Moved, Revenue};
 use crate::domain::money::Credits;
-use crate::domain::revrec::{Lot, OverageAccrual, Period, Platform, Posting};
+use crate::domain::revrec::{Lot, OverageAccrual, Period, Platform};
 use crate::error::{Error, Result};
 use entity::{journal_lines, overage_accruals, revenue_lots, revenue_periods};
 use rust_decimal::Decimal;
@@ -18,7 +18,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where the postings of one command come from, copied onto its journal lines.
 #[derive(Debug, Clone, Default)]
@@ -29,325 +29,233 @@ pub struct Origin {
     pub event: Option<String>,
 }
 
-/// A posting ready to be written, with what the journal says about it.
-struct Pending {
-    posting: Posting,
-    grant_id: Option<String>,
-    source: Option<String>,
+/// One command's movements and the Stripe event it applies, if any.
+pub(crate) struct Posted<'a> {
+    pub moved: Moved<'a>,
+    pub event: Option<&'a str>,
 }
 
-/// Lots changed by one command: those loaded (as loaded) and their current state.
-struct Lots {
-    loaded: BTreeMap<String, Lot>,
-    current: BTreeMap<String, Lot>,
+/// A journal entry to write: a posting and where it came from.
+struct JournalEntry {
+    customer: String,
+    effect: Effect,
+    event: Option<String>,
+    now: Timestamp,
+}
+
+/// Lots as read: their state, the period each was booked in, and whose they are.
+#[derive(Default)]
+struct ReadLots {
+    lots: BTreeMap<String, Lot>,
     booked: BTreeMap<String, String>,
-    /// `plan:ID` or `pack:ID` of lots created by this command.
-    items: BTreeMap<String, String>,
+    owner: BTreeMap<String, String>,
 }
 
-/// The breakage method configured for a grant's plan or pack (`remote` when neither is known).
-fn breakage_of(catalog: &Catalog, grant: &Grant) -> Breakage {
-    let configured = match grant.kind {
-        GrantKind::Plan => grant
-            .plan_id
-            .as_deref()
-            .and_then(|id| catalog.plan(id))
-            .map(|p| p.breakage.clone()),
-        GrantKind::Pack => grant
-            .pack_id
-            .as_deref()
-            .and_then(|id| catalog.pack(id))
-            .map(|p| p.breakage.clone()),
-        _ => None,
-    };
-    configured.unwrap_or(Breakage::Remote)
-}
+/// Rows per multi-row statement: SQLite limits the variables of one statement.
+const ROWS_PER_STATEMENT: usize = 500;
 
-/// The catalog entry a grant's breakage estimate comes from.
-fn catalog_item(grant: &Grant) -> String {
-    match grant.kind {
-        GrantKind::Plan => format!("plan:{}", grant.plan_id.as_deref().unwrap_or("")),
-        GrantKind::Pack => format!("pack:{}", grant.pack_id.as_deref().unwrap_or("")),
-        other => other.as_str().to_owned(),
-    }
-}
-
-/// Posts what the entries of one command did to paid grants. `grants` are the book's grants after
-/// the command (new grants included); `entries` the command's new entries, in order.
-pub(crate) async fn post(
+/// Posts what a batch's commands did to paid grants and billed overage, in command order: the
+/// lots and accruals they need are read once for the batch, moved in memory by
+/// `domain::journal`, and written back with multi-row statements. A batch that posts nothing
+/// reads nothing.
+pub(crate) async fn post_all(
     txn: &DatabaseTransaction,
     catalog: &Catalog,
-    customer: &str,
-    grants: &[Grant],
-    entries: &[Entry],
-    origin: &Origin,
-    now: Timestamp,
+    commands: &[Posted<'_>],
 ) -> Result<()> {
-    let by_id: BTreeMap<&str, &Grant> = grants.iter().map(|g| (g.id.as_str(), g)).collect();
-    let paid = |id: &Option<String>| {
-        id.as_deref()
-            .and_then(|id| by_id.get(id))
-            .filter(|g| g.price.is_some() && g.currency.is_some())
-            .copied()
-    };
-    let touched: Vec<String> = entries
-        .iter()
-        .filter(|e| e.kind != EntryKind::Grant)
-        .filter_map(|e| paid(&e.grant_id).map(|g| g.id.clone()))
-        .collect();
-    let posts_anything = entries.iter().any(|e| {
-        paid(&e.grant_id).is_some() || (e.kind == EntryKind::Overage && e.money.is_some())
-    });
-    if !posts_anything {
+    let mut lot_ids = BTreeSet::new();
+    let mut overage = BTreeSet::new();
+    let mut posting = Vec::new();
+    for command in commands {
+        if let Some(needs) = journal::needs(&command.moved) {
+            lot_ids.extend(needs.lots);
+            if needs.overage {
+                overage.insert(command.moved.customer.to_owned());
+            }
+            posting.push(command);
+        }
+    }
+    if posting.is_empty() {
         return Ok(());
     }
-    let mut lots = load_lots(txn, &touched).await?;
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut overage: Option<OverageAccrual> = None;
-    for entry in entries {
-        if entry.kind == EntryKind::Overage {
-            let Some(money) = entry.money else { continue };
-            if overage.is_none() {
-                overage = Some(load_overage(txn, customer, &catalog.currency).await?);
-            }
-            let accrual = overage.as_mut().expect("loaded above");
-            if let Some(posting) = accrual.accrue(money, entry.effective_at) {
-                pending.push(Pending {
-                    posting,
-                    grant_id: None,
-                    source: entry.hold_id.clone().or(origin.source.clone()),
-                });
-            }
-            continue;
+    let read = read_lots(txn, &lot_ids).await?;
+    let accruals = read_accruals(txn, &overage, &catalog.currency).await?;
+    let mut revenue = Revenue {
+        lots: read.lots.clone(),
+        opened: BTreeMap::new(),
+        accruals: accruals.clone(),
+    };
+    let mut entries = Vec::new();
+    for command in posting {
+        let moved = &command.moved;
+        let outcome = journal::post(catalog, moved, &mut revenue).map_err(Error::Internal)?;
+        for grant in outcome.unposted {
+            tracing::warn!(%grant, "paid grant without a revenue lot; nothing posted");
         }
-        let Some(grant) = paid(&entry.grant_id) else {
-            continue;
-        };
-        let source = entry
-            .hold_id
-            .clone()
-            .or(origin.source.clone())
-            .unwrap_or_else(|| grant.source_id.clone());
-        let price = grant.price.expect("paid");
-        let currency = grant.currency.clone().expect("paid");
-        let at = entry.effective_at;
-        if entry.kind != EntryKind::Grant && !lots.current.contains_key(&grant.id) {
-            // A grant paid before revenue recognition was installed has no lot: its history is
-            // not in the journal, so nothing can be posted for it. Spending must not fail on
-            // that; the audit lists such grants.
-            tracing::warn!(grant = %grant.id, "paid grant without a revenue lot; nothing posted");
-            continue;
-        }
-        let postings: Vec<Posting> = match entry.kind {
-            EntryKind::Grant => {
-                let breakage = breakage_of(catalog, grant);
-                let (lot, posting) = if grant.source_type == "transfer" {
-                    let from = load_lots(txn, std::slice::from_ref(&grant.source_id)).await?;
-                    let Some(old) = from.current.get(&grant.source_id) else {
-                        // Moved from a grant paid before revenue recognition was installed:
-                        // outside the journal like the grant it came from.
-                        tracing::warn!(grant = %grant.id, "moved from a grant without a lot");
-                        continue;
-                    };
-                    let money = crate::domain::revrec::share(
-                        old.price,
-                        grant.credits,
-                        old.credits,
-                        &currency,
-                    );
-                    Lot::transferred_in(&grant.id, &currency, money, grant.credits, breakage, at)
-                } else if grant.kind == GrantKind::Plan {
-                    let share = grant
-                        .plan_id
-                        .as_deref()
-                        .and_then(|id| catalog.plan(id))
-                        .map_or(Decimal::ZERO, |p| p.platform_share);
-                    let end = grant.expires_at.unwrap_or(at);
-                    let start = grant.period_start.unwrap_or(grant.created_at).min(end);
-                    Lot::plan(
-                        &grant.id,
-                        &currency,
-                        price,
-                        grant.credits,
-                        breakage,
-                        share,
-                        (start, end),
-                        at,
-                    )
-                } else {
-                    Lot::pack(&grant.id, &currency, price, grant.credits, breakage, at)
-                };
-                lots.items.insert(grant.id.clone(), catalog_item(grant));
-                lots.current.insert(grant.id.clone(), lot);
-                vec![posting]
-            }
-            EntryKind::Consume | EntryKind::Settle => {
-                let lot = lots.get(&grant.id)?;
-                lot.consume(-entry.credits, at).into_iter().collect()
-            }
-            EntryKind::Expire => lots
-                .get(&grant.id)?
-                .lapse(-entry.credits, at)
-                .into_iter()
-                .collect(),
-            EntryKind::Rollover if entry.credits.is_positive() => lots
-                .get(&grant.id)?
-                .revive(entry.credits, at)
-                .into_iter()
-                .collect(),
-            EntryKind::Clawback => {
-                let money = entry.money.unwrap_or(Credits::ZERO);
-                if money.is_positive() {
-                    vec![lots.get(&grant.id)?.refund(money, -entry.credits, at)]
-                } else {
-                    Vec::new()
-                }
-            }
-            EntryKind::Transfer => vec![lots.get(&grant.id)?.transfer_out(-entry.credits, at).0],
-            _ => Vec::new(),
-        };
-        pending.extend(postings.into_iter().map(|posting| Pending {
-            posting,
-            grant_id: Some(grant.id.clone()),
-            source: Some(source.clone()),
+        entries.extend(outcome.effects.into_iter().map(|effect| JournalEntry {
+            customer: moved.customer.to_owned(),
+            effect,
+            event: command.event.map(str::to_owned),
+            now: moved.now,
         }));
     }
-    for lot in lots.current.values() {
-        lot.check().map_err(Error::Internal)?;
-    }
-    save_lots(txn, customer, &lots, now).await?;
-    if let Some(accrual) = overage {
-        overage_accruals::Entity::insert(overage_accruals::ActiveModel {
-            customer_id: Set(customer.to_owned()),
-            currency: Set(accrual.currency.clone()),
-            exact: Set(micros(accrual.exact)?),
-            posted: Set(micros(accrual.posted)?),
-        })
-        .on_conflict(
-            OnConflict::columns([
-                overage_accruals::Column::CustomerId,
-                overage_accruals::Column::Currency,
-            ])
-            .update_columns([
-                overage_accruals::Column::Exact,
-                overage_accruals::Column::Posted,
-            ])
-            .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
-    }
-    write_postings(txn, customer, pending, origin.event.as_deref(), now).await
-}
-
-impl Lots {
-    fn get(&mut self, grant_id: &str) -> Result<&mut Lot> {
-        self.current
-            .get_mut(grant_id)
-            .ok_or_else(|| Error::Internal(format!("paid grant {grant_id} has no lot")))
-    }
-}
-
-async fn load_lots(txn: &DatabaseTransaction, ids: &[String]) -> Result<Lots> {
-    let mut lots = Lots {
-        loaded: BTreeMap::new(),
-        current: BTreeMap::new(),
-        booked: BTreeMap::new(),
-        items: BTreeMap::new(),
-    };
-    if ids.is_empty() {
-        return Ok(lots);
-    }
-    let rows = revenue_lots::Entity::find()
-        .filter(revenue_lots::Column::GrantId.is_in(ids.iter().cloned()))
-        .all(txn)
-        .await?;
-    for row in rows {
-        lots.booked
-            .insert(row.grant_id.clone(), row.booked_period.clone());
-        let lot = lot_from_row(row)?;
-        lots.loaded.insert(lot.grant_id.clone(), lot.clone());
-        lots.current.insert(lot.grant_id.clone(), lot);
-    }
-    Ok(lots)
-}
-
-async fn save_lots(
-    txn: &DatabaseTransaction,
-    customer: &str,
-    lots: &Lots,
-    now: Timestamp,
-) -> Result<()> {
     let closed = closed_periods(txn).await?;
-    for (id, lot) in &lots.current {
-        if lots.loaded.get(id) == Some(lot) {
-            continue;
-        }
-        let booked = match lots.booked.get(id) {
-            Some(period) => period.clone(),
-            None => Period::booking(now, &closed).0.to_string(),
-        };
-        let item = lots.items.get(id).cloned().unwrap_or_default();
-        save_lot(txn, customer, lot, &item, &booked, now).await?;
-    }
-    Ok(())
-}
-
-pub(crate) async fn save_lot(
-    txn: &DatabaseTransaction,
-    customer: &str,
-    lot: &Lot,
-    catalog_item: &str,
-    booked_period: &str,
-    now: Timestamp,
-) -> Result<()> {
-    let row = lot_to_row(customer, lot, catalog_item, booked_period, now)?;
-    revenue_lots::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(revenue_lots::Column::GrantId)
+    save_lots(txn, &read, &revenue, &closed).await?;
+    let changed: Vec<overage_accruals::ActiveModel> = revenue
+        .accruals
+        .iter()
+        .filter(|(customer, accrual)| accruals.get(*customer) != Some(*accrual))
+        .map(|(customer, accrual)| {
+            Ok(overage_accruals::ActiveModel {
+                customer_id: Set(customer.clone()),
+                currency: Set(accrual.currency.clone()),
+                exact: Set(micros(accrual.exact)?),
+                posted: Set(micros(accrual.posted)?),
+            })
+        })
+        .collect::<Result<_>>()?;
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        overage_accruals::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    overage_accruals::Column::CustomerId,
+                    overage_accruals::Column::Currency,
+                ])
                 .update_columns([
-                    revenue_lots::Column::Breakage,
-                    revenue_lots::Column::ExpectedUnused,
-                    revenue_lots::Column::Consumed,
-                    revenue_lots::Column::Lapsed,
-                    revenue_lots::Column::Removed,
-                    revenue_lots::Column::UsageRecognized,
-                    revenue_lots::Column::BreakageRecognized,
-                    revenue_lots::Column::Refunded,
-                    revenue_lots::Column::Contra,
-                    revenue_lots::Column::Transferred,
-                    revenue_lots::Column::PlatformDaysDone,
-                    revenue_lots::Column::PlatformRecognized,
-                    revenue_lots::Column::PlatformRefunded,
-                    revenue_lots::Column::PlatformContra,
-                    revenue_lots::Column::PlatformNextAt,
+                    overage_accruals::Column::Exact,
+                    overage_accruals::Column::Posted,
                 ])
                 .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    write_journal(txn, entries, &closed).await
+}
+
+async fn read_lots(txn: &DatabaseTransaction, ids: &BTreeSet<String>) -> Result<ReadLots> {
+    let mut read = ReadLots::default();
+    let ids: Vec<&String> = ids.iter().collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows = revenue_lots::Entity::find()
+            .filter(revenue_lots::Column::GrantId.is_in(chunk.iter().map(|id| id.as_str())))
+            .all(txn)
+            .await?;
+        for row in rows {
+            read.booked
+                .insert(row.grant_id.clone(), row.booked_period.clone());
+            read.owner
+                .insert(row.grant_id.clone(), row.customer_id.clone());
+            let lot = lot_from_row(row)?;
+            read.lots.insert(lot.grant_id.clone(), lot);
+        }
+    }
+    Ok(read)
+}
+
+/// The overage accruals of `customers` in the catalog's currency; zero where none was written.
+async fn read_accruals(
+    txn: &DatabaseTransaction,
+    customers: &BTreeSet<String>,
+    currency: &str,
+) -> Result<BTreeMap<String, OverageAccrual>> {
+    let currency = if currency.is_empty() { "usd" } else { currency };
+    let mut accruals: BTreeMap<String, OverageAccrual> = customers
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                OverageAccrual {
+                    currency: currency.to_owned(),
+                    exact: Credits::ZERO,
+                    posted: Credits::ZERO,
+                },
+            )
+        })
+        .collect();
+    let ids: Vec<&String> = customers.iter().collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows = overage_accruals::Entity::find()
+            .filter(overage_accruals::Column::Currency.eq(currency))
+            .filter(overage_accruals::Column::CustomerId.is_in(chunk.iter().map(|id| id.as_str())))
+            .all(txn)
+            .await?;
+        for row in rows {
+            if let Some(accrual) = accruals.get_mut(&row.customer_id) {
+                accrual.exact = Credits::from_micros(row.exact);
+                accrual.posted = Credits::from_micros(row.posted);
+            }
+        }
+    }
+    Ok(accruals)
+}
+
+/// Writes the lots `revenue` changed from what was `read`, new ones booked in the period their
+/// command's time falls in (or the first open one).
+async fn save_lots(
+    txn: &DatabaseTransaction,
+    read: &ReadLots,
+    revenue: &Revenue,
+    closed: &[Period],
+) -> Result<()> {
+    let mut rows = Vec::new();
+    for (id, lot) in &revenue.lots {
+        if read.lots.get(id) == Some(lot) {
+            continue;
+        }
+        let row = match (read.owner.get(id), revenue.opened.get(id)) {
+            (_, Some(opened)) => {
+                let booked = Period::booking(opened.at, closed).0.to_string();
+                lot_to_row(
+                    &opened.customer,
+                    lot,
+                    &opened.catalog_item,
+                    &booked,
+                    opened.at,
+                )?
+            }
+            (Some(owner), None) => {
+                // An existing row: only the counters are updated, so the rest is as read.
+                let booked = read.booked.get(id).cloned().unwrap_or_default();
+                lot_to_row(owner, lot, "", &booked, Timestamp::UNIX_EPOCH)?
+            }
+            (None, None) => {
+                return Err(Error::Internal(format!("lot {id} neither read nor opened")));
+            }
+        };
+        rows.push(row);
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT / 2) {
+        revenue_lots::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::column(revenue_lots::Column::GrantId)
+                    .update_columns(LOT_COUNTERS)
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
     Ok(())
 }
 
-async fn load_overage(
-    txn: &DatabaseTransaction,
-    customer: &str,
-    currency: &str,
-) -> Result<OverageAccrual> {
-    let currency = if currency.is_empty() { "usd" } else { currency };
-    let row = overage_accruals::Entity::find_by_id((customer.to_owned(), currency.to_owned()))
-        .one(txn)
-        .await?;
-    Ok(OverageAccrual {
-        currency: currency.to_owned(),
-        exact: row
-            .as_ref()
-            .map_or(Credits::ZERO, |r| Credits::from_micros(r.exact)),
-        posted: row
-            .as_ref()
-            .map_or(Credits::ZERO, |r| Credits::from_micros(r.posted)),
-    })
-}
+/// What moves on a lot after it is opened.
+const LOT_COUNTERS: [revenue_lots::Column; 15] = [
+    revenue_lots::Column::Breakage,
+    revenue_lots::Column::ExpectedUnused,
+    revenue_lots::Column::Consumed,
+    revenue_lots::Column::Lapsed,
+    revenue_lots::Column::Removed,
+    revenue_lots::Column::UsageRecognized,
+    revenue_lots::Column::BreakageRecognized,
+    revenue_lots::Column::Refunded,
+    revenue_lots::Column::Contra,
+    revenue_lots::Column::Transferred,
+    revenue_lots::Column::PlatformDaysDone,
+    revenue_lots::Column::PlatformRecognized,
+    revenue_lots::Column::PlatformRefunded,
+    revenue_lots::Column::PlatformContra,
+    revenue_lots::Column::PlatformNextAt,
+];
 
 /// Closed periods, sorted. On PostgreSQL a shared advisory lock is taken first, so a period
 /// cannot be closed between this read and the commit of the postings booked by it (closing takes
@@ -376,58 +284,52 @@ pub(crate) async fn closed_periods(txn: &DatabaseTransaction) -> Result<Vec<Peri
 /// The advisory lock key that orders period closes after the postings booked before them.
 pub(crate) const PERIOD_LOCK: i64 = 0x6372_6564_6974_0001;
 
-async fn write_postings(
+async fn write_journal(
     txn: &DatabaseTransaction,
-    customer: &str,
-    pending: Vec<Pending>,
-    event: Option<&str>,
-    now: Timestamp,
+    entries: Vec<JournalEntry>,
+    closed: &[Period],
 ) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let closed = closed_periods(txn).await?;
     let mut rows = Vec::new();
-    for p in pending {
+    for e in entries {
+        let posting = &e.effect.posting;
         // Cala's rule: nothing unbalanced is written.
-        p.posting.check().map_err(Error::Internal)?;
-        let (period, adjustment) = Period::booking(p.posting.effective_at, &closed);
+        posting.check().map_err(Error::Internal)?;
+        let (period, adjustment) = Period::booking(posting.effective_at, closed);
         let booked_at = if adjustment {
             period.start()
         } else {
-            p.posting.effective_at
+            posting.effective_at
         };
         let entry_id = format!("je_{}", uuid::Uuid::now_v7().simple());
-        for (index, line) in p.posting.lines.iter().enumerate() {
+        for (index, line) in posting.lines.iter().enumerate() {
             rows.push(journal_lines::ActiveModel {
                 id: NotSet,
                 entry_id: Set(entry_id.clone()),
                 line: Set(i32::try_from(index + 1).expect("a few lines per entry")),
-                kind: Set(p.posting.kind.as_str().to_owned()),
-                effective_at: Set(time(p.posting.effective_at)),
+                kind: Set(posting.kind.as_str().to_owned()),
+                effective_at: Set(time(posting.effective_at)),
                 booked_at: Set(time(booked_at)),
                 period: Set(period.to_string()),
                 adjustment: Set(adjustment),
                 account: Set(line.account.as_str().to_owned()),
                 debit: Set(micros(line.debit)?),
                 credit: Set(micros(line.credit)?),
-                currency: Set(p.posting.currency.clone()),
-                customer_id: Set(customer.to_owned()),
+                currency: Set(posting.currency.clone()),
+                customer_id: Set(e.customer.clone()),
                 grant_id: Set(line.grant_id.clone().or_else(|| {
                     // Cash and transit lines name the lot the entry is about, when there is one.
                     (line.account == crate::domain::revrec::Account::Cash)
-                        .then(|| p.grant_id.clone())
+                        .then(|| e.effect.grant_id.clone())
                         .flatten()
                 })),
-                source: Set(p.source.clone()),
-                event: Set(event.map(str::to_owned)),
-                memo: Set(p.posting.memo.clone()),
-                posted_at: Set(time(now)),
+                source: Set(e.effect.source.clone()),
+                event: Set(e.event.clone()),
+                memo: Set(posting.memo.clone()),
+                posted_at: Set(time(e.now)),
             });
         }
     }
-    // Bounded batches: SQLite limits the variables of one statement.
-    for chunk in rows.chunks(500) {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         journal_lines::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
@@ -565,9 +467,13 @@ impl Store {
                 .await?
                 .into_iter()
                 .collect();
-            let mut lots = load_lots(&txn, &grants).await?;
-            let mut pending = Vec::new();
-            for (id, lot) in lots.current.iter_mut() {
+            let read = read_lots(&txn, &grants.iter().cloned().collect()).await?;
+            let mut revenue = Revenue {
+                lots: read.lots.clone(),
+                ..Revenue::default()
+            };
+            let mut entries = Vec::new();
+            for (id, lot) in revenue.lots.iter_mut() {
                 let mut postings = lot.recognize_platform(now);
                 let configured = items
                     .get(id)
@@ -579,15 +485,21 @@ impl Store {
                     postings.extend(lot.reestimate(breakage, now));
                 }
                 lot.check().map_err(Error::Internal)?;
-                pending.extend(postings.into_iter().map(|posting| Pending {
-                    posting,
-                    grant_id: Some(id.clone()),
-                    source: Some(id.clone()),
+                entries.extend(postings.into_iter().map(|posting| JournalEntry {
+                    customer: customer.clone(),
+                    effect: Effect {
+                        posting,
+                        grant_id: Some(id.clone()),
+                        source: Some(id.clone()),
+                    },
+                    event: None,
+                    now,
                 }));
             }
             moved += grants.len();
-            save_lots(&txn, &customer, &lots, now).await?;
-            write_postings(&txn, &customer, pending, None, now).await?;
+            let closed = closed_periods(&txn).await?;
+            save_lots(&txn, &read, &revenue, &closed).await?;
+            write_journal(&txn, entries, &closed).await?;
             txn.commit().await?;
         }
         Ok(moved)
