@@ -7,7 +7,9 @@
 //! customer's available credits below zero, every book's invariants, and the audit.
 //!
 //! `cargo bench --bench gate`. `CREDITBOOK_BENCH_SECONDS` (default 5) sets each scenario's
-//! length, `CREDITBOOK_BENCH_CUSTOMERS` (default 10,000) the spread.
+//! length, `CREDITBOOK_BENCH_CUSTOMERS` (default 10,000) the spread; `CREDITBOOK_BENCH_SERVER_LOG`
+//! names a file for the server's log (its filter from `RUST_LOG`); `CREDITBOOK_BENCH_ONLY` picks
+//! scenarios by words of their names (for profiling one).
 //! Not a timed test: it fails only if the books do not hold.
 
 use creditbook::store::Store;
@@ -60,6 +62,18 @@ fn cli(config: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Where the server's log goes: the file `CREDITBOOK_BENCH_SERVER_LOG` names (appended), or nowhere.
+fn server_log() -> Stdio {
+    match std::env::var("CREDITBOOK_BENCH_SERVER_LOG") {
+        Ok(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        Err(_) => Stdio::null(),
+    }
+}
+
 async fn start(config: &std::path::Path) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -73,7 +87,7 @@ async fn start(config: &std::path::Path) -> Server {
         .env("CREDITBOOK_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("CREDITBOOK_DATABASE_URL")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(server_log())
         .spawn()
         .expect("spawn creditbook serve");
     let server = Server {
@@ -131,6 +145,15 @@ impl Run {
 
 /// Runs `op` on `connections` connections for `seconds`; `op` returns how many units it did and
 /// the latency of each request it made.
+/// Whether a scenario runs: `CREDITBOOK_BENCH_ONLY` (comma-separated words) picks those whose
+/// name contains one of them; unset, all run.
+fn wanted(name: &str) -> bool {
+    std::env::var("CREDITBOOK_BENCH_ONLY").map_or(true, |only| {
+        only.split(',')
+            .any(|word| !word.trim().is_empty() && name.contains(word.trim()))
+    })
+}
+
 async fn drive<F, Fut>(
     name: &str,
     unit: &'static str,
@@ -144,6 +167,8 @@ where
 {
     let op = Arc::new(op);
     let started = Instant::now();
+    // Scenarios not chosen by `CREDITBOOK_BENCH_ONLY` run for no time: they print zeros.
+    let seconds = if wanted(name) { seconds } else { 0 };
     let deadline = started + Duration::from_secs(seconds);
     let tasks = (0..connections).map(|c| {
         let op = op.clone();
@@ -219,11 +244,22 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     let spread = env_number("CREDITBOOK_BENCH_CUSTOMERS", 10_000);
     let example = include_str!("../examples/creditbook.toml");
     let config = dir.join(format!("{engine}.toml"));
-    std::fs::write(
-        &config,
-        example.replace("sqlite://creditbook.db?mode=rwc", database_url),
-    )
-    .unwrap();
+    let mut text = example.replace("sqlite://creditbook.db?mode=rwc", database_url);
+    for key in [
+        "batch_max_commands",
+        "batch_max_wait_micros",
+        "postgres_batch_workers",
+    ] {
+        if let Ok(value) = std::env::var(format!("CREDITBOOK_BENCH_{}", key.to_uppercase())) {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(key))
+                .expect("the example config sets every batch key")
+                .to_owned();
+            text = text.replace(&line, &format!("{key} = {value}"));
+        }
+    }
+    std::fs::write(&config, text).unwrap();
     cli(&config, &["migrate"]);
     let last = |s: String| s.lines().last().unwrap().trim().to_owned();
     let admin = last(cli(&config, &["keys", "create", "--scope", "admin"]));

@@ -5,6 +5,11 @@ use creditbook::store::keys::Scope;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The gate allocates many small, short-lived values per request and per batch from several
+/// threads at once; mimalloc serves that without glibc's arena locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "creditbook",

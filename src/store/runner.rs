@@ -118,6 +118,9 @@ impl Runner {
         } else {
             settings.postgres_workers.max(1)
         };
+        if engine.sqlite() {
+            tokio::spawn(checkpoint(engine.db.clone(), queue.downgrade()));
+        }
         for _ in 0..workers {
             tokio::spawn(work(
                 engine.clone(),
@@ -146,6 +149,30 @@ impl Runner {
         // says so.
         let _ = self.queue.send(job).await;
         answer
+    }
+}
+
+/// How often the SQLite log is checkpointed in the background.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Copies the SQLite write-ahead log into the database from a connection of its own
+/// (`PASSIVE`: it never waits for or blocks the writer), so commits do not pay for it. Ends with
+/// the runner.
+async fn checkpoint(db: DatabaseConnection, runner: mpsc::WeakSender<Job>) {
+    use sea_orm::ConnectionTrait;
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if runner.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = db
+            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await
+        {
+            tracing::warn!(error = %e, "background checkpoint failed");
+        }
     }
 }
 
@@ -250,7 +277,12 @@ async fn run_once(engine: &Engine, items: &[(&Command, &Decide<'_>)]) -> Result<
     let txn = engine.begin().await?;
     let answers = book::run_commands(&txn, &engine.catalog, items, &[]).await?;
     if answers.iter().any(|a| matches!(a, Ok(e) if !e.replayed)) {
+        let started = Instant::now();
         txn.commit().await?;
+        tracing::debug!(
+            commit_micros = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
     } else {
         // Nothing decided: only the lock was taken.
         txn.rollback().await?;
