@@ -220,6 +220,120 @@ async fn post(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (
     (status, value, t.elapsed().as_micros() as u32)
 }
 
+/// The gate runner's counters from `/metrics`: batches, commands, and microseconds waited in
+/// the queue and spent per phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunnerFigures {
+    batches: f64,
+    commands: f64,
+    wait: f64,
+    phases: [f64; 5],
+}
+
+const PHASES: [&str; 5] = ["load", "decide", "write", "post", "commit"];
+
+impl RunnerFigures {
+    async fn read(client: &reqwest::Client, base: &str) -> RunnerFigures {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        };
+        let mut phases = [0.0; 5];
+        for (slot, phase) in phases.iter_mut().zip(PHASES) {
+            *slot = value(&format!(
+                "creditbook_gate_batch_seconds_total{{phase=\"{phase}\"}}"
+            )) * 1e6;
+        }
+        RunnerFigures {
+            batches: value("creditbook_gate_batches_total"),
+            commands: value("creditbook_gate_batch_commands_total"),
+            wait: value("creditbook_gate_queue_wait_seconds_total") * 1e6,
+            phases,
+        }
+    }
+
+    fn since(&self, before: &RunnerFigures) -> RunnerFigures {
+        let mut phases = [0.0; 5];
+        for (i, slot) in phases.iter_mut().enumerate() {
+            *slot = self.phases[i] - before.phases[i];
+        }
+        RunnerFigures {
+            batches: self.batches - before.batches,
+            commands: self.commands - before.commands,
+            wait: self.wait - before.wait,
+            phases,
+        }
+    }
+}
+
+/// Where the runner's time went in each scenario, read from `/metrics` before and after it.
+struct Runner {
+    client: reqwest::Client,
+    base: String,
+    last: RunnerFigures,
+    rows: Vec<(String, RunnerFigures)>,
+}
+
+impl Runner {
+    async fn new(base: &str) -> Runner {
+        let client = reqwest::Client::new();
+        let last = RunnerFigures::read(&client, base).await;
+        Runner {
+            client,
+            base: base.to_owned(),
+            last,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Records what the runner did since the previous mark, under `scenario`.
+    async fn mark(&mut self, scenario: &str) {
+        let now = RunnerFigures::read(&self.client, &self.base).await;
+        let delta = now.since(&self.last);
+        self.last = now;
+        if delta.batches > 0.0 && wanted(scenario) {
+            self.rows.push((scenario.to_owned(), delta));
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "\nWhere the runner's time went (per batch; one transaction and one commit each):\n"
+        );
+        println!(
+            "| scenario | commands per batch | ms per batch | load | decide | write | post | commit | queue wait ms |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (name, f) in &self.rows {
+            let per_batch = |micros: f64| micros / f.batches / 1000.0;
+            let total: f64 = f.phases.iter().sum();
+            let phases: Vec<String> = f
+                .phases
+                .iter()
+                .map(|p| format!("{:.2}", per_batch(*p)))
+                .collect();
+            println!(
+                "| {:<44} | {:>6.1} | {:>6.2} | {} | {:>6.2} |",
+                name,
+                f.commands / f.batches,
+                per_batch(total),
+                phases.join(" | "),
+                f.wait / f.commands / 1000.0,
+            );
+        }
+    }
+}
+
 /// The books after a scenario: no overspend, every invariant, the audit.
 async fn check_books(store: &Store, customers: &[String]) {
     let now = chrono::Utc::now();
@@ -295,6 +409,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         seed_started.elapsed().as_secs_f64()
     );
     let store = Store::connect(database_url).await.expect("connect");
+    let mut runner = Runner::new(&base).await;
     let mut all = customers.clone();
     all.push("hot".into());
     let customers = Arc::new(customers);
@@ -367,8 +482,10 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     pairs("authorize + capture, one hot customer", true)
         .await
         .print();
+    runner.mark("authorize + capture, one hot customer").await;
     check_books(&store, &all).await;
     pairs("authorize + capture, spread", false).await.print();
+    runner.mark("authorize + capture, spread").await;
     check_books(&store, &all).await;
 
     {
@@ -397,6 +514,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         .await
         .print();
     }
+    runner.mark("POST /v1/usage, spread").await;
     check_books(&store, &all).await;
 
     {
@@ -424,6 +542,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         .await
         .print();
     }
+    runner.mark("POST /v1/check, spread").await;
 
     {
         let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
@@ -465,10 +584,14 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         .await
         .print();
     }
+    runner
+        .mark("POST /v1/usage/batch (1,000 per request), spread")
+        .await;
     check_books(&store, &all).await;
     drop(server);
 
     sql_baseline(&store, &customers).await.print();
+    runner.print();
 }
 
 /// The statements of one authorization, one command per transaction, from one client: what the

@@ -1,5 +1,6 @@
 //! Counters exposed at `/metrics` in the Prometheus text format.
 
+use crate::store::RunnerStats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,7 +36,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> String {
+    /// The counters, then the gate runner's (`runner`).
+    pub fn render(&self, runner: &RunnerStats) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
@@ -86,6 +88,47 @@ impl Metrics {
             "Customers whose due holds or grants a job expired.",
             &[("", get(&self.customers_settled_by_jobs))],
         );
+        counter(
+            "creditbook_gate_batches_total",
+            "Batches the gate's runner ran (one transaction, one commit each).",
+            &[("", get(&runner.batches))],
+        );
+        counter(
+            "creditbook_gate_batch_commands_total",
+            "Commands run in those batches.",
+            &[("", get(&runner.commands))],
+        );
+        counter(
+            "creditbook_gate_split_batches_total",
+            "Batches that failed as a whole and were run again one command at a time.",
+            &[("", get(&runner.split_batches))],
+        );
+        let seconds = |micros: u64| format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+        let _ = writeln!(
+            out,
+            "# HELP creditbook_gate_queue_wait_seconds_total Time commands waited in the queue \
+             before their batch began, summed.\n# TYPE creditbook_gate_queue_wait_seconds_total \
+             counter\ncreditbook_gate_queue_wait_seconds_total {}",
+            seconds(get(&runner.queue_wait_micros))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP creditbook_gate_batch_seconds_total Time batches spent, by phase.\n\
+             # TYPE creditbook_gate_batch_seconds_total counter"
+        );
+        for (phase, micros) in [
+            ("load", &runner.load_micros),
+            ("decide", &runner.decide_micros),
+            ("write", &runner.write_micros),
+            ("post", &runner.post_micros),
+            ("commit", &runner.commit_micros),
+        ] {
+            let _ = writeln!(
+                out,
+                "creditbook_gate_batch_seconds_total{{phase=\"{phase}\"}} {}",
+                seconds(get(micros))
+            );
+        }
         out
     }
 }

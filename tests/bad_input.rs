@@ -574,5 +574,29 @@ async fn the_openapi_document_and_operations_endpoints(app: TestApp) {
         metrics.contains("creditbook_authorizations_total{result=\"refused\"} 1"),
         "{metrics}"
     );
+    // The runner's own figures: the grant and both authorizations ran as commands (the refused
+    // one too), in at most as many batches, and every phase has a line.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("creditbook_gate_batch_commands_total"), 3.0);
+    let batches = value("creditbook_gate_batches_total");
+    assert!((1.0..=3.0).contains(&batches), "{metrics}");
+    let spent: Vec<f64> = ["load", "decide", "write", "post", "commit"]
+        .iter()
+        .map(|phase| {
+            value(&format!(
+                "creditbook_gate_batch_seconds_total{{phase=\"{phase}\"}}"
+            ))
+        })
+        .collect();
+    assert!(spent.iter().all(|s| (0.0..60.0).contains(s)), "{metrics}");
+    assert!(spent.iter().sum::<f64>() > 0.0, "{metrics}");
+    assert!(value("creditbook_gate_queue_wait_seconds_total") >= 0.0);
 }
 on_both_engines!(the_openapi_document_and_operations_endpoints);

@@ -33,7 +33,7 @@ pub async fn livez() -> &'static str {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render(state.store.runner_stats()),
     )
 }
 

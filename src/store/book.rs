@@ -132,6 +132,19 @@ struct Done {
     entries: Vec<Entry>,
 }
 
+/// Where a batch's time went before its commit.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Phases {
+    /// Locking the customers and reading their books and idempotency records.
+    pub load: std::time::Duration,
+    /// Deciding each command in memory.
+    pub decide: std::time::Duration,
+    /// Writing grants, holds, customers, ledger entries and idempotency records.
+    pub write: std::time::Duration,
+    /// Reading and writing revenue lots and journal lines.
+    pub post: std::time::Duration,
+}
+
 /// Runs `items` in order inside `txn` (see the module doc). `extra_grants` are loaded even when
 /// spent or expired (a refund or rollover acts on them). The outer error fails the whole batch
 /// (nothing of it may be committed); each command's own refusal is in its answer. The caller
@@ -141,6 +154,7 @@ pub(crate) async fn run_commands(
     catalog: &Catalog,
     items: &[(&Command, &Decide<'_>)],
     extra_grants: &[String],
+    phases: &mut Phases,
 ) -> Result<Answers> {
     let started = std::time::Instant::now();
     // Customers a command may create, at the time of the first command that names them.
@@ -274,15 +288,12 @@ pub(crate) async fn run_commands(
         })
         .collect();
     revenue::post_all(txn, catalog, &posted).await?;
-    tracing::debug!(
-        commands = items.len(),
-        customers = ids.len(),
-        load_micros = loaded_at.as_micros() as u64,
-        decide_micros = (decided_at - loaded_at).as_micros() as u64,
-        write_micros = (written_at - decided_at).as_micros() as u64,
-        post_micros = (started.elapsed() - written_at).as_micros() as u64,
-        "batch run"
-    );
+    *phases = Phases {
+        load: loaded_at,
+        decide: decided_at - loaded_at,
+        write: written_at - decided_at,
+        post: started.elapsed() - written_at,
+    };
     Ok(answers)
 }
 
@@ -346,7 +357,8 @@ pub(crate) async fn lock_customer(txn: &DatabaseTransaction, customer_id: &str) 
     Ok(result.rows_affected == 1)
 }
 
-/// The stored first results of the batch's idempotency keys, by (customer, key): one query.
+/// The stored first results of the batch's idempotency keys, by (customer, key): one indexed
+/// query.
 async fn load_idempotency(
     txn: &DatabaseTransaction,
     items: &[(&Command, &Decide<'_>)],
@@ -377,9 +389,13 @@ async fn load_idempotency(
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // A join, not `(customer_id, idempotency_key) IN (VALUES ...)`: SQLite answers the
+        // latter by scanning every record ever kept.
         let sql = format!(
-            "SELECT customer_id, idempotency_key, request_hash, body FROM idempotency_records \
-             WHERE (customer_id, idempotency_key) IN (VALUES {tuples})"
+            "WITH v(customer_id, idempotency_key) AS (VALUES {tuples}) \
+             SELECT r.customer_id, r.idempotency_key, r.request_hash, r.body \
+             FROM v JOIN idempotency_records r \
+             ON r.customer_id = v.customer_id AND r.idempotency_key = v.idempotency_key"
         );
         let rows = txn
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -451,12 +467,18 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
         .await?;
     if !hold_ids.is_empty() {
         let open: HashSet<String> = hold_rows.iter().map(|h| h.id.clone()).collect();
+        // By id alone: with the customer in the filter too, SQLite may walk the customer's
+        // whole history through the (customer, status) index instead.
         let named = holds::Entity::find()
             .filter(holds::Column::Id.is_in(hold_ids.iter().cloned()))
-            .filter(holds::Column::CustomerId.is_in(found.iter().cloned()))
             .all(db)
             .await?;
-        hold_rows.extend(named.into_iter().filter(|h| !open.contains(&h.id)));
+        let found: HashSet<&str> = found.iter().map(String::as_str).collect();
+        hold_rows.extend(
+            named
+                .into_iter()
+                .filter(|h| found.contains(h.customer_id.as_str()) && !open.contains(&h.id)),
+        );
     }
     hold_rows.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
     let wanted: Vec<String> = hold_rows

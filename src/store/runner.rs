@@ -5,7 +5,7 @@
 //! fails its neighbours. SQLite has one worker per process (one writer, no busy-handler
 //! sleeping); PostgreSQL has several, serialised per customer by row locks taken in id order.
 
-use super::book::{self, Answers, Command, Decide, Executed};
+use super::book::{self, Answers, Command, Decide, Executed, Phases};
 use crate::domain::catalog::Catalog;
 use crate::error::{Error, Result};
 use sea_orm::{
@@ -58,6 +58,28 @@ pub struct RunnerStats {
     pub queue_wait_micros: AtomicU64,
     /// Batches that failed as a whole and were run again command by command.
     pub split_batches: AtomicU64,
+    /// Time committed batches spent in each phase, in microseconds.
+    pub load_micros: AtomicU64,
+    pub decide_micros: AtomicU64,
+    pub write_micros: AtomicU64,
+    pub post_micros: AtomicU64,
+    pub commit_micros: AtomicU64,
+}
+
+impl RunnerStats {
+    fn record(&self, phases: &Phases, commit: Duration) {
+        let add = |counter: &AtomicU64, d: Duration| {
+            counter.fetch_add(
+                u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        };
+        add(&self.load_micros, phases.load);
+        add(&self.decide_micros, phases.decide);
+        add(&self.write_micros, phases.write);
+        add(&self.post_micros, phases.post);
+        add(&self.commit_micros, commit);
+    }
 }
 
 struct Job {
@@ -275,17 +297,15 @@ pub(crate) async fn run_with_retries(
 
 async fn run_once(engine: &Engine, items: &[(&Command, &Decide<'_>)]) -> Result<Answers> {
     let txn = engine.begin().await?;
-    let answers = book::run_commands(&txn, &engine.catalog, items, &[]).await?;
+    let mut phases = Phases::default();
+    let answers = book::run_commands(&txn, &engine.catalog, items, &[], &mut phases).await?;
+    let started = Instant::now();
     if answers.iter().any(|a| matches!(a, Ok(e) if !e.replayed)) {
-        let started = Instant::now();
         txn.commit().await?;
-        tracing::debug!(
-            commit_micros = started.elapsed().as_micros() as u64,
-            "batch committed"
-        );
     } else {
         // Nothing decided: only the lock was taken.
         txn.rollback().await?;
     }
+    engine.stats.record(&phases, started.elapsed());
     Ok(answers)
 }

@@ -214,10 +214,16 @@ impl StripeTx {
     {
         let decide = super::book::decide_json(decide);
         let items: [(&Command, &Decide<'_>); 1] = [(&command, &*decide)];
-        let executed = run_commands(&self.txn, &self.catalog, &items, extra_grants)
-            .await?
-            .pop()
-            .expect("one answer per command")?;
+        let executed = run_commands(
+            &self.txn,
+            &self.catalog,
+            &items,
+            extra_grants,
+            &mut Default::default(),
+        )
+        .await?
+        .pop()
+        .expect("one answer per command")?;
         Ok(Executed {
             value: serde_json::from_value(executed.value)
                 .map_err(|e| Error::Internal(format!("answer: {e}")))?,
