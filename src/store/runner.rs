@@ -3,7 +3,9 @@
 //! one batch in one transaction with one commit (`book::run_commands`), then answers each caller.
 //! A batch that fails as a whole is run again command by command, so a failing command never
 //! fails its neighbours. SQLite has one worker per process (one writer, no busy-handler
-//! sleeping); PostgreSQL has several, serialised per customer by row locks taken in id order.
+//! sleeping); PostgreSQL has several, each with its own queue: a customer's commands always go to
+//! the same worker, so within a process batches never wait on each other's row locks (across
+//! processes the row locks, taken in id order, serialise them).
 
 use super::book::{self, Answers, Command, Decide, Executed, Phases};
 use crate::domain::catalog::Catalog;
@@ -89,9 +91,9 @@ struct Job {
     queued_at: Instant,
 }
 
-/// The queue's sending side; workers end when every sender is gone.
+/// The queues' sending sides, one per worker; workers end when their sender is gone.
 pub(crate) struct Runner {
-    queue: mpsc::Sender<Job>,
+    queues: Vec<mpsc::Sender<Job>>,
 }
 
 /// What a worker needs: the database, the catalog for revenue postings, the writer permit.
@@ -133,34 +135,32 @@ impl Engine {
 impl Runner {
     pub fn start(engine: Engine, settings: BatchSettings) -> Runner {
         let max = settings.max_commands.max(1);
-        let (queue, receiver) = mpsc::channel(max * 8);
-        let receiver = Arc::new(Mutex::new(receiver));
         let workers = if engine.sqlite() {
             1
         } else {
             settings.postgres_workers.max(1)
         };
-        if engine.sqlite() {
-            tokio::spawn(checkpoint(engine.db.clone(), queue.downgrade()));
-        }
+        let mut queues = Vec::with_capacity(workers);
         for _ in 0..workers {
-            tokio::spawn(work(
-                engine.clone(),
-                receiver.clone(),
-                max,
-                settings.max_wait,
-            ));
+            let (queue, receiver) = mpsc::channel(max * 8);
+            if engine.sqlite() {
+                tokio::spawn(checkpoint(engine.db.clone(), queue.downgrade()));
+            }
+            tokio::spawn(work(engine.clone(), receiver, max, settings.max_wait));
+            queues.push(queue);
         }
-        Runner { queue }
+        Runner { queues }
     }
 
-    /// Queues a command; its answer arrives once its batch has committed.
+    /// Queues a command on its customer's worker (so one customer's commands share batches and
+    /// never wait on each other's row locks); its answer arrives once its batch has committed.
     pub async fn submit(
         &self,
         command: Command,
         decide: Box<Decide<'static>>,
     ) -> oneshot::Receiver<Result<Executed<serde_json::Value>>> {
         let (reply, answer) = oneshot::channel();
+        let queue = &self.queues[worker_of(&command.customer_id, self.queues.len())];
         let job = Job {
             command,
             decide,
@@ -169,9 +169,18 @@ impl Runner {
         };
         // If the workers are gone the job is dropped with its reply, and the caller's receiver
         // says so.
-        let _ = self.queue.send(job).await;
+        let _ = queue.send(job).await;
         answer
     }
+}
+
+/// The worker a customer's commands go to: the same one for as long as the process runs.
+fn worker_of(customer_id: &str, workers: usize) -> usize {
+    // FNV-1a: stable, and spreads ids that differ in one character.
+    let hash = customer_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(hash % workers as u64).expect("below the number of workers")
 }
 
 /// How often the SQLite log is checkpointed in the background.
@@ -198,37 +207,25 @@ async fn checkpoint(db: DatabaseConnection, runner: mpsc::WeakSender<Job>) {
     }
 }
 
-async fn work(
-    engine: Engine,
-    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
-    max: usize,
-    max_wait: Duration,
-) {
-    loop {
-        let jobs = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let deadline = tokio::time::Instant::from_std(first.queued_at + max_wait);
-            let mut jobs = vec![first];
-            while jobs.len() < max {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        if tokio::time::Instant::now() >= deadline {
-                            break;
-                        }
-                        match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                            Ok(Some(job)) => jobs.push(job),
-                            _ => break,
-                        }
+async fn work(engine: Engine, mut receiver: mpsc::Receiver<Job>, max: usize, max_wait: Duration) {
+    while let Some(first) = receiver.recv().await {
+        let deadline = tokio::time::Instant::from_std(first.queued_at + max_wait);
+        let mut jobs = vec![first];
+        while jobs.len() < max {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(job)) => jobs.push(job),
+                        _ => break,
                     }
                 }
             }
-            jobs
-        };
+        }
         let _permit = engine.write_permit().await;
         run_batch(&engine, jobs).await;
     }
@@ -308,4 +305,23 @@ async fn run_once(engine: &Engine, items: &[(&Command, &Decide<'_>)]) -> Result<
     }
     engine.stats.record(&phases, started.elapsed());
     Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_of;
+
+    #[test]
+    fn a_customer_always_goes_to_the_same_worker_and_customers_spread() {
+        assert_eq!(worker_of("acme", 4), worker_of("acme", 4));
+        assert_eq!(worker_of("anything", 1), 0);
+        let mut counts = [0_usize; 4];
+        for i in 0..10_000 {
+            counts[worker_of(&format!("c{i:05}"), 4)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (2_000..3_000).contains(&n)),
+            "{counts:?}"
+        );
+    }
 }
