@@ -121,7 +121,8 @@ struct Run {
 }
 
 impl Run {
-    fn print(&self) {
+    /// Throughput per second, then p50, p99 and max latency in milliseconds (two decimals).
+    fn stats(&self) -> (f64, String, String, String) {
         let mut l = self.latencies.clone();
         l.sort_unstable();
         let pick = |q: f64| {
@@ -130,15 +131,28 @@ impl Run {
                 .unwrap_or(0)
         };
         let ms = |us: u32| format!("{:.2}", f64::from(us) / 1000.0);
-        println!(
-            "| {:<44} | {:>9.0} {:<7} | {:>7} | {:>7} | {:>8} | {:>6} |",
-            self.name,
-            self.units as f64 / self.elapsed.as_secs_f64(),
-            self.unit,
+        (
+            self.units as f64 / self.elapsed.as_secs_f64().max(1e-9),
             ms(pick(0.50)),
             ms(pick(0.99)),
             ms(l.last().copied().unwrap_or(0)),
-            self.errors
+        )
+    }
+
+    /// Throughput, p50, p99, max and errors, as table cells.
+    fn figures(&self) -> String {
+        let (rate, p50, p99, max) = self.stats();
+        format!(
+            "{rate:.0} {} | {p50} | {p99} | {max} | {}",
+            self.unit, self.errors
+        )
+    }
+
+    fn print(&self) {
+        let (rate, p50, p99, max) = self.stats();
+        println!(
+            "| {:<44} | {:>9.0} {:<7} | {:>7} | {:>7} | {:>8} | {:>6} |",
+            self.name, rate, self.unit, p50, p99, max, self.errors
         );
     }
 }
@@ -218,6 +232,93 @@ async fn post(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (
         Err(_) => (0, Value::Null),
     };
     (status, value, t.elapsed().as_micros() as u32)
+}
+
+/// Authorize then capture 1 credit, on 64 connections, on the hot customer or spread over
+/// `customers`. `tag` keeps idempotency keys apart between runs on one database.
+async fn pairs(
+    name: &str,
+    base: &Arc<String>,
+    app: &Arc<String>,
+    customers: &Arc<Vec<String>>,
+    hot: bool,
+    tag: &'static str,
+    seconds: u64,
+) -> Run {
+    let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
+    drive(
+        name,
+        "pairs/s",
+        CONNECTIONS,
+        seconds,
+        move |client, c, i| {
+            let (base, app) = (base.clone(), app.clone());
+            let customer = if hot {
+                "hot".to_owned()
+            } else {
+                customers[(c * 7919 + i as usize * 104_729) % customers.len()].clone()
+            };
+            async move {
+                let (s1, hold, l1) = post(
+                    &client,
+                    &format!("{base}/v1/authorizations"),
+                    &app,
+                    &json!({"customer": customer, "action": "chat.request", "quantity": 1,
+                        "idempotency_key": format!("a-{tag}-{hot}-{c}-{i}")}),
+                )
+                .await;
+                if s1 != 201 {
+                    return (0, vec![l1], 1);
+                }
+                let id = hold["id"].as_str().unwrap_or_default();
+                let (s2, _, l2) = post(
+                    &client,
+                    &format!("{base}/v1/authorizations/{id}/capture"),
+                    &app,
+                    &json!({"quantity": 1}),
+                )
+                .await;
+                (u64::from(s2 == 200), vec![l1, l2], u64::from(s2 != 200))
+            }
+        },
+    )
+    .await
+}
+
+/// Batch settings tried by the sweep: (`batch_max_commands`, `batch_max_wait_micros`, tag).
+const SWEEP: [(usize, u64, &str); 5] = [
+    (1, 0, "s1"),
+    (16, 0, "s16"),
+    (256, 0, "s256"),
+    (256, 1_000, "w1000"),
+    (256, 5_000, "w5000"),
+];
+
+/// The example config on `database_url`, with the batch keys given (or set in the environment
+/// as `CREDITBOOK_BENCH_<KEY>`) replaced.
+fn write_config(path: &std::path::Path, database_url: &str, set: &[(&str, String)]) {
+    let example = include_str!("../examples/creditbook.toml");
+    let mut text = example.replace("sqlite://creditbook.db?mode=rwc", database_url);
+    for key in [
+        "batch_max_commands",
+        "batch_max_wait_micros",
+        "postgres_batch_workers",
+    ] {
+        let value = set
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(format!("CREDITBOOK_BENCH_{}", key.to_uppercase())).ok());
+        if let Some(value) = value {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(key))
+                .expect("the example config sets every batch key")
+                .to_owned();
+            text = text.replace(&line, &format!("{key} = {value}"));
+        }
+    }
+    std::fs::write(path, text).unwrap();
 }
 
 /// The gate runner's counters from `/metrics`: batches, commands, and microseconds waited in
@@ -356,24 +457,8 @@ async fn check_books(store: &Store, customers: &[String]) {
 async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     let seconds = env_number("CREDITBOOK_BENCH_SECONDS", 5) as u64;
     let spread = env_number("CREDITBOOK_BENCH_CUSTOMERS", 10_000);
-    let example = include_str!("../examples/creditbook.toml");
     let config = dir.join(format!("{engine}.toml"));
-    let mut text = example.replace("sqlite://creditbook.db?mode=rwc", database_url);
-    for key in [
-        "batch_max_commands",
-        "batch_max_wait_micros",
-        "postgres_batch_workers",
-    ] {
-        if let Ok(value) = std::env::var(format!("CREDITBOOK_BENCH_{}", key.to_uppercase())) {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(key))
-                .expect("the example config sets every batch key")
-                .to_owned();
-            text = text.replace(&line, &format!("{key} = {value}"));
-        }
-    }
-    std::fs::write(&config, text).unwrap();
+    write_config(&config, database_url, &[]);
     cli(&config, &["migrate"]);
     let last = |s: String| s.lines().last().unwrap().trim().to_owned();
     let admin = last(cli(&config, &["keys", "create", "--scope", "admin"]));
@@ -440,51 +525,16 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     };
     livez.print();
 
-    let pairs = |name: &'static str, hot: bool| {
-        let (base, app, customers) = (base.clone(), app.clone(), customers.clone());
-        drive(
-            name,
-            "pairs/s",
-            CONNECTIONS,
-            seconds,
-            move |client, c, i| {
-                let (base, app) = (base.clone(), app.clone());
-                let customer = if hot {
-                    "hot".to_owned()
-                } else {
-                    customers[(c * 7919 + i as usize * 104_729) % customers.len()].clone()
-                };
-                async move {
-                    let (s1, hold, l1) = post(
-                        &client,
-                        &format!("{base}/v1/authorizations"),
-                        &app,
-                        &json!({"customer": customer, "action": "chat.request", "quantity": 1,
-                            "idempotency_key": format!("a-{hot}-{c}-{i}")}),
-                    )
-                    .await;
-                    if s1 != 201 {
-                        return (0, vec![l1], 1);
-                    }
-                    let id = hold["id"].as_str().unwrap_or_default();
-                    let (s2, _, l2) = post(
-                        &client,
-                        &format!("{base}/v1/authorizations/{id}/capture"),
-                        &app,
-                        &json!({"quantity": 1}),
-                    )
-                    .await;
-                    (u64::from(s2 == 200), vec![l1, l2], u64::from(s2 != 200))
-                }
-            },
-        )
-    };
-    pairs("authorize + capture, one hot customer", true)
+    let main_pairs =
+        |name: &'static str, hot: bool| pairs(name, &base, &app, &customers, hot, "main", seconds);
+    main_pairs("authorize + capture, one hot customer", true)
         .await
         .print();
     runner.mark("authorize + capture, one hot customer").await;
     check_books(&store, &all).await;
-    pairs("authorize + capture, spread", false).await.print();
+    main_pairs("authorize + capture, spread", false)
+        .await
+        .print();
     runner.mark("authorize + capture, spread").await;
     check_books(&store, &all).await;
 
@@ -592,6 +642,39 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
 
     sql_baseline(&store, &customers).await.print();
     runner.print();
+
+    // What batching costs and buys: the spread pairs again under other batch settings.
+    if wanted("sweep") {
+        println!("\nBatch settings (authorize + capture, spread; a server started with each):\n");
+        println!(
+            "| batch_max_commands | batch_max_wait_micros | throughput | p50 ms | p99 ms | max ms | errors | commands per batch |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        let swept = dir.join(format!("{engine}-sweep.toml"));
+        for (max, wait, tag) in SWEEP {
+            write_config(
+                &swept,
+                database_url,
+                &[
+                    ("batch_max_commands", max.to_string()),
+                    ("batch_max_wait_micros", wait.to_string()),
+                ],
+            );
+            let server = start(&swept).await;
+            let base = Arc::new(server.address.clone());
+            let mut runner = Runner::new(&base).await;
+            let run = pairs("sweep", &base, &app, &customers, false, tag, seconds).await;
+            runner.mark("sweep").await;
+            let f = runner.rows.last().map(|(_, f)| *f).unwrap_or_default();
+            println!(
+                "| {max} | {wait} | {} | {:.1} |",
+                run.figures(),
+                f.commands / f.batches.max(1.0)
+            );
+            drop(server);
+            check_books(&store, &all).await;
+        }
+    }
 }
 
 /// The statements of one authorization, one command per transaction, from one client: what the
