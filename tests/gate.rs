@@ -565,6 +565,23 @@ async fn a_usage_batch_answers_each_usage_as_if_it_ran_alone(app: TestApp) {
         .post_app("/v1/usage/batch", json!({"usages": too_many}))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A batch's body may exceed the 64 KiB of other requests, up to 1 MiB, and the refusal
+    // names the batch's own limit.
+    let huge = usage("batch-a", "chat.request", 1, &"k".repeat(1_100_000));
+    let (status, problem) = app
+        .post_app("/v1/usage/batch", json!({"usages": [huge]}))
+        .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1048576 bytes"),
+        "{problem}"
+    );
     let (status, problem) = app.post_app("/v1/usage/batch", json!({"usage": []})).await;
     assert_eq!(
         (status, problem["type"].as_str()),

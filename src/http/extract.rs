@@ -14,10 +14,11 @@ use std::str::FromStr;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// `axum::Json` whose rejections are problem+json errors.
-pub struct ApiJson<T>(pub T);
+/// `axum::Json` whose rejections are problem+json errors. `LIMIT` is the body limit the route is
+/// served with (its `DefaultBodyLimit`), named in the `payload_too_large` problem.
+pub struct ApiJson<T, const LIMIT: usize = MAX_BODY_BYTES>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for ApiJson<T, LIMIT> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
@@ -30,7 +31,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 JsonRejection::BytesRejection(e)
                     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
                 {
-                    Error::PayloadTooLarge(MAX_BODY_BYTES)
+                    Error::PayloadTooLarge(LIMIT)
                 }
                 other => Error::MalformedJson(other.body_text()),
             }),

@@ -555,7 +555,7 @@ struct BatchUsage {
 pub async fn usage_batch(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(request): ApiJson<UsageBatchRequest>,
+    ApiJson(request): ApiJson<UsageBatchRequest, MAX_BATCH_BODY_BYTES>,
 ) -> Result<Json<UsageBatchResponse>> {
     caller.require(Scope::App)?;
     let count = request.usages.len();
