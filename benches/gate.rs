@@ -8,7 +8,7 @@
 //!
 //! `cargo bench --bench gate`. `CREDITBOOK_BENCH_SECONDS` (default 5) sets each scenario's
 //! length, `CREDITBOOK_BENCH_CUSTOMERS` (default 10,000) the spread; `CREDITBOOK_BENCH_SERVER_LOG`
-//! names a file for the server's log (its filter from `RUST_LOG`); `CREDITBOOK_BENCH_ONLY` picks
+//! names a file for the server's log (its filter from `CREDITBOOK_LOG`, else `warn`); `CREDITBOOK_BENCH_ONLY` picks
 //! scenarios by words of their names (for profiling one).
 //! Not a timed test: it fails only if the books do not hold.
 
@@ -86,6 +86,11 @@ async fn start(config: &std::path::Path) -> Server {
         .arg("serve")
         .env("CREDITBOOK_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("CREDITBOOK_DATABASE_URL")
+        // No access log unless asked for: the benchmark measures the gate, not log writing.
+        .env(
+            "CREDITBOOK_LOG",
+            std::env::var("CREDITBOOK_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(server_log())
         .spawn()

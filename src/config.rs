@@ -42,6 +42,8 @@ struct RawConfig {
 struct RawServer {
     listen: Option<String>,
     database_url: Option<String>,
+    log_format: Option<String>,
+    shutdown_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -139,6 +141,11 @@ pub struct StripeConfig {
 pub struct Config {
     pub listen: String,
     pub database_url: String,
+    /// How log lines are written (`[server] log_format`).
+    pub log_format: LogFormat,
+    /// Longest a shutdown waits for in-flight requests and jobs (`[server]
+    /// shutdown_timeout_seconds`).
+    pub shutdown_timeout_seconds: u64,
     pub stripe: StripeConfig,
     pub hold_timeout_seconds: u64,
     pub job_interval_seconds: u64,
@@ -146,6 +153,30 @@ pub struct Config {
     pub batching: crate::store::BatchSettings,
     pub catalog: Catalog,
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Default and limit of the shutdown drain.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
+const MAX_SHUTDOWN_TIMEOUT_SECONDS: u64 = 3_600;
 
 /// Limits on what a config may say: a hold lives at most a day, jobs run at least hourly.
 const MAX_HOLD_TIMEOUT_SECONDS: u64 = 86_400;
@@ -240,6 +271,25 @@ impl Config {
                 format!("must be between 1 and {MAX_JOB_INTERVAL_SECONDS}"),
             ));
         }
+        let log_format = match raw.server.log_format.as_deref() {
+            None => LogFormat::default(),
+            Some(s) => LogFormat::parse(s).ok_or_else(|| {
+                fail(
+                    "server.log_format".into(),
+                    format!("must be \"text\" or \"json\", not {s:?}"),
+                )
+            })?,
+        };
+        let shutdown_timeout_seconds = raw
+            .server
+            .shutdown_timeout_seconds
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECONDS);
+        if !(1..=MAX_SHUTDOWN_TIMEOUT_SECONDS).contains(&shutdown_timeout_seconds) {
+            return Err(fail(
+                "server.shutdown_timeout_seconds".into(),
+                format!("must be between 1 and {MAX_SHUTDOWN_TIMEOUT_SECONDS}"),
+            ));
+        }
         use crate::store::runner as r;
         let batching = crate::store::BatchSettings {
             max_commands: raw
@@ -276,6 +326,8 @@ impl Config {
         }
         Ok(Config {
             batching,
+            log_format,
+            shutdown_timeout_seconds,
             listen: env("CREDITBOOK_LISTEN")
                 .or(raw.server.listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".into()),

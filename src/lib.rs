@@ -16,6 +16,7 @@ pub mod stripe;
 use clock::{Clock, SystemClock, TestClock};
 use config::Config;
 use http::AppState;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use store::Store;
@@ -52,20 +53,37 @@ pub async fn build_state_with_clock(
     })
 }
 
+/// How a server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every in-flight request was answered and the jobs stopped between runs.
+    Drained,
+    /// The drain took longer than its bound; what was still running was cut off.
+    TimedOut,
+}
+
 /// Serves HTTP on `listener` and runs the expiry job every `job_interval_seconds` until
-/// `shutdown` completes.
+/// `shutdown` completes. Then it stops accepting connections, lets in-flight requests finish
+/// (each one's batch commits before it is answered), lets a job run in progress finish and
+/// starts no other, all within `drain`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     job_interval_seconds: u64,
+    drain: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<Stopped> {
+    let (stop, mut stopping) = tokio::sync::watch::channel(false);
     let job_state = state.clone();
     let jobs = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(job_interval_seconds));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.changed() => return,
+            }
+            // A run is not interrupted: each customer's work commits, or is not begun.
             match jobs::run_due(&job_state.store, job_state.clock.now()).await {
                 Ok((settled, _)) => {
                     metrics::Metrics::add(&job_state.metrics.customers_settled_by_jobs, settled);
@@ -74,9 +92,48 @@ pub async fn serve(
             }
         }
     });
-    let result = axum::serve(listener, http::router(state))
+    let (signalled, drain_started) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
+    let began = Arc::new(std::sync::OnceLock::new());
+    let began_here = began.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!(
+            drain_seconds = drain.as_secs(),
+            "shutting down: no new connections; finishing in-flight requests"
+        );
+        let now = tokio::time::Instant::now();
+        let _ = began_here.set(now);
+        let _ = signalled.send(now);
+    };
+    let server = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
-        .await;
-    jobs.abort();
-    result
+        .into_future();
+    tokio::pin!(server);
+    let deadline = async {
+        match drain_started.await {
+            Ok(at) => tokio::time::sleep_until(at + drain).await,
+            // The server ended without a shutdown: the other branch is ready.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let (served, timed_out) = tokio::select! {
+        result = &mut server => (result.map(|()| Stopped::Drained), false),
+        () = deadline => (Ok(Stopped::TimedOut), true),
+    };
+    let _ = stop.send(true);
+    let jobs_stopped = if timed_out {
+        jobs.abort();
+        false
+    } else {
+        // What is left of the drain, from when it began.
+        let left = began.get().map_or(drain, |at| {
+            (*at + drain).saturating_duration_since(tokio::time::Instant::now())
+        });
+        tokio::time::timeout(left, jobs).await.is_ok()
+    };
+    match served {
+        Ok(Stopped::Drained) if jobs_stopped => Ok(Stopped::Drained),
+        Ok(_) => Ok(Stopped::TimedOut),
+        Err(e) => Err(e),
+    }
 }

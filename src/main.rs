@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand, ValueEnum};
-use creditbook::config::Config;
+use creditbook::config::{Config, LogFormat};
 use creditbook::store::Store;
 use creditbook::store::keys::Scope;
 use std::path::PathBuf;
@@ -102,18 +102,6 @@ enum ScopeArg {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The server logs its work; one-shot commands only what went wrong.
-    let default_level = match cli.command {
-        Commands::Serve { .. } => "info",
-        _ => "warn",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -123,8 +111,60 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Logs to standard error, filtered by `CREDITBOOK_LOG` (default: `info` for the server, `warn`
+/// for one-shot commands), as text (coloured only on a terminal) or JSON lines.
+fn init_logs(format: LogFormat, serving: bool) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let default_level = if serving { "info" } else { "warn" };
+    let filter = match std::env::var("CREDITBOOK_LOG") {
+        Ok(filter) => tracing_subscriber::EnvFilter::try_new(&filter)
+            .map_err(|e| format!("CREDITBOOK_LOG={filter:?}: {e}"))?,
+        Err(_) => tracing_subscriber::EnvFilter::new(default_level),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM (systemd, Docker and Kubernetes stop with it) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+    init_logs(
+        config.log_format,
+        matches!(cli.command, Commands::Serve { .. }),
+    )?;
     match cli.command {
         Commands::Stripe {
             command: StripeCommand::Sync { since },
@@ -141,12 +181,27 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
             let address = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(%address, database = %redact(&config.database_url), test_clock, "creditbook serving");
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            creditbook::serve(listener, state, config.job_interval_seconds, shutdown)
-                .await
-                .map_err(|e| e.to_string())
+            let drain = std::time::Duration::from_secs(config.shutdown_timeout_seconds);
+            let stopped = creditbook::serve(
+                listener,
+                state,
+                config.job_interval_seconds,
+                drain,
+                stop_signal(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            match stopped {
+                creditbook::Stopped::Drained => {
+                    tracing::info!("stopped: every in-flight request answered");
+                    Ok(())
+                }
+                creditbook::Stopped::TimedOut => Err(format!(
+                    "stopped after [server] shutdown_timeout_seconds = {} with requests or a job \
+                     still running (what they had not committed is not applied)",
+                    config.shutdown_timeout_seconds
+                )),
+            }
         }
         Commands::Migrate => {
             let store = connect(&config).await?;

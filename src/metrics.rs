@@ -1,11 +1,31 @@
 //! Counters exposed at `/metrics` in the Prometheus text format.
 
 use crate::store::RunnerStats;
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the request latency buckets, in microseconds (Prometheus `le`, in seconds).
+const LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// One route and status's latencies: counts per bucket (not cumulative), total and sum.
+#[derive(Default, Clone)]
+struct Latencies {
+    buckets: [u64; LATENCY_BUCKETS_MICROS.len()],
+    count: u64,
+    sum_micros: u64,
+}
 
 #[derive(Default)]
 pub struct Metrics {
+    /// Request latencies by (route template, status). Routes are the router's templates (or
+    /// `unmatched`), so the number of series is bounded.
+    latencies: Mutex<BTreeMap<(String, u16), Latencies>>,
     pub responses_2xx: AtomicU64,
     pub responses_4xx: AtomicU64,
     pub responses_5xx: AtomicU64,
@@ -25,6 +45,18 @@ impl Metrics {
 
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Records one request's latency under its route template and status.
+    pub fn observe(&self, route: &str, status: u16, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let mut latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        let series = latencies.entry((route.to_owned(), status)).or_default();
+        if let Some(bucket) = LATENCY_BUCKETS_MICROS.iter().position(|&le| micros <= le) {
+            series.buckets[bucket] += 1;
+        }
+        series.count += 1;
+        series.sum_micros = series.sum_micros.saturating_add(micros);
     }
 
     pub fn count_response(&self, status: u16) {
@@ -104,6 +136,37 @@ impl Metrics {
             &[("", get(&runner.split_batches))],
         );
         let seconds = |micros: u64| format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+        let _ = writeln!(
+            out,
+            "# HELP creditbook_http_request_duration_seconds Time to answer a request, by route \
+             and status.\n# TYPE creditbook_http_request_duration_seconds histogram"
+        );
+        let latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for ((route, status), series) in &latencies {
+            let labels = format!("route=\"{route}\",status=\"{status}\"");
+            let mut cumulative = 0;
+            for (le, n) in LATENCY_BUCKETS_MICROS.iter().zip(series.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "creditbook_http_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {cumulative}",
+                    seconds(*le)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "creditbook_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
+                 creditbook_http_request_duration_seconds_sum{{{labels}}} {}\n\
+                 creditbook_http_request_duration_seconds_count{{{labels}}} {}",
+                series.count,
+                seconds(series.sum_micros),
+                series.count
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP creditbook_gate_queue_wait_seconds_total Time commands waited in the queue \

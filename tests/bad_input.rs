@@ -598,5 +598,30 @@ async fn the_openapi_document_and_operations_endpoints(app: TestApp) {
     assert!(spent.iter().all(|s| (0.0..60.0).contains(s)), "{metrics}");
     assert!(spent.iter().sum::<f64>() > 0.0, "{metrics}");
     assert!(value("creditbook_gate_queue_wait_seconds_total") >= 0.0);
+    // Latency histograms by route template and status.
+    let series = "route=\"/v1/authorizations\",status=\"201\"";
+    assert_eq!(
+        value(&format!(
+            "creditbook_http_request_duration_seconds_count{{{series}}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "creditbook_http_request_duration_seconds_bucket{{{series},le=\"+Inf\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "creditbook_http_request_duration_seconds_count{route=\"/v1/authorizations\",status=\"402\"}"
+        ),
+        1.0
+    );
+    assert!(
+        value(&format!(
+            "creditbook_http_request_duration_seconds_sum{{{series}}}"
+        )) > 0.0
+    );
 }
 on_both_engines!(the_openapi_document_and_operations_endpoints);

@@ -3,11 +3,11 @@
 
 mod common;
 
+use common::process::{Prepared, prepare, start_server, terminate};
 use common::{Engine, TestApp};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 
 const ATTEMPTS: usize = 50;
 const CREDITS: &str = "20";
@@ -77,95 +77,6 @@ async fn fifty_usages_against_twenty_credits(app: TestApp) {
 on_both_engines!(fifty_usages_against_twenty_credits);
 
 /// A `creditbook serve` process; killed on drop.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn creditbook(config: &std::path::Path, args: &[&str]) -> String {
-    let output = common::run_cli(config, args);
-    assert!(
-        output.status.success(),
-        "creditbook {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_server(config: &std::path::Path) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_creditbook"))
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .env("CREDITBOOK_LISTEN", format!("127.0.0.1:{port}"))
-        .env_remove("CREDITBOOK_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn creditbook serve");
-    let server = Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = client
-            .get(format!("{}/healthz", server.address))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            return server;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("creditbook serve did not become healthy on port {port}");
-}
-
-/// A migrated database of `engine` with its config file and an admin and an app key, made with
-/// the `creditbook` command line as an operator would.
-struct Prepared {
-    _dir: tempfile::TempDir,
-    database_url: String,
-    config: std::path::PathBuf,
-    admin: String,
-    app: String,
-}
-
-async fn prepare(engine: Engine) -> Prepared {
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = common::fresh_database(engine, dir.path()).await;
-    let config = common::write_example_config(dir.path(), &database_url);
-    creditbook(&config, &["migrate"]);
-    let last_line = |out: String| out.lines().last().unwrap().trim().to_owned();
-    let admin = last_line(creditbook(&config, &["keys", "create", "--scope", "admin"]));
-    let app = last_line(creditbook(&config, &["keys", "create", "--scope", "app"]));
-    assert!(app.starts_with("cb_app_"), "{app}");
-    Prepared {
-        _dir: dir,
-        database_url,
-        config,
-        admin,
-        app,
-    }
-}
-
 async fn two_processes_never_overspend(engine: Engine) {
     let Prepared {
         _dir,
@@ -342,4 +253,129 @@ async fn kill_9_on_sqlite_loses_no_acknowledged_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_on_postgres_loses_no_acknowledged_command() {
     kill_9_loses_no_acknowledged_command(Engine::Postgres).await;
+}
+
+/// SIGTERM while usages stream in on 32 connections: the server stops accepting, answers every
+/// request it accepted, and exits 0. Afterwards the ledger holds exactly the usages that were
+/// answered: none was applied and left unanswered.
+async fn sigterm_answers_every_accepted_request(engine: Engine) {
+    let Prepared {
+        _dir,
+        database_url,
+        config,
+        admin,
+        app,
+    } = prepare(engine).await;
+    let mut server = start_server(&config).await;
+    let client = reqwest::Client::new();
+    let customers = 10;
+    for c in 0..customers {
+        let response = client
+            .post(format!("{}/v1/customers/t{c}/grants", server.address))
+            .bearer_auth(&admin)
+            .json(&json!({"kind": "promotional", "credits": "100000", "idempotency_key": "g"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    // Once a request finds the listener closed, no new one is sent; every request sent is
+    // awaited to its end (none is dropped while in flight).
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (address, racing_client, racing_app, racing_closed) = (
+        server.address.clone(),
+        client.clone(),
+        app.clone(),
+        closed.clone(),
+    );
+    let requests = (0..100_000).map(move |i| {
+        let (client, app, address, closed) = (
+            racing_client.clone(),
+            racing_app.clone(),
+            address.clone(),
+            racing_closed.clone(),
+        );
+        async move {
+            use std::sync::atomic::Ordering;
+            if closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            let body = json!({"customer": format!("t{}", i % customers), "action": "chat.request",
+                              "quantity": 1, "idempotency_key": format!("term-{i}")});
+            match client
+                .post(format!("{address}/v1/usage"))
+                .bearer_auth(&app)
+                .json(&body)
+                .send()
+                .await
+            {
+                // An answer: it must be the usage's result, never a 5xx from the drain.
+                Ok(response) => Some(response.status()),
+                // Not accepted (the listener had closed).
+                Err(_) => {
+                    closed.store(true, Ordering::SeqCst);
+                    None
+                }
+            }
+        }
+    });
+    let in_flight = tokio::spawn(async move {
+        use futures::StreamExt;
+        futures::stream::iter(requests)
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    terminate(&server.child);
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (server, status)
+    });
+    let (_server, status) = tokio::time::timeout(std::time::Duration::from_secs(30), exit)
+        .await
+        .expect("the server exits within its drain")
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let answers: Vec<StatusCode> = in_flight.await.unwrap().into_iter().flatten().collect();
+    assert!(answers.len() > 10, "usages were answered before SIGTERM");
+    assert!(
+        answers.len() < 100_000,
+        "SIGTERM came while usages streamed"
+    );
+    assert!(
+        answers.iter().all(|s| *s == StatusCode::CREATED),
+        "every answer is the usage's result: {:?}",
+        answers
+            .iter()
+            .filter(|s| **s != StatusCode::CREATED)
+            .collect::<Vec<_>>()
+    );
+
+    // The books hold exactly the answered usages (1 credit each).
+    let store = creditbook::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..customers).map(|c| format!("t{c}")).collect();
+    let books = store.view_many(&ids, chrono::Utc::now()).await.unwrap();
+    let used: i64 = books
+        .values()
+        .map(|(book, _)| 100_000 - book.balance().to_string().parse::<i64>().unwrap())
+        .sum();
+    let answered = i64::try_from(answers.len()).unwrap();
+    assert_eq!(
+        used, answered,
+        "usages applied and usages answered differ: a request was accepted and dropped"
+    );
+    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_on_sqlite_answers_every_accepted_request() {
+    sigterm_answers_every_accepted_request(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_on_postgres_answers_every_accepted_request() {
+    sigterm_answers_every_accepted_request(Engine::Postgres).await;
 }

@@ -201,6 +201,7 @@ pub async fn check(
 ) -> Result<Json<CheckResponse>> {
     caller.require(Scope::App)?;
     let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
+    super::note_customer(&spend.customer);
     let now = state.clock.now();
     let Some((mut book, standing)) = state.store.view(&spend.customer, now).await? else {
         return Ok(Json(CheckResponse {
@@ -253,6 +254,7 @@ pub async fn authorize(
         ));
     }
     let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
+    super::note_customer(&spend.customer);
     let now = state.clock.now();
     let hold_id = format!("hold_{}", uuid::Uuid::now_v7().simple());
     let expires_at = now + chrono::Duration::seconds(state.hold_timeout_seconds as i64);
@@ -503,6 +505,7 @@ pub async fn usage(
     caller.require(Scope::App)?;
     let now = state.clock.now();
     let (spend, command, decide) = usage_command(&state, request, now)?;
+    super::note_customer(&spend.customer);
     let answer = state
         .store
         .execute_all(vec![(command, decide)])

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -92,15 +92,54 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_responses,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    state.metrics.count_response(response.status().as_u16());
+tokio::task_local! {
+    /// The customer the request being answered is about, for its access-log line.
+    static CUSTOMER: Arc<std::sync::Mutex<Option<String>>>;
+}
+
+/// Names the customer of the request being answered in its access-log line (answered or
+/// refused). Outside a request it does nothing.
+pub(crate) fn note_customer(id: &str) {
+    let _ = CUSTOMER.try_with(|slot| {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
+    });
+}
+
+/// Counts, times and logs every request: one access-log line (method, route template, status,
+/// latency, the customer when known; never a key or a body) and its latency on `/metrics`.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    // `/v1/customers/{id}/...`: the customer is in the path.
+    let path_customer = route
+        .as_deref()
+        .filter(|r| r.starts_with("/v1/customers/{id}"))
+        .and_then(|_| request.uri().path().split('/').nth(3))
+        .map(str::to_owned);
+    let customer = Arc::new(std::sync::Mutex::new(path_customer));
+    let response = CUSTOMER.scope(customer.clone(), next.run(request)).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = route.as_deref().unwrap_or("unmatched");
+    state.metrics.count_response(status);
+    state.metrics.observe(route, status, elapsed);
+    let customer = customer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    tracing::info!(
+        target: "creditbook::access",
+        method = %method,
+        route = %route,
+        status,
+        latency_micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        customer = customer.as_deref(),
+        "request"
+    );
     response
 }

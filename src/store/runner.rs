@@ -303,7 +303,17 @@ async fn run_once(engine: &Engine, items: &[(&Command, &Decide<'_>)]) -> Result<
         // Nothing decided: only the lock was taken.
         txn.rollback().await?;
     }
-    engine.stats.record(&phases, started.elapsed());
+    let commit = started.elapsed();
+    engine.stats.record(&phases, commit);
+    tracing::debug!(
+        commands = items.len(),
+        load_micros = phases.load.as_micros() as u64,
+        decide_micros = phases.decide.as_micros() as u64,
+        write_micros = phases.write.as_micros() as u64,
+        post_micros = phases.post.as_micros() as u64,
+        commit_micros = commit.as_micros() as u64,
+        "batch"
+    );
     Ok(answers)
 }
 

@@ -2,6 +2,8 @@
 //! the test clock, the example catalog and keys of every scope.
 #![allow(dead_code)]
 
+pub mod process;
+
 use creditbook::config::Config;
 use creditbook::store::Store;
 use creditbook::store::keys::Scope;
@@ -133,6 +135,7 @@ pub async fn spawn_app_at(
         listener,
         state,
         3_600,
+        std::time::Duration::from_secs(30),
         std::future::pending(),
     ));
     TestApp {

@@ -1,0 +1,128 @@
+//! Running it: logs in both formats, with one access-log line per request.
+
+mod common;
+
+use common::Engine;
+use common::process::{Prepared, prepare, start_server_logging, terminate};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::process::Stdio;
+
+/// Starts a server with `[server] log_format = format`, makes a usage, a refused usage and a
+/// customer read, stops it with SIGTERM, and returns its log.
+async fn served_log(format: &str) -> (String, Prepared) {
+    let prepared = prepare(Engine::Sqlite).await;
+    let text = std::fs::read_to_string(&prepared.config).unwrap();
+    let text = text.replacen(
+        "[server]\n",
+        &format!("[server]\nlog_format = \"{format}\"\n"),
+        1,
+    );
+    std::fs::write(&prepared.config, text).unwrap();
+    let log_path = prepared._dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = start_server_logging(&prepared.config, Stdio::from(log)).await;
+    let client = reqwest::Client::new();
+    let status = |r: reqwest::Response| r.status();
+    let granted = client
+        .post(format!("{}/v1/customers/logged/grants", server.address))
+        .bearer_auth(&prepared.admin)
+        .json(&json!({"kind": "promotional", "credits": "5", "idempotency_key": "g"}))
+        .send()
+        .await
+        .map(status)
+        .unwrap();
+    assert_eq!(granted, StatusCode::CREATED);
+    for (key, quantity, expected) in [
+        ("u1", 1, StatusCode::CREATED),
+        ("u2", 100, StatusCode::PAYMENT_REQUIRED),
+    ] {
+        let answered = client
+            .post(format!("{}/v1/usage", server.address))
+            .bearer_auth(&prepared.app)
+            .json(&json!({"customer": "logged", "action": "chat.request",
+                          "quantity": quantity, "idempotency_key": key}))
+            .send()
+            .await
+            .map(status)
+            .unwrap();
+        assert_eq!(answered, expected);
+    }
+    terminate(&server.child);
+    assert!(server.child.wait().unwrap().success());
+    (std::fs::read_to_string(&log_path).unwrap(), prepared)
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_an_access_line_per_request() {
+    let (log, prepared) = served_log("json").await;
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let access: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "creditbook::access")
+        .collect();
+    assert_eq!(access.len(), 4, "grant, two usages, healthz: {log}");
+    let usage: Vec<&&Value> = access
+        .iter()
+        .filter(|l| l["route"] == "/v1/usage")
+        .collect();
+    assert_eq!(usage.len(), 2);
+    assert_eq!(usage[0]["method"], "POST");
+    assert_eq!(usage[0]["status"], 201);
+    assert_eq!(usage[0]["customer"], "logged");
+    assert_eq!(usage[1]["status"], 402);
+    assert_eq!(
+        usage[1]["customer"], "logged",
+        "a refusal names its customer"
+    );
+    assert!(usage[0]["latency_micros"].as_u64().unwrap() > 0);
+    let grant = access
+        .iter()
+        .find(|l| l["route"] == "/v1/customers/{id}/grants")
+        .expect("the grant's line");
+    assert_eq!(grant["customer"], "logged");
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("stopped"))),
+        "the drain is logged: {log}"
+    );
+    for key in [&prepared.admin, &prepared.app] {
+        assert!(!log.contains(key.as_str()), "a key reached the log");
+    }
+}
+
+#[tokio::test]
+async fn text_logs_have_no_colour_codes_off_a_terminal() {
+    let (log, prepared) = served_log("text").await;
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a file: {log}");
+    let usage_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("creditbook::access") && l.contains("route=/v1/usage"))
+        .collect();
+    assert_eq!(usage_lines.len(), 2, "{log}");
+    assert!(usage_lines[0].contains("status=201"), "{log}");
+    assert!(usage_lines[0].contains("customer=\"logged\""), "{log}");
+    for key in [&prepared.admin, &prepared.app] {
+        assert!(!log.contains(key.as_str()), "a key reached the log");
+    }
+}
+
+#[test]
+fn a_bad_log_format_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_example_config(dir.path(), "sqlite::memory:");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("[server]\n", "[server]\nlog_format = \"xml\"\n", 1),
+    )
+    .unwrap();
+    let out = common::run_cli(&config, &["migrate"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.log_format"), "{stderr}");
+}
