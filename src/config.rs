@@ -44,6 +44,8 @@ struct RawServer {
     database_url: Option<String>,
     log_format: Option<String>,
     shutdown_timeout_seconds: Option<u64>,
+    max_connections: Option<u32>,
+    acquire_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -146,6 +148,8 @@ pub struct Config {
     /// Longest a shutdown waits for in-flight requests and jobs (`[server]
     /// shutdown_timeout_seconds`).
     pub shutdown_timeout_seconds: u64,
+    /// The database connection pool (`[server] max_connections`, `acquire_timeout_seconds`).
+    pub pool: crate::store::PoolSettings,
     pub stripe: StripeConfig,
     pub hold_timeout_seconds: u64,
     pub job_interval_seconds: u64,
@@ -177,6 +181,9 @@ impl LogFormat {
 /// Default and limit of the shutdown drain.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
 const MAX_SHUTDOWN_TIMEOUT_SECONDS: u64 = 3_600;
+/// Limits of the connection pool.
+const MAX_CONNECTIONS: u32 = 1_000;
+const MAX_ACQUIRE_TIMEOUT_SECONDS: u64 = 300;
 
 /// Limits on what a config may say: a hold lives at most a day, jobs run at least hourly.
 const MAX_HOLD_TIMEOUT_SECONDS: u64 = 86_400;
@@ -290,6 +297,28 @@ impl Config {
                 format!("must be between 1 and {MAX_SHUTDOWN_TIMEOUT_SECONDS}"),
             ));
         }
+        if let Some(n) = raw.server.max_connections
+            && !(1..=MAX_CONNECTIONS).contains(&n)
+        {
+            return Err(fail(
+                "server.max_connections".into(),
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+        }
+        let acquire_timeout_seconds = raw
+            .server
+            .acquire_timeout_seconds
+            .unwrap_or(crate::store::DEFAULT_ACQUIRE_TIMEOUT_SECONDS);
+        if !(1..=MAX_ACQUIRE_TIMEOUT_SECONDS).contains(&acquire_timeout_seconds) {
+            return Err(fail(
+                "server.acquire_timeout_seconds".into(),
+                format!("must be between 1 and {MAX_ACQUIRE_TIMEOUT_SECONDS}"),
+            ));
+        }
+        let pool = crate::store::PoolSettings {
+            max_connections: raw.server.max_connections,
+            acquire_timeout: std::time::Duration::from_secs(acquire_timeout_seconds),
+        };
         use crate::store::runner as r;
         let batching = crate::store::BatchSettings {
             max_commands: raw
@@ -326,6 +355,7 @@ impl Config {
         }
         Ok(Config {
             batching,
+            pool,
             log_format,
             shutdown_timeout_seconds,
             listen: env("CREDITBOOK_LISTEN")

@@ -33,7 +33,7 @@ pub async fn build_state_with_clock(
     test_clock: Option<TestClock>,
 ) -> error::Result<AppState> {
     let catalog = Arc::new(config.catalog.clone());
-    let store = Store::connect(&config.database_url)
+    let store = Store::connect_with(&config.database_url, config.pool)
         .await?
         .with_catalog(catalog.clone())
         .with_batching(config.batching);

@@ -39,6 +39,13 @@ enum Commands {
     },
     /// Run the database migrations and exit.
     Migrate,
+    /// Copy a SQLite database to FILE while it serves: a consistent snapshot, checked after the
+    /// copy (for PostgreSQL, use pg_dump).
+    Backup {
+        /// The copy to make; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -203,6 +210,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 )),
             }
         }
+        Commands::Backup { out } => {
+            if !config.database_url.starts_with("sqlite:") {
+                return Err(
+                    "backup copies SQLite databases; back PostgreSQL up with pg_dump (see the README)"
+                        .into(),
+                );
+            }
+            let store = connect(&config).await?;
+            let bytes = store.backup(&out).await?;
+            println!(
+                "backed up {} to {} ({bytes} bytes)",
+                redact(&config.database_url),
+                out.display()
+            );
+            Ok(())
+        }
         Commands::Migrate => {
             let store = connect(&config).await?;
             store.migrate().await.map_err(|e| e.to_string())?;
@@ -309,7 +332,7 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 async fn connect(config: &Config) -> Result<Store, String> {
-    Store::connect(&config.database_url)
+    Store::connect_with(&config.database_url, config.pool)
         .await
         .map(|store| store.with_catalog(std::sync::Arc::new(config.catalog.clone())))
         .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))

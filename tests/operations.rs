@@ -126,3 +126,111 @@ fn a_bad_log_format_is_refused_naming_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.log_format"), "{stderr}");
 }
+
+/// `creditbook backup` while usages stream in: the copy opens, holds some of them, and passes
+/// the audit; the live database goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_under_load_makes_a_copy_that_passes_the_audit() {
+    use common::process::start_server;
+    let prepared = prepare(Engine::Sqlite).await;
+    let server = start_server(&prepared.config).await;
+    let client = reqwest::Client::new();
+    for c in 0..10 {
+        let granted = client
+            .post(format!("{}/v1/customers/b{c}/grants", server.address))
+            .bearer_auth(&prepared.admin)
+            .json(
+                &json!({"kind": "pack", "pack": "topup_small", "credits": "100000",
+                          "idempotency_key": "g"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(granted.status(), StatusCode::CREATED);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..16)
+        .map(|worker| {
+            let (client, address, app, stop) = (
+                client.clone(),
+                server.address.clone(),
+                prepared.app.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut answered = 0;
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let response = client
+                        .post(format!("{address}/v1/usage"))
+                        .bearer_auth(&app)
+                        .json(&json!({"customer": format!("b{}", (worker + i) % 10),
+                                      "action": "chat.request", "quantity": 1,
+                                      "idempotency_key": format!("bk-{worker}-{i}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), StatusCode::CREATED);
+                    answered += 1;
+                    i += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let copy = prepared._dir.path().join("backup.db");
+    let out = tokio::task::spawn_blocking({
+        let (config, copy) = (prepared.config.clone(), copy.clone());
+        move || common::run_cli(&config, &["backup", "--out", copy.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut answered = 0;
+    for worker in load {
+        answered += worker.await.unwrap();
+    }
+    assert!(
+        out.status.success(),
+        "backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backed up"));
+
+    let backup = creditbook::store::Store::connect(&format!("sqlite://{}", copy.display()))
+        .await
+        .unwrap();
+    assert_eq!(backup.audit().await.unwrap(), Vec::<String>::new());
+    let ids: Vec<String> = (0..10).map(|c| format!("b{c}")).collect();
+    let books = backup.view_many(&ids, chrono::Utc::now()).await.unwrap();
+    let used: i64 = books
+        .values()
+        .map(|(book, _)| 100_000 - book.balance().to_string().parse::<i64>().unwrap())
+        .sum();
+    assert!(
+        used > 0 && used < answered,
+        "the copy is a snapshot taken mid-load: {used} of {answered} usages"
+    );
+    // A second backup to the same file is refused, changing nothing.
+    let again = common::run_cli(
+        &prepared.config,
+        &["backup", "--out", copy.to_str().unwrap()],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    drop(server);
+}
+
+#[test]
+fn backup_of_postgres_points_to_pg_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_example_config(dir.path(), "postgres://nobody@127.0.0.1:1/none");
+    let out = common::run_cli(
+        &config,
+        &["backup", "--out", dir.path().join("x").to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
+}

@@ -49,16 +49,40 @@ const SQLITE_CHECKPOINT_PAGES: u32 = 16_384;
 /// SQLite memory-mapped reads, in bytes.
 const SQLITE_MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
+/// The connection pool (`[server] max_connections`, `acquire_timeout_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Connections of this process; none: 8 on SQLite, 16 on PostgreSQL.
+    pub max_connections: Option<u32>,
+    /// Longest a request waits for a free connection (or to connect) before failing with 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: None,
+            acquire_timeout: Duration::from_secs(DEFAULT_ACQUIRE_TIMEOUT_SECONDS),
+        }
+    }
+}
+
+pub const DEFAULT_ACQUIRE_TIMEOUT_SECONDS: u64 = 10;
+
 impl Store {
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, PoolSettings::default()).await
+    }
+
+    pub async fn connect_with(url: &str, pool: PoolSettings) -> Result<Store> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(10));
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_timeout(pool.acquire_timeout);
         if url.starts_with("sqlite:") {
             options
-                .max_connections(SQLITE_POOL_SIZE)
+                .max_connections(pool.max_connections.unwrap_or(SQLITE_POOL_SIZE))
                 .map_sqlx_sqlite_opts(|o| {
                     use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                     o.journal_mode(SqliteJournalMode::Wal)
@@ -76,7 +100,7 @@ impl Store {
                         .pragma("wal_autocheckpoint", SQLITE_CHECKPOINT_PAGES.to_string())
                 });
         } else {
-            options.max_connections(POSTGRES_POOL_SIZE);
+            options.max_connections(pool.max_connections.unwrap_or(POSTGRES_POOL_SIZE));
         }
         let db = Database::connect(options).await?;
         Ok(Store {
@@ -189,5 +213,54 @@ impl Store {
 
     pub async fn ping(&self) -> Result<()> {
         self.db.ping().await.map_err(Error::from)
+    }
+
+    /// An online, consistent copy of a SQLite database at `out` (`VACUUM INTO`: one read
+    /// snapshot, so writers go on while it copies), then checked with `PRAGMA integrity_check`.
+    /// `out` must not exist. Returns the copy's size in bytes.
+    pub async fn backup(&self, out: &std::path::Path) -> std::result::Result<u64, String> {
+        use sea_orm::{ConnectionTrait, Statement};
+        if self.backend() != DbBackend::Sqlite {
+            return Err(
+                "backup copies SQLite databases; back PostgreSQL up with pg_dump (see the README)"
+                    .into(),
+            );
+        }
+        if out.exists() {
+            return Err(format!("{} exists; name a new file", out.display()));
+        }
+        let path = out
+            .to_str()
+            .ok_or_else(|| format!("{}: the path is not UTF-8", out.display()))?;
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "VACUUM INTO ?",
+                [path.into()],
+            ))
+            .await
+            .map_err(|e| format!("copying to {path}: {e}"))?;
+        let copy = Store::connect(&format!("sqlite://{path}"))
+            .await
+            .map_err(|e| format!("opening the copy {path}: {e}"))?;
+        let check = copy
+            .db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA integrity_check",
+            ))
+            .await
+            .map_err(|e| format!("checking the copy {path}: {e}"))?
+            .and_then(|row| row.try_get_by_index::<String>(0).ok())
+            .unwrap_or_default();
+        copy.db.close_by_ref().await.map_err(|e| e.to_string())?;
+        if check != "ok" {
+            return Err(format!(
+                "the copy {path} fails its integrity check: {check}"
+            ));
+        }
+        std::fs::metadata(out)
+            .map(|m| m.len())
+            .map_err(|e| format!("{path}: {e}"))
     }
 }
