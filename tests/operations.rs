@@ -13,9 +13,10 @@ use std::process::Stdio;
 async fn served_log(format: &str) -> (String, Prepared) {
     let prepared = prepare(Engine::Sqlite).await;
     let text = std::fs::read_to_string(&prepared.config).unwrap();
+    assert!(text.contains("log_format = \"text\"\n"), "the example sets log_format");
     let text = text.replacen(
-        "[server]\n",
-        &format!("[server]\nlog_format = \"{format}\"\n"),
+        "log_format = \"text\"\n",
+        &format!("log_format = \"{format}\"\n"),
         1,
     );
     std::fs::write(&prepared.config, text).unwrap();
@@ -118,7 +119,7 @@ fn a_bad_log_format_is_refused_naming_the_key() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replacen("[server]\n", "[server]\nlog_format = \"xml\"\n", 1),
+        text.replacen("log_format = \"text\"", "log_format = \"xml\"", 1),
     )
     .unwrap();
     let out = common::run_cli(&config, &["migrate"]);
