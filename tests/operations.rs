@@ -13,7 +13,10 @@ use std::process::Stdio;
 async fn served_log(format: &str) -> (String, Prepared) {
     let prepared = prepare(Engine::Sqlite).await;
     let text = std::fs::read_to_string(&prepared.config).unwrap();
-    assert!(text.contains("log_format = \"text\"\n"), "the example sets log_format");
+    assert!(
+        text.contains("log_format = \"text\"\n"),
+        "the example sets log_format"
+    );
     let text = text.replacen(
         "log_format = \"text\"\n",
         &format!("log_format = \"{format}\"\n"),
