@@ -10,7 +10,8 @@
 # CREDITBOOK_* variables (CREDITBOOK_DATABASE_URL, CREDITBOOK_STRIPE_API_KEY, ...) override the
 # config as everywhere.
 
-FROM rust:1.94-bookworm AS build
+# Any Rust 1.94 or later builds it; rust:1-bookworm is the newest stable 1.x.
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin creditbook \
