@@ -74,6 +74,7 @@ enum RevenueCommand {
         /// Last booking date, inclusive.
         #[arg(long)]
         to: String,
+        /// The journal's CSV file; the roll-forward and the waterfall are written beside it.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
@@ -94,6 +95,7 @@ enum StripeCommand {
 enum KeysCommand {
     /// Create a key; it is printed once, alone on the last line, and only its SHA-256 is stored.
     Create {
+        /// What the key may call.
         #[arg(long, value_enum)]
         scope: ScopeArg,
     },
@@ -101,8 +103,11 @@ enum KeysCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ScopeArg {
+    /// For applications: check, authorize, capture, void, usage, and read customers.
     App,
+    /// For operators: grants, plans and the test clock (each scope calls only its own endpoints).
     Admin,
+    /// For accounting: the revenue reports and journal, and closing a month.
     Finance,
 }
 
