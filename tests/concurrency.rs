@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::process::{Prepared, prepare, start_server, terminate};
+use common::process::{Prepared, credits_used, grant_each, prepare, start_server, terminate};
 use common::{Engine, TestApp};
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -164,16 +164,10 @@ async fn kill_9_loses_no_acknowledged_command(engine: Engine) {
     } = prepare(engine).await;
     let mut server = start_server(&config).await;
     let client = reqwest::Client::new();
-    for c in 0..20 {
-        let response = client
-            .post(format!("{}/v1/customers/k{c}/grants", server.address))
-            .bearer_auth(&admin)
-            .json(&json!({"kind": "pack", "pack": "topup_small", "credits": "100", "idempotency_key": "g"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-    }
+    let ids: Vec<String> = (0..20).map(|c| format!("k{c}")).collect();
+    let pack =
+        json!({"kind": "pack", "pack": "topup_small", "credits": "100", "idempotency_key": "g"});
+    grant_each(&client, &server, &admin, &ids, &pack).await;
     let usage = |i: usize| {
         json!({"customer": format!("k{}", i % 20), "action": "chat.request", "quantity": 1,
                "idempotency_key": format!("kill-{i}")})
@@ -269,16 +263,9 @@ async fn sigterm_answers_every_accepted_request(engine: Engine) {
     let mut server = start_server(&config).await;
     let client = reqwest::Client::new();
     let customers = 10;
-    for c in 0..customers {
-        let response = client
-            .post(format!("{}/v1/customers/t{c}/grants", server.address))
-            .bearer_auth(&admin)
-            .json(&json!({"kind": "promotional", "credits": "100000", "idempotency_key": "g"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-    }
+    let ids: Vec<String> = (0..customers).map(|c| format!("t{c}")).collect();
+    let promotional = json!({"kind": "promotional", "credits": "100000", "idempotency_key": "g"});
+    grant_each(&client, &server, &admin, &ids, &promotional).await;
     // Once a request finds the listener closed, no new one is sent; every request sent is
     // awaited to its end (none is dropped while in flight).
     let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -356,12 +343,7 @@ async fn sigterm_answers_every_accepted_request(engine: Engine) {
     let store = creditbook::store::Store::connect(&database_url)
         .await
         .unwrap();
-    let ids: Vec<String> = (0..customers).map(|c| format!("t{c}")).collect();
-    let books = store.view_many(&ids, chrono::Utc::now()).await.unwrap();
-    let used: i64 = books
-        .values()
-        .map(|(book, _)| 100_000 - book.balance().to_string().parse::<i64>().unwrap())
-        .sum();
+    let used = credits_used(&store, &ids, 100_000).await;
     let answered = i64::try_from(answers.len()).unwrap();
     assert_eq!(
         used, answered,

@@ -3,7 +3,9 @@
 mod common;
 
 use common::Engine;
-use common::process::{Prepared, prepare, start_server_logging, terminate};
+use common::process::{
+    Prepared, credits_used, grant_each, prepare, start_server_logging, terminate,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -139,19 +141,10 @@ async fn backup_under_load_makes_a_copy_that_passes_the_audit() {
     let prepared = prepare(Engine::Sqlite).await;
     let server = start_server(&prepared.config).await;
     let client = reqwest::Client::new();
-    for c in 0..10 {
-        let granted = client
-            .post(format!("{}/v1/customers/b{c}/grants", server.address))
-            .bearer_auth(&prepared.admin)
-            .json(
-                &json!({"kind": "pack", "pack": "topup_small", "credits": "100000",
-                          "idempotency_key": "g"}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(granted.status(), StatusCode::CREATED);
-    }
+    let ids: Vec<String> = (0..10).map(|c| format!("b{c}")).collect();
+    let pack = json!({"kind": "pack", "pack": "topup_small", "credits": "100000",
+                      "idempotency_key": "g"});
+    grant_each(&client, &server, &prepared.admin, &ids, &pack).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..16)
         .map(|worker| {
@@ -207,12 +200,7 @@ async fn backup_under_load_makes_a_copy_that_passes_the_audit() {
         .await
         .unwrap();
     assert_eq!(backup.audit().await.unwrap(), Vec::<String>::new());
-    let ids: Vec<String> = (0..10).map(|c| format!("b{c}")).collect();
-    let books = backup.view_many(&ids, chrono::Utc::now()).await.unwrap();
-    let used: i64 = books
-        .values()
-        .map(|(book, _)| 100_000 - book.balance().to_string().parse::<i64>().unwrap())
-        .sum();
+    let used = credits_used(&backup, &ids, 100_000).await;
     assert!(
         used > 0 && used < answered,
         "the copy is a snapshot taken mid-load: {used} of {answered} usages"

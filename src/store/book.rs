@@ -5,7 +5,7 @@
 //! statements, post the revenue, and let the caller commit once.
 
 use super::revenue::{self, Origin};
-use super::rows::{self, micros, time, timestamp};
+use super::rows::{self, ROWS_PER_STATEMENT, micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::catalog::Catalog;
 use crate::domain::gate::Standing;
@@ -121,9 +121,6 @@ pub(crate) enum Reservations {
     All,
     DueAt(Timestamp),
 }
-
-/// Rows per multi-row statement: under both engines' limits on bound values.
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// One command that changed its book: its entries, in order.
 struct Done {

@@ -3,7 +3,7 @@
 //! journal lines, booked in their own month or, when it is closed, in the first open one.
 
 use super::Store;
-use super::rows::{micros, time};
+use super::rows::{ROWS_PER_STATEMENT, micros, time};
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Breakage, Catalog};
 use crate::domain::journal::{self, Effect, Moved, Revenue};
@@ -50,9 +50,6 @@ struct ReadLots {
     booked: BTreeMap<String, String>,
     owner: BTreeMap<String, String>,
 }
-
-/// Rows per multi-row statement: SQLite limits the variables of one statement.
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// Posts what a batch's commands did to paid grants and billed overage, in command order: the
 /// lots and accruals they need are read once for the batch, moved in memory by

@@ -8,6 +8,10 @@ use chrono::DateTime;
 use entity::{customers, grants, holds, ledger_entries};
 use sea_orm::ActiveValue::{NotSet, Set};
 
+/// Rows per multi-row statement (and ids per `IN` list): under both engines' limits on the bound
+/// values of one statement.
+pub const ROWS_PER_STATEMENT: usize = 500;
+
 pub fn micros(c: Credits) -> Result<i64> {
     c.to_micros()
         .map_err(|e| Error::invalid("amount", format!("{c} {e}")))

@@ -106,3 +106,45 @@ pub fn terminate(child: &Child) {
         .expect("run kill");
     assert!(status.success());
 }
+
+/// Grants `grant` (a grant body with its idempotency key) to each of `customers`, as an admin.
+pub async fn grant_each(
+    client: &reqwest::Client,
+    server: &Server,
+    admin: &str,
+    customers: &[String],
+    grant: &serde_json::Value,
+) {
+    for customer in customers {
+        let response = client
+            .post(format!("{}/v1/customers/{customer}/grants", server.address))
+            .bearer_auth(admin)
+            .json(grant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::CREATED,
+            "{customer}"
+        );
+    }
+}
+
+/// Credits `customers` have used since each was granted `granted`, from the books in `store`:
+/// a whole number when every usage took whole credits.
+pub async fn credits_used(
+    store: &creditbook::store::Store,
+    customers: &[String],
+    granted: i64,
+) -> i64 {
+    let books = store
+        .view_many(customers, chrono::Utc::now())
+        .await
+        .unwrap();
+    let used: rust_decimal::Decimal = books
+        .values()
+        .map(|(book, _)| rust_decimal::Decimal::from(granted) - book.balance().value())
+        .sum();
+    i64::try_from(used).expect("whole credits")
+}
