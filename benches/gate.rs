@@ -784,6 +784,7 @@ async fn sql_baseline(store: &Store, customers: &[String]) -> Run {
             effective_at: Set(now),
             recorded_at: Set(now),
             money: Set(None),
+            reason: Set(None),
         })
         .exec_without_returning(&txn)
         .await

@@ -213,6 +213,7 @@ async fn main() {
             consumed: Set(lot.consumed.to_micros().unwrap()),
             lapsed: Set(0),
             removed: Set(0),
+            forfeited: Set(0),
             usage_recognized: Set(lot.usage.to_micros().unwrap()),
             breakage_recognized: Set(0),
             refunded: Set(0),

@@ -37,7 +37,10 @@ pub enum Error {
     ClockBackwards(String),
     #[error("the Stripe-Signature header does not verify: {0}")]
     InvalidSignature(crate::stripe::signature::SignatureError),
-    #[error("no Stripe webhook secret is configured ([stripe] webhook_secrets)")]
+    #[error(
+        "this server has no Stripe webhook secret configured: set [stripe] webhook_secrets or \
+         CREDITBOOK_STRIPE_WEBHOOK_SECRET and restart; Stripe keeps retrying the event until then"
+    )]
     WebhookNotConfigured,
     #[error("the body is not a Stripe event: {0}")]
     MalformedEvent(String),

@@ -76,6 +76,42 @@ async fn fifty_usages_against_twenty_credits(app: TestApp) {
 }
 on_both_engines!(fifty_usages_against_twenty_credits);
 
+/// Take-backs race with usage for the same 20 credits: every credit goes to exactly one of them,
+/// and none is taken twice or below zero available.
+async fn take_backs_and_usage_race_for_twenty_credits(app: TestApp) {
+    let c = "race-adjust";
+    app.promo(c, CREDITS).await;
+    let app = &app;
+    let answers = join_all((0..ATTEMPTS).map(|i| async move {
+        if i % 2 == 0 {
+            app.post_admin(
+                &format!("/v1/customers/{c}/adjustments"),
+                json!({"credits": "-1", "reason": "race", "idempotency_key": format!("a{i}")}),
+            )
+            .await
+        } else {
+            app.post_app(
+                "/v1/usage",
+                json!({"customer": c, "action": "chat.request", "quantity": 1, "idempotency_key": format!("u{i}")}),
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut done = 0;
+    for (status, body) in &answers {
+        match (status.as_u16(), body["type"].as_str()) {
+            (201, _) => done += 1,
+            (402, Some("insufficient_credits")) | (409, Some("adjustment_exceeds_available")) => {}
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    assert_eq!(done, 20);
+    assert_eq!(app.balances(c).await, ("0".into(), "0".into(), "0".into()));
+    app.assert_audit_clean().await;
+}
+on_both_engines!(take_backs_and_usage_race_for_twenty_credits);
+
 /// A `creditbook serve` process; killed on drop.
 async fn two_processes_never_overspend(engine: Engine) {
     let Prepared {

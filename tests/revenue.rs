@@ -579,6 +579,120 @@ async fn refunds_before_and_after_use(app: TestApp) {
 }
 per_engine!(refunds_before_and_after_use);
 
+async fn adjust(
+    app: &TestApp,
+    account: &str,
+    credits: &str,
+    reason: &str,
+    key: &str,
+) -> (StatusCode, Value) {
+    app.post_admin(
+        &format!("/v1/customers/{account}/adjustments"),
+        json!({"credits": credits, "reason": reason, "idempotency_key": key}),
+    )
+    .await
+}
+
+/// Adjustments. $100 for 12,000 credits (remote breakage). +500 adds an adjustment grant, which
+/// carries no revenue. -2,500 takes the 500 unpaid credits first, then 2,000 of the pack, whose
+/// money is kept: they are forfeited, 100 x 2000 / 12000 = 16.67 breakage. The other 10,000 used:
+/// 100 x 10000 / 12000 = 83.33 usage, and the lot is finished: 100 = 0 deferred + 83.33
+/// recognized + 16.67 breakage.
+async fn adjustments_add_and_take_back(app: TestApp) {
+    let pack = buy_pack(&app, "acct_adj", "topup_large", 10_000, "pi_adj").await;
+    let (status, added) = adjust(&app, "acct_adj", "500", "goodwill for an outage", "adj-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    assert_eq!(
+        (&added["credits"], &added["balance"]),
+        (&json!("500"), &json!("12500"))
+    );
+    let bonus = added["grants"][0]["grant"].as_str().unwrap().to_owned();
+    let (status, taken) = adjust(&app, "acct_adj", "-2500", "granted twice", "adj-2").await;
+    assert_eq!(status, StatusCode::CREATED, "{taken}");
+    assert_eq!(
+        taken["grants"],
+        json!([{"grant": bonus, "credits": "-500"}, {"grant": pack, "credits": "-2000"}])
+    );
+    assert_eq!(
+        (&taken["balance"], &taken["available"]),
+        (&json!("10000"), &json!("10000"))
+    );
+    // A replay answers the same and takes nothing more; the key with another amount is refused.
+    let (status, replayed) = adjust(&app, "acct_adj", "-2500", "granted twice", "adj-2").await;
+    assert_eq!((status, &replayed), (StatusCode::CREATED, &taken));
+    let (status, conflict) = adjust(&app, "acct_adj", "-2000", "granted twice", "adj-2").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(conflict["type"], "idempotency_conflict");
+    // More than is available: refused, saying how much is, and nothing changes.
+    let ledger = app.ledger("acct_adj").await;
+    let (status, refused) = adjust(&app, "acct_adj", "-10000.01", "too much", "adj-3").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(
+        (
+            &refused["type"],
+            &refused["requested"],
+            &refused["available"]
+        ),
+        (
+            &json!("adjustment_exceeds_available"),
+            &json!("10000.01"),
+            &json!("10000")
+        )
+    );
+    assert_eq!(app.ledger("acct_adj").await, ledger);
+    // The ledger keeps the reason with each grant's entry, newest first.
+    let adjustments: Vec<(Value, Value, Value)> = ledger
+        .iter()
+        .filter(|e| e["kind"] == "adjustment")
+        .map(|e| {
+            (
+                e["grant"].clone(),
+                e["credits"].clone(),
+                e["reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        adjustments,
+        [
+            (json!(pack), json!("-2000"), json!("granted twice")),
+            (json!(bonus), json!("-500"), json!("granted twice")),
+        ]
+    );
+    let journal_lines = journal(&app, "2026-01-01", "2026-12-31").await;
+    assert_eq!(
+        lines(&journal_lines)[2..],
+        [
+            line("forfeiture", "contract_liability", "16.67", "0.00"),
+            line("forfeiture", "breakage_revenue", "0.00", "16.67"),
+        ]
+    );
+    assert!(
+        journal_lines[2]["memo"]
+            .as_str()
+            .unwrap()
+            .ends_with("reason: granted twice"),
+        "{}",
+        journal_lines[2]
+    );
+    spend(&app, "acct_adj", 10_000).await;
+    let s = schedule(&app, &pack).await;
+    let totals = ["deferred", "recognized", "breakage", "refunded"]
+        .map(|k| s["totals"][k].as_str().unwrap().to_owned());
+    assert_eq!(totals, ["0.00", "83.33", "16.67", "0.00"]);
+    let row = &rollforward(&app, "2026-01", "2026-01").await[0];
+    assert_eq!(
+        (&row["billings"], &row["breakage"], &row["closing"]),
+        (&json!("100.00"), &json!("16.67"), &json!("0.00"))
+    );
+    // Credits may be added to a customer not seen before.
+    let (status, created) = adjust(&app, "acct_new", "5", "welcome", "adj-4").await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(app.customer("acct_new").await["balance"], "5");
+    reconcile(&app, "2026-01", "2026-01").await;
+}
+per_engine!(adjustments_add_and_take_back);
+
 /// Promotional credits carry no price: using them posts nothing.
 async fn promotional_credits_carry_no_revenue(app: TestApp) {
     app.promo("acct_f", "100").await;

@@ -171,6 +171,43 @@ async fn golden_delivery(engine: Engine) {
 
 per_engine!(golden_delivery);
 
+/// A server with no webhook secret refuses deliveries with 503, so that Stripe keeps them and
+/// retries, and says what to configure rather than to retry; nothing is recorded.
+async fn unconfigured_webhooks(engine: Engine) {
+    let app = spawn_app_at(engine, Utc::now(), |config| {
+        config.stripe.webhook_secrets = Vec::new();
+    })
+    .await;
+    let body = event(
+        "evt_unconfigured",
+        "customer.created",
+        Utc::now().timestamp(),
+        json!({"id": "cus_x", "object": "customer"}),
+    );
+    let response = app
+        .client
+        .post(format!("{}/webhooks/stripe", app.address))
+        .header("stripe-signature", "t=1,v1=00")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().get("retry-after").is_none());
+    let value: Value = response.json().await.unwrap();
+    assert_eq!(value["type"], "webhook_not_configured", "{value}");
+    let detail = value["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("webhook_secrets") && detail.contains("CREDITBOOK_STRIPE_WEBHOOK_SECRET"),
+        "{detail}"
+    );
+    assert!(!detail.contains("temporarily"), "{detail}");
+    assert!(app.store.stripe_events(10).await.unwrap().is_empty());
+}
+
+per_engine!(unconfigured_webhooks);
+
 /// Headers made by Stripe's own library are accepted by the endpoint.
 async fn stripe_library_signatures(app: TestApp) {
     let python = std::env::var("CREDITBOOK_TEST_STRIPE_PYTHON")

@@ -22,6 +22,8 @@ pub struct Model {
     pub recorded_at: i64,
     /// Money moved with the entry (a refund clawed back), scale 6, in the grant's currency.
     pub money: Option<i64>,
+    /// Why an operator adjusted the credits (adjustments only).
+    pub reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

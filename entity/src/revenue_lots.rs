@@ -19,6 +19,8 @@ pub struct Model {
     pub consumed: i64,
     pub lapsed: i64,
     pub removed: i64,
+    /// Credits an adjustment took back while the money was kept.
+    pub forfeited: i64,
     pub usage_recognized: i64,
     pub breakage_recognized: i64,
     pub refunded: i64,

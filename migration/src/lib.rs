@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_ledger;
 mod m20261121_000002_stripe;
 mod m20261121_000003_revenue;
+mod m20261123_000004_adjustments;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_ledger::Migration),
             Box::new(m20261121_000002_stripe::Migration),
             Box::new(m20261121_000003_revenue::Migration),
+            Box::new(m20261123_000004_adjustments::Migration),
         ]
     }
 }

@@ -88,7 +88,8 @@ fn moves_a_lot(entry: &Entry) -> bool {
         | EntryKind::Consume
         | EntryKind::Settle
         | EntryKind::Expire
-        | EntryKind::Transfer => true,
+        | EntryKind::Transfer
+        | EntryKind::Adjustment => true,
         EntryKind::Rollover => entry.credits.is_positive(),
         EntryKind::Clawback => entry.money.is_some_and(|m| m.is_positive()),
         EntryKind::Hold | EntryKind::Release | EntryKind::Overage => false,
@@ -254,6 +255,17 @@ pub fn post(
                         }
                     }
                     EntryKind::Transfer => vec![lot.transfer_out(-entry.credits, at).0],
+                    EntryKind::Adjustment => lot
+                        .forfeit(-entry.credits, at)
+                        .map(|p| match &entry.reason {
+                            Some(reason) => {
+                                let memo = format!("{}; reason: {reason}", p.memo);
+                                p.with_memo(memo)
+                            }
+                            None => p,
+                        })
+                        .into_iter()
+                        .collect(),
                     _ => Vec::new(),
                 }
             }
@@ -389,6 +401,7 @@ mod tests {
             overage: c("3"),
             effective_at: t("2026-01-03T00:00:00Z"),
             money: Some(c("0.015")),
+            reason: None,
         };
         let entries = [entry];
         let m = moved(&[], &entries);

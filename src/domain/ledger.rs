@@ -318,6 +318,8 @@ pub enum EntryKind {
     Rollover,
     /// Credits moved to another customer when a Stripe customer is linked to an account later.
     Transfer,
+    /// Credits an operator took back (a negative adjustment); the entry carries the reason.
+    Adjustment,
 }
 
 impl EntryKind {
@@ -333,6 +335,7 @@ impl EntryKind {
             EntryKind::Clawback => "clawback",
             EntryKind::Rollover => "rollover",
             EntryKind::Transfer => "transfer",
+            EntryKind::Adjustment => "adjustment",
         }
     }
 }
@@ -352,6 +355,8 @@ pub struct Entry {
     pub effective_at: Timestamp,
     /// Money moved with the entry (a clawback's refund), in the grant's currency.
     pub money: Option<Credits>,
+    /// Why an operator adjusted the credits (the entries of an adjustment only).
+    pub reason: Option<String>,
 }
 
 /// Why a command is refused. Nothing is written when one is returned.
@@ -368,6 +373,11 @@ pub enum Rejection {
     HoldResolved(&'static str),
     #[error("hold expired")]
     HoldExpired,
+    #[error("cannot take back {requested} credits: {available} available")]
+    ExceedsAvailable {
+        requested: Credits,
+        available: Credits,
+    },
     #[error("ledger invariant violated: {0}")]
     InvariantViolated(String),
 }
@@ -451,6 +461,7 @@ impl Book {
             overage: Credits::ZERO,
             effective_at: chrono::DateTime::UNIX_EPOCH,
             money: None,
+            reason: None,
         });
         self.entries.last_mut().expect("just pushed")
     }
@@ -533,12 +544,21 @@ impl Book {
 
     /// Free credits per grant in consumption order, up to `amount`; and what they fall short by.
     fn plan_draw(&self, amount: Credits) -> (Vec<(String, Credits)>, Credits) {
+        self.draw_in(amount, Grant::consumption_order)
+    }
+
+    /// Free credits per grant in `order`, up to `amount`; and what they fall short by.
+    fn draw_in(
+        &self,
+        amount: Credits,
+        order: impl Fn(&Grant, &Grant) -> Ordering,
+    ) -> (Vec<(String, Credits)>, Credits) {
         let mut open: Vec<&Grant> = self
             .grants
             .iter()
             .filter(|g| g.free().is_positive())
             .collect();
-        open.sort_by(|a, b| Grant::consumption_order(a, b));
+        open.sort_by(|a, b| order(a, b));
         let mut rest = amount;
         let mut draws = Vec::new();
         for grant in open {
@@ -846,6 +866,45 @@ impl Book {
         entry.money = Some(money);
         entry.effective_at = now;
         take
+    }
+
+    /// Takes back `credits` that are free (neither used nor held), never taking available credits
+    /// below zero: from grants that carry no price first (promotional, adjustment, unpaid plan
+    /// credits), then from paid grants, each group in consumption order, so that a correction
+    /// disturbs the revenue books only when free credits do not cover it. Returns the credits
+    /// taken per grant, in the order taken.
+    pub fn take_back(
+        &mut self,
+        credits: Credits,
+        now: Timestamp,
+    ) -> Result<Vec<(String, Credits)>, Rejection> {
+        assert!(credits.is_positive(), "a take-back takes credits");
+        let available = self.available();
+        if credits > available {
+            return Err(Rejection::ExceedsAvailable {
+                requested: credits,
+                available: available.max(Credits::ZERO),
+            });
+        }
+        let (draws, short) = self.draw_in(credits, |a, b| {
+            a.price
+                .is_some()
+                .cmp(&b.price.is_some())
+                .then_with(|| Grant::consumption_order(a, b))
+        });
+        assert!(short.is_zero(), "available credits are free credits");
+        for (grant_id, take) in &draws {
+            self.grant_mut(grant_id).remaining -= *take;
+            let entry = self.push(
+                EntryKind::Adjustment,
+                Some(grant_id),
+                None,
+                &Usage::default(),
+            );
+            entry.credits = -*take;
+            entry.effective_at = now;
+        }
+        Ok(draws)
     }
 
     /// Carries unused credits of the plan grants that ended at a period boundary into the next

@@ -1,5 +1,6 @@
 //! Pure logic: no I/O and no clock reads. Time comes in as an argument.
 
+pub mod adjustment;
 pub mod billing;
 pub mod catalog;
 pub mod gate;

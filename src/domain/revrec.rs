@@ -71,6 +71,7 @@ pub enum PostingKind {
     Transfer,
     Overage,
     EstimateChange,
+    Forfeiture,
 }
 
 impl PostingKind {
@@ -86,6 +87,7 @@ impl PostingKind {
             PostingKind::Transfer => "transfer",
             PostingKind::Overage => "overage",
             PostingKind::EstimateChange => "estimate_change",
+            PostingKind::Forfeiture => "forfeiture",
         }
     }
 
@@ -309,6 +311,9 @@ pub struct Lot {
     pub lapsed: Credits,
     /// Credits taken back by refunds or moved to another account.
     pub removed: Credits,
+    /// Credits an adjustment took back while the money was kept: the customer's right to them
+    /// ended, so their share of the price is breakage.
+    pub forfeited: Credits,
     pub usage: Credits,
     pub breakage_recognized: Credits,
     /// Refunded money taken out of the deferral.
@@ -339,6 +344,7 @@ impl Lot {
             consumed: Credits::ZERO,
             lapsed: Credits::ZERO,
             removed: Credits::ZERO,
+            forfeited: Credits::ZERO,
             usage: Credits::ZERO,
             breakage_recognized: Credits::ZERO,
             refunded: Credits::ZERO,
@@ -433,7 +439,7 @@ impl Lot {
 
     /// Credits still in the lot (free or held).
     pub fn remaining(&self) -> Credits {
-        self.credits - self.consumed - self.lapsed - self.removed
+        self.credits - self.consumed - self.lapsed - self.removed - self.forfeited
     }
 
     /// Usage revenue net of refunds that reversed revenue.
@@ -447,29 +453,37 @@ impl Lot {
         // Money that may still become revenue: the price less what left the deferral otherwise.
         let cap = self.price - self.refunded - self.transferred;
         let used = share(self.price, self.consumed, self.credits, currency).min(cap);
+        // The price of forfeited credits: breakage now, whatever the method.
+        let forfeit = share(self.price, self.forfeited, self.credits, currency);
         if self.remaining().is_zero() {
-            // Finished: nothing stays deferred. What lapsed is breakage; a lot used up entirely
-            // puts its rounding into usage.
-            return if self.lapsed.is_positive() {
+            // Finished: nothing stays deferred. What lapsed or was forfeited is breakage; a lot
+            // used up entirely puts its rounding into usage.
+            return if self.lapsed.is_positive() || self.forfeited.is_positive() {
                 (used, cap - used)
             } else {
                 (cap, Credits::ZERO)
             };
         }
         let expected = match &self.breakage {
-            _ if self.lapsed.is_positive() => {
-                share(self.price, self.lapsed, self.credits, currency)
-            }
-            Breakage::Remote => Credits::ZERO,
+            _ if self.lapsed.is_positive() => share(
+                self.price,
+                self.lapsed + self.forfeited,
+                self.credits,
+                currency,
+            ),
+            Breakage::Remote => forfeit,
             Breakage::Proportional { expected_unused } => {
-                let redeemable = self.credits.value() * (Decimal::ONE - expected_unused);
+                // The estimate applies to the credits not forfeited, at their part of the price.
+                let rest = self.credits - self.forfeited;
+                let redeemable = rest.value() * (Decimal::ONE - expected_unused);
                 let total = if redeemable.is_zero() {
                     cap
                 } else {
-                    round_money(
-                        self.price.value() * self.consumed.value() / redeemable,
-                        currency,
-                    )
+                    forfeit
+                        + round_money(
+                            (self.price - forfeit).value() * self.consumed.value() / redeemable,
+                            currency,
+                        )
                 };
                 total.min(cap) - used
             }
@@ -504,6 +518,9 @@ impl Lot {
             }
             PostingKind::EstimateChange => "expected_unused changed: cumulative catch-up",
             PostingKind::Refund => "refund",
+            PostingKind::Forfeiture => {
+                "credits taken back by an adjustment, the money kept: their price is breakage"
+            }
             _ => "",
         };
         Some(posting.with_memo(memo))
@@ -520,6 +537,14 @@ impl Lot {
         assert!(credits.is_positive(), "a lapse takes credits");
         self.lapsed += credits;
         self.catch_up(PostingKind::Breakage, at)
+    }
+
+    /// Credits taken back by an adjustment while the money is kept: the obligation to deliver
+    /// them ends, so their share of the price leaves the deferral as breakage.
+    pub fn forfeit(&mut self, credits: Credits, at: Timestamp) -> Option<Posting> {
+        assert!(credits.is_positive(), "a forfeiture takes credits");
+        self.forfeited += credits;
+        self.catch_up(PostingKind::Forfeiture, at)
     }
 
     /// Lapsed credits carried into the next period: their breakage is reversed.
@@ -784,6 +809,66 @@ mod tests {
 
     fn revenue(lot: &Lot) -> Credits {
         lot.usage + lot.breakage_recognized
+    }
+
+    /// price = deferred + recognized + breakage + refunded + transferred, to the cent.
+    fn assert_identity(lot: &Lot) {
+        assert_eq!(
+            lot.price,
+            lot.deferred() + lot.usage + lot.breakage_recognized + lot.refunded + lot.transferred
+        );
+        lot.check().unwrap();
+    }
+
+    #[test]
+    fn forfeited_credits_are_breakage_and_a_finished_lot_defers_nothing() {
+        let t = at("2026-01-01T00:00:00Z");
+        let (mut lot, _) = Lot::pack("g", "usd", d("10"), d("3"), Breakage::Remote, t);
+        let posting = lot.forfeit(d("1"), t).unwrap();
+        assert_eq!(posting.kind, PostingKind::Forfeiture);
+        assert_eq!(lot.breakage_recognized, d("3.33"));
+        assert_identity(&lot);
+        lot.consume(d("2"), t).unwrap();
+        // Finished: nothing stays deferred.
+        assert_eq!((lot.usage, lot.breakage_recognized), (d("6.67"), d("3.33")));
+        assert_eq!(lot.deferred(), Credits::ZERO);
+        assert_identity(&lot);
+    }
+
+    #[test]
+    fn proportional_breakage_applies_to_the_credits_not_forfeited() {
+        let t = at("2026-01-01T00:00:00Z");
+        let (mut lot, _) = Lot::pack("g", "usd", d("100"), d("100"), proportional("0.2"), t);
+        lot.forfeit(d("20"), t).unwrap();
+        assert_eq!((lot.usage, lot.breakage_recognized), (d("0"), d("20")));
+        // 40 of the 80 left used; 64 expected redeemed: 80 x 40/64 = 50 recognized, 40 usage.
+        lot.consume(d("40"), t).unwrap();
+        assert_eq!(revenue(&lot), d("70"));
+        assert_eq!(lot.usage, d("40"));
+        assert_identity(&lot);
+        // The rest lapses: everything left of the price is recognized.
+        lot.lapse(d("40"), t).unwrap();
+        assert_eq!((lot.usage, lot.breakage_recognized), (d("40"), d("60")));
+        assert_identity(&lot);
+    }
+
+    #[test]
+    fn a_refund_after_a_forfeiture_reverses_revenue_beyond_the_deferral() {
+        let t = at("2026-01-01T00:00:00Z");
+        let (mut lot, _) = Lot::pack("g", "usd", d("10"), d("10"), Breakage::Remote, t);
+        lot.forfeit(d("10"), t).unwrap();
+        assert_eq!(lot.deferred(), Credits::ZERO);
+        let posting = lot.refund(d("10"), Credits::ZERO, t);
+        let reversed: Credits = posting
+            .lines
+            .iter()
+            .filter(|l| l.account == Account::Refunds)
+            .map(|l| l.debit)
+            .sum();
+        assert_eq!(reversed, d("10"));
+        // Usage net of the refund, plus breakage: nothing of the price stays revenue.
+        assert_eq!(lot.recognized() + lot.breakage_recognized, d("0"));
+        lot.check().unwrap();
     }
 
     /// KPMG IFRS 15 handbook, example 10A: 10,000 points, 9,000 allocated to them. The handbook

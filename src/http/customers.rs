@@ -2,12 +2,14 @@
 
 use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
+use crate::domain::adjustment::{self, Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
 use crate::domain::gate::{Policy, Terms};
 use crate::domain::ledger::{Grant, GrantKind, GrantSource, HoldStatus, Paid};
 use crate::domain::money::{Credits, Money};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
+use crate::store::revenue::Origin;
 use crate::store::{Command, Idempotency};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -428,6 +430,97 @@ pub async fn create_grant(
                 credits,
                 expires_at,
                 priority,
+                balance: book.balance(),
+                available: book.available(),
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(executed.value)))
+}
+
+/// A signed change of a customer's credits by an operator.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    /// Credits to add (positive: a new `adjustment` grant) or take back (negative: free credits,
+    /// never below zero available, unpaid grants first). Never zero.
+    #[schema(value_type = String, example = "-250")]
+    credits: Amount,
+    /// Why: kept on every ledger entry of the adjustment (1 to 500 bytes).
+    reason: String,
+    idempotency_key: String,
+}
+
+/// One grant an adjustment moved.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AdjustedGrant {
+    grant: String,
+    /// Credits added (positive) or taken back (negative).
+    #[schema(value_type = String)]
+    credits: Credits,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AdjustmentResponse {
+    customer: String,
+    #[schema(value_type = String)]
+    credits: Credits,
+    reason: String,
+    /// The grant added, or the grants credits were taken from, in the order taken.
+    grants: Vec<AdjustedGrant>,
+    #[schema(value_type = String)]
+    balance: Credits,
+    #[schema(value_type = String)]
+    available: Credits,
+}
+
+/// Adds or takes back credits with a reason. Taking back refuses (409, nothing changed) more than
+/// is available; credits taken from a paid grant are forfeited (their deferred price becomes
+/// breakage revenue; the money is not refunded).
+#[utoipa::path(post, path = "/v1/customers/{id}/adjustments", params(("id" = String, Path)), request_body = AdjustmentRequest,
+    responses((status = 201, body = AdjustmentResponse), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn create_adjustment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<AdjustmentRequest>,
+) -> Result<(StatusCode, Json<AdjustmentResponse>)> {
+    caller.require(Scope::Admin)?;
+    let customer = identifier("id", &id)?;
+    let key = identifier("idempotency_key", &request.idempotency_key)?;
+    let change = Change::parse(request.credits.0)
+        .map_err(|e| Error::invalid("credits", format!("{} {e}", request.credits.0)))?;
+    let reason = Reason::parse(&request.reason).map_err(|e| Error::invalid("reason", e))?;
+    let now = state.clock.now();
+    let grant_id = format!("grant_{}", uuid::Uuid::now_v7().simple());
+    let hash = request_hash(&[
+        "POST adjustments",
+        &change.signed().to_string(),
+        reason.as_str(),
+    ]);
+    let command = Command {
+        // Credits may be added to a customer not seen before; none can be taken from one.
+        create_customer: matches!(change, Change::Add(_)),
+        idempotency: Some(Idempotency::request(&key, hash)),
+        origin: Origin {
+            source: Some(format!("adjustment {key}")),
+            event: None,
+        },
+        ..Command::on(customer.clone(), now)
+    };
+    let source = (GrantSource::Admin, format!("{key}: {}", reason.as_str()));
+    let executed = state
+        .store
+        .execute(command, move |book, _| {
+            let moved = adjustment::apply(book, change, &grant_id, &reason, source.clone(), now)?;
+            Ok(AdjustmentResponse {
+                customer: customer.clone(),
+                credits: change.signed(),
+                reason: reason.as_str().to_owned(),
+                grants: moved
+                    .into_iter()
+                    .map(|(grant, credits)| AdjustedGrant { grant, credits })
+                    .collect(),
                 balance: book.balance(),
                 available: book.available(),
             })

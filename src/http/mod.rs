@@ -38,7 +38,7 @@ pub struct AppState {
     info(title = "creditbook", description = "Credit ledger, pre-call authorization gate and ASC 606 revenue books"),
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
-        customers::show, customers::ledger, customers::create_grant, customers::set_plan,
+        customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
         revenue::close_period,
@@ -74,6 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}", get(customers::show))
         .route("/v1/customers/{id}/ledger", get(customers::ledger))
         .route("/v1/customers/{id}/grants", post(customers::create_grant))
+        .route(
+            "/v1/customers/{id}/adjustments",
+            post(customers::create_adjustment),
+        )
         .route("/v1/customers/{id}/plan", put(customers::set_plan))
         .route("/v1/test-clock/advance", post(ops::advance_clock))
         .route("/webhooks/stripe", post(webhooks::stripe))

@@ -15,6 +15,7 @@ impl Error {
                 Rejection::InsufficientCredits { .. } => {
                     (S::PAYMENT_REQUIRED, "insufficient_credits")
                 }
+                Rejection::ExceedsAvailable { .. } => (S::CONFLICT, "adjustment_exceeds_available"),
                 Rejection::HoldNotFound => (S::NOT_FOUND, "hold_not_found"),
                 Rejection::HoldResolved(_) => (S::CONFLICT, "hold_already_resolved"),
                 Rejection::HoldExpired => (S::CONFLICT, "hold_expired"),
@@ -57,7 +58,12 @@ impl Error {
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
         });
-        if status.is_server_error() {
+        if matches!(self, Error::WebhookNotConfigured) {
+            // A configuration gap, not a fault: the cause names no secret and is what the
+            // operator must fix. Stripe retries the delivery until it is fixed.
+            tracing::warn!(error = %self, "Stripe webhook refused");
+            body["detail"] = Value::from(self.to_string());
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
             body["detail"] = Value::from(match status {
                 StatusCode::SERVICE_UNAVAILABLE => "temporarily unavailable; retry",
@@ -72,6 +78,13 @@ impl Error {
                 available,
             }) => {
                 body["required"] = Value::from(required.to_string());
+                body["available"] = Value::from(available.to_string());
+            }
+            Error::Rejected(Rejection::ExceedsAvailable {
+                requested,
+                available,
+            }) => {
+                body["requested"] = Value::from(requested.to_string());
                 body["available"] = Value::from(available.to_string());
             }
             Error::Invalid { field, .. } => body["field"] = Value::from(field.as_str()),
@@ -89,7 +102,8 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE && !matches!(self, Error::WebhookNotConfigured)
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -148,7 +148,7 @@ impl Store {
                 problems.push(format!("paid grant {} has no revenue lot", g.id));
                 continue;
             };
-            let remaining = lot.credits - lot.consumed - lot.lapsed - lot.removed;
+            let remaining = lot.credits - lot.consumed - lot.lapsed - lot.removed - lot.forfeited;
             if remaining != g.remaining {
                 problems.push(format!(
                     "lot {}: {remaining} credits left, the grant has {}",

@@ -36,6 +36,9 @@ pub struct EntryView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub money: Option<Credits>,
+    /// Why an operator adjusted the credits (adjustments only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub effective_at: chrono::DateTime<chrono::Utc>,
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -90,6 +93,7 @@ impl Store {
                     held: Credits::from_micros(r.held),
                     overage: Credits::from_micros(r.overage),
                     money: r.money.map(Credits::from_micros),
+                    reason: r.reason,
                     effective_at: timestamp(r.effective_at)?,
                     recorded_at: timestamp(r.recorded_at)?,
                 })

@@ -236,12 +236,13 @@ async fn save_lots(
 }
 
 /// What moves on a lot after it is opened.
-const LOT_COUNTERS: [revenue_lots::Column; 15] = [
+const LOT_COUNTERS: [revenue_lots::Column; 16] = [
     revenue_lots::Column::Breakage,
     revenue_lots::Column::ExpectedUnused,
     revenue_lots::Column::Consumed,
     revenue_lots::Column::Lapsed,
     revenue_lots::Column::Removed,
+    revenue_lots::Column::Forfeited,
     revenue_lots::Column::UsageRecognized,
     revenue_lots::Column::BreakageRecognized,
     revenue_lots::Column::Refunded,
@@ -364,6 +365,7 @@ fn lot_from_row(row: revenue_lots::Model) -> Result<Lot> {
         consumed: c(row.consumed),
         lapsed: c(row.lapsed),
         removed: c(row.removed),
+        forfeited: c(row.forfeited),
         usage: c(row.usage_recognized),
         breakage_recognized: c(row.breakage_recognized),
         refunded: c(row.refunded),
@@ -409,6 +411,7 @@ fn lot_to_row(
         consumed: Set(micros(lot.consumed)?),
         lapsed: Set(micros(lot.lapsed)?),
         removed: Set(micros(lot.removed)?),
+        forfeited: Set(micros(lot.forfeited)?),
         usage_recognized: Set(micros(lot.usage)?),
         breakage_recognized: Set(micros(lot.breakage_recognized)?),
         refunded: Set(micros(lot.refunded)?),
@@ -538,10 +541,11 @@ impl Store {
                     .add(revenue_lots::Column::ExpectedUnused.ne(e)),
                 None => sea_orm::Condition::any().add(revenue_lots::Column::Breakage.ne(method)),
             };
-            // Credits left: consumed + lapsed + removed < credits.
+            // Credits left: consumed + lapsed + removed + forfeited < credits.
             let holds_credits = Expr::col(revenue_lots::Column::Consumed)
                 .add(Expr::col(revenue_lots::Column::Lapsed))
                 .add(Expr::col(revenue_lots::Column::Removed))
+                .add(Expr::col(revenue_lots::Column::Forfeited))
                 .lt(Expr::col(revenue_lots::Column::Credits));
             let found: Vec<(String, String)> = revenue_lots::Entity::find()
                 .select_only()

@@ -129,6 +129,7 @@ pub fn entry_to_row(
         effective_at: Set(time(e.effective_at)),
         recorded_at: Set(time(recorded_at)),
         money: Set(e.money.map(micros).transpose()?),
+        reason: Set(e.reason.clone()),
     })
 }
 
