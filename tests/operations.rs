@@ -226,3 +226,145 @@ fn backup_of_postgres_points_to_pg_dump() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
 }
+
+/// The README's PostgreSQL walkthrough, run as written: its SQL block makes the roles, the owner
+/// migrates, two instances serve as the app role, and a customer's credits move through both.
+/// The app role may not change tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readmes_two_instance_postgres_deployment_works() {
+    use common::process::{creditbook, start_server};
+    use sea_orm::{ConnectionTrait, Database};
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Production: PostgreSQL with two instances")
+        .nth(1)
+        .expect("the README has the PostgreSQL walkthrough");
+    let sql = section
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("the walkthrough has a SQL block");
+    // Unique names, so that the test can run again on the same server.
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let (owner, app, database) = (
+        format!("cb_owner_{suffix}"),
+        format!("cb_app_{suffix}"),
+        format!("cb_deploy_{suffix}"),
+    );
+    let sql = sql
+        .replace("creditbook_owner", &owner)
+        .replace("creditbook_app", &app)
+        .replace(
+            "CREATE DATABASE creditbook ",
+            &format!("CREATE DATABASE {database} "),
+        )
+        .replace("\\c creditbook\n", &format!("\\c {database}\n"));
+    let (on_server, on_database) = sql
+        .split_once(&format!("\\c {database}\n"))
+        .expect("the block connects to the new database");
+    let admin_url = common::postgres_admin_url();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let run = |url: String, script: String| async move {
+        let db = Database::connect(&url).await.unwrap();
+        for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            db.execute_unprepared(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        db.close().await.ok();
+    };
+    run(admin_url.clone(), on_server.to_owned()).await;
+    run(format!("{base}/{database}"), on_database.to_owned()).await;
+
+    // The test server trusts local connections, so the passwords are not checked here.
+    let url_as = |role: &str| {
+        let (scheme, rest) = base.split_once("://").unwrap();
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        format!("{scheme}://{role}:secret@{host}/{database}")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let owner_config = common::write_example_config(dir.path(), &url_as(&owner));
+    let owner_config = {
+        let path = dir.path().join("owner.toml");
+        std::fs::rename(&owner_config, &path).unwrap();
+        path
+    };
+    creditbook(&owner_config, &["migrate"]);
+    let app_config = common::write_example_config(dir.path(), &url_as(&app));
+    let key = |scope: &str| {
+        creditbook(&app_config, &["keys", "create", "--scope", scope])
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (admin_key, app_key) = (key("admin"), key("app"));
+    let first = start_server(&app_config).await;
+    let second = start_server(&app_config).await;
+
+    let client = reqwest::Client::new();
+    let send = |address: &str, path: &str, key: &str, body: Value| {
+        client
+            .post(format!("{address}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let granted = send(
+        &first.address,
+        "/v1/customers/acme/grants",
+        &admin_key,
+        json!({"kind": "promotional", "credits": "100", "idempotency_key": "g1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(granted.status(), StatusCode::CREATED);
+    let hold: Value = send(
+        &second.address,
+        "/v1/authorizations",
+        &app_key,
+        json!({"customer": "acme", "action": "chat.request", "quantity": 2, "idempotency_key": "h1"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let hold = hold["id"].as_str().expect("a hold").to_owned();
+    let captured = send(
+        &first.address,
+        &format!("/v1/authorizations/{hold}/capture"),
+        &app_key,
+        json!({"quantity": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(captured.status(), StatusCode::OK);
+    let customer: Value = client
+        .get(format!("{}/v1/customers/acme", second.address))
+        .bearer_auth(&app_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(customer["available"], "99", "{customer}");
+
+    // Least privilege: the instances' role reads and writes rows, and changes no table.
+    let as_app = Database::connect(&url_as(&app)).await.unwrap();
+    let refused = as_app
+        .execute_unprepared("CREATE TABLE intruder (id INTEGER)")
+        .await;
+    assert!(refused.is_err(), "the app role created a table");
+    let refused = as_app
+        .execute_unprepared("ALTER TABLE ledger_entries ADD COLUMN intruder INTEGER")
+        .await;
+    assert!(refused.is_err(), "the app role altered a table");
+    as_app.close().await.ok();
+    let store = creditbook::store::Store::connect(&url_as(&owner))
+        .await
+        .unwrap();
+    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+}

@@ -198,8 +198,20 @@ impl Store {
         &self.catalog
     }
 
+    /// Applies pending migrations. With none pending it changes nothing, not even the migrations
+    /// table, so that instances can run as a role that may not change tables.
     pub async fn migrate(&self) -> Result<()> {
-        Migrator::up(&self.db, None).await?;
+        let pending = Migrator::get_pending_migrations_read_only(&self.db).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        Migrator::up(&self.db, None).await.map_err(|e| {
+            Error::Internal(format!(
+                "{} pending migration(s) could not be applied ({e}); if this database role may \
+                 not change tables, run `creditbook migrate` with the schema owner's database URL",
+                pending.len()
+            ))
+        })?;
         Ok(())
     }
 
