@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::process::{Prepared, credits_used, grant_each, prepare, start_server, terminate};
+use common::process::{
+    Prepared, credits_used, customer_on, grant_each, prepare, start_server, terminate,
+};
 use common::{Engine, TestApp};
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -158,15 +160,7 @@ async fn two_processes_never_overspend(engine: Engine) {
     .await;
     // Exactly the credits there are, whichever process's batches took them.
     assert_eq!(tally(&answers), (50, SHARED_ATTEMPTS - 50));
-    let customer: Value = client
-        .get(format!("{}/v1/customers/shared", servers[1].address))
-        .bearer_auth(&app)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let customer = customer_on(&client, &servers[1], &app, "shared").await;
     assert_eq!(
         (customer["balance"].as_str(), customer["available"].as_str()),
         (Some(SHARED_CREDITS), Some("0"))

@@ -341,15 +341,7 @@ async fn the_readmes_two_instance_postgres_deployment_works() {
     .await
     .unwrap();
     assert_eq!(captured.status(), StatusCode::OK);
-    let customer: Value = client
-        .get(format!("{}/v1/customers/acme", second.address))
-        .bearer_auth(&app_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let customer = common::process::customer_on(&client, &second, &app_key, "acme").await;
     assert_eq!(customer["available"], "99", "{customer}");
 
     // Least privilege: the instances' role reads and writes rows, and changes no table.

@@ -148,3 +148,21 @@ pub async fn credits_used(
         .sum();
     i64::try_from(used).expect("whole credits")
 }
+
+/// `GET /v1/customers/{id}` from `server`, as `key`.
+pub async fn customer_on(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    id: &str,
+) -> serde_json::Value {
+    client
+        .get(format!("{}/v1/customers/{id}", server.address))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
