@@ -1,4 +1,4 @@
-//! Typed configuration (DESIGN.md §5), validated at start. Every error names the file, the key
+//! Typed configuration (README, Configuration), validated at start. Every error names the file, the key
 //! and the reason.
 
 use crate::domain::catalog::{self, Action, Breakage, Catalog, Feature, Overage, Pack, Plan};

@@ -1,6 +1,6 @@
 //! creditbook: the credit ledger, pre-call authorization gate and revenue books of an AI product.
-//! DESIGN.md is the contract; this crate follows its layout: `domain` (pure), `store`
-//! (sea-orm), `http` (axum), `jobs` (time-driven work).
+//! The README is the reference for its rules and interface; the crate's layout: `domain` (pure),
+//! `store` (sea-orm), `http` (axum), `stripe`, `jobs` (time-driven work).
 
 pub mod clock;
 pub mod config;

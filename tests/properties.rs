@@ -1,5 +1,5 @@
 //! Property tests: random sequences of grants, holds, captures, voids, usages and expiries keep
-//! every invariant of DESIGN.md §2 — in the pure domain, and through the store on both engines.
+//! every invariant of the README's ledger rules — in the pure domain, and through the store on both engines.
 
 mod common;
 
@@ -156,7 +156,7 @@ fn sum_of(book: &Book, kind: EntryKind) -> Credits {
         .sum()
 }
 
-/// Everything DESIGN.md §2 says must hold, from the outside.
+/// Everything the README's ledger rules say must hold, from the outside.
 fn assert_invariants(book: &Book, overage: &Overage) {
     book.check_invariants().expect("book invariants");
     let (credits, held) = book.entries_delta();

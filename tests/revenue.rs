@@ -1,6 +1,6 @@
 //! Revenue recognition through the real stack: Stripe events and app usage in, the journal,
 //! roll-forward, waterfall and schedules out. Every amount asserted here was worked out by hand
-//! from DESIGN.md §4 (the working is in the comments); every scenario ends by reconciling the
+//! from README, Revenue recognition (the working is in the comments); every scenario ends by reconciling the
 //! reports with each other and with the ledger.
 
 mod common;

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-/// A paid grant's revenue (DESIGN.md §4): its price, the counters of what became of its credits,
+/// A paid grant's revenue (README, Revenue recognition): its price, the counters of what became of its credits,
 /// what it has posted, and the platform part of a plan line with its daily schedule. Updated in
 /// the same transaction as the ledger entries and journal lines that move it.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -24,7 +24,7 @@ pub struct Action {
 
 impl Action {
     /// Credits for `quantity` units. Refused, not rounded, when the product needs more than six
-    /// decimal places: DESIGN.md allows rounding only in revenue postings.
+    /// decimal places: rounding happens only in revenue postings (README, The ledger).
     pub fn cost(&self, quantity: Quantity) -> Result<Credits, AmountError> {
         let credits = Credits::new(self.credits.value() * quantity.value())?;
         if credits.value() > super::money::max_credits_per_request() {
@@ -36,7 +36,7 @@ impl Action {
     }
 }
 
-/// What happens when a customer's credits run out (DESIGN.md §2).
+/// What happens when a customer's credits run out (README, The ledger).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Overage {
     /// Refuse.

@@ -1,4 +1,4 @@
-//! The gate's one decision (DESIGN.md §2): is this customer entitled to this action now, under
+//! The gate's one decision (README, The ledger): is this customer entitled to this action now, under
 //! which overage rule, and what does the book do. `check`, `authorize`, `capture`, `void`,
 //! `usage` and the customer view all decide here; handlers parse and translate, the store loads
 //! and writes.

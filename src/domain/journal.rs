@@ -1,4 +1,4 @@
-//! Which journal postings ledger entries cause (DESIGN.md §4): each entry on a paid grant moves
+//! Which journal postings ledger entries cause (README, Revenue recognition): each entry on a paid grant moves
 //! the grant's lot, and billed overage accrues to the customer's receivable. Pure: the store reads
 //! what [`needs`] names for a whole batch, runs [`post`] for each command in order on the one
 //! [`Revenue`] it read, and writes what changed. A command that posts nothing (a hold, a void, a

@@ -1,7 +1,7 @@
 //! One customer's credits: grants (lots), two-phase holds and the entries that move them.
 //!
 //! A [`Book`] is loaded by the store under the customer's row lock, changed here by pure
-//! functions that append [`Entry`] values, checked against the invariants of DESIGN.md §2, and
+//! functions that append [`Entry`] values, checked against the invariants in the README (The ledger), and
 //! written back in the same transaction. Nothing in this module reads a clock or does I/O.
 
 use super::Timestamp;
@@ -232,7 +232,7 @@ impl Grant {
         }
     }
 
-    /// DESIGN.md §2: lowest priority, then soonest expiry (none last), then oldest, then id.
+    /// README, The ledger: lowest priority, then soonest expiry (none last), then oldest, then id.
     pub fn consumption_order(a: &Grant, b: &Grant) -> Ordering {
         a.priority
             .cmp(&b.priority)
@@ -837,7 +837,7 @@ impl Book {
     }
 
     /// Takes back credits paid for by `money` that was refunded (or lost in a dispute), per
-    /// DESIGN.md §4: the remaining credits fall by `money` / price per credit, rounded down to
+    /// README, Revenue recognition: the remaining credits fall by `money` / price per credit, rounded down to
     /// the credit scale, and never below what is free (credits already used or held stay used).
     /// Returns the credits taken. `money` must not exceed what is left unrefunded.
     pub fn claw_back(&mut self, grant_id: &str, money: Credits, now: Timestamp) -> Credits {
@@ -908,7 +908,7 @@ impl Book {
     }
 
     /// Carries unused credits of the plan grants that ended at a period boundary into the next
-    /// period, up to `room` in total, in consumption order (DESIGN.md §4, rollover). A grant
+    /// period, up to `room` in total, in consumption order (README, Revenue recognition, rollover). A grant
     /// that already expired at the boundary gets back what lapsed then (`lapsed`, by grant); one
     /// not yet expired (the renewal was paid early) keeps what fits and the rest expires now.
     /// Either way the grant's expiry moves to `new_expires_at`. Returns the credits carried.
@@ -989,7 +989,7 @@ impl Book {
         Some((before, free))
     }
 
-    /// The invariants of DESIGN.md §2 that one customer's book must keep. Checked after every
+    /// The invariants (README, The ledger) that one customer's book must keep. Checked after every
     /// command, before anything is written.
     pub fn check_invariants(&self) -> Result<(), Rejection> {
         let fail = |what: String| Err(Rejection::InvariantViolated(what));

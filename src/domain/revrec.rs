@@ -1,4 +1,4 @@
-//! Revenue recognition (DESIGN.md §4): the double-entry postings that paid credits produce as they
+//! Revenue recognition (README, Revenue recognition): the double-entry postings that paid credits produce as they
 //! are bought, consumed, expire, roll over, move or are refunded. Pure: the store feeds each lot
 //! the ledger's movements and writes the postings it returns.
 //!
@@ -207,7 +207,7 @@ impl Posting {
     }
 }
 
-/// Money to the currency's minor unit, half away from zero (DESIGN.md §4).
+/// Money to the currency's minor unit, half away from zero (README, Revenue recognition).
 pub fn round_money(value: Decimal, currency: &str) -> Credits {
     Credits::new(value.round_dp_with_strategy(
         currency_minor_units(currency),
@@ -224,7 +224,7 @@ pub fn share(money: Credits, part: Credits, whole: Credits, currency: &str) -> C
     round_money(money.value() * part.value() / whole.value(), currency)
 }
 
-/// The platform part of a plan invoice line (DESIGN.md §4): recognized to `subscription_revenue`
+/// The platform part of a plan invoice line (README, Revenue recognition): recognized to `subscription_revenue`
 /// ratably by day over the line's period. Every day but the last recognizes the daily amount
 /// (rounded), never more than is left; the last day takes what rounding left over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +295,7 @@ fn last_instant_of(day: NaiveDate) -> Timestamp {
 
 /// A paid grant's revenue: its price (the part of it paid for credits), the counters of what
 /// became of its credits, and what has been posted so far. A lot keeps the identity
-/// price = deferred + recognized + breakage + refunded + transferred (DESIGN.md §2), where
+/// price = deferred + recognized + breakage + refunded + transferred (README, The ledger), where
 /// recognized is usage revenue net of refunds beyond the deferral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lot {
@@ -447,7 +447,7 @@ impl Lot {
         self.usage - self.contra
     }
 
-    /// What should be recognized to date, as (usage, breakage), per DESIGN.md §4.
+    /// What should be recognized to date, as (usage, breakage), per README, Revenue recognition.
     fn targets(&self) -> (Credits, Credits) {
         let currency = self.currency.as_str();
         // Money that may still become revenue: the price less what left the deferral otherwise.
@@ -563,7 +563,7 @@ impl Lot {
         self.catch_up(PostingKind::EstimateChange, at)
     }
 
-    /// A refund of `money` on this grant, which took `credits` back (DESIGN.md §4). For a plan
+    /// A refund of `money` on this grant, which took `credits` back (README, Revenue recognition). For a plan
     /// line, the platform part takes its share of the refund. Each part comes out of what is
     /// still deferred first; any excess reverses revenue (`refunds`). Cr cash.
     pub fn refund(&mut self, money: Credits, credits: Credits, at: Timestamp) -> Posting {

@@ -162,7 +162,7 @@ impl Spend {
         Ok(Idempotency::request(&key, request_hash(&parts)))
     }
 
-    /// An unknown customer has no credits (DESIGN.md §5).
+    /// An unknown customer has no credits (README, HTTP API).
     fn unknown_customer(&self, e: Error) -> Error {
         match e {
             Error::CustomerNotFound(_) => Error::Rejected(Rejection::InsufficientCredits {

@@ -1,5 +1,5 @@
 //! Recomputes every customer's projection from the ledger entries and compares: the check that
-//! the append-only ledger and the grants, holds and overdrafts it moved agree (DESIGN.md §2).
+//! the append-only ledger and the grants, holds and overdrafts it moved agree (README, The ledger).
 
 use super::Store;
 use super::reports::JournalSums;
@@ -92,7 +92,7 @@ impl Store {
         Ok(problems)
     }
 
-    /// The books against the ledger (DESIGN.md §2, §4): every journal entry balances per
+    /// The books against the ledger (README, The ledger and Revenue recognition): every journal entry balances per
     /// currency; every paid grant has a lot whose credits match the grant and whose identity
     /// holds; and the journal's lines per lot add up to what the lot says it posted.
     async fn audit_revenue(&self, grant_rows: &[grants::Model]) -> Result<Vec<String>> {

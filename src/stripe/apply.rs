@@ -247,7 +247,7 @@ fn new_grant_id() -> String {
 }
 
 impl Apply<'_> {
-    /// The account a Stripe customer belongs to (DESIGN.md §2): a link learnt now (checkout
+    /// The account a Stripe customer belongs to (README, The ledger): a link learnt now (checkout
     /// `client_reference_id`, metadata `creditbook_customer`) or before; without one, the Stripe
     /// customer id itself. A link learnt later moves what arrived before it; the first explicit
     /// link wins over a later, different one.
@@ -718,7 +718,7 @@ impl Apply<'_> {
     }
 
     /// A negative (credit) proration line that names no credited line: the money given back
-    /// takes back credits of the subscription's newest grant, as a refund would (DESIGN.md §4).
+    /// takes back credits of the subscription's newest grant, as a refund would (README, Revenue recognition).
     async fn credit_back(
         &self,
         customer: &str,

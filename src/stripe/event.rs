@@ -1,4 +1,4 @@
-//! Tolerant Stripe event parsing (DESIGN.md §3). Only the fields creditbook acts on are read;
+//! Tolerant Stripe event parsing (README, Stripe). Only the fields creditbook acts on are read;
 //! every one is optional and unknown fields are ignored, so an event of any recent API version
 //! parses. Fields that moved in API version 2025-03-31.basil are read from both places.
 

@@ -1,4 +1,4 @@
-//! `Stripe-Signature` verification on the raw body (DESIGN.md §3): HMAC-SHA256 of
+//! `Stripe-Signature` verification on the raw body (README, Stripe): HMAC-SHA256 of
 //! `t + "." + body`, keyed by the whole `whsec_...` string, compared in constant time against every
 //! `v1`; `v0` and unknown schemes are ignored; several secrets are accepted for rotation. Pure:
 //! the caller supplies "now".

@@ -341,7 +341,7 @@ impl TestApp {
         )
     }
 
-    /// The projection agrees with the ledger (DESIGN.md §2 invariants, recomputed).
+    /// The projection agrees with the ledger (the README's ledger invariants, recomputed).
     pub async fn assert_audit_clean(&self) {
         let problems = self.store.audit().await.expect("audit");
         assert!(problems.is_empty(), "ledger audit: {problems:#?}");
