@@ -37,6 +37,19 @@ fn a_bad_config_fails_with_file_key_and_reason() {
             "accounting.currency: currency \"euros\" is not a three-letter ISO 4217 code",
         ),
         ("[serverr]\n", "unknown field `serverr`"),
+        (
+            "[server]\nshutdown_timeout_seconds = 0\n",
+            "server.shutdown_timeout_seconds: must be between 1 and 3600",
+        ),
+        (
+            "[server]\nmax_connections = 1001\n",
+            "server.max_connections: must be between 1 and 1000",
+        ),
+        (
+            "[server]\nacquire_timeout_seconds = 301\n",
+            "server.acquire_timeout_seconds: must be between 1 and 300",
+        ),
+        ("[server]\nlog_format = \"xml\"\n", "server.log_format"),
     ];
     for (text, expected) in cases {
         let file = dir.path().join("bad.toml");
