@@ -706,3 +706,144 @@ async fn the_openapi_document_and_operations_endpoints(app: TestApp) {
     );
 }
 on_both_engines!(the_openapi_document_and_operations_endpoints);
+
+/// Every request body and query refuses a field it does not know, naming it, so that a
+/// misspelled optional field is never silently dropped; a wrong type or a missing field names
+/// its field too. Nothing changes.
+async fn unknown_fields_are_refused_naming_the_field(app: TestApp) {
+    use Key::*;
+    app.promo("victim", "10").await;
+    let (_, hold) = app.authorize("victim", "chat.request", json!(2)).await;
+    let hold = hold["id"].as_str().unwrap().to_owned();
+    let before = (app.balances("victim").await, app.ledger("victim").await);
+    let capture = format!("/v1/authorizations/{hold}/capture");
+    let spend =
+        r#""customer": "victim", "action": "chat.request", "quantity": 1, "idempotency_key": "u1""#;
+    let cases: Vec<(Method, &str, Key, String, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/customers/victim/grants",
+            Admin,
+            r#"{"kind": "promotional", "credits": "5", "expire_at": "2030-01-01T00:00:00Z", "idempotency_key": "g1"}"#.into(),
+            "expire_at",
+        ),
+        (
+            Method::POST,
+            "/v1/usage",
+            App,
+            format!(r#"{{{spend}, "occured_at": "2026-01-01T00:00:00Z"}}"#),
+            "occured_at",
+        ),
+        (Method::POST, "/v1/authorizations", App, format!(r#"{{{spend}, "qty": 2}}"#), "qty"),
+        (
+            Method::POST,
+            "/v1/check",
+            App,
+            r#"{"customer": "victim", "action": "chat.request", "quantity": 1, "dry_run": true}"#.into(),
+            "dry_run",
+        ),
+        (Method::POST, &capture, App, r#"{"quantity": 1, "amount": "1"}"#.into(), "amount"),
+        (
+            Method::PUT,
+            "/v1/customers/victim/plan",
+            Admin,
+            r#"{"plan": null, "effective": "now"}"#.into(),
+            "effective",
+        ),
+        (
+            Method::POST,
+            "/v1/test-clock/advance",
+            Admin,
+            r#"{"to": "2100-01-01T00:00:00Z", "jobs": false}"#.into(),
+            "jobs",
+        ),
+        // A wrong type names the field; so does a missing one.
+        (
+            Method::POST,
+            "/v1/usage",
+            App,
+            r#"{"customer": "victim", "action": "chat.request", "quantity": true, "idempotency_key": "u2"}"#.into(),
+            "quantity",
+        ),
+        (
+            Method::POST,
+            "/v1/usage",
+            App,
+            r#"{"customer": "victim", "action": "chat.request", "quantity": 1}"#.into(),
+            "idempotency_key",
+        ),
+        (
+            Method::GET,
+            "/v1/customers/victim/ledger?limit=5&page=2",
+            App,
+            String::new(),
+            "page",
+        ),
+        (
+            Method::GET,
+            "/v1/customers/victim/ledger?limit=five",
+            App,
+            String::new(),
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/revenue/journal?from=2026-01-01&to=2026-01-31&fromat=csv",
+            Finance,
+            String::new(),
+            "fromat",
+        ),
+    ];
+    for (method, path, key, body, field) in cases {
+        let key = match key {
+            App => &app.app_key,
+            Admin => &app.admin_key,
+            Finance => &app.finance_key,
+            None | Wrong => unreachable!(),
+        };
+        let mut request = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .bearer_auth(key);
+        if method != Method::GET {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {problem}"
+        );
+        assert_eq!(problem["type"], "invalid_request", "{path}: {problem}");
+        assert_eq!(problem["field"], field, "{path}: {problem}");
+    }
+    // Inside a batch, each usage's problem names the field by its place in the batch.
+    let (status, batch) = app
+        .post_app(
+            "/v1/usage/batch",
+            json!({"usages": [
+                {"customer": "victim", "action": "chat.request", "quantity": 1, "idempotency_key": "b1", "occured_at": "2026-01-01T00:00:00Z"},
+                {"customer": "victim", "action": "chat.request", "quantity": "x", "idempotency_key": "b2"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    let fields: Vec<&serde_json::Value> = batch["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["field"])
+        .collect();
+    assert_eq!(
+        fields,
+        [&json!("usages[0].occured_at"), &json!("usages[1].quantity")]
+    );
+    let after = (app.balances("victim").await, app.ledger("victim").await);
+    assert_eq!(before, after, "a refused field changed the books");
+    app.assert_audit_clean().await;
+}
+on_both_engines!(unknown_fields_are_refused_naming_the_field);

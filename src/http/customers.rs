@@ -1,7 +1,7 @@
 //! Customer reads (balance, grants, ledger) and admin writes (grants, plan).
 
 use super::AppState;
-use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
+use super::extract::{Amount, ApiJson, ApiQuery, Caller, identifier, request_hash};
 use crate::domain::adjustment::{self, Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
 use crate::domain::gate::{Policy, Terms};
@@ -12,7 +12,7 @@ use crate::store::keys::Scope;
 use crate::store::revenue::Origin;
 use crate::store::{Command, Idempotency};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -145,6 +145,7 @@ pub async fn show(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     /// Entries per page, 1 to 200 (default 50).
     limit: Option<u64>,
@@ -167,10 +168,9 @@ pub async fn ledger(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    query: Result<Query<LedgerQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> Result<Json<LedgerPage>> {
     caller.require(Scope::App)?;
-    let Query(query) = query.map_err(|e| Error::invalid("query", e.body_text()))?;
     let id = identifier("id", &id)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -198,6 +198,7 @@ pub async fn ledger(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     /// `promotional` or `adjustment`; `pack` and `plan` record a sale made outside Stripe.
     kind: String,
@@ -530,6 +531,7 @@ pub async fn create_adjustment(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     /// A plan id of the catalog, or null for none.
     plan: Option<String>,

@@ -3,7 +3,6 @@
 use super::AppState;
 use crate::error::Error;
 use crate::store::keys::Scope;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -14,28 +13,119 @@ use std::str::FromStr;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// `axum::Json` whose rejections are problem+json errors. `LIMIT` is the body limit the route is
-/// served with (its `DefaultBodyLimit`), named in the `payload_too_large` problem.
+/// A JSON body parsed into `T`, whose refusals are problem+json errors naming the field: the
+/// field of a wrong type, a missing field, or an unknown one (request types deny unknown fields,
+/// so that a misspelled optional field is refused rather than silently dropped). `LIMIT` is the
+/// body limit the route is served with (its `DefaultBodyLimit`), named in `payload_too_large`.
 pub struct ApiJson<T, const LIMIT: usize = MAX_BODY_BYTES>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for ApiJson<T, LIMIT> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(e) => Error::invalid("body", e.body_text()),
-                JsonRejection::JsonSyntaxError(e) => Error::MalformedJson(e.body_text()),
-                JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType,
-                JsonRejection::BytesRejection(e)
-                    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    Error::PayloadTooLarge(LIMIT)
-                }
-                other => Error::MalformedJson(other.body_text()),
-            }),
+        if !is_json(req.headers()) {
+            return Err(Error::UnsupportedMediaType);
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge(LIMIT)
+                } else {
+                    Error::MalformedJson(e.body_text())
+                }
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// `Content-Type: application/json`, or another `application/…+json`.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a whole JSON document into `T`: a syntax error is `malformed_json`; a value that does
+/// not fit is `invalid_request` naming the field (`body` when it is the document itself).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => invalid_field(&path, &inner.to_string()),
+            _ => Error::MalformedJson(inner.to_string()),
+        }
+    })?;
+    de.end().map_err(|e| Error::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// A JSON value at `at` (a field path such as `usages[3]`) parsed into `T`; a refusal names the
+/// field within it.
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value, at: &str) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        };
+        invalid_field(&path, &e.into_inner().to_string())
+    })
+}
+
+/// The field a serde message names (`unknown field `x``, `missing field `x``).
+fn named_field(message: &str) -> Option<&str> {
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.split_once(prefix))
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(name, _)| name)
+}
+
+/// An `invalid_request` about the field at `path` (serde's path, `.` for the root) that
+/// `message` describes.
+fn invalid_field(path: &str, message: &str) -> Error {
+    let parent = if path == "." { "" } else { path };
+    let field = match named_field(message) {
+        // An unknown field's path already ends with it; a missing one's is its parent's.
+        Some(name) if parent == name || parent.ends_with(&format!(".{name}")) => parent.to_owned(),
+        Some(name) if parent.is_empty() => name.to_owned(),
+        Some(name) => format!("{parent}.{name}"),
+        None if parent.is_empty() => "body".to_owned(),
+        None => parent.to_owned(),
+    };
+    Error::invalid(field, message)
+}
+
+/// Query parameters parsed into `T`: refusals are `invalid_request` naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                invalid_field(&path, &e.into_inner().to_string())
+            })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The pre-call gate: check, authorize (hold), capture, void, and one-shot usage.
 
 use super::AppState;
-use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
+use super::extract::{Amount, ApiJson, Caller, identifier, parse_value, request_hash};
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Action, Catalog};
 use crate::domain::gate::{self, Actual, Decided, Policy};
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     customer: String,
     action: String,
@@ -40,6 +41,7 @@ pub struct CheckResponse {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SpendRequest {
     customer: String,
     action: String,
@@ -84,6 +86,7 @@ pub struct AuthorizationResponse {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     /// Units of the held action actually used; or give `credits`.
     #[schema(value_type = Option<String>)]
@@ -574,21 +577,19 @@ pub async fn usage_batch(
     let mut queued = Vec::new();
     let mut spends = Vec::new();
     for (i, item) in request.usages.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<BatchUsage>(item)
-            .map_err(|e| Error::invalid(format!("usages[{i}]"), e))
-            .and_then(|u| {
-                usage_command(
-                    &state,
-                    SpendRequest {
-                        customer: u.customer,
-                        action: u.action,
-                        quantity: u.quantity,
-                        idempotency_key: u.idempotency_key,
-                        occurred_at: u.occurred_at,
-                    },
-                    now,
-                )
-            });
+        let parsed = parse_value::<BatchUsage>(item, &format!("usages[{i}]")).and_then(|u| {
+            usage_command(
+                &state,
+                SpendRequest {
+                    customer: u.customer,
+                    action: u.action,
+                    quantity: u.quantity,
+                    idempotency_key: u.idempotency_key,
+                    occurred_at: u.occurred_at,
+                },
+                now,
+            )
+        });
         match parsed {
             Ok((spend, command, decide)) => {
                 results.push(None);

@@ -42,6 +42,7 @@ pub async fn openapi() -> impl IntoResponse {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AdvanceRequest {
     to: DateTime<Utc>,
 }

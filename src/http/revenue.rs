@@ -2,7 +2,7 @@
 //! roll-forward, the waterfall and per-grant schedules, in JSON or CSV; and period close.
 
 use super::AppState;
-use super::extract::{Caller, identifier};
+use super::extract::{ApiQuery, Caller, identifier};
 use crate::domain::Timestamp;
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ use crate::store::reports::{
 };
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
@@ -38,14 +38,6 @@ fn format_of(text: Option<&str>) -> Result<Format> {
             format!("{other:?} is not json or csv"),
         )),
     }
-}
-
-type QueryResult<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
-
-fn query<T>(query: QueryResult<T>) -> Result<T> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| Error::invalid("query", e.body_text()))
 }
 
 /// A date range, `from` and `to` inclusive, as the half-open range of instants it covers.
@@ -86,6 +78,7 @@ pub fn month_range(from: &str, to: &str) -> Result<(Period, Period)> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct JournalQuery {
     /// First booking date, `YYYY-MM-DD` (UTC).
     from: String,
@@ -171,10 +164,9 @@ fn content_type(format: Format) -> HeaderValue {
 pub async fn journal(
     State(state): State<AppState>,
     caller: Caller,
-    q: QueryResult<JournalQuery>,
+    ApiQuery(q): ApiQuery<JournalQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let q = query(q)?;
     let format = format_of(q.format.as_deref())?;
     let (from, to) = date_range(&q.from, &q.to)?;
     let stream = futures_util::StreamExt::map(
@@ -195,6 +187,7 @@ pub async fn journal(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct MonthsQuery {
     /// First month, `YYYY-MM`.
     from: String,
@@ -257,10 +250,9 @@ pub fn waterfall_csv(rows: &[WaterfallRow], from: Period, to: Period) -> String 
 pub async fn rollforward(
     State(state): State<AppState>,
     caller: Caller,
-    q: QueryResult<MonthsQuery>,
+    ApiQuery(q): ApiQuery<MonthsQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let q = query(q)?;
     let format = format_of(q.format.as_deref())?;
     let (from, to) = month_range(&q.from, &q.to)?;
     let rows = state.store.rollforward(from, to).await?;
@@ -281,10 +273,9 @@ pub struct WaterfallReport {
 pub async fn waterfall(
     State(state): State<AppState>,
     caller: Caller,
-    q: QueryResult<MonthsQuery>,
+    ApiQuery(q): ApiQuery<MonthsQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let q = query(q)?;
     let format = format_of(q.format.as_deref())?;
     let (from, to) = month_range(&q.from, &q.to)?;
     let rows = state.store.waterfall(from, to).await?;
@@ -295,6 +286,7 @@ pub async fn waterfall(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct FormatQuery {
     /// `json` (default) or `csv` (the periods).
     format: Option<String>,
@@ -329,10 +321,9 @@ pub async fn schedule(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    q: QueryResult<FormatQuery>,
+    ApiQuery(q): ApiQuery<FormatQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let q = query(q)?;
     let format = format_of(q.format.as_deref())?;
     let id = identifier("id", &id)?;
     let schedule = state
