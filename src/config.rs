@@ -46,6 +46,7 @@ struct RawServer {
     shutdown_timeout_seconds: Option<u64>,
     max_connections: Option<u32>,
     acquire_timeout_seconds: Option<u64>,
+    key_cache_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -150,6 +151,8 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     /// The database connection pool (`[server] max_connections`, `acquire_timeout_seconds`).
     pub pool: crate::store::PoolSettings,
+    /// How long a verified API key is trusted from memory (`[server] key_cache_seconds`).
+    pub key_cache_seconds: u64,
     pub stripe: StripeConfig,
     pub hold_timeout_seconds: u64,
     pub job_interval_seconds: u64,
@@ -184,6 +187,7 @@ const MAX_SHUTDOWN_TIMEOUT_SECONDS: u64 = 3_600;
 /// Limits of the connection pool.
 const MAX_CONNECTIONS: u32 = 1_000;
 const MAX_ACQUIRE_TIMEOUT_SECONDS: u64 = 300;
+const MAX_KEY_CACHE_SECONDS: u64 = 300;
 
 /// Limits on what a config may say: a hold lives at most a day, jobs run at least hourly.
 const MAX_HOLD_TIMEOUT_SECONDS: u64 = 86_400;
@@ -315,6 +319,16 @@ impl Config {
                 format!("must be between 1 and {MAX_ACQUIRE_TIMEOUT_SECONDS}"),
             ));
         }
+        let key_cache_seconds = raw
+            .server
+            .key_cache_seconds
+            .unwrap_or(crate::store::keys::KEY_CACHE_SECONDS);
+        if key_cache_seconds > MAX_KEY_CACHE_SECONDS {
+            return Err(fail(
+                "server.key_cache_seconds".into(),
+                format!("must be between 0 and {MAX_KEY_CACHE_SECONDS}"),
+            ));
+        }
         let pool = crate::store::PoolSettings {
             max_connections: raw.server.max_connections,
             acquire_timeout: std::time::Duration::from_secs(acquire_timeout_seconds),
@@ -356,6 +370,7 @@ impl Config {
         Ok(Config {
             batching,
             pool,
+            key_cache_seconds,
             log_format,
             shutdown_timeout_seconds,
             listen: env("CREDITBOOK_LISTEN")

@@ -36,7 +36,8 @@ pub async fn build_state_with_clock(
     let store = Store::connect_with(&config.database_url, config.pool)
         .await?
         .with_catalog(catalog.clone())
-        .with_batching(config.batching);
+        .with_batching(config.batching)
+        .with_key_cache(std::time::Duration::from_secs(config.key_cache_seconds));
     store.migrate().await?;
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(c) => Arc::new(c.clone()),

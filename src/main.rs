@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use creditbook::config::{Config, LogFormat};
 use creditbook::store::Store;
-use creditbook::store::keys::Scope;
+use creditbook::store::keys::{Label, Revoked, Scope};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -98,6 +98,19 @@ enum KeysCommand {
         /// What the key may call.
         #[arg(long, value_enum)]
         scope: ScopeArg,
+        /// What the key is for (shown by `keys list`): 1 to 100 bytes, no control characters.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List every key, oldest first, one tab-separated line each: id, scope, label, created,
+    /// last used, revoked. Never the key itself. "Last used" is exact to within
+    /// [server] key_cache_seconds.
+    List,
+    /// Revoke key ID (from `keys list`): refused at once by a process that has not used it in the
+    /// last [server] key_cache_seconds, and by every process within that bound.
+    Revoke {
+        /// The key's id, `key_...`.
+        id: String,
     },
 }
 
@@ -237,28 +250,74 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("migrated {}", redact(&config.database_url));
             Ok(())
         }
-        Commands::Keys {
-            command: KeysCommand::Create { scope },
-        } => {
+        Commands::Keys { command } => {
             let store = connect(&config).await?;
             store.migrate().await.map_err(|e| e.to_string())?;
+            keys(&store, command).await
+        }
+    }
+}
+
+async fn keys(store: &Store, command: KeysCommand) -> Result<(), String> {
+    let now = chrono::Utc::now();
+    match command {
+        KeysCommand::Create { scope, label } => {
+            let label = label.as_deref().map(Label::parse).transpose()?;
             let scope = match scope {
                 ScopeArg::App => Scope::App,
                 ScopeArg::Admin => Scope::Admin,
                 ScopeArg::Finance => Scope::Finance,
             };
-            let key = store
-                .create_api_key(scope, chrono::Utc::now())
+            let (id, key) = store
+                .create_api_key(scope, label.as_ref(), now)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
-                "created a {} key; store it now, it is not shown again:",
+                "created {} key {id}; store it now, it is not shown again:",
                 scope.as_str()
             );
             println!("{key}");
-            Ok(())
+        }
+        KeysCommand::List => {
+            let keys = store.list_api_keys().await.map_err(|e| e.to_string())?;
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_owned(), |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+            };
+            println!("id\tscope\tlabel\tcreated\tlast_used\trevoked");
+            for key in keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.scope,
+                    key.label.as_deref().unwrap_or("-"),
+                    time(Some(key.created_at)),
+                    time(key.last_used_at),
+                    time(key.revoked_at),
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            match store
+                .revoke_api_key(&id, now)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => {
+                    return Err(format!(
+                        "no key with id {id:?} (see `creditbook keys list`)"
+                    ));
+                }
+                Some(Revoked::Now) => println!("revoked key {id}"),
+                Some(Revoked::Already(at)) => println!(
+                    "key {id} was already revoked at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            }
         }
     }
+    Ok(())
 }
 
 async fn stripe_sync(config: &Config, since: &str) -> Result<(), String> {
@@ -339,7 +398,11 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 async fn connect(config: &Config) -> Result<Store, String> {
     Store::connect_with(&config.database_url, config.pool)
         .await
-        .map(|store| store.with_catalog(std::sync::Arc::new(config.catalog.clone())))
+        .map(|store| {
+            store
+                .with_catalog(std::sync::Arc::new(config.catalog.clone()))
+                .with_key_cache(std::time::Duration::from_secs(config.key_cache_seconds))
+        })
         .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))
 }
 

@@ -110,3 +110,123 @@ async fn keys_are_printed_once_and_stored_as_sha256() {
         None
     );
 }
+
+/// `keys create --label`, `keys list` (never the key) and `keys revoke`: a revoked key is refused
+/// by a server that never used it at once, and by one that did within `key_cache_seconds`.
+async fn keys_are_labelled_listed_and_revoked(engine: common::Engine) {
+    use common::process::start_server;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = common::fresh_database(engine, dir.path()).await;
+    let config = common::write_example_config(dir.path(), &database_url);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("key_cache_seconds = 30", "key_cache_seconds = 1");
+    std::fs::write(&config, text).unwrap();
+    let create = |scope: &str, label: &str| {
+        let (ok, stdout, stderr) = run(
+            &config,
+            &["keys", "create", "--scope", scope, "--label", label],
+        );
+        assert!(ok, "{stderr}");
+        let id = stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("key_"))
+            .expect("the key's id")
+            .trim_end_matches(';')
+            .to_owned();
+        (id, stdout.lines().last().unwrap().to_owned())
+    };
+    let (app_id, app_key) = create("app", "billing app");
+    let (_, other_key) = create("app", "spare");
+    let (ok, _, stderr) = run(
+        &config,
+        &["keys", "create", "--scope", "app", "--label", "a\tb"],
+    );
+    assert!(!ok && stderr.contains("label"), "{stderr}");
+
+    let server = start_server(&config).await;
+    let client = reqwest::Client::new();
+    let customer = |key: String| {
+        let request = client
+            .get(format!("{}/v1/customers/nobody", server.address))
+            .bearer_auth(key);
+        async move { request.send().await.unwrap().status() }
+    };
+    // Used, so trusted from memory for up to a second.
+    assert_eq!(customer(app_key.clone()).await, 404);
+
+    let list = |config: &Path| {
+        let (ok, stdout, stderr) = run(config, &["keys", "list"]);
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    // The last use is recorded off the request's path: wait for it.
+    let mut listed = String::new();
+    for _ in 0..50 {
+        listed = list(&config);
+        if listed
+            .lines()
+            .any(|l| l.starts_with(&app_id) && l.split('\t').nth(4) != Some("-"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let lines: Vec<Vec<&str>> = listed.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        lines[0],
+        ["id", "scope", "label", "created", "last_used", "revoked"]
+    );
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert_eq!(lines[1][..3], [app_id.as_str(), "app", "billing app"]);
+    assert_ne!(lines[1][4], "-", "last use recorded: {listed}");
+    assert_eq!(lines[1][5], "-");
+    assert_eq!(lines[2][2], "spare");
+    assert!(
+        !listed.contains(&app_key) && !listed.contains(&other_key),
+        "a key was listed"
+    );
+
+    let (ok, stdout, stderr) = run(&config, &["keys", "revoke", &app_id]);
+    assert!(ok && stdout.contains("revoked"), "{stderr}");
+    let (ok, stdout, _) = run(&config, &["keys", "revoke", &app_id]);
+    assert!(ok && stdout.contains("already revoked"), "{stdout}");
+    let (ok, _, stderr) = run(&config, &["keys", "revoke", "key_nothing"]);
+    assert!(!ok && stderr.contains("key_nothing"), "{stderr}");
+    let revoked_line = list(&config);
+    assert!(
+        revoked_line
+            .lines()
+            .any(|l| l.starts_with(&app_id) && l.split('\t').nth(5) != Some("-")),
+        "{revoked_line}"
+    );
+
+    // A server that never used the key refuses it at once.
+    let fresh = start_server(&config).await;
+    let status = client
+        .get(format!("{}/v1/customers/nobody", fresh.address))
+        .bearer_auth(&app_key)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    // The one that used it refuses it once its memory of the key is older than a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(customer(app_key.clone()).await, 401);
+    assert_eq!(
+        customer(other_key.clone()).await,
+        404,
+        "other keys still work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_labelled_listed_and_revoked_on_sqlite() {
+    keys_are_labelled_listed_and_revoked(common::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_labelled_listed_and_revoked_on_postgres() {
+    keys_are_labelled_listed_and_revoked(common::Engine::Postgres).await;
+}

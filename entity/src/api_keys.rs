@@ -9,6 +9,13 @@ pub struct Model {
     pub key_hash: String,
     pub scope: String,
     pub created_at: i64,
+    /// What the key is for, as its creator said.
+    pub label: Option<String>,
+    /// When the key was last verified from the database (a process trusts a verified key from
+    /// memory for a while, so this is exact to within that bound).
+    pub last_used_at: Option<i64>,
+    /// When the key was revoked; a revoked key is refused.
+    pub revoked_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ mod m20261121_000001_ledger;
 mod m20261121_000002_stripe;
 mod m20261121_000003_revenue;
 mod m20261123_000004_adjustments;
+mod m20261123_000005_key_management;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_stripe::Migration),
             Box::new(m20261121_000003_revenue::Migration),
             Box::new(m20261123_000004_adjustments::Migration),
+            Box::new(m20261123_000005_key_management::Migration),
         ]
     }
 }

@@ -2,13 +2,14 @@
 //! hashes compared in constant time.
 
 use super::Store;
-use super::rows::time;
+use super::rows::{time, timestamp};
 use crate::domain::Timestamp;
 use crate::error::Result;
 use entity::api_keys;
 use rand::RngCore;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -41,26 +42,78 @@ impl Scope {
 /// Longest key accepted in a header; longer input is refused before hashing.
 pub const MAX_KEY_LENGTH: usize = 128;
 
-/// How long a verified key is trusted from memory before the database is asked again: the bound
-/// on how stale the hot path's view of the keys may be (a key removed from the database keeps
-/// working this long in a process that used it).
+/// How long a verified key is trusted from memory before the database is asked again, by default
+/// (`[server] key_cache_seconds`): the bound on how stale the hot path's view of the keys may be.
+/// A revoked key keeps working at most this long in a process that used it just before.
 pub const KEY_CACHE_SECONDS: u64 = 30;
+/// Longest label kept with a key, in bytes.
+pub const MAX_LABEL_BYTES: usize = 100;
+
+/// What a key is for, as its creator says: 1 to [`MAX_LABEL_BYTES`] bytes, no control
+/// characters (so that `keys list` stays one line per key), surrounding blanks trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(String);
+
+impl Label {
+    pub fn parse(text: &str) -> std::result::Result<Label, String> {
+        let text = text.trim();
+        if text.is_empty() || text.len() > MAX_LABEL_BYTES || text.chars().any(char::is_control) {
+            return Err(format!(
+                "a label is 1 to {MAX_LABEL_BYTES} bytes with no control characters"
+            ));
+        }
+        Ok(Label(text.to_owned()))
+    }
+}
+
+/// A key as `keys list` shows it: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub scope: String,
+    pub label: Option<String>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What `keys revoke` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    Already(Timestamp),
+}
 /// Verified keys kept in memory at most; the cache starts over when full.
 const KEY_CACHE_ENTRIES: usize = 10_000;
 
 /// Keys verified recently, by their SHA-256: the gate's hot path makes no database round trip
 /// to authenticate. Unknown keys are never cached, so a new key works at once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyCache {
     verified: std::sync::RwLock<std::collections::HashMap<[u8; 32], (Scope, std::time::Instant)>>,
+    ttl: std::time::Duration,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::new(std::time::Duration::from_secs(KEY_CACHE_SECONDS))
+    }
 }
 
 impl KeyCache {
+    /// Trusts a verified key for `ttl` (zero: asks the database every time).
+    pub fn new(ttl: std::time::Duration) -> KeyCache {
+        KeyCache {
+            verified: std::sync::RwLock::default(),
+            ttl,
+        }
+    }
+
     fn get(&self, digest: &[u8; 32]) -> Option<Scope> {
         let verified = self.verified.read().unwrap_or_else(|e| e.into_inner());
         verified
             .get(digest)
-            .filter(|(_, at)| at.elapsed().as_secs() < KEY_CACHE_SECONDS)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(scope, _)| *scope)
     }
 
@@ -78,20 +131,72 @@ fn digest(key: &str) -> [u8; 32] {
 }
 
 impl Store {
-    /// Makes a key of `scope` and returns it; it is never shown again.
-    pub async fn create_api_key(&self, scope: Scope, now: Timestamp) -> Result<String> {
+    /// Makes a key of `scope` and returns its id and the key; the key is never shown again.
+    pub async fn create_api_key(
+        &self,
+        scope: Scope,
+        label: Option<&Label>,
+        now: Timestamp,
+    ) -> Result<(String, String)> {
         let mut secret = [0_u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let key = format!("cb_{}_{}", scope.as_str(), hex::encode(secret));
+        let id = format!("key_{}", uuid::Uuid::now_v7().simple());
         api_keys::ActiveModel {
-            id: Set(uuid::Uuid::now_v7().to_string()),
+            id: Set(id.clone()),
             key_hash: Set(hex::encode(digest(&key))),
             scope: Set(scope.as_str().to_owned()),
             created_at: Set(time(now)),
+            label: Set(label.map(|l| l.0.clone())),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
         }
         .insert(self.connection())
         .await?;
-        Ok(key)
+        Ok((id, key))
+    }
+
+    /// Every key, oldest first: never the key itself.
+    pub async fn list_api_keys(&self) -> Result<Vec<KeyInfo>> {
+        api_keys::Entity::find()
+            .order_by_asc(api_keys::Column::CreatedAt)
+            .order_by_asc(api_keys::Column::Id)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(KeyInfo {
+                    id: row.id,
+                    scope: row.scope,
+                    label: row.label,
+                    created_at: timestamp(row.created_at)?,
+                    last_used_at: row.last_used_at.map(timestamp).transpose()?,
+                    revoked_at: row.revoked_at.map(timestamp).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes key `id`: refused from now on by every process that asks the database, and within
+    /// the key cache's bound by those that trusted it from memory. Revoking again changes
+    /// nothing; `None` when there is no such key.
+    pub async fn revoke_api_key(&self, id: &str, now: Timestamp) -> Result<Option<Revoked>> {
+        let Some(row) = api_keys::Entity::find_by_id(id.to_owned())
+            .one(self.connection())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some(at) = row.revoked_at {
+            return Ok(Some(Revoked::Already(timestamp(at)?)));
+        }
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokedAt, Expr::value(time(now)))
+            .filter(api_keys::Column::Id.eq(id))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(self.connection())
+            .await?;
+        Ok(Some(Revoked::Now))
     }
 
     /// The scope of a presented key, if it is one of ours.
@@ -105,15 +210,46 @@ impl Store {
         }
         let row = api_keys::Entity::find()
             .filter(api_keys::Column::KeyHash.eq(hex::encode(wanted)))
+            .filter(api_keys::Column::RevokedAt.is_null())
             .one(self.connection())
             .await?;
-        let scope = row.and_then(|row| {
+        let Some((id, scope)) = row.and_then(|row| {
             let stored = hex::decode(&row.key_hash).ok()?;
-            bool::from(stored.ct_eq(&wanted)).then(|| Scope::parse(&row.scope))?
+            let scope = bool::from(stored.ct_eq(&wanted)).then(|| Scope::parse(&row.scope))??;
+            Some((row.id, scope))
+        }) else {
+            return Ok(None);
+        };
+        self.keys.put(wanted, scope);
+        // When it was last used, off the request's path: once per cache period per process.
+        let db = self.connection().clone();
+        let now = time(chrono::Utc::now());
+        tokio::spawn(async move {
+            let updated = api_keys::Entity::update_many()
+                .col_expr(api_keys::Column::LastUsedAt, Expr::value(now))
+                .filter(api_keys::Column::Id.eq(id))
+                .exec(&db)
+                .await;
+            if let Err(e) = updated {
+                tracing::debug!(error = %e, "recording when a key was last used");
+            }
         });
-        if let Some(scope) = scope {
-            self.keys.put(wanted, scope);
-        }
-        Ok(scope)
+        Ok(Some(scope))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_is_one_short_printable_line() {
+        assert_eq!(
+            Label::parse("  billing app ").unwrap(),
+            Label("billing app".into())
+        );
+        assert!(Label::parse("").is_err());
+        assert!(Label::parse("a\tb").is_err());
+        assert!(Label::parse(&"x".repeat(MAX_LABEL_BYTES + 1)).is_err());
     }
 }

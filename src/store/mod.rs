@@ -128,6 +128,12 @@ impl Store {
         self
     }
 
+    /// How long a verified API key is trusted from memory (`[server] key_cache_seconds`).
+    pub fn with_key_cache(mut self, ttl: Duration) -> Store {
+        self.keys = Arc::new(keys::KeyCache::new(ttl));
+        self
+    }
+
     pub fn runner_stats(&self) -> &RunnerStats {
         &self.stats
     }

@@ -127,9 +127,17 @@ pub async fn spawn_app_at(
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().unwrap());
     let now = chrono::Utc::now();
-    let app_key = store.create_api_key(Scope::App, now).await.unwrap();
-    let admin_key = store.create_api_key(Scope::Admin, now).await.unwrap();
-    let finance_key = store.create_api_key(Scope::Finance, now).await.unwrap();
+    let app_key = store.create_api_key(Scope::App, None, now).await.unwrap().1;
+    let admin_key = store
+        .create_api_key(Scope::Admin, None, now)
+        .await
+        .unwrap()
+        .1;
+    let finance_key = store
+        .create_api_key(Scope::Finance, None, now)
+        .await
+        .unwrap()
+        .1;
     // A long job interval: tests drive time through the test clock.
     tokio::spawn(creditbook::serve(
         listener,
