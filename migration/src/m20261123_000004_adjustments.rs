@@ -13,21 +13,17 @@ const UP: [&str; 2] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for statement in UP {
-            db.execute_unprepared(statement).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, &UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for statement in [
-            "ALTER TABLE revenue_lots DROP COLUMN forfeited",
-            "ALTER TABLE ledger_entries DROP COLUMN reason",
-        ] {
-            db.execute_unprepared(statement).await?;
-        }
-        Ok(())
+        crate::execute_all(
+            manager,
+            &[
+                "ALTER TABLE revenue_lots DROP COLUMN forfeited",
+                "ALTER TABLE ledger_entries DROP COLUMN reason",
+            ],
+        )
+        .await
     }
 }

@@ -14,19 +14,18 @@ const UP: [&str; 3] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for statement in UP {
-            db.execute_unprepared(statement).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, &UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for column in ["revoked_at", "last_used_at", "label"] {
-            db.execute_unprepared(&format!("ALTER TABLE api_keys DROP COLUMN {column}"))
-                .await?;
-        }
-        Ok(())
+        crate::execute_all(
+            manager,
+            &[
+                "ALTER TABLE api_keys DROP COLUMN revoked_at",
+                "ALTER TABLE api_keys DROP COLUMN last_used_at",
+                "ALTER TABLE api_keys DROP COLUMN label",
+            ],
+        )
+        .await
     }
 }
