@@ -47,6 +47,7 @@ pub async fn build_state_with_clock(
         store,
         catalog,
         clock,
+        wall_clock: Arc::new(SystemClock),
         test_clock,
         metrics: Arc::new(metrics::Metrics::default()),
         hold_timeout_seconds: config.hold_timeout_seconds,

@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{Duration, TimeZone, Utc};
-use common::{Engine, TestApp, WEBHOOK_SECRET, spawn_app_at};
+use common::{Engine, TestApp, WEBHOOK_SECRET, spawn_app_at, spawn_app_delivered_at};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -159,7 +159,7 @@ async fn golden_delivery(engine: Engine) {
     )
     .unwrap();
     let sent = Utc.timestamp_opt(1746757390 + 5, 0).unwrap();
-    let app = spawn_app_at(engine, sent, |config| {
+    let app = spawn_app_delivered_at(engine, sent, Some(sent), |config| {
         config.stripe.webhook_secrets = vec!["whsec_old_rotated_out".into(), secret.into()];
         map_real_prices(config);
     })
@@ -208,6 +208,43 @@ async fn unconfigured_webhooks(engine: Engine) {
 
 per_engine!(unconfigured_webhooks);
 
+/// A test clock moves business time, not deliveries: after the clock is advanced 60 days, a
+/// genuine delivery (signed in real time) is accepted and applied at business time, and one
+/// signed at the test clock's time is refused as out of tolerance.
+async fn signatures_are_checked_in_real_time(app: TestApp) {
+    let later = app.now() + Duration::days(60);
+    app.advance(later).await;
+    let body = event(
+        "evt_after_advance",
+        "checkout.session.completed",
+        later.timestamp(),
+        json!({"id": "cs_adv", "object": "checkout.session", "mode": "payment", "payment_status": "paid",
+               "client_reference_id": "acct_adv", "amount_total": 1000, "currency": "usd",
+               "payment_intent": "pi_adv", "metadata": {"creditbook_pack": "topup_small"}}),
+    );
+    let at_test_time =
+        creditbook::stripe::signature::sign(body.as_bytes(), WEBHOOK_SECRET, later.timestamp());
+    let (status, value) = app
+        .webhook_with(body.clone().into_bytes(), Some(&at_test_time))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+    assert_eq!(value["type"], "invalid_signature");
+    let (status, value) = app.webhook(&body).await;
+    assert_eq!(
+        (status, &value["outcome"]),
+        (StatusCode::OK, &json!("applied")),
+        "{value}"
+    );
+    // Applied at business time: the pack's grant was made on the advanced clock.
+    let grants = app.customer("acct_adv").await["grants"].clone();
+    let expires = grants[0]["expires_at"].as_str().expect("a pack expires");
+    let expires: chrono::DateTime<Utc> = expires.parse().unwrap();
+    let after = expires - (later + Duration::days(365));
+    assert!(after.num_seconds().abs() < 1, "{grants}");
+}
+
+on_both_engines!(signatures_are_checked_in_real_time);
+
 /// Headers made by Stripe's own library are accepted by the endpoint.
 async fn stripe_library_signatures(app: TestApp) {
     let python = std::env::var("CREDITBOOK_TEST_STRIPE_PYTHON")
@@ -220,7 +257,7 @@ async fn stripe_library_signatures(app: TestApp) {
         .arg("import sys, stripe\npayload = open(sys.argv[1], encoding='utf-8').read()\nprint(stripe.WebhookSignature.generate_signature_header(payload, sys.argv[2], int(sys.argv[3])))")
         .arg(file.path())
         .arg(WEBHOOK_SECRET)
-        .arg(app.now().timestamp().to_string())
+        .arg(Utc::now().timestamp().to_string())
         .output()
         .unwrap();
     assert!(
@@ -246,7 +283,8 @@ async fn refused_deliveries(app: TestApp) {
                "client_reference_id": "acct_1", "amount_total": 1000, "currency": "usd",
                "payment_intent": "pi_1", "metadata": {"creditbook_pack": "topup_small"}}),
     );
-    let now = app.now().timestamp();
+    // Deliveries are signed in real time.
+    let now = Utc::now().timestamp();
     let sign = |body: &str, secret: &str, at: i64| {
         creditbook::stripe::signature::sign(body.as_bytes(), secret, at)
     };

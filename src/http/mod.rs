@@ -26,6 +26,9 @@ pub struct AppState {
     pub store: Store,
     pub catalog: Arc<Catalog>,
     pub clock: Arc<dyn Clock>,
+    /// Real time, whatever `clock` says: deliveries (Stripe's signatures) happen in real time even
+    /// when a test clock moves business time.
+    pub wall_clock: Arc<dyn Clock>,
     /// Present only with `--test-clock`.
     pub test_clock: Option<TestClock>,
     pub metrics: Arc<Metrics>,

@@ -29,13 +29,13 @@ pub async fn stripe(
         .transpose()
         .map_err(Error::InvalidSignature)?
         .unwrap_or("");
-    let now = state.clock.now();
+    // The signature's age is measured in real time; the event applies at business time.
     signature::verify(
         header,
         &body,
         &state.stripe.webhook_secrets,
         state.stripe.webhook_tolerance_seconds,
-        now.timestamp(),
+        state.wall_clock.now().timestamp(),
     )
     .map_err(|e| match e {
         SignatureError::NoSecret => Error::WebhookNotConfigured,
@@ -54,7 +54,7 @@ pub async fn stripe(
     let context = Context {
         store: &state.store,
         catalog: &state.catalog,
-        now,
+        now: state.clock.now(),
     };
     let outcome = apply::apply_event(
         &context,

@@ -109,6 +109,18 @@ pub async fn spawn_app_at(
     start: chrono::DateTime<chrono::Utc>,
     configure: impl FnOnce(&mut Config),
 ) -> TestApp {
+    spawn_app_delivered_at(engine, start, None, configure).await
+}
+
+/// A server whose business time starts at `start` and whose real time (what Stripe's signatures
+/// are measured against) is `wall` when given: a recorded delivery verifies at the time it was
+/// sent.
+pub async fn spawn_app_delivered_at(
+    engine: Engine,
+    start: chrono::DateTime<chrono::Utc>,
+    wall: Option<chrono::DateTime<chrono::Utc>>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = fresh_database(engine, dir.path()).await;
     let mut config = example_config(&database_url);
@@ -120,6 +132,10 @@ pub async fn spawn_app_at(
     )
     .await
     .expect("state");
+    let mut state = state;
+    if let Some(wall) = wall {
+        state.wall_clock = std::sync::Arc::new(creditbook::clock::TestClock::starting_at(wall));
+    }
     let clock = state.test_clock.clone().expect("the test clock");
     let store = state.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -320,12 +336,13 @@ impl TestApp {
         self.clock.now()
     }
 
-    /// Posts a webhook body signed now with the test secret; (status, body).
+    /// Posts a webhook body signed now (real time, as Stripe signs) with the test secret;
+    /// (status, body).
     pub async fn webhook(&self, body: &str) -> (StatusCode, Value) {
         let header = creditbook::stripe::signature::sign(
             body.as_bytes(),
             WEBHOOK_SECRET,
-            self.now().timestamp(),
+            chrono::Utc::now().timestamp(),
         );
         self.webhook_with(body.as_bytes().to_vec(), Some(&header))
             .await
