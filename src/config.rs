@@ -268,20 +268,23 @@ impl Config {
         if let Some(key) = env("CREDITBOOK_STRIPE_API_KEY") {
             stripe.api_key = Some(key);
         }
-        let hold_timeout_seconds = raw.ledger.hold_timeout_seconds.unwrap_or(900);
-        if !(1..=MAX_HOLD_TIMEOUT_SECONDS).contains(&hold_timeout_seconds) {
-            return Err(fail(
-                "ledger.hold_timeout_seconds".into(),
-                format!("must be between 1 and {MAX_HOLD_TIMEOUT_SECONDS}"),
-            ));
-        }
-        let job_interval_seconds = raw.ledger.job_interval_seconds.unwrap_or(5);
-        if !(1..=MAX_JOB_INTERVAL_SECONDS).contains(&job_interval_seconds) {
-            return Err(fail(
-                "ledger.job_interval_seconds".into(),
-                format!("must be between 1 and {MAX_JOB_INTERVAL_SECONDS}"),
-            ));
-        }
+        let within = |key: &str, value: u64, (lo, hi): (u64, u64)| {
+            if (lo..=hi).contains(&value) {
+                Ok(value)
+            } else {
+                Err(fail(key.into(), format!("must be between {lo} and {hi}")))
+            }
+        };
+        let hold_timeout_seconds = within(
+            "ledger.hold_timeout_seconds",
+            raw.ledger.hold_timeout_seconds.unwrap_or(900),
+            (1, MAX_HOLD_TIMEOUT_SECONDS),
+        )?;
+        let job_interval_seconds = within(
+            "ledger.job_interval_seconds",
+            raw.ledger.job_interval_seconds.unwrap_or(5),
+            (1, MAX_JOB_INTERVAL_SECONDS),
+        )?;
         let log_format = match raw.server.log_format.as_deref() {
             None => LogFormat::default(),
             Some(s) => LogFormat::parse(s).ok_or_else(|| {
@@ -291,44 +294,34 @@ impl Config {
                 )
             })?,
         };
-        let shutdown_timeout_seconds = raw
-            .server
-            .shutdown_timeout_seconds
-            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECONDS);
-        if !(1..=MAX_SHUTDOWN_TIMEOUT_SECONDS).contains(&shutdown_timeout_seconds) {
-            return Err(fail(
-                "server.shutdown_timeout_seconds".into(),
-                format!("must be between 1 and {MAX_SHUTDOWN_TIMEOUT_SECONDS}"),
-            ));
+        let shutdown_timeout_seconds = within(
+            "server.shutdown_timeout_seconds",
+            raw.server
+                .shutdown_timeout_seconds
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECONDS),
+            (1, MAX_SHUTDOWN_TIMEOUT_SECONDS),
+        )?;
+        if let Some(n) = raw.server.max_connections {
+            within(
+                "server.max_connections",
+                u64::from(n),
+                (1, u64::from(MAX_CONNECTIONS)),
+            )?;
         }
-        if let Some(n) = raw.server.max_connections
-            && !(1..=MAX_CONNECTIONS).contains(&n)
-        {
-            return Err(fail(
-                "server.max_connections".into(),
-                format!("must be between 1 and {MAX_CONNECTIONS}"),
-            ));
-        }
-        let acquire_timeout_seconds = raw
-            .server
-            .acquire_timeout_seconds
-            .unwrap_or(crate::store::DEFAULT_ACQUIRE_TIMEOUT_SECONDS);
-        if !(1..=MAX_ACQUIRE_TIMEOUT_SECONDS).contains(&acquire_timeout_seconds) {
-            return Err(fail(
-                "server.acquire_timeout_seconds".into(),
-                format!("must be between 1 and {MAX_ACQUIRE_TIMEOUT_SECONDS}"),
-            ));
-        }
-        let key_cache_seconds = raw
-            .server
-            .key_cache_seconds
-            .unwrap_or(crate::store::keys::KEY_CACHE_SECONDS);
-        if key_cache_seconds > MAX_KEY_CACHE_SECONDS {
-            return Err(fail(
-                "server.key_cache_seconds".into(),
-                format!("must be between 0 and {MAX_KEY_CACHE_SECONDS}"),
-            ));
-        }
+        let acquire_timeout_seconds = within(
+            "server.acquire_timeout_seconds",
+            raw.server
+                .acquire_timeout_seconds
+                .unwrap_or(crate::store::DEFAULT_ACQUIRE_TIMEOUT_SECONDS),
+            (1, MAX_ACQUIRE_TIMEOUT_SECONDS),
+        )?;
+        let key_cache_seconds = within(
+            "server.key_cache_seconds",
+            raw.server
+                .key_cache_seconds
+                .unwrap_or(crate::store::keys::KEY_CACHE_SECONDS),
+            (0, MAX_KEY_CACHE_SECONDS),
+        )?;
         let pool = crate::store::PoolSettings {
             max_connections: raw.server.max_connections,
             acquire_timeout: std::time::Duration::from_secs(acquire_timeout_seconds),
@@ -349,24 +342,22 @@ impl Config {
                 .postgres_batch_workers
                 .unwrap_or(r::DEFAULT_POSTGRES_WORKERS),
         };
-        if !(1..=r::MAX_BATCH_COMMANDS).contains(&batching.max_commands) {
-            return Err(fail(
-                "ledger.batch_max_commands".into(),
-                format!("must be between 1 and {}", r::MAX_BATCH_COMMANDS),
-            ));
-        }
+        within(
+            "ledger.batch_max_commands",
+            batching.max_commands as u64,
+            (1, r::MAX_BATCH_COMMANDS as u64),
+        )?;
         if batching.max_wait.as_micros() > u128::from(r::MAX_BATCH_WAIT_MICROS) {
             return Err(fail(
                 "ledger.batch_max_wait_micros".into(),
                 format!("must be at most {}", r::MAX_BATCH_WAIT_MICROS),
             ));
         }
-        if !(1..=r::MAX_POSTGRES_WORKERS).contains(&batching.postgres_workers) {
-            return Err(fail(
-                "ledger.postgres_batch_workers".into(),
-                format!("must be between 1 and {}", r::MAX_POSTGRES_WORKERS),
-            ));
-        }
+        within(
+            "ledger.postgres_batch_workers",
+            batching.postgres_workers as u64,
+            (1, r::MAX_POSTGRES_WORKERS as u64),
+        )?;
         Ok(Config {
             batching,
             pool,

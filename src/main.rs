@@ -290,7 +290,7 @@ async fn keys(store: &Store, command: KeysCommand) -> Result<(), String> {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     key.id,
-                    key.scope,
+                    key.scope.as_str(),
                     key.label.as_deref().unwrap_or("-"),
                     time(Some(key.created_at)),
                     time(key.last_used_at),

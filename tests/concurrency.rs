@@ -4,7 +4,7 @@
 mod common;
 
 use common::process::{
-    Prepared, credits_used, customer_on, grant_each, prepare, start_server, terminate,
+    Prepared, audited, credits_used, customer_on, grant_each, prepare, start_server, terminate,
 };
 use common::{Engine, TestApp};
 use futures::future::join_all;
@@ -165,10 +165,7 @@ async fn two_processes_never_overspend(engine: Engine) {
         (customer["balance"].as_str(), customer["available"].as_str()),
         (Some(SHARED_CREDITS), Some("0"))
     );
-    let store = creditbook::store::Store::connect(&database_url)
-        .await
-        .unwrap();
-    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+    audited(&database_url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -263,10 +260,7 @@ async fn kill_9_loses_no_acknowledged_command(engine: Engine) {
             "usage {i} replays its acknowledged result"
         );
     }
-    let store = creditbook::store::Store::connect(&database_url)
-        .await
-        .unwrap();
-    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+    audited(&database_url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -370,16 +364,13 @@ async fn sigterm_answers_every_accepted_request(engine: Engine) {
     );
 
     // The books hold exactly the answered usages (1 credit each).
-    let store = creditbook::store::Store::connect(&database_url)
-        .await
-        .unwrap();
+    let store = audited(&database_url).await;
     let used = credits_used(&store, &ids, 100_000).await;
     let answered = i64::try_from(answers.len()).unwrap();
     assert_eq!(
         used, answered,
         "usages applied and usages answered differ: a request was accepted and dropped"
     );
-    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -196,10 +196,7 @@ async fn backup_under_load_makes_a_copy_that_passes_the_audit() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("backed up"));
 
-    let backup = creditbook::store::Store::connect(&format!("sqlite://{}", copy.display()))
-        .await
-        .unwrap();
-    assert_eq!(backup.audit().await.unwrap(), Vec::<String>::new());
+    let backup = common::process::audited(&format!("sqlite://{}", copy.display())).await;
     let used = credits_used(&backup, &ids, 100_000).await;
     assert!(
         used > 0 && used < answered,
@@ -355,8 +352,5 @@ async fn the_readmes_two_instance_postgres_deployment_works() {
         .await;
     assert!(refused.is_err(), "the app role altered a table");
     as_app.close().await.ok();
-    let store = creditbook::store::Store::connect(&url_as(&owner))
-        .await
-        .unwrap();
-    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+    common::process::audited(&url_as(&owner)).await;
 }

@@ -54,6 +54,11 @@ impl Change {
         }
     }
 
+    /// Credits may be added to a customer not seen before; none can be taken from one.
+    pub fn may_create_customer(self) -> bool {
+        matches!(self, Change::Add(_))
+    }
+
     /// The change of the balance: positive when credits are added.
     pub fn signed(self) -> Credits {
         match self {
@@ -153,6 +158,8 @@ mod tests {
             Err(AmountError::TooPrecise)
         );
         assert_eq!(Change::TakeBack(c("2")).signed(), c("-2"));
+        assert!(Change::Add(c("1")).may_create_customer());
+        assert!(!Change::TakeBack(c("1")).may_create_customer());
     }
 
     #[test]

@@ -500,8 +500,7 @@ pub async fn create_adjustment(
         reason.as_str(),
     ]);
     let command = Command {
-        // Credits may be added to a customer not seen before; none can be taken from one.
-        create_customer: matches!(change, Change::Add(_)),
+        create_customer: change.may_create_customer(),
         idempotency: Some(Idempotency::request(&key, hash)),
         origin: Origin {
             source: Some(format!("adjustment {key}")),

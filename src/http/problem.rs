@@ -49,6 +49,17 @@ impl Error {
 }
 
 impl Error {
+    /// A server-side fault whose cause is logged and never shown. Other 5xx are conditions the
+    /// client or operator can act on, and say so (an unconfigured webhook secret).
+    fn is_fault(&self) -> bool {
+        !matches!(self, Error::WebhookNotConfigured)
+    }
+
+    /// Worth retrying after a moment: the database was busy.
+    fn is_transient_refusal(&self) -> bool {
+        matches!(self, Error::Unavailable | Error::WriteConflict)
+    }
+
     /// The problem document of this error, and its status. A 5xx is logged here, once, and its
     /// body says nothing of the cause.
     pub fn problem(&self) -> (StatusCode, Value) {
@@ -58,18 +69,17 @@ impl Error {
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
         });
-        if matches!(self, Error::WebhookNotConfigured) {
-            // A configuration gap, not a fault: the cause names no secret and is what the
-            // operator must fix. Stripe retries the delivery until it is fixed.
-            tracing::warn!(error = %self, "Stripe webhook refused");
-            body["detail"] = Value::from(self.to_string());
-        } else if status.is_server_error() {
+        if status.is_server_error() && self.is_fault() {
             tracing::error!(error = %self, "request failed");
-            body["detail"] = Value::from(match status {
-                StatusCode::SERVICE_UNAVAILABLE => "temporarily unavailable; retry",
-                _ => "internal error",
+            body["detail"] = Value::from(if self.is_transient_refusal() {
+                "temporarily unavailable; retry"
+            } else {
+                "internal error"
             });
         } else {
+            if status.is_server_error() {
+                tracing::warn!(error = %self, "request refused");
+            }
             body["detail"] = Value::from(self.to_string());
         }
         match &self {
@@ -102,8 +112,7 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE && !matches!(self, Error::WebhookNotConfigured)
-        {
+        if self.is_transient_refusal() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -70,7 +70,7 @@ impl Label {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     pub id: String,
-    pub scope: String,
+    pub scope: Scope,
     pub label: Option<String>,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
@@ -165,9 +165,12 @@ impl Store {
             .await?
             .into_iter()
             .map(|row| {
+                let scope = Scope::parse(&row.scope).ok_or_else(|| {
+                    crate::error::Error::Internal(format!("key scope {:?}", row.scope))
+                })?;
                 Ok(KeyInfo {
                     id: row.id,
-                    scope: row.scope,
+                    scope,
                     label: row.label,
                     created_at: timestamp(row.created_at)?,
                     last_used_at: row.last_used_at.map(timestamp).transpose()?,

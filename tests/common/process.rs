@@ -166,3 +166,11 @@ pub async fn customer_on(
         .await
         .unwrap()
 }
+
+/// Opens the database at `url` as a tool would, checks that its books audit clean, and returns
+/// the store for further reads.
+pub async fn audited(url: &str) -> creditbook::store::Store {
+    let store = creditbook::store::Store::connect(url).await.unwrap();
+    assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
+    store
+}
