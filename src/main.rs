@@ -285,7 +285,6 @@ async fn keys(store: &Store, command: KeysCommand) -> Result<(), String> {
                     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 })
             };
-            println!("id\tscope\tlabel\tcreated\tlast_used\trevoked");
             for key in keys {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
