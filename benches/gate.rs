@@ -24,6 +24,10 @@ const CONNECTIONS: usize = 64;
 /// Connections posting usage batches, and usages per batch.
 const BATCH_CONNECTIONS: usize = 8;
 const USAGES_PER_BATCH: usize = 1_000;
+/// Senders of Stripe events, as Stripe delivers several at once, and Stripe customers they buy for.
+const STRIPE_SENDERS: usize = 16;
+const STRIPE_CUSTOMERS: usize = 1_000;
+const WEBHOOK_SECRET: &str = "whsec_bench";
 /// Commands of the plain-SQL baseline.
 const SQL_COMMANDS: usize = 2_000;
 
@@ -86,6 +90,7 @@ async fn start(config: &std::path::Path) -> Server {
         .arg("serve")
         .env("CREDITBOOK_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("CREDITBOOK_DATABASE_URL")
+        .env("CREDITBOOK_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         // No access log unless asked for: the benchmark measures the gate, not log writing.
         .env(
             "CREDITBOOK_LOG",
@@ -643,6 +648,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         .mark("POST /v1/usage/batch (1,000 per request), spread")
         .await;
     check_books(&store, &all).await;
+    stripe_scenarios(&base, &store, seconds).await;
     drop(server);
 
     sql_baseline(&store, &customers).await.print();
@@ -680,6 +686,150 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
             check_books(&store, &all).await;
         }
     }
+}
+
+/// A paid checkout of one `topup_small` pack (1,000 credits) by a Stripe customer: event `n` of
+/// sender `c`.
+fn checkout_event(c: usize, n: u64) -> String {
+    let id = format!("{c}_{n}");
+    let customer = format!(
+        "cus_bench_{:04}",
+        (c * 7_919 + n as usize * 104_729) % STRIPE_CUSTOMERS
+    );
+    json!({
+        "id": format!("evt_bench_{id}"), "object": "event", "type": "checkout.session.completed",
+        "api_version": "2025-03-31.basil", "created": chrono::Utc::now().timestamp(), "livemode": false,
+        "data": {"object": {
+            "id": format!("cs_bench_{id}"), "object": "checkout.session", "mode": "payment",
+            "payment_status": "paid", "status": "complete", "customer": customer,
+            "amount_total": 1000, "amount_subtotal": 1000, "currency": "usd",
+            "created": chrono::Utc::now().timestamp(), "payment_intent": format!("pi_bench_{id}"),
+            "metadata": {"creditbook_pack": "topup_small"}}}
+    })
+    .to_string()
+}
+
+async fn deliver(
+    client: &reqwest::Client,
+    base: &str,
+    body: String,
+    secret: &str,
+) -> (u16, String, u32) {
+    let header = creditbook::stripe::signature::sign(
+        body.as_bytes(),
+        secret,
+        chrono::Utc::now().timestamp(),
+    );
+    let t = Instant::now();
+    let response = client
+        .post(format!("{base}/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await;
+    let (status, outcome) = match response {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let value = r.json::<Value>().await.unwrap_or(Value::Null);
+            (
+                status,
+                value["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+        Err(_) => (0, String::new()),
+    };
+    (status, outcome, t.elapsed().as_micros() as u32)
+}
+
+/// Stripe events from 16 senders: new paid checkouts spread over 1,000 Stripe customers, then
+/// the same events delivered again; beside them, the same route refusing a wrong signature (no
+/// database work). Then the books: every event applied once, each grant where it belongs.
+async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64) {
+    let sent: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..STRIPE_SENDERS).map(|_| Default::default()).collect());
+    {
+        let base = base.clone();
+        drive(
+            "baseline: POST /webhooks/stripe, wrong signature",
+            "req/s",
+            STRIPE_SENDERS,
+            seconds,
+            move |client, c, i| {
+                let base = base.clone();
+                async move {
+                    let (s, _, l) =
+                        deliver(&client, &base, checkout_event(c, i), "whsec_wrong").await;
+                    (1, vec![l], u64::from(s != 400))
+                }
+            },
+        )
+        .await
+        .print();
+    }
+    // New events (sender `c`'s event `i`), then those events again: the answer each expects.
+    for (name, outcome) in [
+        ("Stripe: new checkout events, 1,000 customers", "applied"),
+        ("Stripe: the same events again (duplicates)", "duplicate"),
+    ] {
+        let (base, sent) = (base.clone(), sent.clone());
+        drive(
+            name,
+            "events/s",
+            STRIPE_SENDERS,
+            seconds,
+            move |client, c, i| {
+                let (base, sent) = (base.clone(), sent.clone());
+                async move {
+                    let n = match outcome {
+                        "applied" => i,
+                        _ => i % sent[c].load(std::sync::atomic::Ordering::Relaxed).max(1),
+                    };
+                    let (s, answer, l) =
+                        deliver(&client, &base, checkout_event(c, n), WEBHOOK_SECRET).await;
+                    let ok = s == 200 && answer == outcome;
+                    if ok && outcome == "applied" {
+                        sent[c].store(i + 1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    (u64::from(ok), vec![l], u64::from(!ok))
+                }
+            },
+        )
+        .await
+        .print();
+    }
+    // The books: one grant of 1,000 credits per event applied, to the Stripe customer it names.
+    let applied: u64 = sent
+        .iter()
+        .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let customers: Vec<String> = (0..STRIPE_CUSTOMERS)
+        .map(|k| format!("cus_bench_{k:04}"))
+        .collect();
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    for (c, count) in sent.iter().enumerate() {
+        for n in 0..count.load(std::sync::atomic::Ordering::Relaxed) {
+            let body: Value = serde_json::from_str(&checkout_event(c, n)).unwrap();
+            let customer = body["data"]["object"]["customer"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            *expected.entry(customer).or_default() += 1_000;
+        }
+    }
+    let now = chrono::Utc::now();
+    let mut total = 0_u64;
+    for chunk in customers.chunks(500) {
+        for (id, (book, _)) in store.view_many(chunk, now).await.expect("read books") {
+            let granted: rust_decimal::Decimal =
+                book.grants.iter().map(|g| g.credits.value()).sum();
+            let want = expected.get(&id).copied().unwrap_or(0);
+            assert_eq!(granted, want.into(), "{id}: credits granted");
+            total += want;
+        }
+    }
+    assert_eq!(total, applied * 1_000, "every applied event granted once");
+    check_books(store, &customers).await;
 }
 
 /// The statements of one authorization, one command per transaction, from one client: what the

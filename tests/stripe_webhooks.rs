@@ -742,3 +742,116 @@ async fn late_link_moves_credits(app: TestApp) {
 }
 
 on_both_engines!(late_link_moves_credits);
+
+/// A paid checkout of the small pack by a Stripe customer.
+fn checkout_by(stripe_customer: &str, n: u32) -> String {
+    event(
+        &format!("evt_{stripe_customer}_{n}"),
+        "checkout.session.completed",
+        Utc::now().timestamp(),
+        json!({"id": format!("cs_{stripe_customer}_{n}"), "object": "checkout.session",
+               "mode": "payment", "payment_status": "paid", "customer": stripe_customer,
+               "amount_total": 1000, "currency": "usd",
+               "payment_intent": format!("pi_{stripe_customer}_{n}"),
+               "metadata": {"creditbook_pack": "topup_small"}}),
+    )
+}
+
+/// No global lock: while an event's transaction holds one Stripe customer, another customer's
+/// event applies, and the held customer's next event waits for it (PostgreSQL; SQLite has one
+/// writer, so its events are group-committed instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stripe_customers_apply_in_parallel() {
+    use std::any::Any;
+    let app = common::spawn_app(Engine::Postgres).await;
+    let (held, is_held) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let store = app.store.clone();
+    let holder = tokio::spawn(async move {
+        store
+            .stripe_transaction(Box::new(move |tx| {
+                Box::pin(async move {
+                    tx.lock(&["cus_held".to_owned()]).await?;
+                    let _ = held.send(());
+                    let _ = released.await;
+                    tx.commit().await?;
+                    Ok(Box::new(()) as Box<dyn Any + Send>)
+                })
+            }))
+            .await
+            .map(|_| ())
+    });
+    is_held.await.unwrap();
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        app.webhook(&checkout_by("cus_free", 1)),
+    )
+    .await
+    .expect("another customer's event does not wait");
+    assert_eq!(other.1["outcome"], "applied", "{}", other.1);
+    let body = checkout_by("cus_held", 1);
+    let mut waiting = Box::pin(app.webhook(&body));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "the held customer's event waits"
+    );
+    release.send(()).unwrap();
+    let (status, value) = waiting.await;
+    assert_eq!(
+        (status, &value["outcome"]),
+        (StatusCode::OK, &json!("applied"))
+    );
+    holder.await.unwrap().unwrap();
+    assert_eq!(app.customer("cus_held").await["available"], "1000");
+    app.assert_audit_clean().await;
+}
+
+/// Events that fail write nothing, and never fail the events committed with them (on SQLite the
+/// events waiting share one transaction, each in a savepoint).
+async fn a_failing_event_fails_alone(app: TestApp) {
+    use std::any::Any;
+    let work = |n: usize| {
+        let store = app.store.clone();
+        let now = app.now();
+        async move {
+            store
+                .stripe_transaction(Box::new(move |tx| {
+                    Box::pin(async move {
+                        let id = format!("evt_batch_{n}");
+                        tx.record_event(&id, "test.event", None, 0, "webhook", "{}", now)
+                            .await?;
+                        if n % 2 == 1 {
+                            return Err(creditbook::error::Error::Internal("fails".into()));
+                        }
+                        tx.commit().await?;
+                        Ok(Box::new(n) as Box<dyn Any + Send>)
+                    })
+                }))
+                .await
+                .map(|answer| *answer.downcast::<usize>().unwrap())
+        }
+    };
+    let answers = futures::future::join_all((0..40).map(work)).await;
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.is_ok(), n % 2 == 0, "{n}: {answer:?}");
+    }
+    let mut recorded: Vec<String> = app
+        .store
+        .stripe_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    recorded.sort();
+    let mut expected: Vec<String> = (0..40)
+        .filter(|n| n % 2 == 0)
+        .map(|n| format!("evt_batch_{n}"))
+        .collect();
+    expected.sort();
+    assert_eq!(recorded, expected);
+}
+
+on_both_engines!(a_failing_event_fails_alone);

@@ -53,7 +53,6 @@ pub async fn stripe(
     };
     let context = Context {
         store: &state.store,
-        catalog: &state.catalog,
         now: state.clock.now(),
     };
     let outcome = apply::apply_event(

@@ -35,6 +35,8 @@ pub struct Store {
     writer: Arc<tokio::sync::Mutex<()>>,
     stats: Arc<RunnerStats>,
     keys: Arc<keys::KeyCache>,
+    /// SQLite: the queue of Stripe events to group-commit, started on first use.
+    stripe_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<stripe::StripeJob>>>,
 }
 
 /// Connections per process. SQLite has one writer at a time whatever the pool; PostgreSQL
@@ -111,6 +113,7 @@ impl Store {
             writer: Arc::default(),
             stats: Arc::default(),
             keys: Arc::default(),
+            stripe_queue: Arc::default(),
         })
     }
 

@@ -1,13 +1,18 @@
 //! What creditbook learns from Stripe, kept beside the ledger: events received, customer links,
 //! subscriptions, which grants each payment paid for, refunds, charges and disputes.
 //!
-//! Every Stripe event is applied in one transaction that first takes a single lock row, so Stripe
-//! work is serialised across every instance (webhook volume is small; the gate never takes this
-//! lock, and the customer row locks are always taken after it, so no cycle can form).
+//! Every Stripe event is applied in a transaction of its own. What must be serialised is
+//! serialised per Stripe object, not for the whole service: on PostgreSQL an event first takes
+//! transaction-scoped advisory locks on what it names (its Stripe customer, payment intent,
+//! charge, subscription, session or invoice), in one order, then on each account it touches as
+//! it learns them; events of different customers run in parallel, on every instance. On SQLite
+//! (one writer) events are group-committed: a worker takes the events waiting, applies each in a
+//! savepoint of one transaction and commits once, so a failing event never fails its neighbours.
 
 use super::Store;
 use super::book::{Command, Decide, Executed, insert_customer_if_absent, run_commands};
 use super::rows::{micros, time, timestamp};
+use super::runner::Engine;
 use crate::domain::Timestamp;
 use crate::domain::billing::dispute_is_closed;
 use crate::domain::gate::Standing;
@@ -16,16 +21,19 @@ use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
-    stripe_effects, stripe_events, stripe_lock, stripe_payment_grants, stripe_refunds,
-    stripe_renewals, stripe_subscriptions,
+    stripe_effects, stripe_events, stripe_payment_grants, stripe_refunds, stripe_renewals,
+    stripe_subscriptions,
 };
+use futures_util::future::BoxFuture;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
 use serde::{Serialize, de::DeserializeOwned};
+use std::any::Any;
+use tokio::sync::{mpsc, oneshot};
 
 pub use entity::stripe_subscriptions::Model as SubscriptionRow;
 
@@ -61,30 +69,127 @@ pub struct PaidGrant {
     pub currency: String,
 }
 
-/// One Stripe transaction, holding the Stripe lock.
-pub struct StripeTx {
-    txn: DatabaseTransaction,
-    /// The writer permit on SQLite, held until the event commits.
-    _permit: Option<tokio::sync::OwnedMutexGuard<()>>,
-    catalog: std::sync::Arc<crate::domain::catalog::Catalog>,
+/// What Stripe says was taken back of one payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenBack {
+    /// Refunded (the larger of the charge's and the refunds' sums) plus lost in disputes, in the
+    /// currency's minor unit.
+    pub minor: i64,
+    pub currency: Option<String>,
+    /// Has the payment any dispute, in any state?
+    pub disputed: bool,
 }
 
+/// One Stripe event's transaction.
+pub struct StripeTx {
+    txn: DatabaseTransaction,
+    catalog: std::sync::Arc<crate::domain::catalog::Catalog>,
+    /// PostgreSQL: events take advisory locks (SQLite has one writer).
+    postgres: bool,
+}
+
+/// Applies the SQLite batches: the events waiting (up to [`MAX_STRIPE_BATCH_EVENTS`]), each in a
+/// savepoint, under the writer permit, with one commit. Ends when the store is dropped.
+async fn stripe_worker(engine: Engine, mut jobs: mpsc::Receiver<StripeJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_STRIPE_BATCH_EVENTS {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let permit = engine.write_permit().await;
+        let outer = match engine.begin().await {
+            Ok(outer) => outer,
+            Err(e) => {
+                tracing::error!(error = %e, "a Stripe batch could not begin");
+                for job in batch {
+                    let _ = job.reply.send(Err(Error::WriteConflict));
+                }
+                continue;
+            }
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        for job in batch {
+            let answer = match outer.begin().await {
+                Ok(txn) => {
+                    (job.work)(StripeTx {
+                        txn,
+                        catalog: engine.catalog.clone(),
+                        postgres: false,
+                    })
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            done.push((job.reply, answer));
+        }
+        let committed = outer.commit().await;
+        drop(permit);
+        for (reply, answer) in done {
+            let answer = match &committed {
+                Ok(()) => answer,
+                // Nothing of the batch was written: each event is run again by its caller.
+                Err(_) => Err(Error::WriteConflict),
+            };
+            let _ = reply.send(answer);
+        }
+        if let Err(e) = committed {
+            tracing::error!(error = %e, "a Stripe batch failed to commit");
+        }
+    }
+}
+
+/// The advisory lock key of a Stripe object or an account: the first 8 bytes of a SHA-256 of a
+/// name kept apart from every other use.
+fn advisory_key(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("creditbook.stripe:{name}").as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// One Stripe event's work: it is given the event's transaction (a savepoint of a batch on
+/// SQLite), commits it or drops it, and answers with what the caller receives once the
+/// transaction it belongs to has committed.
+pub type StripeWork =
+    Box<dyn FnOnce(StripeTx) -> BoxFuture<'static, Result<Box<dyn Any + Send>>> + Send>;
+
+pub(crate) struct StripeJob {
+    work: StripeWork,
+    reply: oneshot::Sender<Result<Box<dyn Any + Send>>>,
+}
+
+/// Most events in one SQLite batch (one transaction, one commit).
+const MAX_STRIPE_BATCH_EVENTS: usize = 128;
+
 impl Store {
-    pub async fn begin_stripe(&self) -> Result<StripeTx> {
-        let (permit, txn) = self.begin_write().await?;
-        stripe_lock::Entity::update_many()
-            .col_expr(
-                stripe_lock::Column::Version,
-                Expr::col(stripe_lock::Column::Version).add(1),
-            )
-            .filter(stripe_lock::Column::Id.eq(1))
-            .exec(&txn)
-            .await?;
-        Ok(StripeTx {
-            txn,
-            _permit: permit,
-            catalog: self.catalog.clone(),
-        })
+    /// Runs one Stripe event's work in its transaction: on PostgreSQL a transaction of its own,
+    /// on SQLite a savepoint in the next batch. Answers once the work is durable (or failed).
+    pub async fn stripe_transaction(&self, work: StripeWork) -> Result<Box<dyn Any + Send>> {
+        if self.db.get_database_backend() != DbBackend::Sqlite {
+            let txn = self.engine().begin().await?;
+            return work(StripeTx {
+                txn,
+                catalog: self.catalog.clone(),
+                postgres: true,
+            })
+            .await;
+        }
+        let queue = self
+            .stripe_queue
+            .get_or_init(|| async {
+                let (queue, jobs) = mpsc::channel(MAX_STRIPE_BATCH_EVENTS * 4);
+                tokio::spawn(stripe_worker(self.engine(), jobs));
+                queue
+            })
+            .await;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(StripeJob { work, reply })
+            .await
+            .map_err(|_| Error::Unavailable)?;
+        answer.await.map_err(|_| Error::Unavailable)?
     }
 
     /// Events received, newest first (for tests and operators).
@@ -101,6 +206,39 @@ impl Store {
 impl StripeTx {
     pub async fn commit(self) -> Result<()> {
         Ok(self.txn.commit().await?)
+    }
+
+    /// Serialises this event with every other that names one of `names` (Stripe object ids,
+    /// `account:` ids), until it commits. Locks are taken in one order; one already held is
+    /// taken again at no cost. Nothing on SQLite, whose writer is alone.
+    pub async fn lock(&self, names: &[String]) -> Result<()> {
+        if !self.postgres {
+            return Ok(());
+        }
+        let mut keys: Vec<i64> = names.iter().map(|n| advisory_key(n)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [key.into()],
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The catalog in force.
+    pub fn catalog(&self) -> std::sync::Arc<crate::domain::catalog::Catalog> {
+        self.catalog.clone()
+    }
+
+    /// [`StripeTx::lock`] on accounts.
+    pub async fn lock_accounts<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let names: Vec<String> = ids.into_iter().map(|id| format!("account:{id}")).collect();
+        self.lock(&names).await
     }
 
     /// Records an event id; false when it was recorded before (a duplicate delivery).
@@ -543,7 +681,7 @@ impl StripeTx {
     /// Money (minor units) refunded or lost in disputes on a payment, as far as Stripe has told:
     /// the larger of a charge's refunded total and the sum of succeeded refunds, plus lost
     /// disputes.
-    pub async fn money_taken_back(&self, payment_key: &str) -> Result<(i64, Option<String>)> {
+    pub async fn money_taken_back(&self, payment_key: &str) -> Result<TakenBack> {
         let matches_key = |pi: sea_orm::sea_query::SimpleExpr,
                            other: sea_orm::sea_query::SimpleExpr| {
             Condition::any().add(pi).add(other)
@@ -568,47 +706,49 @@ impl StripeTx {
                 stripe_disputes::Column::PaymentIntent.eq(payment_key),
                 stripe_disputes::Column::Charge.eq(payment_key),
             ))
-            .filter(stripe_disputes::Column::Status.eq("lost"))
             .all(&self.txn)
             .await?;
+        let lost: Vec<&stripe_disputes::Model> =
+            disputes.iter().filter(|d| d.status == "lost").collect();
         let by_charge: i64 = charges.iter().map(|c| c.amount_refunded).sum();
         let by_refund: i64 = refunds.iter().map(|r| r.amount).sum();
-        let lost: i64 = disputes.iter().map(|d| d.amount).sum();
+        let lost_minor: i64 = lost.iter().map(|d| d.amount).sum();
         let currency = charges
             .first()
             .map(|c| c.currency.clone())
             .or_else(|| refunds.first().map(|r| r.currency.clone()))
-            .or_else(|| disputes.first().map(|d| d.currency.clone()));
-        Ok((std::cmp::max(by_charge, by_refund) + lost, currency))
+            .or_else(|| lost.first().map(|d| d.currency.clone()));
+        Ok(TakenBack {
+            minor: std::cmp::max(by_charge, by_refund) + lost_minor,
+            currency,
+            disputed: !disputes.is_empty(),
+        })
     }
 
-    /// Is any dispute open on a payment of this customer's grants?
+    /// Is any dispute open on a payment of this customer's grants? One query, whatever the
+    /// number of grants.
     pub async fn has_open_dispute(&self, customer_id: &str) -> Result<bool> {
-        let grant_ids: Vec<String> = grants::Entity::find()
-            .filter(grants::Column::CustomerId.eq(customer_id))
-            .all(&self.txn)
-            .await?
-            .into_iter()
-            .map(|g| g.id)
-            .collect();
-        if grant_ids.is_empty() {
-            return Ok(false);
-        }
-        let keys: Vec<String> = stripe_payment_grants::Entity::find()
-            .filter(stripe_payment_grants::Column::GrantId.is_in(grant_ids))
-            .all(&self.txn)
-            .await?
-            .into_iter()
-            .map(|r| r.payment_key)
-            .collect();
-        if keys.is_empty() {
-            return Ok(false);
-        }
+        use sea_orm::sea_query::Query;
+        let keys = Query::select()
+            .column((
+                stripe_payment_grants::Entity,
+                stripe_payment_grants::Column::PaymentKey,
+            ))
+            .from(stripe_payment_grants::Entity)
+            .inner_join(
+                grants::Entity,
+                Expr::col((grants::Entity, grants::Column::Id)).equals((
+                    stripe_payment_grants::Entity,
+                    stripe_payment_grants::Column::GrantId,
+                )),
+            )
+            .and_where(Expr::col((grants::Entity, grants::Column::CustomerId)).eq(customer_id))
+            .to_owned();
         let disputes = stripe_disputes::Entity::find()
             .filter(
                 Condition::any()
-                    .add(stripe_disputes::Column::PaymentIntent.is_in(keys.clone()))
-                    .add(stripe_disputes::Column::Charge.is_in(keys)),
+                    .add(stripe_disputes::Column::PaymentIntent.in_subquery(keys.clone()))
+                    .add(stripe_disputes::Column::Charge.in_subquery(keys)),
             )
             .all(&self.txn)
             .await?;

@@ -68,7 +68,6 @@ pub struct LineItems(pub Vec<(String, i64)>);
 
 pub struct Context<'a> {
     pub store: &'a Store,
-    pub catalog: &'a Catalog,
     pub now: Timestamp,
 }
 
@@ -80,17 +79,54 @@ pub async fn apply_event(
     origin: Origin,
     line_items: Option<&LineItems>,
 ) -> Result<Outcome> {
+    let parsed = event::parse(event).map_err(|e| {
+        Error::invalid(
+            "data.object",
+            format!("a {} object that cannot be read: {e}", event.event_type),
+        )
+    })?;
+    let received = std::sync::Arc::new(Received {
+        event: event.clone(),
+        parsed,
+        payload: payload.to_owned(),
+        origin,
+        line_items: line_items.cloned(),
+        now: ctx.now,
+    });
     let mut attempt = 1;
     loop {
-        match apply_once(ctx, event, payload, origin, line_items).await {
+        let received = received.clone();
+        let work: crate::store::stripe::StripeWork = Box::new(move |tx| {
+            Box::pin(async move {
+                let outcome = apply_once(tx, &received).await?;
+                Ok(Box::new(outcome) as Box<dyn std::any::Any + Send>)
+            })
+        });
+        match ctx.store.stripe_transaction(work).await {
+            Ok(answer) => {
+                return answer
+                    .downcast::<Outcome>()
+                    .map(|outcome| *outcome)
+                    .map_err(|_| Error::Internal("a Stripe event's answer".into()));
+            }
             Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
             }
             Err(e) if e.is_transient() => return Err(Error::Unavailable),
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// An event as it is applied: read, and parsed once.
+struct Received {
+    event: Event,
+    parsed: Parsed,
+    payload: String,
+    origin: Origin,
+    line_items: Option<LineItems>,
+    now: Timestamp,
 }
 
 /// Does this event need the session's line items from the API (no pack in its metadata)?
@@ -106,20 +142,16 @@ pub fn needs_line_items(event: &Event) -> Option<String> {
     wants.then(|| s.id.clone())
 }
 
-async fn apply_once(
-    ctx: &Context<'_>,
-    event: &Event,
-    payload: &str,
-    origin: Origin,
-    line_items: Option<&LineItems>,
-) -> Result<Outcome> {
-    let parsed = event::parse(event).map_err(|e| {
-        Error::invalid(
-            "data.object",
-            format!("a {} object that cannot be read: {e}", event.event_type),
-        )
-    })?;
-    let tx = ctx.store.begin_stripe().await?;
+async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
+    let Received {
+        event,
+        parsed,
+        payload,
+        origin,
+        line_items,
+        now,
+    } = received;
+    tx.lock(&parsed.objects()).await?;
     let new = tx
         .record_event(
             &event.id,
@@ -128,29 +160,31 @@ async fn apply_once(
             event.created,
             origin.as_str(),
             payload,
-            ctx.now,
+            *now,
         )
         .await?;
     if !new {
         return Ok(Outcome::new("duplicate", "event already received"));
     }
+    let catalog = tx.catalog();
     let apply = Apply {
         tx: &tx,
-        catalog: ctx.catalog,
-        now: ctx.now,
+        catalog: &catalog,
+        now: *now,
         event_created: event.created,
         event_id: &event.id,
     };
+    let line_items = line_items.as_ref();
     let outcome = match parsed {
         Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => {
-            apply.checkout(&s, line_items).await?
+            apply.checkout(s, line_items).await?
         }
-        Parsed::InvoicePaid(invoice) => apply.invoice_paid(&invoice).await?,
-        Parsed::InvoicePaymentFailed(invoice) => apply.invoice_payment_failed(&invoice).await?,
+        Parsed::InvoicePaid(invoice) => apply.invoice_paid(invoice).await?,
+        Parsed::InvoicePaymentFailed(invoice) => apply.invoice_payment_failed(invoice).await?,
         Parsed::Subscription {
             deleted,
             subscription,
-        } => apply.subscription(&subscription, deleted).await?,
+        } => apply.subscription(subscription, *deleted).await?,
         Parsed::ChargeRefunded(charge) => {
             let currency = charge.currency.clone().unwrap_or_default();
             tx.put_charge(entity::stripe_charges::Model {
@@ -257,6 +291,12 @@ impl Apply<'_> {
         hint: Option<(String, LinkedBy)>,
     ) -> Result<String> {
         let known = self.tx.link(stripe_customer).await?;
+        // Every account this may write, before it writes: the linked one, the one named now,
+        // the default (the Stripe customer id).
+        let mut accounts = vec![stripe_customer];
+        accounts.extend(known.as_ref().map(|(a, _)| a.as_str()));
+        accounts.extend(hint.as_ref().map(|(a, _)| a.as_str()));
+        self.tx.lock_accounts(accounts).await?;
         match (known, hint) {
             (None, None) => {
                 self.tx
@@ -382,7 +422,10 @@ impl Apply<'_> {
             });
         let customer = match (session.customer(), hint) {
             (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
-            (None, Some((account, _))) => account,
+            (None, Some((account, _))) => {
+                self.tx.lock_accounts([account.as_str()]).await?;
+                account
+            }
             (None, None) => {
                 return Ok(Outcome::new(
                     "ignored",
@@ -896,20 +939,29 @@ impl Apply<'_> {
         let mut customers = BTreeSet::new();
         let mut taken_total = Credits::ZERO;
         for key in &known {
+            let taken_back = self.tx.money_taken_back(key).await?;
+            if taken_back.minor == 0 && !taken_back.disputed {
+                // Nothing refunded or disputed: nothing to take, no frozen flag to change.
+                continue;
+            }
             let grants = self.tx.paid_grants(key).await?;
+            self.tx
+                .lock_accounts(grants.iter().map(|g| g.customer_id.as_str()))
+                .await?;
             let Some(first) = grants.first() else {
                 continue;
             };
             let currency = first.currency.clone();
             customers.extend(grants.iter().map(|g| g.customer_id.clone()));
-            let (target_minor, refund_currency) = self.tx.money_taken_back(key).await?;
-            if refund_currency
+            if taken_back
+                .currency
                 .as_deref()
                 .is_some_and(|c| !c.eq_ignore_ascii_case(&currency))
             {
                 tracing::warn!(payment = %key, "refund currency differs from the payment's");
                 continue;
             }
+            let target_minor = taken_back.minor;
             let target = money_from_minor(target_minor, &currency);
             let applied: Credits = grants.iter().map(|g| g.clawed_back).sum();
             if target <= applied {

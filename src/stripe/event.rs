@@ -592,6 +592,39 @@ pub enum Parsed {
     Unhandled,
 }
 
+impl Parsed {
+    /// The Stripe objects this event reads or changes state about, by id: the customer, the
+    /// payment (intent and charge), the subscription, the session or invoice and the object
+    /// itself. Two events that share none touch no common Stripe state (the accounts they share
+    /// are locked as they are found).
+    pub fn objects(&self) -> Vec<String> {
+        let ids: Vec<Option<&str>> = match self {
+            Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => vec![
+                Some(&s.id),
+                s.customer(),
+                s.payment_intent(),
+                s.subscription(),
+            ],
+            Parsed::InvoicePaid(i) | Parsed::InvoicePaymentFailed(i) => vec![
+                Some(&i.id),
+                i.customer(),
+                i.payment_intent(),
+                i.charge(),
+                i.subscription(),
+            ],
+            Parsed::Subscription { subscription, .. } => {
+                vec![Some(&subscription.id), subscription.customer()]
+            }
+            Parsed::ChargeRefunded(c) => vec![Some(&c.id), c.payment_intent(), id(&c.customer)],
+            Parsed::Refund(r) => vec![Some(&r.id), r.payment_intent(), r.charge()],
+            Parsed::Dispute(d) => vec![Some(&d.id), d.payment_intent(), d.charge()],
+            Parsed::Customer(c) => vec![Some(&c.id)],
+            Parsed::Unhandled => vec![],
+        };
+        ids.into_iter().flatten().map(str::to_owned).collect()
+    }
+}
+
 /// Parses the event's object for its type. An object of a handled type that lacks what is
 /// needed is an error: the event is recorded as malformed.
 pub fn parse(event: &Event) -> Result<Parsed, serde_json::Error> {

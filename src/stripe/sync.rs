@@ -7,7 +7,6 @@ use super::api::StripeApi;
 use super::apply::{self, Context, Origin, Outcome};
 use super::event::{Data, Event};
 use crate::domain::Timestamp;
-use crate::domain::catalog::Catalog;
 use crate::error::Result;
 use crate::store::Store;
 use std::collections::BTreeMap;
@@ -77,7 +76,6 @@ fn event_type(source: &str, object: &serde_json::Value) -> &'static str {
 
 pub async fn run(
     store: &Store,
-    catalog: &Catalog,
     api: &StripeApi,
     since: Timestamp,
     now: impl Fn() -> Timestamp,
@@ -120,11 +118,7 @@ pub async fn run(
                 Some(session) => Some(api.checkout_line_items(&session).await?),
                 None => None,
             };
-            let context = Context {
-                store,
-                catalog,
-                now: at,
-            };
+            let context = Context { store, now: at };
             let Outcome { outcome, .. } = apply::apply_event(
                 &context,
                 &event,
