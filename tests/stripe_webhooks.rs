@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{expect_outcome as expect, stripe_event as event};
+
 use chrono::{Duration, TimeZone, Utc};
 use common::{Engine, TestApp, WEBHOOK_SECRET, spawn_app_at, spawn_app_delivered_at};
 use reqwest::StatusCode;
@@ -33,36 +35,6 @@ fn at(seconds: i64) -> String {
     Utc.timestamp_opt(seconds, 0)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// A test body that makes its own app, run on SQLite and on PostgreSQL.
-macro_rules! per_engine {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(Engine::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(Engine::Postgres).await;
-            }
-        }
-    };
-}
-
-fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
-    json!({"id": id, "object": "event", "api_version": "2025-08-27.basil", "created": created,
-           "type": kind, "data": {"object": object}})
-    .to_string()
-}
-
-async fn expect(app: &TestApp, body: &str, outcome: &str) -> Value {
-    let (status, value) = app.webhook(body).await;
-    assert_eq!(status, StatusCode::OK, "{value}");
-    assert_eq!(value["outcome"], outcome, "{value}");
-    value
 }
 
 async fn real_payloads(engine: Engine) {
@@ -148,7 +120,7 @@ async fn real_payloads(engine: Engine) {
     app.assert_audit_clean().await;
 }
 
-per_engine!(real_payloads);
+for_each_engine!(real_payloads);
 
 /// The golden delivery, with its real signature and secret, at the time it was sent.
 async fn golden_delivery(engine: Engine) {
@@ -169,7 +141,7 @@ async fn golden_delivery(engine: Engine) {
     assert_eq!(value["outcome"], "applied", "{value}");
 }
 
-per_engine!(golden_delivery);
+for_each_engine!(golden_delivery);
 
 /// A server with no webhook secret refuses deliveries with 503, so that Stripe keeps them and
 /// retries, and says what to configure rather than to retry; nothing is recorded.
@@ -206,7 +178,7 @@ async fn unconfigured_webhooks(engine: Engine) {
     assert!(app.store.stripe_events(10).await.unwrap().is_empty());
 }
 
-per_engine!(unconfigured_webhooks);
+for_each_engine!(unconfigured_webhooks);
 
 /// A test clock moves business time, not deliveries: after the clock is advanced 60 days, a
 /// genuine delivery (signed in real time) is accepted and applied at business time, and one

@@ -11,6 +11,7 @@ mod m20261121_000002_stripe;
 mod m20261121_000003_revenue;
 mod m20261123_000004_adjustments;
 mod m20261123_000005_key_management;
+mod m20261123_000006_stripe_payments;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_revenue::Migration),
             Box::new(m20261123_000004_adjustments::Migration),
             Box::new(m20261123_000005_key_management::Migration),
+            Box::new(m20261123_000006_stripe_payments::Migration),
         ]
     }
 }

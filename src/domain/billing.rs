@@ -64,6 +64,20 @@ pub fn dispute_is_closed(status: &str) -> bool {
     matches!(status, "won" | "lost" | "warning_closed" | "prevented")
 }
 
+/// The part of money taken back from a payment (a refund or a lost dispute, which Stripe counts
+/// tax included) that was price: the same share as the price is of what was paid, rounded to
+/// the minor unit, half away from zero, never above the price. Tax is the tax authority's, not
+/// revenue, so it is never taken back as if it were price. Without a known tax, all of it.
+pub fn price_share_of_refund(refunded_minor: i64, paid_minor: i64, tax_minor: i64) -> i64 {
+    if refunded_minor <= 0 || paid_minor <= 0 || tax_minor <= 0 {
+        return refunded_minor.max(0);
+    }
+    let price = (paid_minor - tax_minor).max(0);
+    let share = Decimal::from(refunded_minor) * Decimal::from(price) / Decimal::from(paid_minor);
+    let rounded = share.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+    i64::try_from(rounded.mantissa()).map_or(price, |v| v.min(price))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +128,20 @@ mod tests {
         // Never more than a whole period, never negative.
         assert_eq!(prorated_credits(&p, 1, 9000, unit).to_string(), "10000");
         assert_eq!(prorated_credits(&p, 1, -1000, unit), Credits::ZERO);
+    }
+
+    #[test]
+    fn a_refunds_tax_share_is_not_price() {
+        // 11.00 paid, 1.00 of it tax: a refund of 5.50 gives back 5.00 of price.
+        assert_eq!(price_share_of_refund(550, 1100, 100), 500);
+        assert_eq!(price_share_of_refund(1100, 1100, 100), 1000);
+        // Half away from zero: 1 of 3 paid (tax 1) is 0.67 of price, rounded to 1.
+        assert_eq!(price_share_of_refund(1, 3, 1), 1);
+        // No tax, or not known: all of it is price.
+        assert_eq!(price_share_of_refund(550, 1100, 0), 550);
+        assert_eq!(price_share_of_refund(550, 0, 0), 550);
+        // Never above the price, never negative.
+        assert_eq!(price_share_of_refund(5_000, 1100, 100), 1000);
+        assert_eq!(price_share_of_refund(-5, 1100, 100), 0);
     }
 }

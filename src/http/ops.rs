@@ -31,10 +31,17 @@ pub async fn livez() -> &'static str {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.store.runner_stats()),
-    )
+    let mut text = state.metrics.render(state.store.runner_stats());
+    // Read at scrape time; left out (not zero) when the database cannot answer.
+    match state.store.pending_stripe_refunds().await {
+        Ok(pending) => text.push_str(&format!(
+            "# HELP creditbook_stripe_refunds_pending Refunds recorded whose payment is not \
+             known yet (applied when it is).\n# TYPE creditbook_stripe_refunds_pending gauge\n\
+             creditbook_stripe_refunds_pending {pending}\n"
+        )),
+        Err(e) => tracing::warn!(error = %e, "pending refunds not read for /metrics"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn openapi() -> impl IntoResponse {

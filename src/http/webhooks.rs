@@ -44,25 +44,13 @@ pub async fn stripe(
     let event: Event =
         serde_json::from_slice(&body).map_err(|e| Error::MalformedEvent(e.to_string()))?;
     let payload = String::from_utf8_lossy(&body);
-    let line_items = match apply::needs_line_items(&event) {
-        Some(session) => match StripeApi::from_config(&state.stripe)? {
-            Some(api) => Some(api.checkout_line_items(&session).await?),
-            None => None,
-        },
-        None => None,
-    };
+    let api = StripeApi::from_config(&state.stripe)?;
+    let fetched = apply::fetch(api.as_ref(), &event).await?;
     let context = Context {
         store: &state.store,
         now: state.clock.now(),
     };
-    let outcome = apply::apply_event(
-        &context,
-        &event,
-        &payload,
-        Origin::Webhook,
-        line_items.as_ref(),
-    )
-    .await?;
+    let outcome = apply::apply_event(&context, &event, &payload, Origin::Webhook, fetched).await?;
     tracing::info!(event = %event.id, kind = %event.event_type, outcome = outcome.outcome, detail = %outcome.detail, "stripe event");
     Ok(Json(outcome))
 }

@@ -21,8 +21,8 @@ use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
-    stripe_effects, stripe_events, stripe_payment_grants, stripe_refunds, stripe_renewals,
-    stripe_subscriptions,
+    stripe_effects, stripe_events, stripe_invoice_payments, stripe_payment_grants, stripe_payments,
+    stripe_refunds, stripe_renewals, stripe_subscriptions,
 };
 use futures_util::future::BoxFuture;
 use sea_orm::ActiveValue::Set;
@@ -190,6 +190,30 @@ impl Store {
             .await
             .map_err(|_| Error::Unavailable)?;
         answer.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Refunds recorded whose payment is not known (no grant is mapped to it), for `/metrics`.
+    pub async fn pending_stripe_refunds(&self) -> Result<u64> {
+        use sea_orm::PaginatorTrait;
+        use sea_orm::sea_query::Query;
+        let mapped = Query::select()
+            .column(stripe_payment_grants::Column::PaymentKey)
+            .from(stripe_payment_grants::Entity)
+            .to_owned();
+        Ok(stripe_refunds::Entity::find()
+            .filter(stripe_refunds::Column::Status.eq("succeeded"))
+            .filter(
+                Condition::any()
+                    .add(stripe_refunds::Column::PaymentIntent.not_in_subquery(mapped.clone()))
+                    .add(stripe_refunds::Column::PaymentIntent.is_null()),
+            )
+            .filter(
+                Condition::any()
+                    .add(stripe_refunds::Column::Charge.not_in_subquery(mapped))
+                    .add(stripe_refunds::Column::Charge.is_null()),
+            )
+            .count(self.connection())
+            .await?)
     }
 
     /// Events received, newest first (for tests and operators).
@@ -392,6 +416,74 @@ impl StripeTx {
         .exec_without_returning(&self.txn)
         .await?;
         Ok(())
+    }
+
+    /// Records what a payment paid, tax included, and the tax in it (first record wins: a
+    /// payment's amounts do not change).
+    pub async fn put_payment(&self, payment: stripe_payments::Model) -> Result<()> {
+        stripe_payments::Entity::insert(stripe_payments::ActiveModel::from(payment))
+            .on_conflict(
+                OnConflict::column(stripe_payments::Column::PaymentKey)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// What a payment paid and the tax in it, when known.
+    pub async fn payment(&self, payment_key: &str) -> Result<Option<stripe_payments::Model>> {
+        Ok(stripe_payments::Entity::find_by_id(payment_key.to_owned())
+            .one(&self.txn)
+            .await?)
+    }
+
+    /// Records which payment paid an invoice.
+    pub async fn put_invoice_payment(&self, invoice_id: &str, payment_key: &str) -> Result<()> {
+        stripe_invoice_payments::Entity::insert(stripe_invoice_payments::ActiveModel {
+            invoice_id: Set(invoice_id.to_owned()),
+            payment_key: Set(payment_key.to_owned()),
+        })
+        .on_conflict(
+            OnConflict::column(stripe_invoice_payments::Column::InvoiceId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    /// The payment that paid an invoice, when learnt.
+    pub async fn invoice_payment(&self, invoice_id: &str) -> Result<Option<String>> {
+        Ok(
+            stripe_invoice_payments::Entity::find_by_id(invoice_id.to_owned())
+                .one(&self.txn)
+                .await?
+                .map(|row| row.payment_key),
+        )
+    }
+
+    /// Makes the grants (and amounts) known under `from` known under `to` as well: the payment
+    /// `to` paid what was recorded under the invoice `from`. Returns how many grants.
+    pub async fn also_paid_by(&self, from: &str, to: &str) -> Result<usize> {
+        let rows = stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::PaymentKey.eq(from))
+            .all(&self.txn)
+            .await?;
+        for row in &rows {
+            self.map_payment(to, &row.grant_id, row.subscription_id.as_deref())
+                .await?;
+        }
+        if let Some(amounts) = self.payment(from).await? {
+            self.put_payment(stripe_payments::Model {
+                payment_key: to.to_owned(),
+                ..amounts
+            })
+            .await?;
+        }
+        Ok(rows.len())
     }
 
     /// Moves a grant's payment mapping to the grant that replaced it (a transfer).

@@ -2,8 +2,7 @@
 //! are read as JSON and parsed with the same tolerant structs as webhooks, so an object of any
 //! API version reads the same whichever way it arrived.
 
-use super::apply::LineItems;
-use super::event::CheckoutLineItem;
+use super::event::{CheckoutLineItem, InvoiceLine, InvoicePaymentObject};
 use crate::config::StripeConfig;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -95,18 +94,41 @@ impl StripeApi {
         )))
     }
 
+    /// Every object of a list endpoint, read as `T`.
+    async fn list_of<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Vec<T>> {
+        self.list_all(path, params, |_| {})
+            .await?
+            .into_iter()
+            .map(|object| {
+                serde_json::from_value(object)
+                    .map_err(|e| Error::StripeUnavailable(format!("{path}: {e}")))
+            })
+            .collect()
+    }
+
     /// A checkout session's line items (price and quantity).
-    pub async fn checkout_line_items(&self, session_id: &str) -> Result<LineItems> {
+    pub async fn checkout_line_items(&self, session_id: &str) -> Result<Vec<(String, i64)>> {
         let path = format!("/checkout/sessions/{session_id}/line_items");
-        let items = self.list_all(&path, &BTreeMap::new(), |_| {}).await?;
-        let mut out = Vec::new();
-        for item in items {
-            let item: CheckoutLineItem = serde_json::from_value(item)
-                .map_err(|e| Error::StripeUnavailable(format!("line item: {e}")))?;
-            if let Some(price) = item.price() {
-                out.push((price.to_owned(), item.quantity.unwrap_or(1)));
-            }
-        }
-        Ok(LineItems(out))
+        let items: Vec<CheckoutLineItem> = self.list_of(&path, &BTreeMap::new()).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| Some((item.price()?.to_owned(), item.quantity.unwrap_or(1))))
+            .collect())
+    }
+
+    /// Every line of an invoice.
+    pub async fn invoice_lines(&self, invoice_id: &str) -> Result<Vec<InvoiceLine>> {
+        let path = format!("/invoices/{invoice_id}/lines");
+        self.list_of(&path, &BTreeMap::new()).await
+    }
+
+    /// The payments of an invoice (`/v1/invoice_payments?invoice=`).
+    pub async fn invoice_payments(&self, invoice_id: &str) -> Result<Vec<InvoicePaymentObject>> {
+        let params = BTreeMap::from([("invoice".to_owned(), invoice_id.to_owned())]);
+        self.list_of("/invoice_payments", &params).await
     }
 }

@@ -4,11 +4,14 @@
 //! order end in the same state. Facts that arrive before what they refer to (a refund before its
 //! purchase) are recorded and applied when the purchase arrives.
 
-use super::event::{self, CheckoutSession, Event, Invoice, Parsed, Subscription};
+use super::api::StripeApi;
+use super::event::{
+    self, CheckoutSession, Event, Invoice, InvoiceLine, InvoicePaymentObject, Parsed, Subscription,
+};
 use crate::domain::Timestamp;
 use crate::domain::billing::{
-    money_from_minor, period_credits, prorated_credits, subscription_grants_plan,
-    subscription_is_final,
+    money_from_minor, period_credits, price_share_of_refund, prorated_credits,
+    subscription_grants_plan, subscription_is_final,
 };
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::ledger::{Grant, GrantSource, Paid};
@@ -62,9 +65,45 @@ impl Outcome {
     }
 }
 
-/// A checkout session's line items, read from the Stripe API before the transaction starts.
+/// What an event needs from the Stripe API, read before its transaction starts (so no
+/// transaction waits on Stripe). Without an API key nothing is read.
 #[derive(Debug, Clone, Default)]
-pub struct LineItems(pub Vec<(String, i64)>);
+pub struct Fetched {
+    /// A paid checkout session's line items (price, quantity), when its metadata names no pack.
+    pub line_items: Option<Vec<(String, i64)>>,
+    /// Every line of a paid invoice whose event carries only some (`lines.has_more`).
+    pub invoice_lines: Option<Vec<InvoiceLine>>,
+    /// The payments of a paid invoice that names none (API version 2025-03-31.basil and later).
+    pub invoice_payments: Option<Vec<InvoicePaymentObject>>,
+}
+
+/// Reads from the Stripe API what `event` needs and does not carry.
+pub async fn fetch(api: Option<&StripeApi>, event: &Event) -> Result<Fetched> {
+    let mut fetched = Fetched::default();
+    let Some(api) = api else {
+        return Ok(fetched);
+    };
+    match event::parse(event) {
+        Ok(Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s))
+            if s.mode.as_deref() == Some("payment")
+                && s.is_paid()
+                && !s.metadata.contains_key(PACK_METADATA_KEY)
+                && s.line_items.is_none() =>
+        {
+            fetched.line_items = Some(api.checkout_line_items(&s.id).await?);
+        }
+        Ok(Parsed::InvoicePaid(invoice)) => {
+            if invoice.has_more_lines() {
+                fetched.invoice_lines = Some(api.invoice_lines(&invoice.id).await?);
+            }
+            if !invoice.names_its_payment() {
+                fetched.invoice_payments = Some(api.invoice_payments(&invoice.id).await?);
+            }
+        }
+        _ => {}
+    }
+    Ok(fetched)
+}
 
 pub struct Context<'a> {
     pub store: &'a Store,
@@ -77,7 +116,7 @@ pub async fn apply_event(
     event: &Event,
     payload: &str,
     origin: Origin,
-    line_items: Option<&LineItems>,
+    fetched: Fetched,
 ) -> Result<Outcome> {
     let parsed = event::parse(event).map_err(|e| {
         Error::invalid(
@@ -90,7 +129,7 @@ pub async fn apply_event(
         parsed,
         payload: payload.to_owned(),
         origin,
-        line_items: line_items.cloned(),
+        fetched,
         now: ctx.now,
     });
     let mut attempt = 1;
@@ -125,21 +164,8 @@ struct Received {
     parsed: Parsed,
     payload: String,
     origin: Origin,
-    line_items: Option<LineItems>,
+    fetched: Fetched,
     now: Timestamp,
-}
-
-/// Does this event need the session's line items from the API (no pack in its metadata)?
-pub fn needs_line_items(event: &Event) -> Option<String> {
-    let Ok(Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s)) = event::parse(event)
-    else {
-        return None;
-    };
-    let wants = s.mode.as_deref() == Some("payment")
-        && s.is_paid()
-        && !s.metadata.contains_key(PACK_METADATA_KEY)
-        && s.line_items.is_none();
-    wants.then(|| s.id.clone())
 }
 
 async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
@@ -148,7 +174,7 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         parsed,
         payload,
         origin,
-        line_items,
+        fetched,
         now,
     } = received;
     tx.lock(&parsed.objects()).await?;
@@ -174,12 +200,12 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         event_created: event.created,
         event_id: &event.id,
     };
-    let line_items = line_items.as_ref();
     let outcome = match parsed {
         Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => {
-            apply.checkout(s, line_items).await?
+            apply.checkout(s, fetched.line_items.as_deref()).await?
         }
-        Parsed::InvoicePaid(invoice) => apply.invoice_paid(invoice).await?,
+        Parsed::InvoicePaid(invoice) => apply.invoice_paid(invoice, fetched).await?,
+        Parsed::InvoicePayment(payment) => apply.invoice_payment(payment).await?,
         Parsed::InvoicePaymentFailed(invoice) => apply.invoice_payment_failed(invoice).await?,
         Parsed::Subscription {
             deleted,
@@ -407,7 +433,7 @@ impl Apply<'_> {
     async fn checkout(
         &self,
         session: &CheckoutSession,
-        line_items: Option<&LineItems>,
+        line_items: Option<&[(String, i64)]>,
     ) -> Result<Outcome> {
         let hint = session
             .client_reference_id
@@ -462,7 +488,7 @@ impl Apply<'_> {
                         .iter()
                         .filter_map(|i| Some((i.price()?.to_owned(), i.quantity.unwrap_or(1))))
                         .collect(),
-                    (None, Some(fetched)) => fetched.0.clone(),
+                    (None, Some(fetched)) => fetched.to_vec(),
                     (None, None) => {
                         return Ok(Outcome::new(
                             "unmapped_price",
@@ -506,6 +532,7 @@ impl Apply<'_> {
             .clone()
             .unwrap_or_else(|| pack.price.currency.clone())
             .to_ascii_lowercase();
+        let grant_currency = currency.clone();
         let price = match session.amount_net_of_tax() {
             Some(minor) => money_from_minor(minor.max(0), &currency),
             None => Credits::new(pack.price.amount * Decimal::from(quantity))
@@ -537,6 +564,16 @@ impl Apply<'_> {
             .await?;
         let payment_key = session.payment_intent().unwrap_or(&session.id);
         self.tx.map_payment(payment_key, &grant.id, None).await?;
+        if let Some(paid_minor) = session.amount_total {
+            self.tx
+                .put_payment(entity::stripe_payments::Model {
+                    payment_key: payment_key.to_owned(),
+                    paid_minor,
+                    tax_minor: session.tax_minor(),
+                    currency: grant_currency,
+                })
+                .await?;
+        }
         self.settle_payment(&[Some(payment_key)]).await?;
         Ok(Outcome::new(
             "applied",
@@ -559,7 +596,7 @@ impl Apply<'_> {
         self.resolve_customer(stripe_customer, hint).await
     }
 
-    async fn invoice_paid(&self, invoice: &Invoice) -> Result<Outcome> {
+    async fn invoice_paid(&self, invoice: &Invoice, fetched: &Fetched) -> Result<Outcome> {
         let Some(stripe_customer) = invoice.customer() else {
             return Ok(Outcome::new("ignored", "the invoice names no customer"));
         };
@@ -568,16 +605,43 @@ impl Apply<'_> {
             .filter(|m| m.contains_key(CUSTOMER_METADATA_KEY))
             .or(Some(&invoice.metadata));
         let customer = self.account_for(stripe_customer, metadata).await?;
-        let payment_key = invoice
-            .payment_intent()
-            .or(invoice.charge())
-            .unwrap_or(&invoice.id)
-            .to_owned();
+        // The payment: named on the invoice (before basil), read from the API, or learnt before
+        // from `invoice_payment.paid`; else the invoice itself, until the payment is learnt.
+        let read = fetched.invoice_payments.as_ref().and_then(|payments| {
+            payments
+                .iter()
+                .filter(|p| p.status.as_deref().is_none_or(|s| s == "paid"))
+                .find_map(|p| p.payment_intent().or(p.charge()))
+        });
+        let learnt = match invoice.payment_intent().or(invoice.charge()).or(read) {
+            Some(key) => Some(key.to_owned()),
+            None => self.tx.invoice_payment(&invoice.id).await?,
+        };
+        let payment_key = learnt.clone().unwrap_or_else(|| invoice.id.clone());
+        let currency = invoice
+            .currency
+            .clone()
+            .unwrap_or_else(|| self.catalog.currency.clone())
+            .to_ascii_lowercase();
+        if let Some((paid_minor, tax_minor)) = invoice.paid_and_tax() {
+            for key in [payment_key.as_str(), invoice.id.as_str()] {
+                self.tx
+                    .put_payment(entity::stripe_payments::Model {
+                        payment_key: key.to_owned(),
+                        paid_minor,
+                        tax_minor,
+                        currency: currency.clone(),
+                    })
+                    .await?;
+            }
+        }
         let subscription = invoice.subscription();
         let mut done = Vec::new();
         let mut unmapped = Vec::new();
         let mut plan_line: Option<(String, i64, i64)> = None;
-        for line in invoice.lines() {
+        let unread_lines = invoice.has_more_lines() && fetched.invoice_lines.is_none();
+        let lines = fetched.invoice_lines.as_deref().unwrap_or(invoice.lines());
+        for line in lines {
             let Some(price) = line.price() else {
                 unmapped.push(format!("{} (no price)", line.id));
                 continue;
@@ -672,6 +736,10 @@ impl Apply<'_> {
             self.tx
                 .map_payment(&payment_key, &grant.id, subscription)
                 .await?;
+            // The invoice's own key finds the grant when its payment is learnt later.
+            self.tx
+                .map_payment(&invoice.id, &grant.id, subscription)
+                .await?;
             // A later proration credit names this line.
             let line_key = format!("invoice_line:{}", line.id);
             self.tx
@@ -729,7 +797,54 @@ impl Apply<'_> {
         if detail.is_empty() {
             detail = "every line applied before".into();
         }
+        if unread_lines {
+            return Ok(Outcome::new(
+                "pending",
+                format!(
+                    "{detail}; the invoice has more lines than the event carries: set [stripe] \
+                     api_key to read them, or run `creditbook stripe sync`"
+                ),
+            ));
+        }
+        if learnt.is_none() {
+            detail.push_str(
+                "; the invoice names no payment (API version 2025-03-31.basil): its refunds \
+                 apply once the payment is learnt from invoice_payment.paid or, with [stripe] \
+                 api_key, from the API",
+            );
+        }
         Ok(Outcome::new("applied", detail))
+    }
+
+    /// `invoice_payment.paid`: the payment that paid an invoice. What the invoice granted
+    /// becomes known under the payment too, so its refunds (which name only the payment) find
+    /// their credits, whichever of the invoice, the refund and this arrives first.
+    async fn invoice_payment(&self, payment: &InvoicePaymentObject) -> Result<Outcome> {
+        if payment.status.as_deref().is_some_and(|s| s != "paid") {
+            return Ok(Outcome::new("ignored", "the invoice payment is not paid"));
+        }
+        let (Some(invoice), Some(key)) = (
+            payment.invoice(),
+            payment.payment_intent().or(payment.charge()),
+        ) else {
+            return Ok(Outcome::new(
+                "ignored",
+                "the invoice payment names no invoice or no payment",
+            ));
+        };
+        self.tx.put_invoice_payment(invoice, key).await?;
+        let grants = self.tx.also_paid_by(invoice, key).await?;
+        if grants == 0 {
+            return Ok(Outcome::new(
+                "applied",
+                format!("{invoice} paid by {key}; its credits follow when the invoice arrives"),
+            ));
+        }
+        let settled = self.settle_payment(&[Some(key)]).await?;
+        Ok(Outcome::new(
+            "applied",
+            format!("{invoice} paid by {key}: {}", settled.detail),
+        ))
     }
 
     /// Carries unused plan credits of the period ending at `boundary` into the renewal starting
@@ -866,9 +981,8 @@ impl Apply<'_> {
                 .unwrap_or_else(|| "active".into())
         };
         let mapped = subscription.items().iter().find_map(|item| {
-            let price = item.price.as_ref()?;
             self.catalog
-                .plan_for_price(&price.id)
+                .plan_for_price(item.price()?)
                 .map(|plan| (plan.id.clone(), item.quantity.unwrap_or(1).max(1)))
         });
         let existing = self.tx.subscription(&subscription.id).await?;
@@ -961,7 +1075,13 @@ impl Apply<'_> {
                 tracing::warn!(payment = %key, "refund currency differs from the payment's");
                 continue;
             }
-            let target_minor = taken_back.minor;
+            // Stripe counts refunds tax included; only the price's share comes out of credits.
+            let target_minor = match self.tx.payment(key).await? {
+                Some(paid) => {
+                    price_share_of_refund(taken_back.minor, paid.paid_minor, paid.tax_minor)
+                }
+                None => taken_back.minor,
+            };
             let target = money_from_minor(target_minor, &currency);
             let applied: Credits = grants.iter().map(|g| g.clawed_back).sum();
             if target <= applied {

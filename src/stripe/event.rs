@@ -116,14 +116,16 @@ impl CheckoutSession {
     pub fn subscription(&self) -> Option<&str> {
         id(&self.subscription)
     }
-    /// What was paid, net of tax, in minor units.
-    pub fn amount_net_of_tax(&self) -> Option<i64> {
-        let tax = self
-            .total_details
+    /// The tax in what was paid, in minor units.
+    pub fn tax_minor(&self) -> i64 {
+        self.total_details
             .as_ref()
             .and_then(|t| t.amount_tax)
-            .unwrap_or(0);
-        self.amount_total.map(|total| total - tax)
+            .unwrap_or(0)
+    }
+    /// What was paid, net of tax, in minor units.
+    pub fn amount_net_of_tax(&self) -> Option<i64> {
+        self.amount_total.map(|total| total - self.tax_minor())
     }
     pub fn is_paid(&self) -> bool {
         matches!(
@@ -183,6 +185,16 @@ pub struct LinePrice {
     pub unit_amount_decimal: Option<String>,
     #[serde(default)]
     pub unit_amount: Option<i64>,
+}
+
+/// A legacy plan (API versions before prices, and Stripe emulators): its id is a price id.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LegacyPlan {
+    pub id: String,
+    #[serde(default)]
+    pub amount_decimal: Option<String>,
+    #[serde(default)]
+    pub amount: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -248,6 +260,9 @@ pub struct InvoiceLine {
     /// Before basil: `price` (an object).
     #[serde(default)]
     pub price: Option<LinePrice>,
+    /// Legacy: `plan` and no `price`.
+    #[serde(default)]
+    pub plan: Option<LegacyPlan>,
     /// Before basil: `proration` and `proration_details` on the line itself.
     #[serde(default)]
     pub proration: Option<bool>,
@@ -278,6 +293,7 @@ impl InvoiceLine {
             .and_then(|p| p.price_details.as_ref())
             .and_then(|d| id(&d.price))
             .or_else(|| self.price.as_ref().map(|p| p.id.as_str()))
+            .or_else(|| self.plan.as_ref().map(|p| p.id.as_str()))
     }
 
     /// Unit amount in minor units (may be fractional).
@@ -296,6 +312,12 @@ impl InvoiceLine {
                     .as_ref()
                     .and_then(|p| p.unit_amount)
                     .map(|a| a.to_string())
+            })
+            .or_else(|| {
+                let plan = self.plan.as_ref()?;
+                plan.amount_decimal
+                    .clone()
+                    .or_else(|| plan.amount.map(|a| a.to_string()))
             })?;
         text.parse().ok()
     }
@@ -396,6 +418,41 @@ pub struct Invoice {
     pub payments: Option<List<InvoicePayment>>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
+    /// What the customer paid, tax included, in minor units.
+    #[serde(default)]
+    pub amount_paid: Option<i64>,
+    #[serde(default)]
+    pub total: Option<i64>,
+    /// Before basil: the invoice's tax.
+    #[serde(default)]
+    pub tax: Option<i64>,
+    /// Basil: `total_taxes[].amount`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub total_taxes: Vec<Amount>,
+}
+
+/// An invoice payment (basil): which payment paid which invoice.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoicePaymentObject {
+    pub id: String,
+    #[serde(default)]
+    pub invoice: Option<Id>,
+    #[serde(default)]
+    pub payment: Option<InvoicePaymentRef>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl InvoicePaymentObject {
+    pub fn invoice(&self) -> Option<&str> {
+        id(&self.invoice)
+    }
+    pub fn payment_intent(&self) -> Option<&str> {
+        self.payment.as_ref().and_then(|p| id(&p.payment_intent))
+    }
+    pub fn charge(&self) -> Option<&str> {
+        self.payment.as_ref().and_then(|p| id(&p.charge))
+    }
 }
 
 impl Invoice {
@@ -447,17 +504,49 @@ impl Invoice {
             .map(|l| l.data.as_slice())
             .unwrap_or(&[])
     }
+
+    /// Has the invoice more lines than the event carries (`lines.has_more`)?
+    pub fn has_more_lines(&self) -> bool {
+        self.lines.as_ref().is_some_and(|l| l.has_more)
+    }
+
+    /// Does the invoice name the payment that paid it (before basil, or with `payments`)?
+    pub fn names_its_payment(&self) -> bool {
+        self.payment_intent().is_some() || self.charge().is_some()
+    }
+
+    /// What was paid, tax included, and the tax in it, in minor units.
+    pub fn paid_and_tax(&self) -> Option<(i64, i64)> {
+        let paid = self.amount_paid.or(self.total)?;
+        let tax = self
+            .tax
+            .unwrap_or_else(|| self.total_taxes.iter().map(|t| t.amount).sum());
+        Some((paid, tax))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SubscriptionItem {
     #[serde(default)]
     pub price: Option<LinePrice>,
+    /// Legacy: `plan` and no `price`.
+    #[serde(default)]
+    pub plan: Option<LegacyPlan>,
     #[serde(default)]
     pub quantity: Option<i64>,
     /// Basil: the period lives on the item.
     #[serde(default)]
     pub current_period_end: Option<i64>,
+}
+
+impl SubscriptionItem {
+    /// The item's price id (a legacy plan's id is one).
+    pub fn price(&self) -> Option<&str> {
+        self.price
+            .as_ref()
+            .map(|p| p.id.as_str())
+            .or_else(|| self.plan.as_ref().map(|p| p.id.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -588,6 +677,8 @@ pub enum Parsed {
     Refund(Refund),
     Dispute(Dispute),
     Customer(Customer),
+    /// `invoice_payment.paid`: the payment of an invoice (basil no longer names it on the invoice).
+    InvoicePayment(InvoicePaymentObject),
     /// A type creditbook does not act on.
     Unhandled,
 }
@@ -619,6 +710,9 @@ impl Parsed {
             Parsed::Refund(r) => vec![Some(&r.id), r.payment_intent(), r.charge()],
             Parsed::Dispute(d) => vec![Some(&d.id), d.payment_intent(), d.charge()],
             Parsed::Customer(c) => vec![Some(&c.id)],
+            Parsed::InvoicePayment(p) => {
+                vec![Some(&p.id), p.invoice(), p.payment_intent(), p.charge()]
+            }
             Parsed::Unhandled => vec![],
         };
         ids.into_iter().flatten().map(str::to_owned).collect()
@@ -656,6 +750,7 @@ pub fn parse(event: &Event) -> Result<Parsed, serde_json::Error> {
         "customer.created" | "customer.updated" => {
             Parsed::Customer(serde_json::from_value(object)?)
         }
+        "invoice_payment.paid" => Parsed::InvoicePayment(serde_json::from_value(object)?),
         _ => Parsed::Unhandled,
     };
     Ok(parsed)

@@ -114,19 +114,10 @@ pub async fn run(
             };
             let payload = serde_json::to_string(&event.data.object)
                 .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-            let line_items = match apply::needs_line_items(&event) {
-                Some(session) => Some(api.checkout_line_items(&session).await?),
-                None => None,
-            };
+            let fetched = apply::fetch(Some(api), &event).await?;
             let context = Context { store, now: at };
-            let Outcome { outcome, .. } = apply::apply_event(
-                &context,
-                &event,
-                &payload,
-                Origin::Sync,
-                line_items.as_ref(),
-            )
-            .await?;
+            let Outcome { outcome, .. } =
+                apply::apply_event(&context, &event, &payload, Origin::Sync, fetched).await?;
             *report.outcomes.entry(outcome).or_default() += 1;
             if (index + 1) % 100 == 0 {
                 progress(&format!("{}: {} applied", source.name, index + 1));

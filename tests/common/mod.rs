@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod stand_in;
 
 use creditbook::config::Config;
 use creditbook::store::Store;
@@ -371,6 +372,39 @@ impl TestApp {
         let problems = self.store.audit().await.expect("audit");
         assert!(problems.is_empty(), "ledger audit: {problems:#?}");
     }
+}
+
+/// A test body that makes its own app from an engine, run on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! for_each_engine {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(common::Engine::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(common::Engine::Postgres).await;
+            }
+        }
+    };
+}
+
+/// A Stripe event around `object`, as Stripe sends it (API version 2025-08-27.basil).
+pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> String {
+    json!({"id": id, "object": "event", "api_version": "2025-08-27.basil", "created": created,
+           "type": kind, "data": {"object": object}})
+    .to_string()
+}
+
+/// Delivers a signed event and checks it was answered 200 with `outcome`.
+pub async fn expect_outcome(app: &TestApp, body: &str, outcome: &str) -> Value {
+    let (status, value) = app.webhook(body).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["outcome"], outcome, "{value}");
+    value
 }
 
 /// One async test body, run on SQLite and on PostgreSQL.
