@@ -308,6 +308,80 @@ async fn basil_invoice_refunds(engine: Engine) {
     }
 }
 
+/// A backfill reads page by page and, stopped by a failure, resumes after the last page it
+/// applied; a completed run forgets where it was.
+async fn backfill_resumes(engine: Engine) {
+    let created = chrono::Utc::now().timestamp() - 3_600;
+    let sessions: Vec<Value> = (0..5)
+        .map(|n| {
+            json!({"id": format!("cs_r{n}"), "object": "checkout.session", "mode": "payment",
+                   "payment_status": "paid", "status": "complete", "customer": "cus_r",
+                   "amount_total": 1000, "currency": "usd", "created": created,
+                   "payment_intent": format!("pi_r{n}"),
+                   "metadata": {"creditbook_pack": "topup_small"}})
+        })
+        .collect();
+    let mut lists = BTreeMap::from([("checkout/sessions".to_owned(), sessions)]);
+    for empty in ["subscriptions", "invoices", "refunds", "disputes"] {
+        lists.insert(empty.to_owned(), vec![]);
+    }
+    let (base, stand_in) = stand_in::spawn(lists).await;
+    let app = spawn_app_with(engine, move |config| {
+        config.stripe.api_key = Some(API_KEY.into());
+        config.stripe.api_base = Some(base.clone());
+    })
+    .await;
+    let api = creditbook::stripe::api::StripeApi::from_config(&app.config.stripe)
+        .unwrap()
+        .unwrap();
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    // Pages of two: the third page (after cs_r3) fails.
+    *stand_in.fail_after.lock().unwrap() = Some("cs_r3".into());
+    let stopped =
+        creditbook::stripe::sync::run(&app.store, &api, since, chrono::Utc::now, |_| {}).await;
+    assert!(stopped.is_err(), "the failing page stops the run");
+    assert_eq!(app.customer("cus_r").await["balance"], "4000");
+    let cursor = app
+        .store
+        .sync_cursor("checkout sessions")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cursor.starting_after.as_deref(), cursor.done),
+        (Some("cs_r3"), false)
+    );
+
+    *stand_in.fail_after.lock().unwrap() = None;
+    stand_in.requests.lock().unwrap().clear();
+    let mut lines = Vec::new();
+    let report = creditbook::stripe::sync::run(&app.store, &api, since, chrono::Utc::now, |l| {
+        lines.push(l.to_owned())
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.read, 1, "only what was left: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("resuming after cs_r3")),
+        "{lines:?}"
+    );
+    let first = stand_in.requests.lock().unwrap()[0].clone();
+    assert!(
+        first.contains("starting_after") && first.contains("cs_r3"),
+        "{first}"
+    );
+    assert_eq!(app.customer("cus_r").await["balance"], "5000");
+    assert!(
+        app.store
+            .sync_cursor("checkout sessions")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    app.assert_audit_clean().await;
+}
+
+for_each_engine!(backfill_resumes);
 for_each_engine!(legacy_plans);
 for_each_engine!(refunds_leave_tax_aside);
 for_each_engine!(invoices_with_more_lines);

@@ -23,3 +23,4 @@ pub mod stripe_payments;
 pub mod stripe_refunds;
 pub mod stripe_renewals;
 pub mod stripe_subscriptions;
+pub mod stripe_sync_cursors;

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
     stripe_effects, stripe_events, stripe_invoice_payments, stripe_payment_grants, stripe_payments,
-    stripe_refunds, stripe_renewals, stripe_subscriptions,
+    stripe_refunds, stripe_renewals, stripe_subscriptions, stripe_sync_cursors,
 };
 use futures_util::future::BoxFuture;
 use sea_orm::ActiveValue::Set;
@@ -214,6 +214,41 @@ impl Store {
             )
             .count(self.connection())
             .await?)
+    }
+
+    /// Where the backfill reading `source` stopped, if a run left a cursor.
+    pub async fn sync_cursor(&self, source: &str) -> Result<Option<stripe_sync_cursors::Model>> {
+        Ok(stripe_sync_cursors::Entity::find_by_id(source.to_owned())
+            .one(self.connection())
+            .await?)
+    }
+
+    /// Records where the backfill reading `source` is: after `starting_after`, or done.
+    pub async fn save_sync_cursor(&self, cursor: stripe_sync_cursors::Model) -> Result<()> {
+        let (_permit, txn) = self.begin_write().await?;
+        stripe_sync_cursors::Entity::insert(stripe_sync_cursors::ActiveModel::from(cursor))
+            .on_conflict(
+                OnConflict::column(stripe_sync_cursors::Column::Source)
+                    .update_columns([
+                        stripe_sync_cursors::Column::Since,
+                        stripe_sync_cursors::Column::StartingAfter,
+                        stripe_sync_cursors::Column::Done,
+                        stripe_sync_cursors::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        Ok(txn.commit().await?)
+    }
+
+    /// Forgets every backfill cursor: the next run reads from the start.
+    pub async fn clear_sync_cursors(&self) -> Result<()> {
+        let (_permit, txn) = self.begin_write().await?;
+        stripe_sync_cursors::Entity::delete_many()
+            .exec(&txn)
+            .await?;
+        Ok(txn.commit().await?)
     }
 
     /// Events received, newest first (for tests and operators).

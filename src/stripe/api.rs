@@ -12,7 +12,25 @@ use stripe_client_core::{RequestBuilder, RequestStrategy, StripeMethod};
 /// Objects per page asked of list endpoints (Stripe's maximum).
 const PAGE_SIZE: u32 = 100;
 /// Pages read from one list at most: a limit on everything (10 million objects).
-const MAX_PAGES: u32 = 100_000;
+pub const MAX_PAGES: u32 = 100_000;
+
+/// One page of a Stripe list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub data: Vec<serde_json::Value>,
+    pub has_more: bool,
+}
+
+impl Page {
+    /// The id of the page's last object: where the next page starts.
+    pub fn last_id(&self) -> Option<String> {
+        self.data
+            .last()
+            .and_then(|o| o.get("id"))
+            .and_then(|i| i.as_str())
+            .map(str::to_owned)
+    }
+}
 
 #[derive(Clone)]
 pub struct StripeApi {
@@ -54,39 +72,48 @@ impl StripeApi {
             .map_err(|e| Error::StripeUnavailable(format!("unreadable response: {e}")))
     }
 
-    /// Every object of a list endpoint, page by page (`starting_after`), reporting each page.
+    /// One page of a list endpoint: the objects after `starting_after` (from the first when
+    /// none), and whether more follow.
+    pub async fn page(
+        &self,
+        path: &str,
+        params: &BTreeMap<String, String>,
+        starting_after: Option<&str>,
+    ) -> Result<Page> {
+        let mut query = params.clone();
+        query.insert("limit".into(), PAGE_SIZE.to_string());
+        if let Some(after) = starting_after {
+            query.insert("starting_after".into(), after.to_owned());
+        }
+        let page = self.get(path, &query).await?;
+        let data = page
+            .get("data")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .ok_or_else(|| Error::StripeUnavailable(format!("{path}: not a list")))?;
+        let has_more = page
+            .get("has_more")
+            .and_then(|h| h.as_bool())
+            .unwrap_or(false);
+        Ok(Page { data, has_more })
+    }
+
+    /// Every object of a short list endpoint (a session's items, an invoice's lines), page by
+    /// page, at most [`MAX_PAGES`].
     pub async fn list_all(
         &self,
         path: &str,
         params: &BTreeMap<String, String>,
-        mut on_page: impl FnMut(usize),
     ) -> Result<Vec<serde_json::Value>> {
         let mut all = Vec::new();
-        let mut query = params.clone();
-        query.insert("limit".into(), PAGE_SIZE.to_string());
+        let mut after: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let page = self.get(path, &query).await?;
-            let data = page
-                .get("data")
-                .and_then(|d| d.as_array())
-                .cloned()
-                .ok_or_else(|| Error::StripeUnavailable(format!("{path}: not a list")))?;
-            let last_id = data
-                .last()
-                .and_then(|o| o.get("id"))
-                .and_then(|i| i.as_str())
-                .map(str::to_owned);
-            all.extend(data);
-            on_page(all.len());
-            let has_more = page
-                .get("has_more")
-                .and_then(|h| h.as_bool())
-                .unwrap_or(false);
-            match (has_more, last_id) {
-                (true, Some(last)) => {
-                    query.insert("starting_after".into(), last);
-                }
-                _ => return Ok(all),
+            let page = self.page(path, params, after.as_deref()).await?;
+            after = page.last_id();
+            let more = page.has_more;
+            all.extend(page.data);
+            if !more || after.is_none() {
+                return Ok(all);
             }
         }
         Err(Error::StripeUnavailable(format!(
@@ -100,7 +127,7 @@ impl StripeApi {
         path: &str,
         params: &BTreeMap<String, String>,
     ) -> Result<Vec<T>> {
-        self.list_all(path, params, |_| {})
+        self.list_all(path, params)
             .await?
             .into_iter()
             .map(|object| {

@@ -15,6 +15,8 @@ pub const API_KEY: &str = "sk_test_standin";
 pub struct StandIn {
     lists: Arc<BTreeMap<String, Vec<Value>>>,
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// A page that fails: requests starting after this object id are refused (400).
+    pub fail_after: Arc<Mutex<Option<String>>>,
 }
 
 /// Query parameters that filter a list (as Stripe's list endpoints do).
@@ -41,6 +43,13 @@ async fn list(
         .lock()
         .unwrap()
         .push(format!("{path}?{query:?}"));
+    let failing = stand_in.fail_after.lock().unwrap().clone();
+    if failing.is_some() && query.get("starting_after") == failing.as_ref() {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"type": "invalid_request_error", "message": "injected"}})),
+        );
+    }
     let Some(all) = stand_in.lists.get(&path) else {
         return (
             StatusCode::NOT_FOUND,
@@ -88,6 +97,7 @@ pub async fn spawn(lists: BTreeMap<String, Vec<Value>>) -> (String, StandIn) {
     let stand_in = StandIn {
         lists: Arc::new(lists),
         requests: Arc::default(),
+        fail_after: Arc::default(),
     };
     let app = axum::Router::new()
         .route("/v1/{*path}", axum::routing::get(list))
