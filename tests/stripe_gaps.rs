@@ -156,7 +156,8 @@ async fn refunds_leave_tax_aside(engine: Engine) {
 }
 
 /// An invoice whose event carries one line of three (`lines.has_more`): with an API key the rest
-/// is read; without one the line carried applies and the event says what is missing.
+/// is read, by webhooks and by a backfill; without one the line carried applies and the event
+/// says what is missing.
 async fn invoices_with_more_lines(engine: Engine) {
     let start = chrono::Utc::now().timestamp();
     let lines = vec![
@@ -182,6 +183,25 @@ async fn invoices_with_more_lines(engine: Engine) {
         "12000",
         "{applied}"
     );
+
+    // A backfill reads the rest of the lines the same way.
+    let mut lists = BTreeMap::from([
+        ("invoices/in_more/lines".to_owned(), lines.clone()),
+        ("invoices".to_owned(), vec![carried.clone()]),
+    ]);
+    for empty in ["checkout/sessions", "subscriptions", "refunds", "disputes"] {
+        lists.insert(empty.to_owned(), vec![]);
+    }
+    let backfilled = app_with_stand_in(engine, lists).await;
+    let api = creditbook::stripe::api::StripeApi::from_config(&backfilled.config.stripe)
+        .unwrap()
+        .unwrap();
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    creditbook::stripe::sync::run(&backfilled.store, &api, since, chrono::Utc::now, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(backfilled.customer("acct_g").await["balance"], "12000");
+    backfilled.assert_audit_clean().await;
 
     let without_key = common::spawn_app(engine).await;
     let value = expect(
