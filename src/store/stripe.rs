@@ -84,8 +84,6 @@ pub struct TakenBack {
 pub struct StripeTx {
     txn: DatabaseTransaction,
     catalog: std::sync::Arc<crate::domain::catalog::Catalog>,
-    /// PostgreSQL: events take advisory locks (SQLite has one writer).
-    postgres: bool,
 }
 
 /// Applies the SQLite batches: the events waiting (up to [`MAX_STRIPE_BATCH_EVENTS`]), each in a
@@ -117,7 +115,6 @@ async fn stripe_worker(engine: Engine, mut jobs: mpsc::Receiver<StripeJob>) {
                     (job.work)(StripeTx {
                         txn,
                         catalog: engine.catalog.clone(),
-                        postgres: false,
                     })
                     .await
                 }
@@ -172,7 +169,6 @@ impl Store {
             return work(StripeTx {
                 txn,
                 catalog: self.catalog.clone(),
-                postgres: true,
             })
             .await;
         }
@@ -271,7 +267,7 @@ impl StripeTx {
     /// `account:` ids), until it commits. Locks are taken in one order; one already held is
     /// taken again at no cost. Nothing on SQLite, whose writer is alone.
     pub async fn lock(&self, names: &[String]) -> Result<()> {
-        if !self.postgres {
+        if self.txn.get_database_backend() != DbBackend::Postgres {
             return Ok(());
         }
         let mut keys: Vec<i64> = names.iter().map(|n| advisory_key(n)).collect();
