@@ -579,6 +579,112 @@ async fn refunds_before_and_after_use(app: TestApp) {
 }
 per_engine!(refunds_before_and_after_use);
 
+/// A refund in the state Stripe reports it.
+async fn refund_state(
+    app: &TestApp,
+    event: &str,
+    refund: &str,
+    payment: &str,
+    cents: i64,
+    status: &str,
+) -> Value {
+    let body = json!({"id": event, "object": "event", "api_version": "2025-08-27.basil",
+        "created": app.now().timestamp(), "type": format!("refund.{}", if status == "failed" { "failed" } else { "updated" }),
+        "data": {"object": {"id": refund, "object": "refund", "amount": cents, "currency": "usd",
+            "status": status, "payment_intent": payment, "charge": format!("ch_{payment}")}}})
+    .to_string();
+    let (status, value) = app.webhook(&body).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["outcome"], "applied", "{value}");
+    value
+}
+
+/// A refund Stripe later reports failed or canceled gives the credits and the money back, the
+/// inverse of the refund: 12,000 credits for 100.00. A refund of 25.00 (seen as a refund and in
+/// the charge's total) takes 3,000 credits, and its failure gives them back. After 11,000 are
+/// used, a refund of 50.00 can take only the 1,000 left (8.33 out of the deferral, 41.67
+/// reversing revenue); its cancelation gives back those 1,000 credits and undoes both parts.
+/// A failure learnt before the refund itself takes nothing at all.
+async fn failed_refunds_give_back(app: TestApp) {
+    let grant = buy_pack(&app, "acct_f", "topup_large", 10_000, "pi_f").await;
+    refund_state(&app, "evt_f1", "re_f1", "pi_f", 2_500, "succeeded").await;
+    refunded_so_far(&app, "pi_f", 2_500).await;
+    assert_eq!(app.customer("acct_f").await["balance"], "9000");
+    let failed = refund_state(&app, "evt_f2", "re_f1", "pi_f", 2_500, "failed").await;
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("3000 credits given back"),
+        "{failed}"
+    );
+    assert_eq!(app.customer("acct_f").await["balance"], "12000");
+    // A stale state delivered late changes nothing: a refund's state only moves forward.
+    refund_state(&app, "evt_f3", "re_f1", "pi_f", 2_500, "succeeded").await;
+    assert_eq!(app.customer("acct_f").await["balance"], "12000");
+    spend(&app, "acct_f", 11_000).await;
+    refund_state(&app, "evt_f4", "re_f2", "pi_f", 5_000, "succeeded").await;
+    assert_eq!(app.customer("acct_f").await["balance"], "0");
+    refund_state(&app, "evt_f5", "re_f2", "pi_f", 5_000, "canceled").await;
+    assert_eq!(app.customer("acct_f").await["balance"], "1000");
+    assert_eq!(
+        lines(&journal(&app, "2026-01-01", "2026-12-31").await)[2..],
+        [
+            line("refund", "cash", "0.00", "25.00"),
+            line("refund", "contract_liability", "25.00", "0.00"),
+            line("refund_reversal", "cash", "25.00", "0.00"),
+            line("refund_reversal", "contract_liability", "0.00", "25.00"),
+            line("consumption", "contract_liability", "91.67", "0.00"),
+            line("consumption", "usage_revenue", "0.00", "91.67"),
+            line("refund", "cash", "0.00", "50.00"),
+            line("refund", "contract_liability", "8.33", "0.00"),
+            line("refund", "refunds", "41.67", "0.00"),
+            line("refund_reversal", "cash", "50.00", "0.00"),
+            line("refund_reversal", "refunds", "0.00", "41.67"),
+            line("refund_reversal", "contract_liability", "0.00", "8.33"),
+        ]
+    );
+    let kinds: Vec<(String, String)> = app
+        .ledger("acct_f")
+        .await
+        .iter()
+        .filter(|e| e["kind"].as_str().unwrap().starts_with("clawback"))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["credits"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(
+        kinds.contains(&("clawback_reversal".into(), "1000".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("clawback_reversal".into(), "3000".into())),
+        "{kinds:?}"
+    );
+    let s = schedule(&app, &grant).await;
+    let totals = ["deferred", "recognized", "breakage", "refunded"]
+        .map(|k| s["totals"][k].as_str().unwrap().to_owned());
+    assert_eq!(totals, ["8.33", "91.67", "0.00", "0.00"]);
+    let row = &rollforward(&app, "2026-01", "2026-01").await[0];
+    assert_eq!(
+        (&row["refunds"], &row["revenue_reversed"], &row["closing"]),
+        (&json!("0.00"), &json!("0.00"), &json!("8.33"))
+    );
+
+    // The failure first, then the refund and the charge's total from before it: nothing taken.
+    buy_pack(&app, "acct_g", "topup_large", 10_000, "pi_g").await;
+    refund_state(&app, "evt_g1", "re_g1", "pi_g", 4_000, "failed").await;
+    refund_state(&app, "evt_g2", "re_g1", "pi_g", 4_000, "succeeded").await;
+    refunded_so_far(&app, "pi_g", 4_000).await;
+    assert_eq!(app.customer("acct_g").await["balance"], "12000");
+    reconcile(&app, "2026-01", "2026-01").await;
+}
+per_engine!(failed_refunds_give_back);
+
 async fn adjust(
     app: &TestApp,
     account: &str,

@@ -91,7 +91,9 @@ fn moves_a_lot(entry: &Entry) -> bool {
         | EntryKind::Transfer
         | EntryKind::Adjustment => true,
         EntryKind::Rollover => entry.credits.is_positive(),
-        EntryKind::Clawback => entry.money.is_some_and(|m| m.is_positive()),
+        EntryKind::Clawback | EntryKind::ClawbackReversal => {
+            entry.money.is_some_and(|m| m.is_positive())
+        }
         EntryKind::Hold | EntryKind::Release | EntryKind::Overage => false,
     }
 }
@@ -250,6 +252,14 @@ pub fn post(
                         let money = entry.money.unwrap_or(Credits::ZERO);
                         if money.is_positive() {
                             vec![lot.refund(money, -entry.credits, at)]
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    EntryKind::ClawbackReversal => {
+                        let money = entry.money.unwrap_or(Credits::ZERO);
+                        if money.is_positive() {
+                            vec![lot.refund_reversed(money, entry.credits, at)]
                         } else {
                             Vec::new()
                         }

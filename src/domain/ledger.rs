@@ -314,6 +314,9 @@ pub enum EntryKind {
     /// Credits taken back because the money that paid for them was refunded or lost in a
     /// dispute; the entry carries the money.
     Clawback,
+    /// Credits given back because a refund that took them failed or was canceled; the entry
+    /// carries the money returned.
+    ClawbackReversal,
     /// Unused plan credits carried into the next paid period (their expiry moves with them).
     Rollover,
     /// Credits moved to another customer when a Stripe customer is linked to an account later.
@@ -333,6 +336,7 @@ impl EntryKind {
             EntryKind::Expire => "expire",
             EntryKind::Settle => "settle",
             EntryKind::Clawback => "clawback",
+            EntryKind::ClawbackReversal => "clawback_reversal",
             EntryKind::Rollover => "rollover",
             EntryKind::Transfer => "transfer",
             EntryKind::Adjustment => "adjustment",
@@ -848,17 +852,7 @@ impl Book {
             grant.refunded + money <= price,
             "a grant is never refunded beyond its price"
         );
-        let by_price = if price.is_positive() {
-            let exact = money.value() * grant.credits.value() / price.value();
-            Credits::new(exact.round_dp_with_strategy(
-                super::money::SCALE,
-                rust_decimal::RoundingStrategy::ToZero,
-            ))
-            .expect("rounded to the credit scale")
-        } else {
-            Credits::ZERO
-        };
-        let take = by_price.min(grant.free());
+        let take = credits_for_money(money, grant.credits, price).min(grant.free());
         grant.remaining -= take;
         grant.refunded += money;
         let entry = self.push(EntryKind::Clawback, Some(grant_id), None, &Usage::default());
@@ -866,6 +860,52 @@ impl Book {
         entry.money = Some(money);
         entry.effective_at = now;
         take
+    }
+
+    /// Gives back what a clawback took when the refund behind it fails or is canceled: the
+    /// grant's refunded money falls by `money`, and its credits rise by `money` / price per credit
+    /// (rounded down to the credit scale), never by more than `clawed` (the credits clawbacks
+    /// took from it and no reversal has given back yet). Credits given back to a grant that has
+    /// expired lapse at once; an `allow` overdraft is paid off from them first. Returns the
+    /// credits given back.
+    pub fn reverse_claw_back(
+        &mut self,
+        grant_id: &str,
+        money: Credits,
+        clawed: Credits,
+        now: Timestamp,
+    ) -> Credits {
+        assert!(money.is_positive(), "a reversal moves money");
+        assert!(!clawed.is_negative(), "clawbacks take credits");
+        let grant = self.grant_mut(grant_id);
+        let price = grant.price.expect("only paid grants are clawed back");
+        assert!(
+            money <= grant.refunded,
+            "a reversal never gives back more money than was refunded"
+        );
+        let give = credits_for_money(money, grant.credits, price).min(clawed);
+        grant.remaining += give;
+        grant.refunded -= money;
+        let expired = grant.expired;
+        let entry = self.push(
+            EntryKind::ClawbackReversal,
+            Some(grant_id),
+            None,
+            &Usage::default(),
+        );
+        entry.credits = give;
+        entry.money = Some(money);
+        entry.effective_at = now;
+        if expired && give.is_positive() {
+            // The grant expired meanwhile: what comes back lapses as it would have.
+            self.grant_mut(grant_id).remaining -= give;
+            let entry = self.push(EntryKind::Expire, Some(grant_id), None, &Usage::default());
+            entry.credits = -give;
+            entry.effective_at = now;
+        } else {
+            self.settle_overdraft(now);
+        }
+        give
     }
 
     /// Takes back `credits` that are free (neither used nor held), never taking available credits
@@ -1057,5 +1097,101 @@ impl Book {
         let credits = self.entries.iter().map(|e| e.credits).sum();
         let held = self.entries.iter().map(|e| e.held).sum();
         (credits, held)
+    }
+}
+
+/// The credits `money` pays for at a grant's price per credit (`price` for `credits`), rounded
+/// down to the credit scale; none when the grant was free.
+fn credits_for_money(money: Credits, credits: Credits, price: Credits) -> Credits {
+    if !price.is_positive() {
+        return Credits::ZERO;
+    }
+    let exact = money.value() * credits.value() / price.value();
+    Credits::new(
+        exact.round_dp_with_strategy(super::money::SCALE, rust_decimal::RoundingStrategy::ToZero),
+    )
+    .expect("rounded to the credit scale")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn c(s: &str) -> Credits {
+        Credits::new(rust_decimal::Decimal::from_str(s).unwrap()).unwrap()
+    }
+
+    fn at(minutes: i64) -> Timestamp {
+        chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(minutes)
+    }
+
+    /// A book with one pack of `credits` paid `price`, expiring at minute 100.
+    fn paid_book(credits: &str, price: &str) -> Book {
+        let mut book = Book::new("c");
+        book.add_grant(
+            Grant {
+                id: "g".into(),
+                kind: GrantKind::Pack,
+                credits: c(credits),
+                remaining: c(credits),
+                held: Credits::ZERO,
+                price: Some(c(price)),
+                currency: Some("usd".into()),
+                expires_at: Some(at(100)),
+                expired: false,
+                priority: 10,
+                plan_id: None,
+                pack_id: Some("p".into()),
+                source_type: "stripe".into(),
+                source_id: "pi".into(),
+                created_at: at(0),
+                refunded: Credits::ZERO,
+                period_start: None,
+            },
+            at(0),
+        );
+        book
+    }
+
+    #[test]
+    fn a_clawback_takes_only_free_credits_and_its_reversal_gives_back_what_it_took() {
+        let mut book = paid_book("1000", "10");
+        book.grant_mut("g").remaining = c("100"); // 900 used
+        let taken = book.claw_back("g", c("10"), at(1));
+        assert_eq!(taken, c("100"));
+        assert_eq!(book.balance(), Credits::ZERO);
+        // The refund fails: the money comes back, and the 100 credits, not the 1,000 it paid for.
+        let given = book.reverse_claw_back("g", c("10"), taken, at(2));
+        assert_eq!(given, c("100"));
+        assert_eq!(book.balance(), c("100"));
+        assert_eq!(book.grants[0].refunded, Credits::ZERO);
+        let last = book.entries.last().unwrap();
+        assert_eq!(
+            (last.kind, last.credits, last.money),
+            (EntryKind::ClawbackReversal, c("100"), Some(c("10")))
+        );
+    }
+
+    #[test]
+    fn credits_given_back_to_an_expired_grant_lapse_at_once() {
+        let mut book = paid_book("1000", "10");
+        let taken = book.claw_back("g", c("4"), at(1));
+        assert_eq!(taken, c("400"));
+        book.settle_due(at(200));
+        assert_eq!(book.balance(), Credits::ZERO);
+        let given = book.reverse_claw_back("g", c("4"), taken, at(201));
+        assert_eq!(given, c("400"));
+        assert_eq!(book.balance(), Credits::ZERO);
+        let kinds: Vec<EntryKind> = book.entries.iter().rev().take(2).map(|e| e.kind).collect();
+        assert_eq!(kinds, [EntryKind::Expire, EntryKind::ClawbackReversal]);
+    }
+
+    #[test]
+    #[should_panic(expected = "never gives back more money than was refunded")]
+    fn a_reversal_never_exceeds_the_refund() {
+        let mut book = paid_book("1000", "10");
+        book.claw_back("g", c("1"), at(1));
+        book.reverse_claw_back("g", c("2"), c("100"), at(2));
     }
 }

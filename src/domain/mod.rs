@@ -7,6 +7,7 @@ pub mod gate;
 pub mod journal;
 pub mod ledger;
 pub mod money;
+pub mod refunds;
 pub mod revrec;
 
 pub use money::{Credits, Quantity};

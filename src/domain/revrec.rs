@@ -68,6 +68,8 @@ pub enum PostingKind {
     Breakage,
     Rollover,
     Refund,
+    /// A refund that failed or was canceled, given back: the inverse of a `Refund`.
+    RefundReversal,
     Transfer,
     Overage,
     EstimateChange,
@@ -84,11 +86,17 @@ impl PostingKind {
             PostingKind::Breakage => "breakage",
             PostingKind::Rollover => "rollover",
             PostingKind::Refund => "refund",
+            PostingKind::RefundReversal => "refund_reversal",
             PostingKind::Transfer => "transfer",
             PostingKind::Overage => "overage",
             PostingKind::EstimateChange => "estimate_change",
             PostingKind::Forfeiture => "forfeiture",
         }
+    }
+
+    /// Money paid back, or a refund of it undone: the roll-forward's refunds.
+    pub fn is_refund(self) -> bool {
+        matches!(self, PostingKind::Refund | PostingKind::RefundReversal)
     }
 
     /// Money paid in: the roll-forward's billings.
@@ -518,6 +526,7 @@ impl Lot {
             }
             PostingKind::EstimateChange => "expected_unused changed: cumulative catch-up",
             PostingKind::Refund => "refund",
+            PostingKind::RefundReversal => "refund failed or canceled: given back",
             PostingKind::Forfeiture => {
                 "credits taken back by an adjustment, the money kept: their price is breakage"
             }
@@ -593,6 +602,68 @@ impl Lot {
         let caught_up = self.catch_up(PostingKind::Refund, at);
         posting.absorb(caught_up);
         posting.with_memo("refund: out of the deferral first, any excess reverses revenue")
+    }
+
+    /// A refund of `money` that failed or was canceled, which gives `credits` back: the inverse
+    /// of [`Lot::refund`]. The money comes back (Dr cash). For a plan line the platform part
+    /// takes its share, as the refund did. Each part first undoes what refunds took beyond the
+    /// deferral (Cr refunds), then returns to the deferral; a platform part whose period has
+    /// ended is recognized at once.
+    pub fn refund_reversed(&mut self, money: Credits, credits: Credits, at: Timestamp) -> Posting {
+        assert!(money.is_positive(), "a reversal moves money");
+        let currency = self.currency.clone();
+        let grant = self.grant_id.clone();
+        let grant = Some(grant.as_str());
+        let lot_room = self.refunded + self.contra;
+        let platform_room = self
+            .platform
+            .as_ref()
+            .map_or(Credits::ZERO, |p| p.refunded + p.contra);
+        assert!(
+            money <= lot_room + platform_room,
+            "a reversal never gives back more than was refunded"
+        );
+        let mut posting = Posting::new(PostingKind::RefundReversal, &currency, at);
+        posting.debit(Account::Cash, money, None);
+        let paid = self.paid();
+        let mut for_credits = money;
+        if let Some(platform) = self.platform.as_mut() {
+            // The platform's share, as the refund took it; rounding never leaves either part
+            // giving back more than it took.
+            let part = share(money, platform.amount, paid, &currency)
+                .max(money - lot_room)
+                .min(platform_room)
+                .min(money);
+            for_credits = money - part;
+            let undo_contra = part.min(platform.contra);
+            platform.contra -= undo_contra;
+            platform.refunded -= part - undo_contra;
+            posting.credit(Account::Refunds, undo_contra, grant);
+            posting.credit(Account::DeferredPlatform, part - undo_contra, grant);
+            if platform.days_done >= platform.days {
+                let due = platform.target(platform.days, &currency) - platform.recognized;
+                platform.recognized += due;
+                posting.debit(Account::DeferredPlatform, due, grant);
+                posting.credit(Account::SubscriptionRevenue, due, grant);
+            }
+        }
+        let undo_contra = for_credits.min(self.contra);
+        self.contra -= undo_contra;
+        self.refunded -= for_credits - undo_contra;
+        assert!(
+            !self.refunded.is_negative(),
+            "a reversal never gives back more than was refunded"
+        );
+        assert!(
+            credits <= self.removed,
+            "a reversal gives back only credits taken"
+        );
+        self.removed -= credits;
+        posting.credit(Account::Refunds, undo_contra, grant);
+        posting.credit(Account::ContractLiability, for_credits - undo_contra, grant);
+        let caught_up = self.catch_up(PostingKind::RefundReversal, at);
+        posting.absorb(caught_up);
+        posting.with_memo("refund failed or canceled: the money and the credits come back")
     }
 
     /// `credits` moved to another account. Their share of the price leaves this lot's deferral
@@ -975,6 +1046,34 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_reversed_is_undone_exactly() {
+        let t = at("2026-01-10T00:00:00Z");
+        let (mut lot, _) = Lot::pack("g", "usd", d("100"), d("12000"), Breakage::Remote, t);
+        lot.consume(d("11000"), t);
+        let before = lot.clone();
+        // 50.00 refunded when only 8.33 is deferred: 41.67 reverses revenue.
+        let refund = lot.refund(d("50"), d("1000"), t);
+        assert_eq!((lot.refunded, lot.contra), (d("8.33"), d("41.67")));
+        let reversal = lot.refund_reversed(d("50"), d("1000"), t);
+        refund.check().unwrap();
+        reversal.check().unwrap();
+        assert_eq!(lot, before);
+        let lines: Vec<(Account, Credits, Credits)> = reversal
+            .lines
+            .iter()
+            .map(|l| (l.account, l.debit, l.credit))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (Account::Cash, d("50"), Credits::ZERO),
+                (Account::Refunds, Credits::ZERO, d("41.67")),
+                (Account::ContractLiability, Credits::ZERO, d("8.33")),
+            ]
+        );
+    }
+
+    #[test]
     fn periods_skip_closed_months() {
         let closed = [
             Period::from_str("2026-01").unwrap(),
@@ -997,6 +1096,7 @@ mod tests {
         Lapse(u32),
         Revive(u32),
         Refund(u32, u32),
+        Reverse(u32, u32),
         Transfer(u32),
         Reestimate(u32),
         Platform(u32),
@@ -1009,6 +1109,7 @@ mod tests {
                 (1u32..5_000).prop_map(Move::Lapse),
                 (1u32..5_000).prop_map(Move::Revive),
                 ((1u32..5_000), (0u32..5_000)).prop_map(|(m, c)| Move::Refund(m, c)),
+                ((1u32..5_000), (0u32..5_000)).prop_map(|(m, c)| Move::Reverse(m, c)),
                 (1u32..5_000).prop_map(Move::Transfer),
                 (0u32..90).prop_map(Move::Reestimate),
                 (0u32..40).prop_map(Move::Platform),
@@ -1045,6 +1146,7 @@ mod tests {
             payment.check().unwrap();
             let mut postings = vec![payment];
             let mut refunded_cash = Credits::ZERO;
+            let mut refunded_credits = Credits::ZERO;
             for m in moves {
                 let free = lot.remaining();
                 let n = |x: u32| Credits::new(Decimal::from(x)).unwrap().min(free);
@@ -1062,7 +1164,19 @@ mod tests {
                         let money = Credits::new(Decimal::new(i64::from(cents), 2)).unwrap().min(left);
                         if money.is_positive() {
                             refunded_cash += money;
+                            refunded_credits += n(c);
                             postings.push(lot.refund(money, n(c), start));
+                        }
+                    }
+                    Move::Reverse(cents, c) => {
+                        let money = Credits::new(Decimal::new(i64::from(cents), 2))
+                            .unwrap()
+                            .min(refunded_cash);
+                        let back = Credits::new(Decimal::from(c)).unwrap().min(refunded_credits);
+                        if money.is_positive() {
+                            refunded_cash -= money;
+                            refunded_credits -= back;
+                            postings.push(lot.refund_reversed(money, back, start));
                         }
                     }
                     Move::Transfer(x) if n(x).is_positive() => postings.push(lot.transfer_out(n(x), start).0),

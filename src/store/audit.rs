@@ -3,6 +3,7 @@
 
 use super::Store;
 use super::reports::JournalSums;
+use crate::domain::ledger::EntryKind;
 use crate::error::Result;
 use entity::{customers, grants, holds, journal_lines, ledger_entries, revenue_lots};
 use sea_orm::{EntityTrait, QuerySelect};
@@ -35,8 +36,11 @@ impl Store {
             if e.kind == "grant" {
                 bucket.granted += e.credits;
             }
-            if e.kind == "clawback" {
+            if e.kind == EntryKind::Clawback.as_str() {
                 bucket.refunded += e.money.unwrap_or(0);
+            }
+            if e.kind == EntryKind::ClawbackReversal.as_str() {
+                bucket.refunded -= e.money.unwrap_or(0);
             }
             if let Some(h) = &e.hold_id {
                 *by_hold.entry(h.clone()).or_default() += e.held;
@@ -47,7 +51,7 @@ impl Store {
             let sums = by_grant.remove(&g.id).unwrap_or_default();
             if sums.refunded != g.refunded {
                 problems.push(format!(
-                    "grant {}: clawbacks carry {} of money, row says {} refunded",
+                    "grant {}: clawbacks less their reversals carry {} of money, row says {} refunded",
                     g.id, sums.refunded, g.refunded
                 ));
             }

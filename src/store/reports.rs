@@ -379,7 +379,8 @@ impl Store {
                 Account::Refunds => m.reversed += s.debit - s.credit,
                 _ => {}
             }
-            if kind == PostingKind::Refund.as_str() {
+            if kind == PostingKind::Refund.as_str() || kind == PostingKind::RefundReversal.as_str()
+            {
                 match account {
                     // Cash paid back, less what reversed revenue: what left the deferral.
                     Account::Cash => m.refunds += s.credit - s.debit,
@@ -554,7 +555,10 @@ impl Store {
                 Account::SubscriptionRevenue => r.platform += net,
                 Account::BreakageRevenue => r.breakage += net,
                 Account::Refunds => r.reversed += debit - credit,
-                Account::Cash if kind == PostingKind::Refund.as_str() => {
+                Account::Cash
+                    if kind == PostingKind::Refund.as_str()
+                        || kind == PostingKind::RefundReversal.as_str() =>
+                {
                     r.refunded += credit - debit
                 }
                 _ => {}

@@ -16,8 +16,9 @@ use super::runner::Engine;
 use crate::domain::Timestamp;
 use crate::domain::billing::dispute_is_closed;
 use crate::domain::gate::Standing;
-use crate::domain::ledger::Book;
+use crate::domain::ledger::{Book, EntryKind};
 use crate::domain::money::Credits;
+use crate::domain::refunds::{PaidShare, PaymentRefunds, RefundStatus};
 use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
@@ -33,6 +34,7 @@ use sea_orm::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::any::Any;
+use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 pub use entity::stripe_subscriptions::Model as SubscriptionRow;
@@ -69,12 +71,22 @@ pub struct PaidGrant {
     pub currency: String,
 }
 
+impl PaidGrant {
+    /// The grant as the refund rules see it.
+    pub fn share(&self) -> PaidShare {
+        PaidShare {
+            grant_id: self.grant_id.clone(),
+            price: self.price,
+            refunded: self.refunded,
+            clawed_back: self.clawed_back,
+        }
+    }
+}
+
 /// What Stripe says was taken back of one payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenBack {
-    /// Refunded (the larger of the charge's and the refunds' sums) plus lost in disputes, in the
-    /// currency's minor unit.
-    pub minor: i64,
+    pub facts: PaymentRefunds,
     pub currency: Option<String>,
     /// Has the payment any dispute, in any state?
     pub disputed: bool,
@@ -757,16 +769,12 @@ impl StripeTx {
     /// Records a refund; its status only moves forward (pending, then succeeded, then failed or
     /// canceled).
     pub async fn put_refund(&self, row: stripe_refunds::Model) -> Result<()> {
-        let rank = |s: &str| match s {
-            "succeeded" => 1,
-            "failed" | "canceled" => 2,
-            _ => 0,
-        };
         let existing = stripe_refunds::Entity::find_by_id(row.id.clone())
             .one(&self.txn)
             .await?;
         if let Some(old) = &existing
-            && rank(&old.status) >= rank(&row.status)
+            && !RefundStatus::parse(Some(&old.status))
+                .is_superseded_by(RefundStatus::parse(Some(&row.status)))
         {
             return Ok(());
         }
@@ -801,9 +809,8 @@ impl StripeTx {
         save(&self.txn, row, existing.is_some()).await
     }
 
-    /// Money (minor units) refunded or lost in disputes on a payment, as far as Stripe has told:
-    /// the larger of a charge's refunded total and the sum of succeeded refunds, plus lost
-    /// disputes.
+    /// What Stripe has told of the money refunded or lost in disputes on a payment (README,
+    /// Stripe events); [`PaymentRefunds::taken_back_minor`] says what it comes to.
     pub async fn money_taken_back(&self, payment_key: &str) -> Result<TakenBack> {
         let matches_key = |pi: sea_orm::sea_query::SimpleExpr,
                            other: sea_orm::sea_query::SimpleExpr| {
@@ -821,7 +828,6 @@ impl StripeTx {
                 stripe_refunds::Column::PaymentIntent.eq(payment_key),
                 stripe_refunds::Column::Charge.eq(payment_key),
             ))
-            .filter(stripe_refunds::Column::Status.eq("succeeded"))
             .all(&self.txn)
             .await?;
         let disputes = stripe_disputes::Entity::find()
@@ -833,19 +839,54 @@ impl StripeTx {
             .await?;
         let lost: Vec<&stripe_disputes::Model> =
             disputes.iter().filter(|d| d.status == "lost").collect();
-        let by_charge: i64 = charges.iter().map(|c| c.amount_refunded).sum();
-        let by_refund: i64 = refunds.iter().map(|r| r.amount).sum();
-        let lost_minor: i64 = lost.iter().map(|d| d.amount).sum();
+        let refunded_when = |undone: bool| -> i64 {
+            refunds
+                .iter()
+                .filter(|r| {
+                    let status = RefundStatus::parse(Some(&r.status));
+                    if undone {
+                        status.is_undone()
+                    } else {
+                        status == RefundStatus::Succeeded
+                    }
+                })
+                .map(|r| r.amount)
+                .sum()
+        };
         let currency = charges
             .first()
             .map(|c| c.currency.clone())
             .or_else(|| refunds.first().map(|r| r.currency.clone()))
             .or_else(|| lost.first().map(|d| d.currency.clone()));
         Ok(TakenBack {
-            minor: std::cmp::max(by_charge, by_refund) + lost_minor,
+            facts: PaymentRefunds {
+                charge_refunded_minor: charges.iter().map(|c| c.amount_refunded).sum(),
+                succeeded_minor: refunded_when(false),
+                undone_minor: refunded_when(true),
+                lost_minor: lost.iter().map(|d| d.amount).sum(),
+            },
             currency,
             disputed: !disputes.is_empty(),
         })
+    }
+
+    /// Credits the clawbacks took from each grant, less what their reversals gave back.
+    pub async fn clawed_credits(&self, grant_ids: &[String]) -> Result<HashMap<String, Credits>> {
+        let rows = ledger_entries::Entity::find()
+            .filter(ledger_entries::Column::GrantId.is_in(grant_ids.iter().cloned()))
+            .filter(ledger_entries::Column::Kind.is_in([
+                EntryKind::Clawback.as_str(),
+                EntryKind::ClawbackReversal.as_str(),
+            ]))
+            .all(&self.txn)
+            .await?;
+        let mut clawed: HashMap<String, Credits> = HashMap::new();
+        for row in rows {
+            let Some(grant) = row.grant_id else { continue };
+            // A clawback's credits are negative, a reversal's positive.
+            *clawed.entry(grant).or_insert(Credits::ZERO) -= Credits::from_micros(row.credits);
+        }
+        Ok(clawed)
     }
 
     /// Is any dispute open on a payment of this customer's grants? One query, whatever the

@@ -16,6 +16,7 @@ use crate::domain::billing::{
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
+use crate::domain::refunds::{self, PaidShare, PaymentRefunds, RefundStatus, Settlement};
 use crate::domain::revrec::share;
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
@@ -231,7 +232,9 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
                 charge: refund.charge().map(str::to_owned),
                 amount: refund.amount.unwrap_or(0),
                 currency: refund.currency.clone().unwrap_or_default(),
-                status: refund.status.clone().unwrap_or_else(|| "pending".into()),
+                status: RefundStatus::parse(refund.status.as_deref())
+                    .as_str()
+                    .to_owned(),
             })
             .await?;
             apply
@@ -891,10 +894,10 @@ impl Apply<'_> {
                     .await?,
             );
         }
-        let plan = distribute(&targets, money);
-        if plan.is_empty() {
+        let shares: Vec<PaidShare> = targets.iter().map(PaidGrant::share).collect();
+        let Settlement::TakeBack(plan) = refunds::settle(&shares, money) else {
             return Ok(Credits::ZERO);
-        }
+        };
         let ids: Vec<String> = plan.iter().map(|(id, _)| id.clone()).collect();
         let now = self.now;
         let taken = self
@@ -1052,9 +1055,10 @@ impl Apply<'_> {
         }
         let mut customers = BTreeSet::new();
         let mut taken_total = Credits::ZERO;
+        let mut given_total = Credits::ZERO;
         for key in &known {
             let taken_back = self.tx.money_taken_back(key).await?;
-            if taken_back.minor == 0 && !taken_back.disputed {
+            if taken_back.facts == PaymentRefunds::default() && !taken_back.disputed {
                 // Nothing refunded or disputed: nothing to take, no frozen flag to change.
                 continue;
             }
@@ -1076,18 +1080,24 @@ impl Apply<'_> {
                 continue;
             }
             // Stripe counts refunds tax included; only the price's share comes out of credits.
+            let taken_minor = taken_back.facts.taken_back_minor();
             let target_minor = match self.tx.payment(key).await? {
-                Some(paid) => {
-                    price_share_of_refund(taken_back.minor, paid.paid_minor, paid.tax_minor)
-                }
-                None => taken_back.minor,
+                Some(paid) => price_share_of_refund(taken_minor, paid.paid_minor, paid.tax_minor),
+                None => taken_minor,
             };
             let target = money_from_minor(target_minor, &currency);
-            let applied: Credits = grants.iter().map(|g| g.clawed_back).sum();
-            if target <= applied {
-                continue;
-            }
-            let plan = distribute(&grants, target - applied);
+            let shares: Vec<PaidShare> = grants.iter().map(PaidGrant::share).collect();
+            let (plan, giving_back) = match refunds::settle(&shares, target) {
+                Settlement::Settled => continue,
+                Settlement::TakeBack(plan) => (plan, false),
+                Settlement::GiveBack(plan) => (plan, true),
+            };
+            let ids: Vec<String> = plan.iter().map(|(id, _)| id.clone()).collect();
+            let clawed = if giving_back {
+                self.tx.clawed_credits(&ids).await?
+            } else {
+                Default::default()
+            };
             for customer in grants
                 .iter()
                 .map(|g| g.customer_id.clone())
@@ -1107,19 +1117,31 @@ impl Apply<'_> {
                 }
                 let ids: Vec<String> = mine.iter().map(|(id, _)| id.clone()).collect();
                 let now = self.now;
-                let taken: Credits = self
+                let moved: Credits = self
                     .tx
                     .run(command(&customer, now, self.event_id), &ids, |book, _| {
                         Ok(mine
                             .iter()
-                            .map(|(id, money)| book.claw_back(id, *money, now))
+                            .map(|(id, money)| {
+                                if giving_back {
+                                    let took = clawed.get(id).copied().unwrap_or(Credits::ZERO);
+                                    book.reverse_claw_back(id, *money, took, now)
+                                } else {
+                                    book.claw_back(id, *money, now)
+                                }
+                            })
                             .sum::<Credits>())
                     })
                     .await?
                     .value;
-                taken_total += taken;
+                if giving_back {
+                    given_total += moved;
+                } else {
+                    taken_total += moved;
+                }
                 for (id, money) in &mine {
-                    self.tx.add_clawed_back(key, id, *money).await?;
+                    let money = if giving_back { -*money } else { *money };
+                    self.tx.add_clawed_back(key, id, money).await?;
                 }
             }
         }
@@ -1131,25 +1153,14 @@ impl Apply<'_> {
         }
         Ok(Outcome::new(
             "applied",
-            format!("payment {known:?}: {taken_total} credits taken back"),
+            if given_total.is_zero() {
+                format!("payment {known:?}: {taken_total} credits taken back")
+            } else {
+                format!(
+                    "payment {known:?}: {given_total} credits given back (a refund failed or \
+                     was canceled)"
+                )
+            },
         ))
     }
-}
-
-/// Splits `money` over grants, oldest first, each up to what is left unrefunded of its price.
-fn distribute(grants: &[PaidGrant], money: Credits) -> Vec<(String, Credits)> {
-    let mut left = money;
-    let mut plan = Vec::new();
-    for g in grants {
-        if !left.is_positive() {
-            break;
-        }
-        let room = g.price - g.refunded;
-        let take = room.min(left);
-        if take.is_positive() {
-            plan.push((g.grant_id.clone(), take));
-            left -= take;
-        }
-    }
-    plan
 }

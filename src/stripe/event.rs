@@ -741,7 +741,7 @@ pub fn parse(event: &Event) -> Result<Parsed, serde_json::Error> {
             subscription: serde_json::from_value(object)?,
         },
         "charge.refunded" => Parsed::ChargeRefunded(serde_json::from_value(object)?),
-        "refund.created" | "refund.updated" | "charge.refund.updated" => {
+        "refund.created" | "refund.updated" | "refund.failed" | "charge.refund.updated" => {
             Parsed::Refund(serde_json::from_value(object)?)
         }
         "charge.dispute.created" | "charge.dispute.updated" | "charge.dispute.closed" => {
