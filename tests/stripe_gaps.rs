@@ -401,7 +401,74 @@ async fn backfill_resumes(engine: Engine) {
     app.assert_audit_clean().await;
 }
 
+/// Plan grants that end at one boundary but arrive in separate events (a second invoice for an
+/// added seat, here paid after the renewal) share the renewal's `rollover_max`, in any order.
+/// Team: 5,000 credits a seat, 10,000 carried at most. The first period's grants, 5,000 and
+/// 10,000, all unused: 10,000 carry over into the renewal's 5,000, the other 5,000 expire.
+async fn rollover_across_events(engine: Engine) {
+    let orders = [
+        ["first", "renewal", "seats"],
+        ["first", "seats", "renewal"],
+        ["renewal", "first", "seats"],
+        ["renewal", "seats", "first"],
+        ["seats", "renewal", "first"],
+        ["seats", "first", "renewal"],
+    ];
+    for order in orders {
+        let app = common::spawn_app(engine).await;
+        let now = app.now().timestamp();
+        let start = now - 40 * 86_400;
+        let boundary = start + 30 * 86_400;
+        let first = invoice(
+            "in_r1",
+            vec![line("il_r1", "price_team_monthly", 3000, 1, start)],
+            false,
+            3000,
+        );
+        let mut seats = invoice(
+            "in_r2",
+            vec![line("il_r2", "price_team_monthly", 6000, 2, start)],
+            false,
+            6000,
+        );
+        seats["billing_reason"] = json!("subscription_update");
+        let mut renewal = invoice(
+            "in_r3",
+            vec![line("il_r3", "price_team_monthly", 3000, 1, boundary)],
+            false,
+            3000,
+        );
+        renewal["billing_reason"] = json!("subscription_cycle");
+        for step in order {
+            let object = match step {
+                "first" => first.clone(),
+                "seats" => seats.clone(),
+                _ => renewal.clone(),
+            };
+            expect(
+                &app,
+                &event(&format!("e_{step}"), "invoice.paid", now, object),
+                "applied",
+            )
+            .await;
+        }
+        let c = app.customer("acct_g").await;
+        assert_eq!(c["balance"], "15000", "{order:?}: {c}");
+        // What carried over now ends with the renewal's period. (Which of the first period's
+        // grants carries depends on which arrived first; the credits do not.)
+        let ends: Vec<&Value> = c["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| &g["expires_at"])
+            .collect();
+        assert!(ends.iter().all(|e| *e == ends[0]), "{order:?}: {c}");
+        app.assert_audit_clean().await;
+    }
+}
+
 for_each_engine!(backfill_resumes);
+for_each_engine!(rollover_across_events);
 for_each_engine!(legacy_plans);
 for_each_engine!(refunds_leave_tax_aside);
 for_each_engine!(invoices_with_more_lines);

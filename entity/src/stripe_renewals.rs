@@ -1,7 +1,9 @@
 use sea_orm::entity::prelude::*;
 
-/// A renewal's period start (the boundary), and when the previous period's unused plan credits
-/// were rolled over into it. Unix microseconds.
+/// A renewal's period start (the boundary), when the previous period's unused plan credits were
+/// first rolled over into it, and how many it has carried so far (micro-credits; NULL for a
+/// renewal rolled over before that was kept, whose room counts as used). Times in Unix
+/// microseconds.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "stripe_renewals")]
 pub struct Model {
@@ -12,6 +14,7 @@ pub struct Model {
     pub plan_id: String,
     pub period_end: i64,
     pub rolled_at: Option<i64>,
+    pub carried: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ mod m20261121_000003_revenue;
 mod m20261123_000004_adjustments;
 mod m20261123_000005_key_management;
 mod m20261123_000006_stripe_payments;
+mod m20261123_000007_renewal_carried;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_adjustments::Migration),
             Box::new(m20261123_000005_key_management::Migration),
             Box::new(m20261123_000006_stripe_payments::Migration),
+            Box::new(m20261123_000007_renewal_carried::Migration),
         ]
     }
 }

@@ -59,6 +59,16 @@ pub fn subscription_is_final(status: &str) -> bool {
     matches!(status, "canceled" | "incomplete_expired")
 }
 
+/// What a renewal may still carry over of the period before it: the plan's `rollover_max` less
+/// what was carried already, by however many events the period's grants arrived in. A renewal
+/// whose carried total is not known (`None`) has none left.
+pub fn rollover_room(rollover_max: Credits, carried: Option<Credits>) -> Credits {
+    match carried {
+        Some(carried) => (rollover_max - carried).max(Credits::ZERO),
+        None => Credits::ZERO,
+    }
+}
+
 /// Dispute statuses after which the dispute is over.
 pub fn dispute_is_closed(status: &str) -> bool {
     matches!(status, "won" | "lost" | "warning_closed" | "prevented")
@@ -128,6 +138,19 @@ mod tests {
         // Never more than a whole period, never negative.
         assert_eq!(prorated_credits(&p, 1, 9000, unit).to_string(), "10000");
         assert_eq!(prorated_credits(&p, 1, -1000, unit), Credits::ZERO);
+    }
+
+    #[test]
+    fn rollover_room_is_shared_by_the_grants_of_one_boundary() {
+        let max = Credits::new(Decimal::from(1000)).unwrap();
+        let c = |n: i64| Credits::new(Decimal::from(n)).unwrap();
+        assert_eq!(rollover_room(max, Some(Credits::ZERO)), c(1000));
+        assert_eq!(rollover_room(max, Some(c(600))), c(400));
+        assert_eq!(rollover_room(max, Some(c(1000))), Credits::ZERO);
+        // A smaller maximum configured since: nothing more, never negative.
+        assert_eq!(rollover_room(c(500), Some(c(600))), Credits::ZERO);
+        // Rolled over before the carried total was kept: its room counts as used.
+        assert_eq!(rollover_room(max, None), Credits::ZERO);
     }
 
     #[test]

@@ -83,6 +83,16 @@ impl PaidGrant {
     }
 }
 
+/// A renewal period as recorded when its invoice was paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    pub plan_id: String,
+    pub period_end: Timestamp,
+    /// Credits carried over into it so far; `None` for a renewal rolled over before this was
+    /// kept (its room counts as used).
+    pub carried: Option<Credits>,
+}
+
 /// What Stripe says was taken back of one payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenBack {
@@ -695,6 +705,7 @@ impl StripeTx {
             plan_id: Set(plan_id.to_owned()),
             period_end: Set(time(period_end)),
             rolled_at: Set(None),
+            carried: Set(Some(0)),
         })
         .on_conflict(
             OnConflict::columns([
@@ -709,28 +720,45 @@ impl StripeTx {
         Ok(())
     }
 
-    /// A renewal starting at `boundary` not rolled over yet: (plan, period end).
-    pub async fn pending_renewal(
-        &self,
-        customer_id: &str,
-        boundary: Timestamp,
-    ) -> Result<Option<(String, Timestamp)>> {
+    /// The renewal starting at `boundary`, if one is known: its plan, its period's end, and the
+    /// credits it has carried over so far (`None` when its room was used before that was kept).
+    pub async fn renewal(&self, customer_id: &str, boundary: Timestamp) -> Result<Option<Renewal>> {
         let row = stripe_renewals::Entity::find_by_id((customer_id.to_owned(), time(boundary)))
             .one(&self.txn)
             .await?;
-        row.filter(|r| r.rolled_at.is_none())
-            .map(|r| Ok((r.plan_id, timestamp(r.period_end)?)))
-            .transpose()
+        row.map(|r| {
+            Ok(Renewal {
+                plan_id: r.plan_id,
+                period_end: timestamp(r.period_end)?,
+                carried: match (r.rolled_at, r.carried) {
+                    (_, Some(micros)) => Some(Credits::from_micros(micros)),
+                    (None, None) => Some(Credits::ZERO),
+                    (Some(_), None) => None,
+                },
+            })
+        })
+        .transpose()
     }
 
-    pub async fn mark_rolled_over(
+    /// Adds to what the renewal starting at `boundary` has carried over.
+    pub async fn add_carried(
         &self,
         customer_id: &str,
         boundary: Timestamp,
+        carried: Credits,
         now: Timestamp,
     ) -> Result<()> {
         stripe_renewals::Entity::update_many()
-            .col_expr(stripe_renewals::Column::RolledAt, Expr::value(time(now)))
+            .col_expr(
+                stripe_renewals::Column::RolledAt,
+                Expr::col(stripe_renewals::Column::RolledAt).if_null(time(now)),
+            )
+            .col_expr(
+                stripe_renewals::Column::Carried,
+                Expr::col(stripe_renewals::Column::Carried)
+                    .if_null(0)
+                    .add(micros(carried)?),
+            )
             .filter(stripe_renewals::Column::CustomerId.eq(customer_id))
             .filter(stripe_renewals::Column::Boundary.eq(time(boundary)))
             .exec(&self.txn)

@@ -10,7 +10,7 @@ use super::event::{
 };
 use crate::domain::Timestamp;
 use crate::domain::billing::{
-    money_from_minor, period_credits, price_share_of_refund, prorated_credits,
+    money_from_minor, period_credits, price_share_of_refund, prorated_credits, rollover_room,
     subscription_grants_plan, subscription_is_final,
 };
 use crate::domain::catalog::{Catalog, Pack};
@@ -853,28 +853,35 @@ impl Apply<'_> {
     /// Carries unused plan credits of the period ending at `boundary` into the renewal starting
     /// there, once both are known; returns the credits carried.
     async fn roll_over(&self, customer: &str, boundary: Timestamp) -> Result<Credits> {
-        let Some((plan_id, period_end)) = self.tx.pending_renewal(customer, boundary).await? else {
+        let Some(renewal) = self.tx.renewal(customer, boundary).await? else {
             return Ok(Credits::ZERO);
         };
+        let max = self
+            .catalog
+            .plan(&renewal.plan_id)
+            .map(|p| p.rollover_max)
+            .unwrap_or(Credits::ZERO);
+        let room = rollover_room(max, renewal.carried);
+        if !room.is_positive() {
+            return Ok(Credits::ZERO);
+        }
+        // Grants that ended here and were not carried yet (those carried moved their expiry on).
         let lapsed = self.tx.plan_grants_ending_at(customer, boundary).await?;
         if lapsed.is_empty() {
             return Ok(Credits::ZERO);
         }
-        let room = self
-            .catalog
-            .plan(&plan_id)
-            .map(|p| p.rollover_max)
-            .unwrap_or(Credits::ZERO);
         let ids: Vec<String> = lapsed.iter().map(|(id, _)| id.clone()).collect();
         let now = self.now;
         let carried = self
             .tx
             .run(command(customer, now, self.event_id), &ids, |book, _| {
-                Ok(book.roll_over(&lapsed, room, period_end, now))
+                Ok(book.roll_over(&lapsed, room, renewal.period_end, now))
             })
             .await?
             .value;
-        self.tx.mark_rolled_over(customer, boundary, now).await?;
+        self.tx
+            .add_carried(customer, boundary, carried, now)
+            .await?;
         Ok(carried)
     }
 
