@@ -6,6 +6,28 @@
 
 pub use sea_orm_migration::prelude::*;
 
+/// A migration made of SQL statements only, the same on both engines: `up` in order, `down`
+/// undoing them.
+macro_rules! sql_migration {
+    (up: $up:expr, down: $down:expr $(,)?) => {
+        use sea_orm_migration::prelude::*;
+
+        #[derive(DeriveMigrationName)]
+        pub struct Migration;
+
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                crate::execute_all(manager, &$up).await
+            }
+
+            async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                crate::execute_all(manager, &$down).await
+            }
+        }
+    };
+}
+
 mod m20261121_000001_ledger;
 mod m20261121_000002_stripe;
 mod m20261121_000003_revenue;

@@ -1,7 +1,7 @@
-use sea_orm_migration::prelude::*;
-
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration! {
+    up: UP,
+    down: DOWN,
+}
 
 /// Keys an operator can manage: a label, when a key was last used (to within the key cache's
 /// staleness bound), and when it was revoked.
@@ -11,21 +11,8 @@ const UP: [&str; 3] = [
     "ALTER TABLE api_keys ADD COLUMN revoked_at BIGINT NULL",
 ];
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::execute_all(manager, &UP).await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::execute_all(
-            manager,
-            &[
-                "ALTER TABLE api_keys DROP COLUMN revoked_at",
-                "ALTER TABLE api_keys DROP COLUMN last_used_at",
-                "ALTER TABLE api_keys DROP COLUMN label",
-            ],
-        )
-        .await
-    }
-}
+const DOWN: [&str; 3] = [
+    "ALTER TABLE api_keys DROP COLUMN revoked_at",
+    "ALTER TABLE api_keys DROP COLUMN last_used_at",
+    "ALTER TABLE api_keys DROP COLUMN label",
+];

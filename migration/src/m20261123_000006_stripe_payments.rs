@@ -1,7 +1,7 @@
-use sea_orm_migration::prelude::*;
-
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration! {
+    up: UP,
+    down: DOWN,
+}
 
 /// What a payment paid, tax included, and the tax in it (so that a refund's tax share is not
 /// taken back as price); and which payment paid an invoice, learnt from `invoice_payment.paid` or
@@ -27,21 +27,8 @@ const UP: [&str; 3] = [
     )",
 ];
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::execute_all(manager, &UP).await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        crate::execute_all(
-            manager,
-            &[
-                "DROP TABLE stripe_sync_cursors",
-                "DROP TABLE stripe_invoice_payments",
-                "DROP TABLE stripe_payments",
-            ],
-        )
-        .await
-    }
-}
+const DOWN: [&str; 3] = [
+    "DROP TABLE stripe_sync_cursors",
+    "DROP TABLE stripe_invoice_payments",
+    "DROP TABLE stripe_payments",
+];
