@@ -52,6 +52,8 @@ pub enum Error {
     GrantNotFound(String),
     #[error("no route for this path")]
     NotFound,
+    #[error("this path does not take this method")]
+    MethodNotAllowed,
     #[error("the database is busy; retry")]
     Unavailable,
     /// A row changed between read and write; the command is run again.

@@ -633,12 +633,43 @@ async fn the_openapi_document_and_operations_endpoints(app: TestApp) {
         "/v1/usage",
         "/v1/customers/{id}/ledger",
         "/v1/customers/{id}/adjustments",
+        "/livez",
+        "/metrics",
+        "/openapi.json",
+        "/webhooks/stripe",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
             "{path} missing from openapi.json"
         );
     }
+    // Every refusal is described, with the problem schema; query parameters are in the query.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    !response["description"].as_str().unwrap_or("").is_empty(),
+                    "{method} {path} {status}: no description"
+                );
+                if status.starts_with(['4', '5']) {
+                    assert_eq!(
+                        response["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    let limit = &doc["paths"]["/v1/customers/{id}/ledger"]["get"]["parameters"][1];
+    assert_eq!(
+        (&limit["name"], &limit["in"]),
+        (&json!("limit"), &json!("query"))
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["GrantRequest"]["additionalProperties"],
+        false
+    );
     let (status, health) = app.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((status, health), (StatusCode::OK, json!({"status": "ok"})));
     app.promo("m", "1").await;

@@ -9,24 +9,24 @@ use super::ledger::{Book, Grant, GrantSource, Rejection};
 use super::money::{AmountError, Credits};
 use rust_decimal::Decimal;
 
-/// Longest reason kept with an adjustment, in bytes.
-pub const MAX_REASON_BYTES: usize = 500;
+/// Longest reason kept with an adjustment, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
 
-/// Why an operator changed a customer's credits: 1 to [`MAX_REASON_BYTES`] bytes of text, no
-/// control characters, surrounding blanks trimmed.
+/// Why an operator changed a customer's credits: at most [`MAX_REASON_CHARS`] characters as
+/// sent, not only blanks, no control characters; kept with surrounding blanks trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason(String);
 
 impl Reason {
     pub fn parse(text: &str) -> Result<Reason, String> {
+        if text.chars().count() > MAX_REASON_CHARS || text.chars().any(char::is_control) {
+            return Err(format!(
+                "must be at most {MAX_REASON_CHARS} characters with no control characters"
+            ));
+        }
         let text = text.trim();
         if text.is_empty() {
             return Err("is required: say why the credits change".into());
-        }
-        if text.len() > MAX_REASON_BYTES || text.chars().any(char::is_control) {
-            return Err(format!(
-                "must be at most {MAX_REASON_BYTES} bytes with no control characters"
-            ));
         }
         Ok(Reason(text.to_owned()))
     }
@@ -166,7 +166,7 @@ mod tests {
     fn a_reason_is_required_short_and_printable() {
         assert!(Reason::parse("  ").is_err());
         assert!(Reason::parse("a\nb").is_err());
-        assert!(Reason::parse(&"x".repeat(MAX_REASON_BYTES + 1)).is_err());
+        assert!(Reason::parse(&"x".repeat(MAX_REASON_CHARS + 1)).is_err());
         assert_eq!(Reason::parse(" typo ").unwrap().as_str(), "typo");
     }
 

@@ -182,8 +182,13 @@ pub async fn ledger(
     let before = query
         .cursor
         .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| Error::invalid("cursor", "is not a cursor this API returned"))
+            // A cursor is what `next_cursor` gave: 1 to 18 digits.
+            c.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| c.parse::<i64>().ok())
+                .flatten()
+                .filter(|_| (1..=18).contains(&c.len()))
+                .ok_or_else(|| Error::invalid("cursor", "is not a cursor this API returned"))
         })
         .transpose()?;
     let (entries, next) = state
@@ -206,6 +211,7 @@ pub struct GrantRequest {
     #[schema(value_type = Option<String>)]
     credits: Option<Amount>,
     expires_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "super::extract::optional_integer")]
     priority: Option<i32>,
     /// Pack id, with kind `pack`.
     pack: Option<String>,
@@ -237,7 +243,7 @@ pub struct GrantResponse {
 }
 
 /// Longest memo kept with an admin grant.
-const MAX_MEMO_LENGTH: usize = 500;
+pub const MAX_MEMO_LENGTH: usize = 500;
 
 #[utoipa::path(post, path = "/v1/customers/{id}/grants", params(("id" = String, Path)), request_body = GrantRequest,
     responses((status = 201, body = GrantResponse), (status = 409), (status = 422)), security(("bearer" = [])))]
@@ -255,10 +261,10 @@ pub async fn create_grant(
         Error::invalid("kind", "must be one of promotional, adjustment, pack, plan")
     })?;
     let memo = request.memo.clone().unwrap_or_default();
-    if memo.len() > MAX_MEMO_LENGTH || memo.chars().any(char::is_control) {
+    if memo.chars().count() > MAX_MEMO_LENGTH || memo.chars().any(char::is_control) {
         return Err(Error::invalid(
             "memo",
-            format!("at most {MAX_MEMO_LENGTH} bytes, no control characters"),
+            format!("at most {MAX_MEMO_LENGTH} characters, no control characters"),
         ));
     }
     let positive = |a: Amount| {
@@ -447,7 +453,7 @@ pub struct AdjustmentRequest {
     /// never below zero available, unpaid grants first). Never zero.
     #[schema(value_type = String, example = "-250")]
     credits: Amount,
-    /// Why: kept on every ledger entry of the adjustment (1 to 500 bytes).
+    /// Why: kept on every ledger entry of the adjustment (1 to 500 characters).
     reason: String,
     idempotency_key: String,
 }

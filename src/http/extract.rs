@@ -195,6 +195,13 @@ impl<'de> serde::Deserialize<'de> for Amount {
                 Ok(Amount(Decimal::from(v)))
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Amount, E> {
+                // An integral number written with a fraction (`5.0`) is that integer, exactly,
+                // as JSON Schema counts it; any other fraction is a binary float.
+                const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+                if v.fract() == 0.0 && v.abs() < EXACT {
+                    #[allow(clippy::cast_possible_truncation)]
+                    return Ok(Amount(Decimal::from(v as i64)));
+                }
                 Err(E::custom(format!(
                     "{v} is a JSON float; send decimals as strings"
                 )))
@@ -211,7 +218,7 @@ impl FromStr for Amount {
     }
 }
 
-/// Longest identifier (customer, idempotency key) accepted.
+/// Longest identifier (customer, idempotency key) accepted, in characters.
 pub const MAX_ID_LENGTH: usize = 255;
 
 /// An identifier supplied by a caller: 1 to 255 characters, no control characters.
@@ -219,10 +226,10 @@ pub fn identifier(field: &str, value: &str) -> Result<String, Error> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
-    if value.len() > MAX_ID_LENGTH {
+    if value.chars().count() > MAX_ID_LENGTH {
         return Err(Error::invalid(
             field,
-            format!("must be at most {MAX_ID_LENGTH} bytes"),
+            format!("must be at most {MAX_ID_LENGTH} characters"),
         ));
     }
     if value.chars().any(char::is_control) {
@@ -240,4 +247,40 @@ pub fn request_hash(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
     }
     hex::encode(hasher.finalize())
+}
+
+/// An optional `i32` that JSON may write as `5` or `5.0` (JSON Schema's integers); a string or a
+/// fraction is refused.
+pub fn optional_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<i32>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            i32::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("{v} is out of range")))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i32::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("{v} is out of range")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.fract() == 0.0 && v.abs() <= f64::from(i32::MAX) {
+                #[allow(clippy::cast_possible_truncation)]
+                return Ok(Some(v as i32));
+            }
+            Err(E::custom(format!("{v} is not an integer")))
+        }
+    }
+    d.deserialize_any(Visitor)
 }

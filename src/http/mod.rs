@@ -1,5 +1,6 @@
 //! axum: routes, extractors, error -> problem+json. Handlers parse, call the store, answer.
 
+mod contract;
 mod customers;
 pub mod extract;
 mod gate;
@@ -97,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .fallback(|| async { Error::NotFound })
-        .method_not_allowed_fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -1,7 +1,7 @@
 //! Operations: health, metrics, the OpenAPI document and the test clock.
 
+use super::AppState;
 use super::extract::{ApiJson, Caller};
-use super::{ApiDoc, AppState};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::keys::Scope;
@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -44,8 +44,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-pub async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
+    Json(super::contract::document(&state.catalog))
 }
 
 #[derive(Deserialize, ToSchema)]

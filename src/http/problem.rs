@@ -36,6 +36,7 @@ impl Error {
             Error::TestClockDisabled => (S::NOT_FOUND, "test_clock_disabled"),
             Error::ClockBackwards(_) => (S::UNPROCESSABLE_ENTITY, "clock_backwards"),
             Error::NotFound => (S::NOT_FOUND, "not_found"),
+            Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::PeriodNotEnded(_) => (S::CONFLICT, "period_not_ended"),
             Error::GrantNotFound(_) => (S::NOT_FOUND, "grant_not_found"),
             Error::InvalidSignature(_) => (S::BAD_REQUEST, "invalid_signature"),

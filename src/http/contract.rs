@@ -1,0 +1,462 @@
+//! The API contract served at `/openapi.json`: the document the handlers' annotations describe,
+//! completed with what holds for every operation. Each operation lists every status it can
+//! answer, each refusal with the `application/problem+json` schema; every request field carries
+//! its constraints (lengths, patterns, ranges, the catalog's ids); the paths without annotations
+//! (`/livez`, `/metrics`, this document) and the webhook's body are described here.
+
+use super::ApiDoc;
+use super::extract::{MAX_BODY_BYTES, MAX_ID_LENGTH};
+use crate::domain::adjustment::MAX_REASON_CHARS;
+use crate::domain::catalog::Catalog;
+use crate::domain::money::{Quantity, max_credits_per_request};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value, json};
+use utoipa::OpenApi;
+
+/// An identifier: 1 to 255 characters, none of them a control character.
+fn identifier() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
+           "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"})
+}
+
+/// A month of the books, `YYYY-MM`, 1970 to 9999.
+const MONTH: &str = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$";
+
+/// A nonzero fraction of 1 to 6 digits.
+const NONZERO_FRACTION: &str = "(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9])";
+
+/// A decimal above zero and at most `limit` (a power of ten), with at most 6 decimals: a
+/// string ("2.5") or an integer. JSON numbers with a fraction are refused (binary floats).
+fn positive_amount(limit: Decimal) -> Value {
+    amount(limit, "", Value::from(1), "1")
+}
+
+/// A nonzero signed decimal within the per-request limit (an adjustment's credits).
+fn signed_amount() -> Value {
+    let limit = max_credits_per_request();
+    let mut schema = amount(limit, "-?", Value::from(-whole(limit)), "-250");
+    schema["oneOf"][1]["not"] = json!({"const": 0});
+    schema
+}
+
+fn whole(limit: Decimal) -> i64 {
+    i64::try_from(limit.trunc().mantissa()).unwrap_or(i64::MAX)
+}
+
+fn amount(limit: Decimal, sign: &str, minimum: Value, example: &str) -> Value {
+    let limit_digits = limit.trunc().to_string();
+    let below = limit_digits.len() - 1;
+    json!({"oneOf": [
+        {"type": "string", "example": example, "pattern": format!(
+            "^{sign}(?:[1-9][0-9]{{0,{}}}(?:\\.[0-9]{{1,6}})?|{limit_digits}(?:\\.0{{1,6}})?|0\\.{NONZERO_FRACTION})$",
+            below - 1)},
+        {"type": "integer", "minimum": minimum, "maximum": whole(limit)},
+    ]})
+}
+
+/// Money in a currency's major unit, zero or more, to the minor unit at most (a price).
+fn money() -> Value {
+    json!({"oneOf": [
+        {"type": "string", "pattern": "^(?:0|[1-9][0-9]{0,11})(?:\\.[0-9]{1,3})?$", "example": "49.00"},
+        {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_i64},
+    ]})
+}
+
+fn ids(ids: impl Iterator<Item = String>) -> Value {
+    let ids: Vec<String> = ids.collect();
+    json!({"type": "string", "enum": ids})
+}
+
+/// The problem document every refusal and failure answers with (RFC 9457).
+fn problem_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "A refusal or failure (RFC 9457). `type` is a stable code to match on; \
+                        5xx bodies say nothing about the cause.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "description": "Stable code, e.g. `invalid_request`, \
+                     `insufficient_credits`, `customer_not_found`."},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+            "field": {"type": "string", "description": "The field at fault (`invalid_request`)."},
+            "required": {"type": "string", "description": "Credits required (`insufficient_credits`)."},
+            "requested": {"type": "string", "description": "Credits requested (`adjustment_exceeds_available`)."},
+            "available": {"type": "string", "description": "Credits available."},
+        },
+        "additionalProperties": false,
+    })
+}
+
+fn problem(description: &str) -> Value {
+    json!({"description": description, "content": {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}})
+}
+
+/// The completed document for a server with `catalog`.
+pub fn document(catalog: &Catalog) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let schemas = doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("the document has schemas");
+    schemas.insert("Problem".into(), problem_schema());
+    constrain_requests(schemas, catalog);
+    let paths = doc["paths"]
+        .as_object_mut()
+        .expect("the document has paths");
+    for (path, item) in paths.iter_mut() {
+        for (method, operation) in item.as_object_mut().expect("a path item").iter_mut() {
+            complete_operation(path, method, operation);
+        }
+    }
+    paths["/v1/authorizations"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/AuthorizationRequest"});
+    add_unannotated_paths(paths);
+    describe_webhook(paths);
+    doc
+}
+
+/// Constraints of the request bodies' fields, which serde's types alone do not say.
+fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
+    let actions = || ids(catalog.actions.keys().cloned());
+    let set = |schemas: &mut Map<String, Value>, schema: &str, field: &str, value: Value| {
+        let property = &mut schemas[schema]["properties"][field];
+        let description = property.get("description").cloned();
+        *property = value;
+        if let Some(description) = description {
+            property["description"] = description;
+        }
+    };
+    for schema in ["CheckRequest", "SpendRequest"] {
+        set(schemas, schema, "customer", identifier());
+        set(schemas, schema, "action", actions());
+        set(
+            schemas,
+            schema,
+            "quantity",
+            positive_amount(Quantity::max()),
+        );
+    }
+    set(schemas, "SpendRequest", "idempotency_key", identifier());
+    set(
+        schemas,
+        "CaptureRequest",
+        "quantity",
+        positive_amount(Quantity::max()),
+    );
+    set(
+        schemas,
+        "CaptureRequest",
+        "credits",
+        positive_amount(max_credits_per_request()),
+    );
+    set(schemas, "CaptureRequest", "idempotency_key", identifier());
+    set(
+        schemas,
+        "GrantRequest",
+        "kind",
+        json!({"type": "string", "enum": ["promotional", "adjustment", "pack", "plan"]}),
+    );
+    set(
+        schemas,
+        "GrantRequest",
+        "credits",
+        positive_amount(max_credits_per_request()),
+    );
+    set(schemas, "GrantRequest", "price", money());
+    set(
+        schemas,
+        "GrantRequest",
+        "pack",
+        ids(catalog.packs.keys().cloned()),
+    );
+    set(
+        schemas,
+        "GrantRequest",
+        "plan",
+        ids(catalog.plans.keys().cloned()),
+    );
+    set(
+        schemas,
+        "GrantRequest",
+        "currency",
+        json!({"type": "string", "pattern": "^[A-Za-z]{3}$"}),
+    );
+    set(
+        schemas,
+        "GrantRequest",
+        "priority",
+        json!({"type": "integer", "minimum": -1000, "maximum": 1000}),
+    );
+    set(schemas, "GrantRequest", "idempotency_key", identifier());
+    set(
+        schemas,
+        "GrantRequest",
+        "memo",
+        json!({"type": ["string", "null"], "maxLength": super::customers::MAX_MEMO_LENGTH,
+               "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"}),
+    );
+    // What each kind requires and refuses.
+    let absent = json!({"type": "null"});
+    schemas["GrantRequest"]["oneOf"] = json!([
+        {"properties": {"kind": {"enum": ["promotional", "adjustment"]},
+                        "pack": absent, "plan": absent, "price": absent},
+         "required": ["credits"]},
+        {"properties": {"kind": {"const": "pack"}, "pack": {"type": "string"}},
+         "required": ["pack"]},
+        {"properties": {"kind": {"const": "plan"}, "plan": {"type": "string"}},
+         "required": ["plan"]},
+    ]);
+    set(schemas, "AdjustmentRequest", "credits", signed_amount());
+    set(
+        schemas,
+        "AdjustmentRequest",
+        "reason",
+        json!({"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS,
+               "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"}),
+    );
+    set(
+        schemas,
+        "AdjustmentRequest",
+        "idempotency_key",
+        identifier(),
+    );
+    let mut plans = ids(catalog.plans.keys().cloned());
+    plans["type"] = json!(["string", "null"]);
+    plans["enum"]
+        .as_array_mut()
+        .expect("an enum")
+        .push(Value::Null);
+    set(schemas, "PlanRequest", "plan", plans);
+    // A capture gives exactly one of quantity or credits.
+    schemas["CaptureRequest"]["oneOf"] = json!([
+        {"required": ["quantity"], "not": {"required": ["credits"]}},
+        {"required": ["credits"], "not": {"required": ["quantity"]}},
+    ]);
+    // An authorization is made now: it takes no `occurred_at`.
+    let mut authorization = schemas["SpendRequest"].clone();
+    authorization["properties"]
+        .as_object_mut()
+        .expect("properties")
+        .remove("occurred_at");
+    schemas.insert("AuthorizationRequest".into(), authorization);
+    // Each usage of a batch is answered on its own, a malformed one with its problem in its
+    // place: the batch takes any items.
+    schemas["UsageBatchRequest"]["properties"]["usages"]["items"] = json!({
+        "description": "A usage, as the body of `POST /v1/usage` (`SpendRequest`); one that does \
+                        not parse is answered with its problem in its place."});
+    schemas["UsageBatchRequest"]["properties"]["usages"]["minItems"] = json!(1);
+    schemas["UsageBatchRequest"]["properties"]["usages"]["maxItems"] =
+        json!(super::gate::MAX_BATCH_USAGES);
+}
+
+/// Parameters in their place with their constraints, and every status the operation can answer.
+fn complete_operation(path: &str, method: &str, operation: &mut Value) {
+    if let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for parameter in parameters.iter_mut() {
+            constrain_parameter(path, parameter);
+        }
+    }
+    let secured = operation.get("security").is_some();
+    let has_body = operation.get("requestBody").is_some();
+    let has_parameters = operation
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|p| !p.is_empty());
+    let csv = operation
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|p| p.iter().any(|p| p["name"] == "format"));
+    if csv {
+        let ok = &mut operation["responses"]["200"];
+        let json_schema = ok["content"]["application/json"]["schema"].clone();
+        ok["content"] = json!({
+            "application/json": {"schema": if json_schema.is_null() { json!({"type": "object"}) } else { json_schema }},
+            "text/csv": {"schema": {"type": "string"}},
+        });
+    }
+    let responses = operation["responses"]
+        .as_object_mut()
+        .expect("an operation has responses");
+    let mut add = |status: &str, description: &str| {
+        let entry = responses
+            .entry(status.to_owned())
+            .or_insert_with(|| problem(description));
+        if entry["description"].as_str().is_none_or(str::is_empty) {
+            entry["description"] = json!(description);
+        }
+        if status.starts_with(['4', '5']) {
+            entry["content"] = problem(description)["content"].clone();
+        }
+    };
+    if secured {
+        add(
+            "401",
+            "No valid API key (`Authorization: Bearer KEY`): `unauthorized`.",
+        );
+        add(
+            "403",
+            "The key's scope may not call this operation (`insufficient_scope`); on the gate, \
+             also `feature_not_entitled` and `customer_frozen`.",
+        );
+    }
+    if has_body && path != "/webhooks/stripe" {
+        add("400", "The body is not JSON: `malformed_json`.");
+        add(
+            "413",
+            &format!("The body is larger than {MAX_BODY_BYTES} bytes: `payload_too_large`."),
+        );
+        add(
+            "415",
+            "The body is not sent as `application/json`: `unsupported_media_type`.",
+        );
+    }
+    if has_body || has_parameters {
+        add(
+            "422",
+            "A field is missing, unknown, of the wrong type or out of range; `field` names it \
+             (`invalid_request`, or `unknown_action`, `unknown_catalog_item`, `clock_backwards`).",
+        );
+    }
+    if path.contains('{') {
+        add("404", "Nothing is known by that id.");
+    }
+    if matches!(
+        path,
+        "/v1/authorizations"
+            | "/v1/usage"
+            | "/v1/customers/{id}/grants"
+            | "/v1/customers/{id}/adjustments"
+    ) {
+        add(
+            "409",
+            "This `idempotency_key` was used with a different request: `idempotency_conflict`.",
+        );
+    }
+    add(
+        "500",
+        "An internal error, logged; the body says nothing of its cause.",
+    );
+    add(
+        "503",
+        "The database is busy (`unavailable`, with `Retry-After`): retry.",
+    );
+    // Descriptions for the successes the annotations left blank.
+    for (status, response) in responses.iter_mut() {
+        if response["description"].as_str().is_none_or(str::is_empty) {
+            response["description"] = json!(match status.as_str() {
+                "200" => "Done.",
+                "201" => "Created (or, for a repeated idempotency key, the first answer).",
+                "402" =>
+                    "Not enough credits: `insufficient_credits`, with `required` and `available`.",
+                "409" =>
+                    "Conflicts with the current state (`idempotency_conflict`, `hold_already_resolved`, `hold_expired`, `period_not_ended`, `adjustment_exceeds_available`).",
+                _ => "See the problem's `type`.",
+            });
+            if status.starts_with(['4', '5']) {
+                response["content"] = problem("")["content"].clone();
+            }
+        }
+    }
+    let _ = method;
+}
+
+/// Query parameters are in the query; every parameter has its constraints.
+fn constrain_parameter(path: &str, parameter: &mut Value) {
+    let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+    let in_path = path.contains(&format!("{{{name}}}"));
+    if !in_path {
+        parameter["in"] = json!("query");
+        let nullable = parameter["schema"]["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("null")));
+        parameter["required"] = json!(!nullable);
+    }
+    let schema = match (name.as_str(), path) {
+        ("id", _) => identifier(),
+        ("period", _) => json!({"type": "string", "pattern": MONTH}),
+        ("from" | "to", "/v1/revenue/journal") => json!({"type": "string", "format": "date",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}),
+        ("from" | "to", _) => json!({"type": "string", "pattern": MONTH}),
+        ("format", _) => json!({"type": "string", "enum": ["json", "csv"]}),
+        ("limit", _) => {
+            json!({"type": "integer", "minimum": 1, "maximum": super::customers::MAX_PAGE})
+        }
+        ("cursor", _) => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+        _ => return,
+    };
+    parameter["schema"] = schema;
+}
+
+fn add_unannotated_paths(paths: &mut Map<String, Value>) {
+    let text = |description: &str, media: &str| json!({"description": description, "content": {media: {"schema": {"type": "string"}}}});
+    paths.insert(
+        "/livez".into(),
+        json!({"get": {"tags": ["operations"], "operationId": "livez",
+            "description": "The process answers (no database access): for liveness probes.",
+            "responses": {"200": text("Alive.", "text/plain")}}}),
+    );
+    paths.insert(
+        "/metrics".into(),
+        json!({"get": {"tags": ["operations"], "operationId": "metrics",
+            "description": "Prometheus metrics: requests, latencies, the runner's batches, \
+                            authorizations, Stripe events and pending refunds.",
+            "responses": {"200": text("The metrics, Prometheus text format 0.0.4.", "text/plain")}}}),
+    );
+    paths.insert(
+        "/openapi.json".into(),
+        json!({"get": {"tags": ["operations"], "operationId": "openapi",
+            "description": "This document.",
+            "responses": {"200": {"description": "The OpenAPI document.",
+                "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
+    );
+}
+
+/// The webhook's body is Stripe's event, checked against `Stripe-Signature`.
+fn describe_webhook(paths: &mut Map<String, Value>) {
+    let operation = &mut paths["/webhooks/stripe"]["post"];
+    operation["description"] = json!(
+        "Stripe's events, signed with one of `[stripe] webhook_secrets`. Recorded once per event \
+         id; the answer's `outcome` says what it did."
+    );
+    operation["parameters"] = json!([{"name": "Stripe-Signature", "in": "header", "required": true,
+        "description": "`t=UNIX_SECONDS,v1=HEX_HMAC_SHA256` as Stripe sends it.",
+        "schema": {"type": "string",
+            "pattern": "^t=[0-9]{1,12}(?:,v[0-9]=[0-9a-f]{64})+$"}}]);
+    operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["id", "type", "data"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"type": "string", "const": "event"},
+            "type": {"type": "string"}, "created": {"type": "integer"},
+            "api_version": {"type": ["string", "null"]}, "livemode": {"type": "boolean"},
+            "data": {"type": "object", "required": ["object"],
+                     "properties": {"object": {"type": "object"}}}},
+    }}}});
+    let responses = operation["responses"].as_object_mut().expect("responses");
+    responses.insert(
+        "400".into(),
+        problem(
+            "The signature does not verify (`invalid_signature`) or the body is not a Stripe \
+             event (`malformed_event`).",
+        ),
+    );
+    responses.insert(
+        "413".into(),
+        problem("The body is larger than a Stripe event may be: `payload_too_large`."),
+    );
+    responses.insert(
+        "503".into(),
+        problem(
+            "No webhook secret is configured (`webhook_not_configured`), or the database is busy \
+             (`unavailable`): Stripe retries.",
+        ),
+    );
+    responses.insert(
+        "502".into(),
+        problem("The Stripe API could not be reached for what the event needs: Stripe retries."),
+    );
+}

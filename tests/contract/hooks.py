@@ -1,0 +1,101 @@
+"""Schemathesis hooks for creditbook's contract run.
+
+Stripe's webhook takes only signed events: a generated event that carries a `Stripe-Signature`
+is sent signed with the server's secret (`CREDITBOOK_CONTRACT_WEBHOOK_SECRET`), exactly as Stripe
+signs (`t=...,v1=HMAC-SHA256(secret, "t.body")`), so that a schema-valid event is one the server
+must record. A case without the header (a negative case) is sent as generated.
+
+A usage may be reported late, at most 35 days ago and never in the future: a rule of time that a
+JSON Schema cannot state. A generated `occurred_at` that is a valid date-time is moved inside that
+window, so that a schema-valid usage is one the server must accept. Nothing else is changed, and
+an `occurred_at` that is not a date-time is left as generated (a negative case stays negative).
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+from datetime import datetime, timedelta, timezone
+
+import schemathesis
+
+
+def _within_window(usage):
+    if not isinstance(usage, dict):
+        return
+    if not _parses(usage.get("occurred_at")):
+        return
+    late = datetime.now(timezone.utc) - timedelta(days=1)
+    usage["occurred_at"] = late.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    # Every phase's cases pass here, examples and coverage included.
+    body = case.body
+    path = case.operation.path
+    if path == "/v1/customers/{id}/grants" and isinstance(body, dict):
+        _in_the_future(body, "expires_at")
+    elif path.startswith("/v1/revenue/") and case.query:
+        _in_order(case.query)
+    if case.operation.path == "/v1/usage":
+        _within_window(body)
+    elif case.operation.path == "/v1/usage/batch" and isinstance(body, dict):
+        for usage in body.get("usages") or []:
+            _within_window(usage)
+    elif case.operation.path == "/webhooks/stripe":
+        _sign(case, kwargs)
+
+
+def _parses(value):
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _in_the_future(body, field):
+    """A grant expires in the future: a valid date-time is moved a month ahead of now."""
+    if _parses(body.get(field)):
+        ahead = datetime.now(timezone.utc) + timedelta(days=30)
+        body[field] = ahead.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _in_order(query):
+    """A report's range runs forward, over at most 120 months: a valid `from` after `to` is
+    swapped, and a range too long starts where it ends."""
+    start, end = query.get("from"), query.get("to")
+    if not (isinstance(start, str) and isinstance(end, str)) or len(start) != len(end):
+        return
+    if start > end:
+        query["from"], query["to"] = end, start
+    if len(start) == 7:
+        query["from"] = query["to"]
+
+
+def _sign(case, kwargs):
+    headers = case.headers or {}
+    signature = headers.get("Stripe-Signature")
+    # Only a well-formed header is replaced; a malformed one is a negative case.
+    if not isinstance(signature, str) or not re.fullmatch(
+        r"t=[0-9]{1,12}(?:,v[0-9]=[0-9a-f]{64})+", signature
+    ):
+        return
+    if isinstance(case.body, bytes):
+        return
+    secret = os.environ["CREDITBOOK_CONTRACT_WEBHOOK_SECRET"]
+    # Sent as these exact bytes (a bytes body goes out verbatim).
+    try:
+        raw = json.dumps(case.body).encode()
+    except (TypeError, ValueError):
+        return
+    timestamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256)
+    headers["Stripe-Signature"] = f"t={timestamp},v1={digest.hexdigest()}"
+    case.headers = headers
+    case.body = raw
