@@ -94,11 +94,6 @@ impl PostingKind {
         }
     }
 
-    /// Money paid back, or a refund of it undone: the roll-forward's refunds.
-    pub fn is_refund(self) -> bool {
-        matches!(self, PostingKind::Refund | PostingKind::RefundReversal)
-    }
-
     /// Money paid in: the roll-forward's billings.
     pub fn is_billing(self) -> bool {
         matches!(self, PostingKind::PackPayment | PostingKind::PlanPayment)

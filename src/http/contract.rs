@@ -106,8 +106,8 @@ pub fn document(catalog: &Catalog) -> Value {
         .as_object_mut()
         .expect("the document has paths");
     for (path, item) in paths.iter_mut() {
-        for (method, operation) in item.as_object_mut().expect("a path item").iter_mut() {
-            complete_operation(path, method, operation);
+        for operation in item.as_object_mut().expect("a path item").values_mut() {
+            complete_operation(path, operation);
         }
     }
     paths["/v1/authorizations"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
@@ -252,7 +252,7 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
 }
 
 /// Parameters in their place with their constraints, and every status the operation can answer.
-fn complete_operation(path: &str, method: &str, operation: &mut Value) {
+fn complete_operation(path: &str, operation: &mut Value) {
     if let Some(parameters) = operation
         .get_mut("parameters")
         .and_then(Value::as_array_mut)
@@ -362,7 +362,6 @@ fn complete_operation(path: &str, method: &str, operation: &mut Value) {
             }
         }
     }
-    let _ = method;
 }
 
 /// Query parameters are in the query; every parameter has its constraints.
