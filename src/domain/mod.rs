@@ -1,5 +1,42 @@
 //! Pure logic: no I/O and no clock reads. Time comes in as an argument.
 
+/// An enum of the names Stripe gives a status or kind: the known ones as variants, and any
+/// other (a name a later API version adds) kept as it came in `Other`, so it round-trips.
+macro_rules! stripe_names {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal,)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+            Other(String),
+        }
+
+        impl $name {
+            pub fn parse(text: &str) -> Self {
+                match text {
+                    $($text => Self::$variant,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Other(other) => other,
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok(Self::parse(&<String as serde::Deserialize>::deserialize(d)?))
+            }
+        }
+    };
+}
+
 pub mod adjustment;
 pub mod billing;
 pub mod catalog;
@@ -9,6 +46,7 @@ pub mod ledger;
 pub mod money;
 pub mod refunds;
 pub mod revrec;
+pub mod subscription;
 
 pub use money::{Credits, Quantity};
 

@@ -3,7 +3,9 @@
 //! from the grants oldest first; money taken for refunds that later failed or were canceled is
 //! given back newest first. Pure.
 
+use super::billing::price_share_of_refund;
 use super::money::Credits;
+use serde::{Deserialize, Deserializer};
 
 /// A refund's state as Stripe reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,48 @@ impl RefundStatus {
     }
 }
 
+impl<'de> Deserialize<'de> for RefundStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::parse(Some(&String::deserialize(d)?)))
+    }
+}
+
+stripe_names! {
+    /// A dispute's state as Stripe reports it. One Stripe adds later counts as open.
+    pub enum DisputeStatus {
+        WarningNeedsResponse = "warning_needs_response",
+        WarningUnderReview = "warning_under_review",
+        WarningClosed = "warning_closed",
+        NeedsResponse = "needs_response",
+        UnderReview = "under_review",
+        Won = "won",
+        Lost = "lost",
+        Prevented = "prevented",
+    }
+}
+
+impl DisputeStatus {
+    /// Over: the customer is no longer frozen for it.
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            self,
+            Self::Won | Self::Lost | Self::WarningClosed | Self::Prevented
+        )
+    }
+
+    /// Lost: its amount is taken back like a refund.
+    pub fn is_lost(&self) -> bool {
+        *self == Self::Lost
+    }
+}
+
+/// Whether a dispute recorded as `known` (with its event's `created`) takes the state `next`:
+/// a closed dispute stays closed; otherwise a state of the same second or newer wins.
+pub fn dispute_moves(known: (&DisputeStatus, i64), next: (&DisputeStatus, i64)) -> bool {
+    let ((known_status, known_at), (_, next_at)) = (known, next);
+    !known_status.is_closed() && next_at >= known_at
+}
+
 /// What Stripe has said about the money taken back from one payment, in its minor units.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PaymentRefunds {
@@ -76,6 +120,17 @@ impl PaymentRefunds {
     pub fn taken_back_minor(&self) -> i64 {
         let by_charge = (self.charge_refunded_minor - self.undone_minor).max(0);
         by_charge.max(self.succeeded_minor).max(0) + self.lost_minor.max(0)
+    }
+
+    /// Of the money taken back, the price's share, given what was paid and its tax (minor
+    /// units) when known: Stripe counts refunds tax included, and the tax is never taken back
+    /// as if it were price.
+    pub fn price_taken_back_minor(&self, paid_and_tax: Option<(i64, i64)>) -> i64 {
+        let taken = self.taken_back_minor();
+        match paid_and_tax {
+            Some((paid, tax)) => price_share_of_refund(taken, paid, tax),
+            None => taken,
+        }
     }
 }
 
@@ -149,6 +204,55 @@ mod tests {
 
     fn c(s: &str) -> Credits {
         Credits::new(rust_decimal::Decimal::from_str(s).unwrap()).unwrap()
+    }
+
+    /// Rows `charge.dispute.created` / `.updated` and `charge.dispute.closed`: open freezes,
+    /// `won` and `lost` close (lost takes its amount back), and a closed dispute stays closed
+    /// whatever arrives after.
+    #[test]
+    fn a_closed_dispute_stays_closed() {
+        use DisputeStatus::*;
+        for s in [
+            "warning_needs_response",
+            "warning_under_review",
+            "warning_closed",
+            "needs_response",
+            "under_review",
+            "won",
+            "lost",
+            "prevented",
+            "new_one",
+        ] {
+            assert_eq!(DisputeStatus::parse(s).as_str(), s);
+        }
+        assert!(!NeedsResponse.is_closed() && !UnderReview.is_closed());
+        assert!(!DisputeStatus::parse("new_one").is_closed());
+        assert!(Won.is_closed() && Lost.is_closed() && Lost.is_lost() && !Won.is_lost());
+        // Open: a newer or same-second state moves it, an older one does not.
+        assert!(dispute_moves((&NeedsResponse, 10), (&UnderReview, 10)));
+        assert!(dispute_moves((&UnderReview, 10), (&Lost, 11)));
+        assert!(!dispute_moves((&UnderReview, 10), (&NeedsResponse, 9)));
+        // Closed: nothing moves it, not even a newer open state.
+        assert!(!dispute_moves((&Won, 10), (&NeedsResponse, 20)));
+        assert!(!dispute_moves((&Lost, 10), (&Won, 20)));
+        // A lost dispute takes its amount back like a refund.
+        let lost = PaymentRefunds {
+            lost_minor: 2_000,
+            ..Default::default()
+        };
+        assert_eq!(lost.taken_back_minor(), 2_000);
+    }
+
+    /// Row `charge.refunded` / `refund.*`: only the price's share of a refund is taken back.
+    #[test]
+    fn the_price_share_is_taken_back_never_the_tax() {
+        let facts = PaymentRefunds {
+            succeeded_minor: 550,
+            ..Default::default()
+        };
+        assert_eq!(facts.price_taken_back_minor(Some((1_100, 100))), 500);
+        assert_eq!(facts.price_taken_back_minor(Some((1_100, 0))), 550);
+        assert_eq!(facts.price_taken_back_minor(None), 550);
     }
 
     fn share(id: &str, price: &str, refunded: &str, clawed_back: &str) -> PaidShare {

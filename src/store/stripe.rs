@@ -14,11 +14,13 @@ use super::book::{Command, Decide, Executed, insert_customer_if_absent, run_comm
 use super::rows::{micros, time, timestamp};
 use super::runner::Engine;
 use crate::domain::Timestamp;
-use crate::domain::billing::dispute_is_closed;
 use crate::domain::gate::Standing;
 use crate::domain::ledger::{Book, EntryKind};
 use crate::domain::money::Credits;
-use crate::domain::refunds::{PaidShare, PaymentRefunds, RefundStatus};
+use crate::domain::refunds::{
+    DisputeStatus, PaidShare, PaymentRefunds, RefundStatus, dispute_moves,
+};
+use crate::domain::subscription::{SubscriptionState, SubscriptionStatus};
 use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
@@ -37,26 +39,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
-pub use entity::stripe_subscriptions::Model as SubscriptionRow;
-
-/// How a Stripe customer came to be tied to an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkedBy {
-    /// No link known: the Stripe customer id is the account id.
-    Default,
-    ClientReferenceId,
-    Metadata,
-}
-
-impl LinkedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkedBy::Default => "default",
-            LinkedBy::ClientReferenceId => "client_reference_id",
-            LinkedBy::Metadata => "metadata",
-        }
-    }
-}
+pub use crate::domain::billing::LinkedBy;
 
 /// A grant a payment paid for, with what the refund rules need.
 #[derive(Debug, Clone)]
@@ -766,13 +749,30 @@ impl StripeTx {
         Ok(())
     }
 
-    pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRow>> {
+    pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionState>> {
         Ok(stripe_subscriptions::Entity::find_by_id(id.to_owned())
             .one(&self.txn)
-            .await?)
+            .await?
+            .map(subscription_state))
     }
 
-    pub async fn put_subscription(&self, row: SubscriptionRow) -> Result<()> {
+    /// Records a subscription's state (the domain decided it is newer).
+    pub async fn put_subscription(
+        &self,
+        id: &str,
+        stripe_customer: &str,
+        state: SubscriptionState,
+    ) -> Result<()> {
+        let row = stripe_subscriptions::Model {
+            id: id.to_owned(),
+            stripe_customer_id: stripe_customer.to_owned(),
+            status: state.status.as_str().to_owned(),
+            plan_id: state.plan_id,
+            quantity: state.quantity,
+            current_period_end: state.current_period_end_unix,
+            past_due_since: state.past_due_since_unix,
+            as_of: state.as_of_unix,
+        };
         let model: stripe_subscriptions::ActiveModel = row.into();
         let model = model.reset_all();
         stripe_subscriptions::Entity::insert(model)
@@ -827,12 +827,13 @@ impl StripeTx {
         let existing = stripe_disputes::Entity::find_by_id(row.id.clone())
             .one(&self.txn)
             .await?;
-        if let Some(old) = &existing {
-            let old_closed = dispute_is_closed(&old.status);
-            let newer = row.as_of > old.as_of || (row.as_of == old.as_of && !old_closed);
-            if old_closed || !newer {
-                return Ok(());
-            }
+        if let Some(old) = &existing
+            && !dispute_moves(
+                (&DisputeStatus::parse(&old.status), old.as_of),
+                (&DisputeStatus::parse(&row.status), row.as_of),
+            )
+        {
+            return Ok(());
         }
         save(&self.txn, row, existing.is_some()).await
     }
@@ -865,8 +866,10 @@ impl StripeTx {
             ))
             .all(&self.txn)
             .await?;
-        let lost: Vec<&stripe_disputes::Model> =
-            disputes.iter().filter(|d| d.status == "lost").collect();
+        let lost: Vec<&stripe_disputes::Model> = disputes
+            .iter()
+            .filter(|d| DisputeStatus::parse(&d.status).is_lost())
+            .collect();
         let refunded_when = |undone: bool| -> i64 {
             refunds
                 .iter()
@@ -944,16 +947,22 @@ impl StripeTx {
             )
             .all(&self.txn)
             .await?;
-        Ok(disputes.iter().any(|d| !dispute_is_closed(&d.status)))
+        Ok(disputes
+            .iter()
+            .any(|d| !DisputeStatus::parse(&d.status).is_closed()))
     }
 
     /// Subscriptions of a Stripe customer.
-    pub async fn subscriptions_of(&self, stripe_customer: &str) -> Result<Vec<SubscriptionRow>> {
+    /// Subscriptions of a Stripe customer, oldest state first.
+    pub async fn subscriptions_of(&self, stripe_customer: &str) -> Result<Vec<SubscriptionState>> {
         Ok(stripe_subscriptions::Entity::find()
             .filter(stripe_subscriptions::Column::StripeCustomerId.eq(stripe_customer))
             .order_by_asc(stripe_subscriptions::Column::AsOf)
             .all(&self.txn)
-            .await?)
+            .await?
+            .into_iter()
+            .map(subscription_state)
+            .collect())
     }
 
     /// Writes the customer's standing as Stripe sets it (creating the customer): plan and period
@@ -1012,4 +1021,15 @@ where
 pub fn from_unix(seconds: i64) -> Result<Timestamp> {
     timestamp(seconds.saturating_mul(1_000_000))
         .map_err(|_| Error::invalid("created", format!("{seconds} is not a valid time")))
+}
+
+fn subscription_state(row: stripe_subscriptions::Model) -> SubscriptionState {
+    SubscriptionState {
+        status: SubscriptionStatus::parse(&row.status),
+        plan_id: row.plan_id,
+        quantity: row.quantity,
+        current_period_end_unix: row.current_period_end,
+        past_due_since_unix: row.past_due_since,
+        as_of_unix: row.as_of,
+    }
 }

@@ -10,19 +10,19 @@ use super::event::{
 };
 use crate::domain::Timestamp;
 use crate::domain::billing::{
-    money_from_minor, period_credits, price_share_of_refund, prorated_credits, rollover_room,
-    subscription_grants_plan, subscription_is_final,
+    self, CheckoutStep, LineEffect, LineFacts, Link, PackChoice, checkout_step, choose_pack,
+    line_effect, money_from_minor, pack_terms, rollover_room, subscription_line,
 };
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
 use crate::domain::refunds::{self, PaidShare, PaymentRefunds, RefundStatus, Settlement};
 use crate::domain::revrec::share;
+use crate::domain::subscription::{self, PlanLine, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
-use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, SubscriptionRow, from_unix};
+use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, from_unix};
 use crate::store::{Command, Store};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -86,8 +86,8 @@ pub async fn fetch(api: Option<&StripeApi>, event: &Event) -> Result<Fetched> {
     };
     match event::parse(event) {
         Ok(Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s))
-            if s.mode.as_deref() == Some("payment")
-                && s.is_paid()
+            if checkout_step(s.mode.as_ref(), s.payment_status.as_ref())
+                == CheckoutStep::GrantPack
                 && !s.metadata.contains_key(PACK_METADATA_KEY)
                 && s.line_items.is_none() =>
         {
@@ -232,7 +232,9 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
                 charge: refund.charge().map(str::to_owned),
                 amount: refund.amount.unwrap_or(0),
                 currency: refund.currency.clone().unwrap_or_default(),
-                status: RefundStatus::parse(refund.status.as_deref())
+                status: refund
+                    .status
+                    .unwrap_or(RefundStatus::Pending)
                     .as_str()
                     .to_owned(),
             })
@@ -250,8 +252,9 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
                 currency: dispute.currency.clone().unwrap_or_default(),
                 status: dispute
                     .status
-                    .clone()
-                    .unwrap_or_else(|| "needs_response".into()),
+                    .as_ref()
+                    .map_or("needs_response", |s| s.as_str())
+                    .to_owned(),
                 as_of: event.created,
             })
             .await?;
@@ -326,35 +329,25 @@ impl Apply<'_> {
         accounts.extend(known.as_ref().map(|(a, _)| a.as_str()));
         accounts.extend(hint.as_ref().map(|(a, _)| a.as_str()));
         self.tx.lock_accounts(accounts).await?;
-        match (known, hint) {
-            (None, None) => {
-                self.tx
-                    .set_link(stripe_customer, stripe_customer, LinkedBy::Default)
-                    .await?;
-                Ok(stripe_customer.to_owned())
-            }
-            (None, Some((account, by))) => {
-                self.tx.set_link(stripe_customer, &account, by).await?;
-                Ok(account)
-            }
-            (Some((account, _)), None) => Ok(account),
-            (Some((account, LinkedBy::Default)), Some((new, by))) if account != new => {
-                self.tx.set_link(stripe_customer, &new, by).await?;
-                self.move_customer(stripe_customer, &account, &new).await?;
-                Ok(new)
-            }
-            (Some((account, _)), Some((other, _))) => {
-                if account != other {
-                    tracing::warn!(
-                        stripe_customer,
-                        linked = %account,
-                        ignored = %other,
-                        "a Stripe customer names a second account; the first link is kept"
-                    );
-                }
-                Ok(account)
+        let decided = billing::link(stripe_customer, known, hint);
+        match &decided {
+            Link::New(account, by) => self.tx.set_link(stripe_customer, account, *by).await?,
+            Link::Keep {
+                account,
+                ignored: Some(ignored),
+            } => tracing::warn!(
+                stripe_customer,
+                linked = %account,
+                ignored = %ignored,
+                "a Stripe customer names a second account; the first link is kept"
+            ),
+            Link::Keep { .. } => {}
+            Link::Move { from, to, by } => {
+                self.tx.set_link(stripe_customer, to, *by).await?;
+                self.move_customer(stripe_customer, from, to).await?;
             }
         }
+        Ok(decided.account().to_owned())
     }
 
     /// Moves the free credits of Stripe grants from the account named by the Stripe customer id
@@ -411,21 +404,13 @@ impl Apply<'_> {
     /// of the Stripe customer's subscriptions and disputes.
     async fn refresh_standing(&self, stripe_customer: &str, customer: &str) -> Result<()> {
         let subscriptions = self.tx.subscriptions_of(stripe_customer).await?;
-        let subscription = if subscriptions.is_empty() {
-            None
-        } else {
-            let current = subscriptions
-                .iter()
-                .rev()
-                .find(|s| subscription_grants_plan(&s.status));
-            Some(match current {
-                Some(s) => (
-                    s.plan_id.clone(),
-                    s.past_due_since.map(from_unix).transpose()?,
-                    s.current_period_end.map(from_unix).transpose()?,
-                ),
-                None => (None, None, None),
-            })
+        let subscription = match subscription::standing(&subscriptions) {
+            Some(s) => Some((
+                s.plan_id,
+                s.past_due_since_unix.map(from_unix).transpose()?,
+                s.period_end_unix.map(from_unix).transpose()?,
+            )),
+            None => None,
         };
         let frozen = self.tx.has_open_dispute(customer).await?;
         self.tx
@@ -462,58 +447,37 @@ impl Apply<'_> {
                 ));
             }
         };
-        if session.mode.as_deref() != Some("payment") {
-            return Ok(Outcome::new(
-                "applied",
-                format!("customer {customer} linked; plan credits come from paid invoices"),
-            ));
+        match checkout_step(session.mode.as_ref(), session.payment_status.as_ref()) {
+            CheckoutStep::LinkOnly => {
+                return Ok(Outcome::new(
+                    "applied",
+                    format!("customer {customer} linked; plan credits come from paid invoices"),
+                ));
+            }
+            CheckoutStep::AwaitPayment => {
+                return Ok(Outcome::new(
+                    "ignored",
+                    "not paid yet; credits follow checkout.session.async_payment_succeeded",
+                ));
+            }
+            CheckoutStep::GrantPack => {}
         }
-        if !session.is_paid() {
-            return Ok(Outcome::new(
-                "ignored",
-                "not paid yet; credits follow checkout.session.async_payment_succeeded",
-            ));
-        }
-        let (pack, quantity) = match session.metadata.get(PACK_METADATA_KEY) {
-            Some(id) => match self.catalog.pack(id) {
-                Some(pack) => (pack, 1),
-                None => {
-                    return Ok(Outcome::new(
-                        "unmapped_price",
-                        format!("pack {id:?} is not in the catalog"),
-                    ));
-                }
-            },
-            None => {
-                let items: Vec<(String, i64)> = match (&session.line_items, line_items) {
-                    (Some(list), _) => list
-                        .data
-                        .iter()
-                        .filter_map(|i| Some((i.price()?.to_owned(), i.quantity.unwrap_or(1))))
-                        .collect(),
-                    (None, Some(fetched)) => fetched.to_vec(),
-                    (None, None) => {
-                        return Ok(Outcome::new(
-                            "unmapped_price",
-                            "no creditbook_pack metadata, and no API key to read the line items",
-                        ));
-                    }
-                };
-                let found = items.iter().find_map(|(price, quantity)| {
-                    self.catalog
-                        .pack_for_price(price)
-                        .map(|p| (p, (*quantity).max(1)))
-                });
-                match found {
-                    Some(found) => found,
-                    None => {
-                        let prices: Vec<&str> = items.iter().map(|(p, _)| p.as_str()).collect();
-                        return Ok(Outcome::new(
-                            "unmapped_price",
-                            format!("no pack sells prices {prices:?}"),
-                        ));
-                    }
-                }
+        let carried: Option<Vec<(String, i64)>> = session.line_items.as_ref().map(|list| {
+            list.data
+                .iter()
+                .filter_map(|i| Some((i.price()?.to_owned(), i.quantity.unwrap_or(1))))
+                .collect()
+        });
+        let items = carried.as_deref().or(line_items);
+        let named = session.metadata.get(PACK_METADATA_KEY).map(String::as_str);
+        let (pack, quantity) = match choose_pack(self.catalog, named, items) {
+            PackChoice::Bought(pack, quantity) => (pack, quantity),
+            PackChoice::Unmapped(detail) => return Ok(Outcome::new("unmapped_price", detail)),
+            PackChoice::LineItemsUnknown => {
+                return Ok(Outcome::new(
+                    "unmapped_price",
+                    "no creditbook_pack metadata, and no API key to read the line items",
+                ));
             }
         };
         self.grant_pack(&customer, session, pack, quantity).await
@@ -530,33 +494,30 @@ impl Apply<'_> {
         if !self.tx.claim_effect(&effect, customer, self.now).await? {
             return Ok(Outcome::new("applied", format!("{effect} applied before")));
         }
-        let currency = session
-            .currency
-            .clone()
-            .unwrap_or_else(|| pack.price.currency.clone())
-            .to_ascii_lowercase();
-        let grant_currency = currency.clone();
-        let price = match session.amount_net_of_tax() {
-            Some(minor) => money_from_minor(minor.max(0), &currency),
-            None => Credits::new(pack.price.amount * Decimal::from(quantity))
-                .map_err(|e| Error::invalid("pack.price", e))?,
-        };
-        let credits = Credits::new(pack.credits.value() * Decimal::from(quantity))
-            .map_err(|e| Error::invalid("quantity", e))?;
         // Counted from the session's creation, which webhooks and backfill both know.
         let bought_at = from_unix(session.created.unwrap_or(self.event_created))?;
+        let terms = pack_terms(
+            pack,
+            quantity,
+            session.amount_net_of_tax(),
+            session.currency.as_deref(),
+            bought_at,
+        )
+        .map_err(|e| Error::invalid("quantity", e))?;
+        let credits = terms.credits;
+        let grant_currency = terms.currency.clone();
         let grant = Grant::pack(
             new_grant_id(),
             &pack.id,
             credits,
-            Paid { price, currency },
+            Paid {
+                price: terms.price,
+                currency: terms.currency,
+            },
             (GrantSource::Stripe, effect.clone()),
             self.now,
         )
-        .expiring(
-            pack.expires_after_days
-                .map(|d| bought_at + chrono::Duration::days(i64::from(d))),
-        )
+        .expiring(terms.expires_at)
         .at_priority(pack.priority);
         let now = self.now;
         self.tx
@@ -610,16 +571,21 @@ impl Apply<'_> {
         let customer = self.account_for(stripe_customer, metadata).await?;
         // The payment: named on the invoice (before basil), read from the API, or learnt before
         // from `invoice_payment.paid`; else the invoice itself, until the payment is learnt.
-        let read = fetched.invoice_payments.as_ref().and_then(|payments| {
-            payments
-                .iter()
-                .filter(|p| p.status.as_deref().is_none_or(|s| s == "paid"))
-                .find_map(|p| p.payment_intent().or(p.charge()))
-        });
-        let learnt = match invoice.payment_intent().or(invoice.charge()).or(read) {
-            Some(key) => Some(key.to_owned()),
+        let read: Vec<(bool, Option<String>)> = fetched
+            .invoice_payments
+            .iter()
+            .flatten()
+            .map(|p| {
+                let key = p.payment_intent().or(p.charge()).map(str::to_owned);
+                (p.is_paid(), key)
+            })
+            .collect();
+        let named = invoice.payment_intent().or(invoice.charge());
+        let known = match named {
+            Some(_) => None,
             None => self.tx.invoice_payment(&invoice.id).await?,
         };
+        let learnt = billing::invoice_payment_key(named, &read, known);
         let payment_key = learnt.clone().unwrap_or_else(|| invoice.id.clone());
         let currency = invoice
             .currency
@@ -641,7 +607,7 @@ impl Apply<'_> {
         let subscription = invoice.subscription();
         let mut done = Vec::new();
         let mut unmapped = Vec::new();
-        let mut plan_line: Option<(String, i64, i64)> = None;
+        let mut plan_lines: Vec<(PlanLine, bool)> = Vec::new();
         let unread_lines = invoice.has_more_lines() && fetched.invoice_lines.is_none();
         let lines = fetched.invoice_lines.as_deref().unwrap_or(invoice.lines());
         for line in lines {
@@ -657,10 +623,23 @@ impl Apply<'_> {
                 unmapped.push(format!("{} (no period)", line.id));
                 continue;
             };
-            let quantity = line.quantity.unwrap_or(1).max(1);
-            if !line.is_proration() || plan_line.is_none() {
-                plan_line = Some((plan.id.clone(), quantity, period.end));
-            }
+            let facts = LineFacts {
+                quantity: line.quantity.unwrap_or(1).max(1),
+                amount_minor: line.amount_net_of_tax(),
+                proration: line.is_proration(),
+                unit_amount_minor: line.unit_amount(),
+                credits_line: line.credited_lines().into_iter().next(),
+                renewal_invoice: invoice.billing_reason
+                    == Some(billing::BillingReason::SubscriptionCycle),
+            };
+            plan_lines.push((
+                PlanLine {
+                    plan_id: plan.id.clone(),
+                    quantity: facts.quantity,
+                    period_end_unix: period.end,
+                },
+                facts.proration,
+            ));
             let effect = format!("invoice_line:{}", line.id);
             if !self.tx.claim_effect(&effect, &customer, self.now).await? {
                 continue;
@@ -671,45 +650,48 @@ impl Apply<'_> {
                 .or_else(|| invoice.currency.clone())
                 .unwrap_or_else(|| self.catalog.currency.clone())
                 .to_ascii_lowercase();
-            let amount = line.amount_net_of_tax();
-            if amount < 0 {
-                // Recorded as a refund of the credited line, so it applies whichever of the two
-                // invoices arrives first.
-                if let Some(credited) = line.credited_lines().first() {
+            let (credits, price_minor, renewal) = match line_effect(plan, &facts) {
+                LineEffect::Nothing => continue,
+                // Recorded as a refund of the credited line, so it applies whichever of the
+                // two invoices arrives first.
+                LineEffect::GiveBack {
+                    of_line: Some(credited),
+                    amount_minor,
+                } => {
                     let key = format!("invoice_line:{credited}");
                     self.tx
                         .put_refund(entity::stripe_refunds::Model {
                             id: format!("proration:{}", line.id),
                             payment_intent: None,
                             charge: Some(key.clone()),
-                            amount: -amount,
+                            amount: amount_minor,
                             currency: currency.clone(),
-                            status: "succeeded".into(),
+                            status: RefundStatus::Succeeded.as_str().into(),
                         })
                         .await?;
                     let settled = self.settle_payment(&[Some(key.as_str())]).await?;
                     done.push(format!("{effect}: {}", settled.detail));
-                } else {
-                    let money = money_from_minor(-amount, &currency);
+                    continue;
+                }
+                LineEffect::GiveBack {
+                    of_line: None,
+                    amount_minor,
+                } => {
+                    let money = money_from_minor(amount_minor, &currency);
                     let taken = self.credit_back(&customer, subscription, money).await?;
                     done.push(format!("{effect}: {taken} credits taken back"));
+                    continue;
                 }
-                continue;
-            }
-            let credits = match (line.is_proration(), line.unit_amount()) {
-                (true, Some(unit)) => prorated_credits(plan, quantity, amount, unit),
-                _ => period_credits(plan, quantity),
+                LineEffect::Grant {
+                    credits,
+                    price_minor,
+                    renewal,
+                } => (credits, price_minor, renewal),
             };
-            if !credits.is_positive() {
-                continue;
-            }
             let start = from_unix(period.start)?;
             let end = from_unix(period.end)?;
-            let renewal = invoice.billing_reason.as_deref() == Some("subscription_cycle")
-                && !line.is_proration()
-                && plan.rollover_max.is_positive();
             let paid = Paid {
-                price: money_from_minor(amount, &currency),
+                price: money_from_minor(price_minor, &currency),
                 currency,
             };
             let grant = Grant::plan(
@@ -754,35 +736,12 @@ impl Apply<'_> {
                 plan.id
             ));
         }
-        if let (Some(id), Some((plan, quantity, period_end))) = (subscription, plan_line) {
-            match self.tx.subscription(id).await? {
-                None => {
-                    self.tx
-                        .put_subscription(SubscriptionRow {
-                            id: id.to_owned(),
-                            stripe_customer_id: stripe_customer.to_owned(),
-                            status: "active".into(),
-                            plan_id: Some(plan),
-                            quantity,
-                            current_period_end: Some(period_end),
-                            past_due_since: None,
-                            as_of: self.event_created,
-                        })
-                        .await?
-                }
-                // Paid: a past-due subscription is current again, unless a newer state says
-                // otherwise.
-                Some(row) if row.status == "past_due" && row.as_of < self.event_created => {
-                    self.tx
-                        .put_subscription(SubscriptionRow {
-                            status: "active".into(),
-                            past_due_since: None,
-                            as_of: self.event_created,
-                            ..row
-                        })
-                        .await?
-                }
-                Some(_) => {}
+        if let (Some(id), Some(line)) = (subscription, subscription_line(plan_lines)) {
+            let known = self.tx.subscription(id).await?;
+            if let Some(state) =
+                subscription::invoice_paid(known.as_ref(), line, self.event_created)
+            {
+                self.tx.put_subscription(id, stripe_customer, state).await?;
             }
             self.refresh_standing(stripe_customer, &customer).await?;
         }
@@ -823,7 +782,7 @@ impl Apply<'_> {
     /// becomes known under the payment too, so its refunds (which name only the payment) find
     /// their credits, whichever of the invoice, the refund and this arrives first.
     async fn invoice_payment(&self, payment: &InvoicePaymentObject) -> Result<Outcome> {
-        if payment.status.as_deref().is_some_and(|s| s != "paid") {
+        if !payment.is_paid() {
             return Ok(Outcome::new("ignored", "the invoice payment is not paid"));
         }
         let (Some(invoice), Some(key)) = (
@@ -931,40 +890,20 @@ impl Apply<'_> {
             .account_for(stripe_customer, invoice.subscription_metadata())
             .await?;
         let since = self.event_created;
-        let row = match self.tx.subscription(id).await? {
-            None => {
-                let plan = invoice
-                    .lines()
-                    .iter()
-                    .filter_map(|l| l.price())
-                    .find_map(|p| self.catalog.plan_for_price(p));
-                SubscriptionRow {
-                    id: id.to_owned(),
-                    stripe_customer_id: stripe_customer.to_owned(),
-                    status: "past_due".into(),
-                    plan_id: plan.map(|p| p.id.clone()),
-                    quantity: 1,
-                    current_period_end: None,
-                    past_due_since: Some(since),
-                    as_of: since,
-                }
-            }
-            Some(row) if !subscription_is_final(&row.status) && row.as_of < since => {
-                SubscriptionRow {
-                    status: "past_due".into(),
-                    past_due_since: row.past_due_since.or(Some(since)),
-                    as_of: since,
-                    ..row
-                }
-            }
-            Some(_) => {
-                return Ok(Outcome::new(
-                    "ignored",
-                    "a newer subscription state is known",
-                ));
-            }
+        let plan = invoice
+            .lines()
+            .iter()
+            .filter_map(|l| l.price())
+            .find_map(|p| self.catalog.plan_for_price(p))
+            .map(|p| p.id.clone());
+        let known = self.tx.subscription(id).await?;
+        let Some(state) = subscription::payment_failed(known.as_ref(), plan, since) else {
+            return Ok(Outcome::new(
+                "ignored",
+                "a newer subscription state is known",
+            ));
         };
-        self.tx.put_subscription(row).await?;
+        self.tx.put_subscription(id, stripe_customer, state).await?;
         self.refresh_standing(stripe_customer, &customer).await?;
         Ok(Outcome::new(
             "applied",
@@ -983,66 +922,50 @@ impl Apply<'_> {
             .account_for(stripe_customer, Some(&subscription.metadata))
             .await?;
         let status = if deleted {
-            "canceled".to_owned()
+            SubscriptionStatus::Canceled
         } else {
             subscription
                 .status
                 .clone()
-                .unwrap_or_else(|| "active".into())
+                .unwrap_or(SubscriptionStatus::Active)
         };
         let mapped = subscription.items().iter().find_map(|item| {
             self.catalog
                 .plan_for_price(item.price()?)
-                .map(|plan| (plan.id.clone(), item.quantity.unwrap_or(1).max(1)))
+                .map(|plan| (plan.id.clone(), item.quantity.unwrap_or(1)))
         });
-        let existing = self.tx.subscription(&subscription.id).await?;
-        let newer = match &existing {
-            None => true,
-            Some(row) => {
-                !subscription_is_final(&row.status)
-                    && (self.event_created > row.as_of || subscription_is_final(&status))
-            }
+        let known = self.tx.subscription(&subscription.id).await?;
+        let reported = Reported {
+            status: status.clone(),
+            plan: mapped.clone(),
+            current_period_end_unix: subscription.current_period_end(),
+            at_unix: self.event_created,
         };
-        if !newer {
+        let Some(state) = subscription::observe(known.as_ref(), reported) else {
             return Ok(Outcome::new(
                 "ignored",
                 "stale: a newer state of this subscription is recorded",
             ));
-        }
-        let past_due_since = (status == "past_due").then(|| {
-            existing
-                .as_ref()
-                .filter(|r| r.status == "past_due")
-                .and_then(|r| r.past_due_since)
-                .unwrap_or(self.event_created)
-        });
-        let (plan_id, quantity) = match &mapped {
-            Some((plan, quantity)) => (Some(plan.clone()), *quantity),
-            None => (None, 1),
         };
+        let plan_id = state.plan_id.clone();
         self.tx
-            .put_subscription(SubscriptionRow {
-                id: subscription.id.clone(),
-                stripe_customer_id: stripe_customer.to_owned(),
-                status: status.clone(),
-                plan_id: plan_id.clone(),
-                quantity,
-                current_period_end: subscription.current_period_end(),
-                past_due_since,
-                as_of: self.event_created,
-            })
+            .put_subscription(&subscription.id, stripe_customer, state)
             .await?;
         self.refresh_standing(stripe_customer, &customer).await?;
         if mapped.is_none() && !subscription.items().is_empty() {
             return Ok(Outcome::new(
                 "unmapped_price",
-                format!("{status}; no plan sells this subscription's prices"),
+                format!(
+                    "{}; no plan sells this subscription's prices",
+                    status.as_str()
+                ),
             ));
         }
         Ok(Outcome::new(
             "applied",
             format!(
-                "{customer}: {status}, plan {}",
+                "{customer}: {}, plan {}",
+                status.as_str(),
                 plan_id.as_deref().unwrap_or("none")
             ),
         ))
@@ -1087,11 +1010,10 @@ impl Apply<'_> {
                 continue;
             }
             // Stripe counts refunds tax included; only the price's share comes out of credits.
-            let taken_minor = taken_back.facts.taken_back_minor();
-            let target_minor = match self.tx.payment(key).await? {
-                Some(paid) => price_share_of_refund(taken_minor, paid.paid_minor, paid.tax_minor),
-                None => taken_minor,
-            };
+            let paid = self.tx.payment(key).await?;
+            let target_minor = taken_back
+                .facts
+                .price_taken_back_minor(paid.map(|p| (p.paid_minor, p.tax_minor)));
             let target = money_from_minor(target_minor, &currency);
             let shares: Vec<PaidShare> = grants.iter().map(PaidGrant::share).collect();
             let (plan, giving_back) = match refunds::settle(&shares, target) {

@@ -2,6 +2,9 @@
 //! every one is optional and unknown fields are ignored, so an event of any recent API version
 //! parses. Fields that moved in API version 2025-03-31.basil are read from both places.
 
+use crate::domain::billing::{BillingReason, CheckoutMode, InvoicePaymentStatus, PaymentStatus};
+use crate::domain::refunds::{DisputeStatus, RefundStatus};
+use crate::domain::subscription::SubscriptionStatus;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -79,9 +82,9 @@ pub struct TotalDetails {
 pub struct CheckoutSession {
     pub id: String,
     #[serde(default)]
-    pub mode: Option<String>,
+    pub mode: Option<CheckoutMode>,
     #[serde(default)]
-    pub payment_status: Option<String>,
+    pub payment_status: Option<PaymentStatus>,
     #[serde(default)]
     pub client_reference_id: Option<String>,
     #[serde(default)]
@@ -128,10 +131,9 @@ impl CheckoutSession {
         self.amount_total.map(|total| total - self.tax_minor())
     }
     pub fn is_paid(&self) -> bool {
-        matches!(
-            self.payment_status.as_deref(),
-            Some("paid") | Some("no_payment_required")
-        )
+        self.payment_status
+            .as_ref()
+            .is_some_and(PaymentStatus::is_settled)
     }
 }
 
@@ -395,7 +397,7 @@ pub struct Invoice {
     #[serde(default)]
     pub currency: Option<String>,
     #[serde(default)]
-    pub billing_reason: Option<String>,
+    pub billing_reason: Option<BillingReason>,
     #[serde(default)]
     pub status: Option<String>,
     #[serde(default)]
@@ -440,10 +442,16 @@ pub struct InvoicePaymentObject {
     #[serde(default)]
     pub payment: Option<InvoicePaymentRef>,
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<InvoicePaymentStatus>,
 }
 
 impl InvoicePaymentObject {
+    /// Paid (or not said): it names the invoice's payment.
+    pub fn is_paid(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_none_or(|s| *s == InvoicePaymentStatus::Paid)
+    }
     pub fn invoice(&self) -> Option<&str> {
         id(&self.invoice)
     }
@@ -555,7 +563,7 @@ pub struct Subscription {
     #[serde(default)]
     pub customer: Option<Id>,
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<SubscriptionStatus>,
     #[serde(default)]
     pub items: Option<List<SubscriptionItem>>,
     /// Before basil: the period lives on the subscription.
@@ -615,7 +623,7 @@ pub struct Refund {
     #[serde(default)]
     pub currency: Option<String>,
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<RefundStatus>,
     #[serde(default)]
     pub charge: Option<Id>,
     #[serde(default)]
@@ -639,7 +647,7 @@ pub struct Dispute {
     #[serde(default)]
     pub currency: Option<String>,
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<DisputeStatus>,
     #[serde(default)]
     pub charge: Option<Id>,
     #[serde(default)]
@@ -754,4 +762,66 @@ pub fn parse(event: &Event) -> Result<Parsed, serde_json::Error> {
         _ => Parsed::Unhandled,
     };
     Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(event_type: &str, object: serde_json::Value) -> Event {
+        serde_json::from_value(json!({
+            "id": "evt_1", "type": event_type, "created": 1, "data": {"object": object}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn statuses_are_read_as_enums_and_new_ones_are_kept() {
+        let Parsed::Subscription { subscription, .. } = parse(&event(
+            "customer.subscription.updated",
+            json!({"id": "sub_1", "status": "past_due"}),
+        ))
+        .unwrap() else {
+            panic!("a subscription")
+        };
+        assert_eq!(subscription.status, Some(SubscriptionStatus::PastDue));
+        let Parsed::Dispute(dispute) = parse(&event(
+            "charge.dispute.updated",
+            json!({"id": "dp_1", "status": "a_future_status"}),
+        ))
+        .unwrap() else {
+            panic!("a dispute")
+        };
+        assert_eq!(
+            dispute.status,
+            Some(DisputeStatus::Other("a_future_status".into()))
+        );
+        let Parsed::Refund(refund) = parse(&event(
+            "refund.updated",
+            json!({"id": "re_1", "status": null}),
+        ))
+        .unwrap() else {
+            panic!("a refund")
+        };
+        assert_eq!(refund.status, None);
+        let Parsed::CheckoutCompleted(session) = parse(&event(
+            "checkout.session.completed",
+            json!({"id": "cs_1", "mode": "payment", "payment_status": "no_payment_required"}),
+        ))
+        .unwrap() else {
+            panic!("a session")
+        };
+        assert_eq!(session.mode, Some(CheckoutMode::Payment));
+        assert!(session.is_paid());
+        // A status of the wrong type is an object that cannot be read.
+        assert!(parse(&event("refund.updated", json!({"id": "re_1", "status": 5}))).is_err());
+    }
+
+    /// Row "anything else": recorded as `unknown_type`, whatever its object.
+    #[test]
+    fn any_other_type_is_unhandled() {
+        let parsed = parse(&event("price.created", json!({"not": "read"}))).unwrap();
+        assert!(matches!(parsed, Parsed::Unhandled));
+    }
 }
