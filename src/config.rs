@@ -2,7 +2,7 @@
 //! and the reason.
 
 use crate::domain::catalog::{self, Action, Breakage, Catalog, Feature, Overage, Pack, Plan};
-use crate::domain::money::{Credits, Money};
+use crate::domain::money::{Credits, Money, max_credits_per_request};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -512,6 +512,16 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             && cost < Decimal::ZERO
         {
             return Err((key("vendor_cost"), "must not be negative".into()));
+        }
+        if a.credits > max_credits_per_request() {
+            return Err((
+                key("credits"),
+                format!(
+                    "{} is more than the {} credits one request may spend",
+                    a.credits,
+                    max_credits_per_request()
+                ),
+            ));
         }
         let action = Action {
             id: a.id.clone(),

@@ -104,7 +104,7 @@ impl From<crate::domain::gate::Refusal> for Error {
             Refusal::FeatureNotEntitled(action) => Error::FeatureNotEntitled(action),
             Refusal::CustomerFrozen => Error::CustomerFrozen,
             Refusal::UnknownAction(action) => Error::UnknownAction(action),
-            Refusal::Cost { field, error } => Error::invalid(field, format!("the cost {error}")),
+            Refusal::Cost { field, error } => Error::invalid(field, error),
             Refusal::Book(rejection) => Error::Rejected(rejection),
         }
     }

@@ -389,7 +389,7 @@ fn cases(hold: &str) -> Vec<Case> {
             "/v1/test-clock/advance",
             Admin,
             r#"{"to": "2001-01-01T00:00:00Z"}"#,
-            422,
+            409,
             "clock_backwards",
         ),
         case(

@@ -356,9 +356,27 @@ async fn amounts_round_trip_exactly(app: TestApp) {
     assert_eq!(status, StatusCode::CREATED, "{usage}");
     assert_eq!(usage["credits"], "1.5");
     assert_eq!(usage["available"], "123456789010.623456");
+    // At 0.5 credits a unit, a quantity takes 5 places: the finest costs 0.000005 exactly; one
+    // more place is refused, whatever its cost, and changes nothing.
+    let (status, fine) = app.usage(c, "voice.speech", json!("0.00001"), "fine").await;
+    assert_eq!(status, StatusCode::CREATED, "{fine}");
+    assert_eq!(fine["credits"], "0.000005");
+    let (status, refused) = app
+        .usage(c, "voice.speech", json!("0.000002"), "too_fine")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["field"], "quantity");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("more than 5 decimal places"),
+        "{refused}"
+    );
+    assert_eq!(app.balances(c).await.0, "123456789010.623451");
     app.grant(c, json!({"kind": "promotional", "credits": "0.000001"}))
         .await;
-    assert_eq!(app.balances(c).await.0, "123456789010.623457");
+    assert_eq!(app.balances(c).await.0, "123456789010.623452");
     let ledger = app.ledger(c).await;
     assert_eq!(ledger.last().unwrap()["credits"], "123456789012.123456");
     app.assert_audit_clean().await;

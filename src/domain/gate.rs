@@ -4,9 +4,9 @@
 //! and writes.
 
 use super::Timestamp;
-use super::catalog::{Action, Catalog, Feature, Overage, Plan};
+use super::catalog::{Action, Catalog, CostError, Feature, Overage, Plan};
 use super::ledger::{Book, Rejection, Usage};
-use super::money::{AmountError, Credits, Quantity};
+use super::money::{Credits, Quantity};
 
 /// What the gate knows of a customer besides its credits, as stored on the customer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,11 +52,11 @@ pub enum Refusal {
     /// A hold names an action the catalog no longer has.
     #[error("unknown action {0:?}")]
     UnknownAction(String),
-    /// The cost of a quantity cannot be represented (too many decimals, too large).
-    #[error("{field}: the cost {error}")]
+    /// The quantity has no exact cost within the limits (too many decimals, too large).
+    #[error("{field} {error}")]
     Cost {
         field: &'static str,
-        error: AmountError,
+        error: CostError,
     },
     #[error(transparent)]
     Book(#[from] Rejection),

@@ -7,10 +7,11 @@
 use super::ApiDoc;
 use super::extract::{MAX_BODY_BYTES, MAX_ID_LENGTH};
 use crate::domain::adjustment::MAX_REASON_CHARS;
-use crate::domain::catalog::Catalog;
-use crate::domain::money::{Quantity, max_credits_per_request};
+use crate::domain::catalog::{Action, Catalog};
+use crate::domain::money::{Quantity, SCALE, max_credits_per_request};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use utoipa::OpenApi;
 
 /// An identifier: 1 to 255 characters, none of them a control character.
@@ -23,18 +24,28 @@ fn identifier() -> Value {
 const MONTH: &str = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$";
 
 /// A nonzero fraction of 1 to 6 digits.
-const NONZERO_FRACTION: &str = "(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9])";
-
 /// A decimal above zero and at most `limit` (a power of ten), with at most 6 decimals: a
 /// string ("2.5") or an integer. JSON numbers with a fraction are refused (binary floats).
 fn positive_amount(limit: Decimal) -> Value {
-    amount(limit, "", Value::from(1), "1")
+    amount(limit, "", Value::from(1), "1", SCALE)
+}
+
+/// A quantity of an action: at most its `max_quantity`, with at most its `quantity_decimals`
+/// places that are not zero (README, The ledger).
+fn quantity(action: &Action) -> Value {
+    amount(
+        action.max_quantity(),
+        "",
+        Value::from(1),
+        "1",
+        action.quantity_decimals(),
+    )
 }
 
 /// A nonzero signed decimal within the per-request limit (an adjustment's credits).
 fn signed_amount() -> Value {
     let limit = max_credits_per_request();
-    let mut schema = amount(limit, "-?", Value::from(-whole(limit)), "-250");
+    let mut schema = amount(limit, "-?", Value::from(-whole(limit)), "-250", SCALE);
     schema["oneOf"][1]["not"] = json!({"const": 0});
     schema
 }
@@ -43,13 +54,54 @@ fn whole(limit: Decimal) -> i64 {
     i64::try_from(limit.trunc().mantissa()).unwrap_or(i64::MAX)
 }
 
-fn amount(limit: Decimal, sign: &str, minimum: Value, example: &str) -> Value {
+/// Zeros that may follow `places` decimal places, up to 6 written.
+fn trailing_zeros(places: u32) -> String {
+    match SCALE - places {
+        0 => String::new(),
+        zeros => format!("0{{0,{zeros}}}"),
+    }
+}
+
+/// The decimals after "0." of an amount below one and above zero: a nonzero digit among the
+/// first `places` (at least 1), then zeros only.
+fn nonzero_fraction(places: u32) -> String {
+    let windows: Vec<String> = (0..places)
+        .map(|k| {
+            let rest = places - 1 - k;
+            let zeros = "0".repeat(k as usize);
+            match rest {
+                0 => format!("{zeros}[1-9]"),
+                rest => format!("{zeros}[1-9][0-9]{{0,{rest}}}"),
+            }
+        })
+        .collect();
+    format!("(?:{}){}", windows.join("|"), trailing_zeros(places))
+}
+
+/// An amount of at most `limit` (a power of ten) with at most `places` decimal places that
+/// are not trailing zeros (and 6 written): a string, or an integer.
+fn amount(limit: Decimal, sign: &str, minimum: Value, example: &str, places: u32) -> Value {
     let limit_digits = limit.trunc().to_string();
     let below = limit_digits.len() - 1;
+    let whole_part = match below {
+        0 => None,
+        below => Some(format!("[1-9][0-9]{{0,{}}}", below - 1)),
+    };
+    let fraction = match places {
+        0 => "(?:\\.0{1,6})?".to_owned(),
+        places => format!("(?:\\.[0-9]{{1,{places}}}{})?", trailing_zeros(places)),
+    };
+    let mut alternatives: Vec<String> = whole_part
+        .map(|w| format!("{w}{fraction}"))
+        .into_iter()
+        .collect();
+    alternatives.push(format!("{limit_digits}(?:\\.0{{1,6}})?"));
+    if places > 0 {
+        alternatives.push(format!("0\\.{}", nonzero_fraction(places)));
+    }
     json!({"oneOf": [
-        {"type": "string", "example": example, "pattern": format!(
-            "^{sign}(?:[1-9][0-9]{{0,{}}}(?:\\.[0-9]{{1,6}})?|{limit_digits}(?:\\.0{{1,6}})?|0\\.{NONZERO_FRACTION})$",
-            below - 1)},
+        {"type": "string", "example": example,
+         "pattern": format!("^{sign}(?:{})$", alternatives.join("|"))},
         {"type": "integer", "minimum": minimum, "maximum": whole(limit)},
     ]})
 }
@@ -128,6 +180,22 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
             property["description"] = description;
         }
     };
+    // A quantity's places and limit depend on its action's price: one branch per kind of action.
+    let mut kinds: BTreeMap<(u32, Decimal), Vec<String>> = BTreeMap::new();
+    for action in catalog.actions.values() {
+        kinds
+            .entry((action.quantity_decimals(), action.max_quantity()))
+            .or_default()
+            .push(action.id.clone());
+    }
+    let by_action: Vec<Value> = kinds
+        .values()
+        .map(|ids| {
+            let action = &catalog.actions[&ids[0]];
+            json!({"if": {"properties": {"action": {"enum": ids}}, "required": ["action"]},
+                   "then": {"properties": {"quantity": quantity(action)}}})
+        })
+        .collect();
     for schema in ["CheckRequest", "SpendRequest"] {
         set(schemas, schema, "customer", identifier());
         set(schemas, schema, "action", actions());
@@ -137,6 +205,15 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
             "quantity",
             positive_amount(Quantity::max()),
         );
+        schemas[schema]["properties"]["quantity"]["description"] = json!(
+            "Units of the action: at most as many decimal places as its price allows (6 less \
+             those of its credits per unit) and at most its largest quantity."
+        );
+        if by_action.len() > 1 {
+            schemas[schema]["allOf"] = Value::Array(by_action.clone());
+        } else if let Some(action) = catalog.actions.values().next() {
+            set(schemas, schema, "quantity", quantity(action));
+        }
     }
     set(schemas, "SpendRequest", "idempotency_key", identifier());
     set(
@@ -197,16 +274,19 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         json!({"type": ["string", "null"], "maxLength": super::customers::MAX_MEMO_LENGTH,
                "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"}),
     );
-    // What each kind requires and refuses.
+    // What each kind requires and refuses. Stated as `if`/`then` rather than `oneOf` branches,
+    // so that a client generated from this document has one type for the request.
     let absent = json!({"type": "null"});
-    schemas["GrantRequest"]["oneOf"] = json!([
-        {"properties": {"kind": {"enum": ["promotional", "adjustment"]},
-                        "pack": absent, "plan": absent, "price": absent},
-         "required": ["credits"]},
-        {"properties": {"kind": {"const": "pack"}, "pack": {"type": "string"}},
-         "required": ["pack"]},
-        {"properties": {"kind": {"const": "plan"}, "plan": {"type": "string"}},
-         "required": ["plan"]},
+    let kind_is =
+        |kinds: Value| json!({"properties": {"kind": {"enum": kinds}}, "required": ["kind"]});
+    schemas["GrantRequest"]["allOf"] = json!([
+        {"if": kind_is(json!(["promotional", "adjustment"])),
+         "then": {"properties": {"pack": absent, "plan": absent, "price": absent},
+                  "required": ["credits"]}},
+        {"if": kind_is(json!(["pack"])),
+         "then": {"properties": {"pack": {"type": "string"}}, "required": ["pack"]}},
+        {"if": kind_is(json!(["plan"])),
+         "then": {"properties": {"plan": {"type": "string"}}, "required": ["plan"]}},
     ]);
     set(schemas, "AdjustmentRequest", "credits", signed_amount());
     set(
@@ -222,18 +302,21 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         "idempotency_key",
         identifier(),
     );
-    let mut plans = ids(catalog.plans.keys().cloned());
-    plans["type"] = json!(["string", "null"]);
-    plans["enum"]
-        .as_array_mut()
-        .expect("an enum")
-        .push(Value::Null);
-    set(schemas, "PlanRequest", "plan", plans);
+    // A plan id, or null: a named enum beside null, which generated clients read as an
+    // optional enum.
+    let mut plan_id = ids(catalog.plans.keys().cloned());
+    plan_id["description"] = json!("A plan of the catalog.");
+    schemas.insert("PlanId".into(), plan_id);
+    set(
+        schemas,
+        "PlanRequest",
+        "plan",
+        json!({"oneOf": [{"$ref": "#/components/schemas/PlanId"}, {"type": "null"}]}),
+    );
     // A capture gives exactly one of quantity or credits.
-    schemas["CaptureRequest"]["oneOf"] = json!([
-        {"required": ["quantity"], "not": {"required": ["credits"]}},
-        {"required": ["credits"], "not": {"required": ["quantity"]}},
-    ]);
+    schemas["CaptureRequest"]["if"] = json!({"required": ["quantity"]});
+    schemas["CaptureRequest"]["then"] = json!({"not": {"required": ["credits"]}});
+    schemas["CaptureRequest"]["else"] = json!({"required": ["credits"]});
     // An authorization is made now: it takes no `occurred_at`.
     let mut authorization = schemas["SpendRequest"].clone();
     authorization["properties"]
@@ -319,7 +402,7 @@ fn complete_operation(path: &str, operation: &mut Value) {
         add(
             "422",
             "A field is missing, unknown, of the wrong type or out of range; `field` names it \
-             (`invalid_request`, or `unknown_action`, `unknown_catalog_item`, `clock_backwards`).",
+             (`invalid_request`, or `unknown_action`, `unknown_catalog_item`).",
         );
     }
     if path.contains('{') {
@@ -335,6 +418,13 @@ fn complete_operation(path: &str, operation: &mut Value) {
         add(
             "409",
             "This `idempotency_key` was used with a different request: `idempotency_conflict`.",
+        );
+    }
+    if path == "/v1/test-clock/advance" {
+        add(
+            "409",
+            "`to` is before the clock's time: the test clock only moves forward \
+             (`clock_backwards`).",
         );
     }
     add(
@@ -427,11 +517,15 @@ fn describe_webhook(paths: &mut Map<String, Value>) {
         "schema": {"type": "string",
             "pattern": "^t=[0-9]{1,12}(?:,v[0-9]=[0-9a-f]{64})+$"}}]);
     operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["id", "type", "data"],
+        "type": "object", "required": ["id", "type", "created", "data"],
+        "description": "A Stripe event. Only the fields below are read; any other is kept with \
+                        the event as it came.",
         "properties": {
-            "id": {"type": "string"}, "object": {"type": "string", "const": "event"},
-            "type": {"type": "string"}, "created": {"type": "integer"},
-            "api_version": {"type": ["string", "null"]}, "livemode": {"type": "boolean"},
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "created": {"type": "integer", "minimum": 0,
+                        "maximum": crate::stripe::event::MAX_UNIX_SECONDS},
+            "api_version": {"type": ["string", "null"]},
             "data": {"type": "object", "required": ["object"],
                      "properties": {"object": {"type": "object"}}}},
     }}}});

@@ -139,7 +139,7 @@ fn parse_spend(state: &AppState, customer: &str, action: &str, quantity: Amount)
         .map_err(|e| Error::invalid("quantity", format!("{} {e}", quantity.0)))?;
     let credits = action
         .cost(quantity)
-        .map_err(|e| Error::invalid("quantity", format!("the cost {e}")))?;
+        .map_err(|e| Error::invalid("quantity", format!("{} {e}", quantity.value())))?;
     Ok(Spend {
         customer,
         action,

@@ -34,7 +34,7 @@ impl Error {
             Error::CustomerNotFound(_) => (S::NOT_FOUND, "customer_not_found"),
             Error::IdempotencyConflict => (S::CONFLICT, "idempotency_conflict"),
             Error::TestClockDisabled => (S::NOT_FOUND, "test_clock_disabled"),
-            Error::ClockBackwards(_) => (S::UNPROCESSABLE_ENTITY, "clock_backwards"),
+            Error::ClockBackwards(_) => (S::CONFLICT, "clock_backwards"),
             Error::NotFound => (S::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::PeriodNotEnded(_) => (S::CONFLICT, "period_not_ended"),

@@ -17,16 +17,37 @@ pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub event_type: String,
-    /// Unix seconds.
+    /// Unix seconds, from 1970 to the end of 9999.
+    #[serde(deserialize_with = "unix_seconds")]
     pub created: i64,
     #[serde(default)]
     pub api_version: Option<String>,
     pub data: Data,
 }
 
+/// The last second of 9999: the latest time an event may carry.
+pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
+fn unix_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let seconds = i64::deserialize(d)?;
+    if !(0..=MAX_UNIX_SECONDS).contains(&seconds) {
+        return Err(serde::de::Error::custom(format!(
+            "created: {seconds} is not a time from 1970 to 9999"
+        )));
+    }
+    Ok(seconds)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Data {
+    /// The object the event is about: always a JSON object.
+    #[serde(deserialize_with = "json_object")]
     pub object: serde_json::Value,
+}
+
+fn json_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<serde_json::Value, D::Error> {
+    let map = serde_json::Map::deserialize(d)?;
+    Ok(serde_json::Value::Object(map))
 }
 
 /// An id, whether Stripe sent it as a string or as an expanded object.
@@ -816,6 +837,21 @@ mod tests {
         assert!(session.is_paid());
         // A status of the wrong type is an object that cannot be read.
         assert!(parse(&event("refund.updated", json!({"id": "re_1", "status": 5}))).is_err());
+    }
+
+    #[test]
+    fn an_event_has_an_object_and_a_time() {
+        let read = |value: serde_json::Value| serde_json::from_value::<Event>(value).is_ok();
+        let event = |created: serde_json::Value, object: serde_json::Value| json!({"id": "evt_1", "type": "x", "created": created, "data": {"object": object}});
+        assert!(read(event(json!(0), json!({}))));
+        assert!(read(event(json!(MAX_UNIX_SECONDS), json!({}))));
+        assert!(!read(event(json!(-1), json!({}))));
+        assert!(!read(event(json!(MAX_UNIX_SECONDS + 1), json!({}))));
+        assert!(!read(event(json!(1), json!([]))));
+        assert!(!read(event(json!(1), json!("cs_1"))));
+        assert!(!read(
+            json!({"id": "evt_1", "type": "x", "data": {"object": {}}})
+        ));
     }
 
     /// Row "anything else": recorded as `unknown_type`, whatever its object.
