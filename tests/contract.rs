@@ -91,17 +91,11 @@ async fn a_generated_client_works(engine: Engine) {
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("generated-client-{engine:?}"));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
-    let document = app
-        .client
-        .get(format!("{}/openapi.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, document) = app
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
     let path = out.join("openapi.json");
-    std::fs::write(&path, document).unwrap();
+    std::fs::write(&path, document.to_string()).unwrap();
     let customer = "generated_client";
     let (app_key, admin_key, finance_key) = (
         app.app_key.clone(),

@@ -41,15 +41,8 @@ fn invoice_payment(invoice: &str, payment_intent: &str) -> Value {
 }
 
 async fn pending_refunds(app: &TestApp) -> String {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = app.call(reqwest::Method::GET, "/metrics", None, None).await;
+    let text = metrics.as_str().expect("the metrics text");
     text.lines()
         .find_map(|l| l.strip_prefix("creditbook_stripe_refunds_pending "))
         .expect("the pending refunds gauge")

@@ -370,7 +370,7 @@ pub async fn create_grant(
     if !(-1000..=1000).contains(&priority) {
         return Err(Error::invalid("priority", "must be between -1000 and 1000"));
     }
-    let grant_id = format!("grant_{}", uuid::Uuid::now_v7().simple());
+    let grant_id = crate::store::new_grant_id();
     let price_credits = price
         .as_ref()
         .map(|m| Credits::new(m.amount).map_err(|e| Error::invalid("price", e)))
@@ -499,7 +499,7 @@ pub async fn create_adjustment(
         .map_err(|e| Error::invalid("credits", format!("{} {e}", request.credits.0)))?;
     let reason = Reason::parse(&request.reason).map_err(|e| Error::invalid("reason", e))?;
     let now = state.clock.now();
-    let grant_id = format!("grant_{}", uuid::Uuid::now_v7().simple());
+    let grant_id = crate::store::new_grant_id();
     let hash = request_hash(&[
         "POST adjustments",
         &change.signed().to_string(),

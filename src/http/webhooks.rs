@@ -51,6 +51,6 @@ pub async fn stripe(
         now: state.clock.now(),
     };
     let outcome = apply::apply_event(&context, &event, &payload, Origin::Webhook, fetched).await?;
-    tracing::info!(event = %event.id, kind = %event.event_type, outcome = outcome.outcome, detail = %outcome.detail, "stripe event");
+    tracing::info!(event = %event.id, kind = %event.event_type, outcome = outcome.outcome.as_str(), detail = %outcome.detail, "stripe event");
     Ok(Json(outcome))
 }

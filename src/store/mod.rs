@@ -285,3 +285,8 @@ impl Store {
             .map_err(|e| format!("{path}: {e}"))
     }
 }
+
+/// A new grant's id: time-ordered, unique across instances.
+pub fn new_grant_id() -> String {
+    format!("grant_{}", uuid::Uuid::now_v7().simple())
+}

@@ -22,7 +22,7 @@ use crate::domain::subscription::{self, PlanLine, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
 use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, from_unix};
-use crate::store::{Command, Store};
+use crate::store::{Command, Store, new_grant_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -49,16 +49,46 @@ impl Origin {
     }
 }
 
-/// What an event did, as recorded beside it.
+/// What an event did (README, Stripe), as recorded beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Applied,
+    Duplicate,
+    Ignored,
+    Pending,
+    UnknownType,
+    UnmappedPrice,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Applied => "applied",
+            OutcomeKind::Duplicate => "duplicate",
+            OutcomeKind::Ignored => "ignored",
+            OutcomeKind::Pending => "pending",
+            OutcomeKind::UnknownType => "unknown_type",
+            OutcomeKind::UnmappedPrice => "unmapped_price",
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an event did, and how, as recorded beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {
-    /// `applied`, `duplicate`, `ignored`, `unknown_type`, `unmapped_price` or `pending`.
-    pub outcome: &'static str,
+    pub outcome: OutcomeKind,
     pub detail: String,
 }
 
 impl Outcome {
-    fn new(outcome: &'static str, detail: impl Into<String>) -> Self {
+    fn new(outcome: OutcomeKind, detail: impl Into<String>) -> Self {
         Outcome {
             outcome,
             detail: detail.into(),
@@ -191,7 +221,10 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         )
         .await?;
     if !new {
-        return Ok(Outcome::new("duplicate", "event already received"));
+        return Ok(Outcome::new(
+            OutcomeKind::Duplicate,
+            "event already received",
+        ));
     }
     let catalog = tx.catalog();
     let apply = Apply {
@@ -267,13 +300,16 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
                 let linked = apply
                     .resolve_customer(&customer.id, Some((account.clone(), LinkedBy::Metadata)))
                     .await?;
-                Outcome::new("applied", format!("linked to {linked}"))
+                Outcome::new(OutcomeKind::Applied, format!("linked to {linked}"))
             }
-            None => Outcome::new("ignored", "no creditbook_customer metadata"),
+            None => Outcome::new(OutcomeKind::Ignored, "no creditbook_customer metadata"),
         },
-        Parsed::Unhandled => Outcome::new("unknown_type", "creditbook does not act on this type"),
+        Parsed::Unhandled => Outcome::new(
+            OutcomeKind::UnknownType,
+            "creditbook does not act on this type",
+        ),
     };
-    tx.set_outcome(&event.id, outcome.outcome, &outcome.detail)
+    tx.set_outcome(&event.id, outcome.outcome.as_str(), &outcome.detail)
         .await?;
     tx.commit().await?;
     Ok(outcome)
@@ -306,10 +342,6 @@ fn command(customer_id: &str, now: Timestamp, event_id: &str) -> Command {
         },
         ..Command::on(customer_id, now)
     }
-}
-
-fn new_grant_id() -> String {
-    format!("grant_{}", uuid::Uuid::now_v7().simple())
 }
 
 impl Apply<'_> {
@@ -442,7 +474,7 @@ impl Apply<'_> {
             }
             (None, None) => {
                 return Ok(Outcome::new(
-                    "ignored",
+                    OutcomeKind::Ignored,
                     "the session names no customer, client_reference_id or creditbook_customer",
                 ));
             }
@@ -450,13 +482,13 @@ impl Apply<'_> {
         match checkout_step(session.mode.as_ref(), session.payment_status.as_ref()) {
             CheckoutStep::LinkOnly => {
                 return Ok(Outcome::new(
-                    "applied",
+                    OutcomeKind::Applied,
                     format!("customer {customer} linked; plan credits come from paid invoices"),
                 ));
             }
             CheckoutStep::AwaitPayment => {
                 return Ok(Outcome::new(
-                    "ignored",
+                    OutcomeKind::Ignored,
                     "not paid yet; credits follow checkout.session.async_payment_succeeded",
                 ));
             }
@@ -472,10 +504,12 @@ impl Apply<'_> {
         let named = session.metadata.get(PACK_METADATA_KEY).map(String::as_str);
         let (pack, quantity) = match choose_pack(self.catalog, named, items) {
             PackChoice::Bought(pack, quantity) => (pack, quantity),
-            PackChoice::Unmapped(detail) => return Ok(Outcome::new("unmapped_price", detail)),
+            PackChoice::Unmapped(detail) => {
+                return Ok(Outcome::new(OutcomeKind::UnmappedPrice, detail));
+            }
             PackChoice::LineItemsUnknown => {
                 return Ok(Outcome::new(
-                    "unmapped_price",
+                    OutcomeKind::UnmappedPrice,
                     "no creditbook_pack metadata, and no API key to read the line items",
                 ));
             }
@@ -492,7 +526,10 @@ impl Apply<'_> {
     ) -> Result<Outcome> {
         let effect = format!("checkout:{}", session.id);
         if !self.tx.claim_effect(&effect, customer, self.now).await? {
-            return Ok(Outcome::new("applied", format!("{effect} applied before")));
+            return Ok(Outcome::new(
+                OutcomeKind::Applied,
+                format!("{effect} applied before"),
+            ));
         }
         // Counted from the session's creation, which webhooks and backfill both know.
         let bought_at = from_unix(session.created.unwrap_or(self.event_created))?;
@@ -540,7 +577,7 @@ impl Apply<'_> {
         }
         self.settle_payment(&[Some(payment_key)]).await?;
         Ok(Outcome::new(
-            "applied",
+            OutcomeKind::Applied,
             format!(
                 "{credits} credits of pack {} to {customer} ({effect})",
                 pack.id
@@ -562,7 +599,10 @@ impl Apply<'_> {
 
     async fn invoice_paid(&self, invoice: &Invoice, fetched: &Fetched) -> Result<Outcome> {
         let Some(stripe_customer) = invoice.customer() else {
-            return Ok(Outcome::new("ignored", "the invoice names no customer"));
+            return Ok(Outcome::new(
+                OutcomeKind::Ignored,
+                "the invoice names no customer",
+            ));
         };
         let metadata = invoice
             .subscription_metadata()
@@ -748,7 +788,7 @@ impl Apply<'_> {
         self.settle_payment(&[Some(payment_key.as_str())]).await?;
         if done.is_empty() && !unmapped.is_empty() {
             return Ok(Outcome::new(
-                "unmapped_price",
+                OutcomeKind::UnmappedPrice,
                 format!("no plan sells prices {unmapped:?}"),
             ));
         }
@@ -761,7 +801,7 @@ impl Apply<'_> {
         }
         if unread_lines {
             return Ok(Outcome::new(
-                "pending",
+                OutcomeKind::Pending,
                 format!(
                     "{detail}; the invoice has more lines than the event carries: set [stripe] \
                      api_key to read them, or run `creditbook stripe sync`"
@@ -775,7 +815,7 @@ impl Apply<'_> {
                  api_key, from the API",
             );
         }
-        Ok(Outcome::new("applied", detail))
+        Ok(Outcome::new(OutcomeKind::Applied, detail))
     }
 
     /// `invoice_payment.paid`: the payment that paid an invoice. What the invoice granted
@@ -783,14 +823,17 @@ impl Apply<'_> {
     /// their credits, whichever of the invoice, the refund and this arrives first.
     async fn invoice_payment(&self, payment: &InvoicePaymentObject) -> Result<Outcome> {
         if !payment.is_paid() {
-            return Ok(Outcome::new("ignored", "the invoice payment is not paid"));
+            return Ok(Outcome::new(
+                OutcomeKind::Ignored,
+                "the invoice payment is not paid",
+            ));
         }
         let (Some(invoice), Some(key)) = (
             payment.invoice(),
             payment.payment_intent().or(payment.charge()),
         ) else {
             return Ok(Outcome::new(
-                "ignored",
+                OutcomeKind::Ignored,
                 "the invoice payment names no invoice or no payment",
             ));
         };
@@ -798,13 +841,13 @@ impl Apply<'_> {
         let grants = self.tx.also_paid_by(invoice, key).await?;
         if grants == 0 {
             return Ok(Outcome::new(
-                "applied",
+                OutcomeKind::Applied,
                 format!("{invoice} paid by {key}; its credits follow when the invoice arrives"),
             ));
         }
         let settled = self.settle_payment(&[Some(key)]).await?;
         Ok(Outcome::new(
-            "applied",
+            OutcomeKind::Applied,
             format!("{invoice} paid by {key}: {}", settled.detail),
         ))
     }
@@ -881,10 +924,16 @@ impl Apply<'_> {
 
     async fn invoice_payment_failed(&self, invoice: &Invoice) -> Result<Outcome> {
         let Some(stripe_customer) = invoice.customer() else {
-            return Ok(Outcome::new("ignored", "the invoice names no customer"));
+            return Ok(Outcome::new(
+                OutcomeKind::Ignored,
+                "the invoice names no customer",
+            ));
         };
         let Some(id) = invoice.subscription() else {
-            return Ok(Outcome::new("ignored", "not a subscription invoice"));
+            return Ok(Outcome::new(
+                OutcomeKind::Ignored,
+                "not a subscription invoice",
+            ));
         };
         let customer = self
             .account_for(stripe_customer, invoice.subscription_metadata())
@@ -899,14 +948,14 @@ impl Apply<'_> {
         let known = self.tx.subscription(id).await?;
         let Some(state) = subscription::payment_failed(known.as_ref(), plan, since) else {
             return Ok(Outcome::new(
-                "ignored",
+                OutcomeKind::Ignored,
                 "a newer subscription state is known",
             ));
         };
         self.tx.put_subscription(id, stripe_customer, state).await?;
         self.refresh_standing(stripe_customer, &customer).await?;
         Ok(Outcome::new(
-            "applied",
+            OutcomeKind::Applied,
             format!("{id} past due since {since}"),
         ))
     }
@@ -914,7 +963,7 @@ impl Apply<'_> {
     async fn subscription(&self, subscription: &Subscription, deleted: bool) -> Result<Outcome> {
         let Some(stripe_customer) = subscription.customer() else {
             return Ok(Outcome::new(
-                "ignored",
+                OutcomeKind::Ignored,
                 "the subscription names no customer",
             ));
         };
@@ -943,7 +992,7 @@ impl Apply<'_> {
         };
         let Some(state) = subscription::observe(known.as_ref(), reported) else {
             return Ok(Outcome::new(
-                "ignored",
+                OutcomeKind::Ignored,
                 "stale: a newer state of this subscription is recorded",
             ));
         };
@@ -954,7 +1003,7 @@ impl Apply<'_> {
         self.refresh_standing(stripe_customer, &customer).await?;
         if mapped.is_none() && !subscription.items().is_empty() {
             return Ok(Outcome::new(
-                "unmapped_price",
+                OutcomeKind::UnmappedPrice,
                 format!(
                     "{}; no plan sells this subscription's prices",
                     status.as_str()
@@ -962,7 +1011,7 @@ impl Apply<'_> {
             ));
         }
         Ok(Outcome::new(
-            "applied",
+            OutcomeKind::Applied,
             format!(
                 "{customer}: {}, plan {}",
                 status.as_str(),
@@ -979,7 +1028,7 @@ impl Apply<'_> {
         let known = self.tx.known_payment_keys(&keys).await?;
         if known.is_empty() {
             return Ok(Outcome::new(
-                "pending",
+                OutcomeKind::Pending,
                 format!("payment {keys:?} not known yet; applied when its purchase arrives"),
             ));
         }
@@ -1081,7 +1130,7 @@ impl Apply<'_> {
                 .await?;
         }
         Ok(Outcome::new(
-            "applied",
+            OutcomeKind::Applied,
             if given_total.is_zero() {
                 format!("payment {known:?}: {taken_total} credits taken back")
             } else {

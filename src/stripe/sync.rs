@@ -4,7 +4,7 @@
 //! of webhooks reaches the same state.
 
 use super::api::{MAX_PAGES, StripeApi};
-use super::apply::{self, Context, Origin, Outcome};
+use super::apply::{self, Context, Origin, Outcome, OutcomeKind};
 use super::event::{Data, Event};
 use crate::domain::Timestamp;
 use crate::error::Result;
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     pub read: usize,
-    pub outcomes: BTreeMap<&'static str, usize>,
+    pub outcomes: BTreeMap<OutcomeKind, usize>,
 }
 
 /// One kind of object to read, in the order that makes links known before purchases.
