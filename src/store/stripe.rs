@@ -838,6 +838,60 @@ impl StripeTx {
         save(&self.txn, row, existing.is_some()).await
     }
 
+    /// Has Stripe told of anything taken back of these payments (a charge's refunds, a refund
+    /// or a dispute, in any state)? One statement: most purchases have nothing to settle.
+    pub async fn anything_taken_back(&self, payment_keys: &[String]) -> Result<bool> {
+        use sea_orm::sea_query::{Alias, Query, SelectStatement};
+        fn on<T, C>(table: T, columns: [C; 2], keys: &[String]) -> SelectStatement
+        where
+            T: sea_orm::sea_query::Iden + Copy + 'static,
+            C: sea_orm::sea_query::Iden + Copy + 'static,
+        {
+            Query::select()
+                .expr(Expr::val(1))
+                .from(table)
+                .cond_where(
+                    Condition::any()
+                        .add(Expr::col((table, columns[0])).is_in(keys.iter().cloned()))
+                        .add(Expr::col((table, columns[1])).is_in(keys.iter().cloned())),
+                )
+                .to_owned()
+        }
+        if payment_keys.is_empty() {
+            return Ok(false);
+        }
+        let any = Expr::exists(on(
+            stripe_charges::Entity,
+            [
+                stripe_charges::Column::PaymentIntent,
+                stripe_charges::Column::Id,
+            ],
+            payment_keys,
+        ))
+        .or(Expr::exists(on(
+            stripe_refunds::Entity,
+            [
+                stripe_refunds::Column::PaymentIntent,
+                stripe_refunds::Column::Charge,
+            ],
+            payment_keys,
+        )))
+        .or(Expr::exists(on(
+            stripe_disputes::Entity,
+            [
+                stripe_disputes::Column::PaymentIntent,
+                stripe_disputes::Column::Charge,
+            ],
+            payment_keys,
+        )));
+        let row = self
+            .txn
+            .query_one(&Query::select().expr_as(any, Alias::new("taken")).to_owned())
+            .await?
+            .ok_or_else(|| Error::Internal("EXISTS answered no row".into()))?;
+        Ok(row.try_get::<bool>("", "taken")?)
+    }
+
     /// What Stripe has told of the money refunded or lost in disputes on a payment (README,
     /// Stripe events); [`PaymentRefunds::taken_back_minor`] says what it comes to.
     pub async fn money_taken_back(&self, payment_key: &str) -> Result<TakenBack> {
@@ -952,7 +1006,6 @@ impl StripeTx {
             .any(|d| !DisputeStatus::parse(&d.status).is_closed()))
     }
 
-    /// Subscriptions of a Stripe customer.
     /// Subscriptions of a Stripe customer, oldest state first.
     pub async fn subscriptions_of(&self, stripe_customer: &str) -> Result<Vec<SubscriptionState>> {
         Ok(stripe_subscriptions::Entity::find()

@@ -1032,6 +1032,12 @@ impl Apply<'_> {
                 format!("payment {keys:?} not known yet; applied when its purchase arrives"),
             ));
         }
+        if !self.tx.anything_taken_back(&known).await? {
+            return Ok(Outcome::new(
+                OutcomeKind::Applied,
+                format!("payment {known:?}: nothing taken back"),
+            ));
+        }
         let mut customers = BTreeSet::new();
         let mut taken_total = Credits::ZERO;
         let mut given_total = Credits::ZERO;
