@@ -181,6 +181,8 @@ async fn main() {
             created_at: Set(bought.timestamp_micros()),
             past_due_since: Set(None),
             renews_at: Set(None),
+            alert_state: Set(0),
+            alert_arming: Set(0),
         });
         batches.grants.push(entity::grants::ActiveModel {
             id: Set(grant.clone()),

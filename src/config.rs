@@ -35,6 +35,38 @@ struct RawConfig {
     plans: Vec<RawPlan>,
     #[serde(default)]
     packs: Vec<RawPack>,
+    #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    outbox: RawOutbox,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    low_balance_consumed_share: Option<Decimal>,
+    low_balance_credits: Option<Decimal>,
+    grant_expiring_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret: String,
+    events: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    first_retry_ms: Option<u64>,
+    max_retry_ms: Option<u64>,
+    dead_after_seconds: Option<u64>,
+    timeout_seconds: Option<u64>,
+    poll_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -159,6 +191,47 @@ pub struct Config {
     /// How the gate batches commands (`[ledger] batch_*`).
     pub batching: crate::store::BatchSettings,
     pub catalog: Catalog,
+    /// Outbound webhook endpoints with their signing keys (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookEndpoint>,
+    /// How the outbox delivers (`[outbox]`).
+    pub outbox: OutboxSettings,
+}
+
+/// An endpoint that receives outbound events, signed per the Standard Webhooks specification.
+#[derive(Clone)]
+pub struct WebhookEndpoint {
+    pub url: String,
+    /// The signing key: the bytes of the base64 after `whsec_`.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("url", &self.url)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How the outbox worker delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxSettings {
+    pub retry: crate::domain::outbound::RetryPolicy,
+    /// Longest a delivery may take before it counts as failed.
+    pub timeout_seconds: u64,
+    /// How often the worker looks for due messages when nothing woke it.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            retry: Default::default(),
+            timeout_seconds: 10,
+            poll_interval_ms: 1_000,
+        }
+    }
 }
 
 /// How log lines are written.
@@ -223,7 +296,12 @@ impl Config {
             key,
             reason,
         };
-        let catalog = build_catalog(&raw).map_err(|(key, reason)| fail(key, reason))?;
+        let mut catalog = build_catalog(&raw).map_err(|(key, reason)| fail(key, reason))?;
+        catalog.alerts = alert_rule(&raw.alerts).map_err(|(key, reason)| fail(key, reason))?;
+        let webhooks = webhook_endpoints(&raw.webhooks).map_err(|(k, r)| fail(k, r))?;
+        catalog.webhooks = webhooks.iter().map(|(_, s)| s.clone()).collect();
+        let webhooks: Vec<WebhookEndpoint> = webhooks.into_iter().map(|(e, _)| e).collect();
+        let outbox = outbox_settings(&raw.outbox).map_err(|(k, r)| fail(k, r))?;
         let mut stripe = StripeConfig {
             webhook_secrets: raw.stripe.webhook_secrets,
             webhook_tolerance_seconds: raw.stripe.webhook_tolerance_seconds.unwrap_or(300),
@@ -374,8 +452,145 @@ impl Config {
             hold_timeout_seconds,
             job_interval_seconds,
             catalog,
+            webhooks,
+            outbox,
         })
     }
+}
+
+/// Endpoints at most, and event types at most per endpoint: a limit on everything.
+const MAX_WEBHOOKS: usize = 32;
+
+fn alert_rule(raw: &RawAlerts) -> Result<crate::domain::alerts::AlertRule, Invalid> {
+    let mut rule = crate::domain::alerts::AlertRule::default();
+    if let Some(share) = raw.low_balance_consumed_share {
+        if share <= Decimal::ZERO || share > Decimal::ONE {
+            return Err((
+                "alerts.low_balance_consumed_share".into(),
+                "must be above 0 and at most 1".into(),
+            ));
+        }
+        rule.low_consumed_share = share;
+    }
+    if let Some(credits) = raw.low_balance_credits {
+        rule.low_credits = Some(non_negative_credits(
+            "alerts.low_balance_credits".into(),
+            credits,
+        )?);
+    }
+    if let Some(days) = raw.grant_expiring_days {
+        if !(1..=365).contains(&days) {
+            return Err((
+                "alerts.grant_expiring_days".into(),
+                "must be between 1 and 365".into(),
+            ));
+        }
+        rule.grant_expiring_days = days;
+    }
+    Ok(rule)
+}
+
+fn webhook_endpoints(
+    raw: &[RawWebhook],
+) -> Result<Vec<(WebhookEndpoint, crate::domain::outbound::Subscription)>, Invalid> {
+    use crate::domain::outbound::{EventType, Subscription};
+    use base64::Engine as _;
+    if raw.len() > MAX_WEBHOOKS {
+        return Err((
+            "webhooks".into(),
+            format!("at most {MAX_WEBHOOKS} endpoints"),
+        ));
+    }
+    let mut endpoints = Vec::new();
+    for (i, w) in raw.iter().enumerate() {
+        let key = |name: &str| format!("webhooks[{i}].{name}");
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) || w.url.len() > 2_000 {
+            return Err((key("url"), "must be an http:// or https:// URL".into()));
+        }
+        if endpoints
+            .iter()
+            .any(|(e, _): &(WebhookEndpoint, Subscription)| e.url == w.url)
+        {
+            return Err((key("url"), format!("{:?} is defined twice", w.url)));
+        }
+        let secret = w
+            .secret
+            .strip_prefix("whsec_")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .filter(|k| (24..=64).contains(&k.len()))
+            .ok_or_else(|| {
+                (
+                    key("secret"),
+                    "must be whsec_ followed by the base64 of 24 to 64 random bytes".into(),
+                )
+            })?;
+        let events = match &w.events {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        EventType::parse(n).ok_or_else(|| {
+                            (
+                                key("events"),
+                                format!(
+                                    "unknown event type {n:?}; known: {}",
+                                    EventType::ALL.map(EventType::as_str).join(", ")
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        endpoints.push((
+            WebhookEndpoint {
+                url: w.url.clone(),
+                key: secret,
+            },
+            Subscription {
+                url: w.url.clone(),
+                events,
+            },
+        ));
+    }
+    Ok(endpoints)
+}
+
+fn outbox_settings(raw: &RawOutbox) -> Result<OutboxSettings, Invalid> {
+    let mut settings = OutboxSettings::default();
+    let within = |key: &str, value: u64, (lo, hi): (u64, u64)| {
+        if (lo..=hi).contains(&value) {
+            Ok(value)
+        } else {
+            Err((
+                format!("outbox.{key}"),
+                format!("must be between {lo} and {hi}"),
+            ))
+        }
+    };
+    if let Some(v) = raw.first_retry_ms {
+        settings.retry.first_retry_ms = within("first_retry_ms", v, (1, 3_600_000))?;
+    }
+    if let Some(v) = raw.max_retry_ms {
+        settings.retry.max_retry_ms = within("max_retry_ms", v, (1, 86_400_000))?;
+    }
+    if settings.retry.max_retry_ms < settings.retry.first_retry_ms {
+        return Err((
+            "outbox.max_retry_ms".into(),
+            "must be at least outbox.first_retry_ms".into(),
+        ));
+    }
+    if let Some(v) = raw.dead_after_seconds {
+        settings.retry.dead_after_ms = within("dead_after_seconds", v, (1, 30 * 86_400))? * 1_000;
+    }
+    if let Some(v) = raw.timeout_seconds {
+        settings.timeout_seconds = within("timeout_seconds", v, (1, 60))?;
+    }
+    if let Some(v) = raw.poll_interval_ms {
+        settings.poll_interval_ms = within("poll_interval_ms", v, (10, 60_000))?;
+    }
+    Ok(settings)
 }
 
 /// The dotted key a toml error points at: the table header above the span, then the key on its
@@ -645,6 +860,7 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
         actions,
         plans,
         packs,
+        ..Default::default()
     })
 }
 
@@ -663,6 +879,63 @@ mod tests {
         assert!(config.catalog.actions.contains_key("chat.request"));
         assert_eq!(config.catalog.plans.len(), 3);
         assert_eq!(config.catalog.packs.len(), 2);
+    }
+
+    #[test]
+    fn webhooks_alerts_and_the_outbox_are_checked() {
+        let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = parse(&format!(
+            "[[webhooks]]\nurl = \"https://example.com/h\"\nsecret = \"{key}\"\n\
+             events = [\"credit.balance_low\"]\n[alerts]\nlow_balance_consumed_share = \"0.9\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.webhooks.len(), 1);
+        assert_eq!(config.webhooks[0].key.len(), 24);
+        assert!(
+            !format!("{:?}", config.webhooks[0]).contains("MfKQ"),
+            "the key is not logged"
+        );
+        assert_eq!(config.catalog.webhooks[0].url, "https://example.com/h");
+        assert_eq!(config.catalog.alerts.low_consumed_share, Decimal::new(9, 1));
+        for (text, field) in [
+            (
+                format!("[[webhooks]]\nurl = \"ftp://x\"\nsecret = \"{key}\"\n"),
+                "webhooks[0].url",
+            ),
+            (
+                "[[webhooks]]\nurl = \"https://x\"\nsecret = \"hunter2\"\n".into(),
+                "webhooks[0].secret",
+            ),
+            (
+                format!(
+                    "[[webhooks]]\nurl = \"https://x\"\nsecret = \"{key}\"\nevents = [\"credit.low\"]\n"
+                ),
+                "webhooks[0].events",
+            ),
+            (
+                format!("[[webhooks]]\nurl = \"https://x\"\nsecret = \"{key}\"\nsecrt = 1\n"),
+                "webhooks[0].secrt",
+            ),
+            (
+                "[alerts]\nlow_balance_consumed_share = \"1.5\"\n".into(),
+                "alerts.low_balance_consumed_share",
+            ),
+            (
+                "[alerts]\ngrant_expiring_days = 0\n".into(),
+                "alerts.grant_expiring_days",
+            ),
+            (
+                "[outbox]\nfirst_retry_ms = 0\n".into(),
+                "outbox.first_retry_ms",
+            ),
+            (
+                "[outbox]\nfirst_retry_ms = 500\nmax_retry_ms = 100\n".into(),
+                "outbox.max_retry_ms",
+            ),
+        ] {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.key, field, "{text}: {err}");
+        }
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum Error {
     PeriodNotEnded(String),
     #[error("grant {0:?} has no revenue schedule (unknown, or not paid)")]
     GrantNotFound(String),
+    #[error("no outbox message {0:?}")]
+    OutboxMessageNotFound(String),
     #[error("no route for this path")]
     NotFound,
     #[error("this path does not take this method")]

@@ -10,6 +10,7 @@ pub mod export;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod outbound;
 pub mod store;
 pub mod stripe;
 
@@ -52,6 +53,8 @@ pub async fn build_state_with_clock(
         metrics: Arc::new(metrics::Metrics::default()),
         hold_timeout_seconds: config.hold_timeout_seconds,
         stripe: Arc::new(config.stripe.clone()),
+        webhooks: Arc::new(config.webhooks.clone()),
+        outbox: config.outbox,
     })
 }
 
@@ -94,6 +97,16 @@ pub async fn serve(
             }
         }
     });
+    let outbox = tokio::spawn(
+        outbound::Worker {
+            store: state.store.clone(),
+            endpoints: state.webhooks.clone(),
+            settings: state.outbox,
+            wall_clock: state.wall_clock.clone(),
+            metrics: state.metrics.clone(),
+        }
+        .run(stop.subscribe()),
+    );
     let (signalled, drain_started) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let began = Arc::new(std::sync::OnceLock::new());
     let began_here = began.clone();
@@ -125,13 +138,18 @@ pub async fn serve(
     let _ = stop.send(true);
     let jobs_stopped = if timed_out {
         jobs.abort();
+        outbox.abort();
         false
     } else {
         // What is left of the drain, from when it began.
         let left = began.get().map_or(drain, |at| {
             (*at + drain).saturating_duration_since(tokio::time::Instant::now())
         });
-        tokio::time::timeout(left, jobs).await.is_ok()
+        tokio::time::timeout(left, async {
+            let _ = tokio::join!(jobs, outbox);
+        })
+        .await
+        .is_ok()
     };
     match served {
         Ok(Stopped::Drained) if jobs_stopped => Ok(Stopped::Drained),

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub usages: AtomicU64,
     pub idempotent_replays: AtomicU64,
     pub customers_settled_by_jobs: AtomicU64,
+    pub webhooks_delivered: AtomicU64,
+    pub webhooks_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -119,6 +121,14 @@ impl Metrics {
             "creditbook_job_customers_settled_total",
             "Customers whose due holds or grants a job expired.",
             &[("", get(&self.customers_settled_by_jobs))],
+        );
+        counter(
+            "creditbook_webhook_deliveries_total",
+            "Outbound webhook attempts, by result.",
+            &[
+                ("{result=\"delivered\"}", get(&self.webhooks_delivered)),
+                ("{result=\"failed\"}", get(&self.webhooks_failed)),
+            ],
         );
         counter(
             "creditbook_gate_batches_total",

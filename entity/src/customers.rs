@@ -18,6 +18,10 @@ pub struct Model {
     pub past_due_since: Option<i64>,
     /// End of the current Stripe subscription period (Unix microseconds).
     pub renews_at: Option<i64>,
+    /// Balance alerts sent since the last recovery: 1 low, 2 depleted.
+    pub alert_state: i32,
+    /// Recoveries so far: each arming's alerts are distinct messages.
+    pub alert_arming: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

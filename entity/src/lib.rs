@@ -8,6 +8,7 @@ pub mod holds;
 pub mod idempotency_records;
 pub mod journal_lines;
 pub mod ledger_entries;
+pub mod outbox;
 pub mod overage_accruals;
 pub mod revenue_lots;
 pub mod revenue_periods;

@@ -35,6 +35,7 @@ mod m20261123_000004_adjustments;
 mod m20261123_000005_key_management;
 mod m20261123_000006_stripe_payments;
 mod m20261123_000007_renewal_carried;
+mod m20261124_000008_outbox;
 
 pub struct Migrator;
 
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_key_management::Migration),
             Box::new(m20261123_000006_stripe_payments::Migration),
             Box::new(m20261123_000007_renewal_carried::Migration),
+            Box::new(m20261124_000008_outbox::Migration),
         ]
     }
 }

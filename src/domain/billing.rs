@@ -438,6 +438,7 @@ mod tests {
                 ),
             ]
             .into(),
+            ..Default::default()
         }
     }
 

@@ -120,6 +120,10 @@ pub struct Catalog {
     pub actions: BTreeMap<String, Action>,
     pub plans: BTreeMap<String, Plan>,
     pub packs: BTreeMap<String, Pack>,
+    /// When balances are low and grants about to expire (`[alerts]`).
+    pub alerts: super::alerts::AlertRule,
+    /// Who is told of what (`[[webhooks]]`, without their secrets).
+    pub webhooks: Vec<super::outbound::Subscription>,
 }
 
 /// Priorities of grants an admin creates, unless the request names one. Lower is consumed first:

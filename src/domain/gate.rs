@@ -325,6 +325,7 @@ mod tests {
             actions,
             plans,
             packs: BTreeMap::new(),
+            ..Default::default()
         }
     }
 

@@ -38,12 +38,14 @@ macro_rules! stripe_names {
 }
 
 pub mod adjustment;
+pub mod alerts;
 pub mod billing;
 pub mod catalog;
 pub mod gate;
 pub mod journal;
 pub mod ledger;
 pub mod money;
+pub mod outbound;
 pub mod refunds;
 pub mod revrec;
 pub mod subscription;

@@ -475,7 +475,13 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
         ("limit", _) => {
             json!({"type": "integer", "minimum": 1, "maximum": super::customers::MAX_PAGE})
         }
+        ("cursor", "/v1/outbox") => json!({"type": "string",
+            "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}),
         ("cursor", _) => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+        ("status", "/v1/outbox") => {
+            json!({"type": "string", "enum": ["pending", "delivered", "dead"]})
+        }
+        ("customer", _) => identifier(),
         _ => return,
     };
     parameter["schema"] = schema;

@@ -162,6 +162,18 @@ pub struct LedgerPage {
 
 pub const MAX_PAGE: u64 = 200;
 
+/// A page's `limit`: 1 to [`MAX_PAGE`], 50 when absent.
+pub fn page_limit(limit: Option<u64>) -> Result<u64> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
 #[utoipa::path(get, path = "/v1/customers/{id}/ledger", params(("id" = String, Path), LedgerQuery),
     responses((status = 200, body = LedgerPage), (status = 404)), security(("bearer" = [])))]
 pub async fn ledger(
@@ -172,13 +184,7 @@ pub async fn ledger(
 ) -> Result<Json<LedgerPage>> {
     caller.require(Scope::App)?;
     let id = identifier("id", &id)?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     let before = query
         .cursor
         .map(|c| {

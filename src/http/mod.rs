@@ -5,6 +5,7 @@ mod customers;
 pub mod extract;
 mod gate;
 mod ops;
+mod outbox;
 mod problem;
 pub mod revenue;
 mod webhooks;
@@ -35,6 +36,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hold_timeout_seconds: u64,
     pub stripe: Arc<crate::config::StripeConfig>,
+    /// Outbound webhook endpoints and how the outbox delivers to them.
+    pub webhooks: Arc<Vec<crate::config::WebhookEndpoint>>,
+    pub outbox: crate::config::OutboxSettings,
 }
 
 #[derive(OpenApi)]
@@ -46,6 +50,7 @@ pub struct AppState {
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
         revenue::close_period,
+        outbox::list, outbox::replay,
     ),
     modifiers(&BearerAuth)
 )]
@@ -85,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}/plan", put(customers::set_plan))
         .route("/v1/test-clock/advance", post(ops::advance_clock))
         .route("/webhooks/stripe", post(webhooks::stripe))
+        .route("/v1/outbox", get(outbox::list))
+        .route("/v1/outbox/{id}/replay", post(outbox::replay))
         .route("/v1/revenue/journal", get(revenue::journal))
         .route("/v1/revenue/rollforward", get(revenue::rollforward))
         .route("/v1/revenue/waterfall", get(revenue::waterfall))

@@ -41,6 +41,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )),
         Err(e) => tracing::warn!(error = %e, "pending refunds not read for /metrics"),
     }
+    match state.store.outbox_counts().await {
+        Ok(counts) => {
+            text.push_str(
+                "# HELP creditbook_outbox_messages Outbox rows (one message to one destination) \
+                 by status.\n# TYPE creditbook_outbox_messages gauge\n",
+            );
+            for (status, n) in counts {
+                text.push_str(&format!(
+                    "creditbook_outbox_messages{{status=\"{}\"}} {n}\n",
+                    status.as_str()
+                ));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "outbox not counted for /metrics"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

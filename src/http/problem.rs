@@ -39,6 +39,7 @@ impl Error {
             Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::PeriodNotEnded(_) => (S::CONFLICT, "period_not_ended"),
             Error::GrantNotFound(_) => (S::NOT_FOUND, "grant_not_found"),
+            Error::OutboxMessageNotFound(_) => (S::NOT_FOUND, "outbox_message_not_found"),
             Error::InvalidSignature(_) => (S::BAD_REQUEST, "invalid_signature"),
             Error::WebhookNotConfigured => (S::SERVICE_UNAVAILABLE, "webhook_not_configured"),
             Error::MalformedEvent(_) => (S::BAD_REQUEST, "malformed_event"),

@@ -7,6 +7,7 @@
 use super::revenue::{self, Origin};
 use super::rows::{self, ROWS_PER_STATEMENT, micros, time, timestamp};
 use crate::domain::Timestamp;
+use crate::domain::alerts::{Armed, Balance, balance_alerts};
 use crate::domain::catalog::Catalog;
 use crate::domain::gate::Standing;
 use crate::domain::journal::Moved;
@@ -112,7 +113,14 @@ pub(crate) struct Loaded {
     pub standing_before: Standing,
     pub standing: Standing,
     pub version: i64,
+    /// Balance alerts sent since the last recovery, as loaded and as the batch left them.
+    pub alerts_before: Armed,
+    pub alerts: Armed,
 }
+
+/// Bits of `customers.alert_state`.
+const ALERT_LOW_SENT: i32 = 1;
+const ALERT_DEPLETED_SENT: i32 = 2;
 
 /// Which holds' reservations a load reads: all open ones (to write), or only those due to be
 /// released at a time (to read a book as of then).
@@ -259,8 +267,31 @@ pub(crate) async fn run_commands(
         }));
     }
 
+    // Balance alerts: per customer, from the book as loaded to the book as the batch left it.
+    let mut messages = Vec::new();
+    for (customer, loaded) in books.iter_mut() {
+        let Some(now) = done
+            .iter()
+            .filter(|d| &d.customer == customer)
+            .map(|d| items[d.item].0.now)
+            .max()
+        else {
+            continue;
+        };
+        let (armed, said) = balance_alerts(
+            customer,
+            loaded.alerts,
+            Balance::of(&loaded.before),
+            Balance::of(&loaded.book),
+            &catalog.alerts,
+            now,
+        );
+        loaded.alerts = armed;
+        messages.extend(said);
+    }
     let decided_at = started.elapsed();
     write_books(txn, &books).await?;
+    super::outbox::enqueue(txn, &catalog.webhooks, &messages).await?;
     write_entries(txn, items, &done).await?;
     for chunk in new_records.chunks(ROWS_PER_STATEMENT) {
         idempotency_records::Entity::insert_many(chunk.to_vec())
@@ -515,6 +546,11 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
             past_due_since: customer.past_due_since.map(timestamp).transpose()?,
             renews_at: customer.renews_at.map(timestamp).transpose()?,
         };
+        let alerts = Armed {
+            low_sent: customer.alert_state & ALERT_LOW_SENT != 0,
+            depleted_sent: customer.alert_state & ALERT_DEPLETED_SENT != 0,
+            arming: customer.alert_arming,
+        };
         books.insert(
             customer.id,
             Loaded {
@@ -523,6 +559,8 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
                 standing_before: standing.clone(),
                 standing,
                 version: customer.version,
+                alerts_before: alerts,
+                alerts,
             },
         );
     }
@@ -593,7 +631,10 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
         if before.overdraft != after.overdraft
             || before.overdraft_held != after.overdraft_held
             || loaded.standing_before != *standing
+            || loaded.alerts_before != loaded.alerts
         {
+            let alert_state = i32::from(loaded.alerts.low_sent) * ALERT_LOW_SENT
+                + i32::from(loaded.alerts.depleted_sent) * ALERT_DEPLETED_SENT;
             let updated = customers::Entity::update_many()
                 .col_expr(
                     customers::Column::Overdraft,
@@ -615,6 +656,11 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                 .col_expr(
                     customers::Column::RenewsAt,
                     Expr::value(standing.renews_at.map(time)),
+                )
+                .col_expr(customers::Column::AlertState, Expr::value(alert_state))
+                .col_expr(
+                    customers::Column::AlertArming,
+                    Expr::value(loaded.alerts.arming),
                 )
                 .filter(customers::Column::Id.eq(customer.as_str()))
                 .filter(customers::Column::Version.eq(loaded.version))

@@ -5,6 +5,7 @@ pub mod audit;
 mod book;
 pub mod keys;
 pub mod ledger;
+pub mod outbox;
 pub mod reports;
 pub mod revenue;
 mod rows;

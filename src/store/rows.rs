@@ -145,5 +145,7 @@ pub fn new_customer(id: &str, now: Timestamp) -> customers::ActiveModel {
         past_due_since: Set(None),
         renews_at: Set(None),
         created_at: Set(time(now)),
+        alert_state: Set(0),
+        alert_arming: Set(0),
     }
 }

@@ -1,0 +1,244 @@
+//! Balance alerts (README, Alerts): when a customer's credits run low, run out, and come back.
+//! Each alert fires once per arming; `credit.balance_recovered` re-arms both.
+
+use super::Timestamp;
+use super::ledger::Book;
+use super::money::Credits;
+use super::outbound::{EventType, Message};
+use rust_decimal::Decimal;
+
+/// When a balance is low (`[alerts]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertRule {
+    /// Low once this share of the credits of the live grants is consumed (0 < share <= 1).
+    pub low_consumed_share: Decimal,
+    /// Also low once available credits are at or below this, whatever the share.
+    pub low_credits: Option<Credits>,
+    /// `credit.grant_expiring` this many days before a paid grant with credits left expires.
+    pub grant_expiring_days: u32,
+}
+
+impl Default for AlertRule {
+    fn default() -> Self {
+        AlertRule {
+            low_consumed_share: Decimal::new(8, 1),
+            low_credits: None,
+            grant_expiring_days: 7,
+        }
+    }
+}
+
+/// Which alerts have fired since the customer's balance last recovered, kept on the customer.
+/// `arming` counts recoveries: it makes each arming's messages distinct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Armed {
+    pub low_sent: bool,
+    pub depleted_sent: bool,
+    pub arming: i64,
+}
+
+/// What an alert looks at: the credits of the live grants (unexpired, with credits left or
+/// held) and what is available of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    pub live_credits: Credits,
+    pub available: Credits,
+}
+
+impl Balance {
+    pub fn of(book: &Book) -> Balance {
+        Balance {
+            live_credits: book
+                .grants
+                .iter()
+                .filter(|g| !g.expired && (g.remaining > Credits::ZERO || g.held > Credits::ZERO))
+                .map(|g| g.credits)
+                .sum(),
+            available: book.available(),
+        }
+    }
+
+    /// The share of the live grants' credits no longer available (1 when there are none).
+    pub fn consumed_share(&self) -> Decimal {
+        let live = self.live_credits.value();
+        if live <= Decimal::ZERO {
+            return Decimal::ONE;
+        }
+        ((live - self.available.value()) / live)
+            .clamp(Decimal::ZERO, Decimal::ONE)
+            .round_dp(4)
+    }
+
+    fn is_low(&self, rule: &AlertRule) -> bool {
+        self.available <= Credits::ZERO
+            || self.consumed_share() >= rule.low_consumed_share
+            || rule.low_credits.is_some_and(|c| self.available <= c)
+    }
+}
+
+/// Decides the alerts of a change of balance from `before` to `after` (one command or batch on
+/// one customer): `credit.balance_low` and `credit.balance_depleted` when the balance fell into
+/// them and they are armed; `credit.balance_recovered` when it rose out of low after either
+/// fired. Returns the new arming and the messages, in the order they happened.
+pub fn balance_alerts(
+    customer: &str,
+    armed: Armed,
+    before: Balance,
+    after: Balance,
+    rule: &AlertRule,
+    now: Timestamp,
+) -> (Armed, Vec<Message>) {
+    let mut next = armed;
+    let mut messages = Vec::new();
+    let message = |event_type: EventType, arming: i64| {
+        let mut data = serde_json::Map::new();
+        data.insert("available".into(), after.available.to_string().into());
+        data.insert("live_credits".into(), after.live_credits.to_string().into());
+        data.insert(
+            "consumed_share".into(),
+            after.consumed_share().normalize().to_string().into(),
+        );
+        Message {
+            event_type,
+            customer: customer.to_owned(),
+            at: now,
+            data,
+            cause: format!("{customer}\n{arming}"),
+        }
+    };
+    if after.available < before.available {
+        if after.is_low(rule) && !next.low_sent {
+            next.low_sent = true;
+            messages.push(message(EventType::BalanceLow, armed.arming));
+        }
+        if after.available <= Credits::ZERO && !next.depleted_sent {
+            next.depleted_sent = true;
+            messages.push(message(EventType::BalanceDepleted, armed.arming));
+        }
+    } else if after.available > before.available
+        && !after.is_low(rule)
+        && (armed.low_sent || armed.depleted_sent)
+    {
+        next = Armed {
+            low_sent: false,
+            depleted_sent: false,
+            arming: armed.arming + 1,
+        };
+        messages.push(message(EventType::BalanceRecovered, armed.arming));
+    }
+    (next, messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn balance(live: i64, available: i64) -> Balance {
+        Balance {
+            live_credits: Credits::new(live.into()).unwrap(),
+            available: Credits::new(available.into()).unwrap(),
+        }
+    }
+
+    fn types(messages: &[Message]) -> Vec<EventType> {
+        messages.iter().map(|m| m.event_type).collect()
+    }
+
+    fn now() -> Timestamp {
+        "2026-03-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn low_fires_once_when_the_share_is_crossed() {
+        let rule = AlertRule::default();
+        let (armed, m) = balance_alerts(
+            "a",
+            Armed::default(),
+            balance(100, 30),
+            balance(100, 21),
+            &rule,
+            now(),
+        );
+        assert!(m.is_empty(), "79% consumed is not low");
+        let (armed, m) =
+            balance_alerts("a", armed, balance(100, 21), balance(100, 20), &rule, now());
+        assert_eq!(types(&m), [EventType::BalanceLow]);
+        assert_eq!(m[0].data["consumed_share"], "0.8");
+        // Falling further is the same crossing.
+        let (armed, m) =
+            balance_alerts("a", armed, balance(100, 20), balance(100, 5), &rule, now());
+        assert!(m.is_empty());
+        assert!(armed.low_sent && !armed.depleted_sent);
+    }
+
+    #[test]
+    fn depleted_follows_low_and_a_top_up_recovers_and_rearms() {
+        let rule = AlertRule::default();
+        let (armed, m) = balance_alerts(
+            "a",
+            Armed::default(),
+            balance(100, 50),
+            balance(0, 0),
+            &rule,
+            now(),
+        );
+        assert_eq!(
+            types(&m),
+            [EventType::BalanceLow, EventType::BalanceDepleted]
+        );
+        let first_low = m[0].id();
+        // A small top-up that leaves the balance low recovers nothing.
+        let (armed, m) = balance_alerts("a", armed, balance(0, 0), balance(10, 1), &rule, now());
+        assert!(m.is_empty());
+        let (armed, m) =
+            balance_alerts("a", armed, balance(10, 1), balance(110, 101), &rule, now());
+        assert_eq!(types(&m), [EventType::BalanceRecovered]);
+        assert_eq!(
+            armed,
+            Armed {
+                low_sent: false,
+                depleted_sent: false,
+                arming: 1
+            }
+        );
+        // The next crossing is a new message, with a new id.
+        let (_, m) = balance_alerts("a", armed, balance(110, 101), balance(110, 2), &rule, now());
+        assert_eq!(types(&m), [EventType::BalanceLow]);
+        assert_ne!(m[0].id(), first_low);
+    }
+
+    #[test]
+    fn a_rise_without_an_alert_or_a_fall_within_the_share_says_nothing() {
+        let rule = AlertRule::default();
+        let (armed, m) = balance_alerts(
+            "a",
+            Armed::default(),
+            balance(100, 90),
+            balance(200, 190),
+            &rule,
+            now(),
+        );
+        assert!(m.is_empty());
+        assert_eq!(armed, Armed::default());
+        // An unchanged balance never fires, even when low.
+        let (_, m) = balance_alerts("a", armed, balance(100, 0), balance(100, 0), &rule, now());
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn an_absolute_threshold_is_low_too() {
+        let rule = AlertRule {
+            low_credits: Some(Credits::new(50.into()).unwrap()),
+            ..AlertRule::default()
+        };
+        let (_, m) = balance_alerts(
+            "a",
+            Armed::default(),
+            balance(1000, 60),
+            balance(1000, 50),
+            &rule,
+            now(),
+        );
+        assert_eq!(types(&m), [EventType::BalanceLow]);
+    }
+}

@@ -1,0 +1,158 @@
+//! The outbox for operators: what was sent, what waits, what was given up, and sending again.
+
+use super::AppState;
+use super::customers::page_limit;
+use super::extract::{ApiQuery, Caller, identifier};
+use crate::error::{Error, Result};
+use crate::store::keys::Scope;
+use crate::store::outbox::{OutboxQuery, OutboxStatus, row_time};
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Serialize, ToSchema)]
+pub struct OutboxMessage {
+    /// This row: one message to one destination.
+    id: String,
+    /// The message's id (`webhook-id`), the same on every retry and for every destination.
+    message_id: String,
+    /// `webhook`.
+    kind: String,
+    destination: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    customer: String,
+    /// `pending`, `delivered` or `dead` (given up: replay it to send it again).
+    status: String,
+    attempts: i32,
+    /// When it was written (or last replayed), in real time.
+    created_at: DateTime<Utc>,
+    /// When a pending message is tried next.
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed.
+    last_error: Option<String>,
+    delivered_at: Option<DateTime<Utc>>,
+    /// The body as sent.
+    #[schema(value_type = Object)]
+    body: serde_json::Value,
+}
+
+impl OutboxMessage {
+    fn from_row(row: entity::outbox::Model) -> Result<Self> {
+        let pending = row.status == OutboxStatus::Pending.as_str();
+        Ok(OutboxMessage {
+            body: serde_json::from_str(&row.body)
+                .map_err(|e| Error::Internal(format!("outbox body: {e}")))?,
+            created_at: row_time(row.created_at)?,
+            next_attempt_at: pending.then(|| row_time(row.next_attempt_at)).transpose()?,
+            last_attempt_at: row.last_attempt_at.map(row_time).transpose()?,
+            delivered_at: row.delivered_at.map(row_time).transpose()?,
+            id: row.id,
+            message_id: row.message_id,
+            kind: row.kind,
+            destination: row.destination,
+            event_type: row.event_type,
+            customer: row.customer_id,
+            status: row.status,
+            attempts: row.attempts,
+            last_error: row.last_error,
+        })
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxListQuery {
+    /// `pending`, `delivered` or `dead`; every status when absent.
+    status: Option<String>,
+    /// Only this customer's messages.
+    customer: Option<String>,
+    /// Messages per page, 1 to 200 (default 50).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OutboxPage {
+    messages: Vec<OutboxMessage>,
+    /// Pass as `cursor` for the next (newer) page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Messages to outside systems, oldest first.
+#[utoipa::path(get, path = "/v1/outbox", params(OutboxListQuery),
+    responses((status = 200, body = OutboxPage)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<OutboxListQuery>,
+) -> Result<Json<OutboxPage>> {
+    caller.require(Scope::Admin)?;
+    let limit = page_limit(query.limit)?;
+    let status = query
+        .status
+        .map(|s| {
+            OutboxStatus::parse(&s).ok_or_else(|| {
+                Error::invalid("status", "must be \"pending\", \"delivered\" or \"dead\"")
+            })
+        })
+        .transpose()?;
+    let after = query
+        .cursor
+        .map(|c| {
+            uuid::Uuid::try_parse(&c)
+                .ok()
+                .filter(|u| u.hyphenated().to_string() == c)
+                .map(|_| c)
+                .ok_or_else(|| Error::invalid("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let customer = query
+        .customer
+        .map(|c| identifier("customer", &c))
+        .transpose()?;
+    let rows = state
+        .store
+        .outbox_rows(&OutboxQuery {
+            status,
+            customer,
+            after,
+            limit: limit + 1,
+        })
+        .await?;
+    let more = rows.len() as u64 > limit;
+    let messages = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(OutboxMessage::from_row)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Json(OutboxPage {
+        next_cursor: more
+            .then(|| messages.last().map(|m| m.id.clone()))
+            .flatten(),
+        messages,
+    }))
+}
+
+/// Sends a delivered or given-up message again (a pending one is left as it is): pending, due
+/// now, with a new retry window.
+#[utoipa::path(post, path = "/v1/outbox/{id}/replay", params(("id" = String, Path)),
+    responses((status = 200, body = OutboxMessage)), security(("bearer" = [])))]
+pub async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OutboxMessage>> {
+    caller.require(Scope::Admin)?;
+    let id = identifier("id", &id)?;
+    let row = state
+        .store
+        .outbox_replay(&id, state.wall_clock.now())
+        .await?
+        .ok_or_else(|| Error::OutboxMessageNotFound(id.clone()))?;
+    Ok(Json(OutboxMessage::from_row(row)?))
+}

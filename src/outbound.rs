@@ -1,0 +1,207 @@
+//! Delivers the outbox (README, Outbound webhooks): each message is POSTed to its endpoint signed
+//! per the Standard Webhooks specification (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature`), at least once; the id is the same on every retry, so a receiver that
+//! keeps the ids it has seen processes each message once.
+
+use crate::clock::Clock;
+use crate::config::{OutboxSettings, WebhookEndpoint};
+use crate::domain::outbound::AfterFailure;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use entity::outbox;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Rows claimed per pass, and delivered concurrently.
+const CLAIM_BATCH: u64 = 32;
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
+/// An HTTP/1.1 client for http:// and https:// endpoints (TLS with the Mozilla roots).
+fn http_client() -> std::io::Result<HttpClient> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
+/// The `webhook-signature` header of a message: `v1,` and the base64 of the HMAC-SHA256 of
+/// `{id}.{timestamp}.{body}` under the endpoint's key.
+pub fn sign(key: &[u8], message_id: &str, timestamp: i64, body: &str) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("{message_id}.{timestamp}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// What a failed attempt says.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    retry_after_ms: Option<u64>,
+}
+
+/// The worker: delivers what is due, then waits for the next poll (or for `wake`), until `stop`.
+pub struct Worker {
+    pub store: Store,
+    pub endpoints: Arc<Vec<WebhookEndpoint>>,
+    pub settings: OutboxSettings,
+    /// Real time: deliveries and their retries happen in real time whatever a test clock says.
+    pub wall_clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let client = match http_client() {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "the webhook client could not start; nothing is delivered");
+                return;
+            }
+        };
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        loop {
+            let delivered = match self.pass(&client).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox pass failed; it runs again");
+                    0
+                }
+            };
+            if *stop.borrow() {
+                return;
+            }
+            if delivered as u64 == CLAIM_BATCH {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One pass: claims what is due and delivers it; returns how many rows it claimed.
+    pub async fn pass(&self, client: &HttpClient) -> crate::error::Result<usize> {
+        let now = self.wall_clock.now();
+        let lease_ms = i64::try_from(self.settings.timeout_seconds * 1_000 + 30_000)
+            .expect("a bounded timeout");
+        let rows = self.store.outbox_claim(now, CLAIM_BATCH, lease_ms).await?;
+        let claimed = rows.len();
+        let results =
+            futures_util::future::join_all(rows.iter().map(|row| self.deliver(client, row))).await;
+        for (row, result) in rows.iter().zip(results) {
+            let now = self.wall_clock.now();
+            match result {
+                Ok(()) => {
+                    Metrics::bump(&self.metrics.webhooks_delivered);
+                    self.store.outbox_attempted(&row.id, now, Ok(())).await?;
+                }
+                Err(failure) => {
+                    Metrics::bump(&self.metrics.webhooks_failed);
+                    let age_ms = u64::try_from((now.timestamp_micros() - row.created_at) / 1_000)
+                        .unwrap_or(0);
+                    let next = self.settings.retry.after_failure(
+                        u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
+                        age_ms,
+                        failure.retry_after_ms,
+                        rand::random::<u16>() % 1_001,
+                    );
+                    if next == AfterFailure::Dead {
+                        tracing::warn!(id = %row.id, message = %row.message_id, destination = %row.destination,
+                            error = %failure.error, "webhook given up after its retry window");
+                    }
+                    self.store
+                        .outbox_attempted(&row.id, now, Err((next, &failure.error)))
+                        .await?;
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn deliver(&self, client: &HttpClient, row: &outbox::Model) -> Result<(), Failure> {
+        let Some(endpoint) = self.endpoints.iter().find(|e| e.url == row.destination) else {
+            return Err(Failure {
+                error: "the endpoint is no longer configured".into(),
+                retry_after_ms: None,
+            });
+        };
+        let timestamp = self.wall_clock.now().timestamp();
+        let failed = |error: String| Failure {
+            error,
+            retry_after_ms: None,
+        };
+        let request = hyper::Request::post(&endpoint.url)
+            .header("content-type", "application/json")
+            .header(
+                "user-agent",
+                concat!("creditbook/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("webhook-id", &row.message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                sign(&endpoint.key, &row.message_id, timestamp, &row.body),
+            )
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                row.body.clone(),
+            )))
+            .map_err(|e| failed(format!("the request could not be made: {e}")))?;
+        let timeout = Duration::from_secs(self.settings.timeout_seconds);
+        let response = tokio::time::timeout(timeout, client.request(request))
+            .await
+            .map_err(|_| failed(format!("no answer within {} s", timeout.as_secs())))?
+            .map_err(|e| failed(format!("request failed: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after_ms = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|seconds| seconds.min(86_400) * 1_000);
+        Err(Failure {
+            error: format!("the endpoint answered {}", status.as_u16()),
+            retry_after_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the Standard Webhooks specification's reference libraries.
+    #[test]
+    fn signs_as_the_specification_does() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+        assert_eq!(
+            sign(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                r#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The transactional outbox (README, Outbound webhooks): messages are written in the transaction
+//! of the change that causes them, one row per destination, and claimed by delivery workers with
+//! a lease, so that several instances never deliver the same row at once.
+
+use super::Store;
+use super::rows::{time, timestamp};
+use crate::domain::Timestamp;
+use crate::domain::outbound::{AfterFailure, Message, Subscription, destinations};
+use crate::error::{Error, Result};
+use entity::outbox;
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
+};
+use std::collections::BTreeMap;
+
+/// The kinds of outbox rows.
+pub const KIND_WEBHOOK: &str = "webhook";
+
+/// A row's delivery state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutboxStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl OutboxStatus {
+    pub const ALL: [OutboxStatus; 3] = [
+        OutboxStatus::Pending,
+        OutboxStatus::Delivered,
+        OutboxStatus::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxStatus> {
+        OutboxStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Longest error text kept per row.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// Writes `messages` for every endpoint that takes their type, inside `txn`. A message already
+/// written for an endpoint (the same cause) is not written again.
+pub(crate) async fn enqueue(
+    txn: &DatabaseTransaction,
+    subscriptions: &[Subscription],
+    messages: &[Message],
+) -> Result<()> {
+    let now = time(chrono::Utc::now());
+    let mut rows = Vec::new();
+    for message in messages {
+        let (id, body) = (message.id(), message.body());
+        for url in destinations(subscriptions, message.event_type) {
+            rows.push(outbox::ActiveModel {
+                id: Set(uuid::Uuid::now_v7().to_string()),
+                message_id: Set(id.clone()),
+                kind: Set(KIND_WEBHOOK.into()),
+                destination: Set(url.to_owned()),
+                event_type: Set(message.event_type.as_str().into()),
+                customer_id: Set(message.customer.clone()),
+                body: Set(body.clone()),
+                status: Set(OutboxStatus::Pending.as_str().into()),
+                attempts: Set(0),
+                created_at: Set(now),
+                next_attempt_at: Set(now),
+                last_attempt_at: Set(None),
+                last_error: Set(None),
+                delivered_at: Set(None),
+            });
+        }
+    }
+    for chunk in rows.chunks(super::rows::ROWS_PER_STATEMENT) {
+        outbox::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([outbox::Column::MessageId, outbox::Column::Destination])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What an operator asks of the outbox.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxQuery {
+    pub status: Option<OutboxStatus>,
+    pub customer: Option<String>,
+    /// Rows after this id (ids are time-ordered).
+    pub after: Option<String>,
+    pub limit: u64,
+}
+
+impl Store {
+    /// Claims up to `limit` rows due at `now` for `lease_ms`: their next attempt moves past the
+    /// lease, so no other worker takes them meanwhile (PostgreSQL skips rows another worker is
+    /// claiming; SQLite has one writer).
+    pub async fn outbox_claim(
+        &self,
+        now: Timestamp,
+        limit: u64,
+        lease_ms: i64,
+    ) -> Result<Vec<outbox::Model>> {
+        let (_permit, txn) = self.begin_write().await?;
+        let backend = txn.get_database_backend();
+        let (skip, p) = match backend {
+            DbBackend::Postgres => (" FOR UPDATE SKIP LOCKED", ["$1", "$2", "$3"]),
+            _ => ("", ["?", "?", "?"]),
+        };
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = {} WHERE id IN (SELECT id FROM outbox \
+             WHERE status = 'pending' AND next_attempt_at <= {} ORDER BY next_attempt_at, id \
+             LIMIT {}{skip}) RETURNING *",
+            p[0], p[1], p[2]
+        );
+        let leased = time(now) + lease_ms.saturating_mul(1_000);
+        let claimed = outbox::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [leased.into(), time(now).into(), (limit as i64).into()],
+            ))
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records an attempt at a pending row: delivered, or failed and what follows.
+    pub async fn outbox_attempted(
+        &self,
+        id: &str,
+        now: Timestamp,
+        result: std::result::Result<(), (AfterFailure, &str)>,
+    ) -> Result<()> {
+        let (status, next_at, delivered_at, error) = match result {
+            Ok(()) => (OutboxStatus::Delivered, time(now), Some(time(now)), None),
+            Err((AfterFailure::RetryInMs(ms), error)) => (
+                OutboxStatus::Pending,
+                time(now) + i64::try_from(ms).unwrap_or(i64::MAX / 2) * 1_000,
+                None,
+                Some(error),
+            ),
+            Err((AfterFailure::Dead, error)) => (OutboxStatus::Dead, time(now), None, Some(error)),
+        };
+        let error: Option<String> = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
+        let (_permit, txn) = self.begin_write().await?;
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).add(1),
+            )
+            .col_expr(outbox::Column::LastAttemptAt, Expr::value(time(now)))
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(next_at))
+            .col_expr(outbox::Column::DeliveredAt, Expr::value(delivered_at))
+            .col_expr(outbox::Column::LastError, Expr::value(error))
+            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Rows, oldest first, as an operator filters them.
+    pub async fn outbox_rows(&self, query: &OutboxQuery) -> Result<Vec<outbox::Model>> {
+        let mut select = outbox::Entity::find();
+        if let Some(status) = query.status {
+            select = select.filter(outbox::Column::Status.eq(status.as_str()));
+        }
+        if let Some(customer) = &query.customer {
+            select = select.filter(outbox::Column::CustomerId.eq(customer.as_str()));
+        }
+        if let Some(after) = &query.after {
+            select = select.filter(outbox::Column::Id.gt(after.as_str()));
+        }
+        Ok(select
+            .order_by_asc(outbox::Column::Id)
+            .limit(query.limit)
+            .all(self.connection())
+            .await?)
+    }
+
+    pub async fn outbox_row(&self, id: &str) -> Result<Option<outbox::Model>> {
+        Ok(outbox::Entity::find_by_id(id.to_owned())
+            .one(self.connection())
+            .await?)
+    }
+
+    /// Sends a row again: pending, due now, its retry window starting anew (its attempts are
+    /// kept). A pending row is left as it is.
+    pub async fn outbox_replay(&self, id: &str, now: Timestamp) -> Result<Option<outbox::Model>> {
+        let (_permit, txn) = self.begin_write().await?;
+        outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(OutboxStatus::Pending.as_str()),
+            )
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(time(now)))
+            .col_expr(outbox::Column::CreatedAt, Expr::value(time(now)))
+            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Status.ne(OutboxStatus::Pending.as_str()))
+            .exec(&txn)
+            .await?;
+        let row = outbox::Entity::find_by_id(id.to_owned()).one(&txn).await?;
+        txn.commit().await?;
+        Ok(row)
+    }
+
+    /// Rows per status, for `/metrics`.
+    pub async fn outbox_counts(&self) -> Result<BTreeMap<OutboxStatus, u64>> {
+        let rows: Vec<(String, i64)> = outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::Status)
+            .column_as(outbox::Column::Id.count(), "n")
+            .group_by(outbox::Column::Status)
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        let mut counts: BTreeMap<OutboxStatus, u64> =
+            OutboxStatus::ALL.into_iter().map(|s| (s, 0)).collect();
+        for (status, n) in rows {
+            let status = OutboxStatus::parse(&status)
+                .ok_or_else(|| Error::Internal(format!("outbox status {status:?}")))?;
+            counts.insert(status, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+}
+
+/// A row's wall-clock time, for answers.
+pub fn row_time(micros: i64) -> Result<Timestamp> {
+    timestamp(micros)
+}

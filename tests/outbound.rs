@@ -1,0 +1,483 @@
+//! Outbound webhooks end to end: balance alerts written with the ledger change that causes them,
+//! delivered by the outbox to a real HTTP receiver that fails on purpose, each attempt verified
+//! by the Standard Webhooks specification's own Python library (`standardwebhooks` from PyPI,
+//! installed by scripts/test).
+
+mod common;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use common::{Engine, TestApp};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+    /// What the receiver answered.
+    status: u16,
+}
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// The first attempt of each message fails (503 with `Retry-After: 1` for the first message,
+    /// 500 for the others); retries succeed.
+    FailFirst,
+    /// Every attempt fails with 500.
+    AlwaysFail,
+    Accept,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, HeaderMap) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let id = header("webhook-id");
+    let mut deliveries = r.deliveries.lock().unwrap();
+    let seen_before = deliveries.iter().any(|d| d.id == id);
+    let first_message = deliveries.is_empty() || deliveries[0].id == id;
+    let behaviour = *r.behaviour.lock().unwrap();
+    let mut out = HeaderMap::new();
+    let status = match behaviour {
+        Behaviour::Accept => StatusCode::NO_CONTENT,
+        Behaviour::AlwaysFail => StatusCode::INTERNAL_SERVER_ERROR,
+        Behaviour::FailFirst if seen_before => StatusCode::NO_CONTENT,
+        Behaviour::FailFirst if first_message => {
+            out.insert("retry-after", "1".parse().unwrap());
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Behaviour::FailFirst => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    deliveries.push(Delivery {
+        id,
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body,
+        status: status.as_u16(),
+    });
+    (status, out)
+}
+
+/// A receiver on a free port; returns its URL.
+async fn start_receiver(behaviour: Behaviour) -> (String, Receiver) {
+    let receiver = Receiver {
+        deliveries: Default::default(),
+        behaviour: Arc::new(Mutex::new(behaviour)),
+    };
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, receiver)
+}
+
+/// A signing secret as the specification writes them.
+fn secret() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand_bytes())
+    )
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = (uuid::Uuid::new_v4().as_bytes()[i % 16]) ^ (i as u8);
+    }
+    bytes
+}
+
+async fn spawn_with_webhook(
+    engine: Engine,
+    url: &str,
+    secret: &str,
+    dead_after_seconds: u64,
+) -> TestApp {
+    let (url, secret) = (url.to_owned(), secret.to_owned());
+    common::spawn_app_with(engine, move |config| {
+        let toml = format!(
+            "[[webhooks]]\nurl = {url:?}\nsecret = {secret:?}\n\n[outbox]\nfirst_retry_ms = 50\n\
+             max_retry_ms = 200\npoll_interval_ms = 20\ndead_after_seconds = {dead_after_seconds}\n"
+        );
+        let parsed = creditbook::config::Config::parse(&toml, "webhooks.toml", |_| None)
+            .expect("the webhook config parses");
+        config.webhooks = parsed.webhooks;
+        config.outbox = parsed.outbox;
+        config.catalog.webhooks = parsed.catalog.webhooks;
+    })
+    .await
+}
+
+/// Verifies every delivery with the `standardwebhooks` library; returns the verified bodies.
+fn verify_with_standard_webhooks(secret: &str, deliveries: &[Delivery]) -> Vec<Value> {
+    let input: Vec<Value> = deliveries
+        .iter()
+        .map(|d| {
+            json!({"headers": {"webhook-id": d.id, "webhook-timestamp": d.timestamp,
+                   "webhook-signature": d.signature}, "body": d.body})
+        })
+        .collect();
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+hook = Webhook(sys.argv[1])
+out = []
+for d in json.load(sys.stdin):
+    out.append(hook.verify(d["body"], d["headers"]))
+# A tampered body must not verify.
+d = json.load(open(sys.argv[2]))[0]
+try:
+    hook.verify(d["body"].replace("credit", "debit"), d["headers"])
+    raise SystemExit("a tampered body verified")
+except Exception as e:
+    if isinstance(e, SystemExit):
+        raise
+print(json.dumps(out))
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deliveries.json");
+    std::fs::write(&file, serde_json::to_string(&input).unwrap()).unwrap();
+    let python = std::env::var("CREDITBOOK_TEST_STRIPE_PYTHON")
+        .expect("run the tests with scripts/test, which installs standardwebhooks");
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(secret)
+        .arg(&file)
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "standardwebhooks refused a delivery: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Waits until `done` holds of the deliveries (at most 20 s).
+async fn wait_for(
+    receiver: &Receiver,
+    what: &str,
+    done: impl Fn(&[Delivery]) -> bool,
+) -> Vec<Delivery> {
+    for _ in 0..400 {
+        let deliveries = receiver.deliveries.lock().unwrap().clone();
+        if done(&deliveries) {
+            return deliveries;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "timed out waiting for {what}: {:#?}",
+        receiver.deliveries.lock().unwrap()
+    );
+}
+
+/// Messages accepted (2xx), in order of acceptance: (id, type).
+fn accepted(deliveries: &[Delivery]) -> Vec<(String, String)> {
+    deliveries
+        .iter()
+        .filter(|d| d.status < 300)
+        .map(|d| {
+            let body: Value = serde_json::from_str(&d.body).unwrap();
+            (d.id.clone(), body["type"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+async fn outbox(app: &TestApp, query: &str) -> Vec<Value> {
+    let (status, page) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/outbox{query}"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["messages"].as_array().unwrap().clone()
+}
+
+async fn use_credits(app: &TestApp, customer: &str, credits: u32) {
+    // `chat.request` costs 1 credit a unit in the example catalog.
+    let (status, body) = app
+        .usage(
+            customer,
+            "chat.request",
+            json!(credits),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+async fn alerts_are_signed_retried_and_delivered_once(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::FailFirst).await;
+    let secret = secret();
+    let app = spawn_with_webhook(engine, &url, &secret, 600).await;
+    app.promo("acme", "100").await;
+    use_credits(&app, "acme", 79).await;
+    // 79% consumed: nothing yet. 80%: low. All of it: depleted.
+    use_credits(&app, "acme", 1).await;
+    use_credits(&app, "acme", 20).await;
+    // A top-up recovers and re-arms; the next crossing is a new message.
+    app.promo("acme", "100").await;
+    use_credits(&app, "acme", 85).await;
+    let deliveries = wait_for(&receiver, "four alerts accepted", |d| {
+        accepted(d).len() == 4
+    })
+    .await;
+    // Written in the order they happened (the outbox lists oldest first); delivered in any order,
+    // since each message is retried on its own.
+    let expected = [
+        "credit.balance_low",
+        "credit.balance_depleted",
+        "credit.balance_recovered",
+        "credit.balance_low",
+    ];
+    let written: Vec<Value> = outbox(&app, "").await;
+    let written_types: Vec<&str> = written
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(written_types, expected);
+    let mut types: Vec<String> = accepted(&deliveries).into_iter().map(|(_, t)| t).collect();
+    types.sort();
+    let mut sorted = expected.map(str::to_owned).to_vec();
+    sorted.sort();
+    assert_eq!(types, sorted);
+    // Each message failed once and was sent again with the same id; the two lows are distinct.
+    let ids: Vec<String> = accepted(&deliveries)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        4
+    );
+    for id in &ids {
+        let attempts: Vec<u16> = deliveries
+            .iter()
+            .filter(|d| &d.id == id)
+            .map(|d| d.status)
+            .collect();
+        assert_eq!(attempts.len(), 2, "{id}: {attempts:?}");
+        assert!(
+            attempts[0] >= 500 && attempts[1] == 204,
+            "{id}: {attempts:?}"
+        );
+    }
+    // The first message tried was refused with `Retry-After: 1`: its retry waited that long.
+    let first: Vec<&Delivery> = deliveries
+        .iter()
+        .filter(|d| d.id == deliveries[0].id)
+        .collect();
+    let waited =
+        first[1].timestamp.parse::<i64>().unwrap() - first[0].timestamp.parse::<i64>().unwrap();
+    assert!(waited >= 1, "Retry-After honoured: waited {waited} s");
+    // Every attempt verifies with the specification's library, and says what happened.
+    let verified = verify_with_standard_webhooks(&secret, &deliveries);
+    assert_eq!(verified.len(), deliveries.len());
+    let mut lows: Vec<(String, String)> = verified
+        .iter()
+        .filter(|v| v["type"] == "credit.balance_low")
+        .map(|v| {
+            assert_eq!(v["data"]["customer"], "acme");
+            (
+                v["data"]["available"].as_str().unwrap().to_owned(),
+                v["data"]["consumed_share"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    lows.sort();
+    lows.dedup();
+    assert_eq!(
+        lows,
+        [("15".into(), "0.85".into()), ("20".into(), "0.8".into())]
+    );
+    let depleted = verified
+        .iter()
+        .find(|v| v["type"] == "credit.balance_depleted")
+        .unwrap();
+    assert_eq!(depleted["data"]["available"], "0");
+    // The outbox says the same: four delivered rows, two attempts each.
+    let rows = outbox(&app, "?status=delivered").await;
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    for row in &rows {
+        assert_eq!(row["attempts"], 2);
+        assert_eq!(row["destination"], url);
+        assert!(row["last_error"].is_null());
+        assert!(ids.contains(&row["message_id"].as_str().unwrap().to_owned()));
+    }
+    assert!(outbox(&app, "?status=pending").await.is_empty());
+    // Pages of one.
+    let (_, page) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/outbox?limit=1",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let next = outbox(&app, &format!("?limit=1&cursor={cursor}")).await;
+    assert_ne!(next[0]["id"], page["messages"][0]["id"]);
+    // Nothing more arrives: no message was sent twice once accepted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(accepted(&receiver.deliveries.lock().unwrap()).len(), 4);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("creditbook_outbox_messages{status=\"delivered\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("creditbook_webhook_deliveries_total{result=\"delivered\"} 4"));
+    assert!(metrics.contains("creditbook_webhook_deliveries_total{result=\"failed\"} 4"));
+    app.assert_audit_clean().await;
+}
+for_each_engine!(alerts_are_signed_retried_and_delivered_once);
+
+async fn alerts_fire_once_under_concurrency(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let app = Arc::new(spawn_with_webhook(engine, &url, &secret(), 600).await);
+    app.promo("busy", "100").await;
+    // 100 concurrent usages of one credit each: the balance crosses 80% and 0 once each.
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { use_credits(&app, "busy", 1).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let deliveries = wait_for(&receiver, "two alerts", |d| accepted(d).len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deliveries = {
+        let now = receiver.deliveries.lock().unwrap().clone();
+        assert!(now.len() >= deliveries.len());
+        now
+    };
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, t) in accepted(&deliveries) {
+        *by_type.entry(t).or_default() += 1;
+    }
+    assert_eq!(
+        by_type,
+        BTreeMap::from([
+            ("credit.balance_depleted".to_owned(), 1),
+            ("credit.balance_low".to_owned(), 1)
+        ])
+    );
+    assert_eq!(app.balances("busy").await.2, "0");
+    app.assert_audit_clean().await;
+}
+for_each_engine!(alerts_fire_once_under_concurrency);
+
+async fn a_message_given_up_is_dead_until_replayed(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::AlwaysFail).await;
+    let app = spawn_with_webhook(engine, &url, &secret(), 1).await;
+    app.promo("gone", "10").await;
+    use_credits(&app, "gone", 10).await;
+    // Low and depleted, retried until the 1 s window closes, then dead.
+    let mut dead = Vec::new();
+    for _ in 0..200 {
+        dead = outbox(&app, "?status=dead").await;
+        if dead.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 2, "{dead:#?}");
+    assert!(dead[0]["attempts"].as_i64().unwrap() >= 2);
+    assert_eq!(dead[0]["last_error"], "the endpoint answered 500");
+    let tried = receiver.deliveries.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        receiver.deliveries.lock().unwrap().len(),
+        tried,
+        "a dead message is not retried"
+    );
+    // The operator fixes the endpoint and replays one: it is delivered, with the same id.
+    *receiver.behaviour.lock().unwrap() = Behaviour::Accept;
+    let id = dead[0]["id"].as_str().unwrap();
+    let (status, replayed) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/outbox/{id}/replay"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!(replayed["status"], "pending");
+    let deliveries = wait_for(&receiver, "the replay", |d| !accepted(d).is_empty()).await;
+    assert_eq!(accepted(&deliveries)[0].0, dead[0]["message_id"]);
+    assert_eq!(outbox(&app, "?status=dead").await.len(), 1);
+    // Unknown ids, bad filters and other scopes are refused.
+    let (status, problem) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/outbox/nope/replay",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("outbox_message_not_found"))
+    );
+    for query in ["?status=lost", "?cursor=12", "?limit=0", "?colour=red"] {
+        let (status, problem) = app
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/outbox{query}"),
+                Some(&app.admin_key),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {problem}"
+        );
+    }
+    let (status, _) = app
+        .call(reqwest::Method::GET, "/v1/outbox", Some(&app.app_key), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+for_each_engine!(a_message_given_up_is_dead_until_replayed);
