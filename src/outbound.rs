@@ -8,6 +8,7 @@ use crate::config::{OutboxSettings, WebhookEndpoint};
 use crate::domain::outbound::AfterFailure;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::outbox::Attempt;
 use entity::outbox;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,16 +22,13 @@ type HttpClient = hyper_util::client::legacy::Client<
 >;
 
 /// An HTTP/1.1 client for http:// and https:// endpoints (TLS with the Mozilla roots).
-fn http_client() -> std::io::Result<HttpClient> {
+fn http_client() -> HttpClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
         .build();
-    Ok(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https),
-    )
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
 }
 
 /// The `webhook-signature` header of a message: `v1,` and the base64 of the HMAC-SHA256 of
@@ -65,16 +63,10 @@ pub struct Worker {
 
 impl Worker {
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let client = match http_client() {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(error = %e, "the webhook client could not start; nothing is delivered");
-                return;
-            }
-        };
+        let client = http_client();
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         loop {
-            let delivered = match self.pass(&client).await {
+            let claimed = match self.pass(&client).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox pass failed; it runs again");
@@ -84,7 +76,8 @@ impl Worker {
             if *stop.borrow() {
                 return;
             }
-            if delivered as u64 == CLAIM_BATCH {
+            // A full batch: more may be due at once.
+            if claimed as u64 == CLAIM_BATCH {
                 continue;
             }
             tokio::select! {
@@ -108,7 +101,9 @@ impl Worker {
             match result {
                 Ok(()) => {
                     Metrics::bump(&self.metrics.webhooks_delivered);
-                    self.store.outbox_attempted(&row.id, now, Ok(())).await?;
+                    self.store
+                        .outbox_attempted(&row.id, now, Attempt::Delivered)
+                        .await?;
                 }
                 Err(failure) => {
                     Metrics::bump(&self.metrics.webhooks_failed);
@@ -125,7 +120,14 @@ impl Worker {
                             error = %failure.error, "webhook given up after its retry window");
                     }
                     self.store
-                        .outbox_attempted(&row.id, now, Err((next, &failure.error)))
+                        .outbox_attempted(
+                            &row.id,
+                            now,
+                            Attempt::Failed {
+                                next,
+                                error: &failure.error,
+                            },
+                        )
                         .await?;
                 }
             }

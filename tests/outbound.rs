@@ -96,20 +96,12 @@ async fn start_receiver(behaviour: Behaviour) -> (String, Receiver) {
     (url, receiver)
 }
 
-/// A signing secret as the specification writes them.
+/// A signing secret as the specification writes them: `whsec_` and 32 random bytes.
 fn secret() -> String {
     format!(
         "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(rand_bytes())
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
     )
-}
-
-fn rand_bytes() -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = (uuid::Uuid::new_v4().as_bytes()[i % 16]) ^ (i as u8);
-    }
-    bytes
 }
 
 async fn spawn_with_webhook(

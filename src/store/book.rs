@@ -268,14 +268,16 @@ pub(crate) async fn run_commands(
     }
 
     // Balance alerts: per customer, from the book as loaded to the book as the batch left it.
+    // Each customer's latest command that was decided.
+    let mut latest: BTreeMap<&str, Timestamp> = BTreeMap::new();
+    for d in &done {
+        let now = items[d.item].0.now;
+        let at = latest.entry(d.customer.as_str()).or_insert(now);
+        *at = Ord::max(*at, now);
+    }
     let mut messages = Vec::new();
     for (customer, loaded) in books.iter_mut() {
-        let Some(now) = done
-            .iter()
-            .filter(|d| &d.customer == customer)
-            .map(|d| items[d.item].0.now)
-            .max()
-        else {
+        let Some(&now) = latest.get(customer.as_str()) else {
             continue;
         };
         let (armed, said) = balance_alerts(

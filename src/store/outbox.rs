@@ -3,7 +3,7 @@
 //! a lease, so that several instances never deliver the same row at once.
 
 use super::Store;
-use super::rows::{time, timestamp};
+use super::rows::time;
 use crate::domain::Timestamp;
 use crate::domain::outbound::{AfterFailure, Message, Subscription, destinations};
 use crate::error::{Error, Result};
@@ -93,6 +93,17 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+/// How an attempt at delivering a row ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt<'a> {
+    Delivered,
+    /// Failed with `error`; `next` says whether it is tried again.
+    Failed {
+        next: AfterFailure,
+        error: &'a str,
+    },
+}
+
 /// What an operator asks of the outbox.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxQuery {
@@ -138,22 +149,28 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Records an attempt at a pending row: delivered, or failed and what follows.
+    /// Records an attempt at a pending row.
     pub async fn outbox_attempted(
         &self,
         id: &str,
         now: Timestamp,
-        result: std::result::Result<(), (AfterFailure, &str)>,
+        attempt: Attempt<'_>,
     ) -> Result<()> {
-        let (status, next_at, delivered_at, error) = match result {
-            Ok(()) => (OutboxStatus::Delivered, time(now), Some(time(now)), None),
-            Err((AfterFailure::RetryInMs(ms), error)) => (
+        let (status, next_at, delivered_at, error) = match attempt {
+            Attempt::Delivered => (OutboxStatus::Delivered, time(now), Some(time(now)), None),
+            Attempt::Failed {
+                next: AfterFailure::RetryInMs(ms),
+                error,
+            } => (
                 OutboxStatus::Pending,
                 time(now) + i64::try_from(ms).unwrap_or(i64::MAX / 2) * 1_000,
                 None,
                 Some(error),
             ),
-            Err((AfterFailure::Dead, error)) => (OutboxStatus::Dead, time(now), None, Some(error)),
+            Attempt::Failed {
+                next: AfterFailure::Dead,
+                error,
+            } => (OutboxStatus::Dead, time(now), None, Some(error)),
         };
         let error: Option<String> = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
         let (_permit, txn) = self.begin_write().await?;
@@ -241,7 +258,5 @@ impl Store {
     }
 }
 
-/// A row's wall-clock time, for answers.
-pub fn row_time(micros: i64) -> Result<Timestamp> {
-    timestamp(micros)
-}
+/// A row's wall-clock time (Unix microseconds), for answers.
+pub use super::rows::timestamp as row_time;
