@@ -183,6 +183,8 @@ async fn main() {
             renews_at: Set(None),
             alert_state: Set(0),
             alert_arming: Set(0),
+            limits: Set(None),
+            overrides: Set(None),
         });
         batches.grants.push(entity::grants::ActiveModel {
             id: Set(grant.clone()),

@@ -23,6 +23,18 @@ pub enum Error {
     FeatureNotEntitled(String),
     #[error("the customer is frozen by an open dispute")]
     CustomerFrozen,
+    #[error(
+        "this would pass the customer's {} spend limit of {} credits{}: {} spent and {} held this \
+         window, {} requested; it resets at {}",
+        .0.limit.period.as_str(),
+        .0.limit.credits,
+        .0.limit.feature.as_deref().map(|f| format!(" on {f}")).unwrap_or_default(),
+        .0.spent,
+        .0.held,
+        .0.requested,
+        .0.resets_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    )]
+    SpendLimitReached(Box<crate::domain::limits::Exceeded>),
     #[error("unknown action {0:?}")]
     UnknownAction(String),
     #[error("unknown {kind} {id:?}")]
@@ -105,6 +117,7 @@ impl From<crate::domain::gate::Refusal> for Error {
         match refusal {
             Refusal::FeatureNotEntitled(action) => Error::FeatureNotEntitled(action),
             Refusal::CustomerFrozen => Error::CustomerFrozen,
+            Refusal::SpendLimitReached(exceeded) => Error::SpendLimitReached(exceeded),
             Refusal::UnknownAction(action) => Error::UnknownAction(action),
             Refusal::Cost { field, error } => Error::invalid(field, error),
             Refusal::Book(rejection) => Error::Rejected(rejection),

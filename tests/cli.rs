@@ -99,7 +99,7 @@ async fn keys_are_printed_once_and_stored_as_sha256() {
     );
     assert_eq!(rows[0].scope, "finance");
     assert_eq!(
-        store.authenticate(key).await.unwrap(),
+        store.authenticate(key).await.unwrap().map(|p| p.scope),
         Some(creditbook::store::keys::Scope::Finance)
     );
     assert_eq!(

@@ -144,7 +144,7 @@ for d in json.load(sys.stdin):
 # A tampered body must not verify.
 d = json.load(open(sys.argv[2]))[0]
 try:
-    hook.verify(d["body"].replace("credit", "debit"), d["headers"])
+    hook.verify(d["body"].replace("customer", "custom3r"), d["headers"])
     raise SystemExit("a tampered body verified")
 except Exception as e:
     if isinstance(e, SystemExit):
@@ -473,3 +473,106 @@ async fn a_message_given_up_is_dead_until_replayed(engine: Engine) {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 for_each_engine!(a_message_given_up_is_dead_until_replayed);
+
+async fn a_hard_limit_holds_under_concurrency_and_says_so_once(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let secret = secret();
+    let app = Arc::new(spawn_with_webhook(engine, &url, &secret, 600).await);
+    app.promo("capped", "1000").await;
+    let (status, set) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/customers/capped/limits",
+            Some(&app.app_key),
+            Some(json!({"limits": [
+                {"period": "day", "credits": "50", "mode": "hard"},
+                {"period": "month", "credits": "30", "feature": "chat", "mode": "soft"},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    // 100 concurrent requests of one credit each, half holds and half usages: exactly 50 pass,
+    // held credits counting as spent.
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    app.authorize("capped", "chat.request", json!(1)).await
+                } else {
+                    app.usage(
+                        "capped",
+                        "chat.request",
+                        json!(1),
+                        &uuid::Uuid::new_v4().to_string(),
+                    )
+                    .await
+                }
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED => passed += 1,
+            StatusCode::PAYMENT_REQUIRED => assert_eq!(body["type"], "spend_limit_reached"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(passed, 50);
+    let customer = app.customer("capped").await;
+    let day = &customer["limits"][0];
+    let (spent, held) = (
+        day["spent"].as_str().unwrap().parse::<u32>().unwrap(),
+        day["held"].as_str().unwrap().parse::<u32>().unwrap(),
+    );
+    assert_eq!((spent + held, &day["remaining"]), (50, &json!("0")));
+    assert_eq!(customer["held"], held.to_string());
+    assert_eq!(customer["available"], "950");
+    // Each limit said so once: the hard one when reached, the soft one when 30 were used.
+    let deliveries = wait_for(&receiver, "two limits reached", |d| accepted(d).len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deliveries = receiver
+        .deliveries
+        .lock()
+        .unwrap()
+        .clone()
+        .max_by_len(deliveries);
+    let verified = verify_with_standard_webhooks(&secret, &deliveries);
+    let mut reached: Vec<(String, String)> = verified
+        .iter()
+        .map(|v| {
+            assert_eq!(v["type"], "spend_limit.reached", "{v}");
+            assert_eq!(v["data"]["customer"], "capped");
+            (
+                v["data"]["period"].as_str().unwrap().to_owned(),
+                v["data"]["mode"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reached.sort();
+    assert_eq!(
+        reached,
+        [
+            ("day".to_owned(), "hard".to_owned()),
+            ("month".to_owned(), "soft".to_owned())
+        ]
+    );
+    app.assert_audit_clean().await;
+}
+for_each_engine!(a_hard_limit_holds_under_concurrency_and_says_so_once);
+
+trait Longest {
+    fn max_by_len(self, other: Self) -> Self;
+}
+
+impl Longest for Vec<Delivery> {
+    fn max_by_len(self, other: Self) -> Self {
+        if self.len() >= other.len() {
+            self
+        } else {
+            other
+        }
+    }
+}

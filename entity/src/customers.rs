@@ -22,6 +22,10 @@ pub struct Model {
     pub alert_state: i32,
     /// Recoveries so far: each arming's alerts are distinct messages.
     pub alert_arming: i64,
+    /// Spend limits and what was spent in each one's current window (JSON), if any.
+    pub limits: Option<String>,
+    /// Feature overrides in force (JSON), if any.
+    pub overrides: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

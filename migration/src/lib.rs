@@ -36,6 +36,7 @@ mod m20261123_000005_key_management;
 mod m20261123_000006_stripe_payments;
 mod m20261123_000007_renewal_carried;
 mod m20261124_000008_outbox;
+mod m20261125_000009_customer_controls;
 
 pub struct Migrator;
 
@@ -63,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_stripe_payments::Migration),
             Box::new(m20261123_000007_renewal_carried::Migration),
             Box::new(m20261124_000008_outbox::Migration),
+            Box::new(m20261125_000009_customer_controls::Migration),
         ]
     }
 }

@@ -6,7 +6,9 @@
 use super::Timestamp;
 use super::catalog::{Action, Catalog, CostError, Feature, Overage, Plan};
 use super::ledger::{Book, Rejection, Usage};
+use super::limits::{Exceeded, Limits};
 use super::money::{Credits, Quantity};
+use super::overrides::Overrides;
 
 /// What the gate knows of a customer besides its credits, as stored on the customer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +20,10 @@ pub struct Standing {
     pub past_due_since: Option<Timestamp>,
     /// End of the current subscription period.
     pub renews_at: Option<Timestamp>,
+    /// Spend limits and what was spent in their windows.
+    pub limits: Limits,
+    /// Features switched on or off for this customer.
+    pub overrides: Overrides,
 }
 
 /// The rules of the gate that come from configuration rather than from the customer.
@@ -58,6 +64,9 @@ pub enum Refusal {
         field: &'static str,
         error: CostError,
     },
+    /// A hard spend limit would be passed.
+    #[error("the customer's {} spend limit of {} credits would be passed", .0.limit.period.as_str(), .0.limit.credits)]
+    SpendLimitReached(Box<Exceeded>),
     #[error(transparent)]
     Book(#[from] Rejection),
 }
@@ -69,10 +78,17 @@ pub struct Terms<'c> {
     pub overage: Overage,
     catalog: &'c Catalog,
     frozen: bool,
+    overrides: &'c Overrides,
+    now: Timestamp,
 }
 
 impl<'c> Terms<'c> {
-    pub fn of(catalog: &'c Catalog, standing: &Standing, now: Timestamp, policy: Policy) -> Self {
+    pub fn of(
+        catalog: &'c Catalog,
+        standing: &'c Standing,
+        now: Timestamp,
+        policy: Policy,
+    ) -> Self {
         let plan = standing
             .plan_in_force(now, policy)
             .and_then(|id| catalog.plan(id));
@@ -81,12 +97,19 @@ impl<'c> Terms<'c> {
             overage: plan.map_or(Overage::Block, |p| p.overage.clone()),
             catalog,
             frozen: standing.frozen,
+            overrides: &standing.overrides,
+            now,
         }
     }
 
-    /// A `plan_only` feature needs the plan in force to list it; any other is open to all.
+    /// An override in force decides; otherwise a `plan_only` feature needs the plan in force to
+    /// list it, and any other is open to all.
     pub fn includes(&self, feature: &Feature) -> bool {
-        !feature.plan_only || self.plan.is_some_and(|p| p.features.contains(&feature.id))
+        self.overrides
+            .decides(&feature.id, self.now)
+            .unwrap_or_else(|| {
+                !feature.plan_only || self.plan.is_some_and(|p| p.features.contains(&feature.id))
+            })
     }
 
     /// The features the customer may use now, in catalog order.
@@ -161,13 +184,29 @@ pub struct Decided {
     pub available: Credits,
 }
 
-/// The gate's one decision. Runs on the customer's book as loaded under its lock (or on a copy,
-/// for `check`) after everything due at `now` was settled. On refusal the book may be partly
-/// changed: the caller discards it.
+/// The gate's one decision. Runs on the customer's book and standing as loaded under its lock
+/// (or on copies, for `check`) after everything due at `now` was settled. Entitlement first, then
+/// the customer's hard spend limits (held credits count), then credits. On refusal the book and
+/// standing may be partly changed: the caller discards them.
 pub fn decide(
+    catalog: &Catalog,
+    standing: &mut Standing,
+    policy: Policy,
+    book: &mut Book,
+    spend: &Spend<'_>,
+    now: Timestamp,
+) -> Result<Decided, Refusal> {
+    let mut limits = std::mem::take(&mut standing.limits);
+    let decided = decide_within(catalog, standing, policy, &mut limits, book, spend, now);
+    standing.limits = limits;
+    decided
+}
+
+fn decide_within(
     catalog: &Catalog,
     standing: &Standing,
     policy: Policy,
+    limits: &mut Limits,
     book: &mut Book,
     spend: &Spend<'_>,
     now: Timestamp,
@@ -177,6 +216,12 @@ pub fn decide(
         action: Some(action.id.clone()),
         quantity: Some(quantity.to_string()),
     };
+    let feature = |action: &Action| Some(action.feature.clone());
+    let admit = |limits: &mut Limits, book: &Book, feature: Option<&str>, credits| {
+        limits
+            .admit(book, catalog, feature, credits, now)
+            .map_err(Refusal::SpendLimitReached)
+    };
     let credits = match *spend {
         Spend::Check {
             action,
@@ -184,6 +229,7 @@ pub fn decide(
             credits,
         } => {
             terms.entitle(action)?;
+            admit(limits, book, feature(action).as_deref(), credits)?;
             book.authorize(
                 "check",
                 &usage(action, quantity),
@@ -202,6 +248,7 @@ pub fn decide(
             expires_at,
         } => {
             terms.entitle(action)?;
+            admit(limits, book, feature(action).as_deref(), credits)?;
             book.authorize(
                 hold_id,
                 &usage(action, quantity),
@@ -219,16 +266,20 @@ pub fn decide(
             occurred_at,
         } => {
             terms.entitle(action)?;
+            admit(limits, book, feature(action).as_deref(), credits)?;
             book.debit(
                 credits,
                 &usage(action, quantity),
                 &terms.overage,
                 occurred_at,
             )?;
+            limits.record(feature(action).as_deref(), credits, now);
             credits
         }
         Spend::Capture { hold_id, actual } => {
             let hold = book.hold(hold_id).ok_or(Rejection::HoldNotFound)?;
+            let held = hold.credits;
+            let feature = catalog.action(&hold.action).and_then(feature);
             let (credits, quantity) = match actual {
                 Actual::Nothing => (Credits::ZERO, Some("0".to_owned())),
                 Actual::Credits(c) => (c, None),
@@ -244,8 +295,14 @@ pub fn decide(
                 }
             };
             // The entitlement was decided when the hold was made: an approved hold can always
-            // be captured up to its amount. The excess follows the overage rule in force now.
+            // be captured up to its amount. The excess follows the overage rule in force now,
+            // and may not pass a hard spend limit (the hold, now captured, no longer counts as
+            // held).
             book.capture(hold_id, credits, quantity, &terms.overage, now)?;
+            if credits > held {
+                admit(limits, book, feature.as_deref(), credits)?;
+            }
+            limits.record(feature.as_deref(), credits, now);
             credits
         }
         Spend::Void { hold_id } => {
@@ -367,7 +424,7 @@ mod tests {
         let spend = usage(&catalog, "agent.run", 1);
         let refused = decide(
             &catalog,
-            &Standing::default(),
+            &mut Standing::default(),
             POLICY,
             &mut book(100),
             &spend,
@@ -377,7 +434,7 @@ mod tests {
             refused,
             Err(Refusal::FeatureNotEntitled("agent.run".into()))
         );
-        let decided = decide(&catalog, &pro(), POLICY, &mut book(100), &spend, at(1)).unwrap();
+        let decided = decide(&catalog, &mut pro(), POLICY, &mut book(100), &spend, at(1)).unwrap();
         assert_eq!(decided.available, credits(90));
     }
 
@@ -396,13 +453,27 @@ mod tests {
         let spend = usage(&catalog, "chat.request", 15);
         let mut b = book(10);
         assert_eq!(
-            decide(&catalog, &standing, POLICY, &mut b, &spend, within)
-                .unwrap()
-                .available,
+            decide(
+                &catalog,
+                &mut standing.clone(),
+                POLICY,
+                &mut b,
+                &spend,
+                within
+            )
+            .unwrap()
+            .available,
             credits(-5)
         );
         // After it, the open feature still works but under `block`.
-        let refused = decide(&catalog, &standing, POLICY, &mut book(10), &spend, after);
+        let refused = decide(
+            &catalog,
+            &mut standing.clone(),
+            POLICY,
+            &mut book(10),
+            &spend,
+            after,
+        );
         assert!(matches!(
             refused,
             Err(Refusal::Book(Rejection::InsufficientCredits { .. }))
@@ -425,20 +496,35 @@ mod tests {
             hold_id: "h1",
             expires_at: at(15),
         };
-        decide(&catalog, &pro(), POLICY, &mut b, &hold, at(1)).unwrap();
+        decide(&catalog, &mut pro(), POLICY, &mut b, &hold, at(1)).unwrap();
         let frozen = Standing {
             frozen: true,
             ..pro()
         };
         assert_eq!(
-            decide(&catalog, &frozen, POLICY, &mut b.clone(), &hold, at(2)),
+            decide(
+                &catalog,
+                &mut frozen.clone(),
+                POLICY,
+                &mut b.clone(),
+                &hold,
+                at(2)
+            ),
             Err(Refusal::CustomerFrozen)
         );
         let capture = Spend::Capture {
             hold_id: "h1",
             actual: Actual::Quantity(quantity),
         };
-        let decided = decide(&catalog, &frozen, POLICY, &mut b, &capture, at(2)).unwrap();
+        let decided = decide(
+            &catalog,
+            &mut frozen.clone(),
+            POLICY,
+            &mut b,
+            &capture,
+            at(2),
+        )
+        .unwrap();
         assert_eq!(decided.credits, credits(1));
         assert_eq!(b.hold("h1").unwrap().status, HoldStatus::Captured);
     }
@@ -456,14 +542,150 @@ mod tests {
             hold_id: "h1",
             expires_at: at(15),
         };
-        decide(&catalog, &pro(), POLICY, &mut b, &hold, at(1)).unwrap();
+        decide(&catalog, &mut pro(), POLICY, &mut b, &hold, at(1)).unwrap();
         let half = Quantity::try_from(Decimal::new(5, 1)).unwrap();
         let capture = Spend::Capture {
             hold_id: "h1",
             actual: Actual::Quantity(half),
         };
-        let decided = decide(&catalog, &pro(), POLICY, &mut b, &capture, at(2)).unwrap();
+        let decided = decide(&catalog, &mut pro(), POLICY, &mut b, &capture, at(2)).unwrap();
         assert_eq!(decided.credits, credits(5));
         assert_eq!(decided.available, credits(95));
+    }
+
+    #[test]
+    fn a_hard_limit_refuses_holds_usage_and_a_capture_past_its_hold() {
+        use crate::domain::limits::{Limit, Mode, Period};
+        let catalog = catalog();
+        let mut standing = pro();
+        standing.limits.replace(
+            vec![Limit {
+                period: Period::Day,
+                feature: None,
+                credits: credits(25),
+                mode: Mode::Hard,
+            }],
+            |_, _| Credits::ZERO,
+            at(0),
+        );
+        let mut b = book(100);
+        let action = catalog.action("agent.run").unwrap();
+        let one = Quantity::try_from(Decimal::ONE).unwrap();
+        let hold = |id| Spend::Authorize {
+            action,
+            quantity: one,
+            credits: credits(10),
+            hold_id: id,
+            expires_at: at(15),
+        };
+        decide(&catalog, &mut standing, POLICY, &mut b, &hold("h1"), at(1)).unwrap();
+        decide(&catalog, &mut standing, POLICY, &mut b, &hold("h2"), at(1)).unwrap();
+        // 20 held: a third hold of 10 would pass 25.
+        let refused = decide(
+            &catalog,
+            &mut standing.clone(),
+            POLICY,
+            &mut b.clone(),
+            &hold("h3"),
+            at(1),
+        );
+        let Err(Refusal::SpendLimitReached(exceeded)) = refused else {
+            panic!("expected a spend limit refusal, got {refused:?}");
+        };
+        assert_eq!(
+            (exceeded.spent, exceeded.held),
+            (Credits::ZERO, credits(20))
+        );
+        // A capture up to its hold always passes; past it, only within the cap.
+        let capture = |id, c| Spend::Capture {
+            hold_id: id,
+            actual: Actual::Credits(credits(c)),
+        };
+        let refused = decide(
+            &catalog,
+            &mut standing.clone(),
+            POLICY,
+            &mut b.clone(),
+            &capture("h1", 16),
+            at(2),
+        );
+        assert!(matches!(refused, Err(Refusal::SpendLimitReached(_))));
+        decide(
+            &catalog,
+            &mut standing,
+            POLICY,
+            &mut b,
+            &capture("h1", 15),
+            at(2),
+        )
+        .unwrap();
+        let s = standing.limits.standings(&b, &catalog, at(2));
+        assert_eq!(
+            (s[0].spent, s[0].held, s[0].remaining),
+            (credits(15), credits(10), Credits::ZERO)
+        );
+        let usage = usage(&catalog, "chat.request", 1);
+        assert!(matches!(
+            decide(
+                &catalog,
+                &mut standing.clone(),
+                POLICY,
+                &mut b.clone(),
+                &usage,
+                at(3)
+            ),
+            Err(Refusal::SpendLimitReached(_))
+        ));
+        // Voiding the other hold frees its 10.
+        decide(
+            &catalog,
+            &mut standing,
+            POLICY,
+            &mut b,
+            &Spend::Void { hold_id: "h2" },
+            at(3),
+        )
+        .unwrap();
+        decide(&catalog, &mut standing, POLICY, &mut b, &usage, at(3)).unwrap();
+    }
+
+    #[test]
+    fn an_override_opens_a_plan_only_feature_until_it_lapses_or_closes_an_open_one() {
+        use crate::domain::overrides::Override;
+        let catalog = catalog();
+        let mut standing = Standing::default();
+        let run = usage(&catalog, "agent.run", 1);
+        let chat = usage(&catalog, "chat.request", 1);
+        for (feature, enabled) in [("agents", true), ("chat", false)] {
+            standing.overrides.set(Override {
+                id: feature.into(),
+                feature: feature.into(),
+                enabled,
+                until: Some(at(10)),
+                reason: "trial".into(),
+                actor: "key".into(),
+                at: at(0),
+            });
+        }
+        let decide_at = |spend: &Spend<'_>, now| {
+            decide(
+                &catalog,
+                &mut standing.clone(),
+                POLICY,
+                &mut book(100),
+                spend,
+                now,
+            )
+        };
+        assert!(decide_at(&run, at(9)).is_ok());
+        assert_eq!(
+            decide_at(&chat, at(9)),
+            Err(Refusal::FeatureNotEntitled("chat.request".into()))
+        );
+        assert_eq!(
+            decide_at(&run, at(10)),
+            Err(Refusal::FeatureNotEntitled("agent.run".into()))
+        );
+        assert!(decide_at(&chat, at(10)).is_ok());
     }
 }

@@ -20,6 +20,12 @@ fn identifier() -> Value {
            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"})
 }
 
+/// Why an operator did something: 1 to 500 characters, not all blank, no control characters.
+fn reason() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS,
+           "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"})
+}
+
 /// A month of the books, `YYYY-MM`, 1970 to 9999.
 const MONTH: &str = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$";
 
@@ -136,6 +142,12 @@ fn problem_schema() -> Value {
             "required": {"type": "string", "description": "Credits required (`insufficient_credits`)."},
             "requested": {"type": "string", "description": "Credits requested (`adjustment_exceeds_available`)."},
             "available": {"type": "string", "description": "Credits available."},
+            "period": {"type": "string", "description": "The limit's window, `day` or `month` (`spend_limit_reached`)."},
+            "feature": {"type": ["string", "null"], "description": "The feature the limit caps; null for all (`spend_limit_reached`)."},
+            "limit": {"type": "string", "description": "The limit's credits (`spend_limit_reached`)."},
+            "spent": {"type": "string", "description": "Credits spent in the window (`spend_limit_reached`)."},
+            "held": {"type": "string", "description": "Credits held under the limit (`spend_limit_reached`)."},
+            "resets_at": {"type": "string", "format": "date-time", "description": "When the window ends (`spend_limit_reached`)."},
         },
         "additionalProperties": false,
     })
@@ -289,19 +301,48 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
          "then": {"properties": {"plan": {"type": "string"}}, "required": ["plan"]}},
     ]);
     set(schemas, "AdjustmentRequest", "credits", signed_amount());
-    set(
-        schemas,
-        "AdjustmentRequest",
-        "reason",
-        json!({"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS,
-               "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"}),
-    );
+    set(schemas, "AdjustmentRequest", "reason", reason());
     set(
         schemas,
         "AdjustmentRequest",
         "idempotency_key",
         identifier(),
     );
+    set(
+        schemas,
+        "LimitRequest",
+        "period",
+        json!({"type": "string", "enum": ["day", "month"]}),
+    );
+    set(
+        schemas,
+        "LimitRequest",
+        "mode",
+        json!({"type": "string", "enum": ["hard", "soft"]}),
+    );
+    set(
+        schemas,
+        "LimitRequest",
+        "credits",
+        positive_amount(max_credits_per_request()),
+    );
+    let mut feature_or_all = ids(catalog.features.keys().cloned());
+    feature_or_all["type"] = json!(["string", "null"]);
+    feature_or_all["enum"]
+        .as_array_mut()
+        .expect("an enum")
+        .push(Value::Null);
+    set(schemas, "LimitRequest", "feature", feature_or_all);
+    schemas["LimitsRequest"]["properties"]["limits"]["maxItems"] =
+        json!(crate::domain::limits::MAX_LIMITS);
+    set(
+        schemas,
+        "OverrideRequest",
+        "feature",
+        ids(catalog.features.keys().cloned()),
+    );
+    set(schemas, "OverrideRequest", "reason", reason());
+    set(schemas, "OverrideRequest", "idempotency_key", identifier());
     // A plan id, or null: a named enum beside null, which generated clients read as an
     // optional enum.
     let mut plan_id = ids(catalog.plans.keys().cloned());
@@ -414,7 +455,9 @@ fn complete_operation(path: &str, operation: &mut Value) {
             | "/v1/usage"
             | "/v1/customers/{id}/grants"
             | "/v1/customers/{id}/adjustments"
-    ) {
+            | "/v1/customers/{id}/overrides"
+    ) && has_body
+    {
         add(
             "409",
             "This `idempotency_key` was used with a different request: `idempotency_conflict`.",
@@ -442,7 +485,9 @@ fn complete_operation(path: &str, operation: &mut Value) {
                 "200" => "Done.",
                 "201" => "Created (or, for a repeated idempotency key, the first answer).",
                 "402" =>
-                    "Not enough credits: `insufficient_credits`, with `required` and `available`.",
+                    "Not enough credits (`insufficient_credits`, with `required` and `available`), \
+                     or a hard spend limit would be passed (`spend_limit_reached`, with the limit, \
+                     `spent`, `held`, `requested` and `resets_at`).",
                 "409" =>
                     "Conflicts with the current state (`idempotency_conflict`, `hold_already_resolved`, `hold_expired`, `period_not_ended`, `adjustment_exceeds_available`).",
                 _ => "See the problem's `type`.",

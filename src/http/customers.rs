@@ -90,6 +90,10 @@ pub struct CustomerView {
     holds: Vec<HoldView>,
     /// End of the current subscription period, from Stripe.
     renews_at: Option<DateTime<Utc>>,
+    /// Spend limits, and where each stands in its current window.
+    limits: Vec<super::controls::LimitView>,
+    /// Feature overrides in force, with who made them and why.
+    overrides: Vec<super::controls::OverrideView>,
 }
 
 #[utoipa::path(get, path = "/v1/customers/{id}", params(("id" = String, Path)),
@@ -141,6 +145,17 @@ pub async fn show(
             })
             .collect(),
         renews_at: standing.renews_at,
+        limits: standing
+            .limits
+            .standings(&book, &state.catalog, now)
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        overrides: standing
+            .overrides
+            .in_force(now)
+            .map(|o| super::controls::OverrideView::of(o.clone()))
+            .collect(),
     }))
 }
 

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use crate::error::Error;
-use crate::store::keys::Scope;
+use crate::store::keys::{Principal, Scope};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -130,7 +130,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// A caller authenticated with a key of one scope.
-pub struct Caller(pub Scope);
+pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
@@ -145,22 +145,35 @@ impl FromRequestParts<AppState> for Caller {
             .strip_prefix("Bearer ")
             .ok_or(Error::Unauthorized)?
             .trim();
-        let scope = state
+        let principal = state
             .store
             .authenticate(key)
             .await?
             .ok_or(Error::Unauthorized)?;
-        Ok(Caller(scope))
+        Ok(Caller(principal))
     }
 }
 
 impl Caller {
     pub fn require(&self, scope: Scope) -> Result<(), Error> {
-        if self.0 == scope {
+        if self.0.scope == scope {
             Ok(())
         } else {
             Err(Error::InsufficientScope(scope.as_str()))
         }
+    }
+
+    /// The app (on a customer's behalf) or an operator may call.
+    pub fn require_app_or_admin(&self) -> Result<(), Error> {
+        match self.0.scope {
+            Scope::App | Scope::Admin => Ok(()),
+            Scope::Finance => Err(Error::InsufficientScope("app or admin")),
+        }
+    }
+
+    /// The id of the caller's key: who did it, for the record.
+    pub fn key_id(&self) -> &str {
+        &self.0.key_id
     }
 }
 

@@ -206,7 +206,7 @@ pub async fn check(
     let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
     super::note_customer(&spend.customer);
     let now = state.clock.now();
-    let Some((mut book, standing)) = state.store.view(&spend.customer, now).await? else {
+    let Some((mut book, mut standing)) = state.store.view(&spend.customer, now).await? else {
         return Ok(Json(CheckResponse {
             allowed: false,
             credits: spend.credits,
@@ -219,7 +219,7 @@ pub async fn check(
     // Decided on the copy just read exactly as an authorization would be; nothing is written.
     let decision = gate::decide(
         &rules.catalog,
-        &standing,
+        &mut standing,
         rules.policy,
         &mut book,
         &gate::Spend::Check {

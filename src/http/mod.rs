@@ -1,6 +1,7 @@
 //! axum: routes, extractors, error -> problem+json. Handlers parse, call the store, answer.
 
 mod contract;
+mod controls;
 mod customers;
 pub mod extract;
 mod gate;
@@ -47,6 +48,7 @@ pub struct AppState {
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
         customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
+        controls::set_limits, controls::create_override, controls::override_history,
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
         revenue::close_period,
@@ -88,6 +90,11 @@ pub fn router(state: AppState) -> Router {
             post(customers::create_adjustment),
         )
         .route("/v1/customers/{id}/plan", put(customers::set_plan))
+        .route("/v1/customers/{id}/limits", put(controls::set_limits))
+        .route(
+            "/v1/customers/{id}/overrides",
+            post(controls::create_override).get(controls::override_history),
+        )
         .route("/v1/test-clock/advance", post(ops::advance_clock))
         .route("/webhooks/stripe", post(webhooks::stripe))
         .route("/v1/outbox", get(outbox::list))

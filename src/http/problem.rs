@@ -29,6 +29,7 @@ impl Error {
             Error::InsufficientScope(_) => (S::FORBIDDEN, "insufficient_scope"),
             Error::FeatureNotEntitled(_) => (S::FORBIDDEN, "feature_not_entitled"),
             Error::CustomerFrozen => (S::FORBIDDEN, "customer_frozen"),
+            Error::SpendLimitReached(_) => (S::PAYMENT_REQUIRED, "spend_limit_reached"),
             Error::UnknownAction(_) => (S::UNPROCESSABLE_ENTITY, "unknown_action"),
             Error::UnknownCatalogItem { .. } => (S::UNPROCESSABLE_ENTITY, "unknown_catalog_item"),
             Error::CustomerNotFound(_) => (S::NOT_FOUND, "customer_not_found"),
@@ -98,6 +99,16 @@ impl Error {
             }) => {
                 body["requested"] = Value::from(requested.to_string());
                 body["available"] = Value::from(available.to_string());
+            }
+            Error::SpendLimitReached(exceeded) => {
+                let limit = &exceeded.limit;
+                body["period"] = Value::from(limit.period.as_str());
+                body["feature"] = limit.feature.clone().map_or(Value::Null, Value::from);
+                body["limit"] = Value::from(limit.credits.to_string());
+                body["spent"] = Value::from(exceeded.spent.to_string());
+                body["held"] = Value::from(exceeded.held.to_string());
+                body["requested"] = Value::from(exceeded.requested.to_string());
+                body["resets_at"] = serde_json::to_value(exceeded.resets_at).unwrap_or_default();
             }
             Error::Invalid { field, .. } => body["field"] = Value::from(field.as_str()),
             _ => {}

@@ -116,6 +116,8 @@ pub(crate) struct Loaded {
     /// Balance alerts sent since the last recovery, as loaded and as the batch left them.
     pub alerts_before: Armed,
     pub alerts: Armed,
+    /// The hard spend limits that refused a command of the batch, and when.
+    pub refused_by: Vec<(crate::domain::limits::Limit, Timestamp)>,
 }
 
 /// Bits of `customers.alert_state`.
@@ -235,6 +237,11 @@ pub(crate) async fn run_commands(
         let value = match decided {
             Ok(value) => value,
             Err(e) => {
+                if let Error::SpendLimitReached(exceeded) = &e {
+                    loaded
+                        .refused_by
+                        .push((exceeded.limit.clone(), command.now));
+                }
                 answers.push(Err(e));
                 continue;
             }
@@ -268,11 +275,14 @@ pub(crate) async fn run_commands(
     }
 
     // Balance alerts: per customer, from the book as loaded to the book as the batch left it.
-    // Each customer's latest command that was decided.
-    let mut latest: BTreeMap<&str, Timestamp> = BTreeMap::new();
-    for d in &done {
-        let now = items[d.item].0.now;
-        let at = latest.entry(d.customer.as_str()).or_insert(now);
+    // Each customer's latest command that was decided or refused by a spend limit.
+    let mut latest: BTreeMap<String, Timestamp> = BTreeMap::new();
+    let refusals = books
+        .iter()
+        .flat_map(|(c, l)| l.refused_by.iter().map(move |(_, at)| (c, *at)));
+    let decided = done.iter().map(|d| (&d.customer, items[d.item].0.now));
+    for (customer, now) in decided.chain(refusals) {
+        let at = latest.entry(customer.clone()).or_insert(now);
         *at = Ord::max(*at, now);
     }
     let mut messages = Vec::new();
@@ -280,6 +290,16 @@ pub(crate) async fn run_commands(
         let Some(&now) = latest.get(customer.as_str()) else {
             continue;
         };
+        let refused: Vec<_> = loaded.refused_by.iter().map(|(l, _)| l.clone()).collect();
+        if !loaded.standing.limits.is_empty() {
+            messages.extend(loaded.standing.limits.reached(
+                customer,
+                &loaded.book,
+                catalog,
+                &refused,
+                now,
+            ));
+        }
         let (armed, said) = balance_alerts(
             customer,
             loaded.alerts,
@@ -547,6 +567,8 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
             frozen: customer.frozen,
             past_due_since: customer.past_due_since.map(timestamp).transpose()?,
             renews_at: customer.renews_at.map(timestamp).transpose()?,
+            limits: rows::from_json_column(customer.limits.as_deref())?,
+            overrides: rows::from_json_column(customer.overrides.as_deref())?,
         };
         let alerts = Armed {
             low_sent: customer.alert_state & ALERT_LOW_SENT != 0,
@@ -563,6 +585,7 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
                 version: customer.version,
                 alerts_before: alerts,
                 alerts,
+                refused_by: Vec::new(),
             },
         );
     }
@@ -660,6 +683,20 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                     Expr::value(standing.renews_at.map(time)),
                 )
                 .col_expr(customers::Column::AlertState, Expr::value(alert_state))
+                .col_expr(
+                    customers::Column::Limits,
+                    Expr::value(rows::json_column(
+                        &standing.limits,
+                        standing.limits.is_empty(),
+                    )?),
+                )
+                .col_expr(
+                    customers::Column::Overrides,
+                    Expr::value(rows::json_column(
+                        &standing.overrides,
+                        standing.overrides.is_empty(),
+                    )?),
+                )
                 .col_expr(
                     customers::Column::AlertArming,
                     Expr::value(loaded.alerts.arming),

@@ -77,6 +77,13 @@ pub struct KeyInfo {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// Who presented a key: its id and scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: String,
+    pub scope: Scope,
+}
+
 /// What `keys revoke` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
@@ -90,7 +97,8 @@ const KEY_CACHE_ENTRIES: usize = 10_000;
 /// to authenticate. Unknown keys are never cached, so a new key works at once.
 #[derive(Debug)]
 pub struct KeyCache {
-    verified: std::sync::RwLock<std::collections::HashMap<[u8; 32], (Scope, std::time::Instant)>>,
+    verified:
+        std::sync::RwLock<std::collections::HashMap<[u8; 32], (Principal, std::time::Instant)>>,
     ttl: std::time::Duration,
 }
 
@@ -109,20 +117,20 @@ impl KeyCache {
         }
     }
 
-    fn get(&self, digest: &[u8; 32]) -> Option<Scope> {
+    fn get(&self, digest: &[u8; 32]) -> Option<Principal> {
         let verified = self.verified.read().unwrap_or_else(|e| e.into_inner());
         verified
             .get(digest)
             .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(scope, _)| *scope)
+            .map(|(principal, _)| principal.clone())
     }
 
-    fn put(&self, digest: [u8; 32], scope: Scope) {
+    fn put(&self, digest: [u8; 32], principal: Principal) {
         let mut verified = self.verified.write().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= KEY_CACHE_ENTRIES {
             verified.clear();
         }
-        verified.insert(digest, (scope, std::time::Instant::now()));
+        verified.insert(digest, (principal, std::time::Instant::now()));
     }
 }
 
@@ -202,14 +210,14 @@ impl Store {
         Ok(Some(Revoked::Now))
     }
 
-    /// The scope of a presented key, if it is one of ours.
-    pub async fn authenticate(&self, presented: &str) -> Result<Option<Scope>> {
+    /// Who presented a key, if it is one of ours.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
         if presented.is_empty() || presented.len() > MAX_KEY_LENGTH {
             return Ok(None);
         }
         let wanted = digest(presented);
-        if let Some(scope) = self.keys.get(&wanted) {
-            return Ok(Some(scope));
+        if let Some(principal) = self.keys.get(&wanted) {
+            return Ok(Some(principal));
         }
         let row = api_keys::Entity::find()
             .filter(api_keys::Column::KeyHash.eq(hex::encode(wanted)))
@@ -223,7 +231,11 @@ impl Store {
         }) else {
             return Ok(None);
         };
-        self.keys.put(wanted, scope);
+        let principal = Principal {
+            key_id: id.clone(),
+            scope,
+        };
+        self.keys.put(wanted, principal.clone());
         // When it was last used, off the request's path: once per cache period per process.
         let db = self.connection().clone();
         let now = time(chrono::Utc::now());
@@ -237,7 +249,7 @@ impl Store {
                 tracing::debug!(error = %e, "recording when a key was last used");
             }
         });
-        Ok(Some(scope))
+        Ok(Some(principal))
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod audit;
 mod book;
+pub mod controls;
 pub mod keys;
 pub mod ledger;
 pub mod outbox;

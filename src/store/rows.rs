@@ -147,5 +147,27 @@ pub fn new_customer(id: &str, now: Timestamp) -> customers::ActiveModel {
         created_at: Set(time(now)),
         alert_state: Set(0),
         alert_arming: Set(0),
+        limits: Set(None),
+        overrides: Set(None),
     }
+}
+
+/// A JSON column of the customer (limits, overrides): `None` when empty.
+pub fn json_column<T: serde::Serialize>(value: &T, empty: bool) -> Result<Option<String>> {
+    if empty {
+        return Ok(None);
+    }
+    serde_json::to_string(value)
+        .map(Some)
+        .map_err(|e| Error::Internal(format!("writing a customer's JSON column: {e}")))
+}
+
+/// Reads a JSON column of the customer; the default when absent.
+pub fn from_json_column<T: serde::de::DeserializeOwned + Default>(
+    column: Option<&str>,
+) -> Result<T> {
+    column.map_or(Ok(T::default()), |text| {
+        serde_json::from_str(text)
+            .map_err(|e| Error::Internal(format!("reading a customer's JSON column: {e}")))
+    })
 }

@@ -38,6 +38,10 @@ def before_call(ctx, case, kwargs):
     path = case.operation.path
     if path == "/v1/customers/{id}/grants" and isinstance(body, dict):
         _in_the_future(body, "expires_at")
+    elif path == "/v1/customers/{id}/overrides" and isinstance(body, dict):
+        _in_the_future(body, "until")
+    elif path == "/v1/customers/{id}/limits" and isinstance(body, dict):
+        _one_per_window(body)
     elif path.startswith("/v1/revenue/") and case.query:
         _in_order(case.query)
     if case.operation.path == "/v1/usage":
@@ -64,6 +68,23 @@ def _in_the_future(body, field):
     if _parses(body.get(field)):
         ahead = datetime.now(timezone.utc) + timedelta(days=30)
         body[field] = ahead.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_per_window(body):
+    """A customer has at most one limit per period and feature: a later valid limit for the same
+    period and feature as an earlier one is dropped."""
+    limits = body.get("limits")
+    if not isinstance(limits, list):
+        return
+    seen, kept = set(), []
+    for limit in limits:
+        if isinstance(limit, dict):
+            key = (repr(limit.get("period")), repr(limit.get("feature")))
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(limit)
+    body["limits"] = kept
 
 
 def _in_order(query):

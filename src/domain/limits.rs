@@ -1,0 +1,602 @@
+//! Spend limits (README, Spend limits): caps on the credits a customer spends per UTC day or
+//! month, overall or on one feature. A `hard` limit refuses what would pass it, counting held
+//! credits as spent; a `soft` one only says it was reached. Each limit keeps what was spent in
+//! its current window; `spend_limit.reached` fires once per limit and window.
+
+use super::Timestamp;
+use super::catalog::Catalog;
+use super::ledger::{Book, HoldStatus};
+use super::money::Credits;
+use super::outbound::{EventType, Message};
+use chrono::{Datelike, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The most limits a customer may have: one per period and scope is plenty.
+pub const MAX_LIMITS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    pub fn parse(text: &str) -> Option<Period> {
+        match text {
+            "day" => Some(Period::Day),
+            "month" => Some(Period::Month),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+        }
+    }
+
+    /// The start of the UTC day or month that holds `at`.
+    pub fn window_start(self, at: Timestamp) -> Timestamp {
+        let month = match self {
+            Period::Day => at.day(),
+            Period::Month => 1,
+        };
+        Utc.with_ymd_and_hms(at.year(), at.month(), month, 0, 0, 0)
+            .single()
+            .expect("midnight UTC exists")
+    }
+
+    /// The end of the window that starts at `start` (the next window's start).
+    pub fn window_end(self, start: Timestamp) -> Timestamp {
+        match self {
+            Period::Day => start + chrono::Duration::days(1),
+            Period::Month => start
+                .checked_add_months(chrono::Months::new(1))
+                .expect("a month after a representable date"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Refuses with `spend_limit_reached` what would take spent and held credits past the cap.
+    Hard,
+    /// Never refuses; only tells, once the cap is reached.
+    Soft,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "hard" => Some(Mode::Hard),
+            "soft" => Some(Mode::Soft),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Hard => "hard",
+            Mode::Soft => "soft",
+        }
+    }
+}
+
+/// One cap as a customer sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub period: Period,
+    /// The feature it caps; every feature when `None`.
+    pub feature: Option<String>,
+    pub credits: Credits,
+    pub mode: Mode,
+}
+
+impl Limit {
+    fn applies_to(&self, feature: Option<&str>) -> bool {
+        self.feature.is_none() || self.feature.as_deref() == feature
+    }
+
+    fn key(&self) -> (Period, Option<&str>) {
+        (self.period, self.feature.as_deref())
+    }
+}
+
+/// Why a set of limits is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("at most {MAX_LIMITS} limits")]
+    TooMany,
+    #[error("unknown feature {0:?}")]
+    UnknownFeature(String),
+    #[error("credits must be positive")]
+    NotPositive,
+    #[error("two limits for the same period and feature ({period}, {feature})")]
+    Duplicate {
+        period: &'static str,
+        feature: String,
+    },
+}
+
+/// A limit and what was spent under it in its current window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meter {
+    pub limit: Limit,
+    pub window_start: Timestamp,
+    /// Credits spent (used, overage included) in the window.
+    pub spent: Credits,
+    /// `spend_limit.reached` was said for this window.
+    pub reached: bool,
+}
+
+impl Meter {
+    /// Starts a new window when `now` is past the current one.
+    fn roll(&mut self, now: Timestamp) {
+        let start = self.limit.period.window_start(now);
+        if start > self.window_start {
+            self.window_start = start;
+            self.spent = Credits::ZERO;
+            self.reached = false;
+        }
+    }
+
+    pub fn resets_at(&self) -> Timestamp {
+        self.limit.period.window_end(self.window_start)
+    }
+}
+
+/// A customer's limits: kept on the customer, changed under its lock.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Limits {
+    meters: Vec<Meter>,
+}
+
+/// A hard limit a spend would pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    pub limit: Limit,
+    pub spent: Credits,
+    pub held: Credits,
+    pub requested: Credits,
+    pub resets_at: Timestamp,
+}
+
+/// What a limit is at now, to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub limit: Limit,
+    pub spent: Credits,
+    pub held: Credits,
+    /// Credits that may still be spent in the window (never below zero).
+    pub remaining: Credits,
+    pub window_start: Timestamp,
+    pub resets_at: Timestamp,
+}
+
+/// Credits held by `book`'s open holds on `feature` (on every feature when `None`). A hold on an
+/// action the catalog no longer has counts only towards overall limits.
+pub fn held(book: &Book, catalog: &Catalog, feature: Option<&str>) -> Credits {
+    book.holds
+        .iter()
+        .filter(|h| h.status == HoldStatus::Held)
+        .filter(|h| {
+            feature.is_none() || catalog.action(&h.action).map(|a| a.feature.as_str()) == feature
+        })
+        .map(|h| h.credits)
+        .sum()
+}
+
+impl Limits {
+    /// Checks a customer's new set of limits against the catalog.
+    pub fn validate(limits: &[Limit], catalog: &Catalog) -> Result<(), LimitError> {
+        if limits.len() > MAX_LIMITS {
+            return Err(LimitError::TooMany);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for limit in limits {
+            if let Some(feature) = &limit.feature
+                && !catalog.features.contains_key(feature)
+            {
+                return Err(LimitError::UnknownFeature(feature.clone()));
+            }
+            if !limit.credits.is_positive() {
+                return Err(LimitError::NotPositive);
+            }
+            if !seen.insert(limit.key()) {
+                return Err(LimitError::Duplicate {
+                    period: limit.period.as_str(),
+                    feature: limit.feature.clone().unwrap_or_else(|| "all".into()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the limits with `limits` (validated), each starting from `spent_so_far` (what the
+    /// ledger says was spent in its window up to `now`). A limit kept with the same cap keeps
+    /// whether it was reached this window; a new or changed one is armed again.
+    pub fn replace(
+        &mut self,
+        limits: Vec<Limit>,
+        spent_so_far: impl Fn(Period, Option<&str>) -> Credits,
+        now: Timestamp,
+    ) {
+        let window = |p: Period| p.window_start(now);
+        let meters = limits
+            .into_iter()
+            .map(|limit| {
+                let start = window(limit.period);
+                let reached = self
+                    .meters
+                    .iter()
+                    .any(|m| m.limit == limit && m.window_start == start && m.reached);
+                Meter {
+                    spent: spent_so_far(limit.period, limit.feature.as_deref()),
+                    window_start: start,
+                    reached,
+                    limit,
+                }
+            })
+            .collect();
+        self.meters = meters;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meters.is_empty()
+    }
+
+    /// The limits at `now`: what is spent, held and left of each.
+    pub fn standings(&self, book: &Book, catalog: &Catalog, now: Timestamp) -> Vec<Standing> {
+        self.meters
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                m.roll(now);
+                let held = held(book, catalog, m.limit.feature.as_deref());
+                let used = m.spent + held;
+                Standing {
+                    remaining: if used >= m.limit.credits {
+                        Credits::ZERO
+                    } else {
+                        m.limit.credits - used
+                    },
+                    spent: m.spent,
+                    held,
+                    window_start: m.window_start,
+                    resets_at: m.resets_at(),
+                    limit: m.limit,
+                }
+            })
+            .collect()
+    }
+
+    /// May `credits` more be spent or held on `feature` at `now`? Refused by the first hard
+    /// limit it would take past its cap (spent and held credits count). Moves windows on.
+    pub fn admit(
+        &mut self,
+        book: &Book,
+        catalog: &Catalog,
+        feature: Option<&str>,
+        credits: Credits,
+        now: Timestamp,
+    ) -> Result<(), Box<Exceeded>> {
+        for meter in &mut self.meters {
+            meter.roll(now);
+            if meter.limit.mode != Mode::Hard || !meter.limit.applies_to(feature) {
+                continue;
+            }
+            let held = held(book, catalog, meter.limit.feature.as_deref());
+            if meter.spent + held + credits > meter.limit.credits {
+                return Err(Box::new(Exceeded {
+                    limit: meter.limit.clone(),
+                    spent: meter.spent,
+                    held,
+                    requested: credits,
+                    resets_at: meter.resets_at(),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `credits` spent on `feature` at `now` in every limit it falls under.
+    pub fn record(&mut self, feature: Option<&str>, credits: Credits, now: Timestamp) {
+        for meter in &mut self.meters {
+            meter.roll(now);
+            if meter.limit.applies_to(feature) {
+                meter.spent += credits;
+            }
+        }
+    }
+
+    /// Says `spend_limit.reached` for each limit whose cap is reached at `now` (spent and held)
+    /// or that refused `refused` (the limits that refused a command since the last call), once
+    /// per limit and window.
+    pub fn reached(
+        &mut self,
+        customer: &str,
+        book: &Book,
+        catalog: &Catalog,
+        refused: &[Limit],
+        now: Timestamp,
+    ) -> Vec<Message> {
+        let mut messages = Vec::new();
+        for meter in &mut self.meters {
+            meter.roll(now);
+            if meter.reached {
+                continue;
+            }
+            let held = held(book, catalog, meter.limit.feature.as_deref());
+            let refusing = refused.iter().any(|l| l.key() == meter.limit.key());
+            if meter.spent + held < meter.limit.credits && !refusing {
+                continue;
+            }
+            meter.reached = true;
+            let limit = &meter.limit;
+            let mut data = serde_json::Map::new();
+            data.insert("period".into(), limit.period.as_str().into());
+            data.insert(
+                "feature".into(),
+                limit
+                    .feature
+                    .clone()
+                    .map_or(serde_json::Value::Null, Into::into),
+            );
+            data.insert("mode".into(), limit.mode.as_str().into());
+            data.insert("limit".into(), limit.credits.to_string().into());
+            data.insert("spent".into(), meter.spent.to_string().into());
+            data.insert("held".into(), held.to_string().into());
+            data.insert("window_start".into(), rfc3339(meter.window_start).into());
+            data.insert("resets_at".into(), rfc3339(meter.resets_at()).into());
+            messages.push(Message {
+                event_type: EventType::SpendLimitReached,
+                customer: customer.to_owned(),
+                at: now,
+                data,
+                cause: format!(
+                    "{customer}\n{}\n{}\n{}",
+                    limit.period.as_str(),
+                    limit.feature.as_deref().unwrap_or(""),
+                    meter.window_start.timestamp_micros()
+                ),
+            });
+        }
+        messages
+    }
+}
+
+fn rfc3339(at: Timestamp) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::Overage;
+    use crate::domain::catalog::{Action, Feature};
+    use crate::domain::ledger::{Grant, GrantSource, Usage};
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
+
+    fn credits(n: i64) -> Credits {
+        Credits::new(Decimal::from(n)).unwrap()
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn catalog() -> Catalog {
+        let mut features = BTreeMap::new();
+        let mut actions = BTreeMap::new();
+        for id in ["chat", "images"] {
+            features.insert(
+                id.to_owned(),
+                Feature {
+                    id: id.into(),
+                    plan_only: false,
+                },
+            );
+            actions.insert(
+                format!("{id}.run"),
+                Action {
+                    id: format!("{id}.run"),
+                    feature: id.into(),
+                    credits: credits(1),
+                    vendor_cost: None,
+                },
+            );
+        }
+        Catalog {
+            features,
+            actions,
+            ..Default::default()
+        }
+    }
+
+    fn limit(period: Period, feature: Option<&str>, cap: i64, mode: Mode) -> Limit {
+        Limit {
+            period,
+            feature: feature.map(Into::into),
+            credits: credits(cap),
+            mode,
+        }
+    }
+
+    fn limits(set: Vec<Limit>, now: Timestamp) -> Limits {
+        let mut l = Limits::default();
+        l.replace(set, |_, _| Credits::ZERO, now);
+        l
+    }
+
+    fn book() -> Book {
+        let mut book = Book::new("c");
+        book.add_grant(
+            Grant::promotional(
+                "g",
+                credits(1000),
+                (GrantSource::Test, "t".into()),
+                at("2026-03-01T00:00:00Z"),
+            ),
+            at("2026-03-01T00:00:00Z"),
+        );
+        book
+    }
+
+    #[test]
+    fn windows_are_utc_days_and_months() {
+        let t = at("2026-03-31T23:59:59Z");
+        assert_eq!(Period::Day.window_start(t), at("2026-03-31T00:00:00Z"));
+        assert_eq!(Period::Month.window_start(t), at("2026-03-01T00:00:00Z"));
+        assert_eq!(
+            Period::Month.window_end(at("2026-01-01T00:00:00Z")),
+            at("2026-02-01T00:00:00Z")
+        );
+        assert_eq!(
+            Period::Day.window_end(at("2026-03-31T00:00:00Z")),
+            at("2026-04-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_hard_limit_counts_spent_and_held_and_refuses_past_its_cap() {
+        let catalog = catalog();
+        let now = at("2026-03-02T10:00:00Z");
+        let mut l = limits(vec![limit(Period::Day, None, 10, Mode::Hard)], now);
+        let mut b = book();
+        l.record(Some("chat"), credits(6), now);
+        b.authorize(
+            "h",
+            &Usage {
+                action: Some("chat.run".into()),
+                quantity: Some("3".into()),
+            },
+            credits(3),
+            &Overage::Block,
+            now + chrono::Duration::minutes(5),
+            now,
+        )
+        .unwrap();
+        assert!(l.admit(&b, &catalog, Some("chat"), credits(1), now).is_ok());
+        let refused = l
+            .admit(&b, &catalog, Some("images"), credits(2), now)
+            .unwrap_err();
+        assert_eq!(
+            (refused.spent, refused.held, refused.requested),
+            (credits(6), credits(3), credits(2))
+        );
+        assert_eq!(refused.resets_at, at("2026-03-03T00:00:00Z"));
+        // The next day starts from nothing.
+        let tomorrow = at("2026-03-03T00:00:00Z");
+        assert!(
+            l.admit(&b, &catalog, Some("chat"), credits(7), tomorrow)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_feature_limit_caps_only_its_feature_and_a_soft_one_never_refuses() {
+        let catalog = catalog();
+        let now = at("2026-03-02T10:00:00Z");
+        let mut l = limits(
+            vec![
+                limit(Period::Month, Some("images"), 5, Mode::Hard),
+                limit(Period::Day, None, 1, Mode::Soft),
+            ],
+            now,
+        );
+        let b = book();
+        l.record(Some("images"), credits(5), now);
+        assert!(
+            l.admit(&b, &catalog, Some("chat"), credits(100), now)
+                .is_ok()
+        );
+        assert!(
+            l.admit(&b, &catalog, Some("images"), credits(1), now)
+                .is_err()
+        );
+        // Reached once each, whatever happens after in the window.
+        let said = l.reached("c", &b, &catalog, &[], now);
+        assert_eq!(said.len(), 2);
+        let first_day = said[1].id();
+        assert!(l.reached("c", &b, &catalog, &[], now).is_empty());
+        l.record(Some("chat"), credits(1), now);
+        assert!(l.reached("c", &b, &catalog, &[], now).is_empty());
+        // A new day re-arms the day's limit only.
+        let tomorrow = at("2026-03-03T01:00:00Z");
+        l.record(Some("chat"), credits(1), tomorrow);
+        let said = l.reached("c", &b, &catalog, &[], tomorrow);
+        assert_eq!(said.len(), 1);
+        assert_eq!(said[0].data["period"], "day");
+        assert_ne!(said[0].id(), first_day, "each window's message is its own");
+    }
+
+    #[test]
+    fn a_refusal_below_the_cap_is_reached_too() {
+        let catalog = catalog();
+        let now = at("2026-03-02T10:00:00Z");
+        let cap = limit(Period::Day, None, 10, Mode::Hard);
+        let mut l = limits(vec![cap.clone()], now);
+        let b = book();
+        l.record(None, credits(8), now);
+        assert!(l.reached("c", &b, &catalog, &[], now).is_empty());
+        let said = l.reached("c", &b, &catalog, &[cap], now);
+        assert_eq!(said.len(), 1);
+        assert_eq!(said[0].data["spent"], "8");
+    }
+
+    #[test]
+    fn replacing_limits_starts_from_what_was_spent_and_keeps_what_was_said() {
+        let now = at("2026-03-02T10:00:00Z");
+        let catalog = catalog();
+        let cap = limit(Period::Day, None, 10, Mode::Soft);
+        let mut l = limits(vec![cap.clone()], now);
+        l.record(None, credits(10), now);
+        assert_eq!(l.reached("c", &book(), &catalog, &[], now).len(), 1);
+        l.replace(vec![cap.clone()], |_, _| credits(10), now);
+        assert!(l.reached("c", &book(), &catalog, &[], now).is_empty());
+        let raised = limit(Period::Day, None, 20, Mode::Soft);
+        l.replace(
+            vec![raised],
+            |p, f| {
+                assert_eq!((p, f), (Period::Day, None));
+                credits(12)
+            },
+            now,
+        );
+        let s = l.standings(&book(), &catalog, now);
+        assert_eq!((s[0].spent, s[0].remaining), (credits(12), credits(8)));
+    }
+
+    #[test]
+    fn a_set_of_limits_is_checked() {
+        let catalog = catalog();
+        let day = limit(Period::Day, None, 10, Mode::Hard);
+        assert_eq!(
+            Limits::validate(&[day.clone(), day.clone()], &catalog),
+            Err(LimitError::Duplicate {
+                period: "day",
+                feature: "all".into()
+            })
+        );
+        assert_eq!(
+            Limits::validate(
+                &[limit(Period::Day, Some("video"), 1, Mode::Hard)],
+                &catalog
+            ),
+            Err(LimitError::UnknownFeature("video".into()))
+        );
+        assert_eq!(
+            Limits::validate(&[limit(Period::Day, None, 0, Mode::Hard)], &catalog),
+            Err(LimitError::NotPositive)
+        );
+        assert_eq!(
+            Limits::validate(&vec![day; MAX_LIMITS + 1], &catalog),
+            Err(LimitError::TooMany)
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Customer controls: spend limits (app or admin) and feature overrides (admin).
+
+use super::AppState;
+use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
+use crate::domain::adjustment::Reason;
+use crate::domain::limits::{self, Limit, LimitError, Limits, Mode, Period};
+use crate::domain::money::Credits;
+use crate::domain::overrides::Override;
+use crate::error::{Error, Result};
+use crate::store::controls::OverrideRequest as StoredOverride;
+use crate::store::keys::Scope;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRequest {
+    /// `day` or `month`: UTC calendar windows.
+    period: String,
+    /// The most credits that may be spent (and held) in a window.
+    #[schema(value_type = String)]
+    credits: Amount,
+    /// The feature it caps; every feature when absent.
+    feature: Option<String>,
+    /// `hard` refuses with 402 `spend_limit_reached`; `soft` only sends `spend_limit.reached`.
+    mode: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRequest {
+    /// The customer's limits: these replace any set before; an empty list removes them all.
+    limits: Vec<LimitRequest>,
+}
+
+/// A limit and where it stands in its current window.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LimitView {
+    period: String,
+    feature: Option<String>,
+    #[schema(value_type = String)]
+    credits: Credits,
+    mode: String,
+    /// Credits used in the window (overage included).
+    #[schema(value_type = String)]
+    spent: Credits,
+    /// Credits held by open authorizations under this limit: they count as spent.
+    #[schema(value_type = String)]
+    held: Credits,
+    /// Credits that may still be spent or held in the window.
+    #[schema(value_type = String)]
+    remaining: Credits,
+    window_start: DateTime<Utc>,
+    resets_at: DateTime<Utc>,
+}
+
+impl From<limits::Standing> for LimitView {
+    fn from(s: limits::Standing) -> Self {
+        LimitView {
+            period: s.limit.period.as_str().to_owned(),
+            feature: s.limit.feature,
+            credits: s.limit.credits,
+            mode: s.limit.mode.as_str().to_owned(),
+            spent: s.spent,
+            held: s.held,
+            remaining: s.remaining,
+            window_start: s.window_start,
+            resets_at: s.resets_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LimitsResponse {
+    customer: String,
+    limits: Vec<LimitView>,
+}
+
+/// Sets a customer's spend limits. Each starts from what the customer already spent in its
+/// current window; a hard limit refuses (402 `spend_limit_reached`) any check, authorization,
+/// usage or capture beyond its hold that would take spent and held credits past it.
+#[utoipa::path(put, path = "/v1/customers/{id}/limits", params(("id" = String, Path)), request_body = LimitsRequest,
+    responses((status = 200, body = LimitsResponse), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn set_limits(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<LimitsRequest>,
+) -> Result<Json<LimitsResponse>> {
+    caller.require_app_or_admin()?;
+    let customer = identifier("id", &id)?;
+    let limits = parse_limits(request.limits)?;
+    Limits::validate(&limits, &state.catalog).map_err(|e| {
+        let field = match &e {
+            LimitError::UnknownFeature(_) => "limits[].feature",
+            LimitError::NotPositive => "limits[].credits",
+            LimitError::TooMany | LimitError::Duplicate { .. } => "limits",
+        };
+        Error::invalid(field, e)
+    })?;
+    let set = state
+        .store
+        .set_limits(&customer, limits, state.clock.now())
+        .await?
+        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
+    Ok(Json(LimitsResponse {
+        customer,
+        limits: set.limits.into_iter().map(LimitView::from).collect(),
+    }))
+}
+
+fn parse_limits(requests: Vec<LimitRequest>) -> Result<Vec<Limit>> {
+    if requests.len() > limits::MAX_LIMITS {
+        return Err(Error::invalid(
+            "limits",
+            format!("at most {} limits", limits::MAX_LIMITS),
+        ));
+    }
+    requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let field = |name: &str| format!("limits[{i}].{name}");
+            let period = Period::parse(&r.period)
+                .ok_or_else(|| Error::invalid(field("period"), "must be day or month"))?;
+            let mode = Mode::parse(&r.mode)
+                .ok_or_else(|| Error::invalid(field("mode"), "must be hard or soft"))?;
+            let credits = Credits::positive(r.credits.0)
+                .map_err(|e| Error::invalid(field("credits"), format!("{} {e}", r.credits.0)))?;
+            if let Some(feature) = &r.feature {
+                identifier(&field("feature"), feature)?;
+            }
+            Ok(Limit {
+                period,
+                feature: r.feature,
+                credits,
+                mode,
+            })
+        })
+        .collect()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    /// A feature of the catalog.
+    feature: String,
+    /// On (a plan-only feature without the plan, a trial) or off (whatever the plan says).
+    enabled: bool,
+    /// When the override lapses by itself (a trial's end); for good when absent.
+    until: Option<DateTime<Utc>>,
+    /// Why: kept with the override (1 to 500 characters).
+    reason: String,
+    idempotency_key: String,
+}
+
+/// An override as recorded.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OverrideView {
+    id: String,
+    feature: String,
+    enabled: bool,
+    until: Option<DateTime<Utc>>,
+    reason: String,
+    /// The API key that made it.
+    made_by: String,
+    made_at: DateTime<Utc>,
+}
+
+impl OverrideView {
+    pub fn of(o: Override) -> Self {
+        OverrideView {
+            id: o.id,
+            feature: o.feature,
+            enabled: o.enabled,
+            until: o.until,
+            reason: o.reason,
+            made_by: o.actor,
+            made_at: o.at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OverrideResponse {
+    customer: String,
+    #[serde(flatten)]
+    made: OverrideView,
+}
+
+/// Switches a feature on or off for one customer (created when unknown), for good or until a
+/// date, recorded with the key that did it and why. The latest override of a feature replaces
+/// the one before; once it lapses, the plan decides again.
+#[utoipa::path(post, path = "/v1/customers/{id}/overrides", params(("id" = String, Path)), request_body = OverrideRequest,
+    responses((status = 201, body = OverrideResponse), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn create_override(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<OverrideRequest>,
+) -> Result<(StatusCode, Json<OverrideResponse>)> {
+    caller.require(Scope::Admin)?;
+    let customer = identifier("id", &id)?;
+    let key = identifier("idempotency_key", &request.idempotency_key)?;
+    if !state.catalog.features.contains_key(&request.feature) {
+        return Err(Error::UnknownCatalogItem {
+            kind: "feature",
+            id: request.feature,
+        });
+    }
+    let reason = Reason::parse(&request.reason).map_err(|e| Error::invalid("reason", e))?;
+    let now = state.clock.now();
+    if let Some(until) = request.until
+        && until <= now
+    {
+        return Err(Error::invalid("until", "must be in the future"));
+    }
+    let hash = request_hash(&[
+        "POST overrides",
+        &request.feature,
+        &request.enabled.to_string(),
+        &request.until.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        reason.as_str(),
+    ]);
+    let made = state
+        .store
+        .add_override(StoredOverride {
+            customer: customer.clone(),
+            made: Override {
+                id: format!("ovr_{}", uuid::Uuid::now_v7().simple()),
+                feature: request.feature,
+                enabled: request.enabled,
+                until: request.until,
+                reason: reason.as_str().to_owned(),
+                actor: caller.key_id().to_owned(),
+                at: now,
+            },
+            idempotency_key: key,
+            request_hash: hash,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OverrideResponse {
+            customer,
+            made: OverrideView::of(made.made),
+        }),
+    ))
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OverrideHistory {
+    customer: String,
+    /// Every override made for the customer, newest first (at most 200).
+    overrides: Vec<OverrideView>,
+}
+
+/// Every override made for a customer, in force or not, newest first: who made it and why.
+#[utoipa::path(get, path = "/v1/customers/{id}/overrides", params(("id" = String, Path)),
+    responses((status = 200, body = OverrideHistory), (status = 404)), security(("bearer" = [])))]
+pub async fn override_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OverrideHistory>> {
+    caller.require(Scope::Admin)?;
+    let customer = identifier("id", &id)?;
+    let overrides = state
+        .store
+        .override_history(&customer, super::customers::MAX_PAGE)
+        .await?;
+    if overrides.is_empty()
+        && state
+            .store
+            .view(&customer, state.clock.now())
+            .await?
+            .is_none()
+    {
+        return Err(Error::CustomerNotFound(customer));
+    }
+    Ok(Json(OverrideHistory {
+        customer,
+        overrides: overrides.into_iter().map(OverrideView::of).collect(),
+    }))
+}

@@ -1,0 +1,222 @@
+//! Customer controls written outside the gate's batches: spend limits (which start from what the
+//! ledger says was spent in their windows) and feature overrides (kept with who and why).
+
+use super::Store;
+use super::book::{Reservations, load_books, lock_customer};
+use super::rows::{self, time};
+use crate::domain::Timestamp;
+use crate::domain::ledger::EntryKind;
+use crate::domain::limits::{self, Limit, Period};
+use crate::domain::money::Credits;
+use crate::domain::overrides::{Override, Overrides};
+use crate::error::{Error, Result};
+use entity::{customer_overrides, customers};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+};
+use std::collections::BTreeMap;
+
+/// A customer's limits as set, and where each stands.
+pub struct LimitsSet {
+    pub limits: Vec<limits::Standing>,
+}
+
+/// An override as recorded, and whether it was recorded by an earlier request.
+pub struct OverrideMade {
+    pub made: Override,
+    pub replayed: bool,
+}
+
+/// An override request, as parsed.
+pub struct OverrideRequest {
+    pub customer: String,
+    pub made: Override,
+    pub idempotency_key: String,
+    pub request_hash: String,
+}
+
+impl Store {
+    /// Replaces a customer's spend limits under its lock. Each limit starts from the credits the
+    /// ledger shows spent in its current window, so that setting a limit mid-day counts the
+    /// day's spend; a cap already reached says so at once. `None` when there is no customer.
+    pub async fn set_limits(
+        &self,
+        customer: &str,
+        new: Vec<Limit>,
+        now: Timestamp,
+    ) -> Result<Option<LimitsSet>> {
+        let (_permit, txn) = self.begin_write().await?;
+        if !lock_customer(&txn, customer).await? {
+            return Ok(None);
+        }
+        let ids = [customer.to_owned()];
+        let mut books = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
+        let loaded = books
+            .get_mut(customer)
+            .ok_or_else(|| Error::CustomerNotFound(customer.to_owned()))?;
+        let spent = spent_by_action(&txn, customer, now).await?;
+        let catalog = self.catalog();
+        let feature_of = |action: &str| catalog.action(action).map(|a| a.feature.as_str());
+        let mut book = loaded.book.clone();
+        book.settle_due(now);
+        let limits = &mut loaded.standing.limits;
+        limits.replace(
+            new,
+            |period, feature| {
+                spent
+                    .iter()
+                    .filter(|((action, _), _)| {
+                        feature.is_none() || feature_of(action.as_deref().unwrap_or("")) == feature
+                    })
+                    .map(|((_, p), credits)| match (period, p) {
+                        (Period::Month, _) | (Period::Day, Period::Day) => *credits,
+                        (Period::Day, Period::Month) => Credits::ZERO,
+                    })
+                    .sum()
+            },
+            now,
+        );
+        let messages = limits.reached(customer, &book, catalog, &[], now);
+        customers::Entity::update_many()
+            .col_expr(
+                customers::Column::Limits,
+                Expr::value(rows::json_column(limits, limits.is_empty())?),
+            )
+            .filter(customers::Column::Id.eq(customer))
+            .exec(&txn)
+            .await?;
+        super::outbox::enqueue(&txn, &catalog.webhooks, &messages).await?;
+        let standings = limits.standings(&book, catalog, now);
+        txn.commit().await?;
+        Ok(Some(LimitsSet { limits: standings }))
+    }
+
+    /// Records an override and makes it the feature's override for the customer (created when
+    /// unknown), once per idempotency key: the same key and request answer the override first
+    /// recorded; the same key with another request is a conflict.
+    pub async fn add_override(&self, request: OverrideRequest) -> Result<OverrideMade> {
+        let (_permit, txn) = self.begin_write().await?;
+        let now = request.made.at;
+        super::book::insert_customer_if_absent(&txn, &request.customer, now).await?;
+        lock_customer(&txn, &request.customer).await?;
+        let earlier = customer_overrides::Entity::find()
+            .filter(customer_overrides::Column::CustomerId.eq(request.customer.as_str()))
+            .filter(customer_overrides::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
+            .one(&txn)
+            .await?;
+        if let Some(row) = earlier {
+            if row.request_hash != request.request_hash {
+                return Err(Error::IdempotencyConflict);
+            }
+            return Ok(OverrideMade {
+                made: override_from_row(row)?,
+                replayed: true,
+            });
+        }
+        let current: Option<String> = customers::Entity::find_by_id(request.customer.clone())
+            .select_only()
+            .column(customers::Column::Overrides)
+            .into_tuple::<Option<String>>()
+            .one(&txn)
+            .await?
+            .flatten();
+        let mut overrides: Overrides = rows::from_json_column(current.as_deref())?;
+        overrides.set(request.made.clone());
+        let made = &request.made;
+        customer_overrides::Entity::insert(customer_overrides::ActiveModel {
+            id: Set(made.id.clone()),
+            customer_id: Set(request.customer.clone()),
+            feature: Set(made.feature.clone()),
+            enabled: Set(made.enabled),
+            until_at: Set(made.until.map(time)),
+            reason: Set(made.reason.clone()),
+            actor: Set(made.actor.clone()),
+            idempotency_key: Set(request.idempotency_key.clone()),
+            request_hash: Set(request.request_hash.clone()),
+            created_at: Set(time(now)),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        customers::Entity::update_many()
+            .col_expr(
+                customers::Column::Overrides,
+                Expr::value(rows::json_column(&overrides, overrides.is_empty())?),
+            )
+            .filter(customers::Column::Id.eq(request.customer.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(OverrideMade {
+            made: request.made,
+            replayed: false,
+        })
+    }
+
+    /// Every override made for a customer, newest first (at most `limit`).
+    pub async fn override_history(&self, customer: &str, limit: u64) -> Result<Vec<Override>> {
+        customer_overrides::Entity::find()
+            .filter(customer_overrides::Column::CustomerId.eq(customer))
+            .order_by_desc(customer_overrides::Column::CreatedAt)
+            .order_by_desc(customer_overrides::Column::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(override_from_row)
+            .collect()
+    }
+}
+
+fn override_from_row(row: customer_overrides::Model) -> Result<Override> {
+    Ok(Override {
+        id: row.id,
+        feature: row.feature,
+        enabled: row.enabled,
+        until: row.until_at.map(rows::timestamp).transpose()?,
+        reason: row.reason,
+        actor: row.actor,
+        at: rows::timestamp(row.created_at)?,
+    })
+}
+
+/// Credits the customer spent (used, overage included) by action since the start of `now`'s UTC
+/// month: what was spent today under `Period::Day`, the rest of the month under `Period::Month`.
+/// One pass over the customer's entries of the month.
+async fn spent_by_action<C: ConnectionTrait>(
+    db: &C,
+    customer: &str,
+    now: Timestamp,
+) -> Result<BTreeMap<(Option<String>, Period), Credits>> {
+    let month = time(Period::Month.window_start(now));
+    let day = time(Period::Day.window_start(now));
+    let backend = db.get_database_backend();
+    let (consume, overage) = (EntryKind::Consume.as_str(), EntryKind::Overage.as_str());
+    let sql = format!(
+        "SELECT action, recorded_at >= {day} AS today, \
+         CAST(SUM(CASE WHEN kind = '{overage}' THEN overage ELSE -credits END) AS BIGINT) AS spent \
+         FROM ledger_entries WHERE customer_id = {p1} AND kind IN ('{consume}', '{overage}') \
+         AND recorded_at >= {month} GROUP BY action, recorded_at >= {day}",
+        p1 = match backend {
+            sea_orm::DbBackend::Postgres => "$1",
+            _ => "?",
+        },
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [customer.into()],
+        ))
+        .await?;
+    let mut spent = BTreeMap::new();
+    for row in rows {
+        let action: Option<String> = row.try_get("", "action")?;
+        let today: bool = row.try_get("", "today")?;
+        let micros: i64 = row.try_get("", "spent")?;
+        let period = if today { Period::Day } else { Period::Month };
+        *spent.entry((action, period)).or_insert(Credits::ZERO) += Credits::from_micros(micros);
+    }
+    Ok(spent)
+}
