@@ -204,6 +204,7 @@ async fn main() {
             source_id: Set(grant.clone()),
             created_at: Set(bought.timestamp_micros()),
             refunded: Set(0),
+            expiry_warned_for: Set(None),
         });
         batches.lots.push(entity::revenue_lots::ActiveModel {
             grant_id: Set(grant.clone()),

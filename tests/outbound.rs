@@ -576,3 +576,80 @@ impl Longest for Vec<Delivery> {
         }
     }
 }
+
+async fn a_paid_grant_about_to_expire_is_warned_of_once(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let secret = secret();
+    let app = spawn_with_webhook(engine, &url, &secret, 600).await;
+    let start = app.now();
+    let days = |n: i64| (start + chrono::Duration::days(n)).to_rfc3339();
+    // A paid pack with credits left, expiring in 10 days; a free grant and a spent paid one,
+    // both expiring in 5 days, are never warned of.
+    let pack = app
+        .grant(
+            "expiring",
+            json!({"kind": "pack", "pack": "topup_small", "expires_at": days(10),
+                   "idempotency_key": "pack-1"}),
+        )
+        .await;
+    app.grant(
+        "expiring",
+        json!({"kind": "promotional", "credits": "5", "expires_at": days(5),
+               "idempotency_key": "promo-1"}),
+    )
+    .await;
+    app.grant(
+        "spent",
+        json!({"kind": "pack", "pack": "topup_small", "expires_at": days(5),
+               "idempotency_key": "pack-2"}),
+    )
+    .await;
+    let all = app.balances("spent").await.2;
+    let (status, body) = app
+        .usage(
+            "spent",
+            "chat.request",
+            json!(all.parse::<u32>().unwrap()),
+            "use-all",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Within 7 days of its expiry: one warning, however often the jobs run.
+    app.advance(start + chrono::Duration::days(3) + chrono::Duration::seconds(1))
+        .await;
+    app.advance(start + chrono::Duration::days(4)).await;
+    app.advance(start + chrono::Duration::days(6)).await;
+    let expiring = |d: &[Delivery]| {
+        accepted(d)
+            .into_iter()
+            .filter(|(_, t)| t == "credit.grant_expiring")
+            .count()
+    };
+    let deliveries = wait_for(&receiver, "the warning", |d| expiring(d) >= 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deliveries = receiver
+        .deliveries
+        .lock()
+        .unwrap()
+        .clone()
+        .max_by_len(deliveries);
+    assert_eq!(expiring(&deliveries), 1, "{deliveries:#?}");
+    let verified = verify_with_standard_webhooks(&secret, &deliveries);
+    let warning = verified
+        .iter()
+        .find(|v| v["type"] == "credit.grant_expiring")
+        .unwrap();
+    assert_eq!(warning["data"]["customer"], "expiring");
+    assert_eq!(warning["data"]["grant"], pack);
+    assert_eq!(warning["data"]["pack"], "topup_small");
+    let remaining = app.customer("expiring").await["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == pack)
+        .unwrap()["remaining"]
+        .clone();
+    assert_eq!(warning["data"]["remaining"], remaining);
+    app.assert_audit_clean().await;
+}
+for_each_engine!(a_paid_grant_about_to_expire_is_warned_of_once);

@@ -25,6 +25,8 @@ pub struct Model {
     pub created_at: i64,
     /// Money refunded on this grant so far (scale 6, in `currency`).
     pub refunded: i64,
+    /// The expiry `credit.grant_expiring` was last sent for (Unix microseconds), if any.
+    pub expiry_warned_for: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

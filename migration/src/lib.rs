@@ -37,6 +37,7 @@ mod m20261123_000006_stripe_payments;
 mod m20261123_000007_renewal_carried;
 mod m20261124_000008_outbox;
 mod m20261125_000009_customer_controls;
+mod m20261125_000010_grant_expiry_warning;
 
 pub struct Migrator;
 
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_renewal_carried::Migration),
             Box::new(m20261124_000008_outbox::Migration),
             Box::new(m20261125_000009_customer_controls::Migration),
+            Box::new(m20261125_000010_grant_expiry_warning::Migration),
         ]
     }
 }

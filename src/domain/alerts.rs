@@ -2,7 +2,7 @@
 //! Each alert fires once per arming; `credit.balance_recovered` re-arms both.
 
 use super::Timestamp;
-use super::ledger::Book;
+use super::ledger::{Book, Grant};
 use super::money::Credits;
 use super::outbound::{EventType, Message};
 use rust_decimal::Decimal;
@@ -58,20 +58,25 @@ impl Balance {
         }
     }
 
-    /// The share of the live grants' credits no longer available (1 when there are none).
-    pub fn consumed_share(&self) -> Decimal {
+    /// The share of the live grants' credits no longer available (1 when there are none), as
+    /// exact as a decimal divides.
+    fn consumed(&self) -> Decimal {
         let live = self.live_credits.value();
         if live <= Decimal::ZERO {
             return Decimal::ONE;
         }
-        ((live - self.available.value()) / live)
-            .clamp(Decimal::ZERO, Decimal::ONE)
-            .round_dp(4)
+        ((live - self.available.value()) / live).clamp(Decimal::ZERO, Decimal::ONE)
     }
 
+    /// The consumed share as messages say it: to 4 places.
+    pub fn consumed_share(&self) -> Decimal {
+        self.consumed().round_dp(4)
+    }
+
+    /// Low is decided on the unrounded share: 79.996% consumed is not 80%.
     fn is_low(&self, rule: &AlertRule) -> bool {
         self.available <= Credits::ZERO
-            || self.consumed_share() >= rule.low_consumed_share
+            || self.consumed() >= rule.low_consumed_share
             || rule.low_credits.is_some_and(|c| self.available <= c)
     }
 }
@@ -127,6 +132,59 @@ pub fn balance_alerts(
         messages.push(message(EventType::BalanceRecovered, armed.arming));
     }
     (next, messages)
+}
+
+/// `credit.grant_expiring`: a paid grant with credits left expires within the rule's days of
+/// `now`. Said once per expiry: `warned_for` is the expiry it was last said for (a rollover that
+/// moves the expiry warns again).
+pub fn grant_expiring(
+    customer: &str,
+    grant: &Grant,
+    warned_for: Option<Timestamp>,
+    rule: &AlertRule,
+    now: Timestamp,
+) -> Option<Message> {
+    let expires_at = grant.expires_at?;
+    let window = chrono::Duration::days(i64::from(rule.grant_expiring_days));
+    let due = grant.price.is_some()
+        && !grant.expired
+        && grant.remaining.is_positive()
+        && now < expires_at
+        && expires_at <= now + window
+        && warned_for != Some(expires_at);
+    if !due {
+        return None;
+    }
+    let mut data = serde_json::Map::new();
+    data.insert("grant".into(), grant.id.clone().into());
+    data.insert("remaining".into(), grant.remaining.to_string().into());
+    data.insert(
+        "expires_at".into(),
+        expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            .into(),
+    );
+    data.insert(
+        "pack".into(),
+        grant
+            .pack_id
+            .clone()
+            .map_or(serde_json::Value::Null, Into::into),
+    );
+    data.insert(
+        "plan".into(),
+        grant
+            .plan_id
+            .clone()
+            .map_or(serde_json::Value::Null, Into::into),
+    );
+    Some(Message {
+        event_type: EventType::GrantExpiring,
+        customer: customer.to_owned(),
+        at: now,
+        data,
+        cause: format!("{}\n{}", grant.id, expires_at.timestamp_micros()),
+    })
 }
 
 #[cfg(test)]
@@ -226,6 +284,22 @@ mod tests {
     }
 
     #[test]
+    fn the_share_is_compared_unrounded() {
+        let rule = AlertRule::default();
+        let share = |available: &str| Balance {
+            live_credits: Credits::new(100_000.into()).unwrap(),
+            available: Credits::new(available.parse().unwrap()).unwrap(),
+        };
+        // 79.996% consumed rounds to 0.8 but is not 80%.
+        assert!(!share("20004").is_low(&rule));
+        assert_eq!(
+            share("20004").consumed_share().normalize().to_string(),
+            "0.8"
+        );
+        assert!(share("20000").is_low(&rule));
+    }
+
+    #[test]
     fn an_absolute_threshold_is_low_too() {
         let rule = AlertRule {
             low_credits: Some(Credits::new(50.into()).unwrap()),
@@ -240,5 +314,47 @@ mod tests {
             now(),
         );
         assert_eq!(types(&m), [EventType::BalanceLow]);
+    }
+
+    #[test]
+    fn a_paid_grant_with_credits_left_warns_once_per_expiry_within_the_window() {
+        use crate::domain::ledger::{GrantSource, Paid};
+        let rule = AlertRule::default();
+        let bought = now();
+        let expires = bought + chrono::Duration::days(30);
+        let credits = |n: i64| Credits::new(n.into()).unwrap();
+        let paid = Grant::pack(
+            "g",
+            "topup",
+            credits(100),
+            Paid {
+                price: credits(10),
+                currency: "usd".into(),
+            },
+            (GrantSource::Test, "t".into()),
+            bought,
+        )
+        .expiring(Some(expires));
+        let eight_days_before = expires - chrono::Duration::days(8);
+        let seven_days_before = expires - chrono::Duration::days(7);
+        assert!(grant_expiring("a", &paid, None, &rule, eight_days_before).is_none());
+        let said = grant_expiring("a", &paid, None, &rule, seven_days_before).unwrap();
+        assert_eq!(said.event_type, EventType::GrantExpiring);
+        assert_eq!(said.data["remaining"], "100");
+        assert!(grant_expiring("a", &paid, Some(expires), &rule, seven_days_before).is_none());
+        // A moved expiry warns again; an expired, spent or free grant never does.
+        let moved = paid
+            .clone()
+            .expiring(Some(expires + chrono::Duration::days(1)));
+        let later = seven_days_before + chrono::Duration::days(1);
+        let again = grant_expiring("a", &moved, Some(expires), &rule, later).unwrap();
+        assert_ne!(again.id(), said.id());
+        assert!(grant_expiring("a", &paid, None, &rule, expires).is_none());
+        let mut spent = paid.clone();
+        spent.remaining = Credits::ZERO;
+        assert!(grant_expiring("a", &spent, None, &rule, seven_days_before).is_none());
+        let free = Grant::promotional("f", credits(5), (GrantSource::Test, "t".into()), bought)
+            .expiring(Some(expires));
+        assert!(grant_expiring("a", &free, None, &rule, seven_days_before).is_none());
     }
 }

@@ -9,11 +9,17 @@ use crate::store::{Command, Store, decide_json};
 const BATCH: u64 = 500;
 const MAX_PASSES: usize = 1_000;
 
-/// Every time-driven job, up to `now`: holds and grants settled, then the revenue due (the
-/// platform part's days, changed breakage estimates). Returns the customers settled and the
+/// Every time-driven job, up to `now`: holds and grants settled, paid grants about to expire
+/// warned of (`credit.grant_expiring`), then the revenue due (the platform part's days, changed
+/// breakage estimates). Returns the customers settled and the
 /// lots moved.
 pub async fn run_due(store: &Store, now: Timestamp) -> Result<(usize, usize)> {
     let settled = settle_due(store, now).await?;
+    for _ in 0..MAX_PASSES {
+        if (store.warn_expiring(now, BATCH).await? as u64) < BATCH {
+            break;
+        }
+    }
     let mut moved = 0;
     for _ in 0..MAX_PASSES {
         let batch = store.recognize_due(now, BATCH).await?;

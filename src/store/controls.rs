@@ -5,16 +5,18 @@ use super::Store;
 use super::book::{Reservations, load_books, lock_customer};
 use super::rows::{self, time};
 use crate::domain::Timestamp;
+use crate::domain::alerts;
 use crate::domain::ledger::EntryKind;
 use crate::domain::limits::{self, Limit, Period};
 use crate::domain::money::Credits;
 use crate::domain::overrides::{Override, Overrides};
 use crate::error::{Error, Result};
-use entity::{customer_overrides, customers};
+use entity::{customer_overrides, customers, grants};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
 };
 use std::collections::BTreeMap;
 
@@ -219,4 +221,56 @@ async fn spent_by_action<C: ConnectionTrait>(
         *spent.entry((action, period)).or_insert(Credits::ZERO) += Credits::from_micros(micros);
     }
     Ok(spent)
+}
+
+impl Store {
+    /// Sends `credit.grant_expiring` for the paid grants with credits left that expire within the
+    /// alert rule's days of `now` and were not warned of for that expiry, at most `limit` of
+    /// them; returns how many were looked at (fewer than `limit`: none left).
+    pub async fn warn_expiring(&self, now: Timestamp, limit: u64) -> Result<usize> {
+        let catalog = self.catalog();
+        let rule = &catalog.alerts;
+        let horizon = now + chrono::Duration::days(i64::from(rule.grant_expiring_days));
+        let (_permit, txn) = self.begin_write().await?;
+        let due = grants::Entity::find()
+            .filter(grants::Column::Expired.eq(false))
+            .filter(grants::Column::ExpiresAt.gt(time(now)))
+            .filter(grants::Column::ExpiresAt.lte(time(horizon)))
+            .filter(grants::Column::Remaining.gt(0))
+            .filter(grants::Column::Price.is_not_null())
+            .filter(
+                Condition::any()
+                    .add(grants::Column::ExpiryWarnedFor.is_null())
+                    .add(
+                        Expr::col(grants::Column::ExpiryWarnedFor)
+                            .ne(Expr::col(grants::Column::ExpiresAt)),
+                    ),
+            )
+            .order_by_asc(grants::Column::ExpiresAt)
+            .order_by_asc(grants::Column::Id)
+            .limit(limit)
+            .all(&txn)
+            .await?;
+        let looked_at = due.len();
+        let mut messages = Vec::new();
+        for row in due {
+            let customer = row.customer_id.clone();
+            let warned_for = row.expiry_warned_for.map(rows::timestamp).transpose()?;
+            let expires_at = row.expires_at;
+            let id = row.id.clone();
+            let grant = rows::grant_from_row(row)?;
+            if let Some(message) = alerts::grant_expiring(&customer, &grant, warned_for, rule, now)
+            {
+                messages.push(message);
+            }
+            grants::Entity::update_many()
+                .col_expr(grants::Column::ExpiryWarnedFor, Expr::value(expires_at))
+                .filter(grants::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+        }
+        super::outbox::enqueue(&txn, &catalog.webhooks, &messages).await?;
+        txn.commit().await?;
+        Ok(looked_at)
+    }
 }

@@ -68,6 +68,7 @@ pub fn grant_to_row(customer: &str, g: &Grant) -> Result<grants::ActiveModel> {
         source_id: Set(g.source_id.clone()),
         created_at: Set(time(g.created_at)),
         refunded: Set(micros(g.refunded)?),
+        expiry_warned_for: Set(None),
     })
 }
 
