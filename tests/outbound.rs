@@ -531,14 +531,8 @@ async fn a_hard_limit_holds_under_concurrency_and_says_so_once(engine: Engine) {
     assert_eq!(customer["held"], held.to_string());
     assert_eq!(customer["available"], "950");
     // Each limit said so once: the hard one when reached, the soft one when 30 were used.
-    let deliveries = wait_for(&receiver, "two limits reached", |d| accepted(d).len() >= 2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let deliveries = receiver
-        .deliveries
-        .lock()
-        .unwrap()
-        .clone()
-        .max_by_len(deliveries);
+    wait_for(&receiver, "two limits reached", |d| accepted(d).len() >= 2).await;
+    let deliveries = after_a_pause(&receiver).await;
     let verified = verify_with_standard_webhooks(&secret, &deliveries);
     let mut reached: Vec<(String, String)> = verified
         .iter()
@@ -563,18 +557,10 @@ async fn a_hard_limit_holds_under_concurrency_and_says_so_once(engine: Engine) {
 }
 for_each_engine!(a_hard_limit_holds_under_concurrency_and_says_so_once);
 
-trait Longest {
-    fn max_by_len(self, other: Self) -> Self;
-}
-
-impl Longest for Vec<Delivery> {
-    fn max_by_len(self, other: Self) -> Self {
-        if self.len() >= other.len() {
-            self
-        } else {
-            other
-        }
-    }
+/// Every delivery so far, after a pause long enough for any stray second delivery to arrive.
+async fn after_a_pause(receiver: &Receiver) -> Vec<Delivery> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    receiver.deliveries.lock().unwrap().clone()
 }
 
 async fn a_paid_grant_about_to_expire_is_warned_of_once(engine: Engine) {
@@ -625,14 +611,8 @@ async fn a_paid_grant_about_to_expire_is_warned_of_once(engine: Engine) {
             .filter(|(_, t)| t == "credit.grant_expiring")
             .count()
     };
-    let deliveries = wait_for(&receiver, "the warning", |d| expiring(d) >= 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let deliveries = receiver
-        .deliveries
-        .lock()
-        .unwrap()
-        .clone()
-        .max_by_len(deliveries);
+    wait_for(&receiver, "the warning", |d| expiring(d) >= 1).await;
+    let deliveries = after_a_pause(&receiver).await;
     assert_eq!(expiring(&deliveries), 1, "{deliveries:#?}");
     let verified = verify_with_standard_webhooks(&secret, &deliveries);
     let warning = verified
