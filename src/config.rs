@@ -144,6 +144,8 @@ struct RawPlan {
     breakage: Option<String>,
     expected_unused: Option<Decimal>,
     priority: Option<i32>,
+    low_balance_consumed_share: Option<Decimal>,
+    low_balance_credits: Option<Decimal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -461,23 +463,41 @@ impl Config {
 /// Endpoints at most, and event types at most per endpoint: a limit on everything.
 const MAX_WEBHOOKS: usize = 32;
 
+/// Low-balance thresholds under `prefix` (`alerts`, or a plan's): a share above 0 and at most 1,
+/// credits zero or more. `None` when neither is given.
+fn low_balance(
+    prefix: &str,
+    share: Option<Decimal>,
+    credits: Option<Decimal>,
+) -> Result<Option<crate::domain::alerts::LowBalance>, Invalid> {
+    if share.is_none() && credits.is_none() {
+        return Ok(None);
+    }
+    if let Some(share) = share
+        && (share <= Decimal::ZERO || share > Decimal::ONE)
+    {
+        return Err((
+            format!("{prefix}.low_balance_consumed_share"),
+            "must be above 0 and at most 1".into(),
+        ));
+    }
+    Ok(Some(crate::domain::alerts::LowBalance {
+        consumed_share: share,
+        credits: credits
+            .map(|c| non_negative_credits(format!("{prefix}.low_balance_credits"), c))
+            .transpose()?,
+    }))
+}
+
 fn alert_rule(raw: &RawAlerts) -> Result<crate::domain::alerts::AlertRule, Invalid> {
-    let mut rule = crate::domain::alerts::AlertRule::default();
-    if let Some(share) = raw.low_balance_consumed_share {
-        if share <= Decimal::ZERO || share > Decimal::ONE {
-            return Err((
-                "alerts.low_balance_consumed_share".into(),
-                "must be above 0 and at most 1".into(),
-            ));
-        }
-        rule.low_consumed_share = share;
-    }
-    if let Some(credits) = raw.low_balance_credits {
-        rule.low_credits = Some(non_negative_credits(
-            "alerts.low_balance_credits".into(),
-            credits,
-        )?);
-    }
+    let mut rule = crate::domain::alerts::AlertRule::default().with(
+        low_balance(
+            "alerts",
+            raw.low_balance_consumed_share,
+            raw.low_balance_credits,
+        )?
+        .as_ref(),
+    );
     if let Some(days) = raw.grant_expiring_days {
         if !(1..=365).contains(&days) {
             return Err((
@@ -819,6 +839,7 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             )?,
             breakage: breakage(&prefix, p.breakage.as_deref(), p.expected_unused)?,
             priority: p.priority.unwrap_or(catalog::DEFAULT_PLAN_PRIORITY),
+            low_balance: low_balance(&prefix, p.low_balance_consumed_share, p.low_balance_credits)?,
         };
         if plans.insert(p.id.clone(), plan).is_some() {
             return Err((key("id"), format!("{:?} is defined twice", p.id)));
@@ -897,7 +918,19 @@ mod tests {
         );
         assert_eq!(config.catalog.webhooks[0].url, "https://example.com/h");
         assert_eq!(config.catalog.alerts.low_consumed_share, Decimal::new(9, 1));
+        let plan = parse("[[plans]]\nid = \"p\"\ncredits = \"10\"\nlow_balance_credits = \"25\"\n")
+            .unwrap();
+        let low = plan.catalog.plan("p").unwrap().low_balance.unwrap();
+        assert_eq!(
+            (low.consumed_share, low.credits.map(|c| c.to_string())),
+            (None, Some("25".to_owned()))
+        );
         for (text, field) in [
+            (
+                "[[plans]]\nid = \"p\"\ncredits = \"10\"\nlow_balance_consumed_share = \"0\"\n"
+                    .into(),
+                "plans[0].low_balance_consumed_share",
+            ),
             (
                 format!("[[webhooks]]\nurl = \"ftp://x\"\nsecret = \"{key}\"\n"),
                 "webhooks[0].url",

@@ -110,6 +110,17 @@ async fn spawn_with_webhook(
     secret: &str,
     dead_after_seconds: u64,
 ) -> TestApp {
+    spawn_with_webhook_and(engine, url, secret, dead_after_seconds, |_| {}).await
+}
+
+/// `spawn_with_webhook`, the config changed by `configure` too.
+async fn spawn_with_webhook_and(
+    engine: Engine,
+    url: &str,
+    secret: &str,
+    dead_after_seconds: u64,
+    configure: impl FnOnce(&mut creditbook::config::Config),
+) -> TestApp {
     let (url, secret) = (url.to_owned(), secret.to_owned());
     common::spawn_app_with(engine, move |config| {
         let toml = format!(
@@ -121,6 +132,7 @@ async fn spawn_with_webhook(
         config.webhooks = parsed.webhooks;
         config.outbox = parsed.outbox;
         config.catalog.webhooks = parsed.catalog.webhooks;
+        configure(config);
     })
     .await
 }
@@ -633,3 +645,41 @@ async fn a_paid_grant_about_to_expire_is_warned_of_once(engine: Engine) {
     app.assert_audit_clean().await;
 }
 for_each_engine!(a_paid_grant_about_to_expire_is_warned_of_once);
+
+async fn a_plan_s_own_threshold_decides_its_customers_low(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let app = spawn_with_webhook_and(engine, &url, &secret(), 600, |config| {
+        let pro = config.catalog.plans.get_mut("pro").unwrap();
+        pro.low_balance = Some(creditbook::domain::alerts::LowBalance {
+            consumed_share: Some("0.5".parse().unwrap()),
+            credits: None,
+        });
+    })
+    .await;
+    for customer in ["on_pro", "no_plan"] {
+        app.promo(customer, "100").await;
+    }
+    app.set_plan("on_pro", "pro").await;
+    // Half used: low on pro (50%), not without a plan (80% by default).
+    for customer in ["on_pro", "no_plan"] {
+        use_credits(&app, customer, 50).await;
+    }
+    wait_for(&receiver, "the low alert", |d| !accepted(d).is_empty()).await;
+    let deliveries = after_a_pause(&receiver).await;
+    let said: Vec<(String, String)> = deliveries
+        .iter()
+        .map(|d| {
+            let body: Value = serde_json::from_str(&d.body).unwrap();
+            (
+                body["data"]["customer"].as_str().unwrap().to_owned(),
+                body["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [("on_pro".to_owned(), "credit.balance_low".to_owned())]
+    );
+    app.assert_audit_clean().await;
+}
+for_each_engine!(a_plan_s_own_threshold_decides_its_customers_low);

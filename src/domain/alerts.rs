@@ -28,6 +28,28 @@ impl Default for AlertRule {
     }
 }
 
+/// A plan's own low-balance thresholds (`[[plans]] low_balance_consumed_share`,
+/// `low_balance_credits`): each one given replaces `[alerts]`'s for the plan's customers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LowBalance {
+    pub consumed_share: Option<Decimal>,
+    pub credits: Option<Credits>,
+}
+
+impl AlertRule {
+    /// The rule for a customer on a plan with `low` thresholds (none: this rule).
+    pub fn with(&self, low: Option<&LowBalance>) -> AlertRule {
+        let Some(low) = low else {
+            return *self;
+        };
+        AlertRule {
+            low_consumed_share: low.consumed_share.unwrap_or(self.low_consumed_share),
+            low_credits: low.credits.or(self.low_credits),
+            ..*self
+        }
+    }
+}
+
 /// Which alerts have fired since the customer's balance last recovered, kept on the customer.
 /// `arming` counts recoveries: it makes each arming's messages distinct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -297,6 +319,37 @@ mod tests {
             "0.8"
         );
         assert!(share("20000").is_low(&rule));
+    }
+
+    #[test]
+    fn a_plan_s_thresholds_replace_the_defaults_it_names() {
+        let rule = AlertRule::default();
+        let plan = LowBalance {
+            consumed_share: Some(Decimal::new(95, 2)),
+            credits: None,
+        };
+        let on_plan = rule.with(Some(&plan));
+        assert_eq!(on_plan.low_consumed_share, Decimal::new(95, 2));
+        assert_eq!(on_plan.low_credits, None);
+        assert_eq!(rule.with(None), rule);
+        let (_, m) = balance_alerts(
+            "a",
+            Armed::default(),
+            balance(100, 30),
+            balance(100, 10),
+            &on_plan,
+            now(),
+        );
+        assert!(m.is_empty(), "90% is not low on a plan that says 95%");
+        let (_, m) = balance_alerts(
+            "a",
+            Armed::default(),
+            balance(100, 10),
+            balance(100, 5),
+            &on_plan,
+            now(),
+        );
+        assert_eq!(types(&m), [EventType::BalanceLow]);
     }
 
     #[test]

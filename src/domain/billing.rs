@@ -402,6 +402,7 @@ mod tests {
             platform_share: Decimal::ZERO,
             breakage: Breakage::Remote,
             priority: 10,
+            low_balance: None,
         }
     }
 

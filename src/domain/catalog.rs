@@ -100,6 +100,8 @@ pub struct Plan {
     pub platform_share: Decimal,
     pub breakage: Breakage,
     pub priority: i32,
+    /// Its own low-balance thresholds, when it has any.
+    pub low_balance: Option<super::alerts::LowBalance>,
 }
 
 #[derive(Debug, Clone)]

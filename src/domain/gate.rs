@@ -374,6 +374,7 @@ mod tests {
                 platform_share: Decimal::ZERO,
                 breakage: Breakage::Remote,
                 priority: 10,
+                low_balance: None,
             },
         );
         Catalog {

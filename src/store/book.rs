@@ -300,12 +300,20 @@ pub(crate) async fn run_commands(
                 now,
             ));
         }
+        let plan = loaded
+            .standing
+            .plan_id
+            .as_deref()
+            .and_then(|id| catalog.plan(id));
+        let rule = catalog
+            .alerts
+            .with(plan.and_then(|p| p.low_balance.as_ref()));
         let (armed, said) = balance_alerts(
             customer,
             loaded.alerts,
             Balance::of(&loaded.before),
             Balance::of(&loaded.book),
-            &catalog.alerts,
+            &rule,
             now,
         );
         loaded.alerts = armed;
