@@ -202,6 +202,11 @@ pub fn decide(
     decided
 }
 
+/// The feature an action's spend counts towards in spend limits.
+fn feature_of(action: &Action) -> Option<&str> {
+    Some(action.feature.as_str())
+}
+
 fn decide_within(
     catalog: &Catalog,
     standing: &Standing,
@@ -216,7 +221,6 @@ fn decide_within(
         action: Some(action.id.clone()),
         quantity: Some(quantity.to_string()),
     };
-    let feature = |action: &Action| Some(action.feature.clone());
     let admit = |limits: &mut Limits, book: &Book, feature: Option<&str>, credits| {
         limits
             .admit(book, catalog, feature, credits, now)
@@ -229,7 +233,7 @@ fn decide_within(
             credits,
         } => {
             terms.entitle(action)?;
-            admit(limits, book, feature(action).as_deref(), credits)?;
+            admit(limits, book, feature_of(action), credits)?;
             book.authorize(
                 "check",
                 &usage(action, quantity),
@@ -248,7 +252,7 @@ fn decide_within(
             expires_at,
         } => {
             terms.entitle(action)?;
-            admit(limits, book, feature(action).as_deref(), credits)?;
+            admit(limits, book, feature_of(action), credits)?;
             book.authorize(
                 hold_id,
                 &usage(action, quantity),
@@ -266,20 +270,20 @@ fn decide_within(
             occurred_at,
         } => {
             terms.entitle(action)?;
-            admit(limits, book, feature(action).as_deref(), credits)?;
+            admit(limits, book, feature_of(action), credits)?;
             book.debit(
                 credits,
                 &usage(action, quantity),
                 &terms.overage,
                 occurred_at,
             )?;
-            limits.record(feature(action).as_deref(), credits, now);
+            limits.record(feature_of(action), credits, now);
             credits
         }
         Spend::Capture { hold_id, actual } => {
             let hold = book.hold(hold_id).ok_or(Rejection::HoldNotFound)?;
             let held = hold.credits;
-            let feature = catalog.action(&hold.action).and_then(feature);
+            let feature = catalog.action(&hold.action).map(|a| a.feature.as_str());
             let (credits, quantity) = match actual {
                 Actual::Nothing => (Credits::ZERO, Some("0".to_owned())),
                 Actual::Credits(c) => (c, None),
@@ -300,9 +304,9 @@ fn decide_within(
             // held).
             book.capture(hold_id, credits, quantity, &terms.overage, now)?;
             if credits > held {
-                admit(limits, book, feature.as_deref(), credits)?;
+                admit(limits, book, feature, credits)?;
             }
-            limits.record(feature.as_deref(), credits, now);
+            limits.record(feature, credits, now);
             credits
         }
         Spend::Void { hold_id } => {
@@ -566,7 +570,8 @@ mod tests {
                 credits: credits(25),
                 mode: Mode::Hard,
             }],
-            |_, _| Credits::ZERO,
+            &crate::domain::limits::SpentThisMonth::default(),
+            &catalog,
             at(0),
         );
         let mut b = book(100);
@@ -620,7 +625,7 @@ mod tests {
             at(2),
         )
         .unwrap();
-        let s = standing.limits.standings(&b, &catalog, at(2));
+        let s = standing.limits.states(&b, &catalog, at(2));
         assert_eq!(
             (s[0].spent, s[0].held, s[0].remaining),
             (credits(15), credits(10), Credits::ZERO)

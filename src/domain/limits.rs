@@ -165,9 +165,9 @@ pub struct Exceeded {
     pub resets_at: Timestamp,
 }
 
-/// What a limit is at now, to show.
+/// Where a limit stands now, to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Standing {
+pub struct LimitState {
     pub limit: Limit,
     pub spent: Credits,
     pub held: Credits,
@@ -175,6 +175,36 @@ pub struct Standing {
     pub remaining: Credits,
     pub window_start: Timestamp,
     pub resets_at: Timestamp,
+}
+
+/// What a customer spent this UTC month before now, by action: `today` on the current day,
+/// `earlier` on the days before it. Read from the ledger when limits are set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpentThisMonth {
+    /// (action, spent today, spent earlier this month).
+    pub by_action: Vec<(Option<String>, Credits, Credits)>,
+}
+
+impl SpentThisMonth {
+    /// Credits spent in the current window of `period` on `feature` (every feature when `None`).
+    /// An action the catalog no longer has counts only towards overall limits.
+    pub fn in_window(&self, catalog: &Catalog, period: Period, feature: Option<&str>) -> Credits {
+        self.by_action
+            .iter()
+            .filter(|(action, _, _)| {
+                feature.is_none()
+                    || action
+                        .as_deref()
+                        .and_then(|a| catalog.action(a))
+                        .map(|a| a.feature.as_str())
+                        == feature
+            })
+            .map(|(_, today, earlier)| match period {
+                Period::Day => *today,
+                Period::Month => *today + *earlier,
+            })
+            .sum()
+    }
 }
 
 /// Credits held by `book`'s open holds on `feature` (on every feature when `None`). A hold on an
@@ -216,13 +246,14 @@ impl Limits {
         Ok(())
     }
 
-    /// Replaces the limits with `limits` (validated), each starting from `spent_so_far` (what the
-    /// ledger says was spent in its window up to `now`). A limit kept with the same cap keeps
+    /// Replaces the limits with `limits` (validated), each starting from what `spent` says was
+    /// spent in its window up to `now`. A limit kept with the same cap keeps
     /// whether it was reached this window; a new or changed one is armed again.
     pub fn replace(
         &mut self,
         limits: Vec<Limit>,
-        spent_so_far: impl Fn(Period, Option<&str>) -> Credits,
+        spent: &SpentThisMonth,
+        catalog: &Catalog,
         now: Timestamp,
     ) {
         let window = |p: Period| p.window_start(now);
@@ -235,7 +266,7 @@ impl Limits {
                     .iter()
                     .any(|m| m.limit == limit && m.window_start == start && m.reached);
                 Meter {
-                    spent: spent_so_far(limit.period, limit.feature.as_deref()),
+                    spent: spent.in_window(catalog, limit.period, limit.feature.as_deref()),
                     window_start: start,
                     reached,
                     limit,
@@ -250,7 +281,7 @@ impl Limits {
     }
 
     /// The limits at `now`: what is spent, held and left of each.
-    pub fn standings(&self, book: &Book, catalog: &Catalog, now: Timestamp) -> Vec<Standing> {
+    pub fn states(&self, book: &Book, catalog: &Catalog, now: Timestamp) -> Vec<LimitState> {
         self.meters
             .iter()
             .map(|m| {
@@ -258,7 +289,7 @@ impl Limits {
                 m.roll(now);
                 let held = held(book, catalog, m.limit.feature.as_deref());
                 let used = m.spent + held;
-                Standing {
+                LimitState {
                     remaining: if used >= m.limit.credits {
                         Credits::ZERO
                     } else {
@@ -429,7 +460,7 @@ mod tests {
 
     fn limits(set: Vec<Limit>, now: Timestamp) -> Limits {
         let mut l = Limits::default();
-        l.replace(set, |_, _| Credits::ZERO, now);
+        l.replace(set, &SpentThisMonth::default(), &catalog(), now);
         l
     }
 
@@ -557,19 +588,37 @@ mod tests {
         let mut l = limits(vec![cap.clone()], now);
         l.record(None, credits(10), now);
         assert_eq!(l.reached("c", &book(), &catalog, &[], now).len(), 1);
-        l.replace(vec![cap.clone()], |_, _| credits(10), now);
+        let spent = |today: i64, earlier: i64| SpentThisMonth {
+            by_action: vec![(Some("chat.run".into()), credits(today), credits(earlier))],
+        };
+        l.replace(vec![cap.clone()], &spent(10, 0), &catalog, now);
         assert!(l.reached("c", &book(), &catalog, &[], now).is_empty());
         let raised = limit(Period::Day, None, 20, Mode::Soft);
-        l.replace(
-            vec![raised],
-            |p, f| {
-                assert_eq!((p, f), (Period::Day, None));
-                credits(12)
-            },
-            now,
-        );
-        let s = l.standings(&book(), &catalog, now);
+        l.replace(vec![raised], &spent(12, 30), &catalog, now);
+        let s = l.states(&book(), &catalog, now);
         assert_eq!((s[0].spent, s[0].remaining), (credits(12), credits(8)));
+    }
+
+    #[test]
+    fn what_was_spent_counts_in_the_windows_and_features_it_falls_in() {
+        let catalog = catalog();
+        let spent = SpentThisMonth {
+            by_action: vec![
+                (Some("chat.run".into()), credits(3), credits(4)),
+                (Some("images.run".into()), credits(5), credits(6)),
+                (Some("retired.action".into()), credits(7), credits(0)),
+            ],
+        };
+        assert_eq!(spent.in_window(&catalog, Period::Day, None), credits(15));
+        assert_eq!(spent.in_window(&catalog, Period::Month, None), credits(25));
+        assert_eq!(
+            spent.in_window(&catalog, Period::Day, Some("chat")),
+            credits(3)
+        );
+        assert_eq!(
+            spent.in_window(&catalog, Period::Month, Some("images")),
+            credits(11)
+        );
     }
 
     #[test]

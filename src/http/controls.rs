@@ -40,11 +40,13 @@ pub struct LimitsRequest {
 /// A limit and where it stands in its current window.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct LimitView {
-    period: String,
+    #[schema(value_type = String)]
+    period: Period,
     feature: Option<String>,
     #[schema(value_type = String)]
     credits: Credits,
-    mode: String,
+    #[schema(value_type = String)]
+    mode: Mode,
     /// Credits used in the window (overage included).
     #[schema(value_type = String)]
     spent: Credits,
@@ -58,13 +60,13 @@ pub struct LimitView {
     resets_at: DateTime<Utc>,
 }
 
-impl From<limits::Standing> for LimitView {
-    fn from(s: limits::Standing) -> Self {
+impl From<limits::LimitState> for LimitView {
+    fn from(s: limits::LimitState) -> Self {
         LimitView {
-            period: s.limit.period.as_str().to_owned(),
+            period: s.limit.period,
             feature: s.limit.feature,
             credits: s.limit.credits,
-            mode: s.limit.mode.as_str().to_owned(),
+            mode: s.limit.mode,
             spent: s.spent,
             held: s.held,
             remaining: s.remaining,
@@ -114,12 +116,6 @@ pub async fn set_limits(
 }
 
 fn parse_limits(requests: Vec<LimitRequest>) -> Result<Vec<Limit>> {
-    if requests.len() > limits::MAX_LIMITS {
-        return Err(Error::invalid(
-            "limits",
-            format!("at most {} limits", limits::MAX_LIMITS),
-        ));
-    }
     requests
         .into_iter()
         .enumerate()

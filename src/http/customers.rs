@@ -147,7 +147,7 @@ pub async fn show(
         renews_at: standing.renews_at,
         limits: standing
             .limits
-            .standings(&book, &state.catalog, now)
+            .states(&book, &state.catalog, now)
             .into_iter()
             .map(Into::into)
             .collect(),

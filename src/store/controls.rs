@@ -7,7 +7,7 @@ use super::rows::{self, time};
 use crate::domain::Timestamp;
 use crate::domain::alerts;
 use crate::domain::ledger::EntryKind;
-use crate::domain::limits::{self, Limit, Period};
+use crate::domain::limits::{self, Limit, Period, SpentThisMonth};
 use crate::domain::money::Credits;
 use crate::domain::overrides::{Override, Overrides};
 use crate::error::{Error, Result};
@@ -18,11 +18,10 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     Statement,
 };
-use std::collections::BTreeMap;
 
 /// A customer's limits as set, and where each stands.
 pub struct LimitsSet {
-    pub limits: Vec<limits::Standing>,
+    pub limits: Vec<limits::LimitState>,
 }
 
 /// An override as recorded, and whether it was recorded by an earlier request.
@@ -58,28 +57,12 @@ impl Store {
         let loaded = books
             .get_mut(customer)
             .ok_or_else(|| Error::CustomerNotFound(customer.to_owned()))?;
-        let spent = spent_by_action(&txn, customer, now).await?;
+        let spent = spent_this_month(&txn, customer, now).await?;
         let catalog = self.catalog();
-        let feature_of = |action: &str| catalog.action(action).map(|a| a.feature.as_str());
         let mut book = loaded.book.clone();
         book.settle_due(now);
         let limits = &mut loaded.standing.limits;
-        limits.replace(
-            new,
-            |period, feature| {
-                spent
-                    .iter()
-                    .filter(|((action, _), _)| {
-                        feature.is_none() || feature_of(action.as_deref().unwrap_or("")) == feature
-                    })
-                    .map(|((_, p), credits)| match (period, p) {
-                        (Period::Month, _) | (Period::Day, Period::Day) => *credits,
-                        (Period::Day, Period::Month) => Credits::ZERO,
-                    })
-                    .sum()
-            },
-            now,
-        );
+        limits.replace(new, &spent, catalog, now);
         let messages = limits.reached(customer, &book, catalog, &[], now);
         customers::Entity::update_many()
             .col_expr(
@@ -90,9 +73,9 @@ impl Store {
             .exec(&txn)
             .await?;
         super::outbox::enqueue(&txn, &catalog.webhooks, &messages).await?;
-        let standings = limits.standings(&book, catalog, now);
+        let states = limits.states(&book, catalog, now);
         txn.commit().await?;
-        Ok(Some(LimitsSet { limits: standings }))
+        Ok(Some(LimitsSet { limits: states }))
     }
 
     /// Records an override and makes it the feature's override for the customer (created when
@@ -183,23 +166,24 @@ fn override_from_row(row: customer_overrides::Model) -> Result<Override> {
     })
 }
 
-/// Credits the customer spent (used, overage included) by action since the start of `now`'s UTC
-/// month: what was spent today under `Period::Day`, the rest of the month under `Period::Month`.
-/// One pass over the customer's entries of the month.
-async fn spent_by_action<C: ConnectionTrait>(
+/// Credits the customer spent (used, overage included) this UTC month before `now`, by action:
+/// today and earlier. One grouped query over the customer's entries of the month.
+async fn spent_this_month<C: ConnectionTrait>(
     db: &C,
     customer: &str,
     now: Timestamp,
-) -> Result<BTreeMap<(Option<String>, Period), Credits>> {
+) -> Result<SpentThisMonth> {
     let month = time(Period::Month.window_start(now));
     let day = time(Period::Day.window_start(now));
     let backend = db.get_database_backend();
     let (consume, overage) = (EntryKind::Consume.as_str(), EntryKind::Overage.as_str());
+    let spent = format!("CASE WHEN kind = '{overage}' THEN overage ELSE -credits END");
     let sql = format!(
-        "SELECT action, recorded_at >= {day} AS today, \
-         CAST(SUM(CASE WHEN kind = '{overage}' THEN overage ELSE -credits END) AS BIGINT) AS spent \
+        "SELECT action, \
+         CAST(SUM(CASE WHEN recorded_at >= {day} THEN {spent} ELSE 0 END) AS BIGINT) AS today, \
+         CAST(SUM(CASE WHEN recorded_at < {day} THEN {spent} ELSE 0 END) AS BIGINT) AS earlier \
          FROM ledger_entries WHERE customer_id = {p1} AND kind IN ('{consume}', '{overage}') \
-         AND recorded_at >= {month} GROUP BY action, recorded_at >= {day}",
+         AND recorded_at >= {month} GROUP BY action",
         p1 = match backend {
             sea_orm::DbBackend::Postgres => "$1",
             _ => "?",
@@ -212,15 +196,15 @@ async fn spent_by_action<C: ConnectionTrait>(
             [customer.into()],
         ))
         .await?;
-    let mut spent = BTreeMap::new();
+    let mut by_action = Vec::with_capacity(rows.len());
     for row in rows {
-        let action: Option<String> = row.try_get("", "action")?;
-        let today: bool = row.try_get("", "today")?;
-        let micros: i64 = row.try_get("", "spent")?;
-        let period = if today { Period::Day } else { Period::Month };
-        *spent.entry((action, period)).or_insert(Credits::ZERO) += Credits::from_micros(micros);
+        by_action.push((
+            row.try_get::<Option<String>>("", "action")?,
+            Credits::from_micros(row.try_get("", "today")?),
+            Credits::from_micros(row.try_get("", "earlier")?),
+        ));
     }
-    Ok(spent)
+    Ok(SpentThisMonth { by_action })
 }
 
 impl Store {
