@@ -1,7 +1,9 @@
 //! Typed configuration (README, Configuration), validated at start. Every error names the file, the key
 //! and the reason.
 
-use crate::domain::catalog::{self, Action, Breakage, Catalog, Feature, Overage, Pack, Plan};
+use crate::domain::catalog::{
+    self, Action, ActionChange, Breakage, Catalog, Feature, Overage, Pack, Plan,
+};
 use crate::domain::money::{Credits, Money, max_credits_per_request};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -122,6 +124,17 @@ struct RawAction {
     id: String,
     feature: String,
     credits: Decimal,
+    vendor_cost: Option<Decimal>,
+    #[serde(default)]
+    changes: Vec<RawActionChange>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActionChange {
+    /// `YYYY-MM-DD` (midnight UTC) or an RFC 3339 instant.
+    from: String,
+    credits: Option<Decimal>,
     vendor_cost: Option<Decimal>,
 }
 
@@ -651,6 +664,52 @@ fn positive_credits(key: String, value: Decimal) -> Result<Credits, Invalid> {
     Credits::positive(value).map_err(|e| (key, format!("{value} {e}")))
 }
 
+/// Credits per unit of an action: positive, and no more than one request may spend.
+fn action_credits(key: String, value: Decimal) -> Result<Credits, Invalid> {
+    if value > max_credits_per_request() {
+        return Err((
+            key,
+            format!(
+                "{value} is more than the {} credits one request may spend",
+                max_credits_per_request()
+            ),
+        ));
+    }
+    positive_credits(key, value)
+}
+
+/// The most one unit of an action may cost at the vendor: with the most units one request may
+/// name, a request's cost stays within what is stored exactly (six places in 64 bits).
+pub const MAX_VENDOR_COST_PER_UNIT: i64 = 1_000;
+
+fn vendor_cost(key: String, value: Decimal) -> Result<Decimal, Invalid> {
+    if value < Decimal::ZERO {
+        return Err((key, "must not be negative".into()));
+    }
+    if value > Decimal::from(MAX_VENDOR_COST_PER_UNIT) {
+        return Err((
+            key,
+            format!("{value} is more than {MAX_VENDOR_COST_PER_UNIT} per unit"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A date (`YYYY-MM-DD`, midnight UTC) or an RFC 3339 instant.
+fn instant(key: String, text: &str) -> Result<crate::domain::Timestamp, Invalid> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            (
+                key,
+                format!("{text:?} is not a date YYYY-MM-DD or an RFC 3339 time"),
+            )
+        })
+}
+
 fn non_negative_credits(key: String, value: Decimal) -> Result<Credits, Invalid> {
     if value.is_zero() {
         return Ok(Credits::ZERO);
@@ -743,26 +802,42 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
                 format!("{:?} is not a defined feature", a.feature),
             ));
         }
-        if let Some(cost) = a.vendor_cost
-            && cost < Decimal::ZERO
-        {
-            return Err((key("vendor_cost"), "must not be negative".into()));
-        }
-        if a.credits > max_credits_per_request() {
-            return Err((
-                key("credits"),
-                format!(
-                    "{} is more than the {} credits one request may spend",
-                    a.credits,
-                    max_credits_per_request()
-                ),
-            ));
+        let mut changes: Vec<ActionChange> = Vec::with_capacity(a.changes.len());
+        for (j, c) in a.changes.iter().enumerate() {
+            let key = |k: &str| format!("actions[{i}].changes[{j}].{k}");
+            let from = instant(key("from"), &c.from)?;
+            if let Some(previous) = changes.last()
+                && previous.from >= from
+            {
+                return Err((key("from"), "must be after the change before it".into()));
+            }
+            if c.credits.is_none() && c.vendor_cost.is_none() {
+                return Err((
+                    key("credits"),
+                    "a change sets credits, vendor_cost or both".into(),
+                ));
+            }
+            changes.push(ActionChange {
+                from,
+                credits: c
+                    .credits
+                    .map(|v| action_credits(key("credits"), v))
+                    .transpose()?,
+                vendor_cost: c
+                    .vendor_cost
+                    .map(|v| vendor_cost(key("vendor_cost"), v))
+                    .transpose()?,
+            });
         }
         let action = Action {
             id: a.id.clone(),
             feature: a.feature.clone(),
-            credits: positive_credits(key("credits"), a.credits)?,
-            vendor_cost: a.vendor_cost,
+            credits: action_credits(key("credits"), a.credits)?,
+            vendor_cost: a
+                .vendor_cost
+                .map(|v| vendor_cost(key("vendor_cost"), v))
+                .transpose()?,
+            changes,
         };
         if actions.insert(a.id.clone(), action).is_some() {
             return Err((key("id"), format!("{:?} is defined twice", a.id)));
@@ -1008,5 +1083,55 @@ mod tests {
         })
         .unwrap();
         assert_eq!(config.listen, "127.0.0.1:9");
+    }
+
+    #[test]
+    fn action_changes_are_dated_in_order() {
+        let action = |changes: &str| {
+            parse(&format!(
+                "[[features]]\nid = \"chat\"\n[[actions]]\nid = \"chat.request\"\n\
+                 feature = \"chat\"\ncredits = \"1\"\nvendor_cost = \"0.002\"\n{changes}"
+            ))
+        };
+        let config = action(
+            "[[actions.changes]]\nfrom = \"2027-01-01\"\nvendor_cost = \"0.001\"\n\
+             [[actions.changes]]\nfrom = \"2027-02-01T12:00:00Z\"\ncredits = \"2\"\n",
+        )
+        .unwrap();
+        let changes = &config.catalog.actions["chat.request"].changes;
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].from.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        for (changes, key, reason) in [
+            (
+                "[[actions.changes]]\nfrom = \"2027-02-01\"\ncredits = \"2\"\n\
+                 [[actions.changes]]\nfrom = \"2027-01-01\"\ncredits = \"3\"\n",
+                "actions[0].changes[1].from",
+                "after the change before it",
+            ),
+            (
+                "[[actions.changes]]\nfrom = \"2027-02-01\"\n",
+                "actions[0].changes[0].credits",
+                "sets credits, vendor_cost or both",
+            ),
+            (
+                "[[actions.changes]]\nfrom = \"next year\"\ncredits = \"2\"\n",
+                "actions[0].changes[0].from",
+                "is not a date",
+            ),
+            (
+                "[[actions.changes]]\nfrom = \"2027-02-01\"\nvendor_cost = \"1000.5\"\n",
+                "actions[0].changes[0].vendor_cost",
+                "per unit",
+            ),
+            (
+                "[[actions.changes]]\nfrom = \"2027-02-01\"\ncredits = \"0\"\n",
+                "actions[0].changes[0].credits",
+                "",
+            ),
+        ] {
+            let err = action(changes).unwrap_err();
+            assert_eq!(err.key, key, "{err:?}");
+            assert!(err.reason.contains(reason), "{err:?}");
+        }
     }
 }

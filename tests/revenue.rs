@@ -269,7 +269,62 @@ async fn reconcile(app: &TestApp, from: &str, to: &str) {
             );
         }
     }
+    reconcile_margin(app, &journal_lines, &rows, from, to).await;
     app.assert_audit_clean().await;
+}
+
+/// The margin report, by each grouping, adds up per month to the journal's usage revenue from
+/// grants (every `usage_revenue` line but overage's) and to the roll-forward's overage; its CSV has
+/// the same rows.
+async fn reconcile_margin(
+    app: &TestApp,
+    journal: &[Value],
+    rollforward: &[Value],
+    from: &str,
+    to: &str,
+) {
+    let mut usage: BTreeMap<String, Decimal> = BTreeMap::new();
+    for l in journal
+        .iter()
+        .filter(|l| l["account"] == "usage_revenue" && l["kind"] != "overage")
+    {
+        *usage
+            .entry(l["period"].as_str().unwrap().into())
+            .or_default() +=
+            money(l["credit"].as_str().unwrap()) - money(l["debit"].as_str().unwrap());
+    }
+    for by in ["action", "feature", "plan", "customer"] {
+        let path = format!("/v1/revenue/margin?from={from}&to={to}&by={by}");
+        let (status, report) = finance(app, &path).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        let report_rows = report["rows"].as_array().unwrap();
+        for row in rollforward {
+            let period = row["period"].as_str().unwrap();
+            let in_month = report_rows.iter().filter(|r| r["month"] == period);
+            let (revenue, overage) = in_month.fold((Decimal::ZERO, Decimal::ZERO), |(r, o), m| {
+                let margin = money(m["margin"].as_str().unwrap());
+                let (rv, ov, cost) = (
+                    money(m["revenue"].as_str().unwrap()),
+                    money(m["overage"].as_str().unwrap()),
+                    money(m["vendor_cost"].as_str().unwrap()),
+                );
+                assert_eq!(margin, rv + ov - cost, "{m}");
+                (r + rv, o + ov)
+            });
+            assert_eq!(
+                revenue,
+                usage.get(period).copied().unwrap_or_default(),
+                "margin by {by} vs the journal's usage revenue in {period}"
+            );
+            assert_eq!(
+                overage,
+                money(row["overage"].as_str().unwrap()),
+                "{by} {period}"
+            );
+        }
+        let text = csv(app, &format!("{path}&format=csv")).await;
+        assert_eq!(text.lines().count(), report_rows.len() + 1, "{text}");
+    }
 }
 
 /// Stable ids for snapshots: every generated id becomes its kind and order of appearance.
@@ -1200,3 +1255,185 @@ async fn changed_estimate_is_caught_up(app: TestApp) {
     reconcile(&app, "2026-01", "2026-01").await;
 }
 per_engine!(changed_estimate_is_caught_up);
+
+/// From January 20th `chat.request` costs 2 credits a unit (was 1) and 0.001 at the vendor (was
+/// 0.002): what was used before keeps its terms, including a usage reported late.
+fn chat_repriced(config: &mut creditbook::config::Config) {
+    let chat = config.catalog.actions.get_mut("chat.request").unwrap();
+    chat.changes
+        .push(creditbook::domain::catalog::ActionChange {
+            from: t("2026-01-20T00:00:00Z"),
+            credits: Some(creditbook::domain::Credits::new(money("2")).unwrap()),
+            vendor_cost: Some(money("0.001")),
+        });
+}
+
+/// One pack of 12,000 credits for $100 (1/120 a credit), used by three actions, one capture by
+/// credits, a promotional grant on `pro` and a repricing:
+/// - chat 1,200 units x 1 = 1,200 credits: 10.00 revenue, 1,200 x 0.002 = 2.40 cost;
+/// - image.standard 24 units x 5 = 120 credits: 1.00, 24 x 0.04 = 0.96;
+/// - image.hd held for 10 units, captured at 120 credits (8 units): 1.00, 8 x 0.12 = 0.96;
+/// - acct_n, on `pro`, 100 chat units from a promotional grant: no revenue, 0.20 cost;
+/// - after the repricing, chat 600 units x 2 = 1,200 credits: 10.00, 600 x 0.001 = 0.60;
+/// - chat 100 units reported late, dated before it: 100 credits at 1, 0.20 cost; the pack's
+///   cumulative usage 2,740 / 120 = 22.8333 -> 22.83, so 0.83 more revenue.
+async fn margin_sets_revenue_against_vendor_cost(app: TestApp) {
+    buy_pack(&app, "acct_m", "topup_large", 10_000, "pi_m").await;
+    spend(&app, "acct_m", 1200).await;
+    let (status, used) = app
+        .usage("acct_m", "image.standard", json!("24"), "img")
+        .await;
+    assert_eq!(
+        (status, &used["credits"]),
+        (StatusCode::CREATED, &json!("120"))
+    );
+    let (status, hold) = app.authorize("acct_m", "image.hd", json!("10")).await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let (status, captured) = app
+        .capture(hold["id"].as_str().unwrap(), json!({"credits": "120"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    app.promo("acct_n", "100").await;
+    app.set_plan("acct_n", "pro").await;
+    let (status, used) = app
+        .usage("acct_n", "chat.request", json!("100"), "n1")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+
+    app.advance(t("2026-01-25T00:00:00Z")).await;
+    let (status, used) = app
+        .usage("acct_m", "chat.request", json!("600"), "m2")
+        .await;
+    assert_eq!(
+        (status, &used["credits"]),
+        (StatusCode::CREATED, &json!("1200"))
+    );
+    let (status, late) = app
+        .post_app(
+            "/v1/usage",
+            json!({"customer": "acct_m", "action": "chat.request", "quantity": "100",
+                   "idempotency_key": "m3", "occurred_at": "2026-01-19T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &late["credits"]),
+        (StatusCode::CREATED, &json!("100"))
+    );
+
+    let report = |by: &'static str| {
+        let app = &app;
+        async move {
+            let (status, value) = finance(
+                app,
+                &format!("/v1/revenue/margin?from=2026-01&to=2026-01&by={by}"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{value}");
+            value["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+                    (
+                        s("group"),
+                        s("credits"),
+                        s("revenue"),
+                        s("vendor_cost"),
+                        s("margin"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let row = |g: &str, c: &str, r: &str, v: &str, m: &str| {
+        (
+            g.to_owned(),
+            c.to_owned(),
+            r.to_owned(),
+            v.to_owned(),
+            m.to_owned(),
+        )
+    };
+    assert_eq!(
+        report("action").await,
+        [
+            row("chat.request", "2600", "20.83", "3.40", "17.43"),
+            row("image.hd", "120", "1.00", "0.96", "0.04"),
+            row("image.standard", "120", "1.00", "0.96", "0.04"),
+        ]
+    );
+    assert_eq!(
+        report("feature").await,
+        [
+            row("chat", "2600", "20.83", "3.40", "17.43"),
+            row("image", "240", "2.00", "1.92", "0.08"),
+        ]
+    );
+    assert_eq!(
+        report("customer").await,
+        [
+            row("acct_m", "2740", "22.83", "5.12", "17.71"),
+            row("acct_n", "100", "0.00", "0.20", "-0.20"),
+        ]
+    );
+    // acct_m has no plan: its row's group is null.
+    assert_eq!(
+        report("plan").await,
+        [
+            row("pro", "100", "0.00", "0.20", "-0.20"),
+            row("-", "2740", "22.83", "5.12", "17.71"),
+        ]
+    );
+    let text = csv(
+        &app,
+        "/v1/revenue/margin?from=2026-01&to=2026-01&by=feature&format=csv",
+    )
+    .await;
+    assert_eq!(
+        text,
+        "month,currency,group,unattributed,credits,uncosted_credits,revenue,overage,vendor_cost,margin\n\
+         2026-01,usd,chat,false,2600,0,20.83,0.00,3.40,17.43\n\
+         2026-01,usd,image,false,240,0,2.00,0.00,1.92,0.08\n"
+    );
+
+    // Bad requests change nothing and say what is wrong.
+    for (query, field) in [
+        ("from=2026-01&to=2026-01&by=model", "by"),
+        ("from=2026-02&to=2026-01", "to"),
+        ("from=2026-13&to=2026-01", "from"),
+        ("from=2026-01&to=2026-01&format=xml", "format"),
+    ] {
+        let (status, problem) = finance(&app, &format!("/v1/revenue/margin?{query}")).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {problem}"
+        );
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let (status, _) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/revenue/margin?from=2026-01&to=2026-01",
+            Some(&app.app_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    reconcile(&app, "2026-01", "2026-01").await;
+}
+
+mod margin_sets_revenue_against_vendor_cost {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let app = common::spawn_app_at(Engine::Sqlite, t(T0), chat_repriced).await;
+        super::margin_sets_revenue_against_vendor_cost(app).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        let app = common::spawn_app_at(Engine::Postgres, t(T0), chat_repriced).await;
+        super::margin_sets_revenue_against_vendor_cost(app).await;
+    }
+}

@@ -38,6 +38,7 @@ mod m20261123_000007_renewal_carried;
 mod m20261124_000008_outbox;
 mod m20261125_000009_customer_controls;
 mod m20261125_000010_grant_expiry_warning;
+mod m20261126_000011_consumptions;
 
 pub struct Migrator;
 
@@ -67,6 +68,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000008_outbox::Migration),
             Box::new(m20261125_000009_customer_controls::Migration),
             Box::new(m20261125_000010_grant_expiry_warning::Migration),
+            Box::new(m20261126_000011_consumptions::Migration),
         ]
     }
 }

@@ -1,8 +1,9 @@
 //! The product catalog: features, priced actions, plans and top-up packs. Built once from the
 //! validated config and trusted from then on.
 
+use super::Timestamp;
 use super::money::{Credits, Money, Quantity, SCALE, max_credits_per_request};
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
@@ -18,7 +19,20 @@ pub struct Action {
     pub feature: String,
     /// Credits per unit.
     pub credits: Credits,
-    /// What one unit costs us at the model vendor, in the accounting currency (informational).
+    /// What one unit costs us at the model vendor, in the accounting currency.
+    pub vendor_cost: Option<Decimal>,
+    /// Later prices and costs, each in force from its date, in date order (`[[actions.changes]]`).
+    pub changes: Vec<ActionChange>,
+}
+
+/// A change to an action's credits or vendor cost from a date on: what was used before it keeps
+/// the terms it was used at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionChange {
+    pub from: Timestamp,
+    /// New credits per unit; unchanged when absent.
+    pub credits: Option<Credits>,
+    /// New vendor cost per unit; unchanged when absent.
     pub vendor_cost: Option<Decimal>,
 }
 
@@ -34,6 +48,41 @@ pub enum CostError {
 }
 
 impl Action {
+    /// The action as priced at `at`: its credits and vendor cost after every change in force by
+    /// then.
+    pub fn at(&self, at: Timestamp) -> Action {
+        let mut priced = Action {
+            changes: Vec::new(),
+            ..self.clone()
+        };
+        for change in self.changes.iter().take_while(|c| c.from <= at) {
+            if let Some(credits) = change.credits {
+                priced.credits = credits;
+            }
+            if let Some(cost) = change.vendor_cost {
+                priced.vendor_cost = Some(cost);
+            }
+        }
+        priced
+    }
+
+    /// What `quantity` units cost at the vendor: quantity × cost per unit, rounded half away
+    /// from zero to six places; none when the action has no vendor cost.
+    pub fn vendor_cost_of(&self, quantity: Quantity) -> Option<Decimal> {
+        self.vendor_cost
+            .map(|cost| to_micros(cost * quantity.value()))
+    }
+
+    /// What `credits` of the action cost at the vendor, when only the credits are known (a
+    /// capture that named credits): credits / credits per unit × cost per unit, rounded as
+    /// [`Self::vendor_cost_of`].
+    pub fn vendor_cost_of_credits(&self, credits: Credits) -> Option<Decimal> {
+        let per_unit = self.credits.value();
+        self.vendor_cost
+            .and_then(|cost| (credits.value() * cost).checked_div(per_unit))
+            .map(to_micros)
+    }
+
     /// Decimal places a quantity of this action may have: six less those of its credits per
     /// unit, so that every cost is exact to the credit's six places and none is rounded
     /// (rounding happens only in revenue postings). 0.5 credits per unit takes quantities to
@@ -68,6 +117,11 @@ impl Action {
         debug_assert!(credits.value() <= max_credits_per_request());
         Ok(credits)
     }
+}
+
+/// Money to six places, half away from zero: the scale vendor costs are kept at.
+fn to_micros(amount: Decimal) -> Decimal {
+    amount.round_dp_with_strategy(SCALE, RoundingStrategy::MidpointAwayFromZero)
 }
 
 /// What happens when a customer's credits run out (README, The ledger).
@@ -140,6 +194,11 @@ impl Catalog {
         self.actions.get(id)
     }
 
+    /// The action as priced at `at` (see [`Action::at`]).
+    pub fn action_at(&self, id: &str, at: Timestamp) -> Option<Action> {
+        self.actions.get(id).map(|a| a.at(at))
+    }
+
     pub fn plan(&self, id: &str) -> Option<&Plan> {
         self.plans.get(id)
     }
@@ -181,6 +240,7 @@ mod tests {
             feature: "f".into(),
             credits: Credits::new(Decimal::from_str(credits).unwrap()).unwrap(),
             vendor_cost: None,
+            changes: Vec::new(),
         }
     }
 
@@ -229,6 +289,75 @@ mod tests {
         assert_eq!(
             most.cost(q("1")).unwrap().value(),
             max_credits_per_request()
+        );
+    }
+
+    fn day(d: u32) -> Timestamp {
+        use chrono::TimeZone;
+        chrono::Utc.with_ymd_and_hms(2027, 1, d, 0, 0, 0).unwrap()
+    }
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn changes_apply_from_their_date_and_leave_the_rest() {
+        let mut chat = action("2");
+        chat.vendor_cost = Some(dec("0.01"));
+        chat.changes = vec![
+            ActionChange {
+                from: day(10),
+                credits: None,
+                vendor_cost: Some(dec("0.008")),
+            },
+            ActionChange {
+                from: day(20),
+                credits: Some(Credits::new(dec("3")).unwrap()),
+                vendor_cost: None,
+            },
+        ];
+        let before = chat.at(day(9));
+        assert_eq!(
+            (before.credits.value(), before.vendor_cost),
+            (dec("2"), Some(dec("0.01")))
+        );
+        // The first change's own instant is under it.
+        let cheaper = chat.at(day(10));
+        assert_eq!(
+            (cheaper.credits.value(), cheaper.vendor_cost),
+            (dec("2"), Some(dec("0.008")))
+        );
+        // The second changes only the credits: the cost of the first stays.
+        let dearer = chat.at(day(25));
+        assert_eq!(
+            (dearer.credits.value(), dearer.vendor_cost),
+            (dec("3"), Some(dec("0.008")))
+        );
+        assert!(dearer.changes.is_empty());
+    }
+
+    #[test]
+    fn vendor_cost_is_exact_to_six_places() {
+        let mut speech = action("0.5");
+        assert_eq!(speech.vendor_cost_of(q("10")), None);
+        speech.vendor_cost = Some(dec("0.000015"));
+        assert_eq!(speech.vendor_cost_of(q("3")), Some(dec("0.000045")));
+        // 0.0000015 × 1 rounds half away from zero.
+        speech.vendor_cost = Some(dec("0.0000015"));
+        assert_eq!(speech.vendor_cost_of(q("1")), Some(dec("0.000002")));
+        // Credits alone: 1 credit is 2 units at 0.5 per unit.
+        speech.vendor_cost = Some(dec("0.000015"));
+        assert_eq!(
+            speech.vendor_cost_of_credits(Credits::new(dec("1")).unwrap()),
+            Some(dec("0.00003"))
+        );
+        // 1 credit of an action at 3 credits per unit and 0.01 per unit: 0.00333…, rounded.
+        let mut third = action("3");
+        third.vendor_cost = Some(dec("0.01"));
+        assert_eq!(
+            third.vendor_cost_of_credits(Credits::new(dec("1")).unwrap()),
+            Some(dec("0.003333"))
         );
     }
 }

@@ -7,6 +7,7 @@ use super::Timestamp;
 use super::catalog::{Action, Catalog, CostError, Feature, Overage, Plan};
 use super::ledger::{Book, Rejection, Usage};
 use super::limits::{Exceeded, Limits};
+use super::margin::Consumption;
 use super::money::{Credits, Quantity};
 use super::overrides::Overrides;
 
@@ -278,35 +279,61 @@ fn decide_within(
                 occurred_at,
             )?;
             limits.record(feature_of(action), credits, now);
+            book.consumed.push(Consumption::of(
+                action,
+                Some(quantity),
+                credits,
+                terms.plan,
+                None,
+                occurred_at,
+            ));
             credits
         }
         Spend::Capture { hold_id, actual } => {
             let hold = book.hold(hold_id).ok_or(Rejection::HoldNotFound)?;
             let held = hold.credits;
             let feature = catalog.action(&hold.action).map(|a| a.feature.as_str());
+            // Priced at the terms in force when the hold was made.
+            let action = catalog.action_at(&hold.action, hold.created_at);
             let (credits, quantity) = match actual {
-                Actual::Nothing => (Credits::ZERO, Some("0".to_owned())),
+                Actual::Nothing => (Credits::ZERO, None),
                 Actual::Credits(c) => (c, None),
                 Actual::Quantity(q) => {
-                    let action = catalog
-                        .action(&hold.action)
+                    let action = action
+                        .as_ref()
                         .ok_or_else(|| Refusal::UnknownAction(hold.action.clone()))?;
                     let credits = action.cost(q).map_err(|error| Refusal::Cost {
                         field: "quantity",
                         error,
                     })?;
-                    (credits, Some(q.to_string()))
+                    (credits, Some(q))
                 }
             };
             // The entitlement was decided when the hold was made: an approved hold can always
             // be captured up to its amount. The excess follows the overage rule in force now,
             // and may not pass a hard spend limit (the hold, now captured, no longer counts as
             // held).
-            book.capture(hold_id, credits, quantity, &terms.overage, now)?;
+            let described = match actual {
+                Actual::Nothing => Some("0".to_owned()),
+                _ => quantity.map(|q| q.to_string()),
+            };
+            book.capture(hold_id, credits, described, &terms.overage, now)?;
             if credits > held {
                 admit(limits, book, feature, credits)?;
             }
             limits.record(feature, credits, now);
+            // An action since removed from the catalog has no feature or cost to record: its
+            // revenue is reported unattributed.
+            if let Some(action) = action.filter(|_| credits.is_positive()) {
+                book.consumed.push(Consumption::of(
+                    &action,
+                    quantity,
+                    credits,
+                    terms.plan,
+                    Some(hold_id),
+                    now,
+                ));
+            }
             credits
         }
         Spend::Void { hold_id } => {
@@ -361,6 +388,7 @@ mod tests {
                     feature: feature.into(),
                     credits: credits(cost),
                     vendor_cost: None,
+                    changes: Vec::new(),
                 },
             );
         }

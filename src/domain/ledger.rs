@@ -405,6 +405,8 @@ pub struct Book {
     pub overdraft_held: Credits,
     /// Entries appended by the commands applied to this book since it was loaded.
     pub entries: Vec<Entry>,
+    /// What the usages and captures applied since it was loaded consumed, and what it cost.
+    pub consumed: Vec<super::margin::Consumption>,
 }
 
 impl Book {
@@ -416,6 +418,7 @@ impl Book {
             overdraft: Credits::ZERO,
             overdraft_held: Credits::ZERO,
             entries: Vec::new(),
+            consumed: Vec::new(),
         }
     }
 

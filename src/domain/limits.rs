@@ -439,6 +439,7 @@ mod tests {
                     feature: id.into(),
                     credits: credits(1),
                     vendor_cost: None,
+                    changes: Vec::new(),
                 },
             );
         }

@@ -45,6 +45,7 @@ pub mod gate;
 pub mod journal;
 pub mod ledger;
 pub mod limits;
+pub mod margin;
 pub mod money;
 pub mod outbound;
 pub mod overrides;

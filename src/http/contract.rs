@@ -517,6 +517,9 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
             "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}),
         ("from" | "to", _) => json!({"type": "string", "pattern": MONTH}),
         ("format", _) => json!({"type": "string", "enum": ["json", "csv"]}),
+        ("by", "/v1/revenue/margin") => {
+            json!({"type": "string", "enum": ["action", "feature", "plan", "customer"]})
+        }
         ("limit", _) => {
             json!({"type": "integer", "minimum": 1, "maximum": super::customers::MAX_PAGE})
         }

@@ -128,13 +128,19 @@ struct Spend {
     credits: Credits,
 }
 
-fn parse_spend(state: &AppState, customer: &str, action: &str, quantity: Amount) -> Result<Spend> {
+/// Parses a request to spend on `action`, priced at the terms in force `at`.
+fn parse_spend(
+    state: &AppState,
+    customer: &str,
+    action: &str,
+    quantity: Amount,
+    at: Timestamp,
+) -> Result<Spend> {
     let customer = identifier("customer", customer)?;
     let action = state
         .catalog
-        .action(action)
-        .ok_or_else(|| Error::UnknownAction(action.to_owned()))?
-        .clone();
+        .action_at(action, at)
+        .ok_or_else(|| Error::UnknownAction(action.to_owned()))?;
     let quantity = Quantity::try_from(quantity.0)
         .map_err(|e| Error::invalid("quantity", format!("{} {e}", quantity.0)))?;
     let credits = action
@@ -203,9 +209,15 @@ pub async fn check(
     ApiJson(request): ApiJson<CheckRequest>,
 ) -> Result<Json<CheckResponse>> {
     caller.require(Scope::App)?;
-    let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
-    super::note_customer(&spend.customer);
     let now = state.clock.now();
+    let spend = parse_spend(
+        &state,
+        &request.customer,
+        &request.action,
+        request.quantity,
+        now,
+    )?;
+    super::note_customer(&spend.customer);
     let Some((mut book, mut standing)) = state.store.view(&spend.customer, now).await? else {
         return Ok(Json(CheckResponse {
             allowed: false,
@@ -256,9 +268,15 @@ pub async fn authorize(
             "applies to usage only; an authorization is made now",
         ));
     }
-    let spend = parse_spend(&state, &request.customer, &request.action, request.quantity)?;
-    super::note_customer(&spend.customer);
     let now = state.clock.now();
+    let spend = parse_spend(
+        &state,
+        &request.customer,
+        &request.action,
+        request.quantity,
+        now,
+    )?;
+    super::note_customer(&spend.customer);
     let hold_id = format!("hold_{}", uuid::Uuid::now_v7().simple());
     let expires_at = now + chrono::Duration::seconds(state.hold_timeout_seconds as i64);
     let command = Command {
@@ -448,8 +466,15 @@ fn usage_command(
     request: SpendRequest,
     now: Timestamp,
 ) -> Result<(Spend, Command, Box<Decide<'static>>)> {
-    let spend = parse_spend(state, &request.customer, &request.action, request.quantity)?;
     let occurred_at = occurred(request.occurred_at, now)?;
+    // Priced at the terms in force when it happened.
+    let spend = parse_spend(
+        state,
+        &request.customer,
+        &request.action,
+        request.quantity,
+        occurred_at,
+    )?;
     let dated = (occurred_at != now).then_some(occurred_at);
     let idempotency = spend.idempotency(POST_USAGE, &request.idempotency_key, dated)?;
     let usage_id = format!("usage_{}", uuid::Uuid::now_v7().simple());

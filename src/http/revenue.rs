@@ -4,12 +4,14 @@
 use super::AppState;
 use super::extract::{ApiQuery, Caller, identifier};
 use crate::domain::Timestamp;
+use crate::domain::margin::{Group, MarginBy, MarginRow, margin_rows};
+use crate::domain::money::currency_minor_units;
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::keys::Scope;
 use crate::store::reports::{
-    JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field,
+    JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field, money,
 };
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -282,6 +284,140 @@ pub async fn waterfall(
     Ok(match format {
         Format::Json => Json(WaterfallReport { rows }).into_response(),
         Format::Csv => csv_response(waterfall_csv(&rows, from, to)),
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MarginQuery {
+    /// First month, `YYYY-MM`.
+    from: String,
+    /// Last month, inclusive.
+    to: String,
+    /// `action` (default), `feature`, `plan` or `customer`.
+    by: Option<String>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// One month and group of the margin report.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MarginLine {
+    month: String,
+    currency: String,
+    /// The action, feature, plan or customer; null for consumption under no plan, and for
+    /// revenue no consumption was recorded for (`unattributed`).
+    group: Option<String>,
+    unattributed: bool,
+    credits: String,
+    /// Credits of actions with no `vendor_cost`: not in `vendor_cost`.
+    uncosted_credits: String,
+    /// Usage revenue recognized from the grants consumed.
+    revenue: String,
+    /// Overage billed in arrears.
+    overage: String,
+    vendor_cost: String,
+    /// revenue + overage - vendor_cost.
+    margin: String,
+}
+
+impl MarginLine {
+    const CSV_HEADER: &'static str = "month,currency,group,unattributed,credits,uncosted_credits,revenue,overage,vendor_cost,margin";
+
+    fn of(row: MarginRow) -> MarginLine {
+        let (group, unattributed) = match row.group {
+            Group::Of(id) => (Some(id), false),
+            Group::Without => (None, false),
+            Group::Unattributed => (None, true),
+        };
+        // Money to the currency's minor unit at least; costs keep their six places.
+        let exact = |value: rust_decimal::Decimal| {
+            let minor = currency_minor_units(&row.currency);
+            let mut value = value.normalize();
+            if value.scale() < minor {
+                value.rescale(minor);
+            }
+            value.to_string()
+        };
+        MarginLine {
+            group,
+            unattributed,
+            credits: row.credits.to_string(),
+            uncosted_credits: row.uncosted_credits.to_string(),
+            revenue: money(row.revenue, &row.currency),
+            overage: money(row.overage, &row.currency),
+            vendor_cost: exact(row.vendor_cost),
+            margin: exact(row.margin),
+            month: row.month,
+            currency: row.currency,
+        }
+    }
+
+    fn to_csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            self.month,
+            self.currency,
+            csv_field(self.group.as_deref().unwrap_or("")),
+            self.unattributed,
+            self.credits,
+            self.uncosted_credits,
+            self.revenue,
+            self.overage,
+            self.vendor_cost,
+            self.margin
+        )
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MarginReport {
+    from: String,
+    to: String,
+    #[schema(value_type = String)]
+    by: MarginBy,
+    rows: Vec<MarginLine>,
+}
+
+/// Revenue recognized from the grants consumed against what the consumption cost at the vendor,
+/// per month and group.
+#[utoipa::path(get, path = "/v1/revenue/margin", params(MarginQuery),
+    responses((status = 200, body = MarginReport), (status = 422)), security(("bearer" = [])))]
+pub async fn margin(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<MarginQuery>,
+) -> Result<Response> {
+    caller.require(Scope::Finance)?;
+    let format = format_of(q.format.as_deref())?;
+    let (from, to) = month_range(&q.from, &q.to)?;
+    let by = match q.by.as_deref() {
+        None => MarginBy::Action,
+        Some(text) => MarginBy::parse(text).ok_or_else(|| {
+            Error::invalid(
+                "by",
+                format!("{text:?} is not one of action, feature, plan, customer"),
+            )
+        })?,
+    };
+    let (revenue, costs) = state.store.margin_sums(from, to, by).await?;
+    let rows: Vec<MarginLine> = margin_rows(revenue, costs, &state.catalog.currency)
+        .into_iter()
+        .map(MarginLine::of)
+        .collect();
+    Ok(match format {
+        Format::Json => Json(MarginReport {
+            from: from.to_string(),
+            to: to.to_string(),
+            by,
+            rows,
+        })
+        .into_response(),
+        Format::Csv => {
+            let mut out = format!("{}\n", MarginLine::CSV_HEADER);
+            rows.iter().for_each(|r| out.push_str(&r.to_csv()));
+            csv_response(out)
+        }
     })
 }
 

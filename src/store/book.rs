@@ -12,9 +12,10 @@ use crate::domain::catalog::Catalog;
 use crate::domain::gate::Standing;
 use crate::domain::journal::Moved;
 use crate::domain::ledger::{Book, Entry, HoldStatus};
+use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
-use entity::{customers, grants, holds, idempotency_records, ledger_entries};
+use entity::{consumptions, customers, grants, holds, idempotency_records, ledger_entries};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -137,6 +138,7 @@ struct Done {
     item: usize,
     customer: String,
     entries: Vec<Entry>,
+    consumed: Vec<Consumption>,
 }
 
 /// Where a batch's time went before its commit.
@@ -261,12 +263,14 @@ pub(crate) async fn run_commands(
             );
         }
         let entries = std::mem::take(&mut book.entries);
+        let consumed = std::mem::take(&mut book.consumed);
         loaded.book = book;
         loaded.standing = standing;
         done.push(Done {
             item,
             customer: command.customer_id.clone(),
             entries,
+            consumed,
         });
         answers.push(Ok(Executed {
             value,
@@ -827,6 +831,29 @@ async fn write_entries(
     }
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         ledger_entries::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    let mut consumed = Vec::new();
+    for d in done {
+        let command = items[d.item].0;
+        for c in &d.consumed {
+            // A capture's revenue posts under its hold; a usage's under its id.
+            let source = c
+                .hold_id
+                .as_deref()
+                .or(command.origin.source.as_deref())
+                .ok_or_else(|| Error::Internal("a consumption without a source".into()))?;
+            consumed.push(rows::consumption_to_row(
+                &d.customer,
+                source,
+                c,
+                command.now,
+            )?);
+        }
+    }
+    for chunk in consumed.chunks(ROWS_PER_STATEMENT) {
+        consumptions::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }

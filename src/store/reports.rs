@@ -5,6 +5,7 @@
 use super::Store;
 use super::rows::timestamp;
 use crate::domain::Timestamp;
+use crate::domain::margin::{CostSum, Group, MarginBy, RevenueSum};
 use crate::domain::money::{Credits, currency_minor_units};
 use crate::domain::revrec::{Account, Period, PostingKind};
 use crate::error::{Error, Result};
@@ -421,6 +422,92 @@ impl Store {
             }
         }
         Ok(rows)
+    }
+
+    /// The margin report's sums, `from` to `to` (months, inclusive): the journal's usage revenue
+    /// by month, currency and group (the consumption each line posted for, through its
+    /// source), and the consumptions' credits and vendor costs by month and group.
+    pub async fn margin_sums(
+        &self,
+        from: Period,
+        to: Period,
+        by: MarginBy,
+    ) -> Result<(Vec<RevenueSum>, Vec<CostSum>)> {
+        // Column names come from the enum and months from parsed periods: nothing here is user
+        // text.
+        let (revenue_key, cost_key) = match by {
+            MarginBy::Action => ("c.action", "action"),
+            MarginBy::Feature => ("c.feature", "feature"),
+            MarginBy::Plan => ("c.plan_id", "plan_id"),
+            MarginBy::Customer => ("j.customer_id", "customer_id"),
+        };
+        let attributed = match by {
+            // Every line is some customer's (PostgreSQL groups by no bare constant).
+            MarginBy::Customer => "CASE WHEN j.customer_id IS NULL THEN 'u' ELSE 'a' END",
+            _ => "CASE WHEN c.source IS NULL THEN 'u' ELSE 'a' END",
+        };
+        let overage = PostingKind::Overage.as_str();
+        let account = Account::UsageRevenue.as_str();
+        let revenue_sql = format!(
+            "SELECT j.period, j.currency, {attributed}, COALESCE({revenue_key}, ''), \
+             CASE WHEN j.kind = '{overage}' THEN 'o' ELSE 'r' END, \
+             CAST(SUM(j.debit) AS BIGINT), CAST(SUM(j.credit) AS BIGINT) \
+             FROM journal_lines j LEFT JOIN consumptions c \
+             ON c.customer_id = j.customer_id AND c.source = j.source \
+             WHERE j.account = '{account}' AND j.period >= '{from}' AND j.period <= '{to}' \
+             GROUP BY j.period, j.currency, {attributed}, COALESCE({revenue_key}, ''), \
+             CASE WHEN j.kind = '{overage}' THEN 'o' ELSE 'r' END"
+        );
+        let group = |attributed: &str, key: String| match (attributed, key.is_empty()) {
+            ("u", _) => Group::Unattributed,
+            (_, true) => Group::Without,
+            (_, false) => Group::Of(key),
+        };
+        let mut revenue = Vec::new();
+        for (keys, sums) in self.sums(&revenue_sql, 5).await? {
+            let [month, currency, attributed, key, kind] = &keys[..] else {
+                return Err(Error::Internal("margin revenue row shape".into()));
+            };
+            let net = Credits::from_micros(sums.credit - sums.debit);
+            let (usage, overage) = match kind.as_str() {
+                "o" => (Credits::ZERO, net),
+                _ => (net, Credits::ZERO),
+            };
+            revenue.push(RevenueSum {
+                month: month.clone(),
+                currency: currency.clone(),
+                group: group(attributed, key.clone()),
+                usage,
+                overage,
+            });
+        }
+        let cost_sql = format!(
+            "SELECT period, COALESCE({cost_key}, ''), CAST(SUM(credits) AS BIGINT), \
+             CAST(SUM(COALESCE(vendor_cost, 0)) AS BIGINT), \
+             CAST(SUM(CASE WHEN vendor_cost IS NULL THEN credits ELSE 0 END) AS BIGINT) \
+             FROM consumptions WHERE period >= '{from}' AND period <= '{to}' \
+             GROUP BY period, COALESCE({cost_key}, '')"
+        );
+        let rows = self
+            .connection()
+            .query_all_raw(Statement::from_string(self.backend(), cost_sql))
+            .await?;
+        let mut costs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let month: String = row.try_get_by_index(0)?;
+            let key: String = row.try_get_by_index(1)?;
+            let credits: i64 = row.try_get_by_index(2)?;
+            let vendor_cost: i64 = row.try_get_by_index(3)?;
+            let uncosted: i64 = row.try_get_by_index(4)?;
+            costs.push(CostSum {
+                month,
+                group: group("a", key),
+                credits: Credits::from_micros(credits),
+                vendor_cost: Credits::from_micros(vendor_cost).value(),
+                uncosted_credits: Credits::from_micros(uncosted),
+            });
+        }
+        Ok((revenue, costs))
     }
 
     /// The deferred revenue waterfall: revenue recognized per period (columns, `from` to `to`)

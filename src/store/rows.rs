@@ -2,10 +2,11 @@
 
 use crate::domain::Timestamp;
 use crate::domain::ledger::{Entry, Grant, GrantKind, Hold, HoldStatus};
+use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use chrono::DateTime;
-use entity::{customers, grants, holds, ledger_entries};
+use entity::{consumptions, customers, grants, holds, ledger_entries};
 use sea_orm::ActiveValue::{NotSet, Set};
 
 /// Rows per multi-row statement (and ids per `IN` list): under both engines' limits on the bound
@@ -131,6 +132,36 @@ pub fn entry_to_row(
         recorded_at: Set(time(recorded_at)),
         money: Set(e.money.map(micros).transpose()?),
         reason: Set(e.reason.clone()),
+    })
+}
+
+/// A consumption's row: `source` is the usage or hold id its revenue posts under.
+pub fn consumption_to_row(
+    customer: &str,
+    source: &str,
+    c: &Consumption,
+    recorded_at: Timestamp,
+) -> Result<consumptions::ActiveModel> {
+    let vendor_cost = c
+        .vendor_cost
+        .map(|cost| {
+            Credits::new(cost)
+                .map_err(|e| Error::Internal(format!("vendor cost {cost}: {e}")))
+                .and_then(micros)
+        })
+        .transpose()?;
+    Ok(consumptions::ActiveModel {
+        customer_id: Set(customer.to_owned()),
+        source: Set(source.to_owned()),
+        action: Set(c.action.clone()),
+        feature: Set(c.feature.clone()),
+        plan_id: Set(c.plan.clone()),
+        quantity: Set(c.quantity.map(|q| q.to_string())),
+        credits: Set(micros(c.credits)?),
+        vendor_cost: Set(vendor_cost),
+        effective_at: Set(time(c.at)),
+        period: Set(crate::domain::revrec::Period::of(c.at).to_string()),
+        recorded_at: Set(time(recorded_at)),
     })
 }
 
