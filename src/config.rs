@@ -159,6 +159,8 @@ struct RawPlan {
     priority: Option<i32>,
     low_balance_consumed_share: Option<Decimal>,
     low_balance_credits: Option<Decimal>,
+    overage_meter_event: Option<String>,
+    overage_stripe_price: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -896,6 +898,41 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
                 ));
             }
         };
+        let overage_meter = match (&p.overage_meter_event, &overage) {
+            (None, _) => {
+                if p.overage_stripe_price.is_some() {
+                    return Err((
+                        key("overage_stripe_price"),
+                        "only applies with overage_meter_event".into(),
+                    ));
+                }
+                None
+            }
+            (Some(_), Overage::Block | Overage::Allow { .. }) => {
+                return Err((
+                    key("overage_meter_event"),
+                    "only applies with overage = \"bill\"".into(),
+                ));
+            }
+            (Some(event_name), Overage::Bill { .. }) => {
+                let ok = !event_name.is_empty()
+                    && event_name.chars().count() <= 100
+                    && !event_name.chars().any(char::is_control);
+                if !ok {
+                    return Err((
+                        key("overage_meter_event"),
+                        "must be 1 to 100 characters, none of them control characters".into(),
+                    ));
+                }
+                if let Some(price) = &p.overage_stripe_price {
+                    claim_price(key("overage_stripe_price"), price, &p.id)?;
+                }
+                Some(catalog::OverageMeter {
+                    event_name: event_name.clone(),
+                    stripe_price: p.overage_stripe_price.clone(),
+                })
+            }
+        };
         let plan = Plan {
             id: p.id.clone(),
             stripe_prices: p.stripe_prices.clone(),
@@ -915,6 +952,7 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             breakage: breakage(&prefix, p.breakage.as_deref(), p.expected_unused)?,
             priority: p.priority.unwrap_or(catalog::DEFAULT_PLAN_PRIORITY),
             low_balance: low_balance(&prefix, p.low_balance_consumed_share, p.low_balance_credits)?,
+            overage_meter,
         };
         if plans.insert(p.id.clone(), plan).is_some() {
             return Err((key("id"), format!("{:?} is defined twice", p.id)));

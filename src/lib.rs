@@ -104,6 +104,10 @@ pub async fn serve(
             settings: state.outbox,
             wall_clock: state.wall_clock.clone(),
             metrics: state.metrics.clone(),
+            stripe: stripe::api::StripeApi::from_config(&state.stripe).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no Stripe client: meter events are not sent");
+                None
+            }),
         }
         .run(stop.subscribe()),
     );

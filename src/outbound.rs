@@ -59,6 +59,8 @@ pub struct Worker {
     /// Real time: deliveries and their retries happen in real time whatever a test clock says.
     pub wall_clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// Stripe's API, for meter events; none without `[stripe] api_key`.
+    pub stripe: Option<crate::stripe::api::StripeApi>,
 }
 
 impl Worker {
@@ -136,6 +138,9 @@ impl Worker {
     }
 
     async fn deliver(&self, client: &HttpClient, row: &outbox::Model) -> Result<(), Failure> {
+        if row.kind == crate::store::outbox::KIND_METER_EVENT {
+            return self.send_meter_event(row).await;
+        }
         let Some(endpoint) = self.endpoints.iter().find(|e| e.url == row.destination) else {
             return Err(Failure {
                 error: "the endpoint is no longer configured".into(),
@@ -182,6 +187,31 @@ impl Worker {
             error: format!("the endpoint answered {}", status.as_u16()),
             retry_after_ms,
         })
+    }
+}
+
+impl Worker {
+    /// A meter event to Stripe, its timestamp moved into Stripe's window at the time it is sent.
+    async fn send_meter_event(&self, row: &outbox::Model) -> Result<(), Failure> {
+        let failed = |error: String| Failure {
+            error,
+            retry_after_ms: None,
+        };
+        let Some(stripe) = &self.stripe else {
+            return Err(failed(
+                "no Stripe API key is configured ([stripe] api_key)".into(),
+            ));
+        };
+        let mut fields: serde_json::Value = serde_json::from_str(&row.body)
+            .map_err(|e| failed(format!("unreadable meter event: {e}")))?;
+        let timestamp = fields["timestamp"].as_i64().unwrap_or_default();
+        fields["timestamp"] =
+            crate::domain::overage::within_stripe_window(timestamp, self.wall_clock.now()).into();
+        let timeout = Duration::from_secs(self.settings.timeout_seconds);
+        tokio::time::timeout(timeout, stripe.meter_event(&fields))
+            .await
+            .map_err(|_| failed(format!("no answer within {} s", timeout.as_secs())))?
+            .map_err(|e| failed(e.to_string()))
     }
 }
 

@@ -1437,3 +1437,228 @@ mod margin_sets_revenue_against_vendor_cost {
         super::margin_sets_revenue_against_vendor_cost(app).await;
     }
 }
+
+/// The team plan reports its billed overage to a Stripe meter and its metered price pays it; the
+/// outbox retries quickly.
+fn metered_team(base: String) -> impl FnOnce(&mut creditbook::config::Config) {
+    move |config| {
+        config.stripe.api_key = Some(common::stand_in::API_KEY.into());
+        config.stripe.api_base = Some(base);
+        config.outbox.poll_interval_ms = 20;
+        config.outbox.retry.first_retry_ms = 50;
+        config.outbox.retry.max_retry_ms = 200;
+        let team = config.catalog.plans.get_mut("team").unwrap();
+        team.overage_meter = Some(creditbook::domain::catalog::OverageMeter {
+            event_name: "creditbook_overage".into(),
+            stripe_price: Some("price_team_overage".into()),
+        });
+    }
+}
+
+/// Waits until `n` meter events are accepted and every outbox row is delivered.
+async fn meter_events_settle(app: &TestApp, stand_in: &common::stand_in::StandIn, n: usize) {
+    for _ in 0..200 {
+        let accepted = stand_in.meter_events.lock().unwrap().len();
+        let (_, pending) = app
+            .call(
+                reqwest::Method::GET,
+                "/v1/outbox?status=pending",
+                Some(&app.admin_key),
+                None,
+            )
+            .await;
+        if accepted >= n && pending["messages"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("meter events did not settle");
+}
+
+/// `team` bills overage at 0.01 a credit. 5,002.5 credits used of 5,000: 2 whole credits are
+/// reported (the first answer lost, so it is sent again: Stripe keeps one); then 0.7 more makes
+/// 3.2, and 1 more is reported; 0.2 waits. A customer on `team` with no Stripe customer keeps
+/// its overage accrued and listed. The invoice's metered line (3 credits x 0.01 = 0.03) pays
+/// the receivable (3.2 x 0.01 = 0.032, posted 0.03) to zero.
+async fn overage_reported_to_a_stripe_meter(engine: Engine) {
+    let lists = BTreeMap::from([("invoice_payments".to_owned(), Vec::new())]);
+    let (base, stand_in) = common::stand_in::spawn(lists).await;
+    let app = common::spawn_app_at(engine, t(T0), metered_team(base)).await;
+    pay_invoice(
+        &app,
+        "acct_o",
+        "in_o1",
+        "subscription_create",
+        "price_team_monthly",
+        10_000,
+        1,
+        (t(T0), t("2026-02-10T00:00:00Z")),
+    )
+    .await;
+    let (status, used) = app
+        .usage("acct_o", "chat.request", json!("5002.5"), "o1")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    // Not linked to Stripe: accrued, never reported.
+    app.promo("acct_p", "1").await;
+    app.set_plan("acct_p", "team").await;
+    let (status, used) = app.usage("acct_p", "chat.request", json!("4"), "p1").await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+
+    *stand_in.meter_answers_lost.lock().unwrap() = 1;
+    *stand_in.meter_down.lock().unwrap() = 1;
+    app.advance(t("2026-01-10T01:00:00Z")).await;
+    meter_events_settle(&app, &stand_in, 1).await;
+    let (status, used) = app
+        .usage("acct_o", "chat.request", json!("0.7"), "o2")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    app.advance(t("2026-01-10T02:00:00Z")).await;
+    meter_events_settle(&app, &stand_in, 2).await;
+    // 0.2 is not a whole credit: nothing more.
+    app.advance(t("2026-01-10T03:00:00Z")).await;
+    meter_events_settle(&app, &stand_in, 2).await;
+
+    let events = stand_in.meter_events.lock().unwrap().clone();
+    let fields = |e: &BTreeMap<String, String>, k: &str| e[k].clone();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (
+                fields(e, "event_name"),
+                fields(e, "payload[stripe_customer_id]"),
+                fields(e, "payload[value]")
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("creditbook_overage".into(), "cus_acct_o".into(), "2".into()),
+            ("creditbook_overage".into(), "cus_acct_o".into(), "1".into()),
+        ]
+    );
+    assert_ne!(events[0]["identifier"], events[1]["identifier"]);
+    // Down once, answer lost once, then the first answer replayed: four requests, two events,
+    // each request under its event's identifier.
+    let requests = stand_in.meter_requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    assert_eq!(requests[0], events[0]["identifier"]);
+    assert_eq!(requests[2], events[0]["identifier"]);
+    // Stripe takes timestamps from the past 35 days: the test clock's January is moved into it.
+    let wall = chrono::Utc::now().timestamp();
+    for e in &events {
+        let at: i64 = e["timestamp"].parse().unwrap();
+        assert!(at <= wall && at >= wall - 35 * 86_400, "{e:?}");
+    }
+    let (status, outbox) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/outbox?customer=acct_o",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let meter_rows: Vec<&Value> = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "stripe_meter_event")
+        .collect();
+    assert_eq!(meter_rows.len(), 2, "{outbox}");
+    assert_eq!(
+        (&meter_rows[0]["status"], &meter_rows[0]["attempts"]),
+        (&json!("delivered"), &json!(3))
+    );
+
+    let (status, listed) = finance(&app, "/v1/revenue/overage").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let row = |customer: &str| {
+        listed["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["customer"] == customer)
+            .cloned()
+            .unwrap()
+    };
+    let o = row("acct_o");
+    assert_eq!(
+        (
+            &o["credits"],
+            &o["reported"],
+            &o["unreported"],
+            &o["stripe_customer"]
+        ),
+        (
+            &json!("3.2"),
+            &json!("3"),
+            &json!("0.2"),
+            &json!("cus_acct_o")
+        )
+    );
+    let p = row("acct_p");
+    assert_eq!(
+        (
+            &p["credits"],
+            &p["reported"],
+            &p["unreported"],
+            &p["stripe_customer"]
+        ),
+        (&json!("3"), &json!("0"), &json!("3"), &Value::Null)
+    );
+    assert_eq!(p["meter_event"], "creditbook_overage");
+
+    // The invoice that bills the meter is paid: the receivable is relieved, once.
+    let metered = json!({"id": "in_o2", "object": "invoice", "customer": "cus_acct_o",
+        "currency": "usd", "status": "paid", "billing_reason": "subscription_cycle",
+        "parent": {"type": "subscription_details", "subscription_details": {
+            "subscription": "sub_acct_o", "metadata": {"creditbook_customer": "acct_o"}}},
+        "payments": {"object": "list", "data": [{"payment": {"type": "payment_intent",
+            "payment_intent": "pi_in_o2"}}]},
+        "lines": {"object": "list", "has_more": false, "data": [{
+            "id": "il_o2", "object": "line_item", "amount": 3, "currency": "usd", "quantity": 3,
+            "period": {"start": t(T0).timestamp(), "end": t("2026-02-10T00:00:00Z").timestamp()},
+            "discount_amounts": [], "taxes": [],
+            "pricing": {"type": "price_details", "unit_amount_decimal": "1",
+                "price_details": {"price": "price_team_overage", "product": "prod_x"}},
+            "parent": {"type": "subscription_item_details", "subscription_item_details": {
+                "subscription": "sub_acct_o", "subscription_item": "si_m", "proration": false}}}]}});
+    deliver(&app, "evt_in_o2", "invoice.paid", metered.clone()).await;
+    let body = json!({"id": "evt_in_o2_again", "object": "event",
+        "api_version": "2025-08-27.basil", "created": app.now().timestamp(),
+        "type": "invoice.paid", "data": {"object": metered}})
+    .to_string();
+    let (status, _) = app.webhook(&body).await;
+    assert_eq!(status, StatusCode::OK);
+    let journal_lines = journal(&app, "2026-01-01", "2026-12-31").await;
+    let receivable = |customer: &str| -> Decimal {
+        journal_lines
+            .iter()
+            .filter(|l| l["account"] == "unbilled_receivable" && l["customer"] == customer)
+            .map(|l| money(l["debit"].as_str().unwrap()) - money(l["credit"].as_str().unwrap()))
+            .sum()
+    };
+    assert_eq!(receivable("acct_o"), money("0.00"));
+    assert_eq!(receivable("acct_p"), money("0.03"));
+    let paid: Vec<_> = lines(&journal_lines)
+        .into_iter()
+        .filter(|l| l.0 == "overage_paid")
+        .collect();
+    assert_eq!(
+        paid,
+        [
+            line("overage_paid", "cash", "0.03", "0.00"),
+            line("overage_paid", "unbilled_receivable", "0.00", "0.03"),
+        ]
+    );
+    reconcile(&app, "2026-01", "2026-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overage_reported_to_a_stripe_meter_sqlite() {
+    overage_reported_to_a_stripe_meter(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overage_reported_to_a_stripe_meter_postgres() {
+    overage_reported_to_a_stripe_meter(Engine::Postgres).await;
+}

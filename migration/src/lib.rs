@@ -39,6 +39,7 @@ mod m20261124_000008_outbox;
 mod m20261125_000009_customer_controls;
 mod m20261125_000010_grant_expiry_warning;
 mod m20261126_000011_consumptions;
+mod m20261126_000012_overage_reports;
 
 pub struct Migrator;
 
@@ -69,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000009_customer_controls::Migration),
             Box::new(m20261125_000010_grant_expiry_warning::Migration),
             Box::new(m20261126_000011_consumptions::Migration),
+            Box::new(m20261126_000012_overage_reports::Migration),
         ]
     }
 }

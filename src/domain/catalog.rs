@@ -156,6 +156,16 @@ pub struct Plan {
     pub priority: i32,
     /// Its own low-balance thresholds, when it has any.
     pub low_balance: Option<super::alerts::LowBalance>,
+    /// The Stripe meter its billed overage is reported to (`bill` only).
+    pub overage_meter: Option<OverageMeter>,
+}
+
+/// Where a plan's billed overage goes in Stripe: the meter's event name, and the metered price
+/// whose invoice lines pay for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverageMeter {
+    pub event_name: String,
+    pub stripe_price: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +222,16 @@ impl Catalog {
         self.plans
             .values()
             .find(|p| p.stripe_prices.iter().any(|s| s == price))
+    }
+
+    /// The plan whose billed overage a Stripe (metered) price charges for.
+    pub fn plan_for_overage_price(&self, price: &str) -> Option<&Plan> {
+        self.plans.values().find(|p| {
+            p.overage_meter
+                .as_ref()
+                .and_then(|m| m.stripe_price.as_deref())
+                == Some(price)
+        })
     }
 
     /// The pack a Stripe price belongs to.

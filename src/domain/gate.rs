@@ -407,6 +407,7 @@ mod tests {
                 breakage: Breakage::Remote,
                 priority: 10,
                 low_balance: None,
+                overage_meter: None,
             },
         );
         Catalog {

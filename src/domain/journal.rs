@@ -165,7 +165,7 @@ pub fn post(
                 .accruals
                 .get_mut(moved.customer)
                 .ok_or_else(|| format!("overage accrual of {} not read", moved.customer))?;
-            if let Some(posting) = accrual.accrue(money, entry.effective_at) {
+            if let Some(posting) = accrual.accrue(money, entry.overage, entry.effective_at) {
                 outcome.effects.push(Effect {
                     posting,
                     grant_id: None,
@@ -424,14 +424,9 @@ mod tests {
         );
         assert!(post(&catalog(), &m, &mut Revenue::default()).is_err());
         let mut revenue = Revenue::default();
-        revenue.accruals.insert(
-            "cus".into(),
-            OverageAccrual {
-                currency: "usd".into(),
-                exact: Credits::ZERO,
-                posted: Credits::ZERO,
-            },
-        );
+        revenue
+            .accruals
+            .insert("cus".into(), OverageAccrual::new("usd"));
         let out = post(&catalog(), &m, &mut revenue).unwrap();
         assert_eq!(out.effects[0].posting.kind, PostingKind::Overage);
         assert_eq!(revenue.accruals["cus"].posted, c("0.02"));

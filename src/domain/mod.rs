@@ -48,6 +48,7 @@ pub mod limits;
 pub mod margin;
 pub mod money;
 pub mod outbound;
+pub mod overage;
 pub mod overrides;
 pub mod refunds;
 pub mod revrec;

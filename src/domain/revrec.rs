@@ -74,6 +74,8 @@ pub enum PostingKind {
     Overage,
     EstimateChange,
     Forfeiture,
+    /// Billed overage paid on a Stripe invoice: the receivable relieved.
+    OveragePaid,
 }
 
 impl PostingKind {
@@ -91,6 +93,7 @@ impl PostingKind {
             PostingKind::Overage => "overage",
             PostingKind::EstimateChange => "estimate_change",
             PostingKind::Forfeiture => "forfeiture",
+            PostingKind::OveragePaid => "overage_paid",
         }
     }
 
@@ -761,10 +764,24 @@ pub struct OverageAccrual {
     pub currency: String,
     pub exact: Credits,
     pub posted: Credits,
+    /// Overage credits accrued in all (what is reported to a Stripe meter, in whole credits).
+    pub credits: Credits,
 }
 
 impl OverageAccrual {
-    pub fn accrue(&mut self, money: Credits, at: Timestamp) -> Option<Posting> {
+    /// A new, empty accrual in `currency`.
+    pub fn new(currency: &str) -> OverageAccrual {
+        OverageAccrual {
+            currency: currency.to_owned(),
+            exact: Credits::ZERO,
+            posted: Credits::ZERO,
+            credits: Credits::ZERO,
+        }
+    }
+
+    /// `credits` of overage billed for `money`.
+    pub fn accrue(&mut self, money: Credits, credits: Credits, at: Timestamp) -> Option<Posting> {
+        self.credits += credits;
         self.exact += money;
         let target = round_money(self.exact.value(), &self.currency);
         let amount = target - self.posted;
@@ -775,6 +792,15 @@ impl OverageAccrual {
         (!posting.is_empty())
             .then(|| posting.with_memo("overage billed at the plan's overage price"))
     }
+}
+
+/// Billed overage paid on an invoice: Dr cash / Cr unbilled_receivable for what the invoice's
+/// metered line charged. None for nothing paid.
+pub fn overage_paid(money: Credits, currency: &str, at: Timestamp) -> Option<Posting> {
+    let mut posting = Posting::new(PostingKind::OveragePaid, currency, at);
+    posting.debit(Account::Cash, money, None);
+    posting.credit(Account::UnbilledReceivable, money, None);
+    (!posting.is_empty()).then(|| posting.with_memo("billed overage paid on a Stripe invoice"))
 }
 
 /// A calendar month (UTC), the accounting period.

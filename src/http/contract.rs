@@ -525,6 +525,7 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
         }
         ("cursor", "/v1/outbox") => json!({"type": "string",
             "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}),
+        ("cursor", "/v1/revenue/overage") => identifier(),
         ("cursor", _) => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
         ("status", "/v1/outbox") => {
             json!({"type": "string", "enum": ["pending", "delivered", "dead"]})

@@ -51,7 +51,7 @@ pub struct AppState {
         controls::set_limits, controls::create_override, controls::override_history,
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
-        revenue::close_period, revenue::margin,
+        revenue::close_period, revenue::margin, revenue::overage,
         outbox::list, outbox::replay,
     ),
     modifiers(&BearerAuth)
@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/revenue/rollforward", get(revenue::rollforward))
         .route("/v1/revenue/waterfall", get(revenue::waterfall))
         .route("/v1/revenue/margin", get(revenue::margin))
+        .route("/v1/revenue/overage", get(revenue::overage))
         .route("/v1/revenue/grants/{id}/schedule", get(revenue::schedule))
         .route(
             "/v1/revenue/periods/{period}/close",

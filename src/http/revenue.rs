@@ -10,6 +10,7 @@ use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::keys::Scope;
+use crate::store::overage::OverageRow;
 use crate::store::reports::{
     JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field, money,
 };
@@ -419,6 +420,47 @@ pub async fn margin(
             csv_response(out)
         }
     })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OverageQuery {
+    /// 1 to 200 (default 50).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OverageList {
+    customers: Vec<OverageRow>,
+    next_cursor: Option<String>,
+}
+
+/// Billed overage per customer: accrued, reported to Stripe, and waiting; customers not linked
+/// to Stripe (or on a plan with no meter) keep theirs here.
+#[utoipa::path(get, path = "/v1/revenue/overage", params(OverageQuery),
+    responses((status = 200, body = OverageList), (status = 422)), security(("bearer" = [])))]
+pub async fn overage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<OverageQuery>,
+) -> Result<Json<OverageList>> {
+    caller.require(Scope::Finance)?;
+    let limit = super::customers::page_limit(q.limit)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| identifier("cursor", c))
+        .transpose()?;
+    let customers = state.store.overage(after.as_deref(), limit).await?;
+    let next_cursor = (customers.len() as u64 == limit)
+        .then(|| customers.last().map(|c| c.customer.clone()))
+        .flatten();
+    Ok(Json(OverageList {
+        customers,
+        next_cursor,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]

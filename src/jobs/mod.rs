@@ -20,6 +20,11 @@ pub async fn run_due(store: &Store, now: Timestamp) -> Result<(usize, usize)> {
             break;
         }
     }
+    for _ in 0..MAX_PASSES {
+        if (store.report_overage(now, BATCH).await? as u64) < BATCH {
+            break;
+        }
+    }
     let mut moved = 0;
     for _ in 0..MAX_PASSES {
         let batch = store.recognize_due(now, BATCH).await?;

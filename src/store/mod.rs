@@ -7,6 +7,7 @@ pub mod controls;
 pub mod keys;
 pub mod ledger;
 pub mod outbox;
+pub mod overage;
 pub mod reports;
 pub mod revenue;
 mod rows;

@@ -5,7 +5,7 @@
 use super::Store;
 use super::rows::time;
 use crate::domain::Timestamp;
-use crate::domain::outbound::{AfterFailure, Message, Subscription, destinations};
+use crate::domain::outbound::{AfterFailure, EventType, Message, Subscription, destinations};
 use crate::error::{Error, Result};
 use entity::outbox;
 use sea_orm::ActiveValue::Set;
@@ -18,6 +18,10 @@ use std::collections::BTreeMap;
 
 /// The kinds of outbox rows.
 pub const KIND_WEBHOOK: &str = "webhook";
+/// A meter event sent to Stripe's API (`POST /v1/billing/meter_events`).
+pub const KIND_METER_EVENT: &str = "stripe_meter_event";
+/// The destination of meter events.
+pub const STRIPE_DESTINATION: &str = "stripe";
 
 /// A row's delivery state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,24 +66,74 @@ pub(crate) async fn enqueue(
     for message in messages {
         let (id, body) = (message.id(), message.body());
         for url in destinations(subscriptions, message.event_type) {
-            rows.push(outbox::ActiveModel {
-                id: Set(uuid::Uuid::now_v7().to_string()),
-                message_id: Set(id.clone()),
-                kind: Set(KIND_WEBHOOK.into()),
-                destination: Set(url.to_owned()),
-                event_type: Set(message.event_type.as_str().into()),
-                customer_id: Set(message.customer.clone()),
-                body: Set(body.clone()),
-                status: Set(OutboxStatus::Pending.as_str().into()),
-                attempts: Set(0),
-                created_at: Set(now),
-                next_attempt_at: Set(now),
-                last_attempt_at: Set(None),
-                last_error: Set(None),
-                delivered_at: Set(None),
-            });
+            rows.push(pending(
+                &id,
+                KIND_WEBHOOK,
+                url,
+                message.event_type,
+                &message.customer,
+                body.clone(),
+                now,
+            ));
         }
     }
+    insert_new(txn, rows).await
+}
+
+/// Writes one meter event per report inside `txn`, its identifier as the message id (the same
+/// report is never written twice).
+pub(crate) async fn enqueue_meter_events(
+    txn: &DatabaseTransaction,
+    reports: &[crate::domain::overage::MeterReport],
+) -> Result<()> {
+    let now = time(chrono::Utc::now());
+    let rows: Vec<outbox::ActiveModel> = reports
+        .iter()
+        .map(|r| {
+            pending(
+                &r.identifier,
+                KIND_METER_EVENT,
+                STRIPE_DESTINATION,
+                EventType::OverageReported,
+                &r.customer,
+                r.body().to_string(),
+                now,
+            )
+        })
+        .collect();
+    insert_new(txn, rows).await
+}
+
+/// A row to deliver now.
+fn pending(
+    message_id: &str,
+    kind: &str,
+    destination: &str,
+    event_type: EventType,
+    customer: &str,
+    body: String,
+    now: i64,
+) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        message_id: Set(message_id.to_owned()),
+        kind: Set(kind.into()),
+        destination: Set(destination.to_owned()),
+        event_type: Set(event_type.as_str().into()),
+        customer_id: Set(customer.to_owned()),
+        body: Set(body),
+        status: Set(OutboxStatus::Pending.as_str().into()),
+        attempts: Set(0),
+        created_at: Set(now),
+        next_attempt_at: Set(now),
+        last_attempt_at: Set(None),
+        last_error: Set(None),
+        delivered_at: Set(None),
+    }
+}
+
+/// Inserts `rows`, leaving out those already written (the same message and destination).
+async fn insert_new(txn: &DatabaseTransaction, rows: Vec<outbox::ActiveModel>) -> Result<()> {
     for chunk in rows.chunks(super::rows::ROWS_PER_STATEMENT) {
         outbox::Entity::insert_many(chunk.to_vec())
             .on_conflict(

@@ -108,6 +108,9 @@ pub(crate) async fn post_all(
                 currency: Set(accrual.currency.clone()),
                 exact: Set(micros(accrual.exact)?),
                 posted: Set(micros(accrual.posted)?),
+                credits: Set(micros(accrual.credits)?),
+                // The reports job's; left as it is on update.
+                reported: Set(0),
             })
         })
         .collect::<Result<_>>()?;
@@ -121,6 +124,7 @@ pub(crate) async fn post_all(
                 .update_columns([
                     overage_accruals::Column::Exact,
                     overage_accruals::Column::Posted,
+                    overage_accruals::Column::Credits,
                 ])
                 .to_owned(),
             )
@@ -128,6 +132,30 @@ pub(crate) async fn post_all(
             .await?;
     }
     write_journal(txn, entries, &closed).await
+}
+
+/// Writes one posting that moves no lot or accrual (money received for billed overage), for
+/// `customer`, booked like any other.
+pub(crate) async fn post_direct(
+    txn: &DatabaseTransaction,
+    customer: &str,
+    posting: crate::domain::revrec::Posting,
+    source: &str,
+    event: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    let closed = closed_periods(txn).await?;
+    let entry = JournalEntry {
+        customer: customer.to_owned(),
+        effect: Effect {
+            posting,
+            grant_id: None,
+            source: Some(source.to_owned()),
+        },
+        event: event.map(str::to_owned),
+        now,
+    };
+    write_journal(txn, vec![entry], &closed).await
 }
 
 async fn read_lots(txn: &DatabaseTransaction, ids: &BTreeSet<String>) -> Result<ReadLots> {
@@ -159,16 +187,7 @@ async fn read_accruals(
     let currency = if currency.is_empty() { "usd" } else { currency };
     let mut accruals: BTreeMap<String, OverageAccrual> = customers
         .iter()
-        .map(|c| {
-            (
-                c.clone(),
-                OverageAccrual {
-                    currency: currency.to_owned(),
-                    exact: Credits::ZERO,
-                    posted: Credits::ZERO,
-                },
-            )
-        })
+        .map(|c| (c.clone(), OverageAccrual::new(currency)))
         .collect();
     let ids: Vec<&String> = customers.iter().collect();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -181,6 +200,7 @@ async fn read_accruals(
             if let Some(accrual) = accruals.get_mut(&row.customer_id) {
                 accrual.exact = Credits::from_micros(row.exact);
                 accrual.posted = Credits::from_micros(row.posted);
+                accrual.credits = Credits::from_micros(row.credits);
             }
         }
     }

@@ -345,6 +345,25 @@ impl StripeTx {
     }
 
     /// Marks an effect applied; false when it already was.
+    /// Posts billed overage paid on `source` (an invoice line).
+    pub async fn post_overage_paid(
+        &self,
+        customer_id: &str,
+        money: Credits,
+        currency: &str,
+        source: &str,
+        event: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        match crate::domain::revrec::overage_paid(money, currency, now) {
+            Some(posting) => {
+                super::revenue::post_direct(&self.txn, customer_id, posting, source, event, now)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     pub async fn claim_effect(&self, key: &str, customer_id: &str, now: Timestamp) -> Result<bool> {
         let inserted = stripe_effects::Entity::insert(stripe_effects::ActiveModel {
             effect_key: Set(key.to_owned()),

@@ -158,4 +158,26 @@ impl StripeApi {
         let params = BTreeMap::from([("invoice".to_owned(), invoice_id.to_owned())]);
         self.list_of("/invoice_payments", &params).await
     }
+
+    /// Sends one meter event (`POST /v1/billing/meter_events`): `fields` are its form fields
+    /// (`event_name`, `identifier`, `timestamp`, `payload[...]`). The identifier is also the
+    /// request's `Idempotency-Key`, so a retry within Stripe's idempotency window gets the first
+    /// answer. One attempt: the outbox retries.
+    pub async fn meter_event(&self, fields: &serde_json::Value) -> Result<()> {
+        let identifier = fields
+            .get("identifier")
+            .and_then(|i| i.as_str())
+            .ok_or_else(|| Error::Internal("a meter event without an identifier".into()))?;
+        let key = stripe_client_core::IdempotencyKey::new(identifier)
+            .map_err(|e| Error::Internal(format!("meter event identifier: {e}")))?;
+        let _: miniserde::json::Value =
+            RequestBuilder::new(StripeMethod::Post, "/billing/meter_events")
+                .form(fields)
+                .customize()
+                .request_strategy(RequestStrategy::Idempotent(key))
+                .send(&self.client)
+                .await
+                .map_err(|e| Error::StripeUnavailable(e.to_string()))?;
+        Ok(())
+    }
 }

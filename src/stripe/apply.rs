@@ -650,11 +650,42 @@ impl Apply<'_> {
         let mut plan_lines: Vec<(PlanLine, bool)> = Vec::new();
         let unread_lines = invoice.has_more_lines() && fetched.invoice_lines.is_none();
         let lines = fetched.invoice_lines.as_deref().unwrap_or(invoice.lines());
+        // A line's currency: its own, the invoice's, or the accounting currency.
+        let line_currency = |line: &InvoiceLine| {
+            line.currency
+                .clone()
+                .or_else(|| invoice.currency.clone())
+                .unwrap_or_else(|| self.catalog.currency.clone())
+                .to_ascii_lowercase()
+        };
         for line in lines {
             let Some(price) = line.price() else {
                 unmapped.push(format!("{} (no price)", line.id));
                 continue;
             };
+            if let Some(plan) = self.catalog.plan_for_overage_price(price) {
+                // The metered line that bills overage reported to the plan's meter.
+                let effect = format!("invoice_line:{}", line.id);
+                if self.tx.claim_effect(&effect, &customer, self.now).await? {
+                    let currency = line_currency(line);
+                    let money = money_from_minor(line.amount_net_of_tax(), &currency);
+                    self.tx
+                        .post_overage_paid(
+                            &customer,
+                            money,
+                            &currency,
+                            &effect,
+                            Some(self.event_id),
+                            self.now,
+                        )
+                        .await?;
+                    done.push(format!(
+                        "{effect}: {money} {currency} of plan {}'s billed overage paid",
+                        plan.id
+                    ));
+                }
+                continue;
+            }
             let Some(plan) = self.catalog.plan_for_price(price) else {
                 unmapped.push(price.to_owned());
                 continue;
@@ -684,12 +715,7 @@ impl Apply<'_> {
             if !self.tx.claim_effect(&effect, &customer, self.now).await? {
                 continue;
             }
-            let currency = line
-                .currency
-                .clone()
-                .or_else(|| invoice.currency.clone())
-                .unwrap_or_else(|| self.catalog.currency.clone())
-                .to_ascii_lowercase();
+            let currency = line_currency(line);
             let (credits, price_minor, renewal) = match line_effect(plan, &facts) {
                 LineEffect::Nothing => continue,
                 // Recorded as a refund of the credited line, so it applies whichever of the
