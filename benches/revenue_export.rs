@@ -185,6 +185,7 @@ async fn main() {
             alert_arming: Set(0),
             limits: Set(None),
             overrides: Set(None),
+            low_balance: Set(None),
         });
         batches.grants.push(entity::grants::ActiveModel {
             id: Set(grant.clone()),

@@ -485,23 +485,8 @@ fn low_balance(
     share: Option<Decimal>,
     credits: Option<Decimal>,
 ) -> Result<Option<crate::domain::alerts::LowBalance>, Invalid> {
-    if share.is_none() && credits.is_none() {
-        return Ok(None);
-    }
-    if let Some(share) = share
-        && (share <= Decimal::ZERO || share > Decimal::ONE)
-    {
-        return Err((
-            format!("{prefix}.low_balance_consumed_share"),
-            "must be above 0 and at most 1".into(),
-        ));
-    }
-    Ok(Some(crate::domain::alerts::LowBalance {
-        consumed_share: share,
-        credits: credits
-            .map(|c| non_negative_credits(format!("{prefix}.low_balance_credits"), c))
-            .transpose()?,
-    }))
+    crate::domain::alerts::LowBalance::of(share, credits)
+        .map_err(|bad| (format!("{prefix}.{}", bad.field), bad.reason.to_owned()))
 }
 
 fn alert_rule(raw: &RawAlerts) -> Result<crate::domain::alerts::AlertRule, Invalid> {

@@ -80,6 +80,15 @@ fn cases(hold: &str) -> Vec<Case> {
             "malformed_json",
         ),
         case("not an object", auth, App, "[1, 2]", 422, "invalid_request"),
+        // serde would read the struct from its fields in order: refused all the same.
+        case(
+            "an array of the fields",
+            auth,
+            App,
+            r#"["victim", "chat.request", "1", "k-array", null]"#,
+            422,
+            "invalid_request",
+        ),
         case(
             "missing field",
             auth,

@@ -683,3 +683,83 @@ async fn a_plan_s_own_threshold_decides_its_customers_low(engine: Engine) {
     app.assert_audit_clean().await;
 }
 for_each_engine!(a_plan_s_own_threshold_decides_its_customers_low);
+
+/// A customer's own threshold wins over its plan's: 50% for one customer on `pro` whose plan
+/// warns at 90%, none for another on `pro`; bad thresholds are refused and change nothing.
+async fn a_customer_s_own_threshold_decides_its_low(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let secret = secret();
+    let app = spawn_with_webhook_and(engine, &url, &secret, 600, |config| {
+        let pro = config.catalog.plans.get_mut("pro").unwrap();
+        pro.low_balance = Some(creditbook::domain::alerts::LowBalance {
+            consumed_share: Some("0.9".parse().unwrap()),
+            credits: None,
+        });
+    })
+    .await;
+    for customer in ["own", "plan_only"] {
+        app.promo(customer, "100").await;
+        app.set_plan(customer, "pro").await;
+    }
+    let put = |customer: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            app.call(
+                reqwest::Method::PUT,
+                &format!("/v1/customers/{customer}/alert-thresholds"),
+                Some(&app.app_key),
+                Some(body),
+            )
+            .await
+        }
+    };
+    for (body, field) in [
+        (
+            json!({"low_balance_consumed_share": "1.5"}),
+            "low_balance_consumed_share",
+        ),
+        (
+            json!({"low_balance_consumed_share": "0"}),
+            "low_balance_consumed_share",
+        ),
+        (json!({"low_balance_credits": "-5"}), "low_balance_credits"),
+        (json!({"low_balance_share": "0.5"}), "low_balance_share"),
+    ] {
+        let (status, problem) = put("own", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let (status, _) = put("nobody", json!({"low_balance_consumed_share": "0.5"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, set) = put("own", json!({"low_balance_consumed_share": "0.5"})).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(
+        (
+            &set["effective_consumed_share"],
+            &set["low_balance_credits"]
+        ),
+        (&json!("0.5"), &Value::Null)
+    );
+    // Half used: low for the customer at 50%, not for its neighbour at its plan's 90%.
+    for customer in ["own", "plan_only"] {
+        use_credits(&app, customer, 50).await;
+    }
+    wait_for(&receiver, "the low alert", |d| !accepted(d).is_empty()).await;
+    let deliveries = after_a_pause(&receiver).await;
+    let said: Vec<(String, String)> = verify_with_standard_webhooks(&secret, &deliveries)
+        .iter()
+        .map(|body| {
+            (
+                body["data"]["customer"].as_str().unwrap().to_owned(),
+                body["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(said, [("own".to_owned(), "credit.balance_low".to_owned())]);
+    // Removed: back to the plan's.
+    let (status, cleared) = put("own", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{cleared}");
+    assert_eq!(cleared["effective_consumed_share"], "0.9");
+    app.assert_audit_clean().await;
+}
+for_each_engine!(a_customer_s_own_threshold_decides_its_low);

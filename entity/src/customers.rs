@@ -26,6 +26,8 @@ pub struct Model {
     pub limits: Option<String>,
     /// Feature overrides in force (JSON), if any.
     pub overrides: Option<String>,
+    /// The customer's own low-balance thresholds (JSON), if any.
+    pub low_balance: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

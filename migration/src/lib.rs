@@ -40,6 +40,7 @@ mod m20261125_000009_customer_controls;
 mod m20261125_000010_grant_expiry_warning;
 mod m20261126_000011_consumptions;
 mod m20261126_000012_overage_reports;
+mod m20261126_000013_customer_thresholds;
 
 pub struct Migrator;
 
@@ -71,6 +72,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000010_grant_expiry_warning::Migration),
             Box::new(m20261126_000011_consumptions::Migration),
             Box::new(m20261126_000012_overage_reports::Migration),
+            Box::new(m20261126_000013_customer_thresholds::Migration),
         ]
     }
 }

@@ -28,16 +28,66 @@ impl Default for AlertRule {
     }
 }
 
-/// A plan's own low-balance thresholds (`[[plans]] low_balance_consumed_share`,
-/// `low_balance_credits`): each one given replaces `[alerts]`'s for the plan's customers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Low-balance thresholds of a plan (`[[plans]] low_balance_consumed_share`,
+/// `low_balance_credits`) or of one customer: each one given replaces, for the plan's customers
+/// or the customer, the one it would otherwise have (a customer's over its plan's, a plan's over
+/// `[alerts]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LowBalance {
     pub consumed_share: Option<Decimal>,
     pub credits: Option<Credits>,
 }
 
+/// Why thresholds are refused: the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadThreshold {
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+impl LowBalance {
+    /// Thresholds from their parts: a share above 0 and at most 1 (six places at most), credits
+    /// above 0; none when neither is given.
+    pub fn of(
+        consumed_share: Option<Decimal>,
+        credits: Option<Decimal>,
+    ) -> Result<Option<LowBalance>, BadThreshold> {
+        if consumed_share.is_none() && credits.is_none() {
+            return Ok(None);
+        }
+        if let Some(share) = consumed_share
+            && (share <= Decimal::ZERO
+                || share > Decimal::ONE
+                || share.normalize().scale() > super::money::SCALE)
+        {
+            return Err(BadThreshold {
+                field: "low_balance_consumed_share",
+                reason: "must be above 0 and at most 1, with at most 6 decimal places",
+            });
+        }
+        let credits = credits
+            .map(|c| {
+                Credits::positive(c).map_err(|_| BadThreshold {
+                    field: "low_balance_credits",
+                    reason: "must be above 0, with at most 6 decimal places",
+                })
+            })
+            .transpose()?;
+        Ok(Some(LowBalance {
+            consumed_share,
+            credits,
+        }))
+    }
+}
+
 impl AlertRule {
-    /// The rule for a customer on a plan with `low` thresholds (none: this rule).
+    /// The rule for a customer with its own thresholds `own`, on a plan with `plan`'s: each
+    /// threshold the customer sets wins over its plan's, and a plan's over this rule's.
+    pub fn for_customer(&self, plan: Option<&LowBalance>, own: Option<&LowBalance>) -> AlertRule {
+        self.with(plan).with(own)
+    }
+
+    /// The rule with `low` thresholds replacing its own (none: this rule).
     pub fn with(&self, low: Option<&LowBalance>) -> AlertRule {
         let Some(low) = low else {
             return *self;
@@ -409,5 +459,29 @@ mod tests {
         let free = Grant::promotional("f", credits(5), (GrantSource::Test, "t".into()), bought)
             .expiring(Some(expires));
         assert!(grant_expiring("a", &free, None, &rule, seven_days_before).is_none());
+    }
+
+    #[test]
+    fn a_customer_s_thresholds_win_over_its_plan_s() {
+        let d = |t: &str| t.parse::<Decimal>().unwrap();
+        assert_eq!(LowBalance::of(None, None), Ok(None));
+        for (share, credits, field) in [
+            (Some("0"), None, "low_balance_consumed_share"),
+            (Some("1.5"), None, "low_balance_consumed_share"),
+            (Some("0.0000001"), None, "low_balance_consumed_share"),
+            (None, Some("-1"), "low_balance_credits"),
+            (None, Some("0"), "low_balance_credits"),
+        ] {
+            let bad = LowBalance::of(share.map(d), credits.map(d)).unwrap_err();
+            assert_eq!(bad.field, field);
+        }
+        let plan = LowBalance::of(Some(d("0.9")), Some(d("500"))).unwrap();
+        let own = LowBalance::of(Some(d("0.5")), None).unwrap();
+        let rule = AlertRule::default().for_customer(plan.as_ref(), own.as_ref());
+        // The customer's share, the plan's credits.
+        assert_eq!(rule.low_consumed_share, d("0.5"));
+        assert_eq!(rule.low_credits.map(|c| c.value()), Some(d("500")));
+        let rule = AlertRule::default().for_customer(None, None);
+        assert_eq!(rule, AlertRule::default());
     }
 }

@@ -25,6 +25,8 @@ pub struct Standing {
     pub limits: Limits,
     /// Features switched on or off for this customer.
     pub overrides: Overrides,
+    /// The customer's own low-balance thresholds, when it has any.
+    pub low_balance: Option<super::alerts::LowBalance>,
 }
 
 /// The rules of the gate that come from configuration rather than from the customer.

@@ -341,6 +341,18 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         "feature",
         ids(catalog.features.keys().cloned()),
     );
+    set(
+        schemas,
+        "ThresholdsRequest",
+        "low_balance_consumed_share",
+        json!({"anyOf": [positive_amount(Decimal::ONE), {"type": "null"}]}),
+    );
+    set(
+        schemas,
+        "ThresholdsRequest",
+        "low_balance_credits",
+        json!({"anyOf": [positive_amount(max_credits_per_request()), {"type": "null"}]}),
+    );
     set(schemas, "OverrideRequest", "reason", reason());
     set(schemas, "OverrideRequest", "idempotency_key", identifier());
     // A plan id, or null: a named enum beside null, which generated clients read as an

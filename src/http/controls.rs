@@ -3,6 +3,7 @@
 use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
 use crate::domain::adjustment::Reason;
+use crate::domain::alerts::LowBalance;
 use crate::domain::limits::{self, Limit, LimitError, Limits, Mode, Period};
 use crate::domain::money::Credits;
 use crate::domain::overrides::Override;
@@ -112,6 +113,69 @@ pub async fn set_limits(
     Ok(Json(LimitsResponse {
         customer,
         limits: set.limits.into_iter().map(LimitView::from).collect(),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsRequest {
+    /// Low once this share of the credits of the live grants is consumed (above 0, at most 1).
+    #[schema(value_type = Option<String>)]
+    low_balance_consumed_share: Option<Amount>,
+    /// Also low once available credits are at or below this.
+    #[schema(value_type = Option<String>)]
+    low_balance_credits: Option<Amount>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ThresholdsResponse {
+    customer: String,
+    /// The customer's own thresholds (null: its plan's or the defaults).
+    #[schema(value_type = Option<String>)]
+    low_balance_consumed_share: Option<rust_decimal::Decimal>,
+    #[schema(value_type = Option<String>)]
+    low_balance_credits: Option<Credits>,
+    /// The thresholds in force for the customer: its own, its plan's, or `[alerts]`'.
+    #[schema(value_type = String)]
+    effective_consumed_share: rust_decimal::Decimal,
+    #[schema(value_type = Option<String>)]
+    effective_credits: Option<Credits>,
+}
+
+/// Sets a customer's own low-balance thresholds for `credit.balance_low`; each given replaces
+/// its plan's and the default; none given removes the customer's own.
+#[utoipa::path(put, path = "/v1/customers/{id}/alert-thresholds", params(("id" = String, Path)), request_body = ThresholdsRequest,
+    responses((status = 200, body = ThresholdsResponse), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn set_thresholds(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ThresholdsRequest>,
+) -> Result<Json<ThresholdsResponse>> {
+    caller.require_app_or_admin()?;
+    let customer = identifier("id", &id)?;
+    let own = LowBalance::of(
+        request.low_balance_consumed_share.map(|a| a.0),
+        request.low_balance_credits.map(|a| a.0),
+    )
+    .map_err(|bad| Error::invalid(bad.field, bad.reason))?;
+    let plan = state
+        .store
+        .set_low_balance(&customer, own)
+        .await?
+        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
+    let rule = state.catalog.alerts.for_customer(
+        plan.as_deref()
+            .and_then(|p| state.catalog.plan(p))
+            .and_then(|p| p.low_balance.as_ref()),
+        own.as_ref(),
+    );
+    Ok(Json(ThresholdsResponse {
+        customer,
+        low_balance_consumed_share: own.and_then(|o| o.consumed_share),
+        low_balance_credits: own.and_then(|o| o.credits),
+        effective_consumed_share: rule.low_consumed_share,
+        effective_credits: rule.low_credits,
     }))
 }
 

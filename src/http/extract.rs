@@ -60,6 +60,13 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
 /// Parses a whole JSON document into `T`: a syntax error is `malformed_json`; a value that does
 /// not fit is `invalid_request` naming the field (`body` when it is the document itself).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // serde reads a struct from an array of its fields in order; a request body is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(invalid_field(
+            ".",
+            "the body must be a JSON object, not an array",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -48,7 +48,7 @@ pub struct AppState {
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
         customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
-        controls::set_limits, controls::create_override, controls::override_history,
+        controls::set_limits, controls::set_thresholds, controls::create_override, controls::override_history,
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
         revenue::close_period, revenue::margin, revenue::overage,
@@ -91,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/customers/{id}/plan", put(customers::set_plan))
         .route("/v1/customers/{id}/limits", put(controls::set_limits))
+        .route(
+            "/v1/customers/{id}/alert-thresholds",
+            put(controls::set_thresholds),
+        )
         .route(
             "/v1/customers/{id}/overrides",
             post(controls::create_override).get(controls::override_history),

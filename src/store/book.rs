@@ -309,9 +309,10 @@ pub(crate) async fn run_commands(
             .plan_id
             .as_deref()
             .and_then(|id| catalog.plan(id));
-        let rule = catalog
-            .alerts
-            .with(plan.and_then(|p| p.low_balance.as_ref()));
+        let rule = catalog.alerts.for_customer(
+            plan.and_then(|p| p.low_balance.as_ref()),
+            loaded.standing.low_balance.as_ref(),
+        );
         let (armed, said) = balance_alerts(
             customer,
             loaded.alerts,
@@ -581,6 +582,7 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
             renews_at: customer.renews_at.map(timestamp).transpose()?,
             limits: rows::from_json_column(customer.limits.as_deref())?,
             overrides: rows::from_json_column(customer.overrides.as_deref())?,
+            low_balance: rows::from_json_column(customer.low_balance.as_deref())?,
         };
         let alerts = Armed {
             low_sent: customer.alert_state & ALERT_LOW_SENT != 0,

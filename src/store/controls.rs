@@ -78,6 +78,36 @@ impl Store {
         Ok(Some(LimitsSet { limits: states }))
     }
 
+    /// Sets (or, with none, removes) a customer's own low-balance thresholds. Returns the
+    /// customer's plan; none when the customer does not exist.
+    pub async fn set_low_balance(
+        &self,
+        customer: &str,
+        own: Option<crate::domain::alerts::LowBalance>,
+    ) -> Result<Option<Option<String>>> {
+        let (_permit, txn) = self.begin_write().await?;
+        if !lock_customer(&txn, customer).await? {
+            return Ok(None);
+        }
+        customers::Entity::update_many()
+            .col_expr(
+                customers::Column::LowBalance,
+                Expr::value(rows::json_column(&own, own.is_none())?),
+            )
+            .filter(customers::Column::Id.eq(customer))
+            .exec(&txn)
+            .await?;
+        let plan = customers::Entity::find_by_id(customer)
+            .select_only()
+            .column(customers::Column::PlanId)
+            .into_tuple::<Option<String>>()
+            .one(&txn)
+            .await?
+            .flatten();
+        txn.commit().await?;
+        Ok(Some(plan))
+    }
+
     /// Records an override and makes it the feature's override for the customer (created when
     /// unknown), once per idempotency key: the same key and request answer the override first
     /// recorded; the same key with another request is a conflict.

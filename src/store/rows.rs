@@ -181,6 +181,7 @@ pub fn new_customer(id: &str, now: Timestamp) -> customers::ActiveModel {
         alert_arming: Set(0),
         limits: Set(None),
         overrides: Set(None),
+        low_balance: Set(None),
     }
 }
 
