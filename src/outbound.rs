@@ -8,7 +8,7 @@ use crate::config::{OutboxSettings, WebhookEndpoint};
 use crate::domain::outbound::AfterFailure;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::outbox::Attempt;
+use crate::store::outbox::{Attempt, OutboxKind};
 use entity::outbox;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +119,7 @@ impl Worker {
                     );
                     if next == AfterFailure::Dead {
                         tracing::warn!(id = %row.id, message = %row.message_id, destination = %row.destination,
-                            error = %failure.error, "webhook given up after its retry window");
+                            error = %failure.error, "outbox message given up after its retry window");
                     }
                     self.store
                         .outbox_attempted(
@@ -138,8 +138,15 @@ impl Worker {
     }
 
     async fn deliver(&self, client: &HttpClient, row: &outbox::Model) -> Result<(), Failure> {
-        if row.kind == crate::store::outbox::KIND_METER_EVENT {
-            return self.send_meter_event(row).await;
+        match OutboxKind::parse(&row.kind) {
+            Some(OutboxKind::Webhook) => {}
+            Some(OutboxKind::MeterEvent) => return self.send_meter_event(row).await,
+            None => {
+                return Err(Failure {
+                    error: format!("unknown kind {:?}", row.kind),
+                    retry_after_ms: None,
+                });
+            }
         }
         let Some(endpoint) = self.endpoints.iter().find(|e| e.url == row.destination) else {
             return Err(Failure {

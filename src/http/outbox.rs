@@ -18,7 +18,7 @@ pub struct OutboxMessage {
     id: String,
     /// The message's id (`webhook-id`), the same on every retry and for every destination.
     message_id: String,
-    /// `webhook`.
+    /// `webhook` (to a `[[webhooks]]` endpoint) or `stripe_meter_event` (to Stripe).
     kind: String,
     destination: String,
     #[serde(rename = "type")]

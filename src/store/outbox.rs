@@ -16,10 +16,30 @@ use sea_orm::{
 };
 use std::collections::BTreeMap;
 
-/// The kinds of outbox rows.
-pub const KIND_WEBHOOK: &str = "webhook";
-/// A meter event sent to Stripe's API (`POST /v1/billing/meter_events`).
-pub const KIND_METER_EVENT: &str = "stripe_meter_event";
+/// What an outbox row is, and so how the worker delivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// An event POSTed to a `[[webhooks]]` endpoint, signed per Standard Webhooks.
+    Webhook,
+    /// A meter event sent to Stripe's API (`POST /v1/billing/meter_events`).
+    MeterEvent,
+}
+
+impl OutboxKind {
+    pub const ALL: [OutboxKind; 2] = [OutboxKind::Webhook, OutboxKind::MeterEvent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Webhook => "webhook",
+            OutboxKind::MeterEvent => "stripe_meter_event",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxKind> {
+        OutboxKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// The destination of meter events.
 pub const STRIPE_DESTINATION: &str = "stripe";
 
@@ -68,7 +88,7 @@ pub(crate) async fn enqueue(
         for url in destinations(subscriptions, message.event_type) {
             rows.push(pending(
                 &id,
-                KIND_WEBHOOK,
+                OutboxKind::Webhook,
                 url,
                 message.event_type,
                 &message.customer,
@@ -92,7 +112,7 @@ pub(crate) async fn enqueue_meter_events(
         .map(|r| {
             pending(
                 &r.identifier,
-                KIND_METER_EVENT,
+                OutboxKind::MeterEvent,
                 STRIPE_DESTINATION,
                 EventType::OverageReported,
                 &r.customer,
@@ -107,7 +127,7 @@ pub(crate) async fn enqueue_meter_events(
 /// A row to deliver now.
 fn pending(
     message_id: &str,
-    kind: &str,
+    kind: OutboxKind,
     destination: &str,
     event_type: EventType,
     customer: &str,
@@ -117,7 +137,7 @@ fn pending(
     outbox::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
         message_id: Set(message_id.to_owned()),
-        kind: Set(kind.into()),
+        kind: Set(kind.as_str().into()),
         destination: Set(destination.to_owned()),
         event_type: Set(event_type.as_str().into()),
         customer_id: Set(customer.to_owned()),
