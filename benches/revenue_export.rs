@@ -186,6 +186,7 @@ async fn main() {
             limits: Set(None),
             overrides: Set(None),
             low_balance: Set(None),
+            auto_topup: Set(None),
         });
         batches.grants.push(entity::grants::ActiveModel {
             id: Set(grant.clone()),

@@ -62,6 +62,8 @@ pub enum Error {
     PeriodNotEnded(String),
     #[error("grant {0:?} has no revenue schedule (unknown, or not paid)")]
     GrantNotFound(String),
+    #[error("auto top-up cannot charge this customer: {0}")]
+    AutoTopupUnavailable(String),
     #[error("no outbox message {0:?}")]
     OutboxMessageNotFound(String),
     #[error("no route for this path")]

@@ -120,6 +120,21 @@ impl Worker {
                     if next == AfterFailure::Dead {
                         tracing::warn!(id = %row.id, message = %row.message_id, destination = %row.destination,
                             error = %failure.error, "outbox message given up after its retry window");
+                        if OutboxKind::parse(&row.kind) == Some(OutboxKind::PaymentIntent) {
+                            // A charge Stripe could not be asked for in time has failed.
+                            self.store
+                                .auto_topup_failed(
+                                    &row.message_id,
+                                    &format!(
+                                        "Stripe could not be reached within the retry window: {}",
+                                        failure.error
+                                    ),
+                                    Some("stripe_unreachable"),
+                                    None,
+                                    now,
+                                )
+                                .await?;
+                        }
                     }
                     self.store
                         .outbox_attempted(
@@ -141,6 +156,7 @@ impl Worker {
         match OutboxKind::parse(&row.kind) {
             Some(OutboxKind::Webhook) => {}
             Some(OutboxKind::MeterEvent) => return self.send_meter_event(row).await,
+            Some(OutboxKind::PaymentIntent) => return self.send_charge(row).await,
             None => {
                 return Err(Failure {
                     error: format!("unknown kind {:?}", row.kind),
@@ -219,6 +235,74 @@ impl Worker {
             .await
             .map_err(|_| failed(format!("no answer within {} s", timeout.as_secs())))?
             .map_err(|e| failed(e.to_string()))
+    }
+}
+
+impl Worker {
+    /// An automatic top-up: asked of Stripe unless already settled; Stripe's refusal settles it
+    /// as failed, a failure that may pass is tried again under the same idempotency key.
+    async fn send_charge(&self, row: &outbox::Model) -> Result<(), Failure> {
+        let failed = |error: String| Failure {
+            error,
+            retry_after_ms: None,
+        };
+        let charge: crate::store::autotopup::Charge = serde_json::from_str(&row.body)
+            .map_err(|e| failed(format!("unreadable charge: {e}")))?;
+        let attempt = self
+            .store
+            .auto_topup_attempt(&charge.attempt)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // Settled already (by its event, or before a replay): nothing to ask.
+        if attempt
+            .is_none_or(|a| a.status != crate::store::autotopup::AttemptStatus::Pending.as_str())
+        {
+            return Ok(());
+        }
+        let Some(stripe) = &self.stripe else {
+            return Err(failed(
+                "no Stripe API key is configured ([stripe] api_key)".into(),
+            ));
+        };
+        let now = || self.wall_clock.now();
+        let attempt = charge.attempt.as_str();
+        let settle_failed = |reason: String, code: Option<String>, pi: Option<String>| async move {
+            self.store
+                .auto_topup_failed(attempt, &reason, code.as_deref(), pi.as_deref(), now())
+                .await
+                .map(|_| ())
+                .map_err(|e| failed(e.to_string()))
+        };
+        let stripe_customer = self
+            .store
+            .stripe_customer_of(&charge.customer)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let Some(stripe_customer) = stripe_customer else {
+            return settle_failed(
+                format!("{} is not linked to a Stripe customer", charge.customer),
+                Some("not_linked".into()),
+                None,
+            )
+            .await;
+        };
+        let timeout = Duration::from_secs(self.settings.timeout_seconds);
+        let answer = tokio::time::timeout(timeout, stripe.charge(&charge, &stripe_customer))
+            .await
+            .map_err(|_| failed(format!("no answer within {} s", timeout.as_secs())))?
+            .map_err(|e| failed(e.to_string()))?;
+        match answer {
+            crate::stripe::api::ChargeAnswer::Created { payment_intent } => self
+                .store
+                .auto_topup_charged(&charge.attempt, &payment_intent)
+                .await
+                .map_err(|e| failed(e.to_string())),
+            crate::stripe::api::ChargeAnswer::Refused {
+                reason,
+                code,
+                payment_intent,
+            } => settle_failed(reason, code, payment_intent).await,
+        }
     }
 }
 

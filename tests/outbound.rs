@@ -763,3 +763,363 @@ async fn a_customer_s_own_threshold_decides_its_low(engine: Engine) {
     app.assert_audit_clean().await;
 }
 for_each_engine!(a_customer_s_own_threshold_decides_its_low);
+
+/// Posts a Stripe event (signed now) and returns its outcome.
+async fn stripe_event(app: &TestApp, id: &str, kind: &str, object: Value) -> String {
+    let body = common::stripe_event(id, kind, app.now().timestamp(), object);
+    let (status, value) = app.webhook(&body).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    value["outcome"].as_str().unwrap().to_owned()
+}
+
+async fn auto_topup(app: &TestApp, customer: &str) -> Value {
+    let (status, view) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/customers/{customer}/auto-topup"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view
+}
+
+async fn set_auto_topup(app: &TestApp, customer: &str, body: Value) -> (StatusCode, Value) {
+    app.call(
+        reqwest::Method::PUT,
+        &format!("/v1/customers/{customer}/auto-topup"),
+        Some(&app.admin_key),
+        Some(body),
+    )
+    .await
+}
+
+/// Waits until the customer's auto top-up is no longer charging and no charge waits in the
+/// outbox.
+async fn charges_settle(app: &TestApp, customer: &str) -> Value {
+    for _ in 0..400 {
+        let view = auto_topup(app, customer).await;
+        let waiting = outbox(app, &format!("?customer={customer}&status=pending"))
+            .await
+            .iter()
+            .any(|m| m["kind"] == "stripe_payment_intent");
+        let asked = view["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] != "pending" || !a["payment_intent"].is_null());
+        if !waiting && asked {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "charges did not settle: {}",
+        auto_topup(app, customer).await
+    );
+}
+
+/// Auto top-up end to end. `acct_t` buys `topup_small` (1,000 credits for $10) at checkout, which
+/// links it to `cus_t` and saves a card; it opts in below 200 credits, at most 2 a month. 100
+/// concurrent usages take it to 100: one charge starts (Stripe down once, then its answer lost:
+/// three requests under one idempotency key, one payment intent). Its `payment_intent.succeeded`
+/// grants the pack once however often it arrives. The next charge is declined: it fails once,
+/// says `auto_topup.failed` (verified with `standardwebhooks`), and nothing more is charged
+/// until the customer sets it again; then the month's limit holds.
+async fn auto_topup_charges_once_and_stops_after_a_failure(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let secret = secret();
+    let (base, stand_in) = common::stand_in::spawn(BTreeMap::new()).await;
+    let app = spawn_with_webhook_and(engine, &url, &secret, 3_600, move |config| {
+        config.stripe.api_key = Some(common::stand_in::API_KEY.into());
+        config.stripe.api_base = Some(base);
+    })
+    .await;
+    stand_in
+        .payment_methods
+        .lock()
+        .unwrap()
+        .insert("cus_t".into(), "pm_card_t".into());
+    let bought = stripe_event(
+        &app,
+        "evt_t_checkout",
+        "checkout.session.completed",
+        json!({"id": "cs_t", "object": "checkout.session", "mode": "payment",
+               "payment_status": "paid", "customer": "cus_t", "client_reference_id": "acct_t",
+               "amount_total": 1000, "currency": "usd", "payment_intent": "pi_checkout_t",
+               "metadata": {"creditbook_pack": "topup_small"}}),
+    )
+    .await;
+    assert_eq!(bought, "applied");
+    assert_eq!(app.balances("acct_t").await.0, "1000");
+    app.promo("acct_unlinked", "10").await;
+
+    // Refused, and nothing changed.
+    let setting = json!({"threshold": "200", "pack": "topup_small", "monthly_limit": 2});
+    for (customer, body, status, problem, field) in [
+        (
+            "acct_t",
+            json!({"threshold": "0", "pack": "topup_small", "monthly_limit": 2}),
+            422,
+            "invalid_request",
+            Some("threshold"),
+        ),
+        (
+            "acct_t",
+            json!({"threshold": "200", "pack": "topup_huge", "monthly_limit": 2}),
+            422,
+            "invalid_request",
+            Some("pack"),
+        ),
+        (
+            "acct_t",
+            json!({"threshold": "200", "pack": "topup_small", "monthly_limit": 0}),
+            422,
+            "invalid_request",
+            Some("monthly_limit"),
+        ),
+        (
+            "acct_t",
+            json!({"threshold": "200", "pack": "topup_small", "monthly_limit": "2"}),
+            422,
+            "invalid_request",
+            Some("monthly_limit"),
+        ),
+        (
+            "acct_t",
+            json!({"threshold": "200", "pack": "topup_small", "monthly_limt": 2}),
+            422,
+            "invalid_request",
+            Some("monthly_limt"),
+        ),
+        (
+            "acct_t",
+            json!({"threshold": 0.5, "pack": "topup_small", "monthly_limit": 2}),
+            422,
+            "invalid_request",
+            Some("threshold"),
+        ),
+        (
+            "acct_nobody",
+            setting.clone(),
+            404,
+            "customer_not_found",
+            None,
+        ),
+        (
+            "acct_unlinked",
+            setting.clone(),
+            409,
+            "auto_topup_unavailable",
+            None,
+        ),
+    ] {
+        let (got, problem_body) = set_auto_topup(&app, customer, body.clone()).await;
+        assert_eq!(got.as_u16(), status, "{body}: {problem_body}");
+        assert!(
+            problem_body["type"].as_str().unwrap().ends_with(problem),
+            "{problem_body}"
+        );
+        if let Some(field) = field {
+            assert_eq!(problem_body["field"], field, "{problem_body}");
+        }
+    }
+    let (status, refused) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/customers/acct_t/auto-topup",
+            Some(&app.app_key),
+            Some(setting.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(auto_topup(&app, "acct_t").await["status"], "off");
+
+    let (status, view) = set_auto_topup(&app, "acct_t", setting.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["status"], "active");
+    assert_eq!(view["setting"]["threshold"], "200");
+    assert!(view["attempts"].as_array().unwrap().is_empty());
+
+    // 100 concurrent usages of 9 credits: 1,000 → 100, one charge.
+    *stand_in.charge_down.lock().unwrap() = 1;
+    *stand_in.charge_answers_lost.lock().unwrap() = 1;
+    let uses = (0..100).map(|_| use_credits(&app, "acct_t", 9));
+    futures::future::join_all(uses).await;
+    let view = charges_settle(&app, "acct_t").await;
+    assert_eq!(view["status"], "charging", "{view}");
+    let attempts = view["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{view}");
+    let first = attempts[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(view["in_flight"], first.as_str());
+    assert_eq!(
+        (attempts[0]["pack"].as_str(), attempts[0]["amount"].as_str()),
+        (Some("topup_small"), Some("10"))
+    );
+    let intents = stand_in.payment_intents.lock().unwrap().clone();
+    assert_eq!(intents.len(), 1, "{intents:#?}");
+    assert_eq!(attempts[0]["payment_intent"], intents[0]["id"]);
+    assert_eq!(intents[0]["amount"], 1000);
+    assert_eq!(intents[0]["payment_method"], "pm_card_t");
+    assert_eq!(
+        intents[0]["metadata"]["creditbook_auto_topup"],
+        first.as_str()
+    );
+    assert_eq!(
+        *stand_in.charge_requests.lock().unwrap(),
+        vec![first.clone(), first.clone(), first.clone()]
+    );
+    // In flight: a further fall starts nothing.
+    use_credits(&app, "acct_t", 50).await;
+    assert_eq!(
+        charges_settle(&app, "acct_t").await["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The money taken: the credits arrive once.
+    let intent = intents[0].clone();
+    let paid = stripe_event(
+        &app,
+        "evt_t_pi1",
+        "payment_intent.succeeded",
+        intent.clone(),
+    )
+    .await;
+    assert_eq!(paid, "applied");
+    assert_eq!(
+        stripe_event(
+            &app,
+            "evt_t_pi1",
+            "payment_intent.succeeded",
+            intent.clone()
+        )
+        .await,
+        "duplicate"
+    );
+    assert_eq!(
+        stripe_event(
+            &app,
+            "evt_t_pi1b",
+            "payment_intent.succeeded",
+            intent.clone()
+        )
+        .await,
+        "applied"
+    );
+    assert_eq!(app.balances("acct_t").await.0, "1050");
+    let view = auto_topup(&app, "acct_t").await;
+    assert_eq!(
+        (
+            &view["status"],
+            &view["attempts"][0]["status"],
+            &view["started_this_month"]
+        ),
+        (&json!("active"), &json!("succeeded"), &json!(1)),
+        "{view}"
+    );
+    // A payment intent that is not an automatic top-up's is left to its own checkout's event.
+    let other = json!({"id": "pi_checkout_t", "object": "payment_intent", "amount": 1000,
+        "amount_received": 1000, "currency": "usd", "customer": "cus_t", "metadata": {}});
+    assert_eq!(
+        stripe_event(&app, "evt_t_pi_other", "payment_intent.succeeded", other).await,
+        "ignored"
+    );
+    assert_eq!(app.balances("acct_t").await.0, "1050");
+
+    // Declined: failed once, told once, stopped.
+    stand_in.declining.lock().unwrap().push("cus_t".into());
+    use_credits(&app, "acct_t", 900).await;
+    let view = charges_settle(&app, "acct_t").await;
+    assert_eq!(view["status"], "stopped", "{view}");
+    let second = view["attempts"][0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(view["attempts"][0]["status"], "failed");
+    assert_eq!(view["attempts"][0]["failure_code"], "insufficient_funds");
+    assert_eq!(view["stopped"]["attempt"], second.as_str());
+    assert_eq!(
+        view["started_this_month"], 1,
+        "a failed charge is not counted"
+    );
+    wait_for(&receiver, "auto_topup.failed", |d| {
+        accepted(d).iter().any(|(_, t)| t == "auto_topup.failed")
+    })
+    .await;
+    use_credits(&app, "acct_t", 10).await;
+    let failed = json!({"id": "pi_declined_t", "object": "payment_intent", "amount": 1000,
+        "currency": "usd", "customer": "cus_t", "status": "requires_payment_method",
+        "metadata": {"creditbook_auto_topup": second, "creditbook_customer": "acct_t",
+                     "creditbook_pack": "topup_small"},
+        "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds",
+                               "message": "Your card has insufficient funds."}});
+    assert_eq!(
+        stripe_event(
+            &app,
+            "evt_t_failed",
+            "payment_intent.payment_failed",
+            failed
+        )
+        .await,
+        "applied"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deliveries = receiver.deliveries.lock().unwrap().clone();
+    let told: Vec<Value> = verify_with_standard_webhooks(&secret, &deliveries)
+        .into_iter()
+        .filter(|b| b["type"] == "auto_topup.failed")
+        .collect();
+    assert_eq!(told.len(), 1, "{told:#?}");
+    assert_eq!(told[0]["data"]["customer"], "acct_t");
+    assert_eq!(told[0]["data"]["attempt"], second.as_str());
+    assert_eq!(told[0]["data"]["pack"], "topup_small");
+    assert_eq!(told[0]["data"]["code"], "insufficient_funds");
+    assert_eq!(
+        told[0]["data"]["reason"],
+        "Your card has insufficient funds."
+    );
+    assert_eq!(stand_in.payment_intents.lock().unwrap().len(), 1);
+    assert_eq!(stand_in.charge_requests.lock().unwrap().len(), 4);
+    assert_eq!(app.balances("acct_t").await.0, "140");
+
+    // The customer acts (a new card): set again below the threshold, a charge starts at once;
+    // it is the month's second, so the next fall starts none.
+    stand_in.declining.lock().unwrap().clear();
+    let (status, view) = set_auto_topup(&app, "acct_t", setting).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let view = charges_settle(&app, "acct_t").await;
+    assert_eq!(view["status"], "charging", "{view}");
+    let intents = stand_in.payment_intents.lock().unwrap().clone();
+    assert_eq!(intents.len(), 2);
+    assert_eq!(
+        stripe_event(
+            &app,
+            "evt_t_pi3",
+            "payment_intent.succeeded",
+            intents[1].clone()
+        )
+        .await,
+        "applied"
+    );
+    assert_eq!(app.balances("acct_t").await.0, "1140");
+    use_credits(&app, "acct_t", 1000).await;
+    let view = charges_settle(&app, "acct_t").await;
+    assert_eq!(
+        (&view["status"], &view["started_this_month"]),
+        (&json!("active"), &json!(2)),
+        "{view}"
+    );
+    assert_eq!(view["attempts"].as_array().unwrap().len(), 3);
+    assert_eq!(stand_in.payment_intents.lock().unwrap().len(), 2);
+
+    // Turned off.
+    let (status, view) = set_auto_topup(&app, "acct_t", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["status"], "off");
+    assert!(view["setting"].is_null());
+    app.assert_audit_clean().await;
+}
+
+for_each_engine!(auto_topup_charges_once_and_stops_after_a_failure);

@@ -28,6 +28,8 @@ pub struct Model {
     pub overrides: Option<String>,
     /// The customer's own low-balance thresholds (JSON), if any.
     pub low_balance: Option<String>,
+    /// The customer's auto top-up setting and where it stands (JSON), if ever set.
+    pub auto_topup: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

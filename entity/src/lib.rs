@@ -2,6 +2,7 @@
 //! Unix microseconds; the `creditbook` crate converts them to domain types at the store's edge.
 
 pub mod api_keys;
+pub mod auto_topup_attempts;
 pub mod consumptions;
 pub mod customer_overrides;
 pub mod customers;

@@ -41,6 +41,7 @@ mod m20261125_000010_grant_expiry_warning;
 mod m20261126_000011_consumptions;
 mod m20261126_000012_overage_reports;
 mod m20261126_000013_customer_thresholds;
+mod m20261127_000014_auto_topup;
 
 pub struct Migrator;
 
@@ -73,6 +74,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000011_consumptions::Migration),
             Box::new(m20261126_000012_overage_reports::Migration),
             Box::new(m20261126_000013_customer_thresholds::Migration),
+            Box::new(m20261127_000014_auto_topup::Migration),
         ]
     }
 }

@@ -27,6 +27,8 @@ pub struct Standing {
     pub overrides: Overrides,
     /// The customer's own low-balance thresholds, when it has any.
     pub low_balance: Option<super::alerts::LowBalance>,
+    /// The customer's auto top-up and where it stands.
+    pub auto_topup: super::autotopup::AutoTopup,
 }
 
 /// The rules of the gate that come from configuration rather than from the customer.

@@ -39,6 +39,7 @@ macro_rules! stripe_names {
 
 pub mod adjustment;
 pub mod alerts;
+pub mod autotopup;
 pub mod billing;
 pub mod catalog;
 pub mod gate;

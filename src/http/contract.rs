@@ -353,6 +353,25 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         "low_balance_credits",
         json!({"anyOf": [positive_amount(max_credits_per_request()), {"type": "null"}]}),
     );
+    set(
+        schemas,
+        "AutoTopupRequest",
+        "threshold",
+        positive_amount(max_credits_per_request()),
+    );
+    set(
+        schemas,
+        "AutoTopupRequest",
+        "pack",
+        ids(catalog.packs.keys().cloned()),
+    );
+    set(
+        schemas,
+        "AutoTopupRequest",
+        "monthly_limit",
+        json!({"type": "integer", "minimum": 1,
+               "maximum": crate::domain::autotopup::MAX_MONTHLY_LIMIT}),
+    );
     set(schemas, "OverrideRequest", "reason", reason());
     set(schemas, "OverrideRequest", "idempotency_key", identifier());
     // A plan id, or null: a named enum beside null, which generated clients read as an
@@ -389,6 +408,10 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
 
 /// Parameters in their place with their constraints, and every status the operation can answer.
 fn complete_operation(path: &str, operation: &mut Value) {
+    // A body that may be `null` (turn it off) is still a body that must be sent.
+    if let Some(body) = operation.get_mut("requestBody") {
+        body["required"] = json!(true);
+    }
     if let Some(parameters) = operation
         .get_mut("parameters")
         .and_then(Value::as_array_mut)
@@ -473,6 +496,13 @@ fn complete_operation(path: &str, operation: &mut Value) {
         add(
             "409",
             "This `idempotency_key` was used with a different request: `idempotency_conflict`.",
+        );
+    }
+    if path == "/v1/customers/{id}/auto-topup" && has_body {
+        add(
+            "409",
+            "Auto top-up cannot charge this customer: no `[stripe] api_key`, or the customer is \
+             not linked to a Stripe customer (`auto_topup_unavailable`).",
         );
     }
     if path == "/v1/test-clock/advance" {

@@ -347,3 +347,191 @@ pub async fn override_history(
         overrides: overrides.into_iter().map(OverrideView::of).collect(),
     }))
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTopupRequest {
+    /// A charge starts when available credits fall below this (above 0).
+    #[schema(value_type = String)]
+    threshold: Amount,
+    /// The pack bought each time (a `[[packs]]` id), at its catalog price.
+    pack: String,
+    /// Charges started per calendar month (UTC) at most, 1 to 100; failed ones are not counted.
+    #[serde(deserialize_with = "super::extract::integer")]
+    monthly_limit: i32,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AutoTopupSettingView {
+    #[schema(value_type = String)]
+    threshold: Credits,
+    pack: String,
+    monthly_limit: u32,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AutoTopupStopView {
+    /// The attempt that failed.
+    attempt: String,
+    /// What Stripe (or creditbook) said.
+    reason: String,
+    code: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// One automatic charge.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AutoTopupAttemptView {
+    /// The attempt's id: the payment intent's idempotency key and `creditbook_auto_topup`.
+    id: String,
+    pack: String,
+    #[schema(value_type = String)]
+    credits: Credits,
+    /// The pack's price charged, in `currency`.
+    #[schema(value_type = String)]
+    amount: Credits,
+    currency: String,
+    /// `pending`, `succeeded` or `failed`.
+    status: String,
+    payment_intent: Option<String>,
+    failure: Option<String>,
+    failure_code: Option<String>,
+    created_at: DateTime<Utc>,
+    settled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AutoTopupView {
+    customer: String,
+    /// The customer's setting; null when off.
+    setting: Option<AutoTopupSettingView>,
+    /// `off`, `active`, `charging` (a charge in flight) or `stopped` (a charge failed: set it
+    /// again to resume).
+    #[schema(value_type = String)]
+    status: AutoTopupStatus,
+    /// The attempt in flight.
+    in_flight: Option<String>,
+    stopped: Option<AutoTopupStopView>,
+    /// Charges started this calendar month (UTC), failed ones not counted.
+    started_this_month: u32,
+    /// The latest attempts, newest first (at most 20).
+    attempts: Vec<AutoTopupAttemptView>,
+}
+
+use crate::domain::autotopup::{Setting as AutoTopupSetting, Status as AutoTopupStatus};
+use crate::store::autotopup::AutoTopupState;
+
+impl AutoTopupView {
+    fn of(customer: String, state: AutoTopupState, now: DateTime<Utc>) -> Result<Self> {
+        let auto = state.auto_topup;
+        let attempts = state
+            .attempts
+            .into_iter()
+            .map(|a| {
+                Ok(AutoTopupAttemptView {
+                    amount: crate::domain::billing::money_from_minor(a.amount_minor, &a.currency),
+                    credits: Credits::from_micros(a.credits),
+                    created_at: crate::store::outbox::row_time(a.created_at)?,
+                    settled_at: a
+                        .settled_at
+                        .map(crate::store::outbox::row_time)
+                        .transpose()?,
+                    id: a.id,
+                    pack: a.pack_id,
+                    currency: a.currency,
+                    status: a.status,
+                    payment_intent: a.payment_intent,
+                    failure: a.failure,
+                    failure_code: a.failure_code,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AutoTopupView {
+            customer,
+            status: auto.status(),
+            started_this_month: auto.started_in(now),
+            setting: auto.setting.map(|s| AutoTopupSettingView {
+                threshold: s.threshold,
+                pack: s.pack,
+                monthly_limit: s.monthly_limit,
+            }),
+            in_flight: auto.in_flight,
+            stopped: auto.stopped.map(|s| AutoTopupStopView {
+                attempt: s.attempt,
+                reason: s.reason,
+                code: s.code,
+                at: s.at,
+            }),
+            attempts,
+        })
+    }
+}
+
+/// Sets a customer's auto top-up (admin): when its available credits fall below `threshold`,
+/// creditbook charges its saved payment method in Stripe for `pack`, off-session. `null` turns it
+/// off. Setting it again resumes it after a failed charge; set below the threshold, a charge
+/// starts at once. The customer must be linked to a Stripe customer and `[stripe] api_key` set.
+#[utoipa::path(put, path = "/v1/customers/{id}/auto-topup", params(("id" = String, Path)),
+    request_body(content = Option<AutoTopupRequest>, description = "The setting, or null to turn it off"),
+    responses((status = 200, body = AutoTopupView), (status = 404), (status = 409), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn set_auto_topup(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<Option<AutoTopupRequest>>,
+) -> Result<Json<AutoTopupView>> {
+    caller.require(Scope::Admin)?;
+    let customer = identifier("id", &id)?;
+    let setting = request
+        .map(|r| {
+            AutoTopupSetting::of(
+                r.threshold.0,
+                &r.pack,
+                i64::from(r.monthly_limit),
+                &state.catalog,
+            )
+            .map_err(|bad| Error::invalid(bad.field, bad.reason))
+        })
+        .transpose()?;
+    if state.store.auto_topup(&customer).await?.is_none() {
+        return Err(Error::CustomerNotFound(customer));
+    }
+    if setting.is_some() {
+        if state.stripe.api_key.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::AutoTopupUnavailable(
+                "no Stripe API key is configured ([stripe] api_key)".into(),
+            ));
+        }
+        if state.store.stripe_customer_of(&customer).await?.is_none() {
+            return Err(Error::AutoTopupUnavailable(format!(
+                "{customer} is not linked to a Stripe customer (a checkout or subscription links it)"
+            )));
+        }
+    }
+    let now = state.clock.now();
+    let set = state
+        .store
+        .set_auto_topup(&customer, setting, now)
+        .await?
+        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
+    Ok(Json(AutoTopupView::of(customer, set, now)?))
+}
+
+/// A customer's auto top-up: its setting, where it stands and its latest charges (admin).
+#[utoipa::path(get, path = "/v1/customers/{id}/auto-topup", params(("id" = String, Path)),
+    responses((status = 200, body = AutoTopupView), (status = 404)), security(("bearer" = [])))]
+pub async fn auto_topup(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AutoTopupView>> {
+    caller.require(Scope::Admin)?;
+    let customer = identifier("id", &id)?;
+    let found = state
+        .store
+        .auto_topup(&customer)
+        .await?
+        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
+    Ok(Json(AutoTopupView::of(customer, found, state.clock.now())?))
+}

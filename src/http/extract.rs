@@ -269,6 +269,12 @@ pub fn request_hash(parts: &[&str]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// An `i32` that JSON may write as `5` or `5.0` (JSON Schema's integers); null, a string or a
+/// fraction is refused.
+pub fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    optional_integer(d)?.ok_or_else(|| serde::de::Error::custom("expected an integer, not null"))
+}
+
 /// An optional `i32` that JSON may write as `5` or `5.0` (JSON Schema's integers); a string or a
 /// fraction is refused.
 pub fn optional_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {

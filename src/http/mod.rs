@@ -49,6 +49,7 @@ pub struct AppState {
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
         customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
         controls::set_limits, controls::set_thresholds, controls::create_override, controls::override_history,
+        controls::set_auto_topup, controls::auto_topup,
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
         revenue::close_period, revenue::margin, revenue::overage,
@@ -94,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/customers/{id}/alert-thresholds",
             put(controls::set_thresholds),
+        )
+        .route(
+            "/v1/customers/{id}/auto-topup",
+            put(controls::set_auto_topup).get(controls::auto_topup),
         )
         .route(
             "/v1/customers/{id}/overrides",

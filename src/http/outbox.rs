@@ -18,7 +18,8 @@ pub struct OutboxMessage {
     id: String,
     /// The message's id (`webhook-id`), the same on every retry and for every destination.
     message_id: String,
-    /// `webhook` (to a `[[webhooks]]` endpoint) or `stripe_meter_event` (to Stripe).
+    /// `webhook` (to a `[[webhooks]]` endpoint), `stripe_meter_event` (overage to Stripe) or
+    /// `stripe_payment_intent` (an automatic top-up charged through Stripe).
     kind: String,
     destination: String,
     #[serde(rename = "type")]

@@ -41,6 +41,7 @@ impl Error {
             Error::PeriodNotEnded(_) => (S::CONFLICT, "period_not_ended"),
             Error::GrantNotFound(_) => (S::NOT_FOUND, "grant_not_found"),
             Error::OutboxMessageNotFound(_) => (S::NOT_FOUND, "outbox_message_not_found"),
+            Error::AutoTopupUnavailable(_) => (S::CONFLICT, "auto_topup_unavailable"),
             Error::InvalidSignature(_) => (S::BAD_REQUEST, "invalid_signature"),
             Error::WebhookNotConfigured => (S::SERVICE_UNAVAILABLE, "webhook_not_configured"),
             Error::MalformedEvent(_) => (S::BAD_REQUEST, "malformed_event"),

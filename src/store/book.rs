@@ -290,6 +290,7 @@ pub(crate) async fn run_commands(
         *at = Ord::max(*at, now);
     }
     let mut messages = Vec::new();
+    let mut starts = Vec::new();
     for (customer, loaded) in books.iter_mut() {
         let Some(&now) = latest.get(customer.as_str()) else {
             continue;
@@ -323,10 +324,25 @@ pub(crate) async fn run_commands(
         );
         loaded.alerts = armed;
         messages.extend(said);
+        let just_set = loaded
+            .standing
+            .auto_topup
+            .set_since(&loaded.standing_before.auto_topup);
+        if let Some(start) = loaded.standing.auto_topup.start_if_due(
+            customer,
+            just_set,
+            loaded.before.available(),
+            loaded.book.available(),
+            catalog,
+            now,
+        ) {
+            starts.push(start);
+        }
     }
     let decided_at = started.elapsed();
     write_books(txn, &books).await?;
     super::outbox::enqueue(txn, &catalog.webhooks, &messages).await?;
+    super::autotopup::start_charges(txn, &starts).await?;
     write_entries(txn, items, &done).await?;
     for chunk in new_records.chunks(ROWS_PER_STATEMENT) {
         idempotency_records::Entity::insert_many(chunk.to_vec())
@@ -583,6 +599,7 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
             limits: rows::from_json_column(customer.limits.as_deref())?,
             overrides: rows::from_json_column(customer.overrides.as_deref())?,
             low_balance: rows::from_json_column(customer.low_balance.as_deref())?,
+            auto_topup: rows::from_json_column(customer.auto_topup.as_deref())?,
         };
         let alerts = Armed {
             low_sent: customer.alert_state & ALERT_LOW_SENT != 0,
@@ -714,6 +731,13 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                 .col_expr(
                     customers::Column::AlertArming,
                     Expr::value(loaded.alerts.arming),
+                )
+                .col_expr(
+                    customers::Column::AutoTopup,
+                    Expr::value(rows::json_column(
+                        &standing.auto_topup,
+                        standing.auto_topup.is_unset(),
+                    )?),
                 )
                 .filter(customers::Column::Id.eq(customer.as_str()))
                 .filter(customers::Column::Version.eq(loaded.version))

@@ -2,6 +2,7 @@
 //! commands of one customer across every process sharing the database.
 
 pub mod audit;
+pub mod autotopup;
 mod book;
 pub mod controls;
 pub mod keys;

@@ -23,15 +23,22 @@ pub enum OutboxKind {
     Webhook,
     /// A meter event sent to Stripe's API (`POST /v1/billing/meter_events`).
     MeterEvent,
+    /// An automatic top-up charged through Stripe's API (`POST /v1/payment_intents`).
+    PaymentIntent,
 }
 
 impl OutboxKind {
-    pub const ALL: [OutboxKind; 2] = [OutboxKind::Webhook, OutboxKind::MeterEvent];
+    pub const ALL: [OutboxKind; 3] = [
+        OutboxKind::Webhook,
+        OutboxKind::MeterEvent,
+        OutboxKind::PaymentIntent,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             OutboxKind::Webhook => "webhook",
             OutboxKind::MeterEvent => "stripe_meter_event",
+            OutboxKind::PaymentIntent => "stripe_payment_intent",
         }
     }
 
@@ -90,7 +97,7 @@ pub(crate) async fn enqueue(
                 &id,
                 OutboxKind::Webhook,
                 url,
-                message.event_type,
+                message.event_type.as_str(),
                 &message.customer,
                 body.clone(),
                 now,
@@ -114,7 +121,7 @@ pub(crate) async fn enqueue_meter_events(
                 &r.identifier,
                 OutboxKind::MeterEvent,
                 STRIPE_DESTINATION,
-                EventType::OverageReported,
+                EventType::OverageReported.as_str(),
                 &r.customer,
                 r.body().to_string(),
                 now,
@@ -125,11 +132,11 @@ pub(crate) async fn enqueue_meter_events(
 }
 
 /// A row to deliver now.
-fn pending(
+pub(crate) fn pending(
     message_id: &str,
     kind: OutboxKind,
     destination: &str,
-    event_type: EventType,
+    event_type: &str,
     customer: &str,
     body: String,
     now: i64,
@@ -139,7 +146,7 @@ fn pending(
         message_id: Set(message_id.to_owned()),
         kind: Set(kind.as_str().into()),
         destination: Set(destination.to_owned()),
-        event_type: Set(event_type.as_str().into()),
+        event_type: Set(event_type.into()),
         customer_id: Set(customer.to_owned()),
         body: Set(body),
         status: Set(OutboxStatus::Pending.as_str().into()),
@@ -153,7 +160,10 @@ fn pending(
 }
 
 /// Inserts `rows`, leaving out those already written (the same message and destination).
-async fn insert_new(txn: &DatabaseTransaction, rows: Vec<outbox::ActiveModel>) -> Result<()> {
+pub(crate) async fn insert_new(
+    txn: &DatabaseTransaction,
+    rows: Vec<outbox::ActiveModel>,
+) -> Result<()> {
     for chunk in rows.chunks(super::rows::ROWS_PER_STATEMENT) {
         outbox::Entity::insert_many(chunk.to_vec())
             .on_conflict(

@@ -189,7 +189,7 @@ async fn customer_plans(
 
 /// The Stripe customer each of `ids` reports to: the first linked, by Stripe id, when several
 /// are.
-async fn stripe_links(
+pub(crate) async fn stripe_links(
     db: &impl sea_orm::ConnectionTrait,
     ids: &[String],
 ) -> Result<BTreeMap<String, String>> {

@@ -182,6 +182,7 @@ pub fn new_customer(id: &str, now: Timestamp) -> customers::ActiveModel {
         limits: Set(None),
         overrides: Set(None),
         low_balance: Set(None),
+        auto_topup: Set(None),
     }
 }
 

@@ -344,7 +344,25 @@ impl StripeTx {
         Ok(())
     }
 
-    /// Marks an effect applied; false when it already was.
+    /// Settles an automatic top-up's attempt (see `store::autotopup::settle`).
+    pub async fn settle_auto_topup(
+        &self,
+        attempt: &str,
+        settled: &crate::domain::autotopup::Settled,
+        payment_intent: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        super::autotopup::settle(
+            &self.txn,
+            &self.catalog,
+            attempt,
+            settled,
+            payment_intent,
+            now,
+        )
+        .await
+    }
+
     /// Posts billed overage paid on `source` (an invoice line).
     pub async fn post_overage_paid(
         &self,
@@ -364,6 +382,7 @@ impl StripeTx {
         }
     }
 
+    /// Marks an effect applied; false when it already was.
     pub async fn claim_effect(&self, key: &str, customer_id: &str, now: Timestamp) -> Result<bool> {
         let inserted = stripe_effects::Entity::insert(stripe_effects::ActiveModel {
             effect_key: Set(key.to_owned()),

@@ -181,3 +181,175 @@ impl StripeApi {
         Ok(())
     }
 }
+
+/// Stripe's answer to an automatic top-up charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeAnswer {
+    /// The payment intent was made and is `succeeded` or `processing`: its event brings the
+    /// credits.
+    Created { payment_intent: String },
+    /// Refused for good (a declined card, no saved payment method, an invalid request): not
+    /// tried again until the customer acts.
+    Refused {
+        reason: String,
+        code: Option<String>,
+        payment_intent: Option<String>,
+    },
+}
+
+/// Statuses of a Stripe answer that refuse for good; any other failure may pass (5xx, 429, a
+/// lost answer) and is tried again with the same idempotency key.
+fn refused_for_good(status: u16) -> bool {
+    matches!(status, 400 | 402 | 404)
+}
+
+impl StripeApi {
+    async fn send_json(
+        &self,
+        request: RequestBuilder,
+        strategy: RequestStrategy,
+    ) -> std::result::Result<serde_json::Value, stripe::StripeError> {
+        let value: miniserde::json::Value = request
+            .customize()
+            .request_strategy(strategy)
+            .send(&self.client)
+            .await?;
+        serde_json::from_str(&miniserde::json::to_string(&value))
+            .map_err(|e| stripe::StripeError::JSONDeserialize(e.to_string()))
+    }
+
+    /// The payment method to charge a Stripe customer off-session with: its invoice default,
+    /// else its default source, else the first it has saved.
+    async fn saved_payment_method(
+        &self,
+        stripe_customer: &str,
+    ) -> std::result::Result<Option<String>, stripe::StripeError> {
+        let customer = self
+            .send_json(
+                RequestBuilder::new(StripeMethod::Get, format!("/customers/{stripe_customer}")),
+                RequestStrategy::Once,
+            )
+            .await?;
+        let id_of = |v: &serde_json::Value| {
+            v.as_str()
+                .or_else(|| v.get("id").and_then(|i| i.as_str()))
+                .map(str::to_owned)
+        };
+        if let Some(id) = id_of(&customer["invoice_settings"]["default_payment_method"])
+            .or_else(|| id_of(&customer["default_source"]))
+        {
+            return Ok(Some(id));
+        }
+        let query = BTreeMap::from([
+            ("customer".to_owned(), stripe_customer.to_owned()),
+            ("limit".to_owned(), "1".to_owned()),
+        ]);
+        let page = self
+            .send_json(
+                RequestBuilder::new(StripeMethod::Get, "/payment_methods").query(&query),
+                RequestStrategy::Once,
+            )
+            .await?;
+        Ok(page["data"]
+            .as_array()
+            .and_then(|d| d.first())
+            .and_then(|pm| pm.get("id"))
+            .and_then(|i| i.as_str())
+            .map(str::to_owned))
+    }
+
+    /// Charges a pack off-session (`POST /v1/payment_intents`, `confirm` and `off_session`) to
+    /// the Stripe customer's saved payment method, with the attempt id as the idempotency key
+    /// and in the metadata (`creditbook_auto_topup`, `creditbook_customer`, `creditbook_pack`),
+    /// which is how its `payment_intent.*` events are known. One attempt: the outbox retries. An
+    /// error is a failure that may pass.
+    pub async fn charge(
+        &self,
+        charge: &crate::store::autotopup::Charge,
+        stripe_customer: &str,
+    ) -> Result<ChargeAnswer> {
+        let unavailable = |e: stripe::StripeError| Error::StripeUnavailable(e.to_string());
+        let refused = |e: &stripe::StripeError| match e {
+            stripe::StripeError::Stripe(api, status) if refused_for_good(*status) => {
+                Some(ChargeAnswer::Refused {
+                    reason: api
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("Stripe refused the charge ({status})")),
+                    code: api
+                        .decline_code
+                        .clone()
+                        .or_else(|| api.code.as_ref().map(|c| c.as_str().to_owned())),
+                    payment_intent: api.payment_intent.as_ref().map(|p| p.id.to_string()),
+                })
+            }
+            _ => None,
+        };
+        let method = match self.saved_payment_method(stripe_customer).await {
+            Ok(Some(method)) => method,
+            Ok(None) => {
+                return Ok(ChargeAnswer::Refused {
+                    reason: format!(
+                        "Stripe customer {stripe_customer} has no saved payment method"
+                    ),
+                    code: Some("no_payment_method".into()),
+                    payment_intent: None,
+                });
+            }
+            Err(e) => return refused(&e).ok_or_else(|| unavailable(e)),
+        };
+        let key = stripe_client_core::IdempotencyKey::new(charge.attempt.as_str())
+            .map_err(|e| Error::Internal(format!("attempt id as idempotency key: {e}")))?;
+        let fields = BTreeMap::from([
+            ("amount", charge.amount_minor.to_string()),
+            ("currency", charge.currency.clone()),
+            ("customer", stripe_customer.to_owned()),
+            ("payment_method", method),
+            ("off_session", "true".to_owned()),
+            ("confirm", "true".to_owned()),
+            (
+                "description",
+                format!("Automatic top-up: pack {}", charge.pack),
+            ),
+            ("metadata[creditbook_auto_topup]", charge.attempt.clone()),
+            ("metadata[creditbook_customer]", charge.customer.clone()),
+            ("metadata[creditbook_pack]", charge.pack.clone()),
+        ]);
+        let answer = self
+            .send_json(
+                RequestBuilder::new(StripeMethod::Post, "/payment_intents").form(&fields),
+                RequestStrategy::Idempotent(key),
+            )
+            .await;
+        let intent = match answer {
+            Ok(intent) => intent,
+            Err(e) => return refused(&e).ok_or_else(|| unavailable(e)),
+        };
+        let id = intent["id"].as_str().unwrap_or_default().to_owned();
+        match intent["status"].as_str() {
+            Some("succeeded" | "processing") if !id.is_empty() => {
+                Ok(ChargeAnswer::Created { payment_intent: id })
+            }
+            status => {
+                let error = &intent["last_payment_error"];
+                Ok(ChargeAnswer::Refused {
+                    reason: error["message"].as_str().map_or_else(
+                        || {
+                            format!(
+                                "the payment intent is {}: it needs the customer",
+                                status.unwrap_or("of no status")
+                            )
+                        },
+                        str::to_owned,
+                    ),
+                    code: error["decline_code"]
+                        .as_str()
+                        .or(error["code"].as_str())
+                        .or(status)
+                        .map(str::to_owned),
+                    payment_intent: (!id.is_empty()).then_some(id),
+                })
+            }
+        }
+    }
+}

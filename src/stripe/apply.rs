@@ -6,9 +6,11 @@
 
 use super::api::StripeApi;
 use super::event::{
-    self, CheckoutSession, Event, Invoice, InvoiceLine, InvoicePaymentObject, Parsed, Subscription,
+    self, CheckoutSession, Event, Invoice, InvoiceLine, InvoicePaymentObject, Parsed,
+    PaymentIntent, Subscription,
 };
 use crate::domain::Timestamp;
+use crate::domain::autotopup::Settled;
 use crate::domain::billing::{
     self, CheckoutStep, LineEffect, LineFacts, Link, PackChoice, checkout_step, choose_pack,
     line_effect, money_from_minor, pack_terms, rollover_room, subscription_line,
@@ -29,6 +31,8 @@ use std::collections::BTreeSet;
 /// Metadata keys read on Stripe objects.
 pub const CUSTOMER_METADATA_KEY: &str = "creditbook_customer";
 pub const PACK_METADATA_KEY: &str = "creditbook_pack";
+/// The automatic top-up a payment intent charges (its attempt id).
+pub const AUTO_TOPUP_METADATA_KEY: &str = "creditbook_auto_topup";
 
 /// Attempts of one event when the database reports a transient failure.
 const TRANSIENT_ATTEMPTS: u32 = 5;
@@ -304,6 +308,8 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
             }
             None => Outcome::new(OutcomeKind::Ignored, "no creditbook_customer metadata"),
         },
+        Parsed::PaymentIntentSucceeded(intent) => apply.payment_intent_succeeded(intent).await?,
+        Parsed::PaymentIntentFailed(intent) => apply.payment_intent_failed(intent).await?,
         Parsed::Unhandled => Outcome::new(
             OutcomeKind::UnknownType,
             "creditbook does not act on this type",
@@ -313,6 +319,28 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         .await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// A pack bought, from a checkout session or an automatic top-up's payment intent.
+struct Purchase<'a> {
+    /// What makes the grant once: `checkout:{session}` or `payment_intent:{id}`.
+    effect: String,
+    /// When it was bought (Unix seconds), when the object says.
+    created: Option<i64>,
+    quantity: i64,
+    paid_net_of_tax_minor: Option<i64>,
+    currency: Option<&'a str>,
+    /// The payment its refunds and disputes name.
+    payment_key: &'a str,
+    paid_minor: Option<i64>,
+    tax_minor: i64,
+}
+
+fn not_auto_topup() -> Outcome {
+    Outcome::new(
+        OutcomeKind::Ignored,
+        "not an automatic top-up: a checkout's or an invoice's own event grants its credits",
+    )
 }
 
 /// Grants a transfer moves, as the new owner receives them.
@@ -514,30 +542,39 @@ impl Apply<'_> {
                 ));
             }
         };
-        self.grant_pack(&customer, session, pack, quantity).await
+        let purchase = Purchase {
+            effect: format!("checkout:{}", session.id),
+            created: session.created,
+            quantity,
+            paid_net_of_tax_minor: session.amount_net_of_tax(),
+            currency: session.currency.as_deref(),
+            payment_key: session.payment_intent().unwrap_or(&session.id),
+            paid_minor: session.amount_total,
+            tax_minor: session.tax_minor(),
+        };
+        self.grant_pack(&customer, purchase, pack).await
     }
 
     async fn grant_pack(
         &self,
         customer: &str,
-        session: &CheckoutSession,
+        bought: Purchase<'_>,
         pack: &Pack,
-        quantity: i64,
     ) -> Result<Outcome> {
-        let effect = format!("checkout:{}", session.id);
+        let effect = bought.effect;
         if !self.tx.claim_effect(&effect, customer, self.now).await? {
             return Ok(Outcome::new(
                 OutcomeKind::Applied,
                 format!("{effect} applied before"),
             ));
         }
-        // Counted from the session's creation, which webhooks and backfill both know.
-        let bought_at = from_unix(session.created.unwrap_or(self.event_created))?;
+        // Counted from the purchase's creation, which webhooks and backfill both know.
+        let bought_at = from_unix(bought.created.unwrap_or(self.event_created))?;
         let terms = pack_terms(
             pack,
-            quantity,
-            session.amount_net_of_tax(),
-            session.currency.as_deref(),
+            bought.quantity,
+            bought.paid_net_of_tax_minor,
+            bought.currency,
             bought_at,
         )
         .map_err(|e| Error::invalid("quantity", e))?;
@@ -563,14 +600,14 @@ impl Apply<'_> {
                 Ok(())
             })
             .await?;
-        let payment_key = session.payment_intent().unwrap_or(&session.id);
+        let payment_key = bought.payment_key;
         self.tx.map_payment(payment_key, &grant.id, None).await?;
-        if let Some(paid_minor) = session.amount_total {
+        if let Some(paid_minor) = bought.paid_minor {
             self.tx
                 .put_payment(entity::stripe_payments::Model {
                     payment_key: payment_key.to_owned(),
                     paid_minor,
-                    tax_minor: session.tax_minor(),
+                    tax_minor: bought.tax_minor,
                     currency: grant_currency,
                 })
                 .await?;
@@ -583,6 +620,90 @@ impl Apply<'_> {
                 pack.id
             ),
         ))
+    }
+
+    /// `payment_intent.succeeded` of an automatic top-up (its metadata names the attempt): the
+    /// pack is granted as a checkout's is, and the attempt settles. Other payment intents are a
+    /// checkout's or an invoice's, whose own events grant.
+    async fn payment_intent_succeeded(&self, intent: &PaymentIntent) -> Result<Outcome> {
+        let Some((customer, attempt)) = self.auto_topup_of(intent).await? else {
+            return Ok(not_auto_topup());
+        };
+        let named = intent.metadata.get(PACK_METADATA_KEY);
+        let Some(pack) = named.and_then(|p| self.catalog.packs.get(p)) else {
+            return Ok(Outcome::new(
+                OutcomeKind::UnmappedPrice,
+                format!("pack {named:?} of auto top-up {attempt} is not in the catalog"),
+            ));
+        };
+        let paid = intent.amount_received.or(intent.amount);
+        let outcome = self
+            .grant_pack(
+                &customer,
+                Purchase {
+                    effect: format!("payment_intent:{}", intent.id),
+                    created: intent.created,
+                    quantity: 1,
+                    paid_net_of_tax_minor: paid,
+                    currency: intent.currency.as_deref(),
+                    payment_key: &intent.id,
+                    paid_minor: paid,
+                    tax_minor: 0,
+                },
+                pack,
+            )
+            .await?;
+        self.tx
+            .settle_auto_topup(&attempt, &Settled::Succeeded, Some(&intent.id), self.now)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// `payment_intent.payment_failed` of an automatic top-up: the attempt fails (once), which
+    /// stops auto top-up until the customer sets it again and says `auto_topup.failed`.
+    async fn payment_intent_failed(&self, intent: &PaymentIntent) -> Result<Outcome> {
+        let Some((customer, attempt)) = self.auto_topup_of(intent).await? else {
+            return Ok(not_auto_topup());
+        };
+        let error = intent.last_payment_error.clone().unwrap_or_default();
+        let settled = Settled::Failed {
+            reason: error
+                .message
+                .unwrap_or_else(|| "the payment failed".to_owned()),
+            code: error.decline_code.or(error.code),
+        };
+        let changed = self
+            .tx
+            .settle_auto_topup(&attempt, &settled, Some(&intent.id), self.now)
+            .await?;
+        Ok(Outcome::new(
+            OutcomeKind::Applied,
+            if changed {
+                format!("auto top-up {attempt} of {customer} failed; stopped until set again")
+            } else {
+                format!("auto top-up {attempt} was settled before")
+            },
+        ))
+    }
+
+    /// The account and attempt of an automatic top-up's payment intent; none for any other.
+    async fn auto_topup_of(&self, intent: &PaymentIntent) -> Result<Option<(String, String)>> {
+        let Some(attempt) = intent.metadata.get(AUTO_TOPUP_METADATA_KEY) else {
+            return Ok(None);
+        };
+        let hint = intent
+            .metadata
+            .get(CUSTOMER_METADATA_KEY)
+            .map(|id| (id.clone(), LinkedBy::Metadata));
+        let customer = match (intent.customer(), hint) {
+            (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
+            (None, Some((account, _))) => {
+                self.tx.lock_accounts([account.as_str()]).await?;
+                account
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some((customer, attempt.clone())))
     }
 
     /// The account an invoice or subscription is for.

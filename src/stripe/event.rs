@@ -691,6 +691,42 @@ pub struct Customer {
     pub metadata: Metadata,
 }
 
+/// Why a payment intent's last attempt failed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PaymentError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub decline_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentIntent {
+    pub id: String,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub amount_received: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub customer: Option<Id>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub created: Option<i64>,
+    #[serde(default)]
+    pub last_payment_error: Option<PaymentError>,
+}
+
+impl PaymentIntent {
+    pub fn customer(&self) -> Option<&str> {
+        id(&self.customer)
+    }
+}
+
 /// What an event is about, once its object is parsed for its type.
 #[derive(Debug, Clone)]
 pub enum Parsed {
@@ -708,6 +744,10 @@ pub enum Parsed {
     Customer(Customer),
     /// `invoice_payment.paid`: the payment of an invoice (basil no longer names it on the invoice).
     InvoicePayment(InvoicePaymentObject),
+    /// `payment_intent.succeeded`: the money of an automatic top-up is taken.
+    PaymentIntentSucceeded(PaymentIntent),
+    /// `payment_intent.payment_failed`.
+    PaymentIntentFailed(PaymentIntent),
     /// A type creditbook does not act on.
     Unhandled,
 }
@@ -741,6 +781,9 @@ impl Parsed {
             Parsed::Customer(c) => vec![Some(&c.id)],
             Parsed::InvoicePayment(p) => {
                 vec![Some(&p.id), p.invoice(), p.payment_intent(), p.charge()]
+            }
+            Parsed::PaymentIntentSucceeded(p) | Parsed::PaymentIntentFailed(p) => {
+                vec![Some(&p.id), p.customer()]
             }
             Parsed::Unhandled => vec![],
         };
@@ -780,6 +823,12 @@ pub fn parse(event: &Event) -> Result<Parsed, serde_json::Error> {
             Parsed::Customer(serde_json::from_value(object)?)
         }
         "invoice_payment.paid" => Parsed::InvoicePayment(serde_json::from_value(object)?),
+        "payment_intent.succeeded" => {
+            Parsed::PaymentIntentSucceeded(serde_json::from_value(object)?)
+        }
+        "payment_intent.payment_failed" => {
+            Parsed::PaymentIntentFailed(serde_json::from_value(object)?)
+        }
         _ => Parsed::Unhandled,
     };
     Ok(parsed)

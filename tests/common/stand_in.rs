@@ -1,7 +1,7 @@
 //! A Stripe API stand-in: list endpoints served from fixed objects, paged as Stripe pages them
 //! (two per page, `starting_after`, `has_more`), filtered by `invoice` and `customer` when asked,
-//! behind the test API key; every request is recorded. And Stripe's meter events, with failures
-//! to inject.
+//! behind the test API key; every request is recorded. And Stripe's meter events and off-session
+//! payment intents, with failures to inject.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -28,6 +28,45 @@ pub struct StandIn {
     pub meter_answers_lost: Arc<Mutex<u32>>,
     /// First answers by idempotency key, as Stripe replays them.
     answered: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// Saved payment methods by Stripe customer (its invoice default).
+    pub payment_methods: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Payment intents made, in order.
+    pub payment_intents: Arc<Mutex<Vec<Value>>>,
+    /// Payment intent requests, made or not: their `Idempotency-Key`s.
+    pub charge_requests: Arc<Mutex<Vec<String>>>,
+    /// Payment intent requests to refuse with 500 before looking at them (Stripe down).
+    pub charge_down: Arc<Mutex<u32>>,
+    /// Payment intents to make whose answer is lost (a 500 after it is made).
+    pub charge_answers_lost: Arc<Mutex<u32>>,
+    /// Stripe customers whose card is declined.
+    pub declining: Arc<Mutex<Vec<String>>>,
+    /// First payment intent answers by idempotency key (status, body), as Stripe replays them.
+    charged: Arc<Mutex<BTreeMap<String, (StatusCode, Value)>>>,
+}
+
+fn unauthorized() -> (StatusCode, axum::Json<Value>) {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": {"type": "invalid_request_error"}})),
+    )
+}
+
+/// Takes one from an injected failure count; true when there was one.
+fn take_one(count: &Mutex<u32>) -> bool {
+    let mut left = count.lock().unwrap();
+    let some = *left > 0;
+    if some {
+        *left -= 1;
+    }
+    some
+}
+
+fn idempotency_key(headers: &HeaderMap) -> String {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
@@ -53,18 +92,10 @@ async fn meter_event(
     if !authorized(&headers) {
         return error(StatusCode::UNAUTHORIZED, "bad key");
     }
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let key = idempotency_key(&headers);
     stand_in.meter_requests.lock().unwrap().push(key.clone());
-    {
-        let mut down = stand_in.meter_down.lock().unwrap();
-        if *down > 0 {
-            *down -= 1;
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "injected: down");
-        }
+    if take_one(&stand_in.meter_down) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "injected: down");
     }
     if let Some(first) = stand_in.answered.lock().unwrap().get(&key) {
         return (StatusCode::OK, axum::Json(first.clone()));
@@ -100,12 +131,129 @@ async fn meter_event(
             .unwrap()
             .insert(key, answer.clone());
     }
-    let mut lost = stand_in.meter_answers_lost.lock().unwrap();
-    if *lost > 0 {
-        *lost -= 1;
+    drop(events);
+    if take_one(&stand_in.meter_answers_lost) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "injected: answer lost");
     }
     (StatusCode::OK, axum::Json(answer))
+}
+
+/// `GET /v1/customers/{id}`: the customer with its invoice default payment method, if any.
+async fn customer(
+    State(stand_in): State<StandIn>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, axum::Json<Value>) {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    stand_in
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("customers/{id}"));
+    let method = stand_in.payment_methods.lock().unwrap().get(&id).cloned();
+    (
+        StatusCode::OK,
+        axum::Json(
+            json!({"id": id, "object": "customer", "default_source": null,
+            "invoice_settings": {"default_payment_method": method}}),
+        ),
+    )
+}
+
+/// `POST /v1/payment_intents` with `confirm` and `off_session`, as Stripe answers it: a repeated
+/// idempotency key gets the first answer (a decline included); a declining customer's card is
+/// refused with 402 `card_error`; otherwise the intent succeeds at once.
+async fn payment_intent(
+    State(stand_in): State<StandIn>,
+    headers: HeaderMap,
+    axum::Form(fields): axum::Form<BTreeMap<String, String>>,
+) -> (StatusCode, axum::Json<Value>) {
+    let error = |status: StatusCode, kind: &str, message: &str| {
+        (
+            status,
+            axum::Json(json!({"error": {"type": kind, "message": message}})),
+        )
+    };
+    if !authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "bad key");
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    stand_in.charge_requests.lock().unwrap().push(key.clone());
+    {
+        let mut down = stand_in.charge_down.lock().unwrap();
+        if *down > 0 {
+            *down -= 1;
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "injected: down",
+            );
+        }
+    }
+    if let Some((status, first)) = stand_in.charged.lock().unwrap().get(&key) {
+        return (*status, axum::Json(first.clone()));
+    }
+    for required in ["amount", "currency", "customer", "payment_method"] {
+        if !fields.contains_key(required) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("missing {required}"),
+            );
+        }
+    }
+    if fields.get("confirm").map(String::as_str) != Some("true")
+        || fields.get("off_session").map(String::as_str) != Some("true")
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "expected confirm and off_session",
+        );
+    }
+    let customer = fields["customer"].clone();
+    let answer = if stand_in.declining.lock().unwrap().contains(&customer) {
+        (
+            StatusCode::PAYMENT_REQUIRED,
+            json!({"error": {"type": "card_error", "code": "card_declined",
+                "decline_code": "insufficient_funds",
+                "message": "Your card has insufficient funds."}}),
+        )
+    } else {
+        let mut intents = stand_in.payment_intents.lock().unwrap();
+        let metadata: serde_json::Map<String, Value> = fields
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+                Some((name.to_owned(), Value::from(v.clone())))
+            })
+            .collect();
+        let amount: i64 = fields["amount"].parse().unwrap();
+        let intent = json!({"id": format!("pi_auto_{}", intents.len() + 1),
+            "object": "payment_intent", "amount": amount, "amount_received": amount,
+            "currency": fields["currency"], "customer": customer, "status": "succeeded",
+            "payment_method": fields["payment_method"], "metadata": metadata,
+            "created": chrono::Utc::now().timestamp(), "last_payment_error": null});
+        intents.push(intent.clone());
+        (StatusCode::OK, intent)
+    };
+    if !key.is_empty() {
+        stand_in.charged.lock().unwrap().insert(key, answer.clone());
+    }
+    if take_one(&stand_in.charge_answers_lost) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "injected: answer lost",
+        );
+    }
+    (answer.0, axum::Json(answer.1))
 }
 
 /// Query parameters that filter a list (as Stripe's list endpoints do).
@@ -118,10 +266,7 @@ async fn list(
     headers: HeaderMap,
 ) -> (StatusCode, axum::Json<Value>) {
     if !authorized(&headers) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": {"type": "invalid_request_error"}})),
-        );
+        return unauthorized();
     }
     stand_in
         .requests
@@ -185,6 +330,8 @@ pub async fn spawn(lists: BTreeMap<String, Vec<Value>>) -> (String, StandIn) {
     };
     let app = axum::Router::new()
         .route("/v1/billing/meter_events", axum::routing::post(meter_event))
+        .route("/v1/payment_intents", axum::routing::post(payment_intent))
+        .route("/v1/customers/{id}", axum::routing::get(customer))
         .route("/v1/{*path}", axum::routing::get(list))
         .with_state(stand_in.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
