@@ -176,6 +176,8 @@ struct RawPack {
     breakage: Option<String>,
     expected_unused: Option<Decimal>,
     priority: Option<i32>,
+    low_balance_consumed_share: Option<Decimal>,
+    low_balance_credits: Option<Decimal>,
 }
 
 #[derive(Debug, Clone)]
@@ -967,6 +969,7 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             },
             breakage: breakage(&prefix, p.breakage.as_deref(), p.expected_unused)?,
             priority: p.priority.unwrap_or(catalog::DEFAULT_PACK_PRIORITY),
+            low_balance: low_balance(&prefix, p.low_balance_consumed_share, p.low_balance_credits)?,
         };
         if packs.insert(p.id.clone(), pack).is_some() {
             return Err((key("id"), format!("{:?} is defined twice", p.id)));

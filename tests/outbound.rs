@@ -684,6 +684,65 @@ async fn a_plan_s_own_threshold_decides_its_customers_low(engine: Engine) {
 }
 for_each_engine!(a_plan_s_own_threshold_decides_its_customers_low);
 
+/// A pack's thresholds decide for customers without a plan's or their own: `topup_small` warns at
+/// 900 credits left, `topup_large` keeps the default 80%. Each customer uses 150 credits of its
+/// pack; only the one on `topup_small` is low. Its own threshold then wins over the pack's.
+async fn a_pack_s_threshold_decides_its_buyers_low(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let secret = secret();
+    let app = spawn_with_webhook_and(engine, &url, &secret, 600, |config| {
+        let small = config.catalog.packs.get_mut("topup_small").unwrap();
+        small.low_balance = Some(creditbook::domain::alerts::LowBalance {
+            consumed_share: None,
+            credits: Some(creditbook::domain::money::Credits::new("900".parse().unwrap()).unwrap()),
+        });
+    })
+    .await;
+    app.grant("on_small", json!({"kind": "pack", "pack": "topup_small"}))
+        .await;
+    app.grant("on_large", json!({"kind": "pack", "pack": "topup_large"}))
+        .await;
+    for customer in ["on_small", "on_large"] {
+        use_credits(&app, customer, 150).await;
+    }
+    wait_for(&receiver, "the low alert", |d| !accepted(d).is_empty()).await;
+    let deliveries = after_a_pause(&receiver).await;
+    let said: Vec<Value> = verify_with_standard_webhooks(&secret, &deliveries);
+    let said: Vec<(&str, &str)> = said
+        .iter()
+        .map(|b| {
+            (
+                b["data"]["customer"].as_str().unwrap(),
+                b["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(said, [("on_small", "credit.balance_low")]);
+    // The answer to a customer's own thresholds says the pack's are in force until then.
+    let (status, answer) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/customers/on_large/alert-thresholds",
+            Some(&app.admin_key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["effective_credits"].is_null(), "{answer}");
+    let (status, answer) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/customers/on_small/alert-thresholds",
+            Some(&app.admin_key),
+            Some(json!({"low_balance_credits": "100"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["effective_credits"], "100", "{answer}");
+    app.assert_audit_clean().await;
+}
+for_each_engine!(a_pack_s_threshold_decides_its_buyers_low);
+
 /// A customer's own threshold wins over its plan's: 50% for one customer on `pro` whose plan
 /// warns at 90%, none for another on `pro`; bad thresholds are refused and change nothing.
 async fn a_customer_s_own_threshold_decides_its_low(engine: Engine) {
@@ -1123,3 +1182,73 @@ async fn auto_topup_charges_once_and_stops_after_a_failure(engine: Engine) {
 }
 
 for_each_engine!(auto_topup_charges_once_and_stops_after_a_failure);
+
+/// Stripe unreachable for the whole retry window: the charge is given up, the attempt fails with
+/// `stripe_unreachable`, `auto_topup.failed` says so, and nothing more is asked.
+async fn an_auto_top_up_stripe_never_answers_fails(engine: Engine) {
+    let (url, receiver) = start_receiver(Behaviour::Accept).await;
+    let secret = secret();
+    let (base, stand_in) = common::stand_in::spawn(BTreeMap::new()).await;
+    let app = spawn_with_webhook_and(engine, &url, &secret, 1, move |config| {
+        config.stripe.api_key = Some(common::stand_in::API_KEY.into());
+        config.stripe.api_base = Some(base);
+    })
+    .await;
+    stand_in
+        .payment_methods
+        .lock()
+        .unwrap()
+        .insert("cus_d".into(), "pm_card_d".into());
+    let bought = stripe_event(
+        &app,
+        "evt_d_checkout",
+        "checkout.session.completed",
+        json!({"id": "cs_d", "object": "checkout.session", "mode": "payment",
+               "payment_status": "paid", "customer": "cus_d", "client_reference_id": "acct_d",
+               "amount_total": 1000, "currency": "usd", "payment_intent": "pi_checkout_d",
+               "metadata": {"creditbook_pack": "topup_small"}}),
+    )
+    .await;
+    assert_eq!(bought, "applied");
+    *stand_in.charge_down.lock().unwrap() = u32::MAX;
+    let (status, view) = set_auto_topup(
+        &app,
+        "acct_d",
+        json!({"threshold": "500", "pack": "topup_small", "monthly_limit": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    use_credits(&app, "acct_d", 600).await;
+    wait_for(&receiver, "auto_topup.failed", |d| {
+        accepted(d).iter().any(|(_, t)| t == "auto_topup.failed")
+    })
+    .await;
+    let view = charges_settle(&app, "acct_d").await;
+    assert_eq!(view["status"], "stopped", "{view}");
+    assert_eq!(view["stopped"]["code"], "stripe_unreachable", "{view}");
+    assert_eq!(view["attempts"][0]["status"], "failed");
+    let tried = stand_in.charge_requests.lock().unwrap().len();
+    assert!(tried >= 2, "retried before giving up: {tried}");
+    let rows = outbox(&app, "?customer=acct_d").await;
+    let charge = rows
+        .iter()
+        .find(|m| m["kind"] == "stripe_payment_intent")
+        .unwrap();
+    assert_eq!(charge["status"], "dead", "{charge}");
+    let deliveries = receiver.deliveries.lock().unwrap().clone();
+    let told = verify_with_standard_webhooks(&secret, &deliveries);
+    let failed: Vec<&Value> = told
+        .iter()
+        .filter(|b| b["type"] == "auto_topup.failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{told:#?}");
+    assert_eq!(failed[0]["data"]["code"], "stripe_unreachable");
+    // Stopped: a further fall asks nothing of Stripe.
+    use_credits(&app, "acct_d", 100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stand_in.charge_requests.lock().unwrap().len(), tried);
+    assert!(stand_in.payment_intents.lock().unwrap().is_empty());
+    app.assert_audit_clean().await;
+}
+
+for_each_engine!(an_auto_top_up_stripe_never_answers_fails);

@@ -81,10 +81,16 @@ impl LowBalance {
 }
 
 impl AlertRule {
-    /// The rule for a customer with its own thresholds `own`, on a plan with `plan`'s: each
-    /// threshold the customer sets wins over its plan's, and a plan's over this rule's.
-    pub fn for_customer(&self, plan: Option<&LowBalance>, own: Option<&LowBalance>) -> AlertRule {
-        self.with(plan).with(own)
+    /// The rule for a customer with its own thresholds `own`, on a plan with `plan`'s, whose
+    /// newest live pack has `pack`'s: each threshold the customer sets wins over its plan's, a
+    /// plan's over its pack's, and a pack's over this rule's.
+    pub fn for_customer(
+        &self,
+        pack: Option<&LowBalance>,
+        plan: Option<&LowBalance>,
+        own: Option<&LowBalance>,
+    ) -> AlertRule {
+        self.with(pack).with(plan).with(own)
     }
 
     /// The rule with `low` thresholds replacing its own (none: this rule).
@@ -115,6 +121,17 @@ pub struct Armed {
 pub struct Balance {
     pub live_credits: Credits,
     pub available: Credits,
+}
+
+/// The pack whose thresholds apply to a customer: that of its newest live pack grant (the last
+/// pack bought that still has credits left or held).
+pub fn current_pack(book: &Book) -> Option<&str> {
+    book.grants
+        .iter()
+        .filter(|g| !g.expired && (g.remaining > Credits::ZERO || g.held > Credits::ZERO))
+        .filter_map(|g| Some((g.created_at, &g.id, g.pack_id.as_deref()?)))
+        .max()
+        .map(|(_, _, pack)| pack)
 }
 
 impl Balance {
@@ -462,6 +479,40 @@ mod tests {
     }
 
     #[test]
+    fn the_current_pack_is_the_newest_with_credits_left() {
+        use crate::domain::ledger::{GrantSource, Paid};
+        let credits = |n: i64| Credits::new(n.into()).unwrap();
+        let pack = |id: &str, pack: &str, at: Timestamp| {
+            let paid = Paid {
+                price: credits(10),
+                currency: "usd".into(),
+            };
+            Grant::pack(
+                id,
+                pack,
+                credits(100),
+                paid,
+                (GrantSource::Test, "t".into()),
+                at,
+            )
+        };
+        let mut book = Book::new("a");
+        assert_eq!(current_pack(&book), None);
+        let later = now() + chrono::Duration::days(1);
+        book.add_grant(pack("g1", "small", now()), now());
+        book.add_grant(
+            Grant::promotional("p", credits(5), (GrantSource::Test, "t".into()), later),
+            later,
+        );
+        assert_eq!(current_pack(&book), Some("small"));
+        book.add_grant(pack("g2", "large", later), later);
+        assert_eq!(current_pack(&book), Some("large"));
+        // Spent, it is no longer the customer's pack.
+        book.grants[2].remaining = Credits::ZERO;
+        assert_eq!(current_pack(&book), Some("small"));
+    }
+
+    #[test]
     fn a_customer_s_thresholds_win_over_its_plan_s() {
         let d = |t: &str| t.parse::<Decimal>().unwrap();
         assert_eq!(LowBalance::of(None, None), Ok(None));
@@ -477,11 +528,16 @@ mod tests {
         }
         let plan = LowBalance::of(Some(d("0.9")), Some(d("500"))).unwrap();
         let own = LowBalance::of(Some(d("0.5")), None).unwrap();
-        let rule = AlertRule::default().for_customer(plan.as_ref(), own.as_ref());
+        let pack = LowBalance::of(Some(d("0.95")), Some(d("50"))).unwrap();
+        let rule = AlertRule::default().for_customer(pack.as_ref(), plan.as_ref(), own.as_ref());
         // The customer's share, the plan's credits.
         assert_eq!(rule.low_consumed_share, d("0.5"));
         assert_eq!(rule.low_credits.map(|c| c.value()), Some(d("500")));
-        let rule = AlertRule::default().for_customer(None, None);
+        // Without a plan's, the pack's.
+        let rule = AlertRule::default().for_customer(pack.as_ref(), None, None);
+        assert_eq!(rule.low_consumed_share, d("0.95"));
+        assert_eq!(rule.low_credits.map(|c| c.value()), Some(d("50")));
+        let rule = AlertRule::default().for_customer(None, None, None);
         assert_eq!(rule, AlertRule::default());
     }
 }

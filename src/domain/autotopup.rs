@@ -322,6 +322,7 @@ mod tests {
                 expires_after_days: None,
                 breakage: Breakage::Remote,
                 priority: 20,
+                low_balance: None,
             },
         );
         catalog

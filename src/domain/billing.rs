@@ -417,6 +417,7 @@ mod tests {
             expires_after_days: days,
             breakage: Breakage::Remote,
             priority: 20,
+            low_balance: None,
         }
     }
 

@@ -177,6 +177,9 @@ pub struct Pack {
     pub expires_after_days: Option<u32>,
     pub breakage: Breakage,
     pub priority: i32,
+    /// Low-balance thresholds of customers whose newest live grant is this pack's, unless their
+    /// plan or they set their own.
+    pub low_balance: Option<super::alerts::LowBalance>,
 }
 
 #[derive(Debug, Clone, Default)]

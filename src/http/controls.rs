@@ -135,7 +135,7 @@ pub struct ThresholdsResponse {
     low_balance_consumed_share: Option<rust_decimal::Decimal>,
     #[schema(value_type = Option<String>)]
     low_balance_credits: Option<Credits>,
-    /// The thresholds in force for the customer: its own, its plan's, or `[alerts]`'.
+    /// The thresholds in force for the customer: its own, its plan's, its pack's, or `[alerts]`'.
     #[schema(value_type = String)]
     effective_consumed_share: rust_decimal::Decimal,
     #[schema(value_type = Option<String>)]
@@ -159,12 +159,15 @@ pub async fn set_thresholds(
         request.low_balance_credits.map(|a| a.0),
     )
     .map_err(|bad| Error::invalid(bad.field, bad.reason))?;
-    let plan = state
+    let (plan, pack) = state
         .store
         .set_low_balance(&customer, own)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
     let rule = state.catalog.alerts.for_customer(
+        pack.as_deref()
+            .and_then(|p| state.catalog.packs.get(p))
+            .and_then(|p| p.low_balance.as_ref()),
         plan.as_deref()
             .and_then(|p| state.catalog.plan(p))
             .and_then(|p| p.low_balance.as_ref()),

@@ -79,12 +79,13 @@ impl Store {
     }
 
     /// Sets (or, with none, removes) a customer's own low-balance thresholds. Returns the
-    /// customer's plan; none when the customer does not exist.
+    /// customer's plan and current pack (whose thresholds it may inherit); none when the customer
+    /// does not exist.
     pub async fn set_low_balance(
         &self,
         customer: &str,
         own: Option<crate::domain::alerts::LowBalance>,
-    ) -> Result<Option<Option<String>>> {
+    ) -> Result<Option<(Option<String>, Option<String>)>> {
         let (_permit, txn) = self.begin_write().await?;
         if !lock_customer(&txn, customer).await? {
             return Ok(None);
@@ -97,15 +98,15 @@ impl Store {
             .filter(customers::Column::Id.eq(customer))
             .exec(&txn)
             .await?;
-        let plan = customers::Entity::find_by_id(customer)
-            .select_only()
-            .column(customers::Column::PlanId)
-            .into_tuple::<Option<String>>()
-            .one(&txn)
-            .await?
-            .flatten();
+        let ids = [customer.to_owned()];
+        let books = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
+        let loaded = books
+            .get(customer)
+            .ok_or_else(|| Error::CustomerNotFound(customer.to_owned()))?;
+        let pack = alerts::current_pack(&loaded.book).map(str::to_owned);
+        let plan = loaded.standing.plan_id.clone();
         txn.commit().await?;
-        Ok(Some(plan))
+        Ok(Some((plan, pack)))
     }
 
     /// Records an override and makes it the feature's override for the customer (created when
