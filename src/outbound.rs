@@ -246,7 +246,7 @@ impl Worker {
             error,
             retry_after_ms: None,
         };
-        let charge: crate::store::autotopup::Charge = serde_json::from_str(&row.body)
+        let charge: crate::domain::autotopup::Charge = serde_json::from_str(&row.body)
             .map_err(|e| failed(format!("unreadable charge: {e}")))?;
         let attempt = self
             .store

@@ -119,6 +119,17 @@ pub struct Start {
     pub at: Timestamp,
 }
 
+/// What is asked of Stripe for one attempt (the outbox row's body): the pack's price in the
+/// currency's minor units.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Charge {
+    pub attempt: String,
+    pub customer: String,
+    pub pack: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
 /// How a charge ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {

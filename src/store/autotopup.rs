@@ -8,7 +8,7 @@ use super::book::{Command, lock_customer};
 use super::outbox::{OutboxKind, STRIPE_DESTINATION, insert_new, pending};
 use super::rows::{self, micros, time};
 use crate::domain::Timestamp;
-use crate::domain::autotopup::{AutoTopup, Setting, Settled, Start, failed_message};
+use crate::domain::autotopup::{AutoTopup, Charge, Setting, Settled, Start, failed_message};
 use crate::domain::billing::money_to_minor;
 use crate::domain::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -40,16 +40,6 @@ impl AttemptStatus {
             AttemptStatus::Failed => "failed",
         }
     }
-}
-
-/// What the worker sends Stripe for one attempt (the outbox row's body).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Charge {
-    pub attempt: String,
-    pub customer: String,
-    pub pack: String,
-    pub amount_minor: i64,
-    pub currency: String,
 }
 
 /// A customer's auto top-up and its latest attempts.

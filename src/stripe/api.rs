@@ -265,7 +265,7 @@ impl StripeApi {
     /// error is a failure that may pass.
     pub async fn charge(
         &self,
-        charge: &crate::store::autotopup::Charge,
+        charge: &crate::domain::autotopup::Charge,
         stripe_customer: &str,
     ) -> Result<ChargeAnswer> {
         let unavailable = |e: stripe::StripeError| Error::StripeUnavailable(e.to_string());
