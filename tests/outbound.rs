@@ -879,18 +879,18 @@ async fn charges_settle(app: &TestApp, customer: &str) -> Value {
     );
 }
 
-/// Auto top-up end to end. `acct_t` buys `topup_small` (1,000 credits for $10) at checkout, which
-/// links it to `cus_t` and saves a card; it opts in below 200 credits, at most 2 a month. 100
-/// concurrent usages take it to 100: one charge starts (Stripe down once, then its answer lost:
-/// three requests under one idempotency key, one payment intent). Its `payment_intent.succeeded`
-/// grants the pack once however often it arrives. The next charge is declined: it fails once,
-/// says `auto_topup.failed` (verified with `standardwebhooks`), and nothing more is charged
-/// until the customer sets it again; then the month's limit holds.
-async fn auto_topup_charges_once_and_stops_after_a_failure(engine: Engine) {
+/// An app charging through the Stripe stand-in, its outbox giving up after `dead_after_seconds`,
+/// and `acct_{x}` linked to `cus_{x}` (card `pm_card_{x}`) by buying `topup_small` (1,000 credits
+/// for $10) at checkout.
+async fn auto_topup_app(
+    engine: Engine,
+    dead_after_seconds: u64,
+    x: &str,
+) -> (TestApp, Receiver, String, common::stand_in::StandIn) {
     let (url, receiver) = start_receiver(Behaviour::Accept).await;
     let secret = secret();
     let (base, stand_in) = common::stand_in::spawn(BTreeMap::new()).await;
-    let app = spawn_with_webhook_and(engine, &url, &secret, 3_600, move |config| {
+    let app = spawn_with_webhook_and(engine, &url, &secret, dead_after_seconds, move |config| {
         config.stripe.api_key = Some(common::stand_in::API_KEY.into());
         config.stripe.api_base = Some(base);
     })
@@ -899,18 +899,31 @@ async fn auto_topup_charges_once_and_stops_after_a_failure(engine: Engine) {
         .payment_methods
         .lock()
         .unwrap()
-        .insert("cus_t".into(), "pm_card_t".into());
+        .insert(format!("cus_{x}"), format!("pm_card_{x}"));
     let bought = stripe_event(
         &app,
-        "evt_t_checkout",
+        &format!("evt_{x}_checkout"),
         "checkout.session.completed",
-        json!({"id": "cs_t", "object": "checkout.session", "mode": "payment",
-               "payment_status": "paid", "customer": "cus_t", "client_reference_id": "acct_t",
-               "amount_total": 1000, "currency": "usd", "payment_intent": "pi_checkout_t",
+        json!({"id": format!("cs_{x}"), "object": "checkout.session", "mode": "payment",
+               "payment_status": "paid", "customer": format!("cus_{x}"),
+               "client_reference_id": format!("acct_{x}"), "amount_total": 1000,
+               "currency": "usd", "payment_intent": format!("pi_checkout_{x}"),
                "metadata": {"creditbook_pack": "topup_small"}}),
     )
     .await;
     assert_eq!(bought, "applied");
+    (app, receiver, secret, stand_in)
+}
+
+/// Auto top-up end to end. `acct_t` buys `topup_small` (1,000 credits for $10) at checkout, which
+/// links it to `cus_t` and saves a card; it opts in below 200 credits, at most 2 a month. 100
+/// concurrent usages take it to 100: one charge starts (Stripe down once, then its answer lost:
+/// three requests under one idempotency key, one payment intent). Its `payment_intent.succeeded`
+/// grants the pack once however often it arrives. The next charge is declined: it fails once,
+/// says `auto_topup.failed` (verified with `standardwebhooks`), and nothing more is charged
+/// until the customer sets it again; then the month's limit holds.
+async fn auto_topup_charges_once_and_stops_after_a_failure(engine: Engine) {
+    let (app, receiver, secret, stand_in) = auto_topup_app(engine, 3_600, "t").await;
     assert_eq!(app.balances("acct_t").await.0, "1000");
     app.promo("acct_unlinked", "10").await;
 
@@ -1186,30 +1199,7 @@ for_each_engine!(auto_topup_charges_once_and_stops_after_a_failure);
 /// Stripe unreachable for the whole retry window: the charge is given up, the attempt fails with
 /// `stripe_unreachable`, `auto_topup.failed` says so, and nothing more is asked.
 async fn an_auto_top_up_stripe_never_answers_fails(engine: Engine) {
-    let (url, receiver) = start_receiver(Behaviour::Accept).await;
-    let secret = secret();
-    let (base, stand_in) = common::stand_in::spawn(BTreeMap::new()).await;
-    let app = spawn_with_webhook_and(engine, &url, &secret, 1, move |config| {
-        config.stripe.api_key = Some(common::stand_in::API_KEY.into());
-        config.stripe.api_base = Some(base);
-    })
-    .await;
-    stand_in
-        .payment_methods
-        .lock()
-        .unwrap()
-        .insert("cus_d".into(), "pm_card_d".into());
-    let bought = stripe_event(
-        &app,
-        "evt_d_checkout",
-        "checkout.session.completed",
-        json!({"id": "cs_d", "object": "checkout.session", "mode": "payment",
-               "payment_status": "paid", "customer": "cus_d", "client_reference_id": "acct_d",
-               "amount_total": 1000, "currency": "usd", "payment_intent": "pi_checkout_d",
-               "metadata": {"creditbook_pack": "topup_small"}}),
-    )
-    .await;
-    assert_eq!(bought, "applied");
+    let (app, receiver, secret, stand_in) = auto_topup_app(engine, 1, "d").await;
     *stand_in.charge_down.lock().unwrap() = u32::MAX;
     let (status, view) = set_auto_topup(
         &app,

@@ -85,9 +85,6 @@ pub struct Stopped {
 pub struct AutoTopup {
     #[serde(default)]
     pub setting: Option<Setting>,
-    /// When the customer last set it (or turned it off).
-    #[serde(default)]
-    pub set_at: Option<Timestamp>,
     /// How many times it was set: a change tells a batch that the customer set it.
     #[serde(default)]
     pub times_set: u64,
@@ -182,9 +179,8 @@ impl AutoTopup {
 
     /// The customer sets (or, with none, turns off) its auto top-up: a stop after a failure is
     /// lifted (the customer acted); a charge in flight and the month's count are kept.
-    pub fn set(&mut self, setting: Option<Setting>, now: Timestamp) {
+    pub fn set(&mut self, setting: Option<Setting>) {
         self.setting = setting;
-        self.set_at = Some(now);
         self.times_set += 1;
         self.stopped = None;
     }
@@ -341,10 +337,9 @@ mod tests {
 
     fn opted_in(limit: u32) -> AutoTopup {
         let mut auto = AutoTopup::default();
-        auto.set(
-            Some(Setting::of("100".parse().unwrap(), "small", limit.into(), &catalog()).unwrap()),
-            t("2026-11-01T00:00:00Z"),
-        );
+        auto.set(Some(
+            Setting::of("100".parse().unwrap(), "small", limit.into(), &catalog()).unwrap(),
+        ));
         auto
     }
 
@@ -456,7 +451,7 @@ mod tests {
         // A second report of the same failure changes nothing.
         assert!(!auto.settle(&start.attempt, now, &failed, now));
         let (before, setting) = (auto.clone(), auto.setting.clone());
-        auto.set(setting, now);
+        auto.set(setting);
         assert!(auto.set_since(&before));
         let again = auto
             .start_if_due("a", true, c("10"), c("10"), &catalog, now)
@@ -472,14 +467,14 @@ mod tests {
         let first = auto
             .start_if_due("a", false, c("150"), c("50"), &catalog, now)
             .unwrap();
-        auto.set(None, now);
+        auto.set(None);
         assert!(auto.settle(&first.attempt, now, &Settled::Succeeded, now));
         assert_eq!(auto.status(), Status::Off);
         assert!(
             auto.start_if_due("a", false, c("50"), c("10"), &catalog, now)
                 .is_none()
         );
-        auto.set(opted_in(5).setting, now);
+        auto.set(opted_in(5).setting);
         let next = auto
             .start_if_due("a", true, c("10"), c("10"), &catalog, now)
             .unwrap();

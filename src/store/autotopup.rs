@@ -197,7 +197,7 @@ impl Store {
     ) -> Result<Option<AutoTopupState>> {
         let set = self
             .execute(Command::on(customer, now), move |_book, standing| {
-                standing.auto_topup.set(setting.clone(), now);
+                standing.auto_topup.set(setting.clone());
                 Ok(())
             })
             .await;
