@@ -397,3 +397,352 @@ async fn bad_overrides_are_refused_and_change_nothing(engine: Engine) {
     );
 }
 for_each_engine!(bad_overrides_are_refused_and_change_nothing);
+
+async fn override_admin(app: &TestApp, customer: &str, body: Value) -> Value {
+    let (status, made) = app
+        .post_admin(&format!("/v1/customers/{customer}/overrides"), body)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    made
+}
+
+async fn a_customer_s_own_price_and_overage_rule_price_its_spend(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.promo("vip", "100").await;
+    // image.standard is 5 credits in the catalog; 2 for this customer until April 10.
+    let price = json!({"action": "image.standard", "credits_per_unit": "2",
+                       "until": "2026-04-10T00:00:00Z", "reason": "enterprise deal, ticket 7",
+                       "idempotency_key": "vip-price-1"});
+    let made = override_admin(&app, "vip", price.clone()).await;
+    assert_eq!(
+        (&made["kind"], &made["action"], &made["credits_per_unit"]),
+        (&json!("price"), &json!("image.standard"), &json!("2"))
+    );
+    assert_eq!(made["feature"], Value::Null);
+    // Replayed with its key, it answers the first; changed, it is a conflict.
+    let (status, again) = app
+        .post_admin("/v1/customers/vip/overrides", price.clone())
+        .await;
+    assert_eq!((status, &again["id"]), (StatusCode::CREATED, &made["id"]));
+    let mut changed = price.clone();
+    changed["credits_per_unit"] = json!("3");
+    let (status, conflict) = app.post_admin("/v1/customers/vip/overrides", changed).await;
+    assert_eq!(
+        (status, &conflict["type"]),
+        (StatusCode::CONFLICT, &json!("idempotency_conflict"))
+    );
+    let (status, used) = spend(&app, "vip", "image.standard", 3).await;
+    assert_eq!(
+        (status, &used["credits"], &used["available"]),
+        (StatusCode::CREATED, &json!("6"), &json!("94"))
+    );
+    let (_, checked) = app
+        .post_app(
+            "/v1/check",
+            json!({"customer": "vip", "action": "image.standard", "quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        (&checked["credits"], &checked["allowed"]),
+        (&json!("2"), &json!(true))
+    );
+    // Another customer pays the catalog's price.
+    app.promo("other", "100").await;
+    let (_, used) = spend(&app, "other", "image.standard", 3).await;
+    assert_eq!(used["credits"], "15");
+    // A hold is captured by quantity at the price it was made at, whatever the price now.
+    let (status, hold) = app.authorize("vip", "image.standard", json!(10)).await;
+    assert_eq!(
+        (status, &hold["credits"]),
+        (StatusCode::CREATED, &json!("20"))
+    );
+    override_admin(
+        &app,
+        "vip",
+        json!({"action": "image.standard", "credits_per_unit": 3, "reason": "repriced",
+               "idempotency_key": "vip-price-2"}),
+    )
+    .await;
+    let hold_id = hold["id"].as_str().unwrap();
+    let (status, captured) = app.capture(hold_id, json!({"quantity": "5"})).await;
+    assert_eq!(
+        (status, &captured["credits"]),
+        (StatusCode::OK, &json!("10"))
+    );
+    let (_, used) = spend(&app, "vip", "image.standard", 1).await;
+    assert_eq!(
+        (&used["credits"], &used["available"]),
+        (&json!("3"), &json!("81"))
+    );
+    // Without a plan the customer is blocked at zero; its own rule lets it go 50 below.
+    let (status, _) = spend(&app, "vip", "chat.request", 82).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let made = override_admin(
+        &app,
+        "vip",
+        json!({"overage": "allow", "overage_limit": "50", "reason": "pilot", "idempotency_key": "vip-overage-1"}),
+    )
+    .await;
+    assert_eq!(
+        (&made["kind"], &made["overage"], &made["overage_limit"]),
+        (&json!("overage"), &json!("allow"), &json!("50"))
+    );
+    let (status, used) = spend(&app, "vip", "chat.request", 100).await;
+    assert_eq!(
+        (status, &used["available"]),
+        (StatusCode::CREATED, &json!("-19"))
+    );
+    let (status, refused) = spend(&app, "vip", "chat.request", 40).await;
+    assert_eq!(
+        (status, &refused["type"]),
+        (StatusCode::PAYMENT_REQUIRED, &json!("insufficient_credits"))
+    );
+    // The customer view shows both in force; `plan` gives back the plan's rule (none: block).
+    let customer = app.customer("vip").await;
+    let kinds: Vec<(&str, Option<&str>)> = customer["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap(), o["credits_per_unit"].as_str()))
+        .collect();
+    assert_eq!(kinds, [("price", Some("3")), ("overage", None)]);
+    override_admin(
+        &app,
+        "vip",
+        json!({"overage": "plan", "reason": "pilot over", "idempotency_key": "vip-overage-2"}),
+    )
+    .await;
+    override_admin(
+        &app,
+        "vip",
+        json!({"action": "image.standard", "credits_per_unit": null, "reason": "deal ended",
+               "idempotency_key": "vip-price-3"}),
+    )
+    .await;
+    let (_, checked) = app
+        .post_app(
+            "/v1/check",
+            json!({"customer": "vip", "action": "image.standard", "quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        (&checked["credits"], &checked["reason"]),
+        (&json!("5"), &json!("insufficient_credits"))
+    );
+    // The history keeps all five, newest first, with who and why.
+    let (status, history) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/customers/vip/overrides",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let made: Vec<(&str, &str)> = history["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap(), o["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        made,
+        [
+            ("price", "deal ended"),
+            ("overage", "pilot over"),
+            ("overage", "pilot"),
+            ("price", "repriced"),
+            ("price", "enterprise deal, ticket 7"),
+        ]
+    );
+    assert_eq!(history["overrides"][1]["overage"], "plan");
+    // A customer billed for its overage at its own price.
+    app.promo("metered", "10").await;
+    override_admin(
+        &app,
+        "metered",
+        json!({"overage": "bill", "overage_price": "0.02", "reason": "usage contract",
+               "idempotency_key": "metered-1"}),
+    )
+    .await;
+    let (status, used) = spend(&app, "metered", "chat.request", 15).await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    let ledger = app.ledger("metered").await;
+    assert_eq!(
+        (
+            &ledger[0]["kind"],
+            &ledger[0]["overage"],
+            &ledger[0]["money"]
+        ),
+        (&json!("overage"), &json!("5"), &json!("0.1"))
+    );
+    app.assert_audit_clean().await;
+}
+for_each_engine!(a_customer_s_own_price_and_overage_rule_price_its_spend);
+
+async fn bad_price_and_overage_overrides_are_refused_and_change_nothing(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.promo("acme", "100").await;
+    let base = json!({"reason": "why", "idempotency_key": "k"});
+    let body = |fields: Value| {
+        let mut body = base.clone();
+        for (k, v) in fields.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    for (fields, status, kind, field) in [
+        (json!({}), 422, "invalid_request", "body"),
+        (
+            json!({"feature": "video", "enabled": true, "action": "chat.request", "credits_per_unit": "1"}),
+            422,
+            "invalid_request",
+            "body",
+        ),
+        (
+            json!({"feature": "video"}),
+            422,
+            "invalid_request",
+            "enabled",
+        ),
+        (
+            json!({"feature": "video", "enabled": true, "overage_limit": "5"}),
+            422,
+            "invalid_request",
+            "overage_limit",
+        ),
+        (
+            json!({"action": "teleport", "credits_per_unit": "1"}),
+            422,
+            "unknown_action",
+            "",
+        ),
+        (
+            json!({"action": "chat.request"}),
+            422,
+            "invalid_request",
+            "credits_per_unit",
+        ),
+        (
+            json!({"action": "chat.request", "credits_per_unit": "0"}),
+            422,
+            "invalid_request",
+            "credits_per_unit",
+        ),
+        (
+            json!({"action": "chat.request", "credits_per_unit": "-2"}),
+            422,
+            "invalid_request",
+            "credits_per_unit",
+        ),
+        // chat.request is 1 credit a unit: a price in tenths would make some quantities inexact.
+        (
+            json!({"action": "chat.request", "credits_per_unit": "0.5"}),
+            422,
+            "invalid_request",
+            "credits_per_unit",
+        ),
+        (
+            json!({"action": "chat.request", "credits_per_unit": 0.5}),
+            422,
+            "invalid_request",
+            "credits_per_unit",
+        ),
+        (
+            json!({"action": "chat.request", "credits_per_unit": "1", "enabled": true}),
+            422,
+            "invalid_request",
+            "enabled",
+        ),
+        (
+            json!({"overage": "maybe"}),
+            422,
+            "invalid_request",
+            "overage",
+        ),
+        (
+            json!({"overage": "allow"}),
+            422,
+            "invalid_request",
+            "overage_limit",
+        ),
+        (
+            json!({"overage": "allow", "overage_limit": "0"}),
+            422,
+            "invalid_request",
+            "overage_limit",
+        ),
+        (
+            json!({"overage": "bill"}),
+            422,
+            "invalid_request",
+            "overage_price",
+        ),
+        (
+            json!({"overage": "bill", "overage_price": "0.0000001"}),
+            422,
+            "invalid_request",
+            "overage_price",
+        ),
+        (
+            json!({"overage": "block", "overage_price": "1"}),
+            422,
+            "invalid_request",
+            "overage_price",
+        ),
+        (
+            json!({"overage": "bill", "overage_price": "1", "overage_limit": "1"}),
+            422,
+            "invalid_request",
+            "overage_limit",
+        ),
+        (
+            json!({"overage": "plan", "credits_per_unit": "1"}),
+            422,
+            "invalid_request",
+            "credits_per_unit",
+        ),
+        (
+            json!({"overage": "allow", "overage_limt": "5"}),
+            422,
+            "invalid_request",
+            "overage_limt",
+        ),
+    ] {
+        let sent = body(fields);
+        let (got, problem) = app
+            .post_admin("/v1/customers/acme/overrides", sent.clone())
+            .await;
+        assert_eq!(
+            (got.as_u16(), problem["type"].as_str().unwrap()),
+            (status, kind),
+            "{sent}: {problem}"
+        );
+        let named = problem["field"].as_str().unwrap_or_default();
+        assert_eq!(named, field, "{sent}: {problem}");
+    }
+    let (got, problem) = app
+        .post_app(
+            "/v1/customers/acme/overrides",
+            body(json!({"overage": "block"})),
+        )
+        .await;
+    assert_eq!(
+        (got, &problem["type"]),
+        (StatusCode::FORBIDDEN, &json!("insufficient_scope"))
+    );
+    assert_eq!(app.customer("acme").await["overrides"], json!([]));
+    let (_, history) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/customers/acme/overrides",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(history["overrides"], json!([]));
+    // The key was never used: a good request with it is made.
+    let made = override_admin(&app, "acme", body(json!({"overage": "block"}))).await;
+    assert_eq!(made["overage"], "block");
+}
+for_each_engine!(bad_price_and_overage_overrides_are_refused_and_change_nothing);

@@ -4,7 +4,6 @@
 pub mod api_keys;
 pub mod auto_topup_attempts;
 pub mod consumptions;
-pub mod customer_overrides;
 pub mod customers;
 pub mod grants;
 pub mod holds;
@@ -13,6 +12,7 @@ pub mod journal_lines;
 pub mod ledger_entries;
 pub mod outbox;
 pub mod overage_accruals;
+pub mod override_history;
 pub mod revenue_lots;
 pub mod revenue_periods;
 pub mod stripe_charges;

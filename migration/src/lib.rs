@@ -42,6 +42,7 @@ mod m20261126_000011_consumptions;
 mod m20261126_000012_overage_reports;
 mod m20261126_000013_customer_thresholds;
 mod m20261127_000014_auto_topup;
+mod m20261128_000015_override_kinds;
 
 pub struct Migrator;
 
@@ -75,6 +76,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000012_overage_reports::Migration),
             Box::new(m20261126_000013_customer_thresholds::Migration),
             Box::new(m20261127_000014_auto_topup::Migration),
+            Box::new(m20261128_000015_override_kinds::Migration),
         ]
     }
 }

@@ -99,7 +99,13 @@ impl<'c> Terms<'c> {
             .and_then(|id| catalog.plan(id));
         Terms {
             plan,
-            overage: plan.map_or(Overage::Block, |p| p.overage.clone()),
+            // The customer's own rule first, then its plan's; no plan blocks.
+            overage: standing
+                .overrides
+                .overage(now)
+                .or(plan.map(|p| &p.overage))
+                .cloned()
+                .unwrap_or(Overage::Block),
             catalog,
             frozen: standing.frozen,
             overrides: &standing.overrides,
@@ -120,6 +126,27 @@ impl<'c> Terms<'c> {
     /// The features the customer may use now, in catalog order.
     pub fn features(&self) -> impl Iterator<Item = &'c Feature> + '_ {
         self.catalog.features.values().filter(|f| self.includes(f))
+    }
+
+    /// `action` as this customer pays for it: at its own price when an override gives one.
+    pub fn priced(&self, action: &Action) -> Action {
+        match self.overrides.price(&action.id, self.now) {
+            Some(credits) => Action {
+                credits,
+                ..action.clone()
+            },
+            None => action.clone(),
+        }
+    }
+
+    /// What `quantity` units of `action` cost this customer, exactly.
+    pub fn cost(&self, action: &Action, quantity: Quantity) -> Result<Credits, Refusal> {
+        self.priced(action)
+            .cost(quantity)
+            .map_err(|error| Refusal::Cost {
+                field: "quantity",
+                error,
+            })
     }
 
     /// May the customer spend on `action` at all (credits aside)?
@@ -153,16 +180,15 @@ pub enum Actual {
 /// One gate command, parsed at the edge.
 #[derive(Debug, Clone)]
 pub enum Spend<'a> {
-    /// Would an authorization of `credits` on `action` pass? Decided on a copy; nothing is kept.
+    /// Would an authorization of `quantity` units of `action` pass? Decided on a copy; nothing is
+    /// kept. Each spend on an action is priced here, at the customer's terms.
     Check {
         action: &'a Action,
         quantity: Quantity,
-        credits: Credits,
     },
     Authorize {
         action: &'a Action,
         quantity: Quantity,
-        credits: Credits,
         hold_id: &'a str,
         expires_at: Timestamp,
     },
@@ -177,7 +203,6 @@ pub enum Spend<'a> {
     Usage {
         action: &'a Action,
         quantity: Quantity,
-        credits: Credits,
         occurred_at: Timestamp,
     },
 }
@@ -232,12 +257,9 @@ fn decide_within(
             .map_err(Refusal::SpendLimitReached)
     };
     let credits = match *spend {
-        Spend::Check {
-            action,
-            quantity,
-            credits,
-        } => {
+        Spend::Check { action, quantity } => {
             terms.entitle(action)?;
+            let credits = terms.cost(action, quantity)?;
             admit(limits, book, feature_of(action), credits)?;
             book.authorize(
                 "check",
@@ -252,11 +274,11 @@ fn decide_within(
         Spend::Authorize {
             action,
             quantity,
-            credits,
             hold_id,
             expires_at,
         } => {
             terms.entitle(action)?;
+            let credits = terms.cost(action, quantity)?;
             admit(limits, book, feature_of(action), credits)?;
             book.authorize(
                 hold_id,
@@ -271,10 +293,10 @@ fn decide_within(
         Spend::Usage {
             action,
             quantity,
-            credits,
             occurred_at,
         } => {
             terms.entitle(action)?;
+            let credits = terms.cost(action, quantity)?;
             admit(limits, book, feature_of(action), credits)?;
             book.debit(
                 credits,
@@ -297,8 +319,14 @@ fn decide_within(
             let hold = book.hold(hold_id).ok_or(Rejection::HoldNotFound)?;
             let held = hold.credits;
             let feature = catalog.action(&hold.action).map(|a| a.feature.as_str());
-            // Priced at the terms in force when the hold was made.
-            let action = catalog.action_at(&hold.action, hold.created_at);
+            // Priced at the terms in force when the hold was made: the catalog's then, at the
+            // customer's price then (what the hold's credits say a unit cost).
+            let action = catalog
+                .action_at(&hold.action, hold.created_at)
+                .map(|action| match hold.credits_per_unit() {
+                    Some(credits) => Action { credits, ..action },
+                    None => action,
+                });
             let (credits, quantity) = match actual {
                 Actual::Nothing => (Credits::ZERO, None),
                 Actual::Credits(c) => (c, None),
@@ -451,7 +479,6 @@ mod tests {
         Spend::Usage {
             action,
             quantity,
-            credits: action.cost(quantity).unwrap(),
             occurred_at: at(1),
         }
     }
@@ -530,7 +557,6 @@ mod tests {
         let hold = Spend::Authorize {
             action,
             quantity,
-            credits: credits(1),
             hold_id: "h1",
             expires_at: at(15),
         };
@@ -576,7 +602,6 @@ mod tests {
         let hold = Spend::Authorize {
             action,
             quantity: one,
-            credits: credits(10),
             hold_id: "h1",
             expires_at: at(15),
         };
@@ -613,7 +638,6 @@ mod tests {
         let hold = |id| Spend::Authorize {
             action,
             quantity: one,
-            credits: credits(10),
             hold_id: id,
             expires_at: at(15),
         };
@@ -690,7 +714,7 @@ mod tests {
 
     #[test]
     fn an_override_opens_a_plan_only_feature_until_it_lapses_or_closes_an_open_one() {
-        use crate::domain::overrides::Override;
+        use crate::domain::overrides::{Change, Override};
         let catalog = catalog();
         let mut standing = Standing::default();
         let run = usage(&catalog, "agent.run", 1);
@@ -698,8 +722,10 @@ mod tests {
         for (feature, enabled) in [("agents", true), ("chat", false)] {
             standing.overrides.set(Override {
                 id: feature.into(),
-                feature: feature.into(),
-                enabled,
+                change: Change::Feature {
+                    feature: feature.into(),
+                    enabled,
+                },
                 until: Some(at(10)),
                 reason: "trial".into(),
                 actor: "key".into(),
@@ -726,5 +752,79 @@ mod tests {
             Err(Refusal::FeatureNotEntitled("agent.run".into()))
         );
         assert!(decide_at(&chat, at(10)).is_ok());
+    }
+
+    #[test]
+    fn a_customer_s_own_price_and_overage_rule_decide_and_a_capture_keeps_the_hold_s_price() {
+        use crate::domain::overrides::{Change, Override};
+        let catalog = catalog();
+        let mut standing = pro();
+        let made = |change, until: Option<Timestamp>, when| Override {
+            id: "ovr".into(),
+            change,
+            until,
+            reason: "enterprise deal".into(),
+            actor: "key".into(),
+            at: when,
+        };
+        standing.overrides.set(made(
+            Change::Price {
+                action: "agent.run".into(),
+                credits_per_unit: Some(credits(4)),
+            },
+            Some(at(10)),
+            at(0),
+        ));
+        standing
+            .overrides
+            .set(made(Change::Overage(Some(Overage::Block)), None, at(0)));
+        let mut b = book(10);
+        let terms = Terms::of(&catalog, &standing, at(1), POLICY);
+        assert_eq!(
+            terms.overage,
+            Overage::Block,
+            "the customer's rule, not pro's allow"
+        );
+        let two = Quantity::try_from(Decimal::TWO).unwrap();
+        let run = catalog.action("agent.run").unwrap();
+        assert_eq!(terms.cost(run, two), Ok(credits(8)));
+        let hold = Spend::Authorize {
+            action: run,
+            quantity: two,
+            hold_id: "h1",
+            expires_at: at(15),
+        };
+        let held = decide(&catalog, &mut standing, POLICY, &mut b, &hold, at(1)).unwrap();
+        assert_eq!((held.credits, held.available), (credits(8), credits(2)));
+        // Blocked: 4 more credits are not there, where pro would allow 50 of overage.
+        let refused = decide(
+            &catalog,
+            &mut standing.clone(),
+            POLICY,
+            &mut b.clone(),
+            &usage(&catalog, "agent.run", 1),
+            at(2),
+        );
+        assert!(matches!(
+            refused,
+            Err(Refusal::Book(Rejection::InsufficientCredits { .. }))
+        ));
+        // The price lapses; a capture by quantity still pays the price the hold was made at.
+        let capture = Spend::Capture {
+            hold_id: "h1",
+            actual: Actual::Quantity(Quantity::try_from(Decimal::ONE).unwrap()),
+        };
+        let captured = decide(&catalog, &mut standing, POLICY, &mut b, &capture, at(11)).unwrap();
+        assert_eq!(
+            (captured.credits, captured.available),
+            (credits(4), credits(6))
+        );
+        assert_eq!(b.consumed.last().map(|c| c.credits), Some(credits(4)));
+        // After it lapsed, the catalog's 10 per run is back.
+        let terms = Terms::of(&catalog, &standing, at(11), POLICY);
+        assert_eq!(
+            terms.cost(run, Quantity::try_from(Decimal::ONE).unwrap()),
+            Ok(credits(10))
+        );
     }
 }

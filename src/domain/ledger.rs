@@ -294,6 +294,23 @@ pub struct Hold {
     pub resolved_at: Option<Timestamp>,
 }
 
+impl Hold {
+    /// What one unit of the held action cost when the hold was made: its credits over its
+    /// quantity, exact (the credits were the quantity times that price). None for a hold
+    /// without a quantity.
+    pub fn credits_per_unit(&self) -> Option<Credits> {
+        let quantity: rust_decimal::Decimal = self.quantity.parse().ok()?;
+        let per_unit = self.credits.value().checked_div(quantity)?;
+        let per_unit = Credits::new(per_unit).ok()?;
+        debug_assert_eq!(
+            per_unit.value() * quantity,
+            self.credits.value(),
+            "a hold's credits are its quantity times a price of six places"
+        );
+        Some(per_unit).filter(|c| c.is_positive())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {

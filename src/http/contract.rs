@@ -335,12 +335,7 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
     set(schemas, "LimitRequest", "feature", feature_or_all);
     schemas["LimitsRequest"]["properties"]["limits"]["maxItems"] =
         json!(crate::domain::limits::MAX_LIMITS);
-    set(
-        schemas,
-        "OverrideRequest",
-        "feature",
-        ids(catalog.features.keys().cloned()),
-    );
+    constrain_override(schemas, catalog);
     set(
         schemas,
         "ThresholdsRequest",
@@ -404,6 +399,116 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
     schemas["UsageBatchRequest"]["properties"]["usages"]["minItems"] = json!(1);
     schemas["UsageBatchRequest"]["properties"]["usages"]["maxItems"] =
         json!(super::gate::MAX_BATCH_USAGES);
+}
+
+/// An id of the catalog, or null.
+fn id_or_null(ids: impl Iterator<Item = String>) -> Value {
+    let mut schema = self::ids(ids);
+    schema["type"] = json!(["string", "null"]);
+    schema["enum"]
+        .as_array_mut()
+        .expect("an enum")
+        .push(Value::Null);
+    schema
+}
+
+fn or_null(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
+/// An override names exactly one of a feature (with `enabled`), an action (with
+/// `credits_per_unit`, of no more places than the action's catalog price) or an overage rule
+/// (with the limit of `allow` or the price of `bill`); the fields of the other kinds are absent
+/// or null.
+fn constrain_override(schemas: &mut Map<String, Value>, catalog: &Catalog) {
+    let schema = &mut schemas["OverrideRequest"];
+    let properties = &mut schema["properties"];
+    let keep_description = |property: &mut Value, value: Value| {
+        let description = property.get("description").cloned();
+        *property = value;
+        if let Some(description) = description {
+            property["description"] = description;
+        }
+    };
+    keep_description(
+        &mut properties["feature"],
+        id_or_null(catalog.features.keys().cloned()),
+    );
+    keep_description(
+        &mut properties["action"],
+        id_or_null(catalog.actions.keys().cloned()),
+    );
+    keep_description(
+        &mut properties["credits_per_unit"],
+        or_null(positive_amount(max_credits_per_request())),
+    );
+    keep_description(
+        &mut properties["overage"],
+        json!({"type": ["string", "null"], "enum": ["block", "allow", "bill", "plan", null]}),
+    );
+    keep_description(
+        &mut properties["overage_limit"],
+        or_null(positive_amount(max_credits_per_request())),
+    );
+    keep_description(
+        &mut properties["overage_price"],
+        or_null(positive_amount(crate::domain::overrides::MAX_OVERAGE_PRICE)),
+    );
+    let named =
+        |field: &str| json!({"required": [field], "properties": {field: {"type": "string"}}});
+    let absent = json!({"type": "null"});
+    let absent_all = |fields: &[&str]| {
+        let properties: Map<String, Value> = fields
+            .iter()
+            .map(|f| ((*f).to_owned(), absent.clone()))
+            .collect();
+        Value::Object(properties)
+    };
+    // A price has no more decimal places than the action's own.
+    let mut by_places: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for action in catalog.actions.values() {
+        by_places
+            .entry(action.credits.value().normalize().scale())
+            .or_default()
+            .push(action.id.clone());
+    }
+    let prices: Vec<Value> = by_places
+        .into_iter()
+        .map(|(places, ids)| {
+            let price = amount(max_credits_per_request(), "", Value::from(1), "1", places);
+            json!({"if": {"properties": {"action": {"enum": ids}}, "required": ["action"]},
+                   "then": {"properties": {"credits_per_unit": or_null(price)}}})
+        })
+        .collect();
+    let rule_is =
+        |rules: Value| json!({"properties": {"overage": {"enum": rules}}, "required": ["overage"]});
+    schema["oneOf"] = json!([named("feature"), named("action"), named("overage")]);
+    schema["allOf"] = json!([
+        {"if": named("feature"),
+         "then": {"required": ["enabled"],
+                  "properties": {
+                      "enabled": {"type": "boolean"},
+                      "credits_per_unit": absent, "overage_limit": absent,
+                      "overage_price": absent}}},
+        {"if": named("action"),
+         "then": {"required": ["credits_per_unit"],
+                  "properties": absent_all(&["enabled", "overage_limit", "overage_price"]),
+                  "allOf": prices}},
+        {"if": named("overage"),
+         "then": {"properties": absent_all(&["enabled", "credits_per_unit"]),
+                  "allOf": [
+                      {"if": rule_is(json!(["allow"])),
+                       "then": {"required": ["overage_limit"],
+                                "properties": {"overage_limit": positive_amount(max_credits_per_request()),
+                                               "overage_price": absent}}},
+                      {"if": rule_is(json!(["bill"])),
+                       "then": {"required": ["overage_price"],
+                                "properties": {"overage_price": positive_amount(crate::domain::overrides::MAX_OVERAGE_PRICE),
+                                               "overage_limit": absent}}},
+                      {"if": rule_is(json!(["block", "plan"])),
+                       "then": {"properties": absent_all(&["overage_limit", "overage_price"])}},
+                  ]}},
+    ]);
 }
 
 /// Parameters in their place with their constraints, and every status the operation can answer.

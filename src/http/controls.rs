@@ -1,4 +1,5 @@
-//! Customer controls: spend limits (app or admin) and feature overrides (admin).
+//! Customer controls: spend limits (app or admin), overrides of a feature, a price or the overage
+//! rule (admin), low-balance thresholds and auto top-up.
 
 use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
@@ -6,7 +7,7 @@ use crate::domain::adjustment::Reason;
 use crate::domain::alerts::LowBalance;
 use crate::domain::limits::{self, Limit, LimitError, Limits, Mode, Period};
 use crate::domain::money::Credits;
-use crate::domain::overrides::Override;
+use crate::domain::overrides::{Change, Flat, OverageKind, Override, PLAN_RULE};
 use crate::error::{Error, Result};
 use crate::store::controls::OverrideRequest as StoredOverride;
 use crate::store::keys::Scope;
@@ -210,10 +211,29 @@ fn parse_limits(requests: Vec<LimitRequest>) -> Result<Vec<Limit>> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
-    /// A feature of the catalog.
-    feature: String,
-    /// On (a plan-only feature without the plan, a trial) or off (whatever the plan says).
-    enabled: bool,
+    /// A feature of the catalog, switched on or off for the customer: give `enabled` with it.
+    /// Give exactly one of `feature`, `action` or `overage`.
+    feature: Option<String>,
+    /// With `feature`: on (a plan-only feature without the plan, a trial) or off (whatever the
+    /// plan says).
+    enabled: Option<bool>,
+    /// An action of the catalog, priced differently for the customer: give `credits_per_unit`
+    /// with it.
+    action: Option<String>,
+    /// With `action`: the customer's credits per unit (above 0, with no more decimal places than
+    /// the catalog's price), or `null` for the catalog's price again.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    credits_per_unit: Option<Option<Amount>>,
+    /// The customer's own overage rule: `block`, `allow` (with `overage_limit`), `bill` (with
+    /// `overage_price`), or `plan` for its plan's rule again.
+    overage: Option<String>,
+    /// With `overage = "allow"`: how far below zero available credits may go.
+    #[schema(value_type = Option<String>)]
+    overage_limit: Option<Amount>,
+    /// With `overage = "bill"`: the price of a credit of overage, in the accounting currency.
+    #[schema(value_type = Option<String>)]
+    overage_price: Option<Amount>,
     /// When the override lapses by itself (a trial's end); for good when absent.
     until: Option<DateTime<Utc>>,
     /// Why: kept with the override (1 to 500 characters).
@@ -221,12 +241,163 @@ pub struct OverrideRequest {
     idempotency_key: String,
 }
 
-/// An override as recorded.
+/// A field that may be `null` told apart from one left out: `Some(None)` for `null`.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The change an override request asks for, parsed against the catalog.
+fn parse_change(state: &AppState, request: &OverrideRequest, now: DateTime<Utc>) -> Result<Change> {
+    let only = |field: &'static str, given: bool, with: &str| {
+        if given {
+            Err(Error::invalid(field, format!("only applies with {with}")))
+        } else {
+            Ok(())
+        }
+    };
+    let price_given = matches!(request.credits_per_unit, Some(Some(_)));
+    match (&request.feature, &request.action, &request.overage) {
+        (Some(feature), None, None) => {
+            only("credits_per_unit", price_given, "action")?;
+            only("overage_limit", request.overage_limit.is_some(), "overage")?;
+            only("overage_price", request.overage_price.is_some(), "overage")?;
+            if !state.catalog.features.contains_key(feature) {
+                return Err(Error::UnknownCatalogItem {
+                    kind: "feature",
+                    id: feature.clone(),
+                });
+            }
+            let enabled = request
+                .enabled
+                .ok_or_else(|| Error::invalid("enabled", "is required with feature"))?;
+            Ok(Change::Feature {
+                feature: feature.clone(),
+                enabled,
+            })
+        }
+        (None, Some(action), None) => {
+            only("enabled", request.enabled.is_some(), "feature")?;
+            only("overage_limit", request.overage_limit.is_some(), "overage")?;
+            only("overage_price", request.overage_price.is_some(), "overage")?;
+            let action = state
+                .catalog
+                .action(action)
+                .ok_or_else(|| Error::UnknownAction(action.clone()))?;
+            let credits_per_unit = match request.credits_per_unit {
+                None => {
+                    return Err(Error::invalid(
+                        "credits_per_unit",
+                        "is required with action (null for the catalog's price)",
+                    ));
+                }
+                Some(None) => None,
+                Some(Some(amount)) => Some(Credits::positive(amount.0).map_err(|e| {
+                    Error::invalid("credits_per_unit", format!("{} {e}", amount.0))
+                })?),
+            };
+            Change::price(action, credits_per_unit, now)
+                .map_err(|e| Error::invalid("credits_per_unit", e))
+        }
+        (None, None, Some(rule)) => {
+            only("enabled", request.enabled.is_some(), "feature")?;
+            only("credits_per_unit", price_given, "action")?;
+            let kind = match rule.as_str() {
+                PLAN_RULE => None,
+                other => Some(OverageKind::parse(other).ok_or_else(|| {
+                    Error::invalid(
+                        "overage",
+                        format!("{other:?} is not one of \"block\", \"allow\", \"bill\", \"plan\""),
+                    )
+                })?),
+            };
+            only(
+                "overage_limit",
+                request.overage_limit.is_some() && kind != Some(OverageKind::Allow),
+                "overage = \"allow\"",
+            )?;
+            only(
+                "overage_price",
+                request.overage_price.is_some() && kind != Some(OverageKind::Bill),
+                "overage = \"bill\"",
+            )?;
+            let limit = request
+                .overage_limit
+                .map(|a| {
+                    Credits::positive(a.0)
+                        .map_err(|e| Error::invalid("overage_limit", format!("{} {e}", a.0)))
+                })
+                .transpose()?;
+            Change::overage(kind, limit, request.overage_price.map(|a| a.0))
+                .map_err(|(field, e)| Error::invalid(field, e))
+        }
+        (None, None, None) => Err(Error::invalid(
+            "body",
+            "give one of feature, action or overage",
+        )),
+        _ => Err(Error::invalid(
+            "body",
+            "give only one of feature, action or overage",
+        )),
+    }
+}
+
+/// What makes two override requests the same request, for their idempotency key.
+fn override_hash(change: &Change, until: Option<DateTime<Utc>>, reason: &str) -> String {
+    let until = until.map(|t| t.to_rfc3339()).unwrap_or_default();
+    match change {
+        // As feature overrides have always been hashed.
+        Change::Feature { feature, enabled } => request_hash(&[
+            "POST overrides",
+            feature,
+            &enabled.to_string(),
+            &until,
+            reason,
+        ]),
+        other => {
+            let flat = Flat::from(Override {
+                id: String::new(),
+                change: other.clone(),
+                until: None,
+                reason: String::new(),
+                actor: String::new(),
+                at: DateTime::<Utc>::UNIX_EPOCH,
+            });
+            let fields = serde_json::to_string(&(
+                flat.kind,
+                flat.action,
+                flat.credits_per_unit,
+                flat.overage,
+                flat.overage_limit,
+                flat.overage_price,
+            ))
+            .expect("plain values serialize");
+            request_hash(&["POST overrides", &fields, &until, reason])
+        }
+    }
+}
+
+/// An override as recorded: `kind` says which of its fields apply (the others are null).
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct OverrideView {
     id: String,
-    feature: String,
-    enabled: bool,
+    /// `feature`, `price` or `overage`.
+    kind: String,
+    feature: Option<String>,
+    enabled: Option<bool>,
+    action: Option<String>,
+    /// The customer's credits per unit of `action`; null for the catalog's price again.
+    #[schema(value_type = Option<String>)]
+    credits_per_unit: Option<Credits>,
+    /// `block`, `allow`, `bill`, or `plan` (the plan's rule again).
+    overage: Option<String>,
+    #[schema(value_type = Option<String>)]
+    overage_limit: Option<Credits>,
+    #[schema(value_type = Option<String>)]
+    overage_price: Option<rust_decimal::Decimal>,
     until: Option<DateTime<Utc>>,
     reason: String,
     /// The API key that made it.
@@ -236,14 +407,22 @@ pub struct OverrideView {
 
 impl OverrideView {
     pub fn of(o: Override) -> Self {
+        let kind = o.change.kind().to_owned();
+        let f = Flat::from(o);
         OverrideView {
-            id: o.id,
-            feature: o.feature,
-            enabled: o.enabled,
-            until: o.until,
-            reason: o.reason,
-            made_by: o.actor,
-            made_at: o.at,
+            id: f.id,
+            kind,
+            feature: f.feature,
+            enabled: f.enabled,
+            action: f.action,
+            credits_per_unit: f.credits_per_unit,
+            overage: f.overage,
+            overage_limit: f.overage_limit,
+            overage_price: f.overage_price,
+            until: f.until,
+            reason: f.reason,
+            made_by: f.actor,
+            made_at: f.at,
         }
     }
 }
@@ -255,9 +434,10 @@ pub struct OverrideResponse {
     made: OverrideView,
 }
 
-/// Switches a feature on or off for one customer (created when unknown), for good or until a
-/// date, recorded with the key that did it and why. The latest override of a feature replaces
-/// the one before; once it lapses, the plan decides again.
+/// Overrides one thing for one customer (created when unknown), for good or until a date,
+/// recorded with the key that did it and why: a feature switched on or off, an action priced
+/// differently, or the overage rule. The latest override of a feature, an action or the overage
+/// rule replaces the one before; once it lapses, the plan and catalog decide again.
 #[utoipa::path(post, path = "/v1/customers/{id}/overrides", params(("id" = String, Path)), request_body = OverrideRequest,
     responses((status = 201, body = OverrideResponse), (status = 409), (status = 422)), security(("bearer" = [])))]
 pub async fn create_override(
@@ -269,34 +449,22 @@ pub async fn create_override(
     caller.require(Scope::Admin)?;
     let customer = identifier("id", &id)?;
     let key = identifier("idempotency_key", &request.idempotency_key)?;
-    if !state.catalog.features.contains_key(&request.feature) {
-        return Err(Error::UnknownCatalogItem {
-            kind: "feature",
-            id: request.feature,
-        });
-    }
-    let reason = Reason::parse(&request.reason).map_err(|e| Error::invalid("reason", e))?;
     let now = state.clock.now();
+    let change = parse_change(&state, &request, now)?;
+    let reason = Reason::parse(&request.reason).map_err(|e| Error::invalid("reason", e))?;
     if let Some(until) = request.until
         && until <= now
     {
         return Err(Error::invalid("until", "must be in the future"));
     }
-    let hash = request_hash(&[
-        "POST overrides",
-        &request.feature,
-        &request.enabled.to_string(),
-        &request.until.map(|t| t.to_rfc3339()).unwrap_or_default(),
-        reason.as_str(),
-    ]);
+    let hash = override_hash(&change, request.until, reason.as_str());
     let made = state
         .store
         .add_override(StoredOverride {
             customer: customer.clone(),
             made: Override {
                 id: format!("ovr_{}", uuid::Uuid::now_v7().simple()),
-                feature: request.feature,
-                enabled: request.enabled,
+                change,
                 until: request.until,
                 reason: reason.as_str().to_owned(),
                 actor: caller.key_id().to_owned(),

@@ -119,7 +119,8 @@ pub struct UsageResponse {
     available: Credits,
 }
 
-/// A request to spend, parsed: the customer, the priced action, and its cost.
+/// A request to spend, parsed: the customer, the action (as the catalog prices it at the time
+/// of the spend), and its cost at the catalog's price. The gate prices it for the customer.
 #[derive(Debug, Clone)]
 struct Spend {
     customer: String,
@@ -228,6 +229,10 @@ pub async fn check(
     };
     let available = book.available();
     let rules = Rules::of(&state);
+    // What the customer would pay: at its own price when it has one.
+    let credits = gate::Terms::of(&rules.catalog, &standing, now, rules.policy)
+        .cost(&spend.action, spend.quantity)
+        .map_err(Error::from)?;
     // Decided on the copy just read exactly as an authorization would be; nothing is written.
     let decision = gate::decide(
         &rules.catalog,
@@ -237,7 +242,6 @@ pub async fn check(
         &gate::Spend::Check {
             action: &spend.action,
             quantity: spend.quantity,
-            credits: spend.credits,
         },
         now,
     );
@@ -247,7 +251,7 @@ pub async fn check(
     };
     Ok(Json(CheckResponse {
         allowed: reason == "ok",
-        credits: spend.credits,
+        credits,
         available,
         reason: reason.into(),
     }))
@@ -300,7 +304,6 @@ pub async fn authorize(
                 &gate::Spend::Authorize {
                     action: &held.action,
                     quantity: held.quantity,
-                    credits: held.credits,
                     hold_id: &hold_id,
                     expires_at,
                 },
@@ -498,7 +501,6 @@ fn usage_command(
             &gate::Spend::Usage {
                 action: &used.action,
                 quantity: used.quantity,
-                credits: used.credits,
                 occurred_at,
             },
             now,

@@ -9,9 +9,9 @@ use crate::domain::alerts;
 use crate::domain::ledger::EntryKind;
 use crate::domain::limits::{self, Limit, Period, SpentThisMonth};
 use crate::domain::money::Credits;
-use crate::domain::overrides::{Override, Overrides};
+use crate::domain::overrides::{Flat, Override, Overrides};
 use crate::error::{Error, Result};
-use entity::{customer_overrides, customers, grants};
+use entity::{customers, grants, override_history};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -117,9 +117,9 @@ impl Store {
         let now = request.made.at;
         super::book::insert_customer_if_absent(&txn, &request.customer, now).await?;
         lock_customer(&txn, &request.customer).await?;
-        let earlier = customer_overrides::Entity::find()
-            .filter(customer_overrides::Column::CustomerId.eq(request.customer.as_str()))
-            .filter(customer_overrides::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
+        let earlier = override_history::Entity::find()
+            .filter(override_history::Column::CustomerId.eq(request.customer.as_str()))
+            .filter(override_history::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
             .one(&txn)
             .await?;
         if let Some(row) = earlier {
@@ -141,18 +141,12 @@ impl Store {
         let mut overrides: Overrides = rows::from_json_column(current.as_deref())?;
         overrides.set(request.made.clone());
         let made = &request.made;
-        customer_overrides::Entity::insert(customer_overrides::ActiveModel {
-            id: Set(made.id.clone()),
-            customer_id: Set(request.customer.clone()),
-            feature: Set(made.feature.clone()),
-            enabled: Set(made.enabled),
-            until_at: Set(made.until.map(time)),
-            reason: Set(made.reason.clone()),
-            actor: Set(made.actor.clone()),
-            idempotency_key: Set(request.idempotency_key.clone()),
-            request_hash: Set(request.request_hash.clone()),
-            created_at: Set(time(now)),
-        })
+        override_history::Entity::insert(override_row(
+            made,
+            &request.customer,
+            &request.idempotency_key,
+            &request.request_hash,
+        )?)
         .exec_without_returning(&txn)
         .await?;
         customers::Entity::update_many()
@@ -172,10 +166,10 @@ impl Store {
 
     /// Every override made for a customer, newest first (at most `limit`).
     pub async fn override_history(&self, customer: &str, limit: u64) -> Result<Vec<Override>> {
-        customer_overrides::Entity::find()
-            .filter(customer_overrides::Column::CustomerId.eq(customer))
-            .order_by_desc(customer_overrides::Column::CreatedAt)
-            .order_by_desc(customer_overrides::Column::Id)
+        override_history::Entity::find()
+            .filter(override_history::Column::CustomerId.eq(customer))
+            .order_by_desc(override_history::Column::CreatedAt)
+            .order_by_desc(override_history::Column::Id)
             .limit(limit)
             .all(self.connection())
             .await?
@@ -185,16 +179,57 @@ impl Store {
     }
 }
 
-fn override_from_row(row: customer_overrides::Model) -> Result<Override> {
-    Ok(Override {
-        id: row.id,
+/// An override as its history row: the fields of its kind, the others empty.
+fn override_row(
+    made: &Override,
+    customer: &str,
+    idempotency_key: &str,
+    request_hash: &str,
+) -> Result<override_history::ActiveModel> {
+    let flat = Flat::from(made.clone());
+    let micros = |c: Option<Credits>| c.map(rows::micros).transpose();
+    Ok(override_history::ActiveModel {
+        id: Set(flat.id),
+        customer_id: Set(customer.to_owned()),
+        kind: Set(made.change.kind().to_owned()),
+        feature: Set(flat.feature),
+        enabled: Set(flat.enabled),
+        action: Set(flat.action),
+        credits_per_unit: Set(micros(flat.credits_per_unit)?),
+        overage: Set(flat.overage),
+        overage_limit: Set(micros(flat.overage_limit)?),
+        overage_price: Set(flat.overage_price.map(|p| p.to_string())),
+        until_at: Set(flat.until.map(time)),
+        reason: Set(flat.reason),
+        actor: Set(flat.actor),
+        idempotency_key: Set(idempotency_key.to_owned()),
+        request_hash: Set(request_hash.to_owned()),
+        created_at: Set(time(made.at)),
+    })
+}
+
+fn override_from_row(row: override_history::Model) -> Result<Override> {
+    let overage_price = row
+        .overage_price
+        .map(|p| p.parse())
+        .transpose()
+        .map_err(|e| Error::Internal(format!("override {}: overage_price {e}", row.id)))?;
+    let flat = Flat {
+        id: row.id.clone(),
+        kind: Some(row.kind),
         feature: row.feature,
         enabled: row.enabled,
+        action: row.action,
+        credits_per_unit: row.credits_per_unit.map(Credits::from_micros),
+        overage: row.overage,
+        overage_limit: row.overage_limit.map(Credits::from_micros),
+        overage_price,
         until: row.until_at.map(rows::timestamp).transpose()?,
         reason: row.reason,
         actor: row.actor,
         at: rows::timestamp(row.created_at)?,
-    })
+    };
+    Override::try_from(flat).map_err(|e| Error::Internal(format!("override {}: {e}", row.id)))
 }
 
 /// Credits the customer spent (used, overage included) this UTC month before `now`, by action:
