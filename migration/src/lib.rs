@@ -43,6 +43,7 @@ mod m20261126_000012_overage_reports;
 mod m20261126_000013_customer_thresholds;
 mod m20261127_000014_auto_topup;
 mod m20261128_000015_override_kinds;
+mod m20261129_000016_usage_reads;
 
 pub struct Migrator;
 
@@ -77,6 +78,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000013_customer_thresholds::Migration),
             Box::new(m20261127_000014_auto_topup::Migration),
             Box::new(m20261128_000015_override_kinds::Migration),
+            Box::new(m20261129_000016_usage_reads::Migration),
         ]
     }
 }

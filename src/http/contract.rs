@@ -660,19 +660,26 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
     let schema = match (name.as_str(), path) {
         ("id", _) => identifier(),
         ("period", _) => json!({"type": "string", "pattern": MONTH}),
-        ("from" | "to", "/v1/revenue/journal") => json!({"type": "string", "format": "date",
-            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}),
+        ("from" | "to", "/v1/revenue/journal" | "/v1/customers/{id}/usage") => {
+            json!({"type": "string", "format": "date",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})
+        }
         ("from" | "to", _) => json!({"type": "string", "pattern": MONTH}),
         ("format", _) => json!({"type": "string", "enum": ["json", "csv"]}),
         ("by", "/v1/revenue/margin") => {
             json!({"type": "string", "enum": ["action", "feature", "plan", "customer"]})
         }
+        ("by", "/v1/customers/{id}/usage") => {
+            json!({"type": "string", "enum": ["action", "feature"]})
+        }
+        ("interval", _) => json!({"type": "string", "enum": ["day", "month"]}),
+        ("q", _) => identifier(),
         ("limit", _) => {
             json!({"type": "integer", "minimum": 1, "maximum": super::customers::MAX_PAGE})
         }
         ("cursor", "/v1/outbox") => json!({"type": "string",
             "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}),
-        ("cursor", "/v1/revenue/overage") => identifier(),
+        ("cursor", "/v1/revenue/overage" | "/v1/customers") => identifier(),
         ("cursor", _) => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
         ("status", "/v1/outbox") => {
             json!({"type": "string", "enum": ["pending", "delivered", "dead"]})

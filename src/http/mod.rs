@@ -8,6 +8,7 @@ mod gate;
 mod ops;
 mod outbox;
 mod problem;
+mod reads;
 pub mod revenue;
 mod webhooks;
 
@@ -47,7 +48,7 @@ pub struct AppState {
     info(title = "creditbook", description = "Credit ledger, pre-call authorization gate and ASC 606 revenue books"),
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
-        customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
+        reads::customers, reads::usage, customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
         controls::set_limits, controls::set_thresholds, controls::create_override, controls::override_history,
         controls::set_auto_topup, controls::auto_topup,
         ops::advance_clock, ops::healthz, webhooks::stripe,
@@ -83,7 +84,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/usage/batch",
             post(gate::usage_batch).layer(DefaultBodyLimit::max(gate::MAX_BATCH_BODY_BYTES)),
         )
+        .route("/v1/customers", get(reads::customers))
         .route("/v1/customers/{id}", get(customers::show))
+        .route("/v1/customers/{id}/usage", get(reads::usage))
         .route("/v1/customers/{id}/ledger", get(customers::ledger))
         .route("/v1/customers/{id}/grants", post(customers::create_grant))
         .route(

@@ -496,7 +496,7 @@ async fn load_idempotency(
 }
 
 /// The n-th (1-based) bound value in `backend`'s syntax.
-fn placeholder(backend: DbBackend, n: usize) -> String {
+pub(crate) fn placeholder(backend: DbBackend, n: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${n}"),
         _ => "?".to_owned(),

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod ledger;
 pub mod outbox;
 pub mod overage;
+pub mod reads;
 pub mod reports;
 pub mod revenue;
 mod rows;

@@ -5,6 +5,9 @@ is sent signed with the server's secret (`CREDITBOOK_CONTRACT_WEBHOOK_SECRET`), 
 signs (`t=...,v1=HMAC-SHA256(secret, "t.body")`), so that a schema-valid event is one the server
 must record. A case without the header (a negative case) is sent as generated.
 
+A usage read's range runs forward over a bounded span, and `to` defaults to today: a valid
+`from` is moved to where the range ends.
+
 A usage may be reported late, at most 35 days ago and never in the future: a rule of time that a
 JSON Schema cannot state. A generated `occurred_at` that is a valid date-time is moved inside that
 window, so that a schema-valid usage is one the server must accept. Nothing else is changed, and
@@ -44,6 +47,8 @@ def before_call(ctx, case, kwargs):
         _one_per_window(body)
     elif path.startswith("/v1/revenue/") and case.query:
         _in_order(case.query)
+    elif path == "/v1/customers/{id}/usage" and case.query:
+        _usage_range(case.query)
     if case.operation.path == "/v1/usage":
         _within_window(body)
     elif case.operation.path == "/v1/usage/batch" and isinstance(body, dict):
@@ -97,6 +102,28 @@ def _in_order(query):
         query["from"], query["to"] = end, start
     if len(start) == 7:
         query["from"] = query["to"]
+
+
+def _is_date(value):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        return False
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def _usage_range(query):
+    """A usage read runs forward from `from` to `to` (today when absent), over at most 366 days:
+    a valid `from` is moved to where the range ends."""
+    start, end = query.get("from"), query.get("to")
+    if not _is_date(start):
+        return
+    if _is_date(end):
+        query["from"] = end
+    elif end is None:
+        query["from"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
 
 def _sign(case, kwargs):

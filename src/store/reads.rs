@@ -1,0 +1,192 @@
+//! Reads for people and dashboards: customers found by id (or Stripe customer) a page at a time,
+//! and a customer's credits used per day or month. Each is one grouped query on an index, its
+//! work bounded by the page or the range, however long the ledger grows.
+
+use super::Store;
+use super::book::placeholder;
+use super::rows::time;
+use crate::domain::Timestamp;
+use crate::domain::money::Credits;
+use crate::error::Result;
+use chrono::NaiveDate;
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement, Value};
+
+/// One customer in a list: its plan and where its credits stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerSummary {
+    pub id: String,
+    pub plan: Option<String>,
+    pub frozen: bool,
+    pub balance: Credits,
+    pub held: Credits,
+    pub available: Credits,
+    pub overdraft: Credits,
+}
+
+/// How usage is bucketed in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    /// UTC days, `YYYY-MM-DD`.
+    Day,
+    /// UTC months, `YYYY-MM`.
+    Month,
+}
+
+/// What usage is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageBy {
+    Action,
+    Feature,
+}
+
+/// Credits used in one interval by one action or feature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The interval: `YYYY-MM-DD` or `YYYY-MM`.
+    pub period: String,
+    /// The action or feature.
+    pub group: String,
+    pub credits: Credits,
+}
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+impl Store {
+    /// Up to `limit` customers after `after` (by id), whose id contains `q` or who are linked to
+    /// the Stripe customer `q`; and whether there are more. Balances count live grants (an
+    /// expired grant the jobs have not yet expired counts nothing).
+    pub async fn customers_page(
+        &self,
+        q: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+        now: Timestamp,
+    ) -> Result<(Vec<CustomerSummary>, bool)> {
+        let db = self.connection();
+        let backend = db.get_database_backend();
+        let mut values: Vec<Value> = Vec::new();
+        let mut conditions = Vec::new();
+        if let Some(after) = after {
+            values.push(after.into());
+            conditions.push(format!("c.id > {}", placeholder(backend, values.len())));
+        }
+        if let Some(q) = q {
+            values.push(q.into());
+            let n = values.len();
+            let contains = match backend {
+                DbBackend::Postgres => format!("strpos(c.id, {}) > 0", placeholder(backend, n)),
+                _ => format!("instr(c.id, {}) > 0", placeholder(backend, n)),
+            };
+            conditions.push(format!(
+                "({contains} OR c.id IN (SELECT customer_id FROM stripe_customers \
+                 WHERE stripe_customer_id = {}))",
+                placeholder(backend, n)
+            ));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let now = time(now);
+        let sql = format!(
+            "SELECT c.id, c.plan_id, c.frozen, c.overdraft, c.overdraft_held, \
+             CAST(COALESCE(SUM(CASE WHEN g.expires_at IS NULL OR g.expires_at > {now} \
+                 THEN g.remaining ELSE 0 END), 0) AS BIGINT) AS remaining, \
+             CAST(COALESCE(SUM(g.held), 0) AS BIGINT) AS held \
+             FROM customers c LEFT JOIN grants g ON g.customer_id = c.id AND g.expired = false \
+             {filter} \
+             GROUP BY c.id, c.plan_id, c.frozen, c.overdraft, c.overdraft_held \
+             ORDER BY c.id LIMIT {}",
+            limit + 1
+        );
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        let more = rows.len() as u64 > limit;
+        let mut customers = Vec::with_capacity(rows.len());
+        for row in rows.into_iter().take(limit as usize) {
+            let overdraft = Credits::from_micros(row.try_get("", "overdraft")?);
+            let balance = Credits::from_micros(row.try_get("", "remaining")?) - overdraft;
+            let held = Credits::from_micros(row.try_get("", "held")?)
+                + Credits::from_micros(row.try_get("", "overdraft_held")?);
+            customers.push(CustomerSummary {
+                id: row.try_get("", "id")?,
+                plan: row.try_get("", "plan_id")?,
+                frozen: row.try_get("", "frozen")?,
+                balance,
+                held,
+                available: balance - held,
+                overdraft,
+            });
+        }
+        Ok((customers, more))
+    }
+
+    /// Credits `customer` used from `from` to `to` (half-open), per interval and action or
+    /// feature, in order; none when the customer is unknown.
+    pub async fn usage(
+        &self,
+        customer: &str,
+        from: Timestamp,
+        to: Timestamp,
+        interval: Interval,
+        by: UsageBy,
+    ) -> Result<Option<Vec<UsageRow>>> {
+        let db = self.connection();
+        if entity::customers::Entity::find_by_id(customer.to_owned())
+            .one(db)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let backend = db.get_database_backend();
+        let bucket = match interval {
+            Interval::Day => {
+                format!("CAST(effective_at / {MICROS_PER_DAY} AS BIGINT)")
+            }
+            Interval::Month => "period".to_owned(),
+        };
+        let group = match by {
+            UsageBy::Action => "action",
+            UsageBy::Feature => "feature",
+        };
+        let sql = format!(
+            "SELECT {bucket} AS bucket, {group} AS grp, CAST(SUM(credits) AS BIGINT) AS credits \
+             FROM consumptions WHERE customer_id = {} AND effective_at >= {} \
+             AND effective_at < {} GROUP BY {bucket}, {group} ORDER BY bucket, grp",
+            placeholder(backend, 1),
+            placeholder(backend, 2),
+            placeholder(backend, 3),
+        );
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [customer.into(), time(from).into(), time(to).into()],
+            ))
+            .await?;
+        let mut usage = Vec::with_capacity(rows.len());
+        for row in rows {
+            let period = match interval {
+                Interval::Day => {
+                    let day: i64 = row.try_get("", "bucket")?;
+                    day_of(day).to_string()
+                }
+                Interval::Month => row.try_get("", "bucket")?,
+            };
+            usage.push(UsageRow {
+                period,
+                group: row.try_get("", "grp")?,
+                credits: Credits::from_micros(row.try_get("", "credits")?),
+            });
+        }
+        Ok(Some(usage))
+    }
+}
+
+/// The UTC date of the `day`-th day since 1970-01-01.
+fn day_of(day: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date") + chrono::Days::new(day.max(0) as u64)
+}
