@@ -43,6 +43,100 @@ struct RawConfig {
     webhooks: Vec<RawWebhook>,
     #[serde(default)]
     outbox: RawOutbox,
+    #[serde(default)]
+    pages: RawPages,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPages {
+    public_url: Option<String>,
+    secret: Option<String>,
+    portal_link_minutes: Option<u64>,
+    #[serde(default)]
+    embed_origins: Vec<String>,
+}
+
+/// The pages people look at (`[pages]`).
+#[derive(Clone, Default)]
+pub struct PagesConfig {
+    /// Where people reach this server, for the links it makes; `http://{listen}` when absent.
+    pub public_url: Option<String>,
+    /// The key portal links and sessions are signed with; a random one per start when absent.
+    pub secret: Option<Vec<u8>>,
+    /// How long a portal link opens the customer's page.
+    pub portal_link_seconds: u64,
+    /// Origins that may embed the customer's page in a frame.
+    pub embed_origins: Vec<String>,
+}
+
+impl std::fmt::Debug for PagesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagesConfig")
+            .field("public_url", &self.public_url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("portal_link_seconds", &self.portal_link_seconds)
+            .field("embed_origins", &self.embed_origins)
+            .finish()
+    }
+}
+
+/// Portal links last 15 minutes unless configured, at most a day.
+const DEFAULT_PORTAL_LINK_MINUTES: u64 = 15;
+const MAX_PORTAL_LINK_MINUTES: u64 = 1_440;
+
+/// `[pages]`, with `CREDITBOOK_PAGES_SECRET` over the file's `secret`.
+fn pages_config(raw: &RawPages, env_secret: Option<String>) -> Result<PagesConfig, Invalid> {
+    let origin = |key: &str, text: &str| {
+        let ok = (text.starts_with("https://") || text.starts_with("http://"))
+            && !text.ends_with('/')
+            && text.len() <= 300
+            && !text
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == ';' || c == ',');
+        if ok {
+            Ok(text.to_owned())
+        } else {
+            Err((
+                format!("pages.{key}"),
+                format!("{text:?} is not an http(s) URL without a trailing slash"),
+            ))
+        }
+    };
+    let public_url = raw
+        .public_url
+        .as_deref()
+        .map(|u| origin("public_url", u))
+        .transpose()?;
+    let embed_origins = raw
+        .embed_origins
+        .iter()
+        .map(|o| origin("embed_origins", o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = env_secret.or_else(|| raw.secret.clone());
+    if let Some(secret) = &secret
+        && secret.len() < 32
+    {
+        return Err((
+            "pages.secret".into(),
+            "must be at least 32 characters".into(),
+        ));
+    }
+    let minutes = raw
+        .portal_link_minutes
+        .unwrap_or(DEFAULT_PORTAL_LINK_MINUTES);
+    if !(1..=MAX_PORTAL_LINK_MINUTES).contains(&minutes) {
+        return Err((
+            "pages.portal_link_minutes".into(),
+            format!("must be between 1 and {MAX_PORTAL_LINK_MINUTES}"),
+        ));
+    }
+    Ok(PagesConfig {
+        public_url,
+        secret: secret.map(String::into_bytes),
+        portal_link_seconds: minutes * 60,
+        embed_origins,
+    })
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -214,6 +308,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookEndpoint>,
     /// How the outbox delivers (`[outbox]`).
     pub outbox: OutboxSettings,
+    /// The pages people look at (`[pages]`).
+    pub pages: PagesConfig,
 }
 
 /// An endpoint that receives outbound events, signed per the Standard Webhooks specification.
@@ -321,6 +417,8 @@ impl Config {
         catalog.webhooks = webhooks.iter().map(|(_, s)| s.clone()).collect();
         let webhooks: Vec<WebhookEndpoint> = webhooks.into_iter().map(|(e, _)| e).collect();
         let outbox = outbox_settings(&raw.outbox).map_err(|(k, r)| fail(k, r))?;
+        let pages = pages_config(&raw.pages, env("CREDITBOOK_PAGES_SECRET"))
+            .map_err(|(k, r)| fail(k, r))?;
         let mut stripe = StripeConfig {
             webhook_secrets: raw.stripe.webhook_secrets,
             webhook_tolerance_seconds: raw.stripe.webhook_tolerance_seconds.unwrap_or(300),
@@ -473,6 +571,7 @@ impl Config {
             catalog,
             webhooks,
             outbox,
+            pages,
         })
     }
 }

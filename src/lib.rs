@@ -11,6 +11,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod outbound;
+pub mod pages;
 pub mod store;
 pub mod stripe;
 
@@ -55,6 +56,7 @@ pub async fn build_state_with_clock(
         stripe: Arc::new(config.stripe.clone()),
         webhooks: Arc::new(config.webhooks.clone()),
         outbox: config.outbox,
+        pages: Arc::new(pages::Pages::new(&config.pages, &config.listen)),
     })
 }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     /// Outbound webhook endpoints and how the outbox delivers to them.
     pub webhooks: Arc<Vec<crate::config::WebhookEndpoint>>,
     pub outbox: crate::config::OutboxSettings,
+    /// The pages: where they are reached and the key their links are signed with.
+    pub pages: Arc<crate::pages::Pages>,
 }
 
 #[derive(OpenApi)]
@@ -48,7 +50,7 @@ pub struct AppState {
     info(title = "creditbook", description = "Credit ledger, pre-call authorization gate and ASC 606 revenue books"),
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
-        reads::customers, reads::usage, customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
+        reads::customers, reads::usage, crate::pages::portal::create_link, customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
         controls::set_limits, controls::set_thresholds, controls::create_override, controls::override_history,
         controls::set_auto_topup, controls::auto_topup,
         ops::advance_clock, ops::healthz, webhooks::stripe,
@@ -87,6 +89,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers", get(reads::customers))
         .route("/v1/customers/{id}", get(customers::show))
         .route("/v1/customers/{id}/usage", get(reads::usage))
+        .route(
+            "/v1/customers/{id}/portal-links",
+            post(crate::pages::portal::create_link),
+        )
+        .route("/portal", get(crate::pages::portal::page))
+        .route("/assets/creditbook.css", get(crate::pages::stylesheet))
         .route("/v1/customers/{id}/ledger", get(customers::ledger))
         .route("/v1/customers/{id}/grants", post(customers::create_grant))
         .route(

@@ -1,0 +1,91 @@
+//! The pages people look at, rendered on the server from `templates/` (askama, checked when
+//! compiled): no script, every value escaped, a strict Content-Security-Policy on every answer.
+
+pub mod chart;
+pub mod link;
+pub mod portal;
+
+use crate::config::PagesConfig;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+/// What the pages need: where they are reached, the key their links are signed with, and who
+/// may embed the customer's page.
+#[derive(Clone)]
+pub struct Pages {
+    pub public_url: String,
+    key: Vec<u8>,
+    pub portal_link_seconds: u64,
+    frame_ancestors: String,
+}
+
+impl Pages {
+    /// From `[pages]`; without a `secret`, a random key that lasts until the process stops.
+    pub fn new(config: &PagesConfig, listen: &str) -> Pages {
+        let key = config.secret.clone().unwrap_or_else(|| {
+            tracing::warn!(
+                "no [pages] secret: portal links last until this process stops and open on \
+                 this instance only"
+            );
+            use rand::RngCore;
+            let mut key = vec![0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            key
+        });
+        let frame_ancestors = if config.embed_origins.is_empty() {
+            "'none'".to_owned()
+        } else {
+            config.embed_origins.join(" ")
+        };
+        Pages {
+            public_url: config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{listen}")),
+            key,
+            portal_link_seconds: config.portal_link_seconds,
+            frame_ancestors,
+        }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// A rendered page with the headers every page carries.
+    pub fn respond(&self, status: StatusCode, html: String) -> Response {
+        let mut response = (status, Html(html)).into_response();
+        let headers = response.headers_mut();
+        let policy = format!(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             base-uri 'none'; frame-ancestors {}",
+            self.frame_ancestors
+        );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&policy).expect("origins are checked printable"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// The one stylesheet, served from the binary.
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../assets/creditbook.css"),
+    )
+        .into_response()
+}

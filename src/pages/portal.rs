@@ -1,0 +1,282 @@
+//! The customer's credits page, opened from a portal link: that customer only.
+
+use super::chart::{self, StackedBars};
+use super::link::{self, Refused};
+use crate::domain::Timestamp;
+use crate::domain::ledger::Grant;
+use crate::domain::money::Credits;
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::http::extract::{Caller, identifier};
+use crate::store::keys::Scope;
+use crate::store::ledger::EntryView;
+use crate::store::reads::{Interval, UsageBy};
+use askama::Template;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PortalLink {
+    /// Opens the customer's credits page, and no other, until `expires_at`.
+    url: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// A link to the customer's credits page, signed, that expires after `[pages]
+/// portal_link_minutes`: for an app to embed or send to its customer.
+#[utoipa::path(post, path = "/v1/customers/{id}/portal-links", params(("id" = String, Path)),
+    responses((status = 201, body = PortalLink), (status = 404)), security(("bearer" = [])))]
+pub async fn create_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<PortalLink>)> {
+    caller.require(Scope::App)?;
+    let customer = identifier("id", &id)?;
+    let now = state.clock.now();
+    if state.store.view(&customer, now).await?.is_none() {
+        return Err(Error::CustomerNotFound(customer));
+    }
+    let expires_at = now + chrono::Duration::seconds(state.pages.portal_link_seconds as i64);
+    let token = link::sign(state.pages.key(), &customer, expires_at);
+    Ok((
+        StatusCode::CREATED,
+        Json(PortalLink {
+            url: format!("{}/portal?token={token}", state.pages.public_url),
+            expires_at,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct PortalQuery {
+    token: Option<String>,
+    /// The ledger page: entries older than this entry.
+    before: Option<i64>,
+}
+
+/// Ledger entries per page of the portal.
+const LEDGER_PAGE: u64 = 20;
+/// Days of usage the chart shows.
+const USAGE_DAYS: usize = 30;
+
+struct GrantRow {
+    kind: String,
+    credits: Credits,
+    remaining: Credits,
+    expires: String,
+    /// Credits left that expire within the alert window.
+    expiring_soon: bool,
+}
+
+struct LimitRow {
+    period: &'static str,
+    feature: String,
+    credits: Credits,
+    spent: Credits,
+    remaining: Credits,
+    mode: &'static str,
+    resets: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal.html")]
+struct PortalPage {
+    customer: String,
+    plan: Option<String>,
+    balance: Credits,
+    held: Credits,
+    available: Credits,
+    granted: Credits,
+    used_percent: u32,
+    renews: Option<String>,
+    grants: Vec<GrantRow>,
+    expiring_days: u32,
+    chart: StackedBars,
+    usage_from: String,
+    usage_to: String,
+    entries: Vec<EntryView>,
+    older: Option<String>,
+    newer: bool,
+    token: String,
+    limits: Vec<LimitRow>,
+}
+
+#[derive(Template)]
+#[template(path = "refused.html")]
+struct RefusedPage {
+    title: &'static str,
+    message: &'static str,
+}
+
+fn when(t: Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn render(template: &impl Template) -> Result<String> {
+    template
+        .render()
+        .map_err(|e| Error::Internal(format!("template: {e}")))
+}
+
+fn refused(
+    state: &AppState,
+    status: StatusCode,
+    title: &'static str,
+    message: &'static str,
+) -> Result<Response> {
+    Ok(state
+        .pages
+        .respond(status, render(&RefusedPage { title, message })?))
+}
+
+/// `/portal?token=`: the customer's balance, grants, usage, ledger and limits.
+pub async fn page(
+    State(state): State<AppState>,
+    Query(query): Query<PortalQuery>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let Some(token) = query.token else {
+        return refused(
+            &state,
+            StatusCode::FORBIDDEN,
+            "No link",
+            "Open this page from the link your provider gave you.",
+        );
+    };
+    let customer = match link::verify(state.pages.key(), &token, now) {
+        Ok(customer) => customer,
+        Err(Refused::Expired) => {
+            return refused(
+                &state,
+                StatusCode::FORBIDDEN,
+                "Link expired",
+                "This link has expired. Ask for a new one where you found it.",
+            );
+        }
+        Err(Refused::Invalid) => {
+            return refused(
+                &state,
+                StatusCode::FORBIDDEN,
+                "Link not valid",
+                "This link is not valid.",
+            );
+        }
+    };
+    let Some((book, standing)) = state.store.view(&customer, now).await? else {
+        return refused(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is nothing to show for this link.",
+        );
+    };
+    let live: Vec<&Grant> = book
+        .grants
+        .iter()
+        .filter(|g| g.remaining.is_positive() || g.held.is_positive())
+        .collect();
+    let granted: Credits = live.iter().map(|g| g.credits).sum();
+    let left: Credits = live.iter().map(|g| g.remaining).sum();
+    let used_percent = if granted.is_positive() {
+        use rust_decimal::prelude::ToPrimitive;
+        (((granted - left).value() * rust_decimal::Decimal::from(100)) / granted.value())
+            .round()
+            .to_u32()
+            .unwrap_or(0)
+            .min(100)
+    } else {
+        0
+    };
+    let expiring_days = state.catalog.alerts.grant_expiring_days;
+    let soon = now + chrono::Duration::days(i64::from(expiring_days));
+    let mut sorted = live.clone();
+    sorted.sort_by(|a, b| match (a.expires_at, b.expires_at) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.created_at.cmp(&b.created_at),
+    });
+    let grants = sorted
+        .into_iter()
+        .map(|g| GrantRow {
+            kind: g.kind.as_str().to_owned(),
+            credits: g.credits,
+            remaining: g.remaining,
+            expires: g.expires_at.map_or_else(|| "never".to_owned(), when),
+            expiring_soon: g.expires_at.is_some_and(|e| e <= soon) && g.remaining.is_positive(),
+        })
+        .collect();
+    // Usage by feature, the last 30 days with today.
+    let first_day = (now - chrono::Duration::days(USAGE_DAYS as i64 - 1)).date_naive();
+    let start = first_day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let end = (now.date_naive() + chrono::Days::new(1))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let usage = state
+        .store
+        .usage(&customer, start, end, Interval::Day, UsageBy::Feature)
+        .await?
+        .unwrap_or_default();
+    let mut groups: Vec<String> = usage.iter().map(|u| u.group.clone()).collect();
+    groups.sort();
+    groups.dedup();
+    let points: Vec<(usize, String, Credits)> = usage
+        .iter()
+        .filter_map(|u| {
+            let day = chrono::NaiveDate::parse_from_str(&u.period, "%Y-%m-%d").ok()?;
+            let index = usize::try_from((day - first_day).num_days()).ok()?;
+            (index < USAGE_DAYS).then(|| (index, u.group.clone(), u.credits))
+        })
+        .collect();
+    let chart = chart::stacked(USAGE_DAYS, &groups, &points);
+    let (entries, next) = state
+        .store
+        .ledger_page(&customer, query.before, LEDGER_PAGE)
+        .await?
+        .unwrap_or_default();
+    let limits = standing
+        .limits
+        .states(&book, &state.catalog, now)
+        .into_iter()
+        .map(|s| LimitRow {
+            period: s.limit.period.as_str(),
+            feature: s
+                .limit
+                .feature
+                .clone()
+                .unwrap_or_else(|| "all features".to_owned()),
+            credits: s.limit.credits,
+            spent: s.spent,
+            remaining: s.remaining,
+            mode: s.limit.mode.as_str(),
+            resets: when(s.resets_at),
+        })
+        .collect();
+    let page = PortalPage {
+        customer,
+        plan: standing.plan_id.clone(),
+        balance: book.balance(),
+        held: book.held(),
+        available: book.available(),
+        granted,
+        used_percent,
+        renews: standing.renews_at.map(when),
+        grants,
+        expiring_days,
+        chart,
+        usage_from: first_day.to_string(),
+        usage_to: now.date_naive().to_string(),
+        entries,
+        older: next.map(|n| n.to_string()),
+        newer: query.before.is_some(),
+        token,
+        limits,
+    };
+    Ok(state.pages.respond(StatusCode::OK, render(&page)?))
+}
