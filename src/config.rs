@@ -53,6 +53,7 @@ struct RawPages {
     public_url: Option<String>,
     secret: Option<String>,
     portal_link_minutes: Option<u64>,
+    session_idle_minutes: Option<u64>,
     #[serde(default)]
     embed_origins: Vec<String>,
 }
@@ -68,6 +69,8 @@ pub struct PagesConfig {
     pub portal_link_seconds: u64,
     /// Origins that may embed the customer's page in a frame.
     pub embed_origins: Vec<String>,
+    /// How long a finance or admin session lasts unused.
+    pub session_idle_seconds: u64,
 }
 
 impl std::fmt::Debug for PagesConfig {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for PagesConfig {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("portal_link_seconds", &self.portal_link_seconds)
             .field("embed_origins", &self.embed_origins)
+            .field("session_idle_seconds", &self.session_idle_seconds)
             .finish()
     }
 }
@@ -84,6 +88,8 @@ impl std::fmt::Debug for PagesConfig {
 /// Portal links last 15 minutes unless configured, at most a day.
 const DEFAULT_PORTAL_LINK_MINUTES: u64 = 15;
 const MAX_PORTAL_LINK_MINUTES: u64 = 1_440;
+/// Finance and admin sessions end after 30 minutes unused unless configured, at most a day.
+const DEFAULT_SESSION_IDLE_MINUTES: u64 = 30;
 
 /// `[pages]`, with `CREDITBOOK_PAGES_SECRET` over the file's `secret`.
 fn pages_config(raw: &RawPages, env_secret: Option<String>) -> Result<PagesConfig, Invalid> {
@@ -131,11 +137,21 @@ fn pages_config(raw: &RawPages, env_secret: Option<String>) -> Result<PagesConfi
             format!("must be between 1 and {MAX_PORTAL_LINK_MINUTES}"),
         ));
     }
+    let idle = raw
+        .session_idle_minutes
+        .unwrap_or(DEFAULT_SESSION_IDLE_MINUTES);
+    if !(1..=MAX_PORTAL_LINK_MINUTES).contains(&idle) {
+        return Err((
+            "pages.session_idle_minutes".into(),
+            format!("must be between 1 and {MAX_PORTAL_LINK_MINUTES}"),
+        ));
+    }
     Ok(PagesConfig {
         public_url,
         secret: secret.map(String::into_bytes),
         portal_link_seconds: minutes * 60,
         embed_origins,
+        session_idle_seconds: idle * 60,
     })
 }
 

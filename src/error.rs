@@ -19,6 +19,9 @@ pub enum Error {
     Unauthorized,
     #[error("this API key's scope may not call this endpoint (needs {0})")]
     InsufficientScope(&'static str),
+    /// A page's form posted a token that is not its session's (a cross-site request).
+    #[error("the form's token is not this session's: reload the page and try again")]
+    FormTokenInvalid,
     #[error("the customer's plan does not include the feature of action {0:?}")]
     FeatureNotEntitled(String),
     #[error("the customer is frozen by an open dispute")]

@@ -206,6 +206,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
             let address = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(%address, database = %redact(&config.database_url), test_clock, "creditbook serving");
+            // Where a person signs in: printed whatever the log filter, for the quick start.
+            println!(
+                "creditbook: pages at {}/login (sign in with a finance or admin key)",
+                state.pages.public_url
+            );
             let drain = std::time::Duration::from_secs(config.shutdown_timeout_seconds);
             let stopped = creditbook::serve(
                 listener,

@@ -196,3 +196,255 @@ async fn changed_or_missing_links_open_nothing_and_values_are_escaped(engine: En
     );
 }
 for_each_engine!(changed_or_missing_links_open_nothing_and_values_are_escaped);
+
+/// A browser without cookies of its own or redirects followed: each answer as it comes.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: app.address.clone(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> (StatusCode, String, String) {
+        let request = match &self.cookie {
+            Some(c) => request.header("cookie", c),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        if let Some(set) = response.headers().get("set-cookie") {
+            let set = set.to_str().unwrap().to_owned();
+            assert!(
+                set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+                "{set}"
+            );
+            let pair = set.split(';').next().unwrap().to_owned();
+            self.cookie = (!pair.ends_with('=')).then_some(pair);
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, location, response.text().await.unwrap())
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, String, String) {
+        let request = self.client.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let request = self.client.post(format!("{}{path}", self.base)).form(form);
+        self.send(request).await
+    }
+}
+
+/// The value of the hidden `csrf` field of a page's form.
+fn csrf(html: &str) -> String {
+    let open = "name=\"csrf\" value=\"";
+    let at = html.find(open).expect("a form with its token") + open.len();
+    html[at..at + html[at..].find('"').unwrap()].to_owned()
+}
+
+async fn an_admin_signs_in_to_the_console_and_out_again(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.promo("acme", "100").await;
+    app.promo("beta", "40").await;
+    let (status, hold) = app.authorize("acme", "chat.request", json!(15)).await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let mut browser = Browser::new(&app);
+    let (status, location, _) = browser.get("/admin").await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    let (status, _, form) = browser.get("/login").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains("name=\"key\""));
+    for (key, status) in [
+        ("not-a-key", StatusCode::UNAUTHORIZED),
+        (app.app_key.as_str(), StatusCode::FORBIDDEN),
+    ] {
+        let (got, _, page) = browser.post("/login", &[("key", key)]).await;
+        assert_eq!(got, status);
+        assert!(page.contains("id=\"problem\""), "{page}");
+        assert!(browser.cookie.is_none());
+    }
+    let (status, location, _) = browser.post("/login", &[("key", &app.admin_key)]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/admin")
+    );
+    assert!(browser.cookie.is_some());
+    let (status, _, html) = browser.get("/admin").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    // Each row is the API's.
+    let (_, listed) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/customers",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    for row in listed["customers"].as_array().unwrap() {
+        let id = row["id"].as_str().unwrap();
+        let cells = format!(
+            "<a href=\"/admin/customers/{id}\">{id}</a></td><td></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
+            row["balance"].as_str().unwrap(),
+            row["held"].as_str().unwrap(),
+            row["available"].as_str().unwrap()
+        );
+        assert!(html.contains(&cells), "{cells} in {html}");
+    }
+    let (_, _, found) = browser.get("/admin?q=bet").await;
+    assert!(found.contains("/admin/customers/beta") && !found.contains("/admin/customers/acme"));
+    let (status, _, customer) = browser.get("/admin/customers/acme").await;
+    assert_eq!(status, StatusCode::OK);
+    let view = app.customer("acme").await;
+    for field in ["available", "held", "balance", "overdraft"] {
+        assert_eq!(
+            by_id(&customer, field),
+            view[field].as_str().unwrap(),
+            "{field}"
+        );
+    }
+    assert!(customer.contains(hold["id"].as_str().unwrap()));
+    let (status, _, _) = browser.get("/admin/customers/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // An admin session has no finance pages.
+    let (status, _, _) = browser.get("/finance").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Signing out needs the session's own form token.
+    let token = csrf(&html);
+    let (status, _, refused) = browser.post("/logout", &[("csrf", "forged")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let old_cookie = browser.cookie.clone();
+    let (status, location, _) = browser.post("/logout", &[("csrf", &token)]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    browser.cookie = old_cookie;
+    let (status, location, _) = browser.get("/admin").await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login"),
+        "the old cookie opens nothing"
+    );
+}
+for_each_engine!(an_admin_signs_in_to_the_console_and_out_again);
+
+async fn finance_closes_an_ended_month_once_confirmed(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.grant(
+        "acme",
+        json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd"}),
+    )
+    .await;
+    let (status, _) = app.usage("acme", "chat.request", json!(100), "u1").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut browser = Browser::new(&app);
+    let (status, location, _) = browser.post("/login", &[("key", &app.finance_key)]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/finance")
+    );
+    let (status, _, html) = browser.get("/finance").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let (_, api) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/revenue/rollforward?from=2025-04&to=2026-03",
+            Some(&app.finance_key),
+            None,
+        )
+        .await;
+    let march = api["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["period"] == "2026-03")
+        .expect("March in the roll-forward");
+    let row = format!(
+        "<td>2026-03</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
+        march["currency"].as_str().unwrap(),
+        march["opening"].as_str().unwrap(),
+        march["billings"].as_str().unwrap(),
+        march["recognized"].as_str().unwrap()
+    );
+    assert!(html.contains(&row), "{row} in {html}");
+    let token = csrf(&html);
+    // March has not ended; February needs the box ticked; a forged token is refused.
+    let (status, _, page) = browser
+        .post(
+            "/finance/close",
+            &[("csrf", &token), ("period", "2026-03"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(by_id(&page, "message").contains("has not ended"), "{page}");
+    let (status, _, page) = browser
+        .post("/finance/close", &[("csrf", &token), ("period", "2026-02")])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(by_id(&page, "message").contains("confirm"), "{page}");
+    let (status, _, _) = browser
+        .post(
+            "/finance/close",
+            &[
+                ("csrf", "forged"),
+                ("period", "2026-02"),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, location, _) = browser
+        .post(
+            "/finance/close",
+            &[("csrf", &token), ("period", "2026-02"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/finance?closed=2026-02")
+    );
+    let (_, _, page) = browser.get(&location).await;
+    assert_eq!(by_id(&page, "message"), "2026-02 is closed.");
+    // The API sees it closed: closing again answers the first close.
+    let (status, closed) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/revenue/periods/2026-02/close",
+            Some(&app.finance_key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &closed["closed_at"]),
+        (StatusCode::OK, &json!("2026-03-10T12:00:00Z"))
+    );
+    // A finance session has no console, and ends after 30 minutes unused.
+    let (status, _, _) = browser.get("/admin").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.advance("2026-03-10T12:30:00Z".parse().unwrap()).await;
+    let (status, location, _) = browser.get("/finance").await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+}
+for_each_engine!(finance_closes_an_ended_month_once_confirmed);

@@ -1483,6 +1483,9 @@ async fn meter_events_settle(app: &TestApp, stand_in: &common::stand_in::StandIn
 async fn overage_reported_to_a_stripe_meter(engine: Engine) {
     let lists = BTreeMap::from([("invoice_payments".to_owned(), Vec::new())]);
     let (base, stand_in) = common::stand_in::spawn(lists).await;
+    // Set before anything is used: the jobs' first run, at start, may come after the usage.
+    *stand_in.meter_answers_lost.lock().unwrap() = 1;
+    *stand_in.meter_down.lock().unwrap() = 1;
     let app = common::spawn_app_at(engine, t(T0), metered_team(base)).await;
     pay_invoice(
         &app,
@@ -1505,8 +1508,6 @@ async fn overage_reported_to_a_stripe_meter(engine: Engine) {
     let (status, used) = app.usage("acct_p", "chat.request", json!("4"), "p1").await;
     assert_eq!(status, StatusCode::CREATED, "{used}");
 
-    *stand_in.meter_answers_lost.lock().unwrap() = 1;
-    *stand_in.meter_down.lock().unwrap() = 1;
     app.advance(t("2026-01-10T01:00:00Z")).await;
     meter_events_settle(&app, &stand_in, 1).await;
     let (status, used) = app

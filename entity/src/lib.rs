@@ -13,6 +13,7 @@ pub mod ledger_entries;
 pub mod outbox;
 pub mod overage_accruals;
 pub mod override_history;
+pub mod page_sessions;
 pub mod revenue_lots;
 pub mod revenue_periods;
 pub mod stripe_charges;

@@ -44,6 +44,7 @@ mod m20261126_000013_customer_thresholds;
 mod m20261127_000014_auto_topup;
 mod m20261128_000015_override_kinds;
 mod m20261129_000016_usage_reads;
+mod m20261129_000017_page_sessions;
 
 pub struct Migrator;
 
@@ -79,6 +80,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000014_auto_topup::Migration),
             Box::new(m20261128_000015_override_kinds::Migration),
             Box::new(m20261129_000016_usage_reads::Migration),
+            Box::new(m20261129_000017_page_sessions::Migration),
         ]
     }
 }

@@ -832,6 +832,20 @@ impl Period {
         }
     }
 
+    pub fn previous(self) -> Period {
+        if self.month == 1 {
+            Period {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            Period {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
     pub fn start(self) -> Timestamp {
         chrono::Utc
             .with_ymd_and_hms(self.year, self.month, 1, 0, 0, 0)

@@ -94,6 +94,18 @@ pub fn router(state: AppState) -> Router {
             post(crate::pages::portal::create_link),
         )
         .route("/portal", get(crate::pages::portal::page))
+        .route(
+            "/login",
+            get(crate::pages::session::login_form).post(crate::pages::session::login),
+        )
+        .route("/logout", post(crate::pages::session::logout))
+        .route("/admin", get(crate::pages::consoles::admin))
+        .route(
+            "/admin/customers/{id}",
+            get(crate::pages::consoles::admin_customer),
+        )
+        .route("/finance", get(crate::pages::consoles::finance))
+        .route("/finance/close", post(crate::pages::consoles::close))
         .route("/assets/creditbook.css", get(crate::pages::stylesheet))
         .route("/v1/customers/{id}/ledger", get(customers::ledger))
         .route("/v1/customers/{id}/grants", post(customers::create_grant))

@@ -27,6 +27,7 @@ impl Error {
             Error::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
             Error::InsufficientScope(_) => (S::FORBIDDEN, "insufficient_scope"),
+            Error::FormTokenInvalid => (S::FORBIDDEN, "form_token_invalid"),
             Error::FeatureNotEntitled(_) => (S::FORBIDDEN, "feature_not_entitled"),
             Error::CustomerFrozen => (S::FORBIDDEN, "customer_frozen"),
             Error::SpendLimitReached(_) => (S::PAYMENT_REQUIRED, "spend_limit_reached"),

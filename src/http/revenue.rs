@@ -522,6 +522,16 @@ pub struct Closed {
     closed_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// Closes `period` if it has ended, after the postings due by now; when it was closed.
+pub async fn close(state: &AppState, period: Period) -> Result<Timestamp> {
+    let now = state.clock.now();
+    if period.end() > now {
+        return Err(Error::PeriodNotEnded(period.to_string()));
+    }
+    crate::jobs::run_due(&state.store, now).await?;
+    state.store.close_period(period, now).await
+}
+
 /// Locks a period that has ended. Time-driven postings due by now (expiries, the platform
 /// part's days) are made first, so the period closes with them. Closing again changes nothing.
 #[utoipa::path(post, path = "/v1/revenue/periods/{period}/close", params(("period" = String, Path)),
@@ -533,12 +543,7 @@ pub async fn close_period(
 ) -> Result<Json<Closed>> {
     caller.require(Scope::Finance)?;
     let period: Period = period.parse().map_err(|e| Error::invalid("period", e))?;
-    let now = state.clock.now();
-    if period.end() > now {
-        return Err(Error::PeriodNotEnded(period.to_string()));
-    }
-    crate::jobs::run_due(&state.store, now).await?;
-    let closed_at = state.store.close_period(period, now).await?;
+    let closed_at = close(&state, period).await?;
     Ok(Json(Closed {
         period: period.to_string(),
         status: "closed",

@@ -2,8 +2,10 @@
 //! compiled): no script, every value escaped, a strict Content-Security-Policy on every answer.
 
 pub mod chart;
+pub mod consoles;
 pub mod link;
 pub mod portal;
+pub mod session;
 
 use crate::config::PagesConfig;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,6 +18,9 @@ pub struct Pages {
     pub public_url: String,
     key: Vec<u8>,
     pub portal_link_seconds: u64,
+    pub session_idle_seconds: u64,
+    /// Session cookies are `Secure` when the pages are reached over HTTPS.
+    pub secure_cookies: bool,
     frame_ancestors: String,
 }
 
@@ -37,19 +42,34 @@ impl Pages {
         } else {
             config.embed_origins.join(" ")
         };
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"));
         Pages {
-            public_url: config
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{listen}")),
+            secure_cookies: public_url.starts_with("https://"),
+            public_url,
             key,
             portal_link_seconds: config.portal_link_seconds,
+            session_idle_seconds: config.session_idle_seconds,
             frame_ancestors,
         }
     }
 
     pub fn key(&self) -> &[u8] {
         &self.key
+    }
+
+    /// A page answer: rendered, with the headers every page carries.
+    pub fn page(
+        &self,
+        status: StatusCode,
+        template: &impl askama::Template,
+    ) -> crate::error::Result<Response> {
+        let html = template
+            .render()
+            .map_err(|e| crate::error::Error::Internal(format!("template: {e}")))?;
+        Ok(self.respond(status, html))
     }
 
     /// A rendered page with the headers every page carries.
@@ -76,6 +96,14 @@ impl Pages {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
+}
+
+/// A page that only says something: a refusal, a link that opens nothing.
+#[derive(askama::Template)]
+#[template(path = "refused.html")]
+pub struct Message {
+    pub title: &'static str,
+    pub message: &'static str,
 }
 
 /// The one stylesheet, served from the binary.

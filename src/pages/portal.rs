@@ -107,13 +107,6 @@ struct PortalPage {
     limits: Vec<LimitRow>,
 }
 
-#[derive(Template)]
-#[template(path = "refused.html")]
-struct RefusedPage {
-    title: &'static str,
-    message: &'static str,
-}
-
 fn when(t: Timestamp) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
@@ -132,7 +125,7 @@ fn refused(
 ) -> Result<Response> {
     Ok(state
         .pages
-        .respond(status, render(&RefusedPage { title, message })?))
+        .respond(status, render(&super::Message { title, message })?))
 }
 
 /// `/portal?token=`: the customer's balance, grants, usage, ledger and limits.

@@ -14,6 +14,7 @@ pub mod reports;
 pub mod revenue;
 mod rows;
 pub mod runner;
+pub mod sessions;
 pub mod stripe;
 
 pub use crate::domain::gate::Standing;
