@@ -103,6 +103,18 @@ async fn click(client: &Client, css: &str) {
         .unwrap();
 }
 
+/// Where the link `css` goes.
+async fn href(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{css} has no href"))
+}
+
 /// Clicks what navigates, and waits until the browser is at `to` (a path and query).
 async fn follow(client: &Client, css: &str, to: &str) {
     click(client, css).await;
@@ -210,23 +222,9 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs() {
             .contains("expires within 7 days")
     );
     photograph(&client, "portal").await;
-    let older = client
-        .find(Locator::Css("#older"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let older = href(&client, "#older").await;
     follow(&client, "#older", &older).await;
-    let newest = client
-        .find(Locator::Css("#newest"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let newest = href(&client, "#newest").await;
     follow(&client, "#newest", &newest).await;
     assert!(!newest.contains("before="));
     // A changed link opens nothing.

@@ -448,3 +448,36 @@ async fn finance_closes_an_ended_month_once_confirmed(engine: Engine) {
     );
 }
 for_each_engine!(finance_closes_an_ended_month_once_confirmed);
+
+/// The portal's HTML, with the link's token (a new key each start) redacted.
+async fn the_portal_page_renders_as_recorded(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.grant(
+        "acme",
+        json!({"kind": "promotional", "credits": "300", "expires_at": "2026-03-14T00:00:00Z"}),
+    )
+    .await;
+    app.promo("acme", "1000").await;
+    for (key, action, quantity, at) in [
+        ("s1", "chat.request", "12", "2026-03-08T10:00:00Z"),
+        ("s2", "image.standard", "3", "2026-03-09T11:00:00Z"),
+        ("s3", "chat.request", "5.5", "2026-03-09T12:00:00Z"),
+    ] {
+        let (status, used) = app
+            .post_app(
+                "/v1/usage",
+                json!({"customer": "acme", "action": action, "quantity": quantity,
+                       "idempotency_key": key, "occurred_at": at}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{used}");
+    }
+    let (path, _) = portal_link(&app, "acme").await;
+    let (status, _, html) = page(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = &path["/portal?token=".len()..];
+    let html = html.replace(token, "[token]");
+    // One recording for both engines: they must render the same page.
+    insta::assert_snapshot!("portal_page", html);
+}
+for_each_engine!(the_portal_page_renders_as_recorded);
