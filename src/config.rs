@@ -1188,6 +1188,61 @@ mod tests {
     }
 
     #[test]
+    fn the_pages_settings_are_checked_and_the_secret_is_not_logged() {
+        let secret = "a-secret-of-at-least-thirty-two-characters";
+        let config = parse(&format!(
+            "[pages]\npublic_url = \"https://credits.example.com\"\nsecret = \"{secret}\"\n\
+             portal_link_minutes = 5\nsession_idle_minutes = 60\n\
+             embed_origins = [\"https://app.example.com\"]\n"
+        ))
+        .unwrap();
+        let pages = &config.pages;
+        assert_eq!(
+            (pages.portal_link_seconds, pages.session_idle_seconds),
+            (300, 3_600)
+        );
+        assert_eq!(pages.secret.as_deref(), Some(secret.as_bytes()));
+        assert!(
+            !format!("{pages:?}").contains("thirty-two"),
+            "the secret is not logged"
+        );
+        let defaults = parse("").unwrap().pages;
+        assert_eq!(
+            (
+                defaults.portal_link_seconds,
+                defaults.session_idle_seconds,
+                defaults.secret
+            ),
+            (900, 1_800, None)
+        );
+        let from_env = Config::parse("", "test.toml", |name| {
+            (name == "CREDITBOOK_PAGES_SECRET").then(|| secret.to_owned())
+        })
+        .unwrap();
+        assert!(from_env.pages.secret.is_some());
+        for (text, field) in [
+            ("[pages]\npublic_url = \"ftp://x\"\n", "pages.public_url"),
+            ("[pages]\npublic_url = \"https://x/\"\n", "pages.public_url"),
+            ("[pages]\nsecret = \"short\"\n", "pages.secret"),
+            (
+                "[pages]\nportal_link_minutes = 0\n",
+                "pages.portal_link_minutes",
+            ),
+            (
+                "[pages]\nsession_idle_minutes = 1441\n",
+                "pages.session_idle_minutes",
+            ),
+            (
+                "[pages]\nembed_origins = [\"https://a.example; script-src *\"]\n",
+                "pages.embed_origins",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.key, field, "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn errors_name_file_key_and_reason() {
         let err = parse(
             r#"

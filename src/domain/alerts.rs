@@ -128,7 +128,7 @@ pub struct Balance {
 pub fn current_pack(book: &Book) -> Option<&str> {
     book.grants
         .iter()
-        .filter(|g| !g.expired && (g.remaining > Credits::ZERO || g.held > Credits::ZERO))
+        .filter(|g| g.is_live())
         .filter_map(|g| Some((g.created_at, &g.id, g.pack_id.as_deref()?)))
         .max()
         .map(|(_, _, pack)| pack)
@@ -140,7 +140,7 @@ impl Balance {
             live_credits: book
                 .grants
                 .iter()
-                .filter(|g| !g.expired && (g.remaining > Credits::ZERO || g.held > Credits::ZERO))
+                .filter(|g| g.is_live())
                 .map(|g| g.credits)
                 .sum(),
             available: book.available(),
@@ -223,6 +223,18 @@ pub fn balance_alerts(
     (next, messages)
 }
 
+/// A grant whose credits left expire within the rule's `grant_expiring_days` of `now`: what
+/// `credit.grant_expiring` warns of (for paid grants) and the customer's page flags (for all).
+pub fn expires_soon(grant: &Grant, rule: &AlertRule, now: Timestamp) -> bool {
+    let window = chrono::Duration::days(i64::from(rule.grant_expiring_days));
+    grant.expires_at.is_some_and(|expires_at| {
+        !grant.expired
+            && grant.remaining.is_positive()
+            && now < expires_at
+            && expires_at <= now + window
+    })
+}
+
 /// `credit.grant_expiring`: a paid grant with credits left expires within the rule's days of
 /// `now`. Said once per expiry: `warned_for` is the expiry it was last said for (a rollover that
 /// moves the expiry warns again).
@@ -234,13 +246,8 @@ pub fn grant_expiring(
     now: Timestamp,
 ) -> Option<Message> {
     let expires_at = grant.expires_at?;
-    let window = chrono::Duration::days(i64::from(rule.grant_expiring_days));
-    let due = grant.price.is_some()
-        && !grant.expired
-        && grant.remaining.is_positive()
-        && now < expires_at
-        && expires_at <= now + window
-        && warned_for != Some(expires_at);
+    let due =
+        grant.price.is_some() && expires_soon(grant, rule, now) && warned_for != Some(expires_at);
     if !due {
         return None;
     }

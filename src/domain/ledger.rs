@@ -98,6 +98,11 @@ pub struct Paid {
 }
 
 impl Grant {
+    /// Not expired, with credits left or held: a grant the customer still has.
+    pub fn is_live(&self) -> bool {
+        !self.expired && (self.remaining.is_positive() || self.held.is_positive())
+    }
+
     /// A grant of `kind` with nothing spent from it. The named constructors below are the ways
     /// grants come to be; `expiring` and `at_priority` finish them.
     fn new(

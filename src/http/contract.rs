@@ -182,16 +182,18 @@ pub fn document(catalog: &Catalog) -> Value {
 }
 
 /// Constraints of the request bodies' fields, which serde's types alone do not say.
+/// Replaces a request field's schema, keeping the description its annotation gave.
+fn set(schemas: &mut Map<String, Value>, schema: &str, field: &str, value: Value) {
+    let property = &mut schemas[schema]["properties"][field];
+    let description = property.get("description").cloned();
+    *property = value;
+    if let Some(description) = description {
+        property["description"] = description;
+    }
+}
+
 fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
     let actions = || ids(catalog.actions.keys().cloned());
-    let set = |schemas: &mut Map<String, Value>, schema: &str, field: &str, value: Value| {
-        let property = &mut schemas[schema]["properties"][field];
-        let description = property.get("description").cloned();
-        *property = value;
-        if let Some(description) = description {
-            property["description"] = description;
-        }
-    };
     // A quantity's places and limit depend on its action's price: one branch per kind of action.
     let mut kinds: BTreeMap<(u32, Decimal), Vec<String>> = BTreeMap::new();
     for action in catalog.actions.values() {
@@ -421,39 +423,44 @@ fn or_null(schema: Value) -> Value {
 /// (with the limit of `allow` or the price of `bill`); the fields of the other kinds are absent
 /// or null.
 fn constrain_override(schemas: &mut Map<String, Value>, catalog: &Catalog) {
-    let schema = &mut schemas["OverrideRequest"];
-    let properties = &mut schema["properties"];
-    let keep_description = |property: &mut Value, value: Value| {
-        let description = property.get("description").cloned();
-        *property = value;
-        if let Some(description) = description {
-            property["description"] = description;
-        }
-    };
-    keep_description(
-        &mut properties["feature"],
+    let o = "OverrideRequest";
+    set(
+        schemas,
+        o,
+        "feature",
         id_or_null(catalog.features.keys().cloned()),
     );
-    keep_description(
-        &mut properties["action"],
+    set(
+        schemas,
+        o,
+        "action",
         id_or_null(catalog.actions.keys().cloned()),
     );
-    keep_description(
-        &mut properties["credits_per_unit"],
+    set(
+        schemas,
+        o,
+        "credits_per_unit",
         or_null(positive_amount(max_credits_per_request())),
     );
-    keep_description(
-        &mut properties["overage"],
+    set(
+        schemas,
+        o,
+        "overage",
         json!({"type": ["string", "null"], "enum": ["block", "allow", "bill", "plan", null]}),
     );
-    keep_description(
-        &mut properties["overage_limit"],
+    set(
+        schemas,
+        o,
+        "overage_limit",
         or_null(positive_amount(max_credits_per_request())),
     );
-    keep_description(
-        &mut properties["overage_price"],
+    set(
+        schemas,
+        o,
+        "overage_price",
         or_null(positive_amount(crate::domain::overrides::MAX_OVERAGE_PRICE)),
     );
+    let schema = &mut schemas[o];
     let named =
         |field: &str| json!({"required": [field], "properties": {field: {"type": "string"}}});
     let absent = json!({"type": "null"});

@@ -4,7 +4,7 @@ use super::AppState;
 use super::extract::{Amount, ApiJson, ApiQuery, Caller, identifier, request_hash};
 use crate::domain::adjustment::{self, Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
-use crate::domain::gate::{Policy, Terms};
+use crate::domain::gate::Terms;
 use crate::domain::ledger::{Grant, GrantKind, GrantSource, HoldStatus, Paid};
 use crate::domain::money::{Credits, Money};
 use crate::error::{Error, Result};
@@ -111,10 +111,7 @@ pub async fn show(
         .view(&id, now)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
-    let policy = Policy {
-        past_due_grace_seconds: state.stripe.past_due_grace_seconds,
-    };
-    let terms = Terms::of(&state.catalog, &standing, now, policy);
+    let terms = Terms::of(&state.catalog, &standing, now, state.policy());
     let features = terms.features().map(|f| f.id.clone()).collect();
     let mut grants: Vec<&Grant> = book
         .grants

@@ -195,9 +195,7 @@ impl Rules {
     fn of(state: &AppState) -> Rules {
         Rules {
             catalog: state.catalog.clone(),
-            policy: Policy {
-                past_due_grace_seconds: state.stripe.past_due_grace_seconds,
-            },
+            policy: state.policy(),
         }
     }
 }

@@ -8,7 +8,7 @@ mod gate;
 mod ops;
 mod outbox;
 mod problem;
-mod reads;
+pub mod reads;
 pub mod revenue;
 mod webhooks;
 
@@ -43,6 +43,15 @@ pub struct AppState {
     pub outbox: crate::config::OutboxSettings,
     /// The pages: where they are reached and the key their links are signed with.
     pub pages: Arc<crate::pages::Pages>,
+}
+
+impl AppState {
+    /// The gate's rules that come from configuration.
+    pub fn policy(&self) -> crate::domain::gate::Policy {
+        crate::domain::gate::Policy {
+            past_due_grace_seconds: self.stripe.past_due_grace_seconds,
+        }
+    }
 }
 
 #[derive(OpenApi)]

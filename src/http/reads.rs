@@ -4,10 +4,11 @@ use super::AppState;
 use super::customers::page_limit;
 use super::extract::{ApiQuery, Caller, identifier};
 use super::revenue::date_range;
+use crate::domain::gate::Terms;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
-use crate::store::reads::{CustomerSummary, Interval, UsageBy};
+use crate::store::reads::{Interval, UsageBy};
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::NaiveDate;
@@ -26,45 +27,66 @@ pub struct CustomersQuery {
     cursor: Option<String>,
 }
 
+/// A customer in a list: what `GET /v1/customers/{id}` says of its plan and credits.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct CustomerRow {
-    id: String,
-    plan: Option<String>,
-    frozen: bool,
+    pub id: String,
+    /// The plan in force.
+    pub plan: Option<String>,
+    pub frozen: bool,
     #[schema(value_type = String)]
-    balance: Credits,
+    pub balance: Credits,
     #[schema(value_type = String)]
-    held: Credits,
+    pub held: Credits,
     #[schema(value_type = String)]
-    available: Credits,
+    pub available: Credits,
     #[schema(value_type = String)]
-    overdraft: Credits,
-}
-
-impl From<CustomerSummary> for CustomerRow {
-    fn from(c: CustomerSummary) -> Self {
-        CustomerRow {
-            id: c.id,
-            plan: c.plan,
-            frozen: c.frozen,
-            balance: c.balance,
-            held: c.held,
-            available: c.available,
-            overdraft: c.overdraft,
-        }
-    }
+    pub overdraft: Credits,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct CustomersPage {
     /// By id.
-    customers: Vec<CustomerRow>,
+    pub customers: Vec<CustomerRow>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// Up to `limit` customers after `cursor`, found by `q`, as the customer view reads them; the
+/// cursor of the next page. Shared by the API and the console.
+pub async fn customers_page(
+    state: &AppState,
+    q: Option<&str>,
+    cursor: Option<&str>,
+    limit: u64,
+) -> Result<CustomersPage> {
+    let now = state.clock.now();
+    let (page, more) = state.store.customers_page(q, cursor, limit, now).await?;
+    let next_cursor = more
+        .then(|| page.last().map(|(id, ..)| id.clone()))
+        .flatten();
+    let customers = page
+        .into_iter()
+        .map(|(id, book, standing)| CustomerRow {
+            plan: Terms::of(&state.catalog, &standing, now, state.policy())
+                .plan
+                .map(|p| p.id.clone()),
+            frozen: standing.frozen,
+            balance: book.balance(),
+            held: book.held(),
+            available: book.available(),
+            overdraft: book.overdraft,
+            id,
+        })
+        .collect();
+    Ok(CustomersPage {
+        customers,
+        next_cursor,
+    })
 }
 
 /// The customers by id, a page at a time: plan, frozen, and balance, held and available
-/// credits (live grants).
+/// credits, as the customer view gives them.
 #[utoipa::path(get, path = "/v1/customers", params(CustomersQuery),
     responses((status = 200, body = CustomersPage)), security(("bearer" = [])))]
 pub async fn customers(
@@ -76,17 +98,9 @@ pub async fn customers(
     let limit = page_limit(query.limit)?;
     let q = query.q.map(|q| identifier("q", &q)).transpose()?;
     let after = query.cursor.map(|c| identifier("cursor", &c)).transpose()?;
-    let (customers, more) = state
-        .store
-        .customers_page(q.as_deref(), after.as_deref(), limit, state.clock.now())
-        .await?;
-    let next_cursor = more
-        .then(|| customers.last().map(|c| c.id.clone()))
-        .flatten();
-    Ok(Json(CustomersPage {
-        customers: customers.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    Ok(Json(
+        customers_page(&state, q.as_deref(), after.as_deref(), limit).await?,
+    ))
 }
 
 /// Days one day-by-day usage read may span.

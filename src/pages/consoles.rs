@@ -2,16 +2,16 @@
 //! of those scopes. They read what the API reads; closing a month posts through the same rule.
 
 use super::session::SignedIn;
-use crate::domain::Timestamp;
+use super::when;
 use crate::domain::ledger::{Grant, HoldStatus};
 use crate::domain::money::Credits;
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::identifier;
+use crate::http::reads::{CustomerRow, customers_page};
 use crate::store::keys::Scope;
 use crate::store::ledger::EntryView;
-use crate::store::reads::CustomerSummary;
 use crate::store::reports::RollforwardRow;
 use askama::Template;
 use axum::Form;
@@ -27,10 +27,6 @@ const LEDGER_PAGE: u64 = 20;
 /// Months the finance page shows when none are asked for.
 const FINANCE_MONTHS: u32 = 12;
 
-fn when(t: Timestamp) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
 #[derive(Deserialize)]
 pub struct CustomersQuery {
     q: Option<String>,
@@ -42,7 +38,7 @@ pub struct CustomersQuery {
 struct AdminPage {
     csrf: String,
     q: String,
-    customers: Vec<CustomerSummary>,
+    customers: Vec<CustomerRow>,
     next: Option<String>,
 }
 
@@ -58,25 +54,14 @@ pub async fn admin(
     let q = query.q.filter(|q| !q.trim().is_empty());
     let q = q.map(|q| identifier("q", q.trim())).transpose()?;
     let cursor = query.cursor.map(|c| identifier("cursor", &c)).transpose()?;
-    let (customers, more) = state
-        .store
-        .customers_page(
-            q.as_deref(),
-            cursor.as_deref(),
-            CUSTOMERS_PAGE,
-            state.clock.now(),
-        )
-        .await?;
-    let next = more
-        .then(|| customers.last().map(|c| c.id.clone()))
-        .flatten();
+    let page = customers_page(&state, q.as_deref(), cursor.as_deref(), CUSTOMERS_PAGE).await?;
     state.pages.page(
         StatusCode::OK,
         &AdminPage {
             csrf: signed_in.session.csrf.clone(),
             q: q.unwrap_or_default(),
-            customers,
-            next,
+            customers: page.customers,
+            next: page.next_cursor,
         },
     )
 }

@@ -98,6 +98,11 @@ impl Pages {
     }
 }
 
+/// A time as the pages show it: to the minute, in UTC.
+pub fn when(t: crate::domain::Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
 /// A page that only says something: a refusal, a link that opens nothing.
 #[derive(askama::Template)]
 #[template(path = "refused.html")]

@@ -2,7 +2,8 @@
 
 use super::chart::{self, StackedBars};
 use super::link::{self, Refused};
-use crate::domain::Timestamp;
+use super::when;
+use crate::domain::alerts::{self, Balance};
 use crate::domain::ledger::Grant;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
@@ -17,6 +18,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -107,25 +110,13 @@ struct PortalPage {
     limits: Vec<LimitRow>,
 }
 
-fn when(t: Timestamp) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-fn render(template: &impl Template) -> Result<String> {
-    template
-        .render()
-        .map_err(|e| Error::Internal(format!("template: {e}")))
-}
-
 fn refused(
     state: &AppState,
     status: StatusCode,
     title: &'static str,
     message: &'static str,
 ) -> Result<Response> {
-    Ok(state
-        .pages
-        .respond(status, render(&super::Message { title, message })?))
+    state.pages.page(status, &super::Message { title, message })
 }
 
 /// `/portal?token=`: the customer's balance, grants, usage, ledger and limits.
@@ -169,40 +160,29 @@ pub async fn page(
             "There is nothing to show for this link.",
         );
     };
-    let live: Vec<&Grant> = book
-        .grants
-        .iter()
-        .filter(|g| g.remaining.is_positive() || g.held.is_positive())
-        .collect();
-    let granted: Credits = live.iter().map(|g| g.credits).sum();
-    let left: Credits = live.iter().map(|g| g.remaining).sum();
-    let used_percent = if granted.is_positive() {
-        use rust_decimal::prelude::ToPrimitive;
-        (((granted - left).value() * rust_decimal::Decimal::from(100)) / granted.value())
+    // The share the low-balance alert judges: what of the live grants' credits is no longer
+    // available (held credits count as used).
+    let balance = Balance::of(&book);
+    let used_percent = if balance.live_credits.is_positive() {
+        (balance.consumed_share() * Decimal::ONE_HUNDRED)
             .round()
             .to_u32()
             .unwrap_or(0)
-            .min(100)
     } else {
         0
     };
-    let expiring_days = state.catalog.alerts.grant_expiring_days;
-    let soon = now + chrono::Duration::days(i64::from(expiring_days));
-    let mut sorted = live.clone();
-    sorted.sort_by(|a, b| match (a.expires_at, b.expires_at) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.created_at.cmp(&b.created_at),
-    });
-    let grants = sorted
+    let rule = &state.catalog.alerts;
+    let mut live: Vec<&Grant> = book.grants.iter().filter(|g| g.is_live()).collect();
+    // Soonest expiry first, those that never expire last.
+    live.sort_by_key(|g| (g.expires_at.is_none(), g.expires_at, g.created_at));
+    let grants = live
         .into_iter()
         .map(|g| GrantRow {
             kind: g.kind.as_str().to_owned(),
             credits: g.credits,
             remaining: g.remaining,
             expires: g.expires_at.map_or_else(|| "never".to_owned(), when),
-            expiring_soon: g.expires_at.is_some_and(|e| e <= soon) && g.remaining.is_positive(),
+            expiring_soon: alerts::expires_soon(g, rule, now),
         })
         .collect();
     // Usage by feature, the last 30 days with today.
@@ -257,11 +237,11 @@ pub async fn page(
         balance: book.balance(),
         held: book.held(),
         available: book.available(),
-        granted,
+        granted: balance.live_credits,
         used_percent,
         renews: standing.renews_at.map(when),
         grants,
-        expiring_days,
+        expiring_days: rule.grant_expiring_days,
         chart,
         usage_from: first_day.to_string(),
         usage_to: now.date_naive().to_string(),
@@ -271,5 +251,5 @@ pub async fn page(
         token,
         limits,
     };
-    Ok(state.pages.respond(StatusCode::OK, render(&page)?))
+    state.pages.page(StatusCode::OK, &page)
 }

@@ -1,27 +1,17 @@
 //! Reads for people and dashboards: customers found by id (or Stripe customer) a page at a time,
-//! and a customer's credits used per day or month. Each is one grouped query on an index, its
-//! work bounded by the page or the range, however long the ledger grows.
+//! and a customer's credits used per day or month. Each reads on an index, its work bounded by
+//! the page or the range, however long the ledger grows.
 
 use super::Store;
 use super::book::placeholder;
 use super::rows::time;
 use crate::domain::Timestamp;
+use crate::domain::gate::Standing;
+use crate::domain::ledger::Book;
 use crate::domain::money::Credits;
 use crate::error::Result;
 use chrono::NaiveDate;
 use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement, Value};
-
-/// One customer in a list: its plan and where its credits stand.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerSummary {
-    pub id: String,
-    pub plan: Option<String>,
-    pub frozen: bool,
-    pub balance: Credits,
-    pub held: Credits,
-    pub available: Credits,
-    pub overdraft: Credits,
-}
 
 /// How usage is bucketed in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,32 +43,32 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 impl Store {
     /// Up to `limit` customers after `after` (by id), whose id contains `q` or who are linked to
-    /// the Stripe customer `q`; and whether there are more. Balances count live grants (an
-    /// expired grant the jobs have not yet expired counts nothing).
+    /// the Stripe customer `q`, with their books as of `now` (as `view` reads them); and whether
+    /// there are more. One query for the page's ids, then the page's books together.
     pub async fn customers_page(
         &self,
         q: Option<&str>,
         after: Option<&str>,
         limit: u64,
         now: Timestamp,
-    ) -> Result<(Vec<CustomerSummary>, bool)> {
+    ) -> Result<(Vec<(String, Book, Standing)>, bool)> {
         let db = self.connection();
         let backend = db.get_database_backend();
         let mut values: Vec<Value> = Vec::new();
         let mut conditions = Vec::new();
         if let Some(after) = after {
             values.push(after.into());
-            conditions.push(format!("c.id > {}", placeholder(backend, values.len())));
+            conditions.push(format!("id > {}", placeholder(backend, values.len())));
         }
         if let Some(q) = q {
             values.push(q.into());
             let n = values.len();
             let contains = match backend {
-                DbBackend::Postgres => format!("strpos(c.id, {}) > 0", placeholder(backend, n)),
-                _ => format!("instr(c.id, {}) > 0", placeholder(backend, n)),
+                DbBackend::Postgres => format!("strpos(id, {}) > 0", placeholder(backend, n)),
+                _ => format!("instr(id, {}) > 0", placeholder(backend, n)),
             };
             conditions.push(format!(
-                "({contains} OR c.id IN (SELECT customer_id FROM stripe_customers \
+                "({contains} OR id IN (SELECT customer_id FROM stripe_customers \
                  WHERE stripe_customer_id = {}))",
                 placeholder(backend, n)
             ));
@@ -88,39 +78,28 @@ impl Store {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let now = time(now);
         let sql = format!(
-            "SELECT c.id, c.plan_id, c.frozen, c.overdraft, c.overdraft_held, \
-             CAST(COALESCE(SUM(CASE WHEN g.expires_at IS NULL OR g.expires_at > {now} \
-                 THEN g.remaining ELSE 0 END), 0) AS BIGINT) AS remaining, \
-             CAST(COALESCE(SUM(g.held), 0) AS BIGINT) AS held \
-             FROM customers c LEFT JOIN grants g ON g.customer_id = c.id AND g.expired = false \
-             {filter} \
-             GROUP BY c.id, c.plan_id, c.frozen, c.overdraft, c.overdraft_held \
-             ORDER BY c.id LIMIT {}",
+            "SELECT id FROM customers {filter} ORDER BY id LIMIT {}",
             limit + 1
         );
         let rows = db
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
         let more = rows.len() as u64 > limit;
-        let mut customers = Vec::with_capacity(rows.len());
-        for row in rows.into_iter().take(limit as usize) {
-            let overdraft = Credits::from_micros(row.try_get("", "overdraft")?);
-            let balance = Credits::from_micros(row.try_get("", "remaining")?) - overdraft;
-            let held = Credits::from_micros(row.try_get("", "held")?)
-                + Credits::from_micros(row.try_get("", "overdraft_held")?);
-            customers.push(CustomerSummary {
-                id: row.try_get("", "id")?,
-                plan: row.try_get("", "plan_id")?,
-                frozen: row.try_get("", "frozen")?,
-                balance,
-                held,
-                available: balance - held,
-                overdraft,
-            });
-        }
-        Ok((customers, more))
+        let ids = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|row| row.try_get::<String>("", "id"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut books = self.view_many(&ids, now).await?;
+        let page = ids
+            .into_iter()
+            .filter_map(|id| {
+                let (book, standing) = books.remove(&id)?;
+                Some((id, book, standing))
+            })
+            .collect();
+        Ok((page, more))
     }
 
     /// Credits `customer` used from `from` to `to` (half-open), per interval and action or
