@@ -288,6 +288,7 @@ struct RawPack {
     priority: Option<i32>,
     low_balance_consumed_share: Option<Decimal>,
     low_balance_credits: Option<Decimal>,
+    top_up_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -764,6 +765,31 @@ fn toml_error_key(text: &str, e: &toml::de::Error) -> String {
 
 type Invalid = (String, String);
 
+/// A top-up link: an https URL (http only for a local host), with no fragment and no
+/// `client_reference_id` of its own (the page adds the customer's).
+fn top_up_url(key: String, text: &str) -> Result<String, Invalid> {
+    let local = ["http://localhost", "http://127.0.0.1"].iter().any(|p| {
+        text.strip_prefix(p)
+            .is_some_and(|r| r.is_empty() || r.starts_with([':', '/']))
+    });
+    let ok = (text.starts_with("https://") && text.len() > "https://".len() || local)
+        && text.len() <= 2_000
+        && !text.contains('#')
+        && !text.contains("client_reference_id")
+        && !text.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err((
+            key,
+            format!(
+                "{text:?} is not an https URL (at most 2,000 characters, no fragment, no \
+                 client_reference_id)"
+            ),
+        ))
+    }
+}
+
 fn positive_credits(key: String, value: Decimal) -> Result<Credits, Invalid> {
     Credits::positive(value).map_err(|e| (key, format!("{value} {e}")))
 }
@@ -1085,6 +1111,11 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             breakage: breakage(&prefix, p.breakage.as_deref(), p.expected_unused)?,
             priority: p.priority.unwrap_or(catalog::DEFAULT_PACK_PRIORITY),
             low_balance: low_balance(&prefix, p.low_balance_consumed_share, p.low_balance_credits)?,
+            top_up_url: p
+                .top_up_url
+                .as_deref()
+                .map(|u| top_up_url(key("top_up_url"), u))
+                .transpose()?,
         };
         if packs.insert(p.id.clone(), pack).is_some() {
             return Err((key("id"), format!("{:?} is defined twice", p.id)));
@@ -1172,6 +1203,14 @@ mod tests {
             (
                 "[alerts]\ngrant_expiring_days = 0\n".into(),
                 "alerts.grant_expiring_days",
+            ),
+            (
+                "[[packs]]\nid = \"p\"\ncredits = \"5\"\nprice = \"1\"\ntop_up_url = \"http://evil.example/x\"\n".into(),
+                "packs[0].top_up_url",
+            ),
+            (
+                "[[packs]]\nid = \"p\"\ncredits = \"5\"\nprice = \"1\"\ntop_up_url = \"https://x/?client_reference_id=a\"\n".into(),
+                "packs[0].top_up_url",
             ),
             (
                 "[outbox]\nfirst_retry_ms = 0\n".into(),

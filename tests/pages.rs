@@ -98,6 +98,15 @@ async fn a_portal_link_opens_its_customer_s_page_until_it_expires(engine: Engine
     }
     assert_eq!(by_id(&html, "customer"), "acme");
     assert!(!html.contains("beta"), "another customer's data");
+    // The pack with a top-up URL links to it, naming the customer; the other has none.
+    assert_eq!(
+        by_attribute(&html, "top-up-topup_small"),
+        "https://buy.stripe.com/test_topup_small?client_reference_id=acme"
+    );
+    assert!(!html.contains("top-up-topup_large"));
+    // The alerts in force: the configured share, and not low yet.
+    assert_eq!(by_id(&html, "alert-share"), "80");
+    assert!(!html.contains("id=\"alert-now\""));
     // The promotion expiring in 4 days is flagged; the grants come soonest expiry first.
     let grants = &html[html.find("id=\"grants\"").unwrap()..];
     assert!(grants.find("expires within 7 days").unwrap() < grants.find("never").unwrap());
@@ -161,6 +170,24 @@ async fn changed_or_missing_links_open_nothing_and_values_are_escaped(engine: En
             || html.contains("&lt;b&gt;evil&lt;/b&gt;&amp;&quot;x&quot;"),
         "{html}"
     );
+    // The top-up link names the customer, encoded.
+    assert_eq!(
+        by_attribute(&html, "top-up-topup_small"),
+        "https://buy.stripe.com/test_topup_small?client_reference_id=%3Cb%3Eevil%3C%2Fb%3E%26%22x%22"
+    );
+    // Ten credits granted, none used, but ten is at or below the customer's own threshold.
+    let (status, set) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/customers/{encoded}/alert-thresholds"),
+            Some(&app.admin_key),
+            Some(json!({"low_balance_credits": "10"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let (_, _, html) = page(&app, &path).await;
+    assert_eq!(by_id(&html, "alert-credits"), "10");
+    assert_eq!(by_id(&html, "alert-now"), "Your balance is low.");
     // One character changed: refused.
     let mut tampered = path.clone();
     let last = tampered.pop().unwrap();

@@ -163,7 +163,7 @@ impl Balance {
     }
 
     /// Low is decided on the unrounded share: 79.996% consumed is not 80%.
-    fn is_low(&self, rule: &AlertRule) -> bool {
+    pub fn is_low(&self, rule: &AlertRule) -> bool {
         self.available <= Credits::ZERO
             || self.consumed() >= rule.low_consumed_share
             || rule.low_credits.is_some_and(|c| self.available <= c)

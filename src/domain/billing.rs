@@ -418,6 +418,7 @@ mod tests {
             breakage: Breakage::Remote,
             priority: 20,
             low_balance: None,
+            top_up_url: None,
         }
     }
 

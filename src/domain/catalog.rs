@@ -180,6 +180,22 @@ pub struct Pack {
     /// Low-balance thresholds of customers whose newest live grant is this pack's, unless their
     /// plan or they set their own.
     pub low_balance: Option<super::alerts::LowBalance>,
+    /// Where a customer buys this pack (a Stripe payment link or checkout URL), shown on the
+    /// customer's page (`top_up_url`).
+    pub top_up_url: Option<String>,
+}
+
+impl Pack {
+    /// The pack's top-up link for `customer`: its URL with `client_reference_id` naming the
+    /// customer, which Stripe copies into the checkout session that grants the pack.
+    pub fn top_up_link(&self, customer: &str) -> Option<String> {
+        let url = self.top_up_url.as_deref()?;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_reference_id", customer)
+            .finish();
+        Some(format!("{url}{separator}{query}"))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -244,6 +260,24 @@ impl Catalog {
             .find(|p| p.stripe_prices.iter().any(|s| s == price))
     }
 
+    /// The low-balance rule of a customer on plan `plan`, whose newest live pack is `pack`, with
+    /// its own thresholds `own`: each level's thresholds replace the one below (see
+    /// [`super::alerts::AlertRule::for_customer`]).
+    pub fn alert_rule(
+        &self,
+        plan: Option<&str>,
+        pack: Option<&str>,
+        own: Option<&super::alerts::LowBalance>,
+    ) -> super::alerts::AlertRule {
+        self.alerts.for_customer(
+            pack.and_then(|p| self.packs.get(p))
+                .and_then(|p| p.low_balance.as_ref()),
+            plan.and_then(|p| self.plans.get(p))
+                .and_then(|p| p.low_balance.as_ref()),
+            own,
+        )
+    }
+
     /// The overage rule of a customer's plan; no plan means `block`.
     pub fn overage_for(&self, plan: Option<&str>) -> Overage {
         plan.and_then(|p| self.plans.get(p))
@@ -255,6 +289,32 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_top_up_link_names_the_customer_encoded() {
+        let mut pack = Pack {
+            id: "p".into(),
+            stripe_prices: vec![],
+            credits: Credits::new(Decimal::TEN).unwrap(),
+            price: Money::new(Decimal::ONE, "usd").unwrap(),
+            expires_after_days: None,
+            breakage: Breakage::Remote,
+            priority: 0,
+            low_balance: None,
+            top_up_url: None,
+        };
+        assert_eq!(pack.top_up_link("acme"), None);
+        pack.top_up_url = Some("https://buy.stripe.com/test_x".into());
+        assert_eq!(
+            pack.top_up_link("a&b c").as_deref(),
+            Some("https://buy.stripe.com/test_x?client_reference_id=a%26b+c")
+        );
+        pack.top_up_url = Some("https://pay.example.com/c?plan=1".into());
+        assert_eq!(
+            pack.top_up_link("acme").as_deref(),
+            Some("https://pay.example.com/c?plan=1&client_reference_id=acme")
+        );
+    }
     use std::str::FromStr;
 
     fn action(credits: &str) -> Action {

@@ -165,15 +165,9 @@ pub async fn set_thresholds(
         .set_low_balance(&customer, own)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
-    let rule = state.catalog.alerts.for_customer(
-        pack.as_deref()
-            .and_then(|p| state.catalog.packs.get(p))
-            .and_then(|p| p.low_balance.as_ref()),
-        plan.as_deref()
-            .and_then(|p| state.catalog.plan(p))
-            .and_then(|p| p.low_balance.as_ref()),
-        own.as_ref(),
-    );
+    let rule = state
+        .catalog
+        .alert_rule(plan.as_deref(), pack.as_deref(), own.as_ref());
     Ok(Json(ThresholdsResponse {
         customer,
         low_balance_consumed_share: own.and_then(|o| o.consumed_share),

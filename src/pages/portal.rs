@@ -5,7 +5,7 @@ use super::link::{self, Refused};
 use super::when;
 use crate::domain::alerts::{self, Balance};
 use crate::domain::ledger::Grant;
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, currency_minor_units};
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::{Caller, identifier};
@@ -87,6 +87,26 @@ struct LimitRow {
     resets: String,
 }
 
+struct TopUp {
+    pack: String,
+    credits: Credits,
+    price: String,
+    url: String,
+}
+
+/// The alerts that watch the customer's balance, and whether they hold now.
+struct AlertsInForce {
+    /// Low once this share (in percent) of the granted credits is used.
+    low_used_percent: String,
+    /// Also low at or below this many credits available.
+    low_credits: Option<Credits>,
+    expiring_days: u32,
+    low_now: bool,
+    depleted_now: bool,
+    /// The auto top-up: the pack bought when available credits fall below the threshold.
+    auto_topup: Option<(String, Credits, u32)>,
+}
+
 #[derive(Template)]
 #[template(path = "portal.html")]
 struct PortalPage {
@@ -108,6 +128,8 @@ struct PortalPage {
     newer: bool,
     token: String,
     limits: Vec<LimitRow>,
+    alerts: AlertsInForce,
+    top_ups: Vec<TopUp>,
 }
 
 fn refused(
@@ -171,7 +193,11 @@ pub async fn page(
     } else {
         0
     };
-    let rule = &state.catalog.alerts;
+    let rule = &state.catalog.alert_rule(
+        standing.plan_id.as_deref(),
+        alerts::current_pack(&book),
+        standing.low_balance.as_ref(),
+    );
     let mut live: Vec<&Grant> = book.grants.iter().filter(|g| g.is_live()).collect();
     // Soonest expiry first, those that never expire last.
     live.sort_by_key(|g| (g.expires_at.is_none(), g.expires_at, g.created_at));
@@ -231,6 +257,37 @@ pub async fn page(
             resets: when(s.resets_at),
         })
         .collect();
+    let alerts = AlertsInForce {
+        low_used_percent: (rule.low_consumed_share * Decimal::ONE_HUNDRED)
+            .normalize()
+            .to_string(),
+        low_credits: rule.low_credits,
+        expiring_days: rule.grant_expiring_days,
+        low_now: balance.is_low(rule),
+        depleted_now: book.available() <= Credits::ZERO,
+        auto_topup: standing
+            .auto_topup
+            .setting
+            .as_ref()
+            .map(|s| (s.pack.clone(), s.threshold, s.monthly_limit)),
+    };
+    let top_ups = state
+        .catalog
+        .packs
+        .values()
+        .filter_map(|p| {
+            Some(TopUp {
+                url: p.top_up_link(&customer)?,
+                pack: p.id.clone(),
+                credits: p.credits,
+                price: {
+                    let mut amount = p.price.amount;
+                    amount.rescale(currency_minor_units(&p.price.currency));
+                    format!("{amount} {}", p.price.currency.to_uppercase())
+                },
+            })
+        })
+        .collect();
     let page = PortalPage {
         customer,
         plan: standing.plan_id.clone(),
@@ -250,6 +307,8 @@ pub async fn page(
         newer: query.before.is_some(),
         token,
         limits,
+        alerts,
+        top_ups,
     };
     state.pages.page(StatusCode::OK, &page)
 }

@@ -305,18 +305,12 @@ pub(crate) async fn run_commands(
                 now,
             ));
         }
-        let plan = loaded
-            .standing
-            .plan_id
-            .as_deref()
-            .and_then(|id| catalog.plan(id));
         // The pack the customer was on when its balance moved.
         let pack = crate::domain::alerts::current_pack(&loaded.before)
-            .or_else(|| crate::domain::alerts::current_pack(&loaded.book))
-            .and_then(|id| catalog.packs.get(id));
-        let rule = catalog.alerts.for_customer(
-            pack.and_then(|p| p.low_balance.as_ref()),
-            plan.and_then(|p| p.low_balance.as_ref()),
+            .or_else(|| crate::domain::alerts::current_pack(&loaded.book));
+        let rule = catalog.alert_rule(
+            loaded.standing.plan_id.as_deref(),
+            pack,
             loaded.standing.low_balance.as_ref(),
         );
         let (armed, said) = balance_alerts(
