@@ -476,6 +476,268 @@ async fn finance_closes_an_ended_month_once_confirmed(engine: Engine) {
 }
 for_each_engine!(finance_closes_an_ended_month_once_confirmed);
 
+/// The rows of the table with `id`, each as its cells' text.
+fn table(html: &str, id: &str) -> Vec<Vec<String>> {
+    let at = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {html}"));
+    let body = &html[at..];
+    let body = &body[body.find("<tbody>").unwrap()..body.find("</tbody>").unwrap()];
+    body.split("<tr")
+        .skip(1)
+        .map(|row| {
+            row.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let text = &cell[cell.find('>').unwrap() + 1..cell.find("</td>").unwrap()];
+                    // Links: their text.
+                    let mut out = String::new();
+                    let mut inside = false;
+                    for c in text.chars() {
+                        match c {
+                            '<' => inside = true,
+                            '>' => inside = false,
+                            c if !inside => out.push(c),
+                            _ => {}
+                        }
+                    }
+                    out
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn the_console_lists_stripe_events_by_outcome_and_a_customer_s_deliveries(engine: Engine) {
+    // A webhook endpoint that refuses every connection: alerts wait, with their errors.
+    let app = common::spawn_app_at(engine, start(), |config| {
+        let toml = "[[webhooks]]\nurl = \"http://127.0.0.1:9/hooks\"\n\
+                    secret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n\
+                    [outbox]\nfirst_retry_ms = 50\nmax_retry_ms = 200\npoll_interval_ms = 20\n";
+        let parsed = creditbook::config::Config::parse(toml, "webhooks.toml", |_| None).unwrap();
+        config.webhooks = parsed.webhooks;
+        config.outbox = parsed.outbox;
+        config.catalog.webhooks = parsed.catalog.webhooks;
+    })
+    .await;
+    let now = app.now().timestamp();
+    let checkout = json!({"id": "cs_acme_1", "object": "checkout.session", "mode": "payment",
+        "payment_status": "paid", "customer": "cus_acme", "client_reference_id": "acme",
+        "amount_total": 1000, "currency": "usd", "payment_intent": "pi_acme_1",
+        "metadata": {"creditbook_pack": "topup_small"}});
+    common::expect_outcome(
+        &app,
+        &common::stripe_event("evt_acme_paid", "checkout.session.completed", now, checkout),
+        "applied",
+    )
+    .await;
+    let unmapped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/stripe/synthetic/invoice_paid.json"),
+    )
+    .unwrap();
+    let mut unmapped: serde_json::Value = serde_json::from_str(&unmapped).unwrap();
+    unmapped["id"] = json!("evt_unmapped");
+    unmapped["created"] = json!(now);
+    common::expect_outcome(&app, &unmapped.to_string(), "unmapped_price").await;
+    // Using 900 of the 1,000 credits sends credit.balance_low to the refusing endpoint.
+    let (status, _) = app.usage("acme", "chat.request", json!(900), "u1").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, outbox) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/outbox?customer=acme",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    let messages = outbox["messages"].as_array().unwrap().clone();
+    assert!(!messages.is_empty(), "{outbox}");
+
+    let mut browser = Browser::new(&app);
+    browser.post("/login", &[("key", &app.admin_key)]).await;
+    let (status, _, html) = browser.get("/admin").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("id=\"essentials\""));
+    assert!(html.contains("<strong>unmapped_price 1</strong>"), "{html}");
+    // Filtered by outcome, with what to do.
+    let (status, _, events) = browser
+        .get("/admin/stripe-events?outcome=unmapped_price")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let rows = table(&events, "events");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][1], "evt_unmapped");
+    let advice = &events[events.find("id=\"advice\"").expect("advice")..];
+    assert!(
+        advice[..advice.find("</p>").unwrap()].contains("stripe_prices"),
+        "{advice}"
+    );
+    let (_, _, all) = browser.get("/admin/stripe-events").await;
+    assert_eq!(table(&all, "events").len(), 2);
+    let (status, _, _) = browser.get("/admin/stripe-events?outcome=nonsense").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // The customer's page: its Stripe event, and its alerts with their deliveries.
+    let (_, _, customer) = browser.get("/admin/customers/acme").await;
+    let events = table(&customer, "stripe-events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0][1].as_str(), events[0][3].as_str()),
+        ("evt_acme_paid", "applied")
+    );
+    let deliveries = table(&customer, "deliveries");
+    assert_eq!(deliveries.len(), messages.len());
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d[2] == "credit.balance_low" && d[3] == "http://127.0.0.1:9/hooks"),
+        "{deliveries:?}"
+    );
+    // Another customer has none of them.
+    app.promo("beta", "5").await;
+    let (_, _, beta) = browser.get("/admin/customers/beta").await;
+    assert!(!beta.contains("evt_acme_paid") && !beta.contains("credit.balance_low"));
+}
+for_each_engine!(the_console_lists_stripe_events_by_outcome_and_a_customer_s_deliveries);
+
+async fn finance_pages_show_what_the_reports_say(engine: Engine) {
+    let app = common::spawn_app_at(engine, "2026-01-10T12:00:00Z".parse().unwrap(), |_| {}).await;
+    let grant = app
+        .grant(
+            "acme",
+            json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd"}),
+        )
+        .await;
+    let (status, _) = app.usage("acme", "chat.request", json!(100), "u1").await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.advance("2026-02-10T12:00:00Z".parse().unwrap()).await;
+    let (status, _) = app.usage("acme", "image.standard", json!(10), "u2").await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.advance("2026-03-10T12:00:00Z".parse().unwrap()).await;
+    let mut browser = Browser::new(&app);
+    browser.post("/login", &[("key", &app.finance_key)]).await;
+    let (status, _, html) = browser.get("/finance?from=2026-01&to=2026-03").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let api = |path: String| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .call(reqwest::Method::GET, &path, Some(&app.finance_key), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            body
+        }
+    };
+    // The waterfall grid is the API's.
+    let waterfall = api("/v1/revenue/waterfall?from=2026-01&to=2026-03".into()).await;
+    let grid = table(&html, "waterfall");
+    let rows = waterfall["rows"].as_array().unwrap();
+    assert_eq!(grid.len(), rows.len());
+    for (cells, row) in grid.iter().zip(rows) {
+        let mut expected = vec![
+            row["booked_period"].as_str().unwrap().to_owned(),
+            row["currency"].as_str().unwrap().to_owned(),
+            row["billed"].as_str().unwrap().to_owned(),
+        ];
+        for month in ["2026-01", "2026-02", "2026-03"] {
+            expected.push(row["recognized"][month].as_str().unwrap_or("").to_owned());
+        }
+        expected.push(row["deferred"].as_str().unwrap().to_owned());
+        assert_eq!(cells, &expected);
+    }
+    // The chart draws January's and February's usage revenue; the roll-forward splits it.
+    let rollforward = api("/v1/revenue/rollforward?from=2026-01&to=2026-03".into()).await;
+    let january = &rollforward["rows"][0];
+    assert_eq!(january["usage_recognized"], january["recognized"]);
+    assert!(
+        html.contains(&format!(
+            "<title>usage: {}</title>",
+            january["usage_recognized"].as_str().unwrap()
+        )),
+        "{html}"
+    );
+    // Margin: the catalog's actions have vendor costs.
+    let margin = table(&html, "margin");
+    let api_margin = api("/v1/revenue/margin?from=2026-01&to=2026-03&by=plan".into()).await;
+    assert_eq!(margin.len(), api_margin["rows"].as_array().unwrap().len());
+    assert_eq!(
+        margin[0][7],
+        api_margin["rows"][0]["margin"].as_str().unwrap()
+    );
+    // Downloads are the API's CSV.
+    for report in ["journal", "rollforward", "waterfall", "margin"] {
+        let (status, _, csv) = browser
+            .get(&format!(
+                "/finance/export/{report}.csv?from=2026-01&to=2026-03"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}: {csv}");
+        let path = if report == "journal" {
+            "/v1/revenue/journal?from=2026-01-01&to=2026-03-31&format=csv".to_owned()
+        } else {
+            format!("/v1/revenue/{report}?from=2026-01&to=2026-03&format=csv")
+        };
+        let expected = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(&app.finance_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(csv, expected, "{report}");
+        assert!(csv.lines().count() > 1, "{report}: {csv}");
+    }
+    let (status, _, _) = browser
+        .get("/finance/export/secrets.csv?from=2026-01&to=2026-03")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A customer's paid grants, and one grant's schedule, as the API has it.
+    let (_, _, lots) = browser.get("/finance/grants?customer=acme").await;
+    let lots = table(&lots, "lots");
+    assert_eq!(lots.len(), 1);
+    assert_eq!(lots[0][0], grant);
+    let (status, location, _) = browser.get(&format!("/finance/grants?grant={grant}")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, page) = browser.get(&location).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let schedule = api(format!("/v1/revenue/grants/{grant}/schedule")).await;
+    assert_eq!(by_id(&page, "paid"), schedule["paid"].as_str().unwrap());
+    assert_eq!(
+        by_id(&page, "total-recognized"),
+        schedule["totals"]["recognized"].as_str().unwrap()
+    );
+    let periods = table(&page, "schedule");
+    assert_eq!(periods.len(), schedule["periods"].as_array().unwrap().len());
+    for (cells, row) in periods.iter().zip(schedule["periods"].as_array().unwrap()) {
+        assert_eq!(cells[0], row["period"].as_str().unwrap());
+        assert_eq!(cells[2], row["usage_recognized"].as_str().unwrap());
+        assert_eq!(cells[8], row["deferred"].as_str().unwrap());
+    }
+    let (_, _, csv) = browser
+        .get(&format!("/finance/grants/{grant}/schedule.csv"))
+        .await;
+    assert!(csv.starts_with("grant,period,"), "{csv}");
+    let (status, _, _) = browser.get("/finance/grants/nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Without a session: the sign-in page, for pages and downloads alike.
+    let mut stranger = Browser::new(&app);
+    for path in [
+        "/finance/export/journal.csv?from=2026-01&to=2026-03",
+        "/finance/grants?customer=acme",
+    ] {
+        let (status, location, _) = stranger.get(path).await;
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::SEE_OTHER, "/login")
+        );
+    }
+    app.assert_audit_clean().await;
+}
+for_each_engine!(finance_pages_show_what_the_reports_say);
+
 /// The portal's HTML, with the link's token (a new key each start) redacted.
 async fn the_portal_page_renders_as_recorded(engine: Engine) {
     let app = common::spawn_app_at(engine, start(), |_| {}).await;

@@ -186,6 +186,8 @@ fn line(kind: &str, account: &str, debit: &str, credit: &str) -> (String, String
 /// - each roll-forward row: opening + billings - recognized - breakage - refunds = closing, and
 ///   each row opens where the one before closed;
 /// - the roll-forward's closing equals the deferred accounts' balance in the journal;
+/// - its recognized is its usage part plus its platform part, the platform part being the
+///   journal's `subscription_revenue` of the month;
 /// - each waterfall column adds up to the roll-forward's recognized + breakage of its month;
 /// - each paid grant: paid = deferred + recognized + breakage + refunded + transferred;
 /// - the ledger audit (lots against grants, journal against lots) finds nothing.
@@ -193,9 +195,15 @@ async fn reconcile(app: &TestApp, from: &str, to: &str) {
     let journal_lines = journal(app, "1970-01-01", "2999-12-31").await;
     let mut entries: BTreeMap<(String, String), Decimal> = BTreeMap::new();
     let mut deferred_by_period: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut platform_by_period: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut grants = std::collections::BTreeSet::new();
     for l in &journal_lines {
         let net = money(l["credit"].as_str().unwrap()) - money(l["debit"].as_str().unwrap());
+        if l["account"] == "subscription_revenue" && l["kind"] != "overage" {
+            *platform_by_period
+                .entry(l["period"].as_str().unwrap().into())
+                .or_default() += net;
+        }
         *entries
             .entry((
                 l["entry_id"].as_str().unwrap().into(),
@@ -233,6 +241,19 @@ async fn reconcile(app: &TestApp, from: &str, to: &str) {
             .map(|(_, v)| *v)
             .sum();
         assert_eq!(through, m("closing"), "closing vs the journal: {row}");
+        assert_eq!(
+            m("usage_recognized") + m("platform_recognized"),
+            m("recognized"),
+            "{row}"
+        );
+        assert_eq!(
+            platform_by_period
+                .get(row["period"].as_str().unwrap())
+                .copied()
+                .unwrap_or_default(),
+            m("platform_recognized"),
+            "platform vs the journal: {row}"
+        );
     }
     let (status, waterfall) =
         finance(app, &format!("/v1/revenue/waterfall?from={from}&to={to}")).await;

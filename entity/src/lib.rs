@@ -20,6 +20,7 @@ pub mod stripe_charges;
 pub mod stripe_customers;
 pub mod stripe_disputes;
 pub mod stripe_effects;
+pub mod stripe_event_customers;
 pub mod stripe_events;
 pub mod stripe_invoice_payments;
 pub mod stripe_lock;

@@ -45,6 +45,7 @@ mod m20261127_000014_auto_topup;
 mod m20261128_000015_override_kinds;
 mod m20261129_000016_usage_reads;
 mod m20261129_000017_page_sessions;
+mod m20261130_000018_stripe_event_customers;
 
 pub struct Migrator;
 
@@ -81,6 +82,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000015_override_kinds::Migration),
             Box::new(m20261129_000016_usage_reads::Migration),
             Box::new(m20261129_000017_page_sessions::Migration),
+            Box::new(m20261130_000018_stripe_event_customers::Migration),
         ]
     }
 }

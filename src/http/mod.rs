@@ -110,11 +110,22 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(crate::pages::session::logout))
         .route("/admin", get(crate::pages::consoles::admin))
         .route(
+            "/admin/stripe-events",
+            get(crate::pages::consoles::stripe_events),
+        )
+        .route(
             "/admin/customers/{id}",
             get(crate::pages::consoles::admin_customer),
         )
-        .route("/finance", get(crate::pages::consoles::finance))
-        .route("/finance/close", post(crate::pages::consoles::close))
+        .route("/finance", get(crate::pages::finance::finance))
+        .route("/finance/close", post(crate::pages::finance::close))
+        .route("/finance/export/{file}", get(crate::pages::finance::export))
+        .route("/finance/grants", get(crate::pages::finance::grants))
+        .route("/finance/grants/{id}", get(crate::pages::finance::schedule))
+        .route(
+            "/finance/grants/{id}/schedule.csv",
+            get(crate::pages::finance::schedule_download),
+        )
         .route("/assets/creditbook.css", get(crate::pages::stylesheet))
         .route("/v1/customers/{id}/ledger", get(customers::ledger))
         .route("/v1/customers/{id}/grants", post(customers::create_grant))

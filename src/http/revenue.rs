@@ -154,6 +154,18 @@ pub fn journal_stream(
     })
 }
 
+/// The journal from `from` to `to` as a streamed body. A failure mid-stream ends the body
+/// early (the status line is gone) and is logged once, here.
+pub fn journal_body(store: Store, from: Timestamp, to: Timestamp, format: Format) -> Body {
+    let stream = futures_util::StreamExt::map(journal_stream(store, from, to, format), |chunk| {
+        chunk.map(Bytes::from).map_err(|e| {
+            tracing::error!(error = %e, "journal export failed mid-stream");
+            std::io::Error::other("journal export failed")
+        })
+    });
+    Body::from_stream(stream)
+}
+
 fn content_type(format: Format) -> HeaderValue {
     HeaderValue::from_static(match format {
         Format::Json => "application/json",
@@ -172,17 +184,7 @@ pub async fn journal(
     caller.require(Scope::Finance)?;
     let format = format_of(q.format.as_deref())?;
     let (from, to) = date_range(&q.from, &q.to)?;
-    let stream = futures_util::StreamExt::map(
-        journal_stream(state.store.clone(), from, to, format),
-        |chunk| {
-            chunk.map(Bytes::from).map_err(|e| {
-                // The status line is gone: the body ends early, and the cause is logged once.
-                tracing::error!(error = %e, "journal export failed mid-stream");
-                std::io::Error::other("journal export failed")
-            })
-        },
-    );
-    let mut response = Body::from_stream(stream).into_response();
+    let mut response = journal_body(state.store.clone(), from, to, format).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, content_type(format));
@@ -304,22 +306,22 @@ pub struct MarginQuery {
 /// One month and group of the margin report.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MarginLine {
-    month: String,
-    currency: String,
+    pub month: String,
+    pub currency: String,
     /// The action, feature, plan or customer; null for consumption under no plan, and for
     /// revenue no consumption was recorded for (`unattributed`).
-    group: Option<String>,
-    unattributed: bool,
-    credits: String,
+    pub group: Option<String>,
+    pub unattributed: bool,
+    pub credits: String,
     /// Credits of actions with no `vendor_cost`: not in `vendor_cost`.
-    uncosted_credits: String,
+    pub uncosted_credits: String,
     /// Usage revenue recognized from the grants consumed.
-    revenue: String,
+    pub revenue: String,
     /// Overage billed in arrears.
-    overage: String,
-    vendor_cost: String,
+    pub overage: String,
+    pub vendor_cost: String,
     /// revenue + overage - vendor_cost.
-    margin: String,
+    pub margin: String,
 }
 
 impl MarginLine {
@@ -371,6 +373,26 @@ impl MarginLine {
     }
 }
 
+/// The margin report's lines, `from` to `to`, grouped `by`.
+pub async fn margin_lines(
+    state: &AppState,
+    from: Period,
+    to: Period,
+    by: MarginBy,
+) -> Result<Vec<MarginLine>> {
+    let (revenue, costs) = state.store.margin_sums(from, to, by).await?;
+    Ok(margin_rows(revenue, costs, &state.catalog.currency)
+        .into_iter()
+        .map(MarginLine::of)
+        .collect())
+}
+
+pub fn margin_csv(rows: &[MarginLine]) -> String {
+    let mut out = format!("{}\n", MarginLine::CSV_HEADER);
+    rows.iter().for_each(|r| out.push_str(&r.to_csv()));
+    out
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct MarginReport {
     from: String,
@@ -401,11 +423,7 @@ pub async fn margin(
             )
         })?,
     };
-    let (revenue, costs) = state.store.margin_sums(from, to, by).await?;
-    let rows: Vec<MarginLine> = margin_rows(revenue, costs, &state.catalog.currency)
-        .into_iter()
-        .map(MarginLine::of)
-        .collect();
+    let rows = margin_lines(&state, from, to, by).await?;
     Ok(match format {
         Format::Json => Json(MarginReport {
             from: from.to_string(),
@@ -414,11 +432,7 @@ pub async fn margin(
             rows,
         })
         .into_response(),
-        Format::Csv => {
-            let mut out = format!("{}\n", MarginLine::CSV_HEADER);
-            rows.iter().for_each(|r| out.push_str(&r.to_csv()));
-            csv_response(out)
-        }
+        Format::Csv => csv_response(margin_csv(&rows)),
     })
 }
 

@@ -1,37 +1,38 @@
-//! The operator's console (`/admin`) and the finance close (`/finance`), for signed-in sessions
-//! of those scopes. They read what the API reads; closing a month posts through the same rule.
+//! The operator's console (`/admin`), for signed-in admin sessions. It reads what the API reads.
 
 use super::session::SignedIn;
 use super::when;
 use crate::domain::ledger::{Grant, HoldStatus};
 use crate::domain::money::Credits;
-use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::identifier;
 use crate::http::reads::{CustomerRow, customers_page};
 use crate::store::keys::Scope;
 use crate::store::ledger::EntryView;
-use crate::store::reports::RollforwardRow;
+use crate::store::outbox::OutboxStatus;
+use crate::stripe::apply::OutcomeKind;
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 /// Customers per page of the console.
 const CUSTOMERS_PAGE: u64 = 50;
 /// Ledger entries per page of a customer.
 const LEDGER_PAGE: u64 = 20;
-/// Months the finance page shows when none are asked for.
-const FINANCE_MONTHS: u32 = 12;
 
 #[derive(Deserialize)]
 pub struct CustomersQuery {
     q: Option<String>,
     cursor: Option<String>,
 }
+
+/// Stripe events listed per page.
+const EVENTS_PAGE: u64 = 50;
+/// A customer's Stripe events and outbox rows shown on its page.
+const CUSTOMER_RECENT: u64 = 20;
 
 #[derive(Template)]
 #[template(path = "admin.html")]
@@ -40,6 +41,66 @@ struct AdminPage {
     q: String,
     customers: Vec<CustomerRow>,
     next: Option<String>,
+    /// (outcome, events, needs an operator)
+    outcomes: Vec<(&'static str, i64, bool)>,
+    /// The `/metrics` figures an operator looks at first: (name, value).
+    essentials: Vec<(&'static str, String)>,
+}
+
+/// The figures of `/metrics` an operator reads first, since this process started (counters) or
+/// now (the outbox and pending refunds).
+async fn essentials(state: &AppState) -> Result<Vec<(&'static str, String)>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &state.metrics;
+    let outbox = state.store.outbox_counts().await?;
+    let count = |status: OutboxStatus| outbox.get(&status).copied().unwrap_or(0).to_string();
+    Ok(vec![
+        ("Responses 2xx", m.responses_2xx.load(Relaxed).to_string()),
+        ("Responses 4xx", m.responses_4xx.load(Relaxed).to_string()),
+        ("Responses 5xx", m.responses_5xx.load(Relaxed).to_string()),
+        (
+            "Holds approved",
+            m.authorizations_approved.load(Relaxed).to_string(),
+        ),
+        (
+            "Holds refused",
+            m.authorizations_refused.load(Relaxed).to_string(),
+        ),
+        ("Usages", m.usages.load(Relaxed).to_string()),
+        (
+            "Webhooks delivered",
+            m.webhooks_delivered.load(Relaxed).to_string(),
+        ),
+        (
+            "Webhooks failed",
+            m.webhooks_failed.load(Relaxed).to_string(),
+        ),
+        ("Outbox pending", count(OutboxStatus::Pending)),
+        ("Outbox dead", count(OutboxStatus::Dead)),
+        (
+            "Refunds waiting for their payment",
+            state.store.pending_stripe_refunds().await?.to_string(),
+        ),
+    ])
+}
+
+/// Events per outcome, every outcome listed.
+async fn outcome_counts(state: &AppState) -> Result<Vec<(&'static str, i64, bool)>> {
+    let counts = state.store.stripe_outcome_counts().await?;
+    Ok(OutcomeKind::ALL
+        .into_iter()
+        .map(|o| {
+            let n = counts
+                .iter()
+                .find(|(text, _)| text == o.as_str())
+                .map_or(0, |(_, n)| *n);
+            (
+                o.as_str(),
+                n,
+                matches!(o, OutcomeKind::Pending | OutcomeKind::UnmappedPrice),
+            )
+        })
+        .collect())
 }
 
 /// `/admin`: customers by id, searched by id or Stripe customer, a page at a time.
@@ -62,6 +123,85 @@ pub async fn admin(
             q: q.unwrap_or_default(),
             customers: page.customers,
             next: page.next_cursor,
+            outcomes: outcome_counts(&state).await?,
+            essentials: essentials(&state).await?,
+        },
+    )
+}
+
+/// A Stripe event as the console lists it.
+struct EventRow {
+    id: String,
+    event_type: String,
+    outcome: String,
+    detail: String,
+    received: String,
+}
+
+impl EventRow {
+    fn of(e: entity::stripe_events::Model) -> EventRow {
+        EventRow {
+            received: crate::store::rows::timestamp(e.received_at)
+                .map(when)
+                .unwrap_or_default(),
+            id: e.id,
+            event_type: e.event_type,
+            outcome: e.outcome,
+            detail: e.detail.unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    outcome: Option<String>,
+    /// Events received before this instant (microseconds): the next page.
+    before: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_events.html")]
+struct EventsPage {
+    csrf: String,
+    outcome: Option<&'static str>,
+    advice: Option<&'static str>,
+    outcomes: Vec<(&'static str, i64, bool)>,
+    events: Vec<EventRow>,
+    older: Option<i64>,
+}
+
+/// `/admin/stripe-events?outcome=`: Stripe events, newest first, by outcome, with what to do.
+pub async fn stripe_events(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response> {
+    if let Some(refused) = signed_in.refusal(&state, Scope::Admin) {
+        return Ok(refused);
+    }
+    let outcome = match query.outcome.as_deref().filter(|o| !o.is_empty()) {
+        None => None,
+        Some(text) => Some(
+            OutcomeKind::parse(text)
+                .ok_or_else(|| Error::invalid("outcome", format!("{text:?} is not an outcome")))?,
+        ),
+    };
+    let rows = state
+        .store
+        .stripe_events_where(outcome.map(|o| o.as_str()), None, query.before, EVENTS_PAGE)
+        .await?;
+    let older = (rows.len() as u64 == EVENTS_PAGE)
+        .then(|| rows.last().map(|e| e.received_at))
+        .flatten();
+    state.pages.page(
+        StatusCode::OK,
+        &EventsPage {
+            csrf: signed_in.session.csrf.clone(),
+            outcome: outcome.map(|o| o.as_str()),
+            advice: outcome.map(|o| o.advice()),
+            outcomes: outcome_counts(&state).await?,
+            events: rows.into_iter().map(EventRow::of).collect(),
+            older,
         },
     )
 }
@@ -113,6 +253,19 @@ struct CustomerPage {
     entries: Vec<EntryView>,
     older: Option<String>,
     newer: bool,
+    events: Vec<EventRow>,
+    deliveries: Vec<DeliveryRow>,
+}
+
+/// An outbox row of the customer: an alert to an endpoint, a meter event or a charge.
+struct DeliveryRow {
+    kind: String,
+    event_type: String,
+    destination: String,
+    status: String,
+    attempts: i32,
+    created: String,
+    last_error: String,
 }
 
 /// `/admin/customers/{id}`: one customer's grants, holds, overrides and ledger.
@@ -178,8 +331,34 @@ pub async fn admin_customer(
             }
         })
         .collect();
+    let events = state
+        .store
+        .stripe_events_where(None, Some(&id), None, CUSTOMER_RECENT)
+        .await?
+        .into_iter()
+        .map(EventRow::of)
+        .collect();
+    let deliveries = state
+        .store
+        .outbox_recent(&id, CUSTOMER_RECENT)
+        .await?
+        .into_iter()
+        .map(|o| DeliveryRow {
+            created: crate::store::rows::timestamp(o.created_at)
+                .map(when)
+                .unwrap_or_default(),
+            kind: o.kind,
+            event_type: o.event_type,
+            destination: o.destination,
+            status: o.status,
+            attempts: o.attempts,
+            last_error: o.last_error.unwrap_or_default(),
+        })
+        .collect();
     let page = CustomerPage {
         csrf: signed_in.session.csrf.clone(),
+        events,
+        deliveries,
         plan: standing.plan_id.clone(),
         frozen: standing.frozen,
         balance: book.balance(),
@@ -216,133 +395,4 @@ pub async fn admin_customer(
         id,
     };
     state.pages.page(StatusCode::OK, &page)
-}
-
-#[derive(Deserialize)]
-pub struct MonthsQuery {
-    from: Option<String>,
-    to: Option<String>,
-    /// The month just closed, to say so.
-    closed: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "finance.html")]
-struct FinancePage {
-    csrf: String,
-    from: String,
-    to: String,
-    rows: Vec<RollforwardRow>,
-    /// The last month that has ended: what may be closed.
-    last_ended: String,
-    message: Option<String>,
-}
-
-async fn finance_page(
-    state: &AppState,
-    signed_in: &SignedIn,
-    from: Option<String>,
-    to: Option<String>,
-    status: StatusCode,
-    message: Option<String>,
-) -> Result<Response> {
-    let now = state.clock.now();
-    let this_month = Period::of(now);
-    let to = match to {
-        Some(to) => to,
-        None => this_month.to_string(),
-    };
-    let from = match from {
-        Some(from) => from,
-        None => {
-            let mut from = this_month;
-            for _ in 1..FINANCE_MONTHS {
-                from = from.previous();
-            }
-            from.to_string()
-        }
-    };
-    let (first, last) = crate::http::revenue::month_range(&from, &to)?;
-    let rows = state.store.rollforward(first, last).await?;
-    state.pages.page(
-        status,
-        &FinancePage {
-            csrf: signed_in.session.csrf.clone(),
-            from: first.to_string(),
-            to: last.to_string(),
-            rows,
-            last_ended: this_month.previous().to_string(),
-            message,
-        },
-    )
-}
-
-/// `/finance`: the roll-forward per month and currency, downloads, and closing a month.
-pub async fn finance(
-    State(state): State<AppState>,
-    signed_in: SignedIn,
-    Query(query): Query<MonthsQuery>,
-) -> Result<Response> {
-    if let Some(refused) = signed_in.refusal(&state, Scope::Finance) {
-        return Ok(refused);
-    }
-    let message = query
-        .closed
-        .and_then(|p| p.parse::<Period>().ok())
-        .map(|p| format!("{p} is closed."));
-    finance_page(
-        &state,
-        &signed_in,
-        query.from,
-        query.to,
-        StatusCode::OK,
-        message,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-pub struct CloseForm {
-    csrf: String,
-    period: String,
-    /// The box that confirms it: closing cannot be undone.
-    confirm: Option<String>,
-}
-
-/// `POST /finance/close`: closes a month that has ended, once confirmed.
-pub async fn close(
-    State(state): State<AppState>,
-    signed_in: SignedIn,
-    Form(form): Form<CloseForm>,
-) -> Result<Response> {
-    if let Some(refused) = signed_in.refusal(&state, Scope::Finance) {
-        return Ok(refused);
-    }
-    signed_in.check_csrf(&form.csrf)?;
-    let refuse = |message: String| {
-        finance_page(
-            &state,
-            &signed_in,
-            None,
-            None,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(message),
-        )
-    };
-    let Ok(period) = form.period.parse::<Period>() else {
-        return refuse(format!("{:?} is not a month YYYY-MM.", form.period)).await;
-    };
-    if form.confirm.as_deref() != Some("yes") {
-        return refuse(format!("Tick the box to confirm closing {period}.")).await;
-    }
-    match crate::http::revenue::close(&state, period).await {
-        Ok(_) => Ok(Redirect::to(&format!("/finance?closed={period}")).into_response()),
-        Err(Error::PeriodNotEnded(p)) => {
-            refuse(format!(
-                "{p} has not ended: a month closes once it is over."
-            ))
-            .await
-        }
-        Err(e) => Err(e),
-    }
 }

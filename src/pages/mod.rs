@@ -3,6 +3,7 @@
 
 pub mod chart;
 pub mod consoles;
+pub mod finance;
 pub mod link;
 pub mod portal;
 pub mod session;

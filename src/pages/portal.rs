@@ -225,12 +225,12 @@ pub async fn page(
     let mut groups: Vec<String> = usage.iter().map(|u| u.group.clone()).collect();
     groups.sort();
     groups.dedup();
-    let points: Vec<(usize, String, Credits)> = usage
+    let points: Vec<(usize, String, Decimal)> = usage
         .iter()
         .filter_map(|u| {
             let day = chrono::NaiveDate::parse_from_str(&u.period, "%Y-%m-%d").ok()?;
             let index = usize::try_from((day - first_day).num_days()).ok()?;
-            (index < USAGE_DAYS).then(|| (index, u.group.clone(), u.credits))
+            (index < USAGE_DAYS).then(|| (index, u.group.clone(), u.credits.value()))
         })
         .collect();
     let chart = chart::stacked(USAGE_DAYS, &groups, &points);

@@ -12,7 +12,7 @@ pub mod overage;
 pub mod reads;
 pub mod reports;
 pub mod revenue;
-mod rows;
+pub(crate) mod rows;
 pub mod runner;
 pub mod sessions;
 pub mod stripe;

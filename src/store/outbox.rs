@@ -295,6 +295,16 @@ impl Store {
             .await?)
     }
 
+    /// A customer's newest rows, newest first: its alerts and their deliveries.
+    pub async fn outbox_recent(&self, customer: &str, limit: u64) -> Result<Vec<outbox::Model>> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::CustomerId.eq(customer))
+            .order_by_desc(outbox::Column::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await?)
+    }
+
     pub async fn outbox_row(&self, id: &str) -> Result<Option<outbox::Model>> {
         Ok(outbox::Entity::find_by_id(id.to_owned())
             .one(self.connection())

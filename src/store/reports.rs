@@ -142,14 +142,18 @@ pub struct RollforwardRow {
     pub revenue_reversed: String,
     /// Overage billed in arrears (`unbilled_receivable` / `usage_revenue`), outside deferral.
     pub overage: String,
+    /// Of `recognized`, what credits consumed recognized (`usage_revenue`).
+    pub usage_recognized: String,
+    /// Of `recognized`, the platform part recognized over the period (`subscription_revenue`).
+    pub platform_recognized: String,
 }
 
 impl RollforwardRow {
-    pub const CSV_HEADER: &'static str = "period,currency,opening,billings,recognized,breakage,refunds,closing,revenue_reversed,overage";
+    pub const CSV_HEADER: &'static str = "period,currency,opening,billings,recognized,breakage,refunds,closing,revenue_reversed,overage,usage_recognized,platform_recognized";
 
     pub fn to_csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
             self.period,
             self.currency,
             self.opening,
@@ -159,7 +163,9 @@ impl RollforwardRow {
             self.refunds,
             self.closing,
             self.revenue_reversed,
-            self.overage
+            self.overage,
+            self.usage_recognized,
+            self.platform_recognized
         )
     }
 }
@@ -188,6 +194,19 @@ pub struct ScheduleRow {
     pub transferred: String,
     /// Deferred (credits and platform part) at the end of the period.
     pub deferred: String,
+}
+
+/// A paid grant as the finance pages list it.
+#[derive(Debug, Clone)]
+pub struct Lot {
+    pub grant: String,
+    pub catalog_item: String,
+    pub currency: String,
+    /// The part paid for credits.
+    pub price: String,
+    pub credits: Credits,
+    pub booked_period: String,
+    pub created_at: Timestamp,
 }
 
 /// One grant's schedule: its price and, per period, what was billed, recognized, broken, refunded
@@ -342,6 +361,8 @@ impl Store {
             deferred: i64,
             billings: i64,
             recognized: i64,
+            usage: i64,
+            platform: i64,
             breakage: i64,
             refunds: i64,
             reversed: i64,
@@ -375,7 +396,14 @@ impl Store {
                 {
                     m.overage += net
                 }
-                Account::UsageRevenue | Account::SubscriptionRevenue => m.recognized += net,
+                Account::UsageRevenue => {
+                    m.recognized += net;
+                    m.usage += net;
+                }
+                Account::SubscriptionRevenue => {
+                    m.recognized += net;
+                    m.platform += net;
+                }
                 Account::BreakageRevenue => m.breakage += net,
                 Account::Refunds => m.reversed += s.debit - s.credit,
                 _ => {}
@@ -417,6 +445,8 @@ impl Store {
                     closing: f(balance),
                     revenue_reversed: f(m.reversed),
                     overage: f(m.overage),
+                    usage_recognized: f(m.usage),
+                    platform_recognized: f(m.platform),
                 });
                 period = period.next();
             }
@@ -583,6 +613,30 @@ impl Store {
                 }
             })
             .collect())
+    }
+
+    /// A customer's paid grants (those with a revenue schedule), newest first, at most `limit`.
+    pub async fn lots_of(&self, customer: &str, limit: u64) -> Result<Vec<Lot>> {
+        let lots = revenue_lots::Entity::find()
+            .filter(revenue_lots::Column::CustomerId.eq(customer))
+            .order_by_desc(revenue_lots::Column::CreatedAt)
+            .order_by_desc(revenue_lots::Column::GrantId)
+            .limit(limit)
+            .all(self.connection())
+            .await?;
+        lots.into_iter()
+            .map(|l| {
+                Ok(Lot {
+                    price: money(Credits::from_micros(l.price), &l.currency),
+                    credits: Credits::from_micros(l.credits),
+                    grant: l.grant_id,
+                    catalog_item: l.catalog_item,
+                    currency: l.currency,
+                    booked_period: l.booked_period,
+                    created_at: timestamp(l.created_at)?,
+                })
+            })
+            .collect()
     }
 
     /// One grant's schedule; none when the grant has no lot (unknown, or not paid).

@@ -24,8 +24,9 @@ use crate::domain::subscription::{SubscriptionState, SubscriptionStatus};
 use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
-    stripe_effects, stripe_events, stripe_invoice_payments, stripe_payment_grants, stripe_payments,
-    stripe_refunds, stripe_renewals, stripe_subscriptions, stripe_sync_cursors,
+    stripe_effects, stripe_event_customers, stripe_events, stripe_invoice_payments,
+    stripe_payment_grants, stripe_payments, stripe_refunds, stripe_renewals, stripe_subscriptions,
+    stripe_sync_cursors,
 };
 use futures_util::future::BoxFuture;
 use sea_orm::ActiveValue::Set;
@@ -89,6 +90,8 @@ pub struct TakenBack {
 pub struct StripeTx {
     txn: DatabaseTransaction,
     catalog: std::sync::Arc<crate::domain::catalog::Catalog>,
+    /// The customers whose books the event touches, as they are decided.
+    concerned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Applies the SQLite batches: the events waiting (up to [`MAX_STRIPE_BATCH_EVENTS`]), each in a
@@ -120,6 +123,7 @@ async fn stripe_worker(engine: Engine, mut jobs: mpsc::Receiver<StripeJob>) {
                     (job.work)(StripeTx {
                         txn,
                         catalog: engine.catalog.clone(),
+                        concerned: Default::default(),
                     })
                     .await
                 }
@@ -174,6 +178,7 @@ impl Store {
             return work(StripeTx {
                 txn,
                 catalog: self.catalog.clone(),
+                concerned: Default::default(),
             })
             .await;
         }
@@ -254,10 +259,57 @@ impl Store {
 
     /// Events received, newest first (for tests and operators).
     pub async fn stripe_events(&self, limit: u64) -> Result<Vec<stripe_events::Model>> {
+        self.stripe_events_where(None, None, None, limit).await
+    }
+
+    /// Events received, newest first, with outcome `outcome` when given, touching `customer`'s
+    /// books when given, received before `before` (microseconds) when given; at most `limit`.
+    pub async fn stripe_events_where(
+        &self,
+        outcome: Option<&str>,
+        customer: Option<&str>,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<stripe_events::Model>> {
+        use sea_orm::QuerySelect;
+        let mut select = stripe_events::Entity::find();
+        if let Some(outcome) = outcome {
+            select = select.filter(stripe_events::Column::Outcome.eq(outcome));
+        }
+        if let Some(customer) = customer {
+            let ids: Vec<String> = stripe_event_customers::Entity::find()
+                .select_only()
+                .column(stripe_event_customers::Column::EventId)
+                .filter(stripe_event_customers::Column::CustomerId.eq(customer))
+                .filter(stripe_event_customers::Column::ReceivedAt.lt(before.unwrap_or(i64::MAX)))
+                .order_by_desc(stripe_event_customers::Column::ReceivedAt)
+                .limit(limit)
+                .into_tuple()
+                .all(self.connection())
+                .await?;
+            select = select.filter(stripe_events::Column::Id.is_in(ids));
+        }
+        if let Some(before) = before {
+            select = select.filter(stripe_events::Column::ReceivedAt.lt(before));
+        }
+        Ok(select
+            .order_by_desc(stripe_events::Column::ReceivedAt)
+            .order_by_desc(stripe_events::Column::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await?)
+    }
+
+    /// How many events have each outcome.
+    pub async fn stripe_outcome_counts(&self) -> Result<Vec<(String, i64)>> {
         use sea_orm::QuerySelect;
         Ok(stripe_events::Entity::find()
-            .order_by_desc(stripe_events::Column::ReceivedAt)
-            .limit(limit)
+            .select_only()
+            .column(stripe_events::Column::Outcome)
+            .column_as(stripe_events::Column::Id.count().cast_as("BIGINT"), "n")
+            .group_by(stripe_events::Column::Outcome)
+            .order_by_asc(stripe_events::Column::Outcome)
+            .into_tuple()
             .all(self.connection())
             .await?)
     }
@@ -293,6 +345,14 @@ impl StripeTx {
     /// The catalog in force.
     pub fn catalog(&self) -> std::sync::Arc<crate::domain::catalog::Catalog> {
         self.catalog.clone()
+    }
+
+    /// Notes that the event touches `account`'s books: its outcome is listed with the account.
+    pub fn concerns(&self, account: &str) {
+        self.concerned
+            .lock()
+            .expect("no panic while holding it")
+            .insert(account.to_owned());
     }
 
     /// [`StripeTx::lock`] on accounts.
@@ -334,13 +394,43 @@ impl StripeTx {
         Ok(inserted == 1)
     }
 
-    pub async fn set_outcome(&self, id: &str, outcome: &str, detail: &str) -> Result<()> {
+    /// Records what the event did, and with which customers' books.
+    pub async fn set_outcome(
+        &self,
+        id: &str,
+        outcome: &str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
         stripe_events::Entity::update_many()
             .col_expr(stripe_events::Column::Outcome, Expr::value(outcome))
             .col_expr(stripe_events::Column::Detail, Expr::value(detail))
             .filter(stripe_events::Column::Id.eq(id))
             .exec(&self.txn)
             .await?;
+        let concerned: Vec<String> =
+            std::mem::take(&mut *self.concerned.lock().expect("no panic while holding it"))
+                .into_iter()
+                .collect();
+        if !concerned.is_empty() {
+            stripe_event_customers::Entity::insert_many(concerned.into_iter().map(|customer| {
+                stripe_event_customers::ActiveModel {
+                    customer_id: Set(customer),
+                    event_id: Set(id.to_owned()),
+                    received_at: Set(time(now)),
+                }
+            }))
+            .on_conflict(
+                OnConflict::columns([
+                    stripe_event_customers::Column::CustomerId,
+                    stripe_event_customers::Column::EventId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&self.txn)
+            .await?;
+        }
         Ok(())
     }
 

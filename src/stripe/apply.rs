@@ -66,6 +66,42 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 6] = [
+        OutcomeKind::Applied,
+        OutcomeKind::Duplicate,
+        OutcomeKind::Ignored,
+        OutcomeKind::Pending,
+        OutcomeKind::UnknownType,
+        OutcomeKind::UnmappedPrice,
+    ];
+
+    pub fn parse(text: &str) -> Option<OutcomeKind> {
+        OutcomeKind::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
+    /// What an operator does about an event with this outcome.
+    pub fn advice(self) -> &'static str {
+        match self {
+            OutcomeKind::Applied | OutcomeKind::Duplicate => "Nothing: it is in the books.",
+            OutcomeKind::Ignored => {
+                "Nothing, unless the detail names something that should concern creditbook."
+            }
+            OutcomeKind::Pending => {
+                "Something it needs has not arrived (the detail says what). It applies when that \
+                 arrives; with [stripe] api_key set, `creditbook stripe sync --since DATE` reads \
+                 it now."
+            }
+            OutcomeKind::UnknownType => {
+                "creditbook does not act on this type: stop sending it in the Stripe \
+                 endpoint's events."
+            }
+            OutcomeKind::UnmappedPrice => {
+                "Add the price to a plan's or a pack's stripe_prices, restart, then resend the \
+                 event from the Stripe dashboard or run `creditbook stripe sync --since DATE`."
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             OutcomeKind::Applied => "applied",
@@ -315,7 +351,7 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
             "creditbook does not act on this type",
         ),
     };
-    tx.set_outcome(&event.id, outcome.outcome.as_str(), &outcome.detail)
+    tx.set_outcome(&event.id, outcome.outcome.as_str(), &outcome.detail, *now)
         .await?;
     tx.commit().await?;
     Ok(outcome)
@@ -405,8 +441,10 @@ impl Apply<'_> {
             Link::Move { from, to, by } => {
                 self.tx.set_link(stripe_customer, to, *by).await?;
                 self.move_customer(stripe_customer, from, to).await?;
+                self.tx.concerns(from);
             }
         }
+        self.tx.concerns(decided.account());
         Ok(decided.account().to_owned())
     }
 
@@ -498,6 +536,7 @@ impl Apply<'_> {
             (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
             (None, Some((account, _))) => {
                 self.tx.lock_accounts([account.as_str()]).await?;
+                self.tx.concerns(&account);
                 account
             }
             (None, None) => {
@@ -699,6 +738,7 @@ impl Apply<'_> {
             (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
             (None, Some((account, _))) => {
                 self.tx.lock_accounts([account.as_str()]).await?;
+                self.tx.concerns(&account);
                 account
             }
             (None, None) => return Ok(None),
@@ -1198,6 +1238,7 @@ impl Apply<'_> {
             self.tx
                 .lock_accounts(grants.iter().map(|g| g.customer_id.as_str()))
                 .await?;
+            grants.iter().for_each(|g| self.tx.concerns(&g.customer_id));
             let Some(first) = grants.first() else {
                 continue;
             };
