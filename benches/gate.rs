@@ -12,10 +12,12 @@
 //! scenarios by words of their names (for profiling one).
 //! Not a timed test: it fails only if the books do not hold.
 
+mod common;
+
+use common::{WEBHOOK_SECRET, check_books, cli, env_number, start, write_config};
 use creditbook::store::Store;
 use futures::future::join_all;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,97 +29,8 @@ const USAGES_PER_BATCH: usize = 1_000;
 /// Senders of Stripe events, as Stripe delivers several at once, and Stripe customers they buy for.
 const STRIPE_SENDERS: usize = 16;
 const STRIPE_CUSTOMERS: usize = 1_000;
-const WEBHOOK_SECRET: &str = "whsec_bench";
 /// Commands of the plain-SQL baseline.
 const SQL_COMMANDS: usize = 2_000;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli(config: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_creditbook"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("CREDITBOOK_DATABASE_URL")
-        .output()
-        .expect("run creditbook");
-    assert!(
-        out.status.success(),
-        "creditbook {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Where the server's log goes: the file `CREDITBOOK_BENCH_SERVER_LOG` names (appended), or nowhere.
-fn server_log() -> Stdio {
-    match std::env::var("CREDITBOOK_BENCH_SERVER_LOG") {
-        Ok(path) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_or_else(|_| Stdio::null(), Stdio::from),
-        Err(_) => Stdio::null(),
-    }
-}
-
-async fn start(config: &std::path::Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_creditbook"))
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .env("CREDITBOOK_LISTEN", format!("127.0.0.1:{port}"))
-        .env_remove("CREDITBOOK_DATABASE_URL")
-        .env("CREDITBOOK_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        // No access log unless asked for: the benchmark measures the gate, not log writing.
-        .env(
-            "CREDITBOOK_LOG",
-            std::env::var("CREDITBOOK_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(server_log())
-        .spawn()
-        .expect("spawn creditbook serve");
-    let server = Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(r) = client
-            .get(format!("{}/healthz", server.address))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("creditbook serve did not start");
-}
 
 /// Latencies of one scenario, in microseconds, and what was done.
 struct Run {
@@ -304,33 +217,6 @@ const SWEEP: [(usize, u64, &str); 5] = [
     (256, 5_000, "w5000"),
 ];
 
-/// The example config on `database_url`, with the batch keys given (or set in the environment
-/// as `CREDITBOOK_BENCH_<KEY>`) replaced.
-fn write_config(path: &std::path::Path, database_url: &str, set: &[(&str, String)]) {
-    let example = include_str!("../examples/creditbook.toml");
-    let mut text = example.replace("sqlite://creditbook.db?mode=rwc", database_url);
-    for key in [
-        "batch_max_commands",
-        "batch_max_wait_micros",
-        "postgres_batch_workers",
-    ] {
-        let value = set
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(format!("CREDITBOOK_BENCH_{}", key.to_uppercase())).ok());
-        if let Some(value) = value {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(key))
-                .expect("the example config sets every batch key")
-                .to_owned();
-            text = text.replace(&line, &format!("{key} = {value}"));
-        }
-    }
-    std::fs::write(path, text).unwrap();
-}
-
 /// The gate runner's counters from `/metrics`: batches, commands, and microseconds waited in
 /// the queue and spent per phase.
 #[derive(Debug, Clone, Copy, Default)]
@@ -445,25 +331,6 @@ impl Runner {
     }
 }
 
-/// The books after a scenario: no overspend, every invariant, the audit.
-async fn check_books(store: &Store, customers: &[String]) {
-    let now = chrono::Utc::now();
-    for chunk in customers.chunks(500) {
-        let books = store.view_many(chunk, now).await.expect("read books");
-        for (id, (book, _)) in books {
-            assert!(
-                !book.available().is_negative(),
-                "{id} overspent: available {}",
-                book.available()
-            );
-            book.check_invariants()
-                .unwrap_or_else(|e| panic!("{id}: {e}"));
-        }
-    }
-    let problems = store.audit().await.expect("audit");
-    assert!(problems.is_empty(), "audit: {problems:?}");
-}
-
 async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     let seconds = env_number("CREDITBOOK_BENCH_SECONDS", 5) as u64;
     let spread = env_number("CREDITBOOK_BENCH_CUSTOMERS", 10_000);
@@ -473,7 +340,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     let last = |s: String| s.lines().last().unwrap().trim().to_owned();
     let admin = last(cli(&config, &["keys", "create", "--scope", "admin"]));
     let app = Arc::new(last(cli(&config, &["keys", "create", "--scope", "app"])));
-    let server = start(&config).await;
+    let server = start(&config, &[]).await;
     let base = Arc::new(server.address.clone());
 
     // Seed: one hot customer and `spread` others, each with a paid pack (revenue is posted).
@@ -671,7 +538,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
                     ("batch_max_wait_micros", wait.to_string()),
                 ],
             );
-            let server = start(&swept).await;
+            let server = start(&swept, &[]).await;
             let base = Arc::new(server.address.clone());
             let mut runner = Runner::new(&base).await;
             let run = pairs("sweep", &base, &app, &customers, false, tag, seconds).await;
@@ -968,16 +835,8 @@ async fn main() {
     bench_engine("SQLite", &sqlite_url, dir.path()).await;
     match std::env::var("CREDITBOOK_BENCH_POSTGRES_URL") {
         Ok(admin) => {
-            use sea_orm::{ConnectionTrait, Database};
-            let name = format!("cb_bench_{}", uuid::Uuid::new_v4().simple());
-            let db = Database::connect(&admin)
-                .await
-                .expect("connect to PostgreSQL");
-            db.execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("create the bench database");
-            let (base, _) = admin.rsplit_once('/').expect("the URL names a database");
-            bench_engine("PostgreSQL", &format!("{base}/{name}"), dir.path()).await;
+            let url = common::postgres_database(&admin, "cb_bench").await;
+            bench_engine("PostgreSQL", &url, dir.path()).await;
         }
         Err(_) => println!("\n(PostgreSQL skipped: set CREDITBOOK_BENCH_POSTGRES_URL)"),
     }
