@@ -157,13 +157,8 @@ async fn sign_in(client: &Client, app: &TestApp, key: &str) {
     click(client, "#sign-in").await;
 }
 
-async fn seeded() -> TestApp {
-    let app = common::spawn_app_at(
-        Engine::Sqlite,
-        "2026-03-10T12:00:00Z".parse().unwrap(),
-        |_| {},
-    )
-    .await;
+async fn seeded(engine: Engine) -> TestApp {
+    let app = common::spawn_app_at(engine, "2026-03-10T12:00:00Z".parse().unwrap(), |_| {}).await;
     app.grant(
         "acme",
         json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd",
@@ -184,13 +179,49 @@ async fn seeded() -> TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{used}");
     }
+    // Credits bought and used: revenue recognized in March.
+    app.grant(
+        "gamma",
+        json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd"}),
+    )
+    .await;
+    let (status, _) = app.usage("gamma", "chat.request", json!(150), "g1").await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A Stripe event whose price no plan or pack lists: it waits for an operator.
+    let unmapped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/stripe/synthetic/invoice_paid.json"),
+    )
+    .unwrap();
+    let mut unmapped: serde_json::Value = serde_json::from_str(&unmapped).unwrap();
+    unmapped["id"] = json!("evt_unmapped");
+    unmapped["created"] = json!(app.now().timestamp());
+    common::expect_outcome(&app, &unmapped.to_string(), "unmapped_price").await;
     app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs() {
-    let app = seeded().await;
+async fn on_sqlite() {
+    a_customer_opens_its_credits_page_and_people_sign_in_to_theirs(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres() {
+    a_customer_opens_its_credits_page_and_people_sign_in_to_theirs(Engine::Postgres).await;
+}
+
+async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs(engine: Engine) {
+    let app = seeded(engine).await;
     let (_driver, client) = browser().await;
+    // The pictures are taken once, on SQLite: the pages are the same on both engines.
+    let photograph = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            if engine == Engine::Sqlite {
+                photograph(&client, name).await;
+            }
+        }
+    };
 
     // The customer's page, from a portal link.
     let (status, link) = app
@@ -221,16 +252,37 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs() {
             .await
             .contains("expires within 7 days")
     );
-    photograph(&client, "portal").await;
+    photograph("portal").await;
     let older = href(&client, "#older").await;
     follow(&client, "#older", &older).await;
     let newest = href(&client, "#newest").await;
     follow(&client, "#newest", &newest).await;
     assert!(!newest.contains("before="));
-    // A changed link opens nothing.
+    // A changed link opens nothing; nor does the link with another customer's id in it.
     client.goto(&format!("{portal}x")).await.unwrap();
     assert!(text(&client, "main").await.contains("not valid"));
     assert!(!text(&client, "main").await.contains("acme"));
+    let token = &portal[portal.find("token=").unwrap() + "token=".len()..];
+    let mut parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts[1], "YWNtZQ", "acme, base64url");
+    parts[1] = "YmV0YQ";
+    client
+        .goto(&format!("{}/portal?token={}", app.address, parts.join(".")))
+        .await
+        .unwrap();
+    let refused = text(&client, "main").await;
+    assert!(
+        refused.contains("not valid") && !refused.contains("beta"),
+        "{refused}"
+    );
+    // Expired: 15 minutes on, the same link opens nothing.
+    app.advance("2026-03-10T12:15:00Z".parse().unwrap()).await;
+    client.goto(&portal).await.unwrap();
+    let expired = text(&client, "main").await;
+    assert!(
+        expired.contains("expired") && !expired.contains("acme"),
+        "{expired}"
+    );
 
     // The console: sign in, find a customer, open it, sign out.
     client
@@ -238,12 +290,12 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs() {
         .await
         .unwrap();
     assert_eq!(path(&client).await, "/login", "no session: sent to sign in");
-    photograph(&client, "login").await;
+    photograph("login").await;
     sign_in(&client, &app, &app.admin_key).await;
     arrive(&client, "/admin").await;
     let table = text(&client, "#customers").await;
     assert!(table.contains("acme") && table.contains("beta"), "{table}");
-    photograph(&client, "admin").await;
+    photograph("admin").await;
     client
         .find(Locator::Css("#q"))
         .await
@@ -259,7 +311,21 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs() {
         text(&client, "#available").await,
         view["available"].as_str().unwrap()
     );
-    photograph(&client, "admin-customer").await;
+    photograph("admin-customer").await;
+    // Stripe events that need an operator, with what to do.
+    client
+        .goto(&format!("{}/admin", app.address))
+        .await
+        .unwrap();
+    follow(
+        &client,
+        "#outcome-unmapped_price",
+        "/admin/stripe-events?outcome=unmapped_price",
+    )
+    .await;
+    assert!(text(&client, "#events").await.contains("evt_unmapped"));
+    assert!(text(&client, "#advice").await.contains("stripe_prices"));
+    photograph("admin-events").await;
     follow(&client, "#sign-out", "/login").await;
     client
         .goto(&format!("{}/admin", app.address))
@@ -271,7 +337,97 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs() {
     sign_in(&client, &app, &app.finance_key).await;
     arrive(&client, "/finance").await;
     assert!(text(&client, "#rollforward").await.contains("2026-03"));
-    photograph(&client, "finance").await;
+    let (_, waterfall) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/revenue/waterfall?from=2025-04&to=2026-03",
+            Some(&app.finance_key),
+            None,
+        )
+        .await;
+    let billed = waterfall["rows"][0]["billed"].as_str().unwrap();
+    assert!(
+        text(&client, "#waterfall tbody tr").await.contains(billed),
+        "{waterfall}"
+    );
+    // One bar part per month and kind of revenue that is not zero.
+    let (_, rollforward) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/revenue/rollforward?from=2025-04&to=2026-03",
+            Some(&app.finance_key),
+            None,
+        )
+        .await;
+    let parts = rollforward["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            [
+                "usage_recognized",
+                "platform_recognized",
+                "breakage",
+                "revenue_reversed",
+            ]
+            .map(|k| {
+                r[k].as_str()
+                    .unwrap()
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap()
+            })
+        })
+        .filter(|v| !v.is_zero())
+        .count();
+    assert_eq!(
+        client
+            .find_all(Locator::Css("#revenue-chart rect"))
+            .await
+            .unwrap()
+            .len(),
+        parts,
+        "{rollforward}"
+    );
+    assert!(parts > 0, "March recognized gamma's usage");
+    photograph("finance").await;
+    // A paid grant's schedule, found from its customer.
+    client
+        .goto(&format!("{}/finance/grants", app.address))
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#customer"))
+        .await
+        .unwrap()
+        .send_keys("acme")
+        .await
+        .unwrap();
+    follow(&client, "#find", "/finance/grants?customer=acme").await;
+    click(&client, "#lots a").await;
+    for _ in 0..200 {
+        if client.find(Locator::Css("#schedule")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let grant = text(&client, "#grant").await;
+    let (_, schedule) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/revenue/grants/{grant}/schedule"),
+            Some(&app.finance_key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        text(&client, "#paid").await,
+        schedule["paid"].as_str().unwrap()
+    );
+    photograph("finance-schedule").await;
+    client
+        .goto(&format!("{}/finance", app.address))
+        .await
+        .unwrap();
     let period = client.find(Locator::Css("#period")).await.unwrap();
     period.clear().await.unwrap();
     period.send_keys("2026-02").await.unwrap();
