@@ -228,3 +228,86 @@ async fn keys_are_labelled_listed_and_revoked_on_sqlite() {
 async fn keys_are_labelled_listed_and_revoked_on_postgres() {
     keys_are_labelled_listed_and_revoked(common::Engine::Postgres).await;
 }
+
+/// The quick start's example data: `scripts/example-data` fills a running server through its
+/// API, twice without adding anything twice, and prints keys that sign in and a link that opens
+/// a customer's page with the API's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_data_script_fills_every_page() {
+    let prepared = common::process::prepare(common::Engine::Sqlite).await;
+    let server = common::process::start_server(&prepared.config).await;
+    let run = || {
+        let output = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/example-data"),
+        )
+        .arg(&server.address)
+        .env("CONFIG", &prepared.config)
+        .env("CREDITBOOK_BIN", env!("CARGO_BIN_EXE_creditbook"))
+        .env_remove("CREDITBOOK_DATABASE_URL")
+        .output()
+        .expect("run scripts/example-data");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let printed = run();
+    let client = reqwest::Client::new();
+    let acme = |key: String| {
+        let client = client.clone();
+        let url = format!("{}/v1/customers/acme", server.address);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let first = acme(prepared.app.clone()).await;
+    assert_eq!(first["plan"], "pro", "{first}");
+    assert_eq!(first["held"], "15", "the hold: {first}");
+    run();
+    assert_eq!(
+        acme(prepared.app.clone()).await,
+        first,
+        "run twice, added once"
+    );
+    // The link opens acme's page with the API's figures.
+    let link = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("/portal?token="))
+        .expect("a portal link");
+    let page = client.get(link).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains(&format!(
+            "id=\"available\">{}<",
+            first["available"].as_str().unwrap()
+        )),
+        "{page}"
+    );
+    // The printed keys sign in.
+    for (scope, home) in [("admin", "/admin"), ("finance", "/finance")] {
+        let key = printed
+            .split_whitespace()
+            .find(|w| w.starts_with(&format!("cb_{scope}_")))
+            .unwrap_or_else(|| panic!("a {scope} key in {printed}"));
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}/login", server.address))
+            .form(&[("key", key)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["location"], home);
+    }
+}

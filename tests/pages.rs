@@ -770,3 +770,50 @@ async fn the_portal_page_renders_as_recorded(engine: Engine) {
     insta::assert_snapshot!("portal_page", html);
 }
 for_each_engine!(the_portal_page_renders_as_recorded);
+
+/// A customer's console page and the finance page, with their random ids and the session's
+/// form token redacted: one recording for both engines.
+async fn the_console_and_finance_pages_render_as_recorded(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    let grant = app
+        .grant(
+            "acme",
+            json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd"}),
+        )
+        .await;
+    let promo = app.promo("acme", "50").await;
+    let (status, _) = app.usage("acme", "chat.request", json!(80), "r1").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, hold) = app.authorize("acme", "image.standard", json!(2)).await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let hold = hold["id"].as_str().unwrap().to_owned();
+    let redact = |html: String, csrf: &str| {
+        let mut html = html
+            .replace(&grant, "[pack grant]")
+            .replace(&promo, "[promotional grant]")
+            .replace(&hold, "[hold]")
+            .replace(csrf, "[form token]");
+        // An admin grant's source is the random id of the request that made it.
+        let mut parts = html.split("<td>admin ");
+        let mut out = parts.next().unwrap().to_owned();
+        for part in parts {
+            out.push_str("<td>admin [request]");
+            out.push_str(&part[part.find('<').unwrap()..]);
+        }
+        html = out;
+        html
+    };
+    let mut admin = Browser::new(&app);
+    admin.post("/login", &[("key", &app.admin_key)]).await;
+    let (status, _, html) = admin.get("/admin/customers/acme").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let token = csrf(&html);
+    insta::assert_snapshot!("console_customer_page", redact(html, &token));
+    let mut finance = Browser::new(&app);
+    finance.post("/login", &[("key", &app.finance_key)]).await;
+    let (status, _, html) = finance.get("/finance?from=2026-01&to=2026-03").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let token = csrf(&html);
+    insta::assert_snapshot!("finance_page", redact(html, &token));
+}
+for_each_engine!(the_console_and_finance_pages_render_as_recorded);
