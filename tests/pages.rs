@@ -817,3 +817,50 @@ async fn the_console_and_finance_pages_render_as_recorded(engine: Engine) {
     insta::assert_snapshot!("finance_page", redact(html, &token));
 }
 for_each_engine!(the_console_and_finance_pages_render_as_recorded);
+
+/// No page renders a customer-supplied string unescaped: a customer id, a search, an override's
+/// reason and a paid grant's customer, each full of HTML, in the console and the finance pages.
+async fn the_console_and_finance_pages_escape_what_people_typed(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    let encoded = "%3Cb%3Eevil%3C%2Fb%3E%26%22x%22";
+    app.grant(
+        encoded,
+        json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd"}),
+    )
+    .await;
+    let (status, made) = app
+        .post_admin(
+            &format!("/v1/customers/{encoded}/overrides"),
+            json!({"feature": "video", "enabled": true, "reason": "<script>alert(1)</script>",
+                   "idempotency_key": "o1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let mut admin = Browser::new(&app);
+    admin.post("/login", &[("key", &app.admin_key)]).await;
+    let mut finance = Browser::new(&app);
+    finance.post("/login", &[("key", &app.finance_key)]).await;
+    for (as_finance, path) in [
+        (false, "/admin".to_owned()),
+        (false, format!("/admin?q={encoded}")),
+        (false, "/admin?q=%3Cscript%3E".to_owned()),
+        (false, format!("/admin/customers/{encoded}")),
+        (true, format!("/finance/grants?customer={encoded}")),
+    ] {
+        let browser = if as_finance { &mut finance } else { &mut admin };
+        let (status, _, html) = browser.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        assert!(
+            !html.contains("<b>evil") && !html.contains("<script>"),
+            "{path} renders unescaped: {html}"
+        );
+        assert!(
+            html.contains("&#60;b&#62;evil")
+                || html.contains("&lt;b&gt;evil")
+                || html.contains("&#60;script&#62;")
+                || html.contains("&lt;script&gt;"),
+            "{path} shows the escaped text: {html}"
+        );
+    }
+}
+for_each_engine!(the_console_and_finance_pages_escape_what_people_typed);
