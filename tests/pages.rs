@@ -864,3 +864,45 @@ async fn the_console_and_finance_pages_escape_what_people_typed(engine: Engine) 
     }
 }
 for_each_engine!(the_console_and_finance_pages_escape_what_people_typed);
+
+/// A query parameter of the wrong type on a page is refused as the API refuses it: 422
+/// `invalid_request` naming the parameter, never a bare text answer.
+async fn bad_query_parameters_on_pages_are_problems(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.promo("acme", "10").await;
+    let (path, _) = portal_link(&app, "acme").await;
+    let mut admin = Browser::new(&app);
+    admin.post("/login", &[("key", &app.admin_key)]).await;
+    let mut finance = Browser::new(&app);
+    finance.post("/login", &[("key", &app.finance_key)]).await;
+    let check = |status: StatusCode, body: &str, field: &str| {
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let problem: serde_json::Value = serde_json::from_str(body).expect("problem+json");
+        assert_eq!(problem["type"], "invalid_request", "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(field),
+            "{problem}"
+        );
+    };
+    let response = app
+        .client
+        .get(format!("{}{path}&before=abc", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    check(response.status(), &response.text().await.unwrap(), "before");
+    for path in [
+        "/admin/customers/acme?before=abc",
+        "/admin/stripe-events?before=yesterday",
+    ] {
+        let (status, _, body) = admin.get(path).await;
+        check(status, &body, "before");
+    }
+    let (status, _, body) = finance.get("/finance/export/journal.csv?to=2026-03").await;
+    check(status, &body, "from");
+}
+for_each_engine!(bad_query_parameters_on_pages_are_problems);

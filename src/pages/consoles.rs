@@ -6,14 +6,14 @@ use crate::domain::ledger::{Grant, HoldStatus};
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use crate::http::AppState;
-use crate::http::extract::identifier;
+use crate::http::extract::{ApiQuery, identifier};
 use crate::http::reads::{CustomerRow, customers_page};
 use crate::store::keys::Scope;
 use crate::store::ledger::EntryView;
 use crate::store::outbox::OutboxStatus;
 use crate::stripe::apply::OutcomeKind;
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -107,7 +107,7 @@ async fn outcome_counts(state: &AppState) -> Result<Vec<(&'static str, i64, bool
 pub async fn admin(
     State(state): State<AppState>,
     signed_in: SignedIn,
-    Query(query): Query<CustomersQuery>,
+    ApiQuery(query): ApiQuery<CustomersQuery>,
 ) -> Result<Response> {
     if let Some(refused) = signed_in.refusal(&state, Scope::Admin) {
         return Ok(refused);
@@ -174,7 +174,7 @@ struct EventsPage {
 pub async fn stripe_events(
     State(state): State<AppState>,
     signed_in: SignedIn,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response> {
     if let Some(refused) = signed_in.refusal(&state, Scope::Admin) {
         return Ok(refused);
@@ -273,7 +273,7 @@ pub async fn admin_customer(
     State(state): State<AppState>,
     signed_in: SignedIn,
     Path(id): Path<String>,
-    Query(query): Query<LedgerQuery>,
+    ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> Result<Response> {
     if let Some(refused) = signed_in.refusal(&state, Scope::Admin) {
         return Ok(refused);

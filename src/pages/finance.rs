@@ -9,14 +9,14 @@ use crate::domain::margin::MarginBy;
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::http::AppState;
-use crate::http::extract::identifier;
+use crate::http::extract::{ApiQuery, identifier};
 use crate::http::revenue::{self, Format, MarginLine};
 use crate::store::keys::Scope;
 use crate::store::reports::{Lot, RollforwardRow, Schedule};
 use askama::Template;
 use axum::Form;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use rust_decimal::Decimal;
@@ -171,7 +171,7 @@ async fn finance_page(
 pub async fn finance(
     State(state): State<AppState>,
     signed_in: SignedIn,
-    Query(query): Query<MonthsQuery>,
+    ApiQuery(query): ApiQuery<MonthsQuery>,
 ) -> Result<Response> {
     if let Some(refused) = signed_in.refusal(&state, Scope::Finance) {
         return Ok(refused);
@@ -242,7 +242,7 @@ pub async fn export(
     State(state): State<AppState>,
     signed_in: SignedIn,
     Path(file): Path<String>,
-    Query(query): Query<ExportQuery>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response> {
     if let Some(refused) = signed_in.refusal(&state, Scope::Finance) {
         return Ok(refused);
@@ -320,7 +320,7 @@ struct GrantsPage {
 pub async fn grants(
     State(state): State<AppState>,
     signed_in: SignedIn,
-    Query(query): Query<GrantsQuery>,
+    ApiQuery(query): ApiQuery<GrantsQuery>,
 ) -> Result<Response> {
     if let Some(refused) = signed_in.refusal(&state, Scope::Finance) {
         return Ok(refused);

@@ -8,13 +8,13 @@ use crate::domain::ledger::Grant;
 use crate::domain::money::{Credits, currency_minor_units};
 use crate::error::{Error, Result};
 use crate::http::AppState;
-use crate::http::extract::{Caller, identifier};
+use crate::http::extract::{ApiQuery, Caller, identifier};
 use crate::store::keys::Scope;
 use crate::store::ledger::EntryView;
 use crate::store::reads::{Interval, UsageBy};
 use askama::Template;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -144,7 +144,7 @@ fn refused(
 /// `/portal?token=`: the customer's balance, grants, usage, ledger and limits.
 pub async fn page(
     State(state): State<AppState>,
-    Query(query): Query<PortalQuery>,
+    ApiQuery(query): ApiQuery<PortalQuery>,
 ) -> Result<Response> {
     let now = state.clock.now();
     let Some(token) = query.token else {
