@@ -191,6 +191,8 @@ struct RawServer {
     max_connections: Option<u32>,
     acquire_timeout_seconds: Option<u64>,
     key_cache_seconds: Option<u64>,
+    request_timeout_seconds: Option<u64>,
+    max_concurrent_requests: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -202,6 +204,7 @@ struct RawStripe {
     api_key: Option<String>,
     api_base: Option<String>,
     past_due_grace_seconds: Option<u64>,
+    livemode: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -291,8 +294,9 @@ struct RawPack {
     top_up_url: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StripeConfig {
+    /// Each one `whsec_…` (checked at start: an empty one would let anyone sign).
     pub webhook_secrets: Vec<String>,
     pub webhook_tolerance_seconds: u64,
     pub api_key: Option<String>,
@@ -300,9 +304,71 @@ pub struct StripeConfig {
     pub api_base: Option<String>,
     /// How long a `past_due` subscription keeps its plan's features before the gate refuses them.
     pub past_due_grace_seconds: u64,
+    /// The Stripe mode whose events apply (`[stripe] livemode`); events of the other mode are
+    /// recorded and apply nothing.
+    pub livemode: bool,
 }
 
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field(
+                "webhook_secrets",
+                &format!("<{} redacted>", self.webhook_secrets.len()),
+            )
+            .field("webhook_tolerance_seconds", &self.webhook_tolerance_seconds)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_base", &self.api_base)
+            .field("past_due_grace_seconds", &self.past_due_grace_seconds)
+            .field("livemode", &self.livemode)
+            .finish()
+    }
+}
+
+/// Shortest random part of a Stripe webhook signing secret after `whsec_`.
+const MIN_WEBHOOK_SECRET_CHARS: usize = 16;
+
+/// A Stripe webhook signing secret: `whsec_` then at least 16 characters, none of them space or
+/// control. Anything else (an empty string from a trailing comma, a pasted API key) is refused.
+fn webhook_secret(key: String, secret: &str) -> Result<String, Invalid> {
+    let rest = secret.strip_prefix("whsec_").unwrap_or("");
+    let ok = secret.starts_with("whsec_")
+        && rest.chars().count() >= MIN_WEBHOOK_SECRET_CHARS
+        && rest.len() <= 256
+        && rest.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(secret.to_owned())
+    } else if secret.is_empty() {
+        Err((key, "is empty: every webhook secret must be Stripe's whsec_… signing secret (a trailing comma adds an empty one)".into()))
+    } else {
+        Err((
+            key,
+            format!(
+                "must be Stripe's signing secret, whsec_ followed by at least {MIN_WEBHOOK_SECRET_CHARS} characters without spaces"
+            ),
+        ))
+    }
+}
+
+/// A Stripe API key: a secret (`sk_…`) or restricted (`rk_…`) key of either mode.
+fn stripe_api_key(key: &str, value: &str) -> Result<(), Invalid> {
+    let ok = ["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
+        .iter()
+        .any(|p| value.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
+        && value.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err((key.into(), "must be a Stripe secret or restricted key (sk_test_…, sk_live_…, rk_test_…, rk_live_…)".into()))
+    }
+}
+
+/// Whether a Stripe API key is a live-mode one.
+fn is_live_key(key: &str) -> bool {
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+}
+
+#[derive(Clone)]
 pub struct Config {
     pub listen: String,
     pub database_url: String,
@@ -315,6 +381,9 @@ pub struct Config {
     pub pool: crate::store::PoolSettings,
     /// How long a verified API key is trusted from memory (`[server] key_cache_seconds`).
     pub key_cache_seconds: u64,
+    /// How long a request may take and how many run at once (`[server]
+    /// request_timeout_seconds`, `max_concurrent_requests`).
+    pub limits: ServerLimits,
     pub stripe: StripeConfig,
     pub hold_timeout_seconds: u64,
     pub job_interval_seconds: u64,
@@ -327,6 +396,48 @@ pub struct Config {
     pub outbox: OutboxSettings,
     /// The pages people look at (`[pages]`).
     pub pages: PagesConfig,
+}
+
+impl std::fmt::Debug for Config {
+    /// Every secret redacted: the database URL's password, Stripe's keys, the signing keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url_password(&self.database_url))
+            .field("log_format", &self.log_format)
+            .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)
+            .field("pool", &self.pool)
+            .field("key_cache_seconds", &self.key_cache_seconds)
+            .field("limits", &self.limits)
+            .field("stripe", &self.stripe)
+            .field("hold_timeout_seconds", &self.hold_timeout_seconds)
+            .field("job_interval_seconds", &self.job_interval_seconds)
+            .field("batching", &self.batching)
+            .field("catalog", &self.catalog)
+            .field("webhooks", &self.webhooks)
+            .field("outbox", &self.outbox)
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!(
+                "{scheme}://{user}:<redacted>@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// An endpoint that receives outbound events, signed per the Standard Webhooks specification.
@@ -345,6 +456,38 @@ impl std::fmt::Debug for WebhookEndpoint {
             .finish()
     }
 }
+
+/// What bounds the HTTP server: a request's time, requests at once, connections at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// A request not answered by then is answered 503 `unavailable`; a client that has not sent
+    /// its headers by then is cut off.
+    pub request_timeout: std::time::Duration,
+    /// Requests served at once; one more is answered 503 `unavailable` with `Retry-After`.
+    pub max_concurrent_requests: usize,
+}
+
+impl ServerLimits {
+    /// Connections kept open at once: room for clients waiting between requests. Beyond it, new
+    /// connections wait in the listen queue.
+    pub fn max_connections(&self) -> usize {
+        self.max_concurrent_requests.saturating_mul(4)
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            request_timeout: std::time::Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECONDS),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
+}
+
+pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 30;
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+const MAX_REQUEST_TIMEOUT_SECONDS: u64 = 600;
+const MAX_CONCURRENT_REQUESTS: usize = 100_000;
 
 /// How the outbox worker delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,6 +585,7 @@ impl Config {
             api_key: raw.stripe.api_key,
             api_base: raw.stripe.api_base,
             past_due_grace_seconds: raw.stripe.past_due_grace_seconds.unwrap_or(3 * 86_400),
+            livemode: false,
         };
         for (key, value) in [
             (
@@ -474,11 +618,52 @@ impl Config {
                 "must be an http:// or https:// URL".into(),
             ));
         }
-        if let Some(secret) = env("CREDITBOOK_STRIPE_WEBHOOK_SECRET") {
-            stripe.webhook_secrets = secret.split(',').map(|s| s.trim().to_owned()).collect();
+        stripe.webhook_secrets = match env("CREDITBOOK_STRIPE_WEBHOOK_SECRET") {
+            Some(secrets) => secrets
+                .split(',')
+                .enumerate()
+                .map(|(i, s)| {
+                    webhook_secret(
+                        format!("CREDITBOOK_STRIPE_WEBHOOK_SECRET (secret {})", i + 1),
+                        s.trim(),
+                    )
+                })
+                .collect::<Result<_, _>>(),
+            None => stripe
+                .webhook_secrets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| webhook_secret(format!("stripe.webhook_secrets[{i}]"), s))
+                .collect::<Result<_, _>>(),
+        }
+        .map_err(|(k, r)| fail(k, r))?;
+        if stripe.webhook_secrets.len() > MAX_WEBHOOK_SECRETS {
+            return Err(fail(
+                "stripe.webhook_secrets".into(),
+                format!("at most {MAX_WEBHOOK_SECRETS} (one or two while rotating)"),
+            ));
         }
         if let Some(key) = env("CREDITBOOK_STRIPE_API_KEY") {
+            stripe_api_key("CREDITBOOK_STRIPE_API_KEY", &key).map_err(|(k, r)| fail(k, r))?;
             stripe.api_key = Some(key);
+        } else if let Some(key) = &stripe.api_key {
+            stripe_api_key("stripe.api_key", key).map_err(|(k, r)| fail(k, r))?;
+        }
+        stripe.livemode = raw
+            .stripe
+            .livemode
+            .unwrap_or_else(|| stripe.api_key.as_deref().is_some_and(is_live_key));
+        if let Some(key) = &stripe.api_key
+            && is_live_key(key) != stripe.livemode
+        {
+            return Err(fail(
+                "stripe.livemode".into(),
+                format!(
+                    "is {} but [stripe] api_key is a {} key: the events applied and the API read would be of different modes",
+                    stripe.livemode,
+                    if is_live_key(key) { "live" } else { "test" }
+                ),
+            ));
         }
         let within = |key: &str, value: u64, (lo, hi): (u64, u64)| {
             if (lo..=hi).contains(&value) {
@@ -534,6 +719,22 @@ impl Config {
                 .unwrap_or(crate::store::keys::KEY_CACHE_SECONDS),
             (0, MAX_KEY_CACHE_SECONDS),
         )?;
+        let limits = ServerLimits {
+            request_timeout: std::time::Duration::from_secs(within(
+                "server.request_timeout_seconds",
+                raw.server
+                    .request_timeout_seconds
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECONDS),
+                (1, MAX_REQUEST_TIMEOUT_SECONDS),
+            )?),
+            max_concurrent_requests: within(
+                "server.max_concurrent_requests",
+                raw.server
+                    .max_concurrent_requests
+                    .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS) as u64,
+                (1, MAX_CONCURRENT_REQUESTS as u64),
+            )? as usize,
+        };
         let pool = crate::store::PoolSettings {
             max_connections: raw.server.max_connections,
             acquire_timeout: std::time::Duration::from_secs(acquire_timeout_seconds),
@@ -574,6 +775,7 @@ impl Config {
             batching,
             pool,
             key_cache_seconds,
+            limits,
             log_format,
             shutdown_timeout_seconds,
             listen: env("CREDITBOOK_LISTEN")
@@ -595,6 +797,8 @@ impl Config {
 
 /// Endpoints at most, and event types at most per endpoint: a limit on everything.
 const MAX_WEBHOOKS: usize = 32;
+/// Stripe webhook secrets at most: one, or two while rotating, with room to spare.
+const MAX_WEBHOOK_SECRETS: usize = 8;
 
 /// Low-balance thresholds under `prefix` (`alerts`, or a plan's): a share above 0 and at most 1,
 /// credits zero or more. `None` when neither is given.
@@ -1224,6 +1428,108 @@ mod tests {
             let err = parse(&text).unwrap_err();
             assert_eq!(err.key, field, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_webhook_secret_anyone_could_sign_with_is_refused_at_start() {
+        let good = "whsec_0123456789abcdefABCDEF";
+        let with_env = |value: &str| {
+            let value = value.to_owned();
+            Config::parse("", "t.toml", move |name| {
+                (name == "CREDITBOOK_STRIPE_WEBHOOK_SECRET").then(|| value.clone())
+            })
+        };
+        assert_eq!(
+            with_env(&format!("{good}, whsec_ZYXWVUTSRQPONMLKJIH"))
+                .unwrap()
+                .stripe
+                .webhook_secrets,
+            vec![good.to_owned(), "whsec_ZYXWVUTSRQPONMLKJIH".to_owned()]
+        );
+        for (value, key) in [
+            (
+                format!("{good},"),
+                "CREDITBOOK_STRIPE_WEBHOOK_SECRET (secret 2)",
+            ),
+            (
+                format!(",{good}"),
+                "CREDITBOOK_STRIPE_WEBHOOK_SECRET (secret 1)",
+            ),
+            (
+                "whsec_".to_owned(),
+                "CREDITBOOK_STRIPE_WEBHOOK_SECRET (secret 1)",
+            ),
+            (
+                "sk_test_0123456789abcdef0123".to_owned(),
+                "CREDITBOOK_STRIPE_WEBHOOK_SECRET (secret 1)",
+            ),
+        ] {
+            let err = with_env(&value).unwrap_err();
+            assert_eq!(err.key, key, "{value:?}: {err}");
+        }
+        for (text, key) in [
+            (
+                "[stripe]\nwebhook_secrets = [\"\"]\n",
+                "stripe.webhook_secrets[0]",
+            ),
+            (
+                "[stripe]\nwebhook_secrets = [\"whsec_0123456789abcdefABCDEF\", \"whsec_short\"]\n",
+                "stripe.webhook_secrets[1]",
+            ),
+            (
+                "[stripe]\nwebhook_secrets = [\"whsec_0123456789 abcdefABCDEF\"]\n",
+                "stripe.webhook_secrets[0]",
+            ),
+            ("[stripe]\napi_key = \"\"\n", "stripe.api_key"),
+            ("[stripe]\napi_key = \"pk_live_abc\"\n", "stripe.api_key"),
+            (
+                "[stripe]\napi_key = \"sk_live_abc\"\nlivemode = false\n",
+                "stripe.livemode",
+            ),
+            (
+                "[stripe]\napi_key = \"rk_test_abc\"\nlivemode = true\n",
+                "stripe.livemode",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
+        let err = parse("[stripe]\nwebhook_secrets = [\"\"]\n").unwrap_err();
+        assert!(err.reason.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn the_stripe_mode_follows_the_api_key_unless_set() {
+        let mode = |text: &str| parse(text).unwrap().stripe.livemode;
+        assert!(!mode(""), "no key: test mode");
+        assert!(!mode("[stripe]\napi_key = \"sk_test_abc\"\n"));
+        assert!(mode("[stripe]\napi_key = \"sk_live_abc\"\n"));
+        assert!(mode("[stripe]\napi_key = \"rk_live_abc\"\n"));
+        assert!(mode("[stripe]\nlivemode = true\n"), "set, without a key");
+        let from_env = Config::parse("", "t.toml", |name| {
+            (name == "CREDITBOOK_STRIPE_API_KEY").then(|| "sk_live_fromenv".to_owned())
+        })
+        .unwrap();
+        assert!(from_env.stripe.livemode);
+    }
+
+    #[test]
+    fn the_config_s_debug_shows_no_secret() {
+        let text = "[server]\ndatabase_url = \"postgres://cb:pa55word@db.internal:5432/cb\"\n\
+                    [stripe]\nwebhook_secrets = [\"whsec_0123456789abcdefABCDEF\"]\n\
+                    api_key = \"sk_test_SECRETKEYVALUE\"\n";
+        let shown = format!("{:?}", parse(text).unwrap());
+        for secret in ["pa55word", "0123456789abcdef", "SECRETKEYVALUE"] {
+            assert!(!shown.contains(secret), "{secret} shown");
+        }
+        assert!(
+            shown.contains("postgres://cb:<redacted>@db.internal:5432/cb"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url_password("sqlite://creditbook.db?mode=rwc"),
+            "sqlite://creditbook.db?mode=rwc"
+        );
     }
 
     #[test]

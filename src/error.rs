@@ -69,12 +69,36 @@ pub enum Error {
     AutoTopupUnavailable(String),
     #[error("no outbox message {0:?}")]
     OutboxMessageNotFound(String),
+    #[error("{}", match .0 {
+        crate::domain::outbound::ReplayRefusal::Delivered =>
+            "Stripe acknowledged this message: sending it again could bill twice",
+        crate::domain::outbound::ReplayRefusal::Unconfirmed =>
+            "this Stripe write may have reached Stripe more than 23 hours ago, past the window in \
+             which Stripe answers a resend as the first: look it up in Stripe by its idempotency \
+             key (the message_id); if it is not there, replay with absent_in_stripe=true",
+    })]
+    ReplayRefused(crate::domain::outbound::ReplayRefusal),
     #[error("no route for this path")]
     NotFound,
     #[error("this path does not take this method")]
     MethodNotAllowed,
     #[error("the database is busy; retry")]
     Unavailable,
+    /// Background workers that keep panicking (`/healthz`).
+    #[error(
+        "background workers keep failing: {0} (each panicked repeatedly within minutes; the log \
+         has why)"
+    )]
+    WorkersFailing(String),
+    /// More requests than `[server] max_concurrent_requests` at once.
+    #[error("the server is answering as many requests as it may at once ({0}); retry shortly")]
+    Overloaded(usize),
+    /// Not answered within `[server] request_timeout_seconds`.
+    #[error(
+        "the request was not answered within {0} seconds; a write may have completed: retry it \
+         with the same idempotency_key"
+    )]
+    TimedOut(u64),
     /// A row changed between read and write; the command is run again.
     #[error("concurrent write conflict")]
     WriteConflict,
@@ -93,26 +117,102 @@ impl Error {
     }
 
     /// Worth running the whole transaction again: lock waits that timed out, serialization
-    /// failures and deadlocks, on either engine.
+    /// failures and deadlocks, on either engine (by SQLSTATE or SQLite result code, never by
+    /// message text, which depends on the server's locale).
     pub fn is_transient(&self) -> bool {
-        let e = match self {
-            Error::WriteConflict => return true,
-            Error::Database(e) => e,
-            _ => return false,
+        match self {
+            Error::WriteConflict => true,
+            Error::Database(e) => db_failure(e) == DbFailure::Transient,
+            _ => false,
+        }
+    }
+
+    /// The database cannot answer now (down, restarting, out of connections, or busy past the
+    /// retries): the request is refused with 503 and `Retry-After`, never 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Unavailable | Error::WriteConflict => true,
+            Error::Database(e) => db_failure(e) != DbFailure::Other,
+            _ => false,
+        }
+    }
+}
+
+/// What a database error means for the work that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// A conflict between transactions: run the whole transaction again.
+    Transient,
+    /// The database is unreachable, restarting or out of resources: refuse, retry later.
+    Unavailable,
+    /// Anything else: a fault.
+    Other,
+}
+
+/// Classifies a database error by its SQLSTATE (PostgreSQL) or result code (SQLite), or by the
+/// kind of connection failure.
+pub fn db_failure(e: &sea_orm::DbErr) -> DbFailure {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::{DbErr, RuntimeErr};
+    let sqlx = match e {
+        DbErr::ConnectionAcquire(_) => return DbFailure::Unavailable,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        DbErr::Conn(_) => return DbFailure::Unavailable,
+        _ => return DbFailure::Other,
+    };
+    match &**sqlx {
+        Sqlx::Database(db) => {
+            let engine = if db
+                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                Engine::Sqlite
+            } else {
+                Engine::Postgres
+            };
+            db.code()
+                .map_or(DbFailure::Other, |code| classify_code(engine, &code))
+        }
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => DbFailure::Unavailable,
+        _ => DbFailure::Other,
+    }
+}
+
+/// Which engine reported an error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A PostgreSQL SQLSTATE, or a SQLite (extended) result code as its decimal number.
+pub fn classify_code(engine: Engine, code: &str) -> DbFailure {
+    if engine == Engine::Sqlite {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+        return match code.parse::<i32>().map(|c| c & 0xff) {
+            Ok(5 | 6) => DbFailure::Transient,
+            _ => DbFailure::Other,
         };
-        let text = e.to_string();
-        [
-            "database is locked",
-            "SQLITE_BUSY",
-            "(code: 5)",
-            "(code: 517)",
-            "40001",
-            "40P01",
-            "could not serialize",
-            "deadlock detected",
-        ]
-        .iter()
-        .any(|needle| text.contains(needle))
+    }
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available
+        "40001" | "40P01" | "55P03" => DbFailure::Transient,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, database_dropped;
+        // query_canceled (a statement timeout); read_only_sql_transaction (a standby)
+        "57P01" | "57P02" | "57P03" | "57P04" | "57014" | "25006" => DbFailure::Unavailable,
+        // connection_exception (08…), insufficient_resources (53…: too many connections, disk
+        // full), system_error (58…)
+        _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("58") => {
+            DbFailure::Unavailable
+        }
+        _ => DbFailure::Other,
     }
 }
 
@@ -131,3 +231,50 @@ impl From<crate::domain::gate::Refusal> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_are_classified_by_code_not_by_text() {
+        use DbFailure::*;
+        for (engine, code, failure) in [
+            (Engine::Postgres, "40001", Transient),
+            (Engine::Postgres, "40P01", Transient),
+            (Engine::Postgres, "55P03", Transient),
+            (Engine::Sqlite, "5", Transient),
+            (Engine::Sqlite, "517", Transient),
+            (Engine::Sqlite, "262", Transient),
+            (Engine::Sqlite, "6", Transient),
+            (Engine::Postgres, "57P01", Unavailable),
+            (Engine::Postgres, "57P03", Unavailable),
+            (Engine::Postgres, "08006", Unavailable),
+            (Engine::Postgres, "08001", Unavailable),
+            (Engine::Postgres, "53300", Unavailable),
+            (Engine::Postgres, "23505", Other),
+            (Engine::Postgres, "22003", Other),
+            (Engine::Sqlite, "19", Other),
+            (Engine::Sqlite, "2067", Other),
+            // A SQLSTATE is never read as a SQLite code, nor the other way.
+            (Engine::Sqlite, "40001", Other),
+            (Engine::Postgres, "5", Other),
+        ] {
+            assert_eq!(classify_code(engine, code), failure, "{engine:?} {code}");
+        }
+        let acquire = Error::Database(sea_orm::DbErr::ConnectionAcquire(
+            sea_orm::ConnAcquireErr::Timeout,
+        ));
+        assert!(acquire.is_unavailable() && !acquire.is_transient());
+        let io = Error::Database(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+            std::sync::Arc::new(sea_orm::sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "refused",
+            ))),
+        )));
+        assert!(io.is_unavailable());
+        // Text that merely looks like a code is not one.
+        let text = Error::Database(sea_orm::DbErr::Custom("40001 deadlock detected".into()));
+        assert!(!text.is_transient() && !text.is_unavailable());
+    }
+}

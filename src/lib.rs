@@ -14,11 +14,11 @@ pub mod outbound;
 pub mod pages;
 pub mod store;
 pub mod stripe;
+pub mod supervise;
 
 use clock::{Clock, SystemClock, TestClock};
 use config::Config;
 use http::AppState;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use store::Store;
@@ -57,6 +57,10 @@ pub async fn build_state_with_clock(
         webhooks: Arc::new(config.webhooks.clone()),
         outbox: config.outbox,
         pages: Arc::new(pages::Pages::new(&config.pages, &config.listen)),
+        limits: config.limits,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_concurrent_requests,
+        )),
     })
 }
 
@@ -91,11 +95,16 @@ pub async fn serve(
                 _ = stopping.changed() => return,
             }
             // A run is not interrupted: each customer's work commits, or is not begun.
-            match jobs::run_due(&job_state.store, job_state.clock.now()).await {
-                Ok((settled, _)) => {
+            let run = jobs::run_due(&job_state.store, job_state.clock.now());
+            match job_state.store.workers().round(supervise::JOBS, run).await {
+                Some(Ok((settled, _))) => {
                     metrics::Metrics::add(&job_state.metrics.customers_settled_by_jobs, settled);
                 }
-                Err(e) => tracing::warn!(error = %e, "expiry job failed; it runs again next tick"),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "expiry job failed; it runs again next tick");
+                }
+                // Logged and counted by the supervision; it runs again next tick.
+                None => {}
             }
         }
     });
@@ -126,9 +135,11 @@ pub async fn serve(
         let _ = began_here.set(now);
         let _ = signalled.send(now);
     };
-    let server = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+    let limits = state.limits;
+    let server = async move {
+        http::server::serve(listener, http::router(state), limits, shutdown).await;
+        std::io::Result::Ok(())
+    };
     tokio::pin!(server);
     let deadline = async {
         match drain_started.await {

@@ -331,9 +331,14 @@ async fn stripe_sync(config: &Config, since: &str) -> Result<(), String> {
         .ok_or("no Stripe API key: set [stripe] api_key or CREDITBOOK_STRIPE_API_KEY")?;
     let store = connect(config).await?;
     store.migrate().await.map_err(|e| e.to_string())?;
-    let report = creditbook::stripe::sync::run(&store, &api, since, chrono::Utc::now, |line| {
-        eprintln!("{line}")
-    })
+    let report = creditbook::stripe::sync::run(
+        &store,
+        &api,
+        config.stripe.livemode,
+        since,
+        chrono::Utc::now,
+        |line| eprintln!("{line}"),
+    )
     .await
     .map_err(|e| format!("sync stopped: {e} (run it again: what was applied stays applied)"))?;
     let outcomes: Vec<String> = report

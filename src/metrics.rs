@@ -38,6 +38,10 @@ pub struct Metrics {
     pub customers_settled_by_jobs: AtomicU64,
     pub webhooks_delivered: AtomicU64,
     pub webhooks_failed: AtomicU64,
+    /// Requests refused because `max_concurrent_requests` were being answered.
+    pub requests_refused_overloaded: AtomicU64,
+    /// Requests answered 503 at `request_timeout_seconds`.
+    pub requests_timed_out: AtomicU64,
 }
 
 impl Metrics {
@@ -87,6 +91,17 @@ impl Metrics {
                 ("{class=\"2xx\"}", get(&self.responses_2xx)),
                 ("{class=\"4xx\"}", get(&self.responses_4xx)),
                 ("{class=\"5xx\"}", get(&self.responses_5xx)),
+            ],
+        );
+        counter(
+            "creditbook_http_requests_refused_total",
+            "Requests answered 503 by the server's bounds, by reason.",
+            &[
+                (
+                    "{reason=\"overloaded\"}",
+                    get(&self.requests_refused_overloaded),
+                ),
+                ("{reason=\"timed_out\"}", get(&self.requests_timed_out)),
             ],
         );
         counter(

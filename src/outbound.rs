@@ -68,12 +68,20 @@ impl Worker {
         let client = http_client();
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         loop {
-            let claimed = match self.pass(&client).await {
-                Ok(n) => n,
-                Err(e) => {
+            let pass = self.pass(&client);
+            let claimed = match self
+                .store
+                .workers()
+                .round(crate::supervise::OUTBOX, pass)
+                .await
+            {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "outbox pass failed; it runs again");
                     0
                 }
+                // Logged and counted by the supervision; it runs again after the poll interval.
+                None => 0,
             };
             if *stop.borrow() {
                 return;
@@ -111,12 +119,32 @@ impl Worker {
                     Metrics::bump(&self.metrics.webhooks_failed);
                     let age_ms = u64::try_from((now.timestamp_micros() - row.created_at) / 1_000)
                         .unwrap_or(0);
-                    let next = self.settings.retry.after_failure(
-                        u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
-                        age_ms,
-                        failure.retry_after_ms,
-                        rand::random::<u16>() % 1_001,
-                    );
+                    let failures = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+                    let jitter = rand::random::<u16>() % 1_001;
+                    let stripe_write =
+                        OutboxKind::parse(&row.kind).is_some_and(OutboxKind::is_stripe_write);
+                    let next = if stripe_write {
+                        // Tried again only while Stripe honours the idempotency key: from the
+                        // first attempt, however often the row was replayed since.
+                        let since_first_ms = row.first_attempt_at.map_or(0, |first| {
+                            u64::try_from((now.timestamp_micros() - first) / 1_000).unwrap_or(0)
+                        });
+                        crate::domain::outbound::after_stripe_failure(
+                            &self.settings.retry,
+                            failures,
+                            age_ms,
+                            since_first_ms,
+                            failure.retry_after_ms,
+                            jitter,
+                        )
+                    } else {
+                        self.settings.retry.after_failure(
+                            failures,
+                            age_ms,
+                            failure.retry_after_ms,
+                            jitter,
+                        )
+                    };
                     if next == AfterFailure::Dead {
                         tracing::warn!(id = %row.id, message = %row.message_id, destination = %row.destination,
                             error = %failure.error, "outbox message given up after its retry window");

@@ -50,6 +50,20 @@ fn a_bad_config_fails_with_file_key_and_reason() {
             "server.acquire_timeout_seconds: must be between 1 and 300",
         ),
         ("[server]\nlog_format = \"xml\"\n", "server.log_format"),
+        (
+            "[stripe]\nwebhook_secrets = [\"\"]\n",
+            "stripe.webhook_secrets[0]: is empty",
+        ),
+        (
+            "[stripe]\nwebhook_secrets = [\"whsec_x\"]\n",
+            "stripe.webhook_secrets[0]: must be Stripe's signing secret",
+        ),
+        ("[stripe]\napi_key = \"pk_test_x\"\n", "stripe.api_key"),
+        ("[pages]\nsecret = \"\"\n", "pages.secret"),
+        (
+            "[[webhooks]]\nurl = \"https://example.com/h\"\nsecret = \"\"\n",
+            "webhooks[0].secret",
+        ),
     ];
     for (text, expected) in cases {
         let file = dir.path().join("bad.toml");
@@ -65,6 +79,34 @@ fn a_bad_config_fails_with_file_key_and_reason() {
             "expected {expected:?} in {stderr}"
         );
     }
+    // A trailing comma in the environment's list of secrets: the server does not start.
+    let file = dir.path().join("ok.toml");
+    std::fs::write(&file, "").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_creditbook"))
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .env(
+            "CREDITBOOK_STRIPE_WEBHOOK_SECRET",
+            "whsec_0123456789abcdefABCDEF,",
+        )
+        .env(
+            "CREDITBOOK_DATABASE_URL",
+            format!("sqlite://{}/never.db?mode=rwc", dir.path().display()),
+        )
+        .env("CREDITBOOK_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("CREDITBOOK_STRIPE_WEBHOOK_SECRET (secret 2): is empty"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("never.db").exists(),
+        "refused before the database"
+    );
     let (ok, _, stderr) = run(&dir.path().join("missing.toml"), &["migrate"]);
     assert!(!ok);
     assert!(stderr.contains("missing.toml"), "{stderr}");

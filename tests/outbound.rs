@@ -1042,6 +1042,38 @@ async fn auto_topup_charges_once_and_stops_after_a_failure(engine: Engine) {
         *stand_in.charge_requests.lock().unwrap(),
         vec![first.clone(), first.clone(), first.clone()]
     );
+    // Stripe acknowledged the charge: its row is never sent again, however asked.
+    let (_, rows) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/outbox?customer=acct_t",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    let charge_row = rows["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "stripe_payment_intent")
+        .expect("the charge's row")
+        .clone();
+    assert_eq!(charge_row["status"], "delivered", "{charge_row}");
+    let (status, refused) = app
+        .post_admin(
+            &format!(
+                "/v1/outbox/{}/replay?absent_in_stripe=true",
+                charge_row["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["type"].as_str()),
+        (StatusCode::CONFLICT, Some("outbox_already_delivered")),
+        "{refused}"
+    );
+    assert_eq!(stand_in.charge_requests.lock().unwrap().len(), 3);
     // In flight: a further fall starts nothing.
     use_credits(&app, "acct_t", 50).await;
     assert_eq!(

@@ -44,7 +44,7 @@ fn money(text: &str) -> Decimal {
 
 async fn deliver(app: &TestApp, id: &str, kind: &str, object: Value) {
     let body = json!({"id": id, "object": "event", "api_version": "2025-08-27.basil",
-        "created": app.now().timestamp(), "type": kind, "data": {"object": object}})
+        "created": app.now().timestamp(), "livemode": false, "type": kind, "data": {"object": object}})
     .to_string();
     let (status, value) = app.webhook(&body).await;
     assert_eq!(status, StatusCode::OK, "{value}");
@@ -665,7 +665,7 @@ async fn refund_state(
     status: &str,
 ) -> Value {
     let body = json!({"id": event, "object": "event", "api_version": "2025-08-27.basil",
-        "created": app.now().timestamp(), "type": format!("refund.{}", if status == "failed" { "failed" } else { "updated" }),
+        "created": app.now().timestamp(), "livemode": false, "type": format!("refund.{}", if status == "failed" { "failed" } else { "updated" }),
         "data": {"object": {"id": refund, "object": "refund", "amount": cents, "currency": "usd",
             "status": status, "payment_intent": payment, "charge": format!("ch_{payment}")}}})
     .to_string();
@@ -1590,6 +1590,27 @@ async fn overage_reported_to_a_stripe_meter(engine: Engine) {
         (&meter_rows[0]["status"], &meter_rows[0]["attempts"]),
         (&json!("delivered"), &json!(3))
     );
+    assert_eq!(meter_rows[0]["needs_reconciling"], false);
+    assert!(meter_rows[0]["first_attempt_at"].is_string());
+    // Stripe acknowledged it: a replay is refused, however asked, and nothing is sent again.
+    let delivered = meter_rows[0]["id"].as_str().unwrap();
+    for query in ["", "?absent_in_stripe=true"] {
+        let (status, refused) = app
+            .post_admin(&format!("/v1/outbox/{delivered}/replay{query}"), json!({}))
+            .await;
+        assert_eq!(
+            (status, refused["type"].as_str()),
+            (StatusCode::CONFLICT, Some("outbox_already_delivered")),
+            "{refused}"
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        stand_in.meter_requests.lock().unwrap().len(),
+        4,
+        "never sent again"
+    );
+    assert_eq!(stand_in.meter_events.lock().unwrap().len(), 2);
 
     let (status, listed) = finance(&app, "/v1/revenue/overage").await;
     assert_eq!(status, StatusCode::OK, "{listed}");
@@ -1646,7 +1667,7 @@ async fn overage_reported_to_a_stripe_meter(engine: Engine) {
                 "subscription": "sub_acct_o", "subscription_item": "si_m", "proration": false}}}]}});
     deliver(&app, "evt_in_o2", "invoice.paid", metered.clone()).await;
     let body = json!({"id": "evt_in_o2_again", "object": "event",
-        "api_version": "2025-08-27.basil", "created": app.now().timestamp(),
+        "api_version": "2025-08-27.basil", "created": app.now().timestamp(), "livemode": false,
         "type": "invoice.paid", "data": {"object": metered}})
     .to_string();
     let (status, _) = app.webhook(&body).await;

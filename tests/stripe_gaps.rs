@@ -190,9 +190,16 @@ async fn invoices_with_more_lines(engine: Engine) {
         .unwrap()
         .unwrap();
     let since = chrono::Utc::now() - chrono::Duration::days(1);
-    creditbook::stripe::sync::run(&backfilled.store, &api, since, chrono::Utc::now, |_| {})
-        .await
-        .unwrap();
+    creditbook::stripe::sync::run(
+        &backfilled.store,
+        &api,
+        false,
+        since,
+        chrono::Utc::now,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(backfilled.customer("acct_g").await["balance"], "12000");
     backfilled.assert_audit_clean().await;
 
@@ -351,7 +358,8 @@ async fn backfill_resumes(engine: Engine) {
     // Pages of two: the third page (after cs_r3) fails.
     *stand_in.fail_after.lock().unwrap() = Some("cs_r3".into());
     let stopped =
-        creditbook::stripe::sync::run(&app.store, &api, since, chrono::Utc::now, |_| {}).await;
+        creditbook::stripe::sync::run(&app.store, &api, false, since, chrono::Utc::now, |_| {})
+            .await;
     assert!(stopped.is_err(), "the failing page stops the run");
     assert_eq!(app.customer("cus_r").await["balance"], "4000");
     let cursor = app
@@ -368,11 +376,12 @@ async fn backfill_resumes(engine: Engine) {
     *stand_in.fail_after.lock().unwrap() = None;
     stand_in.requests.lock().unwrap().clear();
     let mut lines = Vec::new();
-    let report = creditbook::stripe::sync::run(&app.store, &api, since, chrono::Utc::now, |l| {
-        lines.push(l.to_owned())
-    })
-    .await
-    .unwrap();
+    let report =
+        creditbook::stripe::sync::run(&app.store, &api, false, since, chrono::Utc::now, |l| {
+            lines.push(l.to_owned())
+        })
+        .await
+        .unwrap();
     assert_eq!(report.read, 1, "only what was left: {lines:?}");
     assert!(
         lines.iter().any(|l| l.contains("resuming after cs_r3")),

@@ -148,7 +148,7 @@ impl Life {
     }
 
     fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
-        json!({"id": id, "object": "event", "api_version": "2025-08-27.basil", "created": created,
+        json!({"id": id, "object": "event", "api_version": "2025-08-27.basil", "created": created, "livemode": false,
                "type": kind, "data": {"object": object}, "livemode": false})
         .to_string()
     }

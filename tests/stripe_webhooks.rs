@@ -99,15 +99,18 @@ async fn real_payloads(engine: Engine) {
     assert_eq!(c["plan"], "team");
     assert_eq!(c["renews_at"], at(1759005442), "the item's period end");
 
+    // A live-mode payment on this test-mode server: recorded, nothing granted.
     deliver(
         "invoice_payment_succeeded_live_brl_2025-08-27.basil.json",
-        "applied",
+        "other_mode",
     )
     .await;
-    let c = app.customer("cus_TS6KX04w045BN9").await;
-    assert_eq!(c["balance"], "2000", "{c}");
-    assert_eq!(c["grants"][0]["price"], "29.9");
-    assert_eq!(c["grants"][0]["currency"], "brl");
+    let (status, _) = app.get_app("/v1/customers/cus_TS6KX04w045BN9").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no credits from a live event"
+    );
 
     // Once more: duplicates, no effect.
     deliver(
@@ -116,8 +119,24 @@ async fn real_payloads(engine: Engine) {
     )
     .await;
     deliver("charge_refund_updated_2025-08-27.basil.json", "duplicate").await;
-    assert_eq!(app.customer("cus_TS6KX04w045BN9").await["balance"], "2000");
     app.assert_audit_clean().await;
+
+    // On a live-mode server the same payment grants its plan's credits.
+    let body = fixture("stripe/real/invoice_payment_succeeded_live_brl_2025-08-27.basil.json");
+    let created = serde_json::from_str::<Value>(&body).unwrap()["created"]
+        .as_i64()
+        .unwrap();
+    let live = spawn_app_at(engine, Utc.timestamp_opt(created + 2, 0).unwrap(), |c| {
+        map_real_prices(c);
+        c.stripe.livemode = true;
+    })
+    .await;
+    expect(&live, &body, "applied").await;
+    let c = live.customer("cus_TS6KX04w045BN9").await;
+    assert_eq!(c["balance"], "2000", "{c}");
+    assert_eq!(c["grants"][0]["price"], "29.9");
+    assert_eq!(c["grants"][0]["currency"], "brl");
+    live.assert_audit_clean().await;
 }
 
 for_each_engine!(real_payloads);
@@ -394,6 +413,81 @@ async fn recorded_without_effect(app: TestApp) {
 }
 
 on_both_engines!(recorded_without_effect);
+
+/// A live-mode payment on a test-mode server (and a test one on a live server) is recorded as
+/// `other_mode` and grants nothing; an event that does not say its mode is not an event.
+async fn the_other_mode_applies_nothing(app: TestApp) {
+    let now = app.now().timestamp();
+    let mut live: Value = serde_json::from_str(&event(
+        "evt_live_1",
+        "checkout.session.completed",
+        now,
+        pack_checkout("cs_live", "acct_live", "pi_live", true),
+    ))
+    .unwrap();
+    live["livemode"] = json!(true);
+    expect(&app, &live.to_string(), "other_mode").await;
+    let (status, _) = app.get_app("/v1/customers/acct_live").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no credits from a live event"
+    );
+    let recorded = app.store.stripe_events(10).await.unwrap();
+    assert_eq!(recorded.len(), 1, "the event is kept with its outcome");
+    // Delivered again: still recorded once, still nothing.
+    expect(&app, &live.to_string(), "duplicate").await;
+    // Without `livemode`: refused as not an event, nothing recorded.
+    live["id"] = json!("evt_live_2");
+    live.as_object_mut().unwrap().remove("livemode");
+    let (status, problem) = app.webhook(&live.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("malformed_event"),
+        "{problem}"
+    );
+    assert_eq!(app.store.stripe_events(10).await.unwrap().len(), 1);
+    // The same purchase in test mode applies.
+    expect(
+        &app,
+        &event(
+            "evt_test_1",
+            "checkout.session.completed",
+            now,
+            pack_checkout("cs_live", "acct_live", "pi_live", true),
+        ),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("acct_live").await["balance"], "1000");
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(the_other_mode_applies_nothing);
+
+/// A live server refuses the test-mode event.
+async fn a_live_server_applies_no_test_event(engine: Engine) {
+    let app = spawn_app_at(engine, Utc::now(), |c| c.stripe.livemode = true).await;
+    let now = app.now().timestamp();
+    expect(
+        &app,
+        &event(
+            "evt_t",
+            "checkout.session.completed",
+            now,
+            pack_checkout("cs_t", "acct_t", "pi_t", true),
+        ),
+        "other_mode",
+    )
+    .await;
+    let (status, _) = app.get_app("/v1/customers/acct_t").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+for_each_engine!(a_live_server_applies_no_test_event);
 
 /// Every synthetic payload parses, in each of its API versions' shapes.
 async fn synthetic_payloads_parse(app: TestApp) {

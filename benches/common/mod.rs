@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The Stripe webhook secret the benchmarks' servers take.
-pub const WEBHOOK_SECRET: &str = "whsec_bench";
+pub const WEBHOOK_SECRET: &str = "whsec_bench_0123456789abcdef";
 
 pub fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -21,6 +21,8 @@ pub struct Model {
     pub last_attempt_at: Option<i64>,
     pub last_error: Option<String>,
     pub delivered_at: Option<i64>,
+    /// When it was first attempted (a Stripe write's idempotency window starts then).
+    pub first_attempt_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

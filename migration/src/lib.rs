@@ -46,6 +46,7 @@ mod m20261128_000015_override_kinds;
 mod m20261129_000016_usage_reads;
 mod m20261129_000017_page_sessions;
 mod m20261130_000018_stripe_event_customers;
+mod m20261203_000019_hardening;
 
 pub struct Migrator;
 
@@ -83,6 +84,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000016_usage_reads::Migration),
             Box::new(m20261129_000017_page_sessions::Migration),
             Box::new(m20261130_000018_stripe_event_customers::Migration),
+            Box::new(m20261203_000019_hardening::Migration),
         ]
     }
 }

@@ -166,9 +166,139 @@ impl RetryPolicy {
     }
 }
 
+/// Stripe honours an idempotency key (a meter event's identifier, an automatic top-up's attempt
+/// id) for 24 hours from its first use; past that, the same request is a new one.
+pub const STRIPE_IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3_600_000;
+/// A Stripe write is tried again only until this long after its first attempt: an hour inside
+/// Stripe's window, so that every retry is surely answered as the first attempt.
+pub const STRIPE_RETRY_WINDOW_MS: u64 = 23 * 3_600_000;
+
+/// What follows a failed attempt at a Stripe write, first attempted `since_first_ms` ago: as
+/// for any message, but never a retry that could land outside Stripe's idempotency window.
+pub fn after_stripe_failure(
+    policy: &RetryPolicy,
+    failures: u32,
+    age_ms: u64,
+    since_first_ms: u64,
+    retry_after_ms: Option<u64>,
+    jitter: u16,
+) -> AfterFailure {
+    match policy.after_failure(failures, age_ms, retry_after_ms, jitter) {
+        AfterFailure::RetryInMs(wait)
+            if since_first_ms.saturating_add(wait) <= STRIPE_RETRY_WINDOW_MS =>
+        {
+            AfterFailure::RetryInMs(wait)
+        }
+        _ => AfterFailure::Dead,
+    }
+}
+
+/// A Stripe write's delivery as far as creditbook knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeWrite {
+    /// Being tried.
+    Pending,
+    /// Stripe acknowledged it.
+    Delivered,
+    /// Given up; first attempted `first_attempt_ms_ago` ago, if it ever was.
+    GivenUp { first_attempt_ms_ago: Option<u64> },
+}
+
+/// Why a Stripe write may not be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayRefusal {
+    /// Stripe acknowledged it: sending it again could bill twice.
+    Delivered,
+    /// It may have reached Stripe and the idempotency window has closed: only someone who has
+    /// checked Stripe knows whether it is there.
+    Unconfirmed,
+}
+
+/// Whether an operator may send a Stripe write again (a replay): a write Stripe acknowledged
+/// never; one that may have reached Stripe only while Stripe still honours its key, or once the
+/// operator has checked in Stripe that it is not there (`checked_absent`).
+pub fn stripe_replay(write: StripeWrite, checked_absent: bool) -> Result<(), ReplayRefusal> {
+    match write {
+        StripeWrite::Delivered => Err(ReplayRefusal::Delivered),
+        StripeWrite::Pending => Ok(()),
+        StripeWrite::GivenUp {
+            first_attempt_ms_ago: Some(ago),
+        } if ago >= STRIPE_RETRY_WINDOW_MS && !checked_absent => Err(ReplayRefusal::Unconfirmed),
+        StripeWrite::GivenUp { .. } => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stripe_write_is_retried_only_inside_stripe_s_idempotency_window() {
+        let p = RetryPolicy {
+            first_retry_ms: 1_000,
+            max_retry_ms: 3_600_000,
+            dead_after_ms: 3 * 86_400_000,
+        };
+        assert_eq!(
+            after_stripe_failure(&p, 1, 0, 0, None, 1000),
+            AfterFailure::RetryInMs(1_000)
+        );
+        // A retry that would come after the window's end: given up instead.
+        let late = STRIPE_RETRY_WINDOW_MS - 500;
+        assert_eq!(
+            after_stripe_failure(&p, 1, late, late, None, 1000),
+            AfterFailure::Dead
+        );
+        // However long the configured retries, never past 23 hours from the first attempt.
+        assert_eq!(
+            after_stripe_failure(&p, 30, 0, STRIPE_RETRY_WINDOW_MS, None, 0),
+            AfterFailure::Dead
+        );
+        const { assert!(STRIPE_RETRY_WINDOW_MS < STRIPE_IDEMPOTENCY_WINDOW_MS) };
+    }
+
+    #[test]
+    fn a_stripe_write_is_never_sent_again_once_acknowledged_or_unconfirmable() {
+        use StripeWrite::*;
+        assert_eq!(
+            stripe_replay(Delivered, false),
+            Err(ReplayRefusal::Delivered)
+        );
+        assert_eq!(
+            stripe_replay(Delivered, true),
+            Err(ReplayRefusal::Delivered)
+        );
+        assert_eq!(
+            stripe_replay(
+                GivenUp {
+                    first_attempt_ms_ago: None
+                },
+                false
+            ),
+            Ok(()),
+            "never sent: safe"
+        );
+        assert_eq!(
+            stripe_replay(
+                GivenUp {
+                    first_attempt_ms_ago: Some(3_600_000)
+                },
+                false
+            ),
+            Ok(()),
+            "inside the window: Stripe answers a second send as the first"
+        );
+        let stale = GivenUp {
+            first_attempt_ms_ago: Some(STRIPE_RETRY_WINDOW_MS),
+        };
+        assert_eq!(stripe_replay(stale, false), Err(ReplayRefusal::Unconfirmed));
+        assert_eq!(
+            stripe_replay(stale, true),
+            Ok(()),
+            "checked in Stripe: absent"
+        );
+        assert_eq!(stripe_replay(Pending, false), Ok(()));
+    }
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -733,7 +733,7 @@ fn describe_webhook(paths: &mut Map<String, Value>) {
         "schema": {"type": "string",
             "pattern": "^t=[0-9]{1,12}(?:,v[0-9]=[0-9a-f]{64})+$"}}]);
     operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["id", "type", "created", "data"],
+        "type": "object", "required": ["id", "type", "created", "livemode", "data"],
         "description": "A Stripe event. Only the fields below are read; any other is kept with \
                         the event as it came.",
         "properties": {
@@ -742,6 +742,9 @@ fn describe_webhook(paths: &mut Map<String, Value>) {
             "created": {"type": "integer", "minimum": 0,
                         "maximum": crate::stripe::event::MAX_UNIX_SECONDS},
             "api_version": {"type": ["string", "null"]},
+            "livemode": {"type": "boolean",
+                         "description": "An event of the mode other than `[stripe] livemode` \
+                                         is recorded (`other_mode`) and applies nothing."},
             "data": {"type": "object", "required": ["object"],
                      "properties": {"object": {"type": "object"}}}},
     }}}});

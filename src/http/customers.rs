@@ -393,13 +393,20 @@ pub async fn create_grant(
         .as_ref()
         .map(|m| Credits::new(m.amount).map_err(|e| Error::invalid("price", e)))
         .transpose()?;
+    // What the client sent, never what is derived from it at this moment (a pack's expiry runs
+    // from now): the same request retried later is the same request.
+    let amount = |a: Option<Amount>| a.map(|a| a.0.normalize().to_string()).unwrap_or_default();
     let hash = request_hash(&[
         "POST grants",
         kind.as_str(),
-        &credits.to_string(),
-        &expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-        &priority.to_string(),
-        &format!("{price:?}"),
+        &amount(request.credits),
+        &request
+            .expires_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        &request.priority.map(|p| p.to_string()).unwrap_or_default(),
+        &amount(request.price),
+        request.currency.as_deref().unwrap_or_default(),
         plan_id.as_deref().unwrap_or_default(),
         pack_id.as_deref().unwrap_or_default(),
         &memo,

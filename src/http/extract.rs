@@ -157,6 +157,7 @@ impl FromRequestParts<AppState> for Caller {
             .authenticate(key)
             .await?
             .ok_or(Error::Unauthorized)?;
+        super::note_key(&principal.key_id);
         Ok(Caller(principal))
     }
 }

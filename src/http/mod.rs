@@ -10,6 +10,7 @@ mod outbox;
 mod problem;
 pub mod reads;
 pub mod revenue;
+pub mod server;
 mod webhooks;
 
 use crate::clock::{Clock, TestClock};
@@ -43,6 +44,10 @@ pub struct AppState {
     pub outbox: crate::config::OutboxSettings,
     /// The pages: where they are reached and the key their links are signed with.
     pub pages: Arc<crate::pages::Pages>,
+    /// A request's time and how many at once (`[server]`).
+    pub limits: crate::config::ServerLimits,
+    /// One permit per request being answered, `limits.max_concurrent_requests` in all.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -168,25 +173,69 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), bound))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
 tokio::task_local! {
-    /// The customer the request being answered is about, for its access-log line.
-    static CUSTOMER: Arc<std::sync::Mutex<Option<String>>>;
+    /// Who and what the request being answered is about, for its access-log line.
+    static NOTED: Arc<std::sync::Mutex<Noted>>;
+}
+
+/// What a request's access-log line names besides its route and status.
+#[derive(Default)]
+struct Noted {
+    customer: Option<String>,
+    /// The id of the API key that called (never the key).
+    key_id: Option<String>,
+}
+
+fn note(f: impl FnOnce(&mut Noted)) {
+    let _ = NOTED.try_with(|slot| f(&mut slot.lock().unwrap_or_else(|e| e.into_inner())));
 }
 
 /// Names the customer of the request being answered in its access-log line (answered or
 /// refused). Outside a request it does nothing.
 pub(crate) fn note_customer(id: &str) {
-    let _ = CUSTOMER.try_with(|slot| {
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
-    });
+    note(|noted| noted.customer = Some(id.to_owned()));
+}
+
+/// Names the API key (its id) that made the request being answered, in its access-log line.
+pub(crate) fn note_key(key_id: &str) {
+    note(|noted| noted.key_id = Some(key_id.to_owned()));
+}
+
+/// Answered whatever the load: the probes and the metrics of a server at its limit.
+fn unbounded(path: &str) -> bool {
+    matches!(path, "/livez" | "/healthz" | "/metrics")
+}
+
+/// Bounds every request: one more than `max_concurrent_requests` at once is refused at once, and
+/// one not answered within `request_timeout_seconds` (its body read, its work done) is answered
+/// 503. Both carry `Retry-After`. A write cut off by the timeout may still commit; its retry under
+/// the same idempotency key answers what it did.
+async fn bound(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    if unbounded(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        Metrics::add(&state.metrics.requests_refused_overloaded, 1);
+        return Error::Overloaded(state.limits.max_concurrent_requests).into_response();
+    };
+    let timeout = state.limits.request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            Metrics::add(&state.metrics.requests_timed_out, 1);
+            Error::TimedOut(timeout.as_secs()).into_response()
+        }
+    }
 }
 
 /// Counts, times and logs every request: one access-log line (method, route template, status,
-/// latency, the customer when known; never a key or a body) and its latency on `/metrics`.
+/// latency, the customer and the key's id when known; never a key or a body) and its latency on `/metrics`.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
@@ -200,21 +249,25 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .filter(|r| r.starts_with("/v1/customers/{id}"))
         .and_then(|_| request.uri().path().split('/').nth(3))
         .map(str::to_owned);
-    let customer = Arc::new(std::sync::Mutex::new(path_customer));
-    let response = CUSTOMER.scope(customer.clone(), next.run(request)).await;
+    let noted = Arc::new(std::sync::Mutex::new(Noted {
+        customer: path_customer,
+        key_id: None,
+    }));
+    let response = NOTED.scope(noted.clone(), next.run(request)).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = route.as_deref().unwrap_or("unmatched");
     state.metrics.count_response(status);
     state.metrics.observe(route, status, elapsed);
-    let customer = customer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let noted = std::mem::take(&mut *noted.lock().unwrap_or_else(|e| e.into_inner()));
     tracing::info!(
         target: "creditbook::access",
         method = %method,
         route = %route,
         status,
         latency_micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        customer = customer.as_deref(),
+        customer = noted.customer.as_deref(),
+        key_id = noted.key_id.as_deref(),
         "request"
     );
     response

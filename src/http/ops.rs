@@ -21,6 +21,10 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503)))]
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>> {
     state.store.ping().await.map_err(|_| Error::Unavailable)?;
+    let failing = state.store.workers().failing(std::time::Instant::now());
+    if !failing.is_empty() {
+        return Err(Error::WorkersFailing(failing.join(", ")));
+    }
     Ok(Json(Health { status: "ok" }))
 }
 
@@ -32,6 +36,15 @@ pub async fn livez() -> &'static str {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render(state.store.runner_stats());
+    text.push_str(
+        "# HELP creditbook_worker_panics_total Panics of background workers (each one logged; \
+         the worker went on).\n# TYPE creditbook_worker_panics_total counter\n",
+    );
+    for (worker, panics) in state.store.workers().panics() {
+        text.push_str(&format!(
+            "creditbook_worker_panics_total{{worker=\"{worker}\"}} {panics}\n"
+        ));
+    }
     // Read at scrape time; left out (not zero) when the database cannot answer.
     match state.store.pending_stripe_refunds().await {
         Ok(pending) => text.push_str(&format!(

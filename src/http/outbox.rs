@@ -3,9 +3,10 @@
 use super::AppState;
 use super::customers::page_limit;
 use super::extract::{ApiQuery, Caller, identifier};
+use crate::domain::outbound::{ReplayRefusal, stripe_replay};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
-use crate::store::outbox::{OutboxQuery, OutboxStatus, row_time};
+use crate::store::outbox::{OutboxQuery, OutboxStatus, row_time, stripe_write};
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
@@ -36,15 +37,25 @@ pub struct OutboxMessage {
     /// Why the last attempt failed.
     last_error: Option<String>,
     delivered_at: Option<DateTime<Utc>>,
+    /// When it was first attempted: a Stripe write's idempotency window (24 hours) starts then.
+    first_attempt_at: Option<DateTime<Utc>>,
+    /// A Stripe write given up after it may have reached Stripe, whose idempotency window has
+    /// closed: check Stripe (its idempotency key is `message_id`). creditbook does not send it
+    /// again unless replayed with `absent_in_stripe=true`.
+    needs_reconciling: bool,
     /// The body as sent.
     #[schema(value_type = Object)]
     body: serde_json::Value,
 }
 
 impl OutboxMessage {
-    fn from_row(row: entity::outbox::Model) -> Result<Self> {
+    fn from_row(row: entity::outbox::Model, now: DateTime<Utc>) -> Result<Self> {
         let pending = row.status == OutboxStatus::Pending.as_str();
+        let needs_reconciling = stripe_write(&row, now)?
+            .is_some_and(|write| stripe_replay(write, false) == Err(ReplayRefusal::Unconfirmed));
         Ok(OutboxMessage {
+            first_attempt_at: row.first_attempt_at.map(row_time).transpose()?,
+            needs_reconciling,
             body: serde_json::from_str(&row.body)
                 .map_err(|e| Error::Internal(format!("outbox body: {e}")))?,
             created_at: row_time(row.created_at)?,
@@ -93,6 +104,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<OutboxListQuery>,
 ) -> Result<Json<OutboxPage>> {
     caller.require(Scope::Admin)?;
+    let now = state.wall_clock.now();
     let limit = page_limit(query.limit)?;
     let status = query
         .status
@@ -129,7 +141,7 @@ pub async fn list(
     let messages = rows
         .into_iter()
         .take(limit as usize)
-        .map(OutboxMessage::from_row)
+        .map(|row| OutboxMessage::from_row(row, now))
         .collect::<Result<Vec<_>>>()?;
     Ok(Json(OutboxPage {
         next_cursor: more
@@ -139,21 +151,36 @@ pub async fn list(
     }))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayQuery {
+    /// For a Stripe write past Stripe's idempotency window (`needs_reconciling`): you have
+    /// checked in Stripe that it is not there, so sending it again cannot bill twice.
+    absent_in_stripe: Option<bool>,
+}
+
 /// Sends a delivered or given-up message again (a pending one is left as it is): pending, due
-/// now, with a new retry window.
-#[utoipa::path(post, path = "/v1/outbox/{id}/replay", params(("id" = String, Path)),
-    responses((status = 200, body = OutboxMessage)), security(("bearer" = [])))]
+/// now, with a new retry window. A Stripe write (a meter event, an automatic top-up's charge) is
+/// never sent again once Stripe acknowledged it (409 `outbox_already_delivered`), nor once it
+/// may have reached Stripe more than 23 hours ago (409 `stripe_write_unconfirmed`) unless
+/// `absent_in_stripe=true`.
+#[utoipa::path(post, path = "/v1/outbox/{id}/replay", params(("id" = String, Path), ReplayQuery),
+    responses((status = 200, body = OutboxMessage), (status = 404), (status = 409)), security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ReplayQuery>,
 ) -> Result<Json<OutboxMessage>> {
     caller.require(Scope::Admin)?;
     let id = identifier("id", &id)?;
+    let now = state.wall_clock.now();
     let row = state
         .store
-        .outbox_replay(&id, state.wall_clock.now())
+        .outbox_replay(&id, now, query.absent_in_stripe.unwrap_or(false))
         .await?
-        .ok_or_else(|| Error::OutboxMessageNotFound(id.clone()))?;
-    Ok(Json(OutboxMessage::from_row(row)?))
+        .ok_or_else(|| Error::OutboxMessageNotFound(id.clone()))?
+        .map_err(Error::ReplayRefused)?;
+    tracing::info!(target: "creditbook::audit", outbox = %id, key_id = caller.key_id(), "outbox message replayed");
+    Ok(Json(OutboxMessage::from_row(row, now)?))
 }

@@ -42,12 +42,22 @@ impl Error {
             Error::PeriodNotEnded(_) => (S::CONFLICT, "period_not_ended"),
             Error::GrantNotFound(_) => (S::NOT_FOUND, "grant_not_found"),
             Error::OutboxMessageNotFound(_) => (S::NOT_FOUND, "outbox_message_not_found"),
+            Error::ReplayRefused(crate::domain::outbound::ReplayRefusal::Delivered) => {
+                (S::CONFLICT, "outbox_already_delivered")
+            }
+            Error::ReplayRefused(crate::domain::outbound::ReplayRefusal::Unconfirmed) => {
+                (S::CONFLICT, "stripe_write_unconfirmed")
+            }
             Error::AutoTopupUnavailable(_) => (S::CONFLICT, "auto_topup_unavailable"),
             Error::InvalidSignature(_) => (S::BAD_REQUEST, "invalid_signature"),
             Error::WebhookNotConfigured => (S::SERVICE_UNAVAILABLE, "webhook_not_configured"),
             Error::MalformedEvent(_) => (S::BAD_REQUEST, "malformed_event"),
             Error::StripeUnavailable(_) => (S::BAD_GATEWAY, "stripe_unavailable"),
             Error::Unavailable | Error::WriteConflict => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Overloaded(_) | Error::TimedOut(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::WorkersFailing(_) => (S::SERVICE_UNAVAILABLE, "workers_failing"),
+            // The database down, restarting or out of connections: retry, never a fault.
+            Error::Database(_) if self.is_unavailable() => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Database(_) | Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -57,12 +67,18 @@ impl Error {
     /// A server-side fault whose cause is logged and never shown. Other 5xx are conditions the
     /// client or operator can act on, and say so (an unconfigured webhook secret).
     fn is_fault(&self) -> bool {
-        !matches!(self, Error::WebhookNotConfigured)
+        !matches!(
+            self,
+            Error::WebhookNotConfigured
+                | Error::Overloaded(_)
+                | Error::TimedOut(_)
+                | Error::WorkersFailing(_)
+        )
     }
 
     /// Worth retrying after a moment: the database was busy.
     fn is_transient_refusal(&self) -> bool {
-        matches!(self, Error::Unavailable | Error::WriteConflict)
+        self.is_unavailable()
     }
 
     /// The problem document of this error, and its status. A 5xx is logged here, once, and its
@@ -127,7 +143,8 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.is_transient_refusal() {
+        if self.is_transient_refusal() || matches!(self, Error::Overloaded(_) | Error::TimedOut(_))
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -49,6 +49,7 @@ pub async fn stripe(
     let context = Context {
         store: &state.store,
         now: state.clock.now(),
+        livemode: state.stripe.livemode,
     };
     let outcome = apply::apply_event(&context, &event, &payload, Origin::Webhook, fetched).await?;
     tracing::info!(event = %event.id, kind = %event.event_type, outcome = outcome.outcome.as_str(), detail = %outcome.detail, "stripe event");

@@ -93,12 +93,18 @@ pub enum Revoked {
 /// Verified keys kept in memory at most; the cache starts over when full.
 const KEY_CACHE_ENTRIES: usize = 10_000;
 
+/// Unknown keys remembered at most; the memory starts over when full.
+const REFUSED_KEY_ENTRIES: usize = 10_000;
+
 /// Keys verified recently, by their SHA-256: the gate's hot path makes no database round trip
-/// to authenticate. Unknown keys are never cached, so a new key works at once.
+/// to authenticate. Keys refused recently are remembered too (bounded), so a client repeating
+/// a wrong key costs no database read either. A new key still works at once: its 256 random
+/// bits cannot have been presented, and refused, before it was made.
 #[derive(Debug)]
 pub struct KeyCache {
     verified:
         std::sync::RwLock<std::collections::HashMap<[u8; 32], (Principal, std::time::Instant)>>,
+    refused: std::sync::RwLock<std::collections::HashMap<[u8; 32], std::time::Instant>>,
     ttl: std::time::Duration,
 }
 
@@ -113,6 +119,7 @@ impl KeyCache {
     pub fn new(ttl: std::time::Duration) -> KeyCache {
         KeyCache {
             verified: std::sync::RwLock::default(),
+            refused: std::sync::RwLock::default(),
             ttl,
         }
     }
@@ -132,6 +139,37 @@ impl KeyCache {
         }
         verified.insert(digest, (principal, std::time::Instant::now()));
     }
+
+    fn was_refused(&self, digest: &[u8; 32]) -> bool {
+        let refused = self.refused.read().unwrap_or_else(|e| e.into_inner());
+        refused
+            .get(digest)
+            .is_some_and(|at| at.elapsed() < self.ttl)
+    }
+
+    fn refuse(&self, digest: [u8; 32]) {
+        let mut refused = self.refused.write().unwrap_or_else(|e| e.into_inner());
+        if refused.len() >= REFUSED_KEY_ENTRIES {
+            refused.clear();
+        }
+        refused.insert(digest, std::time::Instant::now());
+    }
+}
+
+/// Whether `presented` has the shape of a key this service makes: `cb_{scope}_` and 64
+/// lowercase hex digits. Anything else is refused without hashing or reading.
+fn well_formed(presented: &str) -> bool {
+    let Some(rest) = presented.strip_prefix("cb_") else {
+        return false;
+    };
+    let Some((scope, secret)) = rest.split_once('_') else {
+        return false;
+    };
+    Scope::parse(scope).is_some()
+        && secret.len() == 64
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -212,12 +250,15 @@ impl Store {
 
     /// Who presented a key, if it is one of ours.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<Principal>> {
-        if presented.is_empty() || presented.len() > MAX_KEY_LENGTH {
+        if presented.len() > MAX_KEY_LENGTH || !well_formed(presented) {
             return Ok(None);
         }
         let wanted = digest(presented);
         if let Some(principal) = self.keys.get(&wanted) {
             return Ok(Some(principal));
+        }
+        if self.keys.was_refused(&wanted) {
+            return Ok(None);
         }
         let row = api_keys::Entity::find()
             .filter(api_keys::Column::KeyHash.eq(hex::encode(wanted)))
@@ -229,6 +270,7 @@ impl Store {
             let scope = bool::from(stored.ct_eq(&wanted)).then(|| Scope::parse(&row.scope))??;
             Some((row.id, scope))
         }) else {
+            self.keys.refuse(wanted);
             return Ok(None);
         };
         let principal = Principal {
@@ -256,6 +298,42 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keys_of_our_shape_are_looked_up() {
+        let secret = "0123456789abcdef".repeat(4);
+        assert!(well_formed(&format!("cb_app_{secret}")));
+        assert!(well_formed(&format!("cb_finance_{secret}")));
+        for bad in [
+            String::new(),
+            format!("cb_root_{secret}"),
+            format!("cb_app_{}", &secret[1..]),
+            format!("cb_app_{}", secret.to_uppercase()),
+            format!("xx_app_{secret}"),
+            "cb_app".to_owned(),
+        ] {
+            assert!(!well_formed(&bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refused_key_is_remembered_for_a_while_and_the_memory_is_bounded() {
+        let cache = KeyCache::new(std::time::Duration::from_secs(60));
+        let wrong = digest("cb_app_wrong");
+        assert!(!cache.was_refused(&wrong));
+        cache.refuse(wrong);
+        assert!(cache.was_refused(&wrong));
+        for i in 0..REFUSED_KEY_ENTRIES + 1 {
+            cache.refuse(digest(&i.to_string()));
+        }
+        assert!(cache.refused.read().unwrap().len() <= REFUSED_KEY_ENTRIES);
+        let forgetful = KeyCache::new(std::time::Duration::ZERO);
+        forgetful.refuse(wrong);
+        assert!(
+            !forgetful.was_refused(&wrong),
+            "no memory with a zero bound"
+        );
+    }
 
     #[test]
     fn a_label_is_one_short_printable_line() {

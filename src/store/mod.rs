@@ -43,6 +43,8 @@ pub struct Store {
     keys: Arc<keys::KeyCache>,
     /// SQLite: the queue of Stripe events to group-commit, started on first use.
     stripe_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<stripe::StripeJob>>>,
+    /// The health of the background workers (the runner's, the Stripe batcher's, the server's).
+    workers: Arc<crate::supervise::Workers>,
 }
 
 /// Connections per process. SQLite has one writer at a time whatever the pool; PostgreSQL
@@ -120,6 +122,7 @@ impl Store {
             stats: Arc::default(),
             keys: Arc::default(),
             stripe_queue: Arc::default(),
+            workers: Arc::default(),
         })
     }
 
@@ -153,7 +156,13 @@ impl Store {
             catalog: self.catalog.clone(),
             writer: self.writer.clone(),
             stats: self.stats.clone(),
+            workers: self.workers.clone(),
         }
+    }
+
+    /// The health of the background workers.
+    pub fn workers(&self) -> &Arc<crate::supervise::Workers> {
+        &self.workers
     }
 
     async fn runner(&self) -> &Runner {

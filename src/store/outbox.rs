@@ -5,7 +5,10 @@
 use super::Store;
 use super::rows::time;
 use crate::domain::Timestamp;
-use crate::domain::outbound::{AfterFailure, EventType, Message, Subscription, destinations};
+use crate::domain::outbound::{
+    AfterFailure, EventType, Message, ReplayRefusal, StripeWrite, Subscription, destinations,
+    stripe_replay,
+};
 use crate::error::{Error, Result};
 use entity::outbox;
 use sea_orm::ActiveValue::Set;
@@ -44,6 +47,11 @@ impl OutboxKind {
 
     pub fn parse(s: &str) -> Option<OutboxKind> {
         OutboxKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A write to Stripe's API, which may bill: never sent twice.
+    pub fn is_stripe_write(self) -> bool {
+        matches!(self, OutboxKind::MeterEvent | OutboxKind::PaymentIntent)
     }
 }
 
@@ -156,6 +164,7 @@ pub(crate) fn pending(
         last_attempt_at: Set(None),
         last_error: Set(None),
         delivered_at: Set(None),
+        first_attempt_at: Set(None),
     }
 }
 
@@ -265,6 +274,10 @@ impl Store {
                 Expr::col(outbox::Column::Attempts).add(1),
             )
             .col_expr(outbox::Column::LastAttemptAt, Expr::value(time(now)))
+            .col_expr(
+                outbox::Column::FirstAttemptAt,
+                Expr::col(outbox::Column::FirstAttemptAt).if_null(time(now)),
+            )
             .col_expr(outbox::Column::NextAttemptAt, Expr::value(next_at))
             .col_expr(outbox::Column::DeliveredAt, Expr::value(delivered_at))
             .col_expr(outbox::Column::LastError, Expr::value(error))
@@ -312,9 +325,28 @@ impl Store {
     }
 
     /// Sends a row again: pending, due now, its retry window starting anew (its attempts are
-    /// kept). A pending row is left as it is.
-    pub async fn outbox_replay(&self, id: &str, now: Timestamp) -> Result<Option<outbox::Model>> {
+    /// kept). A pending row is left as it is. A Stripe write is sent again only as
+    /// `domain::outbound::stripe_replay` allows, decided on the row as it is under the write lock
+    /// (so a delivery that lands meanwhile is not sent twice); `Err` says why not.
+    pub async fn outbox_replay(
+        &self,
+        id: &str,
+        now: Timestamp,
+        checked_absent_in_stripe: bool,
+    ) -> Result<Option<std::result::Result<outbox::Model, ReplayRefusal>>> {
         let (_permit, txn) = self.begin_write().await?;
+        let Some(row) = outbox::Entity::find_by_id(id.to_owned())
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some(write) = stripe_write(&row, now)?
+            && let Err(refusal) = stripe_replay(write, checked_absent_in_stripe)
+        {
+            return Ok(Some(Err(refusal)));
+        }
         outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::Status,
@@ -328,7 +360,7 @@ impl Store {
             .await?;
         let row = outbox::Entity::find_by_id(id.to_owned()).one(&txn).await?;
         txn.commit().await?;
-        Ok(row)
+        Ok(row.map(Ok))
     }
 
     /// Rows per status, for `/metrics`.
@@ -350,6 +382,26 @@ impl Store {
         }
         Ok(counts)
     }
+}
+
+/// A Stripe write's delivery as the replay rule reads it; `None` for a webhook row.
+pub fn stripe_write(row: &outbox::Model, now: Timestamp) -> Result<Option<StripeWrite>> {
+    let kind = OutboxKind::parse(&row.kind)
+        .ok_or_else(|| Error::Internal(format!("outbox kind {:?}", row.kind)))?;
+    if !kind.is_stripe_write() {
+        return Ok(None);
+    }
+    let status = OutboxStatus::parse(&row.status)
+        .ok_or_else(|| Error::Internal(format!("outbox status {:?}", row.status)))?;
+    Ok(Some(match status {
+        OutboxStatus::Pending => StripeWrite::Pending,
+        OutboxStatus::Delivered => StripeWrite::Delivered,
+        OutboxStatus::Dead => StripeWrite::GivenUp {
+            first_attempt_ms_ago: row
+                .first_attempt_at
+                .map(|first| u64::try_from((time(now) - first) / 1_000).unwrap_or(0)),
+        },
+    }))
 }
 
 /// A row's wall-clock time (Unix microseconds), for answers.

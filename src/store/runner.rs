@@ -104,6 +104,7 @@ pub(crate) struct Engine {
     /// Held by whoever writes on SQLite: the batch worker, a Stripe event, a revenue job.
     pub writer: Arc<Mutex<()>>,
     pub stats: Arc<RunnerStats>,
+    pub workers: Arc<crate::supervise::Workers>,
 }
 
 impl Engine {
@@ -227,7 +228,12 @@ async fn work(engine: Engine, mut receiver: mpsc::Receiver<Job>, max: usize, max
             }
         }
         let _permit = engine.write_permit().await;
-        run_batch(&engine, jobs).await;
+        // A panic (a broken invariant) fails this batch's commands, whose callers are answered
+        // 500 when their replies drop, and the runner goes on with the next batch.
+        engine
+            .workers
+            .round(crate::supervise::BATCH_RUNNER, run_batch(&engine, jobs))
+            .await;
     }
 }
 

@@ -105,45 +105,57 @@ async fn stripe_worker(engine: Engine, mut jobs: mpsc::Receiver<StripeJob>) {
                 Err(_) => break,
             }
         }
-        let permit = engine.write_permit().await;
-        let outer = match engine.begin().await {
-            Ok(outer) => outer,
-            Err(e) => {
-                tracing::error!(error = %e, "a Stripe batch could not begin");
-                for job in batch {
-                    let _ = job.reply.send(Err(Error::WriteConflict));
-                }
-                continue;
+        engine
+            .workers
+            .clone()
+            .round(
+                crate::supervise::STRIPE_BATCHER,
+                run_stripe_batch(&engine, batch),
+            )
+            .await;
+    }
+}
+
+/// One group commit of Stripe events; each caller is answered once it is durable (or failed).
+async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
+    let permit = engine.write_permit().await;
+    let outer = match engine.begin().await {
+        Ok(outer) => outer,
+        Err(e) => {
+            tracing::error!(error = %e, "a Stripe batch could not begin");
+            for job in batch {
+                let _ = job.reply.send(Err(Error::WriteConflict));
             }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    for job in batch {
+        let answer = match outer.begin().await {
+            Ok(txn) => {
+                (job.work)(StripeTx {
+                    txn,
+                    catalog: engine.catalog.clone(),
+                    concerned: Default::default(),
+                })
+                .await
+            }
+            Err(e) => Err(e.into()),
         };
-        let mut done = Vec::with_capacity(batch.len());
-        for job in batch {
-            let answer = match outer.begin().await {
-                Ok(txn) => {
-                    (job.work)(StripeTx {
-                        txn,
-                        catalog: engine.catalog.clone(),
-                        concerned: Default::default(),
-                    })
-                    .await
-                }
-                Err(e) => Err(e.into()),
-            };
-            done.push((job.reply, answer));
-        }
-        let committed = outer.commit().await;
-        drop(permit);
-        for (reply, answer) in done {
-            let answer = match &committed {
-                Ok(()) => answer,
-                // Nothing of the batch was written: each event is run again by its caller.
-                Err(_) => Err(Error::WriteConflict),
-            };
-            let _ = reply.send(answer);
-        }
-        if let Err(e) = committed {
-            tracing::error!(error = %e, "a Stripe batch failed to commit");
-        }
+        done.push((job.reply, answer));
+    }
+    let committed = outer.commit().await;
+    drop(permit);
+    for (reply, answer) in done {
+        let answer = match &committed {
+            Ok(()) => answer,
+            // Nothing of the batch was written: each event is run again by its caller.
+            Err(_) => Err(Error::WriteConflict),
+        };
+        let _ = reply.send(answer);
+    }
+    if let Err(e) = committed {
+        tracing::error!(error = %e, "a Stripe batch failed to commit");
     }
 }
 

@@ -63,16 +63,19 @@ pub enum OutcomeKind {
     Pending,
     UnknownType,
     UnmappedPrice,
+    /// Of the Stripe mode this server does not apply (`[stripe] livemode`).
+    OtherMode,
 }
 
 impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 6] = [
+    pub const ALL: [OutcomeKind; 7] = [
         OutcomeKind::Applied,
         OutcomeKind::Duplicate,
         OutcomeKind::Ignored,
         OutcomeKind::Pending,
         OutcomeKind::UnknownType,
         OutcomeKind::UnmappedPrice,
+        OutcomeKind::OtherMode,
     ];
 
     pub fn parse(text: &str) -> Option<OutcomeKind> {
@@ -99,6 +102,10 @@ impl OutcomeKind {
                 "Add the price to a plan's or a pack's stripe_prices, restart, then resend the \
                  event from the Stripe dashboard or run `creditbook stripe sync --since DATE`."
             }
+            OutcomeKind::OtherMode => {
+                "Nothing was applied: the event is of the other Stripe mode than [stripe] \
+                 livemode. Point the Stripe endpoint of that mode at the server of that mode."
+            }
         }
     }
 
@@ -110,6 +117,7 @@ impl OutcomeKind {
             OutcomeKind::Pending => "pending",
             OutcomeKind::UnknownType => "unknown_type",
             OutcomeKind::UnmappedPrice => "unmapped_price",
+            OutcomeKind::OtherMode => "other_mode",
         }
     }
 }
@@ -179,6 +187,8 @@ pub async fn fetch(api: Option<&StripeApi>, event: &Event) -> Result<Fetched> {
 pub struct Context<'a> {
     pub store: &'a Store,
     pub now: Timestamp,
+    /// The Stripe mode whose events apply (`[stripe] livemode`).
+    pub livemode: bool,
 }
 
 /// Records and applies one event in one transaction, running it again on transient failures.
@@ -202,6 +212,7 @@ pub async fn apply_event(
         origin,
         fetched,
         now: ctx.now,
+        livemode: ctx.livemode,
     });
     let mut attempt = 1;
     loop {
@@ -237,6 +248,7 @@ struct Received {
     origin: Origin,
     fetched: Fetched,
     now: Timestamp,
+    livemode: bool,
 }
 
 async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
@@ -247,6 +259,7 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         origin,
         fetched,
         now,
+        livemode,
     } = received;
     tx.lock(&parsed.objects()).await?;
     let new = tx
@@ -275,6 +288,15 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         event_id: &event.id,
     };
     let outcome = match parsed {
+        // Recorded, never applied: a test payment grants no live credits, and the other way.
+        _ if event.livemode != *livemode => Outcome::new(
+            OutcomeKind::OtherMode,
+            format!(
+                "a {} event on a server that applies {} events ([stripe] livemode = {livemode})",
+                mode_name(event.livemode),
+                mode_name(*livemode)
+            ),
+        ),
         Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => {
             apply.checkout(s, fetched.line_items.as_deref()).await?
         }
@@ -370,6 +392,10 @@ struct Purchase<'a> {
     payment_key: &'a str,
     paid_minor: Option<i64>,
     tax_minor: i64,
+}
+
+fn mode_name(livemode: bool) -> &'static str {
+    if livemode { "live-mode" } else { "test-mode" }
 }
 
 fn not_auto_topup() -> Outcome {

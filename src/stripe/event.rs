@@ -22,6 +22,8 @@ pub struct Event {
     pub created: i64,
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Whether the event is of Stripe's live mode; required, as Stripe always sends it.
+    pub livemode: bool,
     pub data: Data,
 }
 
@@ -29,7 +31,21 @@ pub struct Event {
 pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 
 fn unix_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let seconds = i64::deserialize(d)?;
+    // An integer, also when written with a zero fraction (`1700000000.0` is an integer in JSON).
+    let number = serde_json::Number::deserialize(d)?;
+    let seconds = number
+        .as_i64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_UNIX_SECONDS as f64)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "created: {number} is not a whole number of seconds"
+            ))
+        })?;
     if !(0..=MAX_UNIX_SECONDS).contains(&seconds) {
         return Err(serde::de::Error::custom(format!(
             "created: {seconds} is not a time from 1970 to 9999"
@@ -841,7 +857,7 @@ mod tests {
 
     fn event(event_type: &str, object: serde_json::Value) -> Event {
         serde_json::from_value(json!({
-            "id": "evt_1", "type": event_type, "created": 1, "data": {"object": object}
+            "id": "evt_1", "type": event_type, "created": 1, "livemode": false, "data": {"object": object}
         }))
         .unwrap()
     }
@@ -891,15 +907,27 @@ mod tests {
     #[test]
     fn an_event_has_an_object_and_a_time() {
         let read = |value: serde_json::Value| serde_json::from_value::<Event>(value).is_ok();
-        let event = |created: serde_json::Value, object: serde_json::Value| json!({"id": "evt_1", "type": "x", "created": created, "data": {"object": object}});
+        let event = |created: serde_json::Value, object: serde_json::Value| json!({"id": "evt_1", "type": "x", "created": created, "livemode": false, "data": {"object": object}});
         assert!(read(event(json!(0), json!({}))));
         assert!(read(event(json!(MAX_UNIX_SECONDS), json!({}))));
         assert!(!read(event(json!(-1), json!({}))));
+        assert!(
+            read(event(json!(1_700_000_000.0), json!({}))),
+            "a whole number"
+        );
+        assert!(!read(event(json!(1_700_000_000.5), json!({}))));
         assert!(!read(event(json!(MAX_UNIX_SECONDS + 1), json!({}))));
         assert!(!read(event(json!(1), json!([]))));
         assert!(!read(event(json!(1), json!("cs_1"))));
         assert!(!read(
-            json!({"id": "evt_1", "type": "x", "data": {"object": {}}})
+            json!({"id": "evt_1", "type": "x", "livemode": false, "data": {"object": {}}})
+        ));
+        // Its mode is required: Stripe always says it.
+        assert!(!read(
+            json!({"id": "evt_1", "type": "x", "created": 1, "data": {"object": {}}})
+        ));
+        assert!(!read(
+            json!({"id": "evt_1", "type": "x", "created": 1, "livemode": "no", "data": {"object": {}}})
         ));
     }
 

@@ -81,6 +81,7 @@ fn event_type(source: &str, object: &serde_json::Value) -> &'static str {
 pub async fn run(
     store: &Store,
     api: &StripeApi,
+    livemode: bool,
     since: Timestamp,
     now: impl Fn() -> Timestamp,
     mut progress: impl FnMut(&str),
@@ -132,12 +133,21 @@ pub async fn run(
                     event_type: event_type(source.path, &object).to_owned(),
                     created: at.timestamp(),
                     api_version: None,
+                    // An object of the key's mode; one that does not say is taken as of it.
+                    livemode: object
+                        .get("livemode")
+                        .and_then(|l| l.as_bool())
+                        .unwrap_or(livemode),
                     data: Data { object },
                 };
                 let payload = serde_json::to_string(&event.data.object)
                     .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
                 let fetched = apply::fetch(Some(api), &event).await?;
-                let context = Context { store, now: at };
+                let context = Context {
+                    store,
+                    now: at,
+                    livemode,
+                };
                 let Outcome { outcome, .. } =
                     apply::apply_event(&context, &event, &payload, Origin::Sync, fetched).await?;
                 *report.outcomes.entry(outcome).or_default() += 1;

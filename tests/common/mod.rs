@@ -394,7 +394,7 @@ macro_rules! for_each_engine {
 
 /// A Stripe event around `object`, as Stripe sends it (API version 2025-08-27.basil).
 pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> String {
-    json!({"id": id, "object": "event", "api_version": "2025-08-27.basil", "created": created,
+    json!({"id": id, "object": "event", "api_version": "2025-08-27.basil", "created": created, "livemode": false,
            "type": kind, "data": {"object": object}})
     .to_string()
 }
