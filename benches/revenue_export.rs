@@ -274,6 +274,7 @@ async fn main() {
             created_at: Set(bought.timestamp_micros()),
             refunded: Set(0),
             expiry_warned_for: Set(None),
+            frozen: Set(false),
         });
         batches.lots.push(entity::revenue_lots::ActiveModel {
             grant_id: Set(grant.clone()),

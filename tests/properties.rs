@@ -114,6 +114,7 @@ fn apply(
                     created_at: *now,
                     refunded: Credits::ZERO,
                     period_start: None,
+                    frozen: false,
                 },
                 *now,
             );

@@ -584,7 +584,8 @@ async fn top_ups_refunds_and_disputes(app: TestApp) {
     .await;
     assert_eq!(app.customer("acct_b").await["balance"], "500");
 
-    // Disputes freeze; won unfreezes; lost takes the disputed money's credits back.
+    // A dispute freezes what its payment bought, nothing else; won thaws it; lost takes the
+    // disputed money's credits back.
     expect(
         &app,
         &event(
@@ -596,8 +597,9 @@ async fn top_ups_refunds_and_disputes(app: TestApp) {
         "applied",
     )
     .await;
+    app.promo("acct_c", "50").await;
     let dispute = |id: &str, status: &str| json!({"id": id, "object": "dispute", "amount": 300, "currency": "usd", "status": status, "payment_intent": "pi_c", "charge": "ch_c"});
-    expect(
+    let value = expect(
         &app,
         &event(
             "e9",
@@ -608,11 +610,44 @@ async fn top_ups_refunds_and_disputes(app: TestApp) {
         "applied",
     )
     .await;
-    assert_eq!(app.customer("acct_c").await["frozen"], true);
-    let (status, refused) = app.authorize("acct_c", "chat.request", json!(1)).await;
+    assert!(
+        value["detail"].as_str().unwrap().contains("frozen"),
+        "{value}"
+    );
+    let c = app.customer("acct_c").await;
     assert_eq!(
-        (status, refused["type"].as_str()),
-        (StatusCode::FORBIDDEN, Some("customer_frozen"))
+        (
+            &c["frozen"],
+            &c["frozen_credits"],
+            &c["balance"],
+            &c["available"]
+        ),
+        (&json!(true), &json!("1000"), &json!("1050"), &json!("50")),
+        "{c}"
+    );
+    let pack = c["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["kind"] == "pack")
+        .unwrap();
+    assert_eq!(pack["frozen"], true);
+    // Its own credits still spend; the frozen ones do not.
+    let (status, used) = app.usage("acct_c", "chat.request", json!(40), "c-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    let (status, refused) = app.usage("acct_c", "chat.request", json!(11), "c-2").await;
+    assert_eq!(
+        (
+            status,
+            refused["type"].as_str(),
+            refused["available"].as_str()
+        ),
+        (
+            StatusCode::PAYMENT_REQUIRED,
+            Some("insufficient_credits"),
+            Some("10")
+        ),
+        "{refused}"
     );
     expect(
         &app,
@@ -625,8 +660,12 @@ async fn top_ups_refunds_and_disputes(app: TestApp) {
         "applied",
     )
     .await;
-    assert_eq!(app.customer("acct_c").await["frozen"], false);
-    assert_eq!(app.customer("acct_c").await["balance"], "1000");
+    let c = app.customer("acct_c").await;
+    assert_eq!(
+        (&c["frozen"], &c["balance"], &c["available"]),
+        (&json!(false), &json!("1010"), &json!("1010")),
+        "{c}"
+    );
     // An old update after the close changes nothing.
     expect(
         &app,
@@ -654,11 +693,89 @@ async fn top_ups_refunds_and_disputes(app: TestApp) {
     let c = app.customer("acct_c").await;
     assert_eq!(
         (c["balance"].as_str(), c["frozen"].as_bool()),
-        (Some("700"), Some(false)),
+        (Some("710"), Some(false)),
         "{c}"
     );
     app.assert_audit_clean().await;
 }
+
+/// A stranger pays a public top-up link naming someone else's account, then disputes the charge:
+/// only what the stranger bought is frozen, and taken back when the dispute is lost; the
+/// account's own credits keep working throughout.
+async fn a_stranger_s_dispute_freezes_only_what_it_paid_for(app: TestApp) {
+    let now = app.now().timestamp();
+    // The victim's own credits: a pack it bought itself.
+    expect(
+        &app,
+        &event(
+            "v1",
+            "checkout.session.completed",
+            now,
+            pack_checkout("cs_own", "victim", "pi_own", true),
+        ),
+        "applied",
+    )
+    .await;
+    // The stranger's payment, naming the victim (its own Stripe customer).
+    let mut gift = pack_checkout("cs_gift", "victim", "pi_gift", true);
+    gift["customer"] = json!("cus_stranger");
+    expect(
+        &app,
+        &event("v2", "checkout.session.completed", now, gift),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("victim").await["balance"], "2000");
+    let dispute = |status: &str| json!({"id": "dp_gift", "object": "dispute", "amount": 1000, "currency": "usd", "status": status, "payment_intent": "pi_gift", "charge": "ch_gift"});
+    expect(
+        &app,
+        &event(
+            "v3",
+            "charge.dispute.created",
+            now,
+            dispute("needs_response"),
+        ),
+        "applied",
+    )
+    .await;
+    let c = app.customer("victim").await;
+    assert_eq!(
+        (&c["available"], &c["frozen_credits"]),
+        (&json!("1000"), &json!("1000")),
+        "{c}"
+    );
+    // The victim spends its own credits, and can reserve them, while the dispute is open.
+    let (status, used) = app.usage("victim", "chat.request", json!(600), "v-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    let (status, hold) = app.authorize("victim", "chat.request", json!(400)).await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let (status, _) = app.authorize("victim", "chat.request", json!(1)).await;
+    assert_eq!(
+        status,
+        StatusCode::PAYMENT_REQUIRED,
+        "the frozen credits are not spent"
+    );
+    let (status, _) = app
+        .capture(hold["id"].as_str().unwrap(), json!({"quantity": 400}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Lost: the stranger's credits go back; nothing of the victim's is touched.
+    expect(
+        &app,
+        &event("v4", "charge.dispute.closed", now + 1, dispute("lost")),
+        "applied",
+    )
+    .await;
+    let c = app.customer("victim").await;
+    assert_eq!(
+        (&c["balance"], &c["available"], &c["frozen"]),
+        (&json!("0"), &json!("0"), &json!(false)),
+        "{c}"
+    );
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(a_stranger_s_dispute_freezes_only_what_it_paid_for);
 
 on_both_engines!(top_ups_refunds_and_disputes);
 

@@ -27,6 +27,8 @@ pub struct Model {
     pub refunded: i64,
     /// The expiry `credit.grant_expiring` was last sent for (Unix microseconds), if any.
     pub expiry_warned_for: Option<i64>,
+    /// Its payment is disputed: its free credits cannot be spent until the dispute closes.
+    pub frozen: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -64,6 +64,9 @@ pub struct Grant {
     /// Start of the period a plan grant pays for: its revenue schedule is set from it when the
     /// grant is first written. Not kept on the grant afterwards (the lot keeps the schedule).
     pub period_start: Option<Timestamp>,
+    /// The payment that bought it is disputed: its free credits cannot be spent until the
+    /// dispute closes (README, Disputes). What holds reserved on it before stays reserved.
+    pub frozen: bool,
 }
 
 /// Where a grant's credits come from, kept as its `source_type` (its `source_id` says which).
@@ -137,6 +140,7 @@ impl Grant {
             created_at: now,
             refunded: Credits::ZERO,
             period_start: None,
+            frozen: false,
         }
     }
 
@@ -229,11 +233,21 @@ impl Grant {
         Grant { priority, ..self }
     }
 
+    /// Credits that may be spent or taken: none of an expired grant, nor of a frozen one.
     fn free(&self) -> Credits {
-        if self.expired {
+        if self.expired || self.frozen {
             Credits::ZERO
         } else {
             self.remaining - self.held
+        }
+    }
+
+    /// Credits not held on a grant frozen by a dispute: in the balance, not available.
+    pub fn frozen_credits(&self) -> Credits {
+        if self.frozen && !self.expired {
+            self.remaining - self.held
+        } else {
+            Credits::ZERO
         }
     }
 
@@ -453,8 +467,20 @@ impl Book {
         self.grants.iter().map(|g| g.held).sum::<Credits>() + self.overdraft_held
     }
 
+    /// What may be spent now: the balance less what holds reserve and what disputes freeze.
     pub fn available(&self) -> Credits {
-        self.balance() - self.held()
+        self.balance() - self.held() - self.frozen()
+    }
+
+    /// Credits frozen by open disputes on the payments that bought them.
+    pub fn frozen(&self) -> Credits {
+        self.grants.iter().map(Grant::frozen_credits).sum()
+    }
+
+    /// Freezes (a dispute opened on the payment that bought it) or thaws (the dispute closed) a
+    /// grant's credits. Nothing moves: no entry is written; `available` changes.
+    pub fn set_frozen(&mut self, grant_id: &str, frozen: bool) {
+        self.grant_mut(grant_id).frozen = frozen;
     }
 
     fn free(&self) -> Credits {
@@ -1173,6 +1199,7 @@ mod tests {
                 created_at: at(0),
                 refunded: Credits::ZERO,
                 period_start: None,
+                frozen: false,
             },
             at(0),
         );

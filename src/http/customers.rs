@@ -37,6 +37,8 @@ pub struct GrantView {
     plan: Option<String>,
     pack: Option<String>,
     source: String,
+    /// Its payment is disputed: its free credits are not available until the dispute closes.
+    frozen: bool,
 }
 
 impl From<&Grant> for GrantView {
@@ -50,6 +52,7 @@ impl From<&Grant> for GrantView {
             price: g.price,
             currency: g.currency.clone(),
             expires_at: g.expires_at,
+            frozen: g.frozen,
             priority: g.priority,
             plan: g.plan_id.clone(),
             pack: g.pack_id.clone(),
@@ -75,7 +78,11 @@ pub struct CustomerView {
     /// Since when the subscription is past due, if it is.
     past_due_since: Option<DateTime<Utc>>,
     features: Vec<String>,
+    /// Some of its credits are frozen by an open dispute on the payment that bought them.
     frozen: bool,
+    /// Those credits: in the balance, not available.
+    #[schema(value_type = String)]
+    frozen_credits: Credits,
     #[schema(value_type = String)]
     balance: Credits,
     #[schema(value_type = String)]
@@ -124,7 +131,8 @@ pub async fn show(
         plan: terms.plan.map(|p| p.id.clone()),
         past_due_since: standing.past_due_since,
         features,
-        frozen: standing.frozen,
+        frozen: standing.frozen || book.frozen().is_positive(),
+        frozen_credits: book.frozen(),
         balance: book.balance(),
         held: book.held(),
         available: book.available(),

@@ -71,7 +71,7 @@ pub async fn customers_page(
             plan: Terms::of(&state.catalog, &standing, now, state.policy())
                 .plan
                 .map(|p| p.id.clone()),
-            frozen: standing.frozen,
+            frozen: standing.frozen || book.frozen().is_positive(),
             balance: book.balance(),
             held: book.held(),
             available: book.available(),

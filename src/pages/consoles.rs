@@ -360,7 +360,7 @@ pub async fn admin_customer(
         events,
         deliveries,
         plan: standing.plan_id.clone(),
-        frozen: standing.frozen,
+        frozen: standing.frozen || book.frozen().is_positive(),
         balance: book.balance(),
         held: book.held(),
         available: book.available(),

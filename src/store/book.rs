@@ -661,6 +661,7 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                     Value::from(grant.expired),
                     Value::from(micros(grant.refunded)?),
                     Value::from(grant.expires_at.map(time)),
+                    Value::from(grant.frozen),
                     Value::from(micros(old.remaining)?),
                     Value::from(micros(old.held)?),
                     Value::from(old.expired),
@@ -764,12 +765,13 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                 "expired",
                 "refunded",
                 "expires_at",
+                "frozen",
                 "old_remaining",
                 "old_held",
                 "old_expired",
             ],
             "remaining = v.remaining, held = v.held, expired = v.expired, \
-             refunded = v.refunded, expires_at = v.expires_at",
+             refunded = v.refunded, expires_at = v.expires_at, frozen = v.frozen",
             "grants.remaining = v.old_remaining AND grants.held = v.old_held \
              AND grants.expired = v.old_expired",
             chunk,

@@ -46,6 +46,7 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         created_at: timestamp(row.created_at)?,
         refunded: Credits::from_micros(row.refunded),
         period_start: None,
+        frozen: row.frozen,
         id: row.id,
     })
 }
@@ -70,6 +71,7 @@ pub fn grant_to_row(customer: &str, g: &Grant) -> Result<grants::ActiveModel> {
         created_at: Set(time(g.created_at)),
         refunded: Set(micros(g.refunded)?),
         expiry_warned_for: Set(None),
+        frozen: Set(g.frozen),
     })
 }
 

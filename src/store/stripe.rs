@@ -84,6 +84,8 @@ pub struct TakenBack {
     pub currency: Option<String>,
     /// Has the payment any dispute, in any state?
     pub disputed: bool,
+    /// Is a dispute on the payment still open? What it bought stays frozen until none is.
+    pub dispute_open: bool,
 }
 
 /// One Stripe event's transaction.
@@ -1092,6 +1094,9 @@ impl StripeTx {
             },
             currency,
             disputed: !disputes.is_empty(),
+            dispute_open: disputes
+                .iter()
+                .any(|d| !DisputeStatus::parse(&d.status).is_closed()),
         })
     }
 
@@ -1114,38 +1119,6 @@ impl StripeTx {
         Ok(clawed)
     }
 
-    /// Is any dispute open on a payment of this customer's grants? One query, whatever the
-    /// number of grants.
-    pub async fn has_open_dispute(&self, customer_id: &str) -> Result<bool> {
-        use sea_orm::sea_query::Query;
-        let keys = Query::select()
-            .column((
-                stripe_payment_grants::Entity,
-                stripe_payment_grants::Column::PaymentKey,
-            ))
-            .from(stripe_payment_grants::Entity)
-            .inner_join(
-                grants::Entity,
-                Expr::col((grants::Entity, grants::Column::Id)).equals((
-                    stripe_payment_grants::Entity,
-                    stripe_payment_grants::Column::GrantId,
-                )),
-            )
-            .and_where(Expr::col((grants::Entity, grants::Column::CustomerId)).eq(customer_id))
-            .to_owned();
-        let disputes = stripe_disputes::Entity::find()
-            .filter(
-                Condition::any()
-                    .add(stripe_disputes::Column::PaymentIntent.in_subquery(keys.clone()))
-                    .add(stripe_disputes::Column::Charge.in_subquery(keys)),
-            )
-            .all(&self.txn)
-            .await?;
-        Ok(disputes
-            .iter()
-            .any(|d| !DisputeStatus::parse(&d.status).is_closed()))
-    }
-
     /// Subscriptions of a Stripe customer, oldest state first.
     pub async fn subscriptions_of(&self, stripe_customer: &str) -> Result<Vec<SubscriptionState>> {
         Ok(stripe_subscriptions::Entity::find()
@@ -1159,21 +1132,19 @@ impl StripeTx {
     }
 
     /// Writes the customer's standing as Stripe sets it (creating the customer): plan and period
-    /// from its subscription when it has one, past-due start, and frozen.
+    /// from its subscription when it has one, and past-due start. (A dispute freezes what its
+    /// payment bought, never the customer: see `Book::set_frozen`.)
     pub async fn set_standing(
         &self,
         customer_id: &str,
         subscription: Option<(Option<String>, Option<Timestamp>, Option<Timestamp>)>,
-        frozen: bool,
         now: Timestamp,
     ) -> Result<()> {
         insert_customer_if_absent(&self.txn, customer_id, now).await?;
-        let mut update = customers::Entity::update_many()
-            .col_expr(customers::Column::Frozen, Expr::value(frozen))
-            .col_expr(
-                customers::Column::Version,
-                Expr::col(customers::Column::Version).add(1),
-            );
+        let mut update = customers::Entity::update_many().col_expr(
+            customers::Column::Version,
+            Expr::col(customers::Column::Version).add(1),
+        );
         if let Some((plan, past_due_since, renews_at)) = subscription {
             update = update
                 .col_expr(customers::Column::PlanId, Expr::value(plan))

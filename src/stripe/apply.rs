@@ -519,13 +519,13 @@ impl Apply<'_> {
             }
         }
         self.tx
-            .set_standing(from, Some((None, None, None)), false, self.now)
+            .set_standing(from, Some((None, None, None)), self.now)
             .await?;
         self.refresh_standing(stripe_customer, to).await
     }
 
-    /// Writes the account's plan, period end, past-due start and frozen flag from what is known
-    /// of the Stripe customer's subscriptions and disputes.
+    /// Writes the account's plan, period end and past-due start from what is known of the Stripe
+    /// customer's subscriptions.
     async fn refresh_standing(&self, stripe_customer: &str, customer: &str) -> Result<()> {
         let subscriptions = self.tx.subscriptions_of(stripe_customer).await?;
         let subscription = match subscription::standing(&subscriptions) {
@@ -536,10 +536,7 @@ impl Apply<'_> {
             )),
             None => None,
         };
-        let frozen = self.tx.has_open_dispute(customer).await?;
-        self.tx
-            .set_standing(customer, subscription, frozen, self.now)
-            .await
+        self.tx.set_standing(customer, subscription, self.now).await
     }
 
     async fn checkout(
@@ -1233,9 +1230,11 @@ impl Apply<'_> {
         ))
     }
 
-    /// Brings a payment's grants in line with what Stripe says was refunded or lost in disputes
-    /// on it, and the frozen flag of their owners with its disputes. A payment not yet known is
-    /// left pending: the purchase, when it arrives, settles it.
+    /// Brings a payment's grants in line with what Stripe says of it: what was refunded or lost
+    /// in disputes is taken back (or given back, when a refund failed), and what it bought is
+    /// frozen while a dispute on it is open, thawed when none is (README, Disputes). Only the
+    /// disputed payment's grants: the owners' other credits keep working. A payment not yet known
+    /// is left pending: the purchase, when it arrives, settles it.
     async fn settle_payment(&self, keys: &[Option<&str>]) -> Result<Outcome> {
         let keys: Vec<String> = keys.iter().flatten().map(|k| k.to_string()).collect();
         let known = self.tx.known_payment_keys(&keys).await?;
@@ -1251,13 +1250,13 @@ impl Apply<'_> {
                 format!("payment {known:?}: nothing taken back"),
             ));
         }
-        let mut customers = BTreeSet::new();
         let mut taken_total = Credits::ZERO;
         let mut given_total = Credits::ZERO;
+        let mut frozen_now = false;
         for key in &known {
             let taken_back = self.tx.money_taken_back(key).await?;
             if taken_back.facts == PaymentRefunds::default() && !taken_back.disputed {
-                // Nothing refunded or disputed: nothing to take, no frozen flag to change.
+                // Nothing refunded or disputed: nothing to take, nothing to freeze.
                 continue;
             }
             let grants = self.tx.paid_grants(key).await?;
@@ -1268,15 +1267,15 @@ impl Apply<'_> {
             let Some(first) = grants.first() else {
                 continue;
             };
+            let freeze = taken_back.dispute_open;
+            frozen_now |= freeze;
             let currency = first.currency.clone();
-            customers.extend(grants.iter().map(|g| g.customer_id.clone()));
-            if taken_back
+            let same_currency = taken_back
                 .currency
                 .as_deref()
-                .is_some_and(|c| !c.eq_ignore_ascii_case(&currency))
-            {
+                .is_none_or(|c| c.eq_ignore_ascii_case(&currency));
+            if !same_currency {
                 tracing::warn!(payment = %key, "refund currency differs from the payment's");
-                continue;
             }
             // Stripe counts refunds tax included; only the price's share comes out of credits.
             let paid = self.tx.payment(key).await?;
@@ -1286,7 +1285,8 @@ impl Apply<'_> {
             let target = money_from_minor(target_minor, &currency);
             let shares: Vec<PaidShare> = grants.iter().map(PaidGrant::share).collect();
             let (plan, giving_back) = match refunds::settle(&shares, target) {
-                Settlement::Settled => continue,
+                _ if !same_currency => (Vec::new(), false),
+                Settlement::Settled => (Vec::new(), false),
                 Settlement::TakeBack(plan) => (plan, false),
                 Settlement::GiveBack(plan) => (plan, true),
             };
@@ -1301,24 +1301,30 @@ impl Apply<'_> {
                 .map(|g| g.customer_id.clone())
                 .collect::<BTreeSet<_>>()
             {
+                let owned: Vec<String> = grants
+                    .iter()
+                    .filter(|g| g.customer_id == customer)
+                    .map(|g| g.grant_id.clone())
+                    .collect();
                 let mine: Vec<(String, Credits)> = plan
                     .iter()
-                    .filter(|(id, _)| {
-                        grants
-                            .iter()
-                            .any(|g| &g.grant_id == id && g.customer_id == customer)
-                    })
+                    .filter(|(id, _)| owned.contains(id))
                     .cloned()
                     .collect();
-                if mine.is_empty() {
-                    continue;
-                }
-                let ids: Vec<String> = mine.iter().map(|(id, _)| id.clone()).collect();
                 let now = self.now;
+                // Thawed before anything is taken back (a lost dispute takes what it froze),
+                // frozen after anything given back (an open dispute keeps it out of reach).
                 let moved: Credits = self
                     .tx
-                    .run(command(&customer, now, self.event_id), &ids, |book, _| {
-                        Ok(mine
+                    .run(command(&customer, now, self.event_id), &owned, |book, _| {
+                        let on_book: Vec<&String> = owned
+                            .iter()
+                            .filter(|id| book.grants.iter().any(|g| &g.id == *id))
+                            .collect();
+                        for id in &on_book {
+                            book.set_frozen(id, false);
+                        }
+                        let moved = mine
                             .iter()
                             .map(|(id, money)| {
                                 if giving_back {
@@ -1328,7 +1334,11 @@ impl Apply<'_> {
                                     book.claw_back(id, *money, now)
                                 }
                             })
-                            .sum::<Credits>())
+                            .sum::<Credits>();
+                        for id in &on_book {
+                            book.set_frozen(id, freeze);
+                        }
+                        Ok(moved)
                     })
                     .await?
                     .value;
@@ -1343,20 +1353,19 @@ impl Apply<'_> {
                 }
             }
         }
-        for customer in &customers {
-            let frozen = self.tx.has_open_dispute(customer).await?;
-            self.tx
-                .set_standing(customer, None, frozen, self.now)
-                .await?;
-        }
+        let frozen = if frozen_now {
+            "; what it bought is frozen while the dispute is open"
+        } else {
+            ""
+        };
         Ok(Outcome::new(
             OutcomeKind::Applied,
             if given_total.is_zero() {
-                format!("payment {known:?}: {taken_total} credits taken back")
+                format!("payment {known:?}: {taken_total} credits taken back{frozen}")
             } else {
                 format!(
                     "payment {known:?}: {given_total} credits given back (a refund failed or \
-                     was canceled)"
+                     was canceled){frozen}"
                 )
             },
         ))
