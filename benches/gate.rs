@@ -802,6 +802,7 @@ async fn sql_baseline(store: &Store, customers: &[String]) -> Run {
             recorded_at: Set(now),
             money: Set(None),
             reason: Set(None),
+            actor: Set(None),
         })
         .exec_without_returning(&txn)
         .await

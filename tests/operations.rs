@@ -90,6 +90,15 @@ async fn json_logs_are_one_object_per_line_with_an_access_line_per_request() {
         .find(|l| l["route"] == "/v1/customers/{id}/grants")
         .expect("the grant's line");
     assert_eq!(grant["customer"], "logged");
+    // Who: the key's id, never the key.
+    let key_id = |l: &Value| l["key_id"].as_str().unwrap_or_default().to_owned();
+    assert!(key_id(grant).starts_with("key_"), "{grant}");
+    assert!(key_id(usage[0]).starts_with("key_"), "{}", usage[0]);
+    assert_ne!(
+        key_id(grant),
+        key_id(usage[0]),
+        "the admin's key is not the app's"
+    );
     assert!(
         lines.iter().any(|l| l["message"]
             .as_str()

@@ -906,3 +906,29 @@ async fn bad_query_parameters_on_pages_are_problems(engine: Engine) {
     check(status, &body, "from");
 }
 for_each_engine!(bad_query_parameters_on_pages_are_problems);
+
+/// `[pages] embed_origins` lets those origins frame the customer's page only: sign-in, the
+/// console and the finance pages may be framed by no one.
+async fn only_the_customer_s_page_may_be_framed(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |config| {
+        config.pages.embed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    app.promo("acme", "10").await;
+    let (path, _) = portal_link(&app, "acme").await;
+    let (status, policy, _) = page(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        policy.contains("frame-ancestors https://app.example.com"),
+        "{policy}"
+    );
+    for path in ["/login", "/admin", "/finance"] {
+        let (_, policy, _) = page(&app, path).await;
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+    }
+}
+
+for_each_engine!(only_the_customer_s_page_may_be_framed);

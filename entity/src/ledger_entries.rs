@@ -24,6 +24,9 @@ pub struct Model {
     pub money: Option<i64>,
     /// Why an operator adjusted the credits (adjustments only).
     pub reason: Option<String>,
+    /// The id of the API key whose request wrote it, for an operator's write (a grant, an
+    /// adjustment); none for the gate's and Stripe's.
+    pub actor: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ pub mod holds;
 pub mod idempotency_records;
 pub mod journal_lines;
 pub mod ledger_entries;
+pub mod operator_actions;
 pub mod outbox;
 pub mod overage_accruals;
 pub mod override_history;

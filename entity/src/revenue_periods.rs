@@ -7,6 +7,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub period: String,
     pub closed_at: i64,
+    /// The id of the API key (or the page session's key) that closed it.
+    pub closed_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,7 +8,10 @@ sql_migration! {
 ///
 /// A dispute freezes what the disputed payment bought (`grants.frozen`), no longer the whole
 /// customer: grants of payments with a dispute still open are frozen, and customers are thawed.
-const UP: [&str; 4] = [
+///
+/// Who did it: the key id of an operator's write on its ledger entries (`actor`), on a closed
+/// period (`closed_by`), and every operator's write in `operator_actions`.
+const UP: [&str; 8] = [
     "ALTER TABLE outbox ADD COLUMN first_attempt_at BIGINT",
     "ALTER TABLE grants ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT FALSE",
     "UPDATE grants SET frozen = TRUE WHERE id IN (
@@ -16,9 +19,24 @@ const UP: [&str; 4] = [
         JOIN stripe_disputes d ON d.payment_intent = pg.payment_key OR d.charge = pg.payment_key
         WHERE d.status NOT IN ('won', 'lost', 'warning_closed', 'prevented'))",
     "UPDATE customers SET frozen = FALSE WHERE frozen = TRUE",
+    "ALTER TABLE ledger_entries ADD COLUMN actor TEXT",
+    "ALTER TABLE revenue_periods ADD COLUMN closed_by TEXT",
+    "CREATE TABLE operator_actions (
+        id TEXT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        key_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        customer_id TEXT,
+        subject TEXT,
+        detail TEXT NOT NULL
+    )",
+    "CREATE INDEX operator_actions_customer ON operator_actions (customer_id, id)",
 ];
 
-const DOWN: [&str; 2] = [
+const DOWN: [&str; 5] = [
+    "DROP TABLE operator_actions",
+    "ALTER TABLE revenue_periods DROP COLUMN closed_by",
+    "ALTER TABLE ledger_entries DROP COLUMN actor",
     "ALTER TABLE grants DROP COLUMN frozen",
     "ALTER TABLE outbox DROP COLUMN first_attempt_at",
 ];

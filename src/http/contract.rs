@@ -684,7 +684,7 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
         ("limit", _) => {
             json!({"type": "integer", "minimum": 1, "maximum": super::customers::MAX_PAGE})
         }
-        ("cursor", "/v1/outbox") => json!({"type": "string",
+        ("cursor", "/v1/outbox" | "/v1/operator-actions") => json!({"type": "string",
             "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}),
         ("cursor", "/v1/revenue/overage" | "/v1/customers") => identifier(),
         ("cursor", _) => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),

@@ -11,6 +11,7 @@ use crate::domain::overrides::{Change, Flat, OverageKind, Override, PLAN_RULE};
 use crate::error::{Error, Result};
 use crate::store::controls::OverrideRequest as StoredOverride;
 use crate::store::keys::Scope;
+use crate::store::operators::{OperatorAction, OperatorActionKind};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -106,9 +107,15 @@ pub async fn set_limits(
         };
         Error::invalid(field, e)
     })?;
+    let actor = OperatorAction::new(
+        caller.key_id(),
+        OperatorActionKind::Limits,
+        serde_json::json!({ "limits": limits }),
+    )
+    .on_customer(&customer);
     let set = state
         .store
-        .set_limits(&customer, limits, state.clock.now())
+        .set_limits(&customer, limits, state.clock.now(), &actor)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
     Ok(Json(LimitsResponse {
@@ -160,9 +167,18 @@ pub async fn set_thresholds(
         request.low_balance_credits.map(|a| a.0),
     )
     .map_err(|bad| Error::invalid(bad.field, bad.reason))?;
+    let actor = OperatorAction::new(
+        caller.key_id(),
+        OperatorActionKind::AlertThresholds,
+        serde_json::json!({
+            "low_balance_consumed_share": own.and_then(|o| o.consumed_share),
+            "low_balance_credits": own.and_then(|o| o.credits),
+        }),
+    )
+    .on_customer(&customer);
     let (plan, pack) = state
         .store
-        .set_low_balance(&customer, own)
+        .set_low_balance(&customer, own, state.clock.now(), &actor)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
     let rule = state
@@ -675,9 +691,15 @@ pub async fn set_auto_topup(
         }
     }
     let now = state.clock.now();
+    let actor = OperatorAction::new(
+        caller.key_id(),
+        OperatorActionKind::AutoTopup,
+        serde_json::json!({ "setting": setting }),
+    )
+    .on_customer(&customer);
     let set = state
         .store
-        .set_auto_topup(&customer, setting, now)
+        .set_auto_topup(&customer, setting, now, actor)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
     Ok(Json(AutoTopupView::of(customer, set, now)?))

@@ -9,6 +9,7 @@ use crate::domain::ledger::{Grant, GrantKind, GrantSource, HoldStatus, Paid};
 use crate::domain::money::{Credits, Money};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
+use crate::store::operators::{OperatorAction, OperatorActionKind};
 use crate::store::revenue::Origin;
 use crate::store::{Command, Idempotency};
 use axum::Json;
@@ -454,9 +455,19 @@ pub async fn create_grant(
     }
     .expiring(expires_at)
     .at_priority(priority);
+    let actor = OperatorAction::new(
+        caller.key_id(),
+        OperatorActionKind::Grant,
+        serde_json::json!({"kind": kind.as_str(), "credits": credits, "expires_at": expires_at,
+            "priority": priority, "plan": plan_id, "pack": pack_id,
+            "price": price_credits, "memo": memo, "idempotency_key": key}),
+    )
+    .on_customer(&customer)
+    .on(&grant.id);
     let command = Command {
         create_customer: true,
         idempotency: Some(Idempotency::request(&key, hash)),
+        actor: Some(actor),
         ..Command::on(customer.clone(), now)
     };
     let executed = state
@@ -538,6 +549,13 @@ pub async fn create_adjustment(
         &change.signed().to_string(),
         reason.as_str(),
     ]);
+    let actor = OperatorAction::new(
+        caller.key_id(),
+        OperatorActionKind::Adjustment,
+        serde_json::json!({"credits": change.signed(), "reason": reason.as_str(),
+            "idempotency_key": key}),
+    )
+    .on_customer(&customer);
     let command = Command {
         create_customer: change.may_create_customer(),
         idempotency: Some(Idempotency::request(&key, hash)),
@@ -545,6 +563,7 @@ pub async fn create_adjustment(
             source: Some(format!("adjustment {key}")),
             event: None,
         },
+        actor: Some(actor),
         ..Command::on(customer.clone(), now)
     };
     let source = (GrantSource::Admin, format!("{key}: {}", reason.as_str()));
@@ -601,9 +620,15 @@ pub async fn set_plan(
             id: plan.clone(),
         });
     }
+    let actor = OperatorAction::new(
+        caller.key_id(),
+        OperatorActionKind::Plan,
+        serde_json::json!({"plan": request.plan}),
+    )
+    .on_customer(&customer);
     state
         .store
-        .set_plan(&customer, request.plan.as_deref(), state.clock.now())
+        .set_plan(&customer, request.plan.as_deref(), state.clock.now(), actor)
         .await?;
     Ok(Json(PlanResponse {
         customer,

@@ -5,6 +5,7 @@ mod controls;
 mod customers;
 pub mod extract;
 mod gate;
+mod operators;
 mod ops;
 mod outbox;
 mod problem;
@@ -70,7 +71,7 @@ impl AppState {
         ops::advance_clock, ops::healthz, webhooks::stripe,
         revenue::journal, revenue::rollforward, revenue::waterfall, revenue::schedule,
         revenue::close_period, revenue::margin, revenue::overage,
-        outbox::list, outbox::replay,
+        outbox::list, outbox::replay, operators::list,
     ),
     modifiers(&BearerAuth)
 )]
@@ -156,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/stripe", post(webhooks::stripe))
         .route("/v1/outbox", get(outbox::list))
         .route("/v1/outbox/{id}/replay", post(outbox::replay))
+        .route("/v1/operator-actions", get(operators::list))
         .route("/v1/revenue/journal", get(revenue::journal))
         .route("/v1/revenue/rollforward", get(revenue::rollforward))
         .route("/v1/revenue/waterfall", get(revenue::waterfall))

@@ -6,6 +6,7 @@ use super::extract::{ApiQuery, Caller, identifier};
 use crate::domain::outbound::{ReplayRefusal, stripe_replay};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
+use crate::store::operators::{OperatorAction, OperatorActionKind};
 use crate::store::outbox::{OutboxQuery, OutboxStatus, row_time, stripe_write};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -175,12 +176,18 @@ pub async fn replay(
     caller.require(Scope::Admin)?;
     let id = identifier("id", &id)?;
     let now = state.wall_clock.now();
+    let absent_in_stripe = query.absent_in_stripe.unwrap_or(false);
+    let actor = OperatorAction::new(
+        caller.key_id(),
+        OperatorActionKind::OutboxReplay,
+        serde_json::json!({"absent_in_stripe": absent_in_stripe}),
+    )
+    .on(&id);
     let row = state
         .store
-        .outbox_replay(&id, now, query.absent_in_stripe.unwrap_or(false))
+        .outbox_replay(&id, now, absent_in_stripe, &actor)
         .await?
         .ok_or_else(|| Error::OutboxMessageNotFound(id.clone()))?
         .map_err(Error::ReplayRefused)?;
-    tracing::info!(target: "creditbook::audit", outbox = %id, key_id = caller.key_id(), "outbox message replayed");
     Ok(Json(OutboxMessage::from_row(row, now)?))
 }

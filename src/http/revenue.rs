@@ -10,6 +10,7 @@ use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::keys::Scope;
+use crate::store::operators::{OperatorAction, OperatorActionKind};
 use crate::store::overage::OverageRow;
 use crate::store::reports::{
     JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field, money,
@@ -534,16 +535,28 @@ pub struct Closed {
     period: String,
     status: &'static str,
     closed_at: chrono::DateTime<chrono::Utc>,
+    /// The id of the key that closed it (none for a period closed before this was kept).
+    closed_by: Option<String>,
 }
 
 /// Closes `period` if it has ended, after the postings due by now; when it was closed.
-pub async fn close(state: &AppState, period: Period) -> Result<Timestamp> {
+pub async fn close(
+    state: &AppState,
+    period: Period,
+    key_id: &str,
+) -> Result<entity::revenue_periods::Model> {
     let now = state.clock.now();
     if period.end() > now {
         return Err(Error::PeriodNotEnded(period.to_string()));
     }
     crate::jobs::run_due(&state.store, now).await?;
-    state.store.close_period(period, now).await
+    let actor = OperatorAction::new(
+        key_id,
+        OperatorActionKind::PeriodClose,
+        serde_json::json!({"period": period.to_string()}),
+    )
+    .on(&period.to_string());
+    state.store.close_period(period, now, &actor).await
 }
 
 /// Locks a period that has ended. Time-driven postings due by now (expiries, the platform
@@ -557,10 +570,11 @@ pub async fn close_period(
 ) -> Result<Json<Closed>> {
     caller.require(Scope::Finance)?;
     let period: Period = period.parse().map_err(|e| Error::invalid("period", e))?;
-    let closed_at = close(&state, period).await?;
+    let closed = close(&state, period, caller.key_id()).await?;
     Ok(Json(Closed {
         period: period.to_string(),
         status: "closed",
-        closed_at,
+        closed_at: crate::store::outbox::row_time(closed.closed_at)?,
+        closed_by: closed.closed_by,
     }))
 }

@@ -218,7 +218,7 @@ pub async fn close(
     if form.confirm.as_deref() != Some("yes") {
         return refuse(format!("Tick the box to confirm closing {period}.")).await;
     }
-    match revenue::close(&state, period).await {
+    match revenue::close(&state, period, &signed_in.session.key_id).await {
         Ok(_) => Ok(Redirect::to(&format!("/finance?closed={period}")).into_response()),
         Err(Error::PeriodNotEnded(p)) => {
             refuse(format!(

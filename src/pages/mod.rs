@@ -61,7 +61,7 @@ impl Pages {
         &self.key
     }
 
-    /// A page answer: rendered, with the headers every page carries.
+    /// A page answer: rendered, with the headers every page carries. No site may frame it.
     pub fn page(
         &self,
         status: StatusCode,
@@ -70,17 +70,29 @@ impl Pages {
         let html = template
             .render()
             .map_err(|e| crate::error::Error::Internal(format!("template: {e}")))?;
-        Ok(self.respond(status, html))
+        Ok(self.respond(status, html, "'none'"))
     }
 
-    /// A rendered page with the headers every page carries.
-    pub fn respond(&self, status: StatusCode, html: String) -> Response {
+    /// The customer's page: as `page`, but the `[pages] embed_origins` may frame it. The
+    /// console, the finance pages and sign-in are never framed, whatever that setting says.
+    pub fn embeddable_page(
+        &self,
+        status: StatusCode,
+        template: &impl askama::Template,
+    ) -> crate::error::Result<Response> {
+        let html = template
+            .render()
+            .map_err(|e| crate::error::Error::Internal(format!("template: {e}")))?;
+        Ok(self.respond(status, html, &self.frame_ancestors))
+    }
+
+    /// A rendered page with the headers every page carries; `frame_ancestors` who may frame it.
+    fn respond(&self, status: StatusCode, html: String, frame_ancestors: &str) -> Response {
         let mut response = (status, Html(html)).into_response();
         let headers = response.headers_mut();
         let policy = format!(
             "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-             base-uri 'none'; frame-ancestors {}",
-            self.frame_ancestors
+             base-uri 'none'; frame-ancestors {frame_ancestors}"
         );
         headers.insert(
             header::CONTENT_SECURITY_POLICY,

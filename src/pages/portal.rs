@@ -138,7 +138,9 @@ fn refused(
     title: &'static str,
     message: &'static str,
 ) -> Result<Response> {
-    state.pages.page(status, &super::Message { title, message })
+    state
+        .pages
+        .embeddable_page(status, &super::Message { title, message })
 }
 
 /// `/portal?token=`: the customer's balance, grants, usage, ledger and limits.
@@ -310,5 +312,5 @@ pub async fn page(
         alerts,
         top_ups,
     };
-    state.pages.page(StatusCode::OK, &page)
+    state.pages.embeddable_page(StatusCode::OK, &page)
 }

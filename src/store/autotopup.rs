@@ -194,9 +194,14 @@ impl Store {
         customer: &str,
         setting: Option<Setting>,
         now: Timestamp,
+        actor: super::operators::OperatorAction,
     ) -> Result<Option<AutoTopupState>> {
+        let command = Command {
+            actor: Some(actor),
+            ..Command::on(customer, now)
+        };
         let set = self
-            .execute(Command::on(customer, now), move |_book, standing| {
+            .execute(command, move |_book, standing| {
                 standing.auto_topup.set(setting.clone());
                 Ok(())
             })

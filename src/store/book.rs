@@ -63,6 +63,8 @@ pub struct Command {
     pub now: Timestamp,
     /// Where the command comes from, for the journal: a usage id, a Stripe event.
     pub origin: Origin,
+    /// The operator's write it is, recorded with it (and its key id on its ledger entries).
+    pub actor: Option<super::operators::OperatorAction>,
 }
 
 impl Command {
@@ -75,6 +77,7 @@ impl Command {
             hold_id: None,
             now,
             origin: Origin::default(),
+            actor: None,
         }
     }
 }
@@ -843,16 +846,24 @@ async fn write_entries(
     done: &[Done],
 ) -> Result<()> {
     let mut rows = Vec::new();
-    for d in done.iter().filter(|d| !d.entries.is_empty()) {
+    for d in done {
+        let command = items[d.item].0;
+        if let Some(actor) = &command.actor {
+            super::operators::record(txn, actor, command.now).await?;
+        }
+        if d.entries.is_empty() {
+            continue;
+        }
         let operation_id = uuid::Uuid::now_v7().to_string();
-        let now = items[d.item].0.now;
+        let actor = command.actor.as_ref().map(|a| a.key_id.as_str());
         for (position, entry) in d.entries.iter().enumerate() {
             rows.push(rows::entry_to_row(
                 &d.customer,
                 &operation_id,
                 position,
                 entry,
-                now,
+                command.now,
+                actor,
             )?);
         }
     }
@@ -973,9 +984,11 @@ impl super::Store {
         customer_id: &str,
         plan_id: Option<&str>,
         now: Timestamp,
+        actor: super::operators::OperatorAction,
     ) -> Result<()> {
         let command = Command {
             create_customer: true,
+            actor: Some(actor),
             ..Command::on(customer_id, now)
         };
         let plan_id = plan_id.map(str::to_owned);

@@ -47,11 +47,13 @@ impl Store {
         customer: &str,
         new: Vec<Limit>,
         now: Timestamp,
+        actor: &super::operators::OperatorAction,
     ) -> Result<Option<LimitsSet>> {
         let (_permit, txn) = self.begin_write().await?;
         if !lock_customer(&txn, customer).await? {
             return Ok(None);
         }
+        super::operators::record(&txn, actor, now).await?;
         let ids = [customer.to_owned()];
         let mut books = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
         let loaded = books
@@ -85,11 +87,14 @@ impl Store {
         &self,
         customer: &str,
         own: Option<crate::domain::alerts::LowBalance>,
+        now: Timestamp,
+        actor: &super::operators::OperatorAction,
     ) -> Result<Option<(Option<String>, Option<String>)>> {
         let (_permit, txn) = self.begin_write().await?;
         if !lock_customer(&txn, customer).await? {
             return Ok(None);
         }
+        super::operators::record(&txn, actor, now).await?;
         customers::Entity::update_many()
             .col_expr(
                 customers::Column::LowBalance,
@@ -141,6 +146,15 @@ impl Store {
         let mut overrides: Overrides = rows::from_json_column(current.as_deref())?;
         overrides.set(request.made.clone());
         let made = &request.made;
+        let action = super::operators::OperatorAction::new(
+            &made.actor,
+            super::operators::OperatorActionKind::Override,
+            serde_json::to_value(crate::domain::overrides::Flat::from(made.clone()))
+                .map_err(|e| Error::Internal(format!("an override as JSON: {e}")))?,
+        )
+        .on_customer(&request.customer)
+        .on(&made.id);
+        super::operators::record(&txn, &action, now).await?;
         override_history::Entity::insert(override_row(
             made,
             &request.customer,

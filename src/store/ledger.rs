@@ -39,6 +39,9 @@ pub struct EntryView {
     /// Why an operator adjusted the credits (adjustments only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The id of the API key whose request wrote it: an operator's grant or adjustment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     pub effective_at: chrono::DateTime<chrono::Utc>,
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -94,6 +97,7 @@ impl Store {
                     overage: Credits::from_micros(r.overage),
                     money: r.money.map(Credits::from_micros),
                     reason: r.reason,
+                    actor: r.actor,
                     effective_at: timestamp(r.effective_at)?,
                     recorded_at: timestamp(r.recorded_at)?,
                 })

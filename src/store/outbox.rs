@@ -333,6 +333,7 @@ impl Store {
         id: &str,
         now: Timestamp,
         checked_absent_in_stripe: bool,
+        actor: &super::operators::OperatorAction,
     ) -> Result<Option<std::result::Result<outbox::Model, ReplayRefusal>>> {
         let (_permit, txn) = self.begin_write().await?;
         let Some(row) = outbox::Entity::find_by_id(id.to_owned())
@@ -358,6 +359,11 @@ impl Store {
             .filter(outbox::Column::Status.ne(OutboxStatus::Pending.as_str()))
             .exec(&txn)
             .await?;
+        let actor = super::operators::OperatorAction {
+            customer: Some(row.customer_id.clone()),
+            ..actor.clone()
+        };
+        super::operators::record(&txn, &actor, now).await?;
         let row = outbox::Entity::find_by_id(id.to_owned()).one(&txn).await?;
         txn.commit().await?;
         Ok(row.map(Ok))

@@ -758,7 +758,12 @@ impl Store {
 
     /// Closes `period`: nothing more is booked in it. Closing a closed period changes nothing.
     /// Returns when it was closed.
-    pub async fn close_period(&self, period: Period, now: Timestamp) -> Result<Timestamp> {
+    pub async fn close_period(
+        &self,
+        period: Period,
+        now: Timestamp,
+        actor: &super::operators::OperatorAction,
+    ) -> Result<revenue_periods::Model> {
         let (_permit, txn) = self.begin_write().await?;
         if txn.get_database_backend() == DbBackend::Postgres {
             // Waits for postings that read the periods before this commit (they hold the lock
@@ -772,9 +777,10 @@ impl Store {
             ))
             .await?;
         }
-        revenue_periods::Entity::insert(revenue_periods::ActiveModel {
+        let inserted = revenue_periods::Entity::insert(revenue_periods::ActiveModel {
             period: sea_orm::ActiveValue::Set(period.to_string()),
             closed_at: sea_orm::ActiveValue::Set(now.timestamp_micros()),
+            closed_by: sea_orm::ActiveValue::Set(Some(actor.key_id.clone())),
         })
         .on_conflict(
             OnConflict::column(revenue_periods::Column::Period)
@@ -783,11 +789,15 @@ impl Store {
         )
         .exec_without_returning(&txn)
         .await?;
+        // Closed now, not before: the closing is recorded with who closed it.
+        if inserted == 1 {
+            super::operators::record(&txn, actor, now).await?;
+        }
         let row = revenue_periods::Entity::find_by_id(period.to_string())
             .one(&txn)
             .await?
             .ok_or_else(|| Error::Internal("closed period not found".into()))?;
         txn.commit().await?;
-        timestamp(row.closed_at)
+        Ok(row)
     }
 }

@@ -114,6 +114,7 @@ pub fn entry_to_row(
     position: usize,
     e: &Entry,
     recorded_at: Timestamp,
+    actor: Option<&str>,
 ) -> Result<ledger_entries::ActiveModel> {
     Ok(ledger_entries::ActiveModel {
         id: NotSet,
@@ -134,6 +135,7 @@ pub fn entry_to_row(
         recorded_at: Set(time(recorded_at)),
         money: Set(e.money.map(micros).transpose()?),
         reason: Set(e.reason.clone()),
+        actor: Set(actor.map(str::to_owned)),
     })
 }
 
