@@ -45,6 +45,16 @@ struct RawConfig {
     outbox: RawOutbox,
     #[serde(default)]
     pages: RawPages,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    idempotency_days: Option<u32>,
+    stripe_payload_days: Option<u32>,
+    outbox_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -54,6 +64,7 @@ struct RawPages {
     secret: Option<String>,
     portal_link_minutes: Option<u64>,
     session_idle_minutes: Option<u64>,
+    session_max_hours: Option<u64>,
     #[serde(default)]
     embed_origins: Vec<String>,
 }
@@ -71,6 +82,8 @@ pub struct PagesConfig {
     pub embed_origins: Vec<String>,
     /// How long a finance or admin session lasts unused.
     pub session_idle_seconds: u64,
+    /// How long a finance or admin session lasts at most, however used.
+    pub session_max_seconds: u64,
 }
 
 impl std::fmt::Debug for PagesConfig {
@@ -81,6 +94,7 @@ impl std::fmt::Debug for PagesConfig {
             .field("portal_link_seconds", &self.portal_link_seconds)
             .field("embed_origins", &self.embed_origins)
             .field("session_idle_seconds", &self.session_idle_seconds)
+            .field("session_max_seconds", &self.session_max_seconds)
             .finish()
     }
 }
@@ -90,6 +104,9 @@ const DEFAULT_PORTAL_LINK_MINUTES: u64 = 15;
 const MAX_PORTAL_LINK_MINUTES: u64 = 1_440;
 /// Finance and admin sessions end after 30 minutes unused unless configured, at most a day.
 const DEFAULT_SESSION_IDLE_MINUTES: u64 = 30;
+/// And after 12 hours in all unless configured, at most a week.
+const DEFAULT_SESSION_MAX_HOURS: u64 = 12;
+const MAX_SESSION_MAX_HOURS: u64 = 168;
 
 /// `[pages]`, with `CREDITBOOK_PAGES_SECRET` over the file's `secret`.
 fn pages_config(raw: &RawPages, env_secret: Option<String>) -> Result<PagesConfig, Invalid> {
@@ -146,12 +163,20 @@ fn pages_config(raw: &RawPages, env_secret: Option<String>) -> Result<PagesConfi
             format!("must be between 1 and {MAX_PORTAL_LINK_MINUTES}"),
         ));
     }
+    let max_hours = raw.session_max_hours.unwrap_or(DEFAULT_SESSION_MAX_HOURS);
+    if !(1..=MAX_SESSION_MAX_HOURS).contains(&max_hours) {
+        return Err((
+            "pages.session_max_hours".into(),
+            format!("must be between 1 and {MAX_SESSION_MAX_HOURS}"),
+        ));
+    }
     Ok(PagesConfig {
         public_url,
         secret: secret.map(String::into_bytes),
         portal_link_seconds: minutes * 60,
         embed_origins,
         session_idle_seconds: idle * 60,
+        session_max_seconds: max_hours * 3_600,
     })
 }
 
@@ -396,6 +421,8 @@ pub struct Config {
     pub outbox: OutboxSettings,
     /// The pages people look at (`[pages]`).
     pub pages: PagesConfig,
+    /// What is pruned and when (`[retention]`).
+    pub retention: crate::store::retention::RetentionSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -417,6 +444,7 @@ impl std::fmt::Debug for Config {
             .field("webhooks", &self.webhooks)
             .field("outbox", &self.outbox)
             .field("pages", &self.pages)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -771,7 +799,9 @@ impl Config {
             batching.postgres_workers as u64,
             (1, r::MAX_POSTGRES_WORKERS as u64),
         )?;
+        let retention = retention_settings(&raw.retention, &pages).map_err(|(k, r)| fail(k, r))?;
         Ok(Config {
+            retention,
             batching,
             pool,
             key_cache_seconds,
@@ -793,6 +823,40 @@ impl Config {
             pages,
         })
     }
+}
+
+/// `[retention]`: each window 1 day to 10 years.
+fn retention_settings(
+    raw: &RawRetention,
+    pages: &PagesConfig,
+) -> Result<crate::store::retention::RetentionSettings, Invalid> {
+    let defaults = crate::store::retention::RetentionSettings::default();
+    let days = |key: &str, value: Option<u32>, default: u32| {
+        let value = value.unwrap_or(default);
+        if (1..=3_650).contains(&value) {
+            Ok(value)
+        } else {
+            Err((
+                format!("retention.{key}"),
+                "must be between 1 and 3650".to_owned(),
+            ))
+        }
+    };
+    Ok(crate::store::retention::RetentionSettings {
+        idempotency_days: days(
+            "idempotency_days",
+            raw.idempotency_days,
+            defaults.idempotency_days,
+        )?,
+        stripe_payload_days: days(
+            "stripe_payload_days",
+            raw.stripe_payload_days,
+            defaults.stripe_payload_days,
+        )?,
+        outbox_days: days("outbox_days", raw.outbox_days, defaults.outbox_days)?,
+        session_idle_seconds: pages.session_idle_seconds,
+        session_max_seconds: pages.session_max_seconds,
+    })
 }
 
 /// Endpoints at most, and event types at most per endpoint: a limit on everything.
@@ -1496,6 +1560,39 @@ mod tests {
         }
         let err = parse("[stripe]\nwebhook_secrets = [\"\"]\n").unwrap_err();
         assert!(err.reason.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn retention_and_server_bounds_are_checked() {
+        let config = parse(
+            "[retention]\nidempotency_days = 7\n[server]\nrequest_timeout_seconds = 5\n\
+             max_concurrent_requests = 64\n[pages]\nsession_max_hours = 2\n",
+        )
+        .unwrap();
+        assert_eq!(config.retention.idempotency_days, 7);
+        assert_eq!(config.retention.stripe_payload_days, 90);
+        assert_eq!(config.retention.session_max_seconds, 7_200);
+        assert_eq!(config.limits.request_timeout.as_secs(), 5);
+        assert_eq!(config.limits.max_connections(), 256);
+        for (text, key) in [
+            ("[retention]\noutbox_days = 0\n", "retention.outbox_days"),
+            ("[retention]\nkeep = 1\n", "retention.keep"),
+            (
+                "[server]\nrequest_timeout_seconds = 0\n",
+                "server.request_timeout_seconds",
+            ),
+            (
+                "[server]\nmax_concurrent_requests = 0\n",
+                "server.max_concurrent_requests",
+            ),
+            (
+                "[pages]\nsession_max_hours = 169\n",
+                "pages.session_max_hours",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub async fn build_state_with_clock(
         .await?
         .with_catalog(catalog.clone())
         .with_batching(config.batching)
-        .with_key_cache(std::time::Duration::from_secs(config.key_cache_seconds));
+        .with_key_cache(std::time::Duration::from_secs(config.key_cache_seconds))
+        .with_retention(config.retention);
     store.migrate().await?;
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(c) => Arc::new(c.clone()),
@@ -105,6 +106,18 @@ pub async fn serve(
                 }
                 // Logged and counted by the supervision; it runs again next tick.
                 None => {}
+            }
+            // What may go, in small batches between the gate's.
+            let prune = job_state
+                .store
+                .prune(job_state.clock.now(), job_state.wall_clock.now());
+            if let Some(Err(e)) = job_state
+                .store
+                .workers()
+                .round(supervise::JOBS, prune)
+                .await
+            {
+                tracing::warn!(error = %e, "pruning failed; it runs again next tick");
             }
         }
     });

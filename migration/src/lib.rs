@@ -47,6 +47,7 @@ mod m20261129_000016_usage_reads;
 mod m20261129_000017_page_sessions;
 mod m20261130_000018_stripe_event_customers;
 mod m20261203_000019_hardening;
+mod m20261203_000020_append_only;
 
 pub struct Migrator;
 
@@ -85,6 +86,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000017_page_sessions::Migration),
             Box::new(m20261130_000018_stripe_event_customers::Migration),
             Box::new(m20261203_000019_hardening::Migration),
+            Box::new(m20261203_000020_append_only::Migration),
         ]
     }
 }

@@ -11,7 +11,7 @@ sql_migration! {
 ///
 /// Who did it: the key id of an operator's write on its ledger entries (`actor`), on a closed
 /// period (`closed_by`), and every operator's write in `operator_actions`.
-const UP: [&str; 8] = [
+const UP: [&str; 11] = [
     "ALTER TABLE outbox ADD COLUMN first_attempt_at BIGINT",
     "ALTER TABLE grants ADD COLUMN frozen BOOLEAN NOT NULL DEFAULT FALSE",
     "UPDATE grants SET frozen = TRUE WHERE id IN (
@@ -31,9 +31,16 @@ const UP: [&str; 8] = [
         detail TEXT NOT NULL
     )",
     "CREATE INDEX operator_actions_customer ON operator_actions (customer_id, id)",
+    // Retention prunes by age: each batch reads an index, not the table.
+    "CREATE INDEX idempotency_records_created ON idempotency_records (created_at)",
+    "CREATE INDEX outbox_delivered ON outbox (delivered_at)",
+    "CREATE INDEX stripe_events_received ON stripe_events (received_at)",
 ];
 
-const DOWN: [&str; 5] = [
+const DOWN: [&str; 8] = [
+    "DROP INDEX stripe_events_received",
+    "DROP INDEX outbox_delivered",
+    "DROP INDEX idempotency_records_created",
     "DROP TABLE operator_actions",
     "ALTER TABLE revenue_periods DROP COLUMN closed_by",
     "ALTER TABLE ledger_entries DROP COLUMN actor",

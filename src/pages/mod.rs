@@ -20,6 +20,7 @@ pub struct Pages {
     key: Vec<u8>,
     pub portal_link_seconds: u64,
     pub session_idle_seconds: u64,
+    pub session_max_seconds: u64,
     /// Session cookies are `Secure` when the pages are reached over HTTPS.
     pub secure_cookies: bool,
     frame_ancestors: String,
@@ -53,6 +54,7 @@ impl Pages {
             key,
             portal_link_seconds: config.portal_link_seconds,
             session_idle_seconds: config.session_idle_seconds,
+            session_max_seconds: config.session_max_seconds,
             frame_ancestors,
         }
     }

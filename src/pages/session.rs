@@ -162,7 +162,12 @@ impl FromRequestParts<AppState> for SignedIn {
         };
         match state
             .store
-            .session(&token, state.pages.session_idle_seconds, state.clock.now())
+            .session(
+                &token,
+                state.pages.session_idle_seconds,
+                state.pages.session_max_seconds,
+                state.clock.now(),
+            )
             .await
         {
             Ok(Some(session)) => Ok(SignedIn { session, token }),

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod overage;
 pub mod reads;
 pub mod reports;
+pub mod retention;
 pub mod revenue;
 pub(crate) mod rows;
 pub mod runner;
@@ -46,6 +47,8 @@ pub struct Store {
     stripe_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<stripe::StripeJob>>>,
     /// The health of the background workers (the runner's, the Stripe batcher's, the server's).
     workers: Arc<crate::supervise::Workers>,
+    /// What may be pruned, and when (`[retention]`).
+    retention: retention::RetentionSettings,
 }
 
 /// Connections per process. SQLite has one writer at a time whatever the pool; PostgreSQL
@@ -124,7 +127,14 @@ impl Store {
             keys: Arc::default(),
             stripe_queue: Arc::default(),
             workers: Arc::default(),
+            retention: retention::RetentionSettings::default(),
         })
+    }
+
+    /// What `prune` lets go (`[retention]`).
+    pub fn with_retention(mut self, retention: retention::RetentionSettings) -> Store {
+        self.retention = retention;
+        self
     }
 
     /// The catalog whose breakage methods and platform shares the revenue postings follow.

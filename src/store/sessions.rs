@@ -58,11 +58,12 @@ impl Store {
     }
 
     /// The live session of `token` at `now`, marked as used: none when unknown, ended, idle for
-    /// `idle_seconds` or more, or when its key was revoked.
+    /// `idle_seconds` or more, older than `max_seconds`, or when its key was revoked.
     pub async fn session(
         &self,
         token: &str,
         idle_seconds: u64,
+        max_seconds: u64,
         now: Timestamp,
     ) -> Result<Option<Session>> {
         if token.is_empty() || token.len() > 100 {
@@ -77,7 +78,11 @@ impl Store {
             return Ok(None);
         };
         let idle_micros = i64::try_from(idle_seconds).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
-        if row.ended_at.is_some() || time(now) - row.last_seen_at >= idle_micros {
+        let max_micros = i64::try_from(max_seconds).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+        if row.ended_at.is_some()
+            || time(now) - row.last_seen_at >= idle_micros
+            || time(now) - row.created_at >= max_micros
+        {
             return Ok(None);
         }
         let key_live = api_keys::Entity::find_by_id(row.key_id.clone())
