@@ -42,6 +42,16 @@ pub struct Metrics {
     pub requests_refused_overloaded: AtomicU64,
     /// Requests answered 503 at `request_timeout_seconds`.
     pub requests_timed_out: AtomicU64,
+    /// Gauges read from the database by the job loop (never per scrape): refunds waiting for
+    /// their payment, and outbox rows by status; none until the first run.
+    pub gauges: Mutex<Option<Gauges>>,
+}
+
+/// What the database says, as of the job loop's last run.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub stripe_refunds_pending: Option<u64>,
+    pub outbox: Vec<(&'static str, u64)>,
 }
 
 impl Metrics {

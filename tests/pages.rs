@@ -932,3 +932,70 @@ async fn only_the_customer_s_page_may_be_framed(engine: Engine) {
 }
 
 for_each_engine!(only_the_customer_s_page_may_be_framed);
+
+/// Guessing keys at `/login` is slowed: after ten failures from one address within five
+/// minutes, even the right key waits (429 with Retry-After); another app's sign-ins are its own.
+async fn failed_sign_ins_are_limited_per_address(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |key: String| {
+        let client = client.clone();
+        let url = format!("{}/login", app.address);
+        async move { client.post(url).form(&[("key", key)]).send().await.unwrap() }
+    };
+    for n in 0..10 {
+        let answer = sign_in(format!(
+            "cb_admin_{}",
+            format!("{n:x}").repeat(64)[..64].to_owned()
+        ))
+        .await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    let refused = sign_in(app.admin_key.clone()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+}
+
+for_each_engine!(failed_sign_ins_are_limited_per_address);
+
+/// A customer id with a `/` (or other characters a path reserves) opens from the console's list.
+async fn a_customer_id_with_a_slash_opens_from_the_console(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    let (status, granted) = app
+        .post_admin(
+            "/v1/customers/team%2Fa%3Fb/grants",
+            json!({"kind": "promotional", "credits": "100", "idempotency_key": "g"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{granted}");
+    assert_eq!(granted["customer"], "team/a?b");
+    let mut browser = Browser::new(&app);
+    let (status, _, _) = browser
+        .post("/login", &[("key", app.admin_key.as_str())])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, list) = browser.get("/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    let link = "/admin/customers/team%2Fa%3Fb";
+    assert!(list.contains(&format!("href=\"{link}\"")), "{list}");
+    let (status, _, page) = browser.get(link).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("team/a?b"), "{page}");
+}
+
+for_each_engine!(a_customer_id_with_a_slash_opens_from_the_console);

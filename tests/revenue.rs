@@ -1223,6 +1223,13 @@ async fn grant_without_a_lot_still_spends(app: TestApp) {
     use sea_orm::{ConnectionTrait, Statement};
     let grant = buy_pack(&app, "acct_j", "topup_small", 1_000, "pi_j").await;
     let db = app.store.connection();
+    // The journal refuses deletes (triggers): the data of an older version is made as its
+    // owner would, with the trigger out of the way.
+    let lift = match app.engine {
+        Engine::Sqlite => "DROP TRIGGER journal_lines_no_delete",
+        Engine::Postgres => "ALTER TABLE journal_lines DISABLE TRIGGER journal_lines_append_only",
+    };
+    db.execute_unprepared(lift).await.unwrap();
     for table in ["journal_lines", "revenue_lots"] {
         db.execute_raw(Statement::from_string(
             db.get_database_backend(),

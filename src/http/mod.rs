@@ -49,6 +49,8 @@ pub struct AppState {
     pub limits: crate::config::ServerLimits,
     /// One permit per request being answered, `limits.max_concurrent_requests` in all.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Failed sign-ins per address (`/login`).
+    pub sign_ins: Arc<crate::pages::session::SignInThrottle>,
 }
 
 impl AppState {

@@ -45,29 +45,32 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "creditbook_worker_panics_total{{worker=\"{worker}\"}} {panics}\n"
         ));
     }
-    // Read at scrape time; left out (not zero) when the database cannot answer.
-    match state.store.pending_stripe_refunds().await {
-        Ok(pending) => text.push_str(&format!(
-            "# HELP creditbook_stripe_refunds_pending Refunds recorded whose payment is not \
-             known yet (applied when it is).\n# TYPE creditbook_stripe_refunds_pending gauge\n\
-             creditbook_stripe_refunds_pending {pending}\n"
-        )),
-        Err(e) => tracing::warn!(error = %e, "pending refunds not read for /metrics"),
-    }
-    match state.store.outbox_counts().await {
-        Ok(counts) => {
+    // Gauges as the job loop last read them (a scrape reads no table); left out until then.
+    let gauges = state
+        .metrics
+        .gauges
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(gauges) = gauges {
+        if let Some(pending) = gauges.stripe_refunds_pending {
+            text.push_str(&format!(
+                "# HELP creditbook_stripe_refunds_pending Refunds recorded whose payment is not \
+                 known yet (applied when it is).\n# TYPE creditbook_stripe_refunds_pending gauge\n\
+                 creditbook_stripe_refunds_pending {pending}\n"
+            ));
+        }
+        if !gauges.outbox.is_empty() {
             text.push_str(
                 "# HELP creditbook_outbox_messages Outbox rows (one message to one destination) \
                  by status.\n# TYPE creditbook_outbox_messages gauge\n",
             );
-            for (status, n) in counts {
+            for (status, n) in gauges.outbox {
                 text.push_str(&format!(
-                    "creditbook_outbox_messages{{status=\"{}\"}} {n}\n",
-                    status.as_str()
+                    "creditbook_outbox_messages{{status=\"{status}\"}} {n}\n"
                 ));
             }
         }
-        Err(e) => tracing::warn!(error = %e, "outbox not counted for /metrics"),
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -104,6 +107,8 @@ pub async fn advance_clock(
         .map_err(|now| Error::ClockBackwards(now.to_rfc3339()))?;
     let (settled, _) = crate::jobs::run_due(&state.store, now).await?;
     Metrics::add(&state.metrics.customers_settled_by_jobs, settled);
+    // As a job run does: the gauges `/metrics` shows.
+    crate::refresh_gauges(&state).await;
     Ok(Json(AdvanceResponse {
         now,
         customers_settled: settled,

@@ -110,10 +110,11 @@ impl JournalRow {
     }
 }
 
-/// RFC 4180: quoted when it holds a comma, quote or line break. A leading `=`, `+`, `-` or `@`
-/// is prefixed with `'` so that a spreadsheet never runs a customer id as a formula.
+/// RFC 4180: quoted when it holds a comma, quote or line break. A leading `=`, `+`, `-`, `@`,
+/// tab or carriage return is prefixed with `'` so that a spreadsheet never runs a customer id as
+/// a formula.
 pub fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{value}")
     } else {
         value.to_owned()
@@ -799,5 +800,27 @@ impl Store {
             .ok_or_else(|| Error::Internal("closed period not found".into()))?;
         txn.commit().await?;
         Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn a_cell_never_starts_a_formula() {
+        for (value, cell) in [
+            ("acme", "acme"),
+            ("=1+1", "'=1+1"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "\"'\r=1+1\""),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+        ] {
+            assert_eq!(csv_field(value), cell, "{value:?}");
+        }
     }
 }
