@@ -317,11 +317,22 @@ async fn main() {
 
     the_guard_can_fail();
     let out = dir.path().join("journal.csv");
+    // As `creditbook revenue export` does: on one connection of its own.
+    let exporter = Store::connect_with(
+        &url,
+        creditbook::store::PoolSettings {
+            max_connections: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect the exporter");
     let watch = PeakWatch::start();
     let started = Instant::now();
-    let exported = creditbook::export::export(&store, "2026-01-01", "2027-12-31", &out, |_, _| {})
-        .await
-        .expect("export");
+    let exported =
+        creditbook::export::export(&exporter, "2026-01-01", "2027-12-31", &out, |_, _| {})
+            .await
+            .expect("export");
     let export_seconds = started.elapsed().as_secs_f64();
     let export_memory = watch.finish();
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);

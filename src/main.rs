@@ -357,7 +357,16 @@ async fn revenue_export(
     out: &std::path::Path,
 ) -> Result<(), String> {
     use std::io::{IsTerminal, Write};
-    let store = connect(config).await?;
+    // One connection: the export reads page after page on it, so its memory is one connection's
+    // page cache (and, on SQLite, one memory map), whatever the history's size.
+    let one = Config {
+        pool: creditbook::store::PoolSettings {
+            max_connections: Some(1),
+            ..config.pool
+        },
+        ..config.clone()
+    };
+    let store = connect(&one).await?;
     store.migrate().await.map_err(|e| e.to_string())?;
     let terminal = std::io::stderr().is_terminal();
     let mut shown_percent = None;
@@ -412,14 +421,5 @@ async fn connect(config: &Config) -> Result<Store, String> {
 
 /// The database URL without its password, for logs and errors.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    creditbook::config::redact_url_password(url)
 }
