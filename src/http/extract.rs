@@ -259,6 +259,19 @@ pub fn identifier(field: &str, value: &str) -> Result<String, Error> {
     Ok(value.to_owned())
 }
 
+/// A `cursor` that is the id of a time-ordered row (a hyphenated UUID, as the API returns them).
+pub fn time_ordered_cursor(cursor: Option<String>) -> Result<Option<String>, Error> {
+    cursor
+        .map(|c| {
+            uuid::Uuid::try_parse(&c)
+                .ok()
+                .filter(|u| u.hyphenated().to_string() == c)
+                .map(|_| c)
+                .ok_or_else(|| Error::invalid("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()
+}
+
 /// A hex SHA-256 of the parts of a request that define it, for idempotency conflicts.
 pub fn request_hash(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::customers::page_limit;
-use super::extract::{ApiQuery, Caller, identifier};
+use super::extract::{ApiQuery, Caller, identifier, time_ordered_cursor};
 use crate::domain::outbound::{ReplayRefusal, stripe_replay};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
@@ -115,16 +115,7 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let after = query
-        .cursor
-        .map(|c| {
-            uuid::Uuid::try_parse(&c)
-                .ok()
-                .filter(|u| u.hyphenated().to_string() == c)
-                .map(|_| c)
-                .ok_or_else(|| Error::invalid("cursor", "is not a cursor this API returned"))
-        })
-        .transpose()?;
+    let after = time_ordered_cursor(query.cursor)?;
     let customer = query
         .customer
         .map(|c| identifier("customer", &c))

@@ -69,10 +69,7 @@ impl Pages {
         status: StatusCode,
         template: &impl askama::Template,
     ) -> crate::error::Result<Response> {
-        let html = template
-            .render()
-            .map_err(|e| crate::error::Error::Internal(format!("template: {e}")))?;
-        Ok(self.respond(status, html, "'none'"))
+        self.render(status, template, "'none'")
     }
 
     /// The customer's page: as `page`, but the `[pages] embed_origins` may frame it. The
@@ -82,10 +79,19 @@ impl Pages {
         status: StatusCode,
         template: &impl askama::Template,
     ) -> crate::error::Result<Response> {
+        self.render(status, template, &self.frame_ancestors)
+    }
+
+    fn render(
+        &self,
+        status: StatusCode,
+        template: &impl askama::Template,
+        frame_ancestors: &str,
+    ) -> crate::error::Result<Response> {
         let html = template
             .render()
             .map_err(|e| crate::error::Error::Internal(format!("template: {e}")))?;
-        Ok(self.respond(status, html, &self.frame_ancestors))
+        Ok(self.respond(status, html, frame_ancestors))
     }
 
     /// A rendered page with the headers every page carries; `frame_ancestors` who may frame it.
