@@ -612,7 +612,10 @@ impl Config {
             webhook_tolerance_seconds: raw.stripe.webhook_tolerance_seconds.unwrap_or(300),
             api_key: raw.stripe.api_key,
             api_base: raw.stripe.api_base,
-            past_due_grace_seconds: raw.stripe.past_due_grace_seconds.unwrap_or(3 * 86_400),
+            past_due_grace_seconds: raw
+                .stripe
+                .past_due_grace_seconds
+                .unwrap_or(crate::domain::gate::Policy::default().past_due_grace_seconds),
             livemode: false,
         };
         for (key, value) in [

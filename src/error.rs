@@ -216,6 +216,13 @@ pub fn classify_code(engine: Engine, code: &str) -> DbFailure {
     }
 }
 
+impl Error {
+    /// A command answered with an answer of another kind: a broken invariant of the runner.
+    pub fn unexpected(answer: &crate::domain::command::Answer) -> Error {
+        Error::Internal(format!("unexpected answer {answer:?}"))
+    }
+}
+
 impl From<crate::domain::gate::Refusal> for Error {
     fn from(refusal: crate::domain::gate::Refusal) -> Self {
         use crate::domain::gate::Refusal;

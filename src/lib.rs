@@ -38,6 +38,9 @@ pub async fn build_state_with_clock(
     let store = Store::connect_with(&config.database_url, config.pool)
         .await?
         .with_catalog(catalog.clone())
+        .with_policy(crate::domain::gate::Policy {
+            past_due_grace_seconds: config.stripe.past_due_grace_seconds,
+        })
         .with_batching(config.batching)
         .with_key_cache(std::time::Duration::from_secs(config.key_cache_seconds))
         .with_retention(config.retention);

@@ -414,6 +414,9 @@ async fn connect(config: &Config) -> Result<Store, String> {
         .map(|store| {
             store
                 .with_catalog(std::sync::Arc::new(config.catalog.clone()))
+                .with_policy(creditbook::domain::gate::Policy {
+                    past_due_grace_seconds: config.stripe.past_due_grace_seconds,
+                })
                 .with_key_cache(std::time::Duration::from_secs(config.key_cache_seconds))
         })
         .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))

@@ -4,10 +4,16 @@
 mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use creditbook::domain::adjustment::{Change, Reason};
 use creditbook::domain::catalog::Overage;
+use creditbook::domain::catalog::{Action, Breakage, Catalog, Feature, Plan};
+use creditbook::domain::command::{self, Command, Rules};
+use creditbook::domain::gate::{Actual, Policy, Standing};
+use creditbook::domain::ledger::GrantSource;
 use creditbook::domain::ledger::{Book, EntryKind, Grant, GrantKind, HoldStatus, Rejection, Usage};
 use creditbook::domain::money::Credits;
-use creditbook::store::{BatchSettings, Command, Decide, Store, decide_json};
+use creditbook::domain::money::Quantity;
+use creditbook::store::{BatchSettings, Envelope, Store};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -227,41 +233,168 @@ proptest! {
     }
 }
 
-/// The same kind of history through the store, compared with the domain's replay. `batched`:
-/// every command of a history is queued at once, so they share batches (one transaction, one
-/// commit); otherwise each waits for the one before (a batch of one each). Both must reach the
-/// model's books, answer by answer.
+/// The catalog of the store's histories: one action costing one credit a unit, and a plan per
+/// history carrying that history's overage rule.
+fn catalog_for(overages: &[Overage]) -> Catalog {
+    let feature = Feature {
+        id: "chat".into(),
+        plan_only: false,
+    };
+    let action = Action {
+        id: "chat.request".into(),
+        feature: "chat".into(),
+        credits: credits(1_000_000),
+        vendor_cost: None,
+        changes: Vec::new(),
+    };
+    let plans = overages
+        .iter()
+        .enumerate()
+        .map(|(n, overage)| {
+            let plan = Plan {
+                id: format!("plan{n}"),
+                stripe_prices: vec![],
+                credits: Credits::ZERO,
+                per_seat: false,
+                features: vec![],
+                rollover_max: Credits::ZERO,
+                overage: overage.clone(),
+                platform_share: Decimal::ZERO,
+                breakage: Breakage::Remote,
+                priority: 10,
+                low_balance: None,
+                overage_meter: None,
+            };
+            (plan.id.clone(), plan)
+        })
+        .collect();
+    Catalog {
+        currency: "usd".into(),
+        features: [("chat".to_owned(), feature)].into(),
+        actions: [("chat.request".to_owned(), action)].into(),
+        plans,
+        ..Default::default()
+    }
+}
+
+/// The command an op is, on `customer` at `now`: the same kinds of change as [`apply`], made as
+/// the service makes them (a hold named by index is the index-th hold authorized so far).
+fn command_of(
+    catalog: &Catalog,
+    customer: &str,
+    op: &Op,
+    now: DateTime<Utc>,
+    seq: usize,
+    issued: &[String],
+) -> Command {
+    let action = catalog.actions["chat.request"].clone();
+    let units = |micros: i64| Quantity::try_from(credits(micros).value()).unwrap();
+    let hold = |index: usize| {
+        issued
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("{customer}-missing"))
+    };
+    match op {
+        Op::Grant {
+            micros,
+            priority,
+            expires_in_minutes,
+        } => Command::Grant {
+            grant: Grant::promotional(
+                format!("{customer}-g{seq:04}"),
+                credits(*micros),
+                (GrantSource::Test, seq.to_string()),
+                now,
+            )
+            .expiring(expires_in_minutes.map(|m| now + Duration::minutes(m)))
+            .at_priority(*priority),
+        },
+        Op::Authorize { micros } => Command::Authorize {
+            hold_id: format!("{customer}-h{seq:04}"),
+            action,
+            quantity: units(*micros),
+            expires_at: now + Duration::minutes(HOLD_MINUTES),
+        },
+        Op::Capture {
+            hold: index,
+            micros,
+        } => Command::Capture {
+            hold_id: hold(*index),
+            actual: if *micros == 0 {
+                Actual::Nothing
+            } else {
+                Actual::Credits(credits(*micros))
+            },
+        },
+        Op::Void { hold: index } => Command::Void {
+            hold_id: hold(*index),
+        },
+        Op::Debit { micros } if seq.is_multiple_of(3) => Command::Adjust {
+            change: Change::parse(-credits(*micros).value()).unwrap(),
+            grant_id: format!("{customer}-a{seq:04}"),
+            reason: Reason::parse("taken back").unwrap(),
+            source: (GrantSource::Test, seq.to_string()),
+        },
+        Op::Debit { micros } => Command::Usage {
+            usage_id: format!("{customer}-u{seq:04}"),
+            action,
+            quantity: units(*micros),
+            occurred_at: now,
+        },
+        Op::Advance { .. } => Command::Settle,
+    }
+}
+
+/// Histories of commands through the store, compared with the domain's own decisions made one
+/// after another. `batched`: every command of a history is queued at once, so they share
+/// batches (one transaction, one commit); otherwise each waits for the one before (a batch of
+/// one each). Both must reach the domain's books, answer by answer.
 async fn store_replays_random_histories(
     store: Store,
+    catalog: &Catalog,
     histories: Vec<(Overage, Vec<Op>)>,
     batched: bool,
 ) {
+    let rules = Rules {
+        catalog,
+        policy: Policy::default(),
+    };
     for (n, (overage, ops)) in histories.into_iter().enumerate() {
         let customer = format!("prop{n}");
-        let mut model = Book::new(customer.clone());
         let mut now = start();
-        let mut expected = Vec::new();
-        let mut queued: Vec<(Command, Box<Decide<'static>>)> = Vec::new();
+        let mut queued = vec![Envelope::new(
+            customer.clone(),
+            Command::SetPlan {
+                plan: Some(format!("plan{n}")),
+            },
+            now,
+        )];
+        let mut issued = Vec::new();
         for (seq, op) in ops.iter().enumerate() {
-            let holds: Vec<String> = model.holds.iter().map(|h| h.id.clone()).collect();
-            let mut model_now = now;
-            expected.push(apply(&mut model, op, &overage, &mut model_now, seq, None));
-            now = model_now;
-            let command = Command {
-                create_customer: true,
-                ..Command::on(customer.clone(), now)
-            };
-            let (op, overage) = (op.clone(), overage.clone());
-            let decide = decide_json(move |book, _| {
-                if let Op::Advance { .. } = op {
-                    // The store settles everything due at the command's time itself.
-                    return Ok(());
-                }
-                let mut at = now;
-                apply(book, &op, &overage, &mut at, seq, Some(&holds))
-                    .map_err(creditbook::error::Error::from)
-            });
-            queued.push((command, decide));
+            if let Op::Advance { minutes } = op {
+                now += Duration::minutes(*minutes);
+            }
+            let command = command_of(catalog, &customer, op, now, seq, &issued);
+            if let Command::Authorize { hold_id, .. } = &command {
+                issued.push(hold_id.clone());
+            }
+            queued.push(Envelope::new(customer.clone(), command, now));
+        }
+        // The domain's own replay: each command decided on a copy, kept when approved.
+        let mut model = Book::new(customer.clone());
+        let mut standing = Standing::default();
+        let mut expected = Vec::new();
+        for envelope in &queued {
+            let (mut book, mut next) = (model.clone(), standing.clone());
+            let decided =
+                command::decide(rules, &mut book, &mut next, &envelope.command, envelope.now);
+            if decided.is_ok() {
+                book.entries.clear();
+                book.consumed.clear();
+                (model, standing) = (book, next);
+            }
+            expected.push(decided);
         }
         let answers = if batched {
             store.execute_all(queued).await
@@ -276,11 +409,16 @@ async fn store_replays_random_histories(
             assert_eq!(
                 stored.is_ok(),
                 expected.is_ok(),
-                "op {seq} {:?}: store {stored:?} vs model {expected:?}\nhistory: {overage:?} {ops:?}",
-                ops[seq]
+                "command {seq}: store {stored:?} vs domain {expected:?}\nhistory: {overage:?} {ops:?}"
             );
+            if let (Ok(stored), Ok(expected)) = (stored, expected) {
+                assert_eq!(
+                    &stored.value, expected,
+                    "command {seq}: {overage:?} {ops:?}"
+                );
+            }
         }
-        // A customer all of whose commands were refused was never created.
+        model.settle_due(now);
         let book = match store.view(&customer, now).await.unwrap() {
             Some((book, _)) => book,
             None => Book::new(customer.clone()),
@@ -294,6 +432,10 @@ async fn store_replays_random_histories(
             book.held(),
             model.held(),
             "held of {customer}: {overage:?} {ops:?}"
+        );
+        assert_eq!(
+            book.overdraft, model.overdraft,
+            "overdraft of {customer}: {overage:?} {ops:?}"
         );
     }
     assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
@@ -314,12 +456,13 @@ fn sample_histories(count: usize) -> Vec<(Overage, Vec<Op>)> {
 /// One batch worker on either engine: the commands of a history, queued at once, run in the
 /// order they were queued (several PostgreSQL workers may take later batches first, as they may
 /// for concurrent requests).
-async fn fresh_store(engine: common::Engine) -> (Store, tempfile::TempDir) {
+async fn fresh_store(engine: common::Engine, catalog: &Catalog) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = common::fresh_database(engine, dir.path()).await;
     let store = Store::connect(&url)
         .await
         .unwrap()
+        .with_catalog(std::sync::Arc::new(catalog.clone()))
         .with_batching(BatchSettings {
             postgres_workers: 1,
             ..BatchSettings::default()
@@ -330,26 +473,38 @@ async fn fresh_store(engine: common::Engine) -> (Store, tempfile::TempDir) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_the_invariants_on_sqlite() {
-    let (store, _dir) = fresh_store(common::Engine::Sqlite).await;
-    store_replays_random_histories(store, sample_histories(24), false).await;
+    let histories = sample_histories(24);
+    let overages: Vec<Overage> = histories.iter().map(|(o, _)| o.clone()).collect();
+    let catalog = catalog_for(&overages);
+    let (store, _dir) = fresh_store(common::Engine::Sqlite, &catalog).await;
+    store_replays_random_histories(store, &catalog, histories, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_the_invariants_on_postgres() {
-    let (store, _dir) = fresh_store(common::Engine::Postgres).await;
-    store_replays_random_histories(store, sample_histories(24), false).await;
+    let histories = sample_histories(24);
+    let overages: Vec<Overage> = histories.iter().map(|(o, _)| o.clone()).collect();
+    let catalog = catalog_for(&overages);
+    let (store, _dir) = fresh_store(common::Engine::Postgres, &catalog).await;
+    store_replays_random_histories(store, &catalog, histories, false).await;
 }
 
 /// Group commit changes nothing but speed: the same histories, their commands sharing batches,
 /// reach the same books as one command per transaction (both equal the domain's replay).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_commands_reach_the_same_books_on_sqlite() {
-    let (store, _dir) = fresh_store(common::Engine::Sqlite).await;
-    store_replays_random_histories(store, sample_histories(24), true).await;
+    let histories = sample_histories(24);
+    let overages: Vec<Overage> = histories.iter().map(|(o, _)| o.clone()).collect();
+    let catalog = catalog_for(&overages);
+    let (store, _dir) = fresh_store(common::Engine::Sqlite, &catalog).await;
+    store_replays_random_histories(store, &catalog, histories, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_commands_reach_the_same_books_on_postgres() {
-    let (store, _dir) = fresh_store(common::Engine::Postgres).await;
-    store_replays_random_histories(store, sample_histories(24), true).await;
+    let histories = sample_histories(24);
+    let overages: Vec<Overage> = histories.iter().map(|(o, _)| o.clone()).collect();
+    let catalog = catalog_for(&overages);
+    let (store, _dir) = fresh_store(common::Engine::Postgres, &catalog).await;
+    store_replays_random_histories(store, &catalog, histories, true).await;
 }

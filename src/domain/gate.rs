@@ -38,6 +38,15 @@ pub struct Policy {
     pub past_due_grace_seconds: u64,
 }
 
+impl Default for Policy {
+    /// Three days of grace.
+    fn default() -> Self {
+        Policy {
+            past_due_grace_seconds: 3 * 86_400,
+        }
+    }
+}
+
 impl Standing {
     /// The plan whose features and overage rule apply at `now`: none once a past-due
     /// subscription has outlived its grace.

@@ -2,8 +2,9 @@
 
 use super::AppState;
 use super::extract::{Amount, ApiJson, ApiQuery, Caller, identifier, request_hash};
-use crate::domain::adjustment::{self, Change, Reason};
+use crate::domain::adjustment::{Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
+pub use crate::domain::command::{AdjustmentResponse, GrantResponse};
 use crate::domain::gate::Terms;
 use crate::domain::ledger::{Grant, GrantKind, GrantSource, HoldStatus, Paid};
 use crate::domain::money::{Credits, Money};
@@ -11,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::store::keys::Scope;
 use crate::store::operators::{OperatorAction, OperatorActionKind};
 use crate::store::revenue::Origin;
-use crate::store::{Command, Idempotency};
+use crate::store::{Answer, Command, Envelope, Idempotency};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -253,22 +254,6 @@ pub struct GrantRequest {
     idempotency_key: String,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct GrantResponse {
-    id: String,
-    customer: String,
-    #[schema(value_type = String)]
-    kind: GrantKind,
-    #[schema(value_type = String)]
-    credits: Credits,
-    expires_at: Option<DateTime<Utc>>,
-    priority: i32,
-    #[schema(value_type = String)]
-    balance: Credits,
-    #[schema(value_type = String)]
-    available: Credits,
-}
-
 /// Longest memo kept with an admin grant.
 pub const MAX_MEMO_LENGTH: usize = 500;
 
@@ -464,29 +449,13 @@ pub async fn create_grant(
     )
     .on_customer(&customer)
     .on(&grant.id);
-    let command = Command {
-        create_customer: true,
-        idempotency: Some(Idempotency::request(&key, hash)),
-        actor: Some(actor),
-        ..Command::on(customer.clone(), now)
-    };
-    let executed = state
-        .store
-        .execute(command, move |book, _| {
-            book.add_grant(grant.clone(), now);
-            Ok(GrantResponse {
-                id: grant.id.clone(),
-                customer: customer.clone(),
-                kind,
-                credits,
-                expires_at,
-                priority,
-                balance: book.balance(),
-                available: book.available(),
-            })
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(executed.value)))
+    let envelope = Envelope::new(customer, Command::Grant { grant }, now)
+        .idempotent(Idempotency::request(&key, hash))
+        .by(actor);
+    match state.store.execute(envelope).await?.value {
+        Answer::Granted(granted) => Ok((StatusCode::CREATED, Json(granted))),
+        other => Err(Error::unexpected(&other)),
+    }
 }
 
 /// A signed change of a customer's credits by an operator.
@@ -500,29 +469,6 @@ pub struct AdjustmentRequest {
     /// Why: kept on every ledger entry of the adjustment (1 to 500 characters).
     reason: String,
     idempotency_key: String,
-}
-
-/// One grant an adjustment moved.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AdjustedGrant {
-    grant: String,
-    /// Credits added (positive) or taken back (negative).
-    #[schema(value_type = String)]
-    credits: Credits,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AdjustmentResponse {
-    customer: String,
-    #[schema(value_type = String)]
-    credits: Credits,
-    reason: String,
-    /// The grant added, or the grants credits were taken from, in the order taken.
-    grants: Vec<AdjustedGrant>,
-    #[schema(value_type = String)]
-    balance: Credits,
-    #[schema(value_type = String)]
-    available: Credits,
 }
 
 /// Adds or takes back credits with a reason. Taking back refuses (409, nothing changed) more than
@@ -542,49 +488,38 @@ pub async fn create_adjustment(
     let change = Change::parse(request.credits.0)
         .map_err(|e| Error::invalid("credits", format!("{} {e}", request.credits.0)))?;
     let reason = Reason::parse(&request.reason).map_err(|e| Error::invalid("reason", e))?;
+    let reason_text = reason.as_str().to_owned();
     let now = state.clock.now();
     let grant_id = crate::store::new_grant_id();
     let hash = request_hash(&[
         "POST adjustments",
         &change.signed().to_string(),
-        reason.as_str(),
+        &reason_text,
     ]);
     let actor = OperatorAction::new(
         caller.key_id(),
         OperatorActionKind::Adjustment,
-        serde_json::json!({"credits": change.signed(), "reason": reason.as_str(),
+        serde_json::json!({"credits": change.signed(), "reason": reason_text,
             "idempotency_key": key}),
     )
     .on_customer(&customer);
-    let command = Command {
-        create_customer: change.may_create_customer(),
-        idempotency: Some(Idempotency::request(&key, hash)),
-        origin: Origin {
+    let command = Command::Adjust {
+        change,
+        grant_id,
+        reason,
+        source: (GrantSource::Admin, format!("{key}: {reason_text}")),
+    };
+    let envelope = Envelope::new(customer, command, now)
+        .idempotent(Idempotency::request(&key, hash))
+        .from_origin(Origin {
             source: Some(format!("adjustment {key}")),
             event: None,
-        },
-        actor: Some(actor),
-        ..Command::on(customer.clone(), now)
-    };
-    let source = (GrantSource::Admin, format!("{key}: {}", reason.as_str()));
-    let executed = state
-        .store
-        .execute(command, move |book, _| {
-            let moved = adjustment::apply(book, change, &grant_id, &reason, source.clone(), now)?;
-            Ok(AdjustmentResponse {
-                customer: customer.clone(),
-                credits: change.signed(),
-                reason: reason.as_str().to_owned(),
-                grants: moved
-                    .into_iter()
-                    .map(|(grant, credits)| AdjustedGrant { grant, credits })
-                    .collect(),
-                balance: book.balance(),
-                available: book.available(),
-            })
         })
-        .await?;
-    Ok((StatusCode::CREATED, Json(executed.value)))
+        .by(actor);
+    match state.store.execute(envelope).await?.value {
+        Answer::Adjusted(adjusted) => Ok((StatusCode::CREATED, Json(adjusted))),
+        other => Err(Error::unexpected(&other)),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -4,14 +4,14 @@ use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, identifier, parse_value, request_hash};
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Action, Catalog};
-use crate::domain::gate::{self, Actual, Decided, Policy};
+pub use crate::domain::command::{AuthorizationResponse, ResolutionResponse, UsageResponse};
+use crate::domain::gate::{self, Actual, Policy};
 use crate::domain::ledger::Rejection;
 use crate::domain::money::{Credits, Quantity};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::keys::Scope;
-use crate::store::revenue::Origin;
-use crate::store::{Command, Decide, Executed, Idempotency, decide_json};
+use crate::store::{Answer, Command, Envelope, Executed, Idempotency};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -72,19 +72,6 @@ fn occurred(occurred_at: Option<DateTime<Utc>>, now: Timestamp) -> Result<Timest
     }
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AuthorizationResponse {
-    id: String,
-    status: String,
-    customer: String,
-    action: String,
-    #[schema(value_type = String)]
-    credits: Credits,
-    #[schema(value_type = String)]
-    available: Credits,
-    expires_at: DateTime<Utc>,
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
@@ -96,27 +83,6 @@ pub struct CaptureRequest {
     /// Accepted for uniformity; a hold resolves once, so the hold itself is the key.
     #[allow(dead_code)]
     idempotency_key: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ResolutionResponse {
-    id: String,
-    status: String,
-    #[schema(value_type = String)]
-    credits: Credits,
-    #[schema(value_type = String)]
-    available: Credits,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct UsageResponse {
-    id: String,
-    customer: String,
-    action: String,
-    #[schema(value_type = String)]
-    credits: Credits,
-    #[schema(value_type = String)]
-    available: Credits,
 }
 
 /// A request to spend, parsed: the customer, the action (as the catalog prices it at the time
@@ -281,42 +247,16 @@ pub async fn authorize(
     super::note_customer(&spend.customer);
     let hold_id = format!("hold_{}", uuid::Uuid::now_v7().simple());
     let expires_at = now + chrono::Duration::seconds(state.hold_timeout_seconds as i64);
-    let command = Command {
-        idempotency: Some(spend.idempotency(
-            POST_AUTHORIZATIONS,
-            &request.idempotency_key,
-            None,
-        )?),
-        ..Command::on(spend.customer.clone(), now)
+    let idempotency = spend.idempotency(POST_AUTHORIZATIONS, &request.idempotency_key, None)?;
+    let command = Command::Authorize {
+        hold_id,
+        action: spend.action.clone(),
+        quantity: spend.quantity,
+        expires_at,
     };
-    let rules = Rules::of(&state);
-    let held = spend.clone();
     let result = state
         .store
-        .execute(command, move |book, standing| {
-            let decided = gate::decide(
-                &rules.catalog,
-                standing,
-                rules.policy,
-                book,
-                &gate::Spend::Authorize {
-                    action: &held.action,
-                    quantity: held.quantity,
-                    hold_id: &hold_id,
-                    expires_at,
-                },
-                now,
-            )?;
-            Ok(AuthorizationResponse {
-                id: hold_id.clone(),
-                status: "held".into(),
-                customer: held.customer.clone(),
-                action: held.action.id.clone(),
-                credits: decided.credits,
-                available: decided.available,
-                expires_at,
-            })
-        })
+        .execute(Envelope::new(spend.customer.clone(), command, now).idempotent(idempotency))
         .await
         .map_err(|e| spend.unknown_customer(e));
     match &result {
@@ -324,7 +264,10 @@ pub async fn authorize(
         Ok(_) => Metrics::bump(&state.metrics.authorizations_approved),
         Err(_) => Metrics::bump(&state.metrics.authorizations_refused),
     }
-    Ok((StatusCode::CREATED, Json(result?.value)))
+    match result?.value {
+        Answer::Held(held) => Ok((StatusCode::CREATED, Json(held))),
+        other => Err(Error::unexpected(&other)),
+    }
 }
 
 const POST_AUTHORIZATIONS: &str = "POST /v1/authorizations";
@@ -345,40 +288,19 @@ async fn resolve(
         .hold_status(&hold_id)
         .await?
         .ok_or(Error::Rejected(Rejection::HoldNotFound))?;
-    let command = Command {
-        idempotency: Some(Idempotency::hold_resolution(
-            &hold_id,
-            request_hash(&[request]),
-        )),
-        hold_id: Some(hold_id.clone()),
-        ..Command::on(customer, now)
+    let command = match actual {
+        Some(actual) => Command::Capture {
+            hold_id: hold_id.clone(),
+            actual,
+        },
+        None => Command::Void {
+            hold_id: hold_id.clone(),
+        },
     };
-    let rules = Rules::of(state);
-    let id = hold_id.clone();
+    let idempotency = Idempotency::hold_resolution(&hold_id, request_hash(&[request]));
     let executed = state
         .store
-        .execute(command, move |book, standing| {
-            let spend = match actual {
-                Some(actual) => gate::Spend::Capture {
-                    hold_id: &id,
-                    actual,
-                },
-                None => gate::Spend::Void { hold_id: &id },
-            };
-            let Decided { credits, available } =
-                gate::decide(&rules.catalog, standing, rules.policy, book, &spend, now)?;
-            Ok(ResolutionResponse {
-                id: id.clone(),
-                status: if actual.is_some() {
-                    "captured"
-                } else {
-                    "voided"
-                }
-                .into(),
-                credits,
-                available,
-            })
-        })
+        .execute(Envelope::new(customer, command, now).idempotent(idempotency))
         .await;
     match executed {
         Err(Error::IdempotencyConflict) => {
@@ -390,7 +312,12 @@ async fn resolve(
                 .map_or("resolved", |(_, s)| s.as_str());
             Err(Error::Rejected(Rejection::HoldResolved(status)))
         }
-        other => other,
+        Err(e) => Err(e),
+        Ok(Executed {
+            value: Answer::Resolved(value),
+            replayed,
+        }) => Ok(Executed { value, replayed }),
+        Ok(other) => Err(Error::unexpected(&other.value)),
     }
 }
 
@@ -461,12 +388,12 @@ pub async fn void(
     Ok(Json(executed.value))
 }
 
-/// A usage parsed into its command and decision, ready for the runner.
+/// A usage parsed into its command, ready for the runner.
 fn usage_command(
     state: &AppState,
     request: SpendRequest,
     now: Timestamp,
-) -> Result<(Spend, Command, Box<Decide<'static>>)> {
+) -> Result<(Spend, Envelope)> {
     let occurred_at = occurred(request.occurred_at, now)?;
     // Priced at the terms in force when it happened.
     let spend = parse_spend(
@@ -479,39 +406,22 @@ fn usage_command(
     let dated = (occurred_at != now).then_some(occurred_at);
     let idempotency = spend.idempotency(POST_USAGE, &request.idempotency_key, dated)?;
     let usage_id = format!("usage_{}", uuid::Uuid::now_v7().simple());
-    let command = Command {
-        idempotency: Some(idempotency),
-        origin: Origin {
-            source: Some(usage_id.clone()),
-            event: None,
-        },
-        ..Command::on(spend.customer.clone(), now)
+    let command = Command::Usage {
+        usage_id,
+        action: spend.action.clone(),
+        quantity: spend.quantity,
+        occurred_at,
     };
-    let rules = Rules::of(state);
-    let used = spend.clone();
-    let decide = decide_json(move |book, standing| {
-        // Spent now, against what is available now; dated when it happened.
-        let decided = gate::decide(
-            &rules.catalog,
-            standing,
-            rules.policy,
-            book,
-            &gate::Spend::Usage {
-                action: &used.action,
-                quantity: used.quantity,
-                occurred_at,
-            },
-            now,
-        )?;
-        Ok(UsageResponse {
-            id: usage_id.clone(),
-            customer: used.customer.clone(),
-            action: used.action.id.clone(),
-            credits: decided.credits,
-            available: decided.available,
-        })
-    });
-    Ok((spend, command, decide))
+    let envelope = Envelope::new(spend.customer.clone(), command, now).idempotent(idempotency);
+    Ok((spend, envelope))
+}
+
+/// A usage's answer, as its response.
+fn used(executed: Executed<Answer>) -> Result<(UsageResponse, bool)> {
+    match executed.value {
+        Answer::Used(used) => Ok((used, executed.replayed)),
+        other => Err(Error::unexpected(&other)),
+    }
 }
 
 fn count_usage(state: &AppState, replayed: bool) {
@@ -532,18 +442,15 @@ pub async fn usage(
 ) -> Result<(StatusCode, Json<UsageResponse>)> {
     caller.require(Scope::App)?;
     let now = state.clock.now();
-    let (spend, command, decide) = usage_command(&state, request, now)?;
+    let (spend, envelope) = usage_command(&state, request, now)?;
     super::note_customer(&spend.customer);
     let answer = state
         .store
-        .execute_all(vec![(command, decide)])
+        .execute(envelope)
         .await
-        .pop()
-        .expect("one answer per command")
         .map_err(|e| spend.unknown_customer(e))?;
-    count_usage(&state, answer.replayed);
-    let value = serde_json::from_value(answer.value)
-        .map_err(|e| Error::Internal(format!("answer: {e}")))?;
+    let (value, replayed) = used(answer)?;
+    count_usage(&state, replayed);
     Ok((StatusCode::CREATED, Json(value)))
 }
 
@@ -616,20 +523,20 @@ pub async fn usage_batch(
             )
         });
         match parsed {
-            Ok((spend, command, decide)) => {
+            Ok((spend, envelope)) => {
                 results.push(None);
                 spends.push((i, spend));
-                queued.push((command, decide));
+                queued.push(envelope);
             }
             Err(e) => results.push(Some(Err(e))),
         }
     }
     let answers = state.store.execute_all(queued).await;
     for ((i, spend), answer) in spends.into_iter().zip(answers) {
-        results[i] = Some(match answer {
-            Ok(executed) => {
-                count_usage(&state, executed.replayed);
-                Ok(executed.value)
+        results[i] = Some(match answer.and_then(used) {
+            Ok((value, replayed)) => {
+                count_usage(&state, replayed);
+                serde_json::to_value(value).map_err(|e| Error::Internal(format!("answer: {e}")))
             }
             Err(e) => Err(spend.unknown_customer(e)),
         });

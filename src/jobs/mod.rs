@@ -3,7 +3,7 @@
 
 use crate::domain::Timestamp;
 use crate::error::Result;
-use crate::store::{Command, Store, decide_json};
+use crate::store::{Command, Envelope, Store};
 
 /// Customers settled per query, and passes per run: a limit on one run's work.
 const BATCH: u64 = 500;
@@ -47,7 +47,7 @@ pub async fn settle_due(store: &Store, now: Timestamp) -> Result<usize> {
         // Every due customer in one go: they share batches.
         let commands = due
             .iter()
-            .map(|customer| (Command::on(customer, now), decide_json(|_, _| Ok(()))))
+            .map(|customer| Envelope::new(customer, Command::Settle, now))
             .collect();
         for answer in store.execute_all(commands).await {
             match answer {

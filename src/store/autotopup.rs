@@ -4,13 +4,14 @@
 //! Stripe's `payment_intent.*` events, whichever comes first.
 
 use super::Store;
-use super::book::{Command, lock_customer};
+use super::book::{Envelope, lock_customer};
 use super::outbox::{OutboxKind, STRIPE_DESTINATION, insert_new, pending};
 use super::rows::{self, micros, time};
 use crate::domain::Timestamp;
 use crate::domain::autotopup::{AutoTopup, Charge, Setting, Settled, Start, failed_message};
 use crate::domain::billing::money_to_minor;
 use crate::domain::catalog::Catalog;
+use crate::domain::command::Command;
 use crate::error::{Error, Result};
 use entity::{auto_topup_attempts, customers};
 use sea_orm::ActiveValue::Set;
@@ -196,15 +197,8 @@ impl Store {
         now: Timestamp,
         actor: super::operators::OperatorAction,
     ) -> Result<Option<AutoTopupState>> {
-        let command = Command {
-            actor: Some(actor),
-            ..Command::on(customer, now)
-        };
         let set = self
-            .execute(command, move |_book, standing| {
-                standing.auto_topup.set(setting.clone());
-                Ok(())
-            })
+            .execute(Envelope::new(customer, Command::SetAutoTopup { setting }, now).by(actor))
             .await;
         match set {
             Ok(_) => self.auto_topup(customer).await,

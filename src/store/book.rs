@@ -8,8 +8,8 @@ use super::revenue::{self, Origin};
 use super::rows::{self, ROWS_PER_STATEMENT, micros, time, timestamp};
 use crate::domain::Timestamp;
 use crate::domain::alerts::{Armed, Balance, balance_alerts};
-use crate::domain::catalog::Catalog;
-use crate::domain::gate::Standing;
+use crate::domain::command::{self, Answer, Command as DomainCommand, Rules};
+use crate::domain::gate::{Refusal, Standing};
 use crate::domain::journal::Moved;
 use crate::domain::ledger::{Book, Entry, HoldStatus};
 use crate::domain::margin::Consumption;
@@ -22,7 +22,6 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// An idempotency key and the hash of the request it was first used with.
@@ -51,15 +50,13 @@ impl Idempotency {
     }
 }
 
-/// How a command meets its customer.
+/// A command as the unit of work receives it: the customer whose book it changes, and what is
+/// kept with it (its idempotency key, where it comes from, who made it).
 #[derive(Debug, Clone)]
-pub struct Command {
+pub struct Envelope {
     pub customer_id: String,
-    /// Create the customer when unknown (grants); otherwise an unknown customer is an error.
-    pub create_customer: bool,
+    pub command: DomainCommand,
     pub idempotency: Option<Idempotency>,
-    /// Load this hold even when it is no longer open, to say why it cannot be resolved.
-    pub hold_id: Option<String>,
     pub now: Timestamp,
     /// Where the command comes from, for the journal: a usage id, a Stripe event.
     pub origin: Origin,
@@ -67,18 +64,43 @@ pub struct Command {
     pub actor: Option<super::operators::OperatorAction>,
 }
 
-impl Command {
-    /// A command on `customer_id` at `now`, with no idempotency key, hold or origin.
-    pub fn on(customer_id: impl Into<String>, now: Timestamp) -> Command {
-        Command {
+impl Envelope {
+    /// `command` on `customer_id` at `now`, with no idempotency key, origin or actor.
+    /// A usage's origin is its id.
+    pub fn new(customer_id: impl Into<String>, command: DomainCommand, now: Timestamp) -> Envelope {
+        let origin = Origin {
+            source: match &command {
+                DomainCommand::Usage { usage_id, .. } => Some(usage_id.clone()),
+                _ => None,
+            },
+            event: None,
+        };
+        Envelope {
             customer_id: customer_id.into(),
-            create_customer: false,
+            command,
             idempotency: None,
-            hold_id: None,
             now,
-            origin: Origin::default(),
+            origin,
             actor: None,
         }
+    }
+
+    pub fn idempotent(self, idempotency: Idempotency) -> Envelope {
+        Envelope {
+            idempotency: Some(idempotency),
+            ..self
+        }
+    }
+
+    pub fn by(self, actor: super::operators::OperatorAction) -> Envelope {
+        Envelope {
+            actor: Some(actor),
+            ..self
+        }
+    }
+
+    pub fn from_origin(self, origin: Origin) -> Envelope {
+        Envelope { origin, ..self }
     }
 }
 
@@ -89,26 +111,8 @@ pub struct Executed<T> {
     pub replayed: bool,
 }
 
-/// A command's decision: pure, on the customer's book and standing; it may run more than once
-/// (transient retries, or alone after its batch failed). Its answer is kept as JSON, which is
-/// also what an idempotent replay answers.
-pub type Decide<'a> =
-    dyn Fn(&mut Book, &mut Standing) -> Result<serde_json::Value> + Send + Sync + 'a;
-
 /// The answer of each command of a batch, in order.
-pub type Answers = Vec<Result<Executed<serde_json::Value>>>;
-
-/// Wraps a typed decision as a [`Decide`].
-pub fn decide_json<'a, T, F>(decide: F) -> Box<Decide<'a>>
-where
-    T: Serialize,
-    F: Fn(&mut Book, &mut Standing) -> Result<T> + Send + Sync + 'a,
-{
-    Box::new(move |book, standing| {
-        let value = decide(book, standing)?;
-        serde_json::to_value(value).map_err(|e| Error::Internal(format!("answer: {e}")))
-    })
-}
+pub type Answers = Vec<Result<Executed<Answer>>>;
 
 /// A customer's book as loaded, and as the batch's commands left it.
 pub(crate) struct Loaded {
@@ -157,22 +161,22 @@ pub(crate) struct Phases {
     pub post: std::time::Duration,
 }
 
-/// Runs `items` in order inside `txn` (see the module doc). `extra_grants` are loaded even when
-/// spent or expired (a refund or rollover acts on them). The outer error fails the whole batch
-/// (nothing of it may be committed); each command's own refusal is in its answer. The caller
-/// commits.
+/// Runs `items` in order inside `txn` (see the module doc). The grants a command names are
+/// loaded even when spent or expired (a refund or rollover acts on them). The outer error fails
+/// the whole batch (nothing of it may be committed); each command's own refusal is in its answer.
+/// The caller commits.
 pub(crate) async fn run_commands(
     txn: &DatabaseTransaction,
-    catalog: &Catalog,
-    items: &[(&Command, &Decide<'_>)],
-    extra_grants: &[String],
+    rules: Rules<'_>,
+    items: &[&Envelope],
     phases: &mut Phases,
 ) -> Result<Answers> {
+    let catalog = rules.catalog;
     let started = std::time::Instant::now();
     // Customers a command may create, at the time of the first command that names them.
     let mut create: BTreeMap<&str, Timestamp> = BTreeMap::new();
-    for (command, _) in items.iter().filter(|(c, _)| c.create_customer) {
-        create.entry(&command.customer_id).or_insert(command.now);
+    for item in items.iter().filter(|c| c.command.creates_customer()) {
+        create.entry(&item.customer_id).or_insert(item.now);
     }
     if !create.is_empty() {
         let rows: Vec<_> = create
@@ -190,34 +194,39 @@ pub(crate) async fn run_commands(
     }
     let ids: Vec<String> = items
         .iter()
-        .map(|(c, _)| c.customer_id.clone())
+        .map(|c| c.customer_id.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     lock_customers(txn, &ids).await?;
     let hold_ids: Vec<String> = items
         .iter()
-        .filter_map(|(c, _)| c.hold_id.clone())
+        .filter_map(|c| c.command.hold().map(str::to_owned))
         .collect();
-    let mut books = load_books(txn, &ids, &hold_ids, extra_grants, Reservations::All).await?;
+    let named: Vec<String> = items
+        .iter()
+        .flat_map(|c| c.command.grants_named())
+        .map(str::to_owned)
+        .collect();
+    let mut books = load_books(txn, &ids, &hold_ids, &named, Reservations::All).await?;
     let mut records = load_idempotency(txn, items).await?;
     let loaded_at = started.elapsed();
 
     let mut answers: Answers = Vec::with_capacity(items.len());
     let mut done: Vec<Done> = Vec::new();
     let mut new_records = Vec::new();
-    for (item, (command, decide)) in items.iter().enumerate() {
-        let Some(loaded) = books.get_mut(&command.customer_id) else {
-            answers.push(Err(Error::CustomerNotFound(command.customer_id.clone())));
+    for (item, envelope) in items.iter().enumerate() {
+        let Some(loaded) = books.get_mut(&envelope.customer_id) else {
+            answers.push(Err(Error::CustomerNotFound(envelope.customer_id.clone())));
             continue;
         };
-        if let Some(idempotency) = &command.idempotency {
-            let key = (command.customer_id.clone(), idempotency.key.clone());
+        if let Some(idempotency) = &envelope.idempotency {
+            let key = (envelope.customer_id.clone(), idempotency.key.clone());
             if let Some((hash, body)) = records.get(&key) {
                 answers.push(if *hash != idempotency.request_hash {
                     Err(Error::IdempotencyConflict)
                 } else {
-                    serde_json::from_str(body)
+                    Answer::replayed(&envelope.command, body)
                         .map(|value| Executed {
                             value,
                             replayed: true,
@@ -234,34 +243,37 @@ pub(crate) async fn run_commands(
             book.entries.is_empty(),
             "entries move out after each command"
         );
-        book.settle_due(command.now);
-        let decided = decide(&mut book, &mut standing).and_then(|value| {
-            book.check_invariants()?;
-            Ok(value)
-        });
-        let value = match decided {
+        let value = match command::decide(
+            rules,
+            &mut book,
+            &mut standing,
+            &envelope.command,
+            envelope.now,
+        ) {
             Ok(value) => value,
-            Err(e) => {
-                if let Error::SpendLimitReached(exceeded) = &e {
+            Err(refusal) => {
+                if let Refusal::SpendLimitReached(exceeded) = &refusal {
                     loaded
                         .refused_by
-                        .push((exceeded.limit.clone(), command.now));
+                        .push((exceeded.limit.clone(), envelope.now));
                 }
-                answers.push(Err(e));
+                answers.push(Err(refusal.into()));
                 continue;
             }
         };
-        if let Some(idempotency) = &command.idempotency {
-            let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(idempotency) = &envelope.idempotency {
+            let body = value
+                .stored()
+                .map_err(|e| Error::Internal(format!("answer: {e}")))?;
             new_records.push(idempotency_records::ActiveModel {
-                customer_id: Set(command.customer_id.clone()),
+                customer_id: Set(envelope.customer_id.clone()),
                 idempotency_key: Set(idempotency.key.clone()),
                 request_hash: Set(idempotency.request_hash.clone()),
                 body: Set(body.clone()),
-                created_at: Set(time(command.now)),
+                created_at: Set(time(envelope.now)),
             });
             records.insert(
-                (command.customer_id.clone(), idempotency.key.clone()),
+                (envelope.customer_id.clone(), idempotency.key.clone()),
                 (idempotency.request_hash.clone(), body),
             );
         }
@@ -271,7 +283,7 @@ pub(crate) async fn run_commands(
         loaded.standing = standing;
         done.push(Done {
             item,
-            customer: command.customer_id.clone(),
+            customer: envelope.customer_id.clone(),
             entries,
             consumed,
         });
@@ -287,7 +299,7 @@ pub(crate) async fn run_commands(
     let refusals = books
         .iter()
         .flat_map(|(c, l)| l.refused_by.iter().map(move |(_, at)| (c, *at)));
-    let decided = done.iter().map(|d| (&d.customer, items[d.item].0.now));
+    let decided = done.iter().map(|d| (&d.customer, items[d.item].now));
     for (customer, now) in decided.chain(refusals) {
         let at = latest.entry(customer.clone()).or_insert(now);
         *at = Ord::max(*at, now);
@@ -355,7 +367,7 @@ pub(crate) async fn run_commands(
     let posted: Vec<revenue::Posted<'_>> = done
         .iter()
         .map(|d| {
-            let command = items[d.item].0;
+            let command = items[d.item];
             revenue::Posted {
                 moved: Moved {
                     customer: &d.customer,
@@ -442,11 +454,11 @@ pub(crate) async fn lock_customer(txn: &DatabaseTransaction, customer_id: &str) 
 /// query.
 async fn load_idempotency(
     txn: &DatabaseTransaction,
-    items: &[(&Command, &Decide<'_>)],
+    items: &[&Envelope],
 ) -> Result<HashMap<(String, String), (String, String)>> {
     let pairs: BTreeSet<(&str, &str)> = items
         .iter()
-        .filter_map(|(c, _)| {
+        .filter_map(|c| {
             c.idempotency
                 .as_ref()
                 .map(|i| (c.customer_id.as_str(), i.key.as_str()))
@@ -842,12 +854,12 @@ async fn update_rows<const N: usize>(
 /// The batch's ledger entries, in command order: each command's entries share an operation.
 async fn write_entries(
     txn: &DatabaseTransaction,
-    items: &[(&Command, &Decide<'_>)],
+    items: &[&Envelope],
     done: &[Done],
 ) -> Result<()> {
     let mut rows = Vec::new();
     for d in done {
-        let command = items[d.item].0;
+        let command = items[d.item];
         if let Some(actor) = &command.actor {
             super::operators::record(txn, actor, command.now).await?;
         }
@@ -874,7 +886,7 @@ async fn write_entries(
     }
     let mut consumed = Vec::new();
     for d in done {
-        let command = items[d.item].0;
+        let command = items[d.item];
         for c in &d.consumed {
             // A capture's revenue posts under its hold; a usage's under its id.
             let source = c
@@ -986,17 +998,9 @@ impl super::Store {
         now: Timestamp,
         actor: super::operators::OperatorAction,
     ) -> Result<()> {
-        let command = Command {
-            create_customer: true,
-            actor: Some(actor),
-            ..Command::on(customer_id, now)
-        };
-        let plan_id = plan_id.map(str::to_owned);
-        self.execute(command, move |_, standing| {
-            standing.plan_id = plan_id.clone();
-            Ok(())
-        })
-        .await?;
+        let plan = plan_id.map(str::to_owned);
+        self.execute(Envelope::new(customer_id, DomainCommand::SetPlan { plan }, now).by(actor))
+            .await?;
         Ok(())
     }
 }

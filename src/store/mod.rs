@@ -19,11 +19,13 @@ pub mod runner;
 pub mod sessions;
 pub mod stripe;
 
+pub use crate::domain::command::{Answer, Command};
 pub use crate::domain::gate::Standing;
-pub use book::{Answers, Command, Decide, Executed, Idempotency, decide_json};
+pub use book::{Answers, Envelope, Executed, Idempotency};
 pub use runner::{BatchSettings, RunnerStats};
 
 use crate::domain::catalog::Catalog;
+use crate::domain::gate::Policy;
 use crate::error::{Error, Result};
 use migration::{Migrator, MigratorTrait};
 use runner::{Engine, Runner};
@@ -37,6 +39,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// Breakage, platform shares and the accounting currency, for the revenue postings.
     catalog: Arc<Catalog>,
+    /// The gate's rules from configuration, for the commands' decisions.
+    policy: Policy,
     settings: BatchSettings,
     /// Started on first use, with the catalog in force then.
     runner: Arc<tokio::sync::OnceCell<Runner>>,
@@ -120,6 +124,7 @@ impl Store {
         Ok(Store {
             db,
             catalog: Arc::new(Catalog::default()),
+            policy: Policy::default(),
             settings: BatchSettings::default(),
             runner: Arc::default(),
             writer: Arc::default(),
@@ -134,6 +139,12 @@ impl Store {
     /// What `prune` lets go (`[retention]`).
     pub fn with_retention(mut self, retention: retention::RetentionSettings) -> Store {
         self.retention = retention;
+        self
+    }
+
+    /// The gate's rules from configuration (`[stripe] past_due_grace_seconds`).
+    pub fn with_policy(mut self, policy: Policy) -> Store {
+        self.policy = policy;
         self
     }
 
@@ -165,6 +176,7 @@ impl Store {
         Engine {
             db: self.db.clone(),
             catalog: self.catalog.clone(),
+            policy: self.policy,
             writer: self.writer.clone(),
             stats: self.stats.clone(),
             workers: self.workers.clone(),
@@ -182,34 +194,19 @@ impl Store {
             .await
     }
 
-    /// Runs `decide` on the customer's book under its row lock, in the next batch, and returns
-    /// its answer once the batch has committed. `decide` is pure and may run more than once
-    /// (transient retries); when it fails nothing of it is written.
-    pub async fn execute<T, F>(&self, command: Command, decide: F) -> Result<Executed<T>>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned,
-        F: Fn(&mut crate::domain::ledger::Book, &mut Standing) -> Result<T> + Send + Sync + 'static,
-    {
-        let answer = self
-            .runner()
-            .await
-            .submit(command, decide_json(decide))
-            .await;
-        let executed = answer.await.map_err(|_| Error::Unavailable)??;
-        let value = serde_json::from_value(executed.value)
-            .map_err(|e| Error::Internal(format!("answer: {e}")))?;
-        Ok(Executed {
-            value,
-            replayed: executed.replayed,
-        })
+    /// Runs a command on its customer's book under its row lock, in the next batch, and returns
+    /// its answer once the batch has committed. When it is refused nothing of it is written.
+    pub async fn execute(&self, envelope: Envelope) -> Result<Executed<Answer>> {
+        let answer = self.runner().await.submit(envelope).await;
+        answer.await.map_err(|_| Error::Unavailable)?
     }
 
     /// Queues every command at once (they share batches) and returns their answers in order.
-    pub async fn execute_all(&self, commands: Vec<(Command, Box<Decide<'static>>)>) -> Answers {
+    pub async fn execute_all(&self, envelopes: Vec<Envelope>) -> Answers {
         let runner = self.runner().await;
-        let mut waiting = Vec::with_capacity(commands.len());
-        for (command, decide) in commands {
-            waiting.push(runner.submit(command, decide).await);
+        let mut waiting = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            waiting.push(runner.submit(envelope).await);
         }
         let mut answers = Vec::with_capacity(waiting.len());
         for answer in waiting {

@@ -7,8 +7,10 @@
 //! the same worker, so within a process batches never wait on each other's row locks (across
 //! processes the row locks, taken in id order, serialise them).
 
-use super::book::{self, Answers, Command, Decide, Executed, Phases};
+use super::book::{self, Answers, Envelope, Executed, Phases};
 use crate::domain::catalog::Catalog;
+use crate::domain::command::{Answer, Rules};
+use crate::domain::gate::Policy;
 use crate::error::{Error, Result};
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode, TransactionOptions,
@@ -85,9 +87,8 @@ impl RunnerStats {
 }
 
 struct Job {
-    command: Command,
-    decide: Box<Decide<'static>>,
-    reply: oneshot::Sender<Result<Executed<serde_json::Value>>>,
+    envelope: Envelope,
+    reply: oneshot::Sender<Result<Executed<Answer>>>,
     queued_at: Instant,
 }
 
@@ -101,6 +102,7 @@ pub(crate) struct Runner {
 pub(crate) struct Engine {
     pub db: DatabaseConnection,
     pub catalog: Arc<Catalog>,
+    pub policy: Policy,
     /// Held by whoever writes on SQLite: the batch worker, a Stripe event, a revenue job.
     pub writer: Arc<Mutex<()>>,
     pub stats: Arc<RunnerStats>,
@@ -108,6 +110,14 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
+    /// The rules the commands are decided by.
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            catalog: &self.catalog,
+            policy: self.policy,
+        }
+    }
+
     fn sqlite(&self) -> bool {
         self.db.get_database_backend() == DbBackend::Sqlite
     }
@@ -155,16 +165,11 @@ impl Runner {
 
     /// Queues a command on its customer's worker (so one customer's commands share batches and
     /// never wait on each other's row locks); its answer arrives once its batch has committed.
-    pub async fn submit(
-        &self,
-        command: Command,
-        decide: Box<Decide<'static>>,
-    ) -> oneshot::Receiver<Result<Executed<serde_json::Value>>> {
+    pub async fn submit(&self, envelope: Envelope) -> oneshot::Receiver<Result<Executed<Answer>>> {
         let (reply, answer) = oneshot::channel();
-        let queue = &self.queues[worker_of(&command.customer_id, self.queues.len())];
+        let queue = &self.queues[worker_of(&envelope.customer_id, self.queues.len())];
         let job = Job {
-            command,
-            decide,
+            envelope,
             reply,
             queued_at: Instant::now(),
         };
@@ -251,8 +256,7 @@ async fn run_batch(engine: &Engine, jobs: Vec<Job>) {
     stats
         .queue_wait_micros
         .fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Ordering::Relaxed);
-    let items: Vec<(&Command, &Decide<'static>)> =
-        jobs.iter().map(|j| (&j.command, &*j.decide)).collect();
+    let items: Vec<&Envelope> = jobs.iter().map(|j| &j.envelope).collect();
     let answers = match run_with_retries(engine, &items).await {
         Ok(answers) => answers,
         Err(e) if items.len() == 1 => vec![Err(e)],
@@ -281,10 +285,7 @@ async fn run_batch(engine: &Engine, jobs: Vec<Job>) {
 
 /// Runs a batch, again from the start on transient failures (lock timeouts, serialization
 /// failures, deadlocks); after the last attempt, fails closed with `Unavailable`.
-pub(crate) async fn run_with_retries(
-    engine: &Engine,
-    items: &[(&Command, &Decide<'_>)],
-) -> Result<Answers> {
+pub(crate) async fn run_with_retries(engine: &Engine, items: &[&Envelope]) -> Result<Answers> {
     let mut attempt = 1;
     loop {
         match run_once(engine, items).await {
@@ -298,10 +299,10 @@ pub(crate) async fn run_with_retries(
     }
 }
 
-async fn run_once(engine: &Engine, items: &[(&Command, &Decide<'_>)]) -> Result<Answers> {
+async fn run_once(engine: &Engine, items: &[&Envelope]) -> Result<Answers> {
     let txn = engine.begin().await?;
     let mut phases = Phases::default();
-    let answers = book::run_commands(&txn, &engine.catalog, items, &[], &mut phases).await?;
+    let answers = book::run_commands(&txn, engine.rules(), items, &mut phases).await?;
     let started = Instant::now();
     if answers.iter().any(|a| matches!(a, Ok(e) if !e.replayed)) {
         txn.commit().await?;

@@ -10,12 +10,12 @@
 //! savepoint of one transaction and commits once, so a failing event never fails its neighbours.
 
 use super::Store;
-use super::book::{Command, Decide, Executed, insert_customer_if_absent, run_commands};
+use super::book::{Envelope, insert_customer_if_absent, run_commands};
 use super::rows::{micros, time, timestamp};
 use super::runner::Engine;
 use crate::domain::Timestamp;
-use crate::domain::gate::Standing;
-use crate::domain::ledger::{Book, EntryKind};
+use crate::domain::command::{Answer, Rules};
+use crate::domain::ledger::EntryKind;
 use crate::domain::money::Credits;
 use crate::domain::refunds::{
     DisputeStatus, PaidShare, PaymentRefunds, RefundStatus, dispute_moves,
@@ -35,7 +35,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
     EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
-use serde::{Serialize, de::DeserializeOwned};
 use std::any::Any;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -92,6 +91,7 @@ pub struct TakenBack {
 pub struct StripeTx {
     txn: DatabaseTransaction,
     catalog: std::sync::Arc<crate::domain::catalog::Catalog>,
+    policy: crate::domain::gate::Policy,
     /// The customers whose books the event touches, as they are decided.
     concerned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
@@ -138,6 +138,7 @@ async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
                 (job.work)(StripeTx {
                     txn,
                     catalog: engine.catalog.clone(),
+                    policy: engine.policy,
                     concerned: Default::default(),
                 })
                 .await
@@ -192,6 +193,7 @@ impl Store {
             return work(StripeTx {
                 txn,
                 catalog: self.catalog.clone(),
+                policy: self.policy,
                 concerned: Default::default(),
             })
             .await;
@@ -542,33 +544,16 @@ impl StripeTx {
     }
 
     /// Runs a ledger command on one customer inside this transaction.
-    pub async fn run<T, F>(
-        &self,
-        command: Command,
-        extra_grants: &[String],
-        decide: F,
-    ) -> Result<Executed<T>>
-    where
-        T: Serialize + DeserializeOwned,
-        F: Fn(&mut Book, &mut Standing) -> Result<T> + Send + Sync,
-    {
-        let decide = super::book::decide_json(decide);
-        let items: [(&Command, &Decide<'_>); 1] = [(&command, &*decide)];
-        let executed = run_commands(
-            &self.txn,
-            &self.catalog,
-            &items,
-            extra_grants,
-            &mut Default::default(),
-        )
-        .await?
-        .pop()
-        .expect("one answer per command")?;
-        Ok(Executed {
-            value: serde_json::from_value(executed.value)
-                .map_err(|e| Error::Internal(format!("answer: {e}")))?,
-            replayed: executed.replayed,
-        })
+    pub async fn run(&self, envelope: Envelope) -> Result<Answer> {
+        let rules = Rules {
+            catalog: &self.catalog,
+            policy: self.policy,
+        };
+        let executed = run_commands(&self.txn, rules, &[&envelope], &mut Default::default())
+            .await?
+            .pop()
+            .expect("one answer per command")?;
+        Ok(executed.value)
     }
 
     pub async fn map_payment(

@@ -24,7 +24,7 @@ use crate::domain::subscription::{self, PlanLine, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
 use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, from_unix};
-use crate::store::{Command, Store, new_grant_id};
+use crate::store::{Answer, Command, Envelope, Store, new_grant_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -413,6 +413,14 @@ struct Moved {
     free: Credits,
 }
 
+/// The credits a command moved.
+fn moved(answer: Answer) -> Result<Credits> {
+    match answer {
+        Answer::Moved(credits) => Ok(credits),
+        other => Err(Error::unexpected(&other)),
+    }
+}
+
 struct Apply<'a> {
     tx: &'a StripeTx,
     catalog: &'a Catalog,
@@ -423,15 +431,11 @@ struct Apply<'a> {
     event_id: &'a str,
 }
 
-fn command(customer_id: &str, now: Timestamp, event_id: &str) -> Command {
-    Command {
-        create_customer: true,
-        origin: JournalOrigin {
-            source: None,
-            event: Some(event_id.to_owned()),
-        },
-        ..Command::on(customer_id, now)
-    }
+fn command(customer_id: &str, now: Timestamp, event_id: &str, command: Command) -> Envelope {
+    Envelope::new(customer_id, command, now).from_origin(JournalOrigin {
+        source: None,
+        event: Some(event_id.to_owned()),
+    })
 }
 
 impl Apply<'_> {
@@ -480,17 +484,18 @@ impl Apply<'_> {
         let ids = self.tx.movable_grants(from).await?;
         if !ids.is_empty() {
             let now = self.now;
-            let moved: Vec<Moved> = self
+            let transfer = Command::TransferOut { grant_ids: ids };
+            let moved: Vec<Moved> = match self
                 .tx
-                .run(command(from, now, self.event_id), &ids, |book, _| {
-                    Ok(ids
-                        .iter()
-                        .filter_map(|id| book.transfer_out(id, now))
-                        .map(|(from, free)| Moved { from, free })
-                        .collect())
-                })
+                .run(command(from, now, self.event_id, transfer))
                 .await?
-                .value;
+            {
+                Answer::TransferredOut(moved) => moved
+                    .into_iter()
+                    .map(|(from, free)| Moved { from, free })
+                    .collect(),
+                other => return Err(Error::unexpected(&other)),
+            };
             let grants: Vec<Grant> = moved
                 .iter()
                 .map(|m| {
@@ -506,14 +511,10 @@ impl Apply<'_> {
                     Grant::transferred(new_grant_id(), from, m.free, price, now)
                 })
                 .collect();
-            self.tx
-                .run(command(to, now, self.event_id), &[], |book, _| {
-                    for g in &grants {
-                        book.add_grant(g.clone(), now);
-                    }
-                    Ok(())
-                })
-                .await?;
+            let add = Command::AddGrants {
+                grants: grants.clone(),
+            };
+            self.tx.run(command(to, now, self.event_id, add)).await?;
             for (m, g) in moved.iter().zip(&grants) {
                 self.tx.remap_grant(&m.from.id, &g.id).await?;
             }
@@ -656,11 +657,11 @@ impl Apply<'_> {
         .expiring(terms.expires_at)
         .at_priority(pack.priority);
         let now = self.now;
+        let add = Command::AddGrants {
+            grants: vec![grant.clone()],
+        };
         self.tx
-            .run(command(customer, now, self.event_id), &[], |book, _| {
-                book.add_grant(grant.clone(), now);
-                Ok(())
-            })
+            .run(command(customer, now, self.event_id, add))
             .await?;
         let payment_key = bought.payment_key;
         self.tx.map_payment(payment_key, &grant.id, None).await?;
@@ -956,11 +957,11 @@ impl Apply<'_> {
             .expiring(Some(end))
             .at_priority(plan.priority);
             let now = self.now;
+            let add = Command::AddGrants {
+                grants: vec![grant.clone()],
+            };
             self.tx
-                .run(command(&customer, now, self.event_id), &[], |book, _| {
-                    book.add_grant(grant.clone(), now);
-                    Ok(())
-                })
+                .run(command(&customer, now, self.event_id, add))
                 .await?;
             // Rollover happens once both periods are known, whichever was paid first.
             if renewal {
@@ -1082,15 +1083,17 @@ impl Apply<'_> {
         if lapsed.is_empty() {
             return Ok(Credits::ZERO);
         }
-        let ids: Vec<String> = lapsed.iter().map(|(id, _)| id.clone()).collect();
         let now = self.now;
-        let carried = self
-            .tx
-            .run(command(customer, now, self.event_id), &ids, |book, _| {
-                Ok(book.roll_over(&lapsed, room, renewal.period_end, now))
-            })
-            .await?
-            .value;
+        let roll = Command::RollOver {
+            lapsed,
+            room,
+            period_end: renewal.period_end,
+        };
+        let carried = moved(
+            self.tx
+                .run(command(customer, now, self.event_id, roll))
+                .await?,
+        )?;
         self.tx
             .add_carried(customer, boundary, carried, now)
             .await?;
@@ -1117,18 +1120,13 @@ impl Apply<'_> {
         let Settlement::TakeBack(plan) = refunds::settle(&shares, money) else {
             return Ok(Credits::ZERO);
         };
-        let ids: Vec<String> = plan.iter().map(|(id, _)| id.clone()).collect();
         let now = self.now;
-        let taken = self
-            .tx
-            .run(command(customer, now, self.event_id), &ids, |book, _| {
-                Ok(plan
-                    .iter()
-                    .map(|(id, money)| book.claw_back(id, *money, now))
-                    .sum::<Credits>())
-            })
-            .await?
-            .value;
+        let claw = Command::ClawBack { money: plan };
+        let taken = moved(
+            self.tx
+                .run(command(customer, now, self.event_id, claw))
+                .await?,
+        )?;
         Ok(taken)
     }
 
@@ -1314,34 +1312,18 @@ impl Apply<'_> {
                 let now = self.now;
                 // Thawed before anything is taken back (a lost dispute takes what it froze),
                 // frozen after anything given back (an open dispute keeps it out of reach).
-                let moved: Credits = self
-                    .tx
-                    .run(command(&customer, now, self.event_id), &owned, |book, _| {
-                        let on_book: Vec<&String> = owned
-                            .iter()
-                            .filter(|id| book.grants.iter().any(|g| &g.id == *id))
-                            .collect();
-                        for id in &on_book {
-                            book.set_frozen(id, false);
-                        }
-                        let moved = mine
-                            .iter()
-                            .map(|(id, money)| {
-                                if giving_back {
-                                    let took = clawed.get(id).copied().unwrap_or(Credits::ZERO);
-                                    book.reverse_claw_back(id, *money, took, now)
-                                } else {
-                                    book.claw_back(id, *money, now)
-                                }
-                            })
-                            .sum::<Credits>();
-                        for id in &on_book {
-                            book.set_frozen(id, freeze);
-                        }
-                        Ok(moved)
-                    })
-                    .await?
-                    .value;
+                let settle = Command::SettlePayment {
+                    grant_ids: owned,
+                    money: mine.clone(),
+                    clawed: clawed.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    giving_back,
+                    freeze,
+                };
+                let moved = moved(
+                    self.tx
+                        .run(command(&customer, now, self.event_id, settle))
+                        .await?,
+                )?;
                 if giving_back {
                     given_total += moved;
                 } else {

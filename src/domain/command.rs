@@ -1,0 +1,642 @@
+//! Every change of a customer's book is a [`Command`]: a value built at the edge (a request, a
+//! job, a Stripe event), decided by [`decide`] on the book and standing loaded under the
+//! customer's lock, answered with a typed [`Answer`]. The store's unit of work runs commands in
+//! batches and writes what the decisions left on the books; it decides nothing itself.
+
+use super::Timestamp;
+use super::adjustment::{self, Change, Reason};
+use super::autotopup::Setting;
+use super::catalog::{Action, Catalog};
+use super::gate::{self, Actual, Policy, Refusal, Standing};
+use super::ledger::{Book, Grant, GrantKind, GrantSource};
+use super::money::{Credits, Quantity};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// One change of one customer's book.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Holds the cost of `quantity` units of `action` until `expires_at`.
+    Authorize {
+        hold_id: String,
+        action: Action,
+        quantity: Quantity,
+        expires_at: Timestamp,
+    },
+    /// Spends what the held call really cost and releases the rest.
+    Capture { hold_id: String, actual: Actual },
+    /// Releases a hold.
+    Void { hold_id: String },
+    /// A one-shot debit, spent now, dated `occurred_at`.
+    Usage {
+        usage_id: String,
+        action: Action,
+        quantity: Quantity,
+        occurred_at: Timestamp,
+    },
+    /// An operator's grant.
+    Grant { grant: Grant },
+    /// An operator's signed change of credits, with its reason.
+    Adjust {
+        change: Change,
+        grant_id: String,
+        reason: Reason,
+        /// The source the new grant (or the taking-back entries) record.
+        source: (GrantSource, String),
+    },
+    /// Sets or clears the customer's plan.
+    SetPlan { plan: Option<String> },
+    /// Sets or turns off the customer's auto top-up.
+    SetAutoTopup { setting: Option<Setting> },
+    /// What is due at the command's time, and nothing more: the expiry job.
+    Settle,
+    /// Grants bought through Stripe (a pack, a plan period, credits moved to a linked account).
+    AddGrants { grants: Vec<Grant> },
+    /// Moves the free credits of these grants out of the book (a Stripe customer's account is
+    /// now linked to another).
+    TransferOut { grant_ids: Vec<String> },
+    /// Carries the unused credits of plan grants that ended at a period boundary into the next
+    /// period (`Book::roll_over`).
+    RollOver {
+        lapsed: Vec<(String, Credits)>,
+        room: Credits,
+        period_end: Timestamp,
+    },
+    /// Takes back credits for money refunded, grant by grant (money per grant).
+    ClawBack { money: Vec<(String, Credits)> },
+    /// Settles one payment's disputes and refunds on the grants it bought: thaws them, takes
+    /// back (or gives back, when refunds failed) the money per grant, and freezes them again
+    /// while a dispute is open.
+    SettlePayment {
+        grant_ids: Vec<String>,
+        money: Vec<(String, Credits)>,
+        /// When giving back: what clawbacks took from each grant so far.
+        clawed: BTreeMap<String, Credits>,
+        giving_back: bool,
+        freeze: bool,
+    },
+}
+
+impl Command {
+    /// May the command create its customer when unknown? Spends and settings need a customer
+    /// that exists; grants (and Stripe's facts) bring one into being.
+    pub fn creates_customer(&self) -> bool {
+        match self {
+            Command::Authorize { .. }
+            | Command::Capture { .. }
+            | Command::Void { .. }
+            | Command::Usage { .. }
+            | Command::SetAutoTopup { .. }
+            | Command::Settle => false,
+            Command::Adjust { change, .. } => change.may_create_customer(),
+            Command::Grant { .. }
+            | Command::SetPlan { .. }
+            | Command::AddGrants { .. }
+            | Command::TransferOut { .. }
+            | Command::RollOver { .. }
+            | Command::ClawBack { .. }
+            | Command::SettlePayment { .. } => true,
+        }
+    }
+
+    /// The hold it resolves, loaded even when no longer open (to say why it cannot be).
+    pub fn hold(&self) -> Option<&str> {
+        match self {
+            Command::Capture { hold_id, .. } | Command::Void { hold_id } => Some(hold_id),
+            _ => None,
+        }
+    }
+
+    /// Grants it acts on that must be loaded even when spent or expired.
+    pub fn grants_named(&self) -> Vec<&str> {
+        match self {
+            Command::TransferOut { grant_ids } | Command::SettlePayment { grant_ids, .. } => {
+                grant_ids.iter().map(String::as_str).collect()
+            }
+            Command::RollOver { lapsed, .. } => lapsed.iter().map(|(id, _)| id.as_str()).collect(),
+            Command::ClawBack { money } => money.iter().map(|(id, _)| id.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What a command answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Held(AuthorizationResponse),
+    Resolved(ResolutionResponse),
+    Used(UsageResponse),
+    Granted(GrantResponse),
+    Adjusted(AdjustmentResponse),
+    /// A setting changed, or what was due settled.
+    Done,
+    /// Credits moved: carried over, taken back or given back.
+    Moved(Credits),
+    /// Grants' free credits moved out: each grant as it was, and the credits moved.
+    TransferredOut(Vec<(Grant, Credits)>),
+}
+
+/// Why an answer kept for a replay cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredAnswerError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the command's answer is not kept for replays")]
+    NotKept,
+}
+
+impl Answer {
+    /// The answer as kept under an idempotency key: the response body the caller received.
+    pub fn stored(&self) -> Result<String, StoredAnswerError> {
+        Ok(match self {
+            Answer::Held(a) => serde_json::to_string(a)?,
+            Answer::Resolved(a) => serde_json::to_string(a)?,
+            Answer::Used(a) => serde_json::to_string(a)?,
+            Answer::Granted(a) => serde_json::to_string(a)?,
+            Answer::Adjusted(a) => serde_json::to_string(a)?,
+            Answer::Done => "null".to_owned(),
+            Answer::Moved(_) | Answer::TransferredOut(_) => {
+                return Err(StoredAnswerError::NotKept);
+            }
+        })
+    }
+
+    /// The answer `command` first gave, read back from what [`Answer::stored`] kept.
+    pub fn replayed(command: &Command, body: &str) -> Result<Answer, StoredAnswerError> {
+        Ok(match command {
+            Command::Authorize { .. } => Answer::Held(serde_json::from_str(body)?),
+            Command::Capture { .. } | Command::Void { .. } => {
+                Answer::Resolved(serde_json::from_str(body)?)
+            }
+            Command::Usage { .. } => Answer::Used(serde_json::from_str(body)?),
+            Command::Grant { .. } => Answer::Granted(serde_json::from_str(body)?),
+            Command::Adjust { .. } => Answer::Adjusted(serde_json::from_str(body)?),
+            Command::SetPlan { .. } | Command::SetAutoTopup { .. } | Command::Settle => {
+                Answer::Done
+            }
+            Command::AddGrants { .. }
+            | Command::TransferOut { .. }
+            | Command::RollOver { .. }
+            | Command::ClawBack { .. }
+            | Command::SettlePayment { .. } => return Err(StoredAnswerError::NotKept),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuthorizationResponse {
+    pub id: String,
+    pub status: String,
+    pub customer: String,
+    pub action: String,
+    #[schema(value_type = String)]
+    pub credits: Credits,
+    #[schema(value_type = String)]
+    pub available: Credits,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResolutionResponse {
+    pub id: String,
+    pub status: String,
+    #[schema(value_type = String)]
+    pub credits: Credits,
+    #[schema(value_type = String)]
+    pub available: Credits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageResponse {
+    pub id: String,
+    pub customer: String,
+    pub action: String,
+    #[schema(value_type = String)]
+    pub credits: Credits,
+    #[schema(value_type = String)]
+    pub available: Credits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GrantResponse {
+    pub id: String,
+    pub customer: String,
+    #[schema(value_type = String)]
+    pub kind: GrantKind,
+    #[schema(value_type = String)]
+    pub credits: Credits,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub priority: i32,
+    #[schema(value_type = String)]
+    pub balance: Credits,
+    #[schema(value_type = String)]
+    pub available: Credits,
+}
+
+/// One grant an adjustment moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdjustedGrant {
+    pub grant: String,
+    /// Credits added (positive) or taken back (negative).
+    #[schema(value_type = String)]
+    pub credits: Credits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdjustmentResponse {
+    pub customer: String,
+    #[schema(value_type = String)]
+    pub credits: Credits,
+    pub reason: String,
+    /// The grant added, or the grants credits were taken from, in the order taken.
+    pub grants: Vec<AdjustedGrant>,
+    #[schema(value_type = String)]
+    pub balance: Credits,
+    #[schema(value_type = String)]
+    pub available: Credits,
+}
+
+/// The rules a decision follows besides the customer's own: the catalog and the gate's policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub catalog: &'a Catalog,
+    pub policy: Policy,
+}
+
+/// The one decision of every command: settles what is due at `now`, applies `command` to the
+/// book and standing, and checks the book's invariants. On refusal the book and standing may be
+/// partly changed: the caller discards them (nothing of a refused command is written).
+pub fn decide(
+    rules: Rules<'_>,
+    book: &mut Book,
+    standing: &mut Standing,
+    command: &Command,
+    now: Timestamp,
+) -> Result<Answer, Refusal> {
+    book.settle_due(now);
+    let answer = apply(rules, book, standing, command, now)?;
+    book.check_invariants()?;
+    Ok(answer)
+}
+
+fn apply(
+    rules: Rules<'_>,
+    book: &mut Book,
+    standing: &mut Standing,
+    command: &Command,
+    now: Timestamp,
+) -> Result<Answer, Refusal> {
+    let spend = |book: &mut Book, standing: &mut Standing, spend: &gate::Spend<'_>| {
+        gate::decide(rules.catalog, standing, rules.policy, book, spend, now)
+    };
+    Ok(match command {
+        Command::Authorize {
+            hold_id,
+            action,
+            quantity,
+            expires_at,
+        } => {
+            let decided = spend(
+                book,
+                standing,
+                &gate::Spend::Authorize {
+                    action,
+                    quantity: *quantity,
+                    hold_id,
+                    expires_at: *expires_at,
+                },
+            )?;
+            Answer::Held(AuthorizationResponse {
+                id: hold_id.clone(),
+                status: "held".into(),
+                customer: book.customer_id.clone(),
+                action: action.id.clone(),
+                credits: decided.credits,
+                available: decided.available,
+                expires_at: *expires_at,
+            })
+        }
+        Command::Capture { hold_id, actual } => {
+            let decided = spend(
+                book,
+                standing,
+                &gate::Spend::Capture {
+                    hold_id,
+                    actual: *actual,
+                },
+            )?;
+            Answer::Resolved(ResolutionResponse {
+                id: hold_id.clone(),
+                status: "captured".into(),
+                credits: decided.credits,
+                available: decided.available,
+            })
+        }
+        Command::Void { hold_id } => {
+            let decided = spend(book, standing, &gate::Spend::Void { hold_id })?;
+            Answer::Resolved(ResolutionResponse {
+                id: hold_id.clone(),
+                status: "voided".into(),
+                credits: decided.credits,
+                available: decided.available,
+            })
+        }
+        Command::Usage {
+            usage_id,
+            action,
+            quantity,
+            occurred_at,
+        } => {
+            // Spent now, against what is available now; dated when it happened.
+            let decided = spend(
+                book,
+                standing,
+                &gate::Spend::Usage {
+                    action,
+                    quantity: *quantity,
+                    occurred_at: *occurred_at,
+                },
+            )?;
+            Answer::Used(UsageResponse {
+                id: usage_id.clone(),
+                customer: book.customer_id.clone(),
+                action: action.id.clone(),
+                credits: decided.credits,
+                available: decided.available,
+            })
+        }
+        Command::Grant { grant } => {
+            book.add_grant(grant.clone(), now);
+            Answer::Granted(GrantResponse {
+                id: grant.id.clone(),
+                customer: book.customer_id.clone(),
+                kind: grant.kind,
+                credits: grant.credits,
+                expires_at: grant.expires_at,
+                priority: grant.priority,
+                balance: book.balance(),
+                available: book.available(),
+            })
+        }
+        Command::Adjust {
+            change,
+            grant_id,
+            reason,
+            source,
+        } => {
+            let moved = adjustment::apply(book, *change, grant_id, reason, source.clone(), now)?;
+            Answer::Adjusted(AdjustmentResponse {
+                customer: book.customer_id.clone(),
+                credits: change.signed(),
+                reason: reason.as_str().to_owned(),
+                grants: moved
+                    .into_iter()
+                    .map(|(grant, credits)| AdjustedGrant { grant, credits })
+                    .collect(),
+                balance: book.balance(),
+                available: book.available(),
+            })
+        }
+        Command::SetPlan { plan } => {
+            standing.plan_id = plan.clone();
+            Answer::Done
+        }
+        Command::SetAutoTopup { setting } => {
+            standing.auto_topup.set(setting.clone());
+            Answer::Done
+        }
+        Command::Settle => Answer::Done,
+        Command::AddGrants { grants } => {
+            for grant in grants {
+                book.add_grant(grant.clone(), now);
+            }
+            Answer::Done
+        }
+        Command::TransferOut { grant_ids } => Answer::TransferredOut(
+            grant_ids
+                .iter()
+                .filter_map(|id| book.transfer_out(id, now))
+                .collect(),
+        ),
+        Command::RollOver {
+            lapsed,
+            room,
+            period_end,
+        } => Answer::Moved(book.roll_over(lapsed, *room, *period_end, now)),
+        Command::ClawBack { money } => Answer::Moved(
+            money
+                .iter()
+                .map(|(id, money)| book.claw_back(id, *money, now))
+                .sum(),
+        ),
+        Command::SettlePayment {
+            grant_ids,
+            money,
+            clawed,
+            giving_back,
+            freeze,
+        } => {
+            // Thawed before anything is taken back (a lost dispute takes what it froze), frozen
+            // after anything given back (an open dispute keeps it out of reach).
+            let on_book: Vec<&String> = grant_ids
+                .iter()
+                .filter(|id| book.grants.iter().any(|g| &g.id == *id))
+                .collect();
+            for id in &on_book {
+                book.set_frozen(id, false);
+            }
+            let moved = money
+                .iter()
+                .map(|(id, money)| {
+                    if *giving_back {
+                        let took = clawed.get(id).copied().unwrap_or(Credits::ZERO);
+                        book.reverse_claw_back(id, *money, took, now)
+                    } else {
+                        book.claw_back(id, *money, now)
+                    }
+                })
+                .sum::<Credits>();
+            for id in &on_book {
+                book.set_frozen(id, *freeze);
+            }
+            Answer::Moved(moved)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::Feature;
+    use crate::domain::ledger::{EntryKind, Rejection};
+    use chrono::TimeZone;
+
+    fn at(minute: u32) -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 12, 1, 0, minute, 0).unwrap()
+    }
+
+    fn credits(n: i64) -> Credits {
+        Credits::from_micros(n * 1_000_000)
+    }
+
+    fn catalog() -> Catalog {
+        let feature = Feature {
+            id: "chat".into(),
+            plan_only: false,
+        };
+        let action = Action {
+            id: "chat.request".into(),
+            feature: "chat".into(),
+            credits: credits(1),
+            vendor_cost: None,
+            changes: Vec::new(),
+        };
+        Catalog {
+            currency: "usd".into(),
+            features: [("chat".to_owned(), feature)].into(),
+            actions: [("chat.request".to_owned(), action)].into(),
+            ..Default::default()
+        }
+    }
+
+    fn rules(catalog: &Catalog) -> Rules<'_> {
+        Rules {
+            catalog,
+            policy: Policy {
+                past_due_grace_seconds: 0,
+            },
+        }
+    }
+
+    fn promotional(id: &str, n: i64) -> Command {
+        Command::Grant {
+            grant: Grant::promotional(id, credits(n), (GrantSource::Admin, "test".into()), at(0)),
+        }
+    }
+
+    #[test]
+    fn a_grant_then_an_authorization_and_its_capture_answer_what_moved() {
+        let catalog = catalog();
+        let action = catalog.actions.values().next().unwrap().clone();
+        let mut book = Book::new("c");
+        let mut standing = Standing::default();
+        let granted = decide(
+            rules(&catalog),
+            &mut book,
+            &mut standing,
+            &promotional("g1", 10),
+            at(0),
+        )
+        .unwrap();
+        let Answer::Granted(g) = granted else {
+            panic!("{granted:?}")
+        };
+        assert_eq!((g.balance, g.available), (credits(10), credits(10)));
+        let hold = Command::Authorize {
+            hold_id: "h1".into(),
+            action: action.clone(),
+            quantity: Quantity::try_from(rust_decimal::Decimal::from(3)).unwrap(),
+            expires_at: at(10),
+        };
+        let Answer::Held(held) =
+            decide(rules(&catalog), &mut book, &mut standing, &hold, at(1)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(held.customer, "c");
+        assert_eq!(held.available, credits(10) - held.credits);
+        let capture = Command::Capture {
+            hold_id: "h1".into(),
+            actual: Actual::Nothing,
+        };
+        let Answer::Resolved(resolved) =
+            decide(rules(&catalog), &mut book, &mut standing, &capture, at(2)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(resolved.status, "captured");
+        assert_eq!(resolved.available, credits(10));
+        // A second resolution of the same hold is refused.
+        let again = decide(
+            rules(&catalog),
+            &mut book,
+            &mut standing,
+            &Command::Void {
+                hold_id: "h1".into(),
+            },
+            at(3),
+        );
+        assert!(matches!(again, Err(Refusal::Book(_))), "{again:?}");
+    }
+
+    #[test]
+    fn settle_expires_what_is_due_and_nothing_else() {
+        let catalog = catalog();
+        let mut book = Book::new("c");
+        let mut standing = Standing::default();
+        let Command::Grant { grant } = promotional("g1", 5) else {
+            unreachable!()
+        };
+        let expiring = Command::Grant {
+            grant: grant.expiring(Some(at(5))),
+        };
+        decide(rules(&catalog), &mut book, &mut standing, &expiring, at(0)).unwrap();
+        book.entries.clear();
+        let answer = decide(
+            rules(&catalog),
+            &mut book,
+            &mut standing,
+            &Command::Settle,
+            at(6),
+        );
+        assert_eq!(answer.unwrap(), Answer::Done);
+        assert_eq!(book.balance(), Credits::ZERO);
+        assert!(book.entries.iter().all(|e| e.kind == EntryKind::Expire));
+    }
+
+    #[test]
+    fn taking_back_more_than_is_available_is_refused_and_answers_nothing() {
+        let catalog = catalog();
+        let mut book = Book::new("c");
+        let mut standing = Standing::default();
+        let take = Command::Adjust {
+            change: Change::parse(rust_decimal::Decimal::from(-5)).unwrap(),
+            grant_id: "g2".into(),
+            reason: Reason::parse("test").unwrap(),
+            source: (GrantSource::Admin, "k: test".into()),
+        };
+        let refused = decide(rules(&catalog), &mut book, &mut standing, &take, at(0));
+        assert!(
+            matches!(
+                refused,
+                Err(Refusal::Book(Rejection::ExceedsAvailable { .. }))
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn kept_answers_read_back_as_the_same_answer() {
+        let answer = Answer::Used(UsageResponse {
+            id: "usage_1".into(),
+            customer: "c".into(),
+            action: "chat".into(),
+            credits: credits(2),
+            available: credits(8),
+        });
+        let command = Command::Usage {
+            usage_id: "usage_1".into(),
+            action: catalog().actions.values().next().unwrap().clone(),
+            quantity: Quantity::try_from(rust_decimal::Decimal::ONE).unwrap(),
+            occurred_at: at(0),
+        };
+        let kept = answer.stored().unwrap();
+        assert_eq!(Answer::replayed(&command, &kept).unwrap(), answer);
+        assert!(matches!(
+            Answer::Moved(credits(1)).stored(),
+            Err(StoredAnswerError::NotKept)
+        ));
+    }
+}
