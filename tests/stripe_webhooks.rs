@@ -838,6 +838,10 @@ async fn subscription_state(app: TestApp) {
     app.promo("acct_s", "500").await;
     let (status, _) = app.authorize("acct_s", "video.clip", json!(1)).await;
     assert_eq!(status, StatusCode::CREATED, "within the grace");
+    assert_eq!(
+        plans_shown_on_pages(&app, "acct_s").await,
+        (Some("team".to_owned()), "Plan team".to_owned())
+    );
     app.advance(app.now() + Duration::days(3) + Duration::seconds(1))
         .await;
     let (status, refused) = app.authorize("acct_s", "video.clip", json!(1)).await;
@@ -848,6 +852,12 @@ async fn subscription_state(app: TestApp) {
     );
     let (status, _) = app.authorize("acct_s", "chat.request", json!(1)).await;
     assert_eq!(status, StatusCode::CREATED, "open features stay open");
+    // Past its grace the plan is in force nowhere: not in the API, the portal or the console.
+    assert_eq!(app.customer("acct_s").await["plan"], Value::Null);
+    assert_eq!(
+        plans_shown_on_pages(&app, "acct_s").await,
+        (None, "No plan".to_owned())
+    );
     // Paid again: current again.
     let later = app.now().timestamp();
     expect(
@@ -896,6 +906,46 @@ async fn subscription_state(app: TestApp) {
 }
 
 on_both_engines!(subscription_state);
+
+/// The plan a customer's portal shows (its `#plan`, if any) and the console's plan line.
+async fn plans_shown_on_pages(app: &TestApp, customer: &str) -> (Option<String>, String) {
+    let (status, link) = app
+        .post_app(&format!("/v1/customers/{customer}/portal-links"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{link}");
+    let url = link["url"].as_str().unwrap();
+    let path = &url[url.find("/portal?token=").expect("a portal URL")..];
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: String, cookie: Option<String>| {
+        let mut request = client.get(format!("{}{path}", app.address));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let portal = get(path.to_owned(), None).await;
+    let open = "id=\"plan\">";
+    let plan = portal.find(open).map(|at| {
+        let at = at + open.len();
+        portal[at..at + portal[at..].find('<').unwrap()].to_owned()
+    });
+    let signed_in = client
+        .post(format!("{}/login", app.address))
+        .form(&[("key", app.admin_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let console = get(format!("/admin/customers/{customer}"), Some(cookie)).await;
+    let open = "<p class=\"muted\">";
+    let at = console.find(open).expect("the console's plan line") + open.len();
+    let line = console[at..at + console[at..].find('<').unwrap()].to_owned();
+    (plan, line.trim().to_owned())
+}
 
 /// A link learnt later moves what arrived before it: an invoice for a Stripe customer without
 /// metadata, then the checkout that names the account.

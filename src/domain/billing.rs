@@ -387,23 +387,14 @@ pub fn price_share_of_refund(refunded_minor: i64, paid_minor: i64, tax_minor: i6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::{Breakage, Overage};
+    use crate::domain::catalog::Breakage;
     use std::str::FromStr;
 
     fn plan(credits: &str, per_seat: bool) -> Plan {
         Plan {
-            id: "p".into(),
-            stripe_prices: vec![],
             credits: Credits::new(Decimal::from_str(credits).unwrap()).unwrap(),
             per_seat,
-            features: vec![],
-            rollover_max: Credits::ZERO,
-            overage: Overage::Block,
-            platform_share: Decimal::ZERO,
-            breakage: Breakage::Remote,
-            priority: 10,
-            low_balance: None,
-            overage_meter: None,
+            ..Plan::bare("p")
         }
     }
 

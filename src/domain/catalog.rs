@@ -160,6 +160,27 @@ pub struct Plan {
     pub overage_meter: Option<OverageMeter>,
 }
 
+#[cfg(test)]
+impl Plan {
+    /// A plan for unit tests: no credits, no prices, no features, overage blocked.
+    pub fn bare(id: &str) -> Plan {
+        Plan {
+            id: id.into(),
+            stripe_prices: vec![],
+            credits: Credits::ZERO,
+            per_seat: false,
+            features: vec![],
+            rollover_max: Credits::ZERO,
+            overage: Overage::Block,
+            platform_share: Decimal::ZERO,
+            breakage: Breakage::Remote,
+            priority: 10,
+            low_balance: None,
+            overage_meter: None,
+        }
+    }
+}
+
 /// Where a plan's billed overage goes in Stripe: the meter's event name, and the metered price
 /// whose invoice lines pay for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

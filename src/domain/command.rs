@@ -5,11 +5,15 @@
 
 use super::Timestamp;
 use super::adjustment::{self, Change, Reason};
+use super::alerts::{self, Armed, Balance};
 use super::autotopup::Setting;
+use super::autotopup::Start;
 use super::catalog::{Action, Catalog};
 use super::gate::{self, Actual, Policy, Refusal, Standing};
 use super::ledger::{Book, Grant, GrantKind, GrantSource};
+use super::limits::Limit;
 use super::money::{Credits, Quantity};
+use super::outbound::Message;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -466,6 +470,87 @@ fn apply(
     })
 }
 
+/// How a batch left one customer's book, for what follows from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Moved<'a> {
+    pub customer: &'a str,
+    /// The book and standing as loaded, and the book as the batch's commands left it.
+    pub before: &'a Book,
+    pub after: &'a Book,
+    pub standing_before: &'a Standing,
+    /// Hard spend limits that refused a command of the batch.
+    pub refused: &'a [Limit],
+}
+
+/// What follows from a batch's change of one customer's book, written with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AfterBatch {
+    /// The balance alerts sent since the last recovery, as the batch leaves them.
+    pub alerts: Armed,
+    /// Spend limit and balance alerts to send.
+    pub messages: Vec<Message>,
+    /// An auto top-up charge to start.
+    pub auto_topup: Option<Start>,
+}
+
+/// What follows from a batch's change of one customer's book at `now` (the time of its latest
+/// command): spend limits reached, balance alerts crossed (judged by the plan's, the pack's or
+/// the customer's own rule), and an auto top-up due. Marks in `standing` what it decided (limit
+/// alerts sent, a charge in flight).
+pub fn after_batch(
+    catalog: &Catalog,
+    moved: Moved<'_>,
+    standing: &mut Standing,
+    armed: Armed,
+    now: Timestamp,
+) -> AfterBatch {
+    let Moved {
+        customer,
+        before,
+        after,
+        standing_before,
+        refused,
+    } = moved;
+    let mut messages = Vec::new();
+    if !standing.limits.is_empty() {
+        messages.extend(
+            standing
+                .limits
+                .reached(customer, after, catalog, refused, now),
+        );
+    }
+    // The pack the customer was on when its balance moved.
+    let pack = alerts::current_pack(before).or_else(|| alerts::current_pack(after));
+    let rule = catalog.alert_rule(
+        standing.plan_id.as_deref(),
+        pack,
+        standing.low_balance.as_ref(),
+    );
+    let (alerts, said) = alerts::balance_alerts(
+        customer,
+        armed,
+        Balance::of(before),
+        Balance::of(after),
+        &rule,
+        now,
+    );
+    messages.extend(said);
+    let just_set = standing.auto_topup.set_since(&standing_before.auto_topup);
+    let auto_topup = standing.auto_topup.start_if_due(
+        customer,
+        just_set,
+        before.available(),
+        after.available(),
+        catalog,
+        now,
+    );
+    AfterBatch {
+        alerts,
+        messages,
+        auto_topup,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,5 +723,60 @@ mod tests {
             Answer::Moved(credits(1)).stored(),
             Err(StoredAnswerError::NotKept)
         ));
+    }
+
+    #[test]
+    fn spending_everything_says_depleted_once() {
+        use crate::domain::outbound::EventType;
+        let catalog = catalog();
+        let action = catalog.actions["chat.request"].clone();
+        let mut before = Book::new("c");
+        let mut standing = Standing::default();
+        decide(
+            rules(&catalog),
+            &mut before,
+            &mut standing,
+            &promotional("g1", 4),
+            at(0),
+        )
+        .unwrap();
+        before.entries.clear();
+        let mut after = before.clone();
+        let spend_all = Command::Usage {
+            usage_id: "u1".into(),
+            action,
+            quantity: Quantity::try_from(rust_decimal::Decimal::from(4)).unwrap(),
+            occurred_at: at(1),
+        };
+        decide(
+            rules(&catalog),
+            &mut after,
+            &mut standing,
+            &spend_all,
+            at(1),
+        )
+        .unwrap();
+        let standing_before = standing.clone();
+        let moved = Moved {
+            customer: "c",
+            before: &before,
+            after: &after,
+            standing_before: &standing_before,
+            refused: &[],
+        };
+        let first = after_batch(&catalog, moved, &mut standing, Armed::default(), at(1));
+        let kinds: Vec<EventType> = first.messages.iter().map(|m| m.event_type).collect();
+        assert!(kinds.contains(&EventType::BalanceDepleted), "{kinds:?}");
+        assert_eq!(first.auto_topup, None);
+        // The same move again, with the alerts as the first left them: nothing more is said.
+        let again = after_batch(&catalog, moved, &mut standing, first.alerts, at(2));
+        assert!(
+            again
+                .messages
+                .iter()
+                .all(|m| m.event_type != EventType::BalanceDepleted),
+            "{:?}",
+            again.messages
+        );
     }
 }

@@ -391,7 +391,7 @@ fn decide_within(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::{Breakage, Overage};
+    use crate::domain::catalog::Overage;
     use crate::domain::ledger::{Grant, HoldStatus};
     use chrono::{TimeZone, Utc};
     use rust_decimal::Decimal;
@@ -437,18 +437,10 @@ mod tests {
         plans.insert(
             "pro".to_owned(),
             Plan {
-                id: "pro".into(),
-                stripe_prices: vec![],
                 credits: credits(100),
-                per_seat: false,
                 features: vec!["agents".into()],
-                rollover_max: Credits::ZERO,
                 overage: Overage::Allow { limit: credits(50) },
-                platform_share: Decimal::ZERO,
-                breakage: Breakage::Remote,
-                priority: 10,
-                low_balance: None,
-                overage_meter: None,
+                ..Plan::bare("pro")
             },
         );
         Catalog {

@@ -55,6 +55,7 @@ pub mod overrides;
 pub mod refunds;
 pub mod revrec;
 pub mod subscription;
+pub mod summary;
 
 pub use money::{Credits, Quantity};
 

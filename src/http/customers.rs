@@ -5,9 +5,9 @@ use super::extract::{Amount, ApiJson, ApiQuery, Caller, identifier, request_hash
 use crate::domain::adjustment::{Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
 pub use crate::domain::command::{AdjustmentResponse, GrantResponse};
-use crate::domain::gate::Terms;
-use crate::domain::ledger::{Grant, GrantKind, GrantSource, HoldStatus, Paid};
+use crate::domain::ledger::{Grant, GrantKind, GrantSource, Paid};
 use crate::domain::money::{Credits, Money};
+use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
 use crate::store::operators::{OperatorAction, OperatorActionKind};
@@ -120,30 +120,22 @@ pub async fn show(
         .view(&id, now)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
-    let terms = Terms::of(&state.catalog, &standing, now, state.policy());
-    let features = terms.features().map(|f| f.id.clone()).collect();
-    let mut grants: Vec<&Grant> = book
-        .grants
-        .iter()
-        .filter(|g| g.remaining.is_positive())
-        .collect();
-    grants.sort_by(|a, b| Grant::consumption_order(a, b));
+    let summary = Summary::of(&state.catalog, state.policy(), &book, &standing, now);
     Ok(Json(CustomerView {
         id,
-        plan: terms.plan.map(|p| p.id.clone()),
-        past_due_since: standing.past_due_since,
-        features,
-        frozen: standing.frozen || book.frozen().is_positive(),
-        frozen_credits: book.frozen(),
-        balance: book.balance(),
-        held: book.held(),
-        available: book.available(),
-        overdraft: book.overdraft,
-        grants: grants.into_iter().map(GrantView::from).collect(),
-        holds: book
+        plan: summary.plan.map(str::to_owned),
+        past_due_since: summary.past_due_since,
+        features: summary.features.iter().map(|f| (*f).to_owned()).collect(),
+        frozen: summary.frozen,
+        frozen_credits: summary.frozen_credits,
+        balance: summary.balance,
+        held: summary.held,
+        available: summary.available,
+        overdraft: summary.overdraft,
+        grants: summary.grants.into_iter().map(GrantView::from).collect(),
+        holds: summary
             .holds
-            .iter()
-            .filter(|h| h.status == HoldStatus::Held)
+            .into_iter()
             .map(|h| HoldView {
                 id: h.id.clone(),
                 action: h.action.clone(),
@@ -151,13 +143,8 @@ pub async fn show(
                 expires_at: h.expires_at,
             })
             .collect(),
-        renews_at: standing.renews_at,
-        limits: standing
-            .limits
-            .states(&book, &state.catalog, now)
-            .into_iter()
-            .map(Into::into)
-            .collect(),
+        renews_at: summary.renews_at,
+        limits: summary.limits.into_iter().map(Into::into).collect(),
         overrides: standing
             .overrides
             .in_force(now)

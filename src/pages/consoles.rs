@@ -2,8 +2,9 @@
 
 use super::session::SignedIn;
 use super::when;
-use crate::domain::ledger::{Grant, HoldStatus};
+use crate::domain::ledger::Grant;
 use crate::domain::money::Credits;
+use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::{ApiQuery, identifier};
@@ -355,16 +356,17 @@ pub async fn admin_customer(
             last_error: o.last_error.unwrap_or_default(),
         })
         .collect();
+    let summary = Summary::of(&state.catalog, state.policy(), &book, &standing, now);
     let page = CustomerPage {
         csrf: signed_in.session.csrf.clone(),
         events,
         deliveries,
-        plan: standing.plan_id.clone(),
-        frozen: standing.frozen || book.frozen().is_positive(),
-        balance: book.balance(),
-        held: book.held(),
-        available: book.available(),
-        overdraft: book.overdraft,
+        plan: summary.plan.map(str::to_owned),
+        frozen: summary.frozen,
+        balance: summary.balance,
+        held: summary.held,
+        available: summary.available,
+        overdraft: summary.overdraft,
         grants: grants
             .into_iter()
             .map(|g| GrantRow {
@@ -377,10 +379,9 @@ pub async fn admin_customer(
                 source: format!("{} {}", g.source_type, g.source_id),
             })
             .collect(),
-        holds: book
+        holds: summary
             .holds
             .iter()
-            .filter(|h| h.status == HoldStatus::Held)
             .map(|h| HoldRow {
                 id: h.id.clone(),
                 action: h.action.clone(),

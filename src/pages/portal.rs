@@ -6,6 +6,7 @@ use super::when;
 use crate::domain::alerts::{self, Balance};
 use crate::domain::ledger::Grant;
 use crate::domain::money::{Credits, currency_minor_units};
+use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::{ApiQuery, Caller, identifier};
@@ -290,15 +291,16 @@ pub async fn page(
             })
         })
         .collect();
+    let summary = Summary::of(&state.catalog, state.policy(), &book, &standing, now);
     let page = PortalPage {
         customer,
-        plan: standing.plan_id.clone(),
-        balance: book.balance(),
-        held: book.held(),
-        available: book.available(),
+        plan: summary.plan.map(str::to_owned),
+        balance: summary.balance,
+        held: summary.held,
+        available: summary.available,
         granted: balance.live_credits,
         used_percent,
-        renews: standing.renews_at.map(when),
+        renews: summary.renews_at.map(when),
         grants,
         expiring_days: rule.grant_expiring_days,
         chart,

@@ -7,7 +7,7 @@
 use super::revenue::{self, Origin};
 use super::rows::{self, ROWS_PER_STATEMENT, micros, time, timestamp};
 use crate::domain::Timestamp;
-use crate::domain::alerts::{Armed, Balance, balance_alerts};
+use crate::domain::alerts::Armed;
 use crate::domain::command::{self, Answer, Command as DomainCommand, Rules};
 use crate::domain::gate::{Refusal, Standing};
 use crate::domain::journal::Moved;
@@ -311,47 +311,22 @@ pub(crate) async fn run_commands(
             continue;
         };
         let refused: Vec<_> = loaded.refused_by.iter().map(|(l, _)| l.clone()).collect();
-        if !loaded.standing.limits.is_empty() {
-            messages.extend(loaded.standing.limits.reached(
-                customer,
-                &loaded.book,
-                catalog,
-                &refused,
-                now,
-            ));
-        }
-        // The pack the customer was on when its balance moved.
-        let pack = crate::domain::alerts::current_pack(&loaded.before)
-            .or_else(|| crate::domain::alerts::current_pack(&loaded.book));
-        let rule = catalog.alert_rule(
-            loaded.standing.plan_id.as_deref(),
-            pack,
-            loaded.standing.low_balance.as_ref(),
-        );
-        let (armed, said) = balance_alerts(
-            customer,
-            loaded.alerts,
-            Balance::of(&loaded.before),
-            Balance::of(&loaded.book),
-            &rule,
-            now,
-        );
-        loaded.alerts = armed;
-        messages.extend(said);
-        let just_set = loaded
-            .standing
-            .auto_topup
-            .set_since(&loaded.standing_before.auto_topup);
-        if let Some(start) = loaded.standing.auto_topup.start_if_due(
-            customer,
-            just_set,
-            loaded.before.available(),
-            loaded.book.available(),
+        let after = command::after_batch(
             catalog,
+            command::Moved {
+                customer,
+                before: &loaded.before,
+                after: &loaded.book,
+                standing_before: &loaded.standing_before,
+                refused: &refused,
+            },
+            &mut loaded.standing,
+            loaded.alerts,
             now,
-        ) {
-            starts.push(start);
-        }
+        );
+        loaded.alerts = after.alerts;
+        messages.extend(after.messages);
+        starts.extend(after.auto_topup);
     }
     let decided_at = started.elapsed();
     write_books(txn, &books).await?;

@@ -1,0 +1,131 @@
+//! A customer as everyone is shown it: the API's customer view, the portal and the console all
+//! read one [`Summary`], so they cannot disagree on its plan, its credits or its holds.
+
+use super::Timestamp;
+use super::catalog::Catalog;
+use super::gate::{Policy, Standing, Terms};
+use super::ledger::{Book, Grant, Hold, HoldStatus};
+use super::limits::LimitState;
+use super::money::Credits;
+
+/// One customer's standing and credits at a time.
+#[derive(Debug, Clone)]
+pub struct Summary<'a> {
+    /// The plan in force: none once a past-due subscription has outlived its grace.
+    pub plan: Option<&'a str>,
+    pub past_due_since: Option<Timestamp>,
+    /// End of the current subscription period.
+    pub renews_at: Option<Timestamp>,
+    /// Features the customer may use, in the catalog's order.
+    pub features: Vec<&'a str>,
+    /// Some credits are frozen by an open dispute.
+    pub frozen: bool,
+    pub frozen_credits: Credits,
+    pub balance: Credits,
+    pub held: Credits,
+    pub available: Credits,
+    pub overdraft: Credits,
+    /// Grants with credits left, in consumption order.
+    pub grants: Vec<&'a Grant>,
+    /// Open holds.
+    pub holds: Vec<&'a Hold>,
+    /// Spend limits, and where each stands in its current window.
+    pub limits: Vec<LimitState>,
+}
+
+impl<'a> Summary<'a> {
+    /// The summary of `book` and `standing` (as loaded for `now`, with what was due settled).
+    pub fn of(
+        catalog: &'a Catalog,
+        policy: Policy,
+        book: &'a Book,
+        standing: &'a Standing,
+        now: Timestamp,
+    ) -> Summary<'a> {
+        let terms = Terms::of(catalog, standing, now, policy);
+        let mut grants: Vec<&Grant> = book
+            .grants
+            .iter()
+            .filter(|g| g.remaining.is_positive())
+            .collect();
+        grants.sort_by(|a, b| Grant::consumption_order(a, b));
+        Summary {
+            plan: terms.plan.map(|p| p.id.as_str()),
+            past_due_since: standing.past_due_since,
+            renews_at: standing.renews_at,
+            features: terms.features().map(|f| f.id.as_str()).collect(),
+            frozen: standing.frozen || book.frozen().is_positive(),
+            frozen_credits: book.frozen(),
+            balance: book.balance(),
+            held: book.held(),
+            available: book.available(),
+            overdraft: book.overdraft,
+            grants,
+            holds: book
+                .holds
+                .iter()
+                .filter(|h| h.status == HoldStatus::Held)
+                .collect(),
+            limits: standing.limits.states(book, catalog, now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::Plan;
+    use crate::domain::ledger::GrantSource;
+    use chrono::{TimeZone, Utc};
+
+    fn at(day: u32) -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 12, day, 0, 0, 0).unwrap()
+    }
+
+    fn catalog() -> Catalog {
+        let plan = Plan::bare("pro");
+        Catalog {
+            plans: [("pro".to_owned(), plan)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_past_due_plan_is_shown_until_its_grace_runs_out_and_then_none() {
+        let catalog = catalog();
+        let policy = Policy {
+            past_due_grace_seconds: 86_400,
+        };
+        let standing = Standing {
+            plan_id: Some("pro".into()),
+            past_due_since: Some(at(1)),
+            ..Standing::default()
+        };
+        let book = Book::new("c");
+        let within = Summary::of(&catalog, policy, &book, &standing, at(1));
+        assert_eq!(within.plan, Some("pro"));
+        let after = Summary::of(&catalog, policy, &book, &standing, at(2));
+        assert_eq!(after.plan, None);
+        assert_eq!(after.past_due_since, Some(at(1)));
+    }
+
+    #[test]
+    fn spent_grants_and_resolved_holds_are_left_out() {
+        let catalog = catalog();
+        let mut book = Book::new("c");
+        let source = || (GrantSource::Test, "t".to_owned());
+        let one = Credits::from_micros(1_000_000);
+        book.add_grant(Grant::promotional("live", one, source(), at(1)), at(1));
+        book.add_grant(
+            Grant::promotional("gone", one, source(), at(1)).expiring(Some(at(2))),
+            at(1),
+        );
+        book.settle_due(at(3));
+        let standing = Standing::default();
+        let summary = Summary::of(&catalog, Policy::default(), &book, &standing, at(3));
+        let ids: Vec<&str> = summary.grants.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, ["live"]);
+        assert_eq!(summary.balance, one);
+        assert!(summary.holds.is_empty());
+    }
+}
