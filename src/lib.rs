@@ -181,7 +181,13 @@ pub async fn serve(
     };
     let limits = state.limits;
     let server = async move {
-        http::server::serve(listener, http::router(state), limits, shutdown).await;
+        http::server::serve(
+            listener,
+            http::router(state, pages::routes::routes()),
+            limits,
+            shutdown,
+        )
+        .await;
         std::io::Result::Ok(())
     };
     tokio::pin!(server);

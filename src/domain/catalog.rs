@@ -155,7 +155,7 @@ pub struct Plan {
     pub breakage: Breakage,
     pub priority: i32,
     /// Its own low-balance thresholds, when it has any.
-    pub low_balance: Option<super::alerts::LowBalance>,
+    pub low_balance: Option<super::thresholds::LowBalance>,
     /// The Stripe meter its billed overage is reported to (`bill` only).
     pub overage_meter: Option<OverageMeter>,
 }
@@ -200,7 +200,7 @@ pub struct Pack {
     pub priority: i32,
     /// Low-balance thresholds of customers whose newest live grant is this pack's, unless their
     /// plan or they set their own.
-    pub low_balance: Option<super::alerts::LowBalance>,
+    pub low_balance: Option<super::thresholds::LowBalance>,
     /// Where a customer buys this pack (a Stripe payment link or checkout URL), shown on the
     /// customer's page (`top_up_url`).
     pub top_up_url: Option<String>,
@@ -227,7 +227,7 @@ pub struct Catalog {
     pub plans: BTreeMap<String, Plan>,
     pub packs: BTreeMap<String, Pack>,
     /// When balances are low and grants about to expire (`[alerts]`).
-    pub alerts: super::alerts::AlertRule,
+    pub alerts: super::thresholds::AlertRule,
     /// Who is told of what (`[[webhooks]]`, without their secrets).
     pub webhooks: Vec<super::outbound::Subscription>,
 }
@@ -283,13 +283,13 @@ impl Catalog {
 
     /// The low-balance rule of a customer on plan `plan`, whose newest live pack is `pack`, with
     /// its own thresholds `own`: each level's thresholds replace the one below (see
-    /// [`super::alerts::AlertRule::for_customer`]).
+    /// [`super::thresholds::AlertRule::for_customer`]).
     pub fn alert_rule(
         &self,
         plan: Option<&str>,
         pack: Option<&str>,
-        own: Option<&super::alerts::LowBalance>,
-    ) -> super::alerts::AlertRule {
+        own: Option<&super::thresholds::LowBalance>,
+    ) -> super::thresholds::AlertRule {
         self.alerts.for_customer(
             pack.and_then(|p| self.packs.get(p))
                 .and_then(|p| p.low_balance.as_ref()),

@@ -56,6 +56,7 @@ pub mod refunds;
 pub mod revrec;
 pub mod subscription;
 pub mod summary;
+pub mod thresholds;
 
 pub use money::{Credits, Quantity};
 

@@ -682,7 +682,7 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
         ("interval", _) => json!({"type": "string", "enum": ["day", "month"]}),
         ("q", _) => identifier(),
         ("limit", _) => {
-            json!({"type": "integer", "minimum": 1, "maximum": super::customers::MAX_PAGE})
+            json!({"type": "integer", "minimum": 1, "maximum": super::extract::MAX_PAGE})
         }
         ("cursor", "/v1/outbox" | "/v1/operator-actions") => json!({"type": "string",
             "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}),

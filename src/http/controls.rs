@@ -512,7 +512,7 @@ pub async fn override_history(
     let customer = identifier("id", &id)?;
     let overrides = state
         .store
-        .override_history(&customer, super::customers::MAX_PAGE)
+        .override_history(&customer, super::extract::MAX_PAGE)
         .await?;
     if overrides.is_empty()
         && state

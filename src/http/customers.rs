@@ -1,7 +1,7 @@
 //! Customer reads (balance, grants, ledger) and admin writes (grants, plan).
 
 use super::AppState;
-use super::extract::{Amount, ApiJson, ApiQuery, Caller, identifier, request_hash};
+use super::extract::{Amount, ApiJson, ApiQuery, Caller, identifier, page_limit, request_hash};
 use crate::domain::adjustment::{Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
 pub use crate::domain::command::{AdjustmentResponse, GrantResponse};
@@ -167,20 +167,6 @@ pub struct LedgerPage {
     entries: Vec<crate::store::ledger::EntryView>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
     next_cursor: Option<String>,
-}
-
-pub const MAX_PAGE: u64 = 200;
-
-/// A page's `limit`: 1 to [`MAX_PAGE`], 50 when absent.
-pub fn page_limit(limit: Option<u64>) -> Result<u64> {
-    let limit = limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    Ok(limit)
 }
 
 #[utoipa::path(get, path = "/v1/customers/{id}/ledger", params(("id" = String, Path), LedgerQuery),

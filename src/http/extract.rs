@@ -324,3 +324,18 @@ pub fn optional_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option
     }
     d.deserialize_any(Visitor)
 }
+
+/// The most rows one page of a list answers.
+pub const MAX_PAGE: u64 = 200;
+
+/// A page's `limit`: 1 to [`MAX_PAGE`], 50 when absent.
+pub fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}

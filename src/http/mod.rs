@@ -8,6 +8,7 @@ mod gate;
 mod operators;
 mod ops;
 mod outbox;
+mod portal_links;
 mod problem;
 pub mod reads;
 pub mod revenue;
@@ -50,7 +51,7 @@ pub struct AppState {
     /// One permit per request being answered, `limits.max_concurrent_requests` in all.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Failed sign-ins per address (`/login`).
-    pub sign_ins: Arc<crate::pages::session::SignInThrottle>,
+    pub sign_ins: Arc<crate::pages::throttle::SignInThrottle>,
 }
 
 impl AppState {
@@ -67,7 +68,7 @@ impl AppState {
     info(title = "creditbook", description = "Credit ledger, pre-call authorization gate and ASC 606 revenue books"),
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
-        reads::customers, reads::usage, crate::pages::portal::create_link, customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
+        reads::customers, reads::usage, portal_links::create_link, customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
         controls::set_limits, controls::set_thresholds, controls::create_override, controls::override_history,
         controls::set_auto_topup, controls::auto_topup,
         ops::advance_clock, ops::healthz, webhooks::stripe,
@@ -92,7 +93,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API's routes with `pages` (the HTML pages' routes) beside them, bounded and observed.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     Router::new()
         .route("/v1/check", post(gate::check))
         .route("/v1/authorizations", post(gate::authorize))
@@ -108,33 +110,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}/usage", get(reads::usage))
         .route(
             "/v1/customers/{id}/portal-links",
-            post(crate::pages::portal::create_link),
+            post(portal_links::create_link),
         )
-        .route("/portal", get(crate::pages::portal::page))
-        .route(
-            "/login",
-            get(crate::pages::session::login_form).post(crate::pages::session::login),
-        )
-        .route("/logout", post(crate::pages::session::logout))
-        .route("/admin", get(crate::pages::consoles::admin))
-        .route(
-            "/admin/stripe-events",
-            get(crate::pages::consoles::stripe_events),
-        )
-        .route(
-            "/admin/customers/{id}",
-            get(crate::pages::consoles::admin_customer),
-        )
-        .route("/finance", get(crate::pages::finance::finance))
-        .route("/finance/close", post(crate::pages::finance::close))
-        .route("/finance/export/{file}", get(crate::pages::finance::export))
-        .route("/finance/grants", get(crate::pages::finance::grants))
-        .route("/finance/grants/{id}", get(crate::pages::finance::schedule))
-        .route(
-            "/finance/grants/{id}/schedule.csv",
-            get(crate::pages::finance::schedule_download),
-        )
-        .route("/assets/creditbook.css", get(crate::pages::stylesheet))
+        .merge(pages)
         .route("/v1/customers/{id}/ledger", get(customers::ledger))
         .route("/v1/customers/{id}/grants", post(customers::create_grant))
         .route(

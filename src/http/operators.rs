@@ -1,7 +1,7 @@
 //! Who did it: operators' writes with the key that made each, for admin and finance.
 
 use super::AppState;
-use super::customers::page_limit;
+use super::extract::page_limit;
 use super::extract::{ApiQuery, Caller, identifier, time_ordered_cursor};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;

@@ -1,7 +1,7 @@
 //! The outbox for operators: what was sent, what waits, what was given up, and sending again.
 
 use super::AppState;
-use super::customers::page_limit;
+use super::extract::page_limit;
 use super::extract::{ApiQuery, Caller, identifier, time_ordered_cursor};
 use crate::domain::outbound::{ReplayRefusal, stripe_replay};
 use crate::error::{Error, Result};

@@ -1,7 +1,7 @@
 //! Reads for people and dashboards: the customers (admin) and a customer's usage over time (app).
 
 use super::AppState;
-use super::customers::page_limit;
+use super::extract::page_limit;
 use super::extract::{ApiQuery, Caller, identifier};
 use super::revenue::date_range;
 use crate::domain::gate::Terms;

@@ -462,7 +462,7 @@ pub async fn overage(
     ApiQuery(q): ApiQuery<OverageQuery>,
 ) -> Result<Json<OverageList>> {
     caller.require(Scope::Finance)?;
-    let limit = super::customers::page_limit(q.limit)?;
+    let limit = super::extract::page_limit(q.limit)?;
     let after = q
         .cursor
         .as_deref()

@@ -6,7 +6,9 @@ pub mod consoles;
 pub mod finance;
 pub mod link;
 pub mod portal;
+pub mod routes;
 pub mod session;
+pub mod throttle;
 
 use crate::config::PagesConfig;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -4,14 +4,13 @@
 //! Stripe's `payment_intent.*` events, whichever comes first.
 
 use super::Store;
-use super::book::{Envelope, lock_customer};
+use super::locks::lock_customer;
 use super::outbox::{OutboxKind, STRIPE_DESTINATION, insert_new, pending};
 use super::rows::{self, micros, time};
 use crate::domain::Timestamp;
-use crate::domain::autotopup::{AutoTopup, Charge, Setting, Settled, Start, failed_message};
+use crate::domain::autotopup::{AutoTopup, Charge, Settled, Start, failed_message};
 use crate::domain::billing::money_to_minor;
 use crate::domain::catalog::Catalog;
-use crate::domain::command::Command;
 use crate::error::{Error, Result};
 use entity::{auto_topup_attempts, customers};
 use sea_orm::ActiveValue::Set;
@@ -187,26 +186,6 @@ pub(crate) async fn settle(
 }
 
 impl Store {
-    /// Sets (or, with none, turns off) a customer's auto top-up, under its lock and in a batch
-    /// like any change of its book: set below its threshold, a charge starts at once. `None`
-    /// when there is no customer.
-    pub async fn set_auto_topup(
-        &self,
-        customer: &str,
-        setting: Option<Setting>,
-        now: Timestamp,
-        actor: super::operators::OperatorAction,
-    ) -> Result<Option<AutoTopupState>> {
-        let set = self
-            .execute(Envelope::new(customer, Command::SetAutoTopup { setting }, now).by(actor))
-            .await;
-        match set {
-            Ok(_) => self.auto_topup(customer).await,
-            Err(Error::CustomerNotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// A customer's auto top-up and its latest attempts; `None` when there is no customer.
     pub async fn auto_topup(&self, customer: &str) -> Result<Option<AutoTopupState>> {
         let Some(column) = customers::Entity::find_by_id(customer)

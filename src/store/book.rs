@@ -17,7 +17,7 @@ use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use entity::{consumptions, customers, grants, holds, idempotency_records, ledger_entries};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Statement, Value,
@@ -178,27 +178,15 @@ pub(crate) async fn run_commands(
     for item in items.iter().filter(|c| c.command.creates_customer()) {
         create.entry(&item.customer_id).or_insert(item.now);
     }
-    if !create.is_empty() {
-        let rows: Vec<_> = create
-            .iter()
-            .map(|(id, now)| rows::new_customer(id, *now))
-            .collect();
-        customers::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::column(customers::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
+    let create: Vec<(&str, Timestamp)> = create.iter().map(|(id, now)| (*id, *now)).collect();
+    super::locks::insert_customers_if_absent(txn, &create).await?;
     let ids: Vec<String> = items
         .iter()
         .map(|c| c.customer_id.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    lock_customers(txn, &ids).await?;
+    super::locks::lock_customers(txn, &ids).await?;
     let hold_ids: Vec<String> = items
         .iter()
         .filter_map(|c| c.command.hold().map(str::to_owned))
@@ -363,66 +351,6 @@ pub(crate) async fn run_commands(
         post: started.elapsed() - written_at,
     };
     Ok(answers)
-}
-
-/// Takes the row locks of `ids` for the rest of the transaction, in id order so that two batches
-/// never wait on each other in a cycle (PostgreSQL: `FOR UPDATE`, then the version bump;
-/// SQLite: its transactions begin with the database's write lock).
-pub(crate) async fn lock_customers(txn: &DatabaseTransaction, ids: &[String]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    if txn.get_database_backend() == DbBackend::Postgres && ids.len() > 1 {
-        customers::Entity::find()
-            .select_only()
-            .column(customers::Column::Id)
-            .filter(customers::Column::Id.is_in(ids.iter().cloned()))
-            .order_by_asc(customers::Column::Id)
-            .lock_exclusive()
-            .into_tuple::<String>()
-            .all(txn)
-            .await?;
-    }
-    customers::Entity::update_many()
-        .col_expr(
-            customers::Column::Version,
-            Expr::col(customers::Column::Version).add(1),
-        )
-        .filter(customers::Column::Id.is_in(ids.iter().cloned()))
-        .exec(txn)
-        .await?;
-    Ok(())
-}
-
-/// Creates the customer's row unless it exists (it may have been created concurrently).
-pub(crate) async fn insert_customer_if_absent(
-    txn: &DatabaseTransaction,
-    customer_id: &str,
-    now: Timestamp,
-) -> Result<()> {
-    customers::Entity::insert(rows::new_customer(customer_id, now))
-        .on_conflict(
-            OnConflict::column(customers::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
-    Ok(())
-}
-
-/// Takes one customer's row lock (PostgreSQL: the row lock of an UPDATE; SQLite: the database
-/// write lock). False when the customer does not exist.
-pub(crate) async fn lock_customer(txn: &DatabaseTransaction, customer_id: &str) -> Result<bool> {
-    let result = customers::Entity::update_many()
-        .col_expr(
-            customers::Column::Version,
-            Expr::col(customers::Column::Version).add(1),
-        )
-        .filter(customers::Column::Id.eq(customer_id))
-        .exec(txn)
-        .await?;
-    Ok(result.rows_affected == 1)
 }
 
 /// The stored first results of the batch's idempotency keys, by (customer, key): one indexed
@@ -977,5 +905,27 @@ impl super::Store {
         self.execute(Envelope::new(customer_id, DomainCommand::SetPlan { plan }, now).by(actor))
             .await?;
         Ok(())
+    }
+
+    /// Sets (or, with none, turns off) a customer's auto top-up, under its lock and in a batch
+    /// like any change of its book: set below its threshold, a charge starts at once. `None`
+    /// when there is no customer.
+    pub async fn set_auto_topup(
+        &self,
+        customer: &str,
+        setting: Option<crate::domain::autotopup::Setting>,
+        now: Timestamp,
+        actor: super::operators::OperatorAction,
+    ) -> Result<Option<super::autotopup::AutoTopupState>> {
+        let set = self
+            .execute(
+                Envelope::new(customer, DomainCommand::SetAutoTopup { setting }, now).by(actor),
+            )
+            .await;
+        match set {
+            Ok(_) => self.auto_topup(customer).await,
+            Err(Error::CustomerNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

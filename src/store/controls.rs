@@ -2,7 +2,8 @@
 //! ledger says was spent in their windows) and feature overrides (kept with who and why).
 
 use super::Store;
-use super::book::{Reservations, load_books, lock_customer};
+use super::book::{Reservations, load_books};
+use super::locks::lock_customer;
 use super::rows::{self, time};
 use crate::domain::Timestamp;
 use crate::domain::alerts;
@@ -120,7 +121,7 @@ impl Store {
     pub async fn add_override(&self, request: OverrideRequest) -> Result<OverrideMade> {
         let (_permit, txn) = self.begin_write().await?;
         let now = request.made.at;
-        super::book::insert_customer_if_absent(&txn, &request.customer, now).await?;
+        super::locks::insert_customer_if_absent(&txn, &request.customer, now).await?;
         lock_customer(&txn, &request.customer).await?;
         let earlier = override_history::Entity::find()
             .filter(override_history::Column::CustomerId.eq(request.customer.as_str()))

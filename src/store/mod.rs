@@ -7,6 +7,7 @@ mod book;
 pub mod controls;
 pub mod keys;
 pub mod ledger;
+mod locks;
 pub mod operators;
 pub mod outbox;
 pub mod overage;

@@ -474,7 +474,7 @@ impl Store {
         let mut moved = 0;
         for (customer, grants) in per_customer {
             let (_permit, txn) = self.begin_write().await?;
-            if !super::book::lock_customer(&txn, &customer).await? {
+            if !super::locks::lock_customer(&txn, &customer).await? {
                 continue;
             }
             let items: BTreeMap<String, String> = revenue_lots::Entity::find()

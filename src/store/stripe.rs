@@ -10,7 +10,8 @@
 //! savepoint of one transaction and commits once, so a failing event never fails its neighbours.
 
 use super::Store;
-use super::book::{Envelope, insert_customer_if_absent, run_commands};
+use super::book::{Envelope, run_commands};
+use super::locks::insert_customer_if_absent;
 use super::rows::{micros, time, timestamp};
 use super::runner::Engine;
 use crate::domain::Timestamp;
