@@ -11,9 +11,10 @@ use super::autotopup::Start;
 use super::catalog::{Action, Catalog};
 use super::gate::{self, Actual, Policy, Refusal, Standing};
 use super::ledger::{Book, Grant, GrantKind, GrantSource};
-use super::limits::Limit;
+use super::limits::{Limit, LimitState, SpentThisMonth};
 use super::money::{Credits, Quantity};
 use super::outbound::Message;
+use super::thresholds::{AlertRule, LowBalance};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,6 +55,11 @@ pub enum Command {
     SetPlan { plan: Option<String> },
     /// Sets or turns off the customer's auto top-up.
     SetAutoTopup { setting: Option<Setting> },
+    /// Replaces the customer's spend limits, each starting from what the ledger says was spent
+    /// in its current window (read by the unit of work under the customer's lock: [`Read`]).
+    SetLimits { limits: Vec<Limit> },
+    /// Sets (or, with none, removes) the customer's own low-balance thresholds.
+    SetLowBalance { own: Option<LowBalance> },
     /// What is due at the command's time, and nothing more: the expiry job.
     Settle,
     /// Grants bought through Stripe (a pack, a plan period, credits moved to a linked account).
@@ -93,6 +99,8 @@ impl Command {
             | Command::Void { .. }
             | Command::Usage { .. }
             | Command::SetAutoTopup { .. }
+            | Command::SetLimits { .. }
+            | Command::SetLowBalance { .. }
             | Command::Settle => false,
             Command::Adjust { change, .. } => change.may_create_customer(),
             Command::Grant { .. }
@@ -103,6 +111,11 @@ impl Command {
             | Command::ClawBack { .. }
             | Command::SettlePayment { .. } => true,
         }
+    }
+
+    /// Does deciding it need what the customer spent this month ([`Read::spent_this_month`])?
+    pub fn reads_spent(&self) -> bool {
+        matches!(self, Command::SetLimits { .. })
     }
 
     /// The hold it resolves, loaded even when no longer open (to say why it cannot be).
@@ -140,6 +153,11 @@ pub enum Answer {
     Moved(Credits),
     /// Grants' free credits moved out: each grant as it was, and the credits moved.
     TransferredOut(Vec<(Grant, Credits)>),
+    /// The customer's spend limits as set, and where each stands.
+    LimitsSet(Vec<LimitState>),
+    /// The low-balance rule now in force for the customer (its own thresholds over its plan's,
+    /// its pack's and `[alerts]`').
+    Thresholds(AlertRule),
 }
 
 /// Why an answer kept for a replay cannot be read back.
@@ -161,7 +179,10 @@ impl Answer {
             Answer::Granted(a) => serde_json::to_string(a)?,
             Answer::Adjusted(a) => serde_json::to_string(a)?,
             Answer::Done => "null".to_owned(),
-            Answer::Moved(_) | Answer::TransferredOut(_) => {
+            Answer::Moved(_)
+            | Answer::TransferredOut(_)
+            | Answer::LimitsSet(_)
+            | Answer::Thresholds(_) => {
                 return Err(StoredAnswerError::NotKept);
             }
         })
@@ -184,7 +205,9 @@ impl Answer {
             | Command::TransferOut { .. }
             | Command::RollOver { .. }
             | Command::ClawBack { .. }
-            | Command::SettlePayment { .. } => return Err(StoredAnswerError::NotKept),
+            | Command::SettlePayment { .. }
+            | Command::SetLimits { .. }
+            | Command::SetLowBalance { .. } => return Err(StoredAnswerError::NotKept),
         })
     }
 }
@@ -269,6 +292,15 @@ pub struct Rules<'a> {
     pub policy: Policy,
 }
 
+/// What a command needs besides the book and standing, read by the unit of work under the
+/// customer's lock when the command asks for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Read {
+    /// What the customer spent this month up to the command (ledger and batch), when
+    /// [`Command::reads_spent`].
+    pub spent_this_month: Option<SpentThisMonth>,
+}
+
 /// The one decision of every command: settles what is due at `now`, applies `command` to the
 /// book and standing, and checks the book's invariants. On refusal the book and standing may be
 /// partly changed: the caller discards them (nothing of a refused command is written).
@@ -279,8 +311,20 @@ pub fn decide(
     command: &Command,
     now: Timestamp,
 ) -> Result<Answer, Refusal> {
+    decide_with(rules, book, standing, command, &Read::default(), now)
+}
+
+/// [`decide`], with what the command needed read beside the book.
+pub fn decide_with(
+    rules: Rules<'_>,
+    book: &mut Book,
+    standing: &mut Standing,
+    command: &Command,
+    read: &Read,
+    now: Timestamp,
+) -> Result<Answer, Refusal> {
     book.settle_due(now);
-    let answer = apply(rules, book, standing, command, now)?;
+    let answer = apply(rules, book, standing, command, read, now)?;
     book.check_invariants()?;
     Ok(answer)
 }
@@ -290,6 +334,7 @@ fn apply(
     book: &mut Book,
     standing: &mut Standing,
     command: &Command,
+    read: &Read,
     now: Timestamp,
 ) -> Result<Answer, Refusal> {
     let spend = |book: &mut Book, standing: &mut Standing, spend: &gate::Spend<'_>| {
@@ -410,6 +455,24 @@ fn apply(
         Command::SetAutoTopup { setting } => {
             standing.auto_topup.set(setting.clone());
             Answer::Done
+        }
+        Command::SetLimits { limits } => {
+            let spent = read
+                .spent_this_month
+                .as_ref()
+                .expect("the unit of work reads what was spent before it decides SetLimits");
+            standing
+                .limits
+                .replace(limits.clone(), spent, rules.catalog, now);
+            Answer::LimitsSet(standing.limits.states(book, rules.catalog, now))
+        }
+        Command::SetLowBalance { own } => {
+            standing.low_balance = *own;
+            Answer::Thresholds(rules.catalog.alert_rule(
+                standing.plan_id.as_deref(),
+                alerts::current_pack(book),
+                own.as_ref(),
+            ))
         }
         Command::Settle => Answer::Done,
         Command::AddGrants { grants } => {
@@ -725,37 +788,40 @@ mod tests {
         ));
     }
 
+    /// A book holding one promotional grant of `amount`, its entries already written.
+    fn funded(catalog: &Catalog, amount: i64) -> (Book, Standing) {
+        let mut book = Book::new("c");
+        let mut standing = Standing::default();
+        let grant = promotional("g1", amount);
+        decide(rules(catalog), &mut book, &mut standing, &grant, at(0)).unwrap();
+        book.entries.clear();
+        (book, standing)
+    }
+
+    /// Records `quantity` chat requests as usage `u1`.
+    fn spend_chat(
+        catalog: &Catalog,
+        book: &mut Book,
+        standing: &mut Standing,
+        quantity: i64,
+        now: Timestamp,
+    ) {
+        let usage = Command::Usage {
+            usage_id: "u1".into(),
+            action: catalog.actions["chat.request"].clone(),
+            quantity: Quantity::try_from(rust_decimal::Decimal::from(quantity)).unwrap(),
+            occurred_at: now,
+        };
+        decide(rules(catalog), book, standing, &usage, now).unwrap();
+    }
+
     #[test]
     fn spending_everything_says_depleted_once() {
         use crate::domain::outbound::EventType;
         let catalog = catalog();
-        let action = catalog.actions["chat.request"].clone();
-        let mut before = Book::new("c");
-        let mut standing = Standing::default();
-        decide(
-            rules(&catalog),
-            &mut before,
-            &mut standing,
-            &promotional("g1", 4),
-            at(0),
-        )
-        .unwrap();
-        before.entries.clear();
+        let (before, mut standing) = funded(&catalog, 4);
         let mut after = before.clone();
-        let spend_all = Command::Usage {
-            usage_id: "u1".into(),
-            action,
-            quantity: Quantity::try_from(rust_decimal::Decimal::from(4)).unwrap(),
-            occurred_at: at(1),
-        };
-        decide(
-            rules(&catalog),
-            &mut after,
-            &mut standing,
-            &spend_all,
-            at(1),
-        )
-        .unwrap();
+        spend_chat(&catalog, &mut after, &mut standing, 4, at(1));
         let standing_before = standing.clone();
         let moved = Moved {
             customer: "c",
@@ -778,5 +844,68 @@ mod tests {
             "{:?}",
             again.messages
         );
+    }
+
+    #[test]
+    fn a_limit_set_counts_what_the_ledger_and_the_batch_already_spent() {
+        use crate::domain::limits::{Mode, Period};
+        let catalog = catalog();
+        let (mut book, mut standing) = funded(&catalog, 10);
+        spend_chat(&catalog, &mut book, &mut standing, 3, at(1));
+        // The ledger said 2 were spent earlier today; the batch's usage of 3 is not in it yet.
+        let mut spent = SpentThisMonth {
+            by_action: vec![(Some("chat.request".into()), credits(2), Credits::ZERO)],
+        };
+        spent.add(&std::mem::take(&mut book.entries), at(1), at(2));
+        let read = Read {
+            spent_this_month: Some(spent),
+        };
+        let set = Command::SetLimits {
+            limits: vec![Limit {
+                period: Period::Day,
+                feature: None,
+                credits: credits(6),
+                mode: Mode::Hard,
+            }],
+        };
+        let answer = decide_with(
+            rules(&catalog),
+            &mut book,
+            &mut standing,
+            &set,
+            &read,
+            at(2),
+        )
+        .unwrap();
+        let Answer::LimitsSet(states) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(states.len(), 1);
+        assert_eq!(states[0].spent, credits(5));
+        assert_eq!(states[0].remaining, credits(1));
+        assert!(!standing.limits.is_empty());
+    }
+
+    #[test]
+    fn the_customers_own_threshold_wins_and_removing_it_falls_back() {
+        let catalog = catalog();
+        let mut book = Book::new("c");
+        let mut standing = Standing::default();
+        let own = LowBalance {
+            consumed_share: None,
+            credits: Some(credits(3)),
+        };
+        let set = Command::SetLowBalance { own: Some(own) };
+        let answer = decide(rules(&catalog), &mut book, &mut standing, &set, at(0)).unwrap();
+        assert_eq!(
+            answer,
+            Answer::Thresholds(catalog.alerts.with(Some(&own))),
+            "its credits replace the default's"
+        );
+        assert_eq!(standing.low_balance, Some(own));
+        let clear = Command::SetLowBalance { own: None };
+        let answer = decide(rules(&catalog), &mut book, &mut standing, &clear, at(1)).unwrap();
+        assert_eq!(answer, Answer::Thresholds(catalog.alerts));
+        assert_eq!(standing.low_balance, None);
     }
 }

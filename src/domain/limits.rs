@@ -5,7 +5,7 @@
 
 use super::Timestamp;
 use super::catalog::Catalog;
-use super::ledger::{Book, HoldStatus};
+use super::ledger::{Book, Entry, EntryKind, HoldStatus};
 use super::money::Credits;
 use super::outbound::{EventType, Message};
 use chrono::{Datelike, TimeZone, Utc};
@@ -204,6 +204,41 @@ impl SpentThisMonth {
                 Period::Month => *today + *earlier,
             })
             .sum()
+    }
+}
+
+impl SpentThisMonth {
+    /// Counts what `entries`, recorded at `at` and not yet in the ledger this was read from,
+    /// spent by `now`'s month and day (consumption and overage, as the ledger's sum counts them).
+    pub fn add(&mut self, entries: &[Entry], at: Timestamp, now: Timestamp) {
+        if at < Period::Month.window_start(now) {
+            return;
+        }
+        let today = at >= Period::Day.window_start(now);
+        for entry in entries {
+            let spent = match entry.kind {
+                EntryKind::Consume => -entry.credits,
+                EntryKind::Overage => entry.overage,
+                _ => continue,
+            };
+            let row = match self
+                .by_action
+                .iter_mut()
+                .find(|(a, _, _)| *a == entry.action)
+            {
+                Some(row) => row,
+                None => {
+                    self.by_action
+                        .push((entry.action.clone(), Credits::ZERO, Credits::ZERO));
+                    self.by_action.last_mut().expect("just pushed")
+                }
+            };
+            if today {
+                row.1 += spent;
+            } else {
+                row.2 += spent;
+            }
+        }
     }
 }
 
@@ -647,6 +682,43 @@ mod tests {
         assert_eq!(
             Limits::validate(&vec![day; MAX_LIMITS + 1], &catalog),
             Err(LimitError::TooMany)
+        );
+    }
+
+    #[test]
+    fn spent_in_a_batch_counts_by_the_day_and_month_it_was_recorded() {
+        let entry = |kind: EntryKind, credits: Credits, overage: Credits| Entry {
+            kind,
+            grant_id: None,
+            hold_id: None,
+            action: Some("chat.request".into()),
+            quantity: None,
+            credits,
+            held: Credits::ZERO,
+            overage,
+            effective_at: at("2026-12-03T10:00:00Z"),
+            money: None,
+            reason: None,
+        };
+        let consumed = entry(EntryKind::Consume, -credits(4), Credits::ZERO);
+        let over = entry(EntryKind::Overage, Credits::ZERO, credits(1));
+        let granted = entry(EntryKind::Grant, credits(9), Credits::ZERO);
+        let mut spent = SpentThisMonth::default();
+        let now = at("2026-12-03T12:00:00Z");
+        spent.add(
+            &[consumed.clone(), over, granted],
+            at("2026-12-03T10:00:00Z"),
+            now,
+        );
+        spent.add(
+            std::slice::from_ref(&consumed),
+            at("2026-12-02T23:59:59Z"),
+            now,
+        );
+        spent.add(&[consumed], at("2026-11-30T23:59:59Z"), now);
+        assert_eq!(
+            spent.by_action,
+            vec![(Some("chat.request".into()), credits(5), credits(4))]
         );
     }
 }

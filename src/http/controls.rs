@@ -115,7 +115,7 @@ pub async fn set_limits(
     .on_customer(&customer);
     let set = state
         .store
-        .set_limits(&customer, limits, state.clock.now(), &actor)
+        .set_limits(&customer, limits, state.clock.now(), actor)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
     Ok(Json(LimitsResponse {
@@ -176,14 +176,11 @@ pub async fn set_thresholds(
         }),
     )
     .on_customer(&customer);
-    let (plan, pack) = state
+    let rule = state
         .store
-        .set_low_balance(&customer, own, state.clock.now(), &actor)
+        .set_low_balance(&customer, own, state.clock.now(), actor)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
-    let rule = state
-        .catalog
-        .alert_rule(plan.as_deref(), pack.as_deref(), own.as_ref());
     Ok(Json(ThresholdsResponse {
         customer,
         low_balance_consumed_share: own.and_then(|o| o.consumed_share),

@@ -11,7 +11,8 @@ use crate::domain::alerts::Armed;
 use crate::domain::command::{self, Answer, Command as DomainCommand, Rules};
 use crate::domain::gate::{Refusal, Standing};
 use crate::domain::journal::Moved;
-use crate::domain::ledger::{Book, Entry, HoldStatus};
+use crate::domain::ledger::{Book, Entry, EntryKind, HoldStatus};
+use crate::domain::limits::{Period, SpentThisMonth};
 use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
@@ -231,11 +232,24 @@ pub(crate) async fn run_commands(
             book.entries.is_empty(),
             "entries move out after each command"
         );
-        let value = match command::decide(
+        let read = if envelope.command.reads_spent() {
+            let mut spent = spent_this_month(txn, &envelope.customer_id, envelope.now).await?;
+            // What this batch spent before the command is not in the ledger yet.
+            for d in done.iter().filter(|d| d.customer == envelope.customer_id) {
+                spent.add(&d.entries, items[d.item].now, envelope.now);
+            }
+            command::Read {
+                spent_this_month: Some(spent),
+            }
+        } else {
+            command::Read::default()
+        };
+        let value = match command::decide_with(
             rules,
             &mut book,
             &mut standing,
             &envelope.command,
+            &read,
             envelope.now,
         ) {
             Ok(value) => value,
@@ -647,6 +661,13 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                     )?),
                 )
                 .col_expr(
+                    customers::Column::LowBalance,
+                    Expr::value(rows::json_column(
+                        &standing.low_balance,
+                        standing.low_balance.is_none(),
+                    )?),
+                )
+                .col_expr(
                     customers::Column::AlertArming,
                     Expr::value(loaded.alerts.arming),
                 )
@@ -928,4 +949,45 @@ impl super::Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Credits the customer spent (used, overage included) this UTC month before `now`, by action:
+/// today and earlier. One grouped query over the customer's entries of the month.
+pub(crate) async fn spent_this_month<C: ConnectionTrait>(
+    db: &C,
+    customer: &str,
+    now: Timestamp,
+) -> Result<SpentThisMonth> {
+    let month = time(Period::Month.window_start(now));
+    let day = time(Period::Day.window_start(now));
+    let backend = db.get_database_backend();
+    let (consume, overage) = (EntryKind::Consume.as_str(), EntryKind::Overage.as_str());
+    let spent = format!("CASE WHEN kind = '{overage}' THEN overage ELSE -credits END");
+    let sql = format!(
+        "SELECT action, \
+         CAST(SUM(CASE WHEN recorded_at >= {day} THEN {spent} ELSE 0 END) AS BIGINT) AS today, \
+         CAST(SUM(CASE WHEN recorded_at < {day} THEN {spent} ELSE 0 END) AS BIGINT) AS earlier \
+         FROM ledger_entries WHERE customer_id = {p1} AND kind IN ('{consume}', '{overage}') \
+         AND recorded_at >= {month} GROUP BY action",
+        p1 = match backend {
+            sea_orm::DbBackend::Postgres => "$1",
+            _ => "?",
+        },
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [customer.into()],
+        ))
+        .await?;
+    let mut by_action = Vec::with_capacity(rows.len());
+    for row in rows {
+        by_action.push((
+            row.try_get::<Option<String>>("", "action")?,
+            Credits::from_micros(row.try_get("", "today")?),
+            Credits::from_micros(row.try_get("", "earlier")?),
+        ));
+    }
+    Ok(SpentThisMonth { by_action })
 }

@@ -1,24 +1,22 @@
-//! Customer controls written outside the gate's batches: spend limits (which start from what the
-//! ledger says was spent in their windows) and feature overrides (kept with who and why).
+//! Customer controls: spend limits and low-balance thresholds (commands of the customer's book),
+//! feature overrides (kept with who and why) and the expiry warnings.
 
 use super::Store;
-use super::book::{Reservations, load_books};
+use super::book::Envelope;
 use super::locks::lock_customer;
 use super::rows::{self, time};
 use crate::domain::Timestamp;
 use crate::domain::alerts;
-use crate::domain::ledger::EntryKind;
-use crate::domain::limits::{self, Limit, Period, SpentThisMonth};
+use crate::domain::command::{Answer, Command};
+use crate::domain::limits::{self, Limit};
 use crate::domain::money::Credits;
 use crate::domain::overrides::{Flat, Override, Overrides};
+use crate::domain::thresholds::AlertRule;
 use crate::error::{Error, Result};
 use entity::{customers, grants, override_history};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 /// A customer's limits as set, and where each stands.
 pub struct LimitsSet {
@@ -40,79 +38,47 @@ pub struct OverrideRequest {
 }
 
 impl Store {
-    /// Replaces a customer's spend limits under its lock. Each limit starts from the credits the
-    /// ledger shows spent in its current window, so that setting a limit mid-day counts the
-    /// day's spend; a cap already reached says so at once. `None` when there is no customer.
+    /// Replaces a customer's spend limits, as a command of its book (`Command::SetLimits`):
+    /// each limit starts from the credits the ledger shows spent in its current window, so that
+    /// setting a limit mid-day counts the day's spend; a cap already reached says so at once.
+    /// `None` when there is no customer.
     pub async fn set_limits(
         &self,
         customer: &str,
-        new: Vec<Limit>,
+        limits: Vec<Limit>,
         now: Timestamp,
-        actor: &super::operators::OperatorAction,
+        actor: super::operators::OperatorAction,
     ) -> Result<Option<LimitsSet>> {
-        let (_permit, txn) = self.begin_write().await?;
-        if !lock_customer(&txn, customer).await? {
-            return Ok(None);
+        let set = Envelope::new(customer, Command::SetLimits { limits }, now).by(actor);
+        match self.execute(set).await {
+            Ok(executed) => match executed.value {
+                Answer::LimitsSet(limits) => Ok(Some(LimitsSet { limits })),
+                other => Err(Error::unexpected(&other)),
+            },
+            Err(Error::CustomerNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
-        super::operators::record(&txn, actor, now).await?;
-        let ids = [customer.to_owned()];
-        let mut books = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
-        let loaded = books
-            .get_mut(customer)
-            .ok_or_else(|| Error::CustomerNotFound(customer.to_owned()))?;
-        let spent = spent_this_month(&txn, customer, now).await?;
-        let catalog = self.catalog();
-        let mut book = loaded.book.clone();
-        book.settle_due(now);
-        let limits = &mut loaded.standing.limits;
-        limits.replace(new, &spent, catalog, now);
-        let messages = limits.reached(customer, &book, catalog, &[], now);
-        customers::Entity::update_many()
-            .col_expr(
-                customers::Column::Limits,
-                Expr::value(rows::json_column(limits, limits.is_empty())?),
-            )
-            .filter(customers::Column::Id.eq(customer))
-            .exec(&txn)
-            .await?;
-        super::outbox::enqueue(&txn, &catalog.webhooks, &messages).await?;
-        let states = limits.states(&book, catalog, now);
-        txn.commit().await?;
-        Ok(Some(LimitsSet { limits: states }))
     }
 
-    /// Sets (or, with none, removes) a customer's own low-balance thresholds. Returns the
-    /// customer's plan and current pack (whose thresholds it may inherit); none when the customer
-    /// does not exist.
+    /// Sets (or, with none, removes) a customer's own low-balance thresholds, as a command of
+    /// its book (`Command::SetLowBalance`). Returns the rule now in force for the customer; none
+    /// when the customer does not exist.
     pub async fn set_low_balance(
         &self,
         customer: &str,
         own: Option<crate::domain::alerts::LowBalance>,
         now: Timestamp,
-        actor: &super::operators::OperatorAction,
-    ) -> Result<Option<(Option<String>, Option<String>)>> {
-        let (_permit, txn) = self.begin_write().await?;
-        if !lock_customer(&txn, customer).await? {
-            return Ok(None);
+        actor: super::operators::OperatorAction,
+    ) -> Result<Option<AlertRule>> {
+        let set = Envelope::new(customer, Command::SetLowBalance { own }, now).by(actor);
+        match self.execute(set).await {
+            Ok(executed) => match executed.value {
+                Answer::Thresholds(rule) => Ok(Some(rule)),
+                other => Err(Error::unexpected(&other)),
+            },
+            Err(Error::CustomerNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
-        super::operators::record(&txn, actor, now).await?;
-        customers::Entity::update_many()
-            .col_expr(
-                customers::Column::LowBalance,
-                Expr::value(rows::json_column(&own, own.is_none())?),
-            )
-            .filter(customers::Column::Id.eq(customer))
-            .exec(&txn)
-            .await?;
-        let ids = [customer.to_owned()];
-        let books = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
-        let loaded = books
-            .get(customer)
-            .ok_or_else(|| Error::CustomerNotFound(customer.to_owned()))?;
-        let pack = alerts::current_pack(&loaded.book).map(str::to_owned);
-        let plan = loaded.standing.plan_id.clone();
-        txn.commit().await?;
-        Ok(Some((plan, pack)))
     }
 
     /// Records an override and makes it the feature's override for the customer (created when
@@ -245,47 +211,6 @@ fn override_from_row(row: override_history::Model) -> Result<Override> {
         at: rows::timestamp(row.created_at)?,
     };
     Override::try_from(flat).map_err(|e| Error::Internal(format!("override {}: {e}", row.id)))
-}
-
-/// Credits the customer spent (used, overage included) this UTC month before `now`, by action:
-/// today and earlier. One grouped query over the customer's entries of the month.
-async fn spent_this_month<C: ConnectionTrait>(
-    db: &C,
-    customer: &str,
-    now: Timestamp,
-) -> Result<SpentThisMonth> {
-    let month = time(Period::Month.window_start(now));
-    let day = time(Period::Day.window_start(now));
-    let backend = db.get_database_backend();
-    let (consume, overage) = (EntryKind::Consume.as_str(), EntryKind::Overage.as_str());
-    let spent = format!("CASE WHEN kind = '{overage}' THEN overage ELSE -credits END");
-    let sql = format!(
-        "SELECT action, \
-         CAST(SUM(CASE WHEN recorded_at >= {day} THEN {spent} ELSE 0 END) AS BIGINT) AS today, \
-         CAST(SUM(CASE WHEN recorded_at < {day} THEN {spent} ELSE 0 END) AS BIGINT) AS earlier \
-         FROM ledger_entries WHERE customer_id = {p1} AND kind IN ('{consume}', '{overage}') \
-         AND recorded_at >= {month} GROUP BY action",
-        p1 = match backend {
-            sea_orm::DbBackend::Postgres => "$1",
-            _ => "?",
-        },
-    );
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [customer.into()],
-        ))
-        .await?;
-    let mut by_action = Vec::with_capacity(rows.len());
-    for row in rows {
-        by_action.push((
-            row.try_get::<Option<String>>("", "action")?,
-            Credits::from_micros(row.try_get("", "today")?),
-            Credits::from_micros(row.try_get("", "earlier")?),
-        ));
-    }
-    Ok(SpentThisMonth { by_action })
 }
 
 impl Store {
