@@ -246,6 +246,7 @@ struct RawLedger {
     batch_max_commands: Option<usize>,
     batch_max_wait_micros: Option<u64>,
     postgres_batch_workers: Option<usize>,
+    check_staleness_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -785,6 +786,13 @@ impl Config {
                 .ledger
                 .postgres_batch_workers
                 .unwrap_or(r::DEFAULT_POSTGRES_WORKERS),
+            check_staleness: std::time::Duration::from_millis(within(
+                "ledger.check_staleness_ms",
+                raw.ledger
+                    .check_staleness_ms
+                    .unwrap_or(crate::store::DEFAULT_CHECK_STALENESS_MS),
+                (0, crate::store::MAX_CHECK_STALENESS_MS),
+            )?),
         };
         within(
             "ledger.batch_max_commands",

@@ -170,6 +170,15 @@ impl Metrics {
             "Batches that failed as a whole and were run again one command at a time.",
             &[("", get(&runner.split_batches))],
         );
+        counter(
+            "creditbook_gate_books_total",
+            "Customers' books decided on by batches and checks, by where they came from: kept in \
+             memory since the last batch, or read from the database.",
+            &[
+                ("{from=\"memory\"}", get(&runner.books_from_memory)),
+                ("{from=\"database\"}", get(&runner.books_from_database)),
+            ],
+        );
         let seconds = |micros: u64| format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
         let _ = writeln!(
             out,

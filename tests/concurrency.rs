@@ -382,3 +382,69 @@ async fn sigterm_on_sqlite_answers_every_accepted_request() {
 async fn sigterm_on_postgres_answers_every_accepted_request() {
     sigterm_answers_every_accepted_request(Engine::Postgres).await;
 }
+
+/// `POST /v1/check` of `quantity` chat requests for customer `m`: (allowed, available).
+async fn check(app: &TestApp, quantity: i64) -> (bool, Value) {
+    let body = json!({"customer": "m", "action": "chat.request", "quantity": quantity});
+    let (status, value) = app.post_app("/v1/check", body).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    (
+        value["allowed"].as_bool().unwrap(),
+        value["available"].clone(),
+    )
+}
+
+/// The books a server keeps in memory never hide a write made elsewhere from a command: a grant
+/// made through another instance is spent at once. `check` decides on the kept book for at most
+/// `[ledger] check_staleness_ms`; this instance's own writes it sees at once.
+async fn a_book_kept_in_memory_yields_to_a_write_elsewhere(engine: Engine) {
+    let app = common::spawn_app_with(engine, |c| {
+        c.batching.check_staleness = std::time::Duration::from_secs(10);
+    })
+    .await;
+    let other = app.another_instance().await;
+    app.promo("m", "5").await;
+    assert_eq!(check(&app, 1).await, (true, json!("5")));
+    other.promo("m", "10").await;
+    // Within the bound, this instance's check still decides on the book it keeps...
+    assert_eq!(check(&app, 12).await, (false, json!("5")));
+    // ...but a command reads the version under its lock and spends the other's grant.
+    let (status, hold) = app.authorize("m", "chat.request", json!(12)).await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    // Its own write is seen at once, and the next command starts from the book it kept.
+    assert_eq!(check(&app, 3).await, (true, json!("3")));
+    let (status, value) = app.authorize("m", "chat.request", json!(3)).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let (status, value) = app.authorize("m", "chat.request", json!(1)).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{value}");
+    let (_, metrics) = app.call(reqwest::Method::GET, "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap();
+    let kept = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("creditbook_gate_books_total{from=\"memory\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(kept.parse::<u64>().unwrap() >= 2, "{metrics}");
+    // The other instance never kept the customer's latest book: it reads it.
+    let (status, value) = other.authorize("m", "chat.request", json!(1)).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{value}");
+    app.assert_audit_clean().await;
+
+    // With a bound of 0, check reads every time: a write elsewhere shows at once.
+    let fresh =
+        common::spawn_app_with(engine, |c| c.batching.check_staleness = Default::default()).await;
+    let elsewhere = fresh.another_instance().await;
+    fresh.promo("m", "5").await;
+    assert_eq!(check(&fresh, 1).await, (true, json!("5")));
+    elsewhere.promo("m", "10").await;
+    assert_eq!(check(&fresh, 12).await, (true, json!("15")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_book_kept_in_memory_yields_to_a_write_elsewhere_on_sqlite() {
+    a_book_kept_in_memory_yields_to_a_write_elsewhere(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_book_kept_in_memory_yields_to_a_write_elsewhere_on_postgres() {
+    a_book_kept_in_memory_yields_to_a_write_elsewhere(Engine::Postgres).await;
+}

@@ -437,6 +437,16 @@ async fn store_replays_random_histories(
             book.overdraft, model.overdraft,
             "overdraft of {customer}: {overage:?} {ops:?}"
         );
+        // `check` decides on the book kept in memory: the same book.
+        let kept = match store.check_view(&customer, now).await.unwrap() {
+            Some((kept, _)) => kept,
+            None => Book::new(customer.clone()),
+        };
+        assert_eq!(
+            (kept.balance(), kept.held(), kept.overdraft),
+            (book.balance(), book.held(), book.overdraft),
+            "kept book of {customer}: {overage:?} {ops:?}"
+        );
     }
     assert_eq!(store.audit().await.unwrap(), Vec::<String>::new());
 }

@@ -93,6 +93,7 @@ impl Store {
                 .map(|g| format!("entries name unknown grant {g}")),
         );
         problems.extend(self.audit_revenue(&grant_rows).await?);
+        problems.extend(self.audit_kept_books().await?);
         Ok(problems)
     }
 

@@ -103,7 +103,7 @@ pub(crate) async fn start_charges(txn: &DatabaseTransaction, starts: &[Start]) -
 
 /// Settles an attempt once: a success from pending or failed (the money was taken: it counts),
 /// a failure only from pending. The customer's auto top-up follows; a failure is told
-/// (`auto_topup.failed`). Returns whether the attempt changed.
+/// (`auto_topup.failed`). Returns the attempt's customer when the attempt changed.
 pub(crate) async fn settle(
     txn: &DatabaseTransaction,
     catalog: &Catalog,
@@ -111,15 +111,15 @@ pub(crate) async fn settle(
     settled: &Settled,
     payment_intent: Option<&str>,
     now: Timestamp,
-) -> Result<bool> {
+) -> Result<Option<String>> {
     let Some(attempt) = auto_topup_attempts::Entity::find_by_id(attempt_id)
         .one(txn)
         .await?
     else {
-        return Ok(false);
+        return Ok(None);
     };
     if !lock_customer(txn, &attempt.customer_id).await? {
-        return Ok(false);
+        return Ok(None);
     }
     let mut update = auto_topup_attempts::Entity::update_many()
         .col_expr(
@@ -150,7 +150,7 @@ pub(crate) async fn settle(
             .filter(auto_topup_attempts::Column::Status.eq(AttemptStatus::Pending.as_str())),
     };
     if update.exec(txn).await?.rows_affected == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     let column: Option<String> = customers::Entity::find_by_id(attempt.customer_id.clone())
         .select_only()
@@ -182,7 +182,7 @@ pub(crate) async fn settle(
         );
         super::outbox::enqueue(txn, &catalog.webhooks, &[message]).await?;
     }
-    Ok(true)
+    Ok(Some(attempt.customer_id))
 }
 
 impl Store {
@@ -249,7 +249,8 @@ impl Store {
         };
         let changed = settle(&txn, self.catalog(), attempt, &settled, payment_intent, now).await?;
         txn.commit().await?;
-        Ok(changed)
+        self.books.forget(changed.as_deref());
+        Ok(changed.is_some())
     }
 
     /// The Stripe customer a customer is charged as: the first linked, by Stripe id.

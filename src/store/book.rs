@@ -4,8 +4,9 @@
 //! changes nothing and leaves its neighbours alone), write everything with multi-row
 //! statements, post the revenue, and let the caller commit once.
 
+use super::cache::{BookCache, Cached};
 use super::revenue::{self, Origin};
-use super::rows::{self, ROWS_PER_STATEMENT, micros, time, timestamp};
+use super::rows::{self, ROWS_PER_STATEMENT, micros, time};
 use crate::domain::Timestamp;
 use crate::domain::alerts::Armed;
 use crate::domain::command::{self, Answer, Command as DomainCommand, Rules};
@@ -160,6 +161,9 @@ pub(crate) struct Phases {
     pub write: std::time::Duration,
     /// Reading and writing revenue lots and journal lines.
     pub post: std::time::Duration,
+    /// Books taken from the cache, and read from the database.
+    pub books_kept: usize,
+    pub books_read: usize,
 }
 
 /// Runs `items` in order inside `txn` (see the module doc). The grants a command names are
@@ -171,7 +175,8 @@ pub(crate) async fn run_commands(
     rules: Rules<'_>,
     items: &[&Envelope],
     phases: &mut Phases,
-) -> Result<Answers> {
+    cache: Option<&BookCache>,
+) -> Result<Ran> {
     let catalog = rules.catalog;
     let started = std::time::Instant::now();
     // Customers a command may create, at the time of the first command that names them.
@@ -188,16 +193,7 @@ pub(crate) async fn run_commands(
         .into_iter()
         .collect();
     super::locks::lock_customers(txn, &ids).await?;
-    let hold_ids: Vec<String> = items
-        .iter()
-        .filter_map(|c| c.command.hold().map(str::to_owned))
-        .collect();
-    let named: Vec<String> = items
-        .iter()
-        .flat_map(|c| c.command.grants_named())
-        .map(str::to_owned)
-        .collect();
-    let mut books = load_books(txn, &ids, &hold_ids, &named, Reservations::All).await?;
+    let (mut books, books_read) = load_batch_books(txn, items, &ids, cache).await?;
     let mut records = load_idempotency(txn, items).await?;
     let loaded_at = started.elapsed();
 
@@ -358,13 +354,137 @@ pub(crate) async fn run_commands(
         })
         .collect();
     revenue::post_all(txn, catalog, &posted).await?;
+    // What the cache keeps once the batch commits: the books as a load would read them back.
+    let kept = match cache {
+        Some(_) => books
+            .iter()
+            .map(|(customer, loaded)| Ok((customer.clone(), loaded.as_stored(customer)?)))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     *phases = Phases {
         load: loaded_at,
         decide: decided_at - loaded_at,
         write: written_at - decided_at,
         post: started.elapsed() - written_at,
+        books_kept: books.len() - books_read,
+        books_read,
     };
-    Ok(answers)
+    Ok(Ran { answers, kept })
+}
+
+/// What a batch answered, and the books it leaves once committed (when it was run with a cache).
+pub(crate) struct Ran {
+    pub answers: Answers,
+    pub kept: Vec<(String, Cached)>,
+}
+
+/// The books of a batch's customers, whose rows it has locked: from `cache` when the book kept
+/// there was committed just before the lock (the lock moves the version by one) and has every
+/// hold and grant the batch names of it; read otherwise, with a few set-based queries.
+async fn load_batch_books(
+    txn: &DatabaseTransaction,
+    items: &[&Envelope],
+    ids: &[String],
+    cache: Option<&BookCache>,
+) -> Result<(BTreeMap<String, Loaded>, usize)> {
+    let customer_rows = customers::Entity::find()
+        .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+        .all(txn)
+        .await?;
+    let mut books = BTreeMap::new();
+    let mut unread = Vec::new();
+    for row in customer_rows {
+        let kept = cache
+            .and_then(|c| c.at_version(&row.id, row.version - 1))
+            .filter(|kept| {
+                items
+                    .iter()
+                    .filter(|i| i.customer_id == row.id)
+                    .all(|i| names_are_in(&i.command, &kept.book))
+            });
+        match kept {
+            Some(kept) => {
+                books.insert(row.id.clone(), Loaded::kept(&kept, row.version));
+            }
+            None => unread.push(row),
+        }
+    }
+    let hold_ids: Vec<String> = items
+        .iter()
+        .filter_map(|c| c.command.hold().map(str::to_owned))
+        .collect();
+    let named: Vec<String> = items
+        .iter()
+        .flat_map(|c| c.command.grants_named())
+        .map(str::to_owned)
+        .collect();
+    let read = load_books_of(txn, unread, &hold_ids, &named, Reservations::All).await?;
+    let books_read = read.len();
+    books.extend(read);
+    Ok((books, books_read))
+}
+
+/// Whether the hold and grants `command` names are in `book` (a kept book has only the live ones).
+fn names_are_in(command: &DomainCommand, book: &Book) -> bool {
+    command
+        .hold()
+        .is_none_or(|hold| book.holds.iter().any(|h| h.id == hold))
+        && command
+            .grants_named()
+            .into_iter()
+            .all(|grant| book.grants.iter().any(|g| g.id == grant))
+}
+
+impl Loaded {
+    /// A kept book, as loaded under a lock that moved its version to `version`.
+    fn kept(kept: &Cached, version: i64) -> Loaded {
+        Loaded {
+            before: kept.book.clone(),
+            book: kept.book.clone(),
+            standing_before: kept.standing.clone(),
+            standing: kept.standing.clone(),
+            version,
+            alerts_before: kept.alerts,
+            alerts: kept.alerts,
+            refused_by: Vec::new(),
+        }
+    }
+
+    /// The book as a load would read it back once the batch commits: its live grants and open
+    /// holds in the load's order, amounts and times as stored.
+    fn as_stored(&self, customer: &str) -> Result<Cached> {
+        let book = &self.book;
+        let stored_credits = |c: Credits| micros(c).map(Credits::from_micros);
+        let mut stored = Book::new(customer);
+        stored.overdraft = stored_credits(book.overdraft)?;
+        stored.overdraft_held = stored_credits(book.overdraft_held)?;
+        stored.grants = book
+            .grants
+            .iter()
+            .filter(|g| (!g.expired && g.remaining.is_positive()) || g.held.is_positive())
+            .map(|g| rows::grant_as_stored(customer, g))
+            .collect::<Result<_>>()?;
+        stored
+            .grants
+            .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        stored.holds = book
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Held)
+            .map(|h| rows::hold_as_stored(customer, h))
+            .collect::<Result<_>>()?;
+        stored
+            .holds
+            .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(Cached {
+            version: self.version,
+            book: stored,
+            standing: rows::standing_as_stored(&self.standing)?,
+            alerts: self.alerts,
+            writable: true,
+        })
+    }
 }
 
 /// The stored first results of the batch's idempotency keys, by (customer, key): one indexed
@@ -439,14 +559,25 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
     extra_grants: &[String],
     reservations: Reservations,
 ) -> Result<BTreeMap<String, Loaded>> {
-    let mut books = BTreeMap::new();
     if ids.is_empty() {
-        return Ok(books);
+        return Ok(BTreeMap::new());
     }
     let customer_rows = customers::Entity::find()
         .filter(customers::Column::Id.is_in(ids.iter().cloned()))
         .all(db)
         .await?;
+    load_books_of(db, customer_rows, hold_ids, extra_grants, reservations).await
+}
+
+/// [`load_books`] of customers whose rows are read.
+async fn load_books_of<C: ConnectionTrait>(
+    db: &C,
+    customer_rows: Vec<customers::Model>,
+    hold_ids: &[String],
+    extra_grants: &[String],
+    reservations: Reservations,
+) -> Result<BTreeMap<String, Loaded>> {
+    let mut books = BTreeMap::new();
     if customer_rows.is_empty() {
         return Ok(books);
     }
@@ -522,16 +653,7 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
         let mut book = Book::new(customer.id.clone());
         book.overdraft = Credits::from_micros(customer.overdraft);
         book.overdraft_held = Credits::from_micros(customer.overdraft_held);
-        let standing = Standing {
-            plan_id: customer.plan_id,
-            frozen: customer.frozen,
-            past_due_since: customer.past_due_since.map(timestamp).transpose()?,
-            renews_at: customer.renews_at.map(timestamp).transpose()?,
-            limits: rows::from_json_column(customer.limits.as_deref())?,
-            overrides: rows::from_json_column(customer.overrides.as_deref())?,
-            low_balance: rows::from_json_column(customer.low_balance.as_deref())?,
-            auto_topup: rows::from_json_column(customer.auto_topup.as_deref())?,
-        };
+        let standing = rows::standing_from_row(&customer)?;
         let alerts = Armed {
             low_sent: customer.alert_state & ALERT_LOW_SENT != 0,
             depleted_sent: customer.alert_state & ALERT_DEPLETED_SENT != 0,
@@ -855,6 +977,88 @@ impl super::Store {
                 (id, (book, l.standing))
             })
             .collect())
+    }
+
+    /// One customer's book as of `now` for `check`: the book kept in memory while it is younger
+    /// than `[ledger] check_staleness_ms` (see `store::cache`), read otherwise (and kept).
+    /// `None` when the customer is unknown.
+    pub async fn check_view(
+        &self,
+        customer_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<(Book, Standing)>> {
+        use sea_orm::TransactionTrait;
+        let started = std::time::Instant::now();
+        let kept = match self.books.fresh(customer_id, started) {
+            Some(kept) => {
+                self.stats.books(1, 0);
+                kept
+            }
+            None => {
+                self.stats.books(0, 1);
+                // One snapshot for the few reads; every reservation, so the book may be kept.
+                let txn = self.connection().begin().await?;
+                let ids = [customer_id.to_owned()];
+                let loaded = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
+                txn.commit().await?;
+                let Some((customer, loaded)) = loaded.into_iter().next() else {
+                    return Ok(None);
+                };
+                let kept = Cached {
+                    version: loaded.version,
+                    book: loaded.book,
+                    standing: loaded.standing,
+                    alerts: loaded.alerts,
+                    writable: true,
+                };
+                self.books.publish([(customer, kept.clone(), started)]);
+                std::sync::Arc::new(kept)
+            }
+        };
+        let mut book = kept.book.clone();
+        book.settle_due(now);
+        Ok(Some((book, kept.standing.clone())))
+    }
+
+    /// The books kept in memory that differ from what the database holds at their version:
+    /// none, unless a write escaped the version (every write of a book moves it).
+    pub(crate) async fn audit_kept_books(&self) -> Result<Vec<String>> {
+        use sea_orm::TransactionTrait;
+        let mut problems = Vec::new();
+        for chunk in self.books.all().chunks(ROWS_PER_STATEMENT) {
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let txn = self.connection().begin().await?;
+            let loaded = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
+            txn.commit().await?;
+            for (customer, kept) in chunk {
+                let Some(read) = loaded.get(customer) else {
+                    problems.push(format!("customer {customer}: kept in memory, not stored"));
+                    continue;
+                };
+                if read.version != kept.version || !kept.writable {
+                    continue;
+                }
+                // Compared as printed: an amount of another scale would print otherwise.
+                let printed = |book: &Book, standing: &Standing, alerts: &Armed| {
+                    let mut grants: Vec<_> = book.grants.iter().collect();
+                    grants.sort_by(|a, b| a.id.cmp(&b.id));
+                    let mut holds: Vec<_> = book.holds.iter().collect();
+                    holds.sort_by(|a, b| a.id.cmp(&b.id));
+                    let overdraft = (book.overdraft, book.overdraft_held);
+                    format!("{grants:?} {holds:?} {overdraft:?} {standing:?} {alerts:?}")
+                };
+                if printed(&read.book, &read.standing, &read.alerts)
+                    != printed(&kept.book, &kept.standing, &kept.alerts)
+                {
+                    problems.push(format!(
+                        "customer {customer}: the book kept in memory at version {} is not the \
+                         one stored",
+                        kept.version
+                    ));
+                }
+            }
+        }
+        Ok(problems)
     }
 
     /// One customer's book as of `now`, without writing. `None` when the customer is unknown.

@@ -139,6 +139,7 @@ impl Store {
             .exec(&txn)
             .await?;
         txn.commit().await?;
+        self.books.forget([request.customer.as_str()]);
         Ok(OverrideMade {
             made: request.made,
             replayed: false,

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod autotopup;
 mod book;
+mod cache;
 pub mod controls;
 pub mod keys;
 pub mod ledger;
@@ -23,6 +24,7 @@ pub mod stripe;
 pub use crate::domain::command::{Answer, Command};
 pub use crate::domain::gate::Standing;
 pub use book::{Answers, Envelope, Executed, Idempotency};
+pub use cache::{DEFAULT_CHECK_STALENESS_MS, MAX_CHECK_STALENESS_MS};
 pub use runner::{BatchSettings, RunnerStats};
 
 use crate::domain::catalog::Catalog;
@@ -48,6 +50,8 @@ pub struct Store {
     writer: Arc<tokio::sync::Mutex<()>>,
     stats: Arc<RunnerStats>,
     keys: Arc<keys::KeyCache>,
+    /// The books committed last (`store::cache`): made again with the catalog or the batching.
+    books: Arc<cache::BookCache>,
     /// SQLite: the queue of Stripe events to group-commit, started on first use.
     stripe_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<stripe::StripeJob>>>,
     /// The health of the background workers (the runner's, the Stripe batcher's, the server's).
@@ -131,6 +135,10 @@ impl Store {
             writer: Arc::default(),
             stats: Arc::default(),
             keys: Arc::default(),
+            books: Arc::new(cache::BookCache::new(
+                BatchSettings::default().check_staleness,
+                cache::MAX_CACHED_BOOKS,
+            )),
             stripe_queue: Arc::default(),
             workers: Arc::default(),
             retention: retention::RetentionSettings::default(),
@@ -153,6 +161,10 @@ impl Store {
     pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Store {
         self.catalog = catalog;
         self.runner = Arc::default();
+        self.books = Arc::new(cache::BookCache::new(
+            self.settings.check_staleness,
+            cache::MAX_CACHED_BOOKS,
+        ));
         self
     }
 
@@ -160,6 +172,10 @@ impl Store {
     pub fn with_batching(mut self, settings: BatchSettings) -> Store {
         self.settings = settings;
         self.runner = Arc::default();
+        self.books = Arc::new(cache::BookCache::new(
+            settings.check_staleness,
+            cache::MAX_CACHED_BOOKS,
+        ));
         self
     }
 
@@ -181,6 +197,7 @@ impl Store {
             writer: self.writer.clone(),
             stats: self.stats.clone(),
             workers: self.workers.clone(),
+            books: self.books.clone(),
         }
     }
 

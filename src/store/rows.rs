@@ -1,6 +1,7 @@
 //! Conversions between rows (integers of scale 6, Unix microseconds) and domain values.
 
 use crate::domain::Timestamp;
+use crate::domain::gate::Standing;
 use crate::domain::ledger::{Entry, Grant, GrantKind, Hold, HoldStatus};
 use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
@@ -207,5 +208,69 @@ pub fn from_json_column<T: serde::de::DeserializeOwned + Default>(
     column.map_or(Ok(T::default()), |text| {
         serde_json::from_str(text)
             .map_err(|e| Error::Internal(format!("reading a customer's JSON column: {e}")))
+    })
+}
+
+/// A customer's standing as its row keeps it.
+pub fn standing_from_row(row: &customers::Model) -> Result<Standing> {
+    Ok(Standing {
+        plan_id: row.plan_id.clone(),
+        frozen: row.frozen,
+        past_due_since: row.past_due_since.map(timestamp).transpose()?,
+        renews_at: row.renews_at.map(timestamp).transpose()?,
+        limits: from_json_column(row.limits.as_deref())?,
+        overrides: from_json_column(row.overrides.as_deref())?,
+        low_balance: from_json_column(row.low_balance.as_deref())?,
+        auto_topup: from_json_column(row.auto_topup.as_deref())?,
+    })
+}
+
+/// A value as a load reads it back once written: amounts in micros, times in microseconds,
+/// the customer's settings through their JSON columns.
+fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
+    value: &T,
+    empty: bool,
+) -> Result<T> {
+    from_json_column(json_column(value, empty)?.as_deref())
+}
+
+fn stored_time(t: Timestamp) -> Result<Timestamp> {
+    timestamp(time(t))
+}
+
+/// A grant as a load reads it back once written.
+pub fn grant_as_stored(customer: &str, g: &Grant) -> Result<Grant> {
+    use sea_orm::TryIntoModel;
+    let row = grant_to_row(customer, g)?
+        .try_into_model()
+        .map_err(|e| Error::Internal(format!("grant {} as a row: {e}", g.id)))?;
+    grant_from_row(row)
+}
+
+/// A hold, with its reservations, as a load reads it back once written.
+pub fn hold_as_stored(customer: &str, h: &Hold) -> Result<Hold> {
+    use sea_orm::TryIntoModel;
+    let row = hold_to_row(customer, h)?
+        .try_into_model()
+        .map_err(|e| Error::Internal(format!("hold {} as a row: {e}", h.id)))?;
+    let allocations = h
+        .allocations
+        .iter()
+        .map(|(grant, held)| Ok((grant.clone(), Credits::from_micros(micros(*held)?))))
+        .collect::<Result<Vec<_>>>()?;
+    hold_from_row(row, allocations)
+}
+
+/// A standing as a load reads it back once written.
+pub fn standing_as_stored(s: &Standing) -> Result<Standing> {
+    Ok(Standing {
+        plan_id: s.plan_id.clone(),
+        frozen: s.frozen,
+        past_due_since: s.past_due_since.map(stored_time).transpose()?,
+        renews_at: s.renews_at.map(stored_time).transpose()?,
+        limits: round_trip(&s.limits, s.limits.is_empty())?,
+        overrides: round_trip(&s.overrides, s.overrides.is_empty())?,
+        low_balance: round_trip(&s.low_balance, s.low_balance.is_none())?,
+        auto_topup: round_trip(&s.auto_topup, s.auto_topup.is_unset())?,
     })
 }

@@ -33,6 +33,8 @@ pub struct BatchSettings {
     pub max_wait: Duration,
     /// Batches in flight at once on PostgreSQL (SQLite always has one writer).
     pub postgres_workers: usize,
+    /// How old a book kept in memory `check` may decide on (`[ledger] check_staleness_ms`).
+    pub check_staleness: Duration,
 }
 
 impl Default for BatchSettings {
@@ -41,6 +43,7 @@ impl Default for BatchSettings {
             max_commands: DEFAULT_MAX_BATCH_COMMANDS,
             max_wait: Duration::from_micros(DEFAULT_MAX_BATCH_WAIT_MICROS),
             postgres_workers: DEFAULT_POSTGRES_WORKERS,
+            check_staleness: Duration::from_millis(super::cache::DEFAULT_CHECK_STALENESS_MS),
         }
     }
 }
@@ -68,6 +71,9 @@ pub struct RunnerStats {
     pub write_micros: AtomicU64,
     pub post_micros: AtomicU64,
     pub commit_micros: AtomicU64,
+    /// Books decided on (by batches and by `check`), kept in memory or read from the database.
+    pub books_from_memory: AtomicU64,
+    pub books_from_database: AtomicU64,
 }
 
 impl RunnerStats {
@@ -83,6 +89,15 @@ impl RunnerStats {
         add(&self.write_micros, phases.write);
         add(&self.post_micros, phases.post);
         add(&self.commit_micros, commit);
+        self.books(phases.books_kept, phases.books_read);
+    }
+
+    /// Counts books decided on: `kept` from memory, `read` from the database.
+    pub(crate) fn books(&self, kept: usize, read: usize) {
+        self.books_from_memory
+            .fetch_add(kept as u64, Ordering::Relaxed);
+        self.books_from_database
+            .fetch_add(read as u64, Ordering::Relaxed);
     }
 }
 
@@ -107,6 +122,8 @@ pub(crate) struct Engine {
     pub writer: Arc<Mutex<()>>,
     pub stats: Arc<RunnerStats>,
     pub workers: Arc<crate::supervise::Workers>,
+    /// The books committed last, kept between batches (`store::cache`).
+    pub books: Arc<super::cache::BookCache>,
 }
 
 impl Engine {
@@ -302,12 +319,26 @@ pub(crate) async fn run_with_retries(engine: &Engine, items: &[&Envelope]) -> Re
 async fn run_once(engine: &Engine, items: &[&Envelope]) -> Result<Answers> {
     let txn = engine.begin().await?;
     let mut phases = Phases::default();
-    let answers = book::run_commands(&txn, engine.rules(), items, &mut phases).await?;
+    let ran = book::run_commands(
+        &txn,
+        engine.rules(),
+        items,
+        &mut phases,
+        Some(&engine.books),
+    )
+    .await?;
+    let answers = ran.answers;
     let started = Instant::now();
     if answers.iter().any(|a| matches!(a, Ok(e) if !e.replayed)) {
+        // The row locks are held until the commit: every commit of these customers before
+        // this instant is in the books kept.
+        let as_of = Instant::now();
         txn.commit().await?;
+        engine
+            .books
+            .publish(ran.kept.into_iter().map(|(id, kept)| (id, kept, as_of)));
     } else {
-        // Nothing decided: only the lock was taken.
+        // Nothing decided: only the lock was taken, and the books kept stay as they were.
         txn.rollback().await?;
     }
     let commit = started.elapsed();

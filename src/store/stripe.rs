@@ -95,6 +95,43 @@ pub struct StripeTx {
     policy: crate::domain::gate::Policy,
     /// The customers whose books the event touches, as they are decided.
     concerned: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The customers whose books or standing the event wrote: what the book cache forgets
+    /// once the event's transaction commits (shared by the events of one SQLite batch).
+    wrote: Wrote,
+}
+
+/// Customers written by Stripe events, and the cache that must forget them once committed.
+#[derive(Clone)]
+struct Wrote {
+    customers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    books: std::sync::Arc<super::cache::BookCache>,
+}
+
+impl Wrote {
+    fn new(books: std::sync::Arc<super::cache::BookCache>) -> Wrote {
+        Wrote {
+            customers: Default::default(),
+            books,
+        }
+    }
+
+    fn note(&self, customer: &str) {
+        self.customers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(customer.to_owned());
+        // Now too: a book kept from before is not decided on by `check` while this commits.
+        self.books.forget([customer]);
+    }
+
+    /// After the commit: what `check` reads next of these customers is read again.
+    fn committed(&self) {
+        let customers = self
+            .customers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.books.forget(customers.iter().map(String::as_str));
+    }
 }
 
 /// Applies the SQLite batches: the events waiting (up to [`MAX_STRIPE_BATCH_EVENTS`]), each in a
@@ -133,6 +170,7 @@ async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
         }
     };
     let mut done = Vec::with_capacity(batch.len());
+    let wrote = Wrote::new(engine.books.clone());
     for job in batch {
         let answer = match outer.begin().await {
             Ok(txn) => {
@@ -141,6 +179,7 @@ async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
                     catalog: engine.catalog.clone(),
                     policy: engine.policy,
                     concerned: Default::default(),
+                    wrote: wrote.clone(),
                 })
                 .await
             }
@@ -149,6 +188,7 @@ async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
         done.push((job.reply, answer));
     }
     let committed = outer.commit().await;
+    wrote.committed();
     drop(permit);
     for (reply, answer) in done {
         let answer = match &committed {
@@ -196,6 +236,7 @@ impl Store {
                 catalog: self.catalog.clone(),
                 policy: self.policy,
                 concerned: Default::default(),
+                wrote: Wrote::new(self.books.clone()),
             })
             .await;
         }
@@ -334,7 +375,9 @@ impl Store {
 
 impl StripeTx {
     pub async fn commit(self) -> Result<()> {
-        Ok(self.txn.commit().await?)
+        self.txn.commit().await?;
+        self.wrote.committed();
+        Ok(())
     }
 
     /// Serialises this event with every other that names one of `names` (Stripe object ids,
@@ -459,7 +502,7 @@ impl StripeTx {
         payment_intent: Option<&str>,
         now: Timestamp,
     ) -> Result<bool> {
-        super::autotopup::settle(
+        let changed = super::autotopup::settle(
             &self.txn,
             &self.catalog,
             attempt,
@@ -467,7 +510,11 @@ impl StripeTx {
             payment_intent,
             now,
         )
-        .await
+        .await?;
+        if let Some(customer) = &changed {
+            self.wrote.note(customer);
+        }
+        Ok(changed.is_some())
     }
 
     /// Posts billed overage paid on `source` (an invoice line).
@@ -550,10 +597,18 @@ impl StripeTx {
             catalog: &self.catalog,
             policy: self.policy,
         };
-        let executed = run_commands(&self.txn, rules, &[&envelope], &mut Default::default())
-            .await?
-            .pop()
-            .expect("one answer per command")?;
+        self.wrote.note(&envelope.customer_id);
+        let executed = run_commands(
+            &self.txn,
+            rules,
+            &[&envelope],
+            &mut Default::default(),
+            None,
+        )
+        .await?
+        .answers
+        .pop()
+        .expect("one answer per command")?;
         Ok(executed.value)
     }
 
@@ -1126,6 +1181,7 @@ impl StripeTx {
         subscription: Option<(Option<String>, Option<Timestamp>, Option<Timestamp>)>,
         now: Timestamp,
     ) -> Result<()> {
+        self.wrote.note(customer_id);
         insert_customer_if_absent(&self.txn, customer_id, now).await?;
         let mut update = customers::Entity::update_many().col_expr(
             customers::Column::Version,

@@ -113,6 +113,25 @@ pub async fn spawn_app_at(
     spawn_app_delivered_at(engine, start, None, configure).await
 }
 
+/// Serves `state` on a free port: its address, store and test clock. A long job interval: tests
+/// drive time through the test clock.
+async fn serve(state: creditbook::http::AppState) -> (String, Store, creditbook::clock::TestClock) {
+    let clock = state.test_clock.clone().expect("the test clock");
+    let store = state.store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(creditbook::serve(
+        listener,
+        state,
+        3_600,
+        std::time::Duration::from_secs(30),
+        std::future::pending(),
+    ));
+    (address, store, clock)
+}
+
 /// A server whose business time starts at `start` and whose real time (what Stripe's signatures
 /// are measured against) is `wall` when given: a recorded delivery verifies at the time it was
 /// sent.
@@ -137,12 +156,7 @@ pub async fn spawn_app_delivered_at(
     if let Some(wall) = wall {
         state.wall_clock = std::sync::Arc::new(creditbook::clock::TestClock::starting_at(wall));
     }
-    let clock = state.test_clock.clone().expect("the test clock");
-    let store = state.store.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (address, store, clock) = serve(state).await;
     let now = chrono::Utc::now();
     let app_key = store.create_api_key(Scope::App, None, now).await.unwrap().1;
     let admin_key = store
@@ -155,14 +169,6 @@ pub async fn spawn_app_delivered_at(
         .await
         .unwrap()
         .1;
-    // A long job interval: tests drive time through the test clock.
-    tokio::spawn(creditbook::serve(
-        listener,
-        state,
-        3_600,
-        std::time::Duration::from_secs(30),
-        std::future::pending(),
-    ));
     TestApp {
         address,
         client: reqwest::Client::new(),
@@ -200,6 +206,31 @@ impl TestApp {
         let text = response.text().await.unwrap();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, value)
+    }
+
+    /// Another server on the same database, as a second instance would run: its own runner
+    /// and books in memory, the same keys.
+    pub async fn another_instance(&self) -> TestApp {
+        let state = creditbook::build_state_with_clock(
+            &self.config,
+            Some(creditbook::clock::TestClock::starting_at(self.now())),
+        )
+        .await
+        .expect("state");
+        let (address, store, clock) = serve(state).await;
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            app_key: self.app_key.clone(),
+            admin_key: self.admin_key.clone(),
+            finance_key: self.finance_key.clone(),
+            store,
+            database_url: self.database_url.clone(),
+            engine: self.engine,
+            clock,
+            config: example_config(&self.database_url),
+            _dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub async fn post_app(&self, path: &str, body: Value) -> (StatusCode, Value) {

@@ -1,0 +1,219 @@
+//! Books in memory: the last committed state of the customers' books this process has read or
+//! written, kept between batches.
+//!
+//! - **For writes** a cached book is used only when it is exactly the database's: under the
+//!   batch's row lock the customer's `version` must be the one the book was committed at plus the
+//!   lock's own step (`book::run_commands`). Any other writer, in this process or another, moves
+//!   the version, and the book is read again. Correctness still comes from the database.
+//! - **For `check`** a cached book is used while it is younger than `[ledger]
+//!   check_staleness_ms`: an entry is stamped with an instant before which every commit of its
+//!   customer is in it, so `check` reflects every write committed longer ago than that bound, in
+//!   any process; the batches of this process publish their books as they commit, and its other
+//!   writers forget the customers they wrote, so this process's own writes are seen at once.
+//!
+//! At most [`MAX_CACHED_BOOKS`] customers are kept; past that an arbitrary one makes room.
+
+use crate::domain::alerts::Armed;
+use crate::domain::gate::Standing;
+use crate::domain::ledger::Book;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most customers whose books one process keeps in memory.
+pub const MAX_CACHED_BOOKS: usize = 100_000;
+
+/// `[ledger] check_staleness_ms`: the default, and the most a config may set.
+pub const DEFAULT_CHECK_STALENESS_MS: u64 = 1_000;
+pub const MAX_CHECK_STALENESS_MS: u64 = 10_000;
+
+/// A customer's book as a load would read it at `version`.
+#[derive(Debug, Clone)]
+pub(crate) struct Cached {
+    /// The customer row's version the book is as of.
+    pub version: i64,
+    pub book: Book,
+    pub standing: Standing,
+    pub alerts: Armed,
+    /// Read to write: every open hold's reservations are in the book (a read for `check` reads
+    /// only the reservations due to be released).
+    pub writable: bool,
+}
+
+/// A kept book, and the instant before which every commit of its customer is in it.
+#[derive(Debug, Clone)]
+struct Entry {
+    cached: Arc<Cached>,
+    as_of: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct BookCache {
+    entries: Mutex<HashMap<String, Entry>>,
+    /// How old a book `check` may decide on.
+    staleness: Duration,
+    capacity: usize,
+}
+
+impl BookCache {
+    pub fn new(staleness: Duration, capacity: usize) -> BookCache {
+        BookCache {
+            entries: Mutex::new(HashMap::new()),
+            staleness,
+            capacity,
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while the map was held leaves it whole (each operation is one map call).
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The book of `customer` as committed at `version`, to write from.
+    pub fn at_version(&self, customer: &str, version: i64) -> Option<Arc<Cached>> {
+        let entry = self.entries().get(customer)?.cached.clone();
+        (entry.writable && entry.version == version).then_some(entry)
+    }
+
+    /// The book of `customer` if it is younger than the staleness bound at `now`.
+    pub fn fresh(&self, customer: &str, now: Instant) -> Option<Arc<Cached>> {
+        if self.staleness.is_zero() {
+            return None;
+        }
+        let entry = self.entries().get(customer)?.clone();
+        (now.saturating_duration_since(entry.as_of) <= self.staleness).then_some(entry.cached)
+    }
+
+    /// Keeps each book, read or committed at `as_of`, unless one at a later version is kept. At
+    /// the same version the state is the same: the later instant is kept, and the book read to
+    /// write (with every reservation) is kept over one read for `check`.
+    pub fn publish(&self, books: impl IntoIterator<Item = (String, Cached, Instant)>) {
+        let mut entries = self.entries();
+        for (customer, cached, as_of) in books {
+            let entry = match entries.get(&customer) {
+                Some(kept) if kept.cached.version > cached.version => continue,
+                Some(kept) if kept.cached.version == cached.version => Entry {
+                    cached: if kept.cached.writable || !cached.writable {
+                        kept.cached.clone()
+                    } else {
+                        Arc::new(cached)
+                    },
+                    as_of: kept.as_of.max(as_of),
+                },
+                Some(_) => Entry {
+                    cached: Arc::new(cached),
+                    as_of,
+                },
+                None => {
+                    if entries.len() >= self.capacity {
+                        let Some(evicted) = entries.keys().next().cloned() else {
+                            continue;
+                        };
+                        entries.remove(&evicted);
+                    }
+                    Entry {
+                        cached: Arc::new(cached),
+                        as_of,
+                    }
+                }
+            };
+            entries.insert(customer, entry);
+        }
+    }
+
+    /// Drops what is kept of `customers` (written outside the batches).
+    pub fn forget<'a>(&self, customers: impl IntoIterator<Item = &'a str>) {
+        let mut entries = self.entries();
+        for customer in customers {
+            entries.remove(customer);
+        }
+    }
+
+    /// Every book kept, for the audit.
+    pub fn all(&self) -> Vec<(String, Arc<Cached>)> {
+        self.entries()
+            .iter()
+            .map(|(customer, entry)| (customer.clone(), entry.cached.clone()))
+            .collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(version: i64, as_of: Instant, writable: bool) -> (String, Cached, Instant) {
+        let cached = Cached {
+            version,
+            book: Book::new("c"),
+            standing: Standing::default(),
+            alerts: Armed::default(),
+            writable,
+        };
+        ("c".into(), cached, as_of)
+    }
+
+    #[test]
+    fn an_older_book_never_replaces_a_newer_one() {
+        let cache = BookCache::new(Duration::from_secs(1), 10);
+        let t0 = Instant::now();
+        cache.publish([cached(5, t0, true)]);
+        cache.publish([cached(4, t0 + Duration::from_millis(5), true)]);
+        assert_eq!(cache.at_version("c", 5).map(|c| c.version), Some(5));
+        assert!(cache.at_version("c", 4).is_none());
+        // A read for check at the same version keeps the book read to write, and its instant.
+        let later = t0 + Duration::from_millis(500);
+        cache.publish([cached(5, later, false)]);
+        assert!(cache.at_version("c", 5).is_some());
+        assert!(
+            cache
+                .fresh("c", later + Duration::from_millis(900))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_book_read_for_check_is_never_written_from() {
+        let cache = BookCache::new(Duration::from_secs(1), 10);
+        let t0 = Instant::now();
+        cache.publish([cached(3, t0, false)]);
+        assert!(cache.at_version("c", 3).is_none());
+        assert!(cache.fresh("c", t0).is_some());
+    }
+
+    #[test]
+    fn check_sees_a_book_only_within_the_bound() {
+        let cache = BookCache::new(Duration::from_millis(100), 10);
+        let t0 = Instant::now();
+        cache.publish([cached(1, t0, true)]);
+        assert!(cache.fresh("c", t0 + Duration::from_millis(100)).is_some());
+        assert!(cache.fresh("c", t0 + Duration::from_millis(101)).is_none());
+        let off = BookCache::new(Duration::ZERO, 10);
+        off.publish([cached(1, t0, true)]);
+        assert!(
+            off.fresh("c", t0).is_none(),
+            "a bound of 0 reads every time"
+        );
+        assert!(off.at_version("c", 1).is_some(), "writes still use it");
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_capacity_and_forgets_on_demand() {
+        let cache = BookCache::new(Duration::from_secs(1), 3);
+        let t0 = Instant::now();
+        cache.publish((0..10).map(|i| {
+            let (_, book, at) = cached(1, t0, true);
+            (format!("c{i}"), book, at)
+        }));
+        assert_eq!(cache.len(), 3);
+        cache.forget(["c9"]);
+        assert!(cache.at_version("c9", 1).is_none());
+    }
+}
