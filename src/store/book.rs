@@ -980,7 +980,8 @@ impl super::Store {
     }
 
     /// One customer's book as of `now` for `check`: the book kept in memory while it is younger
-    /// than `[ledger] check_staleness_ms` (see `store::cache`), read otherwise (and kept).
+    /// than `[ledger] check_staleness_ms` (see `store::cache`); an older one once a read of the
+    /// customer's version confirms it; read otherwise (and kept).
     /// `None` when the customer is unknown.
     pub async fn check_view(
         &self,
@@ -989,7 +990,24 @@ impl super::Store {
     ) -> Result<Option<(Book, Standing)>> {
         use sea_orm::TransactionTrait;
         let started = std::time::Instant::now();
-        let kept = match self.books.fresh(customer_id, started) {
+        let kept = match self.books.for_check(customer_id, started) {
+            Some((kept, true)) => Some(kept),
+            // Older than the bound: one indexed read says whether it is still the stored book.
+            Some((kept, false)) => {
+                let version: Option<i64> = customers::Entity::find_by_id(customer_id)
+                    .select_only()
+                    .column(customers::Column::Version)
+                    .into_tuple()
+                    .one(self.connection())
+                    .await?;
+                (version == Some(kept.version)).then(|| {
+                    self.books.confirm(customer_id, kept.version, started);
+                    kept
+                })
+            }
+            None => None,
+        };
+        let kept = match kept {
             Some(kept) => {
                 self.stats.books(1, 0);
                 kept

@@ -6,7 +6,8 @@
 //!   lock's own step (`book::run_commands`). Any other writer, in this process or another, moves
 //!   the version, and the book is read again. Correctness still comes from the database.
 //! - **For `check`** a cached book is used while it is younger than `[ledger]
-//!   check_staleness_ms`: an entry is stamped with an instant before which every commit of its
+//!   check_staleness_ms`; an older one is confirmed with one read of the customer's version (and
+//!   read again only when the version moved): an entry is stamped with an instant before which every commit of its
 //!   customer is in it, so `check` reflects every write committed longer ago than that bound, in
 //!   any process; the batches of this process publish their books as they commit, and its other
 //!   writers forget the customers they wrote, so this process's own writes are seen at once.
@@ -77,13 +78,29 @@ impl BookCache {
         (entry.writable && entry.version == version).then_some(entry)
     }
 
-    /// The book of `customer` if it is younger than the staleness bound at `now`.
-    pub fn fresh(&self, customer: &str, now: Instant) -> Option<Arc<Cached>> {
-        if self.staleness.is_zero() {
-            return None;
-        }
+    /// The book of `customer`, and whether it is younger than the staleness bound at `now`.
+    pub fn for_check(&self, customer: &str, now: Instant) -> Option<(Arc<Cached>, bool)> {
         let entry = self.entries().get(customer)?.clone();
-        (now.saturating_duration_since(entry.as_of) <= self.staleness).then_some(entry.cached)
+        let fresh = !self.staleness.is_zero()
+            && now.saturating_duration_since(entry.as_of) <= self.staleness;
+        Some((entry.cached, fresh))
+    }
+
+    /// The book of `customer` if it is younger than the staleness bound at `now`.
+    #[cfg(test)]
+    fn fresh(&self, customer: &str, now: Instant) -> Option<Arc<Cached>> {
+        self.for_check(customer, now)
+            .and_then(|(cached, fresh)| fresh.then_some(cached))
+    }
+
+    /// The database showed `customer` at `version` at `as_of`: the book kept at that version
+    /// is as of then.
+    pub fn confirm(&self, customer: &str, version: i64, as_of: Instant) {
+        if let Some(entry) = self.entries().get_mut(customer)
+            && entry.cached.version == version
+        {
+            entry.as_of = entry.as_of.max(as_of);
+        }
     }
 
     /// Keeps each book, read or committed at `as_of`, unless one at a later version is kept. At
