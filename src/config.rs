@@ -4,7 +4,7 @@
 use crate::domain::catalog::{
     self, Action, ActionChange, Breakage, Catalog, Feature, Overage, Pack, Plan,
 };
-use crate::domain::money::{Credits, Money, max_credits_per_request};
+use crate::domain::money::{Credits, Price, max_credits_per_request};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -1183,7 +1183,7 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
         .currency
         .clone()
         .unwrap_or_else(|| "usd".into());
-    Money::new(Decimal::ZERO, &currency).map_err(|r| ("accounting.currency".to_owned(), r))?;
+    Price::new(Decimal::ZERO, &currency).map_err(|r| ("accounting.currency".to_owned(), r))?;
     let currency = currency.to_ascii_lowercase();
 
     let mut features = BTreeMap::new();
@@ -1379,7 +1379,7 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             id: p.id.clone(),
             stripe_prices: p.stripe_prices.clone(),
             credits: positive_credits(key("credits"), p.credits)?,
-            price: Money::new(p.price, &pack_currency).map_err(|r| (key("price"), r))?,
+            price: Price::new(p.price, &pack_currency).map_err(|r| (key("price"), r))?,
             expires_after_days: match p.expires_after_days {
                 Some(0) => return Err((key("expires_after_days"), "must be at least 1".into())),
                 Some(d) if d > 36_500 => {

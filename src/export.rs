@@ -4,7 +4,7 @@
 
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
-use crate::http::revenue::{Format, date_range, journal_stream, rollforward_csv, waterfall_csv};
+use crate::service::revenue::{Format, date_range, journal_stream, rollforward_csv, waterfall_csv};
 use crate::store::Store;
 use futures_util::StreamExt;
 use std::io::Write;

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod outbound;
 pub mod pages;
+pub mod service;
 pub mod store;
 pub mod stripe;
 pub mod supervise;

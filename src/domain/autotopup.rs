@@ -307,7 +307,7 @@ pub fn failed_message(
 mod tests {
     use super::*;
     use crate::domain::catalog::Breakage;
-    use crate::domain::money::Money;
+    use crate::domain::money::Price;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -325,7 +325,7 @@ mod tests {
                 id: "small".into(),
                 stripe_prices: vec!["price_small".into()],
                 credits: c("1000"),
-                price: Money::new("10.00".parse().unwrap(), "usd").unwrap(),
+                price: Price::new("10.00".parse().unwrap(), "usd").unwrap(),
                 expires_after_days: None,
                 breakage: Breakage::Remote,
                 priority: 20,

@@ -403,7 +403,7 @@ mod tests {
             id: id.into(),
             stripe_prices: prices.iter().map(|p| p.to_string()).collect(),
             credits: Credits::new(Decimal::from(credits)).unwrap(),
-            price: crate::domain::money::Money::new(Decimal::from_str(price).unwrap(), "usd")
+            price: crate::domain::money::Price::new(Decimal::from_str(price).unwrap(), "usd")
                 .unwrap(),
             expires_after_days: days,
             breakage: Breakage::Remote,

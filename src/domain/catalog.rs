@@ -2,7 +2,7 @@
 //! validated config and trusted from then on.
 
 use super::Timestamp;
-use super::money::{Credits, Money, Quantity, SCALE, max_credits_per_request};
+use super::money::{Credits, Price, Quantity, SCALE, max_credits_per_request};
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::BTreeMap;
 
@@ -194,7 +194,7 @@ pub struct Pack {
     pub id: String,
     pub stripe_prices: Vec<String>,
     pub credits: Credits,
-    pub price: Money,
+    pub price: Price,
     pub expires_after_days: Option<u32>,
     pub breakage: Breakage,
     pub priority: i32,
@@ -317,7 +317,7 @@ mod tests {
             id: "p".into(),
             stripe_prices: vec![],
             credits: Credits::new(Decimal::TEN).unwrap(),
-            price: Money::new(Decimal::ONE, "usd").unwrap(),
+            price: Price::new(Decimal::ONE, "usd").unwrap(),
             expires_after_days: None,
             breakage: Breakage::Remote,
             priority: 0,

@@ -53,6 +53,7 @@ pub mod outbound;
 pub mod overage;
 pub mod overrides;
 pub mod refunds;
+pub mod reports;
 pub mod revrec;
 pub mod subscription;
 pub mod summary;

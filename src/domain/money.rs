@@ -142,6 +142,105 @@ impl<'de> serde::Deserialize<'de> for Credits {
     }
 }
 
+/// An amount of money, signed and exact, in a currency kept beside it (a lot's, a journal
+/// line's, a report row's): stored at the scale of credits, shown to the currency's minor unit.
+/// Kept apart from [`Credits`] so that a price is never spent and a balance never booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Money(Decimal);
+
+impl Money {
+    pub const ZERO: Money = Money(Decimal::ZERO);
+
+    /// Fixed-point integer of scale 6, as stored.
+    pub fn from_micros(micros: i64) -> Money {
+        Money(Decimal::new(micros, SCALE))
+    }
+
+    /// An exact amount computed elsewhere in the domain (a vendor cost, a margin).
+    pub fn of(value: Decimal) -> Money {
+        Money(value)
+    }
+
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+
+    /// As accountants read it: rounded to `currency`'s minor unit (half away from zero), and
+    /// written with exactly that many places.
+    pub fn shown(self, currency: &str) -> Money {
+        let mut value = self.0;
+        value.rescale(currency_minor_units(currency));
+        Money(value)
+    }
+
+    /// To `currency`'s minor unit at least, keeping finer places it has (a vendor's cost).
+    pub fn exact(self, currency: &str) -> Money {
+        let minor = currency_minor_units(currency);
+        let mut value = self.0.normalize();
+        if value.scale() < minor {
+            value.rescale(minor);
+        }
+        Money(value)
+    }
+}
+
+impl std::ops::Add for Money {
+    type Output = Money;
+    fn add(self, other: Money) -> Money {
+        Money(self.0 + other.0)
+    }
+}
+
+impl std::ops::Sub for Money {
+    type Output = Money;
+    fn sub(self, other: Money) -> Money {
+        Money(self.0 - other.0)
+    }
+}
+
+impl std::ops::Neg for Money {
+    type Output = Money;
+    fn neg(self) -> Money {
+        Money(-self.0)
+    }
+}
+
+impl std::ops::AddAssign for Money {
+    fn add_assign(&mut self, other: Money) {
+        *self = *self + other;
+    }
+}
+
+impl std::ops::SubAssign for Money {
+    fn sub_assign(&mut self, other: Money) {
+        *self = *self - other;
+    }
+}
+
+impl std::iter::Sum for Money {
+    fn sum<I: Iterator<Item = Money>>(iter: I) -> Money {
+        iter.fold(Money::ZERO, |a, b| a + b)
+    }
+}
+
+/// With the places it holds: a shown amount keeps its minor unit ("12.50").
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A string, as every amount in the API.
+impl serde::Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// How many units of an action: positive, scale <= 6, at most one billion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quantity(Decimal);
@@ -191,12 +290,12 @@ pub fn currency_minor_units(currency: &str) -> u32 {
 
 /// A price: a non-negative amount in a three-letter currency, exact to the currency's minor unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Money {
+pub struct Price {
     pub amount: Decimal,
     pub currency: String,
 }
 
-impl Money {
+impl Price {
     pub fn new(amount: Decimal, currency: &str) -> Result<Self, String> {
         if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
             return Err(format!(
@@ -220,7 +319,7 @@ impl Money {
                 currency.to_ascii_uppercase()
             ));
         }
-        Ok(Money {
+        Ok(Price {
             amount,
             currency: currency.to_ascii_lowercase(),
         })
@@ -258,10 +357,36 @@ mod tests {
     #[test]
     fn money_respects_the_currency_minor_unit() {
         let d = |s| Decimal::from_str(s).unwrap();
-        assert!(Money::new(d("9.99"), "usd").is_ok());
-        assert!(Money::new(d("9.999"), "usd").is_err());
-        assert!(Money::new(d("1000"), "JPY").is_ok());
-        assert!(Money::new(d("10.5"), "jpy").is_err());
-        assert!(Money::new(d("1"), "dollars").is_err());
+        assert!(Price::new(d("9.99"), "usd").is_ok());
+        assert!(Price::new(d("9.999"), "usd").is_err());
+        assert!(Price::new(d("1000"), "JPY").is_ok());
+        assert!(Price::new(d("10.5"), "jpy").is_err());
+        assert!(Price::new(d("1"), "dollars").is_err());
+    }
+
+    #[test]
+    fn money_is_shown_to_its_currency_minor_unit() {
+        let m = Money::from_micros(12_345_678);
+        assert_eq!(m.shown("usd").to_string(), "12.35");
+        assert_eq!(m.shown("jpy").to_string(), "12");
+        assert_eq!(m.shown("kwd").to_string(), "12.346");
+        assert_eq!((-m).shown("usd").to_string(), "-12.35");
+        assert_eq!(Money::ZERO.shown("usd").to_string(), "0.00");
+        assert_eq!(
+            Money::from_micros(1_500_000).exact("usd").to_string(),
+            "1.50"
+        );
+        assert_eq!(
+            Money::from_micros(1_234_567).exact("usd").to_string(),
+            "1.234567"
+        );
+        assert_eq!(
+            serde_json::to_string(&Money::from_micros(2_500_000).shown("eur")).unwrap(),
+            "\"2.50\""
+        );
+        let sum: Money = [Money::from_micros(1), Money::from_micros(2)]
+            .into_iter()
+            .sum();
+        assert_eq!(sum, Money::from_micros(3));
     }
 }

@@ -79,6 +79,26 @@ pub enum PostingKind {
 }
 
 impl PostingKind {
+    pub const ALL: [PostingKind; 13] = [
+        PostingKind::PackPayment,
+        PostingKind::PlanPayment,
+        PostingKind::PlatformRecognition,
+        PostingKind::Consumption,
+        PostingKind::Breakage,
+        PostingKind::Rollover,
+        PostingKind::Refund,
+        PostingKind::RefundReversal,
+        PostingKind::Transfer,
+        PostingKind::Overage,
+        PostingKind::EstimateChange,
+        PostingKind::Forfeiture,
+        PostingKind::OveragePaid,
+    ];
+
+    pub fn parse(s: &str) -> Option<PostingKind> {
+        PostingKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PostingKind::PackPayment => "pack_payment",

@@ -6,7 +6,7 @@ use crate::domain::adjustment::{Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
 pub use crate::domain::command::{AdjustmentResponse, GrantResponse};
 use crate::domain::ledger::{Grant, GrantKind, GrantSource, Paid};
-use crate::domain::money::{Credits, Money};
+use crate::domain::money::{Credits, Price};
 use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
@@ -293,7 +293,7 @@ pub async fn create_grant(
                 .transpose()?
                 .unwrap_or(pack.credits);
             let price = match request.price {
-                Some(p) => Money::new(
+                Some(p) => Price::new(
                     p.0,
                     request.currency.as_deref().unwrap_or(&pack.price.currency),
                 )
@@ -332,7 +332,7 @@ pub async fn create_grant(
             let price = request
                 .price
                 .map(|p| {
-                    Money::new(
+                    Price::new(
                         p.0,
                         request
                             .currency

@@ -3,10 +3,10 @@
 use super::AppState;
 use super::extract::page_limit;
 use super::extract::{ApiQuery, Caller, identifier};
-use super::revenue::date_range;
-use crate::domain::gate::Terms;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
+use crate::service::customers::{CustomersPage, customers_page};
+use crate::service::revenue::date_range;
 use crate::store::keys::Scope;
 use crate::store::reads::{Interval, UsageBy};
 use axum::Json;
@@ -27,64 +27,6 @@ pub struct CustomersQuery {
     cursor: Option<String>,
 }
 
-/// A customer in a list: what `GET /v1/customers/{id}` says of its plan and credits.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CustomerRow {
-    pub id: String,
-    /// The plan in force.
-    pub plan: Option<String>,
-    pub frozen: bool,
-    #[schema(value_type = String)]
-    pub balance: Credits,
-    #[schema(value_type = String)]
-    pub held: Credits,
-    #[schema(value_type = String)]
-    pub available: Credits,
-    #[schema(value_type = String)]
-    pub overdraft: Credits,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CustomersPage {
-    /// By id.
-    pub customers: Vec<CustomerRow>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Up to `limit` customers after `cursor`, found by `q`, as the customer view reads them; the
-/// cursor of the next page. Shared by the API and the console.
-pub async fn customers_page(
-    state: &AppState,
-    q: Option<&str>,
-    cursor: Option<&str>,
-    limit: u64,
-) -> Result<CustomersPage> {
-    let now = state.clock.now();
-    let (page, more) = state.store.customers_page(q, cursor, limit, now).await?;
-    let next_cursor = more
-        .then(|| page.last().map(|(id, ..)| id.clone()))
-        .flatten();
-    let customers = page
-        .into_iter()
-        .map(|(id, book, standing)| CustomerRow {
-            plan: Terms::of(&state.catalog, &standing, now, state.policy())
-                .plan
-                .map(|p| p.id.clone()),
-            frozen: standing.frozen || book.frozen().is_positive(),
-            balance: book.balance(),
-            held: book.held(),
-            available: book.available(),
-            overdraft: book.overdraft,
-            id,
-        })
-        .collect();
-    Ok(CustomersPage {
-        customers,
-        next_cursor,
-    })
-}
-
 /// The customers by id, a page at a time: plan, frozen, and balance, held and available
 /// credits, as the customer view gives them.
 #[utoipa::path(get, path = "/v1/customers", params(CustomersQuery),
@@ -99,7 +41,12 @@ pub async fn customers(
     let q = query.q.map(|q| identifier("q", &q)).transpose()?;
     let after = query.cursor.map(|c| identifier("cursor", &c)).transpose()?;
     Ok(Json(
-        customers_page(&state, q.as_deref(), after.as_deref(), limit).await?,
+        customers_page(
+            &state.store,
+            (q.as_deref(), after.as_deref(), limit),
+            state.clock.now(),
+        )
+        .await?,
     ))
 }
 

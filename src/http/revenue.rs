@@ -3,83 +3,22 @@
 
 use super::AppState;
 use super::extract::{ApiQuery, Caller, identifier};
-use crate::domain::Timestamp;
-use crate::domain::margin::{Group, MarginBy, MarginRow, margin_rows};
-use crate::domain::money::currency_minor_units;
+use crate::domain::margin::MarginBy;
+use crate::domain::reports::{RollforwardRow, WaterfallRow};
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
-use crate::store::Store;
-use crate::store::keys::Scope;
-use crate::store::operators::{OperatorAction, OperatorActionKind};
-use crate::store::overage::OverageRow;
-use crate::store::reports::{
-    JournalCursor, JournalRow, RollforwardRow, Schedule, WaterfallRow, csv_field, money,
+use crate::service::revenue::{
+    Format, MarginLine, close, date_range, journal_body, margin_csv, margin_lines, month_range,
+    rollforward_csv, schedule_csv, waterfall_csv,
 };
+use crate::store::keys::Scope;
+use crate::store::overage::OverageRow;
 use axum::Json;
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-
-/// Months one roll-forward or waterfall may span: a limit on everything.
-pub const MAX_REPORT_MONTHS: u32 = 1_200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Csv,
-}
-
-fn format_of(text: Option<&str>) -> Result<Format> {
-    match text.unwrap_or("json") {
-        "json" => Ok(Format::Json),
-        "csv" => Ok(Format::Csv),
-        other => Err(Error::invalid(
-            "format",
-            format!("{other:?} is not json or csv"),
-        )),
-    }
-}
-
-/// A date range, `from` and `to` inclusive, as the half-open range of instants it covers.
-pub fn date_range(from: &str, to: &str) -> Result<(Timestamp, Timestamp)> {
-    let parse = |field: &str, text: &str| {
-        let bad = || Error::invalid(field, format!("{text:?} is not a date YYYY-MM-DD"));
-        if text.len() != 10 {
-            return Err(bad());
-        }
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())
-    };
-    let (from, to) = (parse("from", from)?, parse("to", to)?);
-    if from > to {
-        return Err(Error::invalid("to", "is before from"));
-    }
-    let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
-    let end = (to + chrono::Days::new(1))
-        .and_time(chrono::NaiveTime::MIN)
-        .and_utc();
-    Ok((start, end))
-}
-
-/// A month range, `from` and `to` inclusive.
-pub fn month_range(from: &str, to: &str) -> Result<(Period, Period)> {
-    let from: Period = from.parse().map_err(|e| Error::invalid("from", e))?;
-    let to: Period = to.parse().map_err(|e| Error::invalid("to", e))?;
-    if from > to {
-        return Err(Error::invalid("to", "is before from"));
-    }
-    let months = (to.year - from.year) * 12 + to.month as i32 - from.month as i32 + 1;
-    if months > MAX_REPORT_MONTHS as i32 {
-        return Err(Error::invalid(
-            "to",
-            format!("a report spans at most {MAX_REPORT_MONTHS} months"),
-        ));
-    }
-    Ok((from, to))
-}
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -90,81 +29,6 @@ pub struct JournalQuery {
     to: String,
     /// `json` (default) or `csv`.
     format: Option<String>,
-}
-
-/// The journal as a stream of text chunks, one page of lines at a time: JSON
-/// (`{"from", "to", "lines": [...]}`) or CSV with a header.
-pub fn journal_stream(
-    store: Store,
-    from: Timestamp,
-    to: Timestamp,
-    format: Format,
-) -> impl futures_util::Stream<Item = Result<String>> + Send + 'static {
-    enum Step {
-        Start,
-        After(JournalCursor, bool),
-        Done,
-    }
-    futures_util::stream::unfold(Step::Start, move |step| {
-        let store = store.clone();
-        async move {
-            let (after, first) = match step {
-                Step::Done => return None,
-                Step::Start => {
-                    let head = match format {
-                        Format::Csv => format!("{}\n", JournalRow::CSV_HEADER),
-                        Format::Json => format!(
-                            "{{\"from\":\"{}\",\"to\":\"{}\",\"lines\":[",
-                            from.date_naive(),
-                            (to - chrono::Days::new(1)).date_naive()
-                        ),
-                    };
-                    return Some((Ok(head), Step::After(JournalCursor::default(), true)));
-                }
-                Step::After(after, first) => (after, first),
-            };
-            match store.journal_page(from, to, &after).await {
-                Err(e) => Some((Err(e), Step::Done)),
-                Ok((rows, None)) => {
-                    debug_assert!(rows.is_empty());
-                    let tail = match format {
-                        Format::Csv => String::new(),
-                        Format::Json => "]}".to_owned(),
-                    };
-                    Some((Ok(tail), Step::Done))
-                }
-                Ok((rows, Some(last))) => {
-                    let mut chunk = String::new();
-                    for (index, row) in rows.iter().enumerate() {
-                        match format {
-                            Format::Csv => chunk.push_str(&row.to_csv()),
-                            Format::Json => {
-                                if !(first && index == 0) {
-                                    chunk.push(',');
-                                }
-                                chunk.push_str(
-                                    &serde_json::to_string(row).expect("a row serializes"),
-                                );
-                            }
-                        }
-                    }
-                    Some((Ok(chunk), Step::After(last, false)))
-                }
-            }
-        }
-    })
-}
-
-/// The journal from `from` to `to` as a streamed body. A failure mid-stream ends the body
-/// early (the status line is gone) and is logged once, here.
-pub fn journal_body(store: Store, from: Timestamp, to: Timestamp, format: Format) -> Body {
-    let stream = futures_util::StreamExt::map(journal_stream(store, from, to, format), |chunk| {
-        chunk.map(Bytes::from).map_err(|e| {
-            tracing::error!(error = %e, "journal export failed mid-stream");
-            std::io::Error::other("journal export failed")
-        })
-    });
-    Body::from_stream(stream)
 }
 
 fn content_type(format: Format) -> HeaderValue {
@@ -183,7 +47,7 @@ pub async fn journal(
     ApiQuery(q): ApiQuery<JournalQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let format = format_of(q.format.as_deref())?;
+    let format = Format::parse(q.format.as_deref())?;
     let (from, to) = date_range(&q.from, &q.to)?;
     let mut response = journal_body(state.store.clone(), from, to, format).into_response();
     response
@@ -217,40 +81,6 @@ fn csv_response(body: String) -> Response {
     response
 }
 
-pub fn rollforward_csv(rows: &[RollforwardRow]) -> String {
-    let mut out = format!("{}\n", RollforwardRow::CSV_HEADER);
-    rows.iter().for_each(|r| out.push_str(&r.to_csv()));
-    out
-}
-
-pub fn waterfall_csv(rows: &[WaterfallRow], from: Period, to: Period) -> String {
-    let mut periods = Vec::new();
-    let mut period = from;
-    while period <= to {
-        periods.push(period.to_string());
-        period = period.next();
-    }
-    let mut out = format!(
-        "booked_period,currency,billed,{},deferred\n",
-        periods.join(",")
-    );
-    for row in rows {
-        let cells: Vec<&str> = periods
-            .iter()
-            .map(|p| row.recognized.get(p).map_or("0", String::as_str))
-            .collect();
-        out.push_str(&format!(
-            "{},{},{},{},{}\n",
-            row.booked_period,
-            row.currency,
-            row.billed,
-            cells.join(","),
-            row.deferred
-        ));
-    }
-    out
-}
-
 #[utoipa::path(get, path = "/v1/revenue/rollforward", params(MonthsQuery),
     responses((status = 200, body = RollforwardReport), (status = 422)), security(("bearer" = [])))]
 pub async fn rollforward(
@@ -259,7 +89,7 @@ pub async fn rollforward(
     ApiQuery(q): ApiQuery<MonthsQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let format = format_of(q.format.as_deref())?;
+    let format = Format::parse(q.format.as_deref())?;
     let (from, to) = month_range(&q.from, &q.to)?;
     let rows = state.store.rollforward(from, to).await?;
     Ok(match format {
@@ -282,7 +112,7 @@ pub async fn waterfall(
     ApiQuery(q): ApiQuery<MonthsQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let format = format_of(q.format.as_deref())?;
+    let format = Format::parse(q.format.as_deref())?;
     let (from, to) = month_range(&q.from, &q.to)?;
     let rows = state.store.waterfall(from, to).await?;
     Ok(match format {
@@ -304,96 +134,6 @@ pub struct MarginQuery {
     format: Option<String>,
 }
 
-/// One month and group of the margin report.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MarginLine {
-    pub month: String,
-    pub currency: String,
-    /// The action, feature, plan or customer; null for consumption under no plan, and for
-    /// revenue no consumption was recorded for (`unattributed`).
-    pub group: Option<String>,
-    pub unattributed: bool,
-    pub credits: String,
-    /// Credits of actions with no `vendor_cost`: not in `vendor_cost`.
-    pub uncosted_credits: String,
-    /// Usage revenue recognized from the grants consumed.
-    pub revenue: String,
-    /// Overage billed in arrears.
-    pub overage: String,
-    pub vendor_cost: String,
-    /// revenue + overage - vendor_cost.
-    pub margin: String,
-}
-
-impl MarginLine {
-    const CSV_HEADER: &'static str = "month,currency,group,unattributed,credits,uncosted_credits,revenue,overage,vendor_cost,margin";
-
-    fn of(row: MarginRow) -> MarginLine {
-        let (group, unattributed) = match row.group {
-            Group::Of(id) => (Some(id), false),
-            Group::Without => (None, false),
-            Group::Unattributed => (None, true),
-        };
-        // Money to the currency's minor unit at least; costs keep their six places.
-        let exact = |value: rust_decimal::Decimal| {
-            let minor = currency_minor_units(&row.currency);
-            let mut value = value.normalize();
-            if value.scale() < minor {
-                value.rescale(minor);
-            }
-            value.to_string()
-        };
-        MarginLine {
-            group,
-            unattributed,
-            credits: row.credits.to_string(),
-            uncosted_credits: row.uncosted_credits.to_string(),
-            revenue: money(row.revenue, &row.currency),
-            overage: money(row.overage, &row.currency),
-            vendor_cost: exact(row.vendor_cost),
-            margin: exact(row.margin),
-            month: row.month,
-            currency: row.currency,
-        }
-    }
-
-    fn to_csv(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
-            self.month,
-            self.currency,
-            csv_field(self.group.as_deref().unwrap_or("")),
-            self.unattributed,
-            self.credits,
-            self.uncosted_credits,
-            self.revenue,
-            self.overage,
-            self.vendor_cost,
-            self.margin
-        )
-    }
-}
-
-/// The margin report's lines, `from` to `to`, grouped `by`.
-pub async fn margin_lines(
-    state: &AppState,
-    from: Period,
-    to: Period,
-    by: MarginBy,
-) -> Result<Vec<MarginLine>> {
-    let (revenue, costs) = state.store.margin_sums(from, to, by).await?;
-    Ok(margin_rows(revenue, costs, &state.catalog.currency)
-        .into_iter()
-        .map(MarginLine::of)
-        .collect())
-}
-
-pub fn margin_csv(rows: &[MarginLine]) -> String {
-    let mut out = format!("{}\n", MarginLine::CSV_HEADER);
-    rows.iter().for_each(|r| out.push_str(&r.to_csv()));
-    out
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct MarginReport {
     from: String,
@@ -413,7 +153,7 @@ pub async fn margin(
     ApiQuery(q): ApiQuery<MarginQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let format = format_of(q.format.as_deref())?;
+    let format = Format::parse(q.format.as_deref())?;
     let (from, to) = month_range(&q.from, &q.to)?;
     let by = match q.by.as_deref() {
         None => MarginBy::Action,
@@ -424,7 +164,7 @@ pub async fn margin(
             )
         })?,
     };
-    let rows = margin_lines(&state, from, to, by).await?;
+    let rows = margin_lines(&state.store, &state.catalog.currency, (from, to), by).await?;
     Ok(match format {
         Format::Json => Json(MarginReport {
             from: from.to_string(),
@@ -485,28 +225,6 @@ pub struct FormatQuery {
     format: Option<String>,
 }
 
-pub fn schedule_csv(schedule: &Schedule) -> String {
-    let mut out = String::from(
-        "grant,period,billed,usage_recognized,platform_recognized,breakage,refunded,revenue_reversed,transferred,deferred\n",
-    );
-    for r in &schedule.periods {
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
-            csv_field(&schedule.grant),
-            r.period,
-            r.billed,
-            r.usage_recognized,
-            r.platform_recognized,
-            r.breakage,
-            r.refunded,
-            r.revenue_reversed,
-            r.transferred,
-            r.deferred
-        ));
-    }
-    out
-}
-
 #[utoipa::path(get, path = "/v1/revenue/grants/{id}/schedule", params(("id" = String, Path), FormatQuery),
     responses((status = 200, description = "The grant's revenue schedule"), (status = 404)),
     security(("bearer" = [])))]
@@ -517,7 +235,7 @@ pub async fn schedule(
     ApiQuery(q): ApiQuery<FormatQuery>,
 ) -> Result<Response> {
     caller.require(Scope::Finance)?;
-    let format = format_of(q.format.as_deref())?;
+    let format = Format::parse(q.format.as_deref())?;
     let id = identifier("id", &id)?;
     let schedule = state
         .store
@@ -539,26 +257,6 @@ pub struct Closed {
     closed_by: Option<String>,
 }
 
-/// Closes `period` if it has ended, after the postings due by now; when it was closed.
-pub async fn close(
-    state: &AppState,
-    period: Period,
-    key_id: &str,
-) -> Result<entity::revenue_periods::Model> {
-    let now = state.clock.now();
-    if period.end() > now {
-        return Err(Error::PeriodNotEnded(period.to_string()));
-    }
-    crate::jobs::run_due(&state.store, now).await?;
-    let actor = OperatorAction::new(
-        key_id,
-        OperatorActionKind::PeriodClose,
-        serde_json::json!({"period": period.to_string()}),
-    )
-    .on(&period.to_string());
-    state.store.close_period(period, now, &actor).await
-}
-
 /// Locks a period that has ended. Time-driven postings due by now (expiries, the platform
 /// part's days) are made first, so the period closes with them. Closing again changes nothing.
 #[utoipa::path(post, path = "/v1/revenue/periods/{period}/close", params(("period" = String, Path)),
@@ -570,7 +268,7 @@ pub async fn close_period(
 ) -> Result<Json<Closed>> {
     caller.require(Scope::Finance)?;
     let period: Period = period.parse().map_err(|e| Error::invalid("period", e))?;
-    let closed = close(&state, period, caller.key_id()).await?;
+    let closed = close(&state.store, period, caller.key_id(), state.clock.now()).await?;
     Ok(Json(Closed {
         period: period.to_string(),
         status: "closed",

@@ -8,7 +8,7 @@ use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::{ApiQuery, identifier};
-use crate::http::reads::{CustomerRow, customers_page};
+use crate::service::customers::{CustomerRow, customers_page};
 use crate::store::keys::Scope;
 use crate::store::ledger::EntryView;
 use crate::store::outbox::OutboxStatus;
@@ -116,7 +116,12 @@ pub async fn admin(
     let q = query.q.filter(|q| !q.trim().is_empty());
     let q = q.map(|q| identifier("q", q.trim())).transpose()?;
     let cursor = query.cursor.map(|c| identifier("cursor", &c)).transpose()?;
-    let page = customers_page(&state, q.as_deref(), cursor.as_deref(), CUSTOMERS_PAGE).await?;
+    let page = customers_page(
+        &state.store,
+        (q.as_deref(), cursor.as_deref(), CUSTOMERS_PAGE),
+        state.clock.now(),
+    )
+    .await?;
     state.pages.page(
         StatusCode::OK,
         &AdminPage {

@@ -6,20 +6,21 @@
 use super::chart::{self, StackedBars};
 use super::session::SignedIn;
 use crate::domain::margin::MarginBy;
+use crate::domain::money::Money;
+use crate::domain::reports::{RollforwardRow, Schedule};
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::{ApiQuery, identifier};
-use crate::http::revenue::{self, Format, MarginLine};
+use crate::service::revenue::{self, Format, MarginLine};
 use crate::store::keys::Scope;
-use crate::store::reports::{Lot, RollforwardRow, Schedule};
+use crate::store::reports::Lot;
 use askama::Template;
 use axum::Form;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 
 /// Months the finance page shows when none are asked for.
@@ -41,9 +42,9 @@ pub struct MonthsQuery {
 struct WaterfallLine {
     booked_period: String,
     currency: String,
-    billed: String,
-    cells: Vec<String>,
-    deferred: String,
+    billed: Money,
+    cells: Vec<Money>,
+    deferred: Money,
 }
 
 #[derive(Template)]
@@ -104,16 +105,15 @@ fn revenue_chart(rows: &[RollforwardRow], months: &[String], currency: &str) -> 
     let groups: Vec<String> = ["usage", "platform", "breakage", "refunds"]
         .map(String::from)
         .to_vec();
-    let amount = |text: &str| text.parse::<Decimal>().unwrap_or_default();
     let mut points = Vec::new();
     for row in rows.iter().filter(|r| r.currency == currency) {
         let Some(slot) = months.iter().position(|m| *m == row.period) else {
             continue;
         };
-        points.push((slot, groups[0].clone(), amount(&row.usage_recognized)));
-        points.push((slot, groups[1].clone(), amount(&row.platform_recognized)));
-        points.push((slot, groups[2].clone(), amount(&row.breakage)));
-        points.push((slot, groups[3].clone(), -amount(&row.revenue_reversed)));
+        points.push((slot, groups[0].clone(), row.usage_recognized.value()));
+        points.push((slot, groups[1].clone(), row.platform_recognized.value()));
+        points.push((slot, groups[2].clone(), row.breakage.value()));
+        points.push((slot, groups[3].clone(), -row.revenue_reversed.value()));
     }
     chart::stacked(months.len(), &groups, &points)
 }
@@ -137,7 +137,7 @@ async fn finance_page(
         .map(|row| WaterfallLine {
             cells: months
                 .iter()
-                .map(|m| row.recognized.get(m).cloned().unwrap_or_default())
+                .map(|m| row.recognized.get(m).copied().unwrap_or_default())
                 .collect(),
             booked_period: row.booked_period,
             currency: row.currency,
@@ -145,10 +145,8 @@ async fn finance_page(
             deferred: row.deferred,
         })
         .collect();
-    let margin = revenue::margin_lines(state, from, to, MarginBy::Plan).await?;
-    let costed = margin
-        .iter()
-        .any(|m| m.vendor_cost.parse::<Decimal>().is_ok_and(|c| !c.is_zero()));
+    let margin = revenue::margin_lines(&state.store, &currency, (from, to), MarginBy::Plan).await?;
+    let costed = margin.iter().any(|m| !m.vendor_cost.is_zero());
     state.pages.page(
         status,
         &FinancePage {
@@ -218,7 +216,14 @@ pub async fn close(
     if form.confirm.as_deref() != Some("yes") {
         return refuse(format!("Tick the box to confirm closing {period}.")).await;
     }
-    match revenue::close(&state, period, &signed_in.session.key_id).await {
+    match revenue::close(
+        &state.store,
+        period,
+        &signed_in.session.key_id,
+        state.clock.now(),
+    )
+    .await
+    {
         Ok(_) => Ok(Redirect::to(&format!("/finance?closed={period}")).into_response()),
         Err(Error::PeriodNotEnded(p)) => {
             refuse(format!(
@@ -261,7 +266,13 @@ pub async fn export(
             to,
         )),
         "margin.csv" => Body::from(revenue::margin_csv(
-            &revenue::margin_lines(&state, from, to, MarginBy::Action).await?,
+            &revenue::margin_lines(
+                &state.store,
+                &state.catalog.currency,
+                (from, to),
+                MarginBy::Action,
+            )
+            .await?,
         )),
         _ => return Err(Error::NotFound),
     };

@@ -244,6 +244,11 @@ impl Store {
         Ok((permit, txn))
     }
 
+    /// The gate's rules from configuration this store decides by.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }

@@ -6,7 +6,8 @@ use super::Store;
 use super::rows::timestamp;
 use crate::domain::Timestamp;
 use crate::domain::margin::{CostSum, Group, MarginBy, RevenueSum};
-use crate::domain::money::{Credits, currency_minor_units};
+use crate::domain::money::{Credits, Money};
+use crate::domain::reports::{self, JournalSum, RollforwardRow, Schedule, WaterfallRow};
 use crate::domain::revrec::{Account, Period, PostingKind};
 use crate::error::{Error, Result};
 use entity::{journal_lines, revenue_lots, revenue_periods};
@@ -16,17 +17,9 @@ use sea_orm::{
     QuerySelect, Statement,
 };
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// Journal lines per page read: the bound on what an export holds in memory at once.
 pub const JOURNAL_PAGE_LINES: u64 = 2_000;
-
-/// Money as accountants read it: to the currency's minor unit.
-pub fn money(amount: Credits, currency: &str) -> String {
-    let mut value = amount.value();
-    value.rescale(currency_minor_units(currency));
-    value.to_string()
-}
 
 /// Where a journal page ends: the booking time, entry and line of its last line.
 #[derive(Debug, Clone, Default)]
@@ -49,8 +42,8 @@ pub struct JournalRow {
     pub adjustment: bool,
     pub kind: String,
     pub account: String,
-    pub debit: String,
-    pub credit: String,
+    pub debit: Money,
+    pub credit: Money,
     pub currency: String,
     pub customer: String,
     pub grant: Option<String>,
@@ -65,8 +58,8 @@ impl JournalRow {
     fn from_model(row: journal_lines::Model) -> Result<JournalRow> {
         let booked = timestamp(row.booked_at)?;
         Ok(JournalRow {
-            debit: money(Credits::from_micros(row.debit), &row.currency),
-            credit: money(Credits::from_micros(row.credit), &row.currency),
+            debit: Money::from_micros(row.debit).shown(&row.currency),
+            credit: Money::from_micros(row.credit).shown(&row.currency),
             entry_id: row.entry_id,
             line: row.line,
             date: booked.date_naive().to_string(),
@@ -95,8 +88,8 @@ impl JournalRow {
             self.adjustment.to_string(),
             self.kind.clone(),
             self.account.clone(),
-            self.debit.clone(),
-            self.credit.clone(),
+            self.debit.to_string(),
+            self.credit.to_string(),
             self.currency.clone(),
             csv_field(&self.customer),
             csv_field(self.grant.as_deref().unwrap_or("")),
@@ -126,77 +119,6 @@ pub fn csv_field(value: &str) -> String {
     }
 }
 
-/// One period and currency of the roll-forward: opening deferred + billings - recognized -
-/// breakage - refunds = closing. `closing` is read from the deferred accounts themselves, so the
-/// identity is a check, not a definition.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct RollforwardRow {
-    pub period: String,
-    pub currency: String,
-    pub opening: String,
-    pub billings: String,
-    pub recognized: String,
-    pub breakage: String,
-    pub refunds: String,
-    pub closing: String,
-    /// Revenue reversed by refunds beyond the deferral (contra-revenue `refunds`).
-    pub revenue_reversed: String,
-    /// Overage billed in arrears (`unbilled_receivable` / `usage_revenue`), outside deferral.
-    pub overage: String,
-    /// Of `recognized`, what credits consumed recognized (`usage_revenue`).
-    pub usage_recognized: String,
-    /// Of `recognized`, the platform part recognized over the period (`subscription_revenue`).
-    pub platform_recognized: String,
-}
-
-impl RollforwardRow {
-    pub const CSV_HEADER: &'static str = "period,currency,opening,billings,recognized,breakage,refunds,closing,revenue_reversed,overage,usage_recognized,platform_recognized";
-
-    pub fn to_csv(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            self.period,
-            self.currency,
-            self.opening,
-            self.billings,
-            self.recognized,
-            self.breakage,
-            self.refunds,
-            self.closing,
-            self.revenue_reversed,
-            self.overage,
-            self.usage_recognized,
-            self.platform_recognized
-        )
-    }
-}
-
-/// Revenue of lots booked in one period, by the period it was recognized in.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct WaterfallRow {
-    pub booked_period: String,
-    pub currency: String,
-    pub billed: String,
-    /// Recognized (usage, platform access and breakage), per period from `from` to `to`.
-    pub recognized: BTreeMap<String, String>,
-    /// Still deferred at the end of `to`.
-    pub deferred: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ScheduleRow {
-    pub period: String,
-    pub billed: String,
-    pub usage_recognized: String,
-    pub platform_recognized: String,
-    pub breakage: String,
-    pub refunded: String,
-    pub revenue_reversed: String,
-    pub transferred: String,
-    /// Deferred (credits and platform part) at the end of the period.
-    pub deferred: String,
-}
-
 /// A paid grant as the finance pages list it.
 #[derive(Debug, Clone)]
 pub struct Lot {
@@ -204,41 +126,10 @@ pub struct Lot {
     pub catalog_item: String,
     pub currency: String,
     /// The part paid for credits.
-    pub price: String,
+    pub price: Money,
     pub credits: Credits,
     pub booked_period: String,
     pub created_at: Timestamp,
-}
-
-/// One grant's schedule: its price and, per period, what was billed, recognized, broken, refunded
-/// and left deferred; and the lot's totals, which must equal the journal's.
-#[derive(Debug, Clone, Serialize)]
-pub struct Schedule {
-    pub grant: String,
-    pub customer: String,
-    pub currency: String,
-    /// What was paid for the grant, net of tax.
-    pub paid: String,
-    /// The part of it paid for credits.
-    pub price: String,
-    /// The platform part (plans with `platform_share`).
-    pub platform: String,
-    pub credits: String,
-    pub breakage_method: String,
-    pub expected_unused: Option<String>,
-    pub periods: Vec<ScheduleRow>,
-    pub totals: ScheduleTotals,
-}
-
-/// price + platform = deferred + recognized + breakage + refunded + transferred, where
-/// recognized is net of refunds beyond the deferral.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScheduleTotals {
-    pub deferred: String,
-    pub recognized: String,
-    pub breakage: String,
-    pub refunded: String,
-    pub transferred: String,
 }
 
 /// `SUM(debit)` and `SUM(credit)` of a grouped journal query, as BIGINT on both engines
@@ -260,13 +151,29 @@ impl JournalSums for sea_orm::Select<journal_lines::Entity> {
     }
 }
 
-/// One waterfall row while it is summed: billed, still deferred, recognized by period.
-type WaterfallSums = (i64, i64, BTreeMap<String, i64>);
-
 /// Sums of debit and credit, by the keys of a GROUP BY.
 struct Sums {
     debit: i64,
     credit: i64,
+}
+
+impl Sums {
+    /// As the reports' rules read them: the kind of posting and the account, parsed.
+    fn of(&self, kind: &str, account: &str) -> Result<JournalSum> {
+        Ok(JournalSum {
+            kind: PostingKind::parse(kind)
+                .ok_or_else(|| Error::Internal(format!("journal kind {kind:?}")))?,
+            account: Account::parse(account)
+                .ok_or_else(|| Error::Internal(format!("journal account {account:?}")))?,
+            debit: Money::from_micros(self.debit),
+            credit: Money::from_micros(self.credit),
+        })
+    }
+}
+
+fn parse_period(text: &str) -> Result<Period> {
+    text.parse()
+        .map_err(|e| Error::Internal(format!("journal period {text:?}: {e}")))
 }
 
 impl Store {
@@ -356,103 +263,18 @@ impl Store {
                 ),
                 4,
             )
-            .await?;
-        #[derive(Default, Clone, Copy)]
-        struct Movement {
-            deferred: i64,
-            billings: i64,
-            recognized: i64,
-            usage: i64,
-            platform: i64,
-            breakage: i64,
-            refunds: i64,
-            reversed: i64,
-            overage: i64,
-        }
-        let mut by_key: BTreeMap<(String, String), Movement> = BTreeMap::new();
-        let mut currencies = std::collections::BTreeSet::new();
-        for (keys, s) in sums {
-            let [period, currency, kind, account] = &keys[..] else {
-                return Err(Error::Internal("roll-forward row shape".into()));
-            };
-            currencies.insert(currency.clone());
-            let account = Account::parse(account)
-                .ok_or_else(|| Error::Internal(format!("journal account {account:?}")))?;
-            let net = s.credit - s.debit;
-            let m = by_key
-                .entry((period.clone(), currency.clone()))
-                .or_default();
-            let is_billing = [PostingKind::PackPayment, PostingKind::PlanPayment]
-                .iter()
-                .any(|k| k.as_str() == kind);
-            if account.is_deferred() {
-                m.deferred += net;
-                if is_billing {
-                    m.billings += net;
-                }
-            }
-            match account {
-                Account::UsageRevenue | Account::SubscriptionRevenue
-                    if kind == PostingKind::Overage.as_str() =>
-                {
-                    m.overage += net
-                }
-                Account::UsageRevenue => {
-                    m.recognized += net;
-                    m.usage += net;
-                }
-                Account::SubscriptionRevenue => {
-                    m.recognized += net;
-                    m.platform += net;
-                }
-                Account::BreakageRevenue => m.breakage += net,
-                Account::Refunds => m.reversed += s.debit - s.credit,
-                _ => {}
-            }
-            if kind == PostingKind::Refund.as_str() || kind == PostingKind::RefundReversal.as_str()
-            {
-                match account {
-                    // Cash paid back, less what reversed revenue: what left the deferral.
-                    Account::Cash => m.refunds += s.credit - s.debit,
-                    Account::Refunds => m.refunds -= s.debit - s.credit,
-                    _ => {}
-                }
-            }
-        }
-        let mut rows = Vec::new();
-        for currency in currencies {
-            let mut balance: i64 = by_key
-                .iter()
-                .filter(|((p, c), _)| c == &currency && p.as_str() < from.to_string().as_str())
-                .map(|(_, m)| m.deferred)
-                .sum();
-            let mut period = from;
-            while period <= to {
-                let m = by_key
-                    .get(&(period.to_string(), currency.clone()))
-                    .copied()
-                    .unwrap_or_default();
-                let opening = balance;
-                balance += m.deferred;
-                let f = |v: i64| money(Credits::from_micros(v), &currency);
-                rows.push(RollforwardRow {
-                    period: period.to_string(),
-                    currency: currency.clone(),
-                    opening: f(opening),
-                    billings: f(m.billings),
-                    recognized: f(m.recognized),
-                    breakage: f(m.breakage),
-                    refunds: f(m.refunds),
-                    closing: f(balance),
-                    revenue_reversed: f(m.reversed),
-                    overage: f(m.overage),
-                    usage_recognized: f(m.usage),
-                    platform_recognized: f(m.platform),
-                });
-                period = period.next();
-            }
-        }
-        Ok(rows)
+            .await?
+            .into_iter()
+            .map(|(keys, s)| match &keys[..] {
+                [period, currency, kind, account] => Ok((
+                    parse_period(period)?,
+                    currency.clone(),
+                    s.of(kind, account)?,
+                )),
+                _ => Err(Error::Internal("roll-forward row shape".into())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(reports::rollforward(sums, from, to))
     }
 
     /// The margin report's sums, `from` to `to` (months, inclusive): the journal's usage revenue
@@ -544,76 +366,39 @@ impl Store {
     /// The deferred revenue waterfall: revenue recognized per period (columns, `from` to `to`)
     /// of the lots booked in each period up to `to` (rows).
     pub async fn waterfall(&self, from: Period, to: Period) -> Result<Vec<WaterfallRow>> {
-        let revenue_accounts = "'usage_revenue', 'subscription_revenue', 'breakage_revenue'";
-        let deferred_accounts = "'contract_liability', 'deferred_platform'";
-        let recognized = self
+        let accounts = [
+            Account::ContractLiability,
+            Account::DeferredPlatform,
+            Account::UsageRevenue,
+            Account::SubscriptionRevenue,
+            Account::BreakageRevenue,
+        ]
+        .map(|a| format!("'{}'", a.as_str()))
+        .join(", ");
+        let sums = self
             .sums(
                 &format!(
-                    "SELECT l.booked_period, j.period, j.currency, CAST(SUM(j.debit) AS BIGINT), \
-                 CAST(SUM(j.credit) AS BIGINT) FROM journal_lines j \
-                 JOIN revenue_lots l ON l.grant_id = j.grant_id \
-                 WHERE j.account IN ({revenue_accounts}) AND j.kind <> 'overage' \
-                 AND j.period >= '{from}' AND j.period <= '{to}' \
-                 GROUP BY l.booked_period, j.period, j.currency"
+                    "SELECT l.booked_period, j.period, j.currency, j.kind, j.account, \
+                 CAST(SUM(j.debit) AS BIGINT), CAST(SUM(j.credit) AS BIGINT) \
+                 FROM journal_lines j JOIN revenue_lots l ON l.grant_id = j.grant_id \
+                 WHERE j.account IN ({accounts}) AND j.period <= '{to}' \
+                 GROUP BY l.booked_period, j.period, j.currency, j.kind, j.account"
                 ),
-                3,
+                5,
             )
-            .await?;
-        let deferred = self
-            .sums(
-                &format!(
-                    "SELECT l.booked_period, j.kind, j.currency, CAST(SUM(j.debit) AS BIGINT), \
-                 CAST(SUM(j.credit) AS BIGINT) FROM journal_lines j \
-                 JOIN revenue_lots l ON l.grant_id = j.grant_id \
-                 WHERE j.account IN ({deferred_accounts}) AND j.period <= '{to}' \
-                 GROUP BY l.booked_period, j.kind, j.currency"
-                ),
-                3,
-            )
-            .await?;
-        let mut rows: BTreeMap<(String, String), WaterfallSums> = BTreeMap::new();
-        for (keys, s) in deferred {
-            let [booked, kind, currency] = &keys[..] else {
-                return Err(Error::Internal("waterfall row shape".into()));
-            };
-            let row = rows.entry((currency.clone(), booked.clone())).or_default();
-            row.1 += s.credit - s.debit;
-            if kind == PostingKind::PackPayment.as_str()
-                || kind == PostingKind::PlanPayment.as_str()
-            {
-                row.0 += s.credit - s.debit;
-            }
-        }
-        for (keys, s) in recognized {
-            let [booked, period, currency] = &keys[..] else {
-                return Err(Error::Internal("waterfall row shape".into()));
-            };
-            let row = rows.entry((currency.clone(), booked.clone())).or_default();
-            *row.2.entry(period.clone()).or_default() += s.credit - s.debit;
-        }
-        Ok(rows
+            .await?
             .into_iter()
-            .filter(|(_, (billed, deferred, cells))| {
-                *billed != 0 || *deferred != 0 || cells.values().any(|v| *v != 0)
+            .map(|(keys, s)| match &keys[..] {
+                [booked, period, currency, kind, account] => Ok((
+                    parse_period(booked)?,
+                    parse_period(period)?,
+                    currency.clone(),
+                    s.of(kind, account)?,
+                )),
+                _ => Err(Error::Internal("waterfall row shape".into())),
             })
-            .map(|((currency, booked), (billed, deferred, cells))| {
-                let f = |v: i64| money(Credits::from_micros(v), &currency);
-                let mut recognized = BTreeMap::new();
-                let mut period = from;
-                while period <= to {
-                    let key = period.to_string();
-                    recognized.insert(key.clone(), f(cells.get(&key).copied().unwrap_or(0)));
-                    period = period.next();
-                }
-                WaterfallRow {
-                    booked_period: booked,
-                    billed: f(billed),
-                    recognized,
-                    deferred: f(deferred),
-                    currency,
-                }
-            })
-            .collect())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(reports::waterfall(sums, from, to))
     }
 
     /// A customer's paid grants (those with a revenue schedule), newest first, at most `limit`.
@@ -628,7 +413,7 @@ impl Store {
         lots.into_iter()
             .map(|l| {
                 Ok(Lot {
-                    price: money(Credits::from_micros(l.price), &l.currency),
+                    price: Money::from_micros(l.price).shown(&l.currency),
                     credits: Credits::from_micros(l.credits),
                     grant: l.grant_id,
                     catalog_item: l.catalog_item,
@@ -642,13 +427,13 @@ impl Store {
 
     /// One grant's schedule; none when the grant has no lot (unknown, or not paid).
     pub async fn schedule(&self, grant_id: &str) -> Result<Option<Schedule>> {
-        let Some(lot) = revenue_lots::Entity::find_by_id(grant_id.to_owned())
+        let Some(row) = revenue_lots::Entity::find_by_id(grant_id.to_owned())
             .one(self.connection())
             .await?
         else {
             return Ok(None);
         };
-        let rows = journal_lines::Entity::find()
+        let sums = journal_lines::Entity::find()
             .select_only()
             .column(journal_lines::Column::Period)
             .column(journal_lines::Column::Kind)
@@ -658,103 +443,25 @@ impl Store {
             .group_by(journal_lines::Column::Period)
             .group_by(journal_lines::Column::Kind)
             .group_by(journal_lines::Column::Account)
-            .order_by_asc(journal_lines::Column::Period)
             .into_tuple::<(String, String, String, i64, i64)>()
             .all(self.connection())
-            .await?;
-        let currency = lot.currency.clone();
-        let f = |v: i64| money(Credits::from_micros(v), &currency);
-        #[derive(Default)]
-        struct Row {
-            billed: i64,
-            usage: i64,
-            platform: i64,
-            breakage: i64,
-            refunded: i64,
-            reversed: i64,
-            transferred: i64,
-            deferred: i64,
-        }
-        let mut periods: BTreeMap<String, Row> = BTreeMap::new();
-        for (period, kind, account, debit, credit) in rows {
-            let r = periods.entry(period).or_default();
-            let net = credit - debit;
-            let account = Account::parse(&account)
-                .ok_or_else(|| Error::Internal(format!("journal account {account:?}")))?;
-            if account.is_deferred() {
-                r.deferred += net;
-                if kind == PostingKind::PackPayment.as_str()
-                    || kind == PostingKind::PlanPayment.as_str()
-                {
-                    r.billed += net;
-                }
-                if kind == PostingKind::Transfer.as_str() {
-                    r.transferred -= net;
-                }
-            }
-            match account {
-                Account::UsageRevenue => r.usage += net,
-                Account::SubscriptionRevenue => r.platform += net,
-                Account::BreakageRevenue => r.breakage += net,
-                Account::Refunds => r.reversed += debit - credit,
-                Account::Cash
-                    if kind == PostingKind::Refund.as_str()
-                        || kind == PostingKind::RefundReversal.as_str() =>
-                {
-                    r.refunded += credit - debit
-                }
-                _ => {}
-            }
-        }
-        let mut running = 0;
-        let periods = periods
+            .await?
             .into_iter()
-            .map(|(period, r)| {
-                running += r.deferred;
-                ScheduleRow {
-                    period,
-                    billed: f(r.billed),
-                    usage_recognized: f(r.usage),
-                    platform_recognized: f(r.platform),
-                    breakage: f(r.breakage),
-                    refunded: f(r.refunded),
-                    revenue_reversed: f(r.reversed),
-                    transferred: f(r.transferred),
-                    deferred: f(running),
-                }
+            .map(|(period, kind, account, debit, credit)| {
+                Ok((
+                    parse_period(&period)?,
+                    Sums { debit, credit }.of(&kind, &account)?,
+                ))
             })
-            .collect();
-        let platform_deferred = lot.platform_amount.unwrap_or(0)
-            - lot.platform_recognized.unwrap_or(0)
-            - lot.platform_refunded.unwrap_or(0);
-        let deferred = lot.price
-            - lot.usage_recognized
-            - lot.breakage_recognized
-            - lot.refunded
-            - lot.transferred
-            + platform_deferred;
-        let contra = lot.contra + lot.platform_contra.unwrap_or(0);
-        Ok(Some(Schedule {
-            grant: lot.grant_id.clone(),
-            customer: lot.customer_id.clone(),
-            paid: f(lot.price + lot.platform_amount.unwrap_or(0)),
-            price: f(lot.price),
-            platform: f(lot.platform_amount.unwrap_or(0)),
-            credits: Credits::from_micros(lot.credits).to_string(),
-            breakage_method: lot.breakage.clone(),
-            expected_unused: lot
-                .expected_unused
+            .collect::<Result<Vec<_>>>()?;
+        let customer = row.customer_id.clone();
+        let described = (
+            row.breakage.clone(),
+            row.expected_unused
                 .map(|e| rust_decimal::Decimal::new(e, 6).normalize().to_string()),
-            periods,
-            totals: ScheduleTotals {
-                deferred: f(deferred),
-                recognized: f(lot.usage_recognized + lot.platform_recognized.unwrap_or(0) - contra),
-                breakage: f(lot.breakage_recognized),
-                refunded: f(lot.refunded + lot.platform_refunded.unwrap_or(0) + contra),
-                transferred: f(lot.transferred),
-            },
-            currency,
-        }))
+        );
+        let lot = super::revenue::lot_from_row(row)?;
+        Ok(Some(Schedule::of(&lot, &customer, described, sums)))
     }
 
     /// Closes `period`: nothing more is booked in it. Closing a closed period changes nothing.

@@ -355,7 +355,7 @@ async fn write_journal(
     Ok(())
 }
 
-fn lot_from_row(row: revenue_lots::Model) -> Result<Lot> {
+pub(crate) fn lot_from_row(row: revenue_lots::Model) -> Result<Lot> {
     let c = Credits::from_micros;
     let breakage = match (row.breakage.as_str(), row.expected_unused) {
         ("proportional", Some(e)) => Breakage::Proportional {

@@ -1,0 +1,6 @@
+//! What the edges share: the reads and reports the API, the pages and the CLI give alike. An edge
+//! (a handler, a page, a command of the CLI) parses its input, calls one of these, and shapes the
+//! answer for its own medium; it never calls another edge.
+
+pub mod customers;
+pub mod revenue;
