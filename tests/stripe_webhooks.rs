@@ -7,9 +7,14 @@ use common::{expect_outcome as expect, stripe_event as event};
 
 use chrono::{Duration, TimeZone, Utc};
 use common::{Engine, TestApp, WEBHOOK_SECRET, spawn_app_at, spawn_app_delivered_at};
+use creditbook::domain::billing::{Outcome, OutcomeKind};
+use creditbook::error::Error;
+use creditbook::store::stripe::{StripeTx, StripeWork};
+use futures::future::BoxFuture;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 fn fixture(path: &str) -> String {
     let full = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -997,25 +1002,33 @@ fn checkout_by(stripe_customer: &str, n: u32) -> String {
 /// writer, so its events are group-committed instead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stripe_customers_apply_in_parallel() {
-    use std::any::Any;
+    /// Holds the Stripe customer `cus_held` until released.
+    struct Hold {
+        held: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+        released: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    }
+    impl StripeWork for Hold {
+        fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
+            Box::pin(async move {
+                tx.lock(&["cus_held".to_owned()]).await?;
+                let held = self.held.lock().unwrap().take();
+                let _ = held.expect("applied once").send(());
+                let released = self.released.lock().unwrap().take();
+                let _ = released.expect("applied once").await;
+                tx.commit().await?;
+                Ok(Outcome::new(OutcomeKind::Applied, "held"))
+            })
+        }
+    }
     let app = common::spawn_app(Engine::Postgres).await;
     let (held, is_held) = tokio::sync::oneshot::channel::<()>();
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let store = app.store.clone();
-    let holder = tokio::spawn(async move {
-        store
-            .stripe_transaction(Box::new(move |tx| {
-                Box::pin(async move {
-                    tx.lock(&["cus_held".to_owned()]).await?;
-                    let _ = held.send(());
-                    let _ = released.await;
-                    tx.commit().await?;
-                    Ok(Box::new(()) as Box<dyn Any + Send>)
-                })
-            }))
-            .await
-            .map(|_| ())
+    let hold = Arc::new(Hold {
+        held: Mutex::new(Some(held)),
+        released: Mutex::new(Some(released)),
     });
+    let holder = tokio::spawn(async move { store.stripe_transaction(hold).await.map(|_| ()) });
     is_held.await.unwrap();
     let other = tokio::time::timeout(
         std::time::Duration::from_secs(20),
@@ -1046,27 +1059,29 @@ async fn stripe_customers_apply_in_parallel() {
 /// Events that fail write nothing, and never fail the events committed with them (on SQLite the
 /// events waiting share one transaction, each in a savepoint).
 async fn a_failing_event_fails_alone(app: TestApp) {
-    use std::any::Any;
+    /// Records event `n`, and fails when `n` is odd.
+    struct Record {
+        n: usize,
+        now: chrono::DateTime<Utc>,
+    }
+    impl StripeWork for Record {
+        fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
+            Box::pin(async move {
+                let id = format!("evt_batch_{}", self.n);
+                tx.record_event(&id, "test.event", None, 0, "webhook", "{}", self.now)
+                    .await?;
+                if self.n % 2 == 1 {
+                    return Err(Error::Internal("fails".into()));
+                }
+                tx.commit().await?;
+                Ok(Outcome::new(OutcomeKind::Applied, self.n.to_string()))
+            })
+        }
+    }
     let work = |n: usize| {
         let store = app.store.clone();
         let now = app.now();
-        async move {
-            store
-                .stripe_transaction(Box::new(move |tx| {
-                    Box::pin(async move {
-                        let id = format!("evt_batch_{n}");
-                        tx.record_event(&id, "test.event", None, 0, "webhook", "{}", now)
-                            .await?;
-                        if n % 2 == 1 {
-                            return Err(creditbook::error::Error::Internal("fails".into()));
-                        }
-                        tx.commit().await?;
-                        Ok(Box::new(n) as Box<dyn Any + Send>)
-                    })
-                }))
-                .await
-                .map(|answer| *answer.downcast::<usize>().unwrap())
-        }
+        async move { store.stripe_transaction(Arc::new(Record { n, now })).await }
     };
     let answers = futures::future::join_all((0..40).map(work)).await;
     for (n, answer) in answers.iter().enumerate() {

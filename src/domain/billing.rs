@@ -8,6 +8,7 @@ use super::Timestamp;
 use super::catalog::{Catalog, Pack, Plan};
 use super::money::{AmountError, Credits, SCALE, currency_minor_units};
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::Serialize;
 
 /// How a Stripe customer came to be tied to an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +383,97 @@ pub fn price_share_of_refund(refunded_minor: i64, paid_minor: i64, tax_minor: i6
     let share = Decimal::from(refunded_minor) * Decimal::from(price) / Decimal::from(paid_minor);
     let rounded = share.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
     i64::try_from(rounded.mantissa()).map_or(price, |v| v.min(price))
+}
+
+/// What an event did (README, Stripe), as recorded beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Applied,
+    Duplicate,
+    Ignored,
+    Pending,
+    UnknownType,
+    UnmappedPrice,
+    /// Of the Stripe mode this server does not apply (`[stripe] livemode`).
+    OtherMode,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 7] = [
+        OutcomeKind::Applied,
+        OutcomeKind::Duplicate,
+        OutcomeKind::Ignored,
+        OutcomeKind::Pending,
+        OutcomeKind::UnknownType,
+        OutcomeKind::UnmappedPrice,
+        OutcomeKind::OtherMode,
+    ];
+
+    pub fn parse(text: &str) -> Option<OutcomeKind> {
+        OutcomeKind::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
+    /// What an operator does about an event with this outcome.
+    pub fn advice(self) -> &'static str {
+        match self {
+            OutcomeKind::Applied | OutcomeKind::Duplicate => "Nothing: it is in the books.",
+            OutcomeKind::Ignored => {
+                "Nothing, unless the detail names something that should concern creditbook."
+            }
+            OutcomeKind::Pending => {
+                "Something it needs has not arrived (the detail says what). It applies when that \
+                 arrives; with [stripe] api_key set, `creditbook stripe sync --since DATE` reads \
+                 it now."
+            }
+            OutcomeKind::UnknownType => {
+                "creditbook does not act on this type: stop sending it in the Stripe \
+                 endpoint's events."
+            }
+            OutcomeKind::UnmappedPrice => {
+                "Add the price to a plan's or a pack's stripe_prices, restart, then resend the \
+                 event from the Stripe dashboard or run `creditbook stripe sync --since DATE`."
+            }
+            OutcomeKind::OtherMode => {
+                "Nothing was applied: the event is of the other Stripe mode than [stripe] \
+                 livemode. Point the Stripe endpoint of that mode at the server of that mode."
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Applied => "applied",
+            OutcomeKind::Duplicate => "duplicate",
+            OutcomeKind::Ignored => "ignored",
+            OutcomeKind::Pending => "pending",
+            OutcomeKind::UnknownType => "unknown_type",
+            OutcomeKind::UnmappedPrice => "unmapped_price",
+            OutcomeKind::OtherMode => "other_mode",
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an event did, and how, as recorded beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub outcome: OutcomeKind,
+    pub detail: String,
+}
+
+impl Outcome {
+    pub fn new(outcome: OutcomeKind, detail: impl Into<String>) -> Self {
+        Outcome {
+            outcome,
+            detail: detail.into(),
+        }
+    }
 }
 
 #[cfg(test)]

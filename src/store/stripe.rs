@@ -15,6 +15,7 @@ use super::locks::insert_customer_if_absent;
 use super::rows::{micros, time, timestamp};
 use super::runner::Engine;
 use crate::domain::Timestamp;
+use crate::domain::billing::Outcome;
 use crate::domain::command::{Answer, Rules};
 use crate::domain::ledger::EntryKind;
 use crate::domain::money::Credits;
@@ -36,8 +37,8 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
     EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
-use std::any::Any;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::domain::billing::LinkedBy;
@@ -174,14 +175,15 @@ async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
     for job in batch {
         let answer = match outer.begin().await {
             Ok(txn) => {
-                (job.work)(StripeTx {
-                    txn,
-                    catalog: engine.catalog.clone(),
-                    policy: engine.policy,
-                    concerned: Default::default(),
-                    wrote: wrote.clone(),
-                })
-                .await
+                job.work
+                    .apply(StripeTx {
+                        txn,
+                        catalog: engine.catalog.clone(),
+                        policy: engine.policy,
+                        concerned: Default::default(),
+                        wrote: wrote.clone(),
+                    })
+                    .await
             }
             Err(e) => Err(e.into()),
         };
@@ -211,15 +213,16 @@ fn advisory_key(name: &str) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// One Stripe event's work: it is given the event's transaction (a savepoint of a batch on
-/// SQLite), commits it or drops it, and answers with what the caller receives once the
-/// transaction it belongs to has committed.
-pub type StripeWork =
-    Box<dyn FnOnce(StripeTx) -> BoxFuture<'static, Result<Box<dyn Any + Send>>> + Send>;
+/// One Stripe event as the store applies it: given the event's transaction (a savepoint of a
+/// batch on SQLite), it commits it or drops it, and says what the event did; the caller hears
+/// it once the transaction it belongs to has committed.
+pub trait StripeWork: Send + Sync + 'static {
+    fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome>>;
+}
 
 pub(crate) struct StripeJob {
-    work: StripeWork,
-    reply: oneshot::Sender<Result<Box<dyn Any + Send>>>,
+    work: Arc<dyn StripeWork>,
+    reply: oneshot::Sender<Result<Outcome>>,
 }
 
 /// Most events in one SQLite batch (one transaction, one commit).
@@ -228,17 +231,18 @@ const MAX_STRIPE_BATCH_EVENTS: usize = 128;
 impl Store {
     /// Runs one Stripe event's work in its transaction: on PostgreSQL a transaction of its own,
     /// on SQLite a savepoint in the next batch. Answers once the work is durable (or failed).
-    pub async fn stripe_transaction(&self, work: StripeWork) -> Result<Box<dyn Any + Send>> {
+    pub async fn stripe_transaction(&self, work: Arc<dyn StripeWork>) -> Result<Outcome> {
         if self.db.get_database_backend() != DbBackend::Sqlite {
             let txn = self.engine().begin().await?;
-            return work(StripeTx {
-                txn,
-                catalog: self.catalog.clone(),
-                policy: self.policy,
-                concerned: Default::default(),
-                wrote: Wrote::new(self.books.clone()),
-            })
-            .await;
+            return work
+                .apply(StripeTx {
+                    txn,
+                    catalog: self.catalog.clone(),
+                    policy: self.policy,
+                    concerned: Default::default(),
+                    wrote: Wrote::new(self.books.clone()),
+                })
+                .await;
         }
         let queue = self
             .stripe_queue

@@ -15,6 +15,7 @@ use crate::domain::billing::{
     self, CheckoutStep, LineEffect, LineFacts, Link, PackChoice, checkout_step, choose_pack,
     line_effect, money_from_minor, pack_terms, rollover_room, subscription_line,
 };
+pub use crate::domain::billing::{Outcome, OutcomeKind};
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
@@ -23,8 +24,9 @@ use crate::domain::revrec::share;
 use crate::domain::subscription::{self, PlanLine, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
-use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, from_unix};
+use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, StripeWork, from_unix};
 use crate::store::{Answer, Command, Envelope, Store, new_grant_id};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -49,97 +51,6 @@ impl Origin {
         match self {
             Origin::Webhook => "webhook",
             Origin::Sync => "sync",
-        }
-    }
-}
-
-/// What an event did (README, Stripe), as recorded beside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
-    Applied,
-    Duplicate,
-    Ignored,
-    Pending,
-    UnknownType,
-    UnmappedPrice,
-    /// Of the Stripe mode this server does not apply (`[stripe] livemode`).
-    OtherMode,
-}
-
-impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 7] = [
-        OutcomeKind::Applied,
-        OutcomeKind::Duplicate,
-        OutcomeKind::Ignored,
-        OutcomeKind::Pending,
-        OutcomeKind::UnknownType,
-        OutcomeKind::UnmappedPrice,
-        OutcomeKind::OtherMode,
-    ];
-
-    pub fn parse(text: &str) -> Option<OutcomeKind> {
-        OutcomeKind::ALL.into_iter().find(|o| o.as_str() == text)
-    }
-
-    /// What an operator does about an event with this outcome.
-    pub fn advice(self) -> &'static str {
-        match self {
-            OutcomeKind::Applied | OutcomeKind::Duplicate => "Nothing: it is in the books.",
-            OutcomeKind::Ignored => {
-                "Nothing, unless the detail names something that should concern creditbook."
-            }
-            OutcomeKind::Pending => {
-                "Something it needs has not arrived (the detail says what). It applies when that \
-                 arrives; with [stripe] api_key set, `creditbook stripe sync --since DATE` reads \
-                 it now."
-            }
-            OutcomeKind::UnknownType => {
-                "creditbook does not act on this type: stop sending it in the Stripe \
-                 endpoint's events."
-            }
-            OutcomeKind::UnmappedPrice => {
-                "Add the price to a plan's or a pack's stripe_prices, restart, then resend the \
-                 event from the Stripe dashboard or run `creditbook stripe sync --since DATE`."
-            }
-            OutcomeKind::OtherMode => {
-                "Nothing was applied: the event is of the other Stripe mode than [stripe] \
-                 livemode. Point the Stripe endpoint of that mode at the server of that mode."
-            }
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeKind::Applied => "applied",
-            OutcomeKind::Duplicate => "duplicate",
-            OutcomeKind::Ignored => "ignored",
-            OutcomeKind::Pending => "pending",
-            OutcomeKind::UnknownType => "unknown_type",
-            OutcomeKind::UnmappedPrice => "unmapped_price",
-            OutcomeKind::OtherMode => "other_mode",
-        }
-    }
-}
-
-impl std::fmt::Display for OutcomeKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What an event did, and how, as recorded beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
-    pub outcome: OutcomeKind,
-    pub detail: String,
-}
-
-impl Outcome {
-    fn new(outcome: OutcomeKind, detail: impl Into<String>) -> Self {
-        Outcome {
-            outcome,
-            detail: detail.into(),
         }
     }
 }
@@ -216,20 +127,8 @@ pub async fn apply_event(
     });
     let mut attempt = 1;
     loop {
-        let received = received.clone();
-        let work: crate::store::stripe::StripeWork = Box::new(move |tx| {
-            Box::pin(async move {
-                let outcome = apply_once(tx, &received).await?;
-                Ok(Box::new(outcome) as Box<dyn std::any::Any + Send>)
-            })
-        });
-        match ctx.store.stripe_transaction(work).await {
-            Ok(answer) => {
-                return answer
-                    .downcast::<Outcome>()
-                    .map(|outcome| *outcome)
-                    .map_err(|_| Error::Internal("a Stripe event's answer".into()));
-            }
+        match ctx.store.stripe_transaction(received.clone()).await {
+            Ok(outcome) => return Ok(outcome),
             Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
@@ -241,7 +140,7 @@ pub async fn apply_event(
 }
 
 /// An event as it is applied: read, and parsed once.
-struct Received {
+pub(crate) struct Received {
     event: Event,
     parsed: Parsed,
     payload: String,
@@ -249,6 +148,12 @@ struct Received {
     fetched: Fetched,
     now: Timestamp,
     livemode: bool,
+}
+
+impl StripeWork for Received {
+    fn apply(self: std::sync::Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome>> {
+        Box::pin(async move { apply_once(tx, &self).await })
+    }
 }
 
 async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
