@@ -13,6 +13,7 @@ use creditbook::domain::ledger::GrantSource;
 use creditbook::domain::ledger::{Book, EntryKind, Grant, GrantKind, HoldStatus, Rejection, Usage};
 use creditbook::domain::money::Credits;
 use creditbook::domain::money::Quantity;
+use creditbook::domain::overrides::{self, Override};
 use creditbook::store::{BatchSettings, Envelope, Store};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -40,6 +41,10 @@ enum Op {
     Advance {
         minutes: i64,
     },
+    /// The feature of the actions switched on or off for the customer (an override).
+    Override {
+        enabled: bool,
+    },
 }
 
 fn credits(micros: i64) -> Credits {
@@ -57,6 +62,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0_usize..8).prop_map(|hold| Op::Void { hold }),
         3 => amount.prop_map(|micros| Op::Debit { micros }),
         2 => (1_i64..30).prop_map(|minutes| Op::Advance { minutes }),
+        1 => any::<bool>().prop_map(|enabled| Op::Override { enabled }),
     ]
 }
 
@@ -148,6 +154,8 @@ fn apply(
             book.settle_due(*now);
             Ok(())
         }
+        // Entitlement is the gate's, not the book's.
+        Op::Override { .. } => Ok(()),
     };
     if result.is_err() {
         *book = scratch_before;
@@ -343,6 +351,19 @@ fn command_of(
             occurred_at: now,
         },
         Op::Advance { .. } => Command::Settle,
+        Op::Override { enabled } => Command::SetOverride {
+            made: Override {
+                id: format!("{customer}-o{seq:04}"),
+                change: overrides::Change::Feature {
+                    feature: "chat".into(),
+                    enabled: *enabled,
+                },
+                until: None,
+                reason: "property test".into(),
+                actor: "test".into(),
+                at: now,
+            },
+        },
     }
 }
 

@@ -14,6 +14,7 @@ use super::ledger::{Book, Grant, GrantKind, GrantSource};
 use super::limits::{Limit, LimitState, SpentThisMonth};
 use super::money::{Credits, Quantity};
 use super::outbound::Message;
+use super::overrides::Override;
 use super::thresholds::{AlertRule, LowBalance};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,9 @@ pub enum Command {
     SetLimits { limits: Vec<Limit> },
     /// Sets (or, with none, removes) the customer's own low-balance thresholds.
     SetLowBalance { own: Option<LowBalance> },
+    /// Makes `made` the override of its feature, action or overage rule for the customer,
+    /// replacing the one before it.
+    SetOverride { made: Override },
     /// What is due at the command's time, and nothing more: the expiry job.
     Settle,
     /// Grants bought through Stripe (a pack, a plan period, credits moved to a linked account).
@@ -102,6 +106,7 @@ impl Command {
             | Command::SetLimits { .. }
             | Command::SetLowBalance { .. }
             | Command::Settle => false,
+            Command::SetOverride { .. } => true,
             Command::Adjust { change, .. } => change.may_create_customer(),
             Command::Grant { .. }
             | Command::SetPlan { .. }
@@ -158,6 +163,8 @@ pub enum Answer {
     /// The low-balance rule now in force for the customer (its own thresholds over its plan's,
     /// its pack's and `[alerts]`').
     Thresholds(AlertRule),
+    /// The override as made (replayed: as first made under its key).
+    Overridden(Override),
 }
 
 /// Why an answer kept for a replay cannot be read back.
@@ -179,6 +186,7 @@ impl Answer {
             Answer::Granted(a) => serde_json::to_string(a)?,
             Answer::Adjusted(a) => serde_json::to_string(a)?,
             Answer::Done => "null".to_owned(),
+            Answer::Overridden(made) => serde_json::to_string(made)?,
             Answer::Moved(_)
             | Answer::TransferredOut(_)
             | Answer::LimitsSet(_)
@@ -198,6 +206,7 @@ impl Answer {
             Command::Usage { .. } => Answer::Used(serde_json::from_str(body)?),
             Command::Grant { .. } => Answer::Granted(serde_json::from_str(body)?),
             Command::Adjust { .. } => Answer::Adjusted(serde_json::from_str(body)?),
+            Command::SetOverride { .. } => Answer::Overridden(serde_json::from_str(body)?),
             Command::SetPlan { .. } | Command::SetAutoTopup { .. } | Command::Settle => {
                 Answer::Done
             }
@@ -473,6 +482,10 @@ fn apply(
                 alerts::current_pack(book),
                 own.as_ref(),
             ))
+        }
+        Command::SetOverride { made } => {
+            standing.overrides.set(made.clone());
+            Answer::Overridden(made.clone())
         }
         Command::Settle => Answer::Done,
         Command::AddGrants { grants } => {
@@ -907,5 +920,43 @@ mod tests {
         let answer = decide(rules(&catalog), &mut book, &mut standing, &clear, at(1)).unwrap();
         assert_eq!(answer, Answer::Thresholds(catalog.alerts));
         assert_eq!(standing.low_balance, None);
+    }
+
+    #[test]
+    fn an_override_switches_a_feature_off_and_is_kept_for_replays() {
+        use crate::domain::overrides::Change as OverrideChange;
+        let catalog = catalog();
+        let (mut book, mut standing) = funded(&catalog, 10);
+        let made = Override {
+            id: "ovr_1".into(),
+            change: OverrideChange::Feature {
+                feature: "chat".into(),
+                enabled: false,
+            },
+            until: None,
+            reason: "abuse".into(),
+            actor: "key_1".into(),
+            at: at(1),
+        };
+        let set = Command::SetOverride { made: made.clone() };
+        assert!(set.creates_customer());
+        let answer = decide(rules(&catalog), &mut book, &mut standing, &set, at(1)).unwrap();
+        assert_eq!(answer, Answer::Overridden(made.clone()));
+        assert_eq!(
+            Answer::replayed(&set, &answer.stored().unwrap()).unwrap(),
+            answer
+        );
+        // The gate now refuses the feature, whatever the credits.
+        let usage = Command::Usage {
+            usage_id: "u2".into(),
+            action: catalog.actions["chat.request"].clone(),
+            quantity: Quantity::try_from(rust_decimal::Decimal::ONE).unwrap(),
+            occurred_at: at(2),
+        };
+        let refused = decide(rules(&catalog), &mut book, &mut standing, &usage, at(2));
+        assert!(
+            matches!(refused, Err(Refusal::FeatureNotEntitled { .. })),
+            "{refused:?}"
+        );
     }
 }

@@ -17,7 +17,9 @@ use crate::domain::limits::{Period, SpentThisMonth};
 use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
-use entity::{consumptions, customers, grants, holds, idempotency_records, ledger_entries};
+use entity::{
+    consumptions, customers, grants, holds, idempotency_records, ledger_entries, override_history,
+};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -29,8 +31,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// An idempotency key and the hash of the request it was first used with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
+    /// The key in its namespace (`request:`, `hold:`, `override:`).
     key: String,
     request_hash: String,
+    kept_in: KeptIn,
+}
+
+/// Where the first answer under a key is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeptIn {
+    /// `idempotency_records`, as the response body.
+    Records,
+    /// `override_history`, the override itself under the caller's key: the history is the record.
+    OverrideHistory { key: String },
 }
 
 impl Idempotency {
@@ -40,6 +53,7 @@ impl Idempotency {
         Idempotency {
             key: format!("request:{key}"),
             request_hash,
+            kept_in: KeptIn::Records,
         }
     }
 
@@ -48,6 +62,19 @@ impl Idempotency {
         Idempotency {
             key: format!("hold:{hold_id}"),
             request_hash,
+            kept_in: KeptIn::Records,
+        }
+    }
+
+    /// An override's `idempotency_key`: kept with the override in its history, apart from the
+    /// other requests' keys.
+    pub fn override_request(key: &str, request_hash: String) -> Self {
+        Idempotency {
+            key: format!("override:{key}"),
+            request_hash,
+            kept_in: KeptIn::OverrideHistory {
+                key: key.to_owned(),
+            },
         }
     }
 }
@@ -200,6 +227,7 @@ pub(crate) async fn run_commands(
     let mut answers: Answers = Vec::with_capacity(items.len());
     let mut done: Vec<Done> = Vec::new();
     let mut new_records = Vec::new();
+    let mut new_overrides = Vec::new();
     for (item, envelope) in items.iter().enumerate() {
         let Some(loaded) = books.get_mut(&envelope.customer_id) else {
             answers.push(Err(Error::CustomerNotFound(envelope.customer_id.clone())));
@@ -263,13 +291,24 @@ pub(crate) async fn run_commands(
             let body = value
                 .stored()
                 .map_err(|e| Error::Internal(format!("answer: {e}")))?;
-            new_records.push(idempotency_records::ActiveModel {
-                customer_id: Set(envelope.customer_id.clone()),
-                idempotency_key: Set(idempotency.key.clone()),
-                request_hash: Set(idempotency.request_hash.clone()),
-                body: Set(body.clone()),
-                created_at: Set(time(envelope.now)),
-            });
+            match (&idempotency.kept_in, &value) {
+                (KeptIn::Records, _) => new_records.push(idempotency_records::ActiveModel {
+                    customer_id: Set(envelope.customer_id.clone()),
+                    idempotency_key: Set(idempotency.key.clone()),
+                    request_hash: Set(idempotency.request_hash.clone()),
+                    body: Set(body.clone()),
+                    created_at: Set(time(envelope.now)),
+                }),
+                (KeptIn::OverrideHistory { key }, Answer::Overridden(made)) => {
+                    new_overrides.push(rows::override_row(
+                        made,
+                        &envelope.customer_id,
+                        key,
+                        &idempotency.request_hash,
+                    )?);
+                }
+                (KeptIn::OverrideHistory { .. }, other) => return Err(Error::unexpected(other)),
+            }
             records.insert(
                 (envelope.customer_id.clone(), idempotency.key.clone()),
                 (idempotency.request_hash.clone(), body),
@@ -333,6 +372,11 @@ pub(crate) async fn run_commands(
     write_entries(txn, items, &done).await?;
     for chunk in new_records.chunks(ROWS_PER_STATEMENT) {
         idempotency_records::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for chunk in new_overrides.chunks(ROWS_PER_STATEMENT) {
+        override_history::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }
@@ -498,10 +542,11 @@ async fn load_idempotency(
         .filter_map(|c| {
             c.idempotency
                 .as_ref()
+                .filter(|i| i.kept_in == KeptIn::Records)
                 .map(|i| (c.customer_id.as_str(), i.key.as_str()))
         })
         .collect();
-    let mut found = HashMap::new();
+    let mut found = load_override_keys(txn, items).await?;
     let pairs: Vec<_> = pairs.into_iter().collect();
     let backend = txn.get_database_backend();
     for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
@@ -536,6 +581,38 @@ async fn load_idempotency(
             let hash: String = row.try_get("", "request_hash")?;
             let body: String = row.try_get("", "body")?;
             found.insert((customer, key), (hash, body));
+        }
+    }
+    Ok(found)
+}
+
+/// The overrides first made under the override keys of `items`, as their answers are kept:
+/// by customer and namespaced key, the request's hash and the override.
+async fn load_override_keys(
+    txn: &DatabaseTransaction,
+    items: &[&Envelope],
+) -> Result<HashMap<(String, String), (String, String)>> {
+    let mut found = HashMap::new();
+    for envelope in items {
+        let Some(idempotency) = &envelope.idempotency else {
+            continue;
+        };
+        let KeptIn::OverrideHistory { key } = &idempotency.kept_in else {
+            continue;
+        };
+        let earlier = override_history::Entity::find()
+            .filter(override_history::Column::CustomerId.eq(envelope.customer_id.as_str()))
+            .filter(override_history::Column::IdempotencyKey.eq(key.as_str()))
+            .one(txn)
+            .await?;
+        if let Some(row) = earlier {
+            let hash = row.request_hash.clone();
+            let body = serde_json::to_string(&rows::override_from_row(row)?)
+                .map_err(|e| Error::Internal(format!("an override as JSON: {e}")))?;
+            found.insert(
+                (envelope.customer_id.clone(), idempotency.key.clone()),
+                (hash, body),
+            );
         }
     }
     Ok(found)

@@ -2,19 +2,16 @@
 //! feature overrides (kept with who and why) and the expiry warnings.
 
 use super::Store;
-use super::book::Envelope;
-use super::locks::lock_customer;
+use super::book::{Envelope, Idempotency};
 use super::rows::{self, time};
 use crate::domain::Timestamp;
 use crate::domain::alerts;
 use crate::domain::command::{Answer, Command};
 use crate::domain::limits::{self, Limit};
-use crate::domain::money::Credits;
-use crate::domain::overrides::{Flat, Override, Overrides};
+use crate::domain::overrides::Override;
 use crate::domain::thresholds::AlertRule;
 use crate::error::{Error, Result};
-use entity::{customers, grants, override_history};
-use sea_orm::ActiveValue::Set;
+use entity::{grants, override_history};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -82,36 +79,10 @@ impl Store {
     }
 
     /// Records an override and makes it the feature's override for the customer (created when
-    /// unknown), once per idempotency key: the same key and request answer the override first
-    /// recorded; the same key with another request is a conflict.
+    /// unknown), as a command of its book (`Command::SetOverride`), once per idempotency key: the
+    /// same key and request answer the override first recorded; the same key with another
+    /// request is a conflict.
     pub async fn add_override(&self, request: OverrideRequest) -> Result<OverrideMade> {
-        let (_permit, txn) = self.begin_write().await?;
-        let now = request.made.at;
-        super::locks::insert_customer_if_absent(&txn, &request.customer, now).await?;
-        lock_customer(&txn, &request.customer).await?;
-        let earlier = override_history::Entity::find()
-            .filter(override_history::Column::CustomerId.eq(request.customer.as_str()))
-            .filter(override_history::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
-            .one(&txn)
-            .await?;
-        if let Some(row) = earlier {
-            if row.request_hash != request.request_hash {
-                return Err(Error::IdempotencyConflict);
-            }
-            return Ok(OverrideMade {
-                made: override_from_row(row)?,
-                replayed: true,
-            });
-        }
-        let current: Option<String> = customers::Entity::find_by_id(request.customer.clone())
-            .select_only()
-            .column(customers::Column::Overrides)
-            .into_tuple::<Option<String>>()
-            .one(&txn)
-            .await?
-            .flatten();
-        let mut overrides: Overrides = rows::from_json_column(current.as_deref())?;
-        overrides.set(request.made.clone());
         let made = &request.made;
         let action = super::operators::OperatorAction::new(
             &made.actor,
@@ -121,29 +92,25 @@ impl Store {
         )
         .on_customer(&request.customer)
         .on(&made.id);
-        super::operators::record(&txn, &action, now).await?;
-        override_history::Entity::insert(override_row(
-            made,
-            &request.customer,
+        let now = made.at;
+        let set = Envelope::new(
+            request.customer.as_str(),
+            Command::SetOverride { made: request.made },
+            now,
+        )
+        .idempotent(Idempotency::override_request(
             &request.idempotency_key,
-            &request.request_hash,
-        )?)
-        .exec_without_returning(&txn)
-        .await?;
-        customers::Entity::update_many()
-            .col_expr(
-                customers::Column::Overrides,
-                Expr::value(rows::json_column(&overrides, overrides.is_empty())?),
-            )
-            .filter(customers::Column::Id.eq(request.customer.as_str()))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        self.books.forget([request.customer.as_str()]);
-        Ok(OverrideMade {
-            made: request.made,
-            replayed: false,
-        })
+            request.request_hash,
+        ))
+        .by(action);
+        let executed = self.execute(set).await?;
+        match executed.value {
+            Answer::Overridden(made) => Ok(OverrideMade {
+                made,
+                replayed: executed.replayed,
+            }),
+            other => Err(Error::unexpected(&other)),
+        }
     }
 
     /// Every override made for a customer, newest first (at most `limit`).
@@ -156,62 +123,9 @@ impl Store {
             .all(self.connection())
             .await?
             .into_iter()
-            .map(override_from_row)
+            .map(rows::override_from_row)
             .collect()
     }
-}
-
-/// An override as its history row: the fields of its kind, the others empty.
-fn override_row(
-    made: &Override,
-    customer: &str,
-    idempotency_key: &str,
-    request_hash: &str,
-) -> Result<override_history::ActiveModel> {
-    let flat = Flat::from(made.clone());
-    let micros = |c: Option<Credits>| c.map(rows::micros).transpose();
-    Ok(override_history::ActiveModel {
-        id: Set(flat.id),
-        customer_id: Set(customer.to_owned()),
-        kind: Set(made.change.kind().to_owned()),
-        feature: Set(flat.feature),
-        enabled: Set(flat.enabled),
-        action: Set(flat.action),
-        credits_per_unit: Set(micros(flat.credits_per_unit)?),
-        overage: Set(flat.overage),
-        overage_limit: Set(micros(flat.overage_limit)?),
-        overage_price: Set(flat.overage_price.map(|p| p.to_string())),
-        until_at: Set(flat.until.map(time)),
-        reason: Set(flat.reason),
-        actor: Set(flat.actor),
-        idempotency_key: Set(idempotency_key.to_owned()),
-        request_hash: Set(request_hash.to_owned()),
-        created_at: Set(time(made.at)),
-    })
-}
-
-fn override_from_row(row: override_history::Model) -> Result<Override> {
-    let overage_price = row
-        .overage_price
-        .map(|p| p.parse())
-        .transpose()
-        .map_err(|e| Error::Internal(format!("override {}: overage_price {e}", row.id)))?;
-    let flat = Flat {
-        id: row.id.clone(),
-        kind: Some(row.kind),
-        feature: row.feature,
-        enabled: row.enabled,
-        action: row.action,
-        credits_per_unit: row.credits_per_unit.map(Credits::from_micros),
-        overage: row.overage,
-        overage_limit: row.overage_limit.map(Credits::from_micros),
-        overage_price,
-        until: row.until_at.map(rows::timestamp).transpose()?,
-        reason: row.reason,
-        actor: row.actor,
-        at: rows::timestamp(row.created_at)?,
-    };
-    Override::try_from(flat).map_err(|e| Error::Internal(format!("override {}: {e}", row.id)))
 }
 
 impl Store {

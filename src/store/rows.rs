@@ -5,9 +5,10 @@ use crate::domain::gate::Standing;
 use crate::domain::ledger::{Entry, Grant, GrantKind, Hold, HoldStatus};
 use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
+use crate::domain::overrides::{Flat, Override};
 use crate::error::{Error, Result};
 use chrono::DateTime;
-use entity::{consumptions, customers, grants, holds, ledger_entries};
+use entity::{consumptions, customers, grants, holds, ledger_entries, override_history};
 use sea_orm::ActiveValue::{NotSet, Set};
 
 /// Rows per multi-row statement (and ids per `IN` list): under both engines' limits on the bound
@@ -273,4 +274,57 @@ pub fn standing_as_stored(s: &Standing) -> Result<Standing> {
         low_balance: round_trip(&s.low_balance, s.low_balance.is_none())?,
         auto_topup: round_trip(&s.auto_topup, s.auto_topup.is_unset())?,
     })
+}
+
+/// An override as its history row: the fields of its kind, the others empty.
+pub(crate) fn override_row(
+    made: &Override,
+    customer: &str,
+    idempotency_key: &str,
+    request_hash: &str,
+) -> Result<override_history::ActiveModel> {
+    let flat = Flat::from(made.clone());
+    let micros = |c: Option<Credits>| c.map(micros).transpose();
+    Ok(override_history::ActiveModel {
+        id: Set(flat.id),
+        customer_id: Set(customer.to_owned()),
+        kind: Set(made.change.kind().to_owned()),
+        feature: Set(flat.feature),
+        enabled: Set(flat.enabled),
+        action: Set(flat.action),
+        credits_per_unit: Set(micros(flat.credits_per_unit)?),
+        overage: Set(flat.overage),
+        overage_limit: Set(micros(flat.overage_limit)?),
+        overage_price: Set(flat.overage_price.map(|p| p.to_string())),
+        until_at: Set(flat.until.map(time)),
+        reason: Set(flat.reason),
+        actor: Set(flat.actor),
+        idempotency_key: Set(idempotency_key.to_owned()),
+        request_hash: Set(request_hash.to_owned()),
+        created_at: Set(time(made.at)),
+    })
+}
+
+pub(crate) fn override_from_row(row: override_history::Model) -> Result<Override> {
+    let overage_price = row
+        .overage_price
+        .map(|p| p.parse())
+        .transpose()
+        .map_err(|e| Error::Internal(format!("override {}: overage_price {e}", row.id)))?;
+    let flat = Flat {
+        id: row.id.clone(),
+        kind: Some(row.kind),
+        feature: row.feature,
+        enabled: row.enabled,
+        action: row.action,
+        credits_per_unit: row.credits_per_unit.map(Credits::from_micros),
+        overage: row.overage,
+        overage_limit: row.overage_limit.map(Credits::from_micros),
+        overage_price,
+        until: row.until_at.map(timestamp).transpose()?,
+        reason: row.reason,
+        actor: row.actor,
+        at: timestamp(row.created_at)?,
+    };
+    Override::try_from(flat).map_err(|e| Error::Internal(format!("override {}: {e}", row.id)))
 }
