@@ -1264,9 +1264,19 @@ async fn changed_estimate_is_caught_up(app: TestApp) {
         .await
         .unwrap()
         .with_catalog(std::sync::Arc::new(catalog));
-    assert_eq!(store.recognize_due(app.now(), 100).await.unwrap(), 1);
+    assert_eq!(
+        creditbook::jobs::recognize_due(&store, app.now(), 100)
+            .await
+            .unwrap(),
+        1
+    );
     // Once caught up, nothing more is due.
-    assert_eq!(store.recognize_due(app.now(), 100).await.unwrap(), 0);
+    assert_eq!(
+        creditbook::jobs::recognize_due(&store, app.now(), 100)
+            .await
+            .unwrap(),
+        0
+    );
     let all = lines(&journal(&app, "2026-01-01", "2026-12-31").await);
     assert_eq!(
         all[5..],

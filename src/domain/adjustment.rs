@@ -318,6 +318,7 @@ mod tests {
             grants: &book.grants,
             entries: &book.entries,
             source: None,
+            recognize: &[],
             now,
         };
         let needs = needs(&moved).expect("a paid grant moved");

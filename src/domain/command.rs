@@ -66,6 +66,9 @@ pub enum Command {
     SetOverride { made: Override },
     /// What is due at the command's time, and nothing more: the expiry job.
     Settle,
+    /// The revenue job: what is due at the command's time, and the time-driven revenue of these
+    /// paid grants' lots (the platform part's days ended by then, a changed breakage estimate).
+    Recognize { grant_ids: Vec<String> },
     /// Grants bought through Stripe (a pack, a plan period, credits moved to a linked account).
     AddGrants { grants: Vec<Grant> },
     /// Moves the free credits of these grants out of the book (a Stripe customer's account is
@@ -105,7 +108,8 @@ impl Command {
             | Command::SetAutoTopup { .. }
             | Command::SetLimits { .. }
             | Command::SetLowBalance { .. }
-            | Command::Settle => false,
+            | Command::Settle
+            | Command::Recognize { .. } => false,
             Command::SetOverride { .. } => true,
             Command::Adjust { change, .. } => change.may_create_customer(),
             Command::Grant { .. }
@@ -131,6 +135,14 @@ impl Command {
         }
     }
 
+    /// Lots whose time-driven revenue the command recognizes when it posts.
+    pub fn recognizes(&self) -> &[String] {
+        match self {
+            Command::Recognize { grant_ids } => grant_ids,
+            _ => &[],
+        }
+    }
+
     /// Grants it acts on that must be loaded even when spent or expired.
     pub fn grants_named(&self) -> Vec<&str> {
         match self {
@@ -138,6 +150,7 @@ impl Command {
                 grant_ids.iter().map(String::as_str).collect()
             }
             Command::RollOver { lapsed, .. } => lapsed.iter().map(|(id, _)| id.as_str()).collect(),
+            Command::Recognize { grant_ids } => grant_ids.iter().map(String::as_str).collect(),
             Command::ClawBack { money } => money.iter().map(|(id, _)| id.as_str()).collect(),
             _ => Vec::new(),
         }
@@ -207,9 +220,10 @@ impl Answer {
             Command::Grant { .. } => Answer::Granted(serde_json::from_str(body)?),
             Command::Adjust { .. } => Answer::Adjusted(serde_json::from_str(body)?),
             Command::SetOverride { .. } => Answer::Overridden(serde_json::from_str(body)?),
-            Command::SetPlan { .. } | Command::SetAutoTopup { .. } | Command::Settle => {
-                Answer::Done
-            }
+            Command::SetPlan { .. }
+            | Command::SetAutoTopup { .. }
+            | Command::Settle
+            | Command::Recognize { .. } => Answer::Done,
             Command::AddGrants { .. }
             | Command::TransferOut { .. }
             | Command::RollOver { .. }
@@ -487,7 +501,8 @@ fn apply(
             standing.overrides.set(made.clone());
             Answer::Overridden(made.clone())
         }
-        Command::Settle => Answer::Done,
+        // The book only settles; the lots move when the unit of work posts (`journal::post`).
+        Command::Settle | Command::Recognize { .. } => Answer::Done,
         Command::AddGrants { grants } => {
             for grant in grants {
                 book.add_grant(grant.clone(), now);

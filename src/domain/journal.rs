@@ -23,6 +23,8 @@ pub struct Moved<'a> {
     /// The usage id, when the command is a usage (a hold's id and a grant's source are taken
     /// from the entry).
     pub source: Option<&'a str>,
+    /// Lots whose time-driven revenue is due at `now` (the revenue job's).
+    pub recognize: &'a [String],
     pub now: Timestamp,
 }
 
@@ -120,12 +122,17 @@ pub fn needs(moved: &Moved<'_>) -> Option<Needs> {
             needs.lots.insert(grant.source_id.clone());
         }
     }
+    if !moved.recognize.is_empty() {
+        posts = true;
+        needs.lots.extend(moved.recognize.iter().cloned());
+    }
     posts.then_some(needs)
 }
 
-/// The breakage method configured for a grant's plan or pack (`remote` when neither is known).
-fn breakage_of(catalog: &Catalog, grant: &Grant) -> Breakage {
-    let configured = match grant.kind {
+/// The breakage method the catalog now configures for a grant's plan or pack; none for other
+/// grants, and for a plan or pack no longer in the catalog.
+fn configured_breakage(catalog: &Catalog, grant: &Grant) -> Option<Breakage> {
+    match grant.kind {
         GrantKind::Plan => grant
             .plan_id
             .as_deref()
@@ -137,8 +144,30 @@ fn breakage_of(catalog: &Catalog, grant: &Grant) -> Breakage {
             .and_then(|id| catalog.pack(id))
             .map(|p| p.breakage.clone()),
         _ => None,
-    };
-    configured.unwrap_or(Breakage::Remote)
+    }
+}
+
+/// The breakage method configured for a grant's plan or pack (`remote` when neither is known).
+fn breakage_of(catalog: &Catalog, grant: &Grant) -> Breakage {
+    configured_breakage(catalog, grant).unwrap_or(Breakage::Remote)
+}
+
+/// The time-driven revenue of a lot at `now`: the platform part's days ended by then, and the
+/// catch-up to the breakage estimate the catalog now configures while credits remain.
+fn recognize(
+    catalog: &Catalog,
+    lot: &mut Lot,
+    grant: Option<&Grant>,
+    now: Timestamp,
+) -> Vec<Posting> {
+    let mut postings = lot.recognize_platform(now);
+    if let Some(breakage) = grant.and_then(|g| configured_breakage(catalog, g))
+        && breakage != lot.breakage
+        && lot.remaining().is_positive()
+    {
+        postings.extend(lot.reestimate(breakage, now));
+    }
+    postings
 }
 
 /// The catalog entry a grant's breakage estimate comes from.
@@ -291,6 +320,21 @@ pub fn post(
                 source: Some(source.clone()),
             }));
     }
+    for id in moved.recognize {
+        let Some(lot) = revenue.lots.get_mut(id) else {
+            continue;
+        };
+        let grant = moved.grants.iter().find(|g| g.id == *id);
+        let postings = recognize(catalog, lot, grant, moved.now);
+        lot.check()?;
+        outcome
+            .effects
+            .extend(postings.into_iter().map(|posting| Effect {
+                posting,
+                grant_id: Some(id.clone()),
+                source: Some(id.clone()),
+            }));
+    }
     for effect in &outcome.effects {
         // Cala's rule: nothing unbalanced is written.
         effect.posting.check()?;
@@ -338,6 +382,7 @@ mod tests {
             grants,
             entries,
             source: None,
+            recognize: &[],
             now: t("2026-01-02T00:00:00Z"),
         }
     }
@@ -377,6 +422,59 @@ mod tests {
         assert_eq!(out.effects.len(), 1);
         assert_eq!(out.effects[0].posting.kind, PostingKind::Consumption);
         assert_eq!(revenue.lots["g"].usage, c("2.5"));
+    }
+
+    #[test]
+    fn the_revenue_job_catches_a_lot_up_to_the_estimate_now_configured() {
+        let mut book = Book::new("cus");
+        book.add_grant(pack("g", "100", "10"), t("2026-01-01T00:00:00Z"));
+        let granted = std::mem::take(&mut book.entries);
+        let mut revenue = Revenue::default();
+        post(&catalog(), &moved(&book.grants, &granted), &mut revenue).unwrap();
+        assert_eq!(revenue.lots["g"].breakage, Breakage::Remote);
+        // Half of it used under the estimate first configured (none expected unused).
+        book.debit(
+            c("50"),
+            &Usage::default(),
+            &Overage::Block,
+            t("2026-01-02T00:00:00Z"),
+        )
+        .unwrap();
+        let used = std::mem::take(&mut book.entries);
+        post(&catalog(), &moved(&book.grants, &used), &mut revenue).unwrap();
+        let mut configured = catalog();
+        configured.packs.insert(
+            "topup".into(),
+            crate::domain::catalog::Pack {
+                id: "topup".into(),
+                stripe_prices: vec![],
+                credits: c("100"),
+                price: crate::domain::money::Price::new(Decimal::TEN, "usd").unwrap(),
+                expires_after_days: None,
+                breakage: Breakage::Proportional {
+                    expected_unused: Decimal::from_str("0.2").unwrap(),
+                },
+                priority: 0,
+                low_balance: None,
+                top_up_url: None,
+            },
+        );
+        let due = ["g".to_owned()];
+        let job = Moved {
+            recognize: &due,
+            ..moved(&book.grants, &[])
+        };
+        assert_eq!(needs(&job).unwrap().lots, BTreeSet::from(["g".to_owned()]));
+        let out = post(&configured, &job, &mut revenue).unwrap();
+        assert_eq!(out.effects.len(), 1, "{out:?}");
+        assert_eq!(out.effects[0].posting.kind, PostingKind::EstimateChange);
+        assert!(matches!(
+            revenue.lots["g"].breakage,
+            Breakage::Proportional { .. }
+        ));
+        // Caught up: the job has nothing more to post for it.
+        let again = post(&configured, &job, &mut revenue).unwrap();
+        assert!(again.effects.is_empty(), "{again:?}");
     }
 
     #[test]

@@ -27,13 +27,33 @@ pub async fn run_due(store: &Store, now: Timestamp) -> Result<(usize, usize)> {
     }
     let mut moved = 0;
     for _ in 0..MAX_PASSES {
-        let batch = store.recognize_due(now, BATCH).await?;
+        let batch = recognize_due(store, now, BATCH).await?;
         moved += batch;
         if (batch as u64) < BATCH {
             break;
         }
     }
     Ok((settled, moved))
+}
+
+/// Time-driven revenue due at `now` (the platform part's days, changed breakage estimates) of up
+/// to about `limit` lots, as one `Command::Recognize` per customer, batched like any command:
+/// each customer's lots move under its row lock. Returns the lots named.
+pub async fn recognize_due(store: &Store, now: Timestamp, limit: u64) -> Result<usize> {
+    let due = store.due_for_recognition(now, limit).await?;
+    let named = due.values().map(Vec::len).sum();
+    let commands = due
+        .into_iter()
+        .map(|(customer, grant_ids)| Envelope::new(customer, Command::Recognize { grant_ids }, now))
+        .collect();
+    for answer in store.execute_all(commands).await {
+        match answer {
+            // Gone since it was read: nothing of it to recognize.
+            Ok(_) | Err(crate::error::Error::CustomerNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(named)
 }
 
 /// Settles everything due at `now`; returns how many customers it touched.

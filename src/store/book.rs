@@ -391,6 +391,7 @@ pub(crate) async fn run_commands(
                     grants: &books[&d.customer].book.grants,
                     entries: &d.entries,
                     source: command.origin.source.as_deref(),
+                    recognize: command.command.recognizes(),
                     now: command.now,
                 },
                 event: command.origin.event.as_deref(),

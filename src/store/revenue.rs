@@ -451,11 +451,14 @@ fn lot_to_row(
 }
 
 impl Store {
-    /// Time-driven revenue: the platform parts of plan lines recognized for the days that ended
-    /// by `now`, and lots whose configured `expected_unused` changed caught up to the new
-    /// estimate. Each customer's lots move under the customer's row lock, like any command.
-    /// Returns the lots moved.
-    pub async fn recognize_due(&self, now: Timestamp, limit: u64) -> Result<usize> {
+    /// The lots whose time-driven revenue is due at `now` (the platform part's days ended by
+    /// then; a breakage estimate the catalog now configures differently), at most about `limit`
+    /// of each, by customer: what the revenue job's `Command::Recognize` names.
+    pub async fn due_for_recognition(
+        &self,
+        now: Timestamp,
+        limit: u64,
+    ) -> Result<BTreeMap<String, Vec<String>>> {
         let due: Vec<(String, String)> = revenue_lots::Entity::find()
             .select_only()
             .column(revenue_lots::Column::CustomerId)
@@ -467,72 +470,14 @@ impl Store {
             .all(self.connection())
             .await?;
         let stale = self.stale_estimates(limit).await?;
-        let mut per_customer: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut per_customer: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (customer, grant) in due.into_iter().chain(stale) {
-            per_customer.entry(customer).or_default().push(grant);
+            per_customer.entry(customer).or_default().insert(grant);
         }
-        let mut moved = 0;
-        for (customer, grants) in per_customer {
-            let (_permit, txn) = self.begin_write().await?;
-            if !super::locks::lock_customer(&txn, &customer).await? {
-                continue;
-            }
-            let items: BTreeMap<String, String> = revenue_lots::Entity::find()
-                .select_only()
-                .column(revenue_lots::Column::GrantId)
-                .column(revenue_lots::Column::CatalogItem)
-                .filter(revenue_lots::Column::GrantId.is_in(grants.iter().cloned()))
-                .into_tuple::<(String, String)>()
-                .all(&txn)
-                .await?
-                .into_iter()
-                .collect();
-            let read = read_lots(&txn, &grants.iter().cloned().collect()).await?;
-            let mut revenue = Revenue {
-                lots: read.lots.clone(),
-                ..Revenue::default()
-            };
-            let mut entries = Vec::new();
-            for (id, lot) in revenue.lots.iter_mut() {
-                let mut postings = lot.recognize_platform(now);
-                let configured = items
-                    .get(id)
-                    .and_then(|item| self.configured_breakage(item));
-                if let Some(breakage) = configured
-                    && breakage != lot.breakage
-                    && lot.remaining().is_positive()
-                {
-                    postings.extend(lot.reestimate(breakage, now));
-                }
-                lot.check().map_err(Error::Internal)?;
-                entries.extend(postings.into_iter().map(|posting| JournalEntry {
-                    customer: customer.clone(),
-                    effect: Effect {
-                        posting,
-                        grant_id: Some(id.clone()),
-                        source: Some(id.clone()),
-                    },
-                    event: None,
-                    now,
-                }));
-            }
-            moved += grants.len();
-            let closed = closed_periods(&txn).await?;
-            save_lots(&txn, &read, &revenue, &closed).await?;
-            write_journal(&txn, entries, &closed).await?;
-            txn.commit().await?;
-        }
-        Ok(moved)
-    }
-
-    /// The breakage the catalog now sets for `plan:ID` or `pack:ID`; none when it is gone.
-    fn configured_breakage(&self, item: &str) -> Option<Breakage> {
-        let catalog = self.catalog();
-        match item.split_once(':')? {
-            ("plan", id) => catalog.plan(id).map(|p| p.breakage.clone()),
-            ("pack", id) => catalog.pack(id).map(|p| p.breakage.clone()),
-            _ => None,
-        }
+        Ok(per_customer
+            .into_iter()
+            .map(|(customer, grants)| (customer, grants.into_iter().collect()))
+            .collect())
     }
 
     /// Lots still holding credits whose breakage differs from what the catalog now configures.
