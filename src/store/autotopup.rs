@@ -7,6 +7,7 @@ use super::Store;
 use super::locks::lock_customer;
 use super::outbox::{OutboxKind, STRIPE_DESTINATION, insert_new, pending};
 use super::rows::{self, micros, time};
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::autotopup::{AutoTopup, Charge, Settled, Start, failed_message};
 use crate::domain::billing::money_to_minor;
@@ -218,18 +219,11 @@ impl Store {
 
     /// Records the payment intent Stripe made for a pending attempt.
     pub async fn auto_topup_charged(&self, attempt: &str, payment_intent: &str) -> Result<()> {
-        let (_permit, txn) = self.begin_write().await?;
-        auto_topup_attempts::Entity::update_many()
-            .col_expr(
-                auto_topup_attempts::Column::PaymentIntent,
-                Expr::value(payment_intent),
-            )
-            .filter(auto_topup_attempts::Column::Id.eq(attempt))
-            .filter(auto_topup_attempts::Column::PaymentIntent.is_null())
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(())
+        self.write(&Charged {
+            attempt,
+            payment_intent,
+        })
+        .await
     }
 
     /// Settles an attempt as failed (Stripe refused the charge, or could not be reached in the
@@ -242,13 +236,18 @@ impl Store {
         payment_intent: Option<&str>,
         now: Timestamp,
     ) -> Result<bool> {
-        let (_permit, txn) = self.begin_write().await?;
         let settled = Settled::Failed {
             reason: reason.to_owned(),
             code: code.map(str::to_owned),
         };
-        let changed = settle(&txn, self.catalog(), attempt, &settled, payment_intent, now).await?;
-        txn.commit().await?;
+        let changed = self
+            .write(&Settle {
+                attempt,
+                settled: &settled,
+                payment_intent,
+                now,
+            })
+            .await?;
         self.books.forget(changed.as_deref());
         Ok(changed.is_some())
     }
@@ -259,5 +258,52 @@ impl Store {
         Ok(super::overage::stripe_links(self.connection(), &ids)
             .await?
             .remove(customer))
+    }
+}
+
+/// The payment intent Stripe made for a pending attempt recorded (`Store::auto_topup_charged`).
+struct Charged<'a> {
+    attempt: &'a str,
+    payment_intent: &'a str,
+}
+
+impl Write for Charged<'_> {
+    type Written = ();
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<()> {
+        auto_topup_attempts::Entity::update_many()
+            .col_expr(
+                auto_topup_attempts::Column::PaymentIntent,
+                Expr::value(self.payment_intent),
+            )
+            .filter(auto_topup_attempts::Column::Id.eq(self.attempt))
+            .filter(auto_topup_attempts::Column::PaymentIntent.is_null())
+            .exec(txn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// An attempt settled ([`settle`]): the customer whose attempt changed.
+struct Settle<'a> {
+    attempt: &'a str,
+    settled: &'a Settled,
+    payment_intent: Option<&'a str>,
+    now: Timestamp,
+}
+
+impl Write for Settle<'_> {
+    type Written = Option<String>;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, store: &Store) -> Result<Option<String>> {
+        settle(
+            txn,
+            store.catalog(),
+            self.attempt,
+            self.settled,
+            self.payment_intent,
+            self.now,
+        )
+        .await
     }
 }

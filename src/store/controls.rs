@@ -4,6 +4,7 @@
 use super::Store;
 use super::book::{Envelope, Idempotency};
 use super::rows::{self, time};
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::alerts;
 use crate::domain::command::{Answer, Command};
@@ -12,6 +13,7 @@ use crate::domain::overrides::Override;
 use crate::domain::thresholds::AlertRule;
 use crate::error::{Error, Result};
 use entity::{grants, override_history};
+use sea_orm::DatabaseTransaction;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -133,10 +135,25 @@ impl Store {
     /// alert rule's days of `now` and were not warned of for that expiry, at most `limit` of
     /// them; returns how many were looked at (fewer than `limit`: none left).
     pub async fn warn_expiring(&self, now: Timestamp, limit: u64) -> Result<usize> {
-        let catalog = self.catalog();
+        self.write(&WarnExpiring { now, limit }).await
+    }
+}
+
+/// `credit.grant_expiring` for up to `limit` paid grants due a warning at `now`
+/// (`Store::warn_expiring`): how many it looked at.
+struct WarnExpiring {
+    now: Timestamp,
+    limit: u64,
+}
+
+impl Write for WarnExpiring {
+    type Written = usize;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, store: &Store) -> Result<usize> {
+        let WarnExpiring { now, limit } = *self;
+        let catalog = store.catalog();
         let rule = &catalog.alerts;
         let horizon = now + chrono::Duration::days(i64::from(rule.grant_expiring_days));
-        let (_permit, txn) = self.begin_write().await?;
         let due = grants::Entity::find()
             .filter(grants::Column::Expired.eq(false))
             .filter(grants::Column::ExpiresAt.gt(time(now)))
@@ -154,7 +171,7 @@ impl Store {
             .order_by_asc(grants::Column::ExpiresAt)
             .order_by_asc(grants::Column::Id)
             .limit(limit)
-            .all(&txn)
+            .all(txn)
             .await?;
         let looked_at = due.len();
         let mut messages = Vec::new();
@@ -171,11 +188,10 @@ impl Store {
             grants::Entity::update_many()
                 .col_expr(grants::Column::ExpiryWarnedFor, Expr::value(expires_at))
                 .filter(grants::Column::Id.eq(id))
-                .exec(&txn)
+                .exec(txn)
                 .await?;
         }
-        super::outbox::enqueue(&txn, &catalog.webhooks, &messages).await?;
-        txn.commit().await?;
+        super::outbox::enqueue(txn, &catalog.webhooks, &messages).await?;
         Ok(looked_at)
     }
 }

@@ -20,6 +20,7 @@ pub(crate) mod rows;
 pub mod runner;
 pub mod sessions;
 pub mod stripe;
+pub(crate) mod unit;
 
 pub use crate::domain::command::{Answer, Command};
 pub use crate::domain::gate::Standing;
@@ -32,10 +33,9 @@ use crate::domain::gate::Policy;
 use crate::error::{Error, Result};
 use migration::{Migrator, MigratorTrait};
 use runner::{Engine, Runner};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedMutexGuard;
 
 #[derive(Clone)]
 pub struct Store {
@@ -231,17 +231,6 @@ impl Store {
             answers.push(answer.await.unwrap_or(Err(Error::Unavailable)));
         }
         answers
-    }
-
-    /// A write transaction outside the batches (Stripe events, revenue jobs, period close), with
-    /// the writer permit on SQLite so that it never contends with the batch writer.
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> Result<(Option<OwnedMutexGuard<()>>, DatabaseTransaction)> {
-        let engine = self.engine();
-        let permit = engine.write_permit().await;
-        let txn = engine.begin().await?;
-        Ok((permit, txn))
     }
 
     /// The gate's rules from configuration this store decides by.

@@ -4,6 +4,7 @@
 
 use super::Store;
 use super::rows::time;
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::outbound::{
     AfterFailure, EventType, Message, ReplayRefusal, StripeWrite, Subscription, destinations,
@@ -217,29 +218,12 @@ impl Store {
         limit: u64,
         lease_ms: i64,
     ) -> Result<Vec<outbox::Model>> {
-        let (_permit, txn) = self.begin_write().await?;
-        let backend = txn.get_database_backend();
-        let (skip, p) = match backend {
-            DbBackend::Postgres => (" FOR UPDATE SKIP LOCKED", ["$1", "$2", "$3"]),
-            _ => ("", ["?", "?", "?"]),
-        };
-        let sql = format!(
-            "UPDATE outbox SET next_attempt_at = {} WHERE id IN (SELECT id FROM outbox \
-             WHERE status = 'pending' AND next_attempt_at <= {} ORDER BY next_attempt_at, id \
-             LIMIT {}{skip}) RETURNING *",
-            p[0], p[1], p[2]
-        );
-        let leased = time(now) + lease_ms.saturating_mul(1_000);
-        let claimed = outbox::Entity::find()
-            .from_raw_sql(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [leased.into(), time(now).into(), (limit as i64).into()],
-            ))
-            .all(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(claimed)
+        self.write(&Claim {
+            now,
+            limit,
+            lease_ms,
+        })
+        .await
     }
 
     /// Records an attempt at a pending row.
@@ -249,44 +233,7 @@ impl Store {
         now: Timestamp,
         attempt: Attempt<'_>,
     ) -> Result<()> {
-        let (status, next_at, delivered_at, error) = match attempt {
-            Attempt::Delivered => (OutboxStatus::Delivered, time(now), Some(time(now)), None),
-            Attempt::Failed {
-                next: AfterFailure::RetryInMs(ms),
-                error,
-            } => (
-                OutboxStatus::Pending,
-                time(now) + i64::try_from(ms).unwrap_or(i64::MAX / 2) * 1_000,
-                None,
-                Some(error),
-            ),
-            Attempt::Failed {
-                next: AfterFailure::Dead,
-                error,
-            } => (OutboxStatus::Dead, time(now), None, Some(error)),
-        };
-        let error: Option<String> = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
-        let (_permit, txn) = self.begin_write().await?;
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
-            .col_expr(
-                outbox::Column::Attempts,
-                Expr::col(outbox::Column::Attempts).add(1),
-            )
-            .col_expr(outbox::Column::LastAttemptAt, Expr::value(time(now)))
-            .col_expr(
-                outbox::Column::FirstAttemptAt,
-                Expr::col(outbox::Column::FirstAttemptAt).if_null(time(now)),
-            )
-            .col_expr(outbox::Column::NextAttemptAt, Expr::value(next_at))
-            .col_expr(outbox::Column::DeliveredAt, Expr::value(delivered_at))
-            .col_expr(outbox::Column::LastError, Expr::value(error))
-            .filter(outbox::Column::Id.eq(id))
-            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(())
+        self.write(&Attempted { id, now, attempt }).await
     }
 
     /// Rows, oldest first, as an operator filters them.
@@ -335,38 +282,13 @@ impl Store {
         checked_absent_in_stripe: bool,
         actor: &super::operators::OperatorAction,
     ) -> Result<Option<std::result::Result<outbox::Model, ReplayRefusal>>> {
-        let (_permit, txn) = self.begin_write().await?;
-        let Some(row) = outbox::Entity::find_by_id(id.to_owned())
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if let Some(write) = stripe_write(&row, now)?
-            && let Err(refusal) = stripe_replay(write, checked_absent_in_stripe)
-        {
-            return Ok(Some(Err(refusal)));
-        }
-        outbox::Entity::update_many()
-            .col_expr(
-                outbox::Column::Status,
-                Expr::value(OutboxStatus::Pending.as_str()),
-            )
-            .col_expr(outbox::Column::NextAttemptAt, Expr::value(time(now)))
-            .col_expr(outbox::Column::CreatedAt, Expr::value(time(now)))
-            .filter(outbox::Column::Id.eq(id))
-            .filter(outbox::Column::Status.ne(OutboxStatus::Pending.as_str()))
-            .exec(&txn)
-            .await?;
-        let actor = super::operators::OperatorAction {
-            customer: Some(row.customer_id.clone()),
-            ..actor.clone()
-        };
-        super::operators::record(&txn, &actor, now).await?;
-        let row = outbox::Entity::find_by_id(id.to_owned()).one(&txn).await?;
-        txn.commit().await?;
-        Ok(row.map(Ok))
+        self.write(&Replay {
+            id,
+            now,
+            checked_absent_in_stripe,
+            actor,
+        })
+        .await
     }
 
     /// Rows per status, for `/metrics`.
@@ -412,3 +334,145 @@ pub fn stripe_write(row: &outbox::Model, now: Timestamp) -> Result<Option<Stripe
 
 /// A row's wall-clock time (Unix microseconds), for answers.
 pub use super::rows::timestamp as row_time;
+
+/// Rows due claimed for a lease (`Store::outbox_claim`).
+struct Claim {
+    now: Timestamp,
+    limit: u64,
+    lease_ms: i64,
+}
+
+impl Write for Claim {
+    type Written = Vec<outbox::Model>;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<Self::Written> {
+        let Claim {
+            now,
+            limit,
+            lease_ms,
+        } = *self;
+        let backend = txn.get_database_backend();
+        let (skip, p) = match backend {
+            DbBackend::Postgres => (" FOR UPDATE SKIP LOCKED", ["$1", "$2", "$3"]),
+            _ => ("", ["?", "?", "?"]),
+        };
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = {} WHERE id IN (SELECT id FROM outbox \
+             WHERE status = 'pending' AND next_attempt_at <= {} ORDER BY next_attempt_at, id \
+             LIMIT {}{skip}) RETURNING *",
+            p[0], p[1], p[2]
+        );
+        let leased = time(now) + lease_ms.saturating_mul(1_000);
+        let claimed = outbox::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [leased.into(), time(now).into(), (limit as i64).into()],
+            ))
+            .all(txn)
+            .await?;
+        Ok(claimed)
+    }
+}
+
+/// An attempt at a pending row recorded (`Store::outbox_attempted`).
+struct Attempted<'a> {
+    id: &'a str,
+    now: Timestamp,
+    attempt: Attempt<'a>,
+}
+
+impl Write for Attempted<'_> {
+    type Written = ();
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<()> {
+        let Attempted { id, now, attempt } = *self;
+        let (status, next_at, delivered_at, error) = match attempt {
+            Attempt::Delivered => (OutboxStatus::Delivered, time(now), Some(time(now)), None),
+            Attempt::Failed {
+                next: AfterFailure::RetryInMs(ms),
+                error,
+            } => (
+                OutboxStatus::Pending,
+                time(now) + i64::try_from(ms).unwrap_or(i64::MAX / 2) * 1_000,
+                None,
+                Some(error),
+            ),
+            Attempt::Failed {
+                next: AfterFailure::Dead,
+                error,
+            } => (OutboxStatus::Dead, time(now), None, Some(error)),
+        };
+        let error: Option<String> = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect());
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).add(1),
+            )
+            .col_expr(outbox::Column::LastAttemptAt, Expr::value(time(now)))
+            .col_expr(
+                outbox::Column::FirstAttemptAt,
+                Expr::col(outbox::Column::FirstAttemptAt).if_null(time(now)),
+            )
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(next_at))
+            .col_expr(outbox::Column::DeliveredAt, Expr::value(delivered_at))
+            .col_expr(outbox::Column::LastError, Expr::value(error))
+            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
+            .exec(txn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A row sent again, as an operator asked (`Store::outbox_replay`).
+struct Replay<'a> {
+    id: &'a str,
+    now: Timestamp,
+    checked_absent_in_stripe: bool,
+    actor: &'a super::operators::OperatorAction,
+}
+
+impl Write for Replay<'_> {
+    type Written = Option<std::result::Result<outbox::Model, ReplayRefusal>>;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<Self::Written> {
+        let Replay {
+            id,
+            now,
+            checked_absent_in_stripe,
+            actor,
+        } = *self;
+        let Some(row) = outbox::Entity::find_by_id(id.to_owned())
+            .lock_exclusive()
+            .one(txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some(write) = stripe_write(&row, now)?
+            && let Err(refusal) = stripe_replay(write, checked_absent_in_stripe)
+        {
+            return Ok(Some(Err(refusal)));
+        }
+        outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(OutboxStatus::Pending.as_str()),
+            )
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(time(now)))
+            .col_expr(outbox::Column::CreatedAt, Expr::value(time(now)))
+            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Status.ne(OutboxStatus::Pending.as_str()))
+            .exec(txn)
+            .await?;
+        let actor = super::operators::OperatorAction {
+            customer: Some(row.customer_id.clone()),
+            ..actor.clone()
+        };
+        super::operators::record(txn, &actor, now).await?;
+        let row = outbox::Entity::find_by_id(id.to_owned()).one(txn).await?;
+        Ok(row.map(Ok))
+    }
+}

@@ -3,11 +3,13 @@
 //! accrued and reported.
 
 use super::Store;
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::money::Credits;
 use crate::domain::overage::{MeterReport, meter_report};
 use crate::error::Result;
 use entity::{customers, overage_accruals, stripe_customers};
+use sea_orm::DatabaseTransaction;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::BTreeMap;
@@ -44,8 +46,8 @@ impl Store {
     /// transaction, the accrual's `reported` moves and the meter event (and `overage.reported`)
     /// is written to the outbox. Returns how many customers it looked at.
     pub async fn report_overage(&self, now: Timestamp, limit: u64) -> Result<usize> {
-        let catalog = self.catalog();
-        let metered: Vec<String> = catalog
+        let metered: Vec<String> = self
+            .catalog()
             .plans
             .values()
             .filter(|p| p.overage_meter.is_some())
@@ -54,75 +56,12 @@ impl Store {
         if metered.is_empty() {
             return Ok(0);
         }
-        let (_permit, txn) = self.begin_write().await?;
-        let linked = Query::select()
-            .column(stripe_customers::Column::CustomerId)
-            .from(stripe_customers::Entity)
-            .to_owned();
-        let on_metered_plan = Query::select()
-            .column(customers::Column::Id)
-            .from(customers::Entity)
-            .and_where(Expr::col(customers::Column::PlanId).is_in(metered))
-            .to_owned();
-        let due = overage_accruals::Entity::find()
-            .filter(
-                Expr::col(overage_accruals::Column::Credits)
-                    .sub(Expr::col(overage_accruals::Column::Reported))
-                    .gte(ONE_CREDIT_MICROS),
-            )
-            .filter(overage_accruals::Column::CustomerId.in_subquery(linked))
-            .filter(overage_accruals::Column::CustomerId.in_subquery(on_metered_plan))
-            .order_by_asc(overage_accruals::Column::CustomerId)
-            .limit(limit)
-            .all(&txn)
-            .await?;
-        if due.is_empty() {
-            txn.commit().await?;
-            return Ok(0);
-        }
-        let ids: Vec<String> = due.iter().map(|r| r.customer_id.clone()).collect();
-        let plans = customer_plans(&txn, &ids).await?;
-        let links = stripe_links(&txn, &ids).await?;
-        let mut reports: Vec<MeterReport> = Vec::new();
-        for row in &due {
-            let meter = plans
-                .get(&row.customer_id)
-                .and_then(|p| p.as_deref())
-                .and_then(|p| catalog.plan(p))
-                .and_then(|p| p.overage_meter.as_ref());
-            let (Some(meter), Some(stripe_customer)) = (meter, links.get(&row.customer_id)) else {
-                continue;
-            };
-            let Some(report) = meter_report(
-                &row.customer_id,
-                stripe_customer,
-                &meter.event_name,
-                Credits::from_micros(row.credits),
-                Credits::from_micros(row.reported),
-                now,
-            ) else {
-                continue;
-            };
-            // Moved from what was read: another instance's run that got here first wins.
-            let moved = overage_accruals::Entity::update_many()
-                .col_expr(
-                    overage_accruals::Column::Reported,
-                    Expr::value(super::rows::micros(report.reported)?),
-                )
-                .filter(overage_accruals::Column::CustomerId.eq(row.customer_id.clone()))
-                .filter(overage_accruals::Column::Currency.eq(row.currency.clone()))
-                .filter(overage_accruals::Column::Reported.eq(row.reported))
-                .exec(&txn)
-                .await?;
-            if moved.rows_affected == 1 {
-                reports.push(report);
-            }
-        }
-        super::outbox::enqueue_meter_events(&txn, &reports).await?;
-        let messages: Vec<_> = reports.iter().map(MeterReport::message).collect();
-        super::outbox::enqueue(&txn, &catalog.webhooks, &messages).await?;
-        txn.commit().await?;
-        Ok(due.len())
+        self.write(&ReportOverage {
+            now,
+            limit,
+            metered,
+        })
+        .await
     }
 
     /// Customers' billed overage, accrued and reported, in customer order after `after`: at
@@ -207,4 +146,87 @@ pub(crate) async fn stripe_links(
         }
     }
     Ok(links)
+}
+
+/// Whole overage credits waiting reported to the meter of the plans in `metered`, up to `limit`
+/// customers (`Store::report_overage`): how many it looked at.
+struct ReportOverage {
+    now: Timestamp,
+    limit: u64,
+    metered: Vec<String>,
+}
+
+impl Write for ReportOverage {
+    type Written = usize;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, store: &Store) -> Result<usize> {
+        let (now, limit, metered) = (self.now, self.limit, self.metered.clone());
+        let catalog = store.catalog();
+        let linked = Query::select()
+            .column(stripe_customers::Column::CustomerId)
+            .from(stripe_customers::Entity)
+            .to_owned();
+        let on_metered_plan = Query::select()
+            .column(customers::Column::Id)
+            .from(customers::Entity)
+            .and_where(Expr::col(customers::Column::PlanId).is_in(metered))
+            .to_owned();
+        let due = overage_accruals::Entity::find()
+            .filter(
+                Expr::col(overage_accruals::Column::Credits)
+                    .sub(Expr::col(overage_accruals::Column::Reported))
+                    .gte(ONE_CREDIT_MICROS),
+            )
+            .filter(overage_accruals::Column::CustomerId.in_subquery(linked))
+            .filter(overage_accruals::Column::CustomerId.in_subquery(on_metered_plan))
+            .order_by_asc(overage_accruals::Column::CustomerId)
+            .limit(limit)
+            .all(txn)
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = due.iter().map(|r| r.customer_id.clone()).collect();
+        let plans = customer_plans(txn, &ids).await?;
+        let links = stripe_links(txn, &ids).await?;
+        let mut reports: Vec<MeterReport> = Vec::new();
+        for row in &due {
+            let meter = plans
+                .get(&row.customer_id)
+                .and_then(|p| p.as_deref())
+                .and_then(|p| catalog.plan(p))
+                .and_then(|p| p.overage_meter.as_ref());
+            let (Some(meter), Some(stripe_customer)) = (meter, links.get(&row.customer_id)) else {
+                continue;
+            };
+            let Some(report) = meter_report(
+                &row.customer_id,
+                stripe_customer,
+                &meter.event_name,
+                Credits::from_micros(row.credits),
+                Credits::from_micros(row.reported),
+                now,
+            ) else {
+                continue;
+            };
+            // Moved from what was read: another instance's run that got here first wins.
+            let moved = overage_accruals::Entity::update_many()
+                .col_expr(
+                    overage_accruals::Column::Reported,
+                    Expr::value(super::rows::micros(report.reported)?),
+                )
+                .filter(overage_accruals::Column::CustomerId.eq(row.customer_id.clone()))
+                .filter(overage_accruals::Column::Currency.eq(row.currency.clone()))
+                .filter(overage_accruals::Column::Reported.eq(row.reported))
+                .exec(txn)
+                .await?;
+            if moved.rows_affected == 1 {
+                reports.push(report);
+            }
+        }
+        super::outbox::enqueue_meter_events(txn, &reports).await?;
+        let messages: Vec<_> = reports.iter().map(MeterReport::message).collect();
+        super::outbox::enqueue(txn, &catalog.webhooks, &messages).await?;
+        Ok(due.len())
+    }
 }

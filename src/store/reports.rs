@@ -4,6 +4,7 @@
 
 use super::Store;
 use super::rows::timestamp;
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::margin::{CostSum, Group, MarginBy, RevenueSum};
 use crate::domain::money::{Credits, Money};
@@ -13,8 +14,8 @@ use crate::error::{Error, Result};
 use entity::{journal_lines, revenue_lots, revenue_periods};
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde::Serialize;
 
@@ -472,7 +473,22 @@ impl Store {
         now: Timestamp,
         actor: &super::operators::OperatorAction,
     ) -> Result<revenue_periods::Model> {
-        let (_permit, txn) = self.begin_write().await?;
+        self.write(&ClosePeriod { period, now, actor }).await
+    }
+}
+
+/// A month closed: nothing more is booked in it (`Store::close_period`).
+struct ClosePeriod<'a> {
+    period: Period,
+    now: Timestamp,
+    actor: &'a super::operators::OperatorAction,
+}
+
+impl Write for ClosePeriod<'_> {
+    type Written = revenue_periods::Model;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<Self::Written> {
+        let ClosePeriod { period, now, actor } = *self;
         if txn.get_database_backend() == DbBackend::Postgres {
             // Waits for postings that read the periods before this commit (they hold the lock
             // shared), and makes later ones read the period as closed.
@@ -495,17 +511,16 @@ impl Store {
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await?;
         // Closed now, not before: the closing is recorded with who closed it.
         if inserted == 1 {
-            super::operators::record(&txn, actor, now).await?;
+            super::operators::record(txn, actor, now).await?;
         }
         let row = revenue_periods::Entity::find_by_id(period.to_string())
-            .one(&txn)
+            .one(txn)
             .await?
             .ok_or_else(|| Error::Internal("closed period not found".into()))?;
-        txn.commit().await?;
         Ok(row)
     }
 }

@@ -8,8 +8,10 @@
 use super::Store;
 use super::book::placeholder;
 use super::rows::time;
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::error::Result;
+use sea_orm::DatabaseTransaction;
 use sea_orm::{ConnectionTrait, Statement, Value};
 
 /// Rows per batch, and batches per table per run: a limit on one run's work.
@@ -123,16 +125,12 @@ impl Store {
     async fn prune_batches(&self, sql: String, values: Vec<Value>) -> Result<u64> {
         let mut total = 0;
         for _ in 0..MAX_BATCHES {
-            let (_permit, txn) = self.begin_write().await?;
-            let done = txn
-                .execute_raw(Statement::from_sql_and_values(
-                    self.backend(),
-                    sql.clone(),
-                    values.clone(),
-                ))
-                .await?
-                .rows_affected();
-            txn.commit().await?;
+            let done = self
+                .write(&Prune {
+                    sql: &sql,
+                    values: &values,
+                })
+                .await?;
             total += done;
             if done < PRUNE_BATCH_ROWS {
                 break;
@@ -141,5 +139,26 @@ impl Store {
             tokio::task::yield_now().await;
         }
         Ok(total)
+    }
+}
+
+/// One batch of old rows removed or emptied (`Store::prune`): the rows it changed.
+struct Prune<'a> {
+    sql: &'a str,
+    values: &'a [Value],
+}
+
+impl Write for Prune<'_> {
+    type Written = u64;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, store: &Store) -> Result<u64> {
+        Ok(txn
+            .execute_raw(Statement::from_sql_and_values(
+                store.backend(),
+                self.sql,
+                self.values.to_vec(),
+            ))
+            .await?
+            .rows_affected())
     }
 }

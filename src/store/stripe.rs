@@ -14,6 +14,7 @@ use super::book::{Envelope, run_commands};
 use super::locks::insert_customer_if_absent;
 use super::rows::{micros, time, timestamp};
 use super::runner::Engine;
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::billing::Outcome;
 use crate::domain::command::{Answer, Rules};
@@ -293,30 +294,12 @@ impl Store {
 
     /// Records where the backfill reading `source` is: after `starting_after`, or done.
     pub async fn save_sync_cursor(&self, cursor: stripe_sync_cursors::Model) -> Result<()> {
-        let (_permit, txn) = self.begin_write().await?;
-        stripe_sync_cursors::Entity::insert(stripe_sync_cursors::ActiveModel::from(cursor))
-            .on_conflict(
-                OnConflict::column(stripe_sync_cursors::Column::Source)
-                    .update_columns([
-                        stripe_sync_cursors::Column::Since,
-                        stripe_sync_cursors::Column::StartingAfter,
-                        stripe_sync_cursors::Column::Done,
-                        stripe_sync_cursors::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        Ok(txn.commit().await?)
+        self.write(&SaveCursor(cursor)).await
     }
 
     /// Forgets every backfill cursor: the next run reads from the start.
     pub async fn clear_sync_cursors(&self) -> Result<()> {
-        let (_permit, txn) = self.begin_write().await?;
-        stripe_sync_cursors::Entity::delete_many()
-            .exec(&txn)
-            .await?;
-        Ok(txn.commit().await?)
+        self.write(&ClearCursors).await
     }
 
     /// Events received, newest first (for tests and operators).
@@ -1241,5 +1224,41 @@ fn subscription_state(row: stripe_subscriptions::Model) -> SubscriptionState {
         current_period_end_unix: row.current_period_end,
         past_due_since_unix: row.past_due_since,
         as_of_unix: row.as_of,
+    }
+}
+
+/// Where the backfill reading a source is (`Store::save_sync_cursor`).
+struct SaveCursor(stripe_sync_cursors::Model);
+
+impl Write for SaveCursor {
+    type Written = ();
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<()> {
+        stripe_sync_cursors::Entity::insert(stripe_sync_cursors::ActiveModel::from(self.0.clone()))
+            .on_conflict(
+                OnConflict::column(stripe_sync_cursors::Column::Source)
+                    .update_columns([
+                        stripe_sync_cursors::Column::Since,
+                        stripe_sync_cursors::Column::StartingAfter,
+                        stripe_sync_cursors::Column::Done,
+                        stripe_sync_cursors::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Every backfill cursor forgotten (`Store::clear_sync_cursors`).
+struct ClearCursors;
+
+impl Write for ClearCursors {
+    type Written = ();
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<()> {
+        stripe_sync_cursors::Entity::delete_many().exec(txn).await?;
+        Ok(())
     }
 }
