@@ -9,6 +9,7 @@ use super::revenue::{self, Origin};
 use super::rows::{self, ROWS_PER_STATEMENT, micros, time};
 use crate::domain::Timestamp;
 use crate::domain::alerts::Armed;
+use crate::domain::catalog::Catalog;
 use crate::domain::command::{self, Answer, Command as DomainCommand, Rules};
 use crate::domain::gate::{Refusal, Standing};
 use crate::domain::journal::Moved;
@@ -204,8 +205,51 @@ pub(crate) async fn run_commands(
     phases: &mut Phases,
     cache: Option<&BookCache>,
 ) -> Result<Ran> {
-    let catalog = rules.catalog;
     let started = std::time::Instant::now();
+    let (mut books, books_read) = lock_and_load(txn, items, cache).await?;
+    let mut decided = Decided {
+        records: load_idempotency(txn, items).await?,
+        ..Decided::default()
+    };
+    let loaded_at = started.elapsed();
+    for item in 0..items.len() {
+        let answer = decide_one(txn, rules, items, item, &mut books, &mut decided).await?;
+        decided.answers.push(answer);
+    }
+    let aftermath = aftermath(rules.catalog, items, &mut books, &decided.done);
+    let decided_at = started.elapsed();
+    write_batch(txn, rules.catalog, items, &books, &decided, &aftermath).await?;
+    let written_at = started.elapsed();
+    post_batch(txn, rules.catalog, items, &books, &decided.done).await?;
+    // What the cache keeps once the batch commits: the books as a load would read them back.
+    let kept = match cache {
+        Some(_) => books
+            .iter()
+            .map(|(customer, loaded)| Ok((customer.clone(), loaded.as_stored(customer)?)))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    *phases = Phases {
+        load: loaded_at,
+        decide: decided_at - loaded_at,
+        write: written_at - decided_at,
+        post: started.elapsed() - written_at,
+        books_kept: books.len() - books_read,
+        books_read,
+    };
+    Ok(Ran {
+        answers: decided.answers,
+        kept,
+    })
+}
+
+/// Creates the customers the batch's commands may create, takes the batch's row locks in id
+/// order and loads its books; how many of them were read (not kept).
+async fn lock_and_load(
+    txn: &DatabaseTransaction,
+    items: &[&Envelope],
+    cache: Option<&BookCache>,
+) -> Result<(BTreeMap<String, Loaded>, usize)> {
     // Customers a command may create, at the time of the first command that names them.
     let mut create: BTreeMap<&str, Timestamp> = BTreeMap::new();
     for item in items.iter().filter(|c| c.command.creates_customer()) {
@@ -220,118 +264,161 @@ pub(crate) async fn run_commands(
         .into_iter()
         .collect();
     super::locks::lock_customers(txn, &ids).await?;
-    let (mut books, books_read) = load_batch_books(txn, items, &ids, cache).await?;
-    let mut records = load_idempotency(txn, items).await?;
-    let loaded_at = started.elapsed();
+    load_batch_books(txn, items, &ids, cache).await
+}
 
-    let mut answers: Answers = Vec::with_capacity(items.len());
-    let mut done: Vec<Done> = Vec::new();
-    let mut new_records = Vec::new();
-    let mut new_overrides = Vec::new();
-    for (item, envelope) in items.iter().enumerate() {
-        let Some(loaded) = books.get_mut(&envelope.customer_id) else {
-            answers.push(Err(Error::CustomerNotFound(envelope.customer_id.clone())));
-            continue;
-        };
-        if let Some(idempotency) = &envelope.idempotency {
-            let key = (envelope.customer_id.clone(), idempotency.key.clone());
-            if let Some((hash, body)) = records.get(&key) {
-                answers.push(if *hash != idempotency.request_hash {
-                    Err(Error::IdempotencyConflict)
-                } else {
-                    Answer::replayed(&envelope.command, body)
-                        .map(|value| Executed {
-                            value,
-                            replayed: true,
-                        })
-                        .map_err(|e| Error::Internal(format!("stored idempotent result: {e}")))
-                });
-                continue;
-            }
+/// What the batch's commands decided, as they are decided.
+#[derive(Default)]
+struct Decided {
+    answers: Answers,
+    done: Vec<Done>,
+    /// Idempotency keys known: loaded, and kept by the commands decided so far.
+    records: HashMap<(String, String), (String, String)>,
+    new_records: Vec<idempotency_records::ActiveModel>,
+    new_overrides: Vec<override_history::ActiveModel>,
+}
+
+/// Decides command `item` of the batch on its customer's book as the commands before it left it:
+/// a replay answers what was kept; a refusal leaves the book as it was.
+async fn decide_one(
+    txn: &DatabaseTransaction,
+    rules: Rules<'_>,
+    items: &[&Envelope],
+    item: usize,
+    books: &mut BTreeMap<String, Loaded>,
+    decided: &mut Decided,
+) -> Result<Result<Executed<Answer>>> {
+    let envelope = items[item];
+    let Some(loaded) = books.get_mut(&envelope.customer_id) else {
+        return Ok(Err(Error::CustomerNotFound(envelope.customer_id.clone())));
+    };
+    if let Some(idempotency) = &envelope.idempotency {
+        let key = (envelope.customer_id.clone(), idempotency.key.clone());
+        if let Some((hash, body)) = decided.records.get(&key) {
+            return Ok(if *hash != idempotency.request_hash {
+                Err(Error::IdempotencyConflict)
+            } else {
+                Answer::replayed(&envelope.command, body)
+                    .map(|value| Executed {
+                        value,
+                        replayed: true,
+                    })
+                    .map_err(|e| Error::Internal(format!("stored idempotent result: {e}")))
+            });
         }
-        // Decided on a copy: a refusal leaves the book as the previous command left it.
-        let mut book = loaded.book.clone();
-        let mut standing = loaded.standing.clone();
-        debug_assert!(
-            book.entries.is_empty(),
-            "entries move out after each command"
-        );
-        let read = if envelope.command.reads_spent() {
-            let mut spent = spent_this_month(txn, &envelope.customer_id, envelope.now).await?;
-            // What this batch spent before the command is not in the ledger yet.
-            for d in done.iter().filter(|d| d.customer == envelope.customer_id) {
-                spent.add(&d.entries, items[d.item].now, envelope.now);
-            }
-            command::Read {
-                spent_this_month: Some(spent),
-            }
-        } else {
-            command::Read::default()
-        };
-        let value = match command::decide_with(
-            rules,
-            &mut book,
-            &mut standing,
-            &envelope.command,
-            &read,
-            envelope.now,
-        ) {
-            Ok(value) => value,
-            Err(refusal) => {
-                if let Refusal::SpendLimitReached(exceeded) = &refusal {
-                    loaded
-                        .refused_by
-                        .push((exceeded.limit.clone(), envelope.now));
-                }
-                answers.push(Err(refusal.into()));
-                continue;
-            }
-        };
-        if let Some(idempotency) = &envelope.idempotency {
-            let body = value
-                .stored()
-                .map_err(|e| Error::Internal(format!("answer: {e}")))?;
-            match (&idempotency.kept_in, &value) {
-                (KeptIn::Records, _) => new_records.push(idempotency_records::ActiveModel {
-                    customer_id: Set(envelope.customer_id.clone()),
-                    idempotency_key: Set(idempotency.key.clone()),
-                    request_hash: Set(idempotency.request_hash.clone()),
-                    body: Set(body.clone()),
-                    created_at: Set(time(envelope.now)),
-                }),
-                (KeptIn::OverrideHistory { key }, Answer::Overridden(made)) => {
-                    new_overrides.push(rows::override_row(
-                        made,
-                        &envelope.customer_id,
-                        key,
-                        &idempotency.request_hash,
-                    )?);
-                }
-                (KeptIn::OverrideHistory { .. }, other) => return Err(Error::unexpected(other)),
-            }
-            records.insert(
-                (envelope.customer_id.clone(), idempotency.key.clone()),
-                (idempotency.request_hash.clone(), body),
-            );
-        }
-        let entries = std::mem::take(&mut book.entries);
-        let consumed = std::mem::take(&mut book.consumed);
-        loaded.book = book;
-        loaded.standing = standing;
-        done.push(Done {
-            item,
-            customer: envelope.customer_id.clone(),
-            entries,
-            consumed,
-        });
-        answers.push(Ok(Executed {
-            value,
-            replayed: false,
-        }));
     }
+    // Decided on a copy: a refusal leaves the book as the previous command left it.
+    let mut book = loaded.book.clone();
+    let mut standing = loaded.standing.clone();
+    debug_assert!(
+        book.entries.is_empty(),
+        "entries move out after each command"
+    );
+    let read = if envelope.command.reads_spent() {
+        let mut spent = spent_this_month(txn, &envelope.customer_id, envelope.now).await?;
+        // What this batch spent before the command is not in the ledger yet.
+        for d in decided
+            .done
+            .iter()
+            .filter(|d| d.customer == envelope.customer_id)
+        {
+            spent.add(&d.entries, items[d.item].now, envelope.now);
+        }
+        command::Read {
+            spent_this_month: Some(spent),
+        }
+    } else {
+        command::Read::default()
+    };
+    let value = match command::decide_with(
+        rules,
+        &mut book,
+        &mut standing,
+        &envelope.command,
+        &read,
+        envelope.now,
+    ) {
+        Ok(value) => value,
+        Err(refusal) => {
+            if let Refusal::SpendLimitReached(exceeded) = &refusal {
+                loaded
+                    .refused_by
+                    .push((exceeded.limit.clone(), envelope.now));
+            }
+            return Ok(Err(refusal.into()));
+        }
+    };
+    if let Some(idempotency) = &envelope.idempotency {
+        keep_answer(envelope, idempotency, &value, decided)?;
+    }
+    let entries = std::mem::take(&mut book.entries);
+    let consumed = std::mem::take(&mut book.consumed);
+    loaded.book = book;
+    loaded.standing = standing;
+    decided.done.push(Done {
+        item,
+        customer: envelope.customer_id.clone(),
+        entries,
+        consumed,
+    });
+    Ok(Ok(Executed {
+        value,
+        replayed: false,
+    }))
+}
 
-    // Balance alerts: per customer, from the book as loaded to the book as the batch left it.
-    // Each customer's latest command that was decided or refused by a spend limit.
+/// Keeps a decided command's answer under its idempotency key, where that key's answers are kept.
+fn keep_answer(
+    envelope: &Envelope,
+    idempotency: &Idempotency,
+    value: &Answer,
+    decided: &mut Decided,
+) -> Result<()> {
+    let body = value
+        .stored()
+        .map_err(|e| Error::Internal(format!("answer: {e}")))?;
+    match (&idempotency.kept_in, value) {
+        (KeptIn::Records, _) => decided.new_records.push(idempotency_records::ActiveModel {
+            customer_id: Set(envelope.customer_id.clone()),
+            idempotency_key: Set(idempotency.key.clone()),
+            request_hash: Set(idempotency.request_hash.clone()),
+            body: Set(body.clone()),
+            created_at: Set(time(envelope.now)),
+        }),
+        (KeptIn::OverrideHistory { key }, Answer::Overridden(made)) => {
+            decided.new_overrides.push(rows::override_row(
+                made,
+                &envelope.customer_id,
+                key,
+                &idempotency.request_hash,
+            )?);
+        }
+        (KeptIn::OverrideHistory { .. }, other) => return Err(Error::unexpected(other)),
+    }
+    decided.records.insert(
+        (envelope.customer_id.clone(), idempotency.key.clone()),
+        (idempotency.request_hash.clone(), body),
+    );
+    Ok(())
+}
+
+/// What a batch says and starts once its commands are decided: balance alerts, limit and
+/// threshold messages, auto top-up charges.
+#[derive(Default)]
+struct Aftermath {
+    messages: Vec<crate::domain::outbound::Message>,
+    starts: Vec<crate::domain::autotopup::Start>,
+}
+
+/// Per customer, from the book as loaded to the book as the batch left it
+/// (`command::after_batch`), at the time of its latest command that was decided or refused by a
+/// spend limit.
+fn aftermath(
+    catalog: &Catalog,
+    items: &[&Envelope],
+    books: &mut BTreeMap<String, Loaded>,
+    done: &[Done],
+) -> Aftermath {
     let mut latest: BTreeMap<String, Timestamp> = BTreeMap::new();
     let refusals = books
         .iter()
@@ -341,8 +428,7 @@ pub(crate) async fn run_commands(
         let at = latest.entry(customer.clone()).or_insert(now);
         *at = Ord::max(*at, now);
     }
-    let mut messages = Vec::new();
-    let mut starts = Vec::new();
+    let mut aftermath = Aftermath::default();
     for (customer, loaded) in books.iter_mut() {
         let Some(&now) = latest.get(customer.as_str()) else {
             continue;
@@ -362,25 +448,48 @@ pub(crate) async fn run_commands(
             now,
         );
         loaded.alerts = after.alerts;
-        messages.extend(after.messages);
-        starts.extend(after.auto_topup);
+        aftermath.messages.extend(after.messages);
+        aftermath.starts.extend(after.auto_topup);
     }
-    let decided_at = started.elapsed();
-    write_books(txn, &books).await?;
-    super::outbox::enqueue(txn, &catalog.webhooks, &messages).await?;
-    super::autotopup::start_charges(txn, &starts).await?;
-    write_entries(txn, items, &done).await?;
-    for chunk in new_records.chunks(ROWS_PER_STATEMENT) {
+    aftermath
+}
+
+/// Writes everything the batch decided, with multi-row statements: the books' changes, the
+/// outbox's messages, auto top-up charges, ledger entries and consumptions, idempotency records
+/// and override history.
+async fn write_batch(
+    txn: &DatabaseTransaction,
+    catalog: &Catalog,
+    items: &[&Envelope],
+    books: &BTreeMap<String, Loaded>,
+    decided: &Decided,
+    aftermath: &Aftermath,
+) -> Result<()> {
+    write_books(txn, books).await?;
+    super::outbox::enqueue(txn, &catalog.webhooks, &aftermath.messages).await?;
+    super::autotopup::start_charges(txn, &aftermath.starts).await?;
+    write_entries(txn, items, &decided.done).await?;
+    for chunk in decided.new_records.chunks(ROWS_PER_STATEMENT) {
         idempotency_records::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }
-    for chunk in new_overrides.chunks(ROWS_PER_STATEMENT) {
+    for chunk in decided.new_overrides.chunks(ROWS_PER_STATEMENT) {
         override_history::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }
-    let written_at = started.elapsed();
+    Ok(())
+}
+
+/// The revenue postings of the batch's decided commands (`revenue::post_all`).
+async fn post_batch(
+    txn: &DatabaseTransaction,
+    catalog: &Catalog,
+    items: &[&Envelope],
+    books: &BTreeMap<String, Loaded>,
+    done: &[Done],
+) -> Result<()> {
     let posted: Vec<revenue::Posted<'_>> = done
         .iter()
         .map(|d| {
@@ -398,24 +507,7 @@ pub(crate) async fn run_commands(
             }
         })
         .collect();
-    revenue::post_all(txn, catalog, &posted).await?;
-    // What the cache keeps once the batch commits: the books as a load would read them back.
-    let kept = match cache {
-        Some(_) => books
-            .iter()
-            .map(|(customer, loaded)| Ok((customer.clone(), loaded.as_stored(customer)?)))
-            .collect::<Result<Vec<_>>>()?,
-        None => Vec::new(),
-    };
-    *phases = Phases {
-        load: loaded_at,
-        decide: decided_at - loaded_at,
-        write: written_at - decided_at,
-        post: started.elapsed() - written_at,
-        books_kept: books.len() - books_read,
-        books_read,
-    };
-    Ok(Ran { answers, kept })
+    revenue::post_all(txn, catalog, &posted).await
 }
 
 /// What a batch answered, and the books it leaves once committed (when it was run with a cache).
@@ -815,78 +907,7 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                 Some(_) => {}
             }
         }
-        let standing = &loaded.standing;
-        if before.overdraft != after.overdraft
-            || before.overdraft_held != after.overdraft_held
-            || loaded.standing_before != *standing
-            || loaded.alerts_before != loaded.alerts
-        {
-            let alert_state = i32::from(loaded.alerts.low_sent) * ALERT_LOW_SENT
-                + i32::from(loaded.alerts.depleted_sent) * ALERT_DEPLETED_SENT;
-            let updated = customers::Entity::update_many()
-                .col_expr(
-                    customers::Column::Overdraft,
-                    Expr::value(micros(after.overdraft)?),
-                )
-                .col_expr(
-                    customers::Column::OverdraftHeld,
-                    Expr::value(micros(after.overdraft_held)?),
-                )
-                .col_expr(
-                    customers::Column::PlanId,
-                    Expr::value(standing.plan_id.clone()),
-                )
-                .col_expr(customers::Column::Frozen, Expr::value(standing.frozen))
-                .col_expr(
-                    customers::Column::PastDueSince,
-                    Expr::value(standing.past_due_since.map(time)),
-                )
-                .col_expr(
-                    customers::Column::RenewsAt,
-                    Expr::value(standing.renews_at.map(time)),
-                )
-                .col_expr(customers::Column::AlertState, Expr::value(alert_state))
-                .col_expr(
-                    customers::Column::Limits,
-                    Expr::value(rows::json_column(
-                        &standing.limits,
-                        standing.limits.is_empty(),
-                    )?),
-                )
-                .col_expr(
-                    customers::Column::Overrides,
-                    Expr::value(rows::json_column(
-                        &standing.overrides,
-                        standing.overrides.is_empty(),
-                    )?),
-                )
-                .col_expr(
-                    customers::Column::LowBalance,
-                    Expr::value(rows::json_column(
-                        &standing.low_balance,
-                        standing.low_balance.is_none(),
-                    )?),
-                )
-                .col_expr(
-                    customers::Column::AlertArming,
-                    Expr::value(loaded.alerts.arming),
-                )
-                .col_expr(
-                    customers::Column::AutoTopup,
-                    Expr::value(rows::json_column(
-                        &standing.auto_topup,
-                        standing.auto_topup.is_unset(),
-                    )?),
-                )
-                .filter(customers::Column::Id.eq(customer.as_str()))
-                .filter(customers::Column::Version.eq(loaded.version))
-                .exec(txn)
-                .await?;
-            // The row lock is ours: nobody else can have moved the version.
-            if updated.rows_affected != 1 {
-                return Err(Error::WriteConflict);
-            }
-        }
+        update_customer(txn, customer, loaded).await?;
     }
     for chunk in new_grants.chunks(ROWS_PER_STATEMENT) {
         grants::Entity::insert_many(chunk.to_vec())
@@ -933,6 +954,85 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
             chunk,
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// The customer's row, when the batch moved its overdraft, standing or alert state; under its
+/// row lock, at the version the lock left.
+async fn update_customer(txn: &DatabaseTransaction, customer: &str, loaded: &Loaded) -> Result<()> {
+    let (before, after) = (&loaded.before, &loaded.book);
+    let standing = &loaded.standing;
+    if before.overdraft != after.overdraft
+        || before.overdraft_held != after.overdraft_held
+        || loaded.standing_before != *standing
+        || loaded.alerts_before != loaded.alerts
+    {
+        let alert_state = i32::from(loaded.alerts.low_sent) * ALERT_LOW_SENT
+            + i32::from(loaded.alerts.depleted_sent) * ALERT_DEPLETED_SENT;
+        let updated = customers::Entity::update_many()
+            .col_expr(
+                customers::Column::Overdraft,
+                Expr::value(micros(after.overdraft)?),
+            )
+            .col_expr(
+                customers::Column::OverdraftHeld,
+                Expr::value(micros(after.overdraft_held)?),
+            )
+            .col_expr(
+                customers::Column::PlanId,
+                Expr::value(standing.plan_id.clone()),
+            )
+            .col_expr(customers::Column::Frozen, Expr::value(standing.frozen))
+            .col_expr(
+                customers::Column::PastDueSince,
+                Expr::value(standing.past_due_since.map(time)),
+            )
+            .col_expr(
+                customers::Column::RenewsAt,
+                Expr::value(standing.renews_at.map(time)),
+            )
+            .col_expr(customers::Column::AlertState, Expr::value(alert_state))
+            .col_expr(
+                customers::Column::Limits,
+                Expr::value(rows::json_column(
+                    &standing.limits,
+                    standing.limits.is_empty(),
+                )?),
+            )
+            .col_expr(
+                customers::Column::Overrides,
+                Expr::value(rows::json_column(
+                    &standing.overrides,
+                    standing.overrides.is_empty(),
+                )?),
+            )
+            .col_expr(
+                customers::Column::LowBalance,
+                Expr::value(rows::json_column(
+                    &standing.low_balance,
+                    standing.low_balance.is_none(),
+                )?),
+            )
+            .col_expr(
+                customers::Column::AlertArming,
+                Expr::value(loaded.alerts.arming),
+            )
+            .col_expr(
+                customers::Column::AutoTopup,
+                Expr::value(rows::json_column(
+                    &standing.auto_topup,
+                    standing.auto_topup.is_unset(),
+                )?),
+            )
+            .filter(customers::Column::Id.eq(customer))
+            .filter(customers::Column::Version.eq(loaded.version))
+            .exec(txn)
+            .await?;
+        // The row lock is ours: nobody else can have moved the version.
+        if updated.rows_affected != 1 {
+            return Err(Error::WriteConflict);
+        }
     }
     Ok(())
 }
