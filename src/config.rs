@@ -585,6 +585,7 @@ impl Config {
         Config::parse(&text, &file, env)
     }
 
+    // Long: one check per section and key of the config file, in the README's order, each naming its key in the error; split, the keys would scatter.
     pub fn parse(
         text: &str,
         file: &str,
@@ -1177,6 +1178,7 @@ fn valid_id(key: String, id: &str) -> Result<(), Invalid> {
     }
 }
 
+// Long: every plan, pack, action and feature checked against the others in one pass, each error naming its key.
 fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
     let currency = raw
         .accounting

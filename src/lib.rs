@@ -109,6 +109,7 @@ pub enum Stopped {
 /// `shutdown` completes. Then it stops accepting connections, lets in-flight requests finish
 /// (each one's batch commits before it is answered), lets a job run in progress finish and
 /// starts no other, all within `drain`.
+// Long: the server's start-up and orderly shutdown, step by step in the order they happen.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,

@@ -85,6 +85,7 @@ impl Metrics {
     }
 
     /// The counters, then the gate runner's (`runner`).
+    // Long: one block per metric family, in the order the README lists them.
     pub fn render(&self, runner: &RunnerStats) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();

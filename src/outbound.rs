@@ -98,6 +98,7 @@ impl Worker {
     }
 
     /// One pass: claims what is due and delivers it; returns how many rows it claimed.
+    // Long: one delivery pass: claim, deliver or charge, record each attempt.
     pub async fn pass(&self, client: &HttpClient) -> crate::error::Result<usize> {
         let now = self.wall_clock.now();
         let lease_ms = i64::try_from(self.settings.timeout_seconds * 1_000 + 30_000)

@@ -352,6 +352,7 @@ pub fn decide_with(
     Ok(answer)
 }
 
+// Long: one arm per command, each the whole of that command's rule.
 fn apply(
     rules: Rules<'_>,
     book: &mut Book,

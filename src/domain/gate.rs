@@ -246,6 +246,7 @@ fn feature_of(action: &Action) -> Option<&str> {
     Some(action.feature.as_str())
 }
 
+// Long: the gate's one decision (entitlement, price, limits, overage, then the hold or the debit), kept whole so its checks read in the order they apply.
 fn decide_within(
     catalog: &Catalog,
     standing: &Standing,

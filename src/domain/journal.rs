@@ -181,6 +181,7 @@ fn catalog_item(grant: &Grant) -> String {
 
 /// The postings `moved` causes, moving `revenue`'s lots and accruals. `revenue` holds what
 /// [`needs`] named (an accrual not read is an error, not a zero). Every lot it touches is checked.
+// Long: one arm per kind of ledger entry, each the posting its lot makes.
 pub fn post(
     catalog: &Catalog,
     moved: &Moved<'_>,

@@ -192,6 +192,7 @@ fn set(schemas: &mut Map<String, Value>, schema: &str, field: &str, value: Value
     }
 }
 
+// Long: the constraints of every request body of the OpenAPI document in one list, so that none is missed.
 fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
     let actions = || ids(catalog.actions.keys().cloned());
     // A quantity's places and limit depend on its action's price: one branch per kind of action.
@@ -422,6 +423,7 @@ fn or_null(schema: Value) -> Value {
 /// `credits_per_unit`, of no more places than the action's catalog price) or an overage rule
 /// (with the limit of `allow` or the price of `bill`); the fields of the other kinds are absent
 /// or null.
+// Long: the schema of each kind of override in one place.
 fn constrain_override(schemas: &mut Map<String, Value>, catalog: &Catalog) {
     let o = "OverrideRequest";
     set(
@@ -519,6 +521,7 @@ fn constrain_override(schemas: &mut Map<String, Value>, catalog: &Catalog) {
 }
 
 /// Parameters in their place with their constraints, and every status the operation can answer.
+// Long: the parameters and problem statuses of every operation in one table.
 fn complete_operation(path: &str, operation: &mut Value) {
     // A body that may be `null` (turn it off) is still a body that must be sent.
     if let Some(body) = operation.get_mut("requestBody") {

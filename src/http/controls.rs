@@ -258,6 +258,7 @@ where
 }
 
 /// The change an override request asks for, parsed against the catalog.
+// Long: one arm per kind of override, each parsed against the catalog.
 fn parse_change(state: &AppState, request: &OverrideRequest, now: DateTime<Utc>) -> Result<Change> {
     let only = |field: &'static str, given: bool, with: &str| {
         if given {

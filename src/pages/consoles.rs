@@ -275,6 +275,7 @@ struct DeliveryRow {
 }
 
 /// `/admin/customers/{id}`: one customer's grants, holds, overrides and ledger.
+// Long: gathers each part the customer's console page shows from its read, in the page's order.
 pub async fn admin_customer(
     State(state): State<AppState>,
     signed_in: SignedIn,

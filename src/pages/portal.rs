@@ -108,6 +108,7 @@ fn refused(
 }
 
 /// `/portal?token=`: the customer's balance, grants, usage, ledger and limits.
+// Long: gathers each figure the portal shows from its read, in the page's order.
 pub async fn page(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PortalQuery>,

@@ -100,6 +100,7 @@ impl Store {
     /// The books against the ledger (README, The ledger and Revenue recognition): every journal entry balances per
     /// currency; every paid grant has a lot whose credits match the grant and whose identity
     /// holds; and the journal's lines per lot add up to what the lot says it posted.
+    // Long: one check per identity of the revenue books, listed as the README states them.
     async fn audit_revenue(&self, grant_rows: &[grants::Model]) -> Result<Vec<String>> {
         let db = self.connection();
         let mut problems = Vec::new();

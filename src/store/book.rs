@@ -280,6 +280,7 @@ struct Decided {
 
 /// Decides command `item` of the batch on its customer's book as the commands before it left it:
 /// a replay answers what was kept; a refusal leaves the book as it was.
+// Long: a command's replay, its read of the month's spend, its decision and what is kept of it, in the order the unit of work takes them.
 async fn decide_one(
     txn: &DatabaseTransaction,
     rules: Rules<'_>,
@@ -740,6 +741,7 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
 }
 
 /// [`load_books`] of customers whose rows are read.
+// Long: the set-based reads of a batch's books (customers, grants, holds, reservations), one statement each, assembled in one place.
 async fn load_books_of<C: ConnectionTrait>(
     db: &C,
     customer_rows: Vec<customers::Model>,
@@ -866,6 +868,7 @@ async fn load_books_of<C: ConnectionTrait>(
 /// multi-row inserts, changed ones in multi-row updates. Grant updates are conditional on the
 /// values read: a second line of defence behind the row lock, so a grant is never written from
 /// a stale read.
+// Long: one multi-row statement per kind of row a batch changes (grants, holds), diffed from the books as loaded.
 async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>) -> Result<()> {
     let mut new_grants = Vec::new();
     let mut changed_grants = Vec::new();

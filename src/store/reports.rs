@@ -281,6 +281,7 @@ impl Store {
     /// The margin report's sums, `from` to `to` (months, inclusive): the journal's usage revenue
     /// by month, currency and group (the consumption each line posted for, through its
     /// source), and the consumptions' credits and vendor costs by month and group.
+    // Long: the margin report's two grouped queries and the mapping of their keys.
     pub async fn margin_sums(
         &self,
         from: Period,

@@ -263,6 +263,7 @@ impl StripeApi {
     /// and in the metadata (`creditbook_auto_topup`, `creditbook_customer`, `creditbook_pack`),
     /// which is how its `payment_intent.*` events are known. One attempt: the outbox retries. An
     /// error is a failure that may pass.
+    // Long: the payment intent's form fields, each named as Stripe's API reads them.
     pub async fn charge(
         &self,
         charge: &crate::domain::autotopup::Charge,

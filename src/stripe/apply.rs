@@ -156,6 +156,7 @@ impl StripeWork for Received {
     }
 }
 
+// Long: one arm per Stripe event type (the README's event table).
 async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
     let Received {
         event,
@@ -334,6 +335,82 @@ struct Apply<'a> {
     event_created: i64,
     /// The event's id, for the journal lines its postings write.
     event_id: &'a str,
+}
+
+/// A paid invoice as its lines are applied: the account it pays for and the payment its refunds
+/// will name (the invoice itself until the payment is learnt).
+struct PaidInvoice<'a> {
+    invoice: &'a Invoice,
+    customer: &'a str,
+    payment_key: String,
+}
+
+impl PaidInvoice<'_> {
+    /// A line's currency: its own, the invoice's, or the accounting currency.
+    fn currency(&self, line: Option<&InvoiceLine>, catalog: &Catalog) -> String {
+        line.and_then(|l| l.currency.clone())
+            .or_else(|| self.invoice.currency.clone())
+            .unwrap_or_else(|| catalog.currency.clone())
+            .to_ascii_lowercase()
+    }
+}
+
+/// What the lines of a paid invoice did, as they are applied.
+#[derive(Default)]
+struct LinesDone {
+    done: Vec<String>,
+    unmapped: Vec<String>,
+    /// The plan lines, and whether each is a proration: what the subscription's state follows.
+    plan_lines: Vec<(PlanLine, bool)>,
+}
+
+/// Plan credits a paid line buys.
+struct PlanBought<'a> {
+    line: &'a InvoiceLine,
+    plan: &'a crate::domain::catalog::Plan,
+    period: (Timestamp, Timestamp),
+    credits: Credits,
+    paid: Paid,
+    renewal: bool,
+}
+
+/// What a paid invoice did, from what its lines did.
+fn invoice_outcome(
+    done: &[String],
+    unmapped: &[String],
+    unread_lines: bool,
+    payment_known: bool,
+) -> Outcome {
+    if done.is_empty() && !unmapped.is_empty() {
+        return Outcome::new(
+            OutcomeKind::UnmappedPrice,
+            format!("no plan sells prices {unmapped:?}"),
+        );
+    }
+    let mut detail = done.join("; ");
+    if !unmapped.is_empty() {
+        detail.push_str(&format!("; unmapped: {unmapped:?}"));
+    }
+    if detail.is_empty() {
+        detail = "every line applied before".into();
+    }
+    if unread_lines {
+        return Outcome::new(
+            OutcomeKind::Pending,
+            format!(
+                "{detail}; the invoice has more lines than the event carries: set [stripe] \
+                 api_key to read them, or run `creditbook stripe sync`"
+            ),
+        );
+    }
+    if !payment_known {
+        detail.push_str(
+            "; the invoice names no payment (API version 2025-03-31.basil): its refunds \
+             apply once the payment is learnt from invoice_payment.paid or, with [stripe] \
+             api_key, from the API",
+        );
+    }
+    Outcome::new(OutcomeKind::Applied, detail)
 }
 
 fn command(customer_id: &str, now: Timestamp, event_id: &str, command: Command) -> Envelope {
@@ -699,8 +776,58 @@ impl Apply<'_> {
             .filter(|m| m.contains_key(CUSTOMER_METADATA_KEY))
             .or(Some(&invoice.metadata));
         let customer = self.account_for(stripe_customer, metadata).await?;
-        // The payment: named on the invoice (before basil), read from the API, or learnt before
-        // from `invoice_payment.paid`; else the invoice itself, until the payment is learnt.
+        let learnt = self.invoice_payment_key(invoice, fetched).await?;
+        let paid = PaidInvoice {
+            invoice,
+            customer: &customer,
+            payment_key: learnt.clone().unwrap_or_else(|| invoice.id.clone()),
+        };
+        if let Some((paid_minor, tax_minor)) = invoice.paid_and_tax() {
+            for key in [paid.payment_key.as_str(), invoice.id.as_str()] {
+                self.tx
+                    .put_payment(entity::stripe_payments::Model {
+                        payment_key: key.to_owned(),
+                        paid_minor,
+                        tax_minor,
+                        currency: paid.currency(None, self.catalog),
+                    })
+                    .await?;
+            }
+        }
+        let mut lines_done = LinesDone::default();
+        let unread_lines = invoice.has_more_lines() && fetched.invoice_lines.is_none();
+        for line in fetched.invoice_lines.as_deref().unwrap_or(invoice.lines()) {
+            self.invoice_line(&paid, line, &mut lines_done).await?;
+        }
+        if let (Some(id), Some(line)) = (
+            invoice.subscription(),
+            subscription_line(lines_done.plan_lines),
+        ) {
+            let known = self.tx.subscription(id).await?;
+            if let Some(state) =
+                subscription::invoice_paid(known.as_ref(), line, self.event_created)
+            {
+                self.tx.put_subscription(id, stripe_customer, state).await?;
+            }
+            self.refresh_standing(stripe_customer, &customer).await?;
+        }
+        self.settle_payment(&[Some(paid.payment_key.as_str())])
+            .await?;
+        Ok(invoice_outcome(
+            &lines_done.done,
+            &lines_done.unmapped,
+            unread_lines,
+            learnt.is_some(),
+        ))
+    }
+
+    /// The payment that paid an invoice: named on the invoice (before basil), read from the API,
+    /// or learnt before from `invoice_payment.paid`; none until it is learnt.
+    async fn invoice_payment_key(
+        &self,
+        invoice: &Invoice,
+        fetched: &Fetched,
+    ) -> Result<Option<String>> {
         let read: Vec<(bool, Option<String>)> = fetched
             .invoice_payments
             .iter()
@@ -715,223 +842,180 @@ impl Apply<'_> {
             Some(_) => None,
             None => self.tx.invoice_payment(&invoice.id).await?,
         };
-        let learnt = billing::invoice_payment_key(named, &read, known);
-        let payment_key = learnt.clone().unwrap_or_else(|| invoice.id.clone());
-        let currency = invoice
-            .currency
-            .clone()
-            .unwrap_or_else(|| self.catalog.currency.clone())
-            .to_ascii_lowercase();
-        if let Some((paid_minor, tax_minor)) = invoice.paid_and_tax() {
-            for key in [payment_key.as_str(), invoice.id.as_str()] {
+        Ok(billing::invoice_payment_key(named, &read, known))
+    }
+
+    /// One line of a paid invoice: the overage it bills paid, the plan credits it buys, or the
+    /// credits a proration takes back; once per line.
+    // Long: one arm per effect a plan line can have (`billing::line_effect`).
+    async fn invoice_line(
+        &self,
+        paid: &PaidInvoice<'_>,
+        line: &InvoiceLine,
+        lines_done: &mut LinesDone,
+    ) -> Result<()> {
+        let customer = paid.customer;
+        let Some(price) = line.price() else {
+            lines_done.unmapped.push(format!("{} (no price)", line.id));
+            return Ok(());
+        };
+        let effect = format!("invoice_line:{}", line.id);
+        if let Some(plan) = self.catalog.plan_for_overage_price(price) {
+            // The metered line that bills overage reported to the plan's meter.
+            if self.tx.claim_effect(&effect, customer, self.now).await? {
+                let currency = paid.currency(Some(line), self.catalog);
+                let money = money_from_minor(line.amount_net_of_tax(), &currency);
                 self.tx
-                    .put_payment(entity::stripe_payments::Model {
-                        payment_key: key.to_owned(),
-                        paid_minor,
-                        tax_minor,
+                    .post_overage_paid(
+                        customer,
+                        money,
+                        &currency,
+                        &effect,
+                        Some(self.event_id),
+                        self.now,
+                    )
+                    .await?;
+                lines_done.done.push(format!(
+                    "{effect}: {money} {currency} of plan {}'s billed overage paid",
+                    plan.id
+                ));
+            }
+            return Ok(());
+        }
+        let Some(plan) = self.catalog.plan_for_price(price) else {
+            lines_done.unmapped.push(price.to_owned());
+            return Ok(());
+        };
+        let Some(period) = &line.period else {
+            lines_done.unmapped.push(format!("{} (no period)", line.id));
+            return Ok(());
+        };
+        let facts = LineFacts {
+            quantity: line.quantity.unwrap_or(1).max(1),
+            amount_minor: line.amount_net_of_tax(),
+            proration: line.is_proration(),
+            unit_amount_minor: line.unit_amount(),
+            credits_line: line.credited_lines().into_iter().next(),
+            renewal_invoice: paid.invoice.billing_reason
+                == Some(billing::BillingReason::SubscriptionCycle),
+        };
+        lines_done.plan_lines.push((
+            PlanLine {
+                plan_id: plan.id.clone(),
+                quantity: facts.quantity,
+                period_end_unix: period.end,
+            },
+            facts.proration,
+        ));
+        if !self.tx.claim_effect(&effect, customer, self.now).await? {
+            return Ok(());
+        }
+        let currency = paid.currency(Some(line), self.catalog);
+        let done = match line_effect(plan, &facts) {
+            LineEffect::Nothing => return Ok(()),
+            // Recorded as a refund of the credited line, so it applies whichever of the
+            // two invoices arrives first.
+            LineEffect::GiveBack {
+                of_line: Some(credited),
+                amount_minor,
+            } => {
+                let key = format!("invoice_line:{credited}");
+                self.tx
+                    .put_refund(entity::stripe_refunds::Model {
+                        id: format!("proration:{}", line.id),
+                        payment_intent: None,
+                        charge: Some(key.clone()),
+                        amount: amount_minor,
                         currency: currency.clone(),
+                        status: RefundStatus::Succeeded.as_str().into(),
                     })
                     .await?;
+                let settled = self.settle_payment(&[Some(key.as_str())]).await?;
+                format!("{effect}: {}", settled.detail)
             }
-        }
-        let subscription = invoice.subscription();
-        let mut done = Vec::new();
-        let mut unmapped = Vec::new();
-        let mut plan_lines: Vec<(PlanLine, bool)> = Vec::new();
-        let unread_lines = invoice.has_more_lines() && fetched.invoice_lines.is_none();
-        let lines = fetched.invoice_lines.as_deref().unwrap_or(invoice.lines());
-        // A line's currency: its own, the invoice's, or the accounting currency.
-        let line_currency = |line: &InvoiceLine| {
-            line.currency
-                .clone()
-                .or_else(|| invoice.currency.clone())
-                .unwrap_or_else(|| self.catalog.currency.clone())
-                .to_ascii_lowercase()
-        };
-        for line in lines {
-            let Some(price) = line.price() else {
-                unmapped.push(format!("{} (no price)", line.id));
-                continue;
-            };
-            if let Some(plan) = self.catalog.plan_for_overage_price(price) {
-                // The metered line that bills overage reported to the plan's meter.
-                let effect = format!("invoice_line:{}", line.id);
-                if self.tx.claim_effect(&effect, &customer, self.now).await? {
-                    let currency = line_currency(line);
-                    let money = money_from_minor(line.amount_net_of_tax(), &currency);
-                    self.tx
-                        .post_overage_paid(
-                            &customer,
-                            money,
-                            &currency,
-                            &effect,
-                            Some(self.event_id),
-                            self.now,
-                        )
-                        .await?;
-                    done.push(format!(
-                        "{effect}: {money} {currency} of plan {}'s billed overage paid",
-                        plan.id
-                    ));
-                }
-                continue;
+            LineEffect::GiveBack {
+                of_line: None,
+                amount_minor,
+            } => {
+                let money = money_from_minor(amount_minor, &currency);
+                let taken = self
+                    .credit_back(customer, paid.invoice.subscription(), money)
+                    .await?;
+                format!("{effect}: {taken} credits taken back")
             }
-            let Some(plan) = self.catalog.plan_for_price(price) else {
-                unmapped.push(price.to_owned());
-                continue;
-            };
-            let Some(period) = &line.period else {
-                unmapped.push(format!("{} (no period)", line.id));
-                continue;
-            };
-            let facts = LineFacts {
-                quantity: line.quantity.unwrap_or(1).max(1),
-                amount_minor: line.amount_net_of_tax(),
-                proration: line.is_proration(),
-                unit_amount_minor: line.unit_amount(),
-                credits_line: line.credited_lines().into_iter().next(),
-                renewal_invoice: invoice.billing_reason
-                    == Some(billing::BillingReason::SubscriptionCycle),
-            };
-            plan_lines.push((
-                PlanLine {
-                    plan_id: plan.id.clone(),
-                    quantity: facts.quantity,
-                    period_end_unix: period.end,
-                },
-                facts.proration,
-            ));
-            let effect = format!("invoice_line:{}", line.id);
-            if !self.tx.claim_effect(&effect, &customer, self.now).await? {
-                continue;
-            }
-            let currency = line_currency(line);
-            let (credits, price_minor, renewal) = match line_effect(plan, &facts) {
-                LineEffect::Nothing => continue,
-                // Recorded as a refund of the credited line, so it applies whichever of the
-                // two invoices arrives first.
-                LineEffect::GiveBack {
-                    of_line: Some(credited),
-                    amount_minor,
-                } => {
-                    let key = format!("invoice_line:{credited}");
-                    self.tx
-                        .put_refund(entity::stripe_refunds::Model {
-                            id: format!("proration:{}", line.id),
-                            payment_intent: None,
-                            charge: Some(key.clone()),
-                            amount: amount_minor,
-                            currency: currency.clone(),
-                            status: RefundStatus::Succeeded.as_str().into(),
-                        })
-                        .await?;
-                    let settled = self.settle_payment(&[Some(key.as_str())]).await?;
-                    done.push(format!("{effect}: {}", settled.detail));
-                    continue;
-                }
-                LineEffect::GiveBack {
-                    of_line: None,
-                    amount_minor,
-                } => {
-                    let money = money_from_minor(amount_minor, &currency);
-                    let taken = self.credit_back(&customer, subscription, money).await?;
-                    done.push(format!("{effect}: {taken} credits taken back"));
-                    continue;
-                }
-                LineEffect::Grant {
-                    credits,
-                    price_minor,
-                    renewal,
-                } => (credits, price_minor, renewal),
-            };
-            let start = from_unix(period.start)?;
-            let end = from_unix(period.end)?;
-            let paid = Paid {
-                price: money_from_minor(price_minor, &currency),
-                currency,
-            };
-            let grant = Grant::plan(
-                new_grant_id(),
-                &plan.id,
+            LineEffect::Grant {
                 credits,
-                Some(paid),
-                Some(start),
-                (GrantSource::Stripe, effect.clone()),
-                self.now,
-            )
-            .expiring(Some(end))
-            .at_priority(plan.priority);
-            let now = self.now;
-            let add = Command::AddGrants {
-                grants: vec![grant.clone()],
-            };
-            self.tx
-                .run(command(&customer, now, self.event_id, add))
-                .await?;
-            // Rollover happens once both periods are known, whichever was paid first.
-            if renewal {
-                self.tx.put_renewal(&customer, start, &plan.id, end).await?;
-                self.roll_over(&customer, start).await?;
+                price_minor,
+                renewal,
+            } => {
+                let bought = PlanBought {
+                    line,
+                    plan,
+                    period: (from_unix(period.start)?, from_unix(period.end)?),
+                    credits,
+                    paid: Paid {
+                        price: money_from_minor(price_minor, &currency),
+                        currency,
+                    },
+                    renewal,
+                };
+                self.grant_plan_line(paid, bought).await?
             }
-            let carried = self.roll_over(&customer, end).await?;
-            self.tx
-                .map_payment(&payment_key, &grant.id, subscription)
-                .await?;
-            // The invoice's own key finds the grant when its payment is learnt later.
-            self.tx
-                .map_payment(&invoice.id, &grant.id, subscription)
-                .await?;
-            // A later proration credit names this line.
-            let line_key = format!("invoice_line:{}", line.id);
-            self.tx
-                .map_payment(&line_key, &grant.id, subscription)
-                .await?;
-            self.settle_payment(&[Some(line_key.as_str())]).await?;
-            done.push(format!(
-                "{effect}: {credits} credits of plan {} ({carried} rolled over into a later period)",
-                plan.id
-            ));
+        };
+        lines_done.done.push(done);
+        Ok(())
+    }
+
+    /// The plan credits a paid line buys: its grant, the rollover into and out of its period,
+    /// and the payment keys its refunds will name.
+    async fn grant_plan_line(
+        &self,
+        paid: &PaidInvoice<'_>,
+        bought: PlanBought<'_>,
+    ) -> Result<String> {
+        let PlanBought {
+            line,
+            plan,
+            period: (start, end),
+            credits,
+            paid: price,
+            renewal,
+        } = bought;
+        let (customer, subscription) = (paid.customer, paid.invoice.subscription());
+        let effect = format!("invoice_line:{}", line.id);
+        let grant = Grant::plan(
+            new_grant_id(),
+            &plan.id,
+            credits,
+            Some(price),
+            Some(start),
+            (GrantSource::Stripe, effect.clone()),
+            self.now,
+        )
+        .expiring(Some(end))
+        .at_priority(plan.priority);
+        let add = Command::AddGrants {
+            grants: vec![grant.clone()],
+        };
+        self.tx
+            .run(command(customer, self.now, self.event_id, add))
+            .await?;
+        // Rollover happens once both periods are known, whichever was paid first.
+        if renewal {
+            self.tx.put_renewal(customer, start, &plan.id, end).await?;
+            self.roll_over(customer, start).await?;
         }
-        if let (Some(id), Some(line)) = (subscription, subscription_line(plan_lines)) {
-            let known = self.tx.subscription(id).await?;
-            if let Some(state) =
-                subscription::invoice_paid(known.as_ref(), line, self.event_created)
-            {
-                self.tx.put_subscription(id, stripe_customer, state).await?;
-            }
-            self.refresh_standing(stripe_customer, &customer).await?;
+        let carried = self.roll_over(customer, end).await?;
+        // The invoice's own key finds the grant when its payment is learnt later; a later
+        // proration credit names this line.
+        for key in [paid.payment_key.as_str(), paid.invoice.id.as_str(), &effect] {
+            self.tx.map_payment(key, &grant.id, subscription).await?;
         }
-        self.settle_payment(&[Some(payment_key.as_str())]).await?;
-        if done.is_empty() && !unmapped.is_empty() {
-            return Ok(Outcome::new(
-                OutcomeKind::UnmappedPrice,
-                format!("no plan sells prices {unmapped:?}"),
-            ));
-        }
-        let mut detail = done.join("; ");
-        if !unmapped.is_empty() {
-            detail.push_str(&format!("; unmapped: {unmapped:?}"));
-        }
-        if detail.is_empty() {
-            detail = "every line applied before".into();
-        }
-        if unread_lines {
-            return Ok(Outcome::new(
-                OutcomeKind::Pending,
-                format!(
-                    "{detail}; the invoice has more lines than the event carries: set [stripe] \
-                     api_key to read them, or run `creditbook stripe sync`"
-                ),
-            ));
-        }
-        if learnt.is_none() {
-            detail.push_str(
-                "; the invoice names no payment (API version 2025-03-31.basil): its refunds \
-                 apply once the payment is learnt from invoice_payment.paid or, with [stripe] \
-                 api_key, from the API",
-            );
-        }
-        Ok(Outcome::new(OutcomeKind::Applied, detail))
+        self.settle_payment(&[Some(effect.as_str())]).await?;
+        Ok(format!(
+            "{effect}: {credits} credits of plan {} ({carried} rolled over into a later period)",
+            plan.id
+        ))
     }
 
     /// `invoice_payment.paid`: the payment that paid an invoice. What the invoice granted
@@ -1138,6 +1222,7 @@ impl Apply<'_> {
     /// frozen while a dispute on it is open, thawed when none is (README, Disputes). Only the
     /// disputed payment's grants: the owners' other credits keep working. A payment not yet known
     /// is left pending: the purchase, when it arrives, settles it.
+    // Long: a payment's refunds and disputes read, decided (`refunds::settle`) and applied grant by grant; to become a pure rule over Stripe facts.
     async fn settle_payment(&self, keys: &[Option<&str>]) -> Result<Outcome> {
         let keys: Vec<String> = keys.iter().flatten().map(|k| k.to_string()).collect();
         let known = self.tx.known_payment_keys(&keys).await?;

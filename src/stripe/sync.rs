@@ -78,6 +78,7 @@ fn event_type(source: &str, object: &serde_json::Value) -> &'static str {
 /// first). After each page the source's cursor is saved, so a run that stops (a failure, a kill)
 /// is resumed by the next run with the same `since` after the last page applied; a run with
 /// another `since` starts over. A run that completes forgets its cursors.
+// Long: the backfill's loop over sources and pages, with its cursor saved after each page.
 pub async fn run(
     store: &Store,
     api: &StripeApi,
