@@ -121,7 +121,7 @@ fn apply(
                     priority: *priority,
                     plan_id: None,
                     pack_id: None,
-                    source_type: "test".into(),
+                    source_type: GrantSource::Test,
                     source_id: seq.to_string(),
                     created_at: *now,
                     refunded: Credits::ZERO,

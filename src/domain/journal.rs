@@ -118,7 +118,7 @@ pub fn needs(moved: &Moved<'_>) -> Option<Needs> {
         posts = true;
         if entry.kind != EntryKind::Grant {
             needs.lots.insert(grant.id.clone());
-        } else if grant.source_type == GrantSource::Transfer.as_str() {
+        } else if grant.source_type == GrantSource::Transfer {
             needs.lots.insert(grant.source_id.clone());
         }
     }
@@ -224,7 +224,7 @@ pub fn post(
         let postings: Vec<Posting> = match entry.kind {
             EntryKind::Grant => {
                 let breakage = breakage_of(catalog, grant);
-                let (lot, posting) = if grant.source_type == GrantSource::Transfer.as_str() {
+                let (lot, posting) = if grant.source_type == GrantSource::Transfer {
                     let Some(old) = revenue.lots.get(&grant.source_id) else {
                         // Moved from a grant paid before revenue recognition was installed:
                         // outside the journal like the grant it came from.

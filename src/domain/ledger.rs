@@ -56,7 +56,7 @@ pub struct Grant {
     pub priority: i32,
     pub plan_id: Option<String>,
     pub pack_id: Option<String>,
-    pub source_type: String,
+    pub source_type: GrantSource,
     pub source_id: String,
     pub created_at: Timestamp,
     /// Money refunded on this grant so far, in `currency` (never more than `price`).
@@ -70,7 +70,8 @@ pub struct Grant {
 }
 
 /// Where a grant's credits come from, kept as its `source_type` (its `source_id` says which).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GrantSource {
     /// An admin request (its idempotency key and memo).
     Admin,
@@ -83,6 +84,17 @@ pub enum GrantSource {
 }
 
 impl GrantSource {
+    pub const ALL: [GrantSource; 4] = [
+        GrantSource::Admin,
+        GrantSource::Stripe,
+        GrantSource::Transfer,
+        GrantSource::Test,
+    ];
+
+    pub fn parse(text: &str) -> Option<GrantSource> {
+        GrantSource::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             GrantSource::Admin => "admin",
@@ -90,6 +102,12 @@ impl GrantSource {
             GrantSource::Transfer => "transfer",
             GrantSource::Test => "test",
         }
+    }
+}
+
+impl std::fmt::Display for GrantSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -135,7 +153,7 @@ impl Grant {
             },
             plan_id: None,
             pack_id: None,
-            source_type: source.0.as_str().to_owned(),
+            source_type: source.0,
             source_id: source.1,
             created_at: now,
             refunded: Credits::ZERO,
@@ -1194,7 +1212,7 @@ mod tests {
                 priority: 10,
                 plan_id: None,
                 pack_id: Some("p".into()),
-                source_type: "stripe".into(),
+                source_type: GrantSource::Stripe,
                 source_id: "pi".into(),
                 created_at: at(0),
                 refunded: Credits::ZERO,

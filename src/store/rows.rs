@@ -2,7 +2,7 @@
 
 use crate::domain::Timestamp;
 use crate::domain::gate::Standing;
-use crate::domain::ledger::{Entry, Grant, GrantKind, Hold, HoldStatus};
+use crate::domain::ledger::{Entry, Grant, GrantKind, GrantSource, Hold, HoldStatus};
 use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
 use crate::domain::overrides::{Flat, Override};
@@ -43,7 +43,12 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         priority: row.priority,
         plan_id: row.plan_id,
         pack_id: row.pack_id,
-        source_type: row.source_type,
+        source_type: GrantSource::parse(&row.source_type).ok_or_else(|| {
+            Error::Internal(format!(
+                "grant {}: source_type {:?}",
+                row.id, row.source_type
+            ))
+        })?,
         source_id: row.source_id,
         created_at: timestamp(row.created_at)?,
         refunded: Credits::from_micros(row.refunded),
@@ -68,7 +73,7 @@ pub fn grant_to_row(customer: &str, g: &Grant) -> Result<grants::ActiveModel> {
         priority: Set(g.priority),
         plan_id: Set(g.plan_id.clone()),
         pack_id: Set(g.pack_id.clone()),
-        source_type: Set(g.source_type.clone()),
+        source_type: Set(g.source_type.as_str().to_owned()),
         source_id: Set(g.source_id.clone()),
         created_at: Set(time(g.created_at)),
         refunded: Set(micros(g.refunded)?),
