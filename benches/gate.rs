@@ -7,7 +7,7 @@
 //! customer's available credits below zero, every book's invariants, and the audit.
 //!
 //! `cargo bench --bench gate`. `CREDITBOOK_BENCH_SECONDS` (default 5) sets each scenario's
-//! length, `CREDITBOOK_BENCH_CUSTOMERS` (default 10,000) the spread; `CREDITBOOK_BENCH_SERVER_LOG`
+//! length, `CREDITBOOK_BENCH_CUSTOMERS` (default 2,000, as the targets) the spread; `CREDITBOOK_BENCH_SERVER_LOG`
 //! names a file for the server's log (its filter from `CREDITBOOK_LOG`, else `warn`); `CREDITBOOK_BENCH_ONLY` picks
 //! scenarios by words of their names (for profiling one).
 //! Not a timed test: it fails only if the books do not hold.
@@ -343,7 +343,7 @@ impl Runner {
 
 async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     let seconds = env_number("CREDITBOOK_BENCH_SECONDS", 5) as u64;
-    let spread = env_number("CREDITBOOK_BENCH_CUSTOMERS", 10_000);
+    let spread = env_number("CREDITBOOK_BENCH_CUSTOMERS", 2_000);
     let config = dir.join(format!("{engine}.toml"));
     write_config(&config, database_url, &[]);
     cli(&config, &["migrate"]);

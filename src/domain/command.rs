@@ -10,7 +10,7 @@ use super::autotopup::Setting;
 use super::autotopup::Start;
 use super::catalog::{Action, Catalog};
 use super::gate::{self, Actual, Policy, Refusal, Standing};
-use super::ledger::{Book, Grant, GrantKind, GrantSource};
+use super::ledger::{Book, Grant, GrantKind, GrantSource, HoldStatus};
 use super::limits::{Limit, LimitState, SpentThisMonth};
 use super::money::{Credits, Quantity};
 use super::outbound::Message;
@@ -238,7 +238,9 @@ impl Answer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuthorizationResponse {
     pub id: String,
-    pub status: String,
+    /// `held`.
+    #[schema(value_type = String)]
+    pub status: HoldStatus,
     pub customer: String,
     pub action: String,
     #[schema(value_type = String)]
@@ -251,7 +253,9 @@ pub struct AuthorizationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResolutionResponse {
     pub id: String,
-    pub status: String,
+    /// `captured` or `voided`.
+    #[schema(value_type = String)]
+    pub status: HoldStatus,
     #[schema(value_type = String)]
     pub credits: Credits,
     #[schema(value_type = String)]
@@ -383,7 +387,7 @@ fn apply(
             )?;
             Answer::Held(AuthorizationResponse {
                 id: hold_id.clone(),
-                status: "held".into(),
+                status: HoldStatus::Held,
                 customer: book.customer_id.clone(),
                 action: action.id.clone(),
                 credits: decided.credits,
@@ -402,7 +406,7 @@ fn apply(
             )?;
             Answer::Resolved(ResolutionResponse {
                 id: hold_id.clone(),
-                status: "captured".into(),
+                status: HoldStatus::Captured,
                 credits: decided.credits,
                 available: decided.available,
             })
@@ -411,7 +415,7 @@ fn apply(
             let decided = spend(book, standing, &gate::Spend::Void { hold_id })?;
             Answer::Resolved(ResolutionResponse {
                 id: hold_id.clone(),
-                status: "voided".into(),
+                status: HoldStatus::Voided,
                 credits: decided.credits,
                 available: decided.available,
             })
@@ -733,7 +737,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(resolved.status, "captured");
+        assert_eq!(resolved.status, HoldStatus::Captured);
         assert_eq!(resolved.available, credits(10));
         // A second resolution of the same hold is refused.
         let again = decide(
