@@ -6,6 +6,7 @@
 use super::billing::price_share_of_refund;
 use super::money::Credits;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 
 /// A refund's state as Stripe reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +198,100 @@ fn spread<'a>(
     plan
 }
 
+/// A grant a payment bought, with its owner and currency, as a payment's settlement reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoughtGrant {
+    pub customer: String,
+    pub currency: String,
+    pub share: PaidShare,
+}
+
+/// What is known of one payment when its refunds and disputes are settled.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentFacts<'a> {
+    pub refunds: &'a PaymentRefunds,
+    /// The currency Stripe's refunds name, when they name one.
+    pub refund_currency: Option<&'a str>,
+    /// A dispute on the payment is open: what it bought stays frozen.
+    pub dispute_open: bool,
+    /// What the payment paid and its tax (minor units), when known.
+    pub paid_and_tax: Option<(i64, i64)>,
+    /// The grants it bought, oldest first.
+    pub grants: &'a [BoughtGrant],
+    /// Of those grants, the credits clawbacks took so far (what a give-back may return).
+    pub clawed: &'a BTreeMap<String, Credits>,
+}
+
+/// What one owner's grants of a payment undergo: `Command::SettlePayment`'s fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerSettlement {
+    pub customer: String,
+    /// The owner's grants the payment bought: thawed, then frozen again when `freeze`.
+    pub grant_ids: Vec<String>,
+    /// Money per grant to take back (or give back, when `giving_back`).
+    pub money: Vec<(String, Credits)>,
+    /// When giving back: what clawbacks took from each grant named in the payment's plan.
+    pub clawed: BTreeMap<String, Credits>,
+    pub giving_back: bool,
+    pub freeze: bool,
+}
+
+/// A payment's refunds and disputes settled (README, Refunds and Disputes): the price's share of
+/// the money Stripe says was taken back (tax is never taken back as price), spread over the grants
+/// it bought, per owner; what is frozen while a dispute is open. A refund in another currency
+/// than the grants' takes nothing (the caller says so): the second value is false then.
+pub fn settle_payment(facts: &PaymentFacts<'_>) -> (Vec<OwnerSettlement>, bool) {
+    let Some(first) = facts.grants.first() else {
+        return (Vec::new(), true);
+    };
+    let currency = first.currency.as_str();
+    let same_currency = facts
+        .refund_currency
+        .is_none_or(|c| c.eq_ignore_ascii_case(currency));
+    let target_minor = facts.refunds.price_taken_back_minor(facts.paid_and_tax);
+    let target = super::billing::money_from_minor(target_minor, currency);
+    let shares: Vec<PaidShare> = facts.grants.iter().map(|g| g.share.clone()).collect();
+    let (plan, giving_back) = match settle(&shares, target) {
+        _ if !same_currency => (Vec::new(), false),
+        Settlement::Settled => (Vec::new(), false),
+        Settlement::TakeBack(plan) => (plan, false),
+        Settlement::GiveBack(plan) => (plan, true),
+    };
+    let clawed: BTreeMap<String, Credits> = if giving_back {
+        plan.iter()
+            .filter_map(|(id, _)| facts.clawed.get(id).map(|c| (id.clone(), *c)))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let owners: std::collections::BTreeSet<&str> =
+        facts.grants.iter().map(|g| g.customer.as_str()).collect();
+    let settled = owners
+        .into_iter()
+        .map(|customer| {
+            let grant_ids: Vec<String> = facts
+                .grants
+                .iter()
+                .filter(|g| g.customer == customer)
+                .map(|g| g.share.grant_id.clone())
+                .collect();
+            OwnerSettlement {
+                customer: customer.to_owned(),
+                money: plan
+                    .iter()
+                    .filter(|(id, _)| grant_ids.contains(id))
+                    .cloned()
+                    .collect(),
+                grant_ids,
+                clawed: clawed.clone(),
+                giving_back,
+                freeze: facts.dispute_open,
+            }
+        })
+        .collect();
+    (settled, same_currency)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +454,80 @@ mod tests {
         assert_eq!(
             settle(&grants, Credits::ZERO),
             Settlement::GiveBack(vec![("b".into(), c("3")), ("a".into(), c("10"))])
+        );
+    }
+
+    /// The payment rows of the event table, fixture in, effects out: a refund takes back the
+    /// price's share oldest grant first; a refund that failed gives back newest first; an open
+    /// dispute freezes whatever moves; a refund in another currency takes nothing.
+    #[test]
+    fn a_payments_refunds_settle_per_owner() {
+        let grant = |customer: &str, id: &str, clawed_back: &str| BoughtGrant {
+            customer: customer.into(),
+            currency: "usd".into(),
+            share: PaidShare {
+                grant_id: id.into(),
+                price: c("10"),
+                refunded: Credits::ZERO,
+                clawed_back: c(clawed_back),
+            },
+        };
+        let fresh = [grant("a", "g1", "0"), grant("b", "g2", "0")];
+        let refunded = PaymentRefunds {
+            succeeded_minor: 1_500,
+            ..PaymentRefunds::default()
+        };
+        let none = BTreeMap::new();
+        let facts = |refunds, currency, dispute_open, grants| PaymentFacts {
+            refunds,
+            refund_currency: currency,
+            dispute_open,
+            paid_and_tax: Some((2_000, 0)),
+            grants,
+            clawed: &none,
+        };
+        // $15 of $20 refunded: g1 gives its $10, g2 $5; each owner settles its own.
+        let (owners, same) = settle_payment(&facts(&refunded, Some("USD"), false, &fresh));
+        assert!(same);
+        assert_eq!(owners.len(), 2);
+        assert_eq!(owners[0].customer, "a");
+        assert_eq!(owners[0].money, vec![("g1".to_owned(), c("10"))]);
+        assert_eq!(owners[1].money, vec![("g2".to_owned(), c("5"))]);
+        assert!(owners.iter().all(|o| !o.giving_back && !o.freeze));
+        // The same refund again: already in line, nothing moves.
+        let taken = [grant("a", "g1", "10"), grant("b", "g2", "5")];
+        let (owners, _) = settle_payment(&facts(&refunded, None, false, &taken));
+        assert!(owners.iter().all(|o| o.money.is_empty()));
+        // The refund failed: given back newest first, with what each clawback took.
+        let undone = PaymentRefunds {
+            succeeded_minor: 0,
+            undone_minor: 1_500,
+            charge_refunded_minor: 1_500,
+            lost_minor: 0,
+        };
+        let clawed = BTreeMap::from([("g1".to_owned(), c("100")), ("g2".to_owned(), c("50"))]);
+        let given = PaymentFacts {
+            clawed: &clawed,
+            ..facts(&undone, None, false, &taken)
+        };
+        let (owners, _) = settle_payment(&given);
+        assert!(owners.iter().all(|o| o.giving_back));
+        assert_eq!(owners[1].money, vec![("g2".to_owned(), c("5"))]);
+        assert_eq!(owners[0].money, vec![("g1".to_owned(), c("10"))]);
+        assert_eq!(owners[0].clawed, clawed);
+        // An open dispute with nothing lost yet: nothing taken, everything frozen.
+        let nothing = PaymentRefunds::default();
+        let (owners, _) = settle_payment(&facts(&nothing, None, true, &fresh));
+        assert!(owners.iter().all(|o| o.freeze && o.money.is_empty()));
+        assert_eq!(owners[0].grant_ids, vec!["g1".to_owned()]);
+        // Refunded in euros, bought in dollars: nothing is taken.
+        let (owners, same) = settle_payment(&facts(&refunded, Some("eur"), false, &fresh));
+        assert!(!same);
+        assert!(owners.iter().all(|o| o.money.is_empty()));
+        // No grant known: nothing to settle.
+        assert_eq!(
+            settle_payment(&facts(&refunded, None, false, &[])).0,
+            vec![]
         );
     }
 }

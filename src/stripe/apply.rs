@@ -19,7 +19,9 @@ pub use crate::domain::billing::{Outcome, OutcomeKind};
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
-use crate::domain::refunds::{self, PaidShare, PaymentRefunds, RefundStatus, Settlement};
+use crate::domain::refunds::{
+    self, BoughtGrant, PaidShare, PaymentFacts, PaymentRefunds, RefundStatus, Settlement,
+};
 use crate::domain::revrec::share;
 use crate::domain::subscription::{self, PlanLine, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
@@ -28,7 +30,6 @@ use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, StripeWork, from_unix}
 use crate::store::{Answer, Command, Envelope, Store, new_grant_id};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 /// Metadata keys read on Stripe objects.
 pub const CUSTOMER_METADATA_KEY: &str = "creditbook_customer";
@@ -1222,7 +1223,8 @@ impl Apply<'_> {
     /// frozen while a dispute on it is open, thawed when none is (README, Disputes). Only the
     /// disputed payment's grants: the owners' other credits keep working. A payment not yet known
     /// is left pending: the purchase, when it arrives, settles it.
-    // Long: a payment's refunds and disputes read, decided (`refunds::settle`) and applied grant by grant; to become a pure rule over Stripe facts.
+    // Long: a payment's facts read, decided by `refunds::settle_payment` (pure), and each owner's
+    // settlement run as its command, for every payment key the event names.
     async fn settle_payment(&self, keys: &[Option<&str>]) -> Result<Outcome> {
         let keys: Vec<String> = keys.iter().flatten().map(|k| k.to_string()).collect();
         let known = self.tx.known_payment_keys(&keys).await?;
@@ -1252,75 +1254,54 @@ impl Apply<'_> {
                 .lock_accounts(grants.iter().map(|g| g.customer_id.as_str()))
                 .await?;
             grants.iter().for_each(|g| self.tx.concerns(&g.customer_id));
-            let Some(first) = grants.first() else {
+            if grants.is_empty() {
                 continue;
-            };
-            let freeze = taken_back.dispute_open;
-            frozen_now |= freeze;
-            let currency = first.currency.clone();
-            let same_currency = taken_back
-                .currency
-                .as_deref()
-                .is_none_or(|c| c.eq_ignore_ascii_case(&currency));
+            }
+            frozen_now |= taken_back.dispute_open;
+            let ids: Vec<String> = grants.iter().map(|g| g.grant_id.clone()).collect();
+            let clawed = self.tx.clawed_credits(&ids).await?.into_iter().collect();
+            let bought: Vec<BoughtGrant> = grants
+                .iter()
+                .map(|g| BoughtGrant {
+                    customer: g.customer_id.clone(),
+                    currency: g.currency.clone(),
+                    share: g.share(),
+                })
+                .collect();
+            let paid = self.tx.payment(key).await?;
+            let (owners, same_currency) = refunds::settle_payment(&PaymentFacts {
+                refunds: &taken_back.facts,
+                refund_currency: taken_back.currency.as_deref(),
+                dispute_open: taken_back.dispute_open,
+                paid_and_tax: paid.map(|p| (p.paid_minor, p.tax_minor)),
+                grants: &bought,
+                clawed: &clawed,
+            });
             if !same_currency {
                 tracing::warn!(payment = %key, "refund currency differs from the payment's");
             }
-            // Stripe counts refunds tax included; only the price's share comes out of credits.
-            let paid = self.tx.payment(key).await?;
-            let target_minor = taken_back
-                .facts
-                .price_taken_back_minor(paid.map(|p| (p.paid_minor, p.tax_minor)));
-            let target = money_from_minor(target_minor, &currency);
-            let shares: Vec<PaidShare> = grants.iter().map(PaidGrant::share).collect();
-            let (plan, giving_back) = match refunds::settle(&shares, target) {
-                _ if !same_currency => (Vec::new(), false),
-                Settlement::Settled => (Vec::new(), false),
-                Settlement::TakeBack(plan) => (plan, false),
-                Settlement::GiveBack(plan) => (plan, true),
-            };
-            let ids: Vec<String> = plan.iter().map(|(id, _)| id.clone()).collect();
-            let clawed = if giving_back {
-                self.tx.clawed_credits(&ids).await?
-            } else {
-                Default::default()
-            };
-            for customer in grants
-                .iter()
-                .map(|g| g.customer_id.clone())
-                .collect::<BTreeSet<_>>()
-            {
-                let owned: Vec<String> = grants
-                    .iter()
-                    .filter(|g| g.customer_id == customer)
-                    .map(|g| g.grant_id.clone())
-                    .collect();
-                let mine: Vec<(String, Credits)> = plan
-                    .iter()
-                    .filter(|(id, _)| owned.contains(id))
-                    .cloned()
-                    .collect();
-                let now = self.now;
+            for owner in owners {
                 // Thawed before anything is taken back (a lost dispute takes what it froze),
                 // frozen after anything given back (an open dispute keeps it out of reach).
                 let settle = Command::SettlePayment {
-                    grant_ids: owned,
-                    money: mine.clone(),
-                    clawed: clawed.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                    giving_back,
-                    freeze,
+                    grant_ids: owner.grant_ids,
+                    money: owner.money.clone(),
+                    clawed: owner.clawed,
+                    giving_back: owner.giving_back,
+                    freeze: owner.freeze,
                 };
                 let moved = moved(
                     self.tx
-                        .run(command(&customer, now, self.event_id, settle))
+                        .run(command(&owner.customer, self.now, self.event_id, settle))
                         .await?,
                 )?;
-                if giving_back {
+                if owner.giving_back {
                     given_total += moved;
                 } else {
                     taken_total += moved;
                 }
-                for (id, money) in &mine {
-                    let money = if giving_back { -*money } else { *money };
+                for (id, money) in &owner.money {
+                    let money = if owner.giving_back { -*money } else { *money };
                     self.tx.add_clawed_back(key, id, money).await?;
                 }
             }
