@@ -530,4 +530,85 @@ mod tests {
             vec![]
         );
     }
+
+    mod settling {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Applies a settlement to the grants, as the ledger's clawbacks and give-backs do
+        /// (`Book::claw_back` moves the grant's `refunded` with it).
+        fn apply(grants: &mut [BoughtGrant], owners: &[OwnerSettlement]) {
+            for owner in owners {
+                for (id, money) in &owner.money {
+                    let grant = grants.iter_mut().find(|g| g.share.grant_id == *id).unwrap();
+                    // The grant's refunded money moves with what this payment took.
+                    if owner.giving_back {
+                        grant.share.clawed_back -= *money;
+                        grant.share.refunded -= *money;
+                    } else {
+                        grant.share.clawed_back += *money;
+                        grant.share.refunded += *money;
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            /// Whatever Stripe says in whatever order, one settlement brings the grants in
+            /// line: settling again moves nothing; no grant gives more than its price less
+            /// what other payments refunded, and none gets back more than was taken from it.
+            #[test]
+            fn one_settlement_brings_a_payment_in_line(
+                prices in proptest::collection::vec(1_i64..5_000, 1..4),
+                states in proptest::collection::vec((0_i64..6_000, 0_i64..6_000, 0_i64..3_000), 1..6),
+            ) {
+                let mut grants: Vec<BoughtGrant> = prices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, cents)| BoughtGrant {
+                        customer: format!("c{}", i % 2),
+                        currency: "usd".into(),
+                        share: PaidShare {
+                            grant_id: format!("g{i}"),
+                            price: Credits::from_micros(cents * 10_000),
+                            refunded: Credits::ZERO,
+                            clawed_back: Credits::ZERO,
+                        },
+                    })
+                    .collect();
+                let none = BTreeMap::new();
+                for (succeeded, undone, lost) in states {
+                    let refunds = PaymentRefunds {
+                        charge_refunded_minor: succeeded,
+                        succeeded_minor: succeeded,
+                        undone_minor: undone.min(succeeded),
+                        lost_minor: lost,
+                    };
+                    let facts = PaymentFacts {
+                        refunds: &refunds,
+                        refund_currency: None,
+                        dispute_open: false,
+                        paid_and_tax: None,
+                        grants: &grants,
+                        clawed: &none,
+                    };
+                    let (owners, _) = settle_payment(&facts);
+                    apply(&mut grants, &owners);
+                    for g in &grants {
+                        prop_assert!(!g.share.clawed_back.is_negative(), "{g:?}");
+                        prop_assert!(g.share.clawed_back <= g.share.price, "{g:?}");
+                    }
+                    let again = settle_payment(&PaymentFacts {
+                        refunds: &refunds,
+                        refund_currency: None,
+                        dispute_open: false,
+                        paid_and_tax: None,
+                        grants: &grants,
+                        clawed: &none,
+                    });
+                    prop_assert!(again.0.iter().all(|o| o.money.is_empty()), "{again:?}");
+                }
+            }
+        }
+    }
 }
