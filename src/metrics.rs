@@ -172,6 +172,18 @@ impl Metrics {
             &[("", get(&runner.split_batches))],
         );
         counter(
+            "creditbook_stripe_events_together_total",
+            "Stripe checkout events applied in runs decided together (one read and one write \
+             of each table for the run).",
+            &[("", get(&runner.stripe_events_together))],
+        );
+        counter(
+            "creditbook_stripe_split_runs_total",
+            "Runs of Stripe checkout events that failed as a whole and were applied again one \
+             event at a time.",
+            &[("", get(&runner.stripe_runs_split))],
+        );
+        counter(
             "creditbook_gate_books_total",
             "Customers' books decided on by batches and checks, by where they came from: kept in \
              memory since the last batch, or read from the database.",

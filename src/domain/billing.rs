@@ -27,6 +27,15 @@ impl LinkedBy {
             LinkedBy::Metadata => "metadata",
         }
     }
+
+    /// As stored; anything else is the default link.
+    pub fn parse(text: &str) -> LinkedBy {
+        match text {
+            "client_reference_id" => LinkedBy::ClientReferenceId,
+            "metadata" => LinkedBy::Metadata,
+            _ => LinkedBy::Default,
+        }
+    }
 }
 
 /// What to do with a Stripe customer's link to an account, given the link known and the account
@@ -473,6 +482,11 @@ impl Outcome {
             outcome,
             detail: detail.into(),
         }
+    }
+
+    /// An event received before: applied once, recorded once.
+    pub fn duplicate() -> Self {
+        Outcome::new(OutcomeKind::Duplicate, "event already received")
     }
 }
 

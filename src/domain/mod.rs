@@ -42,6 +42,7 @@ pub mod alerts;
 pub mod autotopup;
 pub mod billing;
 pub mod catalog;
+pub mod checkout;
 pub mod command;
 pub mod gate;
 pub mod journal;

@@ -74,6 +74,10 @@ pub struct RunnerStats {
     /// Books decided on (by batches and by `check`), kept in memory or read from the database.
     pub books_from_memory: AtomicU64,
     pub books_from_database: AtomicU64,
+    /// Stripe events applied in runs of checkouts decided together, and runs that failed as a
+    /// whole and were applied again one event at a time.
+    pub stripe_events_together: AtomicU64,
+    pub stripe_runs_split: AtomicU64,
 }
 
 impl RunnerStats {

@@ -8,6 +8,13 @@
 //! it learns them; events of different customers run in parallel, on every instance. On SQLite
 //! (one writer) events are group-committed: a worker takes the events waiting, applies each in a
 //! savepoint of one transaction and commits once, so a failing event never fails its neighbours.
+//!
+//! Checkout events are facts: a run of them (all the checkouts next to each other in a batch; one
+//! on PostgreSQL) is read once, decided in order by `domain::checkout`, and written with one
+//! statement per table and one run of the unit of work for their grants ([`checkouts`]). An
+//! event that needs more (a late link moving earlier credits, a payment refunded before its
+//! checkout arrived) is applied on its own after the run; a run that fails as a whole is applied
+//! again one event at a time.
 
 use super::Store;
 use super::book::{Envelope, run_commands};
@@ -40,9 +47,13 @@ use sea_orm::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::domain::billing::LinkedBy;
+pub use checkouts::{Checked, CheckoutEvent, EventRecord, Settling};
+
+mod checkouts;
 
 /// A grant a payment paid for, with what the refund rules need.
 #[derive(Debug, Clone)]
@@ -160,49 +171,102 @@ async fn stripe_worker(engine: Engine, mut jobs: mpsc::Receiver<StripeJob>) {
 
 /// One group commit of Stripe events; each caller is answered once it is durable (or failed).
 async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
+    let (works, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.work, j.reply)).unzip();
+    for (reply, answer) in replies.into_iter().zip(apply_batch(engine, &works).await) {
+        let _ = reply.send(answer);
+    }
+}
+
+/// Applies `works` in order in one transaction under the writer permit, each in a savepoint (a
+/// run of checkouts in one), and commits once: an event that fails writes nothing and never
+/// fails its neighbours. Answers each once the batch is durable; when the commit fails, every
+/// one with `WriteConflict` (nothing was written: each is run again by its caller).
+// Long: the batch's three outcomes (checkouts together, one left alone, each on its own after a
+// failure) share the savepoint and answer bookkeeping.
+async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Result<Outcome>> {
     let permit = engine.write_permit().await;
     let outer = match engine.begin().await {
         Ok(outer) => outer,
         Err(e) => {
             tracing::error!(error = %e, "a Stripe batch could not begin");
-            for job in batch {
-                let _ = job.reply.send(Err(Error::WriteConflict));
-            }
-            return;
+            return works.iter().map(|_| Err(Error::WriteConflict)).collect();
         }
     };
-    let mut done = Vec::with_capacity(batch.len());
     let wrote = Wrote::new(engine.books.clone());
-    for job in batch {
-        let answer = match outer.begin().await {
+    let tx = |txn| StripeTx {
+        txn,
+        catalog: engine.catalog.clone(),
+        policy: engine.policy,
+        concerned: Default::default(),
+        wrote: wrote.clone(),
+    };
+    let mut answers: Vec<Result<Outcome>> = Vec::with_capacity(works.len());
+    while answers.len() < works.len() {
+        let start = answers.len();
+        // The checkouts from here on, decided together in one savepoint.
+        let run: Vec<&CheckoutEvent> = works[start..].iter().map_while(|w| w.checkout()).collect();
+        if run.is_empty() {
+            answers.push(apply_alone(&outer, works[start].clone(), &tx).await);
+            continue;
+        }
+        let together = match outer.begin().await {
             Ok(txn) => {
-                job.work
-                    .apply(StripeTx {
-                        txn,
-                        catalog: engine.catalog.clone(),
-                        policy: engine.policy,
-                        concerned: Default::default(),
-                        wrote: wrote.clone(),
-                    })
-                    .await
+                let tx = tx(txn);
+                match tx.apply_checkouts(&run, Settling::Stop).await {
+                    Ok(checked) => tx.commit().await.map(|()| checked),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e.into()),
         };
-        done.push((job.reply, answer));
+        match together {
+            Ok(checked) => {
+                let stopped = checked.len() < run.len();
+                engine
+                    .stats
+                    .stripe_events_together
+                    .fetch_add(checked.len() as u64, Relaxed);
+                answers.extend(checked.into_iter().map(|c| c.map(|c| c.outcome)));
+                if stopped {
+                    // Left alone by the checkouts before it: applied on its own.
+                    let work = works[answers.len()].clone();
+                    answers.push(apply_alone(&outer, work, &tx).await);
+                }
+            }
+            Err(e) => {
+                engine.stats.stripe_runs_split.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    error = %e,
+                    events = run.len(),
+                    "checkouts applied together failed; each is applied on its own"
+                );
+                for work in &works[start..start + run.len()] {
+                    answers.push(apply_alone(&outer, work.clone(), &tx).await);
+                }
+            }
+        }
     }
     let committed = outer.commit().await;
     wrote.committed();
     drop(permit);
-    for (reply, answer) in done {
-        let answer = match &committed {
-            Ok(()) => answer,
-            // Nothing of the batch was written: each event is run again by its caller.
-            Err(_) => Err(Error::WriteConflict),
-        };
-        let _ = reply.send(answer);
+    match committed {
+        Ok(()) => answers,
+        Err(e) => {
+            tracing::error!(error = %e, "a Stripe batch failed to commit");
+            works.iter().map(|_| Err(Error::WriteConflict)).collect()
+        }
     }
-    if let Err(e) = committed {
-        tracing::error!(error = %e, "a Stripe batch failed to commit");
+}
+
+/// One event of a SQLite batch in a savepoint of its own.
+async fn apply_alone(
+    outer: &DatabaseTransaction,
+    work: Arc<dyn StripeWork>,
+    tx: &impl Fn(DatabaseTransaction) -> StripeTx,
+) -> Result<Outcome> {
+    match outer.begin().await {
+        Ok(txn) => work.apply(tx(txn)).await,
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -219,6 +283,12 @@ fn advisory_key(name: &str) -> i64 {
 /// it once the transaction it belongs to has committed.
 pub trait StripeWork: Send + Sync + 'static {
     fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome>>;
+
+    /// The event as a checkout fact, when it is one: applied together with the checkouts next
+    /// to it ([`StripeTx::apply_checkouts`]), and by `apply` when they leave it alone.
+    fn checkout(&self) -> Option<&CheckoutEvent> {
+        None
+    }
 }
 
 pub(crate) struct StripeJob {
@@ -234,16 +304,23 @@ impl Store {
     /// on SQLite a savepoint in the next batch. Answers once the work is durable (or failed).
     pub async fn stripe_transaction(&self, work: Arc<dyn StripeWork>) -> Result<Outcome> {
         if self.db.get_database_backend() != DbBackend::Sqlite {
-            let txn = self.engine().begin().await?;
-            return work
-                .apply(StripeTx {
-                    txn,
-                    catalog: self.catalog.clone(),
-                    policy: self.policy,
-                    concerned: Default::default(),
-                    wrote: Wrote::new(self.books.clone()),
-                })
-                .await;
+            let tx = StripeTx {
+                txn: self.engine().begin().await?,
+                catalog: self.catalog.clone(),
+                policy: self.policy,
+                concerned: Default::default(),
+                wrote: Wrote::new(self.books.clone()),
+            };
+            if let Some(checkout) = work.checkout()
+                && let Some(answer) = tx.apply_checkouts(&[checkout], Settling::Stop).await?.pop()
+            {
+                let checked = answer?;
+                tx.commit().await?;
+                self.stats.stripe_events_together.fetch_add(1, Relaxed);
+                return Ok(checked.outcome);
+            }
+            // Left alone by its batch of one, nothing written: applied on its own.
+            return work.apply(tx).await;
         }
         let queue = self
             .stripe_queue
@@ -259,6 +336,13 @@ impl Store {
             .await
             .map_err(|_| Error::Unavailable)?;
         answer.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Applies events as one batch, in order, with one commit: what the SQLite worker does with
+    /// the events waiting, on either engine (one transaction on PostgreSQL too). For tests that
+    /// a batch reaches the books its events reach one at a time.
+    pub async fn stripe_batch(&self, works: &[Arc<dyn StripeWork>]) -> Vec<Result<Outcome>> {
+        apply_batch(&self.engine(), works).await
     }
 
     /// Refunds recorded whose payment is not known (no grant is mapped to it), for `/metrics`.
@@ -408,6 +492,14 @@ impl StripeTx {
         self.lock(&names).await
     }
 
+    /// Whether an event id was recorded.
+    pub async fn is_recorded(&self, id: &str) -> Result<bool> {
+        Ok(stripe_events::Entity::find_by_id(id.to_owned())
+            .one(&self.txn)
+            .await?
+            .is_some())
+    }
+
     /// Records an event id; false when it was recorded before (a duplicate delivery).
     #[allow(clippy::too_many_arguments)]
     pub async fn record_event(
@@ -459,26 +551,15 @@ impl StripeTx {
             std::mem::take(&mut *self.concerned.lock().expect("no panic while holding it"))
                 .into_iter()
                 .collect();
-        if !concerned.is_empty() {
-            stripe_event_customers::Entity::insert_many(concerned.into_iter().map(|customer| {
-                stripe_event_customers::ActiveModel {
-                    customer_id: Set(customer),
-                    event_id: Set(id.to_owned()),
-                    received_at: Set(time(now)),
-                }
-            }))
-            .on_conflict(
-                OnConflict::columns([
-                    stripe_event_customers::Column::CustomerId,
-                    stripe_event_customers::Column::EventId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(&self.txn)
-            .await?;
-        }
-        Ok(())
+        let rows = concerned
+            .into_iter()
+            .map(|customer| stripe_event_customers::ActiveModel {
+                customer_id: Set(customer),
+                event_id: Set(id.to_owned()),
+                received_at: Set(time(now)),
+            })
+            .collect();
+        save_event_customers(&self.txn, rows).await
     }
 
     /// Settles an automatic top-up's attempt (see `store::autotopup::settle`).
@@ -544,14 +625,7 @@ impl StripeTx {
         let row = stripe_customers::Entity::find_by_id(stripe_customer.to_owned())
             .one(&self.txn)
             .await?;
-        Ok(row.map(|r| {
-            let by = match r.linked_by.as_str() {
-                "client_reference_id" => LinkedBy::ClientReferenceId,
-                "metadata" => LinkedBy::Metadata,
-                _ => LinkedBy::Default,
-            };
-            (r.customer_id, by)
-        }))
+        Ok(row.map(|r| (r.customer_id, LinkedBy::parse(&r.linked_by))))
     }
 
     pub async fn set_link(
@@ -560,22 +634,15 @@ impl StripeTx {
         customer: &str,
         by: LinkedBy,
     ) -> Result<()> {
-        stripe_customers::Entity::insert(stripe_customers::ActiveModel {
-            stripe_customer_id: Set(stripe_customer.to_owned()),
-            customer_id: Set(customer.to_owned()),
-            linked_by: Set(by.as_str().to_owned()),
-        })
-        .on_conflict(
-            OnConflict::column(stripe_customers::Column::StripeCustomerId)
-                .update_columns([
-                    stripe_customers::Column::CustomerId,
-                    stripe_customers::Column::LinkedBy,
-                ])
-                .to_owned(),
+        save_links(
+            &self.txn,
+            vec![stripe_customers::ActiveModel {
+                stripe_customer_id: Set(stripe_customer.to_owned()),
+                customer_id: Set(customer.to_owned()),
+                linked_by: Set(by.as_str().to_owned()),
+            }],
         )
-        .exec_without_returning(&self.txn)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Runs a ledger command on one customer inside this transaction.
@@ -605,37 +672,22 @@ impl StripeTx {
         grant_id: &str,
         subscription: Option<&str>,
     ) -> Result<()> {
-        stripe_payment_grants::Entity::insert(stripe_payment_grants::ActiveModel {
-            payment_key: Set(payment_key.to_owned()),
-            grant_id: Set(grant_id.to_owned()),
-            subscription_id: Set(subscription.map(str::to_owned)),
-            clawed_back: Set(0),
-        })
-        .on_conflict(
-            OnConflict::columns([
-                stripe_payment_grants::Column::PaymentKey,
-                stripe_payment_grants::Column::GrantId,
-            ])
-            .do_nothing()
-            .to_owned(),
+        save_payment_grants(
+            &self.txn,
+            vec![stripe_payment_grants::ActiveModel {
+                payment_key: Set(payment_key.to_owned()),
+                grant_id: Set(grant_id.to_owned()),
+                subscription_id: Set(subscription.map(str::to_owned)),
+                clawed_back: Set(0),
+            }],
         )
-        .exec_without_returning(&self.txn)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Records what a payment paid, tax included, and the tax in it (first record wins: a
     /// payment's amounts do not change).
     pub async fn put_payment(&self, payment: stripe_payments::Model) -> Result<()> {
-        stripe_payments::Entity::insert(stripe_payments::ActiveModel::from(payment))
-            .on_conflict(
-                OnConflict::column(stripe_payments::Column::PaymentKey)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.txn)
-            .await?;
-        Ok(())
+        save_payments(&self.txn, vec![payment.into()]).await
     }
 
     /// What a payment paid and the tax in it, when known.
@@ -1207,6 +1259,92 @@ where
     } else {
         model.insert(txn).await?;
     }
+    Ok(())
+}
+
+/// Links Stripe customers to accounts (a later link replaces the one it moves).
+async fn save_links(
+    txn: &DatabaseTransaction,
+    rows: Vec<stripe_customers::ActiveModel>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    stripe_customers::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(stripe_customers::Column::StripeCustomerId)
+                .update_columns([
+                    stripe_customers::Column::CustomerId,
+                    stripe_customers::Column::LinkedBy,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// Notes which grants payments paid for (once each).
+async fn save_payment_grants(
+    txn: &DatabaseTransaction,
+    rows: Vec<stripe_payment_grants::ActiveModel>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    stripe_payment_grants::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                stripe_payment_grants::Column::PaymentKey,
+                stripe_payment_grants::Column::GrantId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// Records what payments paid, tax included, and the tax in it (first record wins: a payment's
+/// amounts do not change).
+async fn save_payments(
+    txn: &DatabaseTransaction,
+    rows: Vec<stripe_payments::ActiveModel>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    stripe_payments::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(stripe_payments::Column::PaymentKey)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// Notes which customers' books events touched.
+async fn save_event_customers(
+    txn: &DatabaseTransaction,
+    rows: Vec<stripe_event_customers::ActiveModel>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    stripe_event_customers::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                stripe_event_customers::Column::CustomerId,
+                stripe_event_customers::Column::EventId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
     Ok(())
 }
 

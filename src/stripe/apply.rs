@@ -12,11 +12,12 @@ use super::event::{
 use crate::domain::Timestamp;
 use crate::domain::autotopup::Settled;
 use crate::domain::billing::{
-    self, CheckoutStep, LineEffect, LineFacts, Link, PackChoice, checkout_step, choose_pack,
-    line_effect, money_from_minor, pack_terms, rollover_room, subscription_line,
+    self, CheckoutStep, LineEffect, LineFacts, Link, checkout_step, line_effect, money_from_minor,
+    pack_terms, rollover_room, subscription_line,
 };
 pub use crate::domain::billing::{Outcome, OutcomeKind};
 use crate::domain::catalog::{Catalog, Pack};
+use crate::domain::checkout::CheckoutFact;
 use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
 use crate::domain::refunds::{
@@ -26,7 +27,9 @@ use crate::domain::revrec::share;
 use crate::domain::subscription::{self, PlanLine, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
-use crate::store::stripe::{LinkedBy, PaidGrant, StripeTx, StripeWork, from_unix};
+use crate::store::stripe::{
+    CheckoutEvent, EventRecord, LinkedBy, PaidGrant, Settling, StripeTx, StripeWork, from_unix,
+};
 use crate::store::{Answer, Command, Envelope, Store, new_grant_id};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -103,6 +106,54 @@ pub struct Context<'a> {
     pub livemode: bool,
 }
 
+/// An event as the store applies it ([`Store::stripe_transaction`], [`Store::stripe_batch`]);
+/// refused when its object cannot be read.
+pub fn received(
+    ctx: &Context<'_>,
+    event: &Event,
+    payload: &str,
+    origin: Origin,
+    fetched: Fetched,
+) -> Result<std::sync::Arc<dyn StripeWork>> {
+    let parsed = event::parse(event).map_err(|e| {
+        Error::invalid(
+            "data.object",
+            format!("a {} object that cannot be read: {e}", event.event_type),
+        )
+    })?;
+    let checkout = match &parsed {
+        Parsed::CheckoutCompleted(session) | Parsed::CheckoutAsyncPaid(session)
+            if event.livemode == ctx.livemode =>
+        {
+            Some(CheckoutEvent {
+                record: EventRecord {
+                    id: event.id.clone(),
+                    event_type: event.event_type.clone(),
+                    api_version: event.api_version.clone(),
+                    created: event.created,
+                    origin: origin.as_str(),
+                    payload: payload.to_owned(),
+                    received_at: ctx.now,
+                },
+                objects: parsed.objects(),
+                fact: checkout_fact(event, session, fetched.line_items.as_deref()),
+            })
+        }
+        _ => None,
+    };
+    let received = std::sync::Arc::new(Received {
+        event: event.clone(),
+        checkout,
+        parsed,
+        payload: payload.to_owned(),
+        origin,
+        fetched,
+        now: ctx.now,
+        livemode: ctx.livemode,
+    });
+    Ok(received)
+}
+
 /// Records and applies one event in one transaction, running it again on transient failures.
 pub async fn apply_event(
     ctx: &Context<'_>,
@@ -111,21 +162,7 @@ pub async fn apply_event(
     origin: Origin,
     fetched: Fetched,
 ) -> Result<Outcome> {
-    let parsed = event::parse(event).map_err(|e| {
-        Error::invalid(
-            "data.object",
-            format!("a {} object that cannot be read: {e}", event.event_type),
-        )
-    })?;
-    let received = std::sync::Arc::new(Received {
-        event: event.clone(),
-        parsed,
-        payload: payload.to_owned(),
-        origin,
-        fetched,
-        now: ctx.now,
-        livemode: ctx.livemode,
-    });
+    let received = received(ctx, event, payload, origin, fetched)?;
     let mut attempt = 1;
     loop {
         match ctx.store.stripe_transaction(received.clone()).await {
@@ -143,6 +180,8 @@ pub async fn apply_event(
 /// An event as it is applied: read, and parsed once.
 pub(crate) struct Received {
     event: Event,
+    /// A checkout's fact, when the event is one of the mode applied: decided with its neighbours.
+    checkout: Option<CheckoutEvent>,
     parsed: Parsed,
     payload: String,
     origin: Origin,
@@ -153,14 +192,101 @@ pub(crate) struct Received {
 
 impl StripeWork for Received {
     fn apply(self: std::sync::Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome>> {
-        Box::pin(async move { apply_once(tx, &self).await })
+        Box::pin(async move {
+            match &self.checkout {
+                Some(checkout) => checkout_alone(tx, checkout).await,
+                None => apply_once(tx, &self).await,
+            }
+        })
     }
+
+    fn checkout(&self) -> Option<&CheckoutEvent> {
+        self.checkout.as_ref()
+    }
+}
+
+/// A completed checkout session as the event table reads it.
+fn checkout_fact(
+    event: &Event,
+    session: &CheckoutSession,
+    fetched_line_items: Option<&[(String, i64)]>,
+) -> CheckoutFact {
+    let named = session
+        .client_reference_id
+        .clone()
+        .filter(|s| !s.is_empty())
+        .map(|id| (id, LinkedBy::ClientReferenceId))
+        .or_else(|| {
+            session
+                .metadata
+                .get(CUSTOMER_METADATA_KEY)
+                .map(|id| (id.clone(), LinkedBy::Metadata))
+        });
+    let carried: Option<Vec<(String, i64)>> = session.line_items.as_ref().map(|list| {
+        list.data
+            .iter()
+            .filter_map(|i| Some((i.price()?.to_owned(), i.quantity.unwrap_or(1))))
+            .collect()
+    });
+    CheckoutFact {
+        event_id: event.id.clone(),
+        event_created: event.created,
+        session_id: session.id.clone(),
+        stripe_customer: session.customer().map(str::to_owned),
+        named,
+        mode: session.mode.clone(),
+        payment_status: session.payment_status.clone(),
+        pack_named: session.metadata.get(PACK_METADATA_KEY).cloned(),
+        line_items: carried.or_else(|| fetched_line_items.map(<[_]>::to_vec)),
+        created: session.created,
+        paid_net_of_tax_minor: session.amount_net_of_tax(),
+        currency: session.currency.clone(),
+        payment_key: session.payment_intent().unwrap_or(&session.id).to_owned(),
+        paid_minor: session.amount_total,
+        tax_minor: session.tax_minor(),
+    }
+}
+
+/// A checkout event its batch left alone (a link that moves what arrived before it, a payment
+/// Stripe told of refunds or disputes for before), or one on PostgreSQL that a batch of its own
+/// left alone: the link is resolved first (moving what it must), then the event is decided as in
+/// a batch, then its payment settled.
+async fn checkout_alone(tx: StripeTx, checkout: &CheckoutEvent) -> Result<Outcome> {
+    tx.lock(&checkout.objects).await?;
+    if tx.is_recorded(&checkout.record.id).await? {
+        return Ok(Outcome::duplicate());
+    }
+    let catalog = tx.catalog();
+    let apply = Apply {
+        tx: &tx,
+        catalog: &catalog,
+        now: checkout.record.received_at,
+        event_created: checkout.record.created,
+        event_id: &checkout.record.id,
+    };
+    let fact = &checkout.fact;
+    if let Some(stripe_customer) = &fact.stripe_customer {
+        apply
+            .resolve_customer(stripe_customer, fact.named.clone())
+            .await?;
+    }
+    let checked = tx
+        .apply_checkouts(&[checkout], Settling::ByCaller)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::Internal("a checkout was left alone twice".into()))??;
+    if let Some(payment) = &checked.granted_payment {
+        apply.settle_payment(&[Some(payment.as_str())]).await?;
+    }
+    tx.commit().await?;
+    Ok(checked.outcome)
 }
 
 // Long: one arm per Stripe event type (the README's event table).
 async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
     let Received {
         event,
+        checkout: _,
         parsed,
         payload,
         origin,
@@ -181,10 +307,7 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         )
         .await?;
     if !new {
-        return Ok(Outcome::new(
-            OutcomeKind::Duplicate,
-            "event already received",
-        ));
+        return Ok(Outcome::duplicate());
     }
     let catalog = tx.catalog();
     let apply = Apply {
@@ -204,8 +327,11 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
                 mode_name(*livemode)
             ),
         ),
-        Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => {
-            apply.checkout(s, fetched.line_items.as_deref()).await?
+        // Applied as facts (`checkout_alone`) unless of the other mode.
+        Parsed::CheckoutCompleted(_) | Parsed::CheckoutAsyncPaid(_) => {
+            return Err(Error::Internal(
+                "a checkout of the mode applied as an event".into(),
+            ));
         }
         Parsed::InvoicePaid(invoice) => apply.invoice_paid(invoice, fetched).await?,
         Parsed::InvoicePayment(payment) => apply.invoice_payment(payment).await?,
@@ -521,84 +647,6 @@ impl Apply<'_> {
             None => None,
         };
         self.tx.set_standing(customer, subscription, self.now).await
-    }
-
-    async fn checkout(
-        &self,
-        session: &CheckoutSession,
-        line_items: Option<&[(String, i64)]>,
-    ) -> Result<Outcome> {
-        let hint = session
-            .client_reference_id
-            .clone()
-            .filter(|s| !s.is_empty())
-            .map(|id| (id, LinkedBy::ClientReferenceId))
-            .or_else(|| {
-                session
-                    .metadata
-                    .get(CUSTOMER_METADATA_KEY)
-                    .map(|id| (id.clone(), LinkedBy::Metadata))
-            });
-        let customer = match (session.customer(), hint) {
-            (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
-            (None, Some((account, _))) => {
-                self.tx.lock_accounts([account.as_str()]).await?;
-                self.tx.concerns(&account);
-                account
-            }
-            (None, None) => {
-                return Ok(Outcome::new(
-                    OutcomeKind::Ignored,
-                    "the session names no customer, client_reference_id or creditbook_customer",
-                ));
-            }
-        };
-        match checkout_step(session.mode.as_ref(), session.payment_status.as_ref()) {
-            CheckoutStep::LinkOnly => {
-                return Ok(Outcome::new(
-                    OutcomeKind::Applied,
-                    format!("customer {customer} linked; plan credits come from paid invoices"),
-                ));
-            }
-            CheckoutStep::AwaitPayment => {
-                return Ok(Outcome::new(
-                    OutcomeKind::Ignored,
-                    "not paid yet; credits follow checkout.session.async_payment_succeeded",
-                ));
-            }
-            CheckoutStep::GrantPack => {}
-        }
-        let carried: Option<Vec<(String, i64)>> = session.line_items.as_ref().map(|list| {
-            list.data
-                .iter()
-                .filter_map(|i| Some((i.price()?.to_owned(), i.quantity.unwrap_or(1))))
-                .collect()
-        });
-        let items = carried.as_deref().or(line_items);
-        let named = session.metadata.get(PACK_METADATA_KEY).map(String::as_str);
-        let (pack, quantity) = match choose_pack(self.catalog, named, items) {
-            PackChoice::Bought(pack, quantity) => (pack, quantity),
-            PackChoice::Unmapped(detail) => {
-                return Ok(Outcome::new(OutcomeKind::UnmappedPrice, detail));
-            }
-            PackChoice::LineItemsUnknown => {
-                return Ok(Outcome::new(
-                    OutcomeKind::UnmappedPrice,
-                    "no creditbook_pack metadata, and no API key to read the line items",
-                ));
-            }
-        };
-        let purchase = Purchase {
-            effect: format!("checkout:{}", session.id),
-            created: session.created,
-            quantity,
-            paid_net_of_tax_minor: session.amount_net_of_tax(),
-            currency: session.currency.as_deref(),
-            payment_key: session.payment_intent().unwrap_or(&session.id),
-            paid_minor: session.amount_total,
-            tax_minor: session.tax_minor(),
-        };
-        self.grant_pack(&customer, purchase, pack).await
     }
 
     async fn grant_pack(

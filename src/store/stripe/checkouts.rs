@@ -1,0 +1,354 @@
+//! Checkout events applied together: what they decide on is read once for all of them, each is
+//! decided in order by [`crate::domain::checkout::Known::decide`], and what they did is written
+//! with one multi-row statement per table and one run of the unit of work for their grants.
+
+use super::{StripeTx, save_event_customers, save_links, save_payment_grants, save_payments, time};
+use crate::domain::Timestamp;
+use crate::domain::billing::{LinkedBy, Outcome};
+use crate::domain::checkout::{CheckoutFact, Decision, Known, PackGrant};
+use crate::domain::command::{Answer, Command, Rules};
+use crate::error::{Error, Result};
+use crate::store::book::{Envelope, run_commands};
+use crate::store::revenue::Origin as JournalOrigin;
+use entity::{
+    stripe_charges, stripe_customers, stripe_disputes, stripe_effects, stripe_event_customers,
+    stripe_events, stripe_payment_grants, stripe_payments, stripe_refunds,
+};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use std::collections::{BTreeSet, HashSet};
+
+/// A Stripe event as it is recorded.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub id: String,
+    pub event_type: String,
+    pub api_version: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+    pub origin: &'static str,
+    pub payload: String,
+    pub received_at: Timestamp,
+}
+
+/// A checkout event: its record, the Stripe objects it names, and the fact it states.
+#[derive(Debug, Clone)]
+pub struct CheckoutEvent {
+    pub record: EventRecord,
+    /// Stripe object ids it names (serialised on PostgreSQL).
+    pub objects: Vec<String>,
+    pub fact: CheckoutFact,
+}
+
+/// What one checkout event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub outcome: Outcome,
+    /// The payment a grant was made for, when one was: settled by the caller when Stripe told
+    /// of refunds or disputes of it before (see [`Settling`]).
+    pub granted_payment: Option<String>,
+}
+
+/// Whether refunds and disputes Stripe told of before a checkout are the batch's to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settling {
+    /// A payment with something taken back stops the batch before it (the event is applied
+    /// on its own).
+    Stop,
+    /// The caller settles the payment after the grant is written.
+    ByCaller,
+}
+
+impl StripeTx {
+    /// Applies `events` in order, stopping before the first one a batch leaves alone (a link
+    /// that moves earlier credits; with [`Settling::Stop`], a payment with refunds or disputes
+    /// told before). Answers the events it applied, in order: each an outcome, or the refusal
+    /// of an event that wrote nothing. Fails as a whole when a write fails.
+    // Long: read once, decide in order, then one statement per table; split, it would pass the
+    // same dozen collections between three functions.
+    pub async fn apply_checkouts(
+        &self,
+        events: &[&CheckoutEvent],
+        settling: Settling,
+    ) -> Result<Vec<Result<Checked>>> {
+        let objects: Vec<String> = events.iter().flat_map(|e| e.objects.clone()).collect();
+        self.lock(&objects).await?;
+        let mut known = self.known_to_checkouts(events, settling).await?;
+        let mut accounts: BTreeSet<&str> = BTreeSet::new();
+        for event in events {
+            let fact = &event.fact;
+            accounts.extend(fact.stripe_customer.as_deref());
+            accounts.extend(fact.named.as_ref().map(|(a, _)| a.as_str()));
+            if let Some(c) = &fact.stripe_customer {
+                accounts.extend(known.links.get(c).map(|(a, _)| a.as_str()));
+            }
+        }
+        self.lock_accounts(accounts).await?;
+
+        let catalog = self.catalog.clone();
+        let mut answers = Vec::with_capacity(events.len());
+        let mut applied = Vec::new();
+        for event in events {
+            let now = event.record.received_at;
+            match known.decide(&event.fact, &catalog, now, crate::store::new_grant_id) {
+                Decision::Alone => break,
+                Decision::Duplicate => answers.push(Ok(Checked {
+                    outcome: Outcome::duplicate(),
+                    granted_payment: None,
+                })),
+                Decision::Refused(field, why) => answers.push(Err(Error::invalid(field, why))),
+                Decision::Apply(done) => {
+                    if let Some(ignored) = &done.ignored_link {
+                        tracing::warn!(
+                            stripe_customer = ?event.fact.stripe_customer,
+                            linked = ?done.concerns,
+                            ignored = %ignored,
+                            "a Stripe customer names a second account; the first link is kept"
+                        );
+                    }
+                    answers.push(Ok(Checked {
+                        outcome: done.outcome.clone(),
+                        granted_payment: done.grant.as_ref().map(|g| g.payment_key.clone()),
+                    }));
+                    applied.push((*event, done));
+                }
+            }
+        }
+        if applied.is_empty() {
+            return Ok(answers);
+        }
+
+        // The grants first: a refused command fails the whole batch, before anything is written.
+        let envelopes: Vec<Envelope> = applied
+            .iter()
+            .filter_map(|(event, done)| {
+                done.grant.as_ref().map(|g| grant_command(g, &event.record))
+            })
+            .collect();
+        if !envelopes.is_empty() {
+            for envelope in &envelopes {
+                self.wrote.note(&envelope.customer_id);
+            }
+            let items: Vec<&Envelope> = envelopes.iter().collect();
+            let rules = Rules {
+                catalog: &self.catalog,
+                policy: self.policy,
+            };
+            let ran = run_commands(&self.txn, rules, &items, &mut Default::default(), None).await?;
+            for answer in ran.answers {
+                match answer?.value {
+                    Answer::Done => {}
+                    other => return Err(Error::unexpected(&other)),
+                }
+            }
+        }
+
+        let alone = events.len() == 1;
+        let drained: Vec<String> = if alone {
+            std::mem::take(&mut *self.concerned.lock().expect("no panic while holding it"))
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut event_rows = Vec::new();
+        let mut links = Vec::new();
+        let mut effects = Vec::new();
+        let mut payment_grants = Vec::new();
+        let mut payments = Vec::new();
+        let mut concerned = Vec::new();
+        for (event, done) in &applied {
+            let record = &event.record;
+            event_rows.push(stripe_events::ActiveModel {
+                id: Set(record.id.clone()),
+                event_type: Set(record.event_type.clone()),
+                api_version: Set(record.api_version.clone()),
+                created: Set(record.created),
+                received_at: Set(time(record.received_at)),
+                origin: Set(record.origin.to_owned()),
+                outcome: Set(done.outcome.outcome.as_str().to_owned()),
+                detail: Set(Some(done.outcome.detail.clone())),
+                payload: Set(record.payload.clone()),
+            });
+            if let Some((stripe_customer, account, by)) = &done.link {
+                links.push(stripe_customers::ActiveModel {
+                    stripe_customer_id: Set(stripe_customer.clone()),
+                    customer_id: Set(account.clone()),
+                    linked_by: Set(by.as_str().to_owned()),
+                });
+            }
+            let mut customers: BTreeSet<&str> = drained.iter().map(String::as_str).collect();
+            customers.extend(done.concerns.as_deref());
+            for customer in customers {
+                concerned.push(stripe_event_customers::ActiveModel {
+                    customer_id: Set(customer.to_owned()),
+                    event_id: Set(record.id.clone()),
+                    received_at: Set(time(record.received_at)),
+                });
+            }
+            if let Some(g) = &done.grant {
+                effects.push(stripe_effects::ActiveModel {
+                    effect_key: Set(g.effect.clone()),
+                    customer_id: Set(g.customer.clone()),
+                    created_at: Set(time(record.received_at)),
+                });
+                payment_grants.push(stripe_payment_grants::ActiveModel {
+                    payment_key: Set(g.payment_key.clone()),
+                    grant_id: Set(g.grant.id.clone()),
+                    subscription_id: Set(None),
+                    clawed_back: Set(0),
+                });
+                if let Some((paid_minor, tax_minor)) = g.payment {
+                    payments.push(stripe_payments::ActiveModel {
+                        payment_key: Set(g.payment_key.clone()),
+                        paid_minor: Set(paid_minor),
+                        tax_minor: Set(tax_minor),
+                        currency: Set(g.grant.currency.clone().unwrap_or_default()),
+                    });
+                }
+            }
+        }
+        stripe_events::Entity::insert_many(event_rows)
+            .exec_without_returning(&self.txn)
+            .await?;
+        save_links(&self.txn, links).await?;
+        if !effects.is_empty() {
+            stripe_effects::Entity::insert_many(effects)
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        save_payment_grants(&self.txn, payment_grants).await?;
+        save_payments(&self.txn, payments).await?;
+        save_event_customers(&self.txn, concerned).await?;
+        Ok(answers)
+    }
+
+    /// What checkout events decide on, in a few set-based reads: which were recorded, the links
+    /// of their Stripe customers, which sessions granted, which payments had something taken
+    /// back (with [`Settling::Stop`]).
+    async fn known_to_checkouts(
+        &self,
+        events: &[&CheckoutEvent],
+        settling: Settling,
+    ) -> Result<Known> {
+        let ids: Vec<&str> = events.iter().map(|e| e.record.id.as_str()).collect();
+        let recorded: Vec<String> = stripe_events::Entity::find()
+            .select_only()
+            .column(stripe_events::Column::Id)
+            .filter(stripe_events::Column::Id.is_in(ids))
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        let stripe_customers: BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| e.fact.stripe_customer.as_deref())
+            .collect();
+        let links = if stripe_customers.is_empty() {
+            Vec::new()
+        } else {
+            stripe_customers::Entity::find()
+                .filter(stripe_customers::Column::StripeCustomerId.is_in(stripe_customers))
+                .all(&self.txn)
+                .await?
+        };
+        let effect_keys: Vec<String> = events.iter().map(|e| e.fact.effect()).collect();
+        let effects: Vec<String> = stripe_effects::Entity::find()
+            .select_only()
+            .column(stripe_effects::Column::EffectKey)
+            .filter(stripe_effects::Column::EffectKey.is_in(effect_keys))
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        let taken_back = match settling {
+            Settling::Stop => {
+                let keys: Vec<String> = events.iter().map(|e| e.fact.payment_key.clone()).collect();
+                self.payments_taken_back(&keys).await?
+            }
+            Settling::ByCaller => HashSet::new(),
+        };
+        Ok(Known {
+            events: recorded.into_iter().collect(),
+            links: links
+                .into_iter()
+                .map(|r| {
+                    let by = LinkedBy::parse(&r.linked_by);
+                    (r.stripe_customer_id, (r.customer_id, by))
+                })
+                .collect(),
+            effects: effects.into_iter().collect(),
+            taken_back,
+        })
+    }
+
+    /// Which of `keys` (payment intents, charges, sessions) Stripe has told of a refunded charge,
+    /// a refund or a dispute for.
+    async fn payments_taken_back(&self, keys: &[String]) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        let wanted: HashSet<&String> = keys.iter().collect();
+        let mut note = |pairs: Vec<(Option<String>, Option<String>)>| {
+            for (a, b) in pairs {
+                for key in [a, b].into_iter().flatten() {
+                    if wanted.contains(&key) {
+                        found.insert(key);
+                    }
+                }
+            }
+        };
+        let charges: Vec<(Option<String>, Option<String>)> = stripe_charges::Entity::find()
+            .select_only()
+            .column(stripe_charges::Column::PaymentIntent)
+            .column_as(stripe_charges::Column::Id, "id")
+            .filter(
+                stripe_charges::Column::PaymentIntent
+                    .is_in(keys.iter().cloned())
+                    .or(stripe_charges::Column::Id.is_in(keys.iter().cloned())),
+            )
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        note(charges);
+        let refunds: Vec<(Option<String>, Option<String>)> = stripe_refunds::Entity::find()
+            .select_only()
+            .column(stripe_refunds::Column::PaymentIntent)
+            .column(stripe_refunds::Column::Charge)
+            .filter(
+                stripe_refunds::Column::PaymentIntent
+                    .is_in(keys.iter().cloned())
+                    .or(stripe_refunds::Column::Charge.is_in(keys.iter().cloned())),
+            )
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        note(refunds);
+        let disputes: Vec<(Option<String>, Option<String>)> = stripe_disputes::Entity::find()
+            .select_only()
+            .column(stripe_disputes::Column::PaymentIntent)
+            .column(stripe_disputes::Column::Charge)
+            .filter(
+                stripe_disputes::Column::PaymentIntent
+                    .is_in(keys.iter().cloned())
+                    .or(stripe_disputes::Column::Charge.is_in(keys.iter().cloned())),
+            )
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        note(disputes);
+        Ok(found)
+    }
+}
+
+/// The command granting a checkout's pack, journaled as the event's.
+fn grant_command(grant: &PackGrant, record: &EventRecord) -> Envelope {
+    Envelope::new(
+        grant.customer.clone(),
+        Command::AddGrants {
+            grants: vec![grant.grant.clone()],
+        },
+        record.received_at,
+    )
+    .from_origin(JournalOrigin {
+        source: None,
+        event: Some(record.id.clone()),
+    })
+}

@@ -1,0 +1,319 @@
+//! Stripe events applied as facts in batches: random runs of checkouts (new, delivered twice,
+//! naming an account, linking late, of payments refunded before they arrived) with refunds
+//! between them reach, as one batch with one commit, the outcomes and the books they reach
+//! applied one at a time.
+
+mod common;
+
+use common::{Engine, TestApp, stripe_event};
+use creditbook::store::stripe::StripeWork;
+use creditbook::stripe::apply::{Context, Fetched, Origin, apply_event, received};
+use creditbook::stripe::event::Event;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// One delivery of a random history.
+#[derive(Debug, Clone)]
+enum Op {
+    Checkout {
+        session: u8,
+        stripe_customer: Option<u8>,
+        /// `(account, by client_reference_id rather than metadata)`.
+        named: Option<(u8, bool)>,
+        subscription: bool,
+        paid: bool,
+        known_pack: bool,
+    },
+    /// A refund of half a session's payment.
+    Refund { session: u8 },
+    /// The delivery before this one (by how far back), again.
+    Again { back: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (
+            0u8..6,
+            proptest::option::weighted(0.85, 0u8..3),
+            proptest::option::weighted(0.3, (0u8..3, any::<bool>())),
+            proptest::bool::weighted(0.1),
+            proptest::bool::weighted(0.9),
+            proptest::bool::weighted(0.9),
+        )
+            .prop_map(
+                |(session, stripe_customer, named, subscription, paid, known_pack)| Op::Checkout {
+                    session,
+                    stripe_customer,
+                    named,
+                    subscription,
+                    paid,
+                    known_pack,
+                }
+            ),
+        1 => (0u8..6).prop_map(|session| Op::Refund { session }),
+        1 => (1u8..5).prop_map(|back| Op::Again { back }),
+    ]
+}
+
+fn histories(count: usize) -> Vec<Vec<Op>> {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config::default());
+    let strategy = proptest::collection::vec(op(), 4..40);
+    (0..count)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect()
+}
+
+/// The signed bodies of a history's deliveries, in order; `h` keeps histories apart.
+fn bodies(h: usize, ops: &[Op], now: i64) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let id = format!("evt_{h}_{i}");
+        let body = match op {
+            Op::Checkout {
+                session,
+                stripe_customer,
+                named,
+                subscription,
+                paid,
+                known_pack,
+            } => {
+                let mut object = json!({
+                    "id": format!("cs_{h}_{session}"), "object": "checkout.session",
+                    "mode": if *subscription { "subscription" } else { "payment" },
+                    "payment_status": if *paid { "paid" } else { "unpaid" },
+                    "amount_total": 1000, "currency": "usd", "created": now,
+                    "payment_intent": format!("pi_{h}_{session}"),
+                    "metadata": {"creditbook_pack": if *known_pack { "topup_small" } else { "nonesuch" }},
+                });
+                if let Some(c) = stripe_customer {
+                    object["customer"] = json!(format!("cus_{h}_{c}"));
+                }
+                match named {
+                    Some((account, true)) => {
+                        object["client_reference_id"] = json!(format!("acct_{h}_{account}"));
+                    }
+                    Some((account, false)) => {
+                        object["metadata"]["creditbook_customer"] =
+                            json!(format!("acct_{h}_{account}"));
+                    }
+                    None => {}
+                }
+                stripe_event(&id, "checkout.session.completed", now, object)
+            }
+            Op::Refund { session } => stripe_event(
+                &id,
+                "refund.created",
+                now,
+                json!({"id": format!("re_{h}_{i}"), "object": "refund", "amount": 500,
+                       "currency": "usd", "status": "succeeded",
+                       "payment_intent": format!("pi_{h}_{session}")}),
+            ),
+            Op::Again { back } => match out.len().checked_sub(usize::from(*back)) {
+                Some(j) => out[j].clone(),
+                None => continue,
+            },
+        };
+        out.push(body);
+    }
+    out
+}
+
+/// Every account a history can name, and what the API says of it (or that it is unknown).
+async fn books(app: &TestApp, h: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for prefix in ["cus", "acct"] {
+        for n in 0..3 {
+            let id = format!("{prefix}_{h}_{n}");
+            let (status, value) = app.get_app(&format!("/v1/customers/{id}")).await;
+            let seen = if status.is_success() {
+                json!({"balance": value["balance"], "available": value["available"],
+                       "frozen_credits": value["frozen_credits"]})
+            } else {
+                json!(status.as_u16())
+            };
+            out.push((id, seen));
+        }
+    }
+    out
+}
+
+fn outcome(answer: creditbook::error::Result<creditbook::domain::billing::Outcome>) -> String {
+    match answer {
+        Ok(o) => format!("{}: {}", o.outcome, o.detail),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn ctx(app: &TestApp) -> Context<'_> {
+    Context {
+        store: &app.store,
+        now: app.now(),
+        livemode: false,
+    }
+}
+
+async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
+    let batched = common::spawn_app(engine).await;
+    let single = common::spawn_app(engine).await;
+    let now = batched.now().timestamp();
+    let mut granted = 0;
+    for (h, ops) in histories(12).iter().enumerate() {
+        let bodies = bodies(h, ops, now);
+        let mut works: Vec<Arc<dyn StripeWork>> = Vec::new();
+        let mut one_at_a_time = Vec::new();
+        for body in &bodies {
+            let event: Event = serde_json::from_str(body).unwrap();
+            works.push(
+                received(
+                    &ctx(&batched),
+                    &event,
+                    body,
+                    Origin::Webhook,
+                    Fetched::default(),
+                )
+                .unwrap(),
+            );
+            let answer = apply_event(
+                &ctx(&single),
+                &event,
+                body,
+                Origin::Webhook,
+                Fetched::default(),
+            )
+            .await;
+            one_at_a_time.push(outcome(answer));
+        }
+        let together: Vec<String> = batched
+            .store
+            .stripe_batch(&works)
+            .await
+            .into_iter()
+            .map(outcome)
+            .collect();
+        for (i, (a, b)) in together.iter().zip(&one_at_a_time).enumerate() {
+            assert_eq!(a, b, "history {h}, delivery {i}: {ops:?}");
+        }
+        granted += together
+            .iter()
+            .filter(|o| o.contains("credits of pack"))
+            .count();
+        assert_eq!(books(&batched, h).await, books(&single, h).await, "{ops:?}");
+    }
+    assert!(granted > 12, "the histories grant packs: {granted}");
+    let stats = batched.store.runner_stats();
+    assert_eq!(stats.stripe_runs_split.load(Relaxed), 0, "no run failed");
+    assert!(stats.stripe_events_together.load(Relaxed) > 100);
+    batched.assert_audit_clean().await;
+    single.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_reach_what_one_at_a_time_reaches_on_sqlite() {
+    batches_reach_what_one_at_a_time_reaches(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_reach_what_one_at_a_time_reaches_on_postgres() {
+    batches_reach_what_one_at_a_time_reaches(Engine::Postgres).await;
+}
+
+/// A batch as the SQLite worker takes it from 16 senders: one session delivered twice and by
+/// two events grants once, a late link moves what arrived before it, a payment refunded before
+/// its checkout is settled as it is granted.
+async fn a_batch_of_checkouts(app: TestApp) {
+    let now = app.now().timestamp();
+    let checkout = |id: &str, session: &str, customer: &str, named: Option<&str>| {
+        let mut object = json!({"id": session, "object": "checkout.session", "mode": "payment",
+            "payment_status": "paid", "customer": customer, "amount_total": 1000,
+            "currency": "usd", "payment_intent": format!("pi_{session}"),
+            "metadata": {"creditbook_pack": "topup_small"}});
+        if let Some(account) = named {
+            object["client_reference_id"] = json!(account);
+        }
+        stripe_event(id, "checkout.session.completed", now, object)
+    };
+    // Refunded before its purchase arrives.
+    common::expect_outcome(
+        &app,
+        &stripe_event(
+            "r0",
+            "refund.created",
+            now,
+            json!({"id": "re_0", "object": "refund", "amount": 1000, "currency": "usd",
+                   "status": "succeeded", "payment_intent": "pi_cs_r"}),
+        ),
+        "pending",
+    )
+    .await;
+    let bodies = [
+        checkout("e1", "cs_1", "cus_a", None),
+        checkout("e1", "cs_1", "cus_a", None),
+        checkout("e2", "cs_1", "cus_a", None),
+        checkout("e3", "cs_2", "cus_b", None),
+        checkout("e4", "cs_3", "cus_b", Some("acme")),
+        checkout("e5", "cs_4", "cus_b", Some("globex")),
+        checkout("e6", "cs_r", "cus_c", None),
+        checkout("e7", "cs_5", "cus_c", None),
+    ];
+    let works: Vec<Arc<dyn StripeWork>> = bodies
+        .iter()
+        .map(|body| {
+            let event: Event = serde_json::from_str(body).unwrap();
+            let ctx = Context {
+                store: &app.store,
+                now: app.now(),
+                livemode: false,
+            };
+            received(&ctx, &event, body, Origin::Webhook, Fetched::default()).unwrap()
+        })
+        .collect();
+    let answers: Vec<String> = app
+        .store
+        .stripe_batch(&works)
+        .await
+        .into_iter()
+        .map(outcome)
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            "applied: 1000 credits of pack topup_small to cus_a (checkout:cs_1)",
+            "duplicate: event already received",
+            "applied: checkout:cs_1 applied before",
+            "applied: 1000 credits of pack topup_small to cus_b (checkout:cs_2)",
+            "applied: 1000 credits of pack topup_small to acme (checkout:cs_3)",
+            "applied: 1000 credits of pack topup_small to acme (checkout:cs_4)",
+            "applied: 1000 credits of pack topup_small to cus_c (checkout:cs_r)",
+            "applied: 1000 credits of pack topup_small to cus_c (checkout:cs_5)",
+        ]
+    );
+    assert_eq!(app.customer("cus_a").await["available"], "1000");
+    assert_eq!(
+        app.customer("acme").await["available"],
+        "3000",
+        "cs_2 moved"
+    );
+    assert_eq!(app.customer("cus_b").await["available"], "0");
+    assert_eq!(
+        app.customer("cus_c").await["available"],
+        "1000",
+        "cs_r refunded"
+    );
+    let (status, _) = app.get_app("/v1/customers/globex").await;
+    assert_eq!(status.as_u16(), 404, "the first link wins");
+    let stats = app.store.runner_stats();
+    assert_eq!(stats.stripe_runs_split.load(Relaxed), 0, "no run failed");
+    // Six decided together; the late link (e4) and the refunded payment (e6) each alone.
+    assert_eq!(stats.stripe_events_together.load(Relaxed), 6);
+    // What the batch recorded reads as events received one at a time do.
+    let events = app.store.stripe_events(20).await.unwrap();
+    assert_eq!(events.len(), 8, "seven new events and the refund");
+    assert!(events.iter().all(|e| e.outcome != "received"));
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(a_batch_of_checkouts);
