@@ -461,15 +461,21 @@ impl StripeTx {
         let mut keys: Vec<i64> = names.iter().map(|n| advisory_key(n)).collect();
         keys.sort_unstable();
         keys.dedup();
-        for key in keys {
-            self.txn
-                .execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT pg_advisory_xact_lock($1)",
-                    [key.into()],
-                ))
-                .await?;
+        if keys.is_empty() {
+            return Ok(());
         }
+        // One round trip; the rows of a VALUES list are taken in the order written, so the
+        // locks are too. The keys are our own integers.
+        let values: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+        self.txn
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM (VALUES {}) AS t(k)",
+                    values.join(", ")
+                ),
+            ))
+            .await?;
         Ok(())
     }
 
@@ -1063,55 +1069,10 @@ impl StripeTx {
     /// Has Stripe told of anything taken back of these payments (a charge's refunds, a refund
     /// or a dispute, in any state)? One statement: most purchases have nothing to settle.
     pub async fn anything_taken_back(&self, payment_keys: &[String]) -> Result<bool> {
-        use sea_orm::sea_query::{Alias, Query, SelectStatement};
-        fn on<T, C>(table: T, columns: [C; 2], keys: &[String]) -> SelectStatement
-        where
-            T: sea_orm::sea_query::Iden + Copy + 'static,
-            C: sea_orm::sea_query::Iden + Copy + 'static,
-        {
-            Query::select()
-                .expr(Expr::val(1))
-                .from(table)
-                .cond_where(
-                    Condition::any()
-                        .add(Expr::col((table, columns[0])).is_in(keys.iter().cloned()))
-                        .add(Expr::col((table, columns[1])).is_in(keys.iter().cloned())),
-                )
-                .to_owned()
-        }
         if payment_keys.is_empty() {
             return Ok(false);
         }
-        let any = Expr::exists(on(
-            stripe_charges::Entity,
-            [
-                stripe_charges::Column::PaymentIntent,
-                stripe_charges::Column::Id,
-            ],
-            payment_keys,
-        ))
-        .or(Expr::exists(on(
-            stripe_refunds::Entity,
-            [
-                stripe_refunds::Column::PaymentIntent,
-                stripe_refunds::Column::Charge,
-            ],
-            payment_keys,
-        )))
-        .or(Expr::exists(on(
-            stripe_disputes::Entity,
-            [
-                stripe_disputes::Column::PaymentIntent,
-                stripe_disputes::Column::Charge,
-            ],
-            payment_keys,
-        )));
-        let row = self
-            .txn
-            .query_one(&Query::select().expr_as(any, Alias::new("taken")).to_owned())
-            .await?
-            .ok_or_else(|| Error::Internal("EXISTS answered no row".into()))?;
-        Ok(row.try_get::<bool>("", "taken")?)
+        Ok(!self.payments_taken_back(payment_keys).await?.is_empty())
     }
 
     /// What Stripe has told of the money refunded or lost in disputes on a payment (README,

@@ -15,7 +15,6 @@ use entity::{
     stripe_events, stripe_payment_grants, stripe_payments, stripe_refunds,
 };
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use std::collections::{BTreeSet, HashSet};
 
@@ -240,6 +239,18 @@ impl StripeTx {
             .into_tuple()
             .all(&self.txn)
             .await?;
+        let recorded: HashSet<String> = recorded.into_iter().collect();
+        // What the events received before would decide on is not read.
+        let events: Vec<&&CheckoutEvent> = events
+            .iter()
+            .filter(|e| !recorded.contains(&e.record.id))
+            .collect();
+        if events.is_empty() {
+            return Ok(Known {
+                events: recorded,
+                ..Known::default()
+            });
+        }
         let stripe_customers: BTreeSet<&str> = events
             .iter()
             .filter_map(|e| e.fact.stripe_customer.as_deref())
@@ -268,7 +279,7 @@ impl StripeTx {
             Settling::ByCaller => HashSet::new(),
         };
         Ok(Known {
-            events: recorded.into_iter().collect(),
+            events: recorded,
             links: links
                 .into_iter()
                 .map(|r| {
@@ -282,58 +293,52 @@ impl StripeTx {
     }
 
     /// Which of `keys` (payment intents, charges, sessions) Stripe has told of a refunded charge,
-    /// a refund or a dispute for.
-    async fn payments_taken_back(&self, keys: &[String]) -> Result<HashSet<String>> {
-        let mut found = HashSet::new();
+    /// a refund or a dispute for: one statement.
+    pub(super) async fn payments_taken_back(&self, keys: &[String]) -> Result<HashSet<String>> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{
+            Alias, Condition, Expr, ExprTrait, Iden, Query, SelectStatement, UnionType,
+        };
+        fn naming<T: Iden + Copy + 'static, C: Iden + Copy + 'static>(
+            table: T,
+            [a, b]: [C; 2],
+            keys: &[String],
+        ) -> SelectStatement {
+            Query::select()
+                .expr_as(Expr::col((table, a)), Alias::new("a"))
+                .expr_as(Expr::col((table, b)), Alias::new("b"))
+                .from(table)
+                .cond_where(
+                    Condition::any()
+                        .add(Expr::col((table, a)).is_in(keys.iter().cloned()))
+                        .add(Expr::col((table, b)).is_in(keys.iter().cloned())),
+                )
+                .to_owned()
+        }
+        use stripe_charges::Column as C;
+        use stripe_disputes::Column as D;
+        use stripe_refunds::Column as R;
+        let query = naming(stripe_charges::Entity, [C::PaymentIntent, C::Id], keys)
+            .union(
+                UnionType::All,
+                naming(stripe_refunds::Entity, [R::PaymentIntent, R::Charge], keys),
+            )
+            .union(
+                UnionType::All,
+                naming(stripe_disputes::Entity, [D::PaymentIntent, D::Charge], keys),
+            )
+            .to_owned();
         let wanted: HashSet<&String> = keys.iter().collect();
-        let mut note = |pairs: Vec<(Option<String>, Option<String>)>| {
-            for (a, b) in pairs {
-                for key in [a, b].into_iter().flatten() {
-                    if wanted.contains(&key) {
-                        found.insert(key);
-                    }
+        let mut found = HashSet::new();
+        for row in self.txn.query_all(&query).await? {
+            for column in ["a", "b"] {
+                if let Some(key) = row.try_get::<Option<String>>("", column)?
+                    && wanted.contains(&key)
+                {
+                    found.insert(key);
                 }
             }
-        };
-        let charges: Vec<(Option<String>, Option<String>)> = stripe_charges::Entity::find()
-            .select_only()
-            .column(stripe_charges::Column::PaymentIntent)
-            .column_as(stripe_charges::Column::Id, "id")
-            .filter(
-                stripe_charges::Column::PaymentIntent
-                    .is_in(keys.iter().cloned())
-                    .or(stripe_charges::Column::Id.is_in(keys.iter().cloned())),
-            )
-            .into_tuple()
-            .all(&self.txn)
-            .await?;
-        note(charges);
-        let refunds: Vec<(Option<String>, Option<String>)> = stripe_refunds::Entity::find()
-            .select_only()
-            .column(stripe_refunds::Column::PaymentIntent)
-            .column(stripe_refunds::Column::Charge)
-            .filter(
-                stripe_refunds::Column::PaymentIntent
-                    .is_in(keys.iter().cloned())
-                    .or(stripe_refunds::Column::Charge.is_in(keys.iter().cloned())),
-            )
-            .into_tuple()
-            .all(&self.txn)
-            .await?;
-        note(refunds);
-        let disputes: Vec<(Option<String>, Option<String>)> = stripe_disputes::Entity::find()
-            .select_only()
-            .column(stripe_disputes::Column::PaymentIntent)
-            .column(stripe_disputes::Column::Charge)
-            .filter(
-                stripe_disputes::Column::PaymentIntent
-                    .is_in(keys.iter().cloned())
-                    .or(stripe_disputes::Column::Charge.is_in(keys.iter().cloned())),
-            )
-            .into_tuple()
-            .all(&self.txn)
-            .await?;
-        note(disputes);
+        }
         Ok(found)
     }
 }
