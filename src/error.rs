@@ -51,7 +51,7 @@ pub enum Error {
     #[error("the test clock only moves forward (now {0})")]
     ClockBackwards(String),
     #[error("the Stripe-Signature header does not verify: {0}")]
-    InvalidSignature(crate::stripe::signature::SignatureError),
+    InvalidSignature(SignatureError),
     #[error(
         "this server has no Stripe webhook secret configured: set [stripe] webhook_secrets or \
          CREDITBOOK_STRIPE_WEBHOOK_SECRET and restart; Stripe keeps retrying the event until then"
@@ -284,4 +284,21 @@ mod tests {
         let text = Error::Database(sea_orm::DbErr::Custom("40001 deadlock detected".into()));
         assert!(!text.is_transient() && !text.is_unavailable());
     }
+}
+
+/// Why a Stripe webhook's signature is refused (`stripe::signature`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the Stripe-Signature header is missing")]
+    Missing,
+    #[error("the Stripe-Signature header is malformed")]
+    Malformed,
+    #[error("the Stripe-Signature header has no v1 signature")]
+    NoV1Signature,
+    #[error("the signature's timestamp is outside the tolerance")]
+    OutsideTolerance,
+    #[error("no v1 signature matches any webhook secret")]
+    NoMatch,
+    #[error("no webhook secret is configured")]
+    NoSecret,
 }

@@ -61,39 +61,13 @@ pub async fn build_state_with_clock(
         stripe: Arc::new(config.stripe.clone()),
         webhooks: Arc::new(config.webhooks.clone()),
         outbox: config.outbox,
-        pages: Arc::new(pages::Pages::new(&config.pages, &config.listen)),
+        pages: Arc::new(service::pages::Pages::new(&config.pages, &config.listen)),
         limits: config.limits,
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_concurrent_requests,
         )),
         sign_ins: Arc::default(),
     })
-}
-
-/// Reads the gauges `/metrics` shows, once per job run, so that a scrape reads no table; a
-/// gauge the database cannot give now keeps its last value.
-pub async fn refresh_gauges(state: &AppState) {
-    let pending = state.store.pending_stripe_refunds().await;
-    let outbox = state.store.outbox_counts().await;
-    let mut gauges = state
-        .metrics
-        .gauges
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let current = gauges.get_or_insert_with(Default::default);
-    match pending {
-        Ok(n) => current.stripe_refunds_pending = Some(n),
-        Err(e) => tracing::warn!(error = %e, "pending refunds not read for /metrics"),
-    }
-    match outbox {
-        Ok(counts) => {
-            current.outbox = counts
-                .into_iter()
-                .map(|(status, n)| (status.as_str(), n))
-                .collect();
-        }
-        Err(e) => tracing::warn!(error = %e, "outbox not counted for /metrics"),
-    }
 }
 
 /// How a server stopped.
@@ -139,7 +113,7 @@ pub async fn serve(
                 // Logged and counted by the supervision; it runs again next tick.
                 None => {}
             }
-            refresh_gauges(&job_state).await;
+            metrics::refresh_gauges(&job_state.store, &job_state.metrics).await;
             // What may go, in small batches between the gate's.
             let prune = job_state
                 .store

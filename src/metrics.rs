@@ -252,3 +252,25 @@ impl Metrics {
         out
     }
 }
+
+/// Reads the gauges `/metrics` shows, once per job run, so that a scrape reads no table; a
+/// gauge the database cannot give now keeps its last value.
+pub async fn refresh_gauges(store: &crate::store::Store, metrics: &Metrics) {
+    let pending = store.pending_stripe_refunds().await;
+    let outbox = store.outbox_counts().await;
+    let mut gauges = metrics.gauges.lock().unwrap_or_else(|e| e.into_inner());
+    let current = gauges.get_or_insert_with(Default::default);
+    match pending {
+        Ok(n) => current.stripe_refunds_pending = Some(n),
+        Err(e) => tracing::warn!(error = %e, "pending refunds not read for /metrics"),
+    }
+    match outbox {
+        Ok(counts) => {
+            current.outbox = counts
+                .into_iter()
+                .map(|(status, n)| (status.as_str(), n))
+                .collect();
+        }
+        Err(e) => tracing::warn!(error = %e, "outbox not counted for /metrics"),
+    }
+}

@@ -45,13 +45,13 @@ pub struct AppState {
     pub webhooks: Arc<Vec<crate::config::WebhookEndpoint>>,
     pub outbox: crate::config::OutboxSettings,
     /// The pages: where they are reached and the key their links are signed with.
-    pub pages: Arc<crate::pages::Pages>,
+    pub pages: Arc<crate::service::pages::Pages>,
     /// A request's time and how many at once (`[server]`).
     pub limits: crate::config::ServerLimits,
     /// One permit per request being answered, `limits.max_concurrent_requests` in all.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Failed sign-ins per address (`/login`).
-    pub sign_ins: Arc<crate::pages::throttle::SignInThrottle>,
+    pub sign_ins: Arc<crate::service::sign_in::SignInThrottle>,
 }
 
 impl AppState {

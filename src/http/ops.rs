@@ -108,7 +108,7 @@ pub async fn advance_clock(
     let (settled, _) = crate::jobs::run_due(&state.store, now).await?;
     Metrics::add(&state.metrics.customers_settled_by_jobs, settled);
     // As a job run does: the gauges `/metrics` shows.
-    crate::refresh_gauges(&state).await;
+    crate::metrics::refresh_gauges(&state.store, &state.metrics).await;
     Ok(Json(AdvanceResponse {
         now,
         customers_settled: settled,

@@ -3,7 +3,7 @@
 use super::AppState;
 use super::extract::{Caller, identifier};
 use crate::error::{Error, Result};
-use crate::pages::link;
+use crate::service::portal_link as link;
 use crate::store::keys::Scope;
 use axum::Json;
 use axum::extract::{Path, State};

@@ -1,5 +1,6 @@
 //! The operator's console (`/admin`), for signed-in admin sessions. It reads what the API reads.
 
+use super::Render;
 use super::session::SignedIn;
 use super::when;
 use crate::domain::ledger::Grant;

@@ -3,6 +3,7 @@
 //! reports as CSV downloads, and closing a month. They read what the API reads; closing posts
 //! through the same rule.
 
+use super::Render;
 use super::chart::{self, StackedBars};
 use super::session::SignedIn;
 use crate::domain::margin::MarginBy;

@@ -1,7 +1,7 @@
 //! The customer's credits page, opened from a portal link: that customer only.
 
+use super::Render;
 use super::chart::{self, StackedBars};
-use super::link::{self, Refused};
 use super::when;
 use crate::domain::alerts::{self, Balance};
 use crate::domain::ledger::Grant;
@@ -10,6 +10,7 @@ use crate::domain::summary::Summary;
 use crate::error::Result;
 use crate::http::AppState;
 use crate::http::extract::ApiQuery;
+use crate::service::portal_link::{self as link, Refused};
 use crate::store::ledger::EntryView;
 use crate::store::reads::{Interval, UsageBy};
 use askama::Template;

@@ -3,6 +3,7 @@
 //! (Secure over HTTPS). A session ends at logout, after `[pages] session_idle_minutes` unused, or
 //! when its key is revoked. Every form posts the session's own token back (CSRF).
 
+use super::Render;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::store::keys::Scope;

@@ -3,4 +3,7 @@
 //! answer for its own medium; it never calls another edge.
 
 pub mod customers;
+pub mod pages;
+pub mod portal_link;
 pub mod revenue;
+pub mod sign_in;

@@ -10,21 +10,7 @@ use sha2::Sha256;
 pub const MAX_HEADER_BYTES: usize = 4096;
 pub const MAX_SIGNATURES: usize = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("the Stripe-Signature header is missing")]
-    Missing,
-    #[error("the Stripe-Signature header is malformed")]
-    Malformed,
-    #[error("the Stripe-Signature header has no v1 signature")]
-    NoV1Signature,
-    #[error("the signature's timestamp is outside the tolerance")]
-    OutsideTolerance,
-    #[error("no v1 signature matches any webhook secret")]
-    NoMatch,
-    #[error("no webhook secret is configured")]
-    NoSecret,
-}
+pub use crate::error::SignatureError;
 
 struct Parsed {
     timestamp: i64,
