@@ -384,8 +384,9 @@ async fn store_replays_random_histories(
     for (n, (overage, ops)) in histories.into_iter().enumerate() {
         let customer = format!("prop{n}");
         let mut now = start();
+        let id = creditbook::domain::customer::CustomerId::parse(&customer).unwrap();
         let mut queued = vec![Envelope::new(
-            customer.clone(),
+            id.clone(),
             Command::SetPlan {
                 plan: Some(format!("plan{n}")),
             },
@@ -400,7 +401,7 @@ async fn store_replays_random_histories(
             if let Command::Authorize { hold_id, .. } = &command {
                 issued.push(hold_id.clone());
             }
-            queued.push(Envelope::new(customer.clone(), command, now));
+            queued.push(Envelope::new(id.clone(), command, now));
         }
         // The domain's own replay: each command decided on a copy, kept when approved.
         let mut model = Book::new(customer.clone());

@@ -44,6 +44,7 @@ pub mod billing;
 pub mod catalog;
 pub mod checkout;
 pub mod command;
+pub mod customer;
 pub mod gate;
 pub mod journal;
 pub mod ledger;

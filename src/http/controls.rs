@@ -2,7 +2,7 @@
 //! rule (admin), low-balance thresholds and auto top-up.
 
 use super::AppState;
-use super::extract::{Amount, ApiJson, Caller, identifier, request_hash};
+use super::extract::{Amount, ApiJson, Caller, customer_id, identifier, request_hash};
 use crate::domain::adjustment::Reason;
 use crate::domain::alerts::LowBalance;
 use crate::domain::limits::{self, Limit, LimitError, Limits, Mode, Period};
@@ -97,7 +97,7 @@ pub async fn set_limits(
     ApiJson(request): ApiJson<LimitsRequest>,
 ) -> Result<Json<LimitsResponse>> {
     caller.require_app_or_admin()?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let limits = parse_limits(request.limits)?;
     Limits::validate(&limits, &state.catalog).map_err(|e| {
         let field = match &e {
@@ -112,14 +112,14 @@ pub async fn set_limits(
         OperatorActionKind::Limits,
         serde_json::json!({ "limits": limits }),
     )
-    .on_customer(&customer);
+    .on_customer(customer.as_str());
     let set = state
         .store
         .set_limits(&customer, limits, state.clock.now(), actor)
         .await?
-        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
+        .ok_or_else(|| Error::CustomerNotFound(customer.to_string()))?;
     Ok(Json(LimitsResponse {
-        customer,
+        customer: customer.to_string(),
         limits: set.limits.into_iter().map(LimitView::from).collect(),
     }))
 }
@@ -161,7 +161,7 @@ pub async fn set_thresholds(
     ApiJson(request): ApiJson<ThresholdsRequest>,
 ) -> Result<Json<ThresholdsResponse>> {
     caller.require_app_or_admin()?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let own = LowBalance::of(
         request.low_balance_consumed_share.map(|a| a.0),
         request.low_balance_credits.map(|a| a.0),
@@ -175,14 +175,14 @@ pub async fn set_thresholds(
             "low_balance_credits": own.and_then(|o| o.credits),
         }),
     )
-    .on_customer(&customer);
+    .on_customer(customer.as_str());
     let rule = state
         .store
         .set_low_balance(&customer, own, state.clock.now(), actor)
         .await?
-        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
+        .ok_or_else(|| Error::CustomerNotFound(customer.to_string()))?;
     Ok(Json(ThresholdsResponse {
-        customer,
+        customer: customer.to_string(),
         low_balance_consumed_share: own.and_then(|o| o.consumed_share),
         low_balance_credits: own.and_then(|o| o.credits),
         effective_consumed_share: rule.low_consumed_share,
@@ -455,7 +455,7 @@ pub async fn create_override(
     ApiJson(request): ApiJson<OverrideRequest>,
 ) -> Result<(StatusCode, Json<OverrideResponse>)> {
     caller.require(Scope::Admin)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let key = identifier("idempotency_key", &request.idempotency_key)?;
     let now = state.clock.now();
     let change = parse_change(&state, &request, now)?;
@@ -485,7 +485,7 @@ pub async fn create_override(
     Ok((
         StatusCode::CREATED,
         Json(OverrideResponse {
-            customer,
+            customer: customer.to_string(),
             made: OverrideView::of(made.made),
         }),
     ))
@@ -507,22 +507,22 @@ pub async fn override_history(
     Path(id): Path<String>,
 ) -> Result<Json<OverrideHistory>> {
     caller.require(Scope::Admin)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let overrides = state
         .store
-        .override_history(&customer, super::extract::MAX_PAGE)
+        .override_history(customer.as_str(), super::extract::MAX_PAGE)
         .await?;
     if overrides.is_empty()
         && state
             .store
-            .view(&customer, state.clock.now())
+            .view(customer.as_str(), state.clock.now())
             .await?
             .is_none()
     {
-        return Err(Error::CustomerNotFound(customer));
+        return Err(Error::CustomerNotFound(customer.to_string()));
     }
     Ok(Json(OverrideHistory {
-        customer,
+        customer: customer.to_string(),
         overrides: overrides.into_iter().map(OverrideView::of).collect(),
     }))
 }
@@ -661,7 +661,7 @@ pub async fn set_auto_topup(
     ApiJson(request): ApiJson<Option<AutoTopupRequest>>,
 ) -> Result<Json<AutoTopupView>> {
     caller.require(Scope::Admin)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let setting = request
         .map(|r| {
             AutoTopupSetting::of(
@@ -673,8 +673,8 @@ pub async fn set_auto_topup(
             .map_err(|bad| Error::invalid(bad.field, bad.reason))
         })
         .transpose()?;
-    if state.store.auto_topup(&customer).await?.is_none() {
-        return Err(Error::CustomerNotFound(customer));
+    if state.store.auto_topup(customer.as_str()).await?.is_none() {
+        return Err(Error::CustomerNotFound(customer.to_string()));
     }
     if setting.is_some() {
         if state.stripe.api_key.as_deref().is_none_or(str::is_empty) {
@@ -682,7 +682,12 @@ pub async fn set_auto_topup(
                 "no Stripe API key is configured ([stripe] api_key)".into(),
             ));
         }
-        if state.store.stripe_customer_of(&customer).await?.is_none() {
+        if state
+            .store
+            .stripe_customer_of(customer.as_str())
+            .await?
+            .is_none()
+        {
             return Err(Error::AutoTopupUnavailable(format!(
                 "{customer} is not linked to a Stripe customer (a checkout or subscription links it)"
             )));
@@ -694,13 +699,13 @@ pub async fn set_auto_topup(
         OperatorActionKind::AutoTopup,
         serde_json::json!({ "setting": setting }),
     )
-    .on_customer(&customer);
+    .on_customer(customer.as_str());
     let set = state
         .store
         .set_auto_topup(&customer, setting, now, actor)
         .await?
-        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
-    Ok(Json(AutoTopupView::of(customer, set, now)?))
+        .ok_or_else(|| Error::CustomerNotFound(customer.to_string()))?;
+    Ok(Json(AutoTopupView::of(customer.to_string(), set, now)?))
 }
 
 /// A customer's auto top-up: its setting, where it stands and its latest charges (admin).
@@ -712,11 +717,15 @@ pub async fn auto_topup(
     Path(id): Path<String>,
 ) -> Result<Json<AutoTopupView>> {
     caller.require(Scope::Admin)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let found = state
         .store
-        .auto_topup(&customer)
+        .auto_topup(customer.as_str())
         .await?
-        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
-    Ok(Json(AutoTopupView::of(customer, found, state.clock.now())?))
+        .ok_or_else(|| Error::CustomerNotFound(customer.to_string()))?;
+    Ok(Json(AutoTopupView::of(
+        customer.to_string(),
+        found,
+        state.clock.now(),
+    )?))
 }

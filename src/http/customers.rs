@@ -1,7 +1,9 @@
 //! Customer reads (balance, grants, ledger) and admin writes (grants, plan).
 
 use super::AppState;
-use super::extract::{Amount, ApiJson, ApiQuery, Caller, identifier, page_limit, request_hash};
+use super::extract::{
+    Amount, ApiJson, ApiQuery, Caller, customer_id, identifier, page_limit, request_hash,
+};
 use crate::domain::adjustment::{Change, Reason};
 use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
 pub use crate::domain::command::{AdjustmentResponse, GrantResponse};
@@ -239,7 +241,7 @@ pub async fn create_grant(
     ApiJson(request): ApiJson<GrantRequest>,
 ) -> Result<(StatusCode, Json<GrantResponse>)> {
     caller.require(Scope::Admin)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let key = identifier("idempotency_key", &request.idempotency_key)?;
     let now = state.clock.now();
     let kind = GrantKind::parse(&request.kind).ok_or_else(|| {
@@ -420,7 +422,7 @@ pub async fn create_grant(
             "priority": priority, "plan": plan_id, "pack": pack_id,
             "price": price_credits, "memo": memo, "idempotency_key": key}),
     )
-    .on_customer(&customer)
+    .on_customer(customer.as_str())
     .on(&grant.id);
     let envelope = Envelope::new(customer, Command::Grant { grant }, now)
         .idempotent(Idempotency::request(&key, hash))
@@ -456,7 +458,7 @@ pub async fn create_adjustment(
     ApiJson(request): ApiJson<AdjustmentRequest>,
 ) -> Result<(StatusCode, Json<AdjustmentResponse>)> {
     caller.require(Scope::Admin)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let key = identifier("idempotency_key", &request.idempotency_key)?;
     let change = Change::parse(request.credits.0)
         .map_err(|e| Error::invalid("credits", format!("{} {e}", request.credits.0)))?;
@@ -475,7 +477,7 @@ pub async fn create_adjustment(
         serde_json::json!({"credits": change.signed(), "reason": reason_text,
             "idempotency_key": key}),
     )
-    .on_customer(&customer);
+    .on_customer(customer.as_str());
     let command = Command::Adjust {
         change,
         grant_id,
@@ -519,7 +521,7 @@ pub async fn set_plan(
     ApiJson(request): ApiJson<PlanRequest>,
 ) -> Result<Json<PlanResponse>> {
     caller.require(Scope::Admin)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     if let Some(plan) = &request.plan
         && state.catalog.plan(plan).is_none()
     {
@@ -533,13 +535,13 @@ pub async fn set_plan(
         OperatorActionKind::Plan,
         serde_json::json!({"plan": request.plan}),
     )
-    .on_customer(&customer);
+    .on_customer(customer.as_str());
     state
         .store
         .set_plan(&customer, request.plan.as_deref(), state.clock.now(), actor)
         .await?;
     Ok(Json(PlanResponse {
-        customer,
+        customer: customer.to_string(),
         plan: request.plan,
     }))
 }

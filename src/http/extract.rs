@@ -239,24 +239,18 @@ impl FromStr for Amount {
     }
 }
 
-/// Longest identifier (customer, idempotency key) accepted, in characters.
-pub const MAX_ID_LENGTH: usize = 255;
+pub use crate::domain::customer::MAX_ID_LENGTH;
+use crate::domain::customer::{CustomerId, check_id};
 
 /// An identifier supplied by a caller: 1 to 255 characters, no control characters.
 pub fn identifier(field: &str, value: &str) -> Result<String, Error> {
-    if value.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > MAX_ID_LENGTH {
-        return Err(Error::invalid(
-            field,
-            format!("must be at most {MAX_ID_LENGTH} characters"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
-    }
+    check_id(value).map_err(|e| Error::invalid(field, e.to_string()))?;
     Ok(value.to_owned())
+}
+
+/// A customer's id supplied by a caller, by the same rule.
+pub fn customer_id(field: &str, value: &str) -> Result<CustomerId, Error> {
+    CustomerId::parse(value).map_err(|e| Error::invalid(field, e.to_string()))
 }
 
 /// A `cursor` that is the id of a time-ordered row (a hyphenated UUID, as the API returns them).

@@ -1,10 +1,11 @@
 //! The pre-call gate: check, authorize (hold), capture, void, and one-shot usage.
 
 use super::AppState;
-use super::extract::{Amount, ApiJson, Caller, identifier, parse_value, request_hash};
+use super::extract::{Amount, ApiJson, Caller, customer_id, identifier, parse_value, request_hash};
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Action, Catalog};
 pub use crate::domain::command::{AuthorizationResponse, ResolutionResponse, UsageResponse};
+use crate::domain::customer::CustomerId;
 use crate::domain::gate::{self, Actual, Policy};
 use crate::domain::ledger::Rejection;
 use crate::domain::money::{Credits, Quantity};
@@ -89,7 +90,7 @@ pub struct CaptureRequest {
 /// of the spend), and its cost at the catalog's price. The gate prices it for the customer.
 #[derive(Debug, Clone)]
 struct Spend {
-    customer: String,
+    customer: CustomerId,
     action: Action,
     quantity: Quantity,
     credits: Credits,
@@ -103,7 +104,7 @@ fn parse_spend(
     quantity: Amount,
     at: Timestamp,
 ) -> Result<Spend> {
-    let customer = identifier("customer", customer)?;
+    let customer = customer_id("customer", customer)?;
     let action = state
         .catalog
         .action_at(action, at)
@@ -182,8 +183,10 @@ pub async fn check(
         request.quantity,
         now,
     )?;
-    super::note_customer(&spend.customer);
-    let Some((mut book, mut standing)) = state.store.check_view(&spend.customer, now).await? else {
+    super::note_customer(spend.customer.as_str());
+    let Some((mut book, mut standing)) =
+        state.store.check_view(spend.customer.as_str(), now).await?
+    else {
         return Ok(Json(CheckResponse {
             allowed: false,
             credits: spend.credits,
@@ -244,7 +247,7 @@ pub async fn authorize(
         request.quantity,
         now,
     )?;
-    super::note_customer(&spend.customer);
+    super::note_customer(spend.customer.as_str());
     let hold_id = format!("hold_{}", uuid::Uuid::now_v7().simple());
     let expires_at = now + chrono::Duration::seconds(state.hold_timeout_seconds as i64);
     let idempotency = spend.idempotency(POST_AUTHORIZATIONS, &request.idempotency_key, None)?;
@@ -300,7 +303,7 @@ async fn resolve(
     let idempotency = Idempotency::hold_resolution(&hold_id, request_hash(&[request]));
     let executed = state
         .store
-        .execute(Envelope::new(customer, command, now).idempotent(idempotency))
+        .execute(Envelope::new(CustomerId::known(customer), command, now).idempotent(idempotency))
         .await;
     match executed {
         Err(Error::IdempotencyConflict) => {
@@ -443,7 +446,7 @@ pub async fn usage(
     caller.require(Scope::App)?;
     let now = state.clock.now();
     let (spend, envelope) = usage_command(&state, request, now)?;
-    super::note_customer(&spend.customer);
+    super::note_customer(spend.customer.as_str());
     let answer = state
         .store
         .execute(envelope)

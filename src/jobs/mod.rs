@@ -2,6 +2,7 @@
 //! same transactions as any command.
 
 use crate::domain::Timestamp;
+use crate::domain::customer::CustomerId;
 use crate::error::Result;
 use crate::store::{Command, Envelope, Store};
 
@@ -44,7 +45,13 @@ pub async fn recognize_due(store: &Store, now: Timestamp, limit: u64) -> Result<
     let named = due.values().map(Vec::len).sum();
     let commands = due
         .into_iter()
-        .map(|(customer, grant_ids)| Envelope::new(customer, Command::Recognize { grant_ids }, now))
+        .map(|(customer, grant_ids)| {
+            Envelope::new(
+                CustomerId::known(customer),
+                Command::Recognize { grant_ids },
+                now,
+            )
+        })
         .collect();
     for answer in store.execute_all(commands).await {
         match answer {
@@ -67,7 +74,7 @@ pub async fn settle_due(store: &Store, now: Timestamp) -> Result<usize> {
         // Every due customer in one go: they share batches.
         let commands = due
             .iter()
-            .map(|customer| Envelope::new(customer, Command::Settle, now))
+            .map(|customer| Envelope::new(CustomerId::known(customer), Command::Settle, now))
             .collect();
         for answer in store.execute_all(commands).await {
             match answer {

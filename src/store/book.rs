@@ -11,6 +11,7 @@ use crate::domain::Timestamp;
 use crate::domain::alerts::Armed;
 use crate::domain::catalog::Catalog;
 use crate::domain::command::{self, Answer, Command as DomainCommand, Rules};
+use crate::domain::customer::CustomerId;
 use crate::domain::gate::{Refusal, Standing};
 use crate::domain::journal::Moved;
 use crate::domain::ledger::{Book, Entry, EntryKind, HoldStatus};
@@ -84,7 +85,7 @@ impl Idempotency {
 /// kept with it (its idempotency key, where it comes from, who made it).
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub command: DomainCommand,
     pub idempotency: Option<Idempotency>,
     pub now: Timestamp,
@@ -97,7 +98,7 @@ pub struct Envelope {
 impl Envelope {
     /// `command` on `customer_id` at `now`, with no idempotency key, origin or actor.
     /// A usage's origin is its id.
-    pub fn new(customer_id: impl Into<String>, command: DomainCommand, now: Timestamp) -> Envelope {
+    pub fn new(customer_id: CustomerId, command: DomainCommand, now: Timestamp) -> Envelope {
         let origin = Origin {
             source: match &command {
                 DomainCommand::Usage { usage_id, .. } => Some(usage_id.clone()),
@@ -106,7 +107,7 @@ impl Envelope {
             event: None,
         };
         Envelope {
-            customer_id: customer_id.into(),
+            customer_id,
             command,
             idempotency: None,
             now,
@@ -253,13 +254,13 @@ async fn lock_and_load(
     // Customers a command may create, at the time of the first command that names them.
     let mut create: BTreeMap<&str, Timestamp> = BTreeMap::new();
     for item in items.iter().filter(|c| c.command.creates_customer()) {
-        create.entry(&item.customer_id).or_insert(item.now);
+        create.entry(item.customer_id.as_str()).or_insert(item.now);
     }
     let create: Vec<(&str, Timestamp)> = create.iter().map(|(id, now)| (*id, *now)).collect();
     super::locks::insert_customers_if_absent(txn, &create).await?;
     let ids: Vec<String> = items
         .iter()
-        .map(|c| c.customer_id.clone())
+        .map(|c| c.customer_id.to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -290,11 +291,13 @@ async fn decide_one(
     decided: &mut Decided,
 ) -> Result<Result<Executed<Answer>>> {
     let envelope = items[item];
-    let Some(loaded) = books.get_mut(&envelope.customer_id) else {
-        return Ok(Err(Error::CustomerNotFound(envelope.customer_id.clone())));
+    let Some(loaded) = books.get_mut(envelope.customer_id.as_str()) else {
+        return Ok(Err(Error::CustomerNotFound(
+            envelope.customer_id.to_string(),
+        )));
     };
     if let Some(idempotency) = &envelope.idempotency {
-        let key = (envelope.customer_id.clone(), idempotency.key.clone());
+        let key = (envelope.customer_id.to_string(), idempotency.key.clone());
         if let Some((hash, body)) = decided.records.get(&key) {
             return Ok(if *hash != idempotency.request_hash {
                 Err(Error::IdempotencyConflict)
@@ -316,12 +319,12 @@ async fn decide_one(
         "entries move out after each command"
     );
     let read = if envelope.command.reads_spent() {
-        let mut spent = spent_this_month(txn, &envelope.customer_id, envelope.now).await?;
+        let mut spent = spent_this_month(txn, envelope.customer_id.as_str(), envelope.now).await?;
         // What this batch spent before the command is not in the ledger yet.
         for d in decided
             .done
             .iter()
-            .filter(|d| d.customer == envelope.customer_id)
+            .filter(|d| envelope.customer_id == d.customer)
         {
             spent.add(&d.entries, items[d.item].now, envelope.now);
         }
@@ -358,7 +361,7 @@ async fn decide_one(
     loaded.standing = standing;
     decided.done.push(Done {
         item,
-        customer: envelope.customer_id.clone(),
+        customer: envelope.customer_id.to_string(),
         entries,
         consumed,
     });
@@ -380,7 +383,7 @@ fn keep_answer(
         .map_err(|e| Error::Internal(format!("answer: {e}")))?;
     match (&idempotency.kept_in, value) {
         (KeptIn::Records, _) => decided.new_records.push(idempotency_records::ActiveModel {
-            customer_id: Set(envelope.customer_id.clone()),
+            customer_id: Set(envelope.customer_id.to_string()),
             idempotency_key: Set(idempotency.key.clone()),
             request_hash: Set(idempotency.request_hash.clone()),
             body: Set(body.clone()),
@@ -389,7 +392,7 @@ fn keep_answer(
         (KeptIn::OverrideHistory { key }, Answer::Overridden(made)) => {
             decided.new_overrides.push(rows::override_row(
                 made,
-                &envelope.customer_id,
+                envelope.customer_id.as_str(),
                 key,
                 &idempotency.request_hash,
             )?);
@@ -397,7 +400,7 @@ fn keep_answer(
         (KeptIn::OverrideHistory { .. }, other) => return Err(Error::unexpected(other)),
     }
     decided.records.insert(
-        (envelope.customer_id.clone(), idempotency.key.clone()),
+        (envelope.customer_id.to_string(), idempotency.key.clone()),
         (idempotency.request_hash.clone(), body),
     );
     Ok(())
@@ -704,7 +707,7 @@ async fn load_override_keys(
             let body = serde_json::to_string(&rows::override_from_row(row)?)
                 .map_err(|e| Error::Internal(format!("an override as JSON: {e}")))?;
             found.insert(
-                (envelope.customer_id.clone(), idempotency.key.clone()),
+                (envelope.customer_id.to_string(), idempotency.key.clone()),
                 (hash, body),
             );
         }
@@ -1320,14 +1323,16 @@ impl super::Store {
     /// Sets the customer's plan (creating the customer), as an admin command.
     pub async fn set_plan(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         plan_id: Option<&str>,
         now: Timestamp,
         actor: super::operators::OperatorAction,
     ) -> Result<()> {
         let plan = plan_id.map(str::to_owned);
-        self.execute(Envelope::new(customer_id, DomainCommand::SetPlan { plan }, now).by(actor))
-            .await?;
+        self.execute(
+            Envelope::new(customer_id.clone(), DomainCommand::SetPlan { plan }, now).by(actor),
+        )
+        .await?;
         Ok(())
     }
 
@@ -1336,18 +1341,23 @@ impl super::Store {
     /// when there is no customer.
     pub async fn set_auto_topup(
         &self,
-        customer: &str,
+        customer: &CustomerId,
         setting: Option<crate::domain::autotopup::Setting>,
         now: Timestamp,
         actor: super::operators::OperatorAction,
     ) -> Result<Option<super::autotopup::AutoTopupState>> {
         let set = self
             .execute(
-                Envelope::new(customer, DomainCommand::SetAutoTopup { setting }, now).by(actor),
+                Envelope::new(
+                    customer.clone(),
+                    DomainCommand::SetAutoTopup { setting },
+                    now,
+                )
+                .by(actor),
             )
             .await;
         match set {
-            Ok(_) => self.auto_topup(customer).await,
+            Ok(_) => self.auto_topup(customer.as_str()).await,
             Err(Error::CustomerNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }

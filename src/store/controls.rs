@@ -8,6 +8,7 @@ use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::alerts;
 use crate::domain::command::{Answer, Command};
+use crate::domain::customer::CustomerId;
 use crate::domain::limits::{self, Limit};
 use crate::domain::overrides::Override;
 use crate::domain::thresholds::AlertRule;
@@ -30,7 +31,7 @@ pub struct OverrideMade {
 
 /// An override request, as parsed.
 pub struct OverrideRequest {
-    pub customer: String,
+    pub customer: CustomerId,
     pub made: Override,
     pub idempotency_key: String,
     pub request_hash: String,
@@ -43,12 +44,12 @@ impl Store {
     /// `None` when there is no customer.
     pub async fn set_limits(
         &self,
-        customer: &str,
+        customer: &CustomerId,
         limits: Vec<Limit>,
         now: Timestamp,
         actor: super::operators::OperatorAction,
     ) -> Result<Option<LimitsSet>> {
-        let set = Envelope::new(customer, Command::SetLimits { limits }, now).by(actor);
+        let set = Envelope::new(customer.clone(), Command::SetLimits { limits }, now).by(actor);
         match self.execute(set).await {
             Ok(executed) => match executed.value {
                 Answer::LimitsSet(limits) => Ok(Some(LimitsSet { limits })),
@@ -64,12 +65,12 @@ impl Store {
     /// when the customer does not exist.
     pub async fn set_low_balance(
         &self,
-        customer: &str,
+        customer: &CustomerId,
         own: Option<crate::domain::alerts::LowBalance>,
         now: Timestamp,
         actor: super::operators::OperatorAction,
     ) -> Result<Option<AlertRule>> {
-        let set = Envelope::new(customer, Command::SetLowBalance { own }, now).by(actor);
+        let set = Envelope::new(customer.clone(), Command::SetLowBalance { own }, now).by(actor);
         match self.execute(set).await {
             Ok(executed) => match executed.value {
                 Answer::Thresholds(rule) => Ok(Some(rule)),
@@ -92,11 +93,11 @@ impl Store {
             serde_json::to_value(crate::domain::overrides::Flat::from(made.clone()))
                 .map_err(|e| Error::Internal(format!("an override as JSON: {e}")))?,
         )
-        .on_customer(&request.customer)
+        .on_customer(request.customer.as_str())
         .on(&made.id);
         let now = made.at;
         let set = Envelope::new(
-            request.customer.as_str(),
+            request.customer.clone(),
             Command::SetOverride { made: request.made },
             now,
         )

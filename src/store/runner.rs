@@ -188,7 +188,7 @@ impl Runner {
     /// never wait on each other's row locks); its answer arrives once its batch has committed.
     pub async fn submit(&self, envelope: Envelope) -> oneshot::Receiver<Result<Executed<Answer>>> {
         let (reply, answer) = oneshot::channel();
-        let queue = &self.queues[worker_of(&envelope.customer_id, self.queues.len())];
+        let queue = &self.queues[worker_of(envelope.customer_id.as_str(), self.queues.len())];
         let job = Job {
             envelope,
             reply,

@@ -657,7 +657,7 @@ impl StripeTx {
             catalog: &self.catalog,
             policy: self.policy,
         };
-        self.wrote.note(&envelope.customer_id);
+        self.wrote.note(envelope.customer_id.as_str());
         let executed = run_commands(
             &self.txn,
             rules,

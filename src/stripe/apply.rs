@@ -18,6 +18,7 @@ use crate::domain::billing::{
 pub use crate::domain::billing::{Outcome, OutcomeKind};
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::checkout::CheckoutFact;
+use crate::domain::customer::CustomerId;
 use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
 use crate::domain::refunds::{
@@ -541,7 +542,7 @@ fn invoice_outcome(
 }
 
 fn command(customer_id: &str, now: Timestamp, event_id: &str, command: Command) -> Envelope {
-    Envelope::new(customer_id, command, now).from_origin(JournalOrigin {
+    Envelope::new(CustomerId::known(customer_id), command, now).from_origin(JournalOrigin {
         source: None,
         event: Some(event_id.to_owned()),
     })

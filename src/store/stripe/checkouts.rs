@@ -7,6 +7,7 @@ use crate::domain::Timestamp;
 use crate::domain::billing::{LinkedBy, Outcome};
 use crate::domain::checkout::{CheckoutFact, Decision, Known, PackGrant};
 use crate::domain::command::{Answer, Command, Rules};
+use crate::domain::customer::CustomerId;
 use crate::error::{Error, Result};
 use crate::store::book::{Envelope, run_commands};
 use crate::store::revenue::Origin as JournalOrigin;
@@ -127,7 +128,7 @@ impl StripeTx {
             .collect();
         if !envelopes.is_empty() {
             for envelope in &envelopes {
-                self.wrote.note(&envelope.customer_id);
+                self.wrote.note(envelope.customer_id.as_str());
             }
             let items: Vec<&Envelope> = envelopes.iter().collect();
             let rules = Rules {
@@ -346,7 +347,7 @@ impl StripeTx {
 /// The command granting a checkout's pack, journaled as the event's.
 fn grant_command(grant: &PackGrant, record: &EventRecord) -> Envelope {
     Envelope::new(
-        grant.customer.clone(),
+        CustomerId::known(grant.customer.clone()),
         Command::AddGrants {
             grants: vec![grant.grant.clone()],
         },

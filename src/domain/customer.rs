@@ -1,0 +1,125 @@
+//! A customer's id: what the API, the ledger and Stripe's links name a customer by.
+
+use serde::{Deserialize, Serialize};
+
+/// The longest id the API accepts (customers, idempotency keys, holds), in characters.
+pub const MAX_ID_LENGTH: usize = 255;
+
+/// Why a text is not an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {MAX_ID_LENGTH} characters")]
+    TooLong,
+    #[error("must not contain control characters")]
+    ControlCharacter,
+}
+
+/// The rule every id the API is given follows: 1 to [`MAX_ID_LENGTH`] characters, no control
+/// characters.
+pub fn check_id(value: &str) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if value.chars().count() > MAX_ID_LENGTH {
+        return Err(IdError::TooLong);
+    }
+    if value.chars().any(char::is_control) {
+        return Err(IdError::ControlCharacter);
+    }
+    Ok(())
+}
+
+/// A customer's id, parsed where it comes in (a request, a Stripe event) or read back from the
+/// books, then trusted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    /// An id a caller names.
+    pub fn parse(value: &str) -> Result<CustomerId, IdError> {
+        check_id(value)?;
+        Ok(CustomerId(value.to_owned()))
+    }
+
+    /// An id read back from the books (only parsed ids are written there), or one Stripe gives
+    /// (its own customer ids, and the accounts its objects name, linked as they come).
+    pub fn known(value: impl Into<String>) -> CustomerId {
+        CustomerId(value.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CustomerId {
+    type Error = IdError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        check_id(&value)?;
+        Ok(CustomerId(value))
+    }
+}
+
+impl From<CustomerId> for String {
+    fn from(id: CustomerId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for CustomerId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for CustomerId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for CustomerId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_one_to_255_printable_characters() {
+        assert_eq!(CustomerId::parse("acme").unwrap().as_str(), "acme");
+        assert_eq!(
+            CustomerId::parse(&"é".repeat(255))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            255
+        );
+        assert_eq!(CustomerId::parse(""), Err(IdError::Empty));
+        assert_eq!(CustomerId::parse(&"a".repeat(256)), Err(IdError::TooLong));
+        assert_eq!(CustomerId::parse("a\u{0}b"), Err(IdError::ControlCharacter));
+        assert_eq!(CustomerId::parse("a/b c").unwrap().to_string(), "a/b c");
+    }
+
+    #[test]
+    fn it_reads_and_writes_as_a_string() {
+        let id: CustomerId = serde_json::from_str("\"acme\"").unwrap();
+        assert_eq!(id, *"acme");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"acme\"");
+        assert!(serde_json::from_str::<CustomerId>("\"\"").is_err());
+    }
+}
