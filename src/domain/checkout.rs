@@ -9,7 +9,7 @@ use super::billing::{
     CheckoutMode, CheckoutStep, Link, LinkedBy, Outcome, OutcomeKind, PackChoice, PaymentStatus,
     checkout_step, choose_pack, link, pack_terms,
 };
-use super::catalog::Catalog;
+use super::catalog::{Catalog, Pack};
 use super::ledger::{Grant, GrantSource, Paid};
 use std::collections::{HashMap, HashSet};
 
@@ -210,51 +210,97 @@ impl Known {
         if self.taken_back.contains(&fact.payment_key) {
             return Decision::Alone;
         }
-        // Counted from the purchase's creation, which webhooks and backfill both know.
-        let created = fact.created.unwrap_or(fact.event_created);
-        let Some(bought_at) = chrono::DateTime::from_timestamp(created, 0) else {
-            return Decision::Refused("created", format!("{created} is not a valid time"));
-        };
-        let terms = match pack_terms(
-            pack,
-            quantity,
-            fact.paid_net_of_tax_minor,
-            fact.currency.as_deref(),
-            bought_at,
-        ) {
-            Ok(terms) => terms,
-            Err(e) => return Decision::Refused("quantity", e.to_string()),
-        };
-        let credits = terms.credits;
-        let grant = Grant::pack(
-            grant_id(),
-            &pack.id,
-            credits,
-            Paid {
-                price: terms.price,
-                currency: terms.currency.clone(),
-            },
-            (GrantSource::Stripe, effect.clone()),
-            now,
-        )
-        .expiring(terms.expires_at)
-        .at_priority(pack.priority);
-        applied.outcome = Outcome::new(
-            OutcomeKind::Applied,
-            format!(
-                "{credits} credits of pack {} to {customer} ({effect})",
-                pack.id
-            ),
-        );
-        applied.grant = Some(PackGrant {
-            customer,
-            grant,
+        let purchase = Purchase {
             effect,
+            created: fact.created.unwrap_or(fact.event_created),
+            quantity,
+            paid_net_of_tax_minor: fact.paid_net_of_tax_minor,
+            currency: fact.currency.clone(),
             payment_key: fact.payment_key.clone(),
-            payment: fact.paid_minor.map(|paid| (paid, fact.tax_minor)),
-        });
+            paid_minor: fact.paid_minor,
+            tax_minor: fact.tax_minor,
+        };
+        match pack_grant(pack, &customer, purchase, grant_id(), now) {
+            Ok((grant, outcome)) => {
+                applied.outcome = outcome;
+                applied.grant = Some(grant);
+            }
+            Err((field, why)) => return Decision::Refused(field, why),
+        }
         Decision::Apply(Box::new(applied))
     }
+}
+
+/// A pack bought: from a checkout session, or an automatic top-up's payment intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    /// What makes the grant once: `checkout:{session}` or `payment_intent:{id}`.
+    pub effect: String,
+    /// When it was bought (Unix seconds): the purchase's creation, which webhooks and backfill
+    /// both know, else the event's.
+    pub created: i64,
+    pub quantity: i64,
+    pub paid_net_of_tax_minor: Option<i64>,
+    pub currency: Option<String>,
+    /// The payment its refunds and disputes name.
+    pub payment_key: String,
+    pub paid_minor: Option<i64>,
+    pub tax_minor: i64,
+}
+
+/// What a bought pack grants `customer` (README, the event table): the pack's credits ×
+/// quantity, the price paid net of tax, expiring from the purchase; and what the event says
+/// of it. Refused, `(field, why)`, when the purchase time is out of range.
+pub fn pack_grant(
+    pack: &Pack,
+    customer: &str,
+    purchase: Purchase,
+    grant_id: String,
+    now: Timestamp,
+) -> Result<(PackGrant, Outcome), (&'static str, String)> {
+    let created = purchase.created;
+    let bought_at = chrono::DateTime::from_timestamp(created, 0)
+        .ok_or_else(|| ("created", format!("{created} is not a valid time")))?;
+    let terms = pack_terms(
+        pack,
+        purchase.quantity,
+        purchase.paid_net_of_tax_minor,
+        purchase.currency.as_deref(),
+        bought_at,
+    )
+    .map_err(|e| ("quantity", e.to_string()))?;
+    let credits = terms.credits;
+    let effect = purchase.effect;
+    let grant = Grant::pack(
+        grant_id,
+        &pack.id,
+        credits,
+        Paid {
+            price: terms.price,
+            currency: terms.currency,
+        },
+        (GrantSource::Stripe, effect.clone()),
+        now,
+    )
+    .expiring(terms.expires_at)
+    .at_priority(pack.priority);
+    let outcome = Outcome::new(
+        OutcomeKind::Applied,
+        format!(
+            "{credits} credits of pack {} to {customer} ({effect})",
+            pack.id
+        ),
+    );
+    Ok((
+        PackGrant {
+            customer: customer.to_owned(),
+            grant,
+            effect,
+            payment_key: purchase.payment_key,
+            payment: purchase.paid_minor.map(|paid| (paid, purchase.tax_minor)),
+        },
+        outcome,
+    ))
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@ use crate::domain::Timestamp;
 use crate::domain::autotopup::Settled;
 use crate::domain::billing::{
     self, CheckoutStep, LineEffect, LineFacts, Link, checkout_step, line_effect, money_from_minor,
-    pack_terms, rollover_room, subscription_line,
+    rollover_room, subscription_line,
 };
 pub use crate::domain::billing::{Outcome, OutcomeKind};
 use crate::domain::catalog::{Catalog, Pack};
-use crate::domain::checkout::CheckoutFact;
+use crate::domain::checkout::{CheckoutFact, Purchase, pack_grant};
 use crate::domain::customer::CustomerId;
 use crate::domain::ledger::{Grant, GrantSource, Paid};
 use crate::domain::money::Credits;
@@ -413,21 +413,6 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// A pack bought, from a checkout session or an automatic top-up's payment intent.
-struct Purchase<'a> {
-    /// What makes the grant once: `checkout:{session}` or `payment_intent:{id}`.
-    effect: String,
-    /// When it was bought (Unix seconds), when the object says.
-    created: Option<i64>,
-    quantity: i64,
-    paid_net_of_tax_minor: Option<i64>,
-    currency: Option<&'a str>,
-    /// The payment its refunds and disputes name.
-    payment_key: &'a str,
-    paid_minor: Option<i64>,
-    tax_minor: i64,
-}
-
 fn mode_name(livemode: bool) -> &'static str {
     if livemode { "live-mode" } else { "test-mode" }
 }
@@ -650,71 +635,28 @@ impl Apply<'_> {
         self.tx.set_standing(customer, subscription, self.now).await
     }
 
-    async fn grant_pack(
-        &self,
-        customer: &str,
-        bought: Purchase<'_>,
-        pack: &Pack,
-    ) -> Result<Outcome> {
-        let effect = bought.effect;
+    /// Grants a bought pack once per purchase (`domain::checkout::pack_grant`), and settles its
+    /// payment against refunds or disputes Stripe told of before.
+    async fn grant_pack(&self, customer: &str, bought: Purchase, pack: &Pack) -> Result<Outcome> {
+        let effect = bought.effect.clone();
         if !self.tx.claim_effect(&effect, customer, self.now).await? {
             return Ok(Outcome::new(
                 OutcomeKind::Applied,
                 format!("{effect} applied before"),
             ));
         }
-        // Counted from the purchase's creation, which webhooks and backfill both know.
-        let bought_at = from_unix(bought.created.unwrap_or(self.event_created))?;
-        let terms = pack_terms(
-            pack,
-            bought.quantity,
-            bought.paid_net_of_tax_minor,
-            bought.currency,
-            bought_at,
-        )
-        .map_err(|e| Error::invalid("quantity", e))?;
-        let credits = terms.credits;
-        let grant_currency = terms.currency.clone();
-        let grant = Grant::pack(
-            new_grant_id(),
-            &pack.id,
-            credits,
-            Paid {
-                price: terms.price,
-                currency: terms.currency,
-            },
-            (GrantSource::Stripe, effect.clone()),
-            self.now,
-        )
-        .expiring(terms.expires_at)
-        .at_priority(pack.priority);
-        let now = self.now;
+        let (bought, outcome) = pack_grant(pack, customer, bought, new_grant_id(), self.now)
+            .map_err(|(field, why)| Error::invalid(field, why))?;
         let add = Command::AddGrants {
-            grants: vec![grant.clone()],
+            grants: vec![bought.grant.clone()],
         };
         self.tx
-            .run(command(customer, now, self.event_id, add))
+            .run(command(customer, self.now, self.event_id, add))
             .await?;
-        let payment_key = bought.payment_key;
-        self.tx.map_payment(payment_key, &grant.id, None).await?;
-        if let Some(paid_minor) = bought.paid_minor {
-            self.tx
-                .put_payment(entity::stripe_payments::Model {
-                    payment_key: payment_key.to_owned(),
-                    paid_minor,
-                    tax_minor: bought.tax_minor,
-                    currency: grant_currency,
-                })
-                .await?;
-        }
-        self.settle_payment(&[Some(payment_key)]).await?;
-        Ok(Outcome::new(
-            OutcomeKind::Applied,
-            format!(
-                "{credits} credits of pack {} to {customer} ({effect})",
-                pack.id
-            ),
-        ))
+        self.tx.record_pack_payment(&bought).await?;
+        self.settle_payment(&[Some(bought.payment_key.as_str())])
+            .await?;
+        Ok(outcome)
     }
 
     /// `payment_intent.succeeded` of an automatic top-up (its metadata names the attempt): the
@@ -737,11 +679,11 @@ impl Apply<'_> {
                 &customer,
                 Purchase {
                     effect: format!("payment_intent:{}", intent.id),
-                    created: intent.created,
+                    created: intent.created.unwrap_or(self.event_created),
                     quantity: 1,
                     paid_net_of_tax_minor: paid,
-                    currency: intent.currency.as_deref(),
-                    payment_key: &intent.id,
+                    currency: intent.currency.clone(),
+                    payment_key: intent.id.clone(),
                     paid_minor: paid,
                     tax_minor: 0,
                 },

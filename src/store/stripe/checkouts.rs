@@ -193,20 +193,9 @@ impl StripeTx {
                     customer_id: Set(g.customer.clone()),
                     created_at: Set(time(record.received_at)),
                 });
-                payment_grants.push(stripe_payment_grants::ActiveModel {
-                    payment_key: Set(g.payment_key.clone()),
-                    grant_id: Set(g.grant.id.clone()),
-                    subscription_id: Set(None),
-                    clawed_back: Set(0),
-                });
-                if let Some((paid_minor, tax_minor)) = g.payment {
-                    payments.push(stripe_payments::ActiveModel {
-                        payment_key: Set(g.payment_key.clone()),
-                        paid_minor: Set(paid_minor),
-                        tax_minor: Set(tax_minor),
-                        currency: Set(g.grant.currency.clone().unwrap_or_default()),
-                    });
-                }
+                let (paid_for, payment) = payment_rows(g);
+                payment_grants.push(paid_for);
+                payments.extend(payment);
             }
         }
         stripe_events::Entity::insert_many(event_rows)
@@ -342,6 +331,39 @@ impl StripeTx {
         }
         Ok(found)
     }
+}
+
+impl StripeTx {
+    /// Notes which payment paid for a pack's grant, and what it paid.
+    pub async fn record_pack_payment(&self, bought: &PackGrant) -> Result<()> {
+        let (paid_for, payment) = payment_rows(bought);
+        save_payment_grants(&self.txn, vec![paid_for]).await?;
+        save_payments(&self.txn, payment.into_iter().collect()).await
+    }
+}
+
+/// The rows noting which payment paid for a pack's grant, and what it paid (when known).
+fn payment_rows(
+    bought: &PackGrant,
+) -> (
+    stripe_payment_grants::ActiveModel,
+    Option<stripe_payments::ActiveModel>,
+) {
+    let paid_for = stripe_payment_grants::ActiveModel {
+        payment_key: Set(bought.payment_key.clone()),
+        grant_id: Set(bought.grant.id.clone()),
+        subscription_id: Set(None),
+        clawed_back: Set(0),
+    };
+    let payment = bought
+        .payment
+        .map(|(paid_minor, tax_minor)| stripe_payments::ActiveModel {
+            payment_key: Set(bought.payment_key.clone()),
+            paid_minor: Set(paid_minor),
+            tax_minor: Set(tax_minor),
+            currency: Set(bought.grant.currency.clone().unwrap_or_default()),
+        });
+    (paid_for, payment)
 }
 
 /// The command granting a checkout's pack, journaled as the event's.
