@@ -168,6 +168,88 @@ async fn two_processes_never_overspend(engine: Engine) {
     audited(&database_url).await;
 }
 
+/// Two processes receive the same Stripe checkouts at once (Stripe retries, two instances
+/// behind one endpoint): each session grants once, whichever process and whichever run of
+/// checkouts applies it, and every delivery is answered as applied or a duplicate.
+async fn two_processes_grant_each_checkout_once(engine: Engine) {
+    let Prepared {
+        _dir,
+        database_url,
+        config,
+        app,
+        ..
+    } = prepare(engine).await;
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "webhook_secrets = []",
+        &format!("webhook_secrets = [\"{}\"]", common::WEBHOOK_SECRET),
+    );
+    std::fs::write(&config, text).unwrap();
+    let servers = [start_server(&config).await, start_server(&config).await];
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    // 30 sessions of 6 Stripe customers; each session by two events, each event to both.
+    let mut deliveries = Vec::new();
+    for n in 0..30 {
+        let object = json!({"id": format!("cs_{n}"), "object": "checkout.session",
+            "mode": "payment", "payment_status": "paid", "customer": format!("cus_{}", n % 6),
+            "amount_total": 1000, "currency": "usd", "payment_intent": format!("pi_{n}"),
+            "metadata": {"creditbook_pack": "topup_small"}});
+        for (event, kind) in [
+            ("a", "checkout.session.completed"),
+            ("b", "checkout.session.async_payment_succeeded"),
+        ] {
+            let body = common::stripe_event(&format!("evt_{n}_{event}"), kind, now, object.clone());
+            for server in &servers {
+                deliveries.push((server.address.clone(), body.clone()));
+            }
+        }
+    }
+    let answers = join_all(deliveries.into_iter().map(|(address, body)| {
+        let header = creditbook::stripe::signature::sign(
+            body.as_bytes(),
+            common::WEBHOOK_SECRET,
+            chrono::Utc::now().timestamp(),
+        );
+        let request = client
+            .post(format!("{address}/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", header)
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    let mut granted = 0;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        match body["outcome"].as_str() {
+            Some("applied") if detail.contains("credits of pack") => granted += 1,
+            Some("applied") => assert!(detail.ends_with("applied before"), "{body}"),
+            Some("duplicate") => {}
+            _ => panic!("{body}"),
+        }
+    }
+    assert_eq!(granted, 30, "each session grants once");
+    for c in 0..6 {
+        let customer = customer_on(&client, &servers[c % 2], &app, &format!("cus_{c}")).await;
+        assert_eq!(customer["balance"], "5000", "{customer}");
+    }
+    audited(&database_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_postgres_grant_each_checkout_once() {
+    two_processes_grant_each_checkout_once(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_sqlite_file_grant_each_checkout_once() {
+    two_processes_grant_each_checkout_once(Engine::Sqlite).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_on_one_postgres_never_overspend() {
     two_processes_never_overspend(Engine::Postgres).await;
