@@ -52,8 +52,9 @@ pub struct Store {
     keys: Arc<keys::KeyCache>,
     /// The books committed last (`store::cache`): made again with the catalog or the batching.
     books: Arc<cache::BookCache>,
-    /// SQLite: the queue of Stripe events to group-commit, started on first use.
-    stripe_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<stripe::StripeJob>>>,
+    /// The queues of Stripe events to group-commit, started on first use: on SQLite one for every
+    /// event; on PostgreSQL one per batch worker for checkouts, by Stripe customer.
+    stripe_queues: Arc<tokio::sync::OnceCell<Vec<tokio::sync::mpsc::Sender<stripe::StripeJob>>>>,
     /// The health of the background workers (the runner's, the Stripe batcher's, the server's).
     workers: Arc<crate::supervise::Workers>,
     /// What may be pruned, and when (`[retention]`).
@@ -139,7 +140,7 @@ impl Store {
                 BatchSettings::default().check_staleness,
                 cache::MAX_CACHED_BOOKS,
             )),
-            stripe_queue: Arc::default(),
+            stripe_queues: Arc::default(),
             workers: Arc::default(),
             retention: retention::RetentionSettings::default(),
         })

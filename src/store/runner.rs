@@ -202,7 +202,7 @@ impl Runner {
 }
 
 /// The worker a customer's commands go to: the same one for as long as the process runs.
-fn worker_of(customer_id: &str, workers: usize) -> usize {
+pub(crate) fn worker_of(customer_id: &str, workers: usize) -> usize {
     // FNV-1a: stable, and spreads ids that differ in one character.
     let hash = customer_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

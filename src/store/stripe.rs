@@ -9,8 +9,12 @@
 //! (one writer) events are group-committed: a worker takes the events waiting, applies each in a
 //! savepoint of one transaction and commits once, so a failing event never fails its neighbours.
 //!
-//! Checkout events are facts: a run of them (all the checkouts next to each other in a batch; one
-//! on PostgreSQL) is read once, decided in order by `domain::checkout`, and written with one
+//! Checkout events are group-committed on PostgreSQL too, by the batch workers, each taking the
+//! checkouts of its share of the Stripe customers; every other event there has a transaction of
+//! its own.
+//!
+//! Checkout events are facts: a run of them (all the checkouts next to each other in a batch) is
+//! read once, decided in order by `domain::checkout`, and written with one
 //! statement per table and one run of the unit of work for their grants ([`checkouts`]). An
 //! event that needs more (a late link moving earlier credits, a payment refunded before its
 //! checkout arrived) is applied on its own after the run; a run that fails as a whole is applied
@@ -303,7 +307,23 @@ impl Store {
     /// Runs one Stripe event's work in its transaction: on PostgreSQL a transaction of its own,
     /// on SQLite a savepoint in the next batch. Answers once the work is durable (or failed).
     pub async fn stripe_transaction(&self, work: Arc<dyn StripeWork>) -> Result<Outcome> {
-        if self.db.get_database_backend() != DbBackend::Sqlite {
+        let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
+        // Which batch worker takes it: on SQLite the one; on PostgreSQL a checkout goes to its
+        // Stripe customer's (or named account's, or session's), any other event is applied in a
+        // transaction of its own.
+        let shard = match work.checkout() {
+            _ if sqlite => Some(""),
+            Some(checkout) => Some(
+                checkout
+                    .fact
+                    .stripe_customer
+                    .as_deref()
+                    .or(checkout.fact.named.as_ref().map(|(a, _)| a.as_str()))
+                    .unwrap_or(&checkout.fact.session_id),
+            ),
+            None => None,
+        };
+        let Some(shard) = shard else {
             let tx = StripeTx {
                 txn: self.engine().begin().await?,
                 catalog: self.catalog.clone(),
@@ -311,25 +331,26 @@ impl Store {
                 concerned: Default::default(),
                 wrote: Wrote::new(self.books.clone()),
             };
-            if let Some(checkout) = work.checkout()
-                && let Some(answer) = tx.apply_checkouts(&[checkout], Settling::Stop).await?.pop()
-            {
-                let checked = answer?;
-                tx.commit().await?;
-                self.stats.stripe_events_together.fetch_add(1, Relaxed);
-                return Ok(checked.outcome);
-            }
-            // Left alone by its batch of one, nothing written: applied on its own.
             return work.apply(tx).await;
-        }
-        let queue = self
-            .stripe_queue
+        };
+        let queues = self
+            .stripe_queues
             .get_or_init(|| async {
-                let (queue, jobs) = mpsc::channel(MAX_STRIPE_BATCH_EVENTS * 4);
-                tokio::spawn(stripe_worker(self.engine(), jobs));
-                queue
+                let workers = if sqlite {
+                    1
+                } else {
+                    self.settings.postgres_workers.max(1)
+                };
+                (0..workers)
+                    .map(|_| {
+                        let (queue, jobs) = mpsc::channel(MAX_STRIPE_BATCH_EVENTS * 4);
+                        tokio::spawn(stripe_worker(self.engine(), jobs));
+                        queue
+                    })
+                    .collect()
             })
             .await;
+        let queue = &queues[super::runner::worker_of(shard, queues.len())];
         let (reply, answer) = oneshot::channel();
         queue
             .send(StripeJob { work, reply })
