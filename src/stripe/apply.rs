@@ -1315,3 +1315,83 @@ impl Apply<'_> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::checkout::{Decision, Known};
+
+    fn catalog() -> Catalog {
+        crate::config::Config::parse(
+            include_str!("../../examples/creditbook.toml"),
+            "examples/creditbook.toml",
+            |_| None,
+        )
+        .expect("example config")
+        .catalog
+    }
+
+    /// A fixture's event, its session as a fact, and what the checkout rows decide on empty books.
+    fn decided(fixture: &str) -> (CheckoutFact, Decision) {
+        let event: Event = serde_json::from_str(fixture).unwrap();
+        let session = match event::parse(&event).unwrap() {
+            Parsed::CheckoutCompleted(session) => session,
+            other => panic!("not a completed checkout: {other:?}"),
+        };
+        let fact = checkout_fact(&event, &session, None);
+        let now = chrono::DateTime::from_timestamp(event.created, 0).unwrap();
+        let decision =
+            Known::default().decide(&fact, &catalog(), now, || "grant_fixture".to_owned());
+        (fact, decision)
+    }
+
+    fn applied(decision: Decision) -> crate::domain::checkout::Applied {
+        match decision {
+            Decision::Apply(applied) => *applied,
+            other => panic!("not applied: {other:?}"),
+        }
+    }
+
+    /// Stripe's own payload of a subscription's checkout (API 2025-03-31.basil): it links its
+    /// Stripe customer to itself; plan credits come from the paid invoice.
+    #[test]
+    fn a_real_subscription_checkout_only_links() {
+        let (fact, decision) = decided(include_str!(
+            "../../tests/fixtures/stripe/real/checkout_session_completed_subscription_2025-03-31.basil.json"
+        ));
+        let stripe_customer = fact.stripe_customer.clone().expect("a Stripe customer");
+        let applied = applied(decision);
+        assert_eq!(applied.outcome.outcome, OutcomeKind::Applied);
+        assert_eq!(
+            applied.outcome.detail,
+            format!("customer {stripe_customer} linked; plan credits come from paid invoices")
+        );
+        assert_eq!(
+            applied.link,
+            Some((stripe_customer.clone(), stripe_customer, LinkedBy::Default))
+        );
+        assert_eq!(applied.grant, None);
+    }
+
+    /// A paid checkout naming its account by `client_reference_id`, with no `creditbook_pack`
+    /// and no line items: `unmapped_price`, concerning the named account, granting nothing.
+    #[test]
+    fn a_payment_checkout_without_a_pack_is_unmapped() {
+        let (fact, decision) = decided(include_str!(
+            "../../tests/fixtures/stripe/synthetic/checkout_session_completed_payment.json"
+        ));
+        assert_eq!(
+            fact.named,
+            Some(("user_42".to_owned(), LinkedBy::ClientReferenceId))
+        );
+        assert_eq!(fact.payment_key, "pi_1PgafyB7WZ01zgkWSjxsAJo3");
+        let applied = applied(decision);
+        assert_eq!(applied.outcome.outcome, OutcomeKind::UnmappedPrice);
+        assert_eq!(
+            applied.outcome.detail,
+            "no creditbook_pack metadata, and no API key to read the line items"
+        );
+        assert_eq!(applied.concerns.as_deref(), Some("user_42"));
+        assert_eq!(applied.grant, None);
+    }
+}
