@@ -1067,9 +1067,16 @@ async fn a_failing_event_fails_alone(app: TestApp) {
     impl StripeWork for Record {
         fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
             Box::pin(async move {
-                let id = format!("evt_batch_{}", self.n);
-                tx.record_event(&id, "test.event", None, 0, "webhook", "{}", self.now)
-                    .await?;
+                let record = creditbook::store::stripe::EventRecord {
+                    id: format!("evt_batch_{}", self.n),
+                    event_type: "test.event".into(),
+                    api_version: None,
+                    created: 0,
+                    origin: creditbook::stripe::apply::Origin::Webhook,
+                    payload: "{}".into(),
+                    received_at: self.now,
+                };
+                tx.record_event(&record).await?;
                 if self.n % 2 == 1 {
                     return Err(Error::Internal("fails".into()));
                 }

@@ -469,6 +469,22 @@ impl std::fmt::Display for OutcomeKind {
     }
 }
 
+/// Where a Stripe event came from: delivered to the webhook, or read back by `stripe sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOrigin {
+    Webhook,
+    Sync,
+}
+
+impl EventOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOrigin::Webhook => "webhook",
+            EventOrigin::Sync => "sync",
+        }
+    }
+}
+
 /// What an event did, and how, as recorded beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {

@@ -1,17 +1,15 @@
 //! What creditbook learns from Stripe, kept beside the ledger: events received, customer links,
 //! subscriptions, which grants each payment paid for, refunds, charges and disputes.
 //!
-//! Every Stripe event is applied in a transaction of its own. What must be serialised is
-//! serialised per Stripe object, not for the whole service: on PostgreSQL an event first takes
-//! transaction-scoped advisory locks on what it names (its Stripe customer, payment intent,
-//! charge, subscription, session or invoice), in one order, then on each account it touches as
-//! it learns them; events of different customers run in parallel, on every instance. On SQLite
-//! (one writer) events are group-committed: a worker takes the events waiting, applies each in a
-//! savepoint of one transaction and commits once, so a failing event never fails its neighbours.
-//!
-//! Checkout events are group-committed on PostgreSQL too, by the batch workers, each taking the
-//! checkouts of its share of the Stripe customers; every other event there has a transaction of
-//! its own.
+//! What must be serialised is serialised per Stripe object, not for the whole service: on
+//! PostgreSQL an event first takes transaction-scoped advisory locks on what it names (its Stripe
+//! customer, payment intent, charge, subscription, session or invoice), in one order, then on
+//! each account it touches as it learns them. On SQLite (one writer) events are group-committed:
+//! a worker takes the events waiting, applies each in a savepoint of one transaction and commits
+//! once, so a failing event never fails its neighbours. On PostgreSQL checkout events are
+//! group-committed the same way by the batch workers, each taking the checkouts of its share of
+//! the Stripe customers; every other event there has a transaction of its own, and events of
+//! different customers run in parallel, on every instance.
 //!
 //! Checkout events are facts: a run of them (all the checkouts next to each other in a batch) is
 //! read once, decided in order by `domain::checkout`, and written with one
@@ -527,36 +525,17 @@ impl StripeTx {
             .is_some())
     }
 
-    /// Records an event id; false when it was recorded before (a duplicate delivery).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_event(
-        &self,
-        id: &str,
-        event_type: &str,
-        api_version: Option<&str>,
-        created: i64,
-        origin: &str,
-        payload: &str,
-        now: Timestamp,
-    ) -> Result<bool> {
-        let inserted = stripe_events::Entity::insert(stripe_events::ActiveModel {
-            id: Set(id.to_owned()),
-            event_type: Set(event_type.to_owned()),
-            api_version: Set(api_version.map(str::to_owned)),
-            created: Set(created),
-            received_at: Set(time(now)),
-            origin: Set(origin.to_owned()),
-            outcome: Set("received".into()),
-            detail: Set(None),
-            payload: Set(payload.to_owned()),
-        })
-        .on_conflict(
-            OnConflict::column(stripe_events::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&self.txn)
-        .await?;
+    /// Records an event as received; false when it was recorded before (a duplicate delivery).
+    pub async fn record_event(&self, record: &EventRecord) -> Result<bool> {
+        let inserted =
+            stripe_events::Entity::insert(checkouts::event_row(record, "received", None))
+                .on_conflict(
+                    OnConflict::column(stripe_events::Column::Id)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.txn)
+                .await?;
         Ok(inserted == 1)
     }
 

@@ -44,21 +44,7 @@ pub const AUTO_TOPUP_METADATA_KEY: &str = "creditbook_auto_topup";
 /// Attempts of one event when the database reports a transient failure.
 const TRANSIENT_ATTEMPTS: u32 = 5;
 
-/// Where an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Webhook,
-    Sync,
-}
-
-impl Origin {
-    fn as_str(self) -> &'static str {
-        match self {
-            Origin::Webhook => "webhook",
-            Origin::Sync => "sync",
-        }
-    }
-}
+pub use crate::domain::billing::EventOrigin as Origin;
 
 /// What an event needs from the Stripe API, read before its transaction starts (so no
 /// transaction waits on Stripe). Without an API key nothing is read.
@@ -122,20 +108,21 @@ pub fn received(
             format!("a {} object that cannot be read: {e}", event.event_type),
         )
     })?;
+    let record = EventRecord {
+        id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        api_version: event.api_version.clone(),
+        created: event.created,
+        origin,
+        payload: payload.to_owned(),
+        received_at: ctx.now,
+    };
     let checkout = match &parsed {
         Parsed::CheckoutCompleted(session) | Parsed::CheckoutAsyncPaid(session)
             if event.livemode == ctx.livemode =>
         {
             Some(CheckoutEvent {
-                record: EventRecord {
-                    id: event.id.clone(),
-                    event_type: event.event_type.clone(),
-                    api_version: event.api_version.clone(),
-                    created: event.created,
-                    origin: origin.as_str(),
-                    payload: payload.to_owned(),
-                    received_at: ctx.now,
-                },
+                record: record.clone(),
                 objects: parsed.objects(),
                 fact: checkout_fact(event, session, fetched.line_items.as_deref()),
             })
@@ -144,12 +131,10 @@ pub fn received(
     };
     let received = std::sync::Arc::new(Received {
         event: event.clone(),
+        record,
         checkout,
         parsed,
-        payload: payload.to_owned(),
-        origin,
         fetched,
-        now: ctx.now,
         livemode: ctx.livemode,
     });
     Ok(received)
@@ -181,13 +166,12 @@ pub async fn apply_event(
 /// An event as it is applied: read, and parsed once.
 pub(crate) struct Received {
     event: Event,
+    /// The event as it is recorded (its payload, where it came from, when it was received).
+    record: EventRecord,
     /// A checkout's fact, when the event is one of the mode applied: decided with its neighbours.
     checkout: Option<CheckoutEvent>,
     parsed: Parsed,
-    payload: String,
-    origin: Origin,
     fetched: Fetched,
-    now: Timestamp,
     livemode: bool,
 }
 
@@ -287,26 +271,15 @@ async fn checkout_alone(tx: StripeTx, checkout: &CheckoutEvent) -> Result<Outcom
 async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
     let Received {
         event,
+        record,
         checkout: _,
         parsed,
-        payload,
-        origin,
         fetched,
-        now,
         livemode,
     } = received;
+    let now = &record.received_at;
     tx.lock(&parsed.objects()).await?;
-    let new = tx
-        .record_event(
-            &event.id,
-            &event.event_type,
-            event.api_version.as_deref(),
-            event.created,
-            origin.as_str(),
-            payload,
-            *now,
-        )
-        .await?;
+    let new = tx.record_event(record).await?;
     if !new {
         return Ok(Outcome::duplicate());
     }

@@ -4,7 +4,7 @@
 
 use super::{StripeTx, save_event_customers, save_links, save_payment_grants, save_payments, time};
 use crate::domain::Timestamp;
-use crate::domain::billing::{LinkedBy, Outcome};
+use crate::domain::billing::{EventOrigin, LinkedBy, Outcome};
 use crate::domain::checkout::{CheckoutFact, Decision, Known, PackGrant};
 use crate::domain::command::{Answer, Command, Rules};
 use crate::domain::customer::CustomerId;
@@ -27,7 +27,7 @@ pub struct EventRecord {
     pub api_version: Option<String>,
     /// Unix seconds.
     pub created: i64,
-    pub origin: &'static str,
+    pub origin: EventOrigin,
     pub payload: String,
     pub received_at: Timestamp,
 }
@@ -50,13 +50,15 @@ pub struct Checked {
     pub granted_payment: Option<String>,
 }
 
-/// Whether refunds and disputes Stripe told of before a checkout are the batch's to see.
+/// Who settles a checkout's payment against refunds and disputes Stripe told of before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settling {
-    /// A payment with something taken back stops the batch before it (the event is applied
-    /// on its own).
+    /// Nobody in a batch: such a payment stops the batch before it (the event is applied on its
+    /// own).
     Stop,
-    /// The caller settles the payment after the grant is written.
+    /// The caller, after the grant is written: an event applied on its own, whose caller has
+    /// already resolved its link (moving earlier credits, saying so of a second account named,
+    /// noting the accounts it touched).
     ByCaller,
 }
 
@@ -99,7 +101,9 @@ impl StripeTx {
                 })),
                 Decision::Refused(field, why) => answers.push(Err(Error::invalid(field, why))),
                 Decision::Apply(done) => {
-                    if let Some(ignored) = &done.ignored_link {
+                    if let Some(ignored) = &done.ignored_link
+                        && settling == Settling::Stop
+                    {
                         tracing::warn!(
                             stripe_customer = ?event.fact.stripe_customer,
                             linked = ?done.concerns,
@@ -144,14 +148,15 @@ impl StripeTx {
             }
         }
 
-        let alone = events.len() == 1;
-        let drained: Vec<String> = if alone {
+        // The accounts the caller's link resolution touched (an event applied on its own).
+        let drained: Vec<String> =
             std::mem::take(&mut *self.concerned.lock().expect("no panic while holding it"))
                 .into_iter()
-                .collect()
-        } else {
-            Vec::new()
-        };
+                .collect();
+        debug_assert!(
+            drained.is_empty() || events.len() == 1,
+            "only an event applied on its own resolves its link first"
+        );
         let mut event_rows = Vec::new();
         let mut links = Vec::new();
         let mut effects = Vec::new();
@@ -160,17 +165,11 @@ impl StripeTx {
         let mut concerned = Vec::new();
         for (event, done) in &applied {
             let record = &event.record;
-            event_rows.push(stripe_events::ActiveModel {
-                id: Set(record.id.clone()),
-                event_type: Set(record.event_type.clone()),
-                api_version: Set(record.api_version.clone()),
-                created: Set(record.created),
-                received_at: Set(time(record.received_at)),
-                origin: Set(record.origin.to_owned()),
-                outcome: Set(done.outcome.outcome.as_str().to_owned()),
-                detail: Set(Some(done.outcome.detail.clone())),
-                payload: Set(record.payload.clone()),
-            });
+            event_rows.push(event_row(
+                record,
+                done.outcome.outcome.as_str(),
+                Some(done.outcome.detail.clone()),
+            ));
             if let Some((stripe_customer, account, by)) = &done.link {
                 links.push(stripe_customers::ActiveModel {
                     stripe_customer_id: Set(stripe_customer.clone()),
@@ -339,6 +338,25 @@ impl StripeTx {
         let (paid_for, payment) = payment_rows(bought);
         save_payment_grants(&self.txn, vec![paid_for]).await?;
         save_payments(&self.txn, payment.into_iter().collect()).await
+    }
+}
+
+/// An event's row, with what it did (`received` while it is being applied).
+pub(super) fn event_row(
+    record: &EventRecord,
+    outcome: &str,
+    detail: Option<String>,
+) -> stripe_events::ActiveModel {
+    stripe_events::ActiveModel {
+        id: Set(record.id.clone()),
+        event_type: Set(record.event_type.clone()),
+        api_version: Set(record.api_version.clone()),
+        created: Set(record.created),
+        received_at: Set(time(record.received_at)),
+        origin: Set(record.origin.as_str().to_owned()),
+        outcome: Set(outcome.to_owned()),
+        detail: Set(detail),
+        payload: Set(record.payload.clone()),
     }
 }
 
