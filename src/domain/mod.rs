@@ -46,6 +46,7 @@ pub mod checkout;
 pub mod command;
 pub mod customer;
 pub mod gate;
+pub mod invoice;
 pub mod journal;
 pub mod ledger;
 pub mod limits;

@@ -45,9 +45,9 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{mpsc, oneshot};
@@ -625,6 +625,21 @@ impl StripeTx {
         .exec_without_returning(&self.txn)
         .await?;
         Ok(inserted == 1)
+    }
+
+    /// Which of `keys` were applied before, in one read.
+    pub async fn applied_effects(&self, keys: &[String]) -> Result<HashSet<String>> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let applied: Vec<String> = stripe_effects::Entity::find()
+            .select_only()
+            .column(stripe_effects::Column::EffectKey)
+            .filter(stripe_effects::Column::EffectKey.is_in(keys.iter().cloned()))
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        Ok(applied.into_iter().collect())
     }
 
     pub async fn link(&self, stripe_customer: &str) -> Result<Option<(String, LinkedBy)>> {

@@ -11,21 +11,19 @@ use super::event::{
 };
 use crate::domain::Timestamp;
 use crate::domain::autotopup::Settled;
-use crate::domain::billing::{
-    self, CheckoutStep, LineEffect, LineFacts, Link, checkout_step, line_effect, money_from_minor,
-    rollover_room, subscription_line,
-};
+use crate::domain::billing::{self, CheckoutStep, Link, checkout_step, rollover_room};
 pub use crate::domain::billing::{Outcome, OutcomeKind};
 use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::checkout::{CheckoutFact, Purchase, pack_grant};
 use crate::domain::customer::CustomerId;
-use crate::domain::ledger::{Grant, GrantSource, Paid};
+use crate::domain::invoice::{self, LineStep};
+use crate::domain::ledger::Grant;
 use crate::domain::money::Credits;
 use crate::domain::refunds::{
     self, BoughtGrant, PaidShare, PaymentFacts, PaymentRefunds, RefundStatus, Settlement,
 };
 use crate::domain::revrec::share;
-use crate::domain::subscription::{self, PlanLine, Reported, SubscriptionStatus};
+use crate::domain::subscription::{self, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
 use crate::store::stripe::{
@@ -236,6 +234,57 @@ fn checkout_fact(
 /// Stripe told of refunds or disputes for before), or one on PostgreSQL that a batch of its own
 /// left alone: the link is resolved first (moving what it must), then the event is decided as in
 /// a batch, then its payment settled.
+/// A paid invoice as a fact: its lines the ones read from the API when the event carries only
+/// some of them. Fails on a line period that is not a time.
+fn invoice_fact(invoice: &Invoice, fetched: &Fetched) -> Result<invoice::InvoiceFact> {
+    let read_payments = fetched
+        .invoice_payments
+        .iter()
+        .flatten()
+        .map(|p| {
+            let key = p.payment_intent().or(p.charge()).map(str::to_owned);
+            (p.is_paid(), key)
+        })
+        .collect();
+    let lines = fetched
+        .invoice_lines
+        .as_deref()
+        .unwrap_or(invoice.lines())
+        .iter()
+        .map(|line| {
+            let period = match &line.period {
+                Some(p) => Some((from_unix(p.start)?, from_unix(p.end)?)),
+                None => None,
+            };
+            Ok(invoice::InvoiceLineFact {
+                id: line.id.clone(),
+                price: line.price().map(str::to_owned),
+                currency: line.currency.clone(),
+                period,
+                quantity: line.quantity.unwrap_or(1).max(1),
+                amount_minor: line.amount_net_of_tax(),
+                proration: line.is_proration(),
+                unit_amount_minor: line.unit_amount(),
+                credits_line: line.credited_lines().into_iter().next(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(invoice::InvoiceFact {
+        invoice_id: invoice.id.clone(),
+        subscription: invoice.subscription().map(str::to_owned),
+        currency: invoice.currency.clone(),
+        paid_and_tax: invoice.paid_and_tax(),
+        named_payment: invoice
+            .payment_intent()
+            .or(invoice.charge())
+            .map(str::to_owned),
+        read_payments,
+        renewal: invoice.billing_reason == Some(billing::BillingReason::SubscriptionCycle),
+        lines,
+        unread_lines: invoice.has_more_lines() && fetched.invoice_lines.is_none(),
+    })
+}
+
 async fn checkout_alone(tx: StripeTx, checkout: &CheckoutEvent) -> Result<Outcome> {
     tx.lock(&checkout.objects).await?;
     if tx.is_recorded(&checkout.record.id).await? {
@@ -421,82 +470,6 @@ struct Apply<'a> {
     event_created: i64,
     /// The event's id, for the journal lines its postings write.
     event_id: &'a str,
-}
-
-/// A paid invoice as its lines are applied: the account it pays for and the payment its refunds
-/// will name (the invoice itself until the payment is learnt).
-struct PaidInvoice<'a> {
-    invoice: &'a Invoice,
-    customer: &'a str,
-    payment_key: String,
-}
-
-impl PaidInvoice<'_> {
-    /// A line's currency: its own, the invoice's, or the accounting currency.
-    fn currency(&self, line: Option<&InvoiceLine>, catalog: &Catalog) -> String {
-        line.and_then(|l| l.currency.clone())
-            .or_else(|| self.invoice.currency.clone())
-            .unwrap_or_else(|| catalog.currency.clone())
-            .to_ascii_lowercase()
-    }
-}
-
-/// What the lines of a paid invoice did, as they are applied.
-#[derive(Default)]
-struct LinesDone {
-    done: Vec<String>,
-    unmapped: Vec<String>,
-    /// The plan lines, and whether each is a proration: what the subscription's state follows.
-    plan_lines: Vec<(PlanLine, bool)>,
-}
-
-/// Plan credits a paid line buys.
-struct PlanBought<'a> {
-    line: &'a InvoiceLine,
-    plan: &'a crate::domain::catalog::Plan,
-    period: (Timestamp, Timestamp),
-    credits: Credits,
-    paid: Paid,
-    renewal: bool,
-}
-
-/// What a paid invoice did, from what its lines did.
-fn invoice_outcome(
-    done: &[String],
-    unmapped: &[String],
-    unread_lines: bool,
-    payment_known: bool,
-) -> Outcome {
-    if done.is_empty() && !unmapped.is_empty() {
-        return Outcome::new(
-            OutcomeKind::UnmappedPrice,
-            format!("no plan sells prices {unmapped:?}"),
-        );
-    }
-    let mut detail = done.join("; ");
-    if !unmapped.is_empty() {
-        detail.push_str(&format!("; unmapped: {unmapped:?}"));
-    }
-    if detail.is_empty() {
-        detail = "every line applied before".into();
-    }
-    if unread_lines {
-        return Outcome::new(
-            OutcomeKind::Pending,
-            format!(
-                "{detail}; the invoice has more lines than the event carries: set [stripe] \
-                 api_key to read them, or run `creditbook stripe sync`"
-            ),
-        );
-    }
-    if !payment_known {
-        detail.push_str(
-            "; the invoice names no payment (API version 2025-03-31.basil): its refunds \
-             apply once the payment is learnt from invoice_payment.paid or, with [stripe] \
-             api_key, from the API",
-        );
-    }
-    Outcome::new(OutcomeKind::Applied, detail)
 }
 
 fn command(customer_id: &str, now: Timestamp, event_id: &str, command: Command) -> Envelope {
@@ -729,6 +702,8 @@ impl Apply<'_> {
         self.resolve_customer(stripe_customer, hint).await
     }
 
+    /// `invoice.paid`: read what the invoice decides on, decide (`domain::invoice`), write what
+    /// it says in its order, then settle its payment.
     async fn invoice_paid(&self, invoice: &Invoice, fetched: &Fetched) -> Result<Outcome> {
         let Some(stripe_customer) = invoice.customer() else {
             return Ok(Outcome::new(
@@ -741,224 +716,126 @@ impl Apply<'_> {
             .filter(|m| m.contains_key(CUSTOMER_METADATA_KEY))
             .or(Some(&invoice.metadata));
         let customer = self.account_for(stripe_customer, metadata).await?;
-        let learnt = self.invoice_payment_key(invoice, fetched).await?;
-        let paid = PaidInvoice {
-            invoice,
-            customer: &customer,
-            payment_key: learnt.clone().unwrap_or_else(|| invoice.id.clone()),
+        let fact = invoice_fact(invoice, fetched)?;
+        let known = invoice::Known {
+            customer,
+            learnt_payment: match fact.named_payment {
+                Some(_) => None,
+                None => self.tx.invoice_payment(&fact.invoice_id).await?,
+            },
+            applied: self.tx.applied_effects(&fact.line_effects()).await?,
+            subscription: match &fact.subscription {
+                Some(id) => self.tx.subscription(id).await?,
+                None => None,
+            },
         };
-        if let Some((paid_minor, tax_minor)) = invoice.paid_and_tax() {
-            for key in [paid.payment_key.as_str(), invoice.id.as_str()] {
+        let paid = invoice::decide(
+            &fact,
+            &known,
+            self.catalog,
+            self.now,
+            self.event_created,
+            new_grant_id,
+        );
+        for (key, paid_minor, tax_minor, currency) in &paid.payments {
+            self.tx
+                .put_payment(entity::stripe_payments::Model {
+                    payment_key: key.clone(),
+                    paid_minor: *paid_minor,
+                    tax_minor: *tax_minor,
+                    currency: currency.clone(),
+                })
+                .await?;
+        }
+        let mut done = Vec::new();
+        for line in &paid.lines {
+            if self
+                .tx
+                .claim_effect(&line.effect, &paid.customer, self.now)
+                .await?
+            {
+                done.extend(self.invoice_line(&paid, line).await?);
+            }
+        }
+        if let Some(change) = &paid.subscription {
+            if let Some(state) = &change.state {
                 self.tx
-                    .put_payment(entity::stripe_payments::Model {
-                        payment_key: key.to_owned(),
-                        paid_minor,
-                        tax_minor,
-                        currency: paid.currency(None, self.catalog),
-                    })
+                    .put_subscription(&change.id, stripe_customer, state.clone())
                     .await?;
             }
-        }
-        let mut lines_done = LinesDone::default();
-        let unread_lines = invoice.has_more_lines() && fetched.invoice_lines.is_none();
-        for line in fetched.invoice_lines.as_deref().unwrap_or(invoice.lines()) {
-            self.invoice_line(&paid, line, &mut lines_done).await?;
-        }
-        if let (Some(id), Some(line)) = (
-            invoice.subscription(),
-            subscription_line(lines_done.plan_lines),
-        ) {
-            let known = self.tx.subscription(id).await?;
-            if let Some(state) =
-                subscription::invoice_paid(known.as_ref(), line, self.event_created)
-            {
-                self.tx.put_subscription(id, stripe_customer, state).await?;
-            }
-            self.refresh_standing(stripe_customer, &customer).await?;
+            self.refresh_standing(stripe_customer, &paid.customer)
+                .await?;
         }
         self.settle_payment(&[Some(paid.payment_key.as_str())])
             .await?;
-        Ok(invoice_outcome(
-            &lines_done.done,
-            &lines_done.unmapped,
-            unread_lines,
-            learnt.is_some(),
-        ))
+        Ok(invoice::outcome(&paid, &done, fact.unread_lines))
     }
 
-    /// The payment that paid an invoice: named on the invoice (before basil), read from the API,
-    /// or learnt before from `invoice_payment.paid`; none until it is learnt.
-    async fn invoice_payment_key(
-        &self,
-        invoice: &Invoice,
-        fetched: &Fetched,
-    ) -> Result<Option<String>> {
-        let read: Vec<(bool, Option<String>)> = fetched
-            .invoice_payments
-            .iter()
-            .flatten()
-            .map(|p| {
-                let key = p.payment_intent().or(p.charge()).map(str::to_owned);
-                (p.is_paid(), key)
-            })
-            .collect();
-        let named = invoice.payment_intent().or(invoice.charge());
-        let known = match named {
-            Some(_) => None,
-            None => self.tx.invoice_payment(&invoice.id).await?,
-        };
-        Ok(billing::invoice_payment_key(named, &read, known))
-    }
-
-    /// One line of a paid invoice: the overage it bills paid, the plan credits it buys, or the
-    /// credits a proration takes back; once per line.
-    // Long: one arm per effect a plan line can have (`billing::line_effect`).
+    /// What one line of a paid invoice writes, as decided; its detail for the outcome.
     async fn invoice_line(
         &self,
-        paid: &PaidInvoice<'_>,
-        line: &InvoiceLine,
-        lines_done: &mut LinesDone,
-    ) -> Result<()> {
-        let customer = paid.customer;
-        let Some(price) = line.price() else {
-            lines_done.unmapped.push(format!("{} (no price)", line.id));
-            return Ok(());
-        };
-        let effect = format!("invoice_line:{}", line.id);
-        if let Some(plan) = self.catalog.plan_for_overage_price(price) {
-            // The metered line that bills overage reported to the plan's meter.
-            if self.tx.claim_effect(&effect, customer, self.now).await? {
-                let currency = paid.currency(Some(line), self.catalog);
-                let money = money_from_minor(line.amount_net_of_tax(), &currency);
+        paid: &invoice::InvoicePaid,
+        line: &invoice::LineApplied,
+    ) -> Result<Option<String>> {
+        let (customer, effect) = (paid.customer.as_str(), &line.effect);
+        Ok(Some(match &line.step {
+            LineStep::Nothing => return Ok(None),
+            LineStep::OveragePaid {
+                plan_id,
+                money,
+                currency,
+            } => {
                 self.tx
                     .post_overage_paid(
                         customer,
-                        money,
-                        &currency,
-                        &effect,
+                        *money,
+                        currency,
+                        effect,
                         Some(self.event_id),
                         self.now,
                     )
                     .await?;
-                lines_done.done.push(format!(
-                    "{effect}: {money} {currency} of plan {}'s billed overage paid",
-                    plan.id
-                ));
+                format!("{effect}: {money} {currency} of plan {plan_id}'s billed overage paid")
             }
-            return Ok(());
-        }
-        let Some(plan) = self.catalog.plan_for_price(price) else {
-            lines_done.unmapped.push(price.to_owned());
-            return Ok(());
-        };
-        let Some(period) = &line.period else {
-            lines_done.unmapped.push(format!("{} (no period)", line.id));
-            return Ok(());
-        };
-        let facts = LineFacts {
-            quantity: line.quantity.unwrap_or(1).max(1),
-            amount_minor: line.amount_net_of_tax(),
-            proration: line.is_proration(),
-            unit_amount_minor: line.unit_amount(),
-            credits_line: line.credited_lines().into_iter().next(),
-            renewal_invoice: paid.invoice.billing_reason
-                == Some(billing::BillingReason::SubscriptionCycle),
-        };
-        lines_done.plan_lines.push((
-            PlanLine {
-                plan_id: plan.id.clone(),
-                quantity: facts.quantity,
-                period_end_unix: period.end,
-            },
-            facts.proration,
-        ));
-        if !self.tx.claim_effect(&effect, customer, self.now).await? {
-            return Ok(());
-        }
-        let currency = paid.currency(Some(line), self.catalog);
-        let done = match line_effect(plan, &facts) {
-            LineEffect::Nothing => return Ok(()),
-            // Recorded as a refund of the credited line, so it applies whichever of the
-            // two invoices arrives first.
-            LineEffect::GiveBack {
-                of_line: Some(credited),
+            LineStep::RefundLine {
+                refund_id,
+                of_payment,
                 amount_minor,
+                currency,
             } => {
-                let key = format!("invoice_line:{credited}");
                 self.tx
                     .put_refund(entity::stripe_refunds::Model {
-                        id: format!("proration:{}", line.id),
+                        id: refund_id.clone(),
                         payment_intent: None,
-                        charge: Some(key.clone()),
-                        amount: amount_minor,
+                        charge: Some(of_payment.clone()),
+                        amount: *amount_minor,
                         currency: currency.clone(),
                         status: RefundStatus::Succeeded.as_str().into(),
                     })
                     .await?;
-                let settled = self.settle_payment(&[Some(key.as_str())]).await?;
+                let settled = self.settle_payment(&[Some(of_payment.as_str())]).await?;
                 format!("{effect}: {}", settled.detail)
             }
-            LineEffect::GiveBack {
-                of_line: None,
-                amount_minor,
-            } => {
-                let money = money_from_minor(amount_minor, &currency);
+            LineStep::CreditBack { money } => {
                 let taken = self
-                    .credit_back(customer, paid.invoice.subscription(), money)
+                    .credit_back(customer, paid.subscription_id.as_deref(), *money)
                     .await?;
                 format!("{effect}: {taken} credits taken back")
             }
-            LineEffect::Grant {
-                credits,
-                price_minor,
-                renewal,
-            } => {
-                let bought = PlanBought {
-                    line,
-                    plan,
-                    period: (from_unix(period.start)?, from_unix(period.end)?),
-                    credits,
-                    paid: Paid {
-                        price: money_from_minor(price_minor, &currency),
-                        currency,
-                    },
-                    renewal,
-                };
-                self.grant_plan_line(paid, bought).await?
-            }
-        };
-        lines_done.done.push(done);
-        Ok(())
+            LineStep::Grant(bought) => self.grant_plan_line(paid, bought).await?,
+        }))
     }
 
     /// The plan credits a paid line buys: its grant, the rollover into and out of its period,
     /// and the payment keys its refunds will name.
     async fn grant_plan_line(
         &self,
-        paid: &PaidInvoice<'_>,
-        bought: PlanBought<'_>,
+        paid: &invoice::InvoicePaid,
+        bought: &invoice::PlanGrant,
     ) -> Result<String> {
-        let PlanBought {
-            line,
-            plan,
-            period: (start, end),
-            credits,
-            paid: price,
-            renewal,
-        } = bought;
-        let (customer, subscription) = (paid.customer, paid.invoice.subscription());
-        let effect = format!("invoice_line:{}", line.id);
-        let grant = Grant::plan(
-            new_grant_id(),
-            &plan.id,
-            credits,
-            Some(price),
-            Some(start),
-            (GrantSource::Stripe, effect.clone()),
-            self.now,
-        )
-        .expiring(Some(end))
-        .at_priority(plan.priority);
+        let customer = paid.customer.as_str();
+        let (start, end) = bought.period;
+        let grant = &bought.grant;
         let add = Command::AddGrants {
             grants: vec![grant.clone()],
         };
@@ -966,20 +843,23 @@ impl Apply<'_> {
             .run(command(customer, self.now, self.event_id, add))
             .await?;
         // Rollover happens once both periods are known, whichever was paid first.
-        if renewal {
-            self.tx.put_renewal(customer, start, &plan.id, end).await?;
+        if bought.renewal {
+            self.tx
+                .put_renewal(customer, start, &bought.plan_id, end)
+                .await?;
             self.roll_over(customer, start).await?;
         }
         let carried = self.roll_over(customer, end).await?;
-        // The invoice's own key finds the grant when its payment is learnt later; a later
-        // proration credit names this line.
-        for key in [paid.payment_key.as_str(), paid.invoice.id.as_str(), &effect] {
-            self.tx.map_payment(key, &grant.id, subscription).await?;
+        for key in &bought.payment_keys {
+            self.tx
+                .map_payment(key, &grant.id, paid.subscription_id.as_deref())
+                .await?;
         }
+        let effect = &grant.source_id;
         self.settle_payment(&[Some(effect.as_str())]).await?;
         Ok(format!(
-            "{effect}: {credits} credits of plan {} ({carried} rolled over into a later period)",
-            plan.id
+            "{effect}: {} credits of plan {} ({carried} rolled over into a later period)",
+            grant.credits, bought.plan_id
         ))
     }
 
@@ -1366,5 +1246,89 @@ mod tests {
         );
         assert_eq!(applied.concerns.as_deref(), Some("user_42"));
         assert_eq!(applied.grant, None);
+    }
+
+    /// A fixture's paid invoice as a fact, and what it decides for account `acme` on empty
+    /// books, with the real fixture's price sold by plan `pro`.
+    fn invoice_decided(fixture: &str) -> (invoice::InvoiceFact, invoice::InvoicePaid) {
+        let event: Event = serde_json::from_str(fixture).unwrap();
+        let invoice = match event::parse(&event).unwrap() {
+            Parsed::InvoicePaid(invoice) => invoice,
+            other => panic!("not a paid invoice: {other:?}"),
+        };
+        let fact = invoice_fact(&invoice, &Fetched::default()).unwrap();
+        let mut catalog = catalog();
+        let pro = catalog.plans.get_mut("pro").unwrap();
+        pro.stripe_prices
+            .push("price_1RCV6tCMHTTliF5iuMgrQbyE".into());
+        let known = invoice::Known {
+            customer: "acme".into(),
+            ..invoice::Known::default()
+        };
+        let now = chrono::DateTime::from_timestamp(event.created, 0).unwrap();
+        let paid = invoice::decide(&fact, &known, &catalog, now, event.created, || {
+            "grant_fixture".to_owned()
+        });
+        (fact, paid)
+    }
+
+    /// Stripe's own payload of a subscription's first invoice (API 2025-03-31.basil, CAD): the
+    /// plan's credits for the line's period at the line's price; the invoice names no payment,
+    /// so it stands for its payment until that is learnt; the subscription becomes active.
+    #[test]
+    fn a_real_first_invoice_grants_its_plan_for_the_period() {
+        let (fact, paid) = invoice_decided(include_str!(
+            "../../tests/fixtures/stripe/real/invoice_payment_succeeded_2025-03-31.basil_signed.json"
+        ));
+        assert_eq!(fact.invoice_id, "in_1RMgafCMHTTliF5ilpBkRLZf");
+        assert!(!fact.renewal);
+        assert_eq!(fact.named_payment, None);
+        assert_eq!(paid.payment_key, "in_1RMgafCMHTTliF5ilpBkRLZf");
+        assert!(!paid.payment_known);
+        assert!(paid.unmapped.is_empty());
+        let [line] = &paid.lines[..] else {
+            panic!("one line: {:?}", paid.lines)
+        };
+        assert_eq!(line.effect, "invoice_line:il_1RMgafCMHTTliF5iQYZRgR73");
+        let LineStep::Grant(bought) = &line.step else {
+            panic!("a grant: {:?}", line.step)
+        };
+        assert_eq!(bought.plan_id, "pro");
+        assert_eq!(bought.grant.credits.to_string(), "2000");
+        assert_eq!(
+            bought.grant.price.map(|p| p.to_string()).as_deref(),
+            Some("49.99")
+        );
+        assert_eq!(bought.grant.currency.as_deref(), Some("cad"));
+        assert_eq!(
+            (bought.period.0.timestamp(), bought.period.1.timestamp()),
+            (1_746_757_387, 1_749_435_787)
+        );
+        assert_eq!(bought.grant.expires_at, Some(bought.period.1));
+        let state = paid.subscription.as_ref().and_then(|c| c.state.as_ref());
+        assert_eq!(
+            state.map(|s| (s.status.as_str(), s.plan_id.as_deref())),
+            Some(("active", Some("pro")))
+        );
+        let outcome = invoice::outcome(&paid, &["granted".into()], fact.unread_lines);
+        assert_eq!(outcome.outcome, OutcomeKind::Applied);
+        assert!(outcome.detail.contains("names no payment"), "{outcome:?}");
+    }
+
+    /// A renewal invoice whose line names no price: `unmapped_price`, nothing written.
+    #[test]
+    fn a_renewal_whose_line_names_no_price_is_unmapped() {
+        let (fact, paid) = invoice_decided(include_str!(
+            "../../tests/fixtures/stripe/synthetic/invoice_paid.json"
+        ));
+        assert!(fact.renewal);
+        assert!(paid.lines.is_empty());
+        assert_eq!(
+            paid.unmapped,
+            vec!["il_1Pgc6sB7WZ01zgkWFnxLrLCq (no price)"]
+        );
+        assert_eq!(paid.subscription, None);
+        let outcome = invoice::outcome(&paid, &[], fact.unread_lines);
+        assert_eq!(outcome.outcome, OutcomeKind::UnmappedPrice);
     }
 }

@@ -253,13 +253,7 @@ impl StripeTx {
                 .await?
         };
         let effect_keys: Vec<String> = events.iter().map(|e| e.fact.effect()).collect();
-        let effects: Vec<String> = stripe_effects::Entity::find()
-            .select_only()
-            .column(stripe_effects::Column::EffectKey)
-            .filter(stripe_effects::Column::EffectKey.is_in(effect_keys))
-            .into_tuple()
-            .all(&self.txn)
-            .await?;
+        let effects = self.applied_effects(&effect_keys).await?;
         let taken_back = match settling {
             Settling::Stop => {
                 let keys: Vec<String> = events.iter().map(|e| e.fact.payment_key.clone()).collect();
@@ -276,7 +270,7 @@ impl StripeTx {
                     (r.stripe_customer_id, (r.customer_id, by))
                 })
                 .collect(),
-            effects: effects.into_iter().collect(),
+            effects,
             taken_back,
         })
     }
