@@ -54,6 +54,7 @@ pub mod margin;
 pub mod money;
 pub mod outbound;
 pub mod overage;
+pub mod operator_grant;
 pub mod overrides;
 pub mod refunds;
 pub mod reports;

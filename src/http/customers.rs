@@ -5,10 +5,10 @@ use super::extract::{
     Amount, ApiJson, ApiQuery, Caller, customer_id, identifier, page_limit, request_hash,
 };
 use crate::domain::adjustment::{Change, Reason};
-use crate::domain::catalog::{ADJUSTMENT_PRIORITY, PROMOTIONAL_PRIORITY};
 pub use crate::domain::command::{AdjustmentResponse, GrantResponse};
-use crate::domain::ledger::{Grant, GrantKind, GrantSource, Paid};
-use crate::domain::money::{Credits, Price};
+use crate::domain::ledger::{Grant, GrantKind, GrantSource};
+use crate::domain::money::Credits;
+use crate::domain::operator_grant::{self, GrantAsked, GrantRefused};
 use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
@@ -229,8 +229,7 @@ pub struct GrantRequest {
     idempotency_key: String,
 }
 
-/// Longest memo kept with an admin grant.
-pub const MAX_MEMO_LENGTH: usize = 500;
+pub use crate::domain::operator_grant::MAX_MEMO_LENGTH;
 
 #[utoipa::path(post, path = "/v1/customers/{id}/grants", params(("id" = String, Path)), request_body = GrantRequest,
     responses((status = 201, body = GrantResponse), (status = 409), (status = 422)), security(("bearer" = [])))]
@@ -248,120 +247,23 @@ pub async fn create_grant(
         Error::invalid("kind", "must be one of promotional, adjustment, pack, plan")
     })?;
     let memo = request.memo.clone().unwrap_or_default();
-    if memo.chars().count() > MAX_MEMO_LENGTH || memo.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "memo",
-            format!("at most {MAX_MEMO_LENGTH} characters, no control characters"),
-        ));
-    }
-    let positive = |a: Amount| {
-        Credits::positive(a.0).map_err(|e| Error::invalid("credits", format!("{} {e}", a.0)))
+    let asked = GrantAsked {
+        kind,
+        credits: request.credits.map(|a| a.0),
+        price: request.price.map(|a| a.0),
+        currency: request.currency.clone(),
+        pack: request.pack.clone(),
+        plan: request.plan.clone(),
+        expires_at: request.expires_at,
+        priority: request.priority,
+        memo: memo.clone(),
+        key: key.clone(),
     };
-    let (credits, price, priority, plan_id, pack_id, default_expiry) = match kind {
-        GrantKind::Promotional | GrantKind::Adjustment => {
-            if request.pack.is_some() || request.plan.is_some() || request.price.is_some() {
-                return Err(Error::invalid(
-                    "kind",
-                    "promotional and adjustment grants carry no pack, plan or price",
-                ));
-            }
-            let credits = positive(
-                request
-                    .credits
-                    .ok_or_else(|| Error::invalid("credits", "is required"))?,
-            )?;
-            let priority = if kind == GrantKind::Promotional {
-                PROMOTIONAL_PRIORITY
-            } else {
-                ADJUSTMENT_PRIORITY
-            };
-            (credits, None, priority, None, None, None)
-        }
-        GrantKind::Pack => {
-            let pack_id = request
-                .pack
-                .clone()
-                .ok_or_else(|| Error::invalid("pack", "is required with kind pack"))?;
-            let pack = state
-                .catalog
-                .pack(&pack_id)
-                .ok_or_else(|| Error::UnknownCatalogItem {
-                    kind: "pack",
-                    id: pack_id.clone(),
-                })?;
-            let credits = request
-                .credits
-                .map(positive)
-                .transpose()?
-                .unwrap_or(pack.credits);
-            let price = match request.price {
-                Some(p) => Price::new(
-                    p.0,
-                    request.currency.as_deref().unwrap_or(&pack.price.currency),
-                )
-                .map_err(|r| Error::invalid("price", r))?,
-                None => pack.price.clone(),
-            };
-            let expiry = pack
-                .expires_after_days
-                .map(|d| now + chrono::Duration::days(i64::from(d)));
-            (
-                credits,
-                Some(price),
-                pack.priority,
-                None,
-                Some(pack_id),
-                expiry,
-            )
-        }
-        GrantKind::Plan => {
-            let plan_id = request
-                .plan
-                .clone()
-                .ok_or_else(|| Error::invalid("plan", "is required with kind plan"))?;
-            let plan = state
-                .catalog
-                .plan(&plan_id)
-                .ok_or_else(|| Error::UnknownCatalogItem {
-                    kind: "plan",
-                    id: plan_id.clone(),
-                })?;
-            let credits = match request.credits {
-                Some(c) => positive(c)?,
-                None => Credits::positive(plan.credits.value())
-                    .map_err(|e| Error::invalid("credits", format!("the plan's {e}")))?,
-            };
-            let price = request
-                .price
-                .map(|p| {
-                    Price::new(
-                        p.0,
-                        request
-                            .currency
-                            .as_deref()
-                            .unwrap_or(&state.catalog.currency),
-                    )
-                    .map_err(|r| Error::invalid("price", r))
-                })
-                .transpose()?;
-            (credits, price, plan.priority, Some(plan_id), None, None)
-        }
-    };
-    let expires_at = request.expires_at.or(default_expiry);
-    if let Some(at) = expires_at
-        && at <= now
-    {
-        return Err(Error::invalid("expires_at", "must be in the future"));
-    }
-    let priority = request.priority.unwrap_or(priority);
-    if !(-1000..=1000).contains(&priority) {
-        return Err(Error::invalid("priority", "must be between -1000 and 1000"));
-    }
-    let grant_id = crate::store::new_grant_id();
-    let price_credits = price
-        .as_ref()
-        .map(|m| Credits::new(m.amount).map_err(|e| Error::invalid("price", e)))
-        .transpose()?;
+    let grant = operator_grant::grant(&asked, &state.catalog, crate::store::new_grant_id(), now)
+        .map_err(|refused| match refused {
+            GrantRefused::Invalid(field, why) => Error::invalid(field, why),
+            GrantRefused::UnknownItem { kind, id } => Error::UnknownCatalogItem { kind, id },
+        })?;
     // What the client sent, never what is derived from it at this moment (a pack's expiry runs
     // from now): the same request retried later is the same request.
     let amount = |a: Option<Amount>| a.map(|a| a.0.normalize().to_string()).unwrap_or_default();
@@ -376,51 +278,16 @@ pub async fn create_grant(
         &request.priority.map(|p| p.to_string()).unwrap_or_default(),
         &amount(request.price),
         request.currency.as_deref().unwrap_or_default(),
-        plan_id.as_deref().unwrap_or_default(),
-        pack_id.as_deref().unwrap_or_default(),
+        grant.plan_id.as_deref().unwrap_or_default(),
+        grant.pack_id.as_deref().unwrap_or_default(),
         &memo,
     ]);
-    let source = (
-        GrantSource::Admin,
-        if memo.is_empty() {
-            key.clone()
-        } else {
-            format!("{key}: {memo}")
-        },
-    );
-    let paid = price.map(|m| Paid {
-        price: price_credits.expect("priced above"),
-        currency: m.currency,
-    });
-    let grant = match kind {
-        GrantKind::Promotional => Grant::promotional(&grant_id, credits, source, now),
-        GrantKind::Adjustment => Grant::adjustment(&grant_id, credits, source, now),
-        GrantKind::Pack => Grant::pack(
-            &grant_id,
-            pack_id.as_deref().expect("a pack grant names its pack"),
-            credits,
-            paid.expect("a pack has a price"),
-            source,
-            now,
-        ),
-        GrantKind::Plan => Grant::plan(
-            &grant_id,
-            plan_id.as_deref().expect("a plan grant names its plan"),
-            credits,
-            paid,
-            None,
-            source,
-            now,
-        ),
-    }
-    .expiring(expires_at)
-    .at_priority(priority);
     let actor = OperatorAction::new(
         caller.key_id(),
         OperatorActionKind::Grant,
-        serde_json::json!({"kind": kind.as_str(), "credits": credits, "expires_at": expires_at,
-            "priority": priority, "plan": plan_id, "pack": pack_id,
-            "price": price_credits, "memo": memo, "idempotency_key": key}),
+        serde_json::json!({"kind": kind.as_str(), "credits": grant.credits,
+            "expires_at": grant.expires_at, "priority": grant.priority, "plan": grant.plan_id,
+            "pack": grant.pack_id, "price": grant.price, "memo": memo, "idempotency_key": key}),
     )
     .on_customer(customer.as_str())
     .on(&grant.id);
