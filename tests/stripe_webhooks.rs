@@ -983,6 +983,50 @@ async fn late_link_moves_credits(app: TestApp) {
 
 on_both_engines!(late_link_moves_credits);
 
+/// An account a Stripe object names that the API would refuse (empty, too long, a control
+/// character) is not an account: the object is applied as if it named none, so its credits go
+/// to the Stripe customer itself, and no account of that name comes to be.
+async fn stripe_names_no_invalid_account(app: TestApp) {
+    let now = app.now().timestamp();
+    let customer =
+        json!({"id": "cus_empty", "object": "customer", "metadata": {"creditbook_customer": ""}});
+    expect(
+        &app,
+        &event("n1", "customer.updated", now, customer),
+        "ignored",
+    )
+    .await;
+    let mut checkout = pack_checkout("cs_bad", "bad", "pi_bad", true);
+    checkout["customer"] = json!("cus_bell");
+    checkout["client_reference_id"] = json!("acct\u{7}bell");
+    checkout["metadata"]["creditbook_customer"] = json!("x".repeat(256));
+    expect(
+        &app,
+        &event("n2", "checkout.session.completed", now, checkout),
+        "applied",
+    )
+    .await;
+    assert_eq!(app.customer("cus_bell").await["balance"], "1000");
+    let invoice = json!({"id": "in_e", "object": "invoice", "customer": "cus_empty", "currency": "usd",
+        "billing_reason": "subscription_create", "payment_intent": "pi_e",
+        "metadata": {"creditbook_customer": ""},
+        "lines": {"data": [{"id": "il_e", "amount": 2000, "currency": "usd", "quantity": 1,
+            "period": {"start": now, "end": now + 30 * 86400},
+            "price": {"id": "price_pro_monthly", "unit_amount": 2000}, "proration": false}]}});
+    expect(&app, &event("n3", "invoice.paid", now, invoice), "applied").await;
+    assert_eq!(app.customer("cus_empty").await["balance"], "2000");
+    let (page, more) = app
+        .store
+        .customers_page(None, None, 10, app.now())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!((ids, more), (vec!["cus_bell", "cus_empty"], false));
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(stripe_names_no_invalid_account);
+
 /// A paid checkout of the small pack by a Stripe customer.
 fn checkout_by(stripe_customer: &str, n: u32) -> String {
     event(

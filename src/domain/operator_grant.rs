@@ -91,6 +91,7 @@ fn positive(amount: Decimal, what: &str) -> Result<Credits, GrantRefused> {
 
 /// The grant of `asked.kind` at its kind's (or catalog item's) priority, and the expiry its
 /// catalog item gives when the request names none.
+// Long: one arm per kind of grant, each saying what that kind may carry and fills in.
 fn by_kind(
     asked: &GrantAsked,
     catalog: &Catalog,

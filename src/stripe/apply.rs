@@ -189,22 +189,41 @@ impl StripeWork for Received {
 }
 
 /// A completed checkout session as the event table reads it.
+/// The account a Stripe object names (`client_reference_id`, metadata `creditbook_customer`),
+/// when it is an account id the API would accept (README, Customer ids). One that is not
+/// (empty, too long, with control characters) is ignored, as if none were named, and logged:
+/// the Stripe customer's link, or its own id, decides instead.
+fn named_account(value: Option<&String>, how: LinkedBy) -> Option<(String, LinkedBy)> {
+    let value = value?;
+    match CustomerId::parse(value) {
+        Ok(id) => Some((id.as_str().to_owned(), how)),
+        Err(e) => {
+            tracing::warn!(
+                named = %value.escape_debug(),
+                how = how.as_str(),
+                error = %e,
+                "a Stripe object names an account that is not a valid id; ignored"
+            );
+            None
+        }
+    }
+}
+
 fn checkout_fact(
     event: &Event,
     session: &CheckoutSession,
     fetched_line_items: Option<&[(String, i64)]>,
 ) -> CheckoutFact {
-    let named = session
-        .client_reference_id
-        .clone()
-        .filter(|s| !s.is_empty())
-        .map(|id| (id, LinkedBy::ClientReferenceId))
-        .or_else(|| {
-            session
-                .metadata
-                .get(CUSTOMER_METADATA_KEY)
-                .map(|id| (id.clone(), LinkedBy::Metadata))
-        });
+    let named = named_account(
+        session.client_reference_id.as_ref(),
+        LinkedBy::ClientReferenceId,
+    )
+    .or_else(|| {
+        named_account(
+            session.metadata.get(CUSTOMER_METADATA_KEY),
+            LinkedBy::Metadata,
+        )
+    });
     let carried: Option<Vec<(String, i64)>> = session.line_items.as_ref().map(|list| {
         list.data
             .iter()
@@ -413,14 +432,22 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
                 .settle_payment(&[dispute.payment_intent(), dispute.charge()])
                 .await?
         }
-        Parsed::Customer(customer) => match customer.metadata.get(CUSTOMER_METADATA_KEY) {
-            Some(account) => {
-                let linked = apply
-                    .resolve_customer(&customer.id, Some((account.clone(), LinkedBy::Metadata)))
-                    .await?;
+        Parsed::Customer(customer) => match (
+            customer.metadata.get(CUSTOMER_METADATA_KEY),
+            named_account(
+                customer.metadata.get(CUSTOMER_METADATA_KEY),
+                LinkedBy::Metadata,
+            ),
+        ) {
+            (_, Some(named)) => {
+                let linked = apply.resolve_customer(&customer.id, Some(named)).await?;
                 Outcome::new(OutcomeKind::Applied, format!("linked to {linked}"))
             }
-            None => Outcome::new(OutcomeKind::Ignored, "no creditbook_customer metadata"),
+            (Some(_), None) => Outcome::new(
+                OutcomeKind::Ignored,
+                "creditbook_customer metadata is not a valid account id",
+            ),
+            (None, None) => Outcome::new(OutcomeKind::Ignored, "no creditbook_customer metadata"),
         },
         Parsed::PaymentIntentSucceeded(intent) => apply.payment_intent_succeeded(intent).await?,
         Parsed::PaymentIntentFailed(intent) => apply.payment_intent_failed(intent).await?,
@@ -674,10 +701,10 @@ impl Apply<'_> {
         let Some(attempt) = intent.metadata.get(AUTO_TOPUP_METADATA_KEY) else {
             return Ok(None);
         };
-        let hint = intent
-            .metadata
-            .get(CUSTOMER_METADATA_KEY)
-            .map(|id| (id.clone(), LinkedBy::Metadata));
+        let hint = named_account(
+            intent.metadata.get(CUSTOMER_METADATA_KEY),
+            LinkedBy::Metadata,
+        );
         let customer = match (intent.customer(), hint) {
             (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
             (None, Some((account, _))) => {
@@ -696,9 +723,10 @@ impl Apply<'_> {
         stripe_customer: &str,
         metadata: Option<&event::Metadata>,
     ) -> Result<String> {
-        let hint = metadata
-            .and_then(|m| m.get(CUSTOMER_METADATA_KEY))
-            .map(|id| (id.clone(), LinkedBy::Metadata));
+        let hint = named_account(
+            metadata.and_then(|m| m.get(CUSTOMER_METADATA_KEY)),
+            LinkedBy::Metadata,
+        );
         self.resolve_customer(stripe_customer, hint).await
     }
 
