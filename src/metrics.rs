@@ -178,6 +178,16 @@ impl Metrics {
             &[("", get(&runner.stripe_events_together))],
         );
         counter(
+            "creditbook_stripe_batches_total",
+            "Batches of Stripe events committed, one transaction each.",
+            &[("", get(&runner.stripe_batches))],
+        );
+        counter(
+            "creditbook_stripe_batch_events_total",
+            "Stripe events applied in those batches (their ratio is the mean batch size).",
+            &[("", get(&runner.stripe_batch_events))],
+        );
+        counter(
             "creditbook_stripe_split_runs_total",
             "Runs of Stripe checkout events that failed as a whole and were applied again one \
              event at a time.",

@@ -1041,37 +1041,61 @@ fn checkout_by(stripe_customer: &str, n: u32) -> String {
     )
 }
 
+/// A Stripe event's work that signals once it is applying, then waits to be released: taking
+/// the advisory lock of `lock` first when given, on the batch worker of `shard` when given.
+struct Hold {
+    lock: Option<&'static str>,
+    shard: Option<&'static str>,
+    held: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    released: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl Hold {
+    fn new(
+        lock: Option<&'static str>,
+        shard: Option<&'static str>,
+        held: tokio::sync::oneshot::Sender<()>,
+        released: tokio::sync::oneshot::Receiver<()>,
+    ) -> Arc<Hold> {
+        Arc::new(Hold {
+            lock,
+            shard,
+            held: Mutex::new(Some(held)),
+            released: Mutex::new(Some(released)),
+        })
+    }
+}
+
+impl StripeWork for Hold {
+    fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
+        Box::pin(async move {
+            if let Some(lock) = self.lock {
+                tx.lock(&[lock.to_owned()]).await?;
+            }
+            let held = self.held.lock().unwrap().take();
+            let _ = held.expect("applied once").send(());
+            let released = self.released.lock().unwrap().take();
+            let _ = released.expect("applied once").await;
+            tx.commit().await?;
+            Ok(Outcome::new(OutcomeKind::Applied, "held"))
+        })
+    }
+
+    fn shard(&self) -> Option<&str> {
+        self.shard
+    }
+}
+
 /// No global lock: while an event's transaction holds one Stripe customer, another customer's
 /// event applies, and the held customer's next event waits for it (PostgreSQL; SQLite has one
 /// writer, so its events are group-committed instead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stripe_customers_apply_in_parallel() {
-    /// Holds the Stripe customer `cus_held` until released.
-    struct Hold {
-        held: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-        released: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
-    }
-    impl StripeWork for Hold {
-        fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
-            Box::pin(async move {
-                tx.lock(&["cus_held".to_owned()]).await?;
-                let held = self.held.lock().unwrap().take();
-                let _ = held.expect("applied once").send(());
-                let released = self.released.lock().unwrap().take();
-                let _ = released.expect("applied once").await;
-                tx.commit().await?;
-                Ok(Outcome::new(OutcomeKind::Applied, "held"))
-            })
-        }
-    }
     let app = common::spawn_app(Engine::Postgres).await;
     let (held, is_held) = tokio::sync::oneshot::channel::<()>();
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let store = app.store.clone();
-    let hold = Arc::new(Hold {
-        held: Mutex::new(Some(held)),
-        released: Mutex::new(Some(released)),
-    });
+    let hold = Hold::new(Some("cus_held"), None, held, released);
     let holder = tokio::spawn(async move { store.stripe_transaction(hold).await.map(|_| ()) });
     is_held.await.unwrap();
     let other = tokio::time::timeout(
@@ -1156,3 +1180,74 @@ async fn a_failing_event_fails_alone(app: TestApp) {
 }
 
 on_both_engines!(a_failing_event_fails_alone);
+
+/// Every kind of event is group-committed: the events of one Stripe customer that arrive while
+/// its worker is busy wait, then apply together in the next batch, one commit for them all
+/// (PostgreSQL; on SQLite every event always shares its batch's commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stripe_customer_s_events_share_one_commit_on_postgres() {
+    let app = common::spawn_app(Engine::Postgres).await;
+    let now = app.now().timestamp();
+    let (held, is_held) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let store = app.store.clone();
+    // Keeps the worker of `cus_q` busy until released.
+    let busy = Hold::new(None, Some("cus_q"), held, released);
+    let busy = tokio::spawn(async move { store.stripe_transaction(busy).await.map(|_| ()) });
+    is_held.await.unwrap();
+    // Subscriptions, a failed invoice and the customer itself: none of them a checkout.
+    let mut bodies: Vec<String> = (0..8)
+        .map(|n| {
+            event(
+                &format!("evt_q{n}"),
+                "customer.subscription.created",
+                now - 100 + n,
+                json!({"id": format!("sub_q{n}"), "object": "subscription", "customer": "cus_q",
+                       "status": "active",
+                       "items": {"data": [{"quantity": 1, "price": {"id": "price_pro_monthly"},
+                                           "current_period_end": 1_999_999_999}]}}),
+            )
+        })
+        .collect();
+    bodies.push(event(
+        "evt_q_failed",
+        "invoice.payment_failed",
+        now - 10,
+        json!({"id": "in_q", "object": "invoice", "customer": "cus_q", "status": "open",
+               "parent": {"subscription_details": {"subscription": "sub_q0"}}}),
+    ));
+    bodies.push(event(
+        "evt_q_customer",
+        "customer.updated",
+        now - 5,
+        json!({"id": "cus_q", "object": "customer", "metadata": {"creditbook_customer": "acct_q"}}),
+    ));
+    let sent = futures::future::join_all(bodies.iter().map(|body| app.webhook(body)));
+    let releaser = async {
+        // Long enough for every delivery to be queued behind the busy batch.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        release.send(()).unwrap();
+    };
+    let (answers, ()) = tokio::join!(sent, releaser);
+    for (status, value) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{value}");
+        assert_eq!(value["outcome"], "applied", "{value}");
+    }
+    busy.await.unwrap().unwrap();
+    let stats = app.store.runner_stats();
+    assert_eq!(
+        (
+            stats
+                .stripe_batches
+                .load(std::sync::atomic::Ordering::Relaxed),
+            stats
+                .stripe_batch_events
+                .load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        (2, 11),
+        "the busy batch, then the ten events in one"
+    );
+    let customer = app.customer("acct_q").await;
+    assert_eq!(customer["plan"], "pro", "{customer}");
+    app.assert_audit_clean().await;
+}

@@ -6,10 +6,11 @@
 //! customer, payment intent, charge, subscription, session or invoice), in one order, then on
 //! each account it touches as it learns them. On SQLite (one writer) events are group-committed:
 //! a worker takes the events waiting, applies each in a savepoint of one transaction and commits
-//! once, so a failing event never fails its neighbours. On PostgreSQL checkout events are
-//! group-committed the same way by the batch workers, each taking the checkouts of its share of
-//! the Stripe customers; every other event there has a transaction of its own, and events of
-//! different customers run in parallel, on every instance.
+//! once, so a failing event never fails its neighbours. On PostgreSQL events are group-committed
+//! the same way by the batch workers, each taking the events of its share of the Stripe
+//! customers (an event naming no customer goes by its payment or its own object, see
+//! `Parsed::shard_key`): the events of one Stripe customer apply in order on one worker, those
+//! of different workers in parallel, on every instance.
 //!
 //! Checkout events are facts: a run of them (all the checkouts next to each other in a batch) is
 //! read once, decided in order by `domain::checkout`, and written with one
@@ -252,7 +253,14 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
     wrote.committed();
     drop(permit);
     match committed {
-        Ok(()) => answers,
+        Ok(()) => {
+            engine.stats.stripe_batches.fetch_add(1, Relaxed);
+            engine
+                .stats
+                .stripe_batch_events
+                .fetch_add(works.len() as u64, Relaxed);
+            answers
+        }
         Err(e) => {
             tracing::error!(error = %e, "a Stripe batch failed to commit");
             works.iter().map(|_| Err(Error::WriteConflict)).collect()
@@ -291,6 +299,12 @@ pub trait StripeWork: Send + Sync + 'static {
     fn checkout(&self) -> Option<&CheckoutEvent> {
         None
     }
+
+    /// Which batch worker applies it on PostgreSQL (the same key, the same worker, in order):
+    /// see `Parsed::shard_key`. `None`: a transaction of its own.
+    fn shard(&self) -> Option<&str> {
+        None
+    }
 }
 
 pub(crate) struct StripeJob {
@@ -302,25 +316,14 @@ pub(crate) struct StripeJob {
 const MAX_STRIPE_BATCH_EVENTS: usize = 128;
 
 impl Store {
-    /// Runs one Stripe event's work in its transaction: on PostgreSQL a transaction of its own,
-    /// on SQLite a savepoint in the next batch. Answers once the work is durable (or failed).
+    /// Runs one Stripe event's work in a savepoint of the next batch of its worker (on SQLite the
+    /// one writer; on PostgreSQL its shard's, see [`StripeWork::shard`]), or in a transaction of
+    /// its own when it names no shard. Answers once the work is durable (or failed).
     pub async fn stripe_transaction(&self, work: Arc<dyn StripeWork>) -> Result<Outcome> {
         let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
-        // Which batch worker takes it: on SQLite the one; on PostgreSQL a checkout goes to its
-        // Stripe customer's (or named account's, or session's), any other event is applied in a
-        // transaction of its own.
-        let shard = match work.checkout() {
-            _ if sqlite => Some(""),
-            Some(checkout) => Some(
-                checkout
-                    .fact
-                    .stripe_customer
-                    .as_deref()
-                    .or(checkout.fact.named.as_ref().map(|(a, _)| a.as_str()))
-                    .unwrap_or(&checkout.fact.session_id),
-            ),
-            None => None,
-        };
+        // Which batch worker takes it: on SQLite the one; on PostgreSQL its shard's (its Stripe
+        // customer's, mostly), or a transaction of its own when it names none.
+        let shard = if sqlite { Some("") } else { work.shard() };
         let Some(shard) = shard else {
             let tx = StripeTx {
                 txn: self.engine().begin().await?,

@@ -186,6 +186,20 @@ impl StripeWork for Received {
     fn checkout(&self) -> Option<&CheckoutEvent> {
         self.checkout.as_ref()
     }
+
+    /// A checkout's: its Stripe customer's, or the account it names, or its session's; any
+    /// other event's: what it is mostly about (`Parsed::shard_key`), or its own id.
+    fn shard(&self) -> Option<&str> {
+        Some(match &self.checkout {
+            Some(checkout) => checkout
+                .fact
+                .stripe_customer
+                .as_deref()
+                .or(checkout.fact.named.as_ref().map(|(a, _)| a.as_str()))
+                .unwrap_or(&checkout.fact.session_id),
+            None => self.parsed.shard_key().unwrap_or(&self.event.id),
+        })
+    }
 }
 
 /// A completed checkout session as the event table reads it.

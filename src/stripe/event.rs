@@ -805,6 +805,34 @@ impl Parsed {
         };
         ids.into_iter().flatten().map(str::to_owned).collect()
     }
+
+    /// What the event is mostly about, to spread events over the batch workers: the Stripe
+    /// customer its object names, else its payment, else the object itself. The events of one
+    /// Stripe customer go to one worker, in the order they arrive. `None` for a type creditbook
+    /// does not act on.
+    pub fn shard_key(&self) -> Option<&str> {
+        let ids: [Option<&str>; 3] = match self {
+            Parsed::CheckoutCompleted(s) | Parsed::CheckoutAsyncPaid(s) => {
+                [s.customer(), s.payment_intent(), Some(&s.id)]
+            }
+            Parsed::InvoicePaid(i) | Parsed::InvoicePaymentFailed(i) => {
+                [i.customer(), i.subscription(), Some(&i.id)]
+            }
+            Parsed::Subscription { subscription, .. } => {
+                [subscription.customer(), Some(&subscription.id), None]
+            }
+            Parsed::ChargeRefunded(c) => [id(&c.customer), c.payment_intent(), Some(&c.id)],
+            Parsed::Refund(r) => [r.payment_intent(), r.charge(), Some(&r.id)],
+            Parsed::Dispute(d) => [d.payment_intent(), d.charge(), Some(&d.id)],
+            Parsed::Customer(c) => [Some(&c.id), None, None],
+            Parsed::InvoicePayment(p) => [p.payment_intent(), p.invoice(), Some(&p.id)],
+            Parsed::PaymentIntentSucceeded(p) | Parsed::PaymentIntentFailed(p) => {
+                [p.customer(), Some(&p.id), None]
+            }
+            Parsed::Unhandled => [None, None, None],
+        };
+        ids.into_iter().flatten().next()
+    }
 }
 
 /// Parses the event's object for its type. An object of a handled type that lacks what is
@@ -860,6 +888,40 @@ mod tests {
             "id": "evt_1", "type": event_type, "created": 1, "livemode": false, "data": {"object": object}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_event_goes_by_its_stripe_customer_else_its_payment_else_itself() {
+        let key = |event_type: &str, object: serde_json::Value| {
+            parse(&event(event_type, object))
+                .unwrap()
+                .shard_key()
+                .map(str::to_owned)
+        };
+        let invoice = json!({"id": "in_1", "object": "invoice", "customer": "cus_1"});
+        assert_eq!(key("invoice.paid", invoice).as_deref(), Some("cus_1"));
+        let subscription = json!({"id": "sub_1", "customer": {"id": "cus_2"}});
+        assert_eq!(
+            key("customer.subscription.updated", subscription).as_deref(),
+            Some("cus_2")
+        );
+        let refund = json!({"id": "re_1", "payment_intent": "pi_1", "charge": "ch_1"});
+        assert_eq!(key("refund.created", refund).as_deref(), Some("pi_1"));
+        let dispute = json!({"id": "dp_1", "charge": "ch_1"});
+        assert_eq!(
+            key("charge.dispute.created", dispute).as_deref(),
+            Some("ch_1")
+        );
+        let charge = json!({"id": "ch_1", "payment_intent": "pi_1", "customer": "cus_3"});
+        assert_eq!(key("charge.refunded", charge).as_deref(), Some("cus_3"));
+        let customer = json!({"id": "cus_4", "object": "customer"});
+        assert_eq!(key("customer.updated", customer).as_deref(), Some("cus_4"));
+        let session = json!({"id": "cs_1", "object": "checkout.session"});
+        assert_eq!(
+            key("checkout.session.completed", session).as_deref(),
+            Some("cs_1")
+        );
+        assert_eq!(key("product.created", json!({"id": "prod_1"})), None);
     }
 
     #[test]
