@@ -1,7 +1,7 @@
 //! Stripe events applied as facts in batches: random runs of checkouts (new, delivered twice,
-//! naming an account, linking late, of payments refunded before they arrived) with refunds
-//! between them reach, as one batch with one commit, the outcomes and the books they reach
-//! applied one at a time.
+//! naming an account, linking late, of payments refunded before they arrived) with refunds,
+//! disputes, subscription states, paid and failed invoices between them reach, as one batch with
+//! one commit, the outcomes and the books they reach applied one at a time.
 
 mod common;
 
@@ -28,6 +28,14 @@ enum Op {
     },
     /// A refund of half a session's payment.
     Refund { session: u8 },
+    /// A dispute of a session's payment, open or closed (won or lost).
+    Dispute { session: u8, status: u8 },
+    /// A subscription's state as Stripe reports it: active, past due or canceled.
+    Subscription { sub: u8, customer: u8, status: u8 },
+    /// A subscription's paid invoice for one of its periods (Pro, monthly).
+    Invoice { sub: u8, customer: u8, period: u8 },
+    /// A subscription's failed payment.
+    InvoiceFailed { sub: u8, customer: u8 },
     /// The delivery before this one (by how far back), again.
     Again { back: u8 },
 }
@@ -53,6 +61,12 @@ fn op() -> impl Strategy<Value = Op> {
                 }
             ),
         1 => (0u8..6).prop_map(|session| Op::Refund { session }),
+        1 => (0u8..6, 0u8..4).prop_map(|(session, status)| Op::Dispute { session, status }),
+        2 => (0u8..2, 0u8..3, 0u8..3)
+            .prop_map(|(sub, customer, status)| Op::Subscription { sub, customer, status }),
+        2 => (0u8..2, 0u8..3, 0u8..3)
+            .prop_map(|(sub, customer, period)| Op::Invoice { sub, customer, period }),
+        1 => (0u8..2, 0u8..3).prop_map(|(sub, customer)| Op::InvoiceFailed { sub, customer }),
         1 => (1u8..5).prop_map(|back| Op::Again { back }),
     ]
 }
@@ -112,6 +126,76 @@ fn bodies(h: usize, ops: &[Op], now: i64) -> Vec<String> {
                        "currency": "usd", "status": "succeeded",
                        "payment_intent": format!("pi_{h}_{session}")}),
             ),
+            Op::Dispute { session, status } => stripe_event(
+                &id,
+                if *status == 0 {
+                    "charge.dispute.created"
+                } else {
+                    "charge.dispute.closed"
+                },
+                now + i as i64,
+                json!({"id": format!("dp_{h}_{session}"), "object": "dispute", "amount": 1000,
+                       "currency": "usd",
+                       "status": (["needs_response", "won", "lost", "under_review"][usize::from(*status)]),
+                       "payment_intent": format!("pi_{h}_{session}")}),
+            ),
+            Op::Subscription {
+                sub,
+                customer,
+                status,
+            } => stripe_event(
+                &id,
+                if *status == 2 {
+                    "customer.subscription.deleted"
+                } else {
+                    "customer.subscription.updated"
+                },
+                now + i as i64,
+                json!({"id": format!("sub_{h}_{sub}"), "object": "subscription",
+                       "customer": format!("cus_{h}_{customer}"),
+                       "status": (["active", "past_due", "canceled"][usize::from(*status)]),
+                       "items": {"data": [{"quantity": 1, "price": {"id": "price_pro_monthly"},
+                                           "current_period_end": now + 30 * 86_400}]}}),
+            ),
+            Op::Invoice {
+                sub,
+                customer,
+                period,
+            } => {
+                let start = now + i64::from(*period) * 30 * 86_400;
+                let line = json!({
+                    "id": format!("il_{h}_{sub}_{period}"), "object": "line_item", "amount": 2000,
+                    "currency": "usd", "quantity": 1,
+                    "period": {"start": start, "end": start + 30 * 86_400},
+                    "pricing": {"type": "price_details",
+                                "price_details": {"price": "price_pro_monthly", "product": "prod_pro"}},
+                    "parent": {"type": "subscription_item_details", "subscription_item_details": {
+                        "subscription": format!("sub_{h}_{sub}"), "proration": false}}});
+                stripe_event(
+                    &id,
+                    "invoice.paid",
+                    now + i as i64,
+                    json!({"id": format!("in_{h}_{sub}_{period}"), "object": "invoice",
+                           "customer": format!("cus_{h}_{customer}"), "currency": "usd",
+                           "status": "paid", "billing_reason": "subscription_cycle",
+                           "amount_paid": 2000, "total": 2000,
+                           "parent": {"type": "subscription_details", "subscription_details": {
+                               "subscription": format!("sub_{h}_{sub}")}},
+                           "payments": {"object": "list", "data": [{"payment": {
+                               "type": "payment_intent",
+                               "payment_intent": format!("pi_in_{h}_{sub}_{period}")}}]},
+                           "lines": {"object": "list", "has_more": false, "data": [line]}}),
+                )
+            }
+            Op::InvoiceFailed { sub, customer } => stripe_event(
+                &id,
+                "invoice.payment_failed",
+                now + i as i64,
+                json!({"id": format!("in_{h}_{sub}_failed_{i}"), "object": "invoice",
+                       "customer": format!("cus_{h}_{customer}"), "status": "open",
+                       "parent": {"subscription_details": {
+                           "subscription": format!("sub_{h}_{sub}")}}}),
+            ),
             Op::Again { back } => match out.len().checked_sub(usize::from(*back)) {
                 Some(j) => out[j].clone(),
                 None => continue,
@@ -131,7 +215,7 @@ async fn books(app: &TestApp, h: usize) -> Vec<(String, Value)> {
             let (status, value) = app.get_app(&format!("/v1/customers/{id}")).await;
             let seen = if status.is_success() {
                 json!({"balance": value["balance"], "available": value["available"],
-                       "frozen_credits": value["frozen_credits"]})
+                       "frozen_credits": value["frozen_credits"], "plan": value["plan"]})
             } else {
                 json!(status.as_u16())
             };
@@ -161,6 +245,7 @@ async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
     let single = common::spawn_app(engine).await;
     let now = batched.now().timestamp();
     let mut granted = 0;
+    let (mut planned, mut settled) = (0, 0);
     for (h, ops) in histories(12).iter().enumerate() {
         let bodies = bodies(h, ops, now);
         let mut works: Vec<Arc<dyn StripeWork>> = Vec::new();
@@ -201,12 +286,22 @@ async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
             .iter()
             .filter(|o| o.contains("credits of pack"))
             .count();
+        planned += together
+            .iter()
+            .filter(|o| o.contains("credits of plan"))
+            .count();
+        settled += together
+            .iter()
+            .filter(|o| o.contains("credits taken back"))
+            .count();
         assert_eq!(books(&batched, h).await, books(&single, h).await, "{ops:?}");
     }
     assert!(granted > 12, "the histories grant packs: {granted}");
     let stats = batched.store.runner_stats();
     assert_eq!(stats.stripe_runs_split.load(Relaxed), 0, "no run failed");
-    assert!(stats.stripe_events_together.load(Relaxed) > 100);
+    assert!(planned > 8, "the histories grant plans: {planned}");
+    assert!(settled > 4, "the histories take back: {settled}");
+    assert!(stats.stripe_events_together.load(Relaxed) > 30);
     batched.assert_audit_clean().await;
     single.assert_audit_clean().await;
 }
