@@ -168,6 +168,32 @@ async fn two_processes_never_overspend(engine: Engine) {
     audited(&database_url).await;
 }
 
+/// A database and a config for `creditbook serve` that accepts webhooks signed with the tests'
+/// secret.
+async fn prepare_for_stripe(engine: Engine) -> Prepared {
+    let prepared = prepare(engine).await;
+    let text = std::fs::read_to_string(&prepared.config).unwrap().replace(
+        "webhook_secrets = []",
+        &format!("webhook_secrets = [\"{}\"]", common::WEBHOOK_SECRET),
+    );
+    std::fs::write(&prepared.config, text).unwrap();
+    prepared
+}
+
+/// A webhook delivery of `body` to the server at `address`, signed now.
+fn signed(client: &reqwest::Client, address: &str, body: String) -> reqwest::RequestBuilder {
+    let header = creditbook::stripe::signature::sign(
+        body.as_bytes(),
+        common::WEBHOOK_SECRET,
+        chrono::Utc::now().timestamp(),
+    );
+    client
+        .post(format!("{address}/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", header)
+        .body(body)
+}
+
 /// Two processes receive the same Stripe checkouts at once (Stripe retries, two instances
 /// behind one endpoint): each session grants once, whichever process and whichever run of
 /// checkouts applies it, and every delivery is answered as applied or a duplicate.
@@ -178,12 +204,7 @@ async fn two_processes_grant_each_checkout_once(engine: Engine) {
         config,
         app,
         ..
-    } = prepare(engine).await;
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "webhook_secrets = []",
-        &format!("webhook_secrets = [\"{}\"]", common::WEBHOOK_SECRET),
-    );
-    std::fs::write(&config, text).unwrap();
+    } = prepare_for_stripe(engine).await;
     let servers = [start_server(&config).await, start_server(&config).await];
     let client = reqwest::Client::new();
     let now = chrono::Utc::now().timestamp();
@@ -205,16 +226,7 @@ async fn two_processes_grant_each_checkout_once(engine: Engine) {
         }
     }
     let answers = join_all(deliveries.into_iter().map(|(address, body)| {
-        let header = creditbook::stripe::signature::sign(
-            body.as_bytes(),
-            common::WEBHOOK_SECRET,
-            chrono::Utc::now().timestamp(),
-        );
-        let request = client
-            .post(format!("{address}/webhooks/stripe"))
-            .header("content-type", "application/json")
-            .header("stripe-signature", header)
-            .body(body);
+        let request = signed(&client, &address, body);
         async move {
             let response = request.send().await.unwrap();
             (response.status(), response.json::<Value>().await.unwrap())
@@ -353,6 +365,126 @@ async fn kill_9_on_sqlite_loses_no_acknowledged_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_on_postgres_loses_no_acknowledged_command() {
     kill_9_loses_no_acknowledged_command(Engine::Postgres).await;
+}
+
+/// kill -9 of the server while Stripe events are in flight (checkouts, and refunds of some of
+/// them, on 16 senders): after a restart, every event acknowledged before the kill is known (a
+/// duplicate when Stripe delivers it again), every event delivered again applies once, and each
+/// customer holds exactly what its sessions bought less what was refunded.
+async fn kill_9_loses_no_acknowledged_stripe_event(engine: Engine) {
+    let Prepared {
+        _dir,
+        database_url,
+        config,
+        app,
+        ..
+    } = prepare_for_stripe(engine).await;
+    const SESSIONS: usize = 240;
+    const CUSTOMERS: usize = 12;
+    let now = chrono::Utc::now().timestamp();
+    let mut bodies = Vec::new();
+    for n in 0..SESSIONS {
+        let object = json!({"id": format!("cs_{n}"), "object": "checkout.session",
+            "mode": "payment", "payment_status": "paid",
+            "customer": format!("cus_{}", n % CUSTOMERS), "amount_total": 1000,
+            "currency": "usd", "payment_intent": format!("pi_{n}"),
+            "metadata": {"creditbook_pack": "topup_small"}});
+        bodies.push(common::stripe_event(
+            &format!("evt_cs_{n}"),
+            "checkout.session.completed",
+            now,
+            object,
+        ));
+        if n % 4 == 0 {
+            bodies.push(common::stripe_event(
+                &format!("evt_re_{n}"),
+                "refund.created",
+                now,
+                json!({"id": format!("re_{n}"), "object": "refund", "amount": 500,
+                       "currency": "usd", "status": "succeeded",
+                       "payment_intent": format!("pi_{n}")}),
+            ));
+        }
+    }
+    let deliver = |client: reqwest::Client, address: String, body: String| async move {
+        let response = signed(&client, &address, body).send().await.ok()?;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        response.json::<Value>().await.ok()
+    };
+    let mut server = start_server(&config).await;
+    let client = reqwest::Client::new();
+    let sent = bodies.clone();
+    let (address, racing) = (server.address.clone(), client.clone());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = answered.clone();
+    let in_flight = tokio::spawn(async move {
+        use futures::StreamExt;
+        futures::stream::iter(sent.into_iter().enumerate().map(move |(i, body)| {
+            let delivered = deliver(racing.clone(), address.clone(), body);
+            let counted = counted.clone();
+            async move {
+                let answer = delivered.await?;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some((i, answer))
+            }
+        }))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+    });
+    // Killed once a few dozen events are answered, whatever this machine's speed.
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 40 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("events are answered");
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let acknowledged: Vec<(usize, Value)> =
+        in_flight.await.unwrap().into_iter().flatten().collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "some events were acknowledged before the kill"
+    );
+    assert!(
+        acknowledged.len() < bodies.len(),
+        "the kill came while events were in flight"
+    );
+
+    // Stripe delivers every event again: the acknowledged ones are known, the others apply.
+    let server = start_server(&config).await;
+    let acknowledged: std::collections::BTreeMap<usize, Value> = acknowledged.into_iter().collect();
+    for (i, body) in bodies.iter().enumerate() {
+        let again = deliver(client.clone(), server.address.clone(), body.clone())
+            .await
+            .expect("answered after the restart");
+        if let Some(first) = acknowledged.get(&i) {
+            assert_eq!(again["outcome"], "duplicate", "{i}: {first} then {again}");
+        }
+    }
+    for c in 0..CUSTOMERS {
+        let bought: usize = (0..SESSIONS)
+            .filter(|n| n % CUSTOMERS == c)
+            .map(|n| if n % 4 == 0 { 500 } else { 1000 })
+            .sum();
+        let customer = customer_on(&client, &server, &app, &format!("cus_{c}")).await;
+        assert_eq!(customer["available"], bought.to_string(), "{customer}");
+    }
+    audited(&database_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_on_sqlite_loses_no_acknowledged_stripe_event() {
+    kill_9_loses_no_acknowledged_stripe_event(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_on_postgres_loses_no_acknowledged_stripe_event() {
+    kill_9_loses_no_acknowledged_stripe_event(Engine::Postgres).await;
 }
 
 /// SIGTERM while usages stream in on 32 connections: the server stops accepting, answers every
