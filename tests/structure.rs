@@ -1,5 +1,7 @@
 //! The code's own rules that no compiler checks: a function outside tests longer than
-//! [`LONGEST_FN_LINES`] says why beside it, in a `// Long: …` comment above it.
+//! [`LONGEST_FN_LINES`] says why beside it, in a `// Long: …` comment above it; and no read
+//! uses sea-orm's `.one()`, whose bound `LIMIT ?` makes SQLite prepare the statement again on
+//! every run (a key lookup is `rows::ByKey::by_key`).
 
 use std::path::{Path, PathBuf};
 
@@ -63,14 +65,42 @@ fn long_functions(text: &str) -> Vec<(String, usize, usize, bool)> {
     found
 }
 
-#[test]
-fn every_long_function_says_why() {
+fn source_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     rust_files(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
         &mut files,
     );
     files.sort();
+    files
+}
+
+#[test]
+fn no_read_binds_its_limit_through_one() {
+    let files = source_files();
+    assert!(files.len() > 20, "the scan reads the sources");
+    let found: Vec<String> = files
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(file).expect("a source file");
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains(".one(") && !l.trim_start().starts_with("//"))
+                .map(|(i, _)| format!("{}:{}", file.display(), i + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "`.one()` binds `LIMIT ?`, re-prepared by SQLite on every run; use `by_key` for a key \
+         lookup:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn every_long_function_says_why() {
+    let files = source_files();
     let mut unexplained = Vec::new();
     let mut long = 0;
     for file in &files {

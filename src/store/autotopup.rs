@@ -6,6 +6,7 @@
 use super::Store;
 use super::locks::lock_customer;
 use super::outbox::{OutboxKind, STRIPE_DESTINATION, insert_new, pending};
+use super::rows::ByKey;
 use super::rows::{self, micros, time};
 use super::unit::Write;
 use crate::domain::Timestamp;
@@ -114,7 +115,7 @@ pub(crate) async fn settle(
     now: Timestamp,
 ) -> Result<Option<String>> {
     let Some(attempt) = auto_topup_attempts::Entity::find_by_id(attempt_id)
-        .one(txn)
+        .by_key(txn)
         .await?
     else {
         return Ok(None);
@@ -157,7 +158,7 @@ pub(crate) async fn settle(
         .select_only()
         .column(customers::Column::AutoTopup)
         .into_tuple::<Option<String>>()
-        .one(txn)
+        .by_key(txn)
         .await?
         .flatten();
     let mut auto: AutoTopup = rows::from_json_column(column.as_deref())?;
@@ -193,7 +194,7 @@ impl Store {
             .select_only()
             .column(customers::Column::AutoTopup)
             .into_tuple::<Option<String>>()
-            .one(self.connection())
+            .by_key(self.connection())
             .await?
         else {
             return Ok(None);
@@ -213,7 +214,7 @@ impl Store {
 
     pub async fn auto_topup_attempt(&self, id: &str) -> Result<Option<auto_topup_attempts::Model>> {
         Ok(auto_topup_attempts::Entity::find_by_id(id)
-            .one(self.connection())
+            .by_key(self.connection())
             .await?)
     }
 

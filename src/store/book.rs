@@ -6,7 +6,8 @@
 
 use super::cache::{BookCache, Cached};
 use super::revenue::{self, Origin};
-use super::rows::{self, ROWS_PER_STATEMENT, micros, time};
+use super::rows::ByKey;
+use super::rows::{self, ROWS_PER_STATEMENT, in_lists, micros, statement_chunks, time};
 use crate::domain::Timestamp;
 use crate::domain::alerts::Armed;
 use crate::domain::catalog::Catalog;
@@ -473,12 +474,12 @@ async fn write_batch(
     super::outbox::enqueue(txn, &catalog.webhooks, &aftermath.messages).await?;
     super::autotopup::start_charges(txn, &aftermath.starts).await?;
     write_entries(txn, items, &decided.done).await?;
-    for chunk in decided.new_records.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&decided.new_records, ROWS_PER_STATEMENT) {
         idempotency_records::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }
-    for chunk in decided.new_overrides.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&decided.new_overrides, ROWS_PER_STATEMENT) {
         override_history::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
@@ -530,7 +531,7 @@ async fn load_batch_books(
     cache: Option<&BookCache>,
 ) -> Result<(BTreeMap<String, Loaded>, usize)> {
     let customer_rows = customers::Entity::find()
-        .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+        .filter(customers::Column::Id.is_in(rows::in_list(ids)))
         .all(txn)
         .await?;
     let mut books = BTreeMap::new();
@@ -646,7 +647,7 @@ async fn load_idempotency(
     let mut found = load_override_keys(txn, items).await?;
     let pairs: Vec<_> = pairs.into_iter().collect();
     let backend = txn.get_database_backend();
-    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+    for chunk in in_lists(&pairs, ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 2);
         let tuples = chunk
             .iter()
@@ -700,7 +701,7 @@ async fn load_override_keys(
         let earlier = override_history::Entity::find()
             .filter(override_history::Column::CustomerId.eq(envelope.customer_id.as_str()))
             .filter(override_history::Column::IdempotencyKey.eq(key.as_str()))
-            .one(txn)
+            .by_key(txn)
             .await?;
         if let Some(row) = earlier {
             let hash = row.request_hash.clone();
@@ -737,7 +738,7 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
         return Ok(BTreeMap::new());
     }
     let customer_rows = customers::Entity::find()
-        .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+        .filter(customers::Column::Id.is_in(rows::in_list(ids)))
         .all(db)
         .await?;
     load_books_of(db, customer_rows, hold_ids, extra_grants, reservations).await
@@ -765,10 +766,10 @@ async fn load_books_of<C: ConnectionTrait>(
         )
         .add(grants::Column::Held.gt(0));
     if !extra_grants.is_empty() {
-        live = live.add(grants::Column::Id.is_in(extra_grants.iter().cloned()));
+        live = live.add(grants::Column::Id.is_in(rows::in_list(extra_grants)));
     }
     let grant_rows = grants::Entity::find()
-        .filter(grants::Column::CustomerId.is_in(found.iter().cloned()))
+        .filter(grants::Column::CustomerId.is_in(rows::in_list(&found)))
         .filter(live)
         .order_by_asc(grants::Column::CreatedAt)
         .order_by_asc(grants::Column::Id)
@@ -777,7 +778,7 @@ async fn load_books_of<C: ConnectionTrait>(
     // Open holds by (customer, status), and the named ones by id: two indexed reads (one query
     // with an OR would scan every hold the customers ever had).
     let mut hold_rows = holds::Entity::find()
-        .filter(holds::Column::CustomerId.is_in(found.iter().cloned()))
+        .filter(holds::Column::CustomerId.is_in(rows::in_list(&found)))
         .filter(holds::Column::Status.eq(HoldStatus::Held.as_str()))
         .all(db)
         .await?;
@@ -786,7 +787,7 @@ async fn load_books_of<C: ConnectionTrait>(
         // By id alone: with the customer in the filter too, SQLite may walk the customer's
         // whole history through the (customer, status) index instead.
         let named = holds::Entity::find()
-            .filter(holds::Column::Id.is_in(hold_ids.iter().cloned()))
+            .filter(holds::Column::Id.is_in(rows::in_list(hold_ids)))
             .all(db)
             .await?;
         let found: HashSet<&str> = found.iter().map(String::as_str).collect();
@@ -807,7 +808,7 @@ async fn load_books_of<C: ConnectionTrait>(
         .map(|h| h.id.clone())
         .collect();
     let mut allocations: HashMap<String, Vec<(String, Credits)>> = HashMap::new();
-    for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+    for chunk in in_lists(&wanted, ROWS_PER_STATEMENT) {
         let reserved = ledger_entries::Entity::find()
             .filter(ledger_entries::Column::HoldId.is_in(chunk.iter().cloned()))
             .filter(ledger_entries::Column::Kind.eq("hold"))
@@ -915,12 +916,12 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
         }
         update_customer(txn, customer, loaded).await?;
     }
-    for chunk in new_grants.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&new_grants, ROWS_PER_STATEMENT) {
         grants::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }
-    for chunk in changed_grants.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&changed_grants, ROWS_PER_STATEMENT) {
         update_rows(
             txn,
             "grants",
@@ -945,12 +946,12 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
         .await?;
     }
     // Holds before entries: entries reference them.
-    for chunk in new_holds.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&new_holds, ROWS_PER_STATEMENT) {
         holds::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }
-    for chunk in changed_holds.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&changed_holds, ROWS_PER_STATEMENT) {
         update_rows(
             txn,
             "holds",
@@ -1109,7 +1110,7 @@ async fn write_entries(
             )?);
         }
     }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&rows, ROWS_PER_STATEMENT) {
         ledger_entries::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
@@ -1132,7 +1133,7 @@ async fn write_entries(
             )?);
         }
     }
-    for chunk in consumed.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&consumed, ROWS_PER_STATEMENT) {
         consumptions::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
@@ -1182,7 +1183,7 @@ impl super::Store {
                     .select_only()
                     .column(customers::Column::Version)
                     .into_tuple()
-                    .one(self.connection())
+                    .by_key(self.connection())
                     .await?;
                 (version == Some(kept.version)).then(|| {
                     self.books.confirm(customer_id, kept.version, started);
@@ -1278,7 +1279,7 @@ impl super::Store {
     /// The customer owning a hold and the hold's status, if the hold exists.
     pub async fn hold_status(&self, hold_id: &str) -> Result<Option<(String, HoldStatus)>> {
         let Some(row) = holds::Entity::find_by_id(hold_id.to_owned())
-            .one(self.connection())
+            .by_key(self.connection())
             .await?
         else {
             return Ok(None);

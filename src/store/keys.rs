@@ -2,6 +2,7 @@
 //! hashes compared in constant time.
 
 use super::Store;
+use super::rows::ByKey;
 use super::rows::{time, timestamp};
 use crate::domain::Timestamp;
 use crate::error::Result;
@@ -231,7 +232,7 @@ impl Store {
     /// nothing; `None` when there is no such key.
     pub async fn revoke_api_key(&self, id: &str, now: Timestamp) -> Result<Option<Revoked>> {
         let Some(row) = api_keys::Entity::find_by_id(id.to_owned())
-            .one(self.connection())
+            .by_key(self.connection())
             .await?
         else {
             return Ok(None);
@@ -263,7 +264,7 @@ impl Store {
         let row = api_keys::Entity::find()
             .filter(api_keys::Column::KeyHash.eq(hex::encode(wanted)))
             .filter(api_keys::Column::RevokedAt.is_null())
-            .one(self.connection())
+            .by_key(self.connection())
             .await?;
         let Some((id, scope)) = row.and_then(|row| {
             let stored = hex::decode(&row.key_hash).ok()?;

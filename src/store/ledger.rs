@@ -1,6 +1,7 @@
 //! Reading the ledger: a customer's entries, newest first, a bounded page at a time.
 
 use super::Store;
+use super::rows::ByKey;
 use super::rows::timestamp;
 use crate::domain::money::Credits;
 use crate::error::Result;
@@ -57,7 +58,7 @@ impl Store {
     ) -> Result<Option<(Vec<EntryView>, Option<i64>)>> {
         let db = self.connection();
         if customers::Entity::find_by_id(customer_id.to_owned())
-            .one(db)
+            .by_key(db)
             .await?
             .is_none()
         {

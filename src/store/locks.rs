@@ -22,7 +22,7 @@ pub(crate) async fn lock_customers(txn: &DatabaseTransaction, ids: &[String]) ->
         customers::Entity::find()
             .select_only()
             .column(customers::Column::Id)
-            .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+            .filter(customers::Column::Id.is_in(super::rows::in_list(ids)))
             .order_by_asc(customers::Column::Id)
             .lock_exclusive()
             .into_tuple::<String>()
@@ -34,7 +34,7 @@ pub(crate) async fn lock_customers(txn: &DatabaseTransaction, ids: &[String]) ->
             customers::Column::Version,
             Expr::col(customers::Column::Version).add(1),
         )
-        .filter(customers::Column::Id.is_in(ids.iter().cloned()))
+        .filter(customers::Column::Id.is_in(super::rows::in_list(ids)))
         .exec(txn)
         .await?;
     Ok(())

@@ -93,6 +93,11 @@ impl Default for PoolSettings {
 
 pub const DEFAULT_ACQUIRE_TIMEOUT_SECONDS: u64 = 10;
 
+/// Prepared statements kept per connection. Multi-row statements and `IN` lists come in a few
+/// lengths per table (`rows::statement_chunks`, `rows::in_list`): enough room for all of them,
+/// so a batch's statements are prepared once per connection, not once per batch.
+const STATEMENT_CACHE_CAPACITY: usize = 1_024;
+
 impl Store {
     pub async fn connect(url: &str) -> Result<Store> {
         Store::connect_with(url, PoolSettings::default()).await
@@ -122,9 +127,12 @@ impl Store {
                         // The runner checkpoints in the background (`store::runner`); a commit
                         // checkpoints itself only past this many pages of log.
                         .pragma("wal_autocheckpoint", SQLITE_CHECKPOINT_PAGES.to_string())
+                        .statement_cache_capacity(STATEMENT_CACHE_CAPACITY)
                 });
         } else {
-            options.max_connections(pool.max_connections.unwrap_or(POSTGRES_POOL_SIZE));
+            options
+                .max_connections(pool.max_connections.unwrap_or(POSTGRES_POOL_SIZE))
+                .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE_CAPACITY));
         }
         let db = Database::connect(options).await?;
         Ok(Store {

@@ -3,6 +3,8 @@
 //! a lease, so that several instances never deliver the same row at once.
 
 use super::Store;
+use super::rows::ByKey;
+use super::rows::statement_chunks;
 use super::rows::time;
 use super::unit::Write;
 use crate::domain::Timestamp;
@@ -174,7 +176,7 @@ pub(crate) async fn insert_new(
     txn: &DatabaseTransaction,
     rows: Vec<outbox::ActiveModel>,
 ) -> Result<()> {
-    for chunk in rows.chunks(super::rows::ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&rows, super::rows::ROWS_PER_STATEMENT) {
         outbox::Entity::insert_many(chunk.to_vec())
             .on_conflict(
                 OnConflict::columns([outbox::Column::MessageId, outbox::Column::Destination])
@@ -267,7 +269,7 @@ impl Store {
 
     pub async fn outbox_row(&self, id: &str) -> Result<Option<outbox::Model>> {
         Ok(outbox::Entity::find_by_id(id.to_owned())
-            .one(self.connection())
+            .by_key(self.connection())
             .await?)
     }
 
@@ -446,7 +448,7 @@ impl Write for Replay<'_> {
         } = *self;
         let Some(row) = outbox::Entity::find_by_id(id.to_owned())
             .lock_exclusive()
-            .one(txn)
+            .by_key(txn)
             .await?
         else {
             return Ok(None);
@@ -472,7 +474,9 @@ impl Write for Replay<'_> {
             ..actor.clone()
         };
         super::operators::record(txn, &actor, now).await?;
-        let row = outbox::Entity::find_by_id(id.to_owned()).one(txn).await?;
+        let row = outbox::Entity::find_by_id(id.to_owned())
+            .by_key(txn)
+            .await?;
         Ok(row.map(Ok))
     }
 }

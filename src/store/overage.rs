@@ -3,6 +3,7 @@
 //! accrued and reported.
 
 use super::Store;
+use super::rows::in_lists;
 use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::money::Credits;
@@ -111,7 +112,7 @@ async fn customer_plans(
     ids: &[String],
 ) -> Result<BTreeMap<String, Option<String>>> {
     let mut plans = BTreeMap::new();
-    for chunk in ids.chunks(super::rows::ROWS_PER_STATEMENT) {
+    for chunk in in_lists(ids, super::rows::ROWS_PER_STATEMENT) {
         plans.extend(
             customers::Entity::find()
                 .select_only()
@@ -133,7 +134,7 @@ pub(crate) async fn stripe_links(
     ids: &[String],
 ) -> Result<BTreeMap<String, String>> {
     let mut links = BTreeMap::new();
-    for chunk in ids.chunks(super::rows::ROWS_PER_STATEMENT) {
+    for chunk in in_lists(ids, super::rows::ROWS_PER_STATEMENT) {
         let rows = stripe_customers::Entity::find()
             .filter(stripe_customers::Column::CustomerId.is_in(chunk.iter().cloned()))
             .order_by_asc(stripe_customers::Column::StripeCustomerId)

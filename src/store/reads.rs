@@ -4,6 +4,7 @@
 
 use super::Store;
 use super::book::placeholder;
+use super::rows::ByKey;
 use super::rows::time;
 use crate::domain::Timestamp;
 use crate::domain::gate::Standing;
@@ -114,7 +115,7 @@ impl Store {
     ) -> Result<Option<Vec<UsageRow>>> {
         let db = self.connection();
         if entity::customers::Entity::find_by_id(customer.to_owned())
-            .one(db)
+            .by_key(db)
             .await?
             .is_none()
         {

@@ -3,6 +3,7 @@
 //! schedules. Aggregates are computed by the database; only their small results come back.
 
 use super::Store;
+use super::rows::ByKey;
 use super::rows::timestamp;
 use super::unit::Write;
 use crate::domain::Timestamp;
@@ -430,7 +431,7 @@ impl Store {
     /// One grant's schedule; none when the grant has no lot (unknown, or not paid).
     pub async fn schedule(&self, grant_id: &str) -> Result<Option<Schedule>> {
         let Some(row) = revenue_lots::Entity::find_by_id(grant_id.to_owned())
-            .one(self.connection())
+            .by_key(self.connection())
             .await?
         else {
             return Ok(None);
@@ -519,7 +520,7 @@ impl Write for ClosePeriod<'_> {
             super::operators::record(txn, actor, now).await?;
         }
         let row = revenue_periods::Entity::find_by_id(period.to_string())
-            .one(txn)
+            .by_key(txn)
             .await?
             .ok_or_else(|| Error::Internal("closed period not found".into()))?;
         Ok(row)

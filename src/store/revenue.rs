@@ -3,7 +3,7 @@
 //! journal lines, booked in their own month or, when it is closed, in the first open one.
 
 use super::Store;
-use super::rows::{ROWS_PER_STATEMENT, micros, time};
+use super::rows::{ROWS_PER_STATEMENT, in_lists, micros, statement_chunks, time};
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Breakage, Catalog};
 use crate::domain::journal::{self, Effect, Moved, Revenue};
@@ -114,7 +114,7 @@ pub(crate) async fn post_all(
             })
         })
         .collect::<Result<_>>()?;
-    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&changed, ROWS_PER_STATEMENT) {
         overage_accruals::Entity::insert_many(chunk.to_vec())
             .on_conflict(
                 OnConflict::columns([
@@ -161,7 +161,7 @@ pub(crate) async fn post_direct(
 async fn read_lots(txn: &DatabaseTransaction, ids: &BTreeSet<String>) -> Result<ReadLots> {
     let mut read = ReadLots::default();
     let ids: Vec<&String> = ids.iter().collect();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    for chunk in in_lists(&ids, ROWS_PER_STATEMENT) {
         let rows = revenue_lots::Entity::find()
             .filter(revenue_lots::Column::GrantId.is_in(chunk.iter().map(|id| id.as_str())))
             .all(txn)
@@ -190,7 +190,7 @@ async fn read_accruals(
         .map(|c| (c.clone(), OverageAccrual::new(currency)))
         .collect();
     let ids: Vec<&String> = customers.iter().collect();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    for chunk in in_lists(&ids, ROWS_PER_STATEMENT) {
         let rows = overage_accruals::Entity::find()
             .filter(overage_accruals::Column::Currency.eq(currency))
             .filter(overage_accruals::Column::CustomerId.is_in(chunk.iter().map(|id| id.as_str())))
@@ -242,7 +242,7 @@ async fn save_lots(
         };
         rows.push(row);
     }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT / 2) {
+    for chunk in statement_chunks(&rows, ROWS_PER_STATEMENT / 2) {
         revenue_lots::Entity::insert_many(chunk.to_vec())
             .on_conflict(
                 OnConflict::column(revenue_lots::Column::GrantId)
@@ -347,7 +347,7 @@ async fn write_journal(
             });
         }
     }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&rows, ROWS_PER_STATEMENT) {
         journal_lines::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;

@@ -15,6 +15,73 @@ use sea_orm::ActiveValue::{NotSet, Set};
 /// values of one statement.
 pub const ROWS_PER_STATEMENT: usize = 500;
 
+/// `rows` cut for multi-row statements (and `IN` lists): each run as long as the largest power
+/// of two that fits in what is left and in `max`. A table then sees a few statement texts,
+/// prepared once per connection and kept in its statement cache, where a run as long as each
+/// batch happens to be would be a new statement to prepare almost every time.
+pub fn statement_chunks<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let floor_pow2 = |n: usize| 1_usize << (usize::BITS - 1 - n.max(1).leading_zeros());
+    let cap = floor_pow2(max);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (run, tail) = rest.split_at(cap.min(floor_pow2(rest.len())));
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// The row a primary or unique key names, if any: `select.by_key(db)` where `.one(db)` would be.
+/// `.one()` adds `LIMIT ?`, and SQLite's planner reads that bound value, so such a statement is
+/// prepared again every time it runs; without the limit a key lookup stays prepared in the
+/// connection's statement cache. A key names one row at most, so the limit adds nothing.
+pub trait ByKey: Sized + Send {
+    type Item: Send;
+
+    fn all_rows<C: sea_orm::ConnectionTrait>(
+        self,
+        db: &C,
+    ) -> impl Future<Output = std::result::Result<Vec<Self::Item>, sea_orm::DbErr>> + Send;
+
+    fn by_key<C: sea_orm::ConnectionTrait>(
+        self,
+        db: &C,
+    ) -> impl Future<Output = std::result::Result<Option<Self::Item>, sea_orm::DbErr>> + Send {
+        async move {
+            let mut rows = self.all_rows(db).await?;
+            assert!(rows.len() <= 1, "a key names one row at most");
+            Ok(rows.pop())
+        }
+    }
+}
+
+impl<E: sea_orm::EntityTrait> ByKey for sea_orm::Select<E> {
+    type Item = E::Model;
+
+    fn all_rows<C: sea_orm::ConnectionTrait>(
+        self,
+        db: &C,
+    ) -> impl Future<Output = std::result::Result<Vec<E::Model>, sea_orm::DbErr>> + Send {
+        self.all(db)
+    }
+}
+
+impl<S: sea_orm::SelectorTrait + Send> ByKey for sea_orm::Selector<S>
+where
+    S::Item: Send,
+{
+    type Item = S::Item;
+
+    fn all_rows<C: sea_orm::ConnectionTrait>(
+        self,
+        db: &C,
+    ) -> impl Future<Output = std::result::Result<Vec<S::Item>, sea_orm::DbErr>> + Send {
+        self.all(db)
+    }
+}
+
 pub fn micros(c: Credits) -> Result<i64> {
     c.to_micros()
         .map_err(|e| Error::invalid("amount", format!("{c} {e}")))
@@ -332,4 +399,58 @@ pub(crate) fn override_from_row(row: override_history::Model) -> Result<Override
         at: timestamp(row.created_at)?,
     };
     Override::try_from(flat).map_err(|e| Error::Internal(format!("override {}: {e}", row.id)))
+}
+
+/// `ids` for an `IN` list (or a `VALUES` list that is joined): as long as the next power of two,
+/// the last repeated, so that the statement's text is one of a few (see [`statement_chunks`]);
+/// a repeated id finds nothing more.
+pub fn in_list<T: Clone>(ids: &[T]) -> Vec<T> {
+    let mut padded = ids.to_vec();
+    if let Some(last) = ids.last() {
+        padded.resize(ids.len().next_power_of_two(), last.clone());
+    }
+    padded
+}
+
+/// `ids` cut in runs of at most `max`, each padded by [`in_list`].
+pub fn in_lists<T: Clone>(ids: &[T], max: usize) -> impl Iterator<Item = Vec<T>> + '_ {
+    ids.chunks(max).map(in_list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{in_list, in_lists, statement_chunks};
+
+    #[test]
+    fn an_in_list_repeats_its_last_id_up_to_a_power_of_two() {
+        assert_eq!(in_list::<u8>(&[]), Vec::<u8>::new());
+        assert_eq!(in_list(&[1]), [1]);
+        assert_eq!(in_list(&[1, 2, 3]), [1, 2, 3, 3]);
+        assert_eq!(in_list(&[1, 2, 3, 4, 5]), [1, 2, 3, 4, 5, 5, 5, 5]);
+        let lists: Vec<Vec<u16>> = in_lists(&(0..600).collect::<Vec<u16>>(), 500).collect();
+        assert_eq!(
+            lists.iter().map(Vec::len).collect::<Vec<_>>(),
+            [512, 128],
+            "under both engines' limits on bound values"
+        );
+    }
+
+    fn lengths(n: usize, max: usize) -> Vec<usize> {
+        let rows: Vec<usize> = (0..n).collect();
+        let runs: Vec<&[usize]> = statement_chunks(&rows, max).collect();
+        let joined: Vec<usize> = runs.concat();
+        assert_eq!(joined, rows, "every row once, in order");
+        runs.iter().map(|r| r.len()).collect()
+    }
+
+    #[test]
+    fn rows_are_cut_in_powers_of_two_under_the_limit() {
+        assert_eq!(lengths(0, 500), Vec::<usize>::new());
+        assert_eq!(lengths(1, 500), [1]);
+        assert_eq!(lengths(37, 500), [32, 4, 1]);
+        assert_eq!(lengths(256, 500), [256]);
+        assert_eq!(lengths(600, 500), [256, 256, 64, 16, 8]);
+        assert_eq!(lengths(600, 250), [128, 128, 128, 128, 64, 16, 8]);
+        assert_eq!(lengths(3, 1), [1, 1, 1]);
+    }
 }

@@ -3,6 +3,7 @@
 
 use super::Store;
 use super::keys::Scope;
+use super::rows::ByKey;
 use super::rows::time;
 use crate::domain::Timestamp;
 use crate::error::Result;
@@ -72,7 +73,7 @@ impl Store {
         let db = self.connection();
         let id = session_id(token);
         let Some(row) = page_sessions::Entity::find_by_id(id.clone())
-            .one(db)
+            .by_key(db)
             .await?
         else {
             return Ok(None);
@@ -87,7 +88,7 @@ impl Store {
         }
         let key_live = api_keys::Entity::find_by_id(row.key_id.clone())
             .filter(api_keys::Column::RevokedAt.is_null())
-            .one(db)
+            .by_key(db)
             .await?
             .is_some();
         let Some(scope) = Scope::parse(&row.scope).filter(|_| key_live) else {

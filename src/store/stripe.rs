@@ -22,6 +22,7 @@
 use super::Store;
 use super::book::{Envelope, run_commands};
 use super::locks::insert_customer_if_absent;
+use super::rows::ByKey;
 use super::rows::{micros, time, timestamp};
 use super::runner::Engine;
 use super::unit::Write;
@@ -394,7 +395,7 @@ impl Store {
     /// Where the backfill reading `source` stopped, if a run left a cursor.
     pub async fn sync_cursor(&self, source: &str) -> Result<Option<stripe_sync_cursors::Model>> {
         Ok(stripe_sync_cursors::Entity::find_by_id(source.to_owned())
-            .one(self.connection())
+            .by_key(self.connection())
             .await?)
     }
 
@@ -523,7 +524,7 @@ impl StripeTx {
     /// Whether an event id was recorded.
     pub async fn is_recorded(&self, id: &str) -> Result<bool> {
         Ok(stripe_events::Entity::find_by_id(id.to_owned())
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?
             .is_some())
     }
@@ -638,7 +639,7 @@ impl StripeTx {
         let applied: Vec<String> = stripe_effects::Entity::find()
             .select_only()
             .column(stripe_effects::Column::EffectKey)
-            .filter(stripe_effects::Column::EffectKey.is_in(keys.iter().cloned()))
+            .filter(stripe_effects::Column::EffectKey.is_in(super::rows::in_list(keys)))
             .into_tuple()
             .all(&self.txn)
             .await?;
@@ -647,7 +648,7 @@ impl StripeTx {
 
     pub async fn link(&self, stripe_customer: &str) -> Result<Option<(String, LinkedBy)>> {
         let row = stripe_customers::Entity::find_by_id(stripe_customer.to_owned())
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?;
         Ok(row.map(|r| (r.customer_id, LinkedBy::parse(&r.linked_by))))
     }
@@ -717,7 +718,7 @@ impl StripeTx {
     /// What a payment paid and the tax in it, when known.
     pub async fn payment(&self, payment_key: &str) -> Result<Option<stripe_payments::Model>> {
         Ok(stripe_payments::Entity::find_by_id(payment_key.to_owned())
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?)
     }
 
@@ -741,7 +742,7 @@ impl StripeTx {
     pub async fn invoice_payment(&self, invoice_id: &str) -> Result<Option<String>> {
         Ok(
             stripe_invoice_payments::Entity::find_by_id(invoice_id.to_owned())
-                .one(&self.txn)
+                .by_key(&self.txn)
                 .await?
                 .map(|row| row.payment_key),
         )
@@ -791,7 +792,7 @@ impl StripeTx {
     /// Payment keys that have grants, among `keys`.
     pub async fn known_payment_keys(&self, keys: &[String]) -> Result<Vec<String>> {
         let mut found: Vec<String> = stripe_payment_grants::Entity::find()
-            .filter(stripe_payment_grants::Column::PaymentKey.is_in(keys.iter().cloned()))
+            .filter(stripe_payment_grants::Column::PaymentKey.is_in(super::rows::in_list(keys)))
             .all(&self.txn)
             .await?
             .into_iter()
@@ -839,7 +840,7 @@ impl StripeTx {
 
     async fn grants_by_ids(&self, ids: &[String]) -> Result<Vec<PaidGrant>> {
         let rows = grants::Entity::find()
-            .filter(grants::Column::Id.is_in(ids.iter().cloned()))
+            .filter(grants::Column::Id.is_in(super::rows::in_list(ids)))
             .order_by_asc(grants::Column::CreatedAt)
             .order_by_asc(grants::Column::Id)
             .all(&self.txn)
@@ -953,7 +954,7 @@ impl StripeTx {
     /// credits it has carried over so far (`None` when its room was used before that was kept).
     pub async fn renewal(&self, customer_id: &str, boundary: Timestamp) -> Result<Option<Renewal>> {
         let row = stripe_renewals::Entity::find_by_id((customer_id.to_owned(), time(boundary)))
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?;
         row.map(|r| {
             Ok(Renewal {
@@ -997,7 +998,7 @@ impl StripeTx {
 
     pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionState>> {
         Ok(stripe_subscriptions::Entity::find_by_id(id.to_owned())
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?
             .map(subscription_state))
     }
@@ -1044,7 +1045,7 @@ impl StripeTx {
     /// canceled).
     pub async fn put_refund(&self, row: stripe_refunds::Model) -> Result<()> {
         let existing = stripe_refunds::Entity::find_by_id(row.id.clone())
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?;
         if let Some(old) = &existing
             && !RefundStatus::parse(Some(&old.status))
@@ -1058,7 +1059,7 @@ impl StripeTx {
     /// Records a charge's refunded total; it only grows.
     pub async fn put_charge(&self, row: stripe_charges::Model) -> Result<()> {
         let existing = stripe_charges::Entity::find_by_id(row.id.clone())
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?;
         if let Some(old) = &existing
             && old.amount_refunded >= row.amount_refunded
@@ -1071,7 +1072,7 @@ impl StripeTx {
     /// Records a dispute: a closed dispute stays closed; otherwise the newer state wins.
     pub async fn put_dispute(&self, row: stripe_disputes::Model) -> Result<()> {
         let existing = stripe_disputes::Entity::find_by_id(row.id.clone())
-            .one(&self.txn)
+            .by_key(&self.txn)
             .await?;
         if let Some(old) = &existing
             && !dispute_moves(

@@ -224,7 +224,7 @@ impl StripeTx {
         let recorded: Vec<String> = stripe_events::Entity::find()
             .select_only()
             .column(stripe_events::Column::Id)
-            .filter(stripe_events::Column::Id.is_in(ids))
+            .filter(stripe_events::Column::Id.is_in(crate::store::rows::in_list(&ids)))
             .into_tuple()
             .all(&self.txn)
             .await?;
@@ -248,7 +248,9 @@ impl StripeTx {
             Vec::new()
         } else {
             stripe_customers::Entity::find()
-                .filter(stripe_customers::Column::StripeCustomerId.is_in(stripe_customers))
+                .filter(stripe_customers::Column::StripeCustomerId.is_in(
+                    crate::store::rows::in_list(&stripe_customers.into_iter().collect::<Vec<_>>()),
+                ))
                 .all(&self.txn)
                 .await?
         };
@@ -293,8 +295,8 @@ impl StripeTx {
                 .from(table)
                 .cond_where(
                     Condition::any()
-                        .add(Expr::col((table, a)).is_in(keys.iter().cloned()))
-                        .add(Expr::col((table, b)).is_in(keys.iter().cloned())),
+                        .add(Expr::col((table, a)).is_in(crate::store::rows::in_list(keys)))
+                        .add(Expr::col((table, b)).is_in(crate::store::rows::in_list(keys))),
                 )
                 .to_owned()
         }
