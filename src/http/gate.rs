@@ -286,9 +286,9 @@ async fn resolve(
     actual: Option<Actual>,
 ) -> Result<Executed<ResolutionResponse>> {
     let hold_id = identifier("id", hold_id)?;
-    let (customer, _) = state
+    let customer = state
         .store
-        .hold_status(&hold_id)
+        .hold_customer(&hold_id)
         .await?
         .ok_or(Error::Rejected(Rejection::HoldNotFound))?;
     let command = match actual {

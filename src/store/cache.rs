@@ -162,6 +162,49 @@ impl BookCache {
     }
 }
 
+/// Most holds whose customers one process remembers, in each of two generations.
+pub const MAX_REMEMBERED_HOLDS: usize = 100_000;
+
+/// The customer of each hold this process made: a capture or a void goes to its customer's
+/// batch without reading the hold first. A hold's customer never changes, so what is remembered
+/// is never stale; a hold not remembered (made by another process, or forgotten) is read. Two
+/// generations of at most `capacity` holds: when the newer is full it becomes the older, and the
+/// older is dropped.
+#[derive(Debug)]
+pub(crate) struct HoldOwners {
+    generations: Mutex<[HashMap<String, String>; 2]>,
+    capacity: usize,
+}
+
+impl HoldOwners {
+    pub fn new(capacity: usize) -> HoldOwners {
+        HoldOwners {
+            generations: Mutex::new([HashMap::new(), HashMap::new()]),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn generations(&self) -> std::sync::MutexGuard<'_, [HashMap<String, String>; 2]> {
+        // Each operation is whole map calls: a panic elsewhere leaves the maps whole.
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn remember(&self, hold: &str, customer: &str) {
+        let mut generations = self.generations();
+        if generations[0].len() >= self.capacity {
+            generations[1] = std::mem::take(&mut generations[0]);
+        }
+        generations[0].insert(hold.to_owned(), customer.to_owned());
+    }
+
+    pub fn owner(&self, hold: &str) -> Option<String> {
+        let generations = self.generations();
+        generations.iter().find_map(|g| g.get(hold).cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +275,24 @@ mod tests {
         assert_eq!(cache.len(), 3);
         cache.forget(["c9"]);
         assert!(cache.at_version("c9", 1).is_none());
+    }
+
+    #[test]
+    fn a_hold_s_owner_is_remembered_for_at_least_its_capacity() {
+        let owners = HoldOwners::new(2);
+        owners.remember("h1", "a");
+        owners.remember("h2", "b");
+        owners.remember("h3", "c");
+        // h1 and h2 are the older generation now; h3 starts the newer.
+        assert_eq!(owners.owner("h1").as_deref(), Some("a"));
+        assert_eq!(owners.owner("h3").as_deref(), Some("c"));
+        owners.remember("h4", "d");
+        owners.remember("h5", "e");
+        // The newer filled again: the oldest generation went, the last `capacity` stay.
+        assert_eq!(owners.owner("h1"), None);
+        assert_eq!(owners.owner("h2"), None);
+        assert_eq!(owners.owner("h4").as_deref(), Some("d"));
+        assert_eq!(owners.owner("h3").as_deref(), Some("c"));
+        assert_eq!(owners.owner("unknown"), None);
     }
 }

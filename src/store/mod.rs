@@ -52,6 +52,8 @@ pub struct Store {
     keys: Arc<keys::KeyCache>,
     /// The books committed last (`store::cache`): made again with the catalog or the batching.
     books: Arc<cache::BookCache>,
+    /// The customer of each hold this process made, for captures and voids (`store::cache`).
+    hold_owners: Arc<cache::HoldOwners>,
     /// The queues of Stripe events to group-commit, started on first use: on SQLite one for every
     /// event; on PostgreSQL one per batch worker for checkouts, by Stripe customer.
     stripe_queues: Arc<tokio::sync::OnceCell<Vec<tokio::sync::mpsc::Sender<stripe::StripeJob>>>>,
@@ -148,6 +150,7 @@ impl Store {
                 BatchSettings::default().check_staleness,
                 cache::MAX_CACHED_BOOKS,
             )),
+            hold_owners: Arc::new(cache::HoldOwners::new(cache::MAX_REMEMBERED_HOLDS)),
             stripe_queues: Arc::default(),
             workers: Arc::default(),
             retention: retention::RetentionSettings::default(),
@@ -225,7 +228,27 @@ impl Store {
     /// its answer once the batch has committed. When it is refused nothing of it is written.
     pub async fn execute(&self, envelope: Envelope) -> Result<Executed<Answer>> {
         let answer = self.runner().await.submit(envelope).await;
-        answer.await.map_err(|_| Error::Unavailable)?
+        let executed = answer.await.map_err(|_| Error::Unavailable)?;
+        if let Ok(Executed {
+            value: Answer::Held(held),
+            ..
+        }) = &executed
+        {
+            self.hold_owners.remember(&held.id, &held.customer);
+        }
+        executed
+    }
+
+    /// The customer of a hold, if the hold exists: remembered when this process made it,
+    /// otherwise read.
+    pub async fn hold_customer(&self, hold_id: &str) -> Result<Option<String>> {
+        if let Some(customer) = self.hold_owners.owner(hold_id) {
+            return Ok(Some(customer));
+        }
+        Ok(self
+            .hold_status(hold_id)
+            .await?
+            .map(|(customer, _)| customer))
     }
 
     /// Queues every command at once (they share batches) and returns their answers in order.
