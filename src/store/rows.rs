@@ -15,10 +15,16 @@ use sea_orm::ActiveValue::{NotSet, Set};
 /// values of one statement.
 pub const ROWS_PER_STATEMENT: usize = 500;
 
-/// `rows` cut for multi-row statements (and `IN` lists): each run as long as the largest power
-/// of two that fits in what is left and in `max`. A table then sees a few statement texts,
-/// prepared once per connection and kept in its statement cache, where a run as long as each
-/// batch happens to be would be a new statement to prepare almost every time.
+/// Rows that one statement carries as they are, whatever their number up to this: each length
+/// is a statement text of its own, and the statement cache holds every length a table sees in
+/// batches this small (`STATEMENT_CACHE_CAPACITY`).
+pub const ONE_STATEMENT_ROWS: usize = 64;
+
+/// `rows` cut for multi-row statements: up to [`ONE_STATEMENT_ROWS`] in one statement; more in
+/// runs as long as the largest power of two that fits in what is left and in `max`. Large
+/// batches then bring a few statement texts, prepared once per connection and kept, where a run
+/// as long as each batch happens to be would be a new statement to prepare almost every time;
+/// small ones pay one statement (a round trip on PostgreSQL), not one per power of two.
 pub fn statement_chunks<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
     let floor_pow2 = |n: usize| 1_usize << (usize::BITS - 1 - n.max(1).leading_zeros());
     let cap = floor_pow2(max);
@@ -27,7 +33,12 @@ pub fn statement_chunks<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]>
         if rest.is_empty() {
             return None;
         }
-        let (run, tail) = rest.split_at(cap.min(floor_pow2(rest.len())));
+        let take = if rest.len() <= ONE_STATEMENT_ROWS.min(max) {
+            rest.len()
+        } else {
+            cap.min(floor_pow2(rest.len()))
+        };
+        let (run, tail) = rest.split_at(take);
         rest = tail;
         Some(run)
     })
@@ -444,13 +455,16 @@ mod tests {
     }
 
     #[test]
-    fn rows_are_cut_in_powers_of_two_under_the_limit() {
+    fn few_rows_go_in_one_statement_many_in_powers_of_two_under_the_limit() {
         assert_eq!(lengths(0, 500), Vec::<usize>::new());
         assert_eq!(lengths(1, 500), [1]);
-        assert_eq!(lengths(37, 500), [32, 4, 1]);
+        assert_eq!(lengths(37, 500), [37]);
+        assert_eq!(lengths(64, 500), [64]);
+        assert_eq!(lengths(100, 500), [64, 36]);
         assert_eq!(lengths(256, 500), [256]);
-        assert_eq!(lengths(600, 500), [256, 256, 64, 16, 8]);
-        assert_eq!(lengths(600, 250), [128, 128, 128, 128, 64, 16, 8]);
+        assert_eq!(lengths(600, 500), [256, 256, 64, 24]);
+        assert_eq!(lengths(600, 250), [128, 128, 128, 128, 64, 24]);
         assert_eq!(lengths(3, 1), [1, 1, 1]);
+        assert_eq!(lengths(40, 32), [32, 8]);
     }
 }
