@@ -265,8 +265,8 @@ async fn lock_and_load(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    super::locks::lock_customers(txn, &ids).await?;
-    load_batch_books(txn, items, &ids, cache).await
+    let customer_rows = super::locks::lock_customers(txn, &ids).await?;
+    load_batch_books(txn, items, customer_rows, cache).await
 }
 
 /// What the batch's commands decided, as they are decided.
@@ -527,13 +527,9 @@ pub(crate) struct Ran {
 async fn load_batch_books(
     txn: &DatabaseTransaction,
     items: &[&Envelope],
-    ids: &[String],
+    customer_rows: Vec<customers::Model>,
     cache: Option<&BookCache>,
 ) -> Result<(BTreeMap<String, Loaded>, usize)> {
-    let customer_rows = customers::Entity::find()
-        .filter(customers::Column::Id.is_in(rows::in_list(ids)))
-        .all(txn)
-        .await?;
     let mut books = BTreeMap::new();
     let mut unread = Vec::new();
     for row in customer_rows {

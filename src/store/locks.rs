@@ -13,10 +13,14 @@ use sea_orm::{
 
 /// Takes the row locks of `ids` for the rest of the transaction, in id order so that two batches
 /// never wait on each other in a cycle (PostgreSQL: `FOR UPDATE`, then the version bump;
-/// SQLite: its transactions begin with the database's write lock).
-pub(crate) async fn lock_customers(txn: &DatabaseTransaction, ids: &[String]) -> Result<()> {
+/// SQLite: its transactions begin with the database's write lock), and returns their rows as
+/// locked (`UPDATE … RETURNING`: one round trip for the bump and the read).
+pub(crate) async fn lock_customers(
+    txn: &DatabaseTransaction,
+    ids: &[String],
+) -> Result<Vec<customers::Model>> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if txn.get_database_backend() == DbBackend::Postgres && ids.len() > 1 {
         customers::Entity::find()
@@ -29,15 +33,21 @@ pub(crate) async fn lock_customers(txn: &DatabaseTransaction, ids: &[String]) ->
             .all(txn)
             .await?;
     }
-    customers::Entity::update_many()
+    let moved = customers::Entity::update_many()
         .col_expr(
             customers::Column::Version,
             Expr::col(customers::Column::Version).add(1),
         )
+        .filter(customers::Column::Id.is_in(super::rows::in_list(ids)));
+    // The rows as locked, in the same round trip where the engine returns them.
+    if txn.support_returning() {
+        return Ok(moved.exec_with_returning(txn).await?);
+    }
+    moved.exec(txn).await?;
+    Ok(customers::Entity::find()
         .filter(customers::Column::Id.is_in(super::rows::in_list(ids)))
-        .exec(txn)
-        .await?;
-    Ok(())
+        .all(txn)
+        .await?)
 }
 
 /// Creates the customer's row unless it exists (it may have been created concurrently).
