@@ -95,9 +95,10 @@ impl Default for PoolSettings {
 
 pub const DEFAULT_ACQUIRE_TIMEOUT_SECONDS: u64 = 10;
 
-/// Prepared statements kept per connection. Multi-row statements and `IN` lists come in a few
-/// lengths per table (`rows::statement_chunks`, `rows::in_list`): enough room for all of them,
-/// so a batch's statements are prepared once per connection, not once per batch.
+/// Prepared statements kept per connection. Multi-row statements come in at most
+/// `rows::ONE_STATEMENT_ROWS` lengths per table plus a few powers of two
+/// (`rows::statement_chunks`), `IN` lists in powers of two (`rows::in_list`): room for all of
+/// them, so a batch's statements are prepared once per connection, not once per batch.
 const STATEMENT_CACHE_CAPACITY: usize = 1_024;
 
 impl Store {
