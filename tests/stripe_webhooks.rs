@@ -1249,9 +1249,21 @@ async fn a_stripe_customer_s_events_share_one_commit_on_postgres() {
         (2, 11),
         "the busy batch, then the ten events in one"
     );
-    // Linked by `customer.updated`, and past due by the failed invoice, in whatever order the
-    // batch applied them.
+    // Linked by `customer.updated`, and the failed invoice's subscription past due, in whatever
+    // order the batch applied them; the paid subscriptions keep the account's plan.
     let customer = app.customer("acct_q").await;
-    assert!(customer["past_due_since"].is_string(), "{customer}");
+    assert_eq!(
+        (&customer["plan"], &customer["past_due_since"]),
+        (&json!("pro"), &Value::Null),
+        "{customer}"
+    );
+    use sea_orm::EntityTrait;
+    let failing = entity::stripe_subscriptions::Entity::find_by_id("sub_q_failing")
+        .all(app.store.connection())
+        .await
+        .unwrap();
+    assert_eq!(failing.len(), 1);
+    assert_eq!(failing[0].status, "past_due");
+    assert!(failing[0].past_due_since.is_some());
     app.assert_audit_clean().await;
 }

@@ -159,14 +159,25 @@ pub struct PlanStanding {
     pub period_end_unix: Option<i64>,
 }
 
-/// The account's plan from its Stripe customer's subscriptions (oldest state first): the newest
-/// that grants a plan, else none. `None` when there are no subscriptions at all, so a plan set
-/// otherwise is left alone.
+/// The account's plan from its Stripe customer's subscriptions (oldest state first): of those
+/// that grant a plan, the newest in good standing (active or trialing) that names its plan, else
+/// the newest past due that names its plan, else the newest that grants one; none otherwise. A
+/// subscription going past due (or one known only from a failed invoice, whose plan is unknown)
+/// does not take away the plan another subscription pays for. `None` when there are no
+/// subscriptions at all, so a plan set otherwise is left alone.
 pub fn standing(subscriptions: &[SubscriptionState]) -> Option<PlanStanding> {
     if subscriptions.is_empty() {
         return None;
     }
-    let current = subscriptions.iter().rev().find(|s| s.status.grants_plan());
+    let newest = |wanted: &dyn Fn(&SubscriptionState) -> bool| {
+        subscriptions
+            .iter()
+            .rev()
+            .find(|s| s.status.grants_plan() && wanted(s))
+    };
+    let current = newest(&|s| s.status != SubscriptionStatus::PastDue && s.plan_id.is_some())
+        .or_else(|| newest(&|s| s.plan_id.is_some()))
+        .or_else(|| newest(&|_| true));
     Some(match current {
         Some(s) => PlanStanding {
             plan_id: s.plan_id.clone(),
@@ -328,5 +339,32 @@ mod tests {
         assert_eq!(s.period_end_unix, Some(2_000));
         // Only canceled ones: no plan, written as none.
         assert_eq!(standing(&[canceled]), Some(PlanStanding::default()));
+    }
+
+    #[test]
+    fn a_subscription_in_good_standing_keeps_its_plan_when_another_goes_past_due() {
+        let paid = state(Active, 10);
+        let mut failing = state(PastDue, 20);
+        failing.plan_id = Some("team".into());
+        failing.past_due_since_unix = Some(20);
+        let s = standing(&[paid.clone(), failing.clone()]).unwrap();
+        assert_eq!(
+            (s.plan_id.as_deref(), s.past_due_since_unix),
+            (Some("pro"), None)
+        );
+        // Known only from a failed invoice: past due, plan unknown.
+        let mut unknown = state(PastDue, 30);
+        unknown.plan_id = None;
+        unknown.past_due_since_unix = Some(30);
+        let s = standing(&[paid, unknown.clone()]).unwrap();
+        assert_eq!(s.plan_id.as_deref(), Some("pro"));
+        // With no subscription in good standing, the past-due one naming its plan, then any.
+        let s = standing(&[failing, unknown.clone()]).unwrap();
+        assert_eq!(
+            (s.plan_id.as_deref(), s.past_due_since_unix),
+            (Some("team"), Some(20))
+        );
+        let s = standing(&[unknown]).unwrap();
+        assert_eq!((s.plan_id, s.past_due_since_unix), (None, Some(30)));
     }
 }
