@@ -114,6 +114,66 @@ async fn take_backs_and_usage_race_for_twenty_credits(app: TestApp) {
 }
 on_both_engines!(take_backs_and_usage_race_for_twenty_credits);
 
+/// Commands on two books (credits moved between two customers, both ways at once) race with
+/// authorizations on both: every batch locks its customers in id order, so none waits on another
+/// in a cycle; no credit is made or lost, and neither customer spends more than it holds.
+async fn moves_between_two_customers_race_with_spends(app: TestApp) {
+    use creditbook::domain::command::{Answer, Command};
+    use creditbook::domain::customer::CustomerId;
+    use creditbook::store::Envelope;
+    let (a, b) = ("move-a", "move-b");
+    let grant_a = app.promo(a, CREDITS).await;
+    let grant_b = app.promo(b, CREDITS).await;
+    let app = &app;
+    let moving = |from: &str, to: &str, grant: &str, n: usize| {
+        let envelope = Envelope::new(
+            CustomerId::parse(from).unwrap(),
+            Command::MoveGrants {
+                to: CustomerId::parse(to).unwrap(),
+                moves: vec![(grant.to_owned(), format!("{grant}-moved-{n}"))],
+            },
+            app.now(),
+        );
+        async move { app.store.execute(envelope).await }
+    };
+    let moves = join_all((0..20).map(|n| {
+        if n % 2 == 0 {
+            moving(a, b, &grant_a, n)
+        } else {
+            moving(b, a, &grant_b, n)
+        }
+    }));
+    let spends = join_all(
+        (0..ATTEMPTS)
+            .map(|i| app.authorize(if i % 2 == 0 { a } else { b }, "chat.request", json!(1))),
+    );
+    let (moved, answers) = futures::join!(moves, spends);
+    let mut credits_moved = 0;
+    for answer in moved {
+        match answer.expect("a move is never refused or failed").value {
+            Answer::Transferred(moved) => credits_moved += moved.len(),
+            other => panic!("a move answered {other:?}"),
+        }
+    }
+    assert!(credits_moved > 0, "the first moves find free credits");
+    let (approved, _) = tally(&answers);
+    let parse = |v: String| v.parse::<rust_decimal::Decimal>().unwrap();
+    let (mut balance, mut held) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
+    for customer in [a, b] {
+        let (bal, h, available) = app.balances(customer).await;
+        assert!(!parse(available).is_sign_negative(), "{customer} overspent");
+        balance += parse(bal);
+        held += parse(h);
+    }
+    // Nothing is spent yet (holds only): the 40 credits are all there, and every hold approved
+    // holds one of them.
+    assert_eq!(balance, rust_decimal::Decimal::from(40));
+    assert_eq!(held, rust_decimal::Decimal::from(approved));
+    assert!(approved <= 40);
+    app.assert_audit_clean().await;
+}
+on_both_engines!(moves_between_two_customers_race_with_spends);
+
 /// A `creditbook serve` process; killed on drop.
 async fn two_processes_never_overspend(engine: Engine) {
     let Prepared {

@@ -45,6 +45,11 @@ enum Op {
     Override {
         enabled: bool,
     },
+    /// The free credits of the customer's latest `grants` grants moved to another customer
+    /// (through the store: one command on both books).
+    Move {
+        grants: usize,
+    },
 }
 
 fn credits(micros: i64) -> Credits {
@@ -63,6 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => amount.prop_map(|micros| Op::Debit { micros }),
         2 => (1_i64..30).prop_map(|minutes| Op::Advance { minutes }),
         1 => any::<bool>().prop_map(|enabled| Op::Override { enabled }),
+        1 => (1_usize..4).prop_map(|grants| Op::Move { grants }),
     ]
 }
 
@@ -156,6 +162,19 @@ fn apply(
         }
         // Entitlement is the gate's, not the book's.
         Op::Override { .. } => Ok(()),
+        Op::Move { grants } => {
+            let latest: Vec<String> = book
+                .grants
+                .iter()
+                .rev()
+                .take(*grants)
+                .map(|g| g.id.clone())
+                .collect();
+            for id in latest {
+                book.transfer_out(&id, *now);
+            }
+            Ok(())
+        }
     };
     if result.is_err() {
         *book = scratch_before;
@@ -180,6 +199,7 @@ fn assert_invariants(book: &Book, overage: &Overage) {
     let granted = sum_of(book, EntryKind::Grant);
     let consumed = -sum_of(book, EntryKind::Consume);
     let expired = -sum_of(book, EntryKind::Expire);
+    let moved_out = -sum_of(book, EntryKind::Transfer);
     assert_eq!(
         sum_of(book, EntryKind::Settle),
         Credits::ZERO,
@@ -187,8 +207,8 @@ fn assert_invariants(book: &Book, overage: &Overage) {
     );
     assert_eq!(
         book.balance(),
-        granted - consumed - expired,
-        "balance = granted - consumed - expired"
+        granted - consumed - expired - moved_out,
+        "balance = granted - consumed - expired - moved out"
     );
     assert_eq!(book.available(), book.balance() - book.held());
     for grant in &book.grants {
@@ -285,6 +305,11 @@ fn catalog_for(overages: &[Overage]) -> Catalog {
     }
 }
 
+/// The customer a history's moves take credits to.
+fn twin(customer: &str) -> String {
+    format!("{customer}-twin")
+}
+
 /// The command an op is, on `customer` at `now`: the same kinds of change as [`apply`], made as
 /// the service makes them (a hold named by index is the index-th hold authorized so far).
 fn command_of(
@@ -294,6 +319,7 @@ fn command_of(
     now: DateTime<Utc>,
     seq: usize,
     issued: &[String],
+    granted: &[String],
 ) -> Command {
     let action = catalog.actions["chat.request"].clone();
     let units = |micros: i64| Quantity::try_from(credits(micros).value()).unwrap();
@@ -351,6 +377,16 @@ fn command_of(
             occurred_at: now,
         },
         Op::Advance { .. } => Command::Settle,
+        Op::Move { grants } => Command::MoveGrants {
+            to: creditbook::domain::customer::CustomerId::parse(&twin(customer)).unwrap(),
+            moves: granted
+                .iter()
+                .rev()
+                .take(*grants)
+                .enumerate()
+                .map(|(i, id)| (id.clone(), format!("{customer}-m{seq:04}-{i}")))
+                .collect(),
+        },
         Op::Override { enabled } => Command::SetOverride {
             made: Override {
                 id: format!("{customer}-o{seq:04}"),
@@ -392,29 +428,51 @@ async fn store_replays_random_histories(
             },
             now,
         )];
-        let mut issued = Vec::new();
+        let (mut issued, mut granted) = (Vec::new(), Vec::new());
         for (seq, op) in ops.iter().enumerate() {
             if let Op::Advance { minutes } = op {
                 now += Duration::minutes(*minutes);
             }
-            let command = command_of(catalog, &customer, op, now, seq, &issued);
-            if let Command::Authorize { hold_id, .. } = &command {
-                issued.push(hold_id.clone());
+            let command = command_of(catalog, &customer, op, now, seq, &issued, &granted);
+            match &command {
+                Command::Authorize { hold_id, .. } => issued.push(hold_id.clone()),
+                Command::Grant { grant } => granted.push(grant.id.clone()),
+                _ => {}
             }
             queued.push(Envelope::new(id.clone(), command, now));
         }
-        // The domain's own replay: each command decided on a copy, kept when approved.
+        // The domain's own replay: each command decided on a copy, kept when approved; a move
+        // decided on the customer's and its twin's books together.
         let mut model = Book::new(customer.clone());
         let mut standing = Standing::default();
+        let twin_id = creditbook::domain::customer::CustomerId::parse(&twin(&customer)).unwrap();
+        let mut twin_model = Book::new(twin(&customer));
         let mut expected = Vec::new();
         for envelope in &queued {
             let (mut book, mut next) = (model.clone(), standing.clone());
-            let decided =
-                command::decide(rules, &mut book, &mut next, &envelope.command, envelope.now);
+            let mut twin_book = twin_model.clone();
+            let mut others = Vec::new();
+            if !envelope.command.others().is_empty() {
+                others.push(command::Other {
+                    customer: &twin_id,
+                    book: &mut twin_book,
+                });
+            }
+            let decided = command::decide_across(
+                rules,
+                &mut book,
+                &mut next,
+                &mut others,
+                &envelope.command,
+                &command::Read::default(),
+                envelope.now,
+            );
+            drop(others);
             if decided.is_ok() {
                 book.entries.clear();
                 book.consumed.clear();
-                (model, standing) = (book, next);
+                twin_book.entries.clear();
+                (model, standing, twin_model) = (book, next, twin_book);
             }
             expected.push(decided);
         }
@@ -458,6 +516,17 @@ async fn store_replays_random_histories(
         assert_eq!(
             book.overdraft, model.overdraft,
             "overdraft of {customer}: {overage:?} {ops:?}"
+        );
+        // What moves took to the twin.
+        twin_model.settle_due(now);
+        let twin_book = match store.view(twin_id.as_str(), now).await.unwrap() {
+            Some((book, _)) => book,
+            None => Book::new(twin_id.to_string()),
+        };
+        assert_eq!(
+            (twin_book.balance(), twin_book.available()),
+            (twin_model.balance(), twin_model.available()),
+            "the twin of {customer}: {overage:?} {ops:?}"
         );
         // `check` decides on the book kept in memory: the same book.
         let kept = match store.check_view(&customer, now).await.unwrap() {

@@ -9,12 +9,14 @@ use super::alerts::{self, Armed, Balance};
 use super::autotopup::Setting;
 use super::autotopup::Start;
 use super::catalog::{Action, Catalog};
+use super::customer::CustomerId;
 use super::gate::{self, Actual, Policy, Refusal, Standing};
-use super::ledger::{Book, Grant, GrantKind, GrantSource, HoldStatus};
+use super::ledger::{Book, Grant, GrantKind, GrantSource, HoldStatus, Rejection};
 use super::limits::{Limit, LimitState, SpentThisMonth};
 use super::money::{Credits, Quantity};
 use super::outbound::Message;
 use super::overrides::Override;
+use super::revrec;
 use super::thresholds::{AlertRule, LowBalance};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -71,9 +73,14 @@ pub enum Command {
     Recognize { grant_ids: Vec<String> },
     /// Grants bought through Stripe (a pack, a plan period, credits moved to a linked account).
     AddGrants { grants: Vec<Grant> },
-    /// Moves the free credits of these grants out of the book (a Stripe customer's account is
-    /// now linked to another).
-    TransferOut { grant_ids: Vec<String> },
+    /// Moves the free credits of these grants of the book to customer `to`, each as a new grant
+    /// (its id beside the old one's) of the same kind, expiry and priority, carrying its share
+    /// of what the old grant was paid (a Stripe customer's account is now linked to another).
+    /// A command on two books: its own and `to`'s, both locked and decided together.
+    MoveGrants {
+        to: CustomerId,
+        moves: Vec<(String, String)>,
+    },
     /// Carries the unused credits of plan grants that ended at a period boundary into the next
     /// period (`Book::roll_over`).
     RollOver {
@@ -115,10 +122,20 @@ impl Command {
             Command::Grant { .. }
             | Command::SetPlan { .. }
             | Command::AddGrants { .. }
-            | Command::TransferOut { .. }
+            | Command::MoveGrants { .. }
             | Command::RollOver { .. }
             | Command::ClawBack { .. }
             | Command::SettlePayment { .. } => true,
+        }
+    }
+
+    /// The customers it changes besides its own, at most [`MAX_OTHER_CUSTOMERS`]: the unit of
+    /// work locks them with the batch's other customers (in id order), loads their books and
+    /// decides the command on all of them at once ([`decide_across`]).
+    pub fn others(&self) -> &[CustomerId] {
+        match self {
+            Command::MoveGrants { to, .. } => std::slice::from_ref(to),
+            _ => &[],
         }
     }
 
@@ -146,15 +163,28 @@ impl Command {
     /// Grants it acts on that must be loaded even when spent or expired.
     pub fn grants_named(&self) -> Vec<&str> {
         match self {
-            Command::TransferOut { grant_ids } | Command::SettlePayment { grant_ids, .. } => {
+            Command::SettlePayment { grant_ids, .. } => {
                 grant_ids.iter().map(String::as_str).collect()
             }
+            Command::MoveGrants { moves, .. } => moves.iter().map(|(id, _)| id.as_str()).collect(),
             Command::RollOver { lapsed, .. } => lapsed.iter().map(|(id, _)| id.as_str()).collect(),
             Command::Recognize { grant_ids } => grant_ids.iter().map(String::as_str).collect(),
             Command::ClawBack { money } => money.iter().map(|(id, _)| id.as_str()).collect(),
             _ => Vec::new(),
         }
     }
+}
+
+/// The most customers a command changes besides its own ([`Command::others`]): a customer and
+/// the pools of its organization above it are at most three books.
+pub const MAX_OTHER_CUSTOMERS: usize = 2;
+
+/// Free credits of one grant moved to another customer's new grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transferred {
+    pub from_grant: String,
+    pub to_grant: String,
+    pub credits: Credits,
 }
 
 /// What a command answers.
@@ -169,8 +199,8 @@ pub enum Answer {
     Done,
     /// Credits moved: carried over, taken back or given back.
     Moved(Credits),
-    /// Grants' free credits moved out: each grant as it was, and the credits moved.
-    TransferredOut(Vec<(Grant, Credits)>),
+    /// Grants' free credits moved to another customer: each move that found free credits.
+    Transferred(Vec<Transferred>),
     /// The customer's spend limits as set, and where each stands.
     LimitsSet(Vec<LimitState>),
     /// The low-balance rule now in force for the customer (its own thresholds over its plan's,
@@ -201,7 +231,7 @@ impl Answer {
             Answer::Done => "null".to_owned(),
             Answer::Overridden(made) => serde_json::to_string(made)?,
             Answer::Moved(_)
-            | Answer::TransferredOut(_)
+            | Answer::Transferred(_)
             | Answer::LimitsSet(_)
             | Answer::Thresholds(_) => {
                 return Err(StoredAnswerError::NotKept);
@@ -225,7 +255,7 @@ impl Answer {
             | Command::Settle
             | Command::Recognize { .. } => Answer::Done,
             Command::AddGrants { .. }
-            | Command::TransferOut { .. }
+            | Command::MoveGrants { .. }
             | Command::RollOver { .. }
             | Command::ClawBack { .. }
             | Command::SettlePayment { .. }
@@ -350,10 +380,92 @@ pub fn decide_with(
     read: &Read,
     now: Timestamp,
 ) -> Result<Answer, Refusal> {
+    decide_across(rules, book, standing, &mut [], command, read, now)
+}
+
+/// The book of a customer a command changes besides its own ([`Command::others`]).
+#[derive(Debug)]
+pub struct Other<'a> {
+    pub customer: &'a CustomerId,
+    pub book: &'a mut Book,
+}
+
+/// [`decide_with`] for a command on several books: its customer's, and `others`, one for each
+/// of [`Command::others`] in that order. Each book settles what is due at `now` and keeps its
+/// invariants, or nothing of the command stands.
+pub fn decide_across(
+    rules: Rules<'_>,
+    book: &mut Book,
+    standing: &mut Standing,
+    others: &mut [Other<'_>],
+    command: &Command,
+    read: &Read,
+    now: Timestamp,
+) -> Result<Answer, Refusal> {
+    let named = command.others();
+    let given: Vec<&CustomerId> = others.iter().map(|o| o.customer).collect();
+    if given.len() != named.len()
+        || named.len() > MAX_OTHER_CUSTOMERS
+        || given.iter().zip(named).any(|(g, n)| *g != n)
+        || named.iter().any(|n| n.as_str() == book.customer_id)
+    {
+        return Err(Rejection::InvariantViolated(format!(
+            "customer {} and the books of {given:?} for a command naming {named:?}",
+            book.customer_id
+        ))
+        .into());
+    }
     book.settle_due(now);
-    let answer = apply(rules, book, standing, command, read, now)?;
+    for other in others.iter_mut() {
+        other.book.settle_due(now);
+    }
+    let answer = match (command, &mut *others) {
+        (Command::MoveGrants { moves, .. }, [to]) => move_grants(book, to.book, moves, now)?,
+        (_, _) => apply(rules, book, standing, command, read, now)?,
+    };
     book.check_invariants()?;
+    for other in others.iter() {
+        other.book.check_invariants()?;
+    }
     Ok(answer)
+}
+
+/// Moves the free credits of grants of `from` to new grants of `to` (README, Stripe: a link
+/// learnt late): each new grant keeps the old one's kind, expiry and priority and carries the
+/// share of its price that the credits moved are of its credits. Held credits stay.
+fn move_grants(
+    from: &mut Book,
+    to: &mut Book,
+    moves: &[(String, String)],
+    now: Timestamp,
+) -> Result<Answer, Rejection> {
+    let mut moved = Vec::new();
+    for (grant_id, new_id) in moves {
+        if !from.grants.iter().any(|g| &g.id == grant_id) {
+            return Err(Rejection::InvariantViolated(format!(
+                "grant {grant_id} to move is not customer {}'s",
+                from.customer_id
+            )));
+        }
+        let Some((before, free)) = from.transfer_out(grant_id, now) else {
+            continue;
+        };
+        let price = before.price.map(|price| {
+            revrec::share(
+                price,
+                free,
+                before.credits,
+                before.currency.as_deref().unwrap_or(""),
+            )
+        });
+        to.add_grant(Grant::transferred(new_id, &before, free, price, now), now);
+        moved.push(Transferred {
+            from_grant: grant_id.clone(),
+            to_grant: new_id.clone(),
+            credits: free,
+        });
+    }
+    Ok(Answer::Transferred(moved))
 }
 
 // Long: one arm per command, each the whole of that command's rule.
@@ -514,12 +626,12 @@ fn apply(
             }
             Answer::Done
         }
-        Command::TransferOut { grant_ids } => Answer::TransferredOut(
-            grant_ids
-                .iter()
-                .filter_map(|id| book.transfer_out(id, now))
-                .collect(),
-        ),
+        Command::MoveGrants { .. } => {
+            return Err(Rejection::InvariantViolated(
+                "a command on two books decided on one".into(),
+            )
+            .into());
+        }
         Command::RollOver {
             lapsed,
             room,
@@ -818,6 +930,167 @@ mod tests {
         assert!(matches!(
             Answer::Moved(credits(1)).stored(),
             Err(StoredAnswerError::NotKept)
+        ));
+    }
+
+    /// A book with a pack of 100 credits bought for 10.00 usd, 30 of them held.
+    fn paid_and_held(catalog: &Catalog) -> (Book, Standing) {
+        let mut book = Book::new("c");
+        let mut standing = Standing::default();
+        let paid = crate::domain::ledger::Paid {
+            price: Credits::from_micros(10_000_000),
+            currency: "usd".into(),
+        };
+        let pack = Grant::pack(
+            "g1",
+            "small",
+            credits(100),
+            paid,
+            (GrantSource::Test, "cs_1".into()),
+            at(0),
+        );
+        let add = Command::AddGrants { grants: vec![pack] };
+        decide(rules(catalog), &mut book, &mut standing, &add, at(0)).unwrap();
+        let hold = Command::Authorize {
+            hold_id: "h1".into(),
+            action: catalog.actions["chat.request"].clone(),
+            quantity: Quantity::try_from(rust_decimal::Decimal::from(30)).unwrap(),
+            expires_at: at(30),
+        };
+        decide(rules(catalog), &mut book, &mut standing, &hold, at(1)).unwrap();
+        book.entries.clear();
+        (book, standing)
+    }
+
+    /// Decides `command` on `book` and one other book, `to`'s.
+    fn decide_on_two(
+        catalog: &Catalog,
+        (book, standing): (&mut Book, &mut Standing),
+        (to, other): (&CustomerId, &mut Book),
+        command: &Command,
+        now: Timestamp,
+    ) -> Result<Answer, Refusal> {
+        let mut others = [Other {
+            customer: to,
+            book: other,
+        }];
+        decide_across(
+            rules(catalog),
+            book,
+            standing,
+            &mut others,
+            command,
+            &Read::default(),
+            now,
+        )
+    }
+
+    #[test]
+    fn a_move_takes_the_free_credits_to_the_other_book_with_their_share_of_the_price() {
+        let catalog = catalog();
+        let (mut book, mut standing) = paid_and_held(&catalog);
+        let mut to = Book::new("d");
+        let to_id = CustomerId::known("d");
+        let move_grants = Command::MoveGrants {
+            to: to_id.clone(),
+            moves: vec![("g1".into(), "g2".into())],
+        };
+        let answer = decide_on_two(
+            &catalog,
+            (&mut book, &mut standing),
+            (&to_id, &mut to),
+            &move_grants,
+            at(2),
+        )
+        .unwrap();
+        assert_eq!(
+            answer,
+            Answer::Transferred(vec![Transferred {
+                from_grant: "g1".into(),
+                to_grant: "g2".into(),
+                credits: credits(70),
+            }])
+        );
+        // The held 30 stay with the hold; the free 70 move, with 70% of the 10.00 paid.
+        assert_eq!(
+            (book.balance(), book.available()),
+            (credits(30), credits(0))
+        );
+        assert_eq!(book.entries.len(), 1);
+        assert_eq!(book.entries[0].kind, EntryKind::Transfer);
+        assert_eq!(book.entries[0].credits, -credits(70));
+        let moved = &to.grants[0];
+        assert_eq!((moved.id.as_str(), moved.kind), ("g2", GrantKind::Pack));
+        assert_eq!(moved.pack_id.as_deref(), Some("small"));
+        assert_eq!(moved.credits, credits(70));
+        assert_eq!(moved.price, Some(Credits::from_micros(7_000_000)));
+        assert_eq!(moved.source_type, GrantSource::Transfer);
+        assert_eq!(moved.source_id, "g1");
+        assert_eq!(to.available(), credits(70));
+        assert_eq!(to.entries[0].kind, EntryKind::Grant);
+        // Nothing free is left to move: a second move moves nothing.
+        book.entries.clear();
+        let again = decide_on_two(
+            &catalog,
+            (&mut book, &mut standing),
+            (&to_id, &mut to),
+            &move_grants,
+            at(3),
+        )
+        .unwrap();
+        assert_eq!(again, Answer::Transferred(Vec::new()));
+        assert!(book.entries.is_empty());
+    }
+
+    #[test]
+    fn a_command_on_two_books_is_refused_without_the_second_or_onto_its_own() {
+        let catalog = catalog();
+        let (mut book, mut standing) = paid_and_held(&catalog);
+        let moving = |to: &str| Command::MoveGrants {
+            to: CustomerId::known(to),
+            moves: vec![("g1".into(), "g2".into())],
+        };
+        // Decided on one book only.
+        let alone = decide(
+            rules(&catalog),
+            &mut book,
+            &mut standing,
+            &moving("d"),
+            at(2),
+        );
+        assert!(matches!(
+            alone,
+            Err(Refusal::Book(Rejection::InvariantViolated(_)))
+        ));
+        // Onto the customer's own book.
+        let (mut again, own) = (Book::new("c"), CustomerId::known("c"));
+        let onto_itself = decide_on_two(
+            &catalog,
+            (&mut book, &mut standing),
+            (&own, &mut again),
+            &moving("c"),
+            at(2),
+        );
+        assert!(matches!(
+            onto_itself,
+            Err(Refusal::Book(Rejection::InvariantViolated(_)))
+        ));
+        // A grant that is not the customer's.
+        let (mut to, d) = (Book::new("d"), CustomerId::known("d"));
+        let foreign = Command::MoveGrants {
+            to: d.clone(),
+            moves: vec![("g9".into(), "g2".into())],
+        };
+        let refused = decide_on_two(
+            &catalog,
+            (&mut book, &mut standing),
+            (&d, &mut to),
+            &foreign,
+            at(2),
+        );
+        assert!(matches!(
+            refused,
+            Err(Refusal::Book(Rejection::InvariantViolated(_)))
         ));
     }
 

@@ -117,6 +117,12 @@ impl Envelope {
         }
     }
 
+    /// Every customer the command changes: its own, then the others it names
+    /// ([`DomainCommand::others`]).
+    pub fn customers(&self) -> impl Iterator<Item = &CustomerId> {
+        std::iter::once(&self.customer_id).chain(self.command.others())
+    }
+
     pub fn idempotent(self, idempotency: Idempotency) -> Envelope {
         Envelope {
             idempotency: Some(idempotency),
@@ -255,13 +261,16 @@ async fn lock_and_load(
     // Customers a command may create, at the time of the first command that names them.
     let mut create: BTreeMap<&str, Timestamp> = BTreeMap::new();
     for item in items.iter().filter(|c| c.command.creates_customer()) {
-        create.entry(item.customer_id.as_str()).or_insert(item.now);
+        for customer in item.customers() {
+            create.entry(customer.as_str()).or_insert(item.now);
+        }
     }
     let create: Vec<(&str, Timestamp)> = create.iter().map(|(id, now)| (*id, *now)).collect();
     super::locks::insert_customers_if_absent(txn, &create).await?;
     let ids: Vec<String> = items
         .iter()
-        .map(|c| c.customer_id.to_string())
+        .flat_map(|c| c.customers())
+        .map(CustomerId::to_string)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -319,6 +328,17 @@ async fn decide_one(
         book.entries.is_empty(),
         "entries move out after each command"
     );
+    // The other books it changes, copied too (all of them locked and loaded with the batch).
+    let mut other_books = Vec::new();
+    for other in envelope.command.others() {
+        let Some(loaded) = books.get(other.as_str()) else {
+            return Ok(Err(Error::CustomerNotFound(other.to_string())));
+        };
+        other_books.push((other, loaded.book.clone()));
+    }
+    let loaded = books
+        .get_mut(envelope.customer_id.as_str())
+        .expect("found above");
     let read = if envelope.command.reads_spent() {
         let mut spent = spent_this_month(txn, envelope.customer_id.as_str(), envelope.now).await?;
         // What this batch spent before the command is not in the ledger yet.
@@ -335,10 +355,15 @@ async fn decide_one(
     } else {
         command::Read::default()
     };
-    let value = match command::decide_with(
+    let mut others: Vec<command::Other<'_>> = other_books
+        .iter_mut()
+        .map(|(customer, book)| command::Other { customer, book })
+        .collect();
+    let value = match command::decide_across(
         rules,
         &mut book,
         &mut standing,
+        &mut others,
         &envelope.command,
         &read,
         envelope.now,
@@ -356,6 +381,7 @@ async fn decide_one(
     if let Some(idempotency) = &envelope.idempotency {
         keep_answer(envelope, idempotency, &value, decided)?;
     }
+    drop(others);
     let entries = std::mem::take(&mut book.entries);
     let consumed = std::mem::take(&mut book.consumed);
     loaded.book = book;
@@ -366,6 +392,17 @@ async fn decide_one(
         entries,
         consumed,
     });
+    for (other, mut book) in other_books {
+        let entries = std::mem::take(&mut book.entries);
+        let consumed = std::mem::take(&mut book.consumed);
+        books.get_mut(other.as_str()).expect("loaded above").book = book;
+        decided.done.push(Done {
+            item,
+            customer: other.to_string(),
+            entries,
+            consumed,
+        });
+    }
     Ok(Ok(Executed {
         value,
         replayed: false,

@@ -670,13 +670,15 @@ impl StripeTx {
         .await
     }
 
-    /// Runs a ledger command on one customer inside this transaction.
+    /// Runs a ledger command on its customers inside this transaction.
     pub async fn run(&self, envelope: Envelope) -> Result<Answer> {
         let rules = Rules {
             catalog: &self.catalog,
             policy: self.policy,
         };
-        self.wrote.note(envelope.customer_id.as_str());
+        for customer in envelope.customers() {
+            self.wrote.note(customer.as_str());
+        }
         let executed = run_commands(
             &self.txn,
             rules,

@@ -17,12 +17,10 @@ use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::checkout::{CheckoutFact, Purchase, pack_grant};
 use crate::domain::customer::CustomerId;
 use crate::domain::invoice::{self, LineStep};
-use crate::domain::ledger::Grant;
 use crate::domain::money::Credits;
 use crate::domain::refunds::{
     self, BoughtGrant, PaidShare, PaymentFacts, PaymentRefunds, RefundStatus, Settlement,
 };
-use crate::domain::revrec::share;
 use crate::domain::subscription::{self, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
@@ -31,7 +29,6 @@ use crate::store::stripe::{
 };
 use crate::store::{Answer, Command, Envelope, Store, new_grant_id};
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
 /// Metadata keys read on Stripe objects.
 pub const CUSTOMER_METADATA_KEY: &str = "creditbook_customer";
@@ -487,14 +484,6 @@ fn not_auto_topup() -> Outcome {
     )
 }
 
-/// Grants a transfer moves, as the new owner receives them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Moved {
-    /// The grant as it was before its free credits moved.
-    from: Grant,
-    free: Credits,
-}
-
 /// The credits a command moved.
 fn moved(answer: Answer) -> Result<Credits> {
     match answer {
@@ -561,44 +550,26 @@ impl Apply<'_> {
     }
 
     /// Moves the free credits of Stripe grants from the account named by the Stripe customer id
-    /// to the account it is now linked to, with their share of the price; and the standing.
+    /// to the account it is now linked to, with their share of the price
+    /// (`Command::MoveGrants`, one command on both books); and the standing.
     async fn move_customer(&self, stripe_customer: &str, from: &str, to: &str) -> Result<()> {
         let ids = self.tx.movable_grants(from).await?;
         if !ids.is_empty() {
-            let now = self.now;
-            let transfer = Command::TransferOut { grant_ids: ids };
-            let moved: Vec<Moved> = match self
+            let moves = ids.into_iter().map(|id| (id, new_grant_id())).collect();
+            let move_grants = Command::MoveGrants {
+                to: CustomerId::known(to),
+                moves,
+            };
+            let moved = match self
                 .tx
-                .run(command(from, now, self.event_id, transfer))
+                .run(command(from, self.now, self.event_id, move_grants))
                 .await?
             {
-                Answer::TransferredOut(moved) => moved
-                    .into_iter()
-                    .map(|(from, free)| Moved { from, free })
-                    .collect(),
+                Answer::Transferred(moved) => moved,
                 other => return Err(Error::unexpected(&other)),
             };
-            let grants: Vec<Grant> = moved
-                .iter()
-                .map(|m| {
-                    let from = &m.from;
-                    let price = from.price.map(|p| {
-                        share(
-                            p,
-                            m.free,
-                            from.credits,
-                            from.currency.as_deref().unwrap_or(""),
-                        )
-                    });
-                    Grant::transferred(new_grant_id(), from, m.free, price, now)
-                })
-                .collect();
-            let add = Command::AddGrants {
-                grants: grants.clone(),
-            };
-            self.tx.run(command(to, now, self.event_id, add)).await?;
-            for (m, g) in moved.iter().zip(&grants) {
-                self.tx.remap_grant(&m.from.id, &g.id).await?;
+            for m in &moved {
+                self.tx.remap_grant(&m.from_grant, &m.to_grant).await?;
             }
         }
         self.tx
