@@ -55,8 +55,6 @@ pub struct Store {
     /// The customer of each hold this process made, for captures and voids (`store::cache`).
     hold_owners: Arc<cache::HoldOwners>,
     /// The queues of Stripe events to group-commit, started on first use: on SQLite one for every
-    /// event; on PostgreSQL one per batch worker for checkouts, by Stripe customer.
-    stripe_queues: Arc<tokio::sync::OnceCell<Vec<tokio::sync::mpsc::Sender<stripe::StripeJob>>>>,
     /// The health of the background workers (the runner's, the Stripe batcher's, the server's).
     workers: Arc<crate::supervise::Workers>,
     /// What may be pruned, and when (`[retention]`).
@@ -152,7 +150,6 @@ impl Store {
                 cache::MAX_CACHED_BOOKS,
             )),
             hold_owners: Arc::new(cache::HoldOwners::new(cache::MAX_REMEMBERED_HOLDS)),
-            stripe_queues: Arc::default(),
             workers: Arc::default(),
             retention: retention::RetentionSettings::default(),
         })
@@ -219,7 +216,7 @@ impl Store {
         &self.workers
     }
 
-    async fn runner(&self) -> &Runner {
+    pub(crate) async fn runner(&self) -> &Runner {
         self.runner
             .get_or_init(|| async { Runner::start(self.engine(), self.settings) })
             .await

@@ -1,6 +1,9 @@
 //! Group commit. Commands wait briefly in a queue; a worker takes what is waiting (up to
 //! `max_batch_commands`, waiting at most `max_batch_wait` for more after the first) and runs it as
 //! one batch in one transaction with one commit (`book::run_commands`), then answers each caller.
+//! Stripe events wait in the same queues and are taken the same way: the commands of a round run
+//! as one batch, then its events as another (`store::stripe`, one transaction, each event in a
+//! savepoint): every batch of the process is run by these workers.
 //! A batch that fails as a whole is run again command by command, so a failing command never
 //! fails its neighbours. SQLite has one worker per process (one writer, no busy-handler
 //! sleeping); PostgreSQL has several, each with its own queue: a customer's commands always go to
@@ -8,6 +11,8 @@
 //! processes the row locks, taken in id order, serialise them).
 
 use super::book::{self, Answers, Envelope, Executed, Phases};
+use super::stripe::{MAX_STRIPE_BATCH_EVENTS, StripeJob, StripeWork, run_stripe_batch};
+use crate::domain::billing::Outcome;
 use crate::domain::catalog::Catalog;
 use crate::domain::command::{Answer, Rules};
 use crate::domain::gate::Policy;
@@ -108,7 +113,24 @@ impl RunnerStats {
     }
 }
 
-struct Job {
+/// What a worker's queue carries: a command, or a Stripe event's work.
+// Commands are nearly all of it: boxing them would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Command(CommandJob),
+    Stripe(StripeJob, Instant),
+}
+
+impl Job {
+    fn queued_at(&self) -> Instant {
+        match self {
+            Job::Command(job) => job.queued_at,
+            Job::Stripe(_, queued_at) => *queued_at,
+        }
+    }
+}
+
+struct CommandJob {
     envelope: Envelope,
     reply: oneshot::Sender<Result<Executed<Answer>>>,
     queued_at: Instant,
@@ -192,14 +214,29 @@ impl Runner {
     pub async fn submit(&self, envelope: Envelope) -> oneshot::Receiver<Result<Executed<Answer>>> {
         let (reply, answer) = oneshot::channel();
         let queue = &self.queues[worker_of(envelope.customer_id.as_str(), self.queues.len())];
-        let job = Job {
+        let job = Job::Command(CommandJob {
             envelope,
             reply,
             queued_at: Instant::now(),
-        };
+        });
         // If the workers are gone the job is dropped with its reply, and the caller's receiver
         // says so.
         let _ = queue.send(job).await;
+        answer
+    }
+
+    /// Queues a Stripe event's work on the worker of its shard (`StripeWork::shard`: the same
+    /// key as a customer's id, the same worker): applied in that worker's next Stripe batch.
+    pub async fn submit_stripe(
+        &self,
+        shard: &str,
+        work: Arc<dyn StripeWork>,
+    ) -> oneshot::Receiver<Result<Outcome>> {
+        let (reply, answer) = oneshot::channel();
+        let queue = &self.queues[worker_of(shard, self.queues.len())];
+        let _ = queue
+            .send(Job::Stripe(StripeJob { work, reply }, Instant::now()))
+            .await;
         answer
     }
 }
@@ -239,7 +276,7 @@ async fn checkpoint(db: DatabaseConnection, runner: mpsc::WeakSender<Job>) {
 
 async fn work(engine: Engine, mut receiver: mpsc::Receiver<Job>, max: usize, max_wait: Duration) {
     while let Some(first) = receiver.recv().await {
-        let deadline = tokio::time::Instant::from_std(first.queued_at + max_wait);
+        let deadline = tokio::time::Instant::from_std(first.queued_at() + max_wait);
         let mut jobs = vec![first];
         while jobs.len() < max {
             match receiver.try_recv() {
@@ -256,17 +293,37 @@ async fn work(engine: Engine, mut receiver: mpsc::Receiver<Job>, max: usize, max
                 }
             }
         }
+        let (mut commands, mut events) = (Vec::new(), Vec::new());
+        for job in jobs {
+            match job {
+                Job::Command(job) => commands.push(job),
+                Job::Stripe(job, _) => events.push(job),
+            }
+        }
         let _permit = engine.write_permit().await;
         // A panic (a broken invariant) fails this batch's commands, whose callers are answered
         // 500 when their replies drop, and the runner goes on with the next batch.
-        engine
-            .workers
-            .round(crate::supervise::BATCH_RUNNER, run_batch(&engine, jobs))
-            .await;
+        if !commands.is_empty() {
+            engine
+                .workers
+                .round(crate::supervise::BATCH_RUNNER, run_batch(&engine, commands))
+                .await;
+        }
+        // The Stripe events that waited with them: their own batches, each one transaction.
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(MAX_STRIPE_BATCH_EVENTS));
+            engine
+                .workers
+                .round(
+                    crate::supervise::STRIPE_BATCHER,
+                    run_stripe_batch(&engine, std::mem::replace(&mut events, rest)),
+                )
+                .await;
+        }
     }
 }
 
-async fn run_batch(engine: &Engine, jobs: Vec<Job>) {
+async fn run_batch(engine: &Engine, jobs: Vec<CommandJob>) {
     let started = Instant::now();
     let stats = &engine.stats;
     stats.batches.fetch_add(1, Ordering::Relaxed);

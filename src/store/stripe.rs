@@ -7,7 +7,8 @@
 //! each account it touches as it learns them. On SQLite (one writer) events are group-committed:
 //! a worker takes the events waiting, applies each in a savepoint of one transaction and commits
 //! once, so a failing event never fails its neighbours. On PostgreSQL events are group-committed
-//! the same way by the batch workers, each taking the events of its share of the Stripe
+//! the same way. The workers are the runner's (`store::runner`), whose queues carry commands and
+//! events alike, each taking the events of its share of the Stripe
 //! customers (an event naming no customer goes by its payment or its own object, see
 //! `Parsed::shard_key`): the events of one Stripe customer apply in order on one worker, those
 //! of different workers in parallel, on every instance.
@@ -52,7 +53,7 @@ use sea_orm::{
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use crate::domain::billing::LinkedBy;
 pub use checkouts::{Checked, CheckoutEvent, EventRecord, Settling};
@@ -151,44 +152,22 @@ impl Wrote {
     }
 }
 
-/// Applies the SQLite batches: the events waiting (up to [`MAX_STRIPE_BATCH_EVENTS`]), each in a
-/// savepoint, under the writer permit, with one commit. Ends when the store is dropped.
-async fn stripe_worker(engine: Engine, mut jobs: mpsc::Receiver<StripeJob>) {
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_STRIPE_BATCH_EVENTS {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        engine
-            .workers
-            .clone()
-            .round(
-                crate::supervise::STRIPE_BATCHER,
-                run_stripe_batch(&engine, batch),
-            )
-            .await;
-    }
-}
-
-/// One group commit of Stripe events; each caller is answered once it is durable (or failed).
-async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
+/// One group commit of Stripe events, run by a batch worker (`store::runner`) holding the
+/// writer permit; each caller is answered once it is durable (or failed).
+pub(crate) async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
     let (works, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.work, j.reply)).unzip();
     for (reply, answer) in replies.into_iter().zip(apply_batch(engine, &works).await) {
         let _ = reply.send(answer);
     }
 }
 
-/// Applies `works` in order in one transaction under the writer permit, each in a savepoint (a
+/// Applies `works` in order in one transaction (the caller holds the writer permit), each in a savepoint (a
 /// run of checkouts in one), and commits once: an event that fails writes nothing and never
 /// fails its neighbours. Answers each once the batch is durable; when the commit fails, every
 /// one with `WriteConflict` (nothing was written: each is run again by its caller).
 // Long: the batch's three outcomes (checkouts together, one left alone, each on its own after a
 // failure) share the savepoint and answer bookkeeping.
 async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Result<Outcome>> {
-    let permit = engine.write_permit().await;
     let outer = match engine.begin().await {
         Ok(outer) => outer,
         Err(e) => {
@@ -252,7 +231,6 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
     }
     let committed = outer.commit().await;
     wrote.committed();
-    drop(permit);
     match committed {
         Ok(()) => {
             engine.stats.stripe_batches.fetch_add(1, Relaxed);
@@ -309,12 +287,12 @@ pub trait StripeWork: Send + Sync + 'static {
 }
 
 pub(crate) struct StripeJob {
-    work: Arc<dyn StripeWork>,
-    reply: oneshot::Sender<Result<Outcome>>,
+    pub(crate) work: Arc<dyn StripeWork>,
+    pub(crate) reply: oneshot::Sender<Result<Outcome>>,
 }
 
-/// Most events in one SQLite batch (one transaction, one commit).
-const MAX_STRIPE_BATCH_EVENTS: usize = 128;
+/// Most events in one batch (one transaction, one commit).
+pub(crate) const MAX_STRIPE_BATCH_EVENTS: usize = 128;
 
 impl Store {
     /// Runs one Stripe event's work in a savepoint of the next batch of its worker (on SQLite the
@@ -324,7 +302,11 @@ impl Store {
         let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
         // Which batch worker takes it: on SQLite the one; on PostgreSQL its shard's (its Stripe
         // customer's, mostly), or a transaction of its own when it names none.
-        let shard = if sqlite { Some("") } else { work.shard() };
+        let shard = if sqlite {
+            Some(String::new())
+        } else {
+            work.shard().map(str::to_owned)
+        };
         let Some(shard) = shard else {
             let tx = StripeTx {
                 txn: self.engine().begin().await?,
@@ -335,29 +317,7 @@ impl Store {
             };
             return work.apply(tx).await;
         };
-        let queues = self
-            .stripe_queues
-            .get_or_init(|| async {
-                let workers = if sqlite {
-                    1
-                } else {
-                    self.settings.postgres_workers.max(1)
-                };
-                (0..workers)
-                    .map(|_| {
-                        let (queue, jobs) = mpsc::channel(MAX_STRIPE_BATCH_EVENTS * 4);
-                        tokio::spawn(stripe_worker(self.engine(), jobs));
-                        queue
-                    })
-                    .collect()
-            })
-            .await;
-        let queue = &queues[super::runner::worker_of(shard, queues.len())];
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(StripeJob { work, reply })
-            .await
-            .map_err(|_| Error::Unavailable)?;
+        let answer = self.runner().await.submit_stripe(&shard, work).await;
         answer.await.map_err(|_| Error::Unavailable)?
     }
 
@@ -365,7 +325,9 @@ impl Store {
     /// the events waiting, on either engine (one transaction on PostgreSQL too). For tests that
     /// a batch reaches the books its events reach one at a time.
     pub async fn stripe_batch(&self, works: &[Arc<dyn StripeWork>]) -> Vec<Result<Outcome>> {
-        apply_batch(&self.engine(), works).await
+        let engine = self.engine();
+        let _permit = engine.write_permit().await;
+        apply_batch(&engine, works).await
     }
 
     /// Refunds recorded whose payment is not known (no grant is mapped to it), for `/metrics`.
