@@ -102,6 +102,10 @@ pub enum Error {
     /// A row changed between read and write; the command is run again.
     #[error("concurrent write conflict")]
     WriteConflict,
+    /// A Stripe event behind others in its batch found a lock taken: it is applied on its own
+    /// once the batch commits, rather than wait while holding the batch's locks.
+    #[error("a lock is taken; applied after its batch")]
+    Deferred,
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error("internal error: {0}")]
@@ -121,7 +125,7 @@ impl Error {
     /// message text, which depends on the server's locale).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::WriteConflict => true,
+            Error::WriteConflict | Error::Deferred => true,
             Error::Database(e) => db_failure(e) == DbFailure::Transient,
             _ => false,
         }
@@ -131,7 +135,7 @@ impl Error {
     /// retries): the request is refused with 503 and `Retry-After`, never 500.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Unavailable | Error::WriteConflict => true,
+            Error::Unavailable | Error::WriteConflict | Error::Deferred => true,
             Error::Database(e) => db_failure(e) != DbFailure::Other,
             _ => false,
         }

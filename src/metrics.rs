@@ -194,6 +194,12 @@ impl Metrics {
             &[("", get(&runner.stripe_runs_split))],
         );
         counter(
+            "creditbook_stripe_deferred_total",
+            "Stripe events that found a lock taken behind other events of their batch on \
+             PostgreSQL, and were applied on their own once the batch committed.",
+            &[("", get(&runner.stripe_deferred))],
+        );
+        counter(
             "creditbook_gate_books_total",
             "Customers' books decided on by batches and checks, by where they came from: kept in \
              memory since the last batch, or read from the database.",

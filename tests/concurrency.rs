@@ -174,6 +174,95 @@ async fn moves_between_two_customers_race_with_spends(app: TestApp) {
 }
 on_both_engines!(moves_between_two_customers_race_with_spends);
 
+/// Stripe events and gate commands race on the same accounts. An account's events go to the
+/// worker of its Stripe customer and its commands to the worker of its own id, so on PostgreSQL
+/// a batch of events (a refund locks its account when it is applied, in the order the batch's
+/// events come) and a batch of commands (its accounts in id order) may wait on each other in a
+/// cycle: the database breaks it, the loser runs again, and every event and every usage is
+/// answered as if it were alone. Checkouts race with usages, then refunds of every checkout do.
+async fn stripe_events_and_spends_race_on_shared_accounts(app: TestApp) {
+    const ACCOUNTS: usize = 6;
+    const CHECKOUTS: usize = 5;
+    const USAGES: usize = 30;
+    let accounts: Vec<String> = (0..ACCOUNTS).map(|i| format!("shared-{i}")).collect();
+    for account in &accounts {
+        app.promo(account, CREDITS).await;
+    }
+    let now = app.now().timestamp();
+    // In an order that crosses accounts: account 5's, then 4's, then 3's...
+    let account_of = |n: usize| &accounts[(ACCOUNTS - 1 + n * 5) % ACCOUNTS];
+    let event = |n: usize, kind: &str, object: Value| {
+        json!({"id": format!("evt_race_{kind}_{n}"), "object": "event",
+               "api_version": "2025-08-27.basil", "created": now, "livemode": false,
+               "type": kind, "data": {"object": object}})
+        .to_string()
+    };
+    let checkouts: Vec<String> = (0..ACCOUNTS * CHECKOUTS)
+        .map(|n| {
+            let account = account_of(n);
+            event(
+                n,
+                "checkout.session.completed",
+                json!({"id": format!("cs_race_{n}"),
+                "object": "checkout.session", "mode": "payment", "payment_status": "paid",
+                "customer": format!("cus_{account}"), "client_reference_id": account,
+                "amount_total": 1000, "currency": "usd", "payment_intent": format!("pi_race_{n}"),
+                "metadata": {"creditbook_pack": "topup_small"}}),
+            )
+        })
+        .collect();
+    // A quarter of each checkout refunded: 250 of its 1,000 credits taken back.
+    let refunds: Vec<String> = (0..ACCOUNTS * CHECKOUTS)
+        .map(|n| {
+            event(
+                n,
+                "refund.created",
+                json!({"id": format!("re_race_{n}"), "object": "refund",
+                "amount": 250, "currency": "usd", "status": "succeeded",
+                "payment_intent": format!("pi_race_{n}")}),
+            )
+        })
+        .collect();
+    let app = &app;
+    let accounts = &accounts;
+    let usages = |round: usize| {
+        join_all((0..ACCOUNTS * USAGES).map(move |n| {
+            let account = &accounts[n % ACCOUNTS];
+            app.post_app(
+                "/v1/usage",
+                json!({"customer": account, "action": "chat.request", "quantity": 1,
+                       "idempotency_key": format!("race-u{round}-{n}")}),
+            )
+        }))
+    };
+    let mut used = [0_i64; ACCOUNTS];
+    for (round, bodies) in [&checkouts, &refunds].into_iter().enumerate() {
+        let events = join_all(bodies.iter().map(|body| app.webhook(body)));
+        let (events, spent) = futures::join!(events, usages(round));
+        for (status, body) in &events {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            assert_eq!(body["outcome"], "applied", "{body}");
+        }
+        for (n, (status, body)) in spent.iter().enumerate() {
+            match status.as_u16() {
+                201 => used[n % ACCOUNTS] += 1,
+                402 => assert_eq!(body["type"], "insufficient_credits"),
+                _ => panic!("unexpected answer {status}: {body}"),
+            }
+        }
+    }
+    for (i, account) in accounts.iter().enumerate() {
+        let expected = 20 + (1000 - 250) * CHECKOUTS as i64 - used[i];
+        assert_eq!(
+            app.balances(account).await.0,
+            expected.to_string(),
+            "{account}"
+        );
+    }
+    app.assert_audit_clean().await;
+}
+on_both_engines!(stripe_events_and_spends_race_on_shared_accounts);
+
 /// A `creditbook serve` process; killed on drop.
 async fn two_processes_never_overspend(engine: Engine) {
     let Prepared {

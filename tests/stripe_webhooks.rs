@@ -1050,6 +1050,26 @@ struct Hold {
     released: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
+/// A received event of a type creditbook does not know, with nothing in it.
+fn test_event(id: String, now: chrono::DateTime<Utc>) -> creditbook::store::stripe::EventRecord {
+    creditbook::store::stripe::EventRecord {
+        id,
+        event_type: "test.event".into(),
+        api_version: None,
+        created: 0,
+        origin: creditbook::stripe::apply::Origin::Webhook,
+        payload: "{}".into(),
+        received_at: now,
+    }
+}
+
+/// Whether `future` is still pending after `millis`.
+async fn still_waiting<F: std::future::Future + Unpin>(future: &mut F, millis: u64) -> bool {
+    tokio::time::timeout(std::time::Duration::from_millis(millis), future)
+        .await
+        .is_err()
+}
+
 impl Hold {
     fn new(
         lock: Option<&'static str>,
@@ -1063,6 +1083,25 @@ impl Hold {
             held: Mutex::new(Some(held)),
             released: Mutex::new(Some(released)),
         })
+    }
+
+    /// Applies a hold through `app`'s store and waits until it holds: its task, and what
+    /// releases it.
+    async fn holding(
+        app: &TestApp,
+        lock: Option<&'static str>,
+        shard: Option<&'static str>,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), Error>>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (held, is_held) = tokio::sync::oneshot::channel::<()>();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let store = app.store.clone();
+        let hold = Hold::new(lock, shard, held, released);
+        let task = tokio::spawn(async move { store.stripe_transaction(hold).await.map(|_| ()) });
+        is_held.await.unwrap();
+        (task, release)
     }
 }
 
@@ -1092,12 +1131,7 @@ impl StripeWork for Hold {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stripe_customers_apply_in_parallel() {
     let app = common::spawn_app(Engine::Postgres).await;
-    let (held, is_held) = tokio::sync::oneshot::channel::<()>();
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let store = app.store.clone();
-    let hold = Hold::new(Some("cus_held"), None, held, released);
-    let holder = tokio::spawn(async move { store.stripe_transaction(hold).await.map(|_| ()) });
-    is_held.await.unwrap();
+    let (holder, release) = Hold::holding(&app, Some("cus_held"), None).await;
     let other = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         app.webhook(&checkout_by("cus_free", 1)),
@@ -1108,9 +1142,7 @@ async fn stripe_customers_apply_in_parallel() {
     let body = checkout_by("cus_held", 1);
     let mut waiting = Box::pin(app.webhook(&body));
     assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(500), &mut waiting)
-            .await
-            .is_err(),
+        still_waiting(&mut waiting, 500).await,
         "the held customer's event waits"
     );
     release.send(()).unwrap();
@@ -1135,15 +1167,7 @@ async fn a_failing_event_fails_alone(app: TestApp) {
     impl StripeWork for Record {
         fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
             Box::pin(async move {
-                let record = creditbook::store::stripe::EventRecord {
-                    id: format!("evt_batch_{}", self.n),
-                    event_type: "test.event".into(),
-                    api_version: None,
-                    created: 0,
-                    origin: creditbook::stripe::apply::Origin::Webhook,
-                    payload: "{}".into(),
-                    received_at: self.now,
-                };
+                let record = test_event(format!("evt_batch_{}", self.n), self.now);
                 tx.record_event(&record).await?;
                 if self.n % 2 == 1 {
                     return Err(Error::Internal("fails".into()));
@@ -1188,13 +1212,8 @@ on_both_engines!(a_failing_event_fails_alone);
 async fn a_stripe_customer_s_events_share_one_commit_on_postgres() {
     let app = common::spawn_app(Engine::Postgres).await;
     let now = app.now().timestamp();
-    let (held, is_held) = tokio::sync::oneshot::channel::<()>();
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let store = app.store.clone();
     // Keeps the worker of `cus_q` busy until released.
-    let busy = Hold::new(None, Some("cus_q"), held, released);
-    let busy = tokio::spawn(async move { store.stripe_transaction(busy).await.map(|_| ()) });
-    is_held.await.unwrap();
+    let (busy, release) = Hold::holding(&app, None, Some("cus_q")).await;
     // Subscriptions, a failed invoice and the customer itself: none of them a checkout.
     let mut bodies: Vec<String> = (0..8)
         .map(|n| {
@@ -1266,4 +1285,80 @@ async fn a_stripe_customer_s_events_share_one_commit_on_postgres() {
     assert_eq!(failing[0].status, "past_due");
     assert!(failing[0].past_due_since.is_some());
     app.assert_audit_clean().await;
+}
+
+/// An event behind others in its PostgreSQL batch never waits for a lock while holding theirs
+/// (a wait could close a cycle with another batch): it is deferred, the batch commits without
+/// it, and it is applied on its own after, waiting then holding nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_that_finds_a_lock_taken_behind_others_waits_after_its_batch() {
+    /// Locks `name`, records event `id`, commits.
+    struct LockAndRecord {
+        name: &'static str,
+        id: &'static str,
+        now: chrono::DateTime<Utc>,
+    }
+    impl StripeWork for LockAndRecord {
+        fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
+            Box::pin(async move {
+                tx.lock(&[self.name.to_owned()]).await?;
+                tx.record_event(&test_event(self.id.into(), self.now))
+                    .await?;
+                tx.commit().await?;
+                Ok(Outcome::new(OutcomeKind::Applied, self.id))
+            })
+        }
+    }
+    let app = common::spawn_app(Engine::Postgres).await;
+    // Another transaction holds `account:b` until released.
+    let (holder, release) = Hold::holding(&app, Some("account:b"), None).await;
+    let now = app.now();
+    let works: Vec<Arc<dyn StripeWork>> = vec![
+        Arc::new(LockAndRecord {
+            name: "account:a",
+            id: "evt_first",
+            now,
+        }),
+        Arc::new(LockAndRecord {
+            name: "account:b",
+            id: "evt_behind",
+            now,
+        }),
+    ];
+    let store = app.store.clone();
+    let mut batch = tokio::spawn(async move { store.stripe_batch(&works).await });
+    // The batch committed its first event and waits, for the second, on nothing of its own.
+    let mut recorded = Vec::new();
+    for _ in 0..100 {
+        recorded = app.store.stripe_events(10).await.unwrap();
+        if !recorded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ids: Vec<&str> = recorded.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["evt_first"],
+        "the first event commits without the second"
+    );
+    assert!(
+        still_waiting(&mut batch, 300).await,
+        "the deferred event waits for the lock"
+    );
+    release.send(()).unwrap();
+    let answers = batch.await.unwrap();
+    let outcomes: Vec<String> = answers
+        .into_iter()
+        .map(|a| a.expect("both applied").detail)
+        .collect();
+    assert_eq!(outcomes, vec!["evt_first", "evt_behind"]);
+    holder.await.unwrap().unwrap();
+    assert_eq!(
+        app.store
+            .runner_stats()
+            .stripe_deferred
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }

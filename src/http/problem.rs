@@ -53,7 +53,9 @@ impl Error {
             Error::WebhookNotConfigured => (S::SERVICE_UNAVAILABLE, "webhook_not_configured"),
             Error::MalformedEvent(_) => (S::BAD_REQUEST, "malformed_event"),
             Error::StripeUnavailable(_) => (S::BAD_GATEWAY, "stripe_unavailable"),
-            Error::Unavailable | Error::WriteConflict => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Unavailable | Error::WriteConflict | Error::Deferred => {
+                (S::SERVICE_UNAVAILABLE, "unavailable")
+            }
             Error::Overloaded(_) | Error::TimedOut(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             Error::WorkersFailing(_) => (S::SERVICE_UNAVAILABLE, "workers_failing"),
             // The database down, restarting or out of connections: retry, never a fault.

@@ -83,6 +83,8 @@ pub struct RunnerStats {
     /// whole and were applied again one event at a time.
     pub stripe_events_together: AtomicU64,
     pub stripe_runs_split: AtomicU64,
+    /// Stripe events applied after their batch, having found a lock taken behind others.
+    pub stripe_deferred: AtomicU64,
     /// Stripe batches committed (one transaction each), and the events they carried.
     pub stripe_batches: AtomicU64,
     pub stripe_batch_events: AtomicU64,

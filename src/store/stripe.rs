@@ -116,6 +116,9 @@ pub struct StripeTx {
     /// The customers whose books or standing the event wrote: what the book cache forgets
     /// once the event's transaction commits (shared by the events of one SQLite batch).
     wrote: Wrote,
+    /// Behind other events in its batch's transaction, whose locks it holds: it never waits for
+    /// a lock (a wait could close a cycle with another batch), it is deferred instead.
+    behind: bool,
 }
 
 /// Customers written by Stripe events, and the cache that must forget them once committed.
@@ -176,12 +179,13 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
         }
     };
     let wrote = Wrote::new(engine.books.clone());
-    let tx = |txn| StripeTx {
+    let tx = |txn, behind| StripeTx {
         txn,
         catalog: engine.catalog.clone(),
         policy: engine.policy,
         concerned: Default::default(),
         wrote: wrote.clone(),
+        behind,
     };
     let mut answers: Vec<Result<Outcome>> = Vec::with_capacity(works.len());
     while answers.len() < works.len() {
@@ -189,12 +193,12 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
         // The checkouts from here on, decided together in one savepoint.
         let run: Vec<&CheckoutEvent> = works[start..].iter().map_while(|w| w.checkout()).collect();
         if run.is_empty() {
-            answers.push(apply_alone(&outer, works[start].clone(), &tx).await);
+            answers.push(apply_alone(&outer, works[start].clone(), &tx, start > 0).await);
             continue;
         }
         let together = match outer.begin().await {
             Ok(txn) => {
-                let tx = tx(txn);
+                let tx = tx(txn, start > 0);
                 match tx.apply_checkouts(&run, Settling::Stop).await {
                     Ok(checked) => tx.commit().await.map(|()| checked),
                     Err(e) => Err(e),
@@ -213,9 +217,10 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
                 if stopped {
                     // Left alone by the checkouts before it: applied on its own.
                     let work = works[answers.len()].clone();
-                    answers.push(apply_alone(&outer, work, &tx).await);
+                    answers.push(apply_alone(&outer, work, &tx, true).await);
                 }
             }
+            Err(Error::Deferred) => answers.extend(run.iter().map(|_| Err(Error::Deferred))),
             Err(e) => {
                 engine.stats.stripe_runs_split.fetch_add(1, Relaxed);
                 tracing::warn!(
@@ -224,7 +229,8 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
                     "checkouts applied together failed; each is applied on its own"
                 );
                 for work in &works[start..start + run.len()] {
-                    answers.push(apply_alone(&outer, work.clone(), &tx).await);
+                    let behind = !answers.is_empty();
+                    answers.push(apply_alone(&outer, work.clone(), &tx, behind).await);
                 }
             }
         }
@@ -238,6 +244,18 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
                 .stats
                 .stripe_batch_events
                 .fetch_add(works.len() as u64, Relaxed);
+            // Those that found a lock taken behind the others: each on its own now, holding
+            // nothing else while it waits.
+            for (work, answer) in works.iter().zip(answers.iter_mut()) {
+                if matches!(answer, Err(Error::Deferred)) {
+                    engine.stats.stripe_deferred.fetch_add(1, Relaxed);
+                    *answer = match engine.begin().await {
+                        Ok(txn) => work.clone().apply(tx(txn, false)).await,
+                        Err(e) => Err(e),
+                    };
+                    wrote.committed();
+                }
+            }
             answers
         }
         Err(e) => {
@@ -251,10 +269,11 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
 async fn apply_alone(
     outer: &DatabaseTransaction,
     work: Arc<dyn StripeWork>,
-    tx: &impl Fn(DatabaseTransaction) -> StripeTx,
+    tx: &impl Fn(DatabaseTransaction, bool) -> StripeTx,
+    behind: bool,
 ) -> Result<Outcome> {
     match outer.begin().await {
-        Ok(txn) => work.apply(tx(txn)).await,
+        Ok(txn) => work.apply(tx(txn, behind)).await,
         Err(e) => Err(e.into()),
     }
 }
@@ -314,6 +333,7 @@ impl Store {
                 policy: self.policy,
                 concerned: Default::default(),
                 wrote: Wrote::new(self.books.clone()),
+                behind: false,
             };
             return work.apply(tx).await;
         };
@@ -452,6 +472,24 @@ impl StripeTx {
         // One round trip; the rows of a VALUES list are taken in the order written, so the
         // locks are too. The keys are our own integers.
         let values: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+        if self.behind {
+            // Taken only if free; what was taken goes with the event's savepoint.
+            let row = self
+                .txn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!(
+                        "SELECT bool_and(pg_try_advisory_xact_lock(k)) AS taken FROM (VALUES {}) AS t(k)",
+                        values.join(", ")
+                    ),
+                ))
+                .await?;
+            let taken: bool = match row {
+                Some(row) => row.try_get("", "taken")?,
+                None => false,
+            };
+            return if taken { Ok(()) } else { Err(Error::Deferred) };
+        }
         self.txn
             .execute_raw(Statement::from_string(
                 DbBackend::Postgres,
