@@ -220,6 +220,22 @@ pub fn classify_code(engine: Engine, code: &str) -> DbFailure {
     }
 }
 
+/// Whether the database refused a wait for a lock (PostgreSQL `lock_not_available`, 55P03:
+/// `lock_timeout` passed, or `NOWAIT`).
+pub fn is_lock_not_available(e: &Error) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let Error::Database(
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)),
+    ) = e
+    else {
+        return false;
+    };
+    match &**sqlx {
+        sea_orm::sqlx::Error::Database(db) => db.code().as_deref() == Some("55P03"),
+        _ => false,
+    }
+}
+
 impl Error {
     /// A command answered with an answer of another kind: a broken invariant of the runner.
     pub fn unexpected(answer: &crate::domain::command::Answer) -> Error {

@@ -116,9 +116,6 @@ pub struct StripeTx {
     /// The customers whose books or standing the event wrote: what the book cache forgets
     /// once the event's transaction commits (shared by the events of one SQLite batch).
     wrote: Wrote,
-    /// Behind other events in its batch's transaction, whose locks it holds: it never waits for
-    /// a lock (a wait could close a cycle with another batch), it is deferred instead.
-    behind: bool,
 }
 
 /// Customers written by Stripe events, and the cache that must forget them once committed.
@@ -179,13 +176,12 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
         }
     };
     let wrote = Wrote::new(engine.books.clone());
-    let tx = |txn, behind| StripeTx {
+    let tx = |txn| StripeTx {
         txn,
         catalog: engine.catalog.clone(),
         policy: engine.policy,
         concerned: Default::default(),
         wrote: wrote.clone(),
-        behind,
     };
     let mut answers: Vec<Result<Outcome>> = Vec::with_capacity(works.len());
     while answers.len() < works.len() {
@@ -196,16 +192,17 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
             answers.push(apply_alone(&outer, works[start].clone(), &tx, start > 0).await);
             continue;
         }
-        let together = match outer.begin().await {
+        let together = match savepoint(&outer, start > 0).await {
             Ok(txn) => {
-                let tx = tx(txn, start > 0);
+                let tx = tx(txn);
                 match tx.apply_checkouts(&run, Settling::Stop).await {
                     Ok(checked) => tx.commit().await.map(|()| checked),
                     Err(e) => Err(e),
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
+        let together = deferred_if_busy(together, start > 0);
         match together {
             Ok(checked) => {
                 let stopped = checked.len() < run.len();
@@ -250,7 +247,7 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
                 if matches!(answer, Err(Error::Deferred)) {
                     engine.stats.stripe_deferred.fetch_add(1, Relaxed);
                     *answer = match engine.begin().await {
-                        Ok(txn) => work.clone().apply(tx(txn, false)).await,
+                        Ok(txn) => work.clone().apply(tx(txn)).await,
                         Err(e) => Err(e),
                     };
                     wrote.committed();
@@ -269,12 +266,36 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
 async fn apply_alone(
     outer: &DatabaseTransaction,
     work: Arc<dyn StripeWork>,
-    tx: &impl Fn(DatabaseTransaction, bool) -> StripeTx,
+    tx: &impl Fn(DatabaseTransaction) -> StripeTx,
     behind: bool,
 ) -> Result<Outcome> {
-    match outer.begin().await {
-        Ok(txn) => work.apply(tx(txn, behind)).await,
-        Err(e) => Err(e.into()),
+    let applied = match savepoint(outer, behind).await {
+        Ok(txn) => work.apply(tx(txn)).await,
+        Err(e) => Err(e),
+    };
+    deferred_if_busy(applied, behind)
+}
+
+/// An event's savepoint of its batch. Behind other events (whose locks the batch holds), on
+/// PostgreSQL, it never waits for a lock: a wait could close a cycle with another batch that
+/// waits for one of those. Any wait fails it at once (`lock_timeout`), and it is deferred: applied
+/// on its own once the batch commits, holding nothing else while it waits.
+async fn savepoint(outer: &DatabaseTransaction, behind: bool) -> Result<DatabaseTransaction> {
+    let txn = outer.begin().await?;
+    if behind && txn.get_database_backend() == DbBackend::Postgres {
+        // Undone with the savepoint when the event fails; else in force to the batch's end,
+        // where every event is behind this one.
+        txn.execute_unprepared("SET LOCAL lock_timeout = '1ms'")
+            .await?;
+    }
+    Ok(txn)
+}
+
+/// What an event behind others that found a lock taken answers: deferred.
+fn deferred_if_busy<T>(result: Result<T>, behind: bool) -> Result<T> {
+    match result {
+        Err(e) if behind && crate::error::is_lock_not_available(&e) => Err(Error::Deferred),
+        other => other,
     }
 }
 
@@ -333,7 +354,6 @@ impl Store {
                 policy: self.policy,
                 concerned: Default::default(),
                 wrote: Wrote::new(self.books.clone()),
-                behind: false,
             };
             return work.apply(tx).await;
         };
@@ -472,24 +492,6 @@ impl StripeTx {
         // One round trip; the rows of a VALUES list are taken in the order written, so the
         // locks are too. The keys are our own integers.
         let values: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
-        if self.behind {
-            // Taken only if free; what was taken goes with the event's savepoint.
-            let row = self
-                .txn
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Postgres,
-                    format!(
-                        "SELECT bool_and(pg_try_advisory_xact_lock(k)) AS taken FROM (VALUES {}) AS t(k)",
-                        values.join(", ")
-                    ),
-                ))
-                .await?;
-            let taken: bool = match row {
-                Some(row) => row.try_get("", "taken")?,
-                None => false,
-            };
-            return if taken { Ok(()) } else { Err(Error::Deferred) };
-        }
         self.txn
             .execute_raw(Statement::from_string(
                 DbBackend::Postgres,
