@@ -79,6 +79,8 @@ pub fn month_range(from: &str, to: &str) -> Result<(Period, Period)> {
 
 /// The journal as a stream of text chunks, one page of lines at a time: JSON
 /// (`{"from", "to", "lines": [...]}`) or CSV with a header.
+// Long: one stream whose state (the page cursor, the format's opening, separators and close)
+// lives in the closure that unfolds it.
 pub fn journal_stream(
     store: Store,
     from: Timestamp,

@@ -695,22 +695,23 @@ impl StripeTx {
         Ok(executed.value)
     }
 
-    pub async fn map_payment(
+    /// Records that each of `payment_keys` paid for grant `grant_id`, with one statement.
+    pub async fn map_payments(
         &self,
-        payment_key: &str,
+        payment_keys: &[String],
         grant_id: &str,
         subscription: Option<&str>,
     ) -> Result<()> {
-        save_payment_grants(
-            &self.txn,
-            vec![stripe_payment_grants::ActiveModel {
-                payment_key: Set(payment_key.to_owned()),
+        let rows = payment_keys
+            .iter()
+            .map(|key| stripe_payment_grants::ActiveModel {
+                payment_key: Set(key.clone()),
                 grant_id: Set(grant_id.to_owned()),
                 subscription_id: Set(subscription.map(str::to_owned)),
                 clawed_back: Set(0),
-            }],
-        )
-        .await
+            })
+            .collect();
+        save_payment_grants(&self.txn, rows).await
     }
 
     /// Records what a payment paid, tax included, and the tax in it (first record wins: a
@@ -759,10 +760,16 @@ impl StripeTx {
             .filter(stripe_payment_grants::Column::PaymentKey.eq(from))
             .all(&self.txn)
             .await?;
-        for row in &rows {
-            self.map_payment(to, &row.grant_id, row.subscription_id.as_deref())
-                .await?;
-        }
+        let known = rows
+            .iter()
+            .map(|row| stripe_payment_grants::ActiveModel {
+                payment_key: Set(to.to_owned()),
+                grant_id: Set(row.grant_id.clone()),
+                subscription_id: Set(row.subscription_id.clone()),
+                clawed_back: Set(0),
+            })
+            .collect();
+        save_payment_grants(&self.txn, known).await?;
         if let Some(amounts) = self.payment(from).await? {
             self.put_payment(stripe_payments::Model {
                 payment_key: to.to_owned(),
@@ -780,9 +787,17 @@ impl StripeTx {
             .all(&self.txn)
             .await?;
         // What the payment's refunds took so far stays counted, so nothing is taken twice.
+        let moved = rows
+            .iter()
+            .map(|row| stripe_payment_grants::ActiveModel {
+                payment_key: Set(row.payment_key.clone()),
+                grant_id: Set(to.to_owned()),
+                subscription_id: Set(row.subscription_id.clone()),
+                clawed_back: Set(0),
+            })
+            .collect();
+        save_payment_grants(&self.txn, moved).await?;
         for row in rows {
-            self.map_payment(&row.payment_key, to, row.subscription_id.as_deref())
-                .await?;
             self.add_clawed_back(&row.payment_key, to, Credits::from_micros(row.clawed_back))
                 .await?;
         }

@@ -863,11 +863,13 @@ impl Apply<'_> {
             self.roll_over(customer, start).await?;
         }
         let carried = self.roll_over(customer, end).await?;
-        for key in &bought.payment_keys {
-            self.tx
-                .map_payment(key, &grant.id, paid.subscription_id.as_deref())
-                .await?;
-        }
+        self.tx
+            .map_payments(
+                &bought.payment_keys,
+                &grant.id,
+                paid.subscription_id.as_deref(),
+            )
+            .await?;
         let effect = &grant.source_id;
         self.settle_payment(&[Some(effect.as_str())]).await?;
         Ok(format!(
