@@ -45,16 +45,56 @@ pub async fn fresh_database(engine: Engine, dir: &std::path::Path) -> String {
         Engine::Postgres => {
             use sea_orm::{ConnectionTrait, Database};
             let admin = postgres_admin_url();
-            let name = format!("cb_test_{}", uuid::Uuid::new_v4().simple());
+            let now = chrono::Utc::now().timestamp();
+            // When it was made is in its name, so a later run can drop what this one leaves.
+            let name = format!("cb_test_{now}_{}", uuid::Uuid::new_v4().simple());
             let db = Database::connect(&admin)
                 .await
                 .expect("connect to the test PostgreSQL server");
+            static SWEPT: std::sync::Once = std::sync::Once::new();
+            let mut sweep = false;
+            SWEPT.call_once(|| sweep = true);
+            if sweep {
+                drop_stale_databases(&db, now).await;
+            }
             db.execute_unprepared(&format!("CREATE DATABASE {name}"))
                 .await
                 .expect("create test database");
             db.close().await.ok();
             let (base, _) = admin.rsplit_once('/').expect("the URL names a database");
             format!("{base}/{name}")
+        }
+    }
+}
+
+/// Test databases older than any test run (made more than six hours ago, or named before
+/// names carried the time) are dropped, once per test process: a development server otherwise
+/// gathers hundreds. CI's server is thrown away with its machine.
+async fn drop_stale_databases(db: &sea_orm::DatabaseConnection, now: i64) {
+    use sea_orm::{ConnectionTrait, Statement};
+    const STALE_SECONDS: i64 = 6 * 3600;
+    let Ok(rows) = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT datname FROM pg_database WHERE datname LIKE 'cb\\_test\\_%'",
+        ))
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let Ok(name) = row.try_get::<String>("", "datname") else {
+            continue;
+        };
+        let made = name
+            .trim_start_matches("cb_test_")
+            .split_once('_')
+            .and_then(|(secs, _)| secs.parse::<i64>().ok());
+        if made.is_none_or(|made| now - made > STALE_SECONDS) {
+            // Another process may be dropping it too: whatever fails is left for the next.
+            let _ = db
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
         }
     }
 }
