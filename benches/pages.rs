@@ -167,9 +167,10 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
     let store = Store::connect(database_url).await.expect("connect");
     let mut ledger_entries = 0u64;
     let mut before = None;
+    let customer = creditbook::domain::customer::CustomerId::parse(CUSTOMER).expect("an id");
     loop {
         let (page, next) = store
-            .ledger_page(CUSTOMER, before, 5_000)
+            .ledger_page(&customer, before, 5_000)
             .await
             .expect("ledger")
             .expect("the customer exists");

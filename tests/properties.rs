@@ -499,7 +499,7 @@ async fn store_replays_random_histories(
             }
         }
         model.settle_due(now);
-        let book = match store.view(&customer, now).await.unwrap() {
+        let book = match store.view(&id, now).await.unwrap() {
             Some((book, _)) => book,
             None => Book::new(customer.clone()),
         };
@@ -519,7 +519,7 @@ async fn store_replays_random_histories(
         );
         // What moves took to the twin.
         twin_model.settle_due(now);
-        let twin_book = match store.view(twin_id.as_str(), now).await.unwrap() {
+        let twin_book = match store.view(&twin_id, now).await.unwrap() {
             Some((book, _)) => book,
             None => Book::new(twin_id.to_string()),
         };
@@ -529,7 +529,7 @@ async fn store_replays_random_histories(
             "the twin of {customer}: {overage:?} {ops:?}"
         );
         // `check` decides on the book kept in memory: the same book.
-        let kept = match store.check_view(&customer, now).await.unwrap() {
+        let kept = match store.check_view(&id, now).await.unwrap() {
             Some((kept, _)) => kept,
             None => Book::new(customer.clone()),
         };

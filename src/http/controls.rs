@@ -510,12 +510,12 @@ pub async fn override_history(
     let customer = customer_id("id", &id)?;
     let overrides = state
         .store
-        .override_history(customer.as_str(), super::extract::MAX_PAGE)
+        .override_history(&customer, super::extract::MAX_PAGE)
         .await?;
     if overrides.is_empty()
         && state
             .store
-            .view(customer.as_str(), state.clock.now())
+            .view(&customer, state.clock.now())
             .await?
             .is_none()
     {
@@ -673,7 +673,7 @@ pub async fn set_auto_topup(
             .map_err(|bad| Error::invalid(bad.field, bad.reason))
         })
         .transpose()?;
-    if state.store.auto_topup(customer.as_str()).await?.is_none() {
+    if state.store.auto_topup(&customer).await?.is_none() {
         return Err(Error::CustomerNotFound(customer.to_string()));
     }
     if setting.is_some() {
@@ -720,7 +720,7 @@ pub async fn auto_topup(
     let customer = customer_id("id", &id)?;
     let found = state
         .store
-        .auto_topup(customer.as_str())
+        .auto_topup(&customer)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.to_string()))?;
     Ok(Json(AutoTopupView::of(

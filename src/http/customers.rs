@@ -115,16 +115,16 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<CustomerView>> {
     caller.require(Scope::App)?;
-    let id = identifier("id", &id)?;
+    let id = customer_id("id", &id)?;
     let now = state.clock.now();
     let (book, standing) = state
         .store
         .view(&id, now)
         .await?
-        .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
+        .ok_or_else(|| Error::CustomerNotFound(id.to_string()))?;
     let summary = Summary::of(&state.catalog, state.policy(), &book, &standing, now);
     Ok(Json(CustomerView {
-        id,
+        id: id.to_string(),
         plan: summary.plan.map(str::to_owned),
         past_due_since: summary.past_due_since,
         features: summary.features.iter().map(|f| (*f).to_owned()).collect(),
@@ -180,7 +180,7 @@ pub async fn ledger(
     ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> Result<Json<LedgerPage>> {
     caller.require(Scope::App)?;
-    let id = identifier("id", &id)?;
+    let id = customer_id("id", &id)?;
     let limit = page_limit(query.limit)?;
     let before = query
         .cursor
@@ -198,7 +198,7 @@ pub async fn ledger(
         .store
         .ledger_page(&id, before, limit)
         .await?
-        .ok_or_else(|| Error::CustomerNotFound(id.clone()))?;
+        .ok_or_else(|| Error::CustomerNotFound(id.to_string()))?;
     Ok(Json(LedgerPage {
         entries,
         next_cursor: next.map(|n| n.to_string()),

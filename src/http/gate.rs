@@ -184,9 +184,7 @@ pub async fn check(
         now,
     )?;
     super::note_customer(spend.customer.as_str());
-    let Some((mut book, mut standing)) =
-        state.store.check_view(spend.customer.as_str(), now).await?
-    else {
+    let Some((mut book, mut standing)) = state.store.check_view(&spend.customer, now).await? else {
         return Ok(Json(CheckResponse {
             allowed: false,
             credits: spend.credits,

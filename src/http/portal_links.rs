@@ -1,7 +1,7 @@
 //! Portal links: an app asks for a signed link to its customer's credits page.
 
 use super::AppState;
-use super::extract::{Caller, identifier};
+use super::extract::{Caller, customer_id};
 use crate::error::{Error, Result};
 use crate::service::portal_link as link;
 use crate::store::keys::Scope;
@@ -29,13 +29,13 @@ pub async fn create_link(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<PortalLink>)> {
     caller.require(Scope::App)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let now = state.clock.now();
     if state.store.view(&customer, now).await?.is_none() {
-        return Err(Error::CustomerNotFound(customer));
+        return Err(Error::CustomerNotFound(customer.to_string()));
     }
     let expires_at = now + chrono::Duration::seconds(state.pages.portal_link_seconds as i64);
-    let token = link::sign(state.pages.key(), &customer, expires_at);
+    let token = link::sign(state.pages.key(), customer.as_str(), expires_at);
     Ok((
         StatusCode::CREATED,
         Json(PortalLink {

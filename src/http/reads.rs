@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::extract::page_limit;
-use super::extract::{ApiQuery, Caller, identifier};
+use super::extract::{ApiQuery, Caller, customer_id, identifier};
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
 use crate::service::customers::{CustomersPage, customers_page};
@@ -106,7 +106,7 @@ pub async fn usage(
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsageReport>> {
     caller.require(Scope::App)?;
-    let customer = identifier("id", &id)?;
+    let customer = customer_id("id", &id)?;
     let (interval, interval_name, max_days) = match query.interval.as_deref().unwrap_or("day") {
         "day" => (Interval::Day, "day", MAX_USAGE_DAYS),
         "month" => (Interval::Month, "month", MAX_USAGE_MONTH_DAYS),
@@ -145,10 +145,10 @@ pub async fn usage(
         .store
         .usage(&customer, start, end, interval, by)
         .await?
-        .ok_or_else(|| Error::CustomerNotFound(customer.clone()))?;
+        .ok_or_else(|| Error::CustomerNotFound(customer.to_string()))?;
     let total = usage.iter().map(|u| u.credits).sum();
     Ok(Json(UsageReport {
-        customer,
+        customer: customer.to_string(),
         from: start.date_naive(),
         to: end.date_naive() - chrono::Days::new(1),
         interval: interval_name.into(),

@@ -8,7 +8,7 @@ use crate::domain::money::Credits;
 use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
 use crate::http::AppState;
-use crate::http::extract::{ApiQuery, identifier};
+use crate::http::extract::{ApiQuery, customer_id, identifier};
 use crate::service::customers::{CustomerRow, customers_page};
 use crate::store::keys::Scope;
 use crate::store::ledger::EntryView;
@@ -286,7 +286,7 @@ pub async fn admin_customer(
     if let Some(refused) = signed_in.refusal(&state, Scope::Admin) {
         return Ok(refused);
     }
-    let id = identifier("id", &id)?;
+    let id = customer_id("id", &id)?;
     let now = state.clock.now();
     let Some((book, standing)) = state.store.view(&id, now).await? else {
         return state.pages.page(
@@ -341,7 +341,7 @@ pub async fn admin_customer(
         .collect();
     let events = state
         .store
-        .stripe_events_where(None, Some(&id), None, CUSTOMER_RECENT)
+        .stripe_events_where(None, Some(id.as_str()), None, CUSTOMER_RECENT)
         .await?
         .into_iter()
         .map(EventRow::of)
@@ -400,7 +400,7 @@ pub async fn admin_customer(
         entries,
         older: next.map(|n| n.to_string()),
         newer: query.before.is_some(),
-        id,
+        id: id.to_string(),
     };
     state.pages.page(StatusCode::OK, &page)
 }

@@ -12,7 +12,7 @@ use crate::domain::reports::{RollforwardRow, Schedule};
 use crate::domain::revrec::Period;
 use crate::error::{Error, Result};
 use crate::http::AppState;
-use crate::http::extract::{ApiQuery, identifier};
+use crate::http::extract::{ApiQuery, customer_id, identifier};
 use crate::service::revenue::{self, Format, MarginLine};
 use crate::store::keys::Scope;
 use crate::store::reports::Lot;
@@ -345,14 +345,13 @@ pub async fn grants(
     let customer = query
         .customer
         .filter(|c| !c.trim().is_empty())
-        .map(|c| identifier("customer", c.trim()))
-        .transpose()?
-        .unwrap_or_default();
-    let lots = if customer.is_empty() {
-        Vec::new()
-    } else {
-        state.store.lots_of(&customer, LOTS_PAGE).await?
+        .map(|c| customer_id("customer", c.trim()))
+        .transpose()?;
+    let lots = match &customer {
+        None => Vec::new(),
+        Some(customer) => state.store.lots_of(customer, LOTS_PAGE).await?,
     };
+    let customer = customer.map(String::from).unwrap_or_default();
     state.pages.page(
         StatusCode::OK,
         &GrantsPage {

@@ -4,6 +4,7 @@ use super::Render;
 use super::chart::{self, StackedBars};
 use super::when;
 use crate::domain::alerts::{self, Balance};
+use crate::domain::customer::CustomerId;
 use crate::domain::ledger::Grant;
 use crate::domain::money::{Credits, currency_minor_units};
 use crate::domain::summary::Summary;
@@ -124,7 +125,8 @@ pub async fn page(
         );
     };
     let customer = match link::verify(state.pages.key(), &token, now) {
-        Ok(customer) => customer,
+        // Signed by this server for an account that was found when the link was made.
+        Ok(customer) => CustomerId::known(customer),
         Err(Refused::Expired) => {
             return refused(
                 &state,
@@ -245,7 +247,7 @@ pub async fn page(
         .values()
         .filter_map(|p| {
             Some(TopUp {
-                url: p.top_up_link(&customer)?,
+                url: p.top_up_link(customer.as_str())?,
                 pack: p.id.clone(),
                 credits: p.credits,
                 price: {
@@ -258,7 +260,7 @@ pub async fn page(
         .collect();
     let summary = Summary::of(&state.catalog, state.policy(), &book, &standing, now);
     let page = PortalPage {
-        customer,
+        customer: customer.to_string(),
         plan: summary.plan.map(str::to_owned),
         balance: summary.balance,
         held: summary.held,

@@ -13,6 +13,7 @@ use crate::domain::Timestamp;
 use crate::domain::autotopup::{AutoTopup, Charge, Settled, Start, failed_message};
 use crate::domain::billing::money_to_minor;
 use crate::domain::catalog::Catalog;
+use crate::domain::customer::CustomerId;
 use crate::error::{Error, Result};
 use entity::{auto_topup_attempts, customers};
 use sea_orm::ActiveValue::Set;
@@ -189,7 +190,8 @@ pub(crate) async fn settle(
 
 impl Store {
     /// A customer's auto top-up and its latest attempts; `None` when there is no customer.
-    pub async fn auto_topup(&self, customer: &str) -> Result<Option<AutoTopupState>> {
+    pub async fn auto_topup(&self, customer: &CustomerId) -> Result<Option<AutoTopupState>> {
+        let customer = customer.as_str();
         let Some(column) = customers::Entity::find_by_id(customer)
             .select_only()
             .column(customers::Column::AutoTopup)

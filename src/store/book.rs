@@ -1203,9 +1203,10 @@ impl super::Store {
     /// `None` when the customer is unknown.
     pub async fn check_view(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         now: Timestamp,
     ) -> Result<Option<(Book, Standing)>> {
+        let customer_id = customer_id.as_str();
         use sea_orm::TransactionTrait;
         let started = std::time::Instant::now();
         let kept = match self.books.for_check(customer_id, started) {
@@ -1300,9 +1301,10 @@ impl super::Store {
     /// One customer's book as of `now`, without writing. `None` when the customer is unknown.
     pub async fn view(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         now: Timestamp,
     ) -> Result<Option<(Book, Standing)>> {
+        let customer_id = customer_id.as_str();
         Ok(self
             .view_many(&[customer_id.to_owned()], now)
             .await?
@@ -1391,7 +1393,7 @@ impl super::Store {
             )
             .await;
         match set {
-            Ok(_) => self.auto_topup(customer.as_str()).await,
+            Ok(_) => self.auto_topup(customer).await,
             Err(Error::CustomerNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }

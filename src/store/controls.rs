@@ -117,7 +117,12 @@ impl Store {
     }
 
     /// Every override made for a customer, newest first (at most `limit`).
-    pub async fn override_history(&self, customer: &str, limit: u64) -> Result<Vec<Override>> {
+    pub async fn override_history(
+        &self,
+        customer: &CustomerId,
+        limit: u64,
+    ) -> Result<Vec<Override>> {
+        let customer = customer.as_str();
         override_history::Entity::find()
             .filter(override_history::Column::CustomerId.eq(customer))
             .order_by_desc(override_history::Column::CreatedAt)

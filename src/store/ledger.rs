@@ -3,6 +3,7 @@
 use super::Store;
 use super::rows::ByKey;
 use super::rows::timestamp;
+use crate::domain::customer::CustomerId;
 use crate::domain::money::Credits;
 use crate::error::Result;
 use entity::{customers, ledger_entries};
@@ -52,10 +53,11 @@ impl Store {
     /// `None` when the customer is unknown.
     pub async fn ledger_page(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         before: Option<i64>,
         limit: u64,
     ) -> Result<Option<(Vec<EntryView>, Option<i64>)>> {
+        let customer_id = customer_id.as_str();
         let db = self.connection();
         if customers::Entity::find_by_id(customer_id.to_owned())
             .by_key(db)

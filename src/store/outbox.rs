@@ -8,6 +8,7 @@ use super::rows::statement_chunks;
 use super::rows::time;
 use super::unit::Write;
 use crate::domain::Timestamp;
+use crate::domain::customer::CustomerId;
 use crate::domain::outbound::{
     AfterFailure, EventType, Message, ReplayRefusal, StripeWrite, Subscription, destinations,
     stripe_replay,
@@ -258,7 +259,12 @@ impl Store {
     }
 
     /// A customer's newest rows, newest first: its alerts and their deliveries.
-    pub async fn outbox_recent(&self, customer: &str, limit: u64) -> Result<Vec<outbox::Model>> {
+    pub async fn outbox_recent(
+        &self,
+        customer: &CustomerId,
+        limit: u64,
+    ) -> Result<Vec<outbox::Model>> {
+        let customer = customer.as_str();
         Ok(outbox::Entity::find()
             .filter(outbox::Column::CustomerId.eq(customer))
             .order_by_desc(outbox::Column::Id)

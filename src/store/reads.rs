@@ -7,6 +7,7 @@ use super::book::placeholder;
 use super::rows::ByKey;
 use super::rows::time;
 use crate::domain::Timestamp;
+use crate::domain::customer::CustomerId;
 use crate::domain::gate::Standing;
 use crate::domain::ledger::Book;
 use crate::domain::money::Credits;
@@ -107,12 +108,13 @@ impl Store {
     /// feature, in order; none when the customer is unknown.
     pub async fn usage(
         &self,
-        customer: &str,
+        customer: &CustomerId,
         from: Timestamp,
         to: Timestamp,
         interval: Interval,
         by: UsageBy,
     ) -> Result<Option<Vec<UsageRow>>> {
+        let customer = customer.as_str();
         let db = self.connection();
         if entity::customers::Entity::find_by_id(customer.to_owned())
             .by_key(db)

@@ -7,6 +7,7 @@ use super::rows::ByKey;
 use super::rows::timestamp;
 use super::unit::Write;
 use crate::domain::Timestamp;
+use crate::domain::customer::CustomerId;
 use crate::domain::margin::{CostSum, Group, MarginBy, RevenueSum};
 use crate::domain::money::{Credits, Money};
 use crate::domain::reports::{self, JournalSum, RollforwardRow, Schedule, WaterfallRow};
@@ -405,7 +406,8 @@ impl Store {
     }
 
     /// A customer's paid grants (those with a revenue schedule), newest first, at most `limit`.
-    pub async fn lots_of(&self, customer: &str, limit: u64) -> Result<Vec<Lot>> {
+    pub async fn lots_of(&self, customer: &CustomerId, limit: u64) -> Result<Vec<Lot>> {
+        let customer = customer.as_str();
         let lots = revenue_lots::Entity::find()
             .filter(revenue_lots::Column::CustomerId.eq(customer))
             .order_by_desc(revenue_lots::Column::CreatedAt)
