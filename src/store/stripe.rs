@@ -22,10 +22,10 @@
 
 use super::Store;
 use super::book::{Envelope, run_commands};
+use super::engine::Engine;
 use super::locks::insert_customer_if_absent;
 use super::rows::ByKey;
 use super::rows::{micros, time, timestamp};
-use super::runner::Engine;
 use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::billing::Outcome;
