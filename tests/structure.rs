@@ -133,3 +133,120 @@ fn the_scan_tells_a_long_function_with_a_reason_from_one_without() {
     assert_eq!(summary, vec![("reasoned", true), ("unreasoned", false)]);
     assert_eq!(found[0].2, LONGEST_FN_LINES + 2);
 }
+
+/// The module a source file is (`store::runner` for `src/store/runner.rs`, `store` for its
+/// `mod.rs`, the crate root for `lib.rs`); `None` for the binary.
+fn module_of(file: &Path) -> Option<Vec<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let relative = file.strip_prefix(&src).ok()?.with_extension("");
+    let mut segments: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    match segments.last().map(String::as_str) {
+        Some("main") if segments.len() == 1 => return None,
+        Some("lib") if segments.len() == 1 => segments.clear(),
+        Some("mod") => {
+            segments.pop();
+        }
+        _ => {}
+    }
+    Some(segments)
+}
+
+/// The paths a file names through `crate::` and `super::` (in `use` lines, `{…}` groups
+/// included, and in code), as module segments from the crate root, outside its tests.
+fn named_paths(module: &[String], text: &str) -> Vec<Vec<String>> {
+    let code: String = text
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("#[cfg(test)]"))
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // `super` of `store::runner` is `store`; of `store` (its `mod.rs`), the crate root.
+    let parent: Vec<String> = module[..module.len().saturating_sub(1)].to_vec();
+    let mut paths = Vec::new();
+    for (prefix, base) in [("crate::", Vec::new()), ("super::", parent)] {
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find(prefix) {
+            let before = rest[..at].chars().last();
+            rest = &rest[at + prefix.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let heads: Vec<String> = if let Some(group) = rest.strip_prefix('{') {
+                let end = group.find('}').unwrap_or(group.len());
+                group[..end]
+                    .split(',')
+                    .map(|item| item.trim().to_owned())
+                    .filter(|item| !item.is_empty())
+                    .collect()
+            } else {
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                    .unwrap_or(rest.len());
+                vec![rest[..end].to_owned()]
+            };
+            for head in heads {
+                let mut path = base.clone();
+                path.extend(
+                    head.split("::")
+                        .take_while(|s| !s.is_empty() && *s != "{")
+                        .map(str::to_owned),
+                );
+                paths.push(path);
+            }
+        }
+    }
+    paths
+}
+
+#[test]
+fn no_two_files_import_each_other_in_a_circle() {
+    let files = source_files();
+    let modules: Vec<(PathBuf, Vec<String>)> = files
+        .iter()
+        .filter_map(|f| module_of(f).map(|m| (f.clone(), m)))
+        .collect();
+    let known: std::collections::HashMap<Vec<String>, usize> = modules
+        .iter()
+        .enumerate()
+        .map(|(i, (_, m))| (m.clone(), i))
+        .collect();
+    let mut edges: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); modules.len()];
+    for (i, (file, module)) in modules.iter().enumerate() {
+        let text = std::fs::read_to_string(file).expect("a source file");
+        for path in named_paths(module, &text) {
+            // The longest leading part of the path that is a file of the crate.
+            let target = (1..=path.len())
+                .rev()
+                .find_map(|n| known.get(&path[..n]).copied());
+            if let Some(target) = target.filter(|&t| t != i) {
+                edges[i].insert(target);
+            }
+        }
+    }
+    assert!(
+        edges.iter().map(|e| e.len()).sum::<usize>() > 100,
+        "the scan finds the imports there are"
+    );
+    // Every file from which a walk along the imports comes back to it.
+    let mut circles = Vec::new();
+    for start in 0..modules.len() {
+        let mut seen = vec![false; modules.len()];
+        let mut stack: Vec<usize> = edges[start].iter().copied().collect();
+        while let Some(next) = stack.pop() {
+            if next == start {
+                circles.push(modules[start].1.join("::"));
+                break;
+            }
+            if !std::mem::replace(&mut seen[next], true) {
+                stack.extend(edges[next].iter().copied());
+            }
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "files that import themselves through others (`crate::` and `super::` paths): {circles:?}"
+    );
+}
