@@ -57,7 +57,6 @@ pub struct Store {
     books: Arc<cache::BookCache>,
     /// The customer of each hold this process made, for captures and voids (`store::cache`).
     hold_owners: Arc<cache::HoldOwners>,
-    /// The queues of Stripe events to group-commit, started on first use: on SQLite one for every
     /// The health of the background workers (the runner's, the Stripe batcher's, the server's).
     workers: Arc<crate::supervise::Workers>,
     /// What may be pruned, and when (`[retention]`).

@@ -10,7 +10,8 @@
 //! the same way. The workers are the runner's (`store::runner`), whose queues carry commands and
 //! events alike, each taking the events of its share of the Stripe
 //! customers (an event naming no customer goes by its payment or its own object, see
-//! `Parsed::shard_key`): the events of one Stripe customer apply in order on one worker, those
+//! `Parsed::shard_key`): the events of one Stripe customer apply in order on one worker (one
+//! deferred behind a lock, below, after its batch), those
 //! of different workers in parallel, on every instance.
 //!
 //! Checkout events are facts: a run of them (all the checkouts next to each other in a batch) is
@@ -704,12 +705,7 @@ impl StripeTx {
     ) -> Result<()> {
         let rows = payment_keys
             .iter()
-            .map(|key| stripe_payment_grants::ActiveModel {
-                payment_key: Set(key.clone()),
-                grant_id: Set(grant_id.to_owned()),
-                subscription_id: Set(subscription.map(str::to_owned)),
-                clawed_back: Set(0),
-            })
+            .map(|key| payment_grant(key, grant_id, subscription))
             .collect();
         save_payment_grants(&self.txn, rows).await
     }
@@ -762,12 +758,7 @@ impl StripeTx {
             .await?;
         let known = rows
             .iter()
-            .map(|row| stripe_payment_grants::ActiveModel {
-                payment_key: Set(to.to_owned()),
-                grant_id: Set(row.grant_id.clone()),
-                subscription_id: Set(row.subscription_id.clone()),
-                clawed_back: Set(0),
-            })
+            .map(|row| payment_grant(to, &row.grant_id, row.subscription_id.as_deref()))
             .collect();
         save_payment_grants(&self.txn, known).await?;
         if let Some(amounts) = self.payment(from).await? {
@@ -789,12 +780,7 @@ impl StripeTx {
         // What the payment's refunds took so far stays counted, so nothing is taken twice.
         let moved = rows
             .iter()
-            .map(|row| stripe_payment_grants::ActiveModel {
-                payment_key: Set(row.payment_key.clone()),
-                grant_id: Set(to.to_owned()),
-                subscription_id: Set(row.subscription_id.clone()),
-                clawed_back: Set(0),
-            })
+            .map(|row| payment_grant(&row.payment_key, to, row.subscription_id.as_deref()))
             .collect();
         save_payment_grants(&self.txn, moved).await?;
         for row in rows {
@@ -1284,6 +1270,20 @@ async fn save_links(
 }
 
 /// Notes which grants payments paid for (once each).
+/// A row saying that `payment_key` paid for `grant_id`, nothing of it taken back yet.
+fn payment_grant(
+    payment_key: &str,
+    grant_id: &str,
+    subscription: Option<&str>,
+) -> stripe_payment_grants::ActiveModel {
+    stripe_payment_grants::ActiveModel {
+        payment_key: Set(payment_key.to_owned()),
+        grant_id: Set(grant_id.to_owned()),
+        subscription_id: Set(subscription.map(str::to_owned)),
+        clawed_back: Set(0),
+    }
+}
+
 async fn save_payment_grants(
     txn: &DatabaseTransaction,
     rows: Vec<stripe_payment_grants::ActiveModel>,
