@@ -1042,10 +1042,10 @@ fn checkout_by(stripe_customer: &str, n: u32) -> String {
 }
 
 /// A Stripe event's work that signals once it is applying, then waits to be released: taking
-/// the advisory lock of `lock` first when given, on the batch worker of `shard` when given.
+/// the advisory lock of `lock` first when given, on the batch worker of `shard`.
 struct Hold {
     lock: Option<&'static str>,
-    shard: Option<&'static str>,
+    shard: &'static str,
     held: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     released: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
@@ -1073,7 +1073,7 @@ async fn still_waiting<F: std::future::Future + Unpin>(future: &mut F, millis: u
 impl Hold {
     fn new(
         lock: Option<&'static str>,
-        shard: Option<&'static str>,
+        shard: &'static str,
         held: tokio::sync::oneshot::Sender<()>,
         released: tokio::sync::oneshot::Receiver<()>,
     ) -> Arc<Hold> {
@@ -1090,7 +1090,7 @@ impl Hold {
     async fn holding(
         app: &TestApp,
         lock: Option<&'static str>,
-        shard: Option<&'static str>,
+        shard: &'static str,
     ) -> (
         tokio::task::JoinHandle<Result<(), Error>>,
         tokio::sync::oneshot::Sender<()>,
@@ -1120,7 +1120,7 @@ impl StripeWork for Hold {
         })
     }
 
-    fn shard(&self) -> Option<&str> {
+    fn shard(&self) -> &str {
         self.shard
     }
 }
@@ -1131,7 +1131,7 @@ impl StripeWork for Hold {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stripe_customers_apply_in_parallel() {
     let app = common::spawn_app(Engine::Postgres).await;
-    let (holder, release) = Hold::holding(&app, Some("cus_held"), None).await;
+    let (holder, release) = Hold::holding(&app, Some("cus_held"), "cus_held").await;
     let other = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         app.webhook(&checkout_by("cus_free", 1)),
@@ -1176,6 +1176,10 @@ async fn a_failing_event_fails_alone(app: TestApp) {
                 Ok(Outcome::new(OutcomeKind::Applied, self.n.to_string()))
             })
         }
+
+        fn shard(&self) -> &str {
+            "batch"
+        }
     }
     let work = |n: usize| {
         let store = app.store.clone();
@@ -1213,7 +1217,7 @@ async fn a_stripe_customer_s_events_share_one_commit_on_postgres() {
     let app = common::spawn_app(Engine::Postgres).await;
     let now = app.now().timestamp();
     // Keeps the worker of `cus_q` busy until released.
-    let (busy, release) = Hold::holding(&app, None, Some("cus_q")).await;
+    let (busy, release) = Hold::holding(&app, None, "cus_q").await;
     // Subscriptions, a failed invoice and the customer itself: none of them a checkout.
     let mut bodies: Vec<String> = (0..8)
         .map(|n| {
@@ -1308,10 +1312,14 @@ async fn an_event_that_finds_a_lock_taken_behind_others_waits_after_its_batch() 
                 Ok(Outcome::new(OutcomeKind::Applied, self.id))
             })
         }
+
+        fn shard(&self) -> &str {
+            self.name
+        }
     }
     let app = common::spawn_app(Engine::Postgres).await;
     // Another transaction holds `account:b` until released.
-    let (holder, release) = Hold::holding(&app, Some("account:b"), None).await;
+    let (holder, release) = Hold::holding(&app, Some("account:b"), "account:b").await;
     let now = app.now();
     let works: Vec<Arc<dyn StripeWork>> = vec![
         Arc::new(LockAndRecord {

@@ -1,7 +1,8 @@
 //! The code's own rules that no compiler checks: a function outside tests longer than
 //! [`LONGEST_FN_LINES`] says why beside it, in a `// Long: …` comment above it; and no read
 //! uses sea-orm's `.one()`, whose bound `LIMIT ?` makes SQLite prepare the statement again on
-//! every run (a key lookup is `rows::ByKey::by_key`).
+//! every run (a key lookup is `rows::ByKey::by_key`); transactions begin only in the unit of
+//! work and the books' read snapshots.
 
 use std::path::{Path, PathBuf};
 
@@ -96,6 +97,63 @@ fn no_read_binds_its_limit_through_one() {
          lookup:\n{}",
         found.join("\n")
     );
+}
+
+/// Where a transaction may begin, and why: the unit of work's three openers (the runner's
+/// command batches, the Stripe batches and their deferred events, `Store::write`) and the
+/// read snapshots of books (`book.rs`: `load_books` under one snapshot, then commit, no write);
+/// and each Stripe event's savepoint inside its batch (`outer.begin()`).
+const TRANSACTION_OPENERS: [(&str, &str); 5] = [
+    ("src/store/runner.rs", "engine.begin()"),
+    ("src/store/stripe.rs", "engine.begin()"),
+    ("src/store/stripe.rs", "outer.begin()"),
+    ("src/store/unit.rs", "engine.begin()"),
+    ("src/store/book.rs", "self.connection().begin()"),
+];
+
+#[test]
+fn transactions_begin_only_in_the_unit_of_work() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for file in source_files() {
+        let text = std::fs::read_to_string(&file).expect("a source file");
+        let name = file
+            .strip_prefix(root)
+            .expect("under the crate")
+            .display()
+            .to_string();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") || code.starts_with("pub async fn begin") {
+                continue;
+            }
+            let opens = [".begin()", ".transaction(", "begin_with_config("]
+                .iter()
+                .any(|call| code.contains(call));
+            let allowed = TRANSACTION_OPENERS
+                .iter()
+                .any(|(f, call)| name == *f && code.contains(call));
+            if opens && !allowed {
+                found.push(format!("{name}:{}: {code}", i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a write goes through the unit of work (`Store::execute`, `Store::write`, the Stripe \
+         batches), never a transaction of its own:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_transaction_scan_sees_an_opener() {
+    // The scan above reads what it claims to: every allowed opener is really there.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, call) in TRANSACTION_OPENERS {
+        let text = std::fs::read_to_string(root.join(file)).expect("an opener's file");
+        assert!(text.contains(call), "{file} opens with {call}");
+    }
 }
 
 #[test]

@@ -321,10 +321,8 @@ pub trait StripeWork: Send + Sync + 'static {
     }
 
     /// Which batch worker applies it on PostgreSQL (the same key, the same worker, in order):
-    /// see `Parsed::shard_key`. `None`: a transaction of its own.
-    fn shard(&self) -> Option<&str> {
-        None
-    }
+    /// see `Parsed::shard_key`.
+    fn shard(&self) -> &str;
 }
 
 pub(crate) struct StripeJob {
@@ -337,26 +335,15 @@ pub(crate) const MAX_STRIPE_BATCH_EVENTS: usize = 128;
 
 impl Store {
     /// Runs one Stripe event's work in a savepoint of the next batch of its worker (on SQLite the
-    /// one writer; on PostgreSQL its shard's, see [`StripeWork::shard`]), or in a transaction of
-    /// its own when it names no shard. Answers once the work is durable (or failed).
+    /// one writer; on PostgreSQL its shard's, see [`StripeWork::shard`]). Answers once the work
+    /// is durable (or failed).
     pub async fn stripe_transaction(&self, work: Arc<dyn StripeWork>) -> Result<Outcome> {
-        let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
         // Which batch worker takes it: on SQLite the one; on PostgreSQL its shard's (its Stripe
-        // customer's, mostly), or a transaction of its own when it names none.
-        let shard = if sqlite {
-            Some(String::new())
+        // customer's, mostly).
+        let shard = if self.db.get_database_backend() == DbBackend::Sqlite {
+            String::new()
         } else {
-            work.shard().map(str::to_owned)
-        };
-        let Some(shard) = shard else {
-            let tx = StripeTx {
-                txn: self.engine().begin().await?,
-                catalog: self.catalog.clone(),
-                policy: self.policy,
-                concerned: Default::default(),
-                wrote: Wrote::new(self.books.clone()),
-            };
-            return work.apply(tx).await;
+            work.shard().to_owned()
         };
         let answer = self.runner().await.submit_stripe(&shard, work).await;
         answer.await.map_err(|_| Error::Unavailable)?

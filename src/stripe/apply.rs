@@ -186,8 +186,8 @@ impl StripeWork for Received {
 
     /// A checkout's: its Stripe customer's, or the account it names, or its session's; any
     /// other event's: what it is mostly about (`Parsed::shard_key`), or its own id.
-    fn shard(&self) -> Option<&str> {
-        Some(match &self.checkout {
+    fn shard(&self) -> &str {
+        match &self.checkout {
             Some(checkout) => checkout
                 .fact
                 .stripe_customer
@@ -195,7 +195,7 @@ impl StripeWork for Received {
                 .or(checkout.fact.named.as_ref().map(|(a, _)| a.as_str()))
                 .unwrap_or(&checkout.fact.session_id),
             None => self.parsed.shard_key().unwrap_or(&self.event.id),
-        })
+        }
     }
 }
 
