@@ -50,7 +50,7 @@ pub async fn build_state_with_clock(
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(SystemClock),
     };
-    Ok(AppState {
+    Ok(AppState::new(http::Shared {
         store,
         catalog,
         clock,
@@ -67,7 +67,7 @@ pub async fn build_state_with_clock(
             config.limits.max_concurrent_requests,
         )),
         sign_ins: Arc::default(),
-    })
+    }))
 }
 
 /// How a server stopped.

@@ -28,8 +28,34 @@ use axum::routing::{get, post, put};
 use std::sync::Arc;
 use utoipa::OpenApi;
 
+/// What every request reads, shared: a request's clone is one pointer's.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+
+    /// The same state with `clock` as its real time (tests that move the wall clock).
+    pub fn with_wall_clock(self, clock: Arc<dyn Clock>) -> AppState {
+        let mut shared = Arc::unwrap_or_clone(self.0);
+        shared.wall_clock = clock;
+        AppState::new(shared)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     pub store: Store,
     pub catalog: Arc<Catalog>,
     pub clock: Arc<dyn Clock>,

@@ -192,10 +192,12 @@ pub async fn spawn_app_delivered_at(
     )
     .await
     .expect("state");
-    let mut state = state;
-    if let Some(wall) = wall {
-        state.wall_clock = std::sync::Arc::new(creditbook::clock::TestClock::starting_at(wall));
-    }
+    let state = match wall {
+        Some(wall) => state.with_wall_clock(std::sync::Arc::new(
+            creditbook::clock::TestClock::starting_at(wall),
+        )),
+        None => state,
+    };
     let (address, store, clock) = serve(state).await;
     let now = chrono::Utc::now();
     let app_key = store.create_api_key(Scope::App, None, now).await.unwrap().1;
