@@ -167,18 +167,9 @@ pub fn db_failure(e: &sea_orm::DbErr) -> DbFailure {
         _ => return DbFailure::Other,
     };
     match &**sqlx {
-        Sqlx::Database(db) => {
-            let engine = if db
-                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
-                .is_some()
-            {
-                Engine::Sqlite
-            } else {
-                Engine::Postgres
-            };
-            db.code()
-                .map_or(DbFailure::Other, |code| classify_code(engine, &code))
-        }
+        Sqlx::Database(_) => database_code(e).map_or(DbFailure::Other, |(engine, code)| {
+            classify_code(engine, &code)
+        }),
         Sqlx::Io(_)
         | Sqlx::Tls(_)
         | Sqlx::Protocol(_)
@@ -187,6 +178,29 @@ pub fn db_failure(e: &sea_orm::DbErr) -> DbFailure {
         | Sqlx::WorkerCrashed => DbFailure::Unavailable,
         _ => DbFailure::Other,
     }
+}
+
+/// The engine and the code of an error the database itself reported, if `e` is one.
+fn database_code(e: &sea_orm::DbErr) -> Option<(Engine, String)> {
+    use sea_orm::{DbErr, RuntimeErr};
+    let (DbErr::Conn(RuntimeErr::SqlxError(sqlx))
+    | DbErr::Exec(RuntimeErr::SqlxError(sqlx))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx))) = e
+    else {
+        return None;
+    };
+    let sea_orm::sqlx::Error::Database(db) = &**sqlx else {
+        return None;
+    };
+    let engine = if db
+        .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        Engine::Sqlite
+    } else {
+        Engine::Postgres
+    };
+    Some((engine, db.code()?.into_owned()))
 }
 
 /// Which engine reported an error code.
@@ -223,17 +237,8 @@ pub fn classify_code(engine: Engine, code: &str) -> DbFailure {
 /// Whether the database refused a wait for a lock (PostgreSQL `lock_not_available`, 55P03:
 /// `lock_timeout` passed, or `NOWAIT`).
 pub fn is_lock_not_available(e: &Error) -> bool {
-    use sea_orm::{DbErr, RuntimeErr};
-    let Error::Database(
-        DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)),
-    ) = e
-    else {
-        return false;
-    };
-    match &**sqlx {
-        sea_orm::sqlx::Error::Database(db) => db.code().as_deref() == Some("55P03"),
-        _ => false,
-    }
+    matches!(e, Error::Database(db)
+        if database_code(db).is_some_and(|(engine, code)| engine == Engine::Postgres && code == "55P03"))
 }
 
 impl Error {
