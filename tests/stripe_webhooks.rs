@@ -1291,51 +1291,48 @@ async fn a_stripe_customer_s_events_share_one_commit_on_postgres() {
     app.assert_audit_clean().await;
 }
 
-/// An event behind others in its PostgreSQL batch never waits for a lock while holding theirs
-/// (a wait could close a cycle with another batch): it is deferred, the batch commits without
-/// it, and it is applied on its own after, waiting then holding nothing else.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_event_that_finds_a_lock_taken_behind_others_waits_after_its_batch() {
-    /// Locks `name`, records event `id`, commits.
-    struct LockAndRecord {
+/// Locks `name`, records event `id`, commits; applied by the worker of `shard`.
+struct LockAndRecord {
+    name: &'static str,
+    shard: &'static str,
+    id: &'static str,
+    now: chrono::DateTime<Utc>,
+}
+
+impl LockAndRecord {
+    fn work(
         name: &'static str,
+        shard: &'static str,
         id: &'static str,
         now: chrono::DateTime<Utc>,
+    ) -> Arc<dyn StripeWork> {
+        Arc::new(LockAndRecord {
+            name,
+            shard,
+            id,
+            now,
+        })
     }
-    impl StripeWork for LockAndRecord {
-        fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
-            Box::pin(async move {
-                tx.lock(&[self.name.to_owned()]).await?;
-                tx.record_event(&test_event(self.id.into(), self.now))
-                    .await?;
-                tx.commit().await?;
-                Ok(Outcome::new(OutcomeKind::Applied, self.id))
-            })
-        }
+}
 
-        fn shard(&self) -> &str {
-            self.name
-        }
+impl StripeWork for LockAndRecord {
+    fn apply(self: Arc<Self>, tx: StripeTx) -> BoxFuture<'static, Result<Outcome, Error>> {
+        Box::pin(async move {
+            tx.lock(&[self.name.to_owned()]).await?;
+            tx.record_event(&test_event(self.id.into(), self.now))
+                .await?;
+            tx.commit().await?;
+            Ok(Outcome::new(OutcomeKind::Applied, self.id))
+        })
     }
-    let app = common::spawn_app(Engine::Postgres).await;
-    // Another transaction holds `account:b` until released.
-    let (holder, release) = Hold::holding(&app, Some("account:b"), "account:b").await;
-    let now = app.now();
-    let works: Vec<Arc<dyn StripeWork>> = vec![
-        Arc::new(LockAndRecord {
-            name: "account:a",
-            id: "evt_first",
-            now,
-        }),
-        Arc::new(LockAndRecord {
-            name: "account:b",
-            id: "evt_behind",
-            now,
-        }),
-    ];
-    let store = app.store.clone();
-    let mut batch = tokio::spawn(async move { store.stripe_batch(&works).await });
-    // The batch committed its first event and waits, for the second, on nothing of its own.
+
+    fn shard(&self) -> &str {
+        self.shard
+    }
+}
+
+/// The ids of the events recorded, once there are any (a batch running in the background).
+async fn recorded_events(app: &TestApp) -> Vec<String> {
     let mut recorded = Vec::new();
     for _ in 0..100 {
         recorded = app.store.stripe_events(10).await.unwrap();
@@ -1344,9 +1341,27 @@ async fn an_event_that_finds_a_lock_taken_behind_others_waits_after_its_batch() 
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let ids: Vec<&str> = recorded.iter().map(|e| e.id.as_str()).collect();
+    recorded.into_iter().map(|e| e.id).collect()
+}
+
+/// An event behind others in its PostgreSQL batch never waits for a lock while holding theirs
+/// (a wait could close a cycle with another batch): it is deferred, the batch commits without
+/// it, and it is applied on its own after, waiting then holding nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_that_finds_a_lock_taken_behind_others_waits_after_its_batch() {
+    let app = common::spawn_app(Engine::Postgres).await;
+    // Another transaction holds `account:b` until released.
+    let (holder, release) = Hold::holding(&app, Some("account:b"), "account:b").await;
+    let now = app.now();
+    let works: Vec<Arc<dyn StripeWork>> = vec![
+        LockAndRecord::work("account:a", "account:a", "evt_first", now),
+        LockAndRecord::work("account:b", "account:b", "evt_behind", now),
+    ];
+    let store = app.store.clone();
+    let mut batch = tokio::spawn(async move { store.stripe_batch(&works).await });
+    // The batch committed its first event and waits, for the second, on nothing of its own.
     assert_eq!(
-        ids,
+        recorded_events(&app).await,
         vec!["evt_first"],
         "the first event commits without the second"
     );
@@ -1368,5 +1383,61 @@ async fn an_event_that_finds_a_lock_taken_behind_others_waits_after_its_batch() 
             .stripe_deferred
             .load(std::sync::atomic::Ordering::Relaxed),
         1
+    );
+}
+
+/// The events of one shard apply in the order they arrived, a deferral included: an event
+/// behind a deferred one of its shard is deferred with it, though it would find no lock taken,
+/// and applied after it once the batch commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_behind_a_deferred_one_of_its_shard_waits_with_it() {
+    let app = common::spawn_app(Engine::Postgres).await;
+    let (holder, release) = Hold::holding(&app, Some("account:b"), "account:b").await;
+    let now = app.now();
+    let works: Vec<Arc<dyn StripeWork>> = vec![
+        LockAndRecord::work("account:a", "account:a", "evt_first", now),
+        LockAndRecord::work("account:b", "account:b", "evt_behind", now),
+        // Of the same shard, locking nothing anyone holds.
+        LockAndRecord::work("account:c", "account:b", "evt_after", now),
+        // Of another shard: applied in the batch.
+        LockAndRecord::work("account:d", "account:d", "evt_other", now),
+    ];
+    let store = app.store.clone();
+    let mut batch = tokio::spawn(async move { store.stripe_batch(&works).await });
+    let mut committed = recorded_events(&app).await;
+    committed.sort();
+    assert_eq!(
+        committed,
+        vec!["evt_first", "evt_other"],
+        "the batch commits without the deferred event and the one behind it"
+    );
+    assert!(
+        still_waiting(&mut batch, 300).await,
+        "the deferred event waits for the lock, and the next of its shard behind it"
+    );
+    assert!(
+        !recorded_events(&app)
+            .await
+            .contains(&"evt_after".to_owned()),
+        "not applied before the event it arrived after"
+    );
+    release.send(()).unwrap();
+    let outcomes: Vec<String> = batch
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.expect("all applied").detail)
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec!["evt_first", "evt_behind", "evt_after", "evt_other"]
+    );
+    holder.await.unwrap().unwrap();
+    assert_eq!(
+        app.store
+            .runner_stats()
+            .stripe_deferred
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
     );
 }

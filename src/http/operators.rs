@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::extract::page_limit;
-use super::extract::{ApiQuery, Caller, identifier, time_ordered_cursor};
+use super::extract::{ApiQuery, Caller, customer_id, time_ordered_cursor};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
 use crate::store::outbox::row_time;
@@ -62,12 +62,12 @@ pub async fn list(
     let limit = page_limit(query.limit)?;
     let customer = query
         .customer
-        .map(|c| identifier("customer", &c))
+        .map(|c| customer_id("customer", &c))
         .transpose()?;
     let after = time_ordered_cursor(query.cursor)?;
     let rows = state
         .store
-        .operator_actions(customer.as_deref(), after.as_deref(), limit + 1)
+        .operator_actions(customer.as_ref(), after.as_deref(), limit + 1)
         .await?;
     let more = rows.len() as u64 > limit;
     let actions = rows

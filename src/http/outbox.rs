@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::extract::page_limit;
-use super::extract::{ApiQuery, Caller, identifier, time_ordered_cursor};
+use super::extract::{ApiQuery, Caller, customer_id, identifier, time_ordered_cursor};
 use crate::domain::outbound::{ReplayRefusal, stripe_replay};
 use crate::error::{Error, Result};
 use crate::store::keys::Scope;
@@ -118,7 +118,7 @@ pub async fn list(
     let after = time_ordered_cursor(query.cursor)?;
     let customer = query
         .customer
-        .map(|c| identifier("customer", &c))
+        .map(|c| customer_id("customer", &c))
         .transpose()?;
     let rows = state
         .store

@@ -4,6 +4,7 @@
 use super::Store;
 use super::rows::time;
 use crate::domain::Timestamp;
+use crate::domain::customer::CustomerId;
 use crate::error::{Error, Result};
 use entity::operator_actions;
 use sea_orm::ActiveValue::Set;
@@ -102,13 +103,13 @@ impl Store {
     /// Operators' writes, oldest first, after the row `after`, of one customer when given.
     pub async fn operator_actions(
         &self,
-        customer: Option<&str>,
+        customer: Option<&CustomerId>,
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<operator_actions::Model>> {
         let mut query = operator_actions::Entity::find();
         if let Some(customer) = customer {
-            query = query.filter(operator_actions::Column::CustomerId.eq(customer));
+            query = query.filter(operator_actions::Column::CustomerId.eq(customer.as_str()));
         }
         if let Some(after) = after {
             query = query.filter(operator_actions::Column::Id.gt(after));

@@ -205,7 +205,7 @@ pub enum Attempt<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct OutboxQuery {
     pub status: Option<OutboxStatus>,
-    pub customer: Option<String>,
+    pub customer: Option<CustomerId>,
     /// Rows after this id (ids are time-ordered).
     pub after: Option<String>,
     pub limit: u64,

@@ -11,7 +11,7 @@
 //! events alike, each taking the events of its share of the Stripe
 //! customers (an event naming no customer goes by its payment or its own object, see
 //! `Parsed::shard_key`): the events of one Stripe customer apply in order on one worker (one
-//! deferred behind a lock, below, after its batch), those
+//! deferred behind a lock, below, waits after its batch with the later events of its shard), those
 //! of different workers in parallel, on every instance.
 //!
 //! Checkout events are facts: a run of them (all the checkouts next to each other in a batch) is
@@ -185,10 +185,27 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
         wrote: wrote.clone(),
     };
     let mut answers: Vec<Result<Outcome>> = Vec::with_capacity(works.len());
+    // The shards with an event deferred: their later events wait behind it, in order.
+    let mut deferred: HashSet<&str> = HashSet::new();
+    let mut noted = 0;
     while answers.len() < works.len() {
         let start = answers.len();
+        for (work, answer) in works[noted..start].iter().zip(&answers[noted..]) {
+            if matches!(answer, Err(Error::Deferred)) {
+                deferred.insert(work.shard());
+            }
+        }
+        noted = start;
+        if deferred.contains(works[start].shard()) {
+            answers.push(Err(Error::Deferred));
+            continue;
+        }
         // The checkouts from here on, decided together in one savepoint.
-        let run: Vec<&CheckoutEvent> = works[start..].iter().map_while(|w| w.checkout()).collect();
+        let run: Vec<&CheckoutEvent> = works[start..]
+            .iter()
+            .take_while(|w| !deferred.contains(w.shard()))
+            .map_while(|w| w.checkout())
+            .collect();
         if run.is_empty() {
             answers.push(apply_alone(&outer, works[start].clone(), &tx, start > 0).await);
             continue;
@@ -242,8 +259,8 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
                 .stats
                 .stripe_batch_events
                 .fetch_add(works.len() as u64, Relaxed);
-            // Those that found a lock taken behind the others: each on its own now, holding
-            // nothing else while it waits.
+            // Those that found a lock taken behind the others, and the later events of their
+            // shards: each on its own now, in order, holding nothing else while it waits.
             for (work, answer) in works.iter().zip(answers.iter_mut()) {
                 if matches!(answer, Err(Error::Deferred)) {
                     engine.stats.stripe_deferred.fetch_add(1, Relaxed);
