@@ -208,6 +208,18 @@ impl Metrics {
                 ("{from=\"database\"}", get(&runner.books_from_database)),
             ],
         );
+        counter(
+            "creditbook_gate_books_confirmed_total",
+            "Books kept in memory that a read of their customers' versions confirmed current for \
+             checks: in the background before they grew stale, or by a check's own read.",
+            &[
+                (
+                    "{by=\"background\"}",
+                    get(&runner.books_confirmed_in_background),
+                ),
+                ("{by=\"check\"}", get(&runner.books_confirmed_by_check)),
+            ],
+        );
         let seconds = |micros: u64| format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
         let _ = writeln!(
             out,

@@ -759,14 +759,80 @@ async fn check(app: &TestApp, quantity: i64) -> (bool, Value) {
 
 /// `creditbook_gate_books_total{from="memory"}` of `app`.
 async fn books_from_memory(app: &TestApp) -> u64 {
+    metric(app, "creditbook_gate_books_total{from=\"memory\"} ").await
+}
+
+/// The value of the `/metrics` line of `app` that starts with `name` (labels and a space
+/// included).
+async fn metric(app: &TestApp, name: &str) -> u64 {
     let (_, metrics) = app.call(reqwest::Method::GET, "/metrics", None, None).await;
     let metrics = metrics.as_str().unwrap();
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("creditbook_gate_books_total{from=\"memory\"} "))
+        .find_map(|l| l.strip_prefix(name))
         .unwrap_or_else(|| panic!("{metrics}"))
         .parse()
         .unwrap()
+}
+
+/// A customer that `check`s keep asking for has its kept book confirmed in the background
+/// before it grows stale, so a check past the bound needs no read of its own; a book whose
+/// version moved elsewhere is never confirmed, and checks see the write within the bound.
+async fn checks_keep_asking_books_are_confirmed_in_the_background(engine: Engine) {
+    use std::time::{Duration, Instant};
+    const BACKGROUND: &str = "creditbook_gate_books_confirmed_total{by=\"background\"} ";
+    const BY_CHECK: &str = "creditbook_gate_books_confirmed_total{by=\"check\"} ";
+    let staleness = Duration::from_millis(400);
+    let app = common::spawn_app_with(engine, |c| c.batching.check_staleness = staleness).await;
+    app.promo("m", "5").await;
+    // The grant's batch kept the book as of its commit, before now.
+    let kept_at = Instant::now();
+    assert_eq!(check(&app, 1).await, (true, json!("5")));
+    tokio::time::sleep(staleness * 5 / 8).await;
+    // Past half the bound: noted, and confirmed by the next background round.
+    assert_eq!(check(&app, 1).await, (true, json!("5")));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&app, BACKGROUND).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never confirmed in the background"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the bound of the book as kept, a check decides on it without a read of its own.
+    let past_bound = kept_at + staleness + Duration::from_millis(50);
+    tokio::time::sleep_until(past_bound.max(Instant::now()).into()).await;
+    assert_eq!(check(&app, 1).await, (true, json!("5")));
+    assert_eq!(metric(&app, BY_CHECK).await, 0);
+
+    // A write elsewhere moves the version: the book is not confirmed again, and checks show
+    // the write once the bound has passed.
+    let other = app.another_instance().await;
+    other.promo("m", "10").await;
+    let written = Instant::now();
+    loop {
+        let (_, available) = check(&app, 1).await;
+        if available == json!("15") {
+            break;
+        }
+        assert_eq!(available, json!("5"));
+        assert!(
+            written.elapsed() < staleness + Duration::from_secs(1),
+            "the write elsewhere stays hidden past the bound"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_keep_asking_books_are_confirmed_in_the_background_on_sqlite() {
+    checks_keep_asking_books_are_confirmed_in_the_background(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_keep_asking_books_are_confirmed_in_the_background_on_postgres() {
+    checks_keep_asking_books_are_confirmed_in_the_background(Engine::Postgres).await;
 }
 
 /// The books a server keeps in memory never hide a write made elsewhere from a command: a grant

@@ -749,6 +749,31 @@ async fn load_override_keys(
     Ok(found)
 }
 
+/// Reads the versions of the customers `books` noted, a chunk per statement, and confirms each
+/// kept book still at its customer's version as of the instant before its chunk's read: every
+/// commit of the customer before then is in it (each moves the version).
+async fn confirm_noted(db: &sea_orm::DatabaseConnection, books: &BookCache) -> Result<usize> {
+    let noted = books.take_noted();
+    let mut confirmed = 0;
+    for chunk in noted.chunks(ROWS_PER_STATEMENT) {
+        let started = std::time::Instant::now();
+        let versions: Vec<(String, i64)> = customers::Entity::find()
+            .select_only()
+            .column(customers::Column::Id)
+            .column(customers::Column::Version)
+            .filter(customers::Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (customer, version) in versions {
+            if books.confirm(&customer, version, started) {
+                confirmed += 1;
+            }
+        }
+    }
+    Ok(confirmed)
+}
+
 /// The n-th (1-based) bound value in `backend`'s syntax.
 pub(crate) fn placeholder(backend: DbBackend, n: usize) -> String {
     match backend {
@@ -1209,6 +1234,7 @@ impl super::Store {
         let customer_id = customer_id.as_str();
         use sea_orm::TransactionTrait;
         let started = std::time::Instant::now();
+        self.start_confirming();
         let kept = match self.books.for_check(customer_id, started) {
             Some((kept, true)) => Some(kept),
             // Older than the bound: one indexed read says whether it is still the stored book.
@@ -1221,6 +1247,9 @@ impl super::Store {
                     .await?;
                 (version == Some(kept.version)).then(|| {
                     self.books.confirm(customer_id, kept.version, started);
+                    self.stats
+                        .books_confirmed_by_check
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     kept
                 })
             }
@@ -1255,6 +1284,52 @@ impl super::Store {
         let mut book = kept.book.clone();
         book.settle_due(now);
         Ok(Some((book, kept.standing.clone())))
+    }
+
+    /// Confirms the kept books that checks noted past half the staleness bound (see
+    /// `store::cache`), so that their next checks need no read; how many were confirmed. The
+    /// background round calls it every quarter of the bound.
+    pub async fn confirm_kept_books(&self) -> Result<usize> {
+        let confirmed = confirm_noted(self.connection(), &self.books).await?;
+        self.stats
+            .books_confirmed_in_background
+            .fetch_add(confirmed as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(confirmed)
+    }
+
+    /// Starts the background confirmation of kept books, once, unless `check` decides on no kept
+    /// book (`[ledger] check_staleness_ms = 0`). It ends when the books it confirms are dropped.
+    fn start_confirming(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let staleness = self.books.staleness();
+        if staleness.is_zero() || self.books.confirming.swap(true, Relaxed) {
+            return;
+        }
+        let books = std::sync::Arc::downgrade(&self.books);
+        let db = self.connection().clone();
+        let stats = self.stats.clone();
+        let period = (staleness / 4).max(std::time::Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(books) = books.upgrade() else {
+                    return;
+                };
+                match confirm_noted(&db, &books).await {
+                    Ok(confirmed) => {
+                        stats
+                            .books_confirmed_in_background
+                            .fetch_add(confirmed as u64, Relaxed);
+                    }
+                    // Checks confirm by their own reads meanwhile.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "confirming the books kept for checks failed")
+                    }
+                }
+            }
+        });
     }
 
     /// The books kept in memory that differ from what the database holds at their version:

@@ -12,17 +12,28 @@
 //!   any process; the batches of this process publish their books as they commit, and its other
 //!   writers forget the customers they wrote, so this process's own writes are seen at once.
 //!
+//! - **Kept fresh in the background**: a book `check` decides on past half the bound is noted,
+//!   and a background round (`Store::confirm_kept_books`, every quarter of the bound) reads the
+//!   versions of the noted customers with one statement per chunk and confirms those unchanged,
+//!   as of the instant before the read. A customer `check`s keep asking for is then confirmed
+//!   before its book grows stale, and its checks never wait for a read; one whose version moved
+//!   is left to be read again by its next check.
+//!
 //! At most [`MAX_CACHED_BOOKS`] customers are kept; past that an arbitrary one makes room.
 
 use crate::domain::alerts::Armed;
 use crate::domain::gate::Standing;
 use crate::domain::ledger::Book;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most customers whose books one process keeps in memory.
 pub const MAX_CACHED_BOOKS: usize = 100_000;
+
+/// Most customers noted for the next background confirmation; past that, a book is confirmed
+/// by its own check's read, as before.
+pub const MAX_NOTED_FOR_CONFIRMATION: usize = 10_000;
 
 /// `[ledger] check_staleness_ms`: the default, and the most a config may set.
 pub const DEFAULT_CHECK_STALENESS_MS: u64 = 1_000;
@@ -54,6 +65,11 @@ pub(crate) struct BookCache {
     /// How old a book `check` may decide on.
     staleness: Duration,
     capacity: usize,
+    /// Customers whose kept book a check used past half the bound: to be confirmed in the
+    /// background (at most [`MAX_NOTED_FOR_CONFIRMATION`]).
+    noted: Mutex<HashSet<String>>,
+    /// Whether the background confirmation runs (started by the first check).
+    pub(crate) confirming: std::sync::atomic::AtomicBool,
 }
 
 impl BookCache {
@@ -62,7 +78,14 @@ impl BookCache {
             entries: Mutex::new(HashMap::new()),
             staleness,
             capacity,
+            noted: Mutex::new(HashSet::new()),
+            confirming: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// How long a book `check` decides on stays fresh.
+    pub fn staleness(&self) -> Duration {
+        self.staleness
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -79,11 +102,29 @@ impl BookCache {
     }
 
     /// The book of `customer`, and whether it is younger than the staleness bound at `now`.
+    /// Past half the bound it is noted for the background confirmation.
     pub fn for_check(&self, customer: &str, now: Instant) -> Option<(Arc<Cached>, bool)> {
         let entry = self.entries().get(customer)?.clone();
-        let fresh = !self.staleness.is_zero()
-            && now.saturating_duration_since(entry.as_of) <= self.staleness;
+        let age = now.saturating_duration_since(entry.as_of);
+        let fresh = !self.staleness.is_zero() && age <= self.staleness;
+        if fresh && age > self.staleness / 2 {
+            let mut noted = self.noted();
+            if noted.len() < MAX_NOTED_FOR_CONFIRMATION {
+                noted.insert(customer.to_owned());
+            }
+        }
         Some((entry.cached, fresh))
+    }
+
+    fn noted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.noted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The customers noted for confirmation since the last call.
+    pub fn take_noted(&self) -> Vec<String> {
+        std::mem::take(&mut *self.noted()).into_iter().collect()
     }
 
     /// The book of `customer` if it is younger than the staleness bound at `now`.
@@ -95,11 +136,14 @@ impl BookCache {
 
     /// The database showed `customer` at `version` at `as_of`: the book kept at that version
     /// is as of then.
-    pub fn confirm(&self, customer: &str, version: i64, as_of: Instant) {
-        if let Some(entry) = self.entries().get_mut(customer)
-            && entry.cached.version == version
-        {
-            entry.as_of = entry.as_of.max(as_of);
+    /// Whether a book was kept at that version.
+    pub fn confirm(&self, customer: &str, version: i64, as_of: Instant) -> bool {
+        match self.entries().get_mut(customer) {
+            Some(entry) if entry.cached.version == version => {
+                entry.as_of = entry.as_of.max(as_of);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -262,6 +306,40 @@ mod tests {
             "a bound of 0 reads every time"
         );
         assert!(off.at_version("c", 1).is_some(), "writes still use it");
+    }
+
+    #[test]
+    fn a_book_checked_past_half_the_bound_is_noted_once() {
+        let cache = BookCache::new(Duration::from_secs(1), 10);
+        let start = Instant::now();
+        cache.publish([cached(4, start, true)]);
+        assert!(
+            cache
+                .for_check("c", start + Duration::from_millis(400))
+                .is_some()
+        );
+        assert!(cache.take_noted().is_empty(), "young: not noted");
+        cache.for_check("c", start + Duration::from_millis(600));
+        cache.for_check("c", start + Duration::from_millis(700));
+        assert_eq!(cache.take_noted(), vec!["c".to_owned()]);
+        assert!(cache.take_noted().is_empty(), "taken");
+        cache.for_check("c", start + Duration::from_millis(1_100));
+        assert!(
+            cache.take_noted().is_empty(),
+            "stale: its own check reads it"
+        );
+        // Confirmed as of a later instant: young again.
+        assert!(cache.confirm("c", 4, start + Duration::from_millis(650)));
+        let (_, fresh) = cache
+            .for_check("c", start + Duration::from_millis(1_100))
+            .unwrap();
+        assert!(fresh);
+        // A confirmation at another version confirms nothing: stale a bound after 650 ms.
+        assert!(!cache.confirm("c", 5, start + Duration::from_millis(1_000)));
+        let (_, fresh) = cache
+            .for_check("c", start + Duration::from_millis(1_700))
+            .unwrap();
+        assert!(!fresh);
     }
 
     #[test]

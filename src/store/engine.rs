@@ -33,6 +33,10 @@ pub struct RunnerStats {
     /// Books decided on (by batches and by `check`), kept in memory or read from the database.
     pub books_from_memory: AtomicU64,
     pub books_from_database: AtomicU64,
+    /// Kept books confirmed still current for `check` by a read of their versions: in the
+    /// background, a chunk per statement, or by a check of its own.
+    pub books_confirmed_in_background: AtomicU64,
+    pub books_confirmed_by_check: AtomicU64,
     /// Stripe events applied in runs of checkouts decided together, and runs that failed as a
     /// whole and were applied again one event at a time.
     pub stripe_events_together: AtomicU64,
