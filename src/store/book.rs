@@ -751,8 +751,13 @@ async fn load_override_keys(
 
 /// Reads the versions of the customers `books` noted, a chunk per statement, and confirms each
 /// kept book still at its customer's version as of the instant before its chunk's read: every
-/// commit of the customer before then is in it (each moves the version).
-async fn confirm_noted(db: &sea_orm::DatabaseConnection, books: &BookCache) -> Result<usize> {
+/// commit of the customer before then is in it (each moves the version). Counts them in
+/// `confirmed_total`.
+async fn confirm_noted(
+    db: &sea_orm::DatabaseConnection,
+    books: &BookCache,
+    confirmed_total: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
     let noted = books.take_noted();
     let mut confirmed = 0;
     for chunk in noted.chunks(ROWS_PER_STATEMENT) {
@@ -771,7 +776,8 @@ async fn confirm_noted(db: &sea_orm::DatabaseConnection, books: &BookCache) -> R
             }
         }
     }
-    Ok(confirmed)
+    confirmed_total.fetch_add(confirmed, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// The n-th (1-based) bound value in `backend`'s syntax.
@@ -1286,23 +1292,13 @@ impl super::Store {
         Ok(Some((book, kept.standing.clone())))
     }
 
-    /// Confirms the kept books that checks noted past half the staleness bound (see
-    /// `store::cache`), so that their next checks need no read; how many were confirmed. The
-    /// background round calls it every quarter of the bound.
-    pub async fn confirm_kept_books(&self) -> Result<usize> {
-        let confirmed = confirm_noted(self.connection(), &self.books).await?;
-        self.stats
-            .books_confirmed_in_background
-            .fetch_add(confirmed as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(confirmed)
-    }
-
-    /// Starts the background confirmation of kept books, once, unless `check` decides on no kept
-    /// book (`[ledger] check_staleness_ms = 0`). It ends when the books it confirms are dropped.
+    /// Starts the background confirmation of the kept books that checks noted past half the
+    /// staleness bound (see `store::cache`), a round every quarter of the bound, so that their
+    /// next checks need no read: once, unless `check` decides on no kept book
+    /// (`[ledger] check_staleness_ms = 0`). It ends when the books it confirms are dropped.
     fn start_confirming(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
         let staleness = self.books.staleness();
-        if staleness.is_zero() || self.books.confirming.swap(true, Relaxed) {
+        if staleness.is_zero() || !self.books.claim_confirming() {
             return;
         }
         let books = std::sync::Arc::downgrade(&self.books);
@@ -1317,16 +1313,10 @@ impl super::Store {
                 let Some(books) = books.upgrade() else {
                     return;
                 };
-                match confirm_noted(&db, &books).await {
-                    Ok(confirmed) => {
-                        stats
-                            .books_confirmed_in_background
-                            .fetch_add(confirmed as u64, Relaxed);
-                    }
+                let confirmed = &stats.books_confirmed_in_background;
+                if let Err(e) = confirm_noted(&db, &books, confirmed).await {
                     // Checks confirm by their own reads meanwhile.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "confirming the books kept for checks failed")
-                    }
+                    tracing::warn!(error = %e, "confirming the books kept for checks failed");
                 }
             }
         });

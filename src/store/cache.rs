@@ -13,7 +13,7 @@
 //!   writers forget the customers they wrote, so this process's own writes are seen at once.
 //!
 //! - **Kept fresh in the background**: a book `check` decides on past half the bound is noted,
-//!   and a background round (`Store::confirm_kept_books`, every quarter of the bound) reads the
+//!   and a background round (`Store::check_view` starts it, a round every quarter of the bound) reads the
 //!   versions of the noted customers with one statement per chunk and confirms those unchanged,
 //!   as of the instant before the read. A customer `check`s keep asking for is then confirmed
 //!   before its book grows stale, and its checks never wait for a read; one whose version moved
@@ -69,7 +69,7 @@ pub(crate) struct BookCache {
     /// background (at most [`MAX_NOTED_FOR_CONFIRMATION`]).
     noted: Mutex<HashSet<String>>,
     /// Whether the background confirmation runs (started by the first check).
-    pub(crate) confirming: std::sync::atomic::AtomicBool,
+    confirming: std::sync::atomic::AtomicBool,
 }
 
 impl BookCache {
@@ -81,6 +81,13 @@ impl BookCache {
             noted: Mutex::new(HashSet::new()),
             confirming: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True the first time only: the caller starts the background confirmation.
+    pub fn claim_confirming(&self) -> bool {
+        !self
+            .confirming
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long a book `check` decides on stays fresh.
@@ -135,8 +142,7 @@ impl BookCache {
     }
 
     /// The database showed `customer` at `version` at `as_of`: the book kept at that version
-    /// is as of then.
-    /// Whether a book was kept at that version.
+    /// is as of then. Whether a book was kept at that version.
     pub fn confirm(&self, customer: &str, version: i64, as_of: Instant) -> bool {
         match self.entries().get_mut(customer) {
             Some(entry) if entry.cached.version == version => {
