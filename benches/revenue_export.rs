@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use creditbook::domain::catalog::Breakage;
-use creditbook::domain::money::Credits;
+use creditbook::domain::money::{Credits, Money};
 use creditbook::domain::revrec::{Lot, Period, Posting};
 use creditbook::store::Store;
 use rust_decimal::Decimal;
@@ -215,7 +215,7 @@ async fn main() {
     );
     let build = Instant::now();
     let year: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let price = Credits::new(Decimal::from(100)).unwrap();
+    let price = Money::new(Decimal::from(100)).unwrap();
     let credits = Credits::new(Decimal::from(12_000)).unwrap();
     let mut batches = Batches {
         customers: Vec::new(),

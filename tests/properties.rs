@@ -11,8 +11,8 @@ use creditbook::domain::command::{self, Command, Rules};
 use creditbook::domain::gate::{Actual, Policy, Standing};
 use creditbook::domain::ledger::GrantSource;
 use creditbook::domain::ledger::{Book, EntryKind, Grant, GrantKind, HoldStatus, Rejection, Usage};
-use creditbook::domain::money::Credits;
 use creditbook::domain::money::Quantity;
+use creditbook::domain::money::{Credits, Money};
 use creditbook::domain::overrides::{self, Override};
 use creditbook::store::{BatchSettings, Envelope, Store};
 use proptest::prelude::*;
@@ -130,7 +130,7 @@ fn apply(
                     source_type: GrantSource::Test,
                     source_id: seq.to_string(),
                     created_at: *now,
-                    refunded: Credits::ZERO,
+                    refunded: Money::ZERO,
                     period_start: None,
                     frozen: false,
                 },

@@ -103,11 +103,16 @@ mod tests {
     use crate::domain::catalog::Overage;
     use crate::domain::journal::{Moved, Revenue, needs, post};
     use crate::domain::ledger::{EntryKind, Paid, Usage};
+    use crate::domain::money::Money;
     use crate::domain::revrec::{Account, PostingKind};
     use std::str::FromStr;
 
-    fn c(s: &str) -> Credits {
-        Credits::new(Decimal::from_str(s).unwrap()).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn c<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
     }
 
     fn t(s: &str) -> Timestamp {
@@ -339,11 +344,11 @@ mod tests {
         };
         assert_eq!(
             line(Account::ContractLiability),
-            Some((c("2.5"), Credits::ZERO))
+            Some((c("2.5"), Money::ZERO))
         );
         assert_eq!(
             line(Account::BreakageRevenue),
-            Some((Credits::ZERO, c("2.5")))
+            Some((Money::ZERO, c("2.5")))
         );
         let lot = &revenue.lots["pack"];
         assert_eq!(lot.forfeited, c("25"));

@@ -358,7 +358,7 @@ mod tests {
             "topup",
             credits(100),
             Paid {
-                price: credits(10),
+                price: "10".parse().unwrap(),
                 currency: "usd".into(),
             },
             (GrantSource::Test, "t".into()),
@@ -394,7 +394,7 @@ mod tests {
         let credits = |n: i64| Credits::new(n.into()).unwrap();
         let pack = |id: &str, pack: &str, at: Timestamp| {
             let paid = Paid {
-                price: credits(10),
+                price: "10".parse().unwrap(),
                 currency: "usd".into(),
             };
             Grant::pack(

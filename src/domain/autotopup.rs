@@ -6,7 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::{Catalog, Pack};
-use super::money::Credits;
+use super::money::{Credits, Money};
 use super::outbound::{EventType, Message};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -111,7 +111,7 @@ pub struct Start {
     pub pack: String,
     pub credits: Credits,
     /// The pack's price, in its currency.
-    pub price: Credits,
+    pub price: Money,
     pub currency: String,
     pub at: Timestamp,
 }
@@ -229,7 +229,7 @@ impl AutoTopup {
             customer: customer.to_owned(),
             pack: pack.id.clone(),
             credits: pack.credits,
-            price: Credits::new(pack.price.amount).ok()?,
+            price: pack.price.money(),
             currency: pack.price.currency.clone(),
             at: now,
         })
@@ -313,8 +313,12 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn c(s: &str) -> Credits {
-        Credits::new(s.parse().unwrap()).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn c<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
     }
 
     fn catalog() -> Catalog {

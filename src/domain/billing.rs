@@ -6,7 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::{Catalog, Pack, Plan};
-use super::money::{AmountError, Credits, SCALE, currency_minor_units};
+use super::money::{AmountError, Credits, Money, SCALE, currency_minor_units};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
@@ -184,7 +184,7 @@ pub fn choose_pack<'a>(
 pub struct PackTerms {
     pub credits: Credits,
     /// What was paid for it, tax excluded, in major units of `currency`.
-    pub price: Credits,
+    pub price: Money,
     pub currency: String,
     pub expires_at: Option<Timestamp>,
 }
@@ -204,7 +204,7 @@ pub fn pack_terms(
         .to_ascii_lowercase();
     let price = match paid_net_of_tax_minor {
         Some(minor) => money_from_minor(minor.max(0), &currency),
-        None => Credits::new(pack.price.amount * Decimal::from(quantity))?,
+        None => Money::new(pack.price.amount * Decimal::from(quantity))?,
     };
     Ok(PackTerms {
         credits: Credits::new(pack.credits.value() * Decimal::from(quantity))?,
@@ -328,13 +328,13 @@ pub fn invoice_payment_key(
 }
 
 /// An amount Stripe sends in the currency's minor units, as money in major units (exact).
-pub fn money_from_minor(amount_minor: i64, currency: &str) -> Credits {
+pub fn money_from_minor(amount_minor: i64, currency: &str) -> Money {
     let value = Decimal::new(amount_minor, currency_minor_units(currency));
-    Credits::new(value).expect("a currency has at most 3 minor digits, within the credit scale")
+    Money::new(value).expect("a currency has at most 3 minor digits, within the credit scale")
 }
 
 /// Money in major units, as the currency's minor units (exact for amounts of that currency).
-pub fn money_to_minor(money: Credits, currency: &str) -> i64 {
+pub fn money_to_minor(money: Money, currency: &str) -> i64 {
     let scaled = money.value() * Decimal::from(10_i64.pow(currency_minor_units(currency)));
     i64::try_from(scaled.round()).unwrap_or(i64::MAX)
 }

@@ -2,7 +2,7 @@
 //! validated config and trusted from then on.
 
 use super::Timestamp;
-use super::money::{Credits, Price, Quantity, SCALE, max_credits_per_request};
+use super::money::{Credits, Money, Price, Quantity, SCALE, max_credits_per_request};
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::BTreeMap;
 
@@ -68,7 +68,7 @@ impl Action {
 
     /// What `quantity` units cost at the vendor: quantity × cost per unit, rounded half away
     /// from zero to six places; none when the action has no vendor cost.
-    pub fn vendor_cost_of(&self, quantity: Quantity) -> Option<Decimal> {
+    pub fn vendor_cost_of(&self, quantity: Quantity) -> Option<Money> {
         self.vendor_cost
             .map(|cost| to_micros(cost * quantity.value()))
     }
@@ -76,7 +76,7 @@ impl Action {
     /// What `credits` of the action cost at the vendor, when only the credits are known (a
     /// capture that named credits): credits / credits per unit × cost per unit, rounded as
     /// [`Self::vendor_cost_of`].
-    pub fn vendor_cost_of_credits(&self, credits: Credits) -> Option<Decimal> {
+    pub fn vendor_cost_of_credits(&self, credits: Credits) -> Option<Money> {
         let per_unit = self.credits.value();
         self.vendor_cost
             .and_then(|cost| (credits.value() * cost).checked_div(per_unit))
@@ -120,8 +120,9 @@ impl Action {
 }
 
 /// Money to six places, half away from zero: the scale vendor costs are kept at.
-fn to_micros(amount: Decimal) -> Decimal {
-    amount.round_dp_with_strategy(SCALE, RoundingStrategy::MidpointAwayFromZero)
+fn to_micros(amount: Decimal) -> Money {
+    Money::new(amount.round_dp_with_strategy(SCALE, RoundingStrategy::MidpointAwayFromZero))
+        .expect("rounded to the money scale")
 }
 
 /// What happens when a customer's credits run out (README, The ledger).
@@ -443,25 +444,26 @@ mod tests {
 
     #[test]
     fn vendor_cost_is_exact_to_six_places() {
+        let money = |s: &str| s.parse::<Money>().unwrap();
         let mut speech = action("0.5");
         assert_eq!(speech.vendor_cost_of(q("10")), None);
         speech.vendor_cost = Some(dec("0.000015"));
-        assert_eq!(speech.vendor_cost_of(q("3")), Some(dec("0.000045")));
+        assert_eq!(speech.vendor_cost_of(q("3")), Some(money("0.000045")));
         // 0.0000015 × 1 rounds half away from zero.
         speech.vendor_cost = Some(dec("0.0000015"));
-        assert_eq!(speech.vendor_cost_of(q("1")), Some(dec("0.000002")));
+        assert_eq!(speech.vendor_cost_of(q("1")), Some(money("0.000002")));
         // Credits alone: 1 credit is 2 units at 0.5 per unit.
         speech.vendor_cost = Some(dec("0.000015"));
         assert_eq!(
             speech.vendor_cost_of_credits(Credits::new(dec("1")).unwrap()),
-            Some(dec("0.00003"))
+            Some(money("0.00003"))
         );
         // 1 credit of an action at 3 credits per unit and 0.01 per unit: 0.00333…, rounded.
         let mut third = action("3");
         third.vendor_cost = Some(dec("0.01"));
         assert_eq!(
             third.vendor_cost_of_credits(Credits::new(dec("1")).unwrap()),
-            Some(dec("0.003333"))
+            Some(money("0.003333"))
         );
     }
 }

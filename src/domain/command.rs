@@ -13,7 +13,7 @@ use super::customer::CustomerId;
 use super::gate::{self, Actual, Policy, Refusal, Standing};
 use super::ledger::{Book, Grant, GrantKind, GrantSource, HoldStatus, Rejection};
 use super::limits::{Limit, LimitState, SpentThisMonth};
-use super::money::{Credits, Quantity};
+use super::money::{Credits, Money, Quantity};
 use super::outbound::Message;
 use super::overrides::Override;
 use super::revrec;
@@ -89,13 +89,13 @@ pub enum Command {
         period_end: Timestamp,
     },
     /// Takes back credits for money refunded, grant by grant (money per grant).
-    ClawBack { money: Vec<(String, Credits)> },
+    ClawBack { money: Vec<(String, Money)> },
     /// Settles one payment's disputes and refunds on the grants it bought: thaws them, takes
     /// back (or gives back, when refunds failed) the money per grant, and freezes them again
     /// while a dispute is open.
     SettlePayment {
         grant_ids: Vec<String>,
-        money: Vec<(String, Credits)>,
+        money: Vec<(String, Money)>,
         /// When giving back: what clawbacks took from each grant so far.
         clawed: BTreeMap<String, Credits>,
         giving_back: bool,
@@ -938,7 +938,7 @@ mod tests {
         let mut book = Book::new("c");
         let mut standing = Standing::default();
         let paid = crate::domain::ledger::Paid {
-            price: Credits::from_micros(10_000_000),
+            price: Money::from_micros(10_000_000),
             currency: "usd".into(),
         };
         let pack = Grant::pack(
@@ -1023,7 +1023,7 @@ mod tests {
         assert_eq!((moved.id.as_str(), moved.kind), ("g2", GrantKind::Pack));
         assert_eq!(moved.pack_id.as_deref(), Some("small"));
         assert_eq!(moved.credits, credits(70));
-        assert_eq!(moved.price, Some(Credits::from_micros(7_000_000)));
+        assert_eq!(moved.price, Some(Money::from_micros(7_000_000)));
         assert_eq!(moved.source_type, GrantSource::Transfer);
         assert_eq!(moved.source_id, "g1");
         assert_eq!(to.available(), credits(70));

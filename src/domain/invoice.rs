@@ -11,7 +11,7 @@ use super::billing::{
 };
 use super::catalog::Catalog;
 use super::ledger::{Grant, GrantSource, Paid};
-use super::money::Credits;
+use super::money::{Credits, Money};
 use super::subscription::{self, PlanLine, SubscriptionState};
 use rust_decimal::Decimal;
 use std::collections::HashSet;
@@ -102,7 +102,7 @@ pub enum LineStep {
     /// The metered line that bills overage reported to a plan's meter: paid.
     OveragePaid {
         plan_id: String,
-        money: Credits,
+        money: Money,
         currency: String,
     },
     /// A credit line naming the line it gives money back for: recorded as a refund of that
@@ -116,7 +116,7 @@ pub enum LineStep {
     },
     /// A credit line naming no line: the money given back takes back credits of the
     /// subscription's newest grant, as a refund would.
-    CreditBack { money: Credits },
+    CreditBack { money: Money },
     /// The plan's credits for the line's period.
     Grant(Box<PlanGrant>),
     /// Worth no credits (a proration of nothing): marked applied, nothing else.
@@ -402,10 +402,13 @@ mod tests {
     use super::*;
     use crate::domain::catalog::{OverageMeter, Plan};
     use crate::domain::subscription::SubscriptionStatus;
-    use std::str::FromStr;
 
-    fn credits(text: &str) -> Credits {
-        Credits::new(Decimal::from_str(text).unwrap()).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn credits<T: std::str::FromStr>(text: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        text.parse().unwrap()
     }
 
     /// Plan `pro`: 1,000 credits a month for `price_pro` at 20.00, rolling over up to 500; its

@@ -7,7 +7,7 @@
 use super::Timestamp;
 use super::catalog::{Breakage, Catalog};
 use super::ledger::{Entry, EntryKind, Grant, GrantKind, GrantSource};
-use super::money::Credits;
+use super::money::Money;
 use super::revrec::{Lot, OverageAccrual, Posting, share};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
@@ -279,7 +279,7 @@ pub fn post(
                         lot.revive(entry.credits, at).into_iter().collect()
                     }
                     EntryKind::Clawback => {
-                        let money = entry.money.unwrap_or(Credits::ZERO);
+                        let money = entry.money.unwrap_or(Money::ZERO);
                         if money.is_positive() {
                             vec![lot.refund(money, -entry.credits, at)]
                         } else {
@@ -287,7 +287,7 @@ pub fn post(
                         }
                     }
                     EntryKind::ClawbackReversal => {
-                        let money = entry.money.unwrap_or(Credits::ZERO);
+                        let money = entry.money.unwrap_or(Money::ZERO);
                         if money.is_positive() {
                             vec![lot.refund_reversed(money, entry.credits, at)]
                         } else {
@@ -351,8 +351,12 @@ mod tests {
     use crate::domain::revrec::PostingKind;
     use std::str::FromStr;
 
-    fn c(s: &str) -> Credits {
-        Credits::new(Decimal::from_str(s).unwrap()).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn c<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
     }
 
     fn t(s: &str) -> Timestamp {
@@ -506,7 +510,7 @@ mod tests {
             action: None,
             quantity: None,
             credits: c("-3"),
-            held: Credits::ZERO,
+            held: crate::domain::money::Credits::ZERO,
             overage: c("3"),
             effective_at: t("2026-01-03T00:00:00Z"),
             money: Some(c("0.015")),

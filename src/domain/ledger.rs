@@ -6,7 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::Overage;
-use super::money::Credits;
+use super::money::{Credits, Money};
 use std::cmp::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -48,7 +48,7 @@ pub struct Grant {
     /// Part of `remaining` reserved by open holds.
     pub held: Credits,
     /// Price net of tax, in `currency`, for paid grants.
-    pub price: Option<Credits>,
+    pub price: Option<Money>,
     pub currency: Option<String>,
     pub expires_at: Option<Timestamp>,
     /// Once expired, only the held part remains, until its holds resolve.
@@ -60,7 +60,7 @@ pub struct Grant {
     pub source_id: String,
     pub created_at: Timestamp,
     /// Money refunded on this grant so far, in `currency` (never more than `price`).
-    pub refunded: Credits,
+    pub refunded: Money,
     /// Start of the period a plan grant pays for: its revenue schedule is set from it when the
     /// grant is first written. Not kept on the grant afterwards (the lot keeps the schedule).
     pub period_start: Option<Timestamp>,
@@ -114,7 +114,7 @@ impl std::fmt::Display for GrantSource {
 /// The price of a paid grant, net of tax.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paid {
-    pub price: Credits,
+    pub price: Money,
     pub currency: String,
 }
 
@@ -156,7 +156,7 @@ impl Grant {
             source_type: source.0,
             source_id: source.1,
             created_at: now,
-            refunded: Credits::ZERO,
+            refunded: Money::ZERO,
             period_start: None,
             frozen: false,
         }
@@ -221,7 +221,7 @@ impl Grant {
         id: impl Into<String>,
         from: &Grant,
         credits: Credits,
-        price: Option<Credits>,
+        price: Option<Money>,
         now: Timestamp,
     ) -> Grant {
         let paid = price
@@ -412,7 +412,7 @@ pub struct Entry {
     pub overage: Credits,
     pub effective_at: Timestamp,
     /// Money moved with the entry (a clawback's refund), in the grant's currency.
-    pub money: Option<Credits>,
+    pub money: Option<Money>,
     /// Why an operator adjusted the credits (the entries of an adjustment only).
     pub reason: Option<String>,
 }
@@ -888,7 +888,7 @@ impl Book {
             Overage::Bill { price } => {
                 // Billed money at the overage price, to the credit scale; the journal rounds the
                 // running total to the currency.
-                let money = Credits::new((amount.value() * *price).round_dp_with_strategy(
+                let money = Money::new((amount.value() * *price).round_dp_with_strategy(
                     super::money::SCALE,
                     rust_decimal::RoundingStrategy::MidpointAwayFromZero,
                 ))
@@ -913,7 +913,7 @@ impl Book {
     /// README, Revenue recognition: the remaining credits fall by `money` / price per credit, rounded down to
     /// the credit scale, and never below what is free (credits already used or held stay used).
     /// Returns the credits taken. `money` must not exceed what is left unrefunded.
-    pub fn claw_back(&mut self, grant_id: &str, money: Credits, now: Timestamp) -> Credits {
+    pub fn claw_back(&mut self, grant_id: &str, money: Money, now: Timestamp) -> Credits {
         assert!(money.is_positive(), "a clawback moves money");
         let grant = self.grant_mut(grant_id);
         let price = grant.price.expect("only paid grants are clawed back");
@@ -940,7 +940,7 @@ impl Book {
     pub fn reverse_claw_back(
         &mut self,
         grant_id: &str,
-        money: Credits,
+        money: Money,
         clawed: Credits,
         now: Timestamp,
     ) -> Credits {
@@ -1171,7 +1171,7 @@ impl Book {
 
 /// The credits `money` pays for at a grant's price per credit (`price` for `credits`), rounded
 /// down to the credit scale; none when the grant was free.
-fn credits_for_money(money: Credits, credits: Credits, price: Credits) -> Credits {
+fn credits_for_money(money: Money, credits: Credits, price: Money) -> Credits {
     if !price.is_positive() {
         return Credits::ZERO;
     }
@@ -1185,10 +1185,13 @@ fn credits_for_money(money: Credits, credits: Credits, price: Credits) -> Credit
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
-    fn c(s: &str) -> Credits {
-        Credits::new(rust_decimal::Decimal::from_str(s).unwrap()).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn c<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
     }
 
     fn at(minutes: i64) -> Timestamp {
@@ -1215,7 +1218,7 @@ mod tests {
                 source_type: GrantSource::Stripe,
                 source_id: "pi".into(),
                 created_at: at(0),
-                refunded: Credits::ZERO,
+                refunded: Money::ZERO,
                 period_start: None,
                 frozen: false,
             },
@@ -1235,7 +1238,7 @@ mod tests {
         let given = book.reverse_claw_back("g", c("10"), taken, at(2));
         assert_eq!(given, c("100"));
         assert_eq!(book.balance(), c("100"));
-        assert_eq!(book.grants[0].refunded, Credits::ZERO);
+        assert_eq!(book.grants[0].refunded, Money::ZERO);
         let last = book.entries.last().unwrap();
         assert_eq!(
             (last.kind, last.credits, last.money),

@@ -4,8 +4,7 @@
 
 use super::Timestamp;
 use super::catalog::{Action, Plan};
-use super::money::{Credits, Quantity};
-use rust_decimal::Decimal;
+use super::money::{Credits, Money, Quantity};
 use std::collections::BTreeMap;
 
 /// One usage or capture that used credits: what the margin report sets its revenue against.
@@ -21,7 +20,7 @@ pub struct Consumption {
     pub quantity: Option<Quantity>,
     pub credits: Credits,
     /// What it cost at the vendor, in the accounting currency; none when the action has no cost.
-    pub vendor_cost: Option<Decimal>,
+    pub vendor_cost: Option<Money>,
     pub at: Timestamp,
 }
 
@@ -104,8 +103,8 @@ pub struct RevenueSum {
     pub month: String,
     pub currency: String,
     pub group: Group,
-    pub usage: Credits,
-    pub overage: Credits,
+    pub usage: Money,
+    pub overage: Money,
 }
 
 /// What the consumptions of one month and group used and cost.
@@ -114,7 +113,7 @@ pub struct CostSum {
     pub month: String,
     pub group: Group,
     pub credits: Credits,
-    pub vendor_cost: Decimal,
+    pub vendor_cost: Money,
     /// Credits of actions with no vendor cost: their cost is not in `vendor_cost`.
     pub uncosted_credits: Credits,
 }
@@ -128,12 +127,12 @@ pub struct MarginRow {
     pub credits: Credits,
     pub uncosted_credits: Credits,
     /// Usage revenue recognized from the grants consumed, at their price per credit.
-    pub revenue: Credits,
+    pub revenue: Money,
     /// Overage billed in arrears.
-    pub overage: Credits,
-    pub vendor_cost: Decimal,
+    pub overage: Money,
+    pub vendor_cost: Money,
     /// revenue + overage - vendor_cost.
-    pub margin: Decimal,
+    pub margin: Money,
 }
 
 /// The margin report: each month's revenue and cost side by side per group. Revenue is the
@@ -159,10 +158,10 @@ pub fn margin_rows(
                 group: group.clone(),
                 credits: Credits::ZERO,
                 uncosted_credits: Credits::ZERO,
-                revenue: Credits::ZERO,
-                overage: Credits::ZERO,
-                vendor_cost: Decimal::ZERO,
-                margin: Decimal::ZERO,
+                revenue: Money::ZERO,
+                overage: Money::ZERO,
+                vendor_cost: Money::ZERO,
+                margin: Money::ZERO,
             })
     }
     let mut rows = Rows::new();
@@ -179,7 +178,7 @@ pub fn margin_rows(
     }
     rows.into_values()
         .map(|mut r| {
-            r.margin = r.revenue.value() + r.overage.value() - r.vendor_cost;
+            r.margin = r.revenue + r.overage - r.vendor_cost;
             r
         })
         .collect()
@@ -188,14 +187,13 @@ pub fn margin_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
-    fn c(text: &str) -> Credits {
-        Credits::new(Decimal::from_str(text).unwrap()).unwrap()
-    }
-
-    fn d(text: &str) -> Decimal {
-        Decimal::from_str(text).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn c<T: std::str::FromStr>(text: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        text.parse().unwrap()
     }
 
     fn action(vendor_cost: Option<&str>) -> Action {
@@ -203,7 +201,7 @@ mod tests {
             id: "chat.request".into(),
             feature: "chat".into(),
             credits: c("2"),
-            vendor_cost: vendor_cost.map(d),
+            vendor_cost: vendor_cost.map(c),
             changes: Vec::new(),
         }
     }
@@ -211,16 +209,16 @@ mod tests {
     #[test]
     fn a_consumption_costs_its_quantity_or_its_credits() {
         let at = chrono::DateTime::UNIX_EPOCH;
-        let three = Quantity::try_from(d("3")).unwrap();
+        let three = Quantity::try_from(c::<rust_decimal::Decimal>("3")).unwrap();
         let used = Consumption::of(&action(Some("0.01")), Some(three), c("6"), None, None, at);
-        assert_eq!(used.vendor_cost, Some(d("0.03")));
+        assert_eq!(used.vendor_cost, Some(c("0.03")));
         assert_eq!(
             (used.feature.as_str(), used.plan.as_deref()),
             ("chat", None)
         );
         // A capture that named credits: 5 credits are 2.5 units.
         let captured = Consumption::of(&action(Some("0.01")), None, c("5"), None, Some("h"), at);
-        assert_eq!(captured.vendor_cost, Some(d("0.025")));
+        assert_eq!(captured.vendor_cost, Some(c("0.025")));
         assert_eq!(captured.hold_id.as_deref(), Some("h"));
         let free = Consumption::of(&action(None), Some(three), c("6"), None, None, at);
         assert_eq!(free.vendor_cost, None);
@@ -243,7 +241,7 @@ mod tests {
                     currency: "usd".into(),
                     group: Group::Unattributed,
                     usage: c("0.10"),
-                    overage: Credits::ZERO,
+                    overage: Money::ZERO,
                 },
             ],
             vec![
@@ -251,14 +249,14 @@ mod tests {
                     month: "2027-01".into(),
                     group: chat.clone(),
                     credits: c("30"),
-                    vendor_cost: d("0.301"),
+                    vendor_cost: c("0.301"),
                     uncosted_credits: c("5"),
                 },
                 CostSum {
                     month: "2027-02".into(),
                     group: Group::Without,
                     credits: c("1"),
-                    vendor_cost: d("0.002"),
+                    vendor_cost: c("0.002"),
                     uncosted_credits: Credits::ZERO,
                 },
             ],
@@ -266,20 +264,21 @@ mod tests {
         );
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].group, chat);
-        assert_eq!(rows[0].margin, d("1.449"));
+        assert_eq!(rows[0].margin, c("1.449"));
         assert_eq!(rows[0].uncosted_credits, c("5"));
         assert_eq!(rows[1].group, Group::Unattributed);
-        assert_eq!((rows[1].revenue, rows[1].margin), (c("0.10"), d("0.10")));
+        assert_eq!((rows[1].revenue, rows[1].margin), (c("0.10"), c("0.10")));
         // A month with cost and no revenue: the margin is the loss.
         assert_eq!(
             (rows[2].month.as_str(), rows[2].margin),
-            ("2027-02", d("-0.002"))
+            ("2027-02", c("-0.002"))
         );
         // The month's revenue is the journal's, whatever the grouping.
-        let january: Credits = rows
+        let january: Money = rows
             .iter()
             .filter(|r| r.month == "2027-01")
-            .fold(Credits::ZERO, |sum, r| sum + r.revenue);
+            .map(|r| r.revenue)
+            .sum();
         assert_eq!(january, c("1.35"));
     }
 }

@@ -84,81 +84,42 @@ impl Credits {
     }
 }
 
-impl std::ops::Add for Credits {
-    type Output = Credits;
-    fn add(self, other: Credits) -> Credits {
-        Credits((self.0 + other.0).normalize())
-    }
-}
-
-impl std::ops::Sub for Credits {
-    type Output = Credits;
-    fn sub(self, other: Credits) -> Credits {
-        Credits((self.0 - other.0).normalize())
-    }
-}
-
-impl std::ops::Neg for Credits {
-    type Output = Credits;
-    fn neg(self) -> Credits {
-        Credits(-self.0)
-    }
-}
-
-impl std::ops::AddAssign for Credits {
-    fn add_assign(&mut self, other: Credits) {
-        *self = *self + other;
-    }
-}
-
-impl std::ops::SubAssign for Credits {
-    fn sub_assign(&mut self, other: Credits) {
-        *self = *self - other;
-    }
-}
-
-impl std::iter::Sum for Credits {
-    fn sum<I: Iterator<Item = Credits>>(iter: I) -> Credits {
-        iter.fold(Credits::ZERO, |a, b| a + b)
-    }
-}
-
 impl fmt::Display for Credits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.normalize())
     }
 }
 
-impl serde::Serialize for Credits {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Credits {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = <Decimal as serde::Deserialize>::deserialize(d)?;
-        Credits::new(value).map_err(serde::de::Error::custom)
-    }
-}
-
 /// An amount of money, signed and exact, in a currency kept beside it (a lot's, a journal
-/// line's, a report row's): stored at the scale of credits, shown to the currency's minor unit.
-/// Kept apart from [`Credits`] so that a price is never spent and a balance never booked.
+/// line's, a report row's), with at most [`SCALE`] decimal places: stored at the scale of
+/// credits, shown to the currency's minor unit. Kept apart from [`Credits`] so that a price is
+/// never spent and a balance never booked: the two meet only where the domain converts one into
+/// the other at a price (`revrec::share`, `billing::credits_for`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Money(Decimal);
 
 impl Money {
     pub const ZERO: Money = Money(Decimal::ZERO);
 
-    /// Fixed-point integer of scale 6, as stored.
-    pub fn from_micros(micros: i64) -> Money {
-        Money(Decimal::new(micros, SCALE))
+    /// Any amount of scale <= 6 (sign unchecked): for values computed inside the domain.
+    pub fn new(value: Decimal) -> Result<Money, AmountError> {
+        let value = value.normalize();
+        if value.scale() > SCALE {
+            return Err(AmountError::TooPrecise);
+        }
+        Ok(Money(value))
     }
 
-    /// An exact amount computed elsewhere in the domain (a vendor cost, a margin).
-    pub fn of(value: Decimal) -> Money {
-        Money(value)
+    /// Fixed-point integer of scale 6, as stored.
+    pub fn from_micros(micros: i64) -> Money {
+        Money(Decimal::new(micros, SCALE).normalize())
+    }
+
+    /// Fixed-point integer of scale 6, as stored.
+    pub fn to_micros(self) -> Result<i64, AmountError> {
+        let scaled = self.0 * Decimal::from(1_000_000_i64);
+        debug_assert!(scaled.fract().is_zero(), "a Money value has scale <= 6");
+        i64::try_from(scaled.trunc()).map_err(|_| AmountError::OutOfRange)
     }
 
     pub fn value(self) -> Decimal {
@@ -169,8 +130,24 @@ impl Money {
         self.0.is_zero()
     }
 
+    pub fn is_positive(self) -> bool {
+        self.0 > Decimal::ZERO
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.0 < Decimal::ZERO
+    }
+
+    pub fn min(self, other: Money) -> Money {
+        if self <= other { self } else { other }
+    }
+
+    pub fn max(self, other: Money) -> Money {
+        if self >= other { self } else { other }
+    }
+
     /// As accountants read it: rounded to `currency`'s minor unit (half away from zero), and
-    /// written with exactly that many places.
+    /// written with exactly that many places. For showing only: sums are taken before.
     pub fn shown(self, currency: &str) -> Money {
         let mut value = self.0;
         value.rescale(currency_minor_units(currency));
@@ -188,45 +165,6 @@ impl Money {
     }
 }
 
-impl std::ops::Add for Money {
-    type Output = Money;
-    fn add(self, other: Money) -> Money {
-        Money(self.0 + other.0)
-    }
-}
-
-impl std::ops::Sub for Money {
-    type Output = Money;
-    fn sub(self, other: Money) -> Money {
-        Money(self.0 - other.0)
-    }
-}
-
-impl std::ops::Neg for Money {
-    type Output = Money;
-    fn neg(self) -> Money {
-        Money(-self.0)
-    }
-}
-
-impl std::ops::AddAssign for Money {
-    fn add_assign(&mut self, other: Money) {
-        *self = *self + other;
-    }
-}
-
-impl std::ops::SubAssign for Money {
-    fn sub_assign(&mut self, other: Money) {
-        *self = *self - other;
-    }
-}
-
-impl std::iter::Sum for Money {
-    fn sum<I: Iterator<Item = Money>>(iter: I) -> Money {
-        iter.fold(Money::ZERO, |a, b| a + b)
-    }
-}
-
 /// With the places it holds: a shown amount keeps its minor unit ("12.50").
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -234,10 +172,92 @@ impl fmt::Display for Money {
     }
 }
 
-/// A string, as every amount in the API.
-impl serde::Serialize for Money {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+/// What credits and money share: exact arithmetic that keeps values normalized, a string in
+/// JSON, and parsing that refuses more than [`SCALE`] places.
+macro_rules! exact_amount {
+    ($t:ident) => {
+        impl std::ops::Add for $t {
+            type Output = $t;
+            fn add(self, other: $t) -> $t {
+                $t((self.0 + other.0).normalize())
+            }
+        }
+
+        impl std::ops::Sub for $t {
+            type Output = $t;
+            fn sub(self, other: $t) -> $t {
+                $t((self.0 - other.0).normalize())
+            }
+        }
+
+        impl std::ops::Neg for $t {
+            type Output = $t;
+            fn neg(self) -> $t {
+                $t(-self.0)
+            }
+        }
+
+        impl std::ops::AddAssign for $t {
+            fn add_assign(&mut self, other: $t) {
+                *self = *self + other;
+            }
+        }
+
+        impl std::ops::SubAssign for $t {
+            fn sub_assign(&mut self, other: $t) {
+                *self = *self - other;
+            }
+        }
+
+        impl std::iter::Sum for $t {
+            fn sum<I: Iterator<Item = $t>>(iter: I) -> $t {
+                iter.fold($t::ZERO, |a, b| a + b)
+            }
+        }
+
+        /// A string, as every amount in the API.
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        /// A string or number of at most [`SCALE`] places.
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let value = <Decimal as serde::Deserialize>::deserialize(d)?;
+                $t::new(value).map_err(serde::de::Error::custom)
+            }
+        }
+
+        /// A decimal of at most [`SCALE`] places, as written in config and tests ("12.5").
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let value: Decimal = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+                $t::new(value).map_err(|e| format!("{s:?} {e}"))
+            }
+        }
+    };
+}
+
+exact_amount!(Credits);
+exact_amount!(Money);
+
+/// An amount kept as a fixed-point integer of scale 6: credits and money, as the store keeps them.
+pub trait Micros: Copy + fmt::Display {
+    fn to_micros(self) -> Result<i64, AmountError>;
+}
+
+impl Micros for Credits {
+    fn to_micros(self) -> Result<i64, AmountError> {
+        Credits::to_micros(self)
+    }
+}
+
+impl Micros for Money {
+    fn to_micros(self) -> Result<i64, AmountError> {
+        Money::to_micros(self)
     }
 }
 
@@ -324,6 +344,11 @@ impl Price {
             currency: currency.to_ascii_lowercase(),
         })
     }
+
+    /// The amount as money: exact, since a price has at most three places.
+    pub fn money(&self) -> Money {
+        Money::new(self.amount).expect("a price has at most three decimal places")
+    }
 }
 
 #[cfg(test)]
@@ -388,5 +413,32 @@ mod tests {
             .into_iter()
             .sum();
         assert_eq!(sum, Money::from_micros(3));
+    }
+
+    #[test]
+    fn money_is_exact_and_refuses_more_than_six_places() {
+        let m = |s: &str| s.parse::<Money>();
+        assert_eq!(m("12.50").unwrap(), Money::from_micros(12_500_000));
+        assert_eq!(m("12.50").unwrap().to_micros().unwrap(), 12_500_000);
+        assert!(m("0.0000001").unwrap_err().contains("decimal places"));
+        assert!(m("ten").is_err());
+        // As credits are: sums are written without trailing zeros until shown.
+        let sum = m("10.5").unwrap() - m("0.5").unwrap();
+        assert_eq!(sum.to_string(), "10");
+        assert_eq!(sum.shown("usd").to_string(), "10.00");
+        assert_eq!(
+            serde_json::from_str::<Money>("\"1.25\"").unwrap(),
+            m("1.25").unwrap()
+        );
+        assert!(serde_json::from_str::<Money>("\"1.2500001\"").is_err());
+        assert!(m("-3").unwrap().is_negative() && m("3").unwrap().is_positive());
+        assert_eq!(m("3").unwrap().min(m("2").unwrap()), m("2").unwrap());
+        assert_eq!(m("3").unwrap().max(m("2").unwrap()), m("3").unwrap());
+    }
+
+    #[test]
+    fn a_price_is_money_of_its_amount() {
+        let price = Price::new(Decimal::new(999, 2), "usd").unwrap();
+        assert_eq!(price.money(), "9.99".parse::<Money>().unwrap());
     }
 }

@@ -101,9 +101,8 @@ fn by_kind(
 ) -> Result<(Grant, Option<Timestamp>), GrantRefused> {
     let price = |amount: Decimal, currency: &str| {
         let price = Price::new(amount, currency).map_err(|r| invalid("price", r))?;
-        let credits = Credits::new(price.amount).map_err(|e| invalid("price", e.to_string()))?;
         Ok::<_, GrantRefused>(Paid {
-            price: credits,
+            price: price.money(),
             currency: price.currency,
         })
     };

@@ -4,7 +4,7 @@
 //! given back newest first. Pure.
 
 use super::billing::price_share_of_refund;
-use super::money::Credits;
+use super::money::{Credits, Money};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -139,11 +139,11 @@ impl PaymentRefunds {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaidShare {
     pub grant_id: String,
-    pub price: Credits,
+    pub price: Money,
     /// Money refunded on the grant by any payment's refunds.
-    pub refunded: Credits,
+    pub refunded: Money,
     /// Money this payment's refunds took from the grant and that was not given back.
-    pub clawed_back: Credits,
+    pub clawed_back: Money,
 }
 
 /// How a payment's grants move so that what they gave up equals what Stripe says was taken back.
@@ -152,15 +152,15 @@ pub enum Settlement {
     /// Already in line.
     Settled,
     /// Money to take back, per grant, oldest first, each up to its price less what was refunded.
-    TakeBack(Vec<(String, Credits)>),
+    TakeBack(Vec<(String, Money)>),
     /// Money to give back (refunds that failed or were canceled), per grant, newest first, each
     /// up to what this payment took from it.
-    GiveBack(Vec<(String, Credits)>),
+    GiveBack(Vec<(String, Money)>),
 }
 
 /// Brings `grants` (oldest first) in line with `target`, the money taken back from their payment.
-pub fn settle(grants: &[PaidShare], target: Credits) -> Settlement {
-    let applied: Credits = grants.iter().map(|g| g.clawed_back).sum();
+pub fn settle(grants: &[PaidShare], target: Money) -> Settlement {
+    let applied: Money = grants.iter().map(|g| g.clawed_back).sum();
     if target > applied {
         let plan = spread(grants.iter(), target - applied, |g| g.price - g.refunded);
         if plan.is_empty() {
@@ -180,9 +180,9 @@ pub fn settle(grants: &[PaidShare], target: Credits) -> Settlement {
 /// Splits `money` over `grants` in their order, each up to its `room`.
 fn spread<'a>(
     grants: impl Iterator<Item = &'a PaidShare>,
-    money: Credits,
-    room: impl Fn(&PaidShare) -> Credits,
-) -> Vec<(String, Credits)> {
+    money: Money,
+    room: impl Fn(&PaidShare) -> Money,
+) -> Vec<(String, Money)> {
     let mut left = money;
     let mut plan = Vec::new();
     for g in grants {
@@ -229,7 +229,7 @@ pub struct OwnerSettlement {
     /// The owner's grants the payment bought: thawed, then frozen again when `freeze`.
     pub grant_ids: Vec<String>,
     /// Money per grant to take back (or give back, when `giving_back`).
-    pub money: Vec<(String, Credits)>,
+    pub money: Vec<(String, Money)>,
     /// When giving back: what clawbacks took from each grant named in the payment's plan.
     pub clawed: BTreeMap<String, Credits>,
     pub giving_back: bool,
@@ -295,10 +295,13 @@ pub fn settle_payment(facts: &PaymentFacts<'_>) -> (Vec<OwnerSettlement>, bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
-    fn c(s: &str) -> Credits {
-        Credits::new(rust_decimal::Decimal::from_str(s).unwrap()).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn c<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
     }
 
     /// Rows `charge.dispute.created` / `.updated` and `charge.dispute.closed`: open freezes,
@@ -452,7 +455,7 @@ mod tests {
             Settlement::GiveBack(vec![("b".into(), c("3")), ("a".into(), c("2"))])
         );
         assert_eq!(
-            settle(&grants, Credits::ZERO),
+            settle(&grants, Money::ZERO),
             Settlement::GiveBack(vec![("b".into(), c("3")), ("a".into(), c("10"))])
         );
     }
@@ -468,7 +471,7 @@ mod tests {
             share: PaidShare {
                 grant_id: id.into(),
                 price: c("10"),
-                refunded: Credits::ZERO,
+                refunded: Money::ZERO,
                 clawed_back: c(clawed_back),
             },
         };
@@ -570,9 +573,9 @@ mod tests {
                         currency: "usd".into(),
                         share: PaidShare {
                             grant_id: format!("g{i}"),
-                            price: Credits::from_micros(cents * 10_000),
-                            refunded: Credits::ZERO,
-                            clawed_back: Credits::ZERO,
+                            price: Money::from_micros(cents * 10_000),
+                            refunded: Money::ZERO,
+                            clawed_back: Money::ZERO,
                         },
                     })
                     .collect();

@@ -281,11 +281,6 @@ pub struct Schedule {
     pub totals: ScheduleTotals,
 }
 
-/// Money a lot keeps in [`Credits`] (its counters are still typed so).
-fn money(amount: Credits) -> Money {
-    Money::of(amount.value())
-}
-
 impl Schedule {
     /// The schedule of `lot` (owned by `customer`), from its journal lines summed by period.
     pub fn of(
@@ -319,27 +314,26 @@ impl Schedule {
             })
             .collect();
         let platform = lot.platform.as_ref();
-        let of_platform = |f: fn(&super::revrec::Platform) -> Credits| {
-            platform.map_or(Money::ZERO, |p| money(f(p)))
-        };
-        let contra = money(lot.contra) + of_platform(|p| p.contra);
+        let of_platform =
+            |f: fn(&super::revrec::Platform) -> Money| platform.map_or(Money::ZERO, f);
+        let contra = lot.contra + of_platform(|p| p.contra);
         Schedule {
             grant: lot.grant_id.clone(),
             customer: customer.to_owned(),
             currency: currency.to_owned(),
-            paid: shown(money(lot.paid())),
-            price: shown(money(lot.price)),
+            paid: shown(lot.paid()),
+            price: shown(lot.price),
             platform: shown(of_platform(|p| p.amount)),
             credits: lot.credits,
             breakage_method,
             expected_unused,
             periods,
             totals: ScheduleTotals {
-                deferred: shown(money(lot.deferred()) + of_platform(|p| p.deferred())),
-                recognized: shown(money(lot.usage) + of_platform(|p| p.recognized) - contra),
-                breakage: shown(money(lot.breakage_recognized)),
-                refunded: shown(money(lot.refunded) + of_platform(|p| p.refunded) + contra),
-                transferred: shown(money(lot.transferred)),
+                deferred: shown(lot.deferred() + of_platform(|p| p.deferred())),
+                recognized: shown(lot.usage + of_platform(|p| p.recognized) - contra),
+                breakage: shown(lot.breakage_recognized),
+                refunded: shown(lot.refunded + of_platform(|p| p.refunded) + contra),
+                transferred: shown(lot.transferred),
             },
         }
     }

@@ -8,7 +8,7 @@
 
 use super::Timestamp;
 use super::catalog::Breakage;
-use super::money::{Credits, currency_minor_units};
+use super::money::{Credits, Money, currency_minor_units};
 use chrono::{Datelike, NaiveDate, TimeZone};
 use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -127,8 +127,8 @@ impl PostingKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub account: Account,
-    pub debit: Credits,
-    pub credit: Credits,
+    pub debit: Money,
+    pub credit: Money,
     /// The lot the line moves; none for cash, overage and money in transit between accounts.
     pub grant_id: Option<String>,
 }
@@ -155,23 +155,23 @@ impl Posting {
     }
 
     /// Debits `account` by `amount`; a negative amount is a credit of its opposite.
-    pub fn debit(&mut self, account: Account, amount: Credits, grant: Option<&str>) {
+    pub fn debit(&mut self, account: Account, amount: Money, grant: Option<&str>) {
         self.push(account, amount, grant);
     }
 
     /// Credits `account` by `amount`; a negative amount is a debit of its opposite.
-    pub fn credit(&mut self, account: Account, amount: Credits, grant: Option<&str>) {
+    pub fn credit(&mut self, account: Account, amount: Money, grant: Option<&str>) {
         self.push(account, -amount, grant);
     }
 
-    fn push(&mut self, account: Account, debit: Credits, grant: Option<&str>) {
+    fn push(&mut self, account: Account, debit: Money, grant: Option<&str>) {
         if debit.is_zero() {
             return;
         }
         let (debit, credit) = if debit.is_positive() {
-            (debit, Credits::ZERO)
+            (debit, Money::ZERO)
         } else {
-            (Credits::ZERO, -debit)
+            (Money::ZERO, -debit)
         };
         self.lines.push(Line {
             account,
@@ -194,8 +194,8 @@ impl Posting {
     /// Amounts are exact to the currency's minor unit, and no line is negative.
     pub fn check(&self) -> Result<(), String> {
         let minor = currency_minor_units(&self.currency);
-        let mut debits = Credits::ZERO;
-        let mut credits = Credits::ZERO;
+        let mut debits = Money::ZERO;
+        let mut credits = Money::ZERO;
         for line in &self.lines {
             if line.debit.is_negative() || line.credit.is_negative() {
                 return Err(format!(
@@ -234,20 +234,31 @@ impl Posting {
 }
 
 /// Money to the currency's minor unit, half away from zero (README, Revenue recognition).
-pub fn round_money(value: Decimal, currency: &str) -> Credits {
-    Credits::new(value.round_dp_with_strategy(
+pub fn round_money(value: Decimal, currency: &str) -> Money {
+    Money::new(value.round_dp_with_strategy(
         currency_minor_units(currency),
         RoundingStrategy::MidpointAwayFromZero,
     ))
     .expect("rounded to at most three places")
 }
 
-/// `money` x `part` / `whole`, rounded to the currency; zero when `whole` is zero.
-pub fn share(money: Credits, part: Credits, whole: Credits, currency: &str) -> Credits {
+/// `money` x `part` / `whole` credits: the price of `part` of `whole`, rounded to the currency;
+/// zero when `whole` is zero.
+pub fn share(money: Money, part: Credits, whole: Credits, currency: &str) -> Money {
+    prorate(money, part.value(), whole.value(), currency)
+}
+
+/// `money` x `part` / `whole` of money (a platform part's share of a refund), rounded to the
+/// currency; zero when `whole` is zero.
+pub fn share_of_money(money: Money, part: Money, whole: Money, currency: &str) -> Money {
+    prorate(money, part.value(), whole.value(), currency)
+}
+
+fn prorate(money: Money, part: Decimal, whole: Decimal, currency: &str) -> Money {
     if whole.is_zero() {
-        return Credits::ZERO;
+        return Money::ZERO;
     }
-    round_money(money.value() * part.value() / whole.value(), currency)
+    round_money(money.value() * part / whole, currency)
 }
 
 /// The platform part of a plan invoice line (README, Revenue recognition): recognized to `subscription_revenue`
@@ -255,22 +266,22 @@ pub fn share(money: Credits, part: Credits, whole: Credits, currency: &str) -> C
 /// (rounded), never more than is left; the last day takes what rounding left over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
-    pub amount: Credits,
+    pub amount: Money,
     pub first_day: NaiveDate,
     /// Days in the period, at least 1.
     pub days: u32,
     /// Days whose share has been recognized.
     pub days_done: u32,
-    pub recognized: Credits,
+    pub recognized: Money,
     /// Money refunded out of the platform part's deferral.
-    pub refunded: Credits,
+    pub refunded: Money,
     /// Money refunded beyond what was still deferred (contra-revenue).
-    pub contra: Credits,
+    pub contra: Money,
 }
 
 impl Platform {
     /// The calendar days (UTC) a period `[start, end)` covers; at least one.
-    pub fn new(amount: Credits, start: Timestamp, end: Timestamp) -> Platform {
+    pub fn new(amount: Money, start: Timestamp, end: Timestamp) -> Platform {
         let first_day = start.date_naive();
         // Stripe's periods run from one clock time to the same clock time (10:00 on the 15th to
         // 10:00 on the 15th): their days are counted from the start's date to the end's date.
@@ -280,25 +291,25 @@ impl Platform {
             first_day,
             days: u32::try_from(days).unwrap_or(u32::MAX),
             days_done: 0,
-            recognized: Credits::ZERO,
-            refunded: Credits::ZERO,
-            contra: Credits::ZERO,
+            recognized: Money::ZERO,
+            refunded: Money::ZERO,
+            contra: Money::ZERO,
         }
     }
 
-    pub fn deferred(&self) -> Credits {
+    pub fn deferred(&self) -> Money {
         self.amount - self.recognized - self.refunded
     }
 
     /// Recognized through `days` days: the daily amount each day, capped at what is left to
     /// recognize; all of it on the last day.
-    fn target(&self, days: u32, currency: &str) -> Credits {
+    fn target(&self, days: u32, currency: &str) -> Money {
         let base = self.amount - self.refunded;
         if days >= self.days {
             return base;
         }
         let daily = round_money(base.value() / Decimal::from(self.days), currency);
-        let through = Credits::new(daily.value() * Decimal::from(days)).expect("money times days");
+        let through = Money::new(daily.value() * Decimal::from(days)).expect("money times days");
         through.min(base).max(self.recognized)
     }
 
@@ -328,7 +339,7 @@ pub struct Lot {
     pub grant_id: String,
     pub currency: String,
     /// Price of the credits (net of tax, and of the platform part for plans).
-    pub price: Credits,
+    pub price: Money,
     pub credits: Credits,
     pub breakage: Breakage,
     /// Credits consumed.
@@ -340,14 +351,14 @@ pub struct Lot {
     /// Credits an adjustment took back while the money was kept: the customer's right to them
     /// ended, so their share of the price is breakage.
     pub forfeited: Credits,
-    pub usage: Credits,
-    pub breakage_recognized: Credits,
+    pub usage: Money,
+    pub breakage_recognized: Money,
     /// Refunded money taken out of the deferral.
-    pub refunded: Credits,
+    pub refunded: Money,
     /// Refunded money beyond the deferral: reversed revenue (`refunds`).
-    pub contra: Credits,
+    pub contra: Money,
     /// Money moved with credits to another account's lot.
-    pub transferred: Credits,
+    pub transferred: Money,
     pub platform: Option<Platform>,
 }
 
@@ -355,7 +366,7 @@ impl Lot {
     fn new(
         grant_id: &str,
         currency: &str,
-        price: Credits,
+        price: Money,
         credits: Credits,
         breakage: Breakage,
     ) -> Lot {
@@ -371,11 +382,11 @@ impl Lot {
             lapsed: Credits::ZERO,
             removed: Credits::ZERO,
             forfeited: Credits::ZERO,
-            usage: Credits::ZERO,
-            breakage_recognized: Credits::ZERO,
-            refunded: Credits::ZERO,
-            contra: Credits::ZERO,
-            transferred: Credits::ZERO,
+            usage: Money::ZERO,
+            breakage_recognized: Money::ZERO,
+            refunded: Money::ZERO,
+            contra: Money::ZERO,
+            transferred: Money::ZERO,
             platform: None,
         }
     }
@@ -384,7 +395,7 @@ impl Lot {
     pub fn pack(
         grant_id: &str,
         currency: &str,
-        price: Credits,
+        price: Money,
         credits: Credits,
         breakage: Breakage,
         at: Timestamp,
@@ -405,7 +416,7 @@ impl Lot {
     pub fn plan(
         grant_id: &str,
         currency: &str,
-        price: Credits,
+        price: Money,
         credits: Credits,
         breakage: Breakage,
         platform_share: Decimal,
@@ -439,7 +450,7 @@ impl Lot {
     pub fn transferred_in(
         grant_id: &str,
         currency: &str,
-        money: Credits,
+        money: Money,
         credits: Credits,
         breakage: Breakage,
         at: Timestamp,
@@ -455,11 +466,11 @@ impl Lot {
     }
 
     /// Price + platform part: what the customer paid for this line, net of tax.
-    pub fn paid(&self) -> Credits {
-        self.price + self.platform.as_ref().map_or(Credits::ZERO, |p| p.amount)
+    pub fn paid(&self) -> Money {
+        self.price + self.platform.as_ref().map_or(Money::ZERO, |p| p.amount)
     }
 
-    pub fn deferred(&self) -> Credits {
+    pub fn deferred(&self) -> Money {
         self.price - self.usage - self.breakage_recognized - self.refunded - self.transferred
     }
 
@@ -469,12 +480,12 @@ impl Lot {
     }
 
     /// Usage revenue net of refunds that reversed revenue.
-    pub fn recognized(&self) -> Credits {
+    pub fn recognized(&self) -> Money {
         self.usage - self.contra
     }
 
     /// What should be recognized to date, as (usage, breakage), per README, Revenue recognition.
-    fn targets(&self) -> (Credits, Credits) {
+    fn targets(&self) -> (Money, Money) {
         let currency = self.currency.as_str();
         // Money that may still become revenue: the price less what left the deferral otherwise.
         let cap = self.price - self.refunded - self.transferred;
@@ -487,7 +498,7 @@ impl Lot {
             return if self.lapsed.is_positive() || self.forfeited.is_positive() {
                 (used, cap - used)
             } else {
-                (cap, Credits::ZERO)
+                (cap, Money::ZERO)
             };
         }
         let expected = match &self.breakage {
@@ -514,7 +525,7 @@ impl Lot {
                 total.min(cap) - used
             }
         };
-        (used, expected.max(Credits::ZERO).min(cap - used))
+        (used, expected.max(Money::ZERO).min(cap - used))
     }
 
     /// Posts the difference between what should be recognized to date and what was.
@@ -593,7 +604,7 @@ impl Lot {
     /// A refund of `money` on this grant, which took `credits` back (README, Revenue recognition). For a plan
     /// line, the platform part takes its share of the refund. Each part comes out of what is
     /// still deferred first; any excess reverses revenue (`refunds`). Cr cash.
-    pub fn refund(&mut self, money: Credits, credits: Credits, at: Timestamp) -> Posting {
+    pub fn refund(&mut self, money: Money, credits: Credits, at: Timestamp) -> Posting {
         assert!(money.is_positive(), "a refund moves money");
         let currency = self.currency.clone();
         let grant = self.grant_id.clone();
@@ -603,7 +614,7 @@ impl Lot {
         let paid = self.paid();
         let mut for_credits = money;
         if let Some(platform) = self.platform.as_mut() {
-            let part = share(money, platform.amount, paid, &currency).min(money);
+            let part = share_of_money(money, platform.amount, paid, &currency).min(money);
             for_credits = money - part;
             let from_deferral = part.min(platform.deferred());
             platform.refunded += from_deferral;
@@ -627,7 +638,7 @@ impl Lot {
     /// takes its share, as the refund did. Each part first undoes what refunds took beyond the
     /// deferral (Cr refunds), then returns to the deferral; a platform part whose period has
     /// ended is recognized at once.
-    pub fn refund_reversed(&mut self, money: Credits, credits: Credits, at: Timestamp) -> Posting {
+    pub fn refund_reversed(&mut self, money: Money, credits: Credits, at: Timestamp) -> Posting {
         assert!(money.is_positive(), "a reversal moves money");
         let currency = self.currency.clone();
         let grant = self.grant_id.clone();
@@ -636,7 +647,7 @@ impl Lot {
         let platform_room = self
             .platform
             .as_ref()
-            .map_or(Credits::ZERO, |p| p.refunded + p.contra);
+            .map_or(Money::ZERO, |p| p.refunded + p.contra);
         assert!(
             money <= lot_room + platform_room,
             "a reversal never gives back more than was refunded"
@@ -648,7 +659,7 @@ impl Lot {
         if let Some(platform) = self.platform.as_mut() {
             // The platform's share, as the refund took it; rounding never leaves either part
             // giving back more than it took.
-            let part = share(money, platform.amount, paid, &currency)
+            let part = share_of_money(money, platform.amount, paid, &currency)
                 .max(money - lot_room)
                 .min(platform_room)
                 .min(money);
@@ -687,13 +698,13 @@ impl Lot {
     /// `credits` moved to another account. Their share of the price leaves this lot's deferral
     /// (breakage recognized in advance for them is reversed first, if the deferral falls short)
     /// and is in transit to the receiving lot. Returns the money moved.
-    pub fn transfer_out(&mut self, credits: Credits, at: Timestamp) -> (Posting, Credits) {
+    pub fn transfer_out(&mut self, credits: Credits, at: Timestamp) -> (Posting, Money) {
         assert!(credits.is_positive(), "a transfer moves credits");
         let money = share(self.price, credits, self.credits, &self.currency);
         let grant = self.grant_id.clone();
         let grant = Some(grant.as_str());
         let mut posting = Posting::new(PostingKind::Transfer, &self.currency, at);
-        let short = (money - self.deferred()).max(Credits::ZERO);
+        let short = (money - self.deferred()).max(Money::ZERO);
         let from_breakage = short.min(self.breakage_recognized);
         let from_usage = short - from_breakage;
         self.breakage_recognized -= from_breakage;
@@ -782,8 +793,8 @@ impl Lot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverageAccrual {
     pub currency: String,
-    pub exact: Credits,
-    pub posted: Credits,
+    pub exact: Money,
+    pub posted: Money,
     /// Overage credits accrued in all (what is reported to a Stripe meter, in whole credits).
     pub credits: Credits,
 }
@@ -793,14 +804,14 @@ impl OverageAccrual {
     pub fn new(currency: &str) -> OverageAccrual {
         OverageAccrual {
             currency: currency.to_owned(),
-            exact: Credits::ZERO,
-            posted: Credits::ZERO,
+            exact: Money::ZERO,
+            posted: Money::ZERO,
             credits: Credits::ZERO,
         }
     }
 
     /// `credits` of overage billed for `money`.
-    pub fn accrue(&mut self, money: Credits, credits: Credits, at: Timestamp) -> Option<Posting> {
+    pub fn accrue(&mut self, money: Money, credits: Credits, at: Timestamp) -> Option<Posting> {
         self.credits += credits;
         self.exact += money;
         let target = round_money(self.exact.value(), &self.currency);
@@ -816,7 +827,7 @@ impl OverageAccrual {
 
 /// Billed overage paid on an invoice: Dr cash / Cr unbilled_receivable for what the invoice's
 /// metered line charged. None for nothing paid.
-pub fn overage_paid(money: Credits, currency: &str, at: Timestamp) -> Option<Posting> {
+pub fn overage_paid(money: Money, currency: &str, at: Timestamp) -> Option<Posting> {
     let mut posting = Posting::new(PostingKind::OveragePaid, currency, at);
     posting.debit(Account::Cash, money, None);
     posting.credit(Account::UnbilledReceivable, money, None);
@@ -919,8 +930,12 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
-    fn d(s: &str) -> Credits {
-        Credits::new(Decimal::from_str(s).unwrap()).unwrap()
+    /// Credits or money, whichever the place asks for.
+    fn d<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
     }
 
     fn at(s: &str) -> Timestamp {
@@ -933,7 +948,7 @@ mod tests {
         }
     }
 
-    fn revenue(lot: &Lot) -> Credits {
+    fn revenue(lot: &Lot) -> Money {
         lot.usage + lot.breakage_recognized
     }
 
@@ -957,7 +972,7 @@ mod tests {
         lot.consume(d("2"), t).unwrap();
         // Finished: nothing stays deferred.
         assert_eq!((lot.usage, lot.breakage_recognized), (d("6.67"), d("3.33")));
-        assert_eq!(lot.deferred(), Credits::ZERO);
+        assert_eq!(lot.deferred(), Money::ZERO);
         assert_identity(&lot);
     }
 
@@ -983,9 +998,9 @@ mod tests {
         let t = at("2026-01-01T00:00:00Z");
         let (mut lot, _) = Lot::pack("g", "usd", d("10"), d("10"), Breakage::Remote, t);
         lot.forfeit(d("10"), t).unwrap();
-        assert_eq!(lot.deferred(), Credits::ZERO);
+        assert_eq!(lot.deferred(), Money::ZERO);
         let posting = lot.refund(d("10"), Credits::ZERO, t);
-        let reversed: Credits = posting
+        let reversed: Money = posting
             .lines
             .iter()
             .filter(|l| l.account == Account::Refunds)
@@ -1015,7 +1030,7 @@ mod tests {
         .flatten()
         .collect();
         assert_eq!(revenue(&lot), d("7727"));
-        let recognized_in_year_2: Credits = postings
+        let recognized_in_year_2: Money = postings
             .iter()
             .flat_map(|p| &p.lines)
             .filter(|l| l.account != Account::ContractLiability)
@@ -1049,7 +1064,7 @@ mod tests {
         lot.refund(d("2.00"), d("0.6"), t).check().unwrap();
         lot.lapse(d("0.9"), t).unwrap().check().unwrap();
         lot.check().unwrap();
-        assert_eq!(lot.deferred(), Credits::ZERO);
+        assert_eq!(lot.deferred(), Money::ZERO);
         assert_eq!(
             lot.price,
             lot.deferred() + lot.recognized() + lot.breakage_recognized + lot.refunded + lot.contra
@@ -1066,7 +1081,7 @@ mod tests {
         assert_eq!(lot.usage, d("6.67"));
         lot.consume(d("1"), t);
         assert_eq!(lot.usage, d("10.00"));
-        assert_eq!(lot.deferred(), Credits::ZERO);
+        assert_eq!(lot.deferred(), Money::ZERO);
     }
 
     #[test]
@@ -1097,7 +1112,7 @@ mod tests {
         assert_eq!(january[0].effective_at, at("2026-01-31T23:59:59.999999Z"));
         let february = lot.recognize_platform(at("2026-03-01T00:00:00Z"));
         assert_eq!(february[0].lines[0].debit, d("3.34"));
-        assert_eq!(lot.platform.unwrap().deferred(), Credits::ZERO);
+        assert_eq!(lot.platform.unwrap().deferred(), Money::ZERO);
     }
 
     #[test]
@@ -1113,7 +1128,7 @@ mod tests {
         refund.check().unwrap();
         reversal.check().unwrap();
         assert_eq!(lot, before);
-        let lines: Vec<(Account, Credits, Credits)> = reversal
+        let lines: Vec<(Account, Money, Money)> = reversal
             .lines
             .iter()
             .map(|l| (l.account, l.debit, l.credit))
@@ -1121,9 +1136,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                (Account::Cash, d("50"), Credits::ZERO),
-                (Account::Refunds, Credits::ZERO, d("41.67")),
-                (Account::ContractLiability, Credits::ZERO, d("8.33")),
+                (Account::Cash, d("50"), Money::ZERO),
+                (Account::Refunds, Money::ZERO, d("41.67")),
+                (Account::ContractLiability, Money::ZERO, d("8.33")),
             ]
         );
     }
@@ -1190,7 +1205,7 @@ mod tests {
             let breakage = proportional_share.map_or(Breakage::Remote, |e| Breakage::Proportional {
                 expected_unused: Decimal::new(i64::from(e), 2),
             });
-            let price = Credits::new(Decimal::new(price_cents, 2)).unwrap();
+            let price = Money::new(Decimal::new(price_cents, 2)).unwrap();
             let credits = Credits::new(Decimal::from(credits)).unwrap();
             let (mut lot, payment) = Lot::plan(
                 "g", "usd", price, credits, breakage,
@@ -1200,7 +1215,7 @@ mod tests {
             );
             payment.check().unwrap();
             let mut postings = vec![payment];
-            let mut refunded_cash = Credits::ZERO;
+            let mut refunded_cash = Money::ZERO;
             let mut refunded_credits = Credits::ZERO;
             for m in moves {
                 let free = lot.remaining();
@@ -1216,7 +1231,7 @@ mod tests {
                     }
                     Move::Refund(cents, c) => {
                         let left = lot.paid() - refunded_cash;
-                        let money = Credits::new(Decimal::new(i64::from(cents), 2)).unwrap().min(left);
+                        let money = Money::new(Decimal::new(i64::from(cents), 2)).unwrap().min(left);
                         if money.is_positive() {
                             refunded_cash += money;
                             refunded_credits += n(c);
@@ -1224,7 +1239,7 @@ mod tests {
                         }
                     }
                     Move::Reverse(cents, c) => {
-                        let money = Credits::new(Decimal::new(i64::from(cents), 2))
+                        let money = Money::new(Decimal::new(i64::from(cents), 2))
                             .unwrap()
                             .min(refunded_cash);
                         let back = Credits::new(Decimal::from(c)).unwrap().min(refunded_credits);
@@ -1251,7 +1266,7 @@ mod tests {
             }
             let platform = lot.platform.clone();
             let (p_amount, p_recognized, p_refunded, p_contra) = platform.map_or(
-                (Credits::ZERO, Credits::ZERO, Credits::ZERO, Credits::ZERO),
+                (Money::ZERO, Money::ZERO, Money::ZERO, Money::ZERO),
                 |p| (p.amount, p.recognized, p.refunded, p.contra),
             );
             let deferred = lot.deferred() + (p_amount - p_recognized - p_refunded);
@@ -1263,7 +1278,7 @@ mod tests {
                 deferred + recognized + lot.breakage_recognized + refunded + lot.transferred
             );
             // The journal says the same: contract_liability's balance is the lot's deferral.
-            let liability: Credits = postings
+            let liability: Money = postings
                 .iter()
                 .flat_map(|p| &p.lines)
                 .filter(|l| l.account == Account::ContractLiability && l.grant_id.is_some())

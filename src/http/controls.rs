@@ -6,7 +6,7 @@ use super::extract::{Amount, ApiJson, Caller, customer_id, identifier, request_h
 use crate::domain::adjustment::Reason;
 use crate::domain::alerts::LowBalance;
 use crate::domain::limits::{self, Limit, LimitError, Limits, Mode, Period};
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Money};
 use crate::domain::overrides::{Change, Flat, OverageKind, Override, PLAN_RULE};
 use crate::error::{Error, Result};
 use crate::store::controls::OverrideRequest as StoredOverride;
@@ -568,7 +568,7 @@ pub struct AutoTopupAttemptView {
     credits: Credits,
     /// The pack's price charged, in `currency`.
     #[schema(value_type = String)]
-    amount: Credits,
+    amount: Money,
     currency: String,
     /// `pending`, `succeeded` or `failed`.
     status: String,

@@ -7,7 +7,7 @@ use super::extract::{
 use crate::domain::adjustment::{Change, Reason};
 pub use crate::domain::command::{AdjustmentResponse, GrantResponse};
 use crate::domain::ledger::{Grant, GrantKind, GrantSource};
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Money};
 use crate::domain::operator_grant::{self, GrantAsked, GrantRefused};
 use crate::domain::summary::Summary;
 use crate::error::{Error, Result};
@@ -34,7 +34,7 @@ pub struct GrantView {
     #[schema(value_type = String)]
     held: Credits,
     #[schema(value_type = Option<String>)]
-    price: Option<Credits>,
+    price: Option<Money>,
     currency: Option<String>,
     expires_at: Option<DateTime<Utc>>,
     priority: i32,

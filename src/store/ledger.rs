@@ -4,7 +4,7 @@ use super::Store;
 use super::rows::ByKey;
 use super::rows::timestamp;
 use crate::domain::customer::CustomerId;
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Money};
 use crate::error::Result;
 use entity::{customers, ledger_entries};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -37,7 +37,7 @@ pub struct EntryView {
     /// billed amount at the overage price.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub money: Option<Credits>,
+    pub money: Option<Money>,
     /// Why an operator adjusted the credits (adjustments only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -98,7 +98,7 @@ impl Store {
                     credits: Credits::from_micros(r.credits),
                     held: Credits::from_micros(r.held),
                     overage: Credits::from_micros(r.overage),
-                    money: r.money.map(Credits::from_micros),
+                    money: r.money.map(Money::from_micros),
                     reason: r.reason,
                     actor: r.actor,
                     effective_at: timestamp(r.effective_at)?,

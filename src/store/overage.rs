@@ -6,7 +6,7 @@ use super::Store;
 use super::rows::in_lists;
 use super::unit::Write;
 use crate::domain::Timestamp;
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Money};
 use crate::domain::overage::{MeterReport, meter_report};
 use crate::error::Result;
 use entity::{customers, overage_accruals, stripe_customers};
@@ -29,7 +29,7 @@ pub struct OverageRow {
     pub credits: Credits,
     /// Billed money accrued in all (rounded to the currency: the journal's).
     #[schema(value_type = String)]
-    pub amount: Credits,
+    pub amount: Money,
     /// Whole credits reported to the plan's Stripe meter.
     #[schema(value_type = String)]
     pub reported: Credits,
@@ -96,7 +96,7 @@ impl Store {
                     currency: r.currency,
                     plan,
                     credits: Credits::from_micros(r.credits),
-                    amount: Credits::from_micros(r.posted),
+                    amount: Money::from_micros(r.posted),
                     reported: Credits::from_micros(r.reported),
                     unreported: Credits::from_micros(r.credits - r.reported),
                     meter_event,

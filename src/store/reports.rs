@@ -325,10 +325,10 @@ impl Store {
             let [month, currency, attributed, key, kind] = &keys[..] else {
                 return Err(Error::Internal("margin revenue row shape".into()));
             };
-            let net = Credits::from_micros(sums.credit - sums.debit);
+            let net = Money::from_micros(sums.credit - sums.debit);
             let (usage, overage) = match kind.as_str() {
-                "o" => (Credits::ZERO, net),
-                _ => (net, Credits::ZERO),
+                "o" => (Money::ZERO, net),
+                _ => (net, Money::ZERO),
             };
             revenue.push(RevenueSum {
                 month: month.clone(),
@@ -360,7 +360,7 @@ impl Store {
                 month,
                 group: group("a", key),
                 credits: Credits::from_micros(credits),
-                vendor_cost: Credits::from_micros(vendor_cost).value(),
+                vendor_cost: Money::from_micros(vendor_cost),
                 uncosted_credits: Credits::from_micros(uncosted),
             });
         }

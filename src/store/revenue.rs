@@ -7,7 +7,7 @@ use super::rows::{ROWS_PER_STATEMENT, in_lists, micros, statement_chunks, time};
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Breakage, Catalog};
 use crate::domain::journal::{self, Effect, Moved, Revenue};
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Money};
 use crate::domain::revrec::{Lot, OverageAccrual, Period, Platform};
 use crate::error::{Error, Result};
 use entity::{journal_lines, overage_accruals, revenue_lots, revenue_periods};
@@ -198,8 +198,8 @@ async fn read_accruals(
             .await?;
         for row in rows {
             if let Some(accrual) = accruals.get_mut(&row.customer_id) {
-                accrual.exact = Credits::from_micros(row.exact);
-                accrual.posted = Credits::from_micros(row.posted);
+                accrual.exact = Money::from_micros(row.exact);
+                accrual.posted = Money::from_micros(row.posted);
                 accrual.credits = Credits::from_micros(row.credits);
             }
         }
@@ -357,6 +357,7 @@ async fn write_journal(
 
 pub(crate) fn lot_from_row(row: revenue_lots::Model) -> Result<Lot> {
     let c = Credits::from_micros;
+    let m = Money::from_micros;
     let breakage = match (row.breakage.as_str(), row.expected_unused) {
         ("proportional", Some(e)) => Breakage::Proportional {
             expected_unused: Decimal::new(e, 6),
@@ -365,32 +366,32 @@ pub(crate) fn lot_from_row(row: revenue_lots::Model) -> Result<Lot> {
     };
     let platform = match (row.platform_amount, row.platform_first_day.as_deref()) {
         (Some(amount), Some(day)) => Some(Platform {
-            amount: c(amount),
+            amount: m(amount),
             first_day: chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
                 .map_err(|e| Error::Internal(format!("lot platform day {day:?}: {e}")))?,
             days: u32::try_from(row.platform_days.unwrap_or(1)).unwrap_or(1),
             days_done: u32::try_from(row.platform_days_done.unwrap_or(0)).unwrap_or(0),
-            recognized: c(row.platform_recognized.unwrap_or(0)),
-            refunded: c(row.platform_refunded.unwrap_or(0)),
-            contra: c(row.platform_contra.unwrap_or(0)),
+            recognized: m(row.platform_recognized.unwrap_or(0)),
+            refunded: m(row.platform_refunded.unwrap_or(0)),
+            contra: m(row.platform_contra.unwrap_or(0)),
         }),
         _ => None,
     };
     Ok(Lot {
         grant_id: row.grant_id,
         currency: row.currency,
-        price: c(row.price),
+        price: m(row.price),
         credits: c(row.credits),
         breakage,
         consumed: c(row.consumed),
         lapsed: c(row.lapsed),
         removed: c(row.removed),
         forfeited: c(row.forfeited),
-        usage: c(row.usage_recognized),
-        breakage_recognized: c(row.breakage_recognized),
-        refunded: c(row.refunded),
-        contra: c(row.contra),
-        transferred: c(row.transferred),
+        usage: m(row.usage_recognized),
+        breakage_recognized: m(row.breakage_recognized),
+        refunded: m(row.refunded),
+        contra: m(row.contra),
+        transferred: m(row.transferred),
         platform,
     })
 }
@@ -415,7 +416,7 @@ fn lot_to_row(
     now: Timestamp,
 ) -> Result<revenue_lots::ActiveModel> {
     let p = lot.platform.as_ref();
-    let opt = |f: fn(&Platform) -> Credits| p.map(|p| micros(f(p))).transpose();
+    let opt = |f: fn(&Platform) -> Money| p.map(|p| micros(f(p))).transpose();
     Ok(revenue_lots::ActiveModel {
         grant_id: Set(lot.grant_id.clone()),
         customer_id: Set(customer.to_owned()),

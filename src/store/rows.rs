@@ -4,7 +4,7 @@ use crate::domain::Timestamp;
 use crate::domain::gate::Standing;
 use crate::domain::ledger::{Entry, Grant, GrantKind, GrantSource, Hold, HoldStatus};
 use crate::domain::margin::Consumption;
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Micros, Money};
 use crate::domain::overrides::{Flat, Override};
 use crate::error::{Error, Result};
 use chrono::DateTime;
@@ -93,7 +93,7 @@ where
     }
 }
 
-pub fn micros(c: Credits) -> Result<i64> {
+pub fn micros(c: impl Micros) -> Result<i64> {
     c.to_micros()
         .map_err(|e| Error::invalid("amount", format!("{c} {e}")))
 }
@@ -114,7 +114,7 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         credits: Credits::from_micros(row.credits),
         remaining: Credits::from_micros(row.remaining),
         held: Credits::from_micros(row.held),
-        price: row.price.map(Credits::from_micros),
+        price: row.price.map(Money::from_micros),
         currency: row.currency,
         expires_at: row.expires_at.map(timestamp).transpose()?,
         expired: row.expired,
@@ -129,7 +129,7 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         })?,
         source_id: row.source_id,
         created_at: timestamp(row.created_at)?,
-        refunded: Credits::from_micros(row.refunded),
+        refunded: Money::from_micros(row.refunded),
         period_start: None,
         frozen: row.frozen,
         id: row.id,
@@ -231,14 +231,7 @@ pub fn consumption_to_row(
     c: &Consumption,
     recorded_at: Timestamp,
 ) -> Result<consumptions::ActiveModel> {
-    let vendor_cost = c
-        .vendor_cost
-        .map(|cost| {
-            Credits::new(cost)
-                .map_err(|e| Error::Internal(format!("vendor cost {cost}: {e}")))
-                .and_then(micros)
-        })
-        .transpose()?;
+    let vendor_cost = c.vendor_cost.map(micros).transpose()?;
     Ok(consumptions::ActiveModel {
         customer_id: Set(customer.to_owned()),
         source: Set(source.to_owned()),

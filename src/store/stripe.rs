@@ -32,7 +32,7 @@ use crate::domain::Timestamp;
 use crate::domain::billing::Outcome;
 use crate::domain::command::{Answer, Rules};
 use crate::domain::ledger::EntryKind;
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
     DisputeStatus, PaidShare, PaymentRefunds, RefundStatus, dispute_moves,
 };
@@ -67,10 +67,10 @@ pub struct PaidGrant {
     pub grant_id: String,
     /// Of this payment's refunds, what was taken back from this grant (zero outside
     /// [`StripeTx::paid_grants`]).
-    pub clawed_back: Credits,
+    pub clawed_back: Money,
     pub customer_id: String,
-    pub price: Credits,
-    pub refunded: Credits,
+    pub price: Money,
+    pub refunded: Money,
     pub currency: String,
 }
 
@@ -606,7 +606,7 @@ impl StripeTx {
     pub async fn post_overage_paid(
         &self,
         customer_id: &str,
-        money: Credits,
+        money: Money,
         currency: &str,
         source: &str,
         event: Option<&str>,
@@ -788,7 +788,7 @@ impl StripeTx {
             .collect();
         save_payment_grants(&self.txn, moved).await?;
         for row in rows {
-            self.add_clawed_back(&row.payment_key, to, Credits::from_micros(row.clawed_back))
+            self.add_clawed_back(&row.payment_key, to, Money::from_micros(row.clawed_back))
                 .await?;
         }
         stripe_payment_grants::Entity::delete_many()
@@ -822,7 +822,7 @@ impl StripeTx {
         let mut grants = self.grants_by_ids(&ids).await?;
         for g in &mut grants {
             if let Some(row) = rows.iter().find(|r| r.grant_id == g.grant_id) {
-                g.clawed_back = Credits::from_micros(row.clawed_back);
+                g.clawed_back = Money::from_micros(row.clawed_back);
             }
         }
         Ok(grants)
@@ -833,7 +833,7 @@ impl StripeTx {
         &self,
         payment_key: &str,
         grant_id: &str,
-        money: Credits,
+        money: Money,
     ) -> Result<()> {
         stripe_payment_grants::Entity::update_many()
             .col_expr(
@@ -858,10 +858,10 @@ impl StripeTx {
             .into_iter()
             .filter_map(|g| {
                 Some(PaidGrant {
-                    clawed_back: Credits::ZERO,
-                    price: Credits::from_micros(g.price?),
+                    clawed_back: Money::ZERO,
+                    price: Money::from_micros(g.price?),
                     currency: g.currency?,
-                    refunded: Credits::from_micros(g.refunded),
+                    refunded: Money::from_micros(g.refunded),
                     customer_id: g.customer_id,
                     grant_id: g.id,
                 })

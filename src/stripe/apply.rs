@@ -17,7 +17,7 @@ use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::checkout::{CheckoutFact, Purchase, pack_grant};
 use crate::domain::customer::CustomerId;
 use crate::domain::invoice::{self, LineStep};
-use crate::domain::money::Credits;
+use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
     self, BoughtGrant, PaidShare, PaymentFacts, PaymentRefunds, RefundStatus, Settlement,
 };
@@ -955,7 +955,7 @@ impl Apply<'_> {
         &self,
         customer: &str,
         subscription: Option<&str>,
-        money: Credits,
+        money: Money,
     ) -> Result<Credits> {
         let mut targets: Vec<PaidGrant> = Vec::new();
         if let Some(subscription) = subscription {
