@@ -70,7 +70,7 @@ impl Action {
     /// from zero to six places; none when the action has no vendor cost.
     pub fn vendor_cost_of(&self, quantity: Quantity) -> Option<Money> {
         self.vendor_cost
-            .map(|cost| to_micros(cost * quantity.value()))
+            .map(|cost| cost_to_six_places(cost * quantity.value()))
     }
 
     /// What `credits` of the action cost at the vendor, when only the credits are known (a
@@ -80,7 +80,7 @@ impl Action {
         let per_unit = self.credits.value();
         self.vendor_cost
             .and_then(|cost| (credits.value() * cost).checked_div(per_unit))
-            .map(to_micros)
+            .map(cost_to_six_places)
     }
 
     /// Decimal places a quantity of this action may have: six less those of its credits per
@@ -120,7 +120,7 @@ impl Action {
 }
 
 /// Money to six places, half away from zero: the scale vendor costs are kept at.
-fn to_micros(amount: Decimal) -> Money {
+fn cost_to_six_places(amount: Decimal) -> Money {
     Money::new(amount.round_dp_with_strategy(SCALE, RoundingStrategy::MidpointAwayFromZero))
         .expect("rounded to the money scale")
 }

@@ -30,17 +30,6 @@ pub enum AmountError {
 pub struct Credits(Decimal);
 
 impl Credits {
-    pub const ZERO: Credits = Credits(Decimal::ZERO);
-
-    /// Any amount of scale <= 6 (sign unchecked): for values computed inside the domain.
-    pub fn new(value: Decimal) -> Result<Self, AmountError> {
-        let value = value.normalize();
-        if value.scale() > SCALE {
-            return Err(AmountError::TooPrecise);
-        }
-        Ok(Credits(value))
-    }
-
     /// An amount named in a request: positive, scale <= 6, at most the per-request limit.
     pub fn positive(value: Decimal) -> Result<Self, AmountError> {
         if value <= Decimal::ZERO {
@@ -50,37 +39,6 @@ impl Credits {
             return Err(AmountError::TooLarge(max_credits_per_request()));
         }
         Self::new(value)
-    }
-
-    pub fn value(self) -> Decimal {
-        self.0
-    }
-
-    /// Fixed-point integer of scale 6, as stored.
-    pub fn to_micros(self) -> Result<i64, AmountError> {
-        let scaled = self.0 * Decimal::from(1_000_000_i64);
-        debug_assert!(scaled.fract().is_zero(), "a Credits value has scale <= 6");
-        i64::try_from(scaled.trunc()).map_err(|_| AmountError::OutOfRange)
-    }
-
-    pub fn from_micros(micros: i64) -> Self {
-        Credits(Decimal::new(micros, SCALE).normalize())
-    }
-
-    pub fn is_zero(self) -> bool {
-        self.0.is_zero()
-    }
-
-    pub fn is_positive(self) -> bool {
-        self.0 > Decimal::ZERO
-    }
-
-    pub fn is_negative(self) -> bool {
-        self.0 < Decimal::ZERO
-    }
-
-    pub fn min(self, other: Credits) -> Credits {
-        if self <= other { self } else { other }
     }
 }
 
@@ -94,58 +52,11 @@ impl fmt::Display for Credits {
 /// line's, a report row's), with at most [`SCALE`] decimal places: stored at the scale of
 /// credits, shown to the currency's minor unit. Kept apart from [`Credits`] so that a price is
 /// never spent and a balance never booked: the two meet only where the domain converts one into
-/// the other at a price (`revrec::share`, `billing::credits_for`).
+/// the other at a price (`revrec::share`, `ledger::Book::claw_back`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Money(Decimal);
 
 impl Money {
-    pub const ZERO: Money = Money(Decimal::ZERO);
-
-    /// Any amount of scale <= 6 (sign unchecked): for values computed inside the domain.
-    pub fn new(value: Decimal) -> Result<Money, AmountError> {
-        let value = value.normalize();
-        if value.scale() > SCALE {
-            return Err(AmountError::TooPrecise);
-        }
-        Ok(Money(value))
-    }
-
-    /// Fixed-point integer of scale 6, as stored.
-    pub fn from_micros(micros: i64) -> Money {
-        Money(Decimal::new(micros, SCALE).normalize())
-    }
-
-    /// Fixed-point integer of scale 6, as stored.
-    pub fn to_micros(self) -> Result<i64, AmountError> {
-        let scaled = self.0 * Decimal::from(1_000_000_i64);
-        debug_assert!(scaled.fract().is_zero(), "a Money value has scale <= 6");
-        i64::try_from(scaled.trunc()).map_err(|_| AmountError::OutOfRange)
-    }
-
-    pub fn value(self) -> Decimal {
-        self.0
-    }
-
-    pub fn is_zero(self) -> bool {
-        self.0.is_zero()
-    }
-
-    pub fn is_positive(self) -> bool {
-        self.0 > Decimal::ZERO
-    }
-
-    pub fn is_negative(self) -> bool {
-        self.0 < Decimal::ZERO
-    }
-
-    pub fn min(self, other: Money) -> Money {
-        if self <= other { self } else { other }
-    }
-
-    pub fn max(self, other: Money) -> Money {
-        if self >= other { self } else { other }
-    }
-
     /// As accountants read it: rounded to `currency`'s minor unit (half away from zero), and
     /// written with exactly that many places. For showing only: sums are taken before.
     pub fn shown(self, currency: &str) -> Money {
@@ -172,10 +83,60 @@ impl fmt::Display for Money {
     }
 }
 
-/// What credits and money share: exact arithmetic that keeps values normalized, a string in
+/// What credits and money share: construction with the scale checked, the stored form, exact
+/// arithmetic that keeps values normalized, a string in
 /// JSON, and parsing that refuses more than [`SCALE`] places.
 macro_rules! exact_amount {
     ($t:ident) => {
+        impl $t {
+            pub const ZERO: $t = $t(Decimal::ZERO);
+
+            /// Any amount of scale <= 6 (sign unchecked): for values computed inside the domain.
+            pub fn new(value: Decimal) -> Result<$t, AmountError> {
+                let value = value.normalize();
+                if value.scale() > SCALE {
+                    return Err(AmountError::TooPrecise);
+                }
+                Ok($t(value))
+            }
+
+            /// Fixed-point integer of scale 6, as stored.
+            pub fn from_micros(micros: i64) -> $t {
+                $t(Decimal::new(micros, SCALE).normalize())
+            }
+
+            /// Fixed-point integer of scale 6, as stored.
+            pub fn to_micros(self) -> Result<i64, AmountError> {
+                let scaled = self.0 * Decimal::from(1_000_000_i64);
+                debug_assert!(scaled.fract().is_zero(), "an amount has scale <= 6");
+                i64::try_from(scaled.trunc()).map_err(|_| AmountError::OutOfRange)
+            }
+
+            pub fn value(self) -> Decimal {
+                self.0
+            }
+
+            pub fn is_zero(self) -> bool {
+                self.0.is_zero()
+            }
+
+            pub fn is_positive(self) -> bool {
+                self.0 > Decimal::ZERO
+            }
+
+            pub fn is_negative(self) -> bool {
+                self.0 < Decimal::ZERO
+            }
+
+            pub fn min(self, other: $t) -> $t {
+                if self <= other { self } else { other }
+            }
+
+            pub fn max(self, other: $t) -> $t {
+                if self >= other { self } else { other }
+            }
+        }
+
         impl std::ops::Add for $t {
             type Output = $t;
             fn add(self, other: $t) -> $t {
@@ -238,6 +199,12 @@ macro_rules! exact_amount {
                 $t::new(value).map_err(|e| format!("{s:?} {e}"))
             }
         }
+
+        impl Micros for $t {
+            fn to_micros(self) -> Result<i64, AmountError> {
+                $t::to_micros(self)
+            }
+        }
     };
 }
 
@@ -247,18 +214,6 @@ exact_amount!(Money);
 /// An amount kept as a fixed-point integer of scale 6: credits and money, as the store keeps them.
 pub trait Micros: Copy + fmt::Display {
     fn to_micros(self) -> Result<i64, AmountError>;
-}
-
-impl Micros for Credits {
-    fn to_micros(self) -> Result<i64, AmountError> {
-        Credits::to_micros(self)
-    }
-}
-
-impl Micros for Money {
-    fn to_micros(self) -> Result<i64, AmountError> {
-        Money::to_micros(self)
-    }
 }
 
 /// How many units of an action: positive, scale <= 6, at most one billion.
