@@ -700,7 +700,7 @@ async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64) {
         for (id, (book, _)) in store.view_many(chunk, now).await.expect("read books") {
             let granted: rust_decimal::Decimal =
                 book.grants.iter().map(|g| g.credits.value()).sum();
-            let want = expected.get(&id).copied().unwrap_or(0);
+            let want = expected.get(id.as_str()).copied().unwrap_or(0);
             assert_eq!(granted, want.into(), "{id}: credits granted");
             total += want;
         }

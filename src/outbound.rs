@@ -304,7 +304,7 @@ impl Worker {
         };
         let stripe_customer = self
             .store
-            .stripe_customer_of(&charge.customer)
+            .stripe_customer_of(charge.customer.as_str())
             .await
             .map_err(|e| failed(e.to_string()))?;
         let Some(stripe_customer) = stripe_customer else {

@@ -8,6 +8,7 @@ use creditbook::domain::adjustment::{Change, Reason};
 use creditbook::domain::catalog::Overage;
 use creditbook::domain::catalog::{Action, Breakage, Catalog, Feature, Plan};
 use creditbook::domain::command::{self, Command, Rules};
+use creditbook::domain::customer::CustomerId;
 use creditbook::domain::gate::{Actual, Policy, Standing};
 use creditbook::domain::ledger::GrantSource;
 use creditbook::domain::ledger::{Book, EntryKind, Grant, GrantKind, HoldStatus, Rejection, Usage};
@@ -238,7 +239,7 @@ proptest! {
 
     #[test]
     fn random_histories_keep_the_invariants(overage in overage(), ops in proptest::collection::vec(op(), 1..60)) {
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let mut now = start();
         for (seq, op) in ops.iter().enumerate() {
             let open_before = match op {
@@ -443,10 +444,10 @@ async fn store_replays_random_histories(
         }
         // The domain's own replay: each command decided on a copy, kept when approved; a move
         // decided on the customer's and its twin's books together.
-        let mut model = Book::new(customer.clone());
+        let mut model = Book::new(CustomerId::known(customer.clone()));
         let mut standing = Standing::default();
         let twin_id = creditbook::domain::customer::CustomerId::parse(&twin(&customer)).unwrap();
-        let mut twin_model = Book::new(twin(&customer));
+        let mut twin_model = Book::new(CustomerId::known(twin(&customer)));
         let mut expected = Vec::new();
         for envelope in &queued {
             let (mut book, mut next) = (model.clone(), standing.clone());
@@ -501,7 +502,7 @@ async fn store_replays_random_histories(
         model.settle_due(now);
         let book = match store.view(&id, now).await.unwrap() {
             Some((book, _)) => book,
-            None => Book::new(customer.clone()),
+            None => Book::new(CustomerId::known(customer.clone())),
         };
         assert_eq!(
             book.balance(),
@@ -521,7 +522,7 @@ async fn store_replays_random_histories(
         twin_model.settle_due(now);
         let twin_book = match store.view(&twin_id, now).await.unwrap() {
             Some((book, _)) => book,
-            None => Book::new(twin_id.to_string()),
+            None => Book::new(twin_id.clone()),
         };
         assert_eq!(
             (twin_book.balance(), twin_book.available()),
@@ -531,7 +532,7 @@ async fn store_replays_random_histories(
         // `check` decides on the book kept in memory: the same book.
         let kept = match store.check_view(&id, now).await.unwrap() {
             Some((kept, _)) => kept,
-            None => Book::new(customer.clone()),
+            None => Book::new(CustomerId::known(customer.clone())),
         };
         assert_eq!(
             (kept.balance(), kept.held(), kept.overdraft),

@@ -101,6 +101,7 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::domain::catalog::Overage;
+    use crate::domain::customer::CustomerId;
     use crate::domain::journal::{Moved, Revenue, needs, post};
     use crate::domain::ledger::{EntryKind, Paid, Usage};
     use crate::domain::money::Money;
@@ -131,7 +132,7 @@ mod tests {
     /// adjustment grant of 5, all unspent.
     fn book() -> Book {
         let now = t("2026-01-01T00:00:00Z");
-        let mut book = Book::new("cus");
+        let mut book = Book::new(CustomerId::known("cus"));
         book.add_grant(Grant::promotional("promo", c("10"), source(), now), now);
         let paid = Paid {
             price: c("10"),
@@ -177,7 +178,7 @@ mod tests {
 
     #[test]
     fn adding_credits_makes_an_adjustment_grant_with_the_reason() {
-        let mut book = Book::new("cus");
+        let mut book = Book::new(CustomerId::known("cus"));
         let now = t("2026-01-01T00:00:00Z");
         let moved = apply(
             &mut book,
@@ -275,7 +276,7 @@ mod tests {
 
     #[test]
     fn an_overdraft_leaves_nothing_to_take_back() {
-        let mut book = Book::new("cus");
+        let mut book = Book::new(CustomerId::known("cus"));
         let now = t("2026-01-01T00:00:00Z");
         book.debit(
             c("4"),
@@ -319,7 +320,7 @@ mod tests {
         )
         .unwrap();
         let moved = Moved {
-            customer: "cus",
+            customer: &CustomerId::known("cus"),
             grants: &book.grants,
             entries: &book.entries,
             source: None,

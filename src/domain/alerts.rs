@@ -2,6 +2,7 @@
 //! Each alert fires once per arming; `credit.balance_recovered` re-arms both.
 
 use super::Timestamp;
+use super::customer::CustomerId;
 use super::ledger::{Book, Grant};
 use super::money::Credits;
 use super::outbound::{EventType, Message};
@@ -78,7 +79,7 @@ impl Balance {
 /// them and they are armed; `credit.balance_recovered` when it rose out of low after either
 /// fired. Returns the new arming and the messages, in the order they happened.
 pub fn balance_alerts(
-    customer: &str,
+    customer: &CustomerId,
     armed: Armed,
     before: Balance,
     after: Balance,
@@ -97,7 +98,7 @@ pub fn balance_alerts(
         );
         Message {
             event_type,
-            customer: customer.to_owned(),
+            customer: customer.clone(),
             at: now,
             data,
             cause: format!("{customer}\n{arming}"),
@@ -142,7 +143,7 @@ pub fn expires_soon(grant: &Grant, rule: &AlertRule, now: Timestamp) -> bool {
 /// `now`. Said once per expiry: `warned_for` is the expiry it was last said for (a rollover that
 /// moves the expiry warns again).
 pub fn grant_expiring(
-    customer: &str,
+    customer: &CustomerId,
     grant: &Grant,
     warned_for: Option<Timestamp>,
     rule: &AlertRule,
@@ -179,7 +180,7 @@ pub fn grant_expiring(
     );
     Some(Message {
         event_type: EventType::GrantExpiring,
-        customer: customer.to_owned(),
+        customer: customer.clone(),
         at: now,
         data,
         cause: format!("{}\n{}", grant.id, expires_at.timestamp_micros()),
@@ -188,7 +189,13 @@ pub fn grant_expiring(
 
 #[cfg(test)]
 mod tests {
+
+    /// The customer these tests are about.
+    fn customer() -> CustomerId {
+        CustomerId::known("a")
+    }
     use super::*;
+    use crate::domain::customer::CustomerId;
 
     fn balance(live: i64, available: i64) -> Balance {
         Balance {
@@ -209,7 +216,7 @@ mod tests {
     fn low_fires_once_when_the_share_is_crossed() {
         let rule = AlertRule::default();
         let (armed, m) = balance_alerts(
-            "a",
+            &customer(),
             Armed::default(),
             balance(100, 30),
             balance(100, 21),
@@ -217,13 +224,25 @@ mod tests {
             now(),
         );
         assert!(m.is_empty(), "79% consumed is not low");
-        let (armed, m) =
-            balance_alerts("a", armed, balance(100, 21), balance(100, 20), &rule, now());
+        let (armed, m) = balance_alerts(
+            &customer(),
+            armed,
+            balance(100, 21),
+            balance(100, 20),
+            &rule,
+            now(),
+        );
         assert_eq!(types(&m), [EventType::BalanceLow]);
         assert_eq!(m[0].data["consumed_share"], "0.8");
         // Falling further is the same crossing.
-        let (armed, m) =
-            balance_alerts("a", armed, balance(100, 20), balance(100, 5), &rule, now());
+        let (armed, m) = balance_alerts(
+            &customer(),
+            armed,
+            balance(100, 20),
+            balance(100, 5),
+            &rule,
+            now(),
+        );
         assert!(m.is_empty());
         assert!(armed.low_sent && !armed.depleted_sent);
     }
@@ -232,7 +251,7 @@ mod tests {
     fn depleted_follows_low_and_a_top_up_recovers_and_rearms() {
         let rule = AlertRule::default();
         let (armed, m) = balance_alerts(
-            "a",
+            &customer(),
             Armed::default(),
             balance(100, 50),
             balance(0, 0),
@@ -245,10 +264,23 @@ mod tests {
         );
         let first_low = m[0].id();
         // A small top-up that leaves the balance low recovers nothing.
-        let (armed, m) = balance_alerts("a", armed, balance(0, 0), balance(10, 1), &rule, now());
+        let (armed, m) = balance_alerts(
+            &customer(),
+            armed,
+            balance(0, 0),
+            balance(10, 1),
+            &rule,
+            now(),
+        );
         assert!(m.is_empty());
-        let (armed, m) =
-            balance_alerts("a", armed, balance(10, 1), balance(110, 101), &rule, now());
+        let (armed, m) = balance_alerts(
+            &customer(),
+            armed,
+            balance(10, 1),
+            balance(110, 101),
+            &rule,
+            now(),
+        );
         assert_eq!(types(&m), [EventType::BalanceRecovered]);
         assert_eq!(
             armed,
@@ -259,7 +291,14 @@ mod tests {
             }
         );
         // The next crossing is a new message, with a new id.
-        let (_, m) = balance_alerts("a", armed, balance(110, 101), balance(110, 2), &rule, now());
+        let (_, m) = balance_alerts(
+            &customer(),
+            armed,
+            balance(110, 101),
+            balance(110, 2),
+            &rule,
+            now(),
+        );
         assert_eq!(types(&m), [EventType::BalanceLow]);
         assert_ne!(m[0].id(), first_low);
     }
@@ -268,7 +307,7 @@ mod tests {
     fn a_rise_without_an_alert_or_a_fall_within_the_share_says_nothing() {
         let rule = AlertRule::default();
         let (armed, m) = balance_alerts(
-            "a",
+            &customer(),
             Armed::default(),
             balance(100, 90),
             balance(200, 190),
@@ -278,7 +317,14 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(armed, Armed::default());
         // An unchanged balance never fires, even when low.
-        let (_, m) = balance_alerts("a", armed, balance(100, 0), balance(100, 0), &rule, now());
+        let (_, m) = balance_alerts(
+            &customer(),
+            armed,
+            balance(100, 0),
+            balance(100, 0),
+            &rule,
+            now(),
+        );
         assert!(m.is_empty());
     }
 
@@ -310,7 +356,7 @@ mod tests {
         assert_eq!(on_plan.low_credits, None);
         assert_eq!(rule.with(None), rule);
         let (_, m) = balance_alerts(
-            "a",
+            &customer(),
             Armed::default(),
             balance(100, 30),
             balance(100, 10),
@@ -319,7 +365,7 @@ mod tests {
         );
         assert!(m.is_empty(), "90% is not low on a plan that says 95%");
         let (_, m) = balance_alerts(
-            "a",
+            &customer(),
             Armed::default(),
             balance(100, 10),
             balance(100, 5),
@@ -336,7 +382,7 @@ mod tests {
             ..AlertRule::default()
         };
         let (_, m) = balance_alerts(
-            "a",
+            &customer(),
             Armed::default(),
             balance(1000, 60),
             balance(1000, 50),
@@ -367,25 +413,27 @@ mod tests {
         .expiring(Some(expires));
         let eight_days_before = expires - chrono::Duration::days(8);
         let seven_days_before = expires - chrono::Duration::days(7);
-        assert!(grant_expiring("a", &paid, None, &rule, eight_days_before).is_none());
-        let said = grant_expiring("a", &paid, None, &rule, seven_days_before).unwrap();
+        assert!(grant_expiring(&customer(), &paid, None, &rule, eight_days_before).is_none());
+        let said = grant_expiring(&customer(), &paid, None, &rule, seven_days_before).unwrap();
         assert_eq!(said.event_type, EventType::GrantExpiring);
         assert_eq!(said.data["remaining"], "100");
-        assert!(grant_expiring("a", &paid, Some(expires), &rule, seven_days_before).is_none());
+        assert!(
+            grant_expiring(&customer(), &paid, Some(expires), &rule, seven_days_before).is_none()
+        );
         // A moved expiry warns again; an expired, spent or free grant never does.
         let moved = paid
             .clone()
             .expiring(Some(expires + chrono::Duration::days(1)));
         let later = seven_days_before + chrono::Duration::days(1);
-        let again = grant_expiring("a", &moved, Some(expires), &rule, later).unwrap();
+        let again = grant_expiring(&customer(), &moved, Some(expires), &rule, later).unwrap();
         assert_ne!(again.id(), said.id());
-        assert!(grant_expiring("a", &paid, None, &rule, expires).is_none());
+        assert!(grant_expiring(&customer(), &paid, None, &rule, expires).is_none());
         let mut spent = paid.clone();
         spent.remaining = Credits::ZERO;
-        assert!(grant_expiring("a", &spent, None, &rule, seven_days_before).is_none());
+        assert!(grant_expiring(&customer(), &spent, None, &rule, seven_days_before).is_none());
         let free = Grant::promotional("f", credits(5), (GrantSource::Test, "t".into()), bought)
             .expiring(Some(expires));
-        assert!(grant_expiring("a", &free, None, &rule, seven_days_before).is_none());
+        assert!(grant_expiring(&customer(), &free, None, &rule, seven_days_before).is_none());
     }
 
     #[test]
@@ -406,7 +454,7 @@ mod tests {
                 at,
             )
         };
-        let mut book = Book::new("a");
+        let mut book = Book::new(CustomerId::known("a"));
         assert_eq!(current_pack(&book), None);
         let later = now() + chrono::Duration::days(1);
         book.add_grant(pack("g1", "small", now()), now());

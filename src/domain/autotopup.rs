@@ -6,6 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::{Catalog, Pack};
+use super::customer::CustomerId;
 use super::money::{Credits, Money};
 use super::outbound::{EventType, Message};
 use rust_decimal::Decimal;
@@ -107,7 +108,7 @@ pub struct AutoTopup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
     pub attempt: String,
-    pub customer: String,
+    pub customer: CustomerId,
     pub pack: String,
     pub credits: Credits,
     /// The pack's price, in its currency.
@@ -121,7 +122,7 @@ pub struct Start {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Charge {
     pub attempt: String,
-    pub customer: String,
+    pub customer: CustomerId,
     pub pack: String,
     pub amount_minor: i64,
     pub currency: String,
@@ -139,7 +140,7 @@ pub enum Settled {
 
 /// `atu_` and 24 hex digits of a SHA-256 of the customer and the attempt's number: the same on
 /// every retry (it is Stripe's idempotency key), never the same for two attempts.
-pub fn attempt_id(customer: &str, number: u64) -> String {
+pub fn attempt_id(customer: &CustomerId, number: u64) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("creditbook.auto_topup\n{customer}\n{number}"));
     format!("atu_{}", hex::encode(&digest[..12]))
@@ -195,7 +196,7 @@ impl AutoTopup {
     /// limit not reached, the pack still in the catalog.
     pub fn start_if_due(
         &mut self,
-        customer: &str,
+        customer: &CustomerId,
         just_set: bool,
         before: Credits,
         after: Credits,
@@ -226,7 +227,7 @@ impl AutoTopup {
         self.in_flight = Some(attempt.clone());
         Some(Start {
             attempt,
-            customer: customer.to_owned(),
+            customer: customer.clone(),
             pack: pack.id.clone(),
             credits: pack.credits,
             price: pack.price.money(),
@@ -275,7 +276,7 @@ impl AutoTopup {
 
 /// `auto_topup.failed`: said once per attempt (its id is the cause).
 pub fn failed_message(
-    customer: &str,
+    customer: &CustomerId,
     attempt: &str,
     pack: &str,
     settled_reason: &str,
@@ -296,7 +297,7 @@ pub fn failed_message(
     data.insert("code".into(), code.map(str::to_owned).into());
     Message {
         event_type: EventType::AutoTopupFailed,
-        customer: customer.to_owned(),
+        customer: customer.clone(),
         at: now,
         data,
         cause: attempt.to_owned(),
@@ -305,6 +306,11 @@ pub fn failed_message(
 
 #[cfg(test)]
 mod tests {
+
+    /// The customer these tests are about.
+    fn customer() -> CustomerId {
+        CustomerId::known("a")
+    }
     use super::*;
     use crate::domain::catalog::Breakage;
     use crate::domain::money::Price;
@@ -373,28 +379,28 @@ mod tests {
         let mut auto = opted_in(5);
         // Above the threshold, or not a fall: nothing.
         assert!(
-            auto.start_if_due("a", false, c("300"), c("150"), &catalog, now)
+            auto.start_if_due(&customer(), false, c("300"), c("150"), &catalog, now)
                 .is_none()
         );
         assert!(
-            auto.start_if_due("a", false, c("50"), c("50"), &catalog, now)
+            auto.start_if_due(&customer(), false, c("50"), c("50"), &catalog, now)
                 .is_none()
         );
         let start = auto
-            .start_if_due("a", false, c("150"), c("99.5"), &catalog, now)
+            .start_if_due(&customer(), false, c("150"), c("99.5"), &catalog, now)
             .unwrap();
-        assert_eq!(start.attempt, attempt_id("a", 1));
+        assert_eq!(start.attempt, attempt_id(&customer(), 1));
         assert_eq!((start.credits, start.price), (c("1000"), c("10.00")));
         assert_eq!(auto.in_flight.as_deref(), Some(start.attempt.as_str()));
         // In flight: no second charge however far it falls.
         assert!(
-            auto.start_if_due("a", false, c("99.5"), c("0"), &catalog, now)
+            auto.start_if_due(&customer(), false, c("99.5"), c("0"), &catalog, now)
                 .is_none()
         );
         assert!(auto.settle(&start.attempt, now, &Settled::Succeeded, now));
         assert!(!auto.settle(&start.attempt, now, &Settled::Succeeded, now));
         let next = auto
-            .start_if_due("a", false, c("60"), c("40"), &catalog, now)
+            .start_if_due(&customer(), false, c("60"), c("40"), &catalog, now)
             .unwrap();
         assert_ne!(next.attempt, start.attempt);
         assert_eq!(auto.started_in(now), 2);
@@ -406,7 +412,7 @@ mod tests {
         let now = t("2026-11-10T00:00:00Z");
         let mut auto = opted_in(1);
         assert!(
-            auto.start_if_due("a", true, c("20"), c("20"), &catalog, now)
+            auto.start_if_due(&customer(), true, c("20"), c("20"), &catalog, now)
                 .is_some()
         );
     }
@@ -417,17 +423,17 @@ mod tests {
         let nov = t("2026-11-30T23:00:00Z");
         let mut auto = opted_in(1);
         let first = auto
-            .start_if_due("a", false, c("150"), c("50"), &catalog, nov)
+            .start_if_due(&customer(), false, c("150"), c("50"), &catalog, nov)
             .unwrap();
         auto.settle(&first.attempt, nov, &Settled::Succeeded, nov);
         assert!(
-            auto.start_if_due("a", false, c("50"), c("40"), &catalog, nov)
+            auto.start_if_due(&customer(), false, c("50"), c("40"), &catalog, nov)
                 .is_none()
         );
         let dec = t("2026-12-01T00:00:00Z");
         assert_eq!(auto.started_in(dec), 0);
         assert!(
-            auto.start_if_due("a", false, c("40"), c("30"), &catalog, dec)
+            auto.start_if_due(&customer(), false, c("40"), c("30"), &catalog, dec)
                 .is_some()
         );
     }
@@ -438,7 +444,7 @@ mod tests {
         let now = t("2026-11-10T00:00:00Z");
         let mut auto = opted_in(1);
         let start = auto
-            .start_if_due("a", false, c("150"), c("50"), &catalog, now)
+            .start_if_due(&customer(), false, c("150"), c("50"), &catalog, now)
             .unwrap();
         let failed = Settled::Failed {
             reason: "Your card was declined.".into(),
@@ -450,7 +456,7 @@ mod tests {
         assert_eq!(auto.stopped.as_ref().unwrap().attempt, start.attempt);
         assert_eq!(auto.started_in(now), 0);
         assert!(
-            auto.start_if_due("a", false, c("50"), c("10"), &catalog, now)
+            auto.start_if_due(&customer(), false, c("50"), c("10"), &catalog, now)
                 .is_none()
         );
         // A second report of the same failure changes nothing.
@@ -459,9 +465,9 @@ mod tests {
         auto.set(setting);
         assert!(auto.set_since(&before));
         let again = auto
-            .start_if_due("a", true, c("10"), c("10"), &catalog, now)
+            .start_if_due(&customer(), true, c("10"), c("10"), &catalog, now)
             .unwrap();
-        assert_eq!(again.attempt, attempt_id("a", 2));
+        assert_eq!(again.attempt, attempt_id(&customer(), 2));
     }
 
     #[test]
@@ -470,20 +476,23 @@ mod tests {
         let now = t("2026-11-10T00:00:00Z");
         let mut auto = opted_in(5);
         let first = auto
-            .start_if_due("a", false, c("150"), c("50"), &catalog, now)
+            .start_if_due(&customer(), false, c("150"), c("50"), &catalog, now)
             .unwrap();
         auto.set(None);
         assert!(auto.settle(&first.attempt, now, &Settled::Succeeded, now));
         assert_eq!(auto.status(), Status::Off);
         assert!(
-            auto.start_if_due("a", false, c("50"), c("10"), &catalog, now)
+            auto.start_if_due(&customer(), false, c("50"), c("10"), &catalog, now)
                 .is_none()
         );
         auto.set(opted_in(5).setting);
         let next = auto
-            .start_if_due("a", true, c("10"), c("10"), &catalog, now)
+            .start_if_due(&customer(), true, c("10"), c("10"), &catalog, now)
             .unwrap();
-        assert_eq!(next.attempt, attempt_id("a", 2));
-        assert_ne!(attempt_id("a", 2), attempt_id("b", 2));
+        assert_eq!(next.attempt, attempt_id(&customer(), 2));
+        assert_ne!(
+            attempt_id(&customer(), 2),
+            attempt_id(&CustomerId::known("b"), 2)
+        );
     }
 }

@@ -10,6 +10,7 @@ use super::billing::{
     checkout_step, choose_pack, link, pack_terms,
 };
 use super::catalog::{Catalog, Pack};
+use super::customer::CustomerId;
 use super::ledger::{Grant, GrantSource, Paid};
 use std::collections::{HashMap, HashSet};
 
@@ -65,7 +66,7 @@ pub struct Known {
 /// A pack a checkout grants.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackGrant {
-    pub customer: String,
+    pub customer: CustomerId,
     pub grant: Grant,
     /// `checkout:{session}`.
     pub effect: String,
@@ -165,7 +166,8 @@ impl Known {
                 return Decision::Apply(Box::new(applied));
             }
         };
-        applied.concerns = Some(customer.clone());
+        let customer = CustomerId::known(customer);
+        applied.concerns = Some(customer.to_string());
         match checkout_step(fact.mode.as_ref(), fact.payment_status.as_ref()) {
             CheckoutStep::LinkOnly => {
                 applied.outcome = Outcome::new(
@@ -253,7 +255,7 @@ pub struct Purchase {
 /// of it. Refused, `(field, why)`, when the purchase time is out of range.
 pub fn pack_grant(
     pack: &Pack,
-    customer: &str,
+    customer: &CustomerId,
     purchase: Purchase,
     grant_id: String,
     now: Timestamp,

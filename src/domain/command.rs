@@ -271,7 +271,8 @@ pub struct AuthorizationResponse {
     /// `held`.
     #[schema(value_type = String)]
     pub status: HoldStatus,
-    pub customer: String,
+    #[schema(value_type = String)]
+    pub customer: CustomerId,
     pub action: String,
     #[schema(value_type = String)]
     pub credits: Credits,
@@ -295,7 +296,8 @@ pub struct ResolutionResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageResponse {
     pub id: String,
-    pub customer: String,
+    #[schema(value_type = String)]
+    pub customer: CustomerId,
     pub action: String,
     #[schema(value_type = String)]
     pub credits: Credits,
@@ -306,7 +308,8 @@ pub struct UsageResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GrantResponse {
     pub id: String,
-    pub customer: String,
+    #[schema(value_type = String)]
+    pub customer: CustomerId,
     #[schema(value_type = String)]
     pub kind: GrantKind,
     #[schema(value_type = String)]
@@ -330,7 +333,8 @@ pub struct AdjustedGrant {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AdjustmentResponse {
-    pub customer: String,
+    #[schema(value_type = String)]
+    pub customer: CustomerId,
     #[schema(value_type = String)]
     pub credits: Credits,
     pub reason: String,
@@ -407,7 +411,7 @@ pub fn decide_across(
     if given.len() != named.len()
         || named.len() > MAX_OTHER_CUSTOMERS
         || given.iter().zip(named).any(|(g, n)| *g != n)
-        || named.iter().any(|n| n.as_str() == book.customer_id)
+        || named.contains(&book.customer_id)
     {
         return Err(Rejection::InvariantViolated(format!(
             "customer {} and the books of {given:?} for a command naming {named:?}",
@@ -681,7 +685,7 @@ fn apply(
 /// How a batch left one customer's book, for what follows from it.
 #[derive(Debug, Clone, Copy)]
 pub struct Moved<'a> {
-    pub customer: &'a str,
+    pub customer: &'a CustomerId,
     /// The book and standing as loaded, and the book as the batch's commands left it.
     pub before: &'a Book,
     pub after: &'a Book,
@@ -813,7 +817,7 @@ mod tests {
     fn a_grant_then_an_authorization_and_its_capture_answer_what_moved() {
         let catalog = catalog();
         let action = catalog.actions.values().next().unwrap().clone();
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let mut standing = Standing::default();
         let granted = decide(
             rules(&catalog),
@@ -867,7 +871,7 @@ mod tests {
     #[test]
     fn settle_expires_what_is_due_and_nothing_else() {
         let catalog = catalog();
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let mut standing = Standing::default();
         let Command::Grant { grant } = promotional("g1", 5) else {
             unreachable!()
@@ -892,7 +896,7 @@ mod tests {
     #[test]
     fn taking_back_more_than_is_available_is_refused_and_answers_nothing() {
         let catalog = catalog();
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let mut standing = Standing::default();
         let take = Command::Adjust {
             change: Change::parse(rust_decimal::Decimal::from(-5)).unwrap(),
@@ -914,7 +918,7 @@ mod tests {
     fn kept_answers_read_back_as_the_same_answer() {
         let answer = Answer::Used(UsageResponse {
             id: "usage_1".into(),
-            customer: "c".into(),
+            customer: CustomerId::known("c"),
             action: "chat".into(),
             credits: credits(2),
             available: credits(8),
@@ -935,7 +939,7 @@ mod tests {
 
     /// A book with a pack of 100 credits bought for 10.00 usd, 30 of them held.
     fn paid_and_held(catalog: &Catalog) -> (Book, Standing) {
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let mut standing = Standing::default();
         let paid = crate::domain::ledger::Paid {
             price: Money::from_micros(10_000_000),
@@ -989,7 +993,7 @@ mod tests {
     fn a_move_takes_the_free_credits_to_the_other_book_with_their_share_of_the_price() {
         let catalog = catalog();
         let (mut book, mut standing) = paid_and_held(&catalog);
-        let mut to = Book::new("d");
+        let mut to = Book::new(CustomerId::known("d"));
         let to_id = CustomerId::known("d");
         let move_grants = Command::MoveGrants {
             to: to_id.clone(),
@@ -1063,7 +1067,7 @@ mod tests {
             Err(Refusal::Book(Rejection::InvariantViolated(_)))
         ));
         // Onto the customer's own book.
-        let (mut again, own) = (Book::new("c"), CustomerId::known("c"));
+        let (mut again, own) = (Book::new(CustomerId::known("c")), CustomerId::known("c"));
         let onto_itself = decide_on_two(
             &catalog,
             (&mut book, &mut standing),
@@ -1076,7 +1080,7 @@ mod tests {
             Err(Refusal::Book(Rejection::InvariantViolated(_)))
         ));
         // A grant that is not the customer's.
-        let (mut to, d) = (Book::new("d"), CustomerId::known("d"));
+        let (mut to, d) = (Book::new(CustomerId::known("d")), CustomerId::known("d"));
         let foreign = Command::MoveGrants {
             to: d.clone(),
             moves: vec![("g9".into(), "g2".into())],
@@ -1096,7 +1100,7 @@ mod tests {
 
     /// A book holding one promotional grant of `amount`, its entries already written.
     fn funded(catalog: &Catalog, amount: i64) -> (Book, Standing) {
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let mut standing = Standing::default();
         let grant = promotional("g1", amount);
         decide(rules(catalog), &mut book, &mut standing, &grant, at(0)).unwrap();
@@ -1130,7 +1134,7 @@ mod tests {
         spend_chat(&catalog, &mut after, &mut standing, 4, at(1));
         let standing_before = standing.clone();
         let moved = Moved {
-            customer: "c",
+            customer: &CustomerId::known("c"),
             before: &before,
             after: &after,
             standing_before: &standing_before,
@@ -1195,7 +1199,7 @@ mod tests {
     #[test]
     fn the_customers_own_threshold_wins_and_removing_it_falls_back() {
         let catalog = catalog();
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let mut standing = Standing::default();
         let own = LowBalance {
             consumed_share: None,

@@ -88,6 +88,18 @@ impl PartialEq<str> for CustomerId {
     }
 }
 
+impl PartialEq<&str> for CustomerId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::borrow::Borrow<str> for CustomerId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl PartialEq<String> for CustomerId {
     fn eq(&self, other: &String) -> bool {
         &self.0 == other

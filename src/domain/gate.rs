@@ -393,6 +393,7 @@ fn decide_within(
 mod tests {
     use super::*;
     use crate::domain::catalog::Overage;
+    use crate::domain::customer::CustomerId;
     use crate::domain::ledger::{Grant, HoldStatus};
     use chrono::{TimeZone, Utc};
     use rust_decimal::Decimal;
@@ -455,7 +456,7 @@ mod tests {
     }
 
     fn book(free: i64) -> Book {
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         book.add_grant(
             Grant::promotional(
                 "g1",

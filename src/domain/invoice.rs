@@ -10,6 +10,7 @@ use super::billing::{
     money_from_minor, subscription_line,
 };
 use super::catalog::Catalog;
+use super::customer::CustomerId;
 use super::ledger::{Grant, GrantSource, Paid};
 use super::money::{Credits, Money};
 use super::subscription::{self, PlanLine, SubscriptionState};
@@ -84,16 +85,28 @@ impl InvoiceFact {
 }
 
 /// What the books know that a paid invoice decides on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
     /// The account the invoice pays for (its Stripe customer's, resolved before).
-    pub customer: String,
+    pub customer: CustomerId,
     /// The payment learnt before from `invoice_payment.paid`.
     pub learnt_payment: Option<String>,
     /// Line effects applied before.
     pub applied: HashSet<String>,
     /// The subscription's state, when the invoice is a subscription's and one is recorded.
     pub subscription: Option<SubscriptionState>,
+}
+
+impl Known {
+    /// What is known of a first invoice of `customer`: nothing yet.
+    pub fn of(customer: CustomerId) -> Known {
+        Known {
+            customer,
+            learnt_payment: None,
+            applied: HashSet::new(),
+            subscription: None,
+        }
+    }
 }
 
 /// What one line of a paid invoice does, once.
@@ -147,7 +160,7 @@ pub struct LineApplied {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvoicePaid {
     /// The account it pays for.
-    pub customer: String,
+    pub customer: CustomerId,
     /// The payment its refunds will name: the payment, or the invoice until it is learnt.
     pub payment_key: String,
     /// The payment is known (named, read or learnt).
@@ -468,10 +481,7 @@ mod tests {
     }
 
     fn known() -> Known {
-        Known {
-            customer: "acme".into(),
-            ..Known::default()
-        }
+        Known::of(CustomerId::known("acme"))
     }
 
     fn decided(fact: &InvoiceFact, known: &Known) -> InvoicePaid {

@@ -6,6 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::{Breakage, Catalog};
+use super::customer::CustomerId;
 use super::ledger::{Entry, EntryKind, Grant, GrantKind, GrantSource};
 use super::money::Money;
 use super::revrec::{Lot, OverageAccrual, Posting, share};
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One command's ledger movements, as the journal sees them.
 #[derive(Debug, Clone, Copy)]
 pub struct Moved<'a> {
-    pub customer: &'a str,
+    pub customer: &'a CustomerId,
     /// The customer's grants after the command (new grants included).
     pub grants: &'a [Grant],
     /// The command's new entries, in order.
@@ -40,7 +41,7 @@ pub struct Needs {
 /// A lot opened by a command: what the store records beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
-    pub customer: String,
+    pub customer: CustomerId,
     /// `plan:ID` or `pack:ID` (the entry its breakage estimate follows), or the grant's kind.
     pub catalog_item: String,
     pub at: Timestamp,
@@ -193,7 +194,7 @@ pub fn post(
             let Some(money) = entry.money else { continue };
             let accrual = revenue
                 .accruals
-                .get_mut(moved.customer)
+                .get_mut(moved.customer.as_str())
                 .ok_or_else(|| format!("overage accrual of {} not read", moved.customer))?;
             if let Some(posting) = accrual.accrue(money, entry.overage, entry.effective_at) {
                 outcome.effects.push(Effect {
@@ -257,7 +258,7 @@ pub fn post(
                 revenue.opened.insert(
                     grant.id.clone(),
                     Opened {
-                        customer: moved.customer.to_owned(),
+                        customer: moved.customer.clone(),
                         catalog_item: catalog_item(grant),
                         at: moved.now,
                     },
@@ -345,6 +346,10 @@ pub fn post(
 
 #[cfg(test)]
 mod tests {
+    use crate::domain::customer::CustomerId;
+
+    static CUS: std::sync::LazyLock<CustomerId> =
+        std::sync::LazyLock::new(|| CustomerId::known("cus"));
     use super::*;
     use crate::domain::catalog::Overage;
     use crate::domain::ledger::{Book, Paid, Usage};
@@ -383,7 +388,7 @@ mod tests {
 
     fn moved<'a>(grants: &'a [Grant], entries: &'a [Entry]) -> Moved<'a> {
         Moved {
-            customer: "cus",
+            customer: &CUS,
             grants,
             entries,
             source: None,
@@ -395,7 +400,7 @@ mod tests {
     #[test]
     fn a_hold_needs_nothing_read_and_posts_nothing() {
         let now = t("2026-01-02T00:00:00Z");
-        let mut book = Book::new("cus");
+        let mut book = Book::new(CustomerId::known("cus"));
         book.add_grant(pack("g", "100", "10"), now);
         book.entries.clear();
         book.authorize("h", &Usage::default(), c("5"), &Overage::Block, now, now)
@@ -406,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_pack_opens_its_lot_and_its_use_recognizes_revenue() {
-        let mut book = Book::new("cus");
+        let mut book = Book::new(CustomerId::known("cus"));
         book.add_grant(pack("g", "100", "10"), t("2026-01-01T00:00:00Z"));
         let granted = std::mem::take(&mut book.entries);
         let needs_grant = needs(&moved(&book.grants, &granted)).expect("a paid grant posts");
@@ -431,7 +436,7 @@ mod tests {
 
     #[test]
     fn the_revenue_job_catches_a_lot_up_to_the_estimate_now_configured() {
-        let mut book = Book::new("cus");
+        let mut book = Book::new(CustomerId::known("cus"));
         book.add_grant(pack("g", "100", "10"), t("2026-01-01T00:00:00Z"));
         let granted = std::mem::take(&mut book.entries);
         let mut revenue = Revenue::default();
@@ -485,7 +490,7 @@ mod tests {
     #[test]
     fn use_of_a_paid_grant_without_a_lot_is_listed_not_posted() {
         let now = t("2026-01-03T00:00:00Z");
-        let mut book = Book::new("cus");
+        let mut book = Book::new(CustomerId::known("cus"));
         book.add_grant(pack("old", "100", "10"), now);
         book.entries.clear();
         book.debit(c("1"), &Usage::default(), &Overage::Block, now)

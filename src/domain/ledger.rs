@@ -6,6 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::Overage;
+use super::customer::CustomerId;
 use super::money::{Credits, Money};
 use std::cmp::Ordering;
 
@@ -449,7 +450,7 @@ pub struct Usage {
 
 #[derive(Debug, Clone)]
 pub struct Book {
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub grants: Vec<Grant>,
     /// Open holds (status `held`) and the ones resolved in this command.
     pub holds: Vec<Hold>,
@@ -464,9 +465,9 @@ pub struct Book {
 }
 
 impl Book {
-    pub fn new(customer_id: impl Into<String>) -> Self {
+    pub fn new(customer_id: CustomerId) -> Self {
         Book {
-            customer_id: customer_id.into(),
+            customer_id,
             grants: Vec::new(),
             holds: Vec::new(),
             overdraft: Credits::ZERO,
@@ -1200,7 +1201,7 @@ mod tests {
 
     /// A book with one pack of `credits` paid `price`, expiring at minute 100.
     fn paid_book(credits: &str, price: &str) -> Book {
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         book.add_grant(
             Grant {
                 id: "g".into(),

@@ -5,6 +5,7 @@
 
 use super::Timestamp;
 use super::catalog::Catalog;
+use super::customer::CustomerId;
 use super::ledger::{Book, Entry, EntryKind, HoldStatus};
 use super::money::Credits;
 use super::outbound::{EventType, Message};
@@ -384,7 +385,7 @@ impl Limits {
     /// per limit and window.
     pub fn reached(
         &mut self,
-        customer: &str,
+        customer: &CustomerId,
         book: &Book,
         catalog: &Catalog,
         refused: &[Limit],
@@ -420,7 +421,7 @@ impl Limits {
             data.insert("resets_at".into(), rfc3339(meter.resets_at()).into());
             messages.push(Message {
                 event_type: EventType::SpendLimitReached,
-                customer: customer.to_owned(),
+                customer: customer.clone(),
                 at: now,
                 data,
                 cause: format!(
@@ -441,9 +442,15 @@ fn rfc3339(at: Timestamp) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// The customer these tests are about.
+    fn customer() -> CustomerId {
+        CustomerId::known("c")
+    }
     use super::*;
     use crate::domain::catalog::Overage;
     use crate::domain::catalog::{Action, Feature};
+    use crate::domain::customer::CustomerId;
     use crate::domain::ledger::{Grant, GrantSource, Usage};
     use rust_decimal::Decimal;
     use std::collections::BTreeMap;
@@ -501,7 +508,7 @@ mod tests {
     }
 
     fn book() -> Book {
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         book.add_grant(
             Grant::promotional(
                 "g",
@@ -587,16 +594,16 @@ mod tests {
                 .is_err()
         );
         // Reached once each, whatever happens after in the window.
-        let said = l.reached("c", &b, &catalog, &[], now);
+        let said = l.reached(&customer(), &b, &catalog, &[], now);
         assert_eq!(said.len(), 2);
         let first_day = said[1].id();
-        assert!(l.reached("c", &b, &catalog, &[], now).is_empty());
+        assert!(l.reached(&customer(), &b, &catalog, &[], now).is_empty());
         l.record(Some("chat"), credits(1), now);
-        assert!(l.reached("c", &b, &catalog, &[], now).is_empty());
+        assert!(l.reached(&customer(), &b, &catalog, &[], now).is_empty());
         // A new day re-arms the day's limit only.
         let tomorrow = at("2026-03-03T01:00:00Z");
         l.record(Some("chat"), credits(1), tomorrow);
-        let said = l.reached("c", &b, &catalog, &[], tomorrow);
+        let said = l.reached(&customer(), &b, &catalog, &[], tomorrow);
         assert_eq!(said.len(), 1);
         assert_eq!(said[0].data["period"], "day");
         assert_ne!(said[0].id(), first_day, "each window's message is its own");
@@ -610,8 +617,8 @@ mod tests {
         let mut l = limits(vec![cap.clone()], now);
         let b = book();
         l.record(None, credits(8), now);
-        assert!(l.reached("c", &b, &catalog, &[], now).is_empty());
-        let said = l.reached("c", &b, &catalog, &[cap], now);
+        assert!(l.reached(&customer(), &b, &catalog, &[], now).is_empty());
+        let said = l.reached(&customer(), &b, &catalog, &[cap], now);
         assert_eq!(said.len(), 1);
         assert_eq!(said[0].data["spent"], "8");
     }
@@ -623,12 +630,15 @@ mod tests {
         let cap = limit(Period::Day, None, 10, Mode::Soft);
         let mut l = limits(vec![cap.clone()], now);
         l.record(None, credits(10), now);
-        assert_eq!(l.reached("c", &book(), &catalog, &[], now).len(), 1);
+        assert_eq!(l.reached(&customer(), &book(), &catalog, &[], now).len(), 1);
         let spent = |today: i64, earlier: i64| SpentThisMonth {
             by_action: vec![(Some("chat.run".into()), credits(today), credits(earlier))],
         };
         l.replace(vec![cap.clone()], &spent(10, 0), &catalog, now);
-        assert!(l.reached("c", &book(), &catalog, &[], now).is_empty());
+        assert!(
+            l.reached(&customer(), &book(), &catalog, &[], now)
+                .is_empty()
+        );
         let raised = limit(Period::Day, None, 20, Mode::Soft);
         l.replace(vec![raised], &spent(12, 30), &catalog, now);
         let s = l.states(&book(), &catalog, now);

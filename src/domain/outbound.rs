@@ -2,6 +2,7 @@
 //! receives each, the body and stable id of a message, and when a failed delivery is tried again.
 
 use super::Timestamp;
+use super::customer::CustomerId;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -64,7 +65,7 @@ impl Subscription {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub event_type: EventType,
-    pub customer: String,
+    pub customer: CustomerId,
     pub at: Timestamp,
     /// Fields of `data` besides `customer`.
     pub data: serde_json::Map<String, serde_json::Value>,
@@ -89,7 +90,7 @@ impl Message {
             data: serde_json::Map<String, serde_json::Value>,
         }
         let mut data = serde_json::Map::new();
-        data.insert("customer".into(), self.customer.clone().into());
+        data.insert("customer".into(), self.customer.to_string().into());
         data.extend(self.data.clone());
         serde_json::to_string(&Body {
             event_type: self.event_type.as_str(),
@@ -316,7 +317,7 @@ mod tests {
     fn the_same_cause_makes_the_same_message() {
         let message = Message {
             event_type: EventType::BalanceLow,
-            customer: "acme".into(),
+            customer: CustomerId::known("acme"),
             at: at("2026-01-02T03:04:05Z"),
             data: serde_json::Map::new(),
             cause: "acme:1".into(),

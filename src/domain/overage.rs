@@ -3,6 +3,7 @@
 //! same on every retry; and where in Stripe's window an event's time may fall.
 
 use super::Timestamp;
+use super::customer::CustomerId;
 use super::money::Credits;
 use super::outbound::{EventType, Message};
 use rust_decimal::Decimal;
@@ -16,7 +17,7 @@ pub const STRIPE_WINDOW_BACK_SECONDS: i64 = 35 * 86_400 - 3_600;
 /// has been reported to `reported`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeterReport {
-    pub customer: String,
+    pub customer: CustomerId,
     pub stripe_customer: String,
     pub event_name: String,
     pub value: u64,
@@ -31,7 +32,7 @@ pub struct MeterReport {
 /// total reported after it, so the same report is the same identifier, and no two reports of a
 /// customer share one.
 pub fn meter_report(
-    customer: &str,
+    customer: &CustomerId,
     stripe_customer: &str,
     event_name: &str,
     accrued: Credits,
@@ -45,7 +46,7 @@ pub fn meter_report(
     }
     let value = u64::try_from(value).ok()?;
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(customer.as_bytes());
+    let digest = Sha256::digest(customer.as_str().as_bytes());
     Some(MeterReport {
         customer: customer.to_owned(),
         stripe_customer: stripe_customer.to_owned(),
@@ -99,6 +100,11 @@ pub fn within_stripe_window(timestamp: i64, now: Timestamp) -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    /// The customer these tests are about.
+    fn customer() -> CustomerId {
+        CustomerId::known("acct")
+    }
     use super::*;
     use chrono::TimeZone;
     use std::str::FromStr;
@@ -114,23 +120,45 @@ mod tests {
     #[test]
     fn whole_credits_are_reported_and_fractions_wait() {
         assert_eq!(
-            meter_report("acct", "cus_1", "overage", c("0.9"), c("0"), at()),
+            meter_report(&customer(), "cus_1", "overage", c("0.9"), c("0"), at()),
             None
         );
-        let first = meter_report("acct", "cus_1", "overage", c("2.5"), c("0"), at()).unwrap();
+        let first = meter_report(&customer(), "cus_1", "overage", c("2.5"), c("0"), at()).unwrap();
         assert_eq!((first.value, first.reported), (2, c("2")));
         assert_eq!(
-            meter_report("acct", "cus_1", "overage", c("2.99"), first.reported, at()),
+            meter_report(
+                &customer(),
+                "cus_1",
+                "overage",
+                c("2.99"),
+                first.reported,
+                at()
+            ),
             None
         );
-        let second =
-            meter_report("acct", "cus_1", "overage", c("3.2"), first.reported, at()).unwrap();
+        let second = meter_report(
+            &customer(),
+            "cus_1",
+            "overage",
+            c("3.2"),
+            first.reported,
+            at(),
+        )
+        .unwrap();
         assert_eq!((second.value, second.reported), (1, c("3")));
         // The same report has the same identifier; the next one another; so has another customer.
-        let again = meter_report("acct", "cus_1", "overage", c("2.7"), c("0"), at()).unwrap();
+        let again = meter_report(&customer(), "cus_1", "overage", c("2.7"), c("0"), at()).unwrap();
         assert_eq!(again.identifier, first.identifier);
         assert_ne!(second.identifier, first.identifier);
-        let other = meter_report("acct2", "cus_2", "overage", c("2.5"), c("0"), at()).unwrap();
+        let other = meter_report(
+            &CustomerId::known("acct2"),
+            "cus_2",
+            "overage",
+            c("2.5"),
+            c("0"),
+            at(),
+        )
+        .unwrap();
         assert_ne!(other.identifier, first.identifier);
         assert!(first.identifier.len() <= 100);
         assert_eq!(

@@ -4,6 +4,7 @@
 //! given back newest first. Pure.
 
 use super::billing::price_share_of_refund;
+use super::customer::CustomerId;
 use super::money::{Credits, Money};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -201,7 +202,7 @@ fn spread<'a>(
 /// A grant a payment bought, with its owner and currency, as a payment's settlement reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoughtGrant {
-    pub customer: String,
+    pub customer: CustomerId,
     pub currency: String,
     pub share: PaidShare,
 }
@@ -225,7 +226,7 @@ pub struct PaymentFacts<'a> {
 /// What one owner's grants of a payment undergo: `Command::SettlePayment`'s fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerSettlement {
-    pub customer: String,
+    pub customer: CustomerId,
     /// The owner's grants the payment bought: thawed, then frozen again when `freeze`.
     pub grant_ids: Vec<String>,
     /// Money per grant to take back (or give back, when `giving_back`).
@@ -264,19 +265,19 @@ pub fn settle_payment(facts: &PaymentFacts<'_>) -> (Vec<OwnerSettlement>, bool) 
     } else {
         BTreeMap::new()
     };
-    let owners: std::collections::BTreeSet<&str> =
-        facts.grants.iter().map(|g| g.customer.as_str()).collect();
+    let owners: std::collections::BTreeSet<&CustomerId> =
+        facts.grants.iter().map(|g| &g.customer).collect();
     let settled = owners
         .into_iter()
         .map(|customer| {
             let grant_ids: Vec<String> = facts
                 .grants
                 .iter()
-                .filter(|g| g.customer == customer)
+                .filter(|g| &g.customer == customer)
                 .map(|g| g.share.grant_id.clone())
                 .collect();
             OwnerSettlement {
-                customer: customer.to_owned(),
+                customer: customer.clone(),
                 money: plan
                     .iter()
                     .filter(|(id, _)| grant_ids.contains(id))
@@ -466,7 +467,7 @@ mod tests {
     #[test]
     fn a_payments_refunds_settle_per_owner() {
         let grant = |customer: &str, id: &str, clawed_back: &str| BoughtGrant {
-            customer: customer.into(),
+            customer: CustomerId::known(customer),
             currency: "usd".into(),
             share: PaidShare {
                 grant_id: id.into(),
@@ -569,7 +570,7 @@ mod tests {
                     .iter()
                     .enumerate()
                     .map(|(i, cents)| BoughtGrant {
-                        customer: format!("c{}", i % 2),
+                        customer: CustomerId::known(format!("c{}", i % 2)),
                         currency: "usd".into(),
                         share: PaidShare {
                             grant_id: format!("g{i}"),

@@ -75,6 +75,7 @@ impl<'a> Summary<'a> {
 mod tests {
     use super::*;
     use crate::domain::catalog::Plan;
+    use crate::domain::customer::CustomerId;
     use crate::domain::ledger::GrantSource;
     use chrono::{TimeZone, Utc};
 
@@ -101,7 +102,7 @@ mod tests {
             past_due_since: Some(at(1)),
             ..Standing::default()
         };
-        let book = Book::new("c");
+        let book = Book::new(CustomerId::known("c"));
         let within = Summary::of(&catalog, policy, &book, &standing, at(1));
         assert_eq!(within.plan, Some("pro"));
         let after = Summary::of(&catalog, policy, &book, &standing, at(2));
@@ -112,7 +113,7 @@ mod tests {
     #[test]
     fn spent_grants_and_resolved_holds_are_left_out() {
         let catalog = catalog();
-        let mut book = Book::new("c");
+        let mut book = Book::new(CustomerId::known("c"));
         let source = || (GrantSource::Test, "t".to_owned());
         let one = Credits::from_micros(1_000_000);
         book.add_grant(Grant::promotional("live", one, source(), at(1)), at(1));

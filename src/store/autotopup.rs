@@ -62,7 +62,7 @@ pub(crate) async fn start_charges(txn: &DatabaseTransaction, starts: &[Start]) -
         let amount_minor = money_to_minor(start.price, &start.currency);
         attempts.push(auto_topup_attempts::ActiveModel {
             id: Set(start.attempt.clone()),
-            customer_id: Set(start.customer.clone()),
+            customer_id: Set(start.customer.to_string()),
             pack_id: Set(start.pack.clone()),
             credits: Set(micros(start.credits)?),
             amount_minor: Set(amount_minor),
@@ -88,7 +88,7 @@ pub(crate) async fn start_charges(txn: &DatabaseTransaction, starts: &[Start]) -
             OutboxKind::PaymentIntent,
             STRIPE_DESTINATION,
             CHARGE_ROW_TYPE,
-            &start.customer,
+            start.customer.as_str(),
             body,
             time(chrono::Utc::now()),
         ));
@@ -176,7 +176,7 @@ pub(crate) async fn settle(
     }
     if let Settled::Failed { reason, code } = settled {
         let message = failed_message(
-            &attempt.customer_id,
+            &CustomerId::known(attempt.customer_id.clone()),
             attempt_id,
             &attempt.pack_id,
             reason,

@@ -181,7 +181,7 @@ pub(crate) enum Reservations {
 /// One command that changed its book: its entries, in order.
 struct Done {
     item: usize,
-    customer: String,
+    customer: CustomerId,
     entries: Vec<Entry>,
     consumed: Vec<Consumption>,
 }
@@ -233,7 +233,7 @@ pub(crate) async fn run_commands(
     let kept = match cache {
         Some(_) => books
             .iter()
-            .map(|(customer, loaded)| Ok((customer.clone(), loaded.as_stored(customer)?)))
+            .map(|(customer, loaded)| Ok((customer.to_string(), loaded.as_stored(customer)?)))
             .collect::<Result<Vec<_>>>()?,
         None => Vec::new(),
     };
@@ -257,7 +257,7 @@ async fn lock_and_load(
     txn: &DatabaseTransaction,
     items: &[&Envelope],
     cache: Option<&BookCache>,
-) -> Result<(BTreeMap<String, Loaded>, usize)> {
+) -> Result<(BTreeMap<CustomerId, Loaded>, usize)> {
     // Customers a command may create, at the time of the first command that names them.
     let mut create: BTreeMap<&str, Timestamp> = BTreeMap::new();
     for item in items.iter().filter(|c| c.command.creates_customer()) {
@@ -297,7 +297,7 @@ async fn decide_one(
     rules: Rules<'_>,
     items: &[&Envelope],
     item: usize,
-    books: &mut BTreeMap<String, Loaded>,
+    books: &mut BTreeMap<CustomerId, Loaded>,
     decided: &mut Decided,
 ) -> Result<Result<Executed<Answer>>> {
     let envelope = items[item];
@@ -388,7 +388,7 @@ async fn decide_one(
     loaded.standing = standing;
     decided.done.push(Done {
         item,
-        customer: envelope.customer_id.to_string(),
+        customer: envelope.customer_id.clone(),
         entries,
         consumed,
     });
@@ -398,7 +398,7 @@ async fn decide_one(
         books.get_mut(other.as_str()).expect("loaded above").book = book;
         decided.done.push(Done {
             item,
-            customer: other.to_string(),
+            customer: other.clone(),
             entries,
             consumed,
         });
@@ -458,10 +458,10 @@ struct Aftermath {
 fn aftermath(
     catalog: &Catalog,
     items: &[&Envelope],
-    books: &mut BTreeMap<String, Loaded>,
+    books: &mut BTreeMap<CustomerId, Loaded>,
     done: &[Done],
 ) -> Aftermath {
-    let mut latest: BTreeMap<String, Timestamp> = BTreeMap::new();
+    let mut latest: BTreeMap<CustomerId, Timestamp> = BTreeMap::new();
     let refusals = books
         .iter()
         .flat_map(|(c, l)| l.refused_by.iter().map(move |(_, at)| (c, *at)));
@@ -503,7 +503,7 @@ async fn write_batch(
     txn: &DatabaseTransaction,
     catalog: &Catalog,
     items: &[&Envelope],
-    books: &BTreeMap<String, Loaded>,
+    books: &BTreeMap<CustomerId, Loaded>,
     decided: &Decided,
     aftermath: &Aftermath,
 ) -> Result<()> {
@@ -529,7 +529,7 @@ async fn post_batch(
     txn: &DatabaseTransaction,
     catalog: &Catalog,
     items: &[&Envelope],
-    books: &BTreeMap<String, Loaded>,
+    books: &BTreeMap<CustomerId, Loaded>,
     done: &[Done],
 ) -> Result<()> {
     let posted: Vec<revenue::Posted<'_>> = done
@@ -566,7 +566,7 @@ async fn load_batch_books(
     items: &[&Envelope],
     customer_rows: Vec<customers::Model>,
     cache: Option<&BookCache>,
-) -> Result<(BTreeMap<String, Loaded>, usize)> {
+) -> Result<(BTreeMap<CustomerId, Loaded>, usize)> {
     let mut books = BTreeMap::new();
     let mut unread = Vec::new();
     for row in customer_rows {
@@ -580,7 +580,10 @@ async fn load_batch_books(
             });
         match kept {
             Some(kept) => {
-                books.insert(row.id.clone(), Loaded::kept(&kept, row.version));
+                books.insert(
+                    CustomerId::known(row.id.clone()),
+                    Loaded::kept(&kept, row.version),
+                );
             }
             None => unread.push(row),
         }
@@ -628,17 +631,17 @@ impl Loaded {
 
     /// The book as a load would read it back once the batch commits: its live grants and open
     /// holds in the load's order, amounts and times as stored.
-    fn as_stored(&self, customer: &str) -> Result<Cached> {
+    fn as_stored(&self, customer: &CustomerId) -> Result<Cached> {
         let book = &self.book;
         let stored_credits = |c: Credits| micros(c).map(Credits::from_micros);
-        let mut stored = Book::new(customer);
+        let mut stored = Book::new(customer.clone());
         stored.overdraft = stored_credits(book.overdraft)?;
         stored.overdraft_held = stored_credits(book.overdraft_held)?;
         stored.grants = book
             .grants
             .iter()
             .filter(|g| (!g.expired && g.remaining.is_positive()) || g.held.is_positive())
-            .map(|g| rows::grant_as_stored(customer, g))
+            .map(|g| rows::grant_as_stored(customer.as_str(), g))
             .collect::<Result<_>>()?;
         stored
             .grants
@@ -647,7 +650,7 @@ impl Loaded {
             .holds
             .iter()
             .filter(|h| h.status == HoldStatus::Held)
-            .map(|h| rows::hold_as_stored(customer, h))
+            .map(|h| rows::hold_as_stored(customer.as_str(), h))
             .collect::<Result<_>>()?;
         stored
             .holds
@@ -797,7 +800,7 @@ pub(crate) async fn load_books<C: ConnectionTrait>(
     hold_ids: &[String],
     extra_grants: &[String],
     reservations: Reservations,
-) -> Result<BTreeMap<String, Loaded>> {
+) -> Result<BTreeMap<CustomerId, Loaded>> {
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
@@ -816,7 +819,7 @@ async fn load_books_of<C: ConnectionTrait>(
     hold_ids: &[String],
     extra_grants: &[String],
     reservations: Reservations,
-) -> Result<BTreeMap<String, Loaded>> {
+) -> Result<BTreeMap<CustomerId, Loaded>> {
     let mut books = BTreeMap::new();
     if customer_rows.is_empty() {
         return Ok(books);
@@ -890,7 +893,7 @@ async fn load_books_of<C: ConnectionTrait>(
         }
     }
     for customer in customer_rows {
-        let mut book = Book::new(customer.id.clone());
+        let mut book = Book::new(CustomerId::known(customer.id.clone()));
         book.overdraft = Credits::from_micros(customer.overdraft);
         book.overdraft_held = Credits::from_micros(customer.overdraft_held);
         let standing = rows::standing_from_row(&customer)?;
@@ -900,7 +903,7 @@ async fn load_books_of<C: ConnectionTrait>(
             arming: customer.alert_arming,
         };
         books.insert(
-            customer.id,
+            book.customer_id.clone(),
             Loaded {
                 before: book.clone(),
                 book,
@@ -915,14 +918,14 @@ async fn load_books_of<C: ConnectionTrait>(
     }
     for row in grant_rows {
         let loaded = books
-            .get_mut(&row.customer_id)
+            .get_mut(row.customer_id.as_str())
             .expect("grants were read for these customers");
         loaded.book.grants.push(rows::grant_from_row(row)?);
     }
     for row in hold_rows {
         let reserved = allocations.remove(&row.id).unwrap_or_default();
         let loaded = books
-            .get_mut(&row.customer_id)
+            .get_mut(row.customer_id.as_str())
             .expect("holds were read for these customers");
         loaded.book.holds.push(rows::hold_from_row(row, reserved)?);
     }
@@ -937,7 +940,10 @@ async fn load_books_of<C: ConnectionTrait>(
 /// values read: a second line of defence behind the row lock, so a grant is never written from
 /// a stale read.
 // Long: one multi-row statement per kind of row a batch changes (grants, holds), diffed from the books as loaded.
-async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>) -> Result<()> {
+async fn write_books(
+    txn: &DatabaseTransaction,
+    books: &BTreeMap<CustomerId, Loaded>,
+) -> Result<()> {
     let mut new_grants = Vec::new();
     let mut changed_grants = Vec::new();
     let mut new_holds = Vec::new();
@@ -948,7 +954,7 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
             before.grants.iter().map(|g| (g.id.as_str(), g)).collect();
         for grant in &after.grants {
             match old_grants.get(grant.id.as_str()) {
-                None => new_grants.push(rows::grant_to_row(customer, grant)?),
+                None => new_grants.push(rows::grant_to_row(customer.as_str(), grant)?),
                 Some(old) if *old != grant => changed_grants.push([
                     Value::from(grant.id.clone()),
                     Value::from(micros(grant.remaining)?),
@@ -968,7 +974,7 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
             before.holds.iter().map(|h| (h.id.as_str(), h)).collect();
         for hold in &after.holds {
             match old_holds.get(hold.id.as_str()) {
-                None => new_holds.push(rows::hold_to_row(customer, hold)?),
+                None => new_holds.push(rows::hold_to_row(customer.as_str(), hold)?),
                 Some(old) if *old != hold => changed_holds.push([
                     Value::from(hold.id.clone()),
                     Value::from(hold.status.as_str()),
@@ -978,7 +984,7 @@ async fn write_books(txn: &DatabaseTransaction, books: &BTreeMap<String, Loaded>
                 Some(_) => {}
             }
         }
-        update_customer(txn, customer, loaded).await?;
+        update_customer(txn, customer.as_str(), loaded).await?;
     }
     for chunk in statement_chunks(&new_grants, ROWS_PER_STATEMENT) {
         grants::Entity::insert_many(chunk.to_vec())
@@ -1165,7 +1171,7 @@ async fn write_entries(
         let actor = command.actor.as_ref().map(|a| a.key_id.as_str());
         for (position, entry) in d.entries.iter().enumerate() {
             rows.push(rows::entry_to_row(
-                &d.customer,
+                d.customer.as_str(),
                 &operation_id,
                 position,
                 entry,
@@ -1190,7 +1196,7 @@ async fn write_entries(
                 .or(command.origin.source.as_deref())
                 .ok_or_else(|| Error::Internal("a consumption without a source".into()))?;
             consumed.push(rows::consumption_to_row(
-                &d.customer,
+                d.customer.as_str(),
                 source,
                 c,
                 command.now,
@@ -1212,7 +1218,7 @@ impl super::Store {
         &self,
         customer_ids: &[String],
         now: Timestamp,
-    ) -> Result<BTreeMap<String, (Book, Standing)>> {
+    ) -> Result<BTreeMap<CustomerId, (Book, Standing)>> {
         use sea_orm::TransactionTrait;
         // One snapshot for the few reads.
         let txn = self.connection().begin().await?;
@@ -1283,7 +1289,8 @@ impl super::Store {
                     alerts: loaded.alerts,
                     writable: true,
                 };
-                self.books.publish([(customer, kept.clone(), started)]);
+                self.books
+                    .publish([(customer.to_string(), kept.clone(), started)]);
                 std::sync::Arc::new(kept)
             }
         };
@@ -1333,7 +1340,7 @@ impl super::Store {
             let loaded = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
             txn.commit().await?;
             for (customer, kept) in chunk {
-                let Some(read) = loaded.get(customer) else {
+                let Some(read) = loaded.get(customer.as_str()) else {
                     problems.push(format!("customer {customer}: kept in memory, not stored"));
                     continue;
                 };

@@ -258,11 +258,12 @@ impl HoldOwners {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::customer::CustomerId;
 
     fn cached(version: i64, as_of: Instant, writable: bool) -> (String, Cached, Instant) {
         let cached = Cached {
             version,
-            book: Book::new("c"),
+            book: Book::new(CustomerId::known("c")),
             standing: Standing::default(),
             alerts: Armed::default(),
             writable,

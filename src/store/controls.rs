@@ -182,7 +182,7 @@ impl Write for WarnExpiring {
         let looked_at = due.len();
         let mut messages = Vec::new();
         for row in due {
-            let customer = row.customer_id.clone();
+            let customer = CustomerId::known(row.customer_id.clone());
             let warned_for = row.expiry_warned_for.map(rows::timestamp).transpose()?;
             let expires_at = row.expires_at;
             let id = row.id.clone();

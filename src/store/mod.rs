@@ -234,7 +234,7 @@ impl Store {
             ..
         }) = &executed
         {
-            self.hold_owners.remember(&held.id, &held.customer);
+            self.hold_owners.remember(&held.id, held.customer.as_str());
         }
         executed
     }

@@ -110,7 +110,7 @@ pub(crate) async fn enqueue(
                 OutboxKind::Webhook,
                 url,
                 message.event_type.as_str(),
-                &message.customer,
+                message.customer.as_str(),
                 body.clone(),
                 now,
             ));
@@ -134,7 +134,7 @@ pub(crate) async fn enqueue_meter_events(
                 OutboxKind::MeterEvent,
                 STRIPE_DESTINATION,
                 EventType::OverageReported.as_str(),
-                &r.customer,
+                r.customer.as_str(),
                 r.body().to_string(),
                 now,
             )

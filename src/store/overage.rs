@@ -6,6 +6,7 @@ use super::Store;
 use super::rows::in_lists;
 use super::unit::Write;
 use crate::domain::Timestamp;
+use crate::domain::customer::CustomerId;
 use crate::domain::money::{Credits, Money};
 use crate::domain::overage::{MeterReport, meter_report};
 use crate::error::Result;
@@ -201,7 +202,7 @@ impl Write for ReportOverage {
                 continue;
             };
             let Some(report) = meter_report(
-                &row.customer_id,
+                &CustomerId::known(row.customer_id.clone()),
                 stripe_customer,
                 &meter.event_name,
                 Credits::from_micros(row.credits),

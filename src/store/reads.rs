@@ -97,7 +97,7 @@ impl Store {
         let page = ids
             .into_iter()
             .filter_map(|id| {
-                let (book, standing) = books.remove(&id)?;
+                let (book, standing) = books.remove(id.as_str())?;
                 Some((id, book, standing))
             })
             .collect();

@@ -67,7 +67,7 @@ pub(crate) async fn post_all(
         if let Some(needs) = journal::needs(&command.moved) {
             lot_ids.extend(needs.lots);
             if needs.overage {
-                overage.insert(command.moved.customer.to_owned());
+                overage.insert(command.moved.customer.to_string());
             }
             posting.push(command);
         }
@@ -90,7 +90,7 @@ pub(crate) async fn post_all(
             tracing::warn!(%grant, "paid grant without a revenue lot; nothing posted");
         }
         entries.extend(outcome.effects.into_iter().map(|effect| JournalEntry {
-            customer: moved.customer.to_owned(),
+            customer: moved.customer.to_string(),
             effect,
             event: command.event.map(str::to_owned),
             now: moved.now,
@@ -224,7 +224,7 @@ async fn save_lots(
             (_, Some(opened)) => {
                 let booked = Period::booking(opened.at, closed).0.to_string();
                 lot_to_row(
-                    &opened.customer,
+                    opened.customer.as_str(),
                     lot,
                     &opened.catalog_item,
                     &booked,

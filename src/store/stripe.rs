@@ -31,6 +31,7 @@ use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::billing::Outcome;
 use crate::domain::command::{Answer, Rules};
+use crate::domain::customer::CustomerId;
 use crate::domain::ledger::EntryKind;
 use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
@@ -872,9 +873,10 @@ impl StripeTx {
     /// The newest paid plan grant of a subscription for a customer, if any.
     pub async fn latest_subscription_grant(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         subscription: &str,
     ) -> Result<Option<PaidGrant>> {
+        let customer_id = customer_id.as_str();
         let ids: Vec<String> = stripe_payment_grants::Entity::find()
             .filter(stripe_payment_grants::Column::SubscriptionId.eq(subscription))
             .all(&self.txn)
@@ -890,9 +892,10 @@ impl StripeTx {
     /// at that instant (expiry entries carry the instant the grant fell due).
     pub async fn plan_grants_ending_at(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         boundary: Timestamp,
     ) -> Result<Vec<(String, Credits)>> {
+        let customer_id = customer_id.as_str();
         let grant_rows = grants::Entity::find()
             .filter(grants::Column::CustomerId.eq(customer_id))
             .filter(grants::Column::Kind.eq("plan"))
@@ -933,11 +936,12 @@ impl StripeTx {
     /// Records that a renewal period starts at `boundary` (once).
     pub async fn put_renewal(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         boundary: Timestamp,
         plan_id: &str,
         period_end: Timestamp,
     ) -> Result<()> {
+        let customer_id = customer_id.as_str();
         stripe_renewals::Entity::insert(stripe_renewals::ActiveModel {
             customer_id: Set(customer_id.to_owned()),
             boundary: Set(time(boundary)),
@@ -961,7 +965,12 @@ impl StripeTx {
 
     /// The renewal starting at `boundary`, if one is known: its plan, its period's end, and the
     /// credits it has carried over so far (`None` when its room was used before that was kept).
-    pub async fn renewal(&self, customer_id: &str, boundary: Timestamp) -> Result<Option<Renewal>> {
+    pub async fn renewal(
+        &self,
+        customer_id: &CustomerId,
+        boundary: Timestamp,
+    ) -> Result<Option<Renewal>> {
+        let customer_id = customer_id.as_str();
         let row = stripe_renewals::Entity::find_by_id((customer_id.to_owned(), time(boundary)))
             .by_key(&self.txn)
             .await?;
@@ -982,11 +991,12 @@ impl StripeTx {
     /// Adds to what the renewal starting at `boundary` has carried over.
     pub async fn add_carried(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         boundary: Timestamp,
         carried: Credits,
         now: Timestamp,
     ) -> Result<()> {
+        let customer_id = customer_id.as_str();
         stripe_renewals::Entity::update_many()
             .col_expr(
                 stripe_renewals::Column::RolledAt,

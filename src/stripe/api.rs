@@ -313,7 +313,7 @@ impl StripeApi {
                 format!("Automatic top-up: pack {}", charge.pack),
             ),
             ("metadata[creditbook_auto_topup]", charge.attempt.clone()),
-            ("metadata[creditbook_customer]", charge.customer.clone()),
+            ("metadata[creditbook_customer]", charge.customer.to_string()),
             ("metadata[creditbook_pack]", charge.pack.clone()),
         ]);
         let answer = self

@@ -502,8 +502,8 @@ struct Apply<'a> {
     event_id: &'a str,
 }
 
-fn command(customer_id: &str, now: Timestamp, event_id: &str, command: Command) -> Envelope {
-    Envelope::new(CustomerId::known(customer_id), command, now).from_origin(JournalOrigin {
+fn command(customer_id: &CustomerId, now: Timestamp, event_id: &str, command: Command) -> Envelope {
+    Envelope::new(customer_id.clone(), command, now).from_origin(JournalOrigin {
         source: None,
         event: Some(event_id.to_owned()),
     })
@@ -518,7 +518,7 @@ impl Apply<'_> {
         &self,
         stripe_customer: &str,
         hint: Option<(String, LinkedBy)>,
-    ) -> Result<String> {
+    ) -> Result<CustomerId> {
         let known = self.tx.link(stripe_customer).await?;
         // Every account this may write, before it writes: the linked one, the one named now,
         // the default (the Stripe customer id).
@@ -546,7 +546,7 @@ impl Apply<'_> {
             }
         }
         self.tx.concerns(decided.account());
-        Ok(decided.account().to_owned())
+        Ok(CustomerId::known(decided.account()))
     }
 
     /// Moves the free credits of Stripe grants from the account named by the Stripe customer id
@@ -562,7 +562,12 @@ impl Apply<'_> {
             };
             let moved = match self
                 .tx
-                .run(command(from, self.now, self.event_id, move_grants))
+                .run(command(
+                    &CustomerId::known(from),
+                    self.now,
+                    self.event_id,
+                    move_grants,
+                ))
                 .await?
             {
                 Answer::Transferred(moved) => moved,
@@ -575,12 +580,13 @@ impl Apply<'_> {
         self.tx
             .set_standing(from, Some((None, None, None)), self.now)
             .await?;
-        self.refresh_standing(stripe_customer, to).await
+        self.refresh_standing(stripe_customer, &CustomerId::known(to))
+            .await
     }
 
     /// Writes the account's plan, period end and past-due start from what is known of the Stripe
     /// customer's subscriptions.
-    async fn refresh_standing(&self, stripe_customer: &str, customer: &str) -> Result<()> {
+    async fn refresh_standing(&self, stripe_customer: &str, customer: &CustomerId) -> Result<()> {
         let subscriptions = self.tx.subscriptions_of(stripe_customer).await?;
         let subscription = match subscription::standing(&subscriptions) {
             Some(s) => Some((
@@ -590,14 +596,25 @@ impl Apply<'_> {
             )),
             None => None,
         };
-        self.tx.set_standing(customer, subscription, self.now).await
+        self.tx
+            .set_standing(customer.as_str(), subscription, self.now)
+            .await
     }
 
     /// Grants a bought pack once per purchase (`domain::checkout::pack_grant`), and settles its
     /// payment against refunds or disputes Stripe told of before.
-    async fn grant_pack(&self, customer: &str, bought: Purchase, pack: &Pack) -> Result<Outcome> {
+    async fn grant_pack(
+        &self,
+        customer: &CustomerId,
+        bought: Purchase,
+        pack: &Pack,
+    ) -> Result<Outcome> {
         let effect = bought.effect.clone();
-        if !self.tx.claim_effect(&effect, customer, self.now).await? {
+        if !self
+            .tx
+            .claim_effect(&effect, customer.as_str(), self.now)
+            .await?
+        {
             return Ok(Outcome::new(
                 OutcomeKind::Applied,
                 format!("{effect} applied before"),
@@ -682,7 +699,7 @@ impl Apply<'_> {
     }
 
     /// The account and attempt of an automatic top-up's payment intent; none for any other.
-    async fn auto_topup_of(&self, intent: &PaymentIntent) -> Result<Option<(String, String)>> {
+    async fn auto_topup_of(&self, intent: &PaymentIntent) -> Result<Option<(CustomerId, String)>> {
         let Some(attempt) = intent.metadata.get(AUTO_TOPUP_METADATA_KEY) else {
             return Ok(None);
         };
@@ -695,7 +712,7 @@ impl Apply<'_> {
             (None, Some((account, _))) => {
                 self.tx.lock_accounts([account.as_str()]).await?;
                 self.tx.concerns(&account);
-                account
+                CustomerId::known(account)
             }
             (None, None) => return Ok(None),
         };
@@ -707,7 +724,7 @@ impl Apply<'_> {
         &self,
         stripe_customer: &str,
         metadata: Option<&event::Metadata>,
-    ) -> Result<String> {
+    ) -> Result<CustomerId> {
         let hint = named_account(
             metadata.and_then(|m| m.get(CUSTOMER_METADATA_KEY)),
             LinkedBy::Metadata,
@@ -764,7 +781,7 @@ impl Apply<'_> {
         for line in &paid.lines {
             if self
                 .tx
-                .claim_effect(&line.effect, &paid.customer, self.now)
+                .claim_effect(&line.effect, paid.customer.as_str(), self.now)
                 .await?
             {
                 done.extend(self.invoice_line(&paid, line).await?);
@@ -790,7 +807,7 @@ impl Apply<'_> {
         paid: &invoice::InvoicePaid,
         line: &invoice::LineApplied,
     ) -> Result<Option<String>> {
-        let (customer, effect) = (paid.customer.as_str(), &line.effect);
+        let (customer, effect) = (&paid.customer, &line.effect);
         Ok(Some(match &line.step {
             LineStep::Nothing => return Ok(None),
             LineStep::OveragePaid {
@@ -800,7 +817,7 @@ impl Apply<'_> {
             } => {
                 self.tx
                     .post_overage_paid(
-                        customer,
+                        customer.as_str(),
                         *money,
                         currency,
                         effect,
@@ -846,7 +863,7 @@ impl Apply<'_> {
         paid: &invoice::InvoicePaid,
         bought: &invoice::PlanGrant,
     ) -> Result<String> {
-        let customer = paid.customer.as_str();
+        let customer = &paid.customer;
         let (start, end) = bought.period;
         let grant = &bought.grant;
         let add = Command::AddGrants {
@@ -914,7 +931,7 @@ impl Apply<'_> {
 
     /// Carries unused plan credits of the period ending at `boundary` into the renewal starting
     /// there, once both are known; returns the credits carried.
-    async fn roll_over(&self, customer: &str, boundary: Timestamp) -> Result<Credits> {
+    async fn roll_over(&self, customer: &CustomerId, boundary: Timestamp) -> Result<Credits> {
         let Some(renewal) = self.tx.renewal(customer, boundary).await? else {
             return Ok(Credits::ZERO);
         };
@@ -953,7 +970,7 @@ impl Apply<'_> {
     /// takes back credits of the subscription's newest grant, as a refund would (README, Revenue recognition).
     async fn credit_back(
         &self,
-        customer: &str,
+        customer: &CustomerId,
         subscription: Option<&str>,
         money: Money,
     ) -> Result<Credits> {
@@ -1122,7 +1139,7 @@ impl Apply<'_> {
             let bought: Vec<BoughtGrant> = grants
                 .iter()
                 .map(|g| BoughtGrant {
-                    customer: g.customer_id.clone(),
+                    customer: CustomerId::known(g.customer_id.clone()),
                     currency: g.currency.clone(),
                     share: g.share(),
                 })
@@ -1276,10 +1293,7 @@ mod tests {
         let pro = catalog.plans.get_mut("pro").unwrap();
         pro.stripe_prices
             .push("price_1RCV6tCMHTTliF5iuMgrQbyE".into());
-        let known = invoice::Known {
-            customer: "acme".into(),
-            ..invoice::Known::default()
-        };
+        let known = invoice::Known::of(CustomerId::known("acme"));
         let now = chrono::DateTime::from_timestamp(event.created, 0).unwrap();
         let paid = invoice::decide(&fact, &known, &catalog, now, event.created, || {
             "grant_fixture".to_owned()

@@ -189,7 +189,7 @@ impl StripeTx {
             if let Some(g) = &done.grant {
                 effects.push(stripe_effects::ActiveModel {
                     effect_key: Set(g.effect.clone()),
-                    customer_id: Set(g.customer.clone()),
+                    customer_id: Set(g.customer.to_string()),
                     created_at: Set(time(record.received_at)),
                 });
                 let (paid_for, payment) = payment_rows(g);
