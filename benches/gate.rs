@@ -707,6 +707,95 @@ async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64) {
     }
     assert_eq!(total, applied * 1_000, "every applied event granted once");
     check_books(store, &customers).await;
+    renewal_scenario(base, store, seconds).await;
+}
+
+/// Each sender's own Stripe customers (every 16th of the first 992).
+const RENEWING_PER_SENDER: u64 = 62;
+
+/// A paid `pro` invoice (2,000 credits for $20) of sender `c`'s event `n`: its customer's next
+/// monthly period from `epoch` (the first its subscription's creation, then renewals, in order).
+fn renewal_event(c: usize, n: u64, epoch: i64) -> (String, String) {
+    let k = c as u64 + STRIPE_SENDERS as u64 * (n % RENEWING_PER_SENDER);
+    let period = n / RENEWING_PER_SENDER;
+    let start = epoch + period as i64 * 30 * 86_400;
+    let customer = format!("cus_renew_{k:04}");
+    let id = format!("{k}_{period}");
+    let line = json!({
+        "id": format!("il_bench_{id}"), "object": "line_item", "amount": 2000, "currency": "usd",
+        "quantity": 1, "period": {"start": start, "end": start + 30 * 86_400},
+        "pricing": {"type": "price_details",
+                    "price_details": {"price": "price_pro_monthly", "product": "prod_pro"}},
+        "parent": {"type": "subscription_item_details", "subscription_item_details": {
+            "subscription": format!("sub_bench_{k}"), "proration": false}}});
+    let body = json!({
+        "id": format!("evt_renew_{id}"), "object": "event", "type": "invoice.paid",
+        "api_version": "2025-03-31.basil", "created": chrono::Utc::now().timestamp(),
+        "livemode": false,
+        "data": {"object": {
+            "id": format!("in_bench_{id}"), "object": "invoice", "customer": customer,
+            "currency": "usd", "status": "paid",
+            "billing_reason": if period == 0 { "subscription_create" } else { "subscription_cycle" },
+            "amount_paid": 2000, "total": 2000,
+            "parent": {"type": "subscription_details", "subscription_details": {
+                "subscription": format!("sub_bench_{k}")}},
+            "payments": {"object": "list", "data": [{"payment": {
+                "type": "payment_intent", "payment_intent": format!("pi_in_bench_{id}")}}]},
+            "lines": {"object": "list", "has_more": false, "data": [line]}}}
+    });
+    (customer, body.to_string())
+}
+
+/// Paid renewal invoices from 16 senders, each renewing its own customers' subscriptions month
+/// after month, in order (so each paid period after the first is a renewal); then the books:
+/// every invoice granted its 2,000 credits once.
+async fn renewal_scenario(base: &Arc<String>, store: &Store, seconds: u64) {
+    let epoch = chrono::Utc::now().timestamp();
+    let sent: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..STRIPE_SENDERS).map(|_| Default::default()).collect());
+    {
+        let (base, sent) = (base.clone(), sent.clone());
+        drive(
+            "Stripe: paid renewal invoices, 992 customers",
+            "events/s",
+            STRIPE_SENDERS,
+            seconds,
+            move |client, c, i| {
+                let (base, sent) = (base.clone(), sent.clone());
+                async move {
+                    let (_, body) = renewal_event(c, i, epoch);
+                    let (s, answer, l) = deliver(&client, &base, body, WEBHOOK_SECRET).await;
+                    let ok = s == 200 && answer == "applied";
+                    if ok {
+                        sent[c].store(i + 1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    (u64::from(ok), vec![l], u64::from(!ok))
+                }
+            },
+        )
+        .await
+        .print();
+    }
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    for (c, count) in sent.iter().enumerate() {
+        for n in 0..count.load(std::sync::atomic::Ordering::Relaxed) {
+            *expected.entry(renewal_event(c, n, epoch).0).or_default() += 2_000;
+        }
+    }
+    let customers: Vec<String> = expected.keys().cloned().collect();
+    let now = chrono::Utc::now();
+    for chunk in customers.chunks(500) {
+        for (id, (book, _)) in store.view_many(chunk, now).await.expect("read books") {
+            let granted: rust_decimal::Decimal =
+                book.grants.iter().map(|g| g.credits.value()).sum();
+            assert_eq!(
+                granted,
+                expected[id.as_str()].into(),
+                "{id}: plan credits granted"
+            );
+        }
+    }
+    check_books(store, &customers).await;
 }
 
 /// The statements of one authorization, one command per transaction, from one client: what the
