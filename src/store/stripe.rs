@@ -606,13 +606,14 @@ impl StripeTx {
     /// Posts billed overage paid on `source` (an invoice line).
     pub async fn post_overage_paid(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         money: Money,
         currency: &str,
         source: &str,
         event: Option<&str>,
         now: Timestamp,
     ) -> Result<()> {
+        let customer_id = customer_id.as_str();
         match crate::domain::revrec::overage_paid(money, currency, now) {
             Some(posting) => {
                 super::revenue::post_direct(&self.txn, customer_id, posting, source, event, now)
@@ -623,7 +624,13 @@ impl StripeTx {
     }
 
     /// Marks an effect applied; false when it already was.
-    pub async fn claim_effect(&self, key: &str, customer_id: &str, now: Timestamp) -> Result<bool> {
+    pub async fn claim_effect(
+        &self,
+        key: &str,
+        customer_id: &CustomerId,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let customer_id = customer_id.as_str();
         let inserted = stripe_effects::Entity::insert(stripe_effects::ActiveModel {
             effect_key: Set(key.to_owned()),
             customer_id: Set(customer_id.to_owned()),
@@ -919,7 +926,8 @@ impl StripeTx {
     }
 
     /// Grants of a customer that came from Stripe (or moved from such), with credits free.
-    pub async fn movable_grants(&self, customer_id: &str) -> Result<Vec<String>> {
+    pub async fn movable_grants(&self, customer_id: &CustomerId) -> Result<Vec<String>> {
+        let customer_id = customer_id.as_str();
         Ok(grants::Entity::find()
             .filter(grants::Column::CustomerId.eq(customer_id))
             .filter(grants::Column::SourceType.is_in(["stripe", "transfer"]))
@@ -1215,10 +1223,11 @@ impl StripeTx {
     /// payment bought, never the customer: see `Book::set_frozen`.)
     pub async fn set_standing(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         subscription: Option<(Option<String>, Option<Timestamp>, Option<Timestamp>)>,
         now: Timestamp,
     ) -> Result<()> {
+        let customer_id = customer_id.as_str();
         self.wrote.note(customer_id);
         insert_customer_if_absent(&self.txn, customer_id, now).await?;
         let mut update = customers::Entity::update_many().col_expr(

@@ -553,21 +553,17 @@ impl Apply<'_> {
     /// to the account it is now linked to, with their share of the price
     /// (`Command::MoveGrants`, one command on both books); and the standing.
     async fn move_customer(&self, stripe_customer: &str, from: &str, to: &str) -> Result<()> {
-        let ids = self.tx.movable_grants(from).await?;
+        let (from, to) = (CustomerId::known(from), CustomerId::known(to));
+        let ids = self.tx.movable_grants(&from).await?;
         if !ids.is_empty() {
             let moves = ids.into_iter().map(|id| (id, new_grant_id())).collect();
             let move_grants = Command::MoveGrants {
-                to: CustomerId::known(to),
+                to: to.clone(),
                 moves,
             };
             let moved = match self
                 .tx
-                .run(command(
-                    &CustomerId::known(from),
-                    self.now,
-                    self.event_id,
-                    move_grants,
-                ))
+                .run(command(&from, self.now, self.event_id, move_grants))
                 .await?
             {
                 Answer::Transferred(moved) => moved,
@@ -578,10 +574,9 @@ impl Apply<'_> {
             }
         }
         self.tx
-            .set_standing(from, Some((None, None, None)), self.now)
+            .set_standing(&from, Some((None, None, None)), self.now)
             .await?;
-        self.refresh_standing(stripe_customer, &CustomerId::known(to))
-            .await
+        self.refresh_standing(stripe_customer, &to).await
     }
 
     /// Writes the account's plan, period end and past-due start from what is known of the Stripe
@@ -596,9 +591,7 @@ impl Apply<'_> {
             )),
             None => None,
         };
-        self.tx
-            .set_standing(customer.as_str(), subscription, self.now)
-            .await
+        self.tx.set_standing(customer, subscription, self.now).await
     }
 
     /// Grants a bought pack once per purchase (`domain::checkout::pack_grant`), and settles its
@@ -610,11 +603,7 @@ impl Apply<'_> {
         pack: &Pack,
     ) -> Result<Outcome> {
         let effect = bought.effect.clone();
-        if !self
-            .tx
-            .claim_effect(&effect, customer.as_str(), self.now)
-            .await?
-        {
+        if !self.tx.claim_effect(&effect, customer, self.now).await? {
             return Ok(Outcome::new(
                 OutcomeKind::Applied,
                 format!("{effect} applied before"),
@@ -781,7 +770,7 @@ impl Apply<'_> {
         for line in &paid.lines {
             if self
                 .tx
-                .claim_effect(&line.effect, paid.customer.as_str(), self.now)
+                .claim_effect(&line.effect, &paid.customer, self.now)
                 .await?
             {
                 done.extend(self.invoice_line(&paid, line).await?);
@@ -817,7 +806,7 @@ impl Apply<'_> {
             } => {
                 self.tx
                     .post_overage_paid(
-                        customer.as_str(),
+                        customer,
                         *money,
                         currency,
                         effect,
