@@ -128,6 +128,19 @@ mod tests {
     }
 
     #[test]
+    fn books_keyed_by_id_are_found_by_its_text() {
+        let mut books = std::collections::BTreeMap::new();
+        books.insert(CustomerId::known("acme"), 1);
+        books.insert(CustomerId::known("zeta"), 2);
+        assert_eq!(books.get("acme"), Some(&1));
+        assert_eq!(books.get("nobody"), None);
+        assert_eq!(CustomerId::known("acme"), "acme");
+        // Ordered as their text is, so locks taken in id order are the same either way.
+        let order: Vec<&str> = books.keys().map(CustomerId::as_str).collect();
+        assert_eq!(order, ["acme", "zeta"]);
+    }
+
+    #[test]
     fn it_reads_and_writes_as_a_string() {
         let id: CustomerId = serde_json::from_str("\"acme\"").unwrap();
         assert_eq!(id, *"acme");
