@@ -6,6 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::{Catalog, Pack, Plan};
+use super::customer::CustomerId;
 use super::money::{AmountError, Credits, Money, SCALE, currency_minor_units};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
@@ -43,18 +44,18 @@ impl LinkedBy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
     /// Record this link (none was known).
-    New(String, LinkedBy),
+    New(CustomerId, LinkedBy),
     /// Keep the known account. `ignored` is a second, different account an event named: the
     /// first explicit link wins.
     Keep {
-        account: String,
-        ignored: Option<String>,
+        account: CustomerId,
+        ignored: Option<CustomerId>,
     },
     /// The account was the default (the Stripe customer id); an explicit link moves what arrived
     /// before it to the named account.
     Move {
-        from: String,
-        to: String,
+        from: CustomerId,
+        to: CustomerId,
         by: LinkedBy,
     },
 }
@@ -62,11 +63,12 @@ pub enum Link {
 /// The account a Stripe customer belongs to (README, Stripe: Customers).
 pub fn link(
     stripe_customer: &str,
-    known: Option<(String, LinkedBy)>,
-    named: Option<(String, LinkedBy)>,
+    known: Option<(CustomerId, LinkedBy)>,
+    named: Option<(CustomerId, LinkedBy)>,
 ) -> Link {
     match (known, named) {
-        (None, None) => Link::New(stripe_customer.to_owned(), LinkedBy::Default),
+        // Stripe's own customer id names the account until a link says otherwise.
+        (None, None) => Link::New(CustomerId::known(stripe_customer), LinkedBy::Default),
         (None, Some((account, by))) => Link::New(account, by),
         (Some((account, _)), None) => Link::Keep {
             account,
@@ -86,7 +88,7 @@ pub fn link(
 
 impl Link {
     /// The account the Stripe customer belongs to after this.
-    pub fn account(&self) -> &str {
+    pub fn account(&self) -> &CustomerId {
         match self {
             Link::New(account, _) | Link::Keep { account, .. } | Link::Move { to: account, .. } => {
                 account
@@ -757,14 +759,12 @@ mod tests {
     #[test]
     fn the_first_explicit_link_wins() {
         use LinkedBy::*;
-        let named = |a: &str, by| Some((a.to_string(), by));
-        assert_eq!(
-            link("cus_1", None, None),
-            Link::New("cus_1".into(), Default)
-        );
+        let id = |a: &str| CustomerId::known(a);
+        let named = |a: &str, by| Some((id(a), by));
+        assert_eq!(link("cus_1", None, None), Link::New(id("cus_1"), Default));
         assert_eq!(
             link("cus_1", None, named("acme", Metadata)),
-            Link::New("acme".into(), Metadata)
+            Link::New(id("acme"), Metadata)
         );
         assert_eq!(
             link(
@@ -773,8 +773,8 @@ mod tests {
                 named("acme", ClientReferenceId)
             ),
             Link::Move {
-                from: "cus_1".into(),
-                to: "acme".into(),
+                from: id("cus_1"),
+                to: id("acme"),
                 by: ClientReferenceId
             }
         );
@@ -782,15 +782,15 @@ mod tests {
         assert_eq!(
             kept,
             Link::Keep {
-                account: "acme".into(),
-                ignored: Some("other".into())
+                account: id("acme"),
+                ignored: Some(id("other"))
             }
         );
         assert_eq!(kept.account(), "acme");
         assert_eq!(
             link("cus_1", named("acme", Metadata), named("acme", Metadata)),
             Link::Keep {
-                account: "acme".into(),
+                account: id("acme"),
                 ignored: None
             }
         );

@@ -25,7 +25,7 @@ pub struct CheckoutFact {
     pub stripe_customer: Option<String>,
     /// The account the session names: `client_reference_id`, else metadata
     /// `creditbook_customer`.
-    pub named: Option<(String, LinkedBy)>,
+    pub named: Option<(CustomerId, LinkedBy)>,
     pub mode: Option<CheckoutMode>,
     pub payment_status: Option<PaymentStatus>,
     /// Metadata `creditbook_pack`.
@@ -56,7 +56,7 @@ pub struct Known {
     /// Event ids already recorded.
     pub events: HashSet<String>,
     /// Stripe customer → the account it is linked to, and how.
-    pub links: HashMap<String, (String, LinkedBy)>,
+    pub links: HashMap<String, (CustomerId, LinkedBy)>,
     /// Effects already applied (`checkout:{session}`).
     pub effects: HashSet<String>,
     /// Payments Stripe has told of a refund, a refunded charge or a dispute for.
@@ -80,11 +80,11 @@ pub struct PackGrant {
 pub struct Applied {
     pub outcome: Outcome,
     /// A link to record: `(stripe customer, account, how)`.
-    pub link: Option<(String, String, LinkedBy)>,
+    pub link: Option<(String, CustomerId, LinkedBy)>,
     /// A second, different account the session named: the first explicit link is kept.
-    pub ignored_link: Option<String>,
+    pub ignored_link: Option<CustomerId>,
     /// The account whose books the event concerns.
-    pub concerns: Option<String>,
+    pub concerns: Option<CustomerId>,
     pub grant: Option<PackGrant>,
 }
 
@@ -166,8 +166,7 @@ impl Known {
                 return Decision::Apply(Box::new(applied));
             }
         };
-        let customer = CustomerId::known(customer);
-        applied.concerns = Some(customer.to_string());
+        applied.concerns = Some(customer.clone());
         match checkout_step(fact.mode.as_ref(), fact.payment_status.as_ref()) {
             CheckoutStep::LinkOnly => {
                 applied.outcome = Outcome::new(
@@ -377,9 +376,13 @@ mod tests {
         let a = applied(decide(&mut known, &paid(1)));
         assert_eq!(
             a.link,
-            Some(("cus_1".into(), "cus_1".into(), LinkedBy::Default))
+            Some((
+                "cus_1".into(),
+                CustomerId::known("cus_1"),
+                LinkedBy::Default
+            ))
         );
-        assert_eq!(a.concerns.as_deref(), Some("cus_1"));
+        assert_eq!(a.concerns.as_ref().map(CustomerId::as_str), Some("cus_1"));
         let grant = a.grant.expect("a grant");
         assert_eq!(grant.customer, "cus_1");
         assert_eq!(grant.effect, "checkout:cs_1");
@@ -415,18 +418,25 @@ mod tests {
     fn links_are_decided_as_the_batch_goes() {
         let mut known = Known::default();
         let named = |n, account: &str| CheckoutFact {
-            named: Some((account.into(), LinkedBy::ClientReferenceId)),
+            named: Some((CustomerId::known(account), LinkedBy::ClientReferenceId)),
             ..paid(n)
         };
         let a = applied(decide(&mut known, &named(1, "acme")));
         assert_eq!(
             a.link,
-            Some(("cus_1".into(), "acme".into(), LinkedBy::ClientReferenceId))
+            Some((
+                "cus_1".into(),
+                CustomerId::known("acme"),
+                LinkedBy::ClientReferenceId
+            ))
         );
         assert_eq!(a.grant.unwrap().customer, "acme");
         let b = applied(decide(&mut known, &named(2, "globex")));
         assert_eq!(b.link, None);
-        assert_eq!(b.ignored_link.as_deref(), Some("globex"));
+        assert_eq!(
+            b.ignored_link.as_ref().map(CustomerId::as_str),
+            Some("globex")
+        );
         assert_eq!(b.grant.unwrap().customer, "acme");
 
         let mut known = Known::default();
@@ -444,7 +454,7 @@ mod tests {
         let mut known = Known::default();
         let fact = CheckoutFact {
             stripe_customer: None,
-            named: Some(("acme".into(), LinkedBy::Metadata)),
+            named: Some((CustomerId::known("acme"), LinkedBy::Metadata)),
             ..paid(1)
         };
         let a = applied(decide(&mut known, &fact));
@@ -507,7 +517,7 @@ mod tests {
                 (kind, detail)
             );
             assert_eq!(a.grant, None);
-            assert_eq!(a.concerns.as_deref(), Some("cus_1"));
+            assert_eq!(a.concerns.as_ref().map(CustomerId::as_str), Some("cus_1"));
         }
     }
 

@@ -661,24 +661,29 @@ impl StripeTx {
         Ok(applied.into_iter().collect())
     }
 
-    pub async fn link(&self, stripe_customer: &str) -> Result<Option<(String, LinkedBy)>> {
+    pub async fn link(&self, stripe_customer: &str) -> Result<Option<(CustomerId, LinkedBy)>> {
         let row = stripe_customers::Entity::find_by_id(stripe_customer.to_owned())
             .by_key(&self.txn)
             .await?;
-        Ok(row.map(|r| (r.customer_id, LinkedBy::parse(&r.linked_by))))
+        Ok(row.map(|r| {
+            (
+                CustomerId::known(r.customer_id),
+                LinkedBy::parse(&r.linked_by),
+            )
+        }))
     }
 
     pub async fn set_link(
         &self,
         stripe_customer: &str,
-        customer: &str,
+        customer: &CustomerId,
         by: LinkedBy,
     ) -> Result<()> {
         save_links(
             &self.txn,
             vec![stripe_customers::ActiveModel {
                 stripe_customer_id: Set(stripe_customer.to_owned()),
-                customer_id: Set(customer.to_owned()),
+                customer_id: Set(customer.to_string()),
                 linked_by: Set(by.as_str().to_owned()),
             }],
         )

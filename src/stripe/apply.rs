@@ -204,10 +204,10 @@ impl StripeWork for Received {
 /// when it is an account id the API would accept (README, Customer ids). One that is not
 /// (empty, too long, with control characters) is ignored, as if none were named, and logged:
 /// the Stripe customer's link, or its own id, decides instead.
-fn named_account(value: Option<&String>, how: LinkedBy) -> Option<(String, LinkedBy)> {
+fn named_account(value: Option<&String>, how: LinkedBy) -> Option<(CustomerId, LinkedBy)> {
     let value = value?;
     match CustomerId::parse(value) {
-        Ok(id) => Some((id.as_str().to_owned(), how)),
+        Ok(id) => Some((id, how)),
         Err(e) => {
             tracing::warn!(
                 named = %value.escape_debug(),
@@ -517,7 +517,7 @@ impl Apply<'_> {
     async fn resolve_customer(
         &self,
         stripe_customer: &str,
-        hint: Option<(String, LinkedBy)>,
+        hint: Option<(CustomerId, LinkedBy)>,
     ) -> Result<CustomerId> {
         let known = self.tx.link(stripe_customer).await?;
         // Every account this may write, before it writes: the linked one, the one named now,
@@ -542,19 +542,23 @@ impl Apply<'_> {
             Link::Move { from, to, by } => {
                 self.tx.set_link(stripe_customer, to, *by).await?;
                 self.move_customer(stripe_customer, from, to).await?;
-                self.tx.concerns(from);
+                self.tx.concerns(from.as_str());
             }
         }
-        self.tx.concerns(decided.account());
-        Ok(CustomerId::known(decided.account()))
+        self.tx.concerns(decided.account().as_str());
+        Ok(decided.account().clone())
     }
 
     /// Moves the free credits of Stripe grants from the account named by the Stripe customer id
     /// to the account it is now linked to, with their share of the price
     /// (`Command::MoveGrants`, one command on both books); and the standing.
-    async fn move_customer(&self, stripe_customer: &str, from: &str, to: &str) -> Result<()> {
-        let (from, to) = (CustomerId::known(from), CustomerId::known(to));
-        let ids = self.tx.movable_grants(&from).await?;
+    async fn move_customer(
+        &self,
+        stripe_customer: &str,
+        from: &CustomerId,
+        to: &CustomerId,
+    ) -> Result<()> {
+        let ids = self.tx.movable_grants(from).await?;
         if !ids.is_empty() {
             let moves = ids.into_iter().map(|id| (id, new_grant_id())).collect();
             let move_grants = Command::MoveGrants {
@@ -563,7 +567,7 @@ impl Apply<'_> {
             };
             let moved = match self
                 .tx
-                .run(command(&from, self.now, self.event_id, move_grants))
+                .run(command(from, self.now, self.event_id, move_grants))
                 .await?
             {
                 Answer::Transferred(moved) => moved,
@@ -574,9 +578,9 @@ impl Apply<'_> {
             }
         }
         self.tx
-            .set_standing(&from, Some((None, None, None)), self.now)
+            .set_standing(from, Some((None, None, None)), self.now)
             .await?;
-        self.refresh_standing(stripe_customer, &to).await
+        self.refresh_standing(stripe_customer, to).await
     }
 
     /// Writes the account's plan, period end and past-due start from what is known of the Stripe
@@ -700,8 +704,8 @@ impl Apply<'_> {
             (Some(stripe_customer), hint) => self.resolve_customer(stripe_customer, hint).await?,
             (None, Some((account, _))) => {
                 self.tx.lock_accounts([account.as_str()]).await?;
-                self.tx.concerns(&account);
-                CustomerId::known(account)
+                self.tx.concerns(account.as_str());
+                account
             }
             (None, None) => return Ok(None),
         };
@@ -1242,7 +1246,11 @@ mod tests {
         );
         assert_eq!(
             applied.link,
-            Some((stripe_customer.clone(), stripe_customer, LinkedBy::Default))
+            Some((
+                stripe_customer.clone(),
+                CustomerId::known(stripe_customer),
+                LinkedBy::Default
+            ))
         );
         assert_eq!(applied.grant, None);
     }
@@ -1256,7 +1264,7 @@ mod tests {
         ));
         assert_eq!(
             fact.named,
-            Some(("user_42".to_owned(), LinkedBy::ClientReferenceId))
+            Some((CustomerId::known("user_42"), LinkedBy::ClientReferenceId))
         );
         assert_eq!(fact.payment_key, "pi_1PgafyB7WZ01zgkWSjxsAJo3");
         let applied = applied(decision);
@@ -1265,7 +1273,10 @@ mod tests {
             applied.outcome.detail,
             "no creditbook_pack metadata, and no API key to read the line items"
         );
-        assert_eq!(applied.concerns.as_deref(), Some("user_42"));
+        assert_eq!(
+            applied.concerns.as_ref().map(CustomerId::as_str),
+            Some("user_42")
+        );
         assert_eq!(applied.grant, None);
     }
 

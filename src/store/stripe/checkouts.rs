@@ -173,12 +173,12 @@ impl StripeTx {
             if let Some((stripe_customer, account, by)) = &done.link {
                 links.push(stripe_customers::ActiveModel {
                     stripe_customer_id: Set(stripe_customer.clone()),
-                    customer_id: Set(account.clone()),
+                    customer_id: Set(account.to_string()),
                     linked_by: Set(by.as_str().to_owned()),
                 });
             }
             let mut customers: BTreeSet<&str> = drained.iter().map(String::as_str).collect();
-            customers.extend(done.concerns.as_deref());
+            customers.extend(done.concerns.as_ref().map(CustomerId::as_str));
             for customer in customers {
                 concerned.push(stripe_event_customers::ActiveModel {
                     customer_id: Set(customer.to_owned()),
@@ -269,7 +269,7 @@ impl StripeTx {
                 .into_iter()
                 .map(|r| {
                     let by = LinkedBy::parse(&r.linked_by);
-                    (r.stripe_customer_id, (r.customer_id, by))
+                    (r.stripe_customer_id, (CustomerId::known(r.customer_id), by))
                 })
                 .collect(),
             effects,
