@@ -189,13 +189,12 @@ pub fn grant_expiring(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// The customer these tests are about.
     fn customer() -> CustomerId {
         CustomerId::known("a")
     }
-    use super::*;
-    use crate::domain::customer::CustomerId;
 
     fn balance(live: i64, available: i64) -> Balance {
         Balance {

@@ -306,14 +306,14 @@ pub fn failed_message(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::domain::catalog::Breakage;
+    use crate::domain::money::Price;
 
     /// The customer these tests are about.
     fn customer() -> CustomerId {
         CustomerId::known("a")
     }
-    use super::*;
-    use crate::domain::catalog::Breakage;
-    use crate::domain::money::Price;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -346,15 +346,15 @@ pub fn post(
 
 #[cfg(test)]
 mod tests {
-    use crate::domain::customer::CustomerId;
-
-    static CUS: std::sync::LazyLock<CustomerId> =
-        std::sync::LazyLock::new(|| CustomerId::known("cus"));
     use super::*;
     use crate::domain::catalog::Overage;
     use crate::domain::ledger::{Book, Paid, Usage};
     use crate::domain::revrec::PostingKind;
     use std::str::FromStr;
+
+    /// The customer these tests are about (a `Moved` borrows its id).
+    static CUS: std::sync::LazyLock<CustomerId> =
+        std::sync::LazyLock::new(|| CustomerId::known("cus"));
 
     /// Credits or money, whichever the place asks for.
     fn c<T: std::str::FromStr>(s: &str) -> T

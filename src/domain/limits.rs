@@ -442,18 +442,17 @@ fn rfc3339(at: Timestamp) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::domain::catalog::Overage;
+    use crate::domain::catalog::{Action, Feature};
+    use crate::domain::ledger::{Grant, GrantSource, Usage};
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
 
     /// The customer these tests are about.
     fn customer() -> CustomerId {
         CustomerId::known("c")
     }
-    use super::*;
-    use crate::domain::catalog::Overage;
-    use crate::domain::catalog::{Action, Feature};
-    use crate::domain::customer::CustomerId;
-    use crate::domain::ledger::{Grant, GrantSource, Usage};
-    use rust_decimal::Decimal;
-    use std::collections::BTreeMap;
 
     fn credits(n: i64) -> Credits {
         Credits::new(Decimal::from(n)).unwrap()

@@ -100,14 +100,14 @@ pub fn within_stripe_window(timestamp: i64, now: Timestamp) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::str::FromStr;
 
     /// The customer these tests are about.
     fn customer() -> CustomerId {
         CustomerId::known("acct")
     }
-    use super::*;
-    use chrono::TimeZone;
-    use std::str::FromStr;
 
     fn c(text: &str) -> Credits {
         Credits::new(Decimal::from_str(text).unwrap()).unwrap()
