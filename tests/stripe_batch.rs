@@ -1,13 +1,14 @@
 //! Stripe events applied as facts in batches: random runs of checkouts (new, delivered twice,
 //! naming an account, linking late, of payments refunded before they arrived) with refunds,
 //! disputes, subscription states, paid and failed invoices between them reach, as one batch with
-//! one commit, the outcomes and the books they reach applied one at a time.
+//! one commit (checkouts and paid invoices in runs), the outcomes and the books they reach
+//! applied one at a time, each on its own.
 
 mod common;
 
 use common::{Engine, TestApp, stripe_event};
 use creditbook::store::stripe::StripeWork;
-use creditbook::stripe::apply::{Context, Fetched, Origin, apply_event, received};
+use creditbook::stripe::apply::{Context, Fetched, Origin, received};
 use creditbook::stripe::event::Event;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -227,6 +228,26 @@ async fn books(app: &TestApp, h: usize) -> Vec<(String, Value)> {
     out
 }
 
+/// An event applied on its own, never in a run with others (as every event was before runs):
+/// it says it is no checkout and no paid invoice, so its batch applies it by itself.
+struct Alone(Arc<dyn StripeWork>);
+
+impl StripeWork for Alone {
+    fn apply(
+        self: Arc<Self>,
+        tx: creditbook::store::stripe::StripeTx,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        creditbook::error::Result<creditbook::domain::billing::Outcome>,
+    > {
+        self.0.clone().apply(tx)
+    }
+
+    fn shard(&self) -> &str {
+        self.0.shard()
+    }
+}
+
 fn outcome(answer: creditbook::error::Result<creditbook::domain::billing::Outcome>) -> String {
     match answer {
         Ok(o) => format!("{}: {}", o.outcome, o.detail),
@@ -264,14 +285,18 @@ async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
                 )
                 .unwrap(),
             );
-            let answer = apply_event(
+            let alone = received(
                 &ctx(&single),
                 &event,
                 body,
                 Origin::Webhook,
                 Fetched::default(),
             )
-            .await;
+            .unwrap();
+            let answer = single
+                .store
+                .stripe_transaction(Arc::new(Alone(alone)))
+                .await;
             one_at_a_time.push(outcome(answer));
         }
         let together: Vec<String> = batched
@@ -318,6 +343,35 @@ async fn batches_reach_what_one_at_a_time_reaches_on_postgres() {
     batches_reach_what_one_at_a_time_reaches(Engine::Postgres).await;
 }
 
+/// The outcomes of `bodies` applied as one batch, in order.
+async fn one_batch(app: &TestApp, bodies: &[String]) -> Vec<String> {
+    let works: Vec<Arc<dyn StripeWork>> = bodies
+        .iter()
+        .map(|body| {
+            let event: Event = serde_json::from_str(body).unwrap();
+            received(&ctx(app), &event, body, Origin::Webhook, Fetched::default()).unwrap()
+        })
+        .collect();
+    app.store
+        .stripe_batch(&works)
+        .await
+        .into_iter()
+        .map(outcome)
+        .collect()
+}
+
+/// Stripe tells of a refund of `amount` (minor units) of `payment_intent` before its purchase.
+async fn refunded_before(app: &TestApp, amount: i64, payment_intent: &str) {
+    let refund = stripe_event(
+        "r0",
+        "refund.created",
+        app.now().timestamp(),
+        json!({"id": "re_0", "object": "refund", "amount": amount, "currency": "usd",
+               "status": "succeeded", "payment_intent": payment_intent}),
+    );
+    common::expect_outcome(app, &refund, "pending").await;
+}
+
 /// A batch as the SQLite worker takes it from 16 senders: one session delivered twice and by
 /// two events grants once, a late link moves what arrived before it, a payment refunded before
 /// its checkout is settled as it is granted.
@@ -334,18 +388,7 @@ async fn a_batch_of_checkouts(app: TestApp) {
         stripe_event(id, "checkout.session.completed", now, object)
     };
     // Refunded before its purchase arrives.
-    common::expect_outcome(
-        &app,
-        &stripe_event(
-            "r0",
-            "refund.created",
-            now,
-            json!({"id": "re_0", "object": "refund", "amount": 1000, "currency": "usd",
-                   "status": "succeeded", "payment_intent": "pi_cs_r"}),
-        ),
-        "pending",
-    )
-    .await;
+    refunded_before(&app, 1000, "pi_cs_r").await;
     let bodies = [
         checkout("e1", "cs_1", "cus_a", None),
         checkout("e1", "cs_1", "cus_a", None),
@@ -356,25 +399,7 @@ async fn a_batch_of_checkouts(app: TestApp) {
         checkout("e6", "cs_r", "cus_c", None),
         checkout("e7", "cs_5", "cus_c", None),
     ];
-    let works: Vec<Arc<dyn StripeWork>> = bodies
-        .iter()
-        .map(|body| {
-            let event: Event = serde_json::from_str(body).unwrap();
-            let ctx = Context {
-                store: &app.store,
-                now: app.now(),
-                livemode: false,
-            };
-            received(&ctx, &event, body, Origin::Webhook, Fetched::default()).unwrap()
-        })
-        .collect();
-    let answers: Vec<String> = app
-        .store
-        .stripe_batch(&works)
-        .await
-        .into_iter()
-        .map(outcome)
-        .collect();
+    let answers = one_batch(&app, &bodies).await;
     assert_eq!(
         answers,
         [
@@ -414,3 +439,90 @@ async fn a_batch_of_checkouts(app: TestApp) {
 }
 
 on_both_engines!(a_batch_of_checkouts);
+
+/// A batch of paid invoices as the worker takes it: those of different customers are decided
+/// together; a duplicate answers as one; a second invoice of a customer, and one whose payment
+/// was refunded before it arrived, are each applied on their own; a link the invoice names is
+/// recorded.
+async fn a_batch_of_paid_invoices(app: TestApp) {
+    let now = app.now().timestamp();
+    let invoice = |id: &str, customer: &str, period: i64, named: Option<&str>| {
+        let start = now + period * 30 * 86_400;
+        let key = format!("{customer}_{period}");
+        let line = json!({
+            "id": format!("il_{key}"), "object": "line_item", "amount": 2000, "currency": "usd",
+            "quantity": 1, "period": {"start": start, "end": start + 30 * 86_400},
+            "pricing": {"type": "price_details",
+                        "price_details": {"price": "price_pro_monthly", "product": "prod_pro"}},
+            "parent": {"type": "subscription_item_details", "subscription_item_details": {
+                "subscription": format!("sub_{customer}"), "proration": false}}});
+        let reason = if period == 0 {
+            "subscription_create"
+        } else {
+            "subscription_cycle"
+        };
+        let mut object = json!({
+            "id": format!("in_{key}"), "object": "invoice", "customer": customer,
+            "currency": "usd", "status": "paid", "billing_reason": reason,
+            "amount_paid": 2000, "total": 2000,
+            "parent": {"type": "subscription_details", "subscription_details": {
+                "subscription": format!("sub_{customer}")}},
+            "payments": {"object": "list", "data": [{"payment": {
+                "type": "payment_intent", "payment_intent": format!("pi_{key}")}}]},
+            "lines": {"object": "list", "has_more": false, "data": [line]}});
+        if let Some(account) = named {
+            object["metadata"] = json!({"creditbook_customer": account});
+        }
+        stripe_event(id, "invoice.paid", now, object)
+    };
+    // Refunded before its invoice arrives.
+    refunded_before(&app, 2000, "pi_cus_c_0").await;
+    let bodies = [
+        invoice("i1", "cus_a", 0, None),
+        invoice("i1", "cus_a", 0, None),
+        invoice("i2", "cus_b", 0, None),
+        invoice("i3", "cus_a", 1, None),
+        invoice("i4", "cus_c", 0, None),
+        invoice("i5", "cus_d", 0, Some("acme")),
+        invoice("i6", "cus_e", 0, None),
+    ];
+    let answers = one_batch(&app, &bodies).await;
+    let granted = |key: &str| {
+        format!(
+            "applied: invoice_line:il_{key}: 2000 credits of plan pro (0 rolled over into a \
+             later period)"
+        )
+    };
+    assert_eq!(
+        answers,
+        [
+            granted("cus_a_0"),
+            "duplicate: event already received".into(),
+            granted("cus_b_0"),
+            granted("cus_a_1"),
+            granted("cus_c_0"),
+            granted("cus_d_0"),
+            granted("cus_e_0"),
+        ]
+    );
+    assert_eq!(app.customer("cus_a").await["available"], "4000");
+    assert_eq!(app.customer("cus_b").await["plan"], "pro");
+    assert_eq!(
+        app.customer("cus_c").await["available"],
+        "0",
+        "its payment was refunded"
+    );
+    assert_eq!(app.customer("acme").await["available"], "2000");
+    let (status, _) = app.get_app("/v1/customers/cus_d").await;
+    assert_eq!(status.as_u16(), 404, "linked to acme");
+    let stats = app.store.runner_stats();
+    assert_eq!(stats.stripe_runs_split.load(Relaxed), 0, "no run failed");
+    // Five decided together; cus_a's second invoice and cus_c's refunded one each alone.
+    assert_eq!(stats.stripe_events_together.load(Relaxed), 5);
+    let events = app.store.stripe_events(20).await.unwrap();
+    assert_eq!(events.len(), 7, "six new events and the refund");
+    assert!(events.iter().all(|e| e.outcome != "received"));
+    app.assert_audit_clean().await;
+}
+
+on_both_engines!(a_batch_of_paid_invoices);

@@ -375,6 +375,15 @@ impl Pending {
     }
 }
 
+/// What a plan line's grant did, for its invoice's outcome: the credits granted and those
+/// `carried` out of its period into a later one paid before it.
+pub fn grant_detail(bought: &PlanGrant, carried: Credits) -> String {
+    format!(
+        "{}: {} credits of plan {} ({carried} rolled over into a later period)",
+        bought.grant.source_id, bought.grant.credits, bought.plan_id
+    )
+}
+
 /// What a paid invoice did, from what its lines did (`done`, one detail each).
 pub fn outcome(paid: &InvoicePaid, done: &[String], unread_lines: bool) -> Outcome {
     let unmapped = &paid.unmapped;

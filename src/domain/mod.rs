@@ -47,6 +47,7 @@ pub mod command;
 pub mod customer;
 pub mod gate;
 pub mod invoice;
+pub mod invoice_run;
 pub mod journal;
 pub mod ledger;
 pub mod limits;

@@ -19,7 +19,8 @@
 //! statement per table and one run of the unit of work for their grants ([`checkouts`]). An
 //! event that needs more (a late link moving earlier credits, a payment refunded before its
 //! checkout arrived) is applied on its own after the run; a run that fails as a whole is applied
-//! again one event at a time.
+//! again one event at a time. Paid invoices (`invoice.paid`) are applied in runs the same way
+//! ([`invoices`], decided by `domain::invoice_run`).
 
 use super::Store;
 use super::book::{Envelope, run_commands};
@@ -30,14 +31,14 @@ use super::rows::{micros, time, timestamp};
 use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::domain::billing::Outcome;
-use crate::domain::command::{Answer, Rules};
+use crate::domain::command::{Answer, Command, Rules};
 use crate::domain::customer::CustomerId;
-use crate::domain::ledger::EntryKind;
+use crate::domain::ledger::{EntryKind, Grant};
 use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
     DisputeStatus, PaidShare, PaymentRefunds, RefundStatus, dispute_moves,
 };
-use crate::domain::subscription::{SubscriptionState, SubscriptionStatus};
+use crate::domain::subscription::{PlanStanding, SubscriptionState, SubscriptionStatus};
 use crate::error::{Error, Result};
 use entity::{
     customers, grants, ledger_entries, stripe_charges, stripe_customers, stripe_disputes,
@@ -59,8 +60,10 @@ use tokio::sync::oneshot;
 
 pub use crate::domain::billing::LinkedBy;
 pub use checkouts::{Checked, CheckoutEvent, EventRecord, Settling};
+pub use invoices::InvoiceEvent;
 
 mod checkouts;
+mod invoices;
 
 /// A grant a payment paid for, with what the refund rules need.
 #[derive(Debug, Clone)]
@@ -164,10 +167,10 @@ pub(crate) async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
 }
 
 /// Applies `works` in order in one transaction (the caller holds the writer permit), each in a savepoint (a
-/// run of checkouts in one), and commits once: an event that fails writes nothing and never
+/// run of checkouts, or of paid invoices, in one), and commits once: an event that fails writes nothing and never
 /// fails its neighbours. Answers each once the batch is durable; when the commit fails, every
 /// one with `WriteConflict` (nothing was written: each is run again by its caller).
-// Long: the batch's three outcomes (checkouts together, one left alone, each on its own after a
+// Long: the batch's three outcomes (a run together, one left alone, each on its own after a
 // failure) share the savepoint and answer bookkeeping.
 async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Result<Outcome>> {
     let outer = match engine.begin().await {
@@ -201,50 +204,61 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
             answers.push(Err(Error::Deferred));
             continue;
         }
-        // The checkouts from here on, decided together in one savepoint.
-        let run: Vec<&CheckoutEvent> = works[start..]
-            .iter()
-            .take_while(|w| !deferred.contains(w.shard()))
-            .map_while(|w| w.checkout())
-            .collect();
-        if run.is_empty() {
+        // The checkouts, or the paid invoices, from here on: decided together in one savepoint.
+        let ready = || {
+            works[start..]
+                .iter()
+                .take_while(|w| !deferred.contains(w.shard()))
+        };
+        let checkouts: Vec<&CheckoutEvent> = ready().map_while(|w| w.checkout()).collect();
+        let invoices: Vec<&InvoiceEvent> = ready().map_while(|w| w.invoice()).collect();
+        let run = checkouts.len().max(invoices.len());
+        if run == 0 {
             answers.push(apply_alone(&outer, works[start].clone(), &tx, start > 0).await);
             continue;
         }
         let together = match savepoint(&outer, start > 0).await {
             Ok(txn) => {
                 let tx = tx(txn);
-                match tx.apply_checkouts(&run, Settling::Stop).await {
-                    Ok(checked) => tx.commit().await.map(|()| checked),
+                let applied: Result<Vec<Result<Outcome>>> = if checkouts.is_empty() {
+                    tx.apply_invoices(&invoices)
+                        .await
+                        .map(|done| done.into_iter().map(Ok).collect())
+                } else {
+                    tx.apply_checkouts(&checkouts, Settling::Stop)
+                        .await
+                        .map(|done| done.into_iter().map(|c| c.map(|c| c.outcome)).collect())
+                };
+                match applied {
+                    Ok(done) => tx.commit().await.map(|()| done),
                     Err(e) => Err(e),
                 }
             }
             Err(e) => Err(e),
         };
-        let together = deferred_if_busy(together, start > 0);
-        match together {
-            Ok(checked) => {
-                let stopped = checked.len() < run.len();
+        match deferred_if_busy(together, start > 0) {
+            Ok(done) => {
+                let stopped = done.len() < run;
                 engine
                     .stats
                     .stripe_events_together
-                    .fetch_add(checked.len() as u64, Relaxed);
-                answers.extend(checked.into_iter().map(|c| c.map(|c| c.outcome)));
+                    .fetch_add(done.len() as u64, Relaxed);
+                answers.extend(done);
                 if stopped {
-                    // Left alone by the checkouts before it: applied on its own.
+                    // Left alone by the events before it: applied on its own.
                     let work = works[answers.len()].clone();
                     answers.push(apply_alone(&outer, work, &tx, true).await);
                 }
             }
-            Err(Error::Deferred) => answers.extend(run.iter().map(|_| Err(Error::Deferred))),
+            Err(Error::Deferred) => answers.extend((0..run).map(|_| Err(Error::Deferred))),
             Err(e) => {
                 engine.stats.stripe_runs_split.fetch_add(1, Relaxed);
                 tracing::warn!(
                     error = %e,
-                    events = run.len(),
-                    "checkouts applied together failed; each is applied on its own"
+                    events = run,
+                    "events applied together failed; each is applied on its own"
                 );
-                for work in &works[start..start + run.len()] {
+                for work in &works[start..start + run] {
                     let behind = !answers.is_empty();
                     answers.push(apply_alone(&outer, work.clone(), &tx, behind).await);
                 }
@@ -335,6 +349,13 @@ pub trait StripeWork: Send + Sync + 'static {
     /// The event as a checkout fact, when it is one: applied together with the checkouts next
     /// to it ([`StripeTx::apply_checkouts`]), and by `apply` when they leave it alone.
     fn checkout(&self) -> Option<&CheckoutEvent> {
+        None
+    }
+
+    /// The event as a paid invoice's fact, when it is one: applied together with the paid
+    /// invoices next to it ([`StripeTx::apply_invoices`]), and by `apply` when they leave it
+    /// alone.
+    fn invoice(&self) -> Option<&InvoiceEvent> {
         None
     }
 
@@ -713,6 +734,30 @@ impl StripeTx {
         Ok(executed.value)
     }
 
+    /// Runs commands granting what events bought, in one run of the unit of work: a refused one
+    /// fails them all, before anything is written.
+    pub(crate) async fn run_grants(&self, envelopes: &[Envelope]) -> Result<()> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        for envelope in envelopes {
+            self.wrote.note(envelope.customer_id.as_str());
+        }
+        let items: Vec<&Envelope> = envelopes.iter().collect();
+        let rules = Rules {
+            catalog: &self.catalog,
+            policy: self.policy,
+        };
+        let ran = run_commands(&self.txn, rules, &items, &mut Default::default(), None).await?;
+        for answer in ran.answers {
+            match answer?.value {
+                Answer::Done => {}
+                other => return Err(Error::unexpected(&other)),
+            }
+        }
+        Ok(())
+    }
+
     /// Records that each of `payment_keys` paid for grant `grant_id`, with one statement.
     pub async fn map_payments(
         &self,
@@ -1042,35 +1087,11 @@ impl StripeTx {
         stripe_customer: &str,
         state: SubscriptionState,
     ) -> Result<()> {
-        let row = stripe_subscriptions::Model {
-            id: id.to_owned(),
-            stripe_customer_id: stripe_customer.to_owned(),
-            status: state.status.as_str().to_owned(),
-            plan_id: state.plan_id,
-            quantity: state.quantity,
-            current_period_end: state.current_period_end_unix,
-            past_due_since: state.past_due_since_unix,
-            as_of: state.as_of_unix,
-        };
-        let model: stripe_subscriptions::ActiveModel = row.into();
-        let model = model.reset_all();
-        stripe_subscriptions::Entity::insert(model)
-            .on_conflict(
-                OnConflict::column(stripe_subscriptions::Column::Id)
-                    .update_columns([
-                        stripe_subscriptions::Column::StripeCustomerId,
-                        stripe_subscriptions::Column::Status,
-                        stripe_subscriptions::Column::PlanId,
-                        stripe_subscriptions::Column::Quantity,
-                        stripe_subscriptions::Column::CurrentPeriodEnd,
-                        stripe_subscriptions::Column::PastDueSince,
-                        stripe_subscriptions::Column::AsOf,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.txn)
-            .await?;
-        Ok(())
+        save_subscriptions(
+            &self.txn,
+            vec![subscription_row(id, stripe_customer, state)],
+        )
+        .await
     }
 
     /// Records a refund; its status only moves forward (pending, then succeeded, then failed or
@@ -1223,6 +1244,25 @@ impl StripeTx {
             .collect())
     }
 
+    /// Writes the account's plan, period end and past-due start as its Stripe customer's
+    /// subscriptions decide them (`domain::subscription::standing`); `None`: it has none.
+    pub async fn set_plan_standing(
+        &self,
+        customer_id: &CustomerId,
+        standing: Option<PlanStanding>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let subscription = match standing {
+            Some(s) => Some((
+                s.plan_id,
+                s.past_due_since_unix.map(from_unix).transpose()?,
+                s.period_end_unix.map(from_unix).transpose()?,
+            )),
+            None => None,
+        };
+        self.set_standing(customer_id, subscription, now).await
+    }
+
     /// Writes the customer's standing as Stripe sets it (creating the customer): plan and period
     /// from its subscription when it has one, and past-due start. (A dispute freezes what its
     /// payment bought, never the customer: see `Book::set_frozen`.)
@@ -1273,6 +1313,68 @@ where
         model.insert(txn).await?;
     }
     Ok(())
+}
+
+/// A subscription's row as recorded.
+fn subscription_row(
+    id: &str,
+    stripe_customer: &str,
+    state: SubscriptionState,
+) -> stripe_subscriptions::ActiveModel {
+    let row = stripe_subscriptions::Model {
+        id: id.to_owned(),
+        stripe_customer_id: stripe_customer.to_owned(),
+        status: state.status.as_str().to_owned(),
+        plan_id: state.plan_id,
+        quantity: state.quantity,
+        current_period_end: state.current_period_end_unix,
+        past_due_since: state.past_due_since_unix,
+        as_of: state.as_of_unix,
+    };
+    let model: stripe_subscriptions::ActiveModel = row.into();
+    model.reset_all()
+}
+
+/// Records subscriptions' states, replacing what was recorded of each.
+async fn save_subscriptions(
+    txn: &DatabaseTransaction,
+    rows: Vec<stripe_subscriptions::ActiveModel>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    stripe_subscriptions::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(stripe_subscriptions::Column::Id)
+                .update_columns([
+                    stripe_subscriptions::Column::StripeCustomerId,
+                    stripe_subscriptions::Column::Status,
+                    stripe_subscriptions::Column::PlanId,
+                    stripe_subscriptions::Column::Quantity,
+                    stripe_subscriptions::Column::CurrentPeriodEnd,
+                    stripe_subscriptions::Column::PastDueSince,
+                    stripe_subscriptions::Column::AsOf,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// The command granting what an event bought, journaled as the event's.
+fn grant_command(customer: &CustomerId, grant: Grant, record: &EventRecord) -> Envelope {
+    Envelope::new(
+        customer.clone(),
+        Command::AddGrants {
+            grants: vec![grant],
+        },
+        record.received_at,
+    )
+    .from_origin(super::revenue::Origin {
+        source: None,
+        event: Some(record.id.clone()),
+    })
 }
 
 /// Links Stripe customers to accounts (a later link replaces the one it moves).

@@ -17,6 +17,7 @@ use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::checkout::{CheckoutFact, Purchase, pack_grant};
 use crate::domain::customer::CustomerId;
 use crate::domain::invoice::{self, LineStep};
+use crate::domain::invoice_run::InvoiceEventFact;
 use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
     self, BoughtGrant, PaidShare, PaymentFacts, PaymentRefunds, RefundStatus, Settlement,
@@ -25,7 +26,8 @@ use crate::domain::subscription::{self, Reported, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
 use crate::store::stripe::{
-    CheckoutEvent, EventRecord, LinkedBy, PaidGrant, Settling, StripeTx, StripeWork, from_unix,
+    CheckoutEvent, EventRecord, InvoiceEvent, LinkedBy, PaidGrant, Settling, StripeTx, StripeWork,
+    from_unix,
 };
 use crate::store::{Answer, Command, Envelope, Store, new_grant_id};
 use futures_util::future::BoxFuture;
@@ -124,10 +126,29 @@ pub fn received(
         }
         _ => None,
     };
+    let invoice = match &parsed {
+        Parsed::InvoicePaid(invoice) if event.livemode == ctx.livemode => {
+            invoice_fact(invoice, &fetched)
+                .ok()
+                .map(|fact| InvoiceEvent {
+                    record: record.clone(),
+                    objects: parsed.objects(),
+                    fact: InvoiceEventFact {
+                        event_id: event.id.clone(),
+                        event_created: event.created,
+                        stripe_customer: invoice.customer().map(str::to_owned),
+                        named: invoice_named(invoice),
+                        invoice: fact,
+                    },
+                })
+        }
+        _ => None,
+    };
     let received = std::sync::Arc::new(Received {
         event: event.clone(),
         record,
         checkout,
+        invoice,
         parsed,
         fetched,
         livemode: ctx.livemode,
@@ -165,6 +186,9 @@ pub(crate) struct Received {
     record: EventRecord,
     /// A checkout's fact, when the event is one of the mode applied: decided with its neighbours.
     checkout: Option<CheckoutEvent>,
+    /// A paid invoice's fact, when the event is one of the mode applied (and its lines can be
+    /// read): decided with its neighbours.
+    invoice: Option<InvoiceEvent>,
     parsed: Parsed,
     fetched: Fetched,
     livemode: bool,
@@ -182,6 +206,10 @@ impl StripeWork for Received {
 
     fn checkout(&self) -> Option<&CheckoutEvent> {
         self.checkout.as_ref()
+    }
+
+    fn invoice(&self) -> Option<&InvoiceEvent> {
+        self.invoice.as_ref()
     }
 
     /// A checkout's: its Stripe customer's, or the account it names, or its session's; any
@@ -264,6 +292,16 @@ fn checkout_fact(
 /// Stripe told of refunds or disputes for before), or one on PostgreSQL that a batch of its own
 /// left alone: the link is resolved first (moving what it must), then the event is decided as in
 /// a batch, then its payment settled.
+/// The account an invoice names: its subscription's metadata `creditbook_customer`, else its
+/// own.
+fn invoice_named(invoice: &Invoice) -> Option<(CustomerId, LinkedBy)> {
+    let metadata = invoice
+        .subscription_metadata()
+        .filter(|m| m.contains_key(CUSTOMER_METADATA_KEY))
+        .unwrap_or(&invoice.metadata);
+    named_account(metadata.get(CUSTOMER_METADATA_KEY), LinkedBy::Metadata)
+}
+
 /// A paid invoice as a fact: its lines the ones read from the API when the event carries only
 /// some of them. Fails on a line period that is not a time.
 fn invoice_fact(invoice: &Invoice, fetched: &Fetched) -> Result<invoice::InvoiceFact> {
@@ -352,6 +390,7 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         event,
         record,
         checkout: _,
+        invoice: _,
         parsed,
         fetched,
         livemode,
@@ -587,15 +626,10 @@ impl Apply<'_> {
     /// customer's subscriptions.
     async fn refresh_standing(&self, stripe_customer: &str, customer: &CustomerId) -> Result<()> {
         let subscriptions = self.tx.subscriptions_of(stripe_customer).await?;
-        let subscription = match subscription::standing(&subscriptions) {
-            Some(s) => Some((
-                s.plan_id,
-                s.past_due_since_unix.map(from_unix).transpose()?,
-                s.period_end_unix.map(from_unix).transpose()?,
-            )),
-            None => None,
-        };
-        self.tx.set_standing(customer, subscription, self.now).await
+        let standing = subscription::standing(&subscriptions);
+        self.tx
+            .set_plan_standing(customer, standing, self.now)
+            .await
     }
 
     /// Grants a bought pack once per purchase (`domain::checkout::pack_grant`), and settles its
@@ -734,11 +768,9 @@ impl Apply<'_> {
                 "the invoice names no customer",
             ));
         };
-        let metadata = invoice
-            .subscription_metadata()
-            .filter(|m| m.contains_key(CUSTOMER_METADATA_KEY))
-            .or(Some(&invoice.metadata));
-        let customer = self.account_for(stripe_customer, metadata).await?;
+        let customer = self
+            .resolve_customer(stripe_customer, invoice_named(invoice))
+            .await?;
         let fact = invoice_fact(invoice, fetched)?;
         let known = invoice::Known {
             customer,
@@ -880,12 +912,9 @@ impl Apply<'_> {
                 paid.subscription_id.as_deref(),
             )
             .await?;
-        let effect = &grant.source_id;
-        self.settle_payment(&[Some(effect.as_str())]).await?;
-        Ok(format!(
-            "{effect}: {} credits of plan {} ({carried} rolled over into a later period)",
-            grant.credits, bought.plan_id
-        ))
+        self.settle_payment(&[Some(grant.source_id.as_str())])
+            .await?;
+        Ok(invoice::grant_detail(bought, carried))
     }
 
     /// `invoice_payment.paid`: the payment that paid an invoice. What the invoice granted

@@ -6,11 +6,9 @@ use super::{StripeTx, save_event_customers, save_links, save_payment_grants, sav
 use crate::domain::Timestamp;
 use crate::domain::billing::{EventOrigin, LinkedBy, Outcome};
 use crate::domain::checkout::{CheckoutFact, Decision, Known, PackGrant};
-use crate::domain::command::{Answer, Command, Rules};
 use crate::domain::customer::CustomerId;
 use crate::error::{Error, Result};
-use crate::store::book::{Envelope, run_commands};
-use crate::store::revenue::Origin as JournalOrigin;
+use crate::store::book::Envelope;
 use entity::{
     stripe_charges, stripe_customers, stripe_disputes, stripe_effects, stripe_event_customers,
     stripe_events, stripe_payment_grants, stripe_payments, stripe_refunds,
@@ -130,23 +128,7 @@ impl StripeTx {
                 done.grant.as_ref().map(|g| grant_command(g, &event.record))
             })
             .collect();
-        if !envelopes.is_empty() {
-            for envelope in &envelopes {
-                self.wrote.note(envelope.customer_id.as_str());
-            }
-            let items: Vec<&Envelope> = envelopes.iter().collect();
-            let rules = Rules {
-                catalog: &self.catalog,
-                policy: self.policy,
-            };
-            let ran = run_commands(&self.txn, rules, &items, &mut Default::default(), None).await?;
-            for answer in ran.answers {
-                match answer?.value {
-                    Answer::Done => {}
-                    other => return Err(Error::unexpected(&other)),
-                }
-            }
-        }
+        self.run_grants(&envelopes).await?;
 
         // The accounts the caller's link resolution touched (an event applied on its own).
         let drained: Vec<String> =
@@ -157,58 +139,26 @@ impl StripeTx {
             drained.is_empty() || events.len() == 1,
             "only an event applied on its own resolves its link first"
         );
-        let mut event_rows = Vec::new();
-        let mut links = Vec::new();
-        let mut effects = Vec::new();
-        let mut payment_grants = Vec::new();
-        let mut payments = Vec::new();
-        let mut concerned = Vec::new();
+        let mut rows = RunRows::default();
         for (event, done) in &applied {
             let record = &event.record;
-            event_rows.push(event_row(
-                record,
-                done.outcome.outcome.as_str(),
-                Some(done.outcome.detail.clone()),
-            ));
+            rows.event(record, &done.outcome);
             if let Some((stripe_customer, account, by)) = &done.link {
-                links.push(stripe_customers::ActiveModel {
-                    stripe_customer_id: Set(stripe_customer.clone()),
-                    customer_id: Set(account.to_string()),
-                    linked_by: Set(by.as_str().to_owned()),
-                });
+                rows.link(stripe_customer, account, *by);
             }
             let mut customers: BTreeSet<&str> = drained.iter().map(String::as_str).collect();
             customers.extend(done.concerns.as_ref().map(CustomerId::as_str));
             for customer in customers {
-                concerned.push(stripe_event_customers::ActiveModel {
-                    customer_id: Set(customer.to_owned()),
-                    event_id: Set(record.id.clone()),
-                    received_at: Set(time(record.received_at)),
-                });
+                rows.concerns(customer, record);
             }
             if let Some(g) = &done.grant {
-                effects.push(stripe_effects::ActiveModel {
-                    effect_key: Set(g.effect.clone()),
-                    customer_id: Set(g.customer.to_string()),
-                    created_at: Set(time(record.received_at)),
-                });
+                rows.effect(&g.effect, &g.customer, record);
                 let (paid_for, payment) = payment_rows(g);
-                payment_grants.push(paid_for);
-                payments.extend(payment);
+                rows.payment_grants.push(paid_for);
+                rows.payments.extend(payment);
             }
         }
-        stripe_events::Entity::insert_many(event_rows)
-            .exec_without_returning(&self.txn)
-            .await?;
-        save_links(&self.txn, links).await?;
-        if !effects.is_empty() {
-            stripe_effects::Entity::insert_many(effects)
-                .exec_without_returning(&self.txn)
-                .await?;
-        }
-        save_payment_grants(&self.txn, payment_grants).await?;
-        save_payments(&self.txn, payments).await?;
-        save_event_customers(&self.txn, concerned).await?;
+        rows.save(&self.txn).await?;
         Ok(answers)
     }
 
@@ -337,6 +287,72 @@ impl StripeTx {
     }
 }
 
+/// What a run of events writes besides their ledger commands, one multi-row statement per
+/// table.
+#[derive(Default)]
+pub(super) struct RunRows {
+    events: Vec<stripe_events::ActiveModel>,
+    links: Vec<stripe_customers::ActiveModel>,
+    effects: Vec<stripe_effects::ActiveModel>,
+    pub(super) payment_grants: Vec<stripe_payment_grants::ActiveModel>,
+    pub(super) payments: Vec<stripe_payments::ActiveModel>,
+    concerned: Vec<stripe_event_customers::ActiveModel>,
+}
+
+impl RunRows {
+    /// The event, recorded with what it did.
+    pub(super) fn event(&mut self, record: &EventRecord, outcome: &Outcome) {
+        self.events.push(event_row(
+            record,
+            outcome.outcome.as_str(),
+            Some(outcome.detail.clone()),
+        ));
+    }
+
+    pub(super) fn link(&mut self, stripe_customer: &str, account: &CustomerId, by: LinkedBy) {
+        self.links.push(stripe_customers::ActiveModel {
+            stripe_customer_id: Set(stripe_customer.to_owned()),
+            customer_id: Set(account.to_string()),
+            linked_by: Set(by.as_str().to_owned()),
+        });
+    }
+
+    /// An effect the event applied (once) for `customer`.
+    pub(super) fn effect(&mut self, key: &str, customer: &CustomerId, record: &EventRecord) {
+        self.effects.push(stripe_effects::ActiveModel {
+            effect_key: Set(key.to_owned()),
+            customer_id: Set(customer.to_string()),
+            created_at: Set(time(record.received_at)),
+        });
+    }
+
+    /// The event touched `customer`'s books: it is listed with the customer.
+    pub(super) fn concerns(&mut self, customer: &str, record: &EventRecord) {
+        self.concerned.push(stripe_event_customers::ActiveModel {
+            customer_id: Set(customer.to_owned()),
+            event_id: Set(record.id.clone()),
+            received_at: Set(time(record.received_at)),
+        });
+    }
+
+    pub(super) async fn save(self, txn: &sea_orm::DatabaseTransaction) -> Result<()> {
+        if !self.events.is_empty() {
+            stripe_events::Entity::insert_many(self.events)
+                .exec_without_returning(txn)
+                .await?;
+        }
+        save_links(txn, self.links).await?;
+        if !self.effects.is_empty() {
+            stripe_effects::Entity::insert_many(self.effects)
+                .exec_without_returning(txn)
+                .await?;
+        }
+        save_payment_grants(txn, self.payment_grants).await?;
+        save_payments(txn, self.payments).await?;
+        save_event_customers(txn, self.concerned).await
+    }
+}
+
 /// An event's row, with what it did (`received` while it is being applied).
 pub(super) fn event_row(
     record: &EventRecord,
@@ -382,15 +398,5 @@ fn payment_rows(
 
 /// The command granting a checkout's pack, journaled as the event's.
 fn grant_command(grant: &PackGrant, record: &EventRecord) -> Envelope {
-    Envelope::new(
-        CustomerId::known(grant.customer.clone()),
-        Command::AddGrants {
-            grants: vec![grant.grant.clone()],
-        },
-        record.received_at,
-    )
-    .from_origin(JournalOrigin {
-        source: None,
-        event: Some(record.id.clone()),
-    })
+    super::grant_command(&grant.customer, grant.grant.clone(), record)
 }

@@ -1,0 +1,286 @@
+//! Paid invoices applied together: what they decide on is read once for all of them, each is
+//! decided in order by [`crate::domain::invoice_run::Run::decide`], and what they did is written
+//! with one multi-row statement per table and one run of the unit of work for their grants.
+
+use super::checkouts::RunRows;
+use super::{
+    EventRecord, StripeTx, grant_command, payment_grant, save_subscriptions, subscription_row,
+    subscription_state, time,
+};
+use crate::domain::billing::LinkedBy;
+use crate::domain::customer::CustomerId;
+use crate::domain::invoice_run::{
+    InvoiceApplied, InvoiceEventFact, RecordedSubscription, Run, RunDecision,
+};
+use crate::error::Result;
+use crate::store::book::Envelope;
+use crate::store::rows::{in_list, timestamp};
+use entity::{
+    stripe_customers, stripe_events, stripe_invoice_payments, stripe_payments, stripe_renewals,
+    stripe_subscriptions,
+};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use std::collections::{BTreeSet, HashSet};
+
+/// An `invoice.paid` event of the mode applied: its record, the Stripe objects it names, and the
+/// fact it states.
+#[derive(Debug, Clone)]
+pub struct InvoiceEvent {
+    pub record: EventRecord,
+    /// Stripe object ids it names (serialised on PostgreSQL).
+    pub objects: Vec<String>,
+    pub fact: InvoiceEventFact,
+}
+
+impl StripeTx {
+    /// Applies `events` in order, stopping before the first one a run leaves alone (see
+    /// `domain::invoice_run`). Answers the events it applied, in order. Fails as a whole when a
+    /// write fails.
+    // Long: read once, decide in order, then one statement per table; split, it would pass the
+    // same dozen collections between three functions.
+    pub async fn apply_invoices(
+        &self,
+        events: &[&InvoiceEvent],
+    ) -> Result<Vec<crate::domain::billing::Outcome>> {
+        let objects: Vec<String> = events.iter().flat_map(|e| e.objects.clone()).collect();
+        self.lock(&objects).await?;
+        let mut run = self.known_to_invoices(events).await?;
+        let catalog = self.catalog.clone();
+        let mut answers = Vec::with_capacity(events.len());
+        let mut applied: Vec<(&InvoiceEvent, InvoiceApplied)> = Vec::new();
+        for event in events {
+            let now = event.record.received_at;
+            match run.decide(&event.fact, &catalog, now, crate::store::new_grant_id) {
+                RunDecision::Alone => break,
+                RunDecision::Duplicate => {
+                    answers.push(crate::domain::billing::Outcome::duplicate());
+                }
+                RunDecision::Apply(done) => {
+                    if let Some(ignored) = &done.ignored_link {
+                        tracing::warn!(
+                            stripe_customer = %done.stripe_customer,
+                            linked = %done.paid.customer,
+                            ignored = %ignored,
+                            "a Stripe customer names a second account; the first link is kept"
+                        );
+                    }
+                    answers.push(done.outcome.clone());
+                    applied.push((*event, *done));
+                }
+            }
+        }
+        if applied.is_empty() {
+            return Ok(answers);
+        }
+
+        // The grants first: a refused command fails the whole run, before anything is written.
+        let envelopes: Vec<Envelope> = applied
+            .iter()
+            .flat_map(|(event, done)| {
+                done.grants().map(|bought| {
+                    grant_command(&done.paid.customer, bought.grant.clone(), &event.record)
+                })
+            })
+            .collect();
+        self.run_grants(&envelopes).await?;
+        self.write_invoices(&applied).await?;
+        Ok(answers)
+    }
+
+    /// What a run's invoices wrote besides their grants, one statement per table (the
+    /// standing: one per account).
+    async fn write_invoices(&self, applied: &[(&InvoiceEvent, InvoiceApplied)]) -> Result<()> {
+        let mut rows = RunRows::default();
+        let mut subscriptions = Vec::new();
+        for (event, done) in applied {
+            let (record, paid) = (&event.record, &done.paid);
+            rows.event(record, &done.outcome);
+            if let Some((stripe_customer, account, by)) = &done.link {
+                rows.link(stripe_customer, account, *by);
+            }
+            for line in &paid.lines {
+                rows.effect(&line.effect, &paid.customer, record);
+            }
+            rows.payments.extend(paid.payments.iter().map(payment_row));
+            for bought in done.grants() {
+                debug_assert!(!bought.renewal, "a run carries no credits over");
+                rows.payment_grants
+                    .extend(bought.payment_keys.iter().map(|key| {
+                        payment_grant(key, &bought.grant.id, paid.subscription_id.as_deref())
+                    }));
+            }
+            if let (Some(state), Some(change)) = (&done.subscription, &paid.subscription) {
+                subscriptions.push(subscription_row(
+                    &change.id,
+                    &done.stripe_customer,
+                    state.clone(),
+                ));
+            }
+            rows.concerns(paid.customer.as_str(), record);
+        }
+        rows.save(&self.txn).await?;
+        save_subscriptions(&self.txn, subscriptions).await?;
+        for (event, done) in applied {
+            if let Some(standing) = &done.standing {
+                self.set_plan_standing(
+                    &done.paid.customer,
+                    standing.clone(),
+                    event.record.received_at,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a run of paid invoices decides on, in a few set-based reads (after locking every
+    /// account it may write): which events were recorded, the links of their Stripe customers,
+    /// which lines were applied, the payments learnt for them, the subscriptions they name and
+    /// those of their Stripe customers, which of their payments had something taken back, and
+    /// the renewals recorded at their periods' ends.
+    // Long: one set-based read per table, in the order the decision needs them.
+    async fn known_to_invoices(&self, events: &[&InvoiceEvent]) -> Result<Run> {
+        let ids: Vec<&str> = events.iter().map(|e| e.record.id.as_str()).collect();
+        let recorded: Vec<String> = stripe_events::Entity::find()
+            .select_only()
+            .column(stripe_events::Column::Id)
+            .filter(stripe_events::Column::Id.is_in(in_list(&ids)))
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        let recorded: HashSet<String> = recorded.into_iter().collect();
+        let facts: Vec<&InvoiceEventFact> = events
+            .iter()
+            .map(|e| &e.fact)
+            .filter(|f| !recorded.contains(&f.event_id))
+            .collect();
+        let mut run = Run::default();
+        run.events = recorded;
+        if facts.is_empty() {
+            return Ok(run);
+        }
+        let stripe_customers: Vec<&str> = facts
+            .iter()
+            .filter_map(|f| f.stripe_customer.as_deref())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !stripe_customers.is_empty() {
+            let links = stripe_customers::Entity::find()
+                .filter(
+                    stripe_customers::Column::StripeCustomerId.is_in(in_list(&stripe_customers)),
+                )
+                .all(&self.txn)
+                .await?;
+            run.links = links
+                .into_iter()
+                .map(|r| {
+                    let by = LinkedBy::parse(&r.linked_by);
+                    (r.stripe_customer_id, (CustomerId::known(r.customer_id), by))
+                })
+                .collect();
+        }
+        // Every account an event may write: its Stripe customer's, the linked one, the named one.
+        let mut accounts: BTreeSet<&str> = stripe_customers.iter().copied().collect();
+        for fact in &facts {
+            accounts.extend(fact.named.as_ref().map(|(a, _)| a.as_str()));
+        }
+        accounts.extend(run.links.values().map(|(a, _)| a.as_str()));
+        self.lock_accounts(accounts.iter().copied()).await?;
+
+        let effects: Vec<String> = facts
+            .iter()
+            .flat_map(|f| f.invoice.line_effects())
+            .collect();
+        run.applied = self.applied_effects(&effects).await?;
+        let unnamed: Vec<&str> = facts
+            .iter()
+            .filter(|f| f.invoice.named_payment.is_none())
+            .map(|f| f.invoice.invoice_id.as_str())
+            .collect();
+        if !unnamed.is_empty() {
+            let learnt = stripe_invoice_payments::Entity::find()
+                .filter(stripe_invoice_payments::Column::InvoiceId.is_in(in_list(&unnamed)))
+                .all(&self.txn)
+                .await?;
+            run.learnt_payments = learnt
+                .into_iter()
+                .map(|r| (r.invoice_id, r.payment_key))
+                .collect();
+        }
+        let named: Vec<&str> = facts
+            .iter()
+            .filter_map(|f| f.invoice.subscription.as_deref())
+            .collect();
+        let rows = stripe_subscriptions::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(stripe_subscriptions::Column::Id.is_in(in_list(&named)))
+                    .add(
+                        stripe_subscriptions::Column::StripeCustomerId
+                            .is_in(in_list(&stripe_customers)),
+                    ),
+            )
+            .order_by_asc(stripe_subscriptions::Column::AsOf)
+            .all(&self.txn)
+            .await?;
+        run.subscriptions = rows
+            .into_iter()
+            .map(|row| RecordedSubscription {
+                id: row.id.clone(),
+                stripe_customer: row.stripe_customer_id.clone(),
+                state: subscription_state(row),
+            })
+            .collect();
+        // Every key a payment may be known by: named, read, learnt, the invoice, its lines.
+        let mut keys: Vec<String> = Vec::new();
+        for fact in &facts {
+            let invoice = &fact.invoice;
+            keys.extend(invoice.named_payment.clone());
+            keys.extend(invoice.read_payments.iter().filter_map(|(_, k)| k.clone()));
+            keys.extend(run.learnt_payments.get(&invoice.invoice_id).cloned());
+            keys.push(invoice.invoice_id.clone());
+            keys.extend(invoice.line_effects());
+        }
+        run.taken_back = self.payments_taken_back(&keys).await?;
+        let bounds: Vec<i64> = facts
+            .iter()
+            .flat_map(|f| f.invoice.lines.iter().filter_map(|l| l.period))
+            .map(|(_, end)| time(end))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !bounds.is_empty() {
+            let recorded = stripe_renewals::Entity::find()
+                .select_only()
+                .column(stripe_renewals::Column::CustomerId)
+                .column(stripe_renewals::Column::Boundary)
+                .filter(
+                    stripe_renewals::Column::CustomerId
+                        .is_in(in_list(&accounts.iter().copied().collect::<Vec<_>>())),
+                )
+                .filter(stripe_renewals::Column::Boundary.is_in(in_list(&bounds)))
+                .into_tuple::<(String, i64)>()
+                .all(&self.txn)
+                .await?;
+            for (customer, boundary) in recorded {
+                run.renewals
+                    .insert((CustomerId::known(customer), timestamp(boundary)?));
+            }
+        }
+        Ok(run)
+    }
+}
+
+/// What a payment paid, tax included, and the tax in it: `(key, paid, tax, currency)`.
+fn payment_row(
+    (key, paid_minor, tax_minor, currency): &(String, i64, i64, String),
+) -> stripe_payments::ActiveModel {
+    stripe_payments::ActiveModel {
+        payment_key: Set(key.clone()),
+        paid_minor: Set(*paid_minor),
+        tax_minor: Set(*tax_minor),
+        currency: Set(currency.clone()),
+    }
+}
