@@ -235,6 +235,8 @@ struct RunnerFigures {
     commands: f64,
     wait: f64,
     phases: [f64; 5],
+    /// Stripe's batches: how many, their events, and those applied in runs.
+    stripe: [f64; 3],
 }
 
 const PHASES: [&str; 5] = ["load", "decide", "write", "post", "commit"];
@@ -266,6 +268,11 @@ impl RunnerFigures {
             commands: value("creditbook_gate_batch_commands_total"),
             wait: value("creditbook_gate_queue_wait_seconds_total") * 1e6,
             phases,
+            stripe: [
+                value("creditbook_stripe_batches_total"),
+                value("creditbook_stripe_batch_events_total"),
+                value("creditbook_stripe_events_together_total"),
+            ],
         }
     }
 
@@ -279,6 +286,7 @@ impl RunnerFigures {
             commands: self.commands - before.commands,
             wait: self.wait - before.wait,
             phases,
+            stripe: std::array::from_fn(|i| self.stripe[i] - before.stripe[i]),
         }
     }
 }
@@ -308,7 +316,7 @@ impl Runner {
         let now = RunnerFigures::read(&self.client, &self.base).await;
         let delta = now.since(&self.last);
         self.last = now;
-        if delta.batches > 0.0 && wanted(scenario) {
+        if (delta.batches > 0.0 || delta.stripe[0] > 0.0) && wanted(scenario) {
             self.rows.push((scenario.to_owned(), delta));
         }
     }
@@ -321,7 +329,7 @@ impl Runner {
             "| scenario | commands per batch | ms per batch | load | decide | write | post | commit | queue wait ms |"
         );
         println!("|---|---|---|---|---|---|---|---|---|");
-        for (name, f) in &self.rows {
+        for (name, f) in self.rows.iter().filter(|(_, f)| f.batches > 0.0) {
             let per_batch = |micros: f64| micros / f.batches / 1000.0;
             let total: f64 = f.phases.iter().sum();
             let phases: Vec<String> = f
@@ -336,6 +344,18 @@ impl Runner {
                 per_batch(total),
                 phases.join(" | "),
                 f.wait / f.commands / 1000.0,
+            );
+        }
+        println!("\nStripe's batches (one transaction and one commit each):\n");
+        println!("| scenario | events per batch | applied in runs |");
+        println!("|---|---|---|");
+        for (name, f) in self.rows.iter().filter(|(_, f)| f.stripe[0] > 0.0) {
+            let [batches, events, together] = f.stripe;
+            println!(
+                "| {:<44} | {:>6.1} | {:>5.1}% |",
+                name,
+                events / batches,
+                100.0 * together / events
             );
         }
     }
@@ -525,7 +545,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         .mark("POST /v1/usage/batch (1,000 per request), spread")
         .await;
     check_books(&store, &all).await;
-    stripe_scenarios(&base, &store, seconds).await;
+    stripe_scenarios(&base, &store, seconds, &mut runner).await;
     drop(server);
 
     sql_baseline(&store, &customers).await.print();
@@ -622,7 +642,7 @@ async fn deliver(
 /// Stripe events from 16 senders: new paid checkouts spread over 1,000 Stripe customers, then
 /// the same events delivered again; beside them, the same route refusing a wrong signature (no
 /// database work). Then the books: every event applied once, each grant where it belongs.
-async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64) {
+async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64, runner: &mut Runner) {
     let sent: Arc<Vec<std::sync::atomic::AtomicU64>> =
         Arc::new((0..STRIPE_SENDERS).map(|_| Default::default()).collect());
     {
@@ -674,6 +694,7 @@ async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64) {
         )
         .await
         .print();
+        runner.mark(name).await;
     }
     // The books: one grant of 1,000 credits per event applied, to the Stripe customer it names.
     let applied: u64 = sent
@@ -707,7 +728,7 @@ async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64) {
     }
     assert_eq!(total, applied * 1_000, "every applied event granted once");
     check_books(store, &customers).await;
-    renewal_scenario(base, store, seconds).await;
+    renewal_scenario(base, store, seconds, runner).await;
 }
 
 /// Each sender's own Stripe customers (every 16th of the first 992).
@@ -749,7 +770,7 @@ fn renewal_event(c: usize, n: u64, epoch: i64) -> (String, String) {
 /// Paid renewal invoices from 16 senders, each renewing its own customers' subscriptions month
 /// after month, in order (so each paid period after the first is a renewal); then the books:
 /// every invoice granted its 2,000 credits once.
-async fn renewal_scenario(base: &Arc<String>, store: &Store, seconds: u64) {
+async fn renewal_scenario(base: &Arc<String>, store: &Store, seconds: u64, runner: &mut Runner) {
     let epoch = chrono::Utc::now().timestamp();
     let sent: Arc<Vec<std::sync::atomic::AtomicU64>> =
         Arc::new((0..STRIPE_SENDERS).map(|_| Default::default()).collect());
@@ -775,6 +796,9 @@ async fn renewal_scenario(base: &Arc<String>, store: &Store, seconds: u64) {
         )
         .await
         .print();
+        runner
+            .mark("Stripe: paid renewal invoices, 992 customers")
+            .await;
     }
     let mut expected = std::collections::BTreeMap::<String, u64>::new();
     for (c, count) in sent.iter().enumerate() {
