@@ -4,13 +4,14 @@
 //! they write is written by the store with one statement per table and one run of the unit of
 //! work for their grants.
 //!
-//! A run decides only what needs nothing written earlier in the run: an event that does is left
-//! alone ([`RunDecision::Alone`]) and applied on its own, after the events before it, as every
-//! event was before runs. That is an event whose Stripe customer or account an earlier event of
-//! the run touched; a link that moves what arrived before it; a line other than a plan's credits
-//! (overage paid, money a proration gives back); a renewal that carries credits over (of a plan
-//! with `rollover_max`), or a period whose next one was paid first; a payment Stripe told of
-//! refunds or disputes for.
+//! A run decides each event on what the events before it in the run decided: the links they
+//! made, the lines they applied, the subscription states they recorded (and so the standing),
+//! the grants they made (the unit of work decides its commands in order). What a run does not
+//! track, it leaves to an event applied on its own ([`RunDecision::Alone`]), after the events
+//! before it, as every event was before runs: a link that moves what arrived before it; a line
+//! other than a plan's credits (overage paid, money a proration gives back); a renewal that
+//! carries credits over (of a plan with `rollover_max`), or a period whose next one was paid
+//! first; a payment Stripe told of refunds or disputes for; an invoice naming no customer.
 
 use super::Timestamp;
 use super::billing::{self, Link, LinkedBy, Outcome};
@@ -61,9 +62,6 @@ pub struct Run {
     /// Renewals recorded, of plans that carry credits over: `(account, the instant its period
     /// starts)`.
     pub renewals: HashSet<(CustomerId, Timestamp)>,
-    /// Stripe customers and accounts an event of this run wrote.
-    stripe_customers: HashSet<String>,
-    accounts: HashSet<CustomerId>,
 }
 
 /// What a run does with one event.
@@ -122,9 +120,6 @@ impl Run {
             return RunDecision::Alone;
         };
         self.events.insert(fact.event_id.clone());
-        self.stripe_customers
-            .insert(applied.stripe_customer.clone());
-        self.accounts.insert(applied.paid.customer.clone());
         if let Some((stripe_customer, account, by)) = &applied.link {
             self.links
                 .insert(stripe_customer.clone(), (account.clone(), *by));
@@ -143,9 +138,6 @@ impl Run {
         grant_id: impl FnMut() -> String,
     ) -> Option<InvoiceApplied> {
         let stripe_customer = fact.stripe_customer.as_ref()?;
-        if self.stripe_customers.contains(stripe_customer) {
-            return None;
-        }
         let known_link = self.links.get(stripe_customer).cloned();
         let (account, link, ignored_link) =
             match billing::link(stripe_customer, known_link, fact.named.clone()) {
@@ -157,9 +149,6 @@ impl Run {
                 ),
                 Link::Keep { account, ignored } => (account, None, ignored),
             };
-        if self.accounts.contains(&account) {
-            return None;
-        }
         let invoice = &fact.invoice;
         let known = Known {
             customer: account.clone(),
@@ -401,21 +390,34 @@ mod tests {
     }
 
     #[test]
-    fn a_second_invoice_of_a_customer_in_the_run_is_left_alone() {
+    fn a_second_invoice_of_a_customer_sees_what_the_first_decided() {
         let mut run = Run::default();
-        applied(decide(&mut run, &paid(1, "price_pro", false)));
-        let mut again = paid(2, "price_pro", false);
-        again.stripe_customer = Some("cus_1".into());
-        assert_eq!(decide(&mut run, &again), RunDecision::Alone);
-        // Another Stripe customer linked to the same account.
-        run.links.insert(
-            "cus_3".into(),
-            (CustomerId::known("cus_1"), LinkedBy::Metadata),
-        );
+        let mut first = paid(1, "price_pro", false);
+        first.named = Some((CustomerId::known("acme"), LinkedBy::Metadata));
+        let first = applied(decide(&mut run, &first));
+        assert!(first.link.is_some());
+        // The next period of the same subscription, and the same line again by another event.
+        let mut next = paid(2, "price_pro", true);
+        next.stripe_customer = Some("cus_1".into());
+        next.invoice.subscription = Some("sub_1".into());
+        next.event_created += 60;
+        let (start, end) = next.invoice.lines[0].period.unwrap();
+        next.invoice.lines[0].period = Some((end, end + (end - start)));
+        let next = applied(decide(&mut run, &next));
+        assert_eq!(next.paid.customer, "acme", "the link the first made");
+        assert_eq!(next.link, None);
         assert_eq!(
-            decide(&mut run, &paid(3, "price_pro", false)),
-            RunDecision::Alone
+            next.subscription, None,
+            "the state the first recorded stands: a paid invoice does not move an active one"
         );
+        let standing = next.standing.flatten().expect("a plan");
+        assert_eq!(standing.period_end_unix, Some(FEB));
+        let mut again = paid(3, "price_pro", false);
+        again.stripe_customer = Some("cus_1".into());
+        again.invoice.lines[0].id = "il_1".into();
+        let again = applied(decide(&mut run, &again));
+        assert_eq!(again.grants().count(), 0, "a line applies once");
+        assert_eq!(again.outcome.detail, "every line applied before");
     }
 
     #[test]

@@ -93,6 +93,8 @@ impl StripeTx {
     async fn write_invoices(&self, applied: &[(&InvoiceEvent, InvoiceApplied)]) -> Result<()> {
         let mut rows = RunRows::default();
         let mut subscriptions = Vec::new();
+        // Each account's standing as the last of its events decided it.
+        let mut standings = Vec::new();
         for (event, done) in applied {
             let (record, paid) = (&event.record, &done.paid);
             rows.event(record, &done.outcome);
@@ -111,25 +113,22 @@ impl StripeTx {
                     }));
             }
             if let (Some(state), Some(change)) = (&done.subscription, &paid.subscription) {
-                subscriptions.push(subscription_row(
-                    &change.id,
-                    &done.stripe_customer,
-                    state.clone(),
-                ));
+                // One row per subscription in a statement: the last state recorded.
+                subscriptions.retain(|(id, _)| id != &change.id);
+                let row = subscription_row(&change.id, &done.stripe_customer, state.clone());
+                subscriptions.push((change.id.clone(), row));
+            }
+            if let Some(standing) = &done.standing {
+                standings.retain(|(customer, _, _)| customer != &paid.customer);
+                standings.push((paid.customer.clone(), standing.clone(), record.received_at));
             }
             rows.concerns(paid.customer.as_str(), record);
         }
         rows.save(&self.txn).await?;
-        save_subscriptions(&self.txn, subscriptions).await?;
-        for (event, done) in applied {
-            if let Some(standing) = &done.standing {
-                self.set_plan_standing(
-                    &done.paid.customer,
-                    standing.clone(),
-                    event.record.received_at,
-                )
-                .await?;
-            }
+        let rows = subscriptions.into_iter().map(|(_, row)| row).collect();
+        save_subscriptions(&self.txn, rows).await?;
+        for (customer, standing, now) in standings {
+            self.set_plan_standing(&customer, standing, now).await?;
         }
         Ok(())
     }
@@ -155,8 +154,10 @@ impl StripeTx {
             .map(|e| &e.fact)
             .filter(|f| !recorded.contains(&f.event_id))
             .collect();
-        let mut run = Run::default();
-        run.events = recorded;
+        let mut run = Run {
+            events: recorded,
+            ..Run::default()
+        };
         if facts.is_empty() {
             return Ok(run);
         }
