@@ -440,10 +440,11 @@ async fn a_batch_of_checkouts(app: TestApp) {
 
 on_both_engines!(a_batch_of_checkouts);
 
-/// A batch of paid invoices as the worker takes it: they are decided together, a second invoice
-/// of a customer on what the first decided; a duplicate answers as one; one whose payment was
+/// A batch of paid invoices and a subscription event as the worker takes it: they are decided
+/// together, a second invoice of a customer on what the first decided, the subscription's end on
+/// what its invoice recorded; a duplicate answers as one; one whose payment was
 /// refunded before it arrived is applied on its own; a link the invoice names is recorded.
-async fn a_batch_of_paid_invoices(app: TestApp) {
+async fn a_batch_of_paid_invoices_and_subscriptions(app: TestApp) {
     let now = app.now().timestamp();
     let invoice = |id: &str, customer: &str, period: i64, named: Option<&str>| {
         let start = now + period * 30 * 86_400;
@@ -476,10 +477,20 @@ async fn a_batch_of_paid_invoices(app: TestApp) {
     };
     // Refunded before its invoice arrives.
     refunded_before(&app, 2000, "pi_cus_c_0").await;
+    let canceled = stripe_event(
+        "s1",
+        "customer.subscription.deleted",
+        now + 5,
+        json!({"id": "sub_cus_b", "object": "subscription", "customer": "cus_b",
+               "status": "canceled", "items": {"object": "list", "data": [
+                   {"id": "si_b", "object": "subscription_item", "quantity": 1,
+                    "price": {"id": "price_pro_monthly", "object": "price"}}]}}),
+    );
     let bodies = [
         invoice("i1", "cus_a", 0, None),
         invoice("i1", "cus_a", 0, None),
         invoice("i2", "cus_b", 0, None),
+        canceled,
         invoice("i3", "cus_a", 1, None),
         invoice("i4", "cus_c", 0, None),
         invoice("i5", "cus_d", 0, Some("acme")),
@@ -498,6 +509,7 @@ async fn a_batch_of_paid_invoices(app: TestApp) {
             granted("cus_a_0"),
             "duplicate: event already received".into(),
             granted("cus_b_0"),
+            "applied: cus_b: canceled, plan pro".into(),
             granted("cus_a_1"),
             granted("cus_c_0"),
             granted("cus_d_0"),
@@ -505,7 +517,11 @@ async fn a_batch_of_paid_invoices(app: TestApp) {
         ]
     );
     assert_eq!(app.customer("cus_a").await["available"], "4000");
-    assert_eq!(app.customer("cus_b").await["plan"], "pro");
+    assert_eq!(
+        app.customer("cus_b").await["plan"],
+        Value::Null,
+        "its subscription was canceled after its invoice"
+    );
     assert_eq!(
         app.customer("cus_c").await["available"],
         "0",
@@ -516,13 +532,14 @@ async fn a_batch_of_paid_invoices(app: TestApp) {
     assert_eq!(status.as_u16(), 404, "linked to acme");
     let stats = app.store.runner_stats();
     assert_eq!(stats.stripe_runs_split.load(Relaxed), 0, "no run failed");
-    // Six decided together (cus_a's second invoice on what its first decided); cus_c's, whose
-    // payment was refunded before, alone.
-    assert_eq!(stats.stripe_events_together.load(Relaxed), 6);
+    // Seven decided together (cus_a's second invoice on what its first decided, cus_b's
+    // subscription on what its invoice recorded); cus_c's, whose payment was refunded before,
+    // alone.
+    assert_eq!(stats.stripe_events_together.load(Relaxed), 7);
     let events = app.store.stripe_events(20).await.unwrap();
-    assert_eq!(events.len(), 7, "six new events and the refund");
+    assert_eq!(events.len(), 8, "seven new events and the refund");
     assert!(events.iter().all(|e| e.outcome != "received"));
     app.assert_audit_clean().await;
 }
 
-on_both_engines!(a_batch_of_paid_invoices);
+on_both_engines!(a_batch_of_paid_invoices_and_subscriptions);

@@ -19,8 +19,8 @@
 //! statement per table and one run of the unit of work for their grants ([`checkouts`]). An
 //! event that needs more (a late link moving earlier credits, a payment refunded before its
 //! checkout arrived) is applied on its own after the run; a run that fails as a whole is applied
-//! again one event at a time. Paid invoices (`invoice.paid`) are applied in runs the same way
-//! ([`invoices`], decided by `domain::invoice_run`).
+//! again one event at a time. Paid invoices and subscription events are applied in runs the same
+//! way ([`runs`], decided by `domain::stripe_run`).
 
 use super::Store;
 use super::book::{Envelope, run_commands};
@@ -60,10 +60,10 @@ use tokio::sync::oneshot;
 
 pub use crate::domain::billing::LinkedBy;
 pub use checkouts::{Checked, CheckoutEvent, EventRecord, Settling};
-pub use invoices::InvoiceEvent;
+pub use runs::RunEvent;
 
 mod checkouts;
-mod invoices;
+mod runs;
 
 /// A grant a payment paid for, with what the refund rules need.
 #[derive(Debug, Clone)]
@@ -167,7 +167,7 @@ pub(crate) async fn run_stripe_batch(engine: &Engine, batch: Vec<StripeJob>) {
 }
 
 /// Applies `works` in order in one transaction (the caller holds the writer permit), each in a savepoint (a
-/// run of checkouts, or of paid invoices, in one), and commits once: an event that fails writes nothing and never
+/// run of checkouts, or of paid invoices and subscription events, in one), and commits once: an event that fails writes nothing and never
 /// fails its neighbours. Answers each once the batch is durable; when the commit fails, every
 /// one with `WriteConflict` (nothing was written: each is run again by its caller).
 // Long: the batch's three outcomes (a run together, one left alone, each on its own after a
@@ -204,15 +204,16 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
             answers.push(Err(Error::Deferred));
             continue;
         }
-        // The checkouts, or the paid invoices, from here on: decided together in one savepoint.
+        // The checkouts, or the paid invoices and subscription events, from here on: decided
+        // together in one savepoint.
         let ready = || {
             works[start..]
                 .iter()
                 .take_while(|w| !deferred.contains(w.shard()))
         };
         let checkouts: Vec<&CheckoutEvent> = ready().map_while(|w| w.checkout()).collect();
-        let invoices: Vec<&InvoiceEvent> = ready().map_while(|w| w.invoice()).collect();
-        let run = checkouts.len().max(invoices.len());
+        let facts: Vec<&RunEvent> = ready().map_while(|w| w.run_fact()).collect();
+        let run = checkouts.len().max(facts.len());
         if run == 0 {
             answers.push(apply_alone(&outer, works[start].clone(), &tx, start > 0).await);
             continue;
@@ -221,7 +222,7 @@ async fn apply_batch(engine: &Engine, works: &[Arc<dyn StripeWork>]) -> Vec<Resu
             Ok(txn) => {
                 let tx = tx(txn);
                 let applied: Result<Vec<Result<Outcome>>> = if checkouts.is_empty() {
-                    tx.apply_invoices(&invoices)
+                    tx.apply_run(&facts)
                         .await
                         .map(|done| done.into_iter().map(Ok).collect())
                 } else {
@@ -352,10 +353,10 @@ pub trait StripeWork: Send + Sync + 'static {
         None
     }
 
-    /// The event as a paid invoice's fact, when it is one: applied together with the paid
-    /// invoices next to it ([`StripeTx::apply_invoices`]), and by `apply` when they leave it
+    /// The event as a paid invoice's or a subscription's fact, when it is one: applied together
+    /// with such events next to it ([`StripeTx::apply_run`]), and by `apply` when they leave it
     /// alone.
-    fn invoice(&self) -> Option<&InvoiceEvent> {
+    fn run_fact(&self) -> Option<&RunEvent> {
         None
     }
 

@@ -17,16 +17,16 @@ use crate::domain::catalog::{Catalog, Pack};
 use crate::domain::checkout::{CheckoutFact, Purchase, pack_grant};
 use crate::domain::customer::CustomerId;
 use crate::domain::invoice::{self, LineStep};
-use crate::domain::invoice_run::InvoiceEventFact;
 use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
     self, BoughtGrant, PaidShare, PaymentFacts, PaymentRefunds, RefundStatus, Settlement,
 };
-use crate::domain::subscription::{self, Reported, SubscriptionStatus};
+use crate::domain::stripe_run::{self, EventFact, FactKind, SubscriptionFact};
+use crate::domain::subscription::{self, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
 use crate::store::stripe::{
-    CheckoutEvent, EventRecord, InvoiceEvent, LinkedBy, PaidGrant, Settling, StripeTx, StripeWork,
+    CheckoutEvent, EventRecord, LinkedBy, PaidGrant, RunEvent, Settling, StripeTx, StripeWork,
     from_unix,
 };
 use crate::store::{Answer, Command, Envelope, Store, new_grant_id};
@@ -126,29 +126,44 @@ pub fn received(
         }
         _ => None,
     };
-    let invoice = match &parsed {
-        Parsed::InvoicePaid(invoice) if event.livemode == ctx.livemode => {
-            invoice_fact(invoice, &fetched)
-                .ok()
-                .map(|fact| InvoiceEvent {
-                    record: record.clone(),
-                    objects: parsed.objects(),
-                    fact: InvoiceEventFact {
-                        event_id: event.id.clone(),
-                        event_created: event.created,
-                        stripe_customer: invoice.customer().map(str::to_owned),
-                        named: invoice_named(invoice),
-                        invoice: fact,
-                    },
-                })
-        }
+    let run_fact = match &parsed {
+        _ if event.livemode != ctx.livemode => None,
+        Parsed::InvoicePaid(invoice) => invoice_fact(invoice, &fetched).ok().map(|fact| {
+            (
+                invoice.customer(),
+                invoice_named(invoice),
+                FactKind::InvoicePaid(fact),
+            )
+        }),
+        Parsed::Subscription {
+            deleted,
+            subscription,
+        } => Some((
+            subscription.customer(),
+            named_account(
+                subscription.metadata.get(CUSTOMER_METADATA_KEY),
+                LinkedBy::Metadata,
+            ),
+            FactKind::Subscription(subscription_fact(subscription, *deleted)),
+        )),
         _ => None,
-    };
+    }
+    .map(|(stripe_customer, named, kind)| RunEvent {
+        record: record.clone(),
+        objects: parsed.objects(),
+        fact: EventFact {
+            event_id: event.id.clone(),
+            event_created: event.created,
+            stripe_customer: stripe_customer.map(str::to_owned),
+            named,
+            kind,
+        },
+    });
     let received = std::sync::Arc::new(Received {
         event: event.clone(),
         record,
         checkout,
-        invoice,
+        run_fact,
         parsed,
         fetched,
         livemode: ctx.livemode,
@@ -186,9 +201,9 @@ pub(crate) struct Received {
     record: EventRecord,
     /// A checkout's fact, when the event is one of the mode applied: decided with its neighbours.
     checkout: Option<CheckoutEvent>,
-    /// A paid invoice's fact, when the event is one of the mode applied (and its lines can be
-    /// read): decided with its neighbours.
-    invoice: Option<InvoiceEvent>,
+    /// A paid invoice's fact (when its lines can be read) or a subscription's, when the event is
+    /// one of the mode applied: decided with its neighbours.
+    run_fact: Option<RunEvent>,
     parsed: Parsed,
     fetched: Fetched,
     livemode: bool,
@@ -208,8 +223,8 @@ impl StripeWork for Received {
         self.checkout.as_ref()
     }
 
-    fn invoice(&self) -> Option<&InvoiceEvent> {
-        self.invoice.as_ref()
+    fn run_fact(&self) -> Option<&RunEvent> {
+        self.run_fact.as_ref()
     }
 
     /// A checkout's: its Stripe customer's, or the account it names, or its session's; any
@@ -302,6 +317,28 @@ fn invoice_named(invoice: &Invoice) -> Option<(CustomerId, LinkedBy)> {
     named_account(metadata.get(CUSTOMER_METADATA_KEY), LinkedBy::Metadata)
 }
 
+/// What a subscription event says of the subscription (`deleted`: its `.deleted` event).
+fn subscription_fact(subscription: &Subscription, deleted: bool) -> SubscriptionFact {
+    let status = if deleted {
+        SubscriptionStatus::Canceled
+    } else {
+        subscription
+            .status
+            .clone()
+            .unwrap_or(SubscriptionStatus::Active)
+    };
+    SubscriptionFact {
+        id: subscription.id.clone(),
+        status,
+        items: subscription
+            .items()
+            .iter()
+            .map(|item| (item.price().map(str::to_owned), item.quantity))
+            .collect(),
+        current_period_end_unix: subscription.current_period_end(),
+    }
+}
+
 /// A paid invoice as a fact: its lines the ones read from the API when the event carries only
 /// some of them. Fails on a line period that is not a time.
 fn invoice_fact(invoice: &Invoice, fetched: &Fetched) -> Result<invoice::InvoiceFact> {
@@ -390,7 +427,7 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
         event,
         record,
         checkout: _,
-        invoice: _,
+        run_fact: _,
         parsed,
         fetched,
         livemode,
@@ -1056,6 +1093,8 @@ impl Apply<'_> {
         ))
     }
 
+    /// `customer.subscription.*` on its own (a run leaves alone one whose link moves earlier
+    /// credits): decided as in a run ([`stripe_run::subscription_event`]).
     async fn subscription(&self, subscription: &Subscription, deleted: bool) -> Result<Outcome> {
         let Some(stripe_customer) = subscription.customer() else {
             return Ok(Outcome::new(
@@ -1066,54 +1105,22 @@ impl Apply<'_> {
         let customer = self
             .account_for(stripe_customer, Some(&subscription.metadata))
             .await?;
-        let status = if deleted {
-            SubscriptionStatus::Canceled
-        } else {
-            subscription
-                .status
-                .clone()
-                .unwrap_or(SubscriptionStatus::Active)
-        };
-        let mapped = subscription.items().iter().find_map(|item| {
-            self.catalog
-                .plan_for_price(item.price()?)
-                .map(|plan| (plan.id.clone(), item.quantity.unwrap_or(1)))
-        });
         let known = self.tx.subscription(&subscription.id).await?;
-        let reported = Reported {
-            status: status.clone(),
-            plan: mapped.clone(),
-            current_period_end_unix: subscription.current_period_end(),
-            at_unix: self.event_created,
-        };
-        let Some(state) = subscription::observe(known.as_ref(), reported) else {
-            return Ok(Outcome::new(
-                OutcomeKind::Ignored,
-                "stale: a newer state of this subscription is recorded",
-            ));
-        };
-        let plan_id = state.plan_id.clone();
-        self.tx
-            .put_subscription(&subscription.id, stripe_customer, state)
-            .await?;
-        self.refresh_standing(stripe_customer, &customer).await?;
-        if mapped.is_none() && !subscription.items().is_empty() {
-            return Ok(Outcome::new(
-                OutcomeKind::UnmappedPrice,
-                format!(
-                    "{}; no plan sells this subscription's prices",
-                    status.as_str()
-                ),
-            ));
+        let fact = subscription_fact(subscription, deleted);
+        let (state, outcome) = stripe_run::subscription_event(
+            &fact,
+            known.as_ref(),
+            self.catalog,
+            self.event_created,
+            &customer,
+        );
+        if let Some(state) = state {
+            self.tx
+                .put_subscription(&subscription.id, stripe_customer, state)
+                .await?;
+            self.refresh_standing(stripe_customer, &customer).await?;
         }
-        Ok(Outcome::new(
-            OutcomeKind::Applied,
-            format!(
-                "{customer}: {}, plan {}",
-                status.as_str(),
-                plan_id.as_deref().unwrap_or("none")
-            ),
-        ))
+        Ok(outcome)
     }
 
     /// Brings a payment's grants in line with what Stripe says of it: what was refunded or lost

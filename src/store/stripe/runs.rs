@@ -1,6 +1,7 @@
-//! Paid invoices applied together: what they decide on is read once for all of them, each is
-//! decided in order by [`crate::domain::invoice_run::Run::decide`], and what they did is written
-//! with one multi-row statement per table and one run of the unit of work for their grants.
+//! Paid invoices and subscription events applied together: what they decide on is read once for
+//! all of them, each is decided in order by [`crate::domain::stripe_run::Run::decide`], and what
+//! they did is written with one multi-row statement per table and one run of the unit of work for
+//! their grants.
 
 use super::checkouts::RunRows;
 use super::{
@@ -9,8 +10,9 @@ use super::{
 };
 use crate::domain::billing::LinkedBy;
 use crate::domain::customer::CustomerId;
-use crate::domain::invoice_run::{
-    InvoiceApplied, InvoiceEventFact, RecordedSubscription, Run, RunDecision,
+use crate::domain::invoice::InvoiceFact;
+use crate::domain::stripe_run::{
+    Applied, EventFact, FactKind, RecordedSubscription, Run, RunDecision,
 };
 use crate::error::Result;
 use crate::store::book::Envelope;
@@ -23,32 +25,32 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::{BTreeSet, HashSet};
 
-/// An `invoice.paid` event of the mode applied: its record, the Stripe objects it names, and the
-/// fact it states.
+/// A paid invoice or a subscription event of the mode applied: its record, the Stripe objects it
+/// names, and the fact it states.
 #[derive(Debug, Clone)]
-pub struct InvoiceEvent {
+pub struct RunEvent {
     pub record: EventRecord,
     /// Stripe object ids it names (serialised on PostgreSQL).
     pub objects: Vec<String>,
-    pub fact: InvoiceEventFact,
+    pub fact: EventFact,
 }
 
 impl StripeTx {
     /// Applies `events` in order, stopping before the first one a run leaves alone (see
-    /// `domain::invoice_run`). Answers the events it applied, in order. Fails as a whole when a
+    /// `domain::stripe_run`). Answers the events it applied, in order. Fails as a whole when a
     /// write fails.
     // Long: read once, decide in order, then one statement per table; split, it would pass the
     // same dozen collections between three functions.
-    pub async fn apply_invoices(
+    pub async fn apply_run(
         &self,
-        events: &[&InvoiceEvent],
+        events: &[&RunEvent],
     ) -> Result<Vec<crate::domain::billing::Outcome>> {
         let objects: Vec<String> = events.iter().flat_map(|e| e.objects.clone()).collect();
         self.lock(&objects).await?;
-        let mut run = self.known_to_invoices(events).await?;
+        let mut run = self.known_to_run(events).await?;
         let catalog = self.catalog.clone();
         let mut answers = Vec::with_capacity(events.len());
-        let mut applied: Vec<(&InvoiceEvent, InvoiceApplied)> = Vec::new();
+        let mut applied: Vec<(&RunEvent, Applied)> = Vec::new();
         for event in events {
             let now = event.record.received_at;
             match run.decide(&event.fact, &catalog, now, crate::store::new_grant_id) {
@@ -60,7 +62,7 @@ impl StripeTx {
                     if let Some(ignored) = &done.ignored_link {
                         tracing::warn!(
                             stripe_customer = %done.stripe_customer,
-                            linked = %done.paid.customer,
+                            linked = %done.customer,
                             ignored = %ignored,
                             "a Stripe customer names a second account; the first link is kept"
                         );
@@ -79,50 +81,58 @@ impl StripeTx {
             .iter()
             .flat_map(|(event, done)| {
                 done.grants().map(|bought| {
-                    grant_command(&done.paid.customer, bought.grant.clone(), &event.record)
+                    grant_command(&done.customer, bought.grant.clone(), &event.record)
                 })
             })
             .collect();
         self.run_grants(&envelopes).await?;
-        self.write_invoices(&applied).await?;
+        self.write_run(&applied).await?;
         Ok(answers)
     }
 
-    /// What a run's invoices wrote besides their grants, one statement per table (the
+    /// What a run's events wrote besides their grants, one statement per table (the
     /// standing: one per account).
-    async fn write_invoices(&self, applied: &[(&InvoiceEvent, InvoiceApplied)]) -> Result<()> {
+    async fn write_run(&self, applied: &[(&RunEvent, Applied)]) -> Result<()> {
         let mut rows = RunRows::default();
         let mut subscriptions = Vec::new();
         // Each account's standing as the last of its events decided it.
         let mut standings = Vec::new();
         for (event, done) in applied {
-            let (record, paid) = (&event.record, &done.paid);
+            let record = &event.record;
             rows.event(record, &done.outcome);
             if let Some((stripe_customer, account, by)) = &done.link {
                 rows.link(stripe_customer, account, *by);
             }
-            for line in &paid.lines {
-                rows.effect(&line.effect, &paid.customer, record);
+            if let Some(paid) = &done.paid {
+                for line in &paid.lines {
+                    rows.effect(&line.effect, &paid.customer, record);
+                }
+                rows.payments.extend(paid.payments.iter().map(payment_row));
             }
-            rows.payments.extend(paid.payments.iter().map(payment_row));
             for bought in done.grants() {
                 debug_assert!(!bought.renewal, "a run carries no credits over");
-                rows.payment_grants
-                    .extend(bought.payment_keys.iter().map(|key| {
-                        payment_grant(key, &bought.grant.id, paid.subscription_id.as_deref())
-                    }));
+                let subscription = done
+                    .paid
+                    .as_ref()
+                    .and_then(|p| p.subscription_id.as_deref());
+                rows.payment_grants.extend(
+                    bought
+                        .payment_keys
+                        .iter()
+                        .map(|key| payment_grant(key, &bought.grant.id, subscription)),
+                );
             }
-            if let (Some(state), Some(change)) = (&done.subscription, &paid.subscription) {
+            if let Some((id, state)) = &done.subscription {
                 // One row per subscription in a statement: the last state recorded.
-                subscriptions.retain(|(id, _)| id != &change.id);
-                let row = subscription_row(&change.id, &done.stripe_customer, state.clone());
-                subscriptions.push((change.id.clone(), row));
+                subscriptions.retain(|(known, _)| known != id);
+                let row = subscription_row(id, &done.stripe_customer, state.clone());
+                subscriptions.push((id.clone(), row));
             }
             if let Some(standing) = &done.standing {
-                standings.retain(|(customer, _, _)| customer != &paid.customer);
-                standings.push((paid.customer.clone(), standing.clone(), record.received_at));
+                standings.retain(|(customer, _, _)| customer != &done.customer);
+                standings.push((done.customer.clone(), standing.clone(), record.received_at));
             }
-            rows.concerns(paid.customer.as_str(), record);
+            rows.concerns(done.customer.as_str(), record);
         }
         rows.save(&self.txn).await?;
         let rows = subscriptions.into_iter().map(|(_, row)| row).collect();
@@ -133,13 +143,13 @@ impl StripeTx {
         Ok(())
     }
 
-    /// What a run of paid invoices decides on, in a few set-based reads (after locking every
+    /// What a run of paid invoices and subscription events decides on, in a few set-based reads (after locking every
     /// account it may write): which events were recorded, the links of their Stripe customers,
     /// which lines were applied, the payments learnt for them, the subscriptions they name and
     /// those of their Stripe customers, which of their payments had something taken back, and
     /// the renewals recorded at their periods' ends.
     // Long: one set-based read per table, in the order the decision needs them.
-    async fn known_to_invoices(&self, events: &[&InvoiceEvent]) -> Result<Run> {
+    async fn known_to_run(&self, events: &[&RunEvent]) -> Result<Run> {
         let ids: Vec<&str> = events.iter().map(|e| e.record.id.as_str()).collect();
         let recorded: Vec<String> = stripe_events::Entity::find()
             .select_only()
@@ -149,7 +159,7 @@ impl StripeTx {
             .all(&self.txn)
             .await?;
         let recorded: HashSet<String> = recorded.into_iter().collect();
-        let facts: Vec<&InvoiceEventFact> = events
+        let facts: Vec<&EventFact> = events
             .iter()
             .map(|e| &e.fact)
             .filter(|f| !recorded.contains(&f.event_id))
@@ -161,6 +171,13 @@ impl StripeTx {
         if facts.is_empty() {
             return Ok(run);
         }
+        let invoices: Vec<&InvoiceFact> = facts
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FactKind::InvoicePaid(invoice) => Some(invoice),
+                FactKind::Subscription(_) => None,
+            })
+            .collect();
         let stripe_customers: Vec<&str> = facts
             .iter()
             .filter_map(|f| f.stripe_customer.as_deref())
@@ -190,15 +207,15 @@ impl StripeTx {
         accounts.extend(run.links.values().map(|(a, _)| a.as_str()));
         self.lock_accounts(accounts.iter().copied()).await?;
 
-        let effects: Vec<String> = facts
+        let effects: Vec<String> = invoices
             .iter()
-            .flat_map(|f| f.invoice.line_effects())
+            .flat_map(|invoice| invoice.line_effects())
             .collect();
         run.applied = self.applied_effects(&effects).await?;
-        let unnamed: Vec<&str> = facts
+        let unnamed: Vec<&str> = invoices
             .iter()
-            .filter(|f| f.invoice.named_payment.is_none())
-            .map(|f| f.invoice.invoice_id.as_str())
+            .filter(|invoice| invoice.named_payment.is_none())
+            .map(|invoice| invoice.invoice_id.as_str())
             .collect();
         if !unnamed.is_empty() {
             let learnt = stripe_invoice_payments::Entity::find()
@@ -212,7 +229,10 @@ impl StripeTx {
         }
         let named: Vec<&str> = facts
             .iter()
-            .filter_map(|f| f.invoice.subscription.as_deref())
+            .filter_map(|f| match &f.kind {
+                FactKind::InvoicePaid(invoice) => invoice.subscription.as_deref(),
+                FactKind::Subscription(subscription) => Some(subscription.id.as_str()),
+            })
             .collect();
         let rows = stripe_subscriptions::Entity::find()
             .filter(
@@ -236,8 +256,7 @@ impl StripeTx {
             .collect();
         // Every key a payment may be known by: named, read, learnt, the invoice, its lines.
         let mut keys: Vec<String> = Vec::new();
-        for fact in &facts {
-            let invoice = &fact.invoice;
+        for invoice in &invoices {
             keys.extend(invoice.named_payment.clone());
             keys.extend(invoice.read_payments.iter().filter_map(|(_, k)| k.clone()));
             keys.extend(run.learnt_payments.get(&invoice.invoice_id).cloned());
@@ -245,9 +264,9 @@ impl StripeTx {
             keys.extend(invoice.line_effects());
         }
         run.taken_back = self.payments_taken_back(&keys).await?;
-        let bounds: Vec<i64> = facts
+        let bounds: Vec<i64> = invoices
             .iter()
-            .flat_map(|f| f.invoice.lines.iter().filter_map(|l| l.period))
+            .flat_map(|invoice| invoice.lines.iter().filter_map(|l| l.period))
             .map(|(_, end)| time(end))
             .collect::<BTreeSet<_>>()
             .into_iter()

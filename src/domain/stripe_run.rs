@@ -1,8 +1,9 @@
-//! Paid invoices applied together: a run of `invoice.paid` events next to each other in one
-//! batch. What they decide on is read once for all of them ([`Run`]); each is decided in order by
-//! [`Run::decide`], with the one decision of a paid invoice ([`super::invoice::decide`]); what
-//! they write is written by the store with one statement per table and one run of the unit of
-//! work for their grants.
+//! Stripe events applied together: a run of paid invoices (`invoice.paid`) and subscription
+//! events (`customer.subscription.*`) next to each other in one batch. What they decide on is read
+//! once for all of them ([`Run`]); each is decided in order by [`Run::decide`], a paid invoice
+//! with the one decision of a paid invoice ([`super::invoice::decide`]), a subscription event with
+//! [`subscription_event`]; what they write is written by the store with one statement per table
+//! and one run of the unit of work for their grants.
 //!
 //! A run decides each event on what the events before it in the run decided: the links they
 //! made, the lines they applied, the subscription states they recorded (and so the standing),
@@ -11,27 +12,88 @@
 //! before it, as every event was before runs: a link that moves what arrived before it; a line
 //! other than a plan's credits (overage paid, money a proration gives back); a renewal that
 //! carries credits over (of a plan with `rollover_max`), or a period whose next one was paid
-//! first; a payment Stripe told of refunds or disputes for; an invoice naming no customer.
+//! first; a payment Stripe told of refunds or disputes for; an event naming no customer.
 
 use super::Timestamp;
-use super::billing::{self, Link, LinkedBy, Outcome};
+use super::billing::{self, Link, LinkedBy, Outcome, OutcomeKind};
 use super::catalog::Catalog;
 use super::customer::CustomerId;
 use super::invoice::{self, InvoiceFact, InvoicePaid, Known, LineStep, PlanGrant};
 use super::money::Credits;
-use super::subscription::{self, PlanStanding, SubscriptionState};
+use super::subscription::{self, PlanStanding, Reported, SubscriptionState, SubscriptionStatus};
 use std::collections::{HashMap, HashSet};
 
-/// An `invoice.paid` event of the mode applied, as a run decides it.
+/// A Stripe event of the mode applied, as a run decides it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvoiceEventFact {
+pub struct EventFact {
     pub event_id: String,
     /// The event's `created` (Unix seconds): orders subscription states.
     pub event_created: i64,
     pub stripe_customer: Option<String>,
-    /// The account the invoice (or its subscription) names in metadata `creditbook_customer`.
+    /// The account the object (or an invoice's subscription) names in metadata
+    /// `creditbook_customer`.
     pub named: Option<(CustomerId, LinkedBy)>,
-    pub invoice: InvoiceFact,
+    pub kind: FactKind,
+}
+
+/// What the event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactKind {
+    /// `invoice.paid`, `invoice.payment_succeeded`.
+    InvoicePaid(InvoiceFact),
+    /// `customer.subscription.*`.
+    Subscription(SubscriptionFact),
+}
+
+/// What a `customer.subscription.*` event says of the subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionFact {
+    pub id: String,
+    /// `canceled` when the event says it was deleted.
+    pub status: SubscriptionStatus,
+    /// Its items' prices (when named), with their quantities (when given).
+    pub items: Vec<(Option<String>, Option<i64>)>,
+    pub current_period_end_unix: Option<i64>,
+}
+
+/// Decides a subscription event for `customer` (`at_unix`: the event's `created`): the state to
+/// record, none when the event is stale; and what it did.
+pub fn subscription_event(
+    fact: &SubscriptionFact,
+    known: Option<&SubscriptionState>,
+    catalog: &Catalog,
+    at_unix: i64,
+    customer: &CustomerId,
+) -> (Option<SubscriptionState>, Outcome) {
+    let mapped = fact.items.iter().find_map(|(price, quantity)| {
+        catalog
+            .plan_for_price(price.as_deref()?)
+            .map(|plan| (plan.id.clone(), quantity.unwrap_or(1)))
+    });
+    let reported = Reported {
+        status: fact.status.clone(),
+        plan: mapped.clone(),
+        current_period_end_unix: fact.current_period_end_unix,
+        at_unix,
+    };
+    let Some(state) = subscription::observe(known, reported) else {
+        let stale = "stale: a newer state of this subscription is recorded";
+        return (None, Outcome::new(OutcomeKind::Ignored, stale));
+    };
+    let status = fact.status.as_str();
+    let outcome = if mapped.is_none() && !fact.items.is_empty() {
+        Outcome::new(
+            OutcomeKind::UnmappedPrice,
+            format!("{status}; no plan sells this subscription's prices"),
+        )
+    } else {
+        let plan = state.plan_id.as_deref().unwrap_or("none");
+        Outcome::new(
+            OutcomeKind::Applied,
+            format!("{customer}: {status}, plan {plan}"),
+        )
+    };
+    (Some(state), outcome)
 }
 
 /// A subscription as recorded: its id, its Stripe customer, its state.
@@ -42,19 +104,19 @@ pub struct RecordedSubscription {
     pub state: SubscriptionState,
 }
 
-/// What the books know that a run of paid invoices decides on, read once before the first;
-/// each decision notes what it writes.
+/// What the books know that a run decides on, read once before the first event; each decision
+/// notes what it writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Run {
     /// Event ids already recorded.
     pub events: HashSet<String>,
     /// Stripe customer → the account it is linked to, and how.
     pub links: HashMap<String, (CustomerId, LinkedBy)>,
-    /// Line effects applied before.
+    /// Invoice line effects applied before.
     pub applied: HashSet<String>,
     /// Invoice → the payment learnt from `invoice_payment.paid`.
     pub learnt_payments: HashMap<String, String>,
-    /// The subscriptions the invoices name, and every subscription of their Stripe customers,
+    /// The subscriptions the events name, and every subscription of their Stripe customers,
     /// oldest state first.
     pub subscriptions: Vec<RecordedSubscription>,
     /// Payment keys Stripe has told of a refund, a refunded charge or a dispute for.
@@ -69,46 +131,51 @@ pub struct Run {
 pub enum RunDecision {
     /// The event was recorded before: nothing is written.
     Duplicate,
-    Apply(Box<InvoiceApplied>),
+    Apply(Box<Applied>),
     /// Needs what a run does not decide (see the module): applied on its own, after the events
     /// before it.
     Alone,
 }
 
-/// What one paid invoice of a run writes.
+/// What one event of a run writes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InvoiceApplied {
+pub struct Applied {
     pub stripe_customer: String,
+    /// The account it concerns.
+    pub customer: CustomerId,
     /// A link to record: `(stripe customer, account, how)`.
     pub link: Option<(String, CustomerId, LinkedBy)>,
-    /// A second, different account the invoice named: the first explicit link is kept.
+    /// A second, different account the event named: the first explicit link is kept.
     pub ignored_link: Option<CustomerId>,
-    /// The invoice as decided; its lines only plan grants that carry nothing over, and lines
+    /// A paid invoice as decided; its lines only plan grants that carry nothing over, and lines
     /// worth nothing.
-    pub paid: InvoicePaid,
-    /// The subscription's new state, to record (its id is `paid.subscription`'s).
-    pub subscription: Option<SubscriptionState>,
-    /// The account's plan from its Stripe customer's subscriptions, when the invoice pays a
-    /// subscription's plan line: `Some(None)` when it has none at all.
+    pub paid: Option<InvoicePaid>,
+    /// A subscription's new state, to record: `(id, state)`.
+    pub subscription: Option<(String, SubscriptionState)>,
+    /// The account's plan from its Stripe customer's subscriptions, when the event changes what
+    /// they say: `Some(None)` when it has none at all.
     pub standing: Option<Option<PlanStanding>>,
     pub outcome: Outcome,
 }
 
-impl InvoiceApplied {
+impl Applied {
     /// The plan grants it makes, in line order.
     pub fn grants(&self) -> impl Iterator<Item = &PlanGrant> {
-        self.paid.lines.iter().filter_map(|line| match &line.step {
-            LineStep::Grant(bought) => Some(&**bought),
-            _ => None,
-        })
+        self.paid
+            .iter()
+            .flat_map(|paid| &paid.lines)
+            .filter_map(|line| match &line.step {
+                LineStep::Grant(bought) => Some(&**bought),
+                _ => None,
+            })
     }
 }
 
 impl Run {
-    /// Decides one paid invoice, and notes what it writes. `grant_id` names each grant it makes.
+    /// Decides one event, and notes what it writes. `grant_id` names each grant it makes.
     pub fn decide(
         &mut self,
-        fact: &InvoiceEventFact,
+        fact: &EventFact,
         catalog: &Catalog,
         now: Timestamp,
         grant_id: impl FnMut() -> String,
@@ -124,22 +191,24 @@ impl Run {
             self.links
                 .insert(stripe_customer.clone(), (account.clone(), *by));
         }
-        self.applied
-            .extend(applied.paid.lines.iter().map(|l| l.effect.clone()));
+        if let Some(paid) = &applied.paid {
+            self.applied
+                .extend(paid.lines.iter().map(|l| l.effect.clone()));
+        }
         RunDecision::Apply(Box::new(applied))
     }
 
     /// `None` when the event is left alone.
     fn decide_new(
         &mut self,
-        fact: &InvoiceEventFact,
+        fact: &EventFact,
         catalog: &Catalog,
         now: Timestamp,
         grant_id: impl FnMut() -> String,
-    ) -> Option<InvoiceApplied> {
+    ) -> Option<Applied> {
         let stripe_customer = fact.stripe_customer.as_ref()?;
         let known_link = self.links.get(stripe_customer).cloned();
-        let (account, link, ignored_link) =
+        let (customer, link, ignored_link) =
             match billing::link(stripe_customer, known_link, fact.named.clone()) {
                 Link::Move { .. } => return None,
                 Link::New(account, by) => (
@@ -149,9 +218,50 @@ impl Run {
                 ),
                 Link::Keep { account, ignored } => (account, None, ignored),
             };
-        let invoice = &fact.invoice;
+        let mut applied = Applied {
+            stripe_customer: stripe_customer.clone(),
+            customer,
+            link,
+            ignored_link,
+            paid: None,
+            subscription: None,
+            standing: None,
+            outcome: Outcome::duplicate(),
+        };
+        match &fact.kind {
+            FactKind::InvoicePaid(invoice) => {
+                self.invoice_paid(&mut applied, invoice, fact, catalog, now, grant_id)?
+            }
+            FactKind::Subscription(observed) => {
+                let known = self.subscription(&observed.id).map(|s| &s.state);
+                let (state, outcome) = subscription_event(
+                    observed,
+                    known,
+                    catalog,
+                    fact.event_created,
+                    &applied.customer,
+                );
+                applied.outcome = outcome;
+                if let Some(state) = state {
+                    self.record(&mut applied, &observed.id, state);
+                }
+            }
+        }
+        Some(applied)
+    }
+
+    /// A paid invoice: `None` when it is left alone.
+    fn invoice_paid(
+        &mut self,
+        applied: &mut Applied,
+        invoice: &InvoiceFact,
+        fact: &EventFact,
+        catalog: &Catalog,
+        now: Timestamp,
+        grant_id: impl FnMut() -> String,
+    ) -> Option<()> {
         let known = Known {
-            customer: account.clone(),
+            customer: applied.customer.clone(),
             learnt_payment: match invoice.named_payment {
                 Some(_) => None,
                 None => self.learnt_payments.get(&invoice.invoice_id).cloned(),
@@ -169,28 +279,22 @@ impl Run {
         };
         let paid = invoice::decide(invoice, &known, catalog, now, fact.event_created, grant_id);
         let done = self.lines_done(&paid)?;
-        let (subscription, standing) = match &paid.subscription {
-            Some(change) => {
-                if let Some(state) = &change.state {
-                    self.put_subscription(&change.id, stripe_customer, state.clone());
-                }
-                (
-                    change.state.clone(),
-                    Some(self.standing_of(stripe_customer)),
-                )
+        applied.outcome = invoice::outcome(&paid, &done, invoice.unread_lines);
+        if let Some(change) = &paid.subscription {
+            match &change.state {
+                Some(state) => self.record(applied, &change.id, state.clone()),
+                None => applied.standing = Some(self.standing_of(&applied.stripe_customer)),
             }
-            None => (None, None),
-        };
-        let outcome = invoice::outcome(&paid, &done, invoice.unread_lines);
-        Some(InvoiceApplied {
-            stripe_customer: stripe_customer.clone(),
-            link,
-            ignored_link,
-            paid,
-            subscription,
-            standing,
-            outcome,
-        })
+        }
+        applied.paid = Some(paid);
+        Some(())
+    }
+
+    /// A subscription's new state, and the standing it makes.
+    fn record(&mut self, applied: &mut Applied, id: &str, state: SubscriptionState) {
+        self.put_subscription(id, &applied.stripe_customer, state.clone());
+        applied.subscription = Some((id.to_owned(), state));
+        applied.standing = Some(self.standing_of(&applied.stripe_customer));
     }
 
     /// What a decided invoice's lines did, one detail per grant; `None` when a line needs what
@@ -294,13 +398,13 @@ mod tests {
 
     /// Event `evt_{n}`: the paid invoice `in_{n}` of Stripe customer `cus_{n}`'s subscription
     /// `sub_{n}`, one line of `price` for January, paid by `pi_{n}`.
-    fn paid(n: u32, price: &str, renewal: bool) -> InvoiceEventFact {
-        InvoiceEventFact {
+    fn paid(n: u32, price: &str, renewal: bool) -> EventFact {
+        EventFact {
             event_id: format!("evt_{n}"),
             event_created: JAN + 10,
             stripe_customer: Some(format!("cus_{n}")),
             named: None,
-            invoice: InvoiceFact {
+            kind: FactKind::InvoicePaid(InvoiceFact {
                 invoice_id: format!("in_{n}"),
                 subscription: Some(format!("sub_{n}")),
                 currency: Some("usd".into()),
@@ -320,11 +424,19 @@ mod tests {
                     credits_line: None,
                 }],
                 unread_lines: false,
-            },
+            }),
         }
     }
 
-    fn decide(run: &mut Run, fact: &InvoiceEventFact) -> RunDecision {
+    /// The invoice a paid invoice's event says.
+    fn invoice(fact: &mut EventFact) -> &mut InvoiceFact {
+        match &mut fact.kind {
+            FactKind::InvoicePaid(invoice) => invoice,
+            other => panic!("not an invoice: {other:?}"),
+        }
+    }
+
+    fn decide(run: &mut Run, fact: &EventFact) -> RunDecision {
         let mut n = 0;
         run.decide(fact, &catalog(), at(JAN + 60), || {
             n += 1;
@@ -332,7 +444,7 @@ mod tests {
         })
     }
 
-    fn applied(decision: RunDecision) -> InvoiceApplied {
+    fn applied(decision: RunDecision) -> Applied {
         match decision {
             RunDecision::Apply(applied) => *applied,
             other => panic!("not applied: {other:?}"),
@@ -344,7 +456,7 @@ mod tests {
         let mut run = Run::default();
         let first = applied(decide(&mut run, &paid(1, "price_pro", false)));
         let second = applied(decide(&mut run, &paid(2, "price_pro", true)));
-        assert_eq!(first.paid.customer, "cus_1");
+        assert_eq!(first.customer, "cus_1");
         assert_eq!(
             first.link,
             Some((
@@ -361,12 +473,12 @@ mod tests {
             first.outcome.detail,
             "invoice_line:il_1: 1000 credits of plan pro (0 rolled over into a later period)"
         );
-        let state = first.subscription.as_ref().expect("first seen");
+        let (_, state) = first.subscription.as_ref().expect("first seen");
         assert_eq!(state.status, SubscriptionStatus::Active);
         let standing = first.standing.clone().flatten().expect("a plan");
         assert_eq!(standing.plan_id.as_deref(), Some("pro"));
         assert_eq!(standing.period_end_unix, Some(FEB));
-        assert_eq!(second.paid.customer, "cus_2");
+        assert_eq!(second.customer, "cus_2");
         assert!(
             second.grants().all(|g| !g.renewal),
             "a renewal of a plan carrying nothing over is a grant like the first"
@@ -399,12 +511,12 @@ mod tests {
         // The next period of the same subscription, and the same line again by another event.
         let mut next = paid(2, "price_pro", true);
         next.stripe_customer = Some("cus_1".into());
-        next.invoice.subscription = Some("sub_1".into());
+        invoice(&mut next).subscription = Some("sub_1".into());
         next.event_created += 60;
-        let (start, end) = next.invoice.lines[0].period.unwrap();
-        next.invoice.lines[0].period = Some((end, end + (end - start)));
+        let (start, end) = invoice(&mut next).lines[0].period.unwrap();
+        invoice(&mut next).lines[0].period = Some((end, end + (end - start)));
         let next = applied(decide(&mut run, &next));
-        assert_eq!(next.paid.customer, "acme", "the link the first made");
+        assert_eq!(next.customer, "acme", "the link the first made");
         assert_eq!(next.link, None);
         assert_eq!(
             next.subscription, None,
@@ -414,7 +526,7 @@ mod tests {
         assert_eq!(standing.period_end_unix, Some(FEB));
         let mut again = paid(3, "price_pro", false);
         again.stripe_customer = Some("cus_1".into());
-        again.invoice.lines[0].id = "il_1".into();
+        invoice(&mut again).lines[0].id = "il_1".into();
         let again = applied(decide(&mut run, &again));
         assert_eq!(again.grants().count(), 0, "a line applies once");
         assert_eq!(again.outcome.detail, "every line applied before");
@@ -437,7 +549,7 @@ mod tests {
         let mut second = paid(2, "price_pro", false);
         second.named = Some((CustomerId::known("initech"), LinkedBy::Metadata));
         let kept = applied(decide(&mut run, &second));
-        assert_eq!(kept.paid.customer, "globex");
+        assert_eq!(kept.customer, "globex");
         assert_eq!(kept.link, None);
         assert_eq!(kept.ignored_link, Some(CustomerId::known("initech")));
     }
@@ -469,8 +581,8 @@ mod tests {
             RunDecision::Alone
         );
         let mut credit = paid(2, "price_pro", false);
-        credit.invoice.lines[0].amount_minor = -500;
-        credit.invoice.lines[0].proration = true;
+        invoice(&mut credit).lines[0].amount_minor = -500;
+        invoice(&mut credit).lines[0].proration = true;
         assert_eq!(decide(&mut run, &credit), RunDecision::Alone);
         let mut no_customer = paid(3, "price_pro", false);
         no_customer.stripe_customer = None;
@@ -502,5 +614,71 @@ mod tests {
         );
         assert_eq!(run.subscriptions.len(), 2);
         assert_eq!(run.subscriptions[1].id, "sub_1", "newest state last");
+    }
+
+    /// `customer.subscription.updated` of `cus_{n}`'s `sub_{n}` at `at`: `status`, on `price`.
+    fn updated(n: u32, status: SubscriptionStatus, price: &str, at: i64) -> EventFact {
+        EventFact {
+            event_id: format!("evt_sub_{n}_{at}"),
+            event_created: at,
+            stripe_customer: Some(format!("cus_{n}")),
+            named: None,
+            kind: FactKind::Subscription(SubscriptionFact {
+                id: format!("sub_{n}"),
+                status,
+                items: vec![(Some(price.into()), Some(2))],
+                current_period_end_unix: Some(FEB),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_subscription_event_records_its_state_and_the_invoice_after_it_sees_it() {
+        let mut run = Run::default();
+        let past_due = applied(decide(
+            &mut run,
+            &updated(1, SubscriptionStatus::PastDue, "price_team", JAN),
+        ));
+        assert_eq!(past_due.outcome.outcome, OutcomeKind::Applied);
+        assert_eq!(past_due.outcome.detail, "cus_1: past_due, plan team");
+        let (id, state) = past_due.subscription.expect("recorded");
+        assert_eq!((id.as_str(), state.quantity), ("sub_1", 2));
+        assert_eq!(state.past_due_since_unix, Some(JAN));
+        assert_eq!(
+            past_due
+                .standing
+                .flatten()
+                .and_then(|s| s.past_due_since_unix),
+            Some(JAN)
+        );
+        // Its invoice, paid after: current again, on the plan the subscription event recorded.
+        let paid = applied(decide(&mut run, &paid(1, "price_team", false)));
+        let (_, state) = paid.subscription.expect("current again");
+        assert_eq!(state.status, SubscriptionStatus::Active);
+        assert_eq!(state.plan_id.as_deref(), Some("team"));
+        let standing = paid.standing.flatten().expect("a plan");
+        assert_eq!(standing.past_due_since_unix, None);
+    }
+
+    #[test]
+    fn a_stale_or_unmapped_subscription_event_says_so() {
+        let mut run = Run::default();
+        applied(decide(
+            &mut run,
+            &updated(1, SubscriptionStatus::Active, "price_pro", JAN + 100),
+        ));
+        let stale = applied(decide(
+            &mut run,
+            &updated(1, SubscriptionStatus::PastDue, "price_pro", JAN),
+        ));
+        assert_eq!(stale.outcome.outcome, OutcomeKind::Ignored);
+        assert_eq!((stale.subscription, stale.standing), (None, None));
+        let unmapped = applied(decide(
+            &mut run,
+            &updated(2, SubscriptionStatus::Active, "price_other", JAN),
+        ));
+        assert_eq!(unmapped.outcome.outcome, OutcomeKind::UnmappedPrice);
+        let (_, state) = unmapped.subscription.expect("recorded all the same");
+        assert_eq!(state.plan_id, None);
     }
 }
