@@ -37,6 +37,9 @@ enum Op {
     Invoice { sub: u8, customer: u8, period: u8 },
     /// A subscription's failed payment.
     InvoiceFailed { sub: u8, customer: u8 },
+    /// The payment that paid one of a subscription's invoices (`invoice_payment.paid`), by a
+    /// payment intent of its own or by the one the invoice names.
+    InvoicePayment { sub: u8, period: u8, own: bool },
     /// The delivery before this one (by how far back), again.
     Again { back: u8 },
 }
@@ -68,6 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..2, 0u8..3, 0u8..3)
             .prop_map(|(sub, customer, period)| Op::Invoice { sub, customer, period }),
         1 => (0u8..2, 0u8..3).prop_map(|(sub, customer)| Op::InvoiceFailed { sub, customer }),
+        1 => (0u8..2, 0u8..3, any::<bool>())
+            .prop_map(|(sub, period, own)| Op::InvoicePayment { sub, period, own }),
         1 => (1u8..5).prop_map(|back| Op::Again { back }),
     ]
 }
@@ -199,6 +204,22 @@ fn bodies(h: usize, ops: &[Op], now: i64) -> Vec<String> {
                        "parent": {"subscription_details": {
                            "subscription": format!("sub_{h}_{sub}")}}}),
             ),
+            Op::InvoicePayment { sub, period, own } => {
+                let key = format!("{h}_{sub}_{period}");
+                let payment = if *own {
+                    format!("pi_ip_{key}")
+                } else {
+                    format!("pi_in_{key}")
+                };
+                stripe_event(
+                    &id,
+                    "invoice_payment.paid",
+                    now + i as i64,
+                    json!({"id": format!("inpay_{key}_{i}"), "object": "invoice_payment",
+                           "invoice": format!("in_{key}"), "status": "paid",
+                           "payment": {"type": "payment_intent", "payment_intent": payment}}),
+                )
+            }
             Op::Again { back } => match out.len().checked_sub(usize::from(*back)) {
                 Some(j) => out[j].clone(),
                 None => continue,
@@ -268,7 +289,7 @@ async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
     let single = common::spawn_app(engine).await;
     let now = batched.now().timestamp();
     let mut granted = 0;
-    let (mut planned, mut settled) = (0, 0);
+    let (mut planned, mut settled, mut paid_by) = (0, 0, 0);
     for (h, ops) in histories(12).iter().enumerate() {
         let bodies = bodies(h, ops, now);
         let mut works: Vec<Arc<dyn StripeWork>> = Vec::new();
@@ -321,6 +342,10 @@ async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
             .iter()
             .filter(|o| o.contains("credits taken back"))
             .count();
+        paid_by += together
+            .iter()
+            .filter(|o| o.contains(" paid by ") && o.contains("nothing taken back"))
+            .count();
         assert_eq!(books(&batched, h).await, books(&single, h).await, "{ops:?}");
     }
     assert!(granted > 12, "the histories grant packs: {granted}");
@@ -328,6 +353,10 @@ async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
     assert_eq!(stats.stripe_runs_split.load(Relaxed), 0, "no run failed");
     assert!(planned > 8, "the histories grant plans: {planned}");
     assert!(settled > 4, "the histories take back: {settled}");
+    assert!(
+        paid_by > 2,
+        "invoice payments name what was granted: {paid_by}"
+    );
     assert!(stats.stripe_events_together.load(Relaxed) > 30);
     batched.assert_audit_clean().await;
     single.assert_audit_clean().await;

@@ -43,6 +43,26 @@ pub enum FactKind {
     InvoicePaid(InvoiceFact),
     /// `customer.subscription.*`.
     Subscription(SubscriptionFact),
+    /// `invoice_payment.paid`.
+    InvoicePayment(InvoicePaymentFact),
+}
+
+/// What an `invoice_payment.paid` event says: the payment that paid an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePaymentFact {
+    pub paid: bool,
+    pub invoice: Option<String>,
+    /// Its payment intent, else its charge.
+    pub payment_key: Option<String>,
+}
+
+/// What settling payments did when Stripe told of nothing taken back of them (`known`: the
+/// payment keys with grants).
+pub fn nothing_taken_back(known: &[String]) -> Outcome {
+    Outcome::new(
+        OutcomeKind::Applied,
+        format!("payment {known:?}: nothing taken back"),
+    )
 }
 
 /// What a `customer.subscription.*` event says of the subscription.
@@ -124,6 +144,12 @@ pub struct Run {
     /// Renewals recorded, of plans that carry credits over: `(account, the instant its period
     /// starts)`.
     pub renewals: HashSet<(CustomerId, Timestamp)>,
+    /// Payment key → the grants it paid for, with their subscription: those recorded under the
+    /// invoices the run's invoice payments name, and those the run maps.
+    pub paid_grants: HashMap<String, Vec<(String, Option<String>)>>,
+    /// Payment key → what it paid, the tax in it, and its currency: those recorded under the
+    /// invoices the run's invoice payments name, and those the run records.
+    pub payments: HashMap<String, (i64, i64, String)>,
 }
 
 /// What a run does with one event.
@@ -140,9 +166,10 @@ pub enum RunDecision {
 /// What one event of a run writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
-    pub stripe_customer: String,
-    /// The account it concerns.
-    pub customer: CustomerId,
+    /// The Stripe customer it names (none for an invoice payment).
+    pub stripe_customer: Option<String>,
+    /// The account it concerns (none for an invoice payment).
+    pub customer: Option<CustomerId>,
     /// A link to record: `(stripe customer, account, how)`.
     pub link: Option<(String, CustomerId, LinkedBy)>,
     /// A second, different account the event named: the first explicit link is kept.
@@ -155,10 +182,32 @@ pub struct Applied {
     /// The account's plan from its Stripe customer's subscriptions, when the event changes what
     /// they say: `Some(None)` when it has none at all.
     pub standing: Option<Option<PlanStanding>>,
+    /// An invoice payment: `(invoice, payment key)`, and what becomes known under the payment:
+    /// the grants the invoice paid for (grant, subscription), and what it paid.
+    pub invoice_payment: Option<(String, String)>,
+    pub also_paid: Vec<(String, Option<String>)>,
+    pub also_payment: Option<(i64, i64, String)>,
     pub outcome: Outcome,
 }
 
 impl Applied {
+    /// An event that writes nothing but its record.
+    fn nothing(outcome: Outcome) -> Applied {
+        Applied {
+            stripe_customer: None,
+            customer: None,
+            link: None,
+            ignored_link: None,
+            paid: None,
+            subscription: None,
+            standing: None,
+            invoice_payment: None,
+            also_paid: Vec::new(),
+            also_payment: None,
+            outcome,
+        }
+    }
+
     /// The plan grants it makes, in line order.
     pub fn grants(&self) -> impl Iterator<Item = &PlanGrant> {
         self.paid
@@ -206,6 +255,9 @@ impl Run {
         now: Timestamp,
         grant_id: impl FnMut() -> String,
     ) -> Option<Applied> {
+        if let FactKind::InvoicePayment(payment) = &fact.kind {
+            return self.invoice_payment(payment);
+        }
         let stripe_customer = fact.stripe_customer.as_ref()?;
         let known_link = self.links.get(stripe_customer).cloned();
         let (customer, link, ignored_link) =
@@ -219,14 +271,11 @@ impl Run {
                 Link::Keep { account, ignored } => (account, None, ignored),
             };
         let mut applied = Applied {
-            stripe_customer: stripe_customer.clone(),
-            customer,
+            stripe_customer: Some(stripe_customer.clone()),
+            customer: Some(customer.clone()),
             link,
             ignored_link,
-            paid: None,
-            subscription: None,
-            standing: None,
-            outcome: Outcome::duplicate(),
+            ..Applied::nothing(Outcome::duplicate())
         };
         match &fact.kind {
             FactKind::InvoicePaid(invoice) => {
@@ -234,20 +283,73 @@ impl Run {
             }
             FactKind::Subscription(observed) => {
                 let known = self.subscription(&observed.id).map(|s| &s.state);
-                let (state, outcome) = subscription_event(
-                    observed,
-                    known,
-                    catalog,
-                    fact.event_created,
-                    &applied.customer,
-                );
+                let (state, outcome) =
+                    subscription_event(observed, known, catalog, fact.event_created, &customer);
                 applied.outcome = outcome;
                 if let Some(state) = state {
-                    self.record(&mut applied, &observed.id, state);
+                    self.record(&mut applied, stripe_customer, &observed.id, state);
                 }
             }
+            FactKind::InvoicePayment(_) => unreachable!("decided above"),
         }
         Some(applied)
+    }
+
+    /// `invoice_payment.paid`: what the invoice paid for becomes known under the payment too, so
+    /// its refunds (which name only the payment) find their credits. `None` when Stripe told of
+    /// something taken back of the payment.
+    fn invoice_payment(&mut self, payment: &InvoicePaymentFact) -> Option<Applied> {
+        if !payment.paid {
+            let not_paid = "the invoice payment is not paid";
+            return Some(Applied::nothing(Outcome::new(
+                OutcomeKind::Ignored,
+                not_paid,
+            )));
+        }
+        let (Some(invoice), Some(key)) = (&payment.invoice, &payment.payment_key) else {
+            let unnamed = "the invoice payment names no invoice or no payment";
+            return Some(Applied::nothing(Outcome::new(
+                OutcomeKind::Ignored,
+                unnamed,
+            )));
+        };
+        if self.taken_back.contains(key) {
+            return None;
+        }
+        self.learnt_payments
+            .entry(invoice.clone())
+            .or_insert_with(|| key.clone());
+        let also_paid = self.paid_grants.get(invoice).cloned().unwrap_or_default();
+        let under_key = self.paid_grants.entry(key.clone()).or_default();
+        for grant in &also_paid {
+            if !under_key.contains(grant) {
+                under_key.push(grant.clone());
+            }
+        }
+        let also_payment = self.payments.get(invoice).cloned();
+        if let Some(amounts) = &also_payment {
+            self.payments
+                .entry(key.clone())
+                .or_insert_with(|| amounts.clone());
+        }
+        let outcome = if also_paid.is_empty() {
+            Outcome::new(
+                OutcomeKind::Applied,
+                format!("{invoice} paid by {key}; its credits follow when the invoice arrives"),
+            )
+        } else {
+            let settled = nothing_taken_back(std::slice::from_ref(key));
+            Outcome::new(
+                OutcomeKind::Applied,
+                format!("{invoice} paid by {key}: {}", settled.detail),
+            )
+        };
+        Some(Applied {
+            invoice_payment: Some((invoice.clone(), key.clone())),
+            also_paid,
+            also_payment,
+            ..Applied::nothing(outcome)
+        })
     }
 
     /// A paid invoice: `None` when it is left alone.
@@ -260,8 +362,14 @@ impl Run {
         now: Timestamp,
         grant_id: impl FnMut() -> String,
     ) -> Option<()> {
+        let (Some(stripe_customer), Some(customer)) =
+            (applied.stripe_customer.clone(), applied.customer.clone())
+        else {
+            return None;
+        };
+        let stripe_customer = stripe_customer.as_str();
         let known = Known {
-            customer: applied.customer.clone(),
+            customer,
             learnt_payment: match invoice.named_payment {
                 Some(_) => None,
                 None => self.learnt_payments.get(&invoice.invoice_id).cloned(),
@@ -282,19 +390,44 @@ impl Run {
         applied.outcome = invoice::outcome(&paid, &done, invoice.unread_lines);
         if let Some(change) = &paid.subscription {
             match &change.state {
-                Some(state) => self.record(applied, &change.id, state.clone()),
-                None => applied.standing = Some(self.standing_of(&applied.stripe_customer)),
+                Some(state) => self.record(applied, stripe_customer, &change.id, state.clone()),
+                None => applied.standing = Some(self.standing_of(stripe_customer)),
             }
         }
+        for (key, paid_minor, tax_minor, currency) in &paid.payments {
+            self.payments
+                .entry(key.clone())
+                .or_insert_with(|| (*paid_minor, *tax_minor, currency.clone()));
+        }
         applied.paid = Some(paid);
+        for bought in applied.grants() {
+            let subscription = applied
+                .paid
+                .as_ref()
+                .and_then(|p| p.subscription_id.clone());
+            for key in &bought.payment_keys {
+                // Once per key, as the store keeps it (the invoice may stand for its payment).
+                let grant = (bought.grant.id.clone(), subscription.clone());
+                let known = self.paid_grants.entry(key.clone()).or_default();
+                if !known.contains(&grant) {
+                    known.push(grant);
+                }
+            }
+        }
         Some(())
     }
 
     /// A subscription's new state, and the standing it makes.
-    fn record(&mut self, applied: &mut Applied, id: &str, state: SubscriptionState) {
-        self.put_subscription(id, &applied.stripe_customer, state.clone());
+    fn record(
+        &mut self,
+        applied: &mut Applied,
+        stripe_customer: &str,
+        id: &str,
+        state: SubscriptionState,
+    ) {
+        self.put_subscription(id, stripe_customer, state.clone());
         applied.subscription = Some((id.to_owned(), state));
-        applied.standing = Some(self.standing_of(&applied.stripe_customer));
+        applied.standing = Some(self.standing_of(stripe_customer));
     }
 
     /// What a decided invoice's lines did, one detail per grant; `None` when a line needs what
@@ -456,7 +589,7 @@ mod tests {
         let mut run = Run::default();
         let first = applied(decide(&mut run, &paid(1, "price_pro", false)));
         let second = applied(decide(&mut run, &paid(2, "price_pro", true)));
-        assert_eq!(first.customer, "cus_1");
+        assert_eq!(first.customer.clone().unwrap(), "cus_1");
         assert_eq!(
             first.link,
             Some((
@@ -478,7 +611,7 @@ mod tests {
         let standing = first.standing.clone().flatten().expect("a plan");
         assert_eq!(standing.plan_id.as_deref(), Some("pro"));
         assert_eq!(standing.period_end_unix, Some(FEB));
-        assert_eq!(second.customer, "cus_2");
+        assert_eq!(second.customer.clone().unwrap(), "cus_2");
         assert!(
             second.grants().all(|g| !g.renewal),
             "a renewal of a plan carrying nothing over is a grant like the first"
@@ -516,7 +649,11 @@ mod tests {
         let (start, end) = invoice(&mut next).lines[0].period.unwrap();
         invoice(&mut next).lines[0].period = Some((end, end + (end - start)));
         let next = applied(decide(&mut run, &next));
-        assert_eq!(next.customer, "acme", "the link the first made");
+        assert_eq!(
+            next.customer.clone().unwrap(),
+            "acme",
+            "the link the first made"
+        );
         assert_eq!(next.link, None);
         assert_eq!(
             next.subscription, None,
@@ -549,7 +686,7 @@ mod tests {
         let mut second = paid(2, "price_pro", false);
         second.named = Some((CustomerId::known("initech"), LinkedBy::Metadata));
         let kept = applied(decide(&mut run, &second));
-        assert_eq!(kept.customer, "globex");
+        assert_eq!(kept.customer.clone().unwrap(), "globex");
         assert_eq!(kept.link, None);
         assert_eq!(kept.ignored_link, Some(CustomerId::known("initech")));
     }
@@ -680,5 +817,52 @@ mod tests {
         assert_eq!(unmapped.outcome.outcome, OutcomeKind::UnmappedPrice);
         let (_, state) = unmapped.subscription.expect("recorded all the same");
         assert_eq!(state.plan_id, None);
+    }
+
+    /// `invoice_payment.paid`: invoice `in_{n}` paid by `key`.
+    fn invoice_paid_by(n: u32, key: &str) -> EventFact {
+        EventFact {
+            event_id: format!("evt_inpay_{n}_{key}"),
+            event_created: JAN + 20,
+            stripe_customer: None,
+            named: None,
+            kind: FactKind::InvoicePayment(InvoicePaymentFact {
+                paid: true,
+                invoice: Some(format!("in_{n}")),
+                payment_key: Some(key.into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_invoice_payment_makes_what_the_invoice_paid_for_known_under_the_payment() {
+        let mut run = Run::default();
+        let early = applied(decide(&mut run, &invoice_paid_by(2, "py_2")));
+        assert_eq!(
+            early.outcome.detail,
+            "in_2 paid by py_2; its credits follow when the invoice arrives"
+        );
+        let mut unnamed = paid(1, "price_pro", false);
+        invoice(&mut unnamed).named_payment = None;
+        let granted = applied(decide(&mut run, &unnamed));
+        let grant_id = granted.grants().next().expect("a grant").grant.id.clone();
+        let later = applied(decide(&mut run, &invoice_paid_by(1, "py_1")));
+        assert_eq!(
+            later.invoice_payment,
+            Some(("in_1".to_string(), "py_1".to_string()))
+        );
+        assert_eq!(later.also_paid, vec![(grant_id, Some("sub_1".to_string()))]);
+        assert_eq!(later.also_payment, Some((2000, 0, "usd".to_string())));
+        assert_eq!(
+            later.outcome.detail,
+            "in_1 paid by py_1: payment [\"py_1\"]: nothing taken back"
+        );
+        assert_eq!(run.learnt_payments["in_1"], "py_1");
+        // Stripe told of a refund of the payment: settled on its own.
+        run.taken_back.insert("py_3".into());
+        assert_eq!(
+            decide(&mut run, &invoice_paid_by(3, "py_3")),
+            RunDecision::Alone
+        );
     }
 }

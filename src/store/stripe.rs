@@ -788,18 +788,11 @@ impl StripeTx {
 
     /// Records which payment paid an invoice.
     pub async fn put_invoice_payment(&self, invoice_id: &str, payment_key: &str) -> Result<()> {
-        stripe_invoice_payments::Entity::insert(stripe_invoice_payments::ActiveModel {
-            invoice_id: Set(invoice_id.to_owned()),
-            payment_key: Set(payment_key.to_owned()),
-        })
-        .on_conflict(
-            OnConflict::column(stripe_invoice_payments::Column::InvoiceId)
-                .do_nothing()
-                .to_owned(),
+        save_invoice_payments(
+            &self.txn,
+            vec![invoice_payment_row(invoice_id, payment_key)],
         )
-        .exec_without_returning(&self.txn)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// The payment that paid an invoice, when learnt.
@@ -1376,6 +1369,36 @@ fn grant_command(customer: &CustomerId, grant: Grant, record: &EventRecord) -> E
         source: None,
         event: Some(record.id.clone()),
     })
+}
+
+/// A row saying that `payment_key` paid invoice `invoice_id`.
+fn invoice_payment_row(
+    invoice_id: &str,
+    payment_key: &str,
+) -> stripe_invoice_payments::ActiveModel {
+    stripe_invoice_payments::ActiveModel {
+        invoice_id: Set(invoice_id.to_owned()),
+        payment_key: Set(payment_key.to_owned()),
+    }
+}
+
+/// Records which payment paid each invoice (the first learnt wins).
+async fn save_invoice_payments(
+    txn: &DatabaseTransaction,
+    rows: Vec<stripe_invoice_payments::ActiveModel>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    stripe_invoice_payments::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(stripe_invoice_payments::Column::InvoiceId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
 }
 
 /// Links Stripe customers to accounts (a later link replaces the one it moves).

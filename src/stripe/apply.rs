@@ -21,7 +21,7 @@ use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
     self, BoughtGrant, PaidShare, PaymentFacts, PaymentRefunds, RefundStatus, Settlement,
 };
-use crate::domain::stripe_run::{self, EventFact, FactKind, SubscriptionFact};
+use crate::domain::stripe_run::{self, EventFact, FactKind, InvoicePaymentFact, SubscriptionFact};
 use crate::domain::subscription::{self, SubscriptionStatus};
 use crate::error::{Error, Result};
 use crate::store::revenue::Origin as JournalOrigin;
@@ -126,39 +126,9 @@ pub fn received(
         }
         _ => None,
     };
-    let run_fact = match &parsed {
-        _ if event.livemode != ctx.livemode => None,
-        Parsed::InvoicePaid(invoice) => invoice_fact(invoice, &fetched).ok().map(|fact| {
-            (
-                invoice.customer(),
-                invoice_named(invoice),
-                FactKind::InvoicePaid(fact),
-            )
-        }),
-        Parsed::Subscription {
-            deleted,
-            subscription,
-        } => Some((
-            subscription.customer(),
-            named_account(
-                subscription.metadata.get(CUSTOMER_METADATA_KEY),
-                LinkedBy::Metadata,
-            ),
-            FactKind::Subscription(subscription_fact(subscription, *deleted)),
-        )),
-        _ => None,
-    }
-    .map(|(stripe_customer, named, kind)| RunEvent {
-        record: record.clone(),
-        objects: parsed.objects(),
-        fact: EventFact {
-            event_id: event.id.clone(),
-            event_created: event.created,
-            stripe_customer: stripe_customer.map(str::to_owned),
-            named,
-            kind,
-        },
-    });
+    let run_fact = (event.livemode == ctx.livemode)
+        .then(|| run_fact(event, &parsed, &fetched, &record))
+        .flatten();
     let received = std::sync::Arc::new(Received {
         event: event.clone(),
         record,
@@ -307,6 +277,60 @@ fn checkout_fact(
 /// Stripe told of refunds or disputes for before), or one on PostgreSQL that a batch of its own
 /// left alone: the link is resolved first (moving what it must), then the event is decided as in
 /// a batch, then its payment settled.
+/// A paid invoice (its lines read), a subscription event or an invoice payment as the fact a
+/// run decides on; `None` for any other event.
+fn run_fact(
+    event: &Event,
+    parsed: &Parsed,
+    fetched: &Fetched,
+    record: &EventRecord,
+) -> Option<RunEvent> {
+    match parsed {
+        Parsed::InvoicePaid(invoice) => invoice_fact(invoice, fetched).ok().map(|fact| {
+            (
+                invoice.customer(),
+                invoice_named(invoice),
+                FactKind::InvoicePaid(fact),
+            )
+        }),
+        Parsed::Subscription {
+            deleted,
+            subscription,
+        } => Some((
+            subscription.customer(),
+            named_account(
+                subscription.metadata.get(CUSTOMER_METADATA_KEY),
+                LinkedBy::Metadata,
+            ),
+            FactKind::Subscription(subscription_fact(subscription, *deleted)),
+        )),
+        Parsed::InvoicePayment(payment) => Some((
+            None,
+            None,
+            FactKind::InvoicePayment(InvoicePaymentFact {
+                paid: payment.is_paid(),
+                invoice: payment.invoice().map(str::to_owned),
+                payment_key: payment
+                    .payment_intent()
+                    .or(payment.charge())
+                    .map(str::to_owned),
+            }),
+        )),
+        _ => None,
+    }
+    .map(|(stripe_customer, named, kind)| RunEvent {
+        record: record.clone(),
+        objects: parsed.objects(),
+        fact: EventFact {
+            event_id: event.id.clone(),
+            event_created: event.created,
+            stripe_customer: stripe_customer.map(str::to_owned),
+            named,
+            kind,
+        },
+    })
+}
+
 /// The account an invoice names: its subscription's metadata `creditbook_customer`, else its
 /// own.
 fn invoice_named(invoice: &Invoice) -> Option<(CustomerId, LinkedBy)> {
@@ -1140,10 +1164,7 @@ impl Apply<'_> {
             ));
         }
         if !self.tx.anything_taken_back(&known).await? {
-            return Ok(Outcome::new(
-                OutcomeKind::Applied,
-                format!("payment {known:?}: nothing taken back"),
-            ));
+            return Ok(stripe_run::nothing_taken_back(&known));
         }
         let mut taken_total = Credits::ZERO;
         let mut given_total = Credits::ZERO;

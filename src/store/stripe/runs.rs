@@ -5,8 +5,8 @@
 
 use super::checkouts::RunRows;
 use super::{
-    EventRecord, StripeTx, grant_command, payment_grant, save_subscriptions, subscription_row,
-    subscription_state, time,
+    EventRecord, StripeTx, grant_command, invoice_payment_row, payment_grant,
+    save_invoice_payments, save_subscriptions, subscription_row, subscription_state, time,
 };
 use crate::domain::billing::LinkedBy;
 use crate::domain::customer::CustomerId;
@@ -18,8 +18,8 @@ use crate::error::Result;
 use crate::store::book::Envelope;
 use crate::store::rows::{in_list, timestamp};
 use entity::{
-    stripe_customers, stripe_events, stripe_invoice_payments, stripe_payments, stripe_renewals,
-    stripe_subscriptions,
+    stripe_customers, stripe_events, stripe_invoice_payments, stripe_payment_grants,
+    stripe_payments, stripe_renewals, stripe_subscriptions,
 };
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -61,8 +61,8 @@ impl StripeTx {
                 RunDecision::Apply(done) => {
                     if let Some(ignored) = &done.ignored_link {
                         tracing::warn!(
-                            stripe_customer = %done.stripe_customer,
-                            linked = %done.customer,
+                            stripe_customer = ?done.stripe_customer,
+                            linked = ?done.customer,
                             ignored = %ignored,
                             "a Stripe customer names a second account; the first link is kept"
                         );
@@ -80,8 +80,10 @@ impl StripeTx {
         let envelopes: Vec<Envelope> = applied
             .iter()
             .flat_map(|(event, done)| {
-                done.grants().map(|bought| {
-                    grant_command(&done.customer, bought.grant.clone(), &event.record)
+                done.customer.iter().flat_map(move |customer| {
+                    done.grants().map(move |bought| {
+                        grant_command(customer, bought.grant.clone(), &event.record)
+                    })
                 })
             })
             .collect();
@@ -95,6 +97,7 @@ impl StripeTx {
     async fn write_run(&self, applied: &[(&RunEvent, Applied)]) -> Result<()> {
         let mut rows = RunRows::default();
         let mut subscriptions = Vec::new();
+        let mut learnt = Vec::new();
         // Each account's standing as the last of its events decided it.
         let mut standings = Vec::new();
         for (event, done) in applied {
@@ -122,23 +125,68 @@ impl StripeTx {
                         .map(|key| payment_grant(key, &bought.grant.id, subscription)),
                 );
             }
-            if let Some((id, state)) = &done.subscription {
+            if let (Some((id, state)), Some(stripe_customer)) =
+                (&done.subscription, &done.stripe_customer)
+            {
                 // One row per subscription in a statement: the last state recorded.
                 subscriptions.retain(|(known, _)| known != id);
-                let row = subscription_row(id, &done.stripe_customer, state.clone());
+                let row = subscription_row(id, stripe_customer, state.clone());
                 subscriptions.push((id.clone(), row));
             }
-            if let Some(standing) = &done.standing {
-                standings.retain(|(customer, _, _)| customer != &done.customer);
-                standings.push((done.customer.clone(), standing.clone(), record.received_at));
+            if let (Some(standing), Some(customer)) = (&done.standing, &done.customer) {
+                standings.retain(|(known, _, _)| known != customer);
+                standings.push((customer.clone(), standing.clone(), record.received_at));
             }
-            rows.concerns(done.customer.as_str(), record);
+            if let Some((invoice, key)) = &done.invoice_payment {
+                learnt.push(invoice_payment_row(invoice, key));
+                rows.payment_grants
+                    .extend(done.also_paid.iter().map(|(grant, subscription)| {
+                        payment_grant(key, grant, subscription.as_deref())
+                    }));
+                if let Some((paid_minor, tax_minor, currency)) = &done.also_payment {
+                    let amounts = (key.clone(), *paid_minor, *tax_minor, currency.clone());
+                    rows.payments.push(payment_row(&amounts));
+                }
+            }
+            if let Some(customer) = &done.customer {
+                rows.concerns(customer.as_str(), record);
+            }
         }
         rows.save(&self.txn).await?;
         let rows = subscriptions.into_iter().map(|(_, row)| row).collect();
         save_subscriptions(&self.txn, rows).await?;
+        save_invoice_payments(&self.txn, learnt).await?;
         for (customer, standing, now) in standings {
             self.set_plan_standing(&customer, standing, now).await?;
+        }
+        Ok(())
+    }
+
+    /// What the invoices that invoice payments name paid for, and what they paid.
+    async fn known_to_invoice_payments(
+        &self,
+        run: &mut Run,
+        paying: &[(&str, &str)],
+    ) -> Result<()> {
+        let invoices: Vec<&str> = paying.iter().map(|(invoice, _)| *invoice).collect();
+        let grants = stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::PaymentKey.is_in(in_list(&invoices)))
+            .all(&self.txn)
+            .await?;
+        for row in grants {
+            let grant = (row.grant_id, row.subscription_id);
+            run.paid_grants
+                .entry(row.payment_key)
+                .or_default()
+                .push(grant);
+        }
+        let payments = stripe_payments::Entity::find()
+            .filter(stripe_payments::Column::PaymentKey.is_in(in_list(&invoices)))
+            .all(&self.txn)
+            .await?;
+        for row in payments {
+            let amounts = (row.paid_minor, row.tax_minor, row.currency);
+            run.payments.insert(row.payment_key, amounts);
         }
         Ok(())
     }
@@ -175,7 +223,17 @@ impl StripeTx {
             .iter()
             .filter_map(|f| match &f.kind {
                 FactKind::InvoicePaid(invoice) => Some(invoice),
-                FactKind::Subscription(_) => None,
+                FactKind::Subscription(_) | FactKind::InvoicePayment(_) => None,
+            })
+            .collect();
+        // The invoices the invoice payments name, with their payments.
+        let paying: Vec<(&str, &str)> = facts
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FactKind::InvoicePayment(p) => {
+                    Some((p.invoice.as_deref()?, p.payment_key.as_deref()?))
+                }
+                _ => None,
             })
             .collect();
         let stripe_customers: Vec<&str> = facts
@@ -232,6 +290,7 @@ impl StripeTx {
             .filter_map(|f| match &f.kind {
                 FactKind::InvoicePaid(invoice) => invoice.subscription.as_deref(),
                 FactKind::Subscription(subscription) => Some(subscription.id.as_str()),
+                FactKind::InvoicePayment(_) => None,
             })
             .collect();
         let rows = stripe_subscriptions::Entity::find()
@@ -263,7 +322,9 @@ impl StripeTx {
             keys.push(invoice.invoice_id.clone());
             keys.extend(invoice.line_effects());
         }
+        keys.extend(paying.iter().map(|(_, key)| key.to_string()));
         run.taken_back = self.payments_taken_back(&keys).await?;
+
         let bounds: Vec<i64> = invoices
             .iter()
             .flat_map(|invoice| invoice.lines.iter().filter_map(|l| l.period))
@@ -288,6 +349,9 @@ impl StripeTx {
                 run.renewals
                     .insert((CustomerId::known(customer), timestamp(boundary)?));
             }
+        }
+        if !paying.is_empty() {
+            self.known_to_invoice_payments(&mut run, &paying).await?;
         }
         Ok(run)
     }
