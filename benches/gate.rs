@@ -729,6 +729,7 @@ async fn stripe_scenarios(base: &Arc<String>, store: &Store, seconds: u64, runne
     assert_eq!(total, applied * 1_000, "every applied event granted once");
     check_books(store, &customers).await;
     renewal_scenario(base, store, seconds, runner).await;
+    stream_scenario(base, store, seconds, runner).await;
 }
 
 /// Each sender's own Stripe customers (every 16th of the first 992).
@@ -964,4 +965,118 @@ async fn main() {
         }
         Err(_) => println!("\n(PostgreSQL skipped: set CREDITBOOK_BENCH_POSTGRES_URL)"),
     }
+}
+
+/// Sender `c`'s renewal `n` as Stripe sends it (API 2025-03-31.basil): the subscription's new
+/// period, its paid `pro` invoice (which names no payment), then the invoice payment that paid
+/// it; each event `created` after the one before.
+fn stream_events(c: usize, n: u64, created: i64) -> (String, [String; 3]) {
+    let k = c as u64 + STRIPE_SENDERS as u64 * (n % RENEWING_PER_SENDER);
+    let period = n / RENEWING_PER_SENDER;
+    let start = created + period as i64 * 30 * 86_400;
+    let end = start + 30 * 86_400;
+    let customer = format!("cus_stream_{k:04}");
+    let (id, subscription) = (format!("{k}_{period}"), format!("sub_stream_{k}"));
+    let at = created + 3 * n as i64;
+    let event = |kind: &str, type_: &str, at: i64, object: Value| {
+        json!({"id": format!("evt_stream_{kind}_{id}"), "object": "event", "type": type_,
+               "api_version": "2025-03-31.basil", "created": at, "livemode": false,
+               "data": {"object": object}})
+        .to_string()
+    };
+    let updated = event(
+        "sub",
+        "customer.subscription.updated",
+        at,
+        json!({"id": subscription, "object": "subscription", "customer": customer,
+               "status": "active", "items": {"object": "list", "data": [{
+                   "id": format!("si_stream_{k}"), "object": "subscription_item", "quantity": 1,
+                   "current_period_start": start, "current_period_end": end,
+                   "price": {"id": "price_pro_monthly", "object": "price"}}]}}),
+    );
+    let line = json!({
+        "id": format!("il_stream_{id}"), "object": "line_item", "amount": 2000, "currency": "usd",
+        "quantity": 1, "period": {"start": start, "end": end},
+        "pricing": {"type": "price_details",
+                    "price_details": {"price": "price_pro_monthly", "product": "prod_pro"}},
+        "parent": {"type": "subscription_item_details", "subscription_item_details": {
+            "subscription": subscription, "proration": false}}});
+    let paid = event(
+        "inv",
+        "invoice.paid",
+        at + 1,
+        json!({"id": format!("in_stream_{id}"), "object": "invoice", "customer": customer,
+               "currency": "usd", "status": "paid",
+               "billing_reason": if period == 0 { "subscription_create" } else { "subscription_cycle" },
+               "amount_paid": 2000, "total": 2000,
+               "parent": {"type": "subscription_details", "subscription_details": {
+                   "subscription": subscription}},
+               "lines": {"object": "list", "has_more": false, "data": [line]}}),
+    );
+    let payment = event(
+        "pay",
+        "invoice_payment.paid",
+        at + 2,
+        json!({"id": format!("inpay_stream_{id}"), "object": "invoice_payment",
+               "invoice": format!("in_stream_{id}"), "status": "paid",
+               "payment": {"type": "payment_intent", "payment_intent": format!("pi_stream_{id}")}}),
+    );
+    (customer, [updated, paid, payment])
+}
+
+/// Renewals as Stripe sends them, from 16 senders: each renewal's subscription, invoice and
+/// invoice payment events in order. Then the books: every invoice granted its 2,000 credits once.
+async fn stream_scenario(base: &Arc<String>, store: &Store, seconds: u64, runner: &mut Runner) {
+    const NAME: &str = "Stripe: renewals as sent (3 events each), 992 customers";
+    let created = chrono::Utc::now().timestamp();
+    let sent: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..STRIPE_SENDERS).map(|_| Default::default()).collect());
+    {
+        let (base, sent) = (base.clone(), sent.clone());
+        drive(
+            NAME,
+            "events/s",
+            STRIPE_SENDERS,
+            seconds,
+            move |client, c, i| {
+                let (base, sent) = (base.clone(), sent.clone());
+                async move {
+                    let (_, bodies) = stream_events(c, i, created);
+                    let mut latencies = Vec::new();
+                    for body in bodies {
+                        let (s, answer, l) = deliver(&client, &base, body, WEBHOOK_SECRET).await;
+                        latencies.push(l);
+                        if s != 200 || answer != "applied" {
+                            return (0, latencies, 1);
+                        }
+                    }
+                    sent[c].store(i + 1, std::sync::atomic::Ordering::Relaxed);
+                    (3, latencies, 0)
+                }
+            },
+        )
+        .await
+        .print();
+    }
+    runner.mark(NAME).await;
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    for (c, count) in sent.iter().enumerate() {
+        for n in 0..count.load(std::sync::atomic::Ordering::Relaxed) {
+            *expected.entry(stream_events(c, n, created).0).or_default() += 2_000;
+        }
+    }
+    let customers: Vec<String> = expected.keys().cloned().collect();
+    let now = chrono::Utc::now();
+    for chunk in customers.chunks(500) {
+        for (id, (book, _)) in store.view_many(chunk, now).await.expect("read books") {
+            let granted: rust_decimal::Decimal =
+                book.grants.iter().map(|g| g.credits.value()).sum();
+            assert_eq!(
+                granted,
+                expected[id.as_str()].into(),
+                "{id}: plan credits granted"
+            );
+        }
+    }
+    check_books(store, &customers).await;
 }
