@@ -208,6 +208,11 @@ impl Applied {
         }
     }
 
+    /// Its Stripe customer and account, when it names them.
+    fn account(&self) -> Option<(String, CustomerId)> {
+        Some((self.stripe_customer.clone()?, self.customer.clone()?))
+    }
+
     /// The plan grants it makes, in line order.
     pub fn grants(&self) -> impl Iterator<Item = &PlanGrant> {
         self.paid
@@ -255,9 +260,31 @@ impl Run {
         now: Timestamp,
         grant_id: impl FnMut() -> String,
     ) -> Option<Applied> {
-        if let FactKind::InvoicePayment(payment) = &fact.kind {
-            return self.invoice_payment(payment);
+        match &fact.kind {
+            FactKind::InvoicePayment(payment) => self.invoice_payment(payment),
+            FactKind::InvoicePaid(invoice) => {
+                let mut applied = self.linked(fact)?;
+                self.invoice_paid(&mut applied, invoice, fact, catalog, now, grant_id)?;
+                Some(applied)
+            }
+            FactKind::Subscription(observed) => {
+                let mut applied = self.linked(fact)?;
+                let (stripe_customer, customer) = applied.account()?;
+                let known = self.subscription(&observed.id).map(|s| &s.state);
+                let (state, outcome) =
+                    subscription_event(observed, known, catalog, fact.event_created, &customer);
+                applied.outcome = outcome;
+                if let Some(state) = state {
+                    self.record(&mut applied, &stripe_customer, &observed.id, state);
+                }
+                Some(applied)
+            }
         }
+    }
+
+    /// The account of an event naming a Stripe customer, its link resolved (its outcome is the
+    /// caller's to decide); `None` when it names none, or when the link moves earlier credits.
+    fn linked(&self, fact: &EventFact) -> Option<Applied> {
         let stripe_customer = fact.stripe_customer.as_ref()?;
         let known_link = self.links.get(stripe_customer).cloned();
         let (customer, link, ignored_link) =
@@ -270,29 +297,14 @@ impl Run {
                 ),
                 Link::Keep { account, ignored } => (account, None, ignored),
             };
-        let mut applied = Applied {
+        let undecided = Outcome::new(OutcomeKind::Applied, "");
+        Some(Applied {
             stripe_customer: Some(stripe_customer.clone()),
-            customer: Some(customer.clone()),
+            customer: Some(customer),
             link,
             ignored_link,
-            ..Applied::nothing(Outcome::duplicate())
-        };
-        match &fact.kind {
-            FactKind::InvoicePaid(invoice) => {
-                self.invoice_paid(&mut applied, invoice, fact, catalog, now, grant_id)?
-            }
-            FactKind::Subscription(observed) => {
-                let known = self.subscription(&observed.id).map(|s| &s.state);
-                let (state, outcome) =
-                    subscription_event(observed, known, catalog, fact.event_created, &customer);
-                applied.outcome = outcome;
-                if let Some(state) = state {
-                    self.record(&mut applied, stripe_customer, &observed.id, state);
-                }
-            }
-            FactKind::InvoicePayment(_) => unreachable!("decided above"),
-        }
-        Some(applied)
+            ..Applied::nothing(undecided)
+        })
     }
 
     /// `invoice_payment.paid`: what the invoice paid for becomes known under the payment too, so
@@ -362,11 +374,7 @@ impl Run {
         now: Timestamp,
         grant_id: impl FnMut() -> String,
     ) -> Option<()> {
-        let (Some(stripe_customer), Some(customer)) =
-            (applied.stripe_customer.clone(), applied.customer.clone())
-        else {
-            return None;
-        };
+        let (stripe_customer, customer) = applied.account()?;
         let stripe_customer = stripe_customer.as_str();
         let known = Known {
             customer,
