@@ -40,6 +40,10 @@ enum Op {
     /// The payment that paid one of a subscription's invoices (`invoice_payment.paid`), by a
     /// payment intent of its own or by the one the invoice names.
     InvoicePayment { sub: u8, period: u8, own: bool },
+    /// A Stripe customer's metadata names an account (or an invalid one, or none).
+    Customer { customer: u8, named: Option<u8> },
+    /// An event of a type creditbook does not act on, or of the other mode.
+    Unknown { live: bool },
     /// The delivery before this one (by how far back), again.
     Again { back: u8 },
 }
@@ -73,6 +77,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..2, 0u8..3).prop_map(|(sub, customer)| Op::InvoiceFailed { sub, customer }),
         1 => (0u8..2, 0u8..3, any::<bool>())
             .prop_map(|(sub, period, own)| Op::InvoicePayment { sub, period, own }),
+        1 => (0u8..3, proptest::option::weighted(0.8, 0u8..4))
+            .prop_map(|(customer, named)| Op::Customer { customer, named }),
+        1 => any::<bool>().prop_map(|live| Op::Unknown { live }),
         1 => (1u8..5).prop_map(|back| Op::Again { back }),
     ]
 }
@@ -220,6 +227,32 @@ fn bodies(h: usize, ops: &[Op], now: i64) -> Vec<String> {
                            "payment": {"type": "payment_intent", "payment_intent": payment}}),
                 )
             }
+            Op::Customer { customer, named } => {
+                // Account 3 is no valid account id.
+                let metadata = match named {
+                    Some(3) => json!({"creditbook_customer": "bad\u{7}id"}),
+                    Some(n) => json!({"creditbook_customer": format!("acct_{h}_{n}")}),
+                    None => json!({}),
+                };
+                stripe_event(
+                    &id,
+                    "customer.updated",
+                    now + i as i64,
+                    json!({"id": format!("cus_{h}_{customer}"), "object": "customer",
+                           "metadata": metadata}),
+                )
+            }
+            Op::Unknown { live } => {
+                let mut body: Value = serde_json::from_str(&stripe_event(
+                    &id,
+                    "product.created",
+                    now + i as i64,
+                    json!({"id": format!("prod_{h}_{i}"), "object": "product"}),
+                ))
+                .unwrap();
+                body["livemode"] = json!(*live);
+                body.to_string()
+            }
             Op::Again { back } => match out.len().checked_sub(usize::from(*back)) {
                 Some(j) => out[j].clone(),
                 None => continue,
@@ -290,7 +323,7 @@ async fn batches_reach_what_one_at_a_time_reaches(engine: Engine) {
     let now = batched.now().timestamp();
     let mut granted = 0;
     let (mut planned, mut settled, mut paid_by) = (0, 0, 0);
-    for (h, ops) in histories(12).iter().enumerate() {
+    for (h, ops) in histories(32).iter().enumerate() {
         let bodies = bodies(h, ops, now);
         let mut works: Vec<Arc<dyn StripeWork>> = Vec::new();
         let mut one_at_a_time = Vec::new();

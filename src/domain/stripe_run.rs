@@ -45,6 +45,50 @@ pub enum FactKind {
     Subscription(SubscriptionFact),
     /// `invoice_payment.paid`.
     InvoicePayment(InvoicePaymentFact),
+    /// `customer.created`, `customer.updated`: the account its metadata `creditbook_customer`
+    /// names is `EventFact::named`; `invalid_name`, metadata naming no valid account id.
+    Customer { invalid_name: bool },
+    /// An event recorded and not acted on (of the other mode, or of a type creditbook does not
+    /// act on), with what it says.
+    Recorded(Outcome),
+}
+
+/// What an event of the other mode says: recorded, never applied (a test payment grants no live
+/// credits, and the other way).
+pub fn other_mode(event_livemode: bool, livemode: bool) -> Outcome {
+    let mode = |live: bool| if live { "live-mode" } else { "test-mode" };
+    Outcome::new(
+        OutcomeKind::OtherMode,
+        format!(
+            "a {} event on a server that applies {} events ([stripe] livemode = {livemode})",
+            mode(event_livemode),
+            mode(livemode)
+        ),
+    )
+}
+
+/// What a customer event that links its Stripe customer to `account` says.
+pub fn linked_to(account: &CustomerId) -> Outcome {
+    Outcome::new(OutcomeKind::Applied, format!("linked to {account}"))
+}
+
+/// What a customer event naming no account says (`invalid_name`: its metadata names one that is
+/// not a valid account id).
+pub fn customer_unnamed(invalid_name: bool) -> Outcome {
+    let why = if invalid_name {
+        "creditbook_customer metadata is not a valid account id"
+    } else {
+        "no creditbook_customer metadata"
+    };
+    Outcome::new(OutcomeKind::Ignored, why)
+}
+
+/// What an event of a type creditbook does not act on says.
+pub fn unknown_type() -> Outcome {
+    Outcome::new(
+        OutcomeKind::UnknownType,
+        "creditbook does not act on this type",
+    )
 }
 
 /// What an `invoice_payment.paid` event says: the payment that paid an invoice.
@@ -261,6 +305,16 @@ impl Run {
         grant_id: impl FnMut() -> String,
     ) -> Option<Applied> {
         match &fact.kind {
+            FactKind::Recorded(outcome) => Some(Applied::nothing(outcome.clone())),
+            FactKind::Customer { invalid_name } => match &fact.named {
+                Some(_) => {
+                    let mut applied = self.linked(fact)?;
+                    let (_, account) = applied.account()?;
+                    applied.outcome = linked_to(&account);
+                    Some(applied)
+                }
+                None => Some(Applied::nothing(customer_unnamed(*invalid_name))),
+            },
             FactKind::InvoicePayment(payment) => self.invoice_payment(payment),
             FactKind::InvoicePaid(invoice) => {
                 let mut applied = self.linked(fact)?;

@@ -126,9 +126,7 @@ pub fn received(
         }
         _ => None,
     };
-    let run_fact = (event.livemode == ctx.livemode)
-        .then(|| run_fact(event, &parsed, &fetched, &record))
-        .flatten();
+    let run_fact = run_fact(event, &parsed, &fetched, &record, ctx.livemode);
     let received = std::sync::Arc::new(Received {
         event: event.clone(),
         record,
@@ -284,8 +282,25 @@ fn run_fact(
     parsed: &Parsed,
     fetched: &Fetched,
     record: &EventRecord,
+    livemode: bool,
 ) -> Option<RunEvent> {
     match parsed {
+        _ if event.livemode != livemode => Some((
+            None,
+            None,
+            FactKind::Recorded(stripe_run::other_mode(event.livemode, livemode)),
+        )),
+        // A checkout of the mode applied is decided with the checkouts next to it.
+        Parsed::CheckoutCompleted(_) | Parsed::CheckoutAsyncPaid(_) => None,
+        Parsed::Unhandled => Some((None, None, FactKind::Recorded(stripe_run::unknown_type()))),
+        Parsed::Customer(customer) => {
+            let (named, invalid_name) = customer_named(customer);
+            Some((
+                Some(customer.id.as_str()),
+                named,
+                FactKind::Customer { invalid_name },
+            ))
+        }
         Parsed::InvoicePaid(invoice) => invoice_fact(invoice, fetched).ok().map(|fact| {
             (
                 invoice.customer(),
@@ -329,6 +344,15 @@ fn run_fact(
             kind,
         },
     })
+}
+
+/// The account a Stripe customer's metadata names, and whether it names one that is not a valid
+/// account id.
+fn customer_named(customer: &event::Customer) -> (Option<(CustomerId, LinkedBy)>, bool) {
+    let value = customer.metadata.get(CUSTOMER_METADATA_KEY);
+    let named = named_account(value, LinkedBy::Metadata);
+    let invalid_name = value.is_some() && named.is_none();
+    (named, invalid_name)
 }
 
 /// The account an invoice names: its subscription's metadata `creditbook_customer`, else its
@@ -472,14 +496,7 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
     };
     let outcome = match parsed {
         // Recorded, never applied: a test payment grants no live credits, and the other way.
-        _ if event.livemode != *livemode => Outcome::new(
-            OutcomeKind::OtherMode,
-            format!(
-                "a {} event on a server that applies {} events ([stripe] livemode = {livemode})",
-                mode_name(event.livemode),
-                mode_name(*livemode)
-            ),
-        ),
+        _ if event.livemode != *livemode => stripe_run::other_mode(event.livemode, *livemode),
         // Applied as facts (`checkout_alone`) unless of the other mode.
         Parsed::CheckoutCompleted(_) | Parsed::CheckoutAsyncPaid(_) => {
             return Err(Error::Internal(
@@ -543,38 +560,21 @@ async fn apply_once(tx: StripeTx, received: &Received) -> Result<Outcome> {
                 .settle_payment(&[dispute.payment_intent(), dispute.charge()])
                 .await?
         }
-        Parsed::Customer(customer) => match (
-            customer.metadata.get(CUSTOMER_METADATA_KEY),
-            named_account(
-                customer.metadata.get(CUSTOMER_METADATA_KEY),
-                LinkedBy::Metadata,
-            ),
-        ) {
-            (_, Some(named)) => {
+        Parsed::Customer(customer) => match customer_named(customer) {
+            (Some(named), _) => {
                 let linked = apply.resolve_customer(&customer.id, Some(named)).await?;
-                Outcome::new(OutcomeKind::Applied, format!("linked to {linked}"))
+                stripe_run::linked_to(&linked)
             }
-            (Some(_), None) => Outcome::new(
-                OutcomeKind::Ignored,
-                "creditbook_customer metadata is not a valid account id",
-            ),
-            (None, None) => Outcome::new(OutcomeKind::Ignored, "no creditbook_customer metadata"),
+            (None, invalid_name) => stripe_run::customer_unnamed(invalid_name),
         },
         Parsed::PaymentIntentSucceeded(intent) => apply.payment_intent_succeeded(intent).await?,
         Parsed::PaymentIntentFailed(intent) => apply.payment_intent_failed(intent).await?,
-        Parsed::Unhandled => Outcome::new(
-            OutcomeKind::UnknownType,
-            "creditbook does not act on this type",
-        ),
+        Parsed::Unhandled => stripe_run::unknown_type(),
     };
     tx.set_outcome(&event.id, outcome.outcome.as_str(), &outcome.detail, *now)
         .await?;
     tx.commit().await?;
     Ok(outcome)
-}
-
-fn mode_name(livemode: bool) -> &'static str {
-    if livemode { "live-mode" } else { "test-mode" }
 }
 
 fn not_auto_topup() -> Outcome {

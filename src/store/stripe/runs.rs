@@ -98,7 +98,7 @@ impl StripeTx {
         let mut rows = RunRows::default();
         let mut subscriptions = Vec::new();
         let mut learnt = Vec::new();
-        // Each account's standing as the last of its events decided it.
+        // Each account's standing as its events leave it.
         let mut standings = Vec::new();
         for (event, done) in applied {
             let record = &event.record;
@@ -134,8 +134,19 @@ impl StripeTx {
                 subscriptions.push((id.clone(), row));
             }
             if let (Some(standing), Some(customer)) = (&done.standing, &done.customer) {
-                standings.retain(|(known, _, _)| known != customer);
-                standings.push((customer.clone(), standing.clone(), record.received_at));
+                // A standing from no subscriptions at all leaves the plan as it is: what an
+                // earlier event of the run set stands.
+                let earlier = standings.iter().position(|(known, _, _)| known == customer);
+                match (earlier, standing) {
+                    (Some(_), None) => {}
+                    (Some(i), Some(_)) => {
+                        standings.remove(i);
+                        standings.push((customer.clone(), standing.clone(), record.received_at));
+                    }
+                    (None, _) => {
+                        standings.push((customer.clone(), standing.clone(), record.received_at))
+                    }
+                }
             }
             if let Some((invoice, key)) = &done.invoice_payment {
                 learnt.push(invoice_payment_row(invoice, key));
@@ -223,7 +234,7 @@ impl StripeTx {
             .iter()
             .filter_map(|f| match &f.kind {
                 FactKind::InvoicePaid(invoice) => Some(invoice),
-                FactKind::Subscription(_) | FactKind::InvoicePayment(_) => None,
+                _ => None,
             })
             .collect();
         // The invoices the invoice payments name, with their payments.
@@ -290,7 +301,7 @@ impl StripeTx {
             .filter_map(|f| match &f.kind {
                 FactKind::InvoicePaid(invoice) => invoice.subscription.as_deref(),
                 FactKind::Subscription(subscription) => Some(subscription.id.as_str()),
-                FactKind::InvoicePayment(_) => None,
+                _ => None,
             })
             .collect();
         let rows = stripe_subscriptions::Entity::find()
