@@ -93,12 +93,12 @@ impl StripeTx {
     }
 
     /// What a run's events wrote besides their grants, one statement per table (the
-    /// standing: one per account).
+    /// standing: one per event that refreshes it, in order, as each event on its own writes it).
     async fn write_run(&self, applied: &[(&RunEvent, Applied)]) -> Result<()> {
         let mut rows = RunRows::default();
         let mut subscriptions = Vec::new();
         let mut learnt = Vec::new();
-        // Each account's standing as its events leave it.
+        // Each event's standing of its account, written in the events' order.
         let mut standings = Vec::new();
         for (event, done) in applied {
             let record = &event.record;
@@ -134,19 +134,7 @@ impl StripeTx {
                 subscriptions.push((id.clone(), row));
             }
             if let (Some(standing), Some(customer)) = (&done.standing, &done.customer) {
-                // A standing from no subscriptions at all leaves the plan as it is: what an
-                // earlier event of the run set stands.
-                let earlier = standings.iter().position(|(known, _, _)| known == customer);
-                match (earlier, standing) {
-                    (Some(_), None) => {}
-                    (Some(i), Some(_)) => {
-                        standings.remove(i);
-                        standings.push((customer.clone(), standing.clone(), record.received_at));
-                    }
-                    (None, _) => {
-                        standings.push((customer.clone(), standing.clone(), record.received_at))
-                    }
-                }
+                standings.push((customer.clone(), standing.clone(), record.received_at));
             }
             if let Some((invoice, key)) = &done.invoice_payment {
                 learnt.push(invoice_payment_row(invoice, key));
