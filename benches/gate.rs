@@ -237,12 +237,55 @@ struct RunnerFigures {
     phases: [f64; 5],
     /// Stripe's batches: how many, their events, and those applied in runs.
     stripe: [f64; 3],
+    /// Bytes the database wrote (`Writes`); none where they cannot be read.
+    written: Option<f64>,
+}
+
+/// Where the bytes a database writes are counted: on SQLite, what the server process wrote
+/// (its write-ahead log and the checkpoints that copy it into the database file, from
+/// `/proc/<pid>/io`); on PostgreSQL, the server's write-ahead log (`pg_stat_wal`, whole
+/// cluster: the benchmark's server should serve nothing else).
+#[derive(Clone)]
+enum Writes {
+    Process(u32),
+    Wal(sea_orm::DatabaseConnection),
+}
+
+impl Writes {
+    fn of(server: &common::Server, store: &Store) -> Writes {
+        match store.connection().get_database_backend() {
+            sea_orm::DbBackend::Postgres => Writes::Wal(store.connection().clone()),
+            _ => Writes::Process(server.child.id()),
+        }
+    }
+
+    async fn bytes(&self) -> Option<f64> {
+        use sea_orm::ConnectionTrait;
+        match self {
+            Writes::Process(pid) => std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok()),
+            Writes::Wal(db) => {
+                let sql = "SELECT wal_bytes::bigint AS bytes FROM pg_stat_wal";
+                let row = db
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        sql,
+                    ))
+                    .await
+                    .ok()??;
+                row.try_get::<i64>("", "bytes").ok().map(|b| b as f64)
+            }
+        }
+    }
 }
 
 const PHASES: [&str; 5] = ["load", "decide", "write", "post", "commit"];
 
 impl RunnerFigures {
-    async fn read(client: &reqwest::Client, base: &str) -> RunnerFigures {
+    async fn read(client: &reqwest::Client, base: &str, writes: &Writes) -> RunnerFigures {
         let text = client
             .get(format!("{base}/metrics"))
             .send()
@@ -273,6 +316,7 @@ impl RunnerFigures {
                 value("creditbook_stripe_batch_events_total"),
                 value("creditbook_stripe_events_together_total"),
             ],
+            written: writes.bytes().await,
         }
     }
 
@@ -287,6 +331,7 @@ impl RunnerFigures {
             wait: self.wait - before.wait,
             phases,
             stripe: std::array::from_fn(|i| self.stripe[i] - before.stripe[i]),
+            written: self.written.zip(before.written).map(|(a, b)| a - b),
         }
     }
 }
@@ -295,17 +340,19 @@ impl RunnerFigures {
 struct Runner {
     client: reqwest::Client,
     base: String,
+    writes: Writes,
     last: RunnerFigures,
     rows: Vec<(String, RunnerFigures)>,
 }
 
 impl Runner {
-    async fn new(base: &str) -> Runner {
+    async fn new(base: &str, writes: Writes) -> Runner {
         let client = reqwest::Client::new();
-        let last = RunnerFigures::read(&client, base).await;
+        let last = RunnerFigures::read(&client, base, &writes).await;
         Runner {
             client,
             base: base.to_owned(),
+            writes,
             last,
             rows: Vec::new(),
         }
@@ -313,7 +360,7 @@ impl Runner {
 
     /// Records what the runner did since the previous mark, under `scenario`.
     async fn mark(&mut self, scenario: &str) {
-        let now = RunnerFigures::read(&self.client, &self.base).await;
+        let now = RunnerFigures::read(&self.client, &self.base, &self.writes).await;
         let delta = now.since(&self.last);
         self.last = now;
         if (delta.batches > 0.0 || delta.stripe[0] > 0.0) && wanted(scenario) {
@@ -326,9 +373,9 @@ impl Runner {
             "\nWhere the runner's time went (per batch; one transaction and one commit each):\n"
         );
         println!(
-            "| scenario | commands per batch | ms per batch | load | decide | write | post | commit | queue wait ms |"
+            "| scenario | commands per batch | ms per batch | load | decide | write | post | commit | queue wait ms | KiB written per command |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for (name, f) in self.rows.iter().filter(|(_, f)| f.batches > 0.0) {
             let per_batch = |micros: f64| micros / f.batches / 1000.0;
             let total: f64 = f.phases.iter().sum();
@@ -338,27 +385,36 @@ impl Runner {
                 .map(|p| format!("{:.2}", per_batch(*p)))
                 .collect();
             println!(
-                "| {:<44} | {:>6.1} | {:>6.2} | {} | {:>6.2} |",
+                "| {:<44} | {:>6.1} | {:>6.2} | {} | {:>6.2} | {} |",
                 name,
                 f.commands / f.batches,
                 per_batch(total),
                 phases.join(" | "),
                 f.wait / f.commands / 1000.0,
+                kib_per(f.written, f.commands),
             );
         }
         println!("\nStripe's batches (one transaction and one commit each):\n");
-        println!("| scenario | events per batch | applied in runs |");
-        println!("|---|---|---|");
+        println!("| scenario | events per batch | applied in runs | KiB written per event |");
+        println!("|---|---|---|---|");
         for (name, f) in self.rows.iter().filter(|(_, f)| f.stripe[0] > 0.0) {
             let [batches, events, together] = f.stripe;
             println!(
-                "| {:<44} | {:>6.1} | {:>5.1}% |",
+                "| {:<44} | {:>6.1} | {:>5.1}% | {} |",
                 name,
                 events / batches,
-                100.0 * together / events
+                100.0 * together / events,
+                kib_per(f.written, events),
             );
         }
     }
+}
+
+/// `bytes` per unit in KiB, or a dash where the bytes could not be read.
+fn kib_per(bytes: Option<f64>, units: f64) -> String {
+    bytes.map_or("—".to_owned(), |b| {
+        format!("{:.1}", b / units.max(1.0) / 1024.0)
+    })
 }
 
 async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
@@ -401,7 +457,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         seed_started.elapsed().as_secs_f64()
     );
     let store = Store::connect(database_url).await.expect("connect");
-    let mut runner = Runner::new(&base).await;
+    let mut runner = Runner::new(&base, Writes::of(&server, &store)).await;
     let mut all = customers.clone();
     all.push("hot".into());
     let customers = Arc::new(customers);
@@ -570,7 +626,7 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
             );
             let server = start(&swept, &[]).await;
             let base = Arc::new(server.address.clone());
-            let mut runner = Runner::new(&base).await;
+            let mut runner = Runner::new(&base, Writes::of(&server, &store)).await;
             let run = pairs("sweep", &base, &app, &customers, false, tag, seconds).await;
             runner.mark("sweep").await;
             let f = runner.rows.last().map(|(_, f)| *f).unwrap_or_default();
