@@ -254,6 +254,8 @@ async fn main() {
             overrides: Set(None),
             low_balance: Set(None),
             auto_topup: Set(None),
+            credit_cycle: Set(None),
+            next_grant_at: Set(None),
         });
         batches.grants.push(entity::grants::ActiveModel {
             id: Set(grant.clone()),

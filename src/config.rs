@@ -2,7 +2,7 @@
 //! and the reason.
 
 use crate::domain::catalog::{
-    self, Action, ActionChange, Breakage, Catalog, Feature, Overage, Pack, Plan,
+    self, Action, ActionChange, Breakage, Catalog, CreditsInterval, Feature, Overage, Pack, Plan,
 };
 use crate::domain::money::{Credits, Price, max_credits_per_request};
 use rust_decimal::Decimal;
@@ -47,6 +47,14 @@ struct RawConfig {
     pages: RawPages,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    customers: RawCustomers,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCustomers {
+    default_plan: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -284,6 +292,7 @@ struct RawPlan {
     #[serde(default)]
     stripe_prices: Vec<String>,
     credits: Decimal,
+    credits_interval: Option<String>,
     #[serde(default)]
     per_seat: bool,
     #[serde(default)]
@@ -1346,6 +1355,17 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             id: p.id.clone(),
             stripe_prices: p.stripe_prices.clone(),
             credits: non_negative_credits(key("credits"), p.credits)?,
+            credits_interval: match p.credits_interval.as_deref() {
+                None => CreditsInterval::default(),
+                Some(text) => CreditsInterval::parse(text).ok_or_else(|| {
+                    (
+                        key("credits_interval"),
+                        format!(
+                            "{text:?} is not one of \"day\", \"week\", \"month\", \"year\", \"billing_period\""
+                        ),
+                    )
+                })?,
+            },
             per_seat: p.per_seat,
             features: p.features.clone(),
             rollover_max: non_negative_credits(
@@ -1403,12 +1423,23 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
         }
     }
 
+    let default_plan = match &raw.customers.default_plan {
+        Some(id) if !plans.contains_key(id) => {
+            return Err((
+                "customers.default_plan".to_owned(),
+                format!("{id:?} is not a plan of [[plans]]"),
+            ));
+        }
+        other => other.clone(),
+    };
+
     Ok(Catalog {
         currency,
         features,
         actions,
         plans,
         packs,
+        default_plan,
         ..Default::default()
     })
 }

@@ -144,9 +144,10 @@ async fn a_generated_client_works(engine: Engine) {
     assert_eq!(seen["refused_type"], "invalid_request");
     assert_eq!(seen["refused_field"], "quantity");
     assert_eq!(seen["rollforward"], "RollforwardReport");
-    // 100 granted, 1 captured, 0.000005 spent: as the server itself says.
+    // 100 granted and the 2,000 of the plan the client set, 1 captured, 0.000005 spent: as
+    // the server itself says.
     let (balance, _, available) = app.balances(customer).await;
-    assert_eq!(available, "98.999995");
+    assert_eq!(available, "2098.999995");
     assert_eq!(seen["available"], available.as_str());
     assert_eq!(seen["balance"], balance.as_str());
     app.assert_audit_clean().await;

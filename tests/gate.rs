@@ -150,7 +150,7 @@ on_both_engines!(capture_below_and_above_the_hold);
 
 async fn over_capture_under_allow_goes_into_overdraft(app: TestApp) {
     let c = "allow";
-    app.set_plan(c, "pro").await;
+    app.set_plan_without_its_credits(c, "pro").await;
     app.promo(c, "10").await;
     let (_, hold) = app.authorize(c, "video.clip", json!(1)).await; // 50 > 10: allowed down to -200
     assert_eq!(hold["status"], "held", "{hold}");
@@ -181,7 +181,7 @@ on_both_engines!(over_capture_under_allow_goes_into_overdraft);
 
 async fn overage_under_bill_is_recorded_not_owed(app: TestApp) {
     let c = "bill";
-    app.set_plan(c, "team").await;
+    app.set_plan_without_its_credits(c, "team").await;
     app.promo(c, "3").await;
     let (status, usage) = app.usage(c, "chat.request", json!(10), "b1").await;
     assert_eq!(status, StatusCode::CREATED, "{usage}");
@@ -351,7 +351,7 @@ async fn amounts_round_trip_exactly(app: TestApp) {
     )
     .await;
     assert_eq!(app.balances(c).await.0, "123456789012.123456");
-    app.set_plan(c, "pro").await;
+    app.set_plan_without_its_credits(c, "pro").await;
     let (status, usage) = app.usage(c, "voice.speech", json!(3), "v").await;
     assert_eq!(status, StatusCode::CREATED, "{usage}");
     assert_eq!(usage["credits"], "1.5");
@@ -420,7 +420,7 @@ async fn entitlements_and_unknown_customers(app: TestApp) {
         (status, problem["type"].as_str()),
         (StatusCode::FORBIDDEN, Some("feature_not_entitled"))
     );
-    app.set_plan(c, "pro").await;
+    app.set_plan_without_its_credits(c, "pro").await;
     let (_, check) = app
         .post_app(
             "/v1/check",

@@ -661,7 +661,7 @@ async fn a_plan_s_own_threshold_decides_its_customers_low(engine: Engine) {
     for customer in ["on_pro", "no_plan"] {
         app.promo(customer, "100").await;
     }
-    app.set_plan("on_pro", "pro").await;
+    app.set_plan_without_its_credits("on_pro", "pro").await;
     // Half used: low on pro (50%), not without a plan (80% by default).
     for customer in ["on_pro", "no_plan"] {
         use_credits(&app, customer, 50).await;
@@ -756,6 +756,8 @@ async fn a_customer_s_own_threshold_decides_its_low(engine: Engine) {
             consumed_share: Some("0.9".parse().unwrap()),
             credits: None,
         });
+        // Its thresholds, judged on the customers' own credits: no allowance of its own.
+        pro.credits = creditbook::domain::Credits::ZERO;
     })
     .await;
     for customer in ["own", "plan_only"] {

@@ -284,6 +284,7 @@ fn catalog_for(overages: &[Overage]) -> Catalog {
                 id: format!("plan{n}"),
                 stripe_prices: vec![],
                 credits: Credits::ZERO,
+                credits_interval: Default::default(),
                 per_seat: false,
                 features: vec![],
                 rollover_max: Credits::ZERO,

@@ -1332,7 +1332,7 @@ async fn margin_sets_revenue_against_vendor_cost(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::OK, "{captured}");
     app.promo("acct_n", "100").await;
-    app.set_plan("acct_n", "pro").await;
+    app.set_plan_without_its_credits("acct_n", "pro").await;
     let (status, used) = app
         .usage("acct_n", "chat.request", json!("100"), "n1")
         .await;
@@ -1542,7 +1542,7 @@ async fn overage_reported_to_a_stripe_meter(engine: Engine) {
     assert_eq!(status, StatusCode::CREATED, "{used}");
     // Not linked to Stripe: accrued, never reported.
     app.promo("acct_p", "1").await;
-    app.set_plan("acct_p", "team").await;
+    app.set_plan_without_its_credits("acct_p", "team").await;
     let (status, used) = app.usage("acct_p", "chat.request", json!("4"), "p1").await;
     assert_eq!(status, StatusCode::CREATED, "{used}");
 

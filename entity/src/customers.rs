@@ -30,6 +30,10 @@ pub struct Model {
     pub low_balance: Option<String>,
     /// The customer's auto top-up setting and where it stands (JSON), if ever set.
     pub auto_topup: Option<String>,
+    /// The credit cycle of its plan outside Stripe (JSON), if it has one.
+    pub credit_cycle: Option<String>,
+    /// When that cycle's next grant is due (Unix microseconds), while one will be made.
+    pub next_grant_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

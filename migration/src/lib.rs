@@ -48,6 +48,7 @@ mod m20261129_000017_page_sessions;
 mod m20261130_000018_stripe_event_customers;
 mod m20261203_000019_hardening;
 mod m20261203_000020_append_only;
+mod m20261206_000021_credit_cycles;
 
 pub struct Migrator;
 
@@ -87,6 +88,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000018_stripe_event_customers::Migration),
             Box::new(m20261203_000019_hardening::Migration),
             Box::new(m20261203_000020_append_only::Migration),
+            Box::new(m20261206_000021_credit_cycles::Migration),
         ]
     }
 }

@@ -3,7 +3,9 @@
 
 use super::Timestamp;
 use super::money::{Credits, Money, Price, Quantity, SCALE, max_credits_per_request};
+use chrono::{Duration, Months};
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
@@ -142,12 +144,74 @@ pub enum Breakage {
     Proportional { expected_unused: Decimal },
 }
 
+/// How often a plan's credits are granted (`[[plans]] credits_interval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditsInterval {
+    Day,
+    Week,
+    #[default]
+    Month,
+    Year,
+    /// Each billing period of the plan's Stripe price; a month outside Stripe.
+    BillingPeriod,
+}
+
+impl CreditsInterval {
+    pub const ALL: [CreditsInterval; 5] = [
+        CreditsInterval::Day,
+        CreditsInterval::Week,
+        CreditsInterval::Month,
+        CreditsInterval::Year,
+        CreditsInterval::BillingPeriod,
+    ];
+
+    pub fn parse(text: &str) -> Option<CreditsInterval> {
+        CreditsInterval::ALL
+            .into_iter()
+            .find(|i| i.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditsInterval::Day => "day",
+            CreditsInterval::Week => "week",
+            CreditsInterval::Month => "month",
+            CreditsInterval::Year => "year",
+            CreditsInterval::BillingPeriod => "billing_period",
+        }
+    }
+
+    /// The interval of a cycle outside Stripe, where there is no billing period: a month.
+    pub fn outside_stripe(self) -> CreditsInterval {
+        match self {
+            CreditsInterval::BillingPeriod => CreditsInterval::Month,
+            other => other,
+        }
+    }
+
+    /// The start of period `k` of a cycle anchored at `anchor` (period 0 starts at the anchor).
+    /// Months and years are calendar months from the anchor, as Stripe counts them (the 31st
+    /// gives the last day of a shorter month); `None` past the representable range.
+    pub fn boundary(self, anchor: Timestamp, k: u32) -> Option<Timestamp> {
+        match self.outside_stripe() {
+            CreditsInterval::Day => anchor.checked_add_signed(Duration::try_days(i64::from(k))?),
+            CreditsInterval::Week => anchor.checked_add_signed(Duration::try_weeks(i64::from(k))?),
+            CreditsInterval::Month => anchor.checked_add_months(Months::new(k)),
+            CreditsInterval::Year => anchor.checked_add_months(Months::new(k.checked_mul(12)?)),
+            CreditsInterval::BillingPeriod => unreachable!("a month outside Stripe"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub id: String,
     pub stripe_prices: Vec<String>,
-    /// Per period; per seat when `per_seat`.
+    /// Per credit period; per seat when `per_seat`.
     pub credits: Credits,
+    /// How often `credits` are granted (`credits_interval`).
+    pub credits_interval: CreditsInterval,
     pub per_seat: bool,
     pub features: Vec<String>,
     pub rollover_max: Credits,
@@ -169,6 +233,7 @@ impl Plan {
             id: id.into(),
             stripe_prices: vec![],
             credits: Credits::ZERO,
+            credits_interval: CreditsInterval::Month,
             per_seat: false,
             features: vec![],
             rollover_max: Credits::ZERO,
@@ -227,6 +292,8 @@ pub struct Catalog {
     pub actions: BTreeMap<String, Action>,
     pub plans: BTreeMap<String, Plan>,
     pub packs: BTreeMap<String, Pack>,
+    /// The plan of every customer that has no other (`[customers] default_plan`).
+    pub default_plan: Option<String>,
     /// When balances are low and grants about to expire (`[alerts]`).
     pub alerts: super::thresholds::AlertRule,
     /// Who is told of what (`[[webhooks]]`, without their secrets).

@@ -10,6 +10,7 @@ use super::autotopup::Setting;
 use super::autotopup::Start;
 use super::catalog::{Action, Catalog};
 use super::customer::CustomerId;
+use super::cycle;
 use super::gate::{self, Actual, Policy, Refusal, Standing};
 use super::ledger::{Book, Grant, GrantKind, GrantSource, HoldStatus, Rejection};
 use super::limits::{Limit, LimitState, SpentThisMonth};
@@ -105,8 +106,12 @@ pub enum Command {
 
 impl Command {
     /// May the command create its customer when unknown? Spends and settings need a customer
-    /// that exists; grants (and Stripe's facts) bring one into being.
-    pub fn creates_customer(&self) -> bool {
+    /// that exists; grants (and Stripe's facts) bring one into being. With a default plan, any
+    /// command does: a customer first seen gets its default plan's first grant in that command.
+    pub fn creates_customer(&self, catalog: &Catalog) -> bool {
+        if catalog.default_plan.is_some() {
+            return true;
+        }
         match self {
             Command::Authorize { .. }
             | Command::Capture { .. }
@@ -387,6 +392,20 @@ pub fn decide_with(
     decide_across(rules, book, standing, &mut [], command, read, now)
 }
 
+/// What is due at `now`, before anything a command does and in everything a read shows: holds
+/// and grants past their expiry settled, then the customer's credit cycle moved on
+/// ([`cycle::advance`]: a period's grant, a first sight's default plan).
+pub fn settle_due(catalog: &Catalog, book: &mut Book, standing: &mut Standing, now: Timestamp) {
+    book.settle_due(now);
+    cycle::advance(
+        catalog,
+        book,
+        standing.plan_id.as_deref(),
+        &mut standing.cycle,
+        now,
+    );
+}
+
 /// The book of a customer a command changes besides its own ([`Command::others`]).
 #[derive(Debug)]
 pub struct Other<'a> {
@@ -419,7 +438,7 @@ pub fn decide_across(
         ))
         .into());
     }
-    book.settle_due(now);
+    settle_due(rules.catalog, book, standing, now);
     for other in others.iter_mut() {
         other.book.settle_due(now);
     }
@@ -594,6 +613,13 @@ fn apply(
         }
         Command::SetPlan { plan } => {
             standing.plan_id = plan.clone();
+            cycle::set_plan(
+                rules.catalog,
+                book,
+                plan.as_deref(),
+                &mut standing.cycle,
+                now,
+            );
             Answer::Done
         }
         Command::SetAutoTopup { setting } => {
@@ -1236,7 +1262,7 @@ mod tests {
             at: at(1),
         };
         let set = Command::SetOverride { made: made.clone() };
-        assert!(set.creates_customer());
+        assert!(set.creates_customer(&catalog));
         let answer = decide(rules(&catalog), &mut book, &mut standing, &set, at(1)).unwrap();
         assert_eq!(answer, Answer::Overridden(made.clone()));
         assert_eq!(

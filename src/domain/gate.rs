@@ -29,6 +29,8 @@ pub struct Standing {
     pub low_balance: Option<super::alerts::LowBalance>,
     /// The customer's auto top-up and where it stands.
     pub auto_topup: super::autotopup::AutoTopup,
+    /// The credit cycle of its plan outside Stripe, if it has one.
+    pub cycle: Option<super::cycle::Cycle>,
 }
 
 /// The rules of the gate that come from configuration rather than from the customer.
@@ -103,8 +105,10 @@ impl<'c> Terms<'c> {
         now: Timestamp,
         policy: Policy,
     ) -> Self {
+        // A customer with no plan in force is on the default plan, if there is one.
         let plan = standing
             .plan_in_force(now, policy)
+            .or(catalog.default_plan.as_deref())
             .and_then(|id| catalog.plan(id));
         Terms {
             plan,

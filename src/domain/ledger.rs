@@ -82,14 +82,17 @@ pub enum GrantSource {
     Transfer,
     /// Made by a test or a benchmark.
     Test,
+    /// A plan's credit cycle outside Stripe (its grant's id names the period).
+    Cycle,
 }
 
 impl GrantSource {
-    pub const ALL: [GrantSource; 4] = [
+    pub const ALL: [GrantSource; 5] = [
         GrantSource::Admin,
         GrantSource::Stripe,
         GrantSource::Transfer,
         GrantSource::Test,
+        GrantSource::Cycle,
     ];
 
     pub fn parse(text: &str) -> Option<GrantSource> {
@@ -102,6 +105,7 @@ impl GrantSource {
             GrantSource::Stripe => "stripe",
             GrantSource::Transfer => "transfer",
             GrantSource::Test => "test",
+            GrantSource::Cycle => "cycle",
         }
     }
 }
@@ -253,7 +257,7 @@ impl Grant {
     }
 
     /// Credits that may be spent or taken: none of an expired grant, nor of a frozen one.
-    fn free(&self) -> Credits {
+    pub fn free(&self) -> Credits {
         if self.expired || self.frozen {
             Credits::ZERO
         } else {

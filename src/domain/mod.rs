@@ -45,6 +45,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod command;
 pub mod customer;
+pub mod cycle;
 pub mod gate;
 pub mod invoice;
 pub mod journal;

@@ -3,8 +3,9 @@
 
 use super::Timestamp;
 use super::catalog::Catalog;
+use super::cycle;
 use super::gate::{Policy, Standing, Terms};
-use super::ledger::{Book, Grant, Hold, HoldStatus};
+use super::ledger::{Book, Grant, GrantKind, Hold, HoldStatus};
 use super::limits::LimitState;
 use super::money::Credits;
 
@@ -31,6 +32,15 @@ pub struct Summary<'a> {
     pub holds: Vec<&'a Hold>,
     /// Spend limits, and where each stands in its current window.
     pub limits: Vec<LimitState>,
+    /// When the plan's next grant is due: the end of the credit cycle's period for a plan outside
+    /// Stripe; the end of the subscription's period (its renewal invoice) for a plan sold
+    /// through Stripe.
+    pub next_grant_at: Option<Timestamp>,
+    /// The plan's credits each period (per seat for a per-seat plan).
+    pub allowance: Option<Credits>,
+    /// What would roll over into the next period were it to start now: the unused credits of the
+    /// plan's grants ending then, up to its `rollover_max`.
+    pub rolls_over: Credits,
 }
 
 impl<'a> Summary<'a> {
@@ -49,6 +59,24 @@ impl<'a> Summary<'a> {
             .filter(|g| g.remaining.is_positive())
             .collect();
         grants.sort_by(|a, b| Grant::consumption_order(a, b));
+        let next_grant_at = match &standing.cycle {
+            Some(_) => cycle::next_grant_at(
+                catalog,
+                standing.plan_id.as_deref(),
+                standing.cycle.as_ref(),
+            ),
+            None => terms.plan.and(standing.renews_at),
+        };
+        let rolls_over = match (terms.plan, next_grant_at) {
+            (Some(plan), Some(at)) => book
+                .grants
+                .iter()
+                .filter(|g| g.kind == GrantKind::Plan && !g.expired && g.expires_at == Some(at))
+                .map(Grant::free)
+                .sum::<Credits>()
+                .min(plan.rollover_max),
+            _ => Credits::ZERO,
+        };
         Summary {
             plan: terms.plan.map(|p| p.id.as_str()),
             past_due_since: standing.past_due_since,
@@ -67,6 +95,9 @@ impl<'a> Summary<'a> {
                 .filter(|h| h.status == HoldStatus::Held)
                 .collect(),
             limits: standing.limits.states(book, catalog, now),
+            next_grant_at,
+            allowance: next_grant_at.and(terms.plan).map(|p| p.credits),
+            rolls_over,
         }
     }
 }

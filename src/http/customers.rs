@@ -101,6 +101,16 @@ pub struct CustomerView {
     holds: Vec<HoldView>,
     /// End of the current subscription period, from Stripe.
     renews_at: Option<DateTime<Utc>>,
+    /// When the plan's next grant is due: the end of the credit period of a plan outside Stripe,
+    /// the end of the subscription's period for a plan sold through Stripe; none without a plan.
+    next_grant_at: Option<DateTime<Utc>>,
+    /// The plan's credits each period (per seat for a per-seat plan), when a grant is due.
+    #[schema(value_type = Option<String>)]
+    allowance: Option<Credits>,
+    /// What would roll over into the next period were it to start now (up to the plan's
+    /// `rollover_max`).
+    #[schema(value_type = String)]
+    rolls_over: Credits,
     /// Spend limits, and where each stands in its current window.
     limits: Vec<super::controls::LimitView>,
     /// Feature overrides in force, with who made them and why.
@@ -146,6 +156,9 @@ pub async fn show(
             })
             .collect(),
         renews_at: summary.renews_at,
+        next_grant_at: summary.next_grant_at,
+        allowance: summary.allowance,
+        rolls_over: summary.rolls_over,
         limits: summary.limits.into_iter().map(Into::into).collect(),
         overrides: standing
             .overrides

@@ -89,6 +89,20 @@ pub fn when(t: crate::domain::Timestamp) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// The plan's next grant as the pages say it: its credits, when, and what rolls over into it.
+pub fn next_grant(summary: &crate::domain::summary::Summary<'_>) -> Option<String> {
+    let at = summary.next_grant_at?;
+    let credits = summary
+        .allowance
+        .map_or_else(String::new, |c| format!("{c} credits "));
+    let carried = if summary.rolls_over.is_positive() {
+        format!(" ({} rolling over)", summary.rolls_over)
+    } else {
+        String::new()
+    };
+    Some(format!("{credits}on {}{carried}", when(at)))
+}
+
 /// A page that only says something: a refusal, a link that opens nothing.
 #[derive(askama::Template)]
 #[template(path = "refused.html")]

@@ -214,7 +214,7 @@ pub(crate) async fn run_commands(
     cache: Option<&BookCache>,
 ) -> Result<Ran> {
     let started = std::time::Instant::now();
-    let (mut books, books_read) = lock_and_load(txn, items, cache).await?;
+    let (mut books, books_read) = lock_and_load(txn, rules.catalog, items, cache).await?;
     let mut decided = Decided {
         records: load_idempotency(txn, items).await?,
         ..Decided::default()
@@ -255,12 +255,13 @@ pub(crate) async fn run_commands(
 /// order and loads its books; how many of them were read (not kept).
 async fn lock_and_load(
     txn: &DatabaseTransaction,
+    catalog: &Catalog,
     items: &[&Envelope],
     cache: Option<&BookCache>,
 ) -> Result<(BTreeMap<CustomerId, Loaded>, usize)> {
     // Customers a command may create, at the time of the first command that names them.
     let mut create: BTreeMap<&str, Timestamp> = BTreeMap::new();
-    for item in items.iter().filter(|c| c.command.creates_customer()) {
+    for item in items.iter().filter(|c| c.command.creates_customer(catalog)) {
         for customer in item.customers() {
             create.entry(customer.as_str()).or_insert(item.now);
         }
@@ -1037,6 +1038,7 @@ async fn write_books(
 
 /// The customer's row, when the batch moved its overdraft, standing or alert state; under its
 /// row lock, at the version the lock left.
+// Long: one SET per column of the customer's row, each beside its value.
 async fn update_customer(txn: &DatabaseTransaction, customer: &str, loaded: &Loaded) -> Result<()> {
     let (before, after) = (&loaded.before, &loaded.book);
     let standing = &loaded.standing;
@@ -1101,6 +1103,17 @@ async fn update_customer(txn: &DatabaseTransaction, customer: &str, loaded: &Loa
                     &standing.auto_topup,
                     standing.auto_topup.is_unset(),
                 )?),
+            )
+            .col_expr(
+                customers::Column::CreditCycle,
+                Expr::value(rows::json_column(
+                    &standing.cycle,
+                    standing.cycle.is_none(),
+                )?),
+            )
+            .col_expr(
+                customers::Column::NextGrantAt,
+                Expr::value(standing.cycle.as_ref().map(|c| time(c.period_end))),
             )
             .filter(customers::Column::Id.eq(customer))
             .filter(customers::Column::Version.eq(loaded.version))
@@ -1227,9 +1240,9 @@ impl super::Store {
         Ok(loaded
             .into_iter()
             .map(|(id, l)| {
-                let mut book = l.book;
-                book.settle_due(now);
-                (id, (book, l.standing))
+                let (mut book, mut standing) = (l.book, l.standing);
+                command::settle_due(self.catalog(), &mut book, &mut standing, now);
+                (id, (book, standing))
             })
             .collect())
     }
@@ -1280,7 +1293,17 @@ impl super::Store {
                 let loaded = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
                 txn.commit().await?;
                 let Some((customer, loaded)) = loaded.into_iter().next() else {
-                    return Ok(None);
+                    // First sight: what its first command would find (the default plan's
+                    // first grant, when there is a default plan).
+                    if !DomainCommand::Settle.creates_customer(self.catalog()) {
+                        return Ok(None);
+                    }
+                    let (mut book, mut standing) = (
+                        Book::new(CustomerId::known(customer_id)),
+                        Standing::default(),
+                    );
+                    command::settle_due(self.catalog(), &mut book, &mut standing, now);
+                    return Ok(Some((book, standing)));
                 };
                 let kept = Cached {
                     version: loaded.version,
@@ -1294,9 +1317,9 @@ impl super::Store {
                 std::sync::Arc::new(kept)
             }
         };
-        let mut book = kept.book.clone();
-        book.settle_due(now);
-        Ok(Some((book, kept.standing.clone())))
+        let (mut book, mut standing) = (kept.book.clone(), kept.standing.clone());
+        command::settle_due(self.catalog(), &mut book, &mut standing, now);
+        Ok(Some((book, standing)))
     }
 
     /// Starts the background confirmation of the kept books that checks noted past half the
@@ -1423,6 +1446,31 @@ impl super::Store {
             .all(self.connection())
             .await?;
         ids.extend(grant_ids);
+        // Credit cycles whose next grant is due, and (with a default plan) customers with no
+        // plan whose default plan's cycle has not started.
+        let mut cycles = customers::Entity::find()
+            .select_only()
+            .column(customers::Column::Id)
+            .filter(customers::Column::NextGrantAt.lte(now))
+            .order_by(customers::Column::Id, Order::Asc)
+            .limit(limit)
+            .into_tuple()
+            .all(self.connection())
+            .await?;
+        ids.append(&mut cycles);
+        if self.catalog().default_plan.is_some() {
+            let mut unstarted = customers::Entity::find()
+                .select_only()
+                .column(customers::Column::Id)
+                .filter(customers::Column::PlanId.is_null())
+                .filter(customers::Column::CreditCycle.is_null())
+                .order_by(customers::Column::Id, Order::Asc)
+                .limit(limit)
+                .into_tuple()
+                .all(self.connection())
+                .await?;
+            ids.append(&mut unstarted);
+        }
         ids.sort();
         ids.dedup();
         Ok(ids)

@@ -265,6 +265,8 @@ pub fn new_customer(id: &str, now: Timestamp) -> customers::ActiveModel {
         overrides: Set(None),
         low_balance: Set(None),
         auto_topup: Set(None),
+        credit_cycle: Set(None),
+        next_grant_at: Set(None),
     }
 }
 
@@ -299,6 +301,7 @@ pub fn standing_from_row(row: &customers::Model) -> Result<Standing> {
         overrides: from_json_column(row.overrides.as_deref())?,
         low_balance: from_json_column(row.low_balance.as_deref())?,
         auto_topup: from_json_column(row.auto_topup.as_deref())?,
+        cycle: from_json_column(row.credit_cycle.as_deref())?,
     })
 }
 
@@ -349,6 +352,7 @@ pub fn standing_as_stored(s: &Standing) -> Result<Standing> {
         overrides: round_trip(&s.overrides, s.overrides.is_empty())?,
         low_balance: round_trip(&s.low_balance, s.low_balance.is_none())?,
         auto_topup: round_trip(&s.auto_topup, s.auto_topup.is_unset())?,
+        cycle: round_trip(&s.cycle, s.cycle.is_none())?,
     })
 }
 

@@ -1274,6 +1274,17 @@ impl StripeTx {
             Expr::col(customers::Column::Version).add(1),
         );
         if let Some((plan, past_due_since, renews_at)) = subscription {
+            if !crate::domain::cycle::survives_subscription(plan.as_deref()) {
+                update = update
+                    .col_expr(
+                        customers::Column::CreditCycle,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(
+                        customers::Column::NextGrantAt,
+                        Expr::value(Option::<i64>::None),
+                    );
+            }
             update = update
                 .col_expr(customers::Column::PlanId, Expr::value(plan))
                 .col_expr(

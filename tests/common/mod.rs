@@ -325,6 +325,24 @@ impl TestApp {
         assert_eq!(status, StatusCode::OK, "{value}");
     }
 
+    /// Sets the customer's plan, then takes back the allowance its credit cycle grants with it:
+    /// for tests of a plan's rules (features, overage, thresholds) on credits of their own.
+    pub async fn set_plan_without_its_credits(&self, customer: &str, plan: &str) {
+        self.set_plan(customer, plan).await;
+        let allowance = self.customer(customer).await["allowance"]
+            .as_str()
+            .expect("a plan set outside Stripe says its allowance")
+            .to_owned();
+        let (status, value) = self
+            .post_admin(
+                &format!("/v1/customers/{customer}/adjustments"),
+                json!({"credits": format!("-{allowance}"), "reason": "the plan's allowance, taken back by the test",
+                       "idempotency_key": uuid::Uuid::new_v4().to_string()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{value}");
+    }
+
     pub async fn authorize(
         &self,
         customer: &str,
