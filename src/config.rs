@@ -1187,6 +1187,35 @@ fn valid_id(key: String, id: &str) -> Result<(), Invalid> {
     }
 }
 
+/// A plan's `credits_interval`. A plan sold through Stripe is granted per paid invoice line, for
+/// the line's period: an interval other than the default would be ignored, so it is refused.
+fn credits_interval(key: &dyn Fn(&str) -> String, p: &RawPlan) -> Result<CreditsInterval, Invalid> {
+    let Some(text) = p.credits_interval.as_deref() else {
+        return Ok(CreditsInterval::default());
+    };
+    let interval = CreditsInterval::parse(text).ok_or_else(|| {
+        (
+            key("credits_interval"),
+            format!(
+                "{text:?} is not one of \"day\", \"week\", \"month\", \"year\", \"billing_period\""
+            ),
+        )
+    })?;
+    let invoiced = matches!(
+        interval,
+        CreditsInterval::Month | CreditsInterval::BillingPeriod
+    );
+    if !p.stripe_prices.is_empty() && !invoiced {
+        return Err((
+            key("credits_interval"),
+            format!(
+                "{text:?} applies to plans outside Stripe; a plan with stripe_prices is granted once per paid invoice period (\"month\" or \"billing_period\")"
+            ),
+        ));
+    }
+    Ok(interval)
+}
+
 // Long: every plan, pack, action and feature checked against the others in one pass, each error naming its key.
 fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
     let currency = raw
@@ -1352,20 +1381,10 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             }
         };
         let plan = Plan {
+            credits_interval: credits_interval(&key, p)?,
             id: p.id.clone(),
             stripe_prices: p.stripe_prices.clone(),
             credits: non_negative_credits(key("credits"), p.credits)?,
-            credits_interval: match p.credits_interval.as_deref() {
-                None => CreditsInterval::default(),
-                Some(text) => CreditsInterval::parse(text).ok_or_else(|| {
-                    (
-                        key("credits_interval"),
-                        format!(
-                            "{text:?} is not one of \"day\", \"week\", \"month\", \"year\", \"billing_period\""
-                        ),
-                    )
-                })?,
-            },
             per_seat: p.per_seat,
             features: p.features.clone(),
             rollover_max: non_negative_credits(

@@ -289,6 +289,17 @@ async fn config_names_are_checked_and_no_default_means_no_first_grant(engine: En
     );
     let error = parse(&bad_interval).unwrap_err().to_string();
     assert!(error.contains("plans[0].credits_interval"), "{error}");
+    // A plan sold through Stripe is granted per paid invoice: another interval would be ignored.
+    let stripe_daily = example.replacen(
+        "id = \"pro\"\n",
+        "id = \"pro\"\ncredits_interval = \"day\"\n",
+        1,
+    );
+    let error = parse(&stripe_daily).unwrap_err().to_string();
+    assert!(
+        error.contains("plans[1].credits_interval") && error.contains("stripe_prices"),
+        "{error}"
+    );
     let unknown_default = format!("{example}\n[customers]\ndefault_plan = \"gold\"\n");
     let error = parse(&unknown_default).unwrap_err().to_string();
     assert!(error.contains("customers.default_plan"), "{error}");
