@@ -142,6 +142,50 @@ mod tests {
     }
 
     #[test]
+    fn the_next_grant_is_the_cycles_period_end_or_the_subscriptions_renewal_with_what_rolls_over() {
+        let mut catalog = catalog();
+        let pro = catalog.plans.get_mut("pro").unwrap();
+        pro.credits = Credits::from_micros(100_000_000);
+        pro.rollover_max = Credits::from_micros(30_000_000);
+        let mut book = Book::new(CustomerId::known("c"));
+        let mut standing = Standing {
+            plan_id: Some("pro".into()),
+            ..Standing::default()
+        };
+        crate::domain::cycle::set_plan(
+            &catalog,
+            &mut book,
+            Some("pro"),
+            &mut standing.cycle,
+            at(1),
+        );
+        let summary = Summary::of(&catalog, Policy::default(), &book, &standing, at(2));
+        let period_end = standing.cycle.as_ref().unwrap().period_end;
+        assert_eq!(summary.next_grant_at, Some(period_end));
+        assert_eq!(summary.allowance, Some(Credits::from_micros(100_000_000)));
+        assert_eq!(
+            summary.rolls_over,
+            Credits::from_micros(30_000_000),
+            "capped"
+        );
+        // A plan sold through Stripe: its renewal; no plan at all: nothing due.
+        let stripe = Standing {
+            plan_id: Some("pro".into()),
+            renews_at: Some(at(20)),
+            ..Standing::default()
+        };
+        let empty = Book::new(CustomerId::known("s"));
+        let summary = Summary::of(&catalog, Policy::default(), &empty, &stripe, at(2));
+        assert_eq!(
+            (summary.next_grant_at, summary.rolls_over),
+            (Some(at(20)), Credits::ZERO)
+        );
+        let none = Standing::default();
+        let summary = Summary::of(&catalog, Policy::default(), &empty, &none, at(2));
+        assert_eq!((summary.next_grant_at, summary.allowance), (None, None));
+    }
+
+    #[test]
     fn spent_grants_and_resolved_holds_are_left_out() {
         let catalog = catalog();
         let mut book = Book::new(CustomerId::known("c"));
