@@ -999,3 +999,34 @@ async fn a_customer_id_with_a_slash_opens_from_the_console(engine: Engine) {
 }
 
 for_each_engine!(a_customer_id_with_a_slash_opens_from_the_console);
+
+/// A customer on a credit cycle sees its next grant on its page, as the API gives it: the
+/// allowance, when, and what would roll over.
+async fn the_portal_says_when_the_next_grant_comes(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |config| {
+        config.catalog.default_plan = Some("free".into());
+        let free = config.catalog.plans.get_mut("free").unwrap();
+        free.rollover_max = "10".parse().unwrap();
+    })
+    .await;
+    let (status, used) = app.usage("cycled", "chat.request", json!(5), "u1").await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    let customer = app.customer("cycled").await;
+    assert_eq!(customer["next_grant_at"], "2026-04-10T12:00:00Z");
+    let (path, _) = portal_link(&app, "cycled").await;
+    let (status, _, html) = page(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        by_id(&html, "next-grant"),
+        "50 credits on 2026-04-10 12:00 UTC (10 rolling over)"
+    );
+    // Set on pro through the API: pro's cycle, from that day.
+    app.set_plan("cycled", "pro").await;
+    let (path, _) = portal_link(&app, "cycled").await;
+    let (_, _, html) = page(&app, &path).await;
+    assert_eq!(
+        by_id(&html, "next-grant"),
+        "2000 credits on 2026-04-10 12:00 UTC"
+    );
+}
+for_each_engine!(the_portal_says_when_the_next_grant_comes);
