@@ -212,6 +212,9 @@ async fn on_postgres() {
 
 async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs(engine: Engine) {
     let app = seeded(engine).await;
+    // On pro through the API: its credit cycle's next grant shows on both pages.
+    app.set_plan("acme", "pro").await;
+    let next_grant = "2000 credits on 2026-04-10 12:00 UTC";
     let (_driver, client) = browser().await;
     // The pictures are taken once, on SQLite: the pages are the same on both engines.
     let photograph = |name: &'static str| {
@@ -238,6 +241,8 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs(engine: 
             view[field].as_str().unwrap()
         );
     }
+    assert_eq!(view["next_grant_at"], "2026-04-10T12:00:00Z");
+    assert_eq!(text(&client, "#next-grant").await, next_grant);
     // The stylesheet applied under the page's Content-Security-Policy.
     let radius = client
         .execute(
@@ -311,6 +316,7 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs(engine: 
         text(&client, "#available").await,
         view["available"].as_str().unwrap()
     );
+    assert_eq!(text(&client, "#next-grant").await, next_grant);
     photograph("admin-customer").await;
     // Stripe events that need an operator, with what to do.
     client
