@@ -162,15 +162,7 @@ async fn a_daily_plan_grants_every_day_and_stops_when_removed(engine: Engine) {
     let days = granted(&app, c).await;
     assert_eq!(days.len(), 3, "{days:?}");
     // Removed: what is live stays until it expires; nothing after.
-    let (status, _) = app
-        .call(
-            reqwest::Method::PUT,
-            &format!("/v1/customers/{c}/plan"),
-            Some(&app.admin_key),
-            Some(json!({"plan": null})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.clear_plan(c).await;
     let customer = app.customer(c).await;
     assert_eq!(customer["balance"], "10");
     assert_eq!(customer["next_grant_at"], Value::Null);

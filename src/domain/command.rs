@@ -406,6 +406,19 @@ pub fn settle_due(catalog: &Catalog, book: &mut Book, standing: &mut Standing, n
     );
 }
 
+/// A customer nobody has seen, as its first command would find it: with a default plan, the
+/// plan's first grant; `None` without one (an unknown customer has nothing).
+pub fn first_sight(
+    catalog: &Catalog,
+    customer: CustomerId,
+    now: Timestamp,
+) -> Option<(Book, Standing)> {
+    catalog.default_plan.as_ref()?;
+    let (mut book, mut standing) = (Book::new(customer), Standing::default());
+    settle_due(catalog, &mut book, &mut standing, now);
+    Some((book, standing))
+}
+
 /// The book of a customer a command changes besides its own ([`Command::others`]).
 #[derive(Debug)]
 pub struct Other<'a> {

@@ -66,24 +66,34 @@ fn period_grant(
     .at_priority(plan.priority)
 }
 
-/// Starts a cycle of `plan` at `now`: its first period's whole allowance, granted now.
-fn start(book: &mut Book, plan: &Plan, now: Timestamp) -> Option<Cycle> {
-    let interval = plan.credits_interval.outside_stripe();
-    let end = interval.boundary(now, 1)?;
-    let grant = period_grant(&book.customer_id, plan, plan.credits, (now, end), now);
-    // A cycle of this plan started at this very instant already gave this period's grant.
+/// Period `k` of a cycle of `plan` from `anchor`, `[start, end)`, with its grant of the plan's
+/// whole allowance (unless that period's grant of the plan was made already).
+fn open_period(
+    book: &mut Book,
+    plan: &Plan,
+    (anchor, k): (Timestamp, u32),
+    (start, end): (Timestamp, Timestamp),
+    now: Timestamp,
+) -> Cycle {
+    let grant = period_grant(&book.customer_id, plan, plan.credits, (start, end), now);
     if plan.credits.is_positive() && !book.grants.iter().any(|g| g.id == grant.id) {
         book.add_grant(grant, now);
     }
-    Some(Cycle {
+    Cycle {
         plan: plan.id.clone(),
-        interval,
-        anchor: now,
-        period: 0,
-        period_start: now,
+        interval: plan.credits_interval.outside_stripe(),
+        anchor,
+        period: k,
+        period_start: start,
         period_end: end,
         granted: plan.credits,
-    })
+    }
+}
+
+/// Starts a cycle of `plan` at `now`: its first period's whole allowance, granted now.
+fn start(book: &mut Book, plan: &Plan, now: Timestamp) -> Option<Cycle> {
+    let end = plan.credits_interval.outside_stripe().boundary(now, 1)?;
+    Some(open_period(book, plan, (now, 0), (now, end), now))
 }
 
 /// What is due of the customer's cycle at `now`, after what was due is settled: a customer with
@@ -146,19 +156,7 @@ fn next(
             .collect();
         book.roll_over(&ending, plan.rollover_max, end, now);
     }
-    if plan.credits.is_positive() {
-        let grant = period_grant(&book.customer_id, plan, plan.credits, (start, end), now);
-        book.add_grant(grant, now);
-    }
-    Some(Cycle {
-        plan: plan.id.clone(),
-        interval,
-        anchor,
-        period: k,
-        period_start: start,
-        period_end: end,
-        granted: plan.credits,
-    })
+    Some(open_period(book, plan, (anchor, k), (start, end), now))
 }
 
 /// The cycle once the customer's plan outside Stripe is `plan_id` (none: the default plan, if

@@ -1293,17 +1293,12 @@ impl super::Store {
                 let loaded = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
                 txn.commit().await?;
                 let Some((customer, loaded)) = loaded.into_iter().next() else {
-                    // First sight: what its first command would find (the default plan's
-                    // first grant, when there is a default plan).
-                    if !DomainCommand::Settle.creates_customer(self.catalog()) {
-                        return Ok(None);
-                    }
-                    let (mut book, mut standing) = (
-                        Book::new(CustomerId::known(customer_id)),
-                        Standing::default(),
-                    );
-                    command::settle_due(self.catalog(), &mut book, &mut standing, now);
-                    return Ok(Some((book, standing)));
+                    // First sight: what its first command would find.
+                    return Ok(command::first_sight(
+                        self.catalog(),
+                        CustomerId::known(customer_id),
+                        now,
+                    ));
                 };
                 let kept = Cached {
                     version: loaded.version,

@@ -314,6 +314,15 @@ impl TestApp {
     }
 
     pub async fn set_plan(&self, customer: &str, plan: &str) {
+        self.put_plan(customer, json!(plan)).await;
+    }
+
+    /// Removes the plan set through the API.
+    pub async fn clear_plan(&self, customer: &str) {
+        self.put_plan(customer, Value::Null).await;
+    }
+
+    async fn put_plan(&self, customer: &str, plan: Value) {
         let (status, value) = self
             .call(
                 reqwest::Method::PUT,
