@@ -277,6 +277,8 @@ async fn main() {
             refunded: Set(0),
             expiry_warned_for: Set(None),
             frozen: Set(false),
+            starts_at: Set(None),
+            scheduled: Set(false),
         });
         batches.lots.push(entity::revenue_lots::ActiveModel {
             grant_id: Set(grant.clone()),

@@ -309,6 +309,7 @@ struct RawPlan {
     low_balance_credits: Option<Decimal>,
     overage_meter_event: Option<String>,
     overage_stripe_price: Option<String>,
+    trial_credits: Option<Decimal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1129,6 +1130,21 @@ fn instant(key: String, text: &str) -> Result<crate::domain::Timestamp, Invalid>
         })
 }
 
+/// A plan's `trial_credits`: positive, and only for a plan sold through Stripe (a trial is a
+/// Stripe subscription's).
+fn trial_credits(key: &impl Fn(&str) -> String, p: &RawPlan) -> Result<Option<Credits>, Invalid> {
+    let Some(value) = p.trial_credits else {
+        return Ok(None);
+    };
+    if p.stripe_prices.is_empty() {
+        return Err((
+            key("trial_credits"),
+            "applies only to a plan with stripe_prices (a trial is a Stripe subscription's)".into(),
+        ));
+    }
+    positive_credits(key("trial_credits"), value).map(Some)
+}
+
 fn non_negative_credits(key: String, value: Decimal) -> Result<Credits, Invalid> {
     if value.is_zero() {
         return Ok(Credits::ZERO);
@@ -1401,6 +1417,7 @@ fn build_catalog(raw: &RawConfig) -> Result<Catalog, Invalid> {
             priority: p.priority.unwrap_or(catalog::DEFAULT_PLAN_PRIORITY),
             low_balance: low_balance(&prefix, p.low_balance_consumed_share, p.low_balance_credits)?,
             overage_meter,
+            trial_credits: trial_credits(&key, p)?,
         };
         if plans.insert(p.id.clone(), plan).is_some() {
             return Err((key("id"), format!("{:?} is defined twice", p.id)));

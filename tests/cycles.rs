@@ -292,6 +292,22 @@ async fn config_names_are_checked_and_no_default_means_no_first_grant(engine: En
         error.contains("plans[1].credits_interval") && error.contains("stripe_prices"),
         "{error}"
     );
+    // Trial credits are a Stripe trial's: refused on a plan outside Stripe, and never zero.
+    let free_trial = example.replacen(
+        "id = \"free\"\n",
+        "id = \"free\"\ntrial_credits = \"10\"\n",
+        1,
+    );
+    let error = parse(&free_trial).unwrap_err().to_string();
+    assert!(
+        error.contains("plans[0].trial_credits") && error.contains("stripe_prices"),
+        "{error}"
+    );
+    let zero_trial = example.replacen("# trial_credits = \"100\"", "trial_credits = \"0\"", 1);
+    let error = parse(&zero_trial).unwrap_err().to_string();
+    assert!(error.contains("plans[1].trial_credits"), "{error}");
+    let trial = example.replacen("# trial_credits = \"100\"", "trial_credits = \"100\"", 1);
+    assert!(parse(&trial).is_ok());
     let unknown_default = format!("{example}\n[customers]\ndefault_plan = \"gold\"\n");
     let error = parse(&unknown_default).unwrap_err().to_string();
     assert!(error.contains("customers.default_plan"), "{error}");

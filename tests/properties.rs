@@ -25,6 +25,8 @@ enum Op {
         micros: i64,
         priority: i32,
         expires_in_minutes: Option<i64>,
+        /// Bought ahead: spendable only from this many minutes on.
+        starts_in_minutes: Option<i64>,
     },
     Authorize {
         micros: i64,
@@ -61,8 +63,14 @@ fn op() -> impl Strategy<Value = Op> {
     // Amounts with up to 6 decimals, small enough to run out often.
     let amount = prop_oneof![1_i64..=5_000_000, 1_i64..=30_000_000, Just(1)];
     prop_oneof![
-        3 => (amount.clone(), 0_i32..3, proptest::option::of(1_i64..60))
-            .prop_map(|(micros, priority, expires_in_minutes)| Op::Grant { micros, priority, expires_in_minutes }),
+        3 => (amount.clone(), 0_i32..3, proptest::option::of(1_i64..60), proptest::option::weighted(0.2, 1_i64..40))
+            .prop_map(|(micros, priority, expires_in_minutes, starts_in_minutes)| Op::Grant {
+                micros,
+                priority,
+                expires_in_minutes,
+                // A grant starts before it expires.
+                starts_in_minutes: starts_in_minutes.filter(|s| expires_in_minutes.is_none_or(|e| *s < e)),
+            }),
         4 => amount.clone().prop_map(|micros| Op::Authorize { micros }),
         4 => (0_usize..8, 0_i64..=20_000_000).prop_map(|(hold, micros)| Op::Capture { hold, micros }),
         2 => (0_usize..8).prop_map(|hold| Op::Void { hold }),
@@ -113,6 +121,7 @@ fn apply(
             micros,
             priority,
             expires_in_minutes,
+            starts_in_minutes,
         } => {
             book.add_grant(
                 Grant {
@@ -134,7 +143,10 @@ fn apply(
                     refunded: Money::ZERO,
                     period_start: None,
                     frozen: false,
-                },
+                    starts_at: None,
+                    scheduled: false,
+                }
+                .starting(starts_in_minutes.map(|m| *now + Duration::minutes(m))),
                 *now,
             );
             Ok(())
@@ -211,7 +223,10 @@ fn assert_invariants(book: &Book, overage: &Overage) {
         granted - consumed - expired - moved_out,
         "balance = granted - consumed - expired - moved out"
     );
-    assert_eq!(book.available(), book.balance() - book.held());
+    assert_eq!(
+        book.available(),
+        book.balance() - book.held() - book.scheduled()
+    );
     for grant in &book.grants {
         assert!(
             !grant.remaining.is_negative(),
@@ -294,6 +309,7 @@ fn catalog_for(overages: &[Overage]) -> Catalog {
                 priority: 10,
                 low_balance: None,
                 overage_meter: None,
+                trial_credits: None,
             };
             (plan.id.clone(), plan)
         })
@@ -336,6 +352,7 @@ fn command_of(
             micros,
             priority,
             expires_in_minutes,
+            starts_in_minutes,
         } => Command::Grant {
             grant: Grant::promotional(
                 format!("{customer}-g{seq:04}"),
@@ -344,6 +361,7 @@ fn command_of(
                 now,
             )
             .expiring(expires_in_minutes.map(|m| now + Duration::minutes(m)))
+            .starting(starts_in_minutes.map(|m| now + Duration::minutes(m)))
             .at_priority(*priority),
         },
         Op::Authorize { micros } => Command::Authorize {

@@ -555,6 +555,182 @@ async fn subscription_with_platform_share(app: TestApp) {
 }
 per_engine!(subscription_with_platform_share);
 
+/// A customer's grants in the order they start (the first month has no start).
+async fn grants_in_order(app: &TestApp, account: &str) -> Vec<entity::grants::Model> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let mut grants = entity::grants::Entity::find()
+        .filter(entity::grants::Column::CustomerId.eq(account))
+        .all(app.store.connection())
+        .await
+        .unwrap();
+    grants.sort_by_key(|g| g.starts_at.unwrap_or(0));
+    grants
+}
+
+/// (available, scheduled, next_grant_at) of a customer.
+async fn month_view(app: &TestApp, account: &str) -> (String, String, Option<DateTime<Utc>>) {
+    let c = app.customer(account).await;
+    (
+        c["available"].as_str().unwrap().to_owned(),
+        c["scheduled"].as_str().unwrap().to_owned(),
+        c["next_grant_at"].as_str().map(t),
+    )
+}
+
+/// `pro` paid for a year with the example's `price_pro_yearly`: $290.00, 2,000 credits a month,
+/// platform 0.2, no rollover. Twelve grants, each a twelfth: 290.00 / 12 = 24.1666…, so eleven
+/// of 24.16 and the last 24.24 (the rest). Each month: platform round(24.16 x 0.2) = 4.83,
+/// credits 19.33 (the last: 4.85 and 19.39). All deferred at payment. 600 used in January:
+/// 19.33 x 600 / 2000 = 5.80 usage, the 1,400 left lapse at the month's end: 13.53 breakage.
+/// February is a fresh 2,000, used whole: 19.33 usage. Nothing after the paid year.
+async fn annual_plan_grants_monthly(app: TestApp) {
+    let year_end = t("2027-01-10T00:00:00Z");
+    pay_invoice(
+        &app,
+        "acct_y",
+        "in_y1",
+        "subscription_create",
+        "price_pro_yearly",
+        29_000,
+        1,
+        (t(T0), year_end),
+    )
+    .await;
+    assert_eq!(
+        month_view(&app, "acct_y").await,
+        (
+            "2000".into(),
+            "22000".into(),
+            Some(t("2026-02-10T00:00:00Z"))
+        )
+    );
+    let paid = lines(&journal(&app, "2026-01-01", "2026-01-31").await);
+    let mut expected = Vec::new();
+    for (price, credit_part, platform) in [("24.16", "19.33", "4.83"); 11]
+        .into_iter()
+        .chain([("24.24", "19.39", "4.85")])
+    {
+        expected.push(line("plan_payment", "cash", price, "0.00"));
+        expected.push(line(
+            "plan_payment",
+            "contract_liability",
+            "0.00",
+            credit_part,
+        ));
+        expected.push(line("plan_payment", "deferred_platform", "0.00", platform));
+    }
+    let mut payments: Vec<_> = paid.into_iter().filter(|l| l.0 == "plan_payment").collect();
+    let mut wanted = expected.clone();
+    payments.sort();
+    wanted.sort();
+    assert_eq!(payments, wanted, "the whole year deferred at payment");
+    let january = &rollforward(&app, "2026-01", "2026-01").await[0];
+    assert_eq!(january["billings"], "290.00");
+
+    spend(&app, "acct_y", 600).await;
+    app.advance(t("2026-02-10T00:00:01Z")).await;
+    assert_eq!(
+        month_view(&app, "acct_y").await,
+        (
+            "2000".into(),
+            "20000".into(),
+            Some(t("2026-03-10T00:00:00Z"))
+        ),
+        "January's use does not shrink February"
+    );
+    spend(&app, "acct_y", 2000).await;
+    app.advance(t("2026-03-10T00:00:01Z")).await;
+    assert_eq!(month_view(&app, "acct_y").await.0, "2000");
+    app.advance(t("2026-12-10T00:00:01Z")).await;
+    assert_eq!(
+        month_view(&app, "acct_y").await,
+        ("2000".into(), "0".into(), Some(year_end)),
+        "the last month, then the renewal invoice"
+    );
+    app.advance(t("2027-03-01T00:00:00Z")).await;
+    assert_eq!(
+        month_view(&app, "acct_y").await.0,
+        "0",
+        "nothing after the paid year"
+    );
+
+    let grants = grants_in_order(&app, "acct_y").await;
+    assert_eq!(grants.len(), 12);
+    let mut starts = Vec::new();
+    for (k, grant) in grants.iter().enumerate() {
+        let s = schedule(&app, &grant.id).await;
+        let paid = if k == 11 { "24.24" } else { "24.16" };
+        assert_eq!(s["paid"], paid, "{s}");
+        starts.push(grant.starts_at);
+    }
+    assert_eq!(starts[0], None);
+    assert_eq!(
+        starts[1],
+        Some(t("2026-02-10T00:00:00Z").timestamp_micros())
+    );
+    let january = schedule(&app, &grants[0].id).await;
+    assert_eq!(
+        (
+            &january["totals"]["recognized"],
+            &january["totals"]["breakage"]
+        ),
+        (&json!("10.63"), &json!("13.53")),
+        "5.80 usage and 4.83 platform; 1,400 lapsed"
+    );
+    let february = schedule(&app, &grants[1].id).await;
+    assert_eq!(
+        (
+            &february["totals"]["recognized"],
+            &february["totals"]["breakage"]
+        ),
+        (&json!("24.16"), &json!("0.00"))
+    );
+    reconcile(&app, "2026-01", "2027-03").await;
+}
+per_engine!(annual_plan_grants_monthly);
+
+/// A $100.00 refund of the $290.00 year, right after payment, takes the months not started
+/// first, the latest first: December (24.24), November, October, September (24.16 each) whole,
+/// then 3.28 of August: 2,000 x 3.28 / 24.16 = 271.523178 credits. January stays whole.
+async fn annual_plan_refund_takes_the_months_not_started_first(app: TestApp) {
+    pay_invoice(
+        &app,
+        "acct_z",
+        "in_z1",
+        "subscription_create",
+        "price_pro_yearly",
+        29_000,
+        1,
+        (t(T0), t("2027-01-10T00:00:00Z")),
+    )
+    .await;
+    refunded_so_far(&app, "pi_in_z1", 10_000).await;
+    assert_eq!(
+        month_view(&app, "acct_z").await.0,
+        "2000",
+        "the month in use is untouched"
+    );
+    assert_eq!(month_view(&app, "acct_z").await.1, "13728.476822");
+    app.advance(t("2026-08-10T00:00:01Z")).await;
+    assert_eq!(month_view(&app, "acct_z").await.0, "1728.476822");
+    app.advance(t("2026-09-10T00:00:01Z")).await;
+    assert_eq!(
+        month_view(&app, "acct_z").await.0,
+        "0",
+        "September was refunded"
+    );
+    let grants = grants_in_order(&app, "acct_z").await;
+    let refunded: Vec<i64> = grants.iter().map(|g| g.refunded).collect();
+    assert_eq!(
+        refunded,
+        [
+            0, 0, 0, 0, 0, 0, 0, 3_280_000, 24_160_000, 24_160_000, 24_160_000, 24_240_000
+        ]
+    );
+    reconcile(&app, "2026-01", "2026-09").await;
+}
+per_engine!(annual_plan_refund_takes_the_months_not_started_first);
+
 /// `team` (1 seat): $100.00, platform 0.3 -> credits 70.00 for 5,000, proportional 0.1,
 /// rollover up to 10,000. 1,000 used: usage 70 x 1000 / 5000 = 14.00, recognized to date
 /// round(70 x 1000 / 4500) = 15.56, so 1.56 breakage. At the period's end 4,000 lapse: trued up

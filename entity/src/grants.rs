@@ -29,6 +29,10 @@ pub struct Model {
     pub expiry_warned_for: Option<i64>,
     /// Its payment is disputed: its free credits cannot be spent until the dispute closes.
     pub frozen: bool,
+    /// The first instant its credits may be spent (Unix microseconds), when bought ahead.
+    pub starts_at: Option<i64>,
+    /// Not started yet: in the balance, not available.
+    pub scheduled: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -202,7 +202,33 @@ impl CreditsInterval {
             CreditsInterval::BillingPeriod => unreachable!("a month outside Stripe"),
         }
     }
+
+    /// The credit periods a paid billing period `[start, end)` holds: one for `billing_period`,
+    /// else one per interval counted from `start`, the last ending at `end`. A piece shorter
+    /// than [`SHORTEST_PIECE_DAYS`] joins the one before it (Stripe keeps a month's anchor day,
+    /// so 28 Feb to 31 Mar is one month), and there are never more than [`MAX_CREDIT_PERIODS`].
+    pub fn periods_within(self, start: Timestamp, end: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+        if self == CreditsInterval::BillingPeriod || end <= start {
+            return vec![(start, end)];
+        }
+        let last_cut = end - Duration::days(SHORTEST_PIECE_DAYS);
+        let mut cuts = vec![start];
+        for k in 1..MAX_CREDIT_PERIODS {
+            match self.boundary(start, k) {
+                Some(cut) if cut < last_cut => cuts.push(cut),
+                _ => break,
+            }
+        }
+        cuts.push(end);
+        cuts.windows(2).map(|w| (w[0], w[1])).collect()
+    }
 }
+
+/// A piece of a billing period shorter than this many days is not a credit period of its own.
+pub const SHORTEST_PIECE_DAYS: i64 = 4;
+
+/// The most credit periods one paid billing period is split into (three years of months).
+pub const MAX_CREDIT_PERIODS: u32 = 36;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -223,6 +249,9 @@ pub struct Plan {
     pub low_balance: Option<super::thresholds::LowBalance>,
     /// The Stripe meter its billed overage is reported to (`bill` only).
     pub overage_meter: Option<OverageMeter>,
+    /// Credits a Stripe subscription starting on a trial gets instead of its $0 invoice's
+    /// allowance, once per customer and plan (README, Credit cycles).
+    pub trial_credits: Option<Credits>,
 }
 
 #[cfg(test)]
@@ -243,6 +272,7 @@ impl Plan {
             priority: 10,
             low_balance: None,
             overage_meter: None,
+            trial_credits: None,
         }
     }
 }
@@ -405,6 +435,31 @@ mod tests {
         );
     }
     use std::str::FromStr;
+
+    fn ymd(y: i32, m: u32, d: u32) -> Timestamp {
+        use chrono::TimeZone;
+        chrono::Utc.with_ymd_and_hms(y, m, d, 10, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_paid_year_holds_twelve_monthly_credit_periods_and_a_month_holds_one() {
+        let year = CreditsInterval::Month.periods_within(ymd(2027, 1, 31), ymd(2028, 1, 31));
+        assert_eq!(year.len(), 12);
+        assert_eq!(year[0], (ymd(2027, 1, 31), ymd(2027, 2, 28)));
+        assert_eq!(year[1], (ymd(2027, 2, 28), ymd(2027, 3, 31)));
+        assert_eq!(year[11], (ymd(2027, 12, 31), ymd(2028, 1, 31)));
+        assert!(year.windows(2).all(|w| w[0].1 == w[1].0), "contiguous");
+        // Stripe keeps the anchor day: 28 Feb to 31 Mar is one month, not a month and 3 days.
+        let month = CreditsInterval::Month.periods_within(ymd(2027, 2, 28), ymd(2027, 3, 31));
+        assert_eq!(month, vec![(ymd(2027, 2, 28), ymd(2027, 3, 31))]);
+        let billing =
+            CreditsInterval::BillingPeriod.periods_within(ymd(2027, 1, 1), ymd(2028, 1, 1));
+        assert_eq!(billing.len(), 1);
+        // A limit on everything: a long period is never cut into more than the cap.
+        let long = CreditsInterval::Month.periods_within(ymd(2027, 1, 1), ymd(2037, 1, 1));
+        assert_eq!(long.len(), MAX_CREDIT_PERIODS as usize);
+        assert_eq!(long.last().unwrap().1, ymd(2037, 1, 1));
+    }
 
     fn action(credits: &str) -> Action {
         Action {

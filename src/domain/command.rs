@@ -393,10 +393,12 @@ pub fn decide_with(
 }
 
 /// What is due at `now`, before anything a command does and in everything a read shows: holds
-/// and grants past their expiry settled, then the customer's credit cycle moved on
-/// ([`cycle::advance`]: a period's grant, a first sight's default plan).
+/// and grants past their expiry settled, grants bought ahead started (with what the months
+/// before them carry over, [`cycle::carry_into_started`]), then the customer's credit cycle
+/// moved on ([`cycle::advance`]: a period's grant, a first sight's default plan).
 pub fn settle_due(catalog: &Catalog, book: &mut Book, standing: &mut Standing, now: Timestamp) {
-    book.settle_due(now);
+    let started = book.settle_due(now);
+    cycle::carry_into_started(catalog, book, &started, now);
     cycle::advance(
         catalog,
         book,

@@ -13,7 +13,7 @@
 use super::Timestamp;
 use super::catalog::{Catalog, CreditsInterval, Plan};
 use super::customer::CustomerId;
-use super::ledger::{Book, Grant, GrantSource};
+use super::ledger::{Book, Grant, GrantKind, GrantSource};
 use super::money::Credits;
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +120,41 @@ pub fn advance(
             *cycle = next(catalog, book, plan_id, current, now);
         }
         Some(_) => {}
+    }
+}
+
+/// Credit periods of a plan paid ahead carry over as consecutive grants do: when one starts,
+/// the unused credits of the plan's grants that ended at its start (and of those carried into
+/// them before) roll into its period, up to the plan's `rollover_max`, once per boundary.
+pub fn carry_into_started(catalog: &Catalog, book: &mut Book, started: &[String], now: Timestamp) {
+    let mut boundaries = Vec::new();
+    for id in started {
+        let Some(grant) = book.grants.iter().find(|g| &g.id == id) else {
+            continue;
+        };
+        if let (Some(plan), Some(start), Some(end)) =
+            (grant.plan_id.clone(), grant.starts_at, grant.expires_at)
+            && !boundaries.iter().any(|(p, s, _)| *p == plan && *s == start)
+        {
+            boundaries.push((plan, start, end));
+        }
+    }
+    for (plan_id, start, end) in boundaries {
+        let Some(plan) = catalog.plan(&plan_id) else {
+            continue;
+        };
+        if !plan.rollover_max.is_positive() {
+            continue;
+        }
+        let ending: Vec<(String, Credits)> = book
+            .grants
+            .iter()
+            .filter(|g| g.source_type == GrantSource::Stripe && g.kind == GrantKind::Plan)
+            .filter(|g| g.plan_id.as_deref() == Some(plan_id.as_str()))
+            .filter(|g| g.expires_at == Some(start))
+            .map(|g| (g.id.clone(), Credits::ZERO))
+            .collect();
+        book.roll_over(&ending, plan.rollover_max, end, now);
     }
 }
 

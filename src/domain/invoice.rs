@@ -33,6 +33,8 @@ pub struct InvoiceFact {
     pub read_payments: Vec<(bool, Option<String>)>,
     /// A renewal: `billing_reason = subscription_cycle`.
     pub renewal: bool,
+    /// The subscription's first invoice: `billing_reason = subscription_create`.
+    pub creation: bool,
     pub lines: Vec<InvoiceLineFact>,
     /// The event carries only some of the lines, and the rest could not be read.
     pub unread_lines: bool,
@@ -95,6 +97,9 @@ pub struct Known {
     pub applied: HashSet<String>,
     /// The subscription's state, when the invoice is a subscription's and one is recorded.
     pub subscription: Option<SubscriptionState>,
+    /// The sources of the Stripe promotional grants the customer was given (its trials, by
+    /// [`trial_source`]).
+    pub promotions: HashSet<String>,
 }
 
 impl Known {
@@ -105,6 +110,7 @@ impl Known {
             learnt_payment: None,
             applied: HashSet::new(),
             subscription: None,
+            promotions: HashSet::new(),
         }
     }
 }
@@ -132,6 +138,12 @@ pub enum LineStep {
     CreditBack { money: Money },
     /// The plan's credits for the line's period.
     Grant(Box<PlanGrant>),
+    /// A trial's first ($0) invoice of a plan with `trial_credits`: those credits instead,
+    /// promotional, expiring when the trial ends; none when the customer had the plan's trial.
+    Trial {
+        plan_id: String,
+        grant: Option<Box<Grant>>,
+    },
     /// Worth no credits (a proration of nothing): marked applied, nothing else.
     Nothing,
 }
@@ -139,13 +151,29 @@ pub enum LineStep {
 /// The plan credits a paid line buys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanGrant {
+    /// The credits of the line's first credit period, spendable at once.
     pub grant: Grant,
+    /// The credits of its later credit periods (a price billed for several), each bought now,
+    /// scheduled to start with its period, carrying its share of the price.
+    pub later: Vec<Grant>,
     pub plan_id: String,
     pub period: (Timestamp, Timestamp),
     /// A renewal carries unused credits of the period ending at its start into it.
     pub renewal: bool,
+    /// A proration (a plan change mid-period): its credits are capped by what the period
+    /// already gave ([`cap_change`]).
+    pub proration: bool,
+    /// A whole period's credits of its plan for its seats.
+    pub allowance: Credits,
     /// The keys its refunds will name: the payment, the invoice, the line.
     pub payment_keys: [String; 3],
+}
+
+impl PlanGrant {
+    /// Every grant the line buys: its first credit period's, then the later ones'.
+    pub fn grants(&self) -> impl Iterator<Item = &Grant> {
+        std::iter::once(&self.grant).chain(&self.later)
+    }
 }
 
 /// A line to apply: its effect key (claimed once) and what it does.
@@ -228,7 +256,7 @@ pub fn decide(
         if known.applied.contains(&effect) {
             continue;
         }
-        let step = step.finish(fact, line, &paid.payment_key, now, &mut grant_id);
+        let step = step.finish((fact, line), known, &paid.payment_key, now, &mut grant_id);
         paid.lines.push(LineApplied { effect, step });
     }
     if let (Some(id), Some(line)) = (&fact.subscription, subscription_line(plan_lines)) {
@@ -242,6 +270,7 @@ pub fn decide(
 
 /// What a line does before its grant is made: `None` when it does nothing (noted in `unmapped`
 /// when it cannot be applied). A plan line is noted in `plan_lines` whether applied before or not.
+// Long: one arm per kind of plan line (overage paid, money given back, a trial, a grant).
 fn line_step(
     fact: &InvoiceFact,
     line: &InvoiceLineFact,
@@ -277,6 +306,9 @@ fn line_step(
         },
         line.proration,
     ));
+    if let Some(trial) = trial(fact, line, plan, end) {
+        return Some(trial);
+    }
     let facts = LineFacts {
         quantity: line.quantity.max(1),
         amount_minor: line.amount_minor,
@@ -309,8 +341,9 @@ fn line_step(
         } => Pending::Grant {
             plan_id: plan.id.clone(),
             priority: plan.priority,
-            period: (start, end),
-            credits,
+            periods: plan.credits_interval.periods_within(start, end),
+            allowance: super::billing::period_credits(plan, line.quantity.max(1)),
+            credits: PieceCredits::of(credits, line.proration),
             paid: Paid {
                 price: money_from_minor(price_minor, &currency),
                 currency,
@@ -320,59 +353,248 @@ fn line_step(
     })
 }
 
+/// A trial's first invoice: the subscription's creation, a whole period's line charging
+/// nothing, of a plan with `trial_credits`.
+fn trial(
+    fact: &InvoiceFact,
+    line: &InvoiceLineFact,
+    plan: &super::catalog::Plan,
+    ends_at: Timestamp,
+) -> Option<Pending> {
+    let credits = plan.trial_credits?;
+    (fact.creation && !line.proration && line.amount_minor == 0).then(|| Pending::Trial {
+        plan_id: plan.id.clone(),
+        credits,
+        ends_at,
+    })
+}
+
 /// A line's step, its grant not yet made (a line applied before makes none).
 enum Pending {
     Ready(LineStep),
+    Trial {
+        plan_id: String,
+        credits: Credits,
+        ends_at: Timestamp,
+    },
     Grant {
         plan_id: String,
         priority: i32,
-        period: (Timestamp, Timestamp),
-        credits: Credits,
+        /// The credit periods the line's period holds (README, Credit cycles).
+        periods: Vec<(Timestamp, Timestamp)>,
+        allowance: Credits,
+        credits: PieceCredits,
         paid: Paid,
         renewal: bool,
     },
 }
 
+/// The credits of each credit period of a paid line.
+enum PieceCredits {
+    /// A whole period's line: the plan's allowance every credit period.
+    Each(Credits),
+    /// A proration: the credits its money buys, shared evenly (the last takes the rounding).
+    Spread(Credits),
+}
+
+impl PieceCredits {
+    fn of(credits: Credits, proration: bool) -> PieceCredits {
+        if proration {
+            PieceCredits::Spread(credits)
+        } else {
+            PieceCredits::Each(credits)
+        }
+    }
+}
+
+/// The source of a plan's trial credits for a customer: one per customer and plan, whatever
+/// the number of subscriptions (the store keeps Stripe sources unique).
+pub fn trial_source(customer: &CustomerId, plan_id: &str) -> String {
+    format!("trial:{customer}:{plan_id}")
+}
+
+/// The source of credit period `k` (from 0) of a line: the line's effect, numbered after the
+/// first, so each period's grant is made once.
+fn piece_source(effect: &str, k: usize) -> String {
+    if k == 0 {
+        effect.to_owned()
+    } else {
+        format!("{effect}:{}", k + 1)
+    }
+}
+
+/// The fewest credits `n` pieces can share with each getting some.
+fn share_floor(n: usize) -> Decimal {
+    Decimal::new(i64::try_from(n).unwrap_or(i64::MAX), super::money::SCALE)
+}
+
+/// `whole` split into `n` even parts rounded down to `places`, the last taking the rest.
+fn split_evenly(whole: Decimal, n: usize, places: u32) -> Vec<Decimal> {
+    assert!(n > 0, "split into at least one part");
+    let count = Decimal::from(n as u64);
+    let part =
+        (whole / count).round_dp_with_strategy(places, rust_decimal::RoundingStrategy::ToZero);
+    let mut parts = vec![part; n];
+    parts[n - 1] = whole - part * Decimal::from(n as u64 - 1);
+    parts
+}
+
 impl Pending {
     fn finish(
         self,
-        fact: &InvoiceFact,
-        line: &InvoiceLineFact,
+        (fact, line): (&InvoiceFact, &InvoiceLineFact),
+        known: &Known,
         payment_key: &str,
         now: Timestamp,
         grant_id: &mut impl FnMut() -> String,
     ) -> LineStep {
-        let (plan_id, priority, period, credits, paid, renewal) = match self {
+        let (plan_id, priority, periods, credits, paid, renewal, allowance) = match self {
             Pending::Ready(step) => return step,
+            Pending::Trial {
+                plan_id,
+                credits,
+                ends_at,
+            } => return trial_step(known, plan_id, (credits, ends_at), now, grant_id),
             Pending::Grant {
                 plan_id,
                 priority,
-                period,
+                periods,
+                allowance,
                 credits,
                 paid,
                 renewal,
-            } => (plan_id, priority, period, credits, paid, renewal),
+            } => (
+                plan_id, priority, periods, credits, paid, renewal, allowance,
+            ),
         };
+        let proration = matches!(credits, PieceCredits::Spread(_));
         let effect = line.effect();
-        let grant = Grant::plan(
-            grant_id(),
-            &plan_id,
-            credits,
-            Some(paid),
-            Some(period.0),
-            (GrantSource::Stripe, effect.clone()),
-            now,
-        )
-        .expiring(Some(period.1))
-        .at_priority(priority);
+        // A proration too small to share keeps one period: no piece is granted nothing.
+        let periods = match credits {
+            PieceCredits::Spread(c) if c.value() < share_floor(periods.len()) => {
+                vec![(periods[0].0, periods[periods.len() - 1].1)]
+            }
+            _ => periods,
+        };
+        let pieces = pieces(&periods, credits, &paid);
+        let mut grants =
+            periods
+                .iter()
+                .zip(pieces)
+                .enumerate()
+                .map(|(k, (&(start, end), (credits, paid)))| {
+                    Grant::plan(
+                        grant_id(),
+                        &plan_id,
+                        credits,
+                        Some(paid),
+                        Some(start),
+                        (GrantSource::Stripe, piece_source(&effect, k)),
+                        now,
+                    )
+                    .expiring(Some(end))
+                    .starting((k > 0).then_some(start))
+                    .at_priority(priority)
+                });
+        let grant = grants
+            .next()
+            .expect("a line holds at least one credit period");
+        let later = grants.collect();
+        let period = (periods[0].0, periods[periods.len() - 1].1);
         LineStep::Grant(Box::new(PlanGrant {
             grant,
+            later,
             plan_id,
             period,
             renewal,
+            proration,
+            allowance,
             payment_keys: [payment_key.to_owned(), fact.invoice_id.clone(), effect],
         }))
     }
+}
+
+/// A trial's credits, once per customer and plan, whatever the number of subscriptions.
+fn trial_step(
+    known: &Known,
+    plan_id: String,
+    (credits, ends_at): (Credits, Timestamp),
+    now: Timestamp,
+    grant_id: &mut impl FnMut() -> String,
+) -> LineStep {
+    let source = trial_source(&known.customer, &plan_id);
+    let grant = (!known.promotions.contains(&source)).then(|| {
+        let grant = Grant::promotional(grant_id(), credits, (GrantSource::Stripe, source), now);
+        Box::new(grant.expiring(Some(ends_at)))
+    });
+    LineStep::Trial { plan_id, grant }
+}
+
+/// The credits and the price of each credit period of a paid line: the price split evenly to
+/// the currency's minor unit, the last period taking the rest.
+fn pieces(
+    periods: &[(Timestamp, Timestamp)],
+    credits: PieceCredits,
+    paid: &Paid,
+) -> Vec<(Credits, Paid)> {
+    let n = periods.len();
+    let places = super::money::currency_minor_units(&paid.currency);
+    let prices = split_evenly(paid.price.value(), n, places);
+    let credits: Vec<Credits> = match credits {
+        PieceCredits::Each(c) => vec![c; n],
+        PieceCredits::Spread(c) => split_evenly(c.value(), n, super::money::SCALE)
+            .into_iter()
+            .map(|c| Credits::new(c).expect("a share of credits"))
+            .collect(),
+    };
+    credits
+        .into_iter()
+        .zip(prices)
+        .map(|(credits, price)| {
+            let price = Money::new(price).expect("a share of a price");
+            (
+                credits,
+                Paid {
+                    price,
+                    currency: paid.currency.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A plan grant of a subscription live in a period, as a plan change's cap counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldInPeriod {
+    pub plan_id: Option<String>,
+    /// Credits granted, less those refunds and credit lines took back.
+    pub net: Credits,
+}
+
+/// The credits a plan change may give (README, Credit cycles, plan changes): within one period,
+/// a subscription's plan grants never give more than the highest allowance of the plans held in
+/// it (the new plan's for its seats, or any earlier grant's plan, or an earlier grant itself),
+/// whatever was used before the change and could not be taken back. `held`: the subscription's
+/// grants for the period (credits carried over from the period before aside). A change that may
+/// give nothing more keeps its money in the books on one millionth of a credit, which breaks at
+/// the period's end. Applies only to prorations of one credit period; whole periods grant
+/// their allowance, and a proration over several months shares what its money buys.
+pub fn cap_change(bought: &mut PlanGrant, held: &[HeldInPeriod], catalog: &Catalog) {
+    if !bought.proration || !bought.later.is_empty() {
+        return;
+    }
+    let highest = held
+        .iter()
+        .flat_map(|h| {
+            let plan = h.plan_id.as_deref().and_then(|p| catalog.plan(p));
+            [plan.map_or(Credits::ZERO, |p| p.credits), h.net]
+        })
+        .fold(bought.allowance, Credits::max);
+    let given: Credits = held.iter().map(|h| h.net).sum();
+    let room = (highest - given).max(Credits::from_micros(1));
+    let credits = bought.grant.credits.min(room);
+    bought.grant.credits = credits;
+    bought.grant.remaining = credits;
 }
 
 /// What a plan line's grant did, for its invoice's outcome: the credits granted and those
@@ -484,6 +706,7 @@ mod tests {
             named_payment: Some("pi_1".into()),
             read_payments: vec![],
             renewal: false,
+            creation: false,
             lines,
             unread_lines: false,
         }
@@ -551,6 +774,138 @@ mod tests {
         assert_eq!(state.plan_id.as_deref(), Some("pro"));
         assert_eq!(state.current_period_end_unix, Some(FEB));
         assert!(paid.unmapped.is_empty());
+    }
+
+    #[test]
+    fn a_year_paid_buys_twelve_monthly_grants_each_a_twelfth_of_the_price() {
+        let year_end = at(JAN) + chrono::Months::new(12);
+        let mut annual = line("il_1", "price_pro", 20_005);
+        annual.period = Some((at(JAN), year_end));
+        let paid = decided(&invoice(vec![annual]), &known());
+        let bought = the_grant(&paid);
+        let grants: Vec<&Grant> = bought.grants().collect();
+        assert_eq!(grants.len(), 12);
+        // 200.05 / 12 = 16.670833…: each 16.67 (rounded down), the last 16.68 takes the rest.
+        let prices: Vec<Money> = grants.iter().map(|g| g.price.unwrap()).collect();
+        assert!(prices[..11].iter().all(|p| *p == credits::<Money>("16.67")));
+        assert_eq!(prices[11], credits("16.68"));
+        assert_eq!(prices.iter().copied().sum::<Money>(), credits("200.05"));
+        for (k, grant) in grants.iter().enumerate() {
+            let start = at(JAN) + chrono::Months::new(k as u32);
+            assert_eq!(grant.credits, credits("1000"), "the allowance every month");
+            assert_eq!(grant.period_start, Some(start));
+            assert_eq!(grant.expires_at, Some(start + chrono::Months::new(1)));
+            // The first month is spendable at once; the others from their start.
+            assert_eq!(grant.starts_at, (k > 0).then_some(start));
+            assert_eq!(grant.scheduled, k > 0);
+            let source = if k == 0 {
+                "invoice_line:il_1".to_owned()
+            } else {
+                format!("invoice_line:il_1:{}", k + 1)
+            };
+            assert_eq!(grant.source_id, source);
+        }
+        assert_eq!(bought.period, (at(JAN), year_end));
+        // A proration over several months shares the credits its money buys.
+        let mut upgrade = line("il_2", "price_pro", 1000);
+        upgrade.period = Some((at(JAN), at(JAN) + chrono::Months::new(3)));
+        upgrade.proration = true;
+        let paid = decided(&invoice(vec![upgrade]), &known());
+        let spread: Vec<Credits> = the_grant(&paid).grants().map(|g| g.credits).collect();
+        assert_eq!(spread.iter().copied().sum::<Credits>(), credits("500"));
+        assert_eq!(spread[0], credits("166.666666"));
+        assert_eq!(spread[2], credits("166.666668"));
+    }
+
+    #[test]
+    fn a_trials_free_first_invoice_gives_the_trial_credits_instead_of_the_allowance() {
+        let mut catalog = catalog();
+        catalog.plans.get_mut("pro").unwrap().trial_credits = Some(credits("100"));
+        let decide_with = |fact: &InvoiceFact| {
+            let mut n = 0;
+            decide(fact, &known(), &catalog, at(JAN + 60), JAN + 30, || {
+                n += 1;
+                format!("grant_{n}")
+            })
+        };
+        let mut trial = invoice(vec![line("il_1", "price_pro", 0)]);
+        trial.creation = true;
+        let paid = decide_with(&trial);
+        let LineStep::Trial {
+            plan_id,
+            grant: Some(grant),
+        } = &paid.lines[0].step
+        else {
+            panic!("not a trial: {paid:?}");
+        };
+        assert_eq!(plan_id, "pro");
+        assert_eq!(grant.kind, crate::domain::ledger::GrantKind::Promotional);
+        assert_eq!((grant.credits, grant.price), (credits("100"), None));
+        assert_eq!(grant.expires_at, Some(at(FEB)), "ends with the trial");
+        assert_eq!(grant.source_id, "trial:acme:pro");
+        assert!(paid.subscription.is_some(), "the trial still says the plan");
+        // A customer who had the plan's trial (another subscription) gets none again.
+        let had = Known {
+            promotions: ["trial:acme:pro".to_string()].into(),
+            ..known()
+        };
+        let mut n = 0;
+        let again = decide(&trial, &had, &catalog, at(JAN + 60), JAN + 30, || {
+            n += 1;
+            format!("grant_{n}")
+        });
+        assert!(matches!(
+            &again.lines[0].step,
+            LineStep::Trial { grant: None, .. }
+        ));
+        // The first paid invoice (the trial converted) grants as usual.
+        let mut paid_first = invoice(vec![line("il_2", "price_pro", 2000)]);
+        paid_first.creation = true;
+        assert!(matches!(
+            decide_with(&paid_first).lines[0].step,
+            LineStep::Grant(_)
+        ));
+        // Without trial_credits, the $0 invoice grants the allowance at no price, as before.
+        let without = decided(&trial, &known());
+        assert_eq!(the_grant(&without).grant.credits, credits("1000"));
+    }
+
+    #[test]
+    fn a_change_never_gives_more_in_a_period_than_the_highest_allowance_held_in_it() {
+        let catalog = catalog();
+        let mut change = invoice(vec![line("il_2", "price_pro", 1500)]);
+        change.lines[0].proration = true;
+        let paid = decided(&change, &known());
+        let mut bought = the_grant(&paid).clone();
+        assert_eq!(
+            bought.grant.credits,
+            credits("750"),
+            "money-proportional first"
+        );
+        // 600 held from this period's earlier grants: 750 fits under pro's 1,000? No: 400 left.
+        let held = [HeldInPeriod {
+            plan_id: Some("pro".into()),
+            net: credits("600"),
+        }];
+        cap_change(&mut bought, &held, &catalog);
+        assert_eq!(bought.grant.credits, credits("400"));
+        // Nothing left: the money stays on one millionth of a credit.
+        let mut full = the_grant(&paid).clone();
+        let all = [HeldInPeriod {
+            plan_id: Some("pro".into()),
+            net: credits("1000"),
+        }];
+        cap_change(&mut full, &all, &catalog);
+        assert_eq!(full.grant.credits, Credits::from_micros(1));
+        assert_eq!(full.grant.price, Some(credits("15")));
+        // A whole period is never capped.
+        let mut whole = the_grant(&decided(
+            &invoice(vec![line("il_3", "price_pro", 2000)]),
+            &known(),
+        ))
+        .clone();
+        cap_change(&mut whole, &all, &catalog);
+        assert_eq!(whole.grant.credits, credits("1000"));
     }
 
     #[test]

@@ -68,6 +68,14 @@ pub struct Grant {
     /// The payment that bought it is disputed: its free credits cannot be spent until the
     /// dispute closes (README, Disputes). What holds reserved on it before stays reserved.
     pub frozen: bool,
+    /// The first instant its credits may be spent: one month of a plan paid for several
+    /// (README, Credit cycles) is bought with the invoice and starts with its month.
+    pub starts_at: Option<Timestamp>,
+    /// Not started yet (`starts_at` in the future): in the balance, neither available nor
+    /// drawn. Kept with the grant until [`Book::settle_due`] clears it once the start has come,
+    /// so a path that forgets to settle fails closed.
+    #[serde(default)]
+    pub scheduled: bool,
 }
 
 /// Where a grant's credits come from, kept as its `source_type` (its `source_id` says which).
@@ -164,6 +172,8 @@ impl Grant {
             refunded: Money::ZERO,
             period_start: None,
             frozen: false,
+            starts_at: None,
+            scheduled: false,
         }
     }
 
@@ -234,6 +244,9 @@ impl Grant {
             .map(|(price, currency)| Paid { price, currency });
         Grant {
             expires_at: from.expires_at,
+            // A month bought ahead stays scheduled until its start, wherever it moves.
+            starts_at: from.starts_at,
+            scheduled: from.scheduled,
             priority: from.priority,
             plan_id: from.plan_id.clone(),
             pack_id: from.pack_id.clone(),
@@ -252,13 +265,23 @@ impl Grant {
         Grant { expires_at, ..self }
     }
 
+    /// Spendable from `starts_at` only (none: at once).
+    pub fn starting(self, starts_at: Option<Timestamp>) -> Grant {
+        Grant {
+            starts_at,
+            scheduled: starts_at.is_some(),
+            ..self
+        }
+    }
+
     pub fn at_priority(self, priority: i32) -> Grant {
         Grant { priority, ..self }
     }
 
-    /// Credits that may be spent or taken: none of an expired grant, nor of a frozen one.
+    /// Credits that may be spent or taken: none of an expired grant, nor of a frozen or a
+    /// scheduled one.
     pub fn free(&self) -> Credits {
-        if self.expired || self.frozen {
+        if self.expired || self.frozen || self.scheduled {
             Credits::ZERO
         } else {
             self.remaining - self.held
@@ -267,8 +290,27 @@ impl Grant {
 
     /// Credits not held on a grant frozen by a dispute: in the balance, not available.
     pub fn frozen_credits(&self) -> Credits {
-        if self.frozen && !self.expired {
+        if self.frozen && !self.expired && !self.scheduled {
             self.remaining - self.held
+        } else {
+            Credits::ZERO
+        }
+    }
+
+    /// Credits that may be taken away (refunded, moved): the free ones, or all of a month not
+    /// started yet.
+    fn takeable(&self) -> Credits {
+        if self.scheduled && !self.expired {
+            self.remaining
+        } else {
+            self.free()
+        }
+    }
+
+    /// Credits of a grant not started yet: in the balance, not available.
+    pub fn scheduled_credits(&self) -> Credits {
+        if self.scheduled && !self.expired {
+            self.remaining
         } else {
             Credits::ZERO
         }
@@ -490,9 +532,15 @@ impl Book {
         self.grants.iter().map(|g| g.held).sum::<Credits>() + self.overdraft_held
     }
 
-    /// What may be spent now: the balance less what holds reserve and what disputes freeze.
+    /// What may be spent now: the balance less what holds reserve, what disputes freeze and
+    /// what has not started yet.
     pub fn available(&self) -> Credits {
-        self.balance() - self.held() - self.frozen()
+        self.balance() - self.held() - self.frozen() - self.scheduled()
+    }
+
+    /// Credits of grants not started yet (later months of a plan paid for several).
+    pub fn scheduled(&self) -> Credits {
+        self.grants.iter().map(Grant::scheduled_credits).sum()
     }
 
     /// Credits frozen by open disputes on the payments that bought them.
@@ -547,10 +595,12 @@ impl Book {
     /// Applies everything due at `now`, in the order it fell due: holds past their expiry are
     /// released, grants past theirs expire (their held part stays until its holds resolve). At
     /// the same instant a grant expires before a hold is released, so nothing a hold gives back
-    /// outlives its grant. Entries carry the due time.
-    pub fn settle_due(&mut self, now: Timestamp) {
+    /// outlives its grant. Grants bought ahead start (after any expiring at that instant), and
+    /// pay off an `allow` overdraft. Entries carry the due time. Returns the grants started.
+    pub fn settle_due(&mut self, now: Timestamp) -> Vec<String> {
         const GRANT: u8 = 0;
         const HOLD: u8 = 1;
+        const START: u8 = 2;
         let mut due: Vec<(Timestamp, u8, String)> = self
             .holds
             .iter()
@@ -561,15 +611,26 @@ impl Book {
                     .filter(|e| *e <= now)
                     .map(|e| (e, GRANT, g.id.clone()))
             }))
+            .chain(self.grants.iter().filter(|g| g.scheduled).filter_map(|g| {
+                g.starts_at
+                    .filter(|s| *s <= now)
+                    .map(|s| (s, START, g.id.clone()))
+            }))
             .collect();
         due.sort();
+        let mut started = Vec::new();
         for (at, kind, id) in due {
-            if kind == GRANT {
-                self.expire_grant(&id, at);
-            } else {
-                self.release_hold(&id, HoldStatus::Expired, at);
+            match kind {
+                GRANT => self.expire_grant(&id, at),
+                HOLD => self.release_hold(&id, HoldStatus::Expired, at),
+                _ => {
+                    self.grant_mut(&id).scheduled = false;
+                    self.settle_overdraft(at);
+                    started.push(id);
+                }
             }
         }
+        started
     }
 
     fn expire_grant(&mut self, id: &str, at: Timestamp) {
@@ -593,6 +654,7 @@ impl Book {
             remaining: credits,
             held: Credits::ZERO,
             expired: false,
+            scheduled: grant.starts_at.is_some_and(|s| s > now),
             ..grant
         });
         let entry = self.push(EntryKind::Grant, Some(&id), None, &Usage::default());
@@ -926,7 +988,7 @@ impl Book {
             grant.refunded + money <= price,
             "a grant is never refunded beyond its price"
         );
-        let take = credits_for_money(money, grant.credits, price).min(grant.free());
+        let take = credits_for_money(money, grant.credits, price).min(grant.takeable());
         grant.remaining -= take;
         grant.refunded += money;
         let entry = self.push(EntryKind::Clawback, Some(grant_id), None, &Usage::default());
@@ -1087,11 +1149,12 @@ impl Book {
         carried
     }
 
-    /// Moves a grant's free credits out of this book, to be granted to another customer.
-    /// Returns the grant as it was and the credits moved; none when nothing is free.
+    /// Moves a grant's free credits (and those of a month not started yet) out of this book, to
+    /// be granted to another customer. Returns the grant as it was and the credits moved; none
+    /// when nothing is free.
     pub fn transfer_out(&mut self, grant_id: &str, now: Timestamp) -> Option<(Grant, Credits)> {
         let grant = self.grant_mut(grant_id);
-        let free = grant.free();
+        let free = grant.takeable();
         if !free.is_positive() {
             return None;
         }
@@ -1122,6 +1185,12 @@ impl Book {
             }
             if g.expired && g.remaining != g.held {
                 return fail(format!("expired grant {} keeps unheld credits", g.id));
+            }
+            if g.scheduled && (g.held.is_positive() || g.starts_at.is_none()) {
+                return fail(format!(
+                    "grant {} not started is held or has no start",
+                    g.id
+                ));
             }
             let reserved: Credits = self
                 .holds
@@ -1226,10 +1295,90 @@ mod tests {
                 refunded: Money::ZERO,
                 period_start: None,
                 frozen: false,
+                starts_at: None,
+                scheduled: false,
             },
             at(0),
         );
         book
+    }
+
+    #[test]
+    fn a_grant_bought_ahead_is_in_the_balance_but_spendable_only_from_its_start() {
+        let mut book = Book::new(CustomerId::known("c"));
+        let source = || (GrantSource::Test, "t".to_owned());
+        book.add_grant(
+            Grant::promotional("now", c("10"), source(), at(0)).expiring(Some(at(50))),
+            at(0),
+        );
+        let ahead = Grant::promotional("ahead", c("100"), source(), at(0))
+            .expiring(Some(at(100)))
+            .starting(Some(at(50)));
+        book.add_grant(ahead, at(0));
+        assert_eq!((book.balance(), book.available()), (c("110"), c("10")));
+        assert_eq!(book.scheduled(), c("100"));
+        // Nothing is drawn from it before its start, even under an overage rule.
+        let refused = book.authorize(
+            "h",
+            &Usage::default(),
+            c("11"),
+            &Overage::Block,
+            at(60),
+            at(1),
+        );
+        assert!(matches!(
+            refused,
+            Err(Rejection::InsufficientCredits { .. })
+        ));
+        book.check_invariants().unwrap();
+        // At its start (the grant before it expiring at the same instant) it becomes spendable.
+        assert_eq!(book.settle_due(at(49)), Vec::<String>::new());
+        assert_eq!(book.settle_due(at(50)), vec!["ahead".to_owned()]);
+        assert_eq!((book.balance(), book.available()), (c("100"), c("100")));
+        assert_eq!(book.scheduled(), Credits::ZERO);
+        book.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_month_not_started_moves_whole_and_stays_scheduled() {
+        let mut from = Book::new(CustomerId::known("old"));
+        let ahead = Grant::promotional("m2", c("100"), (GrantSource::Test, "t".into()), at(0))
+            .expiring(Some(at(100)))
+            .starting(Some(at(50)));
+        from.add_grant(ahead, at(0));
+        let (before, moved) = from.transfer_out("m2", at(1)).expect("moved");
+        assert_eq!(moved, c("100"));
+        let mut to = Book::new(CustomerId::known("new"));
+        to.add_grant(Grant::transferred("n2", &before, moved, None, at(1)), at(1));
+        assert_eq!((to.available(), to.scheduled()), (Credits::ZERO, c("100")));
+        to.settle_due(at(50));
+        assert_eq!(to.available(), c("100"));
+        from.check_invariants().unwrap();
+        to.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_refund_takes_back_credits_not_started_yet() {
+        let mut book = Book::new(CustomerId::known("c"));
+        let paid = Paid {
+            price: c("10"),
+            currency: "usd".into(),
+        };
+        let ahead = Grant::plan(
+            "m2",
+            "pro",
+            c("1000"),
+            Some(paid),
+            None,
+            (GrantSource::Test, "t".into()),
+            at(0),
+        )
+        .expiring(Some(at(100)))
+        .starting(Some(at(50)));
+        book.add_grant(ahead, at(0));
+        assert_eq!(book.claw_back("m2", c("5"), at(1)), c("500"));
+        assert_eq!((book.balance(), book.scheduled()), (c("500"), c("500")));
+        book.check_invariants().unwrap();
     }
 
     #[test]

@@ -145,6 +145,18 @@ pub struct PaidShare {
     pub refunded: Money,
     /// Money this payment's refunds took from the grant and that was not given back.
     pub clawed_back: Money,
+    /// The start of a credit period bought ahead (README, Credit cycles); none for a grant
+    /// spendable when bought.
+    pub starts_at: Option<super::Timestamp>,
+}
+
+/// The order a payment's refunds take from its grants (`grants` oldest first): credit periods
+/// bought ahead first, the latest first, so a refund gives up months not yet used before the
+/// month in use; then the rest, oldest first. Reversals give back in the opposite order.
+fn refund_order(grants: &[PaidShare]) -> Vec<&PaidShare> {
+    let mut ordered: Vec<&PaidShare> = grants.iter().collect();
+    ordered.sort_by_key(|g| (g.starts_at.is_none(), std::cmp::Reverse(g.starts_at)));
+    ordered
 }
 
 /// How a payment's grants move so that what they gave up equals what Stripe says was taken back.
@@ -159,20 +171,26 @@ pub enum Settlement {
     GiveBack(Vec<(String, Money)>),
 }
 
-/// Brings `grants` (oldest first) in line with `target`, the money taken back from their payment.
+/// Brings `grants` (oldest first) in line with `target`, the money taken back from their
+/// payment, in [`refund_order`].
 pub fn settle(grants: &[PaidShare], target: Money) -> Settlement {
     let applied: Money = grants.iter().map(|g| g.clawed_back).sum();
+    let grants = refund_order(grants);
     if target > applied {
-        let plan = spread(grants.iter(), target - applied, |g| g.price - g.refunded);
+        let plan = spread(grants.iter().copied(), target - applied, |g| {
+            g.price - g.refunded
+        });
         if plan.is_empty() {
             Settlement::Settled
         } else {
             Settlement::TakeBack(plan)
         }
     } else if target < applied {
-        Settlement::GiveBack(spread(grants.iter().rev(), applied - target, |g| {
-            g.clawed_back
-        }))
+        Settlement::GiveBack(spread(
+            grants.iter().copied().rev(),
+            applied - target,
+            |g| g.clawed_back,
+        ))
     } else {
         Settlement::Settled
     }
@@ -360,7 +378,56 @@ mod tests {
             price: c(price),
             refunded: c(refunded),
             clawed_back: c(clawed_back),
+            starts_at: None,
         }
+    }
+
+    #[test]
+    fn a_refund_of_months_bought_ahead_takes_the_latest_first_and_gives_back_the_earliest_first() {
+        let month = |k: i64| Some(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(30 * k));
+        let year = [
+            PaidShare {
+                starts_at: None,
+                ..share("m1", "10", "0", "0")
+            },
+            PaidShare {
+                starts_at: month(1),
+                ..share("m2", "10", "0", "0")
+            },
+            PaidShare {
+                starts_at: month(2),
+                ..share("m3", "10", "0", "0")
+            },
+        ];
+        assert_eq!(
+            settle(&year, c("25")),
+            Settlement::TakeBack(vec![
+                ("m3".into(), c("10")),
+                ("m2".into(), c("10")),
+                ("m1".into(), c("5"))
+            ])
+        );
+        let taken = [
+            PaidShare {
+                clawed_back: c("5"),
+                refunded: c("5"),
+                ..year[0].clone()
+            },
+            PaidShare {
+                clawed_back: c("10"),
+                refunded: c("10"),
+                ..year[1].clone()
+            },
+            PaidShare {
+                clawed_back: c("10"),
+                refunded: c("10"),
+                ..year[2].clone()
+            },
+        ];
+        assert_eq!(
+            settle(&taken, c("10")),
+            Settlement::GiveBack(vec![("m1".into(), c("5")), ("m2".into(), c("10"))])
+        );
     }
 
     #[test]
@@ -474,6 +541,7 @@ mod tests {
                 price: c("10"),
                 refunded: Money::ZERO,
                 clawed_back: c(clawed_back),
+                starts_at: None,
             },
         };
         let fresh = [grant("a", "g1", "0"), grant("b", "g2", "0")];
@@ -577,6 +645,7 @@ mod tests {
                             price: Money::from_micros(cents * 10_000),
                             refunded: Money::ZERO,
                             clawed_back: Money::ZERO,
+                            starts_at: None,
                         },
                     })
                     .collect();

@@ -441,6 +441,8 @@ impl Run {
                 .into_iter()
                 .filter(|e| self.applied.contains(e))
                 .collect(),
+            // A trial is applied on its own, which reads the customer's trials.
+            promotions: HashSet::new(),
             subscription: invoice
                 .subscription
                 .as_ref()
@@ -503,13 +505,15 @@ impl Run {
                 LineStep::Grant(bought) => {
                     // Credits carried into it, or out of it into a renewal paid before.
                     let end = (paid.customer.clone(), bought.period.1);
-                    if bought.renewal || self.renewals.contains(&end) {
+                    // A plan change is capped by what its period gave before, read on its own.
+                    if bought.renewal || bought.proration || self.renewals.contains(&end) {
                         return None;
                     }
                     payment_keys.extend(&bought.payment_keys);
                     done.push(invoice::grant_detail(bought, Credits::ZERO));
                 }
                 LineStep::OveragePaid { .. }
+                | LineStep::Trial { .. }
                 | LineStep::RefundLine { .. }
                 | LineStep::CreditBack { .. } => return None,
             }
@@ -607,6 +611,7 @@ mod tests {
                 named_payment: Some(format!("pi_{n}")),
                 read_payments: vec![],
                 renewal,
+                creation: false,
                 lines: vec![InvoiceLineFact {
                     id: format!("il_{n}"),
                     price: Some(price.into()),

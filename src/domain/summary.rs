@@ -22,6 +22,8 @@ pub struct Summary<'a> {
     /// Some credits are frozen by an open dispute.
     pub frozen: bool,
     pub frozen_credits: Credits,
+    /// Credits bought ahead for credit periods not started yet: in the balance, not available.
+    pub scheduled: Credits,
     pub balance: Credits,
     pub held: Credits,
     pub available: Credits,
@@ -33,8 +35,8 @@ pub struct Summary<'a> {
     /// Spend limits, and where each stands in its current window.
     pub limits: Vec<LimitState>,
     /// When the plan's next grant is due: the end of the credit cycle's period for a plan outside
-    /// Stripe; the end of the subscription's period (its renewal invoice) for a plan sold
-    /// through Stripe.
+    /// Stripe; for a plan sold through Stripe, the start of the next credit period bought ahead,
+    /// else the end of the subscription's period (its renewal invoice).
     pub next_grant_at: Option<Timestamp>,
     /// The plan's credits each period (per seat for a per-seat plan).
     pub allowance: Option<Credits>,
@@ -65,7 +67,14 @@ impl<'a> Summary<'a> {
                 standing.plan_id.as_deref(),
                 standing.cycle.as_ref(),
             ),
-            None => terms.plan.and(standing.renews_at),
+            None => terms.plan.and(
+                book.grants
+                    .iter()
+                    .filter(|g| g.scheduled && !g.expired)
+                    .filter_map(|g| g.starts_at)
+                    .min()
+                    .or(standing.renews_at),
+            ),
         };
         let rolls_over = match (terms.plan, next_grant_at) {
             (Some(plan), Some(at)) => book
@@ -84,6 +93,7 @@ impl<'a> Summary<'a> {
             features: terms.features().map(|f| f.id.as_str()).collect(),
             frozen: standing.frozen || book.frozen().is_positive(),
             frozen_credits: book.frozen(),
+            scheduled: book.scheduled(),
             balance: book.balance(),
             held: book.held(),
             available: book.available(),

@@ -43,6 +43,10 @@ pub struct GrantView {
     source: String,
     /// Its payment is disputed: its free credits are not available until the dispute closes.
     frozen: bool,
+    /// Bought ahead for a later credit period: spendable from this instant.
+    starts_at: Option<DateTime<Utc>>,
+    /// Not started yet.
+    scheduled: bool,
 }
 
 impl From<&Grant> for GrantView {
@@ -57,6 +61,8 @@ impl From<&Grant> for GrantView {
             currency: g.currency.clone(),
             expires_at: g.expires_at,
             frozen: g.frozen,
+            starts_at: g.starts_at,
+            scheduled: g.scheduled,
             priority: g.priority,
             plan: g.plan_id.clone(),
             pack: g.pack_id.clone(),
@@ -87,6 +93,10 @@ pub struct CustomerView {
     /// Those credits: in the balance, not available.
     #[schema(value_type = String)]
     frozen_credits: Credits,
+    /// Credits bought ahead for credit periods not started yet (the later months of an annual
+    /// plan): in the balance, not available until their month starts.
+    #[schema(value_type = String)]
+    scheduled: Credits,
     #[schema(value_type = String)]
     balance: Credits,
     #[schema(value_type = String)]
@@ -101,8 +111,9 @@ pub struct CustomerView {
     holds: Vec<HoldView>,
     /// End of the current subscription period, from Stripe.
     renews_at: Option<DateTime<Utc>>,
-    /// When the plan's next grant is due: the end of the credit period of a plan outside Stripe,
-    /// the end of the subscription's period for a plan sold through Stripe; none without a plan.
+    /// When the plan's next grant is due: the end of the credit period of a plan outside Stripe;
+    /// for a plan sold through Stripe, the start of the next month bought ahead, else the end of
+    /// the subscription's period; none without a plan.
     next_grant_at: Option<DateTime<Utc>>,
     /// The plan's credits each period (per seat for a per-seat plan), when a grant is due.
     #[schema(value_type = Option<String>)]
@@ -140,6 +151,7 @@ pub async fn show(
         features: summary.features.iter().map(|f| (*f).to_owned()).collect(),
         frozen: summary.frozen,
         frozen_credits: summary.frozen_credits,
+        scheduled: summary.scheduled,
         balance: summary.balance,
         held: summary.held,
         available: summary.available,

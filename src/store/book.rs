@@ -964,6 +964,7 @@ async fn write_books(
                     Value::from(micros(grant.refunded)?),
                     Value::from(grant.expires_at.map(time)),
                     Value::from(grant.frozen),
+                    Value::from(grant.scheduled),
                     Value::from(micros(old.remaining)?),
                     Value::from(micros(old.held)?),
                     Value::from(old.expired),
@@ -1004,12 +1005,14 @@ async fn write_books(
                 "refunded",
                 "expires_at",
                 "frozen",
+                "scheduled",
                 "old_remaining",
                 "old_held",
                 "old_expired",
             ],
             "remaining = v.remaining, held = v.held, expired = v.expired, \
-             refunded = v.refunded, expires_at = v.expires_at, frozen = v.frozen",
+             refunded = v.refunded, expires_at = v.expires_at, frozen = v.frozen, \
+             scheduled = v.scheduled",
             "grants.remaining = v.old_remaining AND grants.held = v.old_held \
              AND grants.expired = v.old_expired",
             chunk,

@@ -132,6 +132,8 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         refunded: Money::from_micros(row.refunded),
         period_start: None,
         frozen: row.frozen,
+        starts_at: row.starts_at.map(timestamp).transpose()?,
+        scheduled: row.scheduled,
         id: row.id,
     })
 }
@@ -157,6 +159,8 @@ pub fn grant_to_row(customer: &str, g: &Grant) -> Result<grants::ActiveModel> {
         refunded: Set(micros(g.refunded)?),
         expiry_warned_for: Set(None),
         frozen: Set(g.frozen),
+        starts_at: Set(g.starts_at.map(time)),
+        scheduled: Set(g.scheduled),
     })
 }
 

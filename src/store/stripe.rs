@@ -33,7 +33,7 @@ use crate::domain::Timestamp;
 use crate::domain::billing::Outcome;
 use crate::domain::command::{Answer, Command, Rules};
 use crate::domain::customer::CustomerId;
-use crate::domain::ledger::{EntryKind, Grant};
+use crate::domain::ledger::{EntryKind, Grant, GrantKind, GrantSource};
 use crate::domain::money::{Credits, Money};
 use crate::domain::refunds::{
     DisputeStatus, PaidShare, PaymentRefunds, RefundStatus, dispute_moves,
@@ -76,6 +76,8 @@ pub struct PaidGrant {
     pub price: Money,
     pub refunded: Money,
     pub currency: String,
+    /// The start of a credit period bought ahead.
+    pub starts_at: Option<Timestamp>,
 }
 
 impl PaidGrant {
@@ -86,6 +88,7 @@ impl PaidGrant {
             price: self.price,
             refunded: self.refunded,
             clawed_back: self.clawed_back,
+            starts_at: self.starts_at,
         }
     }
 }
@@ -903,6 +906,8 @@ impl StripeTx {
         let rows = grants::Entity::find()
             .filter(grants::Column::Id.is_in(super::rows::in_list(ids)))
             .order_by_asc(grants::Column::CreatedAt)
+            // The months of one invoice, bought together, in their order.
+            .order_by_asc(Expr::cust("COALESCE(starts_at, 0)"))
             .order_by_asc(grants::Column::Id)
             .all(&self.txn)
             .await?;
@@ -914,10 +919,75 @@ impl StripeTx {
                     price: Money::from_micros(g.price?),
                     currency: g.currency?,
                     refunded: Money::from_micros(g.refunded),
+                    starts_at: g.starts_at.and_then(|t| super::rows::timestamp(t).ok()),
                     customer_id: g.customer_id,
                     grant_id: g.id,
                 })
             })
+            .collect())
+    }
+
+    /// The grants a subscription's payments bought.
+    async fn subscription_grant_ids(&self, subscription: &str) -> Result<Vec<String>> {
+        Ok(stripe_payment_grants::Entity::find()
+            .filter(stripe_payment_grants::Column::SubscriptionId.eq(subscription))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|r| r.grant_id)
+            .collect())
+    }
+
+    /// The plan grants of `subscription` for the customer whose period ends at `period_end`,
+    /// with what refunds took back of each; those carried over from a period before aside.
+    pub async fn held_in_period(
+        &self,
+        customer_id: &CustomerId,
+        subscription: &str,
+        period_end: Timestamp,
+    ) -> Result<Vec<crate::domain::invoice::HeldInPeriod>> {
+        let ids = self.subscription_grant_ids(subscription).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = grants::Entity::find()
+            .filter(grants::Column::Id.is_in(super::rows::in_list(&ids)))
+            .filter(grants::Column::CustomerId.eq(customer_id.as_str()))
+            .filter(grants::Column::Kind.eq(GrantKind::Plan.as_str()))
+            .filter(grants::Column::ExpiresAt.eq(time(period_end)))
+            .all(&self.txn)
+            .await?;
+        let ids: Vec<String> = rows.iter().map(|g| g.id.clone()).collect();
+        let carried: HashSet<String> = ledger_entries::Entity::find()
+            .filter(ledger_entries::Column::GrantId.is_in(ids.iter().cloned()))
+            .filter(ledger_entries::Column::Kind.eq(EntryKind::Rollover.as_str()))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .filter_map(|e| e.grant_id)
+            .collect();
+        let clawed = self.clawed_credits(&ids).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|g| !carried.contains(&g.id))
+            .map(|g| crate::domain::invoice::HeldInPeriod {
+                net: Credits::from_micros(g.credits)
+                    - clawed.get(&g.id).copied().unwrap_or(Credits::ZERO),
+                plan_id: g.plan_id,
+            })
+            .collect())
+    }
+
+    /// The sources of the promotional grants Stripe gave the customer (its trials).
+    pub async fn stripe_promotions(&self, customer_id: &CustomerId) -> Result<HashSet<String>> {
+        Ok(grants::Entity::find()
+            .filter(grants::Column::CustomerId.eq(customer_id.as_str()))
+            .filter(grants::Column::SourceType.eq(GrantSource::Stripe.as_str()))
+            .filter(grants::Column::Kind.eq(GrantKind::Promotional.as_str()))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|g| g.source_id)
             .collect())
     }
 
@@ -928,13 +998,7 @@ impl StripeTx {
         subscription: &str,
     ) -> Result<Option<PaidGrant>> {
         let customer_id = customer_id.as_str();
-        let ids: Vec<String> = stripe_payment_grants::Entity::find()
-            .filter(stripe_payment_grants::Column::SubscriptionId.eq(subscription))
-            .all(&self.txn)
-            .await?
-            .into_iter()
-            .map(|r| r.grant_id)
-            .collect();
+        let ids = self.subscription_grant_ids(subscription).await?;
         let grants = self.grants_by_ids(&ids).await?;
         Ok(grants.into_iter().rfind(|g| g.customer_id == customer_id))
     }
@@ -1368,12 +1432,10 @@ async fn save_subscriptions(
 }
 
 /// The command granting what an event bought, journaled as the event's.
-fn grant_command(customer: &CustomerId, grant: Grant, record: &EventRecord) -> Envelope {
+fn grant_command(customer: &CustomerId, grants: Vec<Grant>, record: &EventRecord) -> Envelope {
     Envelope::new(
         customer.clone(),
-        Command::AddGrants {
-            grants: vec![grant],
-        },
+        Command::AddGrants { grants },
         record.received_at,
     )
     .from_origin(super::revenue::Origin {

@@ -433,6 +433,7 @@ fn invoice_fact(invoice: &Invoice, fetched: &Fetched) -> Result<invoice::Invoice
             .map(str::to_owned),
         read_payments,
         renewal: invoice.billing_reason == Some(billing::BillingReason::SubscriptionCycle),
+        creation: invoice.billing_reason == Some(billing::BillingReason::SubscriptionCreate),
         lines,
         unread_lines: invoice.has_more_lines() && fetched.invoice_lines.is_none(),
     })
@@ -833,6 +834,7 @@ impl Apply<'_> {
             .resolve_customer(stripe_customer, invoice_named(invoice))
             .await?;
         let fact = invoice_fact(invoice, fetched)?;
+        let promotions = self.tx.stripe_promotions(&customer).await?;
         let known = invoice::Known {
             customer,
             learnt_payment: match fact.named_payment {
@@ -844,6 +846,7 @@ impl Apply<'_> {
                 Some(id) => self.tx.subscription(id).await?,
                 None => None,
             },
+            promotions,
         };
         let paid = invoice::decide(
             &fact,
@@ -939,6 +942,25 @@ impl Apply<'_> {
                 format!("{effect}: {taken} credits taken back")
             }
             LineStep::Grant(bought) => self.grant_plan_line(paid, bought).await?,
+            LineStep::Trial {
+                plan_id,
+                grant: None,
+            } => format!("{effect}: the trial of plan {plan_id} was given before"),
+            LineStep::Trial {
+                plan_id,
+                grant: Some(grant),
+            } => {
+                let add = Command::AddGrants {
+                    grants: vec![(**grant).clone()],
+                };
+                self.tx
+                    .run(command(customer, self.now, self.event_id, add))
+                    .await?;
+                format!(
+                    "{effect}: {} trial credits of plan {plan_id}, until the trial ends",
+                    grant.credits
+                )
+            }
         }))
     }
 
@@ -951,28 +973,42 @@ impl Apply<'_> {
     ) -> Result<String> {
         let customer = &paid.customer;
         let (start, end) = bought.period;
+        let capped = match (bought.proration, paid.subscription_id.as_deref()) {
+            (true, Some(subscription)) => {
+                let held = self.tx.held_in_period(customer, subscription, end).await?;
+                let mut capped = bought.clone();
+                invoice::cap_change(&mut capped, &held, self.catalog);
+                Some(capped)
+            }
+            _ => None,
+        };
+        let bought = capped.as_ref().unwrap_or(bought);
         let grant = &bought.grant;
         let add = Command::AddGrants {
-            grants: vec![grant.clone()],
+            grants: bought.grants().cloned().collect(),
         };
         self.tx
             .run(command(customer, self.now, self.event_id, add))
             .await?;
-        // Rollover happens once both periods are known, whichever was paid first.
+        // Rollover happens once both periods are known, whichever was paid first; what the
+        // period before carries lasts as long as the first credit period of this one.
         if bought.renewal {
+            let first_end = grant.expires_at.unwrap_or(end);
             self.tx
-                .put_renewal(customer, start, &bought.plan_id, end)
+                .put_renewal(customer, start, &bought.plan_id, first_end)
                 .await?;
             self.roll_over(customer, start).await?;
         }
         let carried = self.roll_over(customer, end).await?;
-        self.tx
-            .map_payments(
-                &bought.payment_keys,
-                &grant.id,
-                paid.subscription_id.as_deref(),
-            )
-            .await?;
+        for bought_grant in bought.grants() {
+            self.tx
+                .map_payments(
+                    &bought.payment_keys,
+                    &bought_grant.id,
+                    paid.subscription_id.as_deref(),
+                )
+                .await?;
+        }
         self.settle_payment(&[Some(grant.source_id.as_str())])
             .await?;
         Ok(invoice::grant_detail(bought, carried))

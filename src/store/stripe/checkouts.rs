@@ -398,5 +398,5 @@ fn payment_rows(
 
 /// The command granting a checkout's pack, journaled as the event's.
 fn grant_command(grant: &PackGrant, record: &EventRecord) -> Envelope {
-    super::grant_command(&grant.customer, grant.grant.clone(), record)
+    super::grant_command(&grant.customer, vec![grant.grant.clone()], record)
 }

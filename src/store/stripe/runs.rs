@@ -82,7 +82,7 @@ impl StripeTx {
             .flat_map(|(event, done)| {
                 done.customer.iter().flat_map(move |customer| {
                     done.grants().map(move |bought| {
-                        grant_command(customer, bought.grant.clone(), &event.record)
+                        grant_command(customer, bought.grants().cloned().collect(), &event.record)
                     })
                 })
             })
@@ -118,12 +118,14 @@ impl StripeTx {
                     .paid
                     .as_ref()
                     .and_then(|p| p.subscription_id.as_deref());
-                rows.payment_grants.extend(
-                    bought
-                        .payment_keys
-                        .iter()
-                        .map(|key| payment_grant(key, &bought.grant.id, subscription)),
-                );
+                for grant in bought.grants() {
+                    rows.payment_grants.extend(
+                        bought
+                            .payment_keys
+                            .iter()
+                            .map(|key| payment_grant(key, &grant.id, subscription)),
+                    );
+                }
             }
             if let (Some((id, state)), Some(stripe_customer)) =
                 (&done.subscription, &done.stripe_customer)
