@@ -934,6 +934,7 @@ async fn sql_baseline(store: &Store, customers: &[String]) -> Run {
             captured: Set(None),
             created_at: Set(now),
             resolved_at: Set(Some(now)),
+            subject: Set(None),
         })
         .exec_without_returning(&txn)
         .await
@@ -964,6 +965,7 @@ async fn sql_baseline(store: &Store, customers: &[String]) -> Run {
             money: Set(None),
             reason: Set(None),
             actor: Set(None),
+            subject: Set(None),
         })
         .exec_without_returning(&txn)
         .await

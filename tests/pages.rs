@@ -1030,3 +1030,48 @@ async fn the_portal_says_when_the_next_grant_comes(engine: Engine) {
     );
 }
 for_each_engine!(the_portal_says_when_the_next_grant_comes);
+
+/// The customer's page names who spent: usage by member, the limit on each member, the member
+/// of each ledger line, escaped as any text a caller gave.
+async fn the_portal_names_the_members(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.promo("team", "500").await;
+    for (quantity, subject) in [(30, "alice"), (12, "<b>bob</b>"), (8, "alice")] {
+        let (status, used) = app
+            .post_app(
+                "/v1/usage",
+                json!({"customer": "team", "action": "chat.request", "quantity": quantity,
+                    "subject": subject, "idempotency_key": uuid::Uuid::new_v4().to_string()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{used}");
+    }
+    let (status, set) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/customers/team/limits",
+            Some(&app.app_key),
+            Some(json!({"limits": [
+                {"period": "month", "credits": "100", "mode": "hard", "each_subject": true}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let (path, _) = portal_link(&app, "team").await;
+    let (status, _, html) = page(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    let members = &html[html.find("id=\"members\"").expect("usage by member")..];
+    let members = &members[..members.find("</table>").unwrap()];
+    assert!(
+        members.contains("<td>&#60;b&#62;bob&#60;/b&#62;</td><td class=\"num\">12</td>")
+            || members.contains("<td>&lt;b&gt;bob&lt;/b&gt;</td><td class=\"num\">12</td>"),
+        "{members}"
+    );
+    assert!(
+        members.contains("<td>alice</td><td class=\"num\">38</td>"),
+        "{members}"
+    );
+    assert!(!html.contains("<b>bob</b>"), "a member's name is escaped");
+    let limits = &html[html.find("id=\"limits\"").unwrap()..];
+    assert!(limits.contains("<td>each member</td>"), "{limits}");
+}
+for_each_engine!(the_portal_names_the_members);

@@ -8,7 +8,7 @@ use creditbook::domain::adjustment::{Change, Reason};
 use creditbook::domain::catalog::Overage;
 use creditbook::domain::catalog::{Action, Breakage, Catalog, Feature, Plan};
 use creditbook::domain::command::{self, Command, Rules};
-use creditbook::domain::customer::CustomerId;
+use creditbook::domain::customer::{CustomerId, Subject};
 use creditbook::domain::gate::{Actual, Policy, Standing};
 use creditbook::domain::ledger::GrantSource;
 use creditbook::domain::ledger::{Book, EntryKind, Grant, GrantKind, HoldStatus, Rejection, Usage};
@@ -115,6 +115,7 @@ fn apply(
     let usage = Usage {
         action: Some("chat.request".into()),
         quantity: Some("1".into()),
+        subject: None,
     };
     let result = match op {
         Op::Grant {
@@ -368,6 +369,10 @@ fn command_of(
             hold_id: format!("{customer}-h{seq:04}"),
             action,
             quantity: units(*micros),
+            // Members spend from the same book: who spent changes no balance.
+            subject: seq
+                .is_multiple_of(2)
+                .then(|| Subject::parse(&format!("member-{}", seq % 5)).unwrap()),
             expires_at: now + Duration::minutes(HOLD_MINUTES),
         },
         Op::Capture {
@@ -394,6 +399,9 @@ fn command_of(
             usage_id: format!("{customer}-u{seq:04}"),
             action,
             quantity: units(*micros),
+            subject: seq
+                .is_multiple_of(2)
+                .then(|| Subject::parse(&format!("member-{}", seq % 5)).unwrap()),
             occurred_at: now,
         },
         Op::Advance { .. } => Command::Settle,

@@ -314,7 +314,7 @@ async fn reconcile_margin(
             .or_default() +=
             money(l["credit"].as_str().unwrap()) - money(l["debit"].as_str().unwrap());
     }
-    for by in ["action", "feature", "plan", "customer"] {
+    for by in ["action", "feature", "plan", "customer", "subject"] {
         let path = format!("/v1/revenue/margin?from={from}&to={to}&by={by}");
         let (status, report) = finance(app, &path).await;
         assert_eq!(status, StatusCode::OK, "{report}");

@@ -20,6 +20,8 @@ pub struct Model {
     /// `YYYY-MM` (UTC) of `effective_at`.
     pub period: String,
     pub recorded_at: i64,
+    /// Who inside the customer used it.
+    pub subject: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

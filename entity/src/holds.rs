@@ -15,6 +15,8 @@ pub struct Model {
     pub captured: Option<i64>,
     pub created_at: i64,
     pub resolved_at: Option<i64>,
+    /// Who inside the customer holds it (README, Members and subjects).
+    pub subject: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

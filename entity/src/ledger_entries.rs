@@ -27,6 +27,8 @@ pub struct Model {
     /// The id of the API key whose request wrote it, for an operator's write (a grant, an
     /// adjustment); none for the gate's and Stripe's.
     pub actor: Option<String>,
+    /// Who inside the customer spent (holds, captures and usages).
+    pub subject: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -49,6 +49,7 @@ mod m20261130_000018_stripe_event_customers;
 mod m20261203_000019_hardening;
 mod m20261203_000020_append_only;
 mod m20261206_000021_credit_cycles;
+mod m20261207_000022_subjects;
 
 pub struct Migrator;
 
@@ -89,6 +90,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000019_hardening::Migration),
             Box::new(m20261203_000020_append_only::Migration),
             Box::new(m20261206_000021_credit_cycles::Migration),
+            Box::new(m20261207_000022_subjects::Migration),
         ]
     }
 }

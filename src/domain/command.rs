@@ -9,7 +9,7 @@ use super::alerts::{self, Armed, Balance};
 use super::autotopup::Setting;
 use super::autotopup::Start;
 use super::catalog::{Action, Catalog};
-use super::customer::CustomerId;
+use super::customer::{CustomerId, Subject};
 use super::cycle;
 use super::gate::{self, Actual, Policy, Refusal, Standing};
 use super::ledger::{Book, Grant, GrantKind, GrantSource, HoldStatus, Rejection};
@@ -32,6 +32,8 @@ pub enum Command {
         hold_id: String,
         action: Action,
         quantity: Quantity,
+        /// Who inside the customer holds it.
+        subject: Option<Subject>,
         expires_at: Timestamp,
     },
     /// Spends what the held call really cost and releases the rest.
@@ -43,6 +45,8 @@ pub enum Command {
         usage_id: String,
         action: Action,
         quantity: Quantity,
+        /// Who inside the customer used it.
+        subject: Option<Subject>,
         occurred_at: Timestamp,
     },
     /// An operator's grant.
@@ -284,6 +288,10 @@ pub struct AuthorizationResponse {
     #[schema(value_type = String)]
     pub available: Credits,
     pub expires_at: DateTime<Utc>,
+    /// Who inside the customer holds it, when the authorization named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub subject: Option<Subject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -308,6 +316,10 @@ pub struct UsageResponse {
     pub credits: Credits,
     #[schema(value_type = String)]
     pub available: Credits,
+    /// Who inside the customer used it, when the usage named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub subject: Option<Subject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -523,6 +535,7 @@ fn apply(
             hold_id,
             action,
             quantity,
+            subject,
             expires_at,
         } => {
             let decided = spend(
@@ -531,6 +544,7 @@ fn apply(
                 &gate::Spend::Authorize {
                     action,
                     quantity: *quantity,
+                    subject: subject.as_ref(),
                     hold_id,
                     expires_at: *expires_at,
                 },
@@ -543,6 +557,7 @@ fn apply(
                 credits: decided.credits,
                 available: decided.available,
                 expires_at: *expires_at,
+                subject: subject.clone(),
             })
         }
         Command::Capture { hold_id, actual } => {
@@ -574,6 +589,7 @@ fn apply(
             usage_id,
             action,
             quantity,
+            subject,
             occurred_at,
         } => {
             // Spent now, against what is available now; dated when it happened.
@@ -583,6 +599,7 @@ fn apply(
                 &gate::Spend::Usage {
                     action,
                     quantity: *quantity,
+                    subject: subject.as_ref(),
                     occurred_at: *occurred_at,
                 },
             )?;
@@ -592,6 +609,7 @@ fn apply(
                 action: action.id.clone(),
                 credits: decided.credits,
                 available: decided.available,
+                subject: subject.clone(),
             })
         }
         Command::Grant { grant } => {
@@ -731,8 +749,8 @@ pub struct Moved<'a> {
     pub before: &'a Book,
     pub after: &'a Book,
     pub standing_before: &'a Standing,
-    /// Hard spend limits that refused a command of the batch.
-    pub refused: &'a [Limit],
+    /// Hard spend limits that refused a command of the batch, and the member they refused.
+    pub refused: &'a [(Limit, Option<Subject>)],
 }
 
 /// What follows from a batch's change of one customer's book, written with it.
@@ -873,6 +891,7 @@ mod tests {
         };
         assert_eq!((g.balance, g.available), (credits(10), credits(10)));
         let hold = Command::Authorize {
+            subject: None,
             hold_id: "h1".into(),
             action: action.clone(),
             quantity: Quantity::try_from(rust_decimal::Decimal::from(3)).unwrap(),
@@ -958,6 +977,7 @@ mod tests {
     #[test]
     fn kept_answers_read_back_as_the_same_answer() {
         let answer = Answer::Used(UsageResponse {
+            subject: None,
             id: "usage_1".into(),
             customer: CustomerId::known("c"),
             action: "chat".into(),
@@ -965,6 +985,7 @@ mod tests {
             available: credits(8),
         });
         let command = Command::Usage {
+            subject: None,
             usage_id: "usage_1".into(),
             action: catalog().actions.values().next().unwrap().clone(),
             quantity: Quantity::try_from(rust_decimal::Decimal::ONE).unwrap(),
@@ -997,6 +1018,7 @@ mod tests {
         let add = Command::AddGrants { grants: vec![pack] };
         decide(rules(catalog), &mut book, &mut standing, &add, at(0)).unwrap();
         let hold = Command::Authorize {
+            subject: None,
             hold_id: "h1".into(),
             action: catalog.actions["chat.request"].clone(),
             quantity: Quantity::try_from(rust_decimal::Decimal::from(30)).unwrap(),
@@ -1158,6 +1180,7 @@ mod tests {
         now: Timestamp,
     ) {
         let usage = Command::Usage {
+            subject: None,
             usage_id: "u1".into(),
             action: catalog.actions["chat.request"].clone(),
             quantity: Quantity::try_from(rust_decimal::Decimal::from(quantity)).unwrap(),
@@ -1205,7 +1228,12 @@ mod tests {
         spend_chat(&catalog, &mut book, &mut standing, 3, at(1));
         // The ledger said 2 were spent earlier today; the batch's usage of 3 is not in it yet.
         let mut spent = SpentThisMonth {
-            by_action: vec![(Some("chat.request".into()), credits(2), Credits::ZERO)],
+            rows: vec![crate::domain::limits::SpentRow {
+                action: Some("chat.request".into()),
+                subject: None,
+                today: credits(2),
+                earlier: Credits::ZERO,
+            }],
         };
         spent.add(&std::mem::take(&mut book.entries), at(1), at(2));
         let read = Read {
@@ -1213,6 +1241,7 @@ mod tests {
         };
         let set = Command::SetLimits {
             limits: vec![Limit {
+                members: Default::default(),
                 period: Period::Day,
                 feature: None,
                 credits: credits(6),
@@ -1286,6 +1315,7 @@ mod tests {
         );
         // The gate now refuses the feature, whatever the credits.
         let usage = Command::Usage {
+            subject: None,
             usage_id: "u2".into(),
             action: catalog.actions["chat.request"].clone(),
             quantity: Quantity::try_from(rust_decimal::Decimal::ONE).unwrap(),

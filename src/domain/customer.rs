@@ -106,6 +106,51 @@ impl PartialEq<String> for CustomerId {
     }
 }
 
+/// Who inside a customer spends (README, Members and subjects): a user, an API key, an agent or
+/// a project, named by the app. Same rule as an id: 1 to 255 characters, no control characters.
+/// Kept on holds, ledger entries and consumptions; spend limits may cap one member or each.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subject(String);
+
+impl Subject {
+    /// A subject a caller names.
+    pub fn parse(value: &str) -> Result<Subject, IdError> {
+        check_id(value)?;
+        Ok(Subject(value.to_owned()))
+    }
+
+    /// A subject read back from the books (only parsed subjects are written there).
+    pub fn known(value: impl Into<String>) -> Subject {
+        Subject(value.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Subject {
+    type Error = IdError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        check_id(&value)?;
+        Ok(Subject(value))
+    }
+}
+
+impl From<Subject> for String {
+    fn from(subject: Subject) -> String {
+        subject.0
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +191,16 @@ mod tests {
         assert_eq!(id, *"acme");
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"acme\"");
         assert!(serde_json::from_str::<CustomerId>("\"\"").is_err());
+    }
+
+    #[test]
+    fn a_subject_follows_the_rule_of_ids() {
+        assert_eq!(Subject::parse("user_42").unwrap().as_str(), "user_42");
+        assert_eq!(Subject::parse(""), Err(IdError::Empty));
+        assert_eq!(Subject::parse(&"s".repeat(256)), Err(IdError::TooLong));
+        assert_eq!(Subject::parse("a\nb"), Err(IdError::ControlCharacter));
+        assert!(serde_json::from_str::<Subject>("\"a\\u0007\"").is_err());
+        let subject: Subject = serde_json::from_str("\"agent:research\"").unwrap();
+        assert_eq!(subject.to_string(), "agent:research");
     }
 }

@@ -5,6 +5,7 @@
 
 use super::Timestamp;
 use super::catalog::{Action, Catalog, CostError, Feature, Overage, Plan};
+use super::customer::Subject;
 use super::ledger::{Book, Rejection, Usage};
 use super::limits::{Exceeded, Limits};
 use super::margin::Consumption;
@@ -198,10 +199,12 @@ pub enum Spend<'a> {
     Check {
         action: &'a Action,
         quantity: Quantity,
+        subject: Option<&'a Subject>,
     },
     Authorize {
         action: &'a Action,
         quantity: Quantity,
+        subject: Option<&'a Subject>,
         hold_id: &'a str,
         expires_at: Timestamp,
     },
@@ -216,6 +219,7 @@ pub enum Spend<'a> {
     Usage {
         action: &'a Action,
         quantity: Quantity,
+        subject: Option<&'a Subject>,
         occurred_at: Timestamp,
     },
 }
@@ -261,23 +265,28 @@ fn decide_within(
     now: Timestamp,
 ) -> Result<Decided, Refusal> {
     let terms = Terms::of(catalog, standing, now, policy);
-    let usage = |action: &Action, quantity: Quantity| Usage {
+    let usage = |action: &Action, quantity: Quantity, subject: Option<&Subject>| Usage {
         action: Some(action.id.clone()),
         quantity: Some(quantity.to_string()),
+        subject: subject.cloned(),
     };
-    let admit = |limits: &mut Limits, book: &Book, feature: Option<&str>, credits| {
+    let admit = |limits: &mut Limits, book: &Book, spender, credits| {
         limits
-            .admit(book, catalog, feature, credits, now)
+            .admit(book, catalog, spender, credits, now)
             .map_err(Refusal::SpendLimitReached)
     };
     let credits = match *spend {
-        Spend::Check { action, quantity } => {
+        Spend::Check {
+            action,
+            quantity,
+            subject,
+        } => {
             terms.entitle(action)?;
             let credits = terms.cost(action, quantity)?;
-            admit(limits, book, feature_of(action), credits)?;
+            admit(limits, book, (feature_of(action), subject), credits)?;
             book.authorize(
                 "check",
-                &usage(action, quantity),
+                &usage(action, quantity, subject),
                 credits,
                 &terms.overage,
                 now,
@@ -288,15 +297,16 @@ fn decide_within(
         Spend::Authorize {
             action,
             quantity,
+            subject,
             hold_id,
             expires_at,
         } => {
             terms.entitle(action)?;
             let credits = terms.cost(action, quantity)?;
-            admit(limits, book, feature_of(action), credits)?;
+            admit(limits, book, (feature_of(action), subject), credits)?;
             book.authorize(
                 hold_id,
-                &usage(action, quantity),
+                &usage(action, quantity, subject),
                 credits,
                 &terms.overage,
                 expires_at,
@@ -307,24 +317,25 @@ fn decide_within(
         Spend::Usage {
             action,
             quantity,
+            subject,
             occurred_at,
         } => {
             terms.entitle(action)?;
             let credits = terms.cost(action, quantity)?;
-            admit(limits, book, feature_of(action), credits)?;
+            admit(limits, book, (feature_of(action), subject), credits)?;
             book.debit(
                 credits,
-                &usage(action, quantity),
+                &usage(action, quantity, subject),
                 &terms.overage,
                 occurred_at,
             )?;
-            limits.record(feature_of(action), credits, now);
+            limits.record((feature_of(action), subject), credits, now);
             book.consumed.push(Consumption::of(
                 action,
                 Some(quantity),
                 credits,
                 terms.plan,
-                None,
+                (None, subject),
                 occurred_at,
             ));
             credits
@@ -332,6 +343,7 @@ fn decide_within(
         Spend::Capture { hold_id, actual } => {
             let hold = book.hold(hold_id).ok_or(Rejection::HoldNotFound)?;
             let held = hold.credits;
+            let subject = hold.subject.clone();
             let feature = catalog.action(&hold.action).map(|a| a.feature.as_str());
             // Priced at the terms in force when the hold was made: the catalog's then, at the
             // customer's price then (what the hold's credits say a unit cost).
@@ -365,9 +377,9 @@ fn decide_within(
             };
             book.capture(hold_id, credits, described, &terms.overage, now)?;
             if credits > held {
-                admit(limits, book, feature, credits)?;
+                admit(limits, book, (feature, subject.as_ref()), credits)?;
             }
-            limits.record(feature, credits, now);
+            limits.record((feature, subject.as_ref()), credits, now);
             // An action since removed from the catalog has no feature or cost to record: its
             // revenue is reported unattributed.
             if let Some(action) = action.filter(|_| credits.is_positive()) {
@@ -376,7 +388,7 @@ fn decide_within(
                     quantity,
                     credits,
                     terms.plan,
-                    Some(hold_id),
+                    (Some(hold_id), subject.as_ref()),
                     now,
                 ));
             }
@@ -484,6 +496,7 @@ mod tests {
         let action = catalog.action(action).unwrap();
         let quantity = Quantity::try_from(Decimal::from(n)).unwrap();
         Spend::Usage {
+            subject: None,
             action,
             quantity,
             occurred_at: at(1),
@@ -562,6 +575,7 @@ mod tests {
         let action = catalog.action("chat.request").unwrap();
         let quantity = Quantity::try_from(Decimal::ONE).unwrap();
         let hold = Spend::Authorize {
+            subject: None,
             action,
             quantity,
             hold_id: "h1",
@@ -607,6 +621,7 @@ mod tests {
         let action = catalog.action("agent.run").unwrap();
         let one = Quantity::try_from(Decimal::ONE).unwrap();
         let hold = Spend::Authorize {
+            subject: None,
             action,
             quantity: one,
             hold_id: "h1",
@@ -630,6 +645,7 @@ mod tests {
         let mut standing = pro();
         standing.limits.replace(
             vec![Limit {
+                members: Default::default(),
                 period: Period::Day,
                 feature: None,
                 credits: credits(25),
@@ -643,6 +659,7 @@ mod tests {
         let action = catalog.action("agent.run").unwrap();
         let one = Quantity::try_from(Decimal::ONE).unwrap();
         let hold = |id| Spend::Authorize {
+            subject: None,
             action,
             quantity: one,
             hold_id: id,
@@ -796,6 +813,7 @@ mod tests {
         let run = catalog.action("agent.run").unwrap();
         assert_eq!(terms.cost(run, two), Ok(credits(8)));
         let hold = Spend::Authorize {
+            subject: None,
             action: run,
             quantity: two,
             hold_id: "h1",

@@ -509,6 +509,7 @@ mod tests {
     #[test]
     fn overage_needs_the_accrual_read_first() {
         let entry = Entry {
+            subject: None,
             kind: EntryKind::Overage,
             grant_id: None,
             hold_id: None,

@@ -6,7 +6,7 @@
 
 use super::Timestamp;
 use super::catalog::Overage;
-use super::customer::CustomerId;
+use super::customer::{CustomerId, Subject};
 use super::money::{Credits, Money};
 use std::cmp::Ordering;
 
@@ -376,6 +376,8 @@ pub struct Hold {
     pub captured: Option<Credits>,
     pub created_at: Timestamp,
     pub resolved_at: Option<Timestamp>,
+    /// Who inside the customer holds it; its capture is spent by the same member.
+    pub subject: Option<Subject>,
 }
 
 impl Hold {
@@ -462,6 +464,8 @@ pub struct Entry {
     pub money: Option<Money>,
     /// Why an operator adjusted the credits (the entries of an adjustment only).
     pub reason: Option<String>,
+    /// Who inside the customer spent (the entries of a hold, a capture or a usage).
+    pub subject: Option<Subject>,
 }
 
 /// Why a command is refused. Nothing is written when one is returned.
@@ -492,6 +496,8 @@ pub enum Rejection {
 pub struct Usage {
     pub action: Option<String>,
     pub quantity: Option<String>,
+    /// Who inside the customer spent.
+    pub subject: Option<Subject>,
 }
 
 #[derive(Debug, Clone)]
@@ -588,6 +594,7 @@ impl Book {
             effective_at: chrono::DateTime::UNIX_EPOCH,
             money: None,
             reason: None,
+            subject: usage.subject.clone(),
         });
         self.entries.last_mut().expect("just pushed")
     }
@@ -775,6 +782,7 @@ impl Book {
             captured: None,
             created_at: now,
             resolved_at: None,
+            subject: usage.subject.clone(),
         });
         Ok(())
     }
@@ -810,6 +818,7 @@ impl Book {
         let usage = Usage {
             action: Some(hold.action.clone()),
             quantity,
+            subject: hold.subject.clone(),
         };
         let mut rest = credits;
         for (grant_id, reserved) in &hold.allocations {
@@ -873,6 +882,7 @@ impl Book {
         let usage = Usage {
             action: Some(hold.action.clone()),
             quantity: Some(hold.quantity.clone()),
+            subject: hold.subject.clone(),
         };
         for (grant_id, reserved) in &hold.allocations {
             self.grant_mut(grant_id).held -= *reserved;

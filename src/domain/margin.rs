@@ -4,6 +4,7 @@
 
 use super::Timestamp;
 use super::catalog::{Action, Plan};
+use super::customer::Subject;
 use super::money::{Credits, Money, Quantity};
 use std::collections::BTreeMap;
 
@@ -22,17 +23,19 @@ pub struct Consumption {
     /// What it cost at the vendor, in the accounting currency; none when the action has no cost.
     pub vendor_cost: Option<Money>,
     pub at: Timestamp,
+    /// Who inside the customer used it.
+    pub subject: Option<Subject>,
 }
 
 impl Consumption {
     /// `credits` of `action` (priced at the terms in force when it was used), `quantity` units
-    /// of it when known, under `plan`.
+    /// of it when known, under `plan`, by `subject`.
     pub fn of(
         action: &Action,
         quantity: Option<Quantity>,
         credits: Credits,
         plan: Option<&Plan>,
-        hold_id: Option<&str>,
+        (hold_id, subject): (Option<&str>, Option<&Subject>),
         at: Timestamp,
     ) -> Consumption {
         let vendor_cost = match quantity {
@@ -48,6 +51,7 @@ impl Consumption {
             credits,
             vendor_cost,
             at,
+            subject: subject.cloned(),
         }
     }
 }
@@ -60,6 +64,7 @@ pub enum MarginBy {
     Feature,
     Plan,
     Customer,
+    Subject,
 }
 
 impl MarginBy {
@@ -69,6 +74,7 @@ impl MarginBy {
             MarginBy::Feature => "feature",
             MarginBy::Plan => "plan",
             MarginBy::Customer => "customer",
+            MarginBy::Subject => "subject",
         }
     }
 
@@ -78,6 +84,7 @@ impl MarginBy {
             MarginBy::Feature,
             MarginBy::Plan,
             MarginBy::Customer,
+            MarginBy::Subject,
         ]
         .into_iter()
         .find(|b| b.as_str() == text)
@@ -210,17 +217,31 @@ mod tests {
     fn a_consumption_costs_its_quantity_or_its_credits() {
         let at = chrono::DateTime::UNIX_EPOCH;
         let three = Quantity::try_from(c::<rust_decimal::Decimal>("3")).unwrap();
-        let used = Consumption::of(&action(Some("0.01")), Some(three), c("6"), None, None, at);
+        let used = Consumption::of(
+            &action(Some("0.01")),
+            Some(three),
+            c("6"),
+            None,
+            (None, None),
+            at,
+        );
         assert_eq!(used.vendor_cost, Some(c("0.03")));
         assert_eq!(
             (used.feature.as_str(), used.plan.as_deref()),
             ("chat", None)
         );
         // A capture that named credits: 5 credits are 2.5 units.
-        let captured = Consumption::of(&action(Some("0.01")), None, c("5"), None, Some("h"), at);
+        let captured = Consumption::of(
+            &action(Some("0.01")),
+            None,
+            c("5"),
+            None,
+            (Some("h"), None),
+            at,
+        );
         assert_eq!(captured.vendor_cost, Some(c("0.025")));
         assert_eq!(captured.hold_id.as_deref(), Some("h"));
-        let free = Consumption::of(&action(None), Some(three), c("6"), None, None, at);
+        let free = Consumption::of(&action(None), Some(three), c("6"), None, (None, None), at);
         assert_eq!(free.vendor_cost, None);
     }
 

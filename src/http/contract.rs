@@ -231,6 +231,19 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         }
     }
     set(schemas, "SpendRequest", "idempotency_key", identifier());
+    // A member's name follows the rule of ids, or is absent.
+    let subject = || {
+        let mut subject = identifier();
+        subject["type"] = json!(["string", "null"]);
+        subject
+    };
+    for schema in ["CheckRequest", "SpendRequest", "LimitRequest"] {
+        set(schemas, schema, "subject", subject());
+    }
+    // A limit caps one member or each, not both.
+    schemas["LimitRequest"]["if"] =
+        json!({"properties": {"each_subject": {"const": true}}, "required": ["each_subject"]});
+    schemas["LimitRequest"]["then"] = json!({"properties": {"subject": {"type": "null"}}});
     set(
         schemas,
         "CaptureRequest",
@@ -677,10 +690,10 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
         ("from" | "to", _) => json!({"type": "string", "pattern": MONTH}),
         ("format", _) => json!({"type": "string", "enum": ["json", "csv"]}),
         ("by", "/v1/revenue/margin") => {
-            json!({"type": "string", "enum": ["action", "feature", "plan", "customer"]})
+            json!({"type": "string", "enum": ["action", "feature", "plan", "customer", "subject"]})
         }
         ("by", "/v1/customers/{id}/usage") => {
-            json!({"type": "string", "enum": ["action", "feature"]})
+            json!({"type": "string", "enum": ["action", "feature", "subject"]})
         }
         ("interval", _) => json!({"type": "string", "enum": ["day", "month"]}),
         ("q", _) => identifier(),

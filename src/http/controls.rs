@@ -5,7 +5,8 @@ use super::AppState;
 use super::extract::{Amount, ApiJson, Caller, customer_id, identifier, request_hash};
 use crate::domain::adjustment::Reason;
 use crate::domain::alerts::LowBalance;
-use crate::domain::limits::{self, Limit, LimitError, Limits, Mode, Period};
+use crate::domain::customer::Subject;
+use crate::domain::limits::{self, Limit, LimitError, Limits, Members, Mode, Period};
 use crate::domain::money::{Credits, Money};
 use crate::domain::overrides::{Change, Flat, OverageKind, Override, PLAN_RULE};
 use crate::error::{Error, Result};
@@ -31,6 +32,12 @@ pub struct LimitRequest {
     feature: Option<String>,
     /// `hard` refuses with 402 `spend_limit_reached`; `soft` only sends `spend_limit.reached`.
     mode: String,
+    /// The one member (the `subject` of spends) it caps; the whole customer when absent.
+    subject: Option<String>,
+    /// `true`: it caps each member apart (every `subject`, counted on its own); spends naming
+    /// no subject are not counted. Not with `subject`.
+    #[serde(default)]
+    each_subject: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -61,10 +68,36 @@ pub struct LimitView {
     remaining: Credits,
     window_start: DateTime<Utc>,
     resets_at: DateTime<Utc>,
+    /// The one member it caps, if it caps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    /// Whether it caps each member apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    each_subject: bool,
+    /// With `each_subject`: each member that spent or holds credits in the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<MemberView>,
+}
+
+/// Where one member stands under a limit on each member.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    subject: String,
+    #[schema(value_type = String)]
+    spent: Credits,
+    #[schema(value_type = String)]
+    held: Credits,
+    #[schema(value_type = String)]
+    remaining: Credits,
 }
 
 impl From<limits::LimitState> for LimitView {
     fn from(s: limits::LimitState) -> Self {
+        let (subject, each_subject) = match s.limit.members {
+            Members::All => (None, false),
+            Members::One(subject) => (Some(subject.to_string()), false),
+            Members::Each => (None, true),
+        };
         LimitView {
             period: s.limit.period,
             feature: s.limit.feature,
@@ -75,6 +108,18 @@ impl From<limits::LimitState> for LimitView {
             remaining: s.remaining,
             window_start: s.window_start,
             resets_at: s.resets_at,
+            subject,
+            each_subject,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| MemberView {
+                    subject: m.subject.to_string(),
+                    spent: m.spent,
+                    held: m.held,
+                    remaining: m.remaining,
+                })
+                .collect(),
         }
     }
 }
@@ -205,11 +250,25 @@ fn parse_limits(requests: Vec<LimitRequest>) -> Result<Vec<Limit>> {
             if let Some(feature) = &r.feature {
                 identifier(&field("feature"), feature)?;
             }
+            let members = match (r.subject, r.each_subject) {
+                (None, false) => Members::All,
+                (None, true) => Members::Each,
+                (Some(subject), false) => Members::One(
+                    Subject::parse(&subject).map_err(|e| Error::invalid(field("subject"), e))?,
+                ),
+                (Some(_), true) => {
+                    return Err(Error::invalid(
+                        field("each_subject"),
+                        "give a subject or each_subject, not both",
+                    ));
+                }
+            };
             Ok(Limit {
                 period,
                 feature: r.feature,
                 credits,
                 mode,
+                members,
             })
         })
         .collect()

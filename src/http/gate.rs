@@ -5,7 +5,7 @@ use super::extract::{Amount, ApiJson, Caller, customer_id, identifier, parse_val
 use crate::domain::Timestamp;
 use crate::domain::catalog::{Action, Catalog};
 pub use crate::domain::command::{AuthorizationResponse, ResolutionResponse, UsageResponse};
-use crate::domain::customer::CustomerId;
+use crate::domain::customer::{CustomerId, Subject};
 use crate::domain::gate::{self, Actual, Policy};
 use crate::domain::ledger::Rejection;
 use crate::domain::money::{Credits, Quantity};
@@ -28,6 +28,10 @@ pub struct CheckRequest {
     action: String,
     #[schema(value_type = String, example = "1")]
     quantity: Amount,
+    /// Who inside the customer would spend (a user, an API key, an agent): limits on members
+    /// apply to it. 1 to 255 characters, no control characters.
+    #[serde(default)]
+    subject: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -49,6 +53,11 @@ pub struct SpendRequest {
     #[schema(value_type = String, example = "1")]
     quantity: Amount,
     idempotency_key: String,
+    /// Who inside the customer spends (a user, an API key, an agent, a project): kept on the
+    /// hold and on every consumption; limits on members apply to it. 1 to 255 characters, no
+    /// control characters.
+    #[serde(default)]
+    subject: Option<String>,
     /// Usage only: when the usage happened, if it is reported late (at most
     /// `MAX_USAGE_LATENESS_DAYS` ago). Its revenue is dated then; credits are spent now.
     #[serde(default)]
@@ -94,17 +103,21 @@ struct Spend {
     action: Action,
     quantity: Quantity,
     credits: Credits,
+    subject: Option<Subject>,
 }
 
-/// Parses a request to spend on `action`, priced at the terms in force `at`.
+/// Parses a request to spend on `action` by `subject`, priced at the terms in force `at`.
 fn parse_spend(
     state: &AppState,
-    customer: &str,
+    (customer, subject): (&str, Option<&str>),
     action: &str,
     quantity: Amount,
     at: Timestamp,
 ) -> Result<Spend> {
     let customer = customer_id("customer", customer)?;
+    let subject = subject
+        .map(|s| Subject::parse(s).map_err(|e| Error::invalid("subject", e)))
+        .transpose()?;
     let action = state
         .catalog
         .action_at(action, at)
@@ -119,6 +132,7 @@ fn parse_spend(
         action,
         quantity,
         credits,
+        subject,
     })
 }
 
@@ -135,6 +149,11 @@ impl Spend {
         let occurred = occurred_at.map(|t| t.to_rfc3339());
         if let Some(at) = &occurred {
             parts.push(at);
+        }
+        // Named apart from the time, so neither can pass for the other.
+        let subject = self.subject.as_ref().map(|s| format!("subject {s}"));
+        if let Some(subject) = &subject {
+            parts.push(subject);
         }
         Ok(Idempotency::request(&key, request_hash(&parts)))
     }
@@ -178,7 +197,7 @@ pub async fn check(
     let now = state.clock.now();
     let spend = parse_spend(
         &state,
-        &request.customer,
+        (&request.customer, request.subject.as_deref()),
         &request.action,
         request.quantity,
         now,
@@ -207,6 +226,7 @@ pub async fn check(
         &gate::Spend::Check {
             action: &spend.action,
             quantity: spend.quantity,
+            subject: spend.subject.as_ref(),
         },
         now,
     );
@@ -240,7 +260,7 @@ pub async fn authorize(
     let now = state.clock.now();
     let spend = parse_spend(
         &state,
-        &request.customer,
+        (&request.customer, request.subject.as_deref()),
         &request.action,
         request.quantity,
         now,
@@ -253,6 +273,7 @@ pub async fn authorize(
         hold_id,
         action: spend.action.clone(),
         quantity: spend.quantity,
+        subject: spend.subject.clone(),
         expires_at,
     };
     let result = state
@@ -399,7 +420,7 @@ fn usage_command(
     // Priced at the terms in force when it happened.
     let spend = parse_spend(
         state,
-        &request.customer,
+        (&request.customer, request.subject.as_deref()),
         &request.action,
         request.quantity,
         occurred_at,
@@ -411,6 +432,7 @@ fn usage_command(
         usage_id,
         action: spend.action.clone(),
         quantity: spend.quantity,
+        subject: spend.subject.clone(),
         occurred_at,
     };
     let envelope = Envelope::new(spend.customer.clone(), command, now).idempotent(idempotency);
@@ -485,6 +507,8 @@ struct BatchUsage {
     quantity: Amount,
     idempotency_key: String,
     #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
     occurred_at: Option<DateTime<Utc>>,
 }
 
@@ -518,6 +542,7 @@ pub async fn usage_batch(
                     action: u.action,
                     quantity: u.quantity,
                     idempotency_key: u.idempotency_key,
+                    subject: u.subject,
                     occurred_at: u.occurred_at,
                 },
                 now,

@@ -129,6 +129,12 @@ impl Error {
                 body["held"] = Value::from(exceeded.held.to_string());
                 body["requested"] = Value::from(exceeded.requested.to_string());
                 body["resets_at"] = serde_json::to_value(exceeded.resets_at).unwrap_or_default();
+                // A cap on one member or on each: the member it refused.
+                if let Some(subject) = &exceeded.subject {
+                    body["subject"] = Value::from(subject.as_str());
+                    body["each_subject"] =
+                        Value::from(limit.members == crate::domain::limits::Members::Each);
+                }
             }
             Error::Invalid { field, .. } => body["field"] = Value::from(field.as_str()),
             _ => {}

@@ -64,7 +64,7 @@ pub struct UsageQuery {
     from: Option<String>,
     /// Last day, inclusive; today when absent.
     to: Option<String>,
-    /// `action` (default) or `feature`.
+    /// `action` (default), `feature` or `subject` (the member that spent).
     by: Option<String>,
     /// `day` (default; at most 366 days) or `month` (at most 3,660 days).
     interval: Option<String>,
@@ -74,8 +74,8 @@ pub struct UsageQuery {
 pub struct UsagePoint {
     /// `YYYY-MM-DD` by day, `YYYY-MM` by month.
     period: String,
-    /// The action or feature.
-    group: String,
+    /// The action, feature or subject; `null` by subject for usage that named no subject.
+    group: Option<String>,
     #[schema(value_type = String)]
     credits: Credits,
 }
@@ -87,7 +87,7 @@ pub struct UsageReport {
     to: NaiveDate,
     /// `day` or `month`.
     interval: String,
-    /// `action` or `feature`.
+    /// `action`, `feature` or `subject`.
     by: String,
     /// Credits used (usages and captures, overage included) per period and group, in order;
     /// periods and groups with none are left out.
@@ -96,7 +96,7 @@ pub struct UsageReport {
     total: Credits,
 }
 
-/// Credits a customer used per day or month, by action or feature.
+/// Credits a customer used per day or month, by action, feature or member (subject).
 #[utoipa::path(get, path = "/v1/customers/{id}/usage", params(("id" = String, Path), UsageQuery),
     responses((status = 200, body = UsageReport), (status = 404)), security(("bearer" = [])))]
 pub async fn usage(
@@ -120,10 +120,11 @@ pub async fn usage(
     let (by, by_name) = match query.by.as_deref().unwrap_or("action") {
         "action" => (UsageBy::Action, "action"),
         "feature" => (UsageBy::Feature, "feature"),
+        "subject" => (UsageBy::Subject, "subject"),
         other => {
             return Err(Error::invalid(
                 "by",
-                format!("{other:?} is not action or feature"),
+                format!("{other:?} is not action, feature or subject"),
             ));
         }
     };

@@ -128,7 +128,7 @@ pub struct MarginQuery {
     from: String,
     /// Last month, inclusive.
     to: String,
-    /// `action` (default), `feature`, `plan` or `customer`.
+    /// `action` (default), `feature`, `plan`, `customer` or `subject` (the member that spent).
     by: Option<String>,
     /// `json` (default) or `csv`.
     format: Option<String>,
@@ -160,7 +160,7 @@ pub async fn margin(
         Some(text) => MarginBy::parse(text).ok_or_else(|| {
             Error::invalid(
                 "by",
-                format!("{text:?} is not one of action, feature, plan, customer"),
+                format!("{text:?} is not one of action, feature, plan, customer, subject"),
             )
         })?,
     };

@@ -231,6 +231,8 @@ struct GrantRow {
 struct HoldRow {
     id: String,
     action: String,
+    /// The member holding it, if one was named.
+    subject: String,
     credits: Credits,
     expires: String,
 }
@@ -394,6 +396,11 @@ pub async fn admin_customer(
             .map(|h| HoldRow {
                 id: h.id.clone(),
                 action: h.action.clone(),
+                subject: h
+                    .subject
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 credits: h.credits,
                 expires: when(h.expires_at),
             })

@@ -6,6 +6,7 @@ use super::when;
 use crate::domain::alerts::{self, Balance};
 use crate::domain::customer::CustomerId;
 use crate::domain::ledger::Grant;
+use crate::domain::limits::Members;
 use crate::domain::money::{Credits, currency_minor_units};
 use crate::domain::summary::Summary;
 use crate::error::Result;
@@ -46,6 +47,8 @@ struct GrantRow {
 struct LimitRow {
     period: &'static str,
     feature: String,
+    /// Whose spends it counts: everyone, one member, or each member apart.
+    who: String,
     credits: Credits,
     spent: Credits,
     remaining: Credits,
@@ -95,6 +98,8 @@ struct PortalPage {
     newer: bool,
     token: String,
     limits: Vec<LimitRow>,
+    /// Credits used by each member over the usage chart's days (none named: left out).
+    members: Vec<(String, Credits)>,
     alerts: AlertsInForce,
     top_ups: Vec<TopUp>,
 }
@@ -193,7 +198,9 @@ pub async fn page(
         .usage(&customer, start, end, Interval::Day, UsageBy::Feature)
         .await?
         .unwrap_or_default();
-    let mut groups: Vec<String> = usage.iter().map(|u| u.group.clone()).collect();
+    // Every consumption has a feature.
+    let feature = |u: &crate::store::reads::UsageRow| u.group.clone().unwrap_or_default();
+    let mut groups: Vec<String> = usage.iter().map(feature).collect();
     groups.sort();
     groups.dedup();
     let points: Vec<(usize, String, Decimal)> = usage
@@ -201,10 +208,22 @@ pub async fn page(
         .filter_map(|u| {
             let day = chrono::NaiveDate::parse_from_str(&u.period, "%Y-%m-%d").ok()?;
             let index = usize::try_from((day - first_day).num_days()).ok()?;
-            (index < USAGE_DAYS).then(|| (index, u.group.clone(), u.credits.value()))
+            (index < USAGE_DAYS).then(|| (index, feature(u), u.credits.value()))
         })
         .collect();
     let chart = chart::stacked(USAGE_DAYS, &groups, &points);
+    // Who inside the customer used them, over the same days.
+    let mut members: std::collections::BTreeMap<String, Credits> = Default::default();
+    for u in state
+        .store
+        .usage(&customer, start, end, Interval::Day, UsageBy::Subject)
+        .await?
+        .unwrap_or_default()
+    {
+        if let Some(subject) = u.group {
+            *members.entry(subject).or_insert(Credits::ZERO) += u.credits;
+        }
+    }
     let (entries, next) = state
         .store
         .ledger_page(&customer, query.before, LEDGER_PAGE)
@@ -221,6 +240,11 @@ pub async fn page(
                 .feature
                 .clone()
                 .unwrap_or_else(|| "all features".to_owned()),
+            who: match &s.limit.members {
+                Members::All => "everyone".to_owned(),
+                Members::One(subject) => format!("member {subject}"),
+                Members::Each => "each member".to_owned(),
+            },
             credits: s.limit.credits,
             spent: s.spent,
             remaining: s.remaining,
@@ -280,6 +304,7 @@ pub async fn page(
         newer: query.before.is_some(),
         token,
         limits,
+        members: members.into_iter().collect(),
         alerts,
         top_ups,
     };

@@ -12,11 +12,11 @@ use crate::domain::Timestamp;
 use crate::domain::alerts::Armed;
 use crate::domain::catalog::Catalog;
 use crate::domain::command::{self, Answer, Command as DomainCommand, Rules};
-use crate::domain::customer::CustomerId;
+use crate::domain::customer::{CustomerId, Subject};
 use crate::domain::gate::{Refusal, Standing};
 use crate::domain::journal::Moved;
 use crate::domain::ledger::{Book, Entry, EntryKind, HoldStatus};
-use crate::domain::limits::{Period, SpentThisMonth};
+use crate::domain::limits::{Period, SpentRow, SpentThisMonth};
 use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
 use crate::error::{Error, Result};
@@ -163,7 +163,7 @@ pub(crate) struct Loaded {
     pub alerts_before: Armed,
     pub alerts: Armed,
     /// The hard spend limits that refused a command of the batch, and when.
-    pub refused_by: Vec<(crate::domain::limits::Limit, Timestamp)>,
+    pub refused_by: Vec<(crate::domain::limits::Limit, Option<Subject>, Timestamp)>,
 }
 
 /// Bits of `customers.alert_state`.
@@ -225,6 +225,7 @@ pub(crate) async fn run_commands(
         decided.answers.push(answer);
     }
     let aftermath = aftermath(rules.catalog, items, &mut books, &decided.done);
+    let tells = !aftermath.messages.is_empty();
     let decided_at = started.elapsed();
     write_batch(txn, rules.catalog, items, &books, &decided, &aftermath).await?;
     let written_at = started.elapsed();
@@ -248,6 +249,7 @@ pub(crate) async fn run_commands(
     Ok(Ran {
         answers: decided.answers,
         kept,
+        tells,
     })
 }
 
@@ -372,9 +374,11 @@ async fn decide_one(
         Ok(value) => value,
         Err(refusal) => {
             if let Refusal::SpendLimitReached(exceeded) = &refusal {
-                loaded
-                    .refused_by
-                    .push((exceeded.limit.clone(), envelope.now));
+                loaded.refused_by.push((
+                    exceeded.limit.clone(),
+                    exceeded.subject.clone(),
+                    envelope.now,
+                ));
             }
             return Ok(Err(refusal.into()));
         }
@@ -465,7 +469,7 @@ fn aftermath(
     let mut latest: BTreeMap<CustomerId, Timestamp> = BTreeMap::new();
     let refusals = books
         .iter()
-        .flat_map(|(c, l)| l.refused_by.iter().map(move |(_, at)| (c, *at)));
+        .flat_map(|(c, l)| l.refused_by.iter().map(move |(_, _, at)| (c, *at)));
     let decided = done.iter().map(|d| (&d.customer, items[d.item].now));
     for (customer, now) in decided.chain(refusals) {
         let at = latest.entry(customer.clone()).or_insert(now);
@@ -476,7 +480,11 @@ fn aftermath(
         let Some(&now) = latest.get(customer.as_str()) else {
             continue;
         };
-        let refused: Vec<_> = loaded.refused_by.iter().map(|(l, _)| l.clone()).collect();
+        let refused: Vec<_> = loaded
+            .refused_by
+            .iter()
+            .map(|(l, s, _)| (l.clone(), s.clone()))
+            .collect();
         let after = command::after_batch(
             catalog,
             command::Moved {
@@ -557,6 +565,9 @@ async fn post_batch(
 pub(crate) struct Ran {
     pub answers: Answers,
     pub kept: Vec<(String, Cached)>,
+    /// It has something to say (a spend limit that refused): committed even when every
+    /// command was refused.
+    pub tells: bool,
 }
 
 /// The books of a batch's customers, whose rows it has locked: from `cache` when the book kept
@@ -1518,8 +1529,8 @@ impl super::Store {
     }
 }
 
-/// Credits the customer spent (used, overage included) this UTC month before `now`, by action:
-/// today and earlier. One grouped query over the customer's entries of the month.
+/// Credits the customer spent (used, overage included) this UTC month before `now`, by action
+/// and member: today and earlier. One grouped query over the customer's entries of the month.
 pub(crate) async fn spent_this_month<C: ConnectionTrait>(
     db: &C,
     customer: &str,
@@ -1531,11 +1542,11 @@ pub(crate) async fn spent_this_month<C: ConnectionTrait>(
     let (consume, overage) = (EntryKind::Consume.as_str(), EntryKind::Overage.as_str());
     let spent = format!("CASE WHEN kind = '{overage}' THEN overage ELSE -credits END");
     let sql = format!(
-        "SELECT action, \
+        "SELECT action, subject, \
          CAST(SUM(CASE WHEN recorded_at >= {day} THEN {spent} ELSE 0 END) AS BIGINT) AS today, \
          CAST(SUM(CASE WHEN recorded_at < {day} THEN {spent} ELSE 0 END) AS BIGINT) AS earlier \
          FROM ledger_entries WHERE customer_id = {p1} AND kind IN ('{consume}', '{overage}') \
-         AND recorded_at >= {month} GROUP BY action",
+         AND recorded_at >= {month} GROUP BY action, subject",
         p1 = match backend {
             sea_orm::DbBackend::Postgres => "$1",
             _ => "?",
@@ -1548,13 +1559,16 @@ pub(crate) async fn spent_this_month<C: ConnectionTrait>(
             [customer.into()],
         ))
         .await?;
-    let mut by_action = Vec::with_capacity(rows.len());
+    let mut spent = Vec::with_capacity(rows.len());
     for row in rows {
-        by_action.push((
-            row.try_get::<Option<String>>("", "action")?,
-            Credits::from_micros(row.try_get("", "today")?),
-            Credits::from_micros(row.try_get("", "earlier")?),
-        ));
+        spent.push(SpentRow {
+            action: row.try_get::<Option<String>>("", "action")?,
+            subject: row
+                .try_get::<Option<String>>("", "subject")?
+                .map(Subject::known),
+            today: Credits::from_micros(row.try_get("", "today")?),
+            earlier: Credits::from_micros(row.try_get("", "earlier")?),
+        });
     }
-    Ok(SpentThisMonth { by_action })
+    Ok(SpentThisMonth { rows: spent })
 }

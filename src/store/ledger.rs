@@ -44,6 +44,9 @@ pub struct EntryView {
     /// The id of the API key whose request wrote it: an operator's grant or adjustment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// Who inside the customer spent (holds, captures and usages that named a subject).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     pub effective_at: chrono::DateTime<chrono::Utc>,
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -101,6 +104,7 @@ impl Store {
                     money: r.money.map(Money::from_micros),
                     reason: r.reason,
                     actor: r.actor,
+                    subject: r.subject,
                     effective_at: timestamp(r.effective_at)?,
                     recorded_at: timestamp(r.recorded_at)?,
                 })

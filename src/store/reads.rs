@@ -29,6 +29,8 @@ pub enum Interval {
 pub enum UsageBy {
     Action,
     Feature,
+    /// The member that spent (README, Members and subjects).
+    Subject,
 }
 
 /// Credits used in one interval by one action or feature.
@@ -36,8 +38,8 @@ pub enum UsageBy {
 pub struct UsageRow {
     /// The interval: `YYYY-MM-DD` or `YYYY-MM`.
     pub period: String,
-    /// The action or feature.
-    pub group: String,
+    /// The action, feature or member; none for spends that named no member.
+    pub group: Option<String>,
     pub credits: Credits,
 }
 
@@ -104,8 +106,8 @@ impl Store {
         Ok((page, more))
     }
 
-    /// Credits `customer` used from `from` to `to` (half-open), per interval and action or
-    /// feature, in order; none when the customer is unknown.
+    /// Credits `customer` used from `from` to `to` (half-open), per interval and action,
+    /// feature or member, in order (spends naming no member first); none when the customer is unknown.
     pub async fn usage(
         &self,
         customer: &CustomerId,
@@ -133,6 +135,7 @@ impl Store {
         let group = match by {
             UsageBy::Action => "action",
             UsageBy::Feature => "feature",
+            UsageBy::Subject => "subject",
         };
         let sql = format!(
             "SELECT {bucket} AS bucket, {group} AS grp, CAST(SUM(credits) AS BIGINT) AS credits \
@@ -160,7 +163,7 @@ impl Store {
             };
             usage.push(UsageRow {
                 period,
-                group: row.try_get("", "grp")?,
+                group: row.try_get::<Option<String>>("", "grp")?,
                 credits: Credits::from_micros(row.try_get("", "credits")?),
             });
         }

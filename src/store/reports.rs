@@ -297,6 +297,7 @@ impl Store {
             MarginBy::Feature => ("c.feature", "feature"),
             MarginBy::Plan => ("c.plan_id", "plan_id"),
             MarginBy::Customer => ("j.customer_id", "customer_id"),
+            MarginBy::Subject => ("c.subject", "subject"),
         };
         let attributed = match by {
             // Every line is some customer's (PostgreSQL groups by no bare constant).

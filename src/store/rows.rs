@@ -1,6 +1,7 @@
 //! Conversions between rows (integers of scale 6, Unix microseconds) and domain values.
 
 use crate::domain::Timestamp;
+use crate::domain::customer::Subject;
 use crate::domain::gate::Standing;
 use crate::domain::ledger::{Entry, Grant, GrantKind, GrantSource, Hold, HoldStatus};
 use crate::domain::margin::Consumption;
@@ -176,6 +177,7 @@ pub fn hold_from_row(row: holds::Model, allocations: Vec<(String, Credits)>) -> 
         resolved_at: row.resolved_at.map(timestamp).transpose()?,
         action: row.action,
         quantity: row.quantity,
+        subject: row.subject.map(Subject::known),
         allocations,
         id: row.id,
     })
@@ -194,6 +196,7 @@ pub fn hold_to_row(customer: &str, h: &Hold) -> Result<holds::ActiveModel> {
         captured: Set(h.captured.map(micros).transpose()?),
         created_at: Set(time(h.created_at)),
         resolved_at: Set(h.resolved_at.map(time)),
+        subject: Set(h.subject.as_ref().map(|s| s.as_str().to_owned())),
     })
 }
 
@@ -225,6 +228,7 @@ pub fn entry_to_row(
         money: Set(e.money.map(micros).transpose()?),
         reason: Set(e.reason.clone()),
         actor: Set(actor.map(str::to_owned)),
+        subject: Set(e.subject.as_ref().map(|s| s.as_str().to_owned())),
     })
 }
 
@@ -248,6 +252,7 @@ pub fn consumption_to_row(
         effective_at: Set(time(c.at)),
         period: Set(crate::domain::revrec::Period::of(c.at).to_string()),
         recorded_at: Set(time(recorded_at)),
+        subject: Set(c.subject.as_ref().map(|s| s.as_str().to_owned())),
     })
 }
 

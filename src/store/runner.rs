@@ -289,7 +289,8 @@ async fn run_once(engine: &Engine, items: &[&Envelope]) -> Result<Answers> {
     .await?;
     let answers = ran.answers;
     let started = Instant::now();
-    if answers.iter().any(|a| matches!(a, Ok(e) if !e.replayed)) {
+    // A refusal by a spend limit is told (and marked told) though nothing else changed.
+    if ran.tells || answers.iter().any(|a| matches!(a, Ok(e) if !e.replayed)) {
         // The row locks are held until the commit: every commit of these customers before
         // this instant is in the books kept.
         let as_of = Instant::now();
@@ -298,7 +299,8 @@ async fn run_once(engine: &Engine, items: &[&Envelope]) -> Result<Answers> {
             .books
             .publish(ran.kept.into_iter().map(|(id, kept)| (id, kept, as_of)));
     } else {
-        // Nothing decided: only the lock was taken, and the books kept stay as they were.
+        // Nothing decided or told: only the lock was taken, and the books kept stay as they
+        // were.
         txn.rollback().await?;
     }
     let commit = started.elapsed();
