@@ -304,7 +304,7 @@ async fn keys(store: &Store, command: KeysCommand) -> Result<(), String> {
         }
         KeysCommand::Revoke { id } => {
             match store
-                .revoke_api_key(&id, now)
+                .revoke_api_key(&id, now, None)
                 .await
                 .map_err(|e| e.to_string())?
             {

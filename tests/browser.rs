@@ -445,3 +445,247 @@ async fn a_customer_opens_its_credits_page_and_people_sign_in_to_theirs(engine: 
     assert_eq!(text(&client, "#message").await, "2026-02 is closed.");
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_actions_on_sqlite() {
+    an_admin_acts_on_a_customer_from_the_console(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_actions_on_postgres() {
+    an_admin_acts_on_a_customer_from_the_console(Engine::Postgres).await;
+}
+
+async fn fill(client: &Client, css: &str, value: &str) {
+    let field = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+async fn choose(client: &Client, css: &str, value: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
+/// Waits until the notice on top of the page says something, and gives it.
+async fn notice(client: &Client) -> String {
+    for _ in 0..200 {
+        if let Ok(found) = client.find(Locator::Css("#notice")).await {
+            return found.text().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no notice at {}", path(client).await);
+}
+
+/// An admin grants, adjusts, sets a plan, a limit and an override and revokes a key from the
+/// console: each done says so, each refused says the API's problem and changes nothing, and each
+/// is recorded with the admin's key and why.
+async fn an_admin_acts_on_a_customer_from_the_console(engine: Engine) {
+    let app = common::spawn_app_at(engine, "2026-03-10T12:00:00Z".parse().unwrap(), |_| {}).await;
+    app.promo("acme", "100").await;
+    let keys = app.store.list_api_keys().await.unwrap();
+    let key_of = |scope: &str| {
+        keys.iter()
+            .find(|k| k.scope.as_str() == scope)
+            .unwrap()
+            .id
+            .clone()
+    };
+    let (admin_id, app_id) = (key_of("admin"), key_of("app"));
+    let (_driver, client) = browser().await;
+    sign_in(&client, &app, &app.admin_key).await;
+    arrive(&client, "/admin").await;
+    let page = format!("{}/admin/customers/acme", app.address);
+    client.goto(&page).await.unwrap();
+
+    // Granted: said, shown, recorded with who and why.
+    fill(&client, "#grant-credits", "250").await;
+    fill(&client, "#grant-reason", "goodwill for the outage").await;
+    click(&client, "#grant").await;
+    arrive(&client, "/admin/customers/acme?done=granted").await;
+    assert_eq!(notice(&client).await, "Granted.");
+    assert_eq!(text(&client, "#available").await, "350");
+    let recorded = text(&client, "#operator-actions").await;
+    assert!(
+        recorded.contains(&admin_id) && recorded.contains("goodwill for the outage"),
+        "{recorded}"
+    );
+    photograph(&client, "console-actions").await;
+
+    // Refused by the API: its problem in words, and nothing changed.
+    fill(&client, "#adjust-credits", "-1000").await;
+    fill(&client, "#adjust-reason", "too much").await;
+    click(&client, "#adjust").await;
+    arrive(&client, "/admin/customers/acme/adjust").await;
+    let refused = notice(&client).await;
+    assert!(
+        refused.starts_with("Refused: cannot take back 1000 credits")
+            && refused.contains("adjustment_exceeds_available"),
+        "{refused}"
+    );
+    assert_eq!(app.balances("acme").await.2, "350");
+    // Refused for want of a reason.
+    client.goto(&page).await.unwrap();
+    fill(&client, "#grant-credits", "5").await;
+    click(&client, "#grant").await;
+    arrive(&client, "/admin/customers/acme/grant").await;
+    let refused = notice(&client).await;
+    assert!(refused.contains("reason: say why"), "{refused}");
+    assert_eq!(app.balances("acme").await.2, "350");
+    // An adjustment that takes back what is there.
+    client.goto(&page).await.unwrap();
+    fill(&client, "#adjust-credits", "-50").await;
+    fill(&client, "#adjust-reason", "double grant").await;
+    click(&client, "#adjust").await;
+    arrive(&client, "/admin/customers/acme?done=adjusted").await;
+    assert_eq!(app.balances("acme").await.2, "300");
+
+    // A plan, then a limit on each member, then its removal.
+    choose(&client, "#plan-select", "free").await;
+    fill(&client, "#plan-reason", "moved to the free tier").await;
+    click(&client, "#set-plan").await;
+    arrive(&client, "/admin/customers/acme?done=plan").await;
+    assert_eq!(app.customer("acme").await["plan"], "free");
+    choose(&client, "#limit-period", "month").await;
+    fill(&client, "#limit-credits", "40").await;
+    click(&client, "#limit-each").await;
+    fill(&client, "#limit-reason", "a cap per seat").await;
+    click(&client, "#add-limit").await;
+    arrive(&client, "/admin/customers/acme?done=limits").await;
+    assert_eq!(
+        text(&client, "#limit-0").await,
+        "hard 40 credits a month on every feature for each member"
+    );
+    let limits = app.customer("acme").await["limits"].clone();
+    assert_eq!(
+        (&limits[0]["each_subject"], &limits[0]["credits"]),
+        (&json!(true), &json!("40"))
+    );
+    // A limit the API refuses (a member and each member at once): said, nothing set.
+    fill(&client, "#limit-credits", "10").await;
+    fill(&client, "#limit-subject", "intern").await;
+    click(&client, "#limit-each").await;
+    fill(&client, "#limit-reason", "both").await;
+    click(&client, "#add-limit").await;
+    arrive(&client, "/admin/customers/acme/limits").await;
+    let refused = notice(&client).await;
+    assert!(refused.contains("not both"), "{refused}");
+    assert_eq!(
+        app.customer("acme").await["limits"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    client.goto(&page).await.unwrap();
+    fill(&client, "#limits input[name=reason]", "no longer needed").await;
+    click(&client, "#remove-limit-0").await;
+    arrive(&client, "/admin/customers/acme?done=limits").await;
+    assert!(
+        app.customer("acme").await["limits"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // A feature switched off.
+    choose(&client, "#override-feature", "chat").await;
+    choose(&client, "#override-enabled", "off").await;
+    fill(&client, "#override-reason", "abuse report").await;
+    click(&client, "#override").await;
+    arrive(&client, "/admin/customers/acme?done=override").await;
+    assert!(text(&client, "#overrides").await.contains("chat off"));
+    let (status, refused) = app
+        .post_app(
+            "/v1/check",
+            json!({"customer": "acme", "action": "chat.request", "quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["reason"]),
+        (StatusCode::OK, &json!("feature_not_entitled"))
+    );
+
+    // Every action recorded with the admin's key and why.
+    let (status, recorded) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/operator-actions?customer=acme",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{recorded}");
+    let actions: Vec<(String, String, String)> = recorded["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let detail = &a["detail"];
+            let why = detail["reason"]
+                .as_str()
+                .or(detail["memo"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            (
+                a["key_id"].as_str().unwrap().to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+                why,
+            )
+        })
+        .filter(|(key, _, _)| *key == admin_id)
+        // The first is the test's own grant, through the API.
+        .skip(1)
+        .collect();
+    let whys: Vec<(&str, &str)> = actions
+        .iter()
+        .map(|(_, action, why)| (action.as_str(), why.as_str()))
+        .collect();
+    assert_eq!(
+        whys,
+        [
+            ("grant", "goodwill for the outage"),
+            ("adjustment", "double grant"),
+            ("plan", "moved to the free tier"),
+            ("limits", "a cap per seat"),
+            ("limits", "no longer needed"),
+            ("override", "abuse report"),
+        ]
+    );
+
+    // A key revoked from the keys page; the session's own cannot be.
+    client
+        .goto(&format!("{}/admin", app.address))
+        .await
+        .unwrap();
+    follow(&client, "#keys-link", "/admin/keys").await;
+    let listed = text(&client, "#keys").await;
+    assert!(listed.contains("this session"), "{listed}");
+    assert!(
+        client
+            .find(Locator::Css(&format!("#revoke-{admin_id}")))
+            .await
+            .is_err()
+    );
+    fill(
+        &client,
+        &format!("input[aria-label='Why revoke {app_id}']"),
+        "leaked in a log",
+    )
+    .await;
+    click(&client, &format!("#revoke-{app_id}")).await;
+    arrive(&client, "/admin/keys?done=revoked").await;
+    assert_eq!(notice(&client).await, "Key revoked.");
+    let (status, _) = app.get_app("/v1/customers/acme").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    app.assert_audit_clean().await;
+}

@@ -778,10 +778,25 @@ async fn the_console_and_finance_pages_render_as_recorded(engine: Engine) {
     let grant = app
         .grant(
             "acme",
-            json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd"}),
+            json!({"kind": "pack", "pack": "topup_small", "price": "10.00", "currency": "usd",
+                "idempotency_key": "g-pack"}),
         )
         .await;
-    let promo = app.promo("acme", "50").await;
+    let promo = app
+        .grant(
+            "acme",
+            json!({"kind": "promotional", "credits": "50", "idempotency_key": "g-promo"}),
+        )
+        .await;
+    let admin_id = app
+        .store
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.scope.as_str() == "admin")
+        .unwrap()
+        .id;
     let (status, _) = app.usage("acme", "chat.request", json!(80), "r1").await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, hold) = app.authorize("acme", "image.standard", json!(2)).await;
@@ -792,7 +807,17 @@ async fn the_console_and_finance_pages_render_as_recorded(engine: Engine) {
             .replace(&grant, "[pack grant]")
             .replace(&promo, "[promotional grant]")
             .replace(&hold, "[hold]")
+            .replace(&admin_id, "[admin key]")
             .replace(csrf, "[form token]");
+        // Each form's idempotency key is new with each page.
+        html = match html.find("value=\"grant-") {
+            Some(at) => {
+                let start = at + "value=\"grant-".len();
+                let key = html[start..start + 36].to_owned();
+                html.replace(&key, "[form key]")
+            }
+            None => html,
+        };
         // An admin grant's source is the random id of the request that made it.
         let mut parts = html.split("<td>admin ");
         let mut out = parts.next().unwrap().to_owned();
@@ -1075,3 +1100,85 @@ async fn the_portal_names_the_members(engine: Engine) {
     assert!(limits.contains("<td>each member</td>"), "{limits}");
 }
 for_each_engine!(the_portal_names_the_members);
+
+/// Posts the console's grant form for acme.
+async fn post_grant(
+    browser: &mut Browser,
+    form: Vec<(&'static str, String)>,
+) -> (StatusCode, String, String) {
+    let request = browser
+        .client
+        .post(format!("{}/admin/customers/acme/grant", browser.base))
+        .form(&form);
+    browser.send(request).await
+}
+
+/// The console's actions need an admin's session and its form token; a form with a field the
+/// page does not send is refused; none of these changes anything.
+async fn console_actions_need_an_admin_session_and_its_form_token(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.promo("acme", "100").await;
+    let grant = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_owned()),
+            ("key", "g-1".to_owned()),
+            ("credits", "10".to_owned()),
+            ("reason", "test".to_owned()),
+        ]
+    };
+    // No session: to the sign-in page.
+    let mut nobody = Browser::new(&app);
+    let (status, location, _) = post_grant(&mut nobody, grant("x")).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    // A finance session: not for this key.
+    let mut finance = Browser::new(&app);
+    finance.post("/login", &[("key", &app.finance_key)]).await;
+    let (_, _, page) = finance.get("/finance").await;
+    let (status, _, _) = post_grant(&mut finance, grant(&csrf(&page))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // An admin session with a wrong token, or a field the form has not.
+    let mut admin = Browser::new(&app);
+    admin.post("/login", &[("key", &app.admin_key)]).await;
+    let (_, _, page) = admin.get("/admin/customers/acme").await;
+    let token = csrf(&page);
+    let (status, _, _) = post_grant(&mut admin, grant("not-the-token")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let mut extra = grant(&token);
+    extra.push(("kind", "pack".to_owned()));
+    let (status, _, _) = post_grant(&mut admin, extra).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.balances("acme").await.2, "100");
+    // The same form sent twice grants once (its key is the form's).
+    for _ in 0..2 {
+        let (status, location, _) = post_grant(&mut admin, grant(&token)).await;
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::SEE_OTHER, "/admin/customers/acme?done=granted")
+        );
+    }
+    assert_eq!(app.balances("acme").await.2, "110");
+    // A customer id that needs escaping comes back to its own page.
+    app.promo("a%2Fb%20c", "5").await;
+    let request = admin
+        .client
+        .post(format!("{}/admin/customers/a%2Fb%20c/adjust", admin.base))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("key", "a-1"),
+            ("credits", "-5"),
+            ("reason", "test"),
+        ]);
+    let (status, location, _) = admin.send(request).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            "/admin/customers/a%2Fb%20c?done=adjusted"
+        )
+    );
+    assert_eq!(app.balances("a%2Fb%20c").await.2, "0");
+}
+for_each_engine!(console_actions_need_an_admin_session_and_its_form_token);

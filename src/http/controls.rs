@@ -142,7 +142,20 @@ pub async fn set_limits(
     ApiJson(request): ApiJson<LimitsRequest>,
 ) -> Result<Json<LimitsResponse>> {
     caller.require_app_or_admin()?;
-    let customer = customer_id("id", &id)?;
+    Ok(Json(
+        limits(&state, (caller.key_id(), None), &id, request).await?,
+    ))
+}
+
+/// Replaces customer `id`'s spend limits, by key `key_id` for the reason given when there is
+/// one (the console asks for it).
+pub async fn limits(
+    state: &AppState,
+    (key_id, why): (&str, Option<&str>),
+    id: &str,
+    request: LimitsRequest,
+) -> Result<LimitsResponse> {
+    let customer = customer_id("id", id)?;
     let limits = parse_limits(request.limits)?;
     Limits::validate(&limits, &state.catalog).map_err(|e| {
         let field = match &e {
@@ -152,21 +165,21 @@ pub async fn set_limits(
         };
         Error::invalid(field, e)
     })?;
-    let actor = OperatorAction::new(
-        caller.key_id(),
-        OperatorActionKind::Limits,
-        serde_json::json!({ "limits": limits }),
-    )
-    .on_customer(customer.as_str());
+    let mut detail = serde_json::json!({ "limits": limits });
+    if let Some(why) = why {
+        detail["reason"] = why.into();
+    }
+    let actor = OperatorAction::new(key_id, OperatorActionKind::Limits, detail)
+        .on_customer(customer.as_str());
     let set = state
         .store
         .set_limits(&customer, limits, state.clock.now(), actor)
         .await?
         .ok_or_else(|| Error::CustomerNotFound(customer.to_string()))?;
-    Ok(Json(LimitsResponse {
+    Ok(LimitsResponse {
         customer: customer.to_string(),
         limits: set.limits.into_iter().map(LimitView::from).collect(),
-    }))
+    })
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -514,10 +527,21 @@ pub async fn create_override(
     ApiJson(request): ApiJson<OverrideRequest>,
 ) -> Result<(StatusCode, Json<OverrideResponse>)> {
     caller.require(Scope::Admin)?;
-    let customer = customer_id("id", &id)?;
+    let made = make_override(&state, caller.key_id(), &id, request).await?;
+    Ok((StatusCode::CREATED, Json(made)))
+}
+
+/// An override for customer `id`, made by key `key_id`.
+pub async fn make_override(
+    state: &AppState,
+    key_id: &str,
+    id: &str,
+    request: OverrideRequest,
+) -> Result<OverrideResponse> {
+    let customer = customer_id("id", id)?;
     let key = identifier("idempotency_key", &request.idempotency_key)?;
     let now = state.clock.now();
-    let change = parse_change(&state, &request, now)?;
+    let change = parse_change(state, &request, now)?;
     let reason = Reason::parse(&request.reason).map_err(|e| Error::invalid("reason", e))?;
     if let Some(until) = request.until
         && until <= now
@@ -534,20 +558,17 @@ pub async fn create_override(
                 change,
                 until: request.until,
                 reason: reason.as_str().to_owned(),
-                actor: caller.key_id().to_owned(),
+                actor: key_id.to_owned(),
                 at: now,
             },
             idempotency_key: key,
             request_hash: hash,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(OverrideResponse {
-            customer: customer.to_string(),
-            made: OverrideView::of(made.made),
-        }),
-    ))
+    Ok(OverrideResponse {
+        customer: customer.to_string(),
+        made: OverrideView::of(made.made),
+    })
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

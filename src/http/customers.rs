@@ -265,7 +265,18 @@ pub async fn create_grant(
     ApiJson(request): ApiJson<GrantRequest>,
 ) -> Result<(StatusCode, Json<GrantResponse>)> {
     caller.require(Scope::Admin)?;
-    let customer = customer_id("id", &id)?;
+    let granted = grant(&state, caller.key_id(), &id, request).await?;
+    Ok((StatusCode::CREATED, Json(granted)))
+}
+
+/// An operator's grant to customer `id`, made by key `key_id` (the API's or the console's).
+pub async fn grant(
+    state: &AppState,
+    key_id: &str,
+    id: &str,
+    request: GrantRequest,
+) -> Result<GrantResponse> {
+    let customer = customer_id("id", id)?;
     let key = identifier("idempotency_key", &request.idempotency_key)?;
     let now = state.clock.now();
     let kind = GrantKind::parse(&request.kind).ok_or_else(|| {
@@ -308,7 +319,7 @@ pub async fn create_grant(
         &memo,
     ]);
     let actor = OperatorAction::new(
-        caller.key_id(),
+        key_id,
         OperatorActionKind::Grant,
         serde_json::json!({"kind": kind.as_str(), "credits": grant.credits,
             "expires_at": grant.expires_at, "priority": grant.priority, "plan": grant.plan_id,
@@ -320,7 +331,7 @@ pub async fn create_grant(
         .idempotent(Idempotency::request(&key, hash))
         .by(actor);
     match state.store.execute(envelope).await?.value {
-        Answer::Granted(granted) => Ok((StatusCode::CREATED, Json(granted))),
+        Answer::Granted(granted) => Ok(granted),
         other => Err(Error::unexpected(&other)),
     }
 }
@@ -350,7 +361,18 @@ pub async fn create_adjustment(
     ApiJson(request): ApiJson<AdjustmentRequest>,
 ) -> Result<(StatusCode, Json<AdjustmentResponse>)> {
     caller.require(Scope::Admin)?;
-    let customer = customer_id("id", &id)?;
+    let adjusted = adjust(&state, caller.key_id(), &id, request).await?;
+    Ok((StatusCode::CREATED, Json(adjusted)))
+}
+
+/// An operator's adjustment of customer `id`, made by key `key_id`.
+pub async fn adjust(
+    state: &AppState,
+    key_id: &str,
+    id: &str,
+    request: AdjustmentRequest,
+) -> Result<AdjustmentResponse> {
+    let customer = customer_id("id", id)?;
     let key = identifier("idempotency_key", &request.idempotency_key)?;
     let change = Change::parse(request.credits.0)
         .map_err(|e| Error::invalid("credits", format!("{} {e}", request.credits.0)))?;
@@ -364,7 +386,7 @@ pub async fn create_adjustment(
         &reason_text,
     ]);
     let actor = OperatorAction::new(
-        caller.key_id(),
+        key_id,
         OperatorActionKind::Adjustment,
         serde_json::json!({"credits": change.signed(), "reason": reason_text,
             "idempotency_key": key}),
@@ -384,7 +406,7 @@ pub async fn create_adjustment(
         })
         .by(actor);
     match state.store.execute(envelope).await?.value {
-        Answer::Adjusted(adjusted) => Ok((StatusCode::CREATED, Json(adjusted))),
+        Answer::Adjusted(adjusted) => Ok(adjusted),
         other => Err(Error::unexpected(&other)),
     }
 }
@@ -413,7 +435,20 @@ pub async fn set_plan(
     ApiJson(request): ApiJson<PlanRequest>,
 ) -> Result<Json<PlanResponse>> {
     caller.require(Scope::Admin)?;
-    let customer = customer_id("id", &id)?;
+    Ok(Json(
+        plan(&state, (caller.key_id(), None), &id, request).await?,
+    ))
+}
+
+/// Sets customer `id`'s plan, by key `key_id` for the reason given when there is one (the
+/// console asks for it).
+pub async fn plan(
+    state: &AppState,
+    (key_id, why): (&str, Option<&str>),
+    id: &str,
+    request: PlanRequest,
+) -> Result<PlanResponse> {
+    let customer = customer_id("id", id)?;
     if let Some(plan) = &request.plan
         && state.catalog.plan(plan).is_none()
     {
@@ -422,18 +457,18 @@ pub async fn set_plan(
             id: plan.clone(),
         });
     }
-    let actor = OperatorAction::new(
-        caller.key_id(),
-        OperatorActionKind::Plan,
-        serde_json::json!({"plan": request.plan}),
-    )
-    .on_customer(customer.as_str());
+    let mut detail = serde_json::json!({"plan": request.plan});
+    if let Some(why) = why {
+        detail["reason"] = why.into();
+    }
+    let actor = OperatorAction::new(key_id, OperatorActionKind::Plan, detail)
+        .on_customer(customer.as_str());
     state
         .store
         .set_plan(&customer, request.plan.as_deref(), state.clock.now(), actor)
         .await?;
-    Ok(Json(PlanResponse {
+    Ok(PlanResponse {
         customer: customer.to_string(),
         plan: request.plan,
-    }))
+    })
 }

@@ -1,8 +1,8 @@
 //! axum: routes, extractors, error -> problem+json. Handlers parse, call the store, answer.
 
 mod contract;
-mod controls;
-mod customers;
+pub mod controls;
+pub mod customers;
 pub mod extract;
 mod gate;
 mod operators;

@@ -1,8 +1,10 @@
 //! The operator's console (`/admin`), for signed-in admin sessions. It reads what the API reads.
 
 use super::Render;
+use super::notice::{Done, Notice, limit_text};
 use super::session::SignedIn;
 use super::when;
+use crate::domain::customer::CustomerId;
 use crate::domain::ledger::Grant;
 use crate::domain::money::Credits;
 use crate::domain::summary::Summary;
@@ -214,8 +216,26 @@ pub async fn stripe_events(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     before: Option<i64>,
+    /// What an action of this page just did (`Done`).
+    done: Option<String>,
+}
+
+/// A spend limit as the page shows it, with its place in the list (to remove it).
+struct LimitRow {
+    index: usize,
+    text: String,
+}
+
+/// An operator's write on the customer, newest first.
+struct ActionRow {
+    at: String,
+    key_id: String,
+    action: String,
+    what: String,
+    why: String,
 }
 
 struct GrantRow {
@@ -265,6 +285,13 @@ struct CustomerPage {
     newer: bool,
     events: Vec<EventRow>,
     deliveries: Vec<DeliveryRow>,
+    notice: Option<Notice>,
+    /// A fresh idempotency key for each form that writes: a form sent twice acts once.
+    form_key: String,
+    plans: Vec<String>,
+    features: Vec<String>,
+    limits: Vec<LimitRow>,
+    actions: Vec<ActionRow>,
 }
 
 /// An outbox row of the customer: an alert to an endpoint, a meter event or a charge.
@@ -278,8 +305,8 @@ struct DeliveryRow {
     last_error: String,
 }
 
-/// `/admin/customers/{id}`: one customer's grants, holds, overrides and ledger.
-// Long: gathers each part the customer's console page shows from its read, in the page's order.
+/// `/admin/customers/{id}`: one customer's grants, holds, overrides and ledger, and the forms
+/// that act on it.
 pub async fn admin_customer(
     State(state): State<AppState>,
     signed_in: SignedIn,
@@ -290,6 +317,31 @@ pub async fn admin_customer(
         return Ok(refused);
     }
     let id = customer_id("id", &id)?;
+    let notice = query
+        .done
+        .as_deref()
+        .and_then(Done::parse)
+        .map(Notice::done);
+    customer_page(
+        &state,
+        &signed_in,
+        &id,
+        query.before,
+        (StatusCode::OK, notice),
+    )
+    .await
+}
+
+/// The customer's console page, with `status` and what an action did or why it was refused.
+// Long: gathers each part the customer's console page shows from its read, in the page's order.
+pub(super) async fn customer_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: &CustomerId,
+    before: Option<i64>,
+    (status, notice): (StatusCode, Option<Notice>),
+) -> Result<Response> {
+    let id = id.clone();
     let now = state.clock.now();
     let Some((book, standing)) = state.store.view(&id, now).await? else {
         return state.pages.page(
@@ -304,7 +356,7 @@ pub async fn admin_customer(
     grants.sort_by(|a, b| Grant::consumption_order(a, b));
     let (entries, next) = state
         .store
-        .ledger_page(&id, query.before, LEDGER_PAGE)
+        .ledger_page(&id, before, LEDGER_PAGE)
         .await?
         .unwrap_or_default();
     use crate::domain::overrides::{Change, Flat};
@@ -367,7 +419,46 @@ pub async fn admin_customer(
         })
         .collect();
     let summary = Summary::of(&state.catalog, state.policy(), &book, &standing, now);
+    let limits = standing
+        .limits
+        .states(&book, &state.catalog, now)
+        .into_iter()
+        .enumerate()
+        .map(|(index, s)| LimitRow {
+            index,
+            text: limit_text(&s.limit),
+        })
+        .collect();
+    let actions = state
+        .store
+        .operator_actions_latest(&id, CUSTOMER_RECENT)
+        .await?
+        .into_iter()
+        .map(|a| {
+            let detail: serde_json::Value = serde_json::from_str(&a.detail).unwrap_or_default();
+            let why = ["reason", "memo"]
+                .iter()
+                .find_map(|k| detail[k].as_str().filter(|s| !s.is_empty()))
+                .unwrap_or_default()
+                .to_owned();
+            ActionRow {
+                at: crate::store::rows::timestamp(a.at)
+                    .map(when)
+                    .unwrap_or_default(),
+                key_id: a.key_id,
+                action: a.action,
+                what: detail.to_string(),
+                why,
+            }
+        })
+        .collect();
     let page = CustomerPage {
+        notice,
+        form_key: uuid::Uuid::new_v4().to_string(),
+        plans: state.catalog.plans.keys().cloned().collect(),
+        features: state.catalog.features.keys().cloned().collect(),
+        limits,
+        actions,
         csrf: signed_in.session.csrf.clone(),
         events,
         deliveries,
@@ -408,8 +499,8 @@ pub async fn admin_customer(
         overrides,
         entries,
         older: next.map(|n| n.to_string()),
-        newer: query.before.is_some(),
+        newer: before.is_some(),
         id: id.to_string(),
     };
-    state.pages.page(StatusCode::OK, &page)
+    state.pages.page(status, &page)
 }

@@ -1,9 +1,11 @@
 //! The pages people look at, rendered on the server from `templates/` (askama, checked when
 //! compiled): no script, every value escaped, a strict Content-Security-Policy on every answer.
 
+pub mod actions;
 pub mod chart;
 pub mod consoles;
 pub mod finance;
+pub mod notice;
 pub mod portal;
 pub mod routes;
 pub mod session;

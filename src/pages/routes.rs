@@ -18,6 +18,16 @@ pub fn routes() -> Router<AppState> {
             "/admin/customers/{id}",
             get(super::consoles::admin_customer),
         )
+        .route("/admin/customers/{id}/grant", post(super::actions::grant))
+        .route("/admin/customers/{id}/adjust", post(super::actions::adjust))
+        .route("/admin/customers/{id}/plan", post(super::actions::plan))
+        .route("/admin/customers/{id}/limits", post(super::actions::limits))
+        .route(
+            "/admin/customers/{id}/override",
+            post(super::actions::feature_override),
+        )
+        .route("/admin/keys", get(super::actions::keys))
+        .route("/admin/keys/{id}/revoke", post(super::actions::revoke))
         .route("/finance", get(super::finance::finance))
         .route("/finance/close", post(super::finance::close))
         .route("/finance/export/{file}", get(super::finance::export))

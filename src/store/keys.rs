@@ -2,15 +2,19 @@
 //! hashes compared in constant time.
 
 use super::Store;
+use super::operators::OperatorAction;
 use super::rows::ByKey;
 use super::rows::{time, timestamp};
+use super::unit::Write;
 use crate::domain::Timestamp;
 use crate::error::Result;
 use entity::api_keys;
 use rand::RngCore;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -141,6 +145,12 @@ impl KeyCache {
         verified.insert(digest, (principal, std::time::Instant::now()));
     }
 
+    /// Trusts key `key_id` no more: it was revoked by this process.
+    fn forget(&self, key_id: &str) {
+        let mut verified = self.verified.write().unwrap_or_else(|e| e.into_inner());
+        verified.retain(|_, (principal, _)| principal.key_id != key_id);
+    }
+
     fn was_refused(&self, digest: &[u8; 32]) -> bool {
         let refused = self.refused.read().unwrap_or_else(|e| e.into_inner());
         refused
@@ -229,24 +239,17 @@ impl Store {
 
     /// Revokes key `id`: refused from now on by every process that asks the database, and within
     /// the key cache's bound by those that trusted it from memory. Revoking again changes
-    /// nothing; `None` when there is no such key.
-    pub async fn revoke_api_key(&self, id: &str, now: Timestamp) -> Result<Option<Revoked>> {
-        let Some(row) = api_keys::Entity::find_by_id(id.to_owned())
-            .by_key(self.connection())
-            .await?
-        else {
-            return Ok(None);
-        };
-        if let Some(at) = row.revoked_at {
-            return Ok(Some(Revoked::Already(timestamp(at)?)));
-        }
-        api_keys::Entity::update_many()
-            .col_expr(api_keys::Column::RevokedAt, Expr::value(time(now)))
-            .filter(api_keys::Column::Id.eq(id))
-            .filter(api_keys::Column::RevokedAt.is_null())
-            .exec(self.connection())
-            .await?;
-        Ok(Some(Revoked::Now))
+    /// nothing; `None` when there is no such key. An operator's revocation (the console's) is
+    /// recorded with it. This process trusts it no more at once.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        now: Timestamp,
+        actor: Option<&OperatorAction>,
+    ) -> Result<Option<Revoked>> {
+        let revoked = self.write(&RevokeKey { id, now, actor }).await?;
+        self.keys.forget(id);
+        Ok(revoked)
     }
 
     /// Who presented a key, if it is one of ours.
@@ -293,6 +296,39 @@ impl Store {
             }
         });
         Ok(Some(principal))
+    }
+}
+
+/// A key revoked (`Store::revoke_api_key`), with the operator who did it when there is one.
+struct RevokeKey<'a> {
+    id: &'a str,
+    now: Timestamp,
+    actor: Option<&'a OperatorAction>,
+}
+
+impl Write for RevokeKey<'_> {
+    type Written = Option<Revoked>;
+
+    async fn carry_out(&self, txn: &DatabaseTransaction, _: &Store) -> Result<Self::Written> {
+        let Some(row) = api_keys::Entity::find_by_id(self.id.to_owned())
+            .by_key(txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some(at) = row.revoked_at {
+            return Ok(Some(Revoked::Already(timestamp(at)?)));
+        }
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokedAt, Expr::value(time(self.now)))
+            .filter(api_keys::Column::Id.eq(self.id))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(txn)
+            .await?;
+        if let Some(actor) = self.actor {
+            super::operators::record(txn, actor, self.now).await?;
+        }
+        Ok(Some(Revoked::Now))
     }
 }
 

@@ -22,6 +22,7 @@ pub enum OperatorActionKind {
     Override,
     PeriodClose,
     OutboxReplay,
+    KeyRevoke,
 }
 
 impl OperatorActionKind {
@@ -36,6 +37,7 @@ impl OperatorActionKind {
             OperatorActionKind::Override => "override",
             OperatorActionKind::PeriodClose => "period_close",
             OperatorActionKind::OutboxReplay => "outbox_replay",
+            OperatorActionKind::KeyRevoke => "key_revoke",
         }
     }
 }
@@ -116,6 +118,21 @@ impl Store {
         }
         query
             .order_by_asc(operator_actions::Column::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await
+            .map_err(Error::from)
+    }
+
+    /// The latest `limit` of the operators' writes on `customer`, newest first.
+    pub async fn operator_actions_latest(
+        &self,
+        customer: &CustomerId,
+        limit: u64,
+    ) -> Result<Vec<operator_actions::Model>> {
+        operator_actions::Entity::find()
+            .filter(operator_actions::Column::CustomerId.eq(customer.as_str()))
+            .order_by_desc(operator_actions::Column::Id)
             .limit(limit)
             .all(self.connection())
             .await
