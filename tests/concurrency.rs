@@ -885,3 +885,57 @@ async fn a_book_kept_in_memory_yields_to_a_write_elsewhere_on_sqlite() {
 async fn a_book_kept_in_memory_yields_to_a_write_elsewhere_on_postgres() {
     a_book_kept_in_memory_yields_to_a_write_elsewhere(Engine::Postgres).await;
 }
+
+/// A cap on each member holds under concurrency, through two instances: 60 holds of one credit
+/// by five members (12 each) against a cap of 10 a member pass exactly 10 for each.
+async fn each_member_s_cap_holds_under_concurrency(app: TestApp) {
+    let c = "team";
+    app.promo(c, "1000").await;
+    let (status, set) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/customers/{c}/limits"),
+            Some(&app.app_key),
+            Some(json!({"limits": [
+                {"period": "month", "credits": "10", "mode": "hard", "each_subject": true}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let other = app.another_instance().await;
+    let answers = join_all((0..60).map(|i| {
+        let server = if i % 2 == 0 { &app } else { &other };
+        let member = format!("m{}", i % 5);
+        async move {
+            let answer = server
+                .post_app(
+                    "/v1/authorizations",
+                    json!({"customer": c, "action": "chat.request", "quantity": 1,
+                        "subject": member, "idempotency_key": format!("k{i}")}),
+                )
+                .await;
+            (member, answer)
+        }
+    }))
+    .await;
+    let mut passed = std::collections::BTreeMap::<String, usize>::new();
+    for (member, (status, body)) in &answers {
+        match *status {
+            StatusCode::CREATED => *passed.entry(member.clone()).or_default() += 1,
+            StatusCode::PAYMENT_REQUIRED => {
+                assert_eq!(body["type"], "spend_limit_reached", "{body}");
+                assert_eq!(body["subject"], json!(member));
+            }
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    assert_eq!(
+        passed.into_iter().collect::<Vec<_>>(),
+        (0..5).map(|m| (format!("m{m}"), 10)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        app.balances(c).await,
+        ("1000".into(), "50".into(), "950".into())
+    );
+    app.assert_audit_clean().await;
+}
+on_both_engines!(each_member_s_cap_holds_under_concurrency);
