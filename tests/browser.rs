@@ -615,6 +615,42 @@ async fn an_admin_acts_on_a_customer_from_the_console(engine: Engine) {
         (StatusCode::OK, &json!("feature_not_entitled"))
     );
 
+    // An action at the customer's own price, and its own overage rule; one the API refuses.
+    choose(&client, "#price-action", "image.standard").await;
+    fill(&client, "#price-credits", "2").await;
+    fill(&client, "#price-reason", "volume deal").await;
+    click(&client, "#price").await;
+    arrive(&client, "/admin/customers/acme?done=override").await;
+    let (_, priced) = app
+        .post_app(
+            "/v1/check",
+            json!({"customer": "acme", "action": "image.standard", "quantity": 3}),
+        )
+        .await;
+    assert_eq!(priced["credits"], "6", "{priced}");
+    choose(&client, "#overage-rule", "bill").await;
+    fill(&client, "#overage-reason", "billed past zero").await;
+    click(&client, "#set-overage").await;
+    arrive(&client, "/admin/customers/acme/override").await;
+    let refused = notice(&client).await;
+    assert!(
+        refused.starts_with("Refused:") && refused.contains("overage_price"),
+        "{refused}"
+    );
+    client.goto(&page).await.unwrap();
+    choose(&client, "#overage-rule", "allow").await;
+    fill(&client, "#overage-limit", "50").await;
+    fill(&client, "#overage-reason", "allowed past zero").await;
+    click(&client, "#set-overage").await;
+    arrive(&client, "/admin/customers/acme?done=override").await;
+    assert!(
+        text(&client, "#overrides")
+            .await
+            .contains("overage allow down to -50"),
+        "{}",
+        text(&client, "#overrides").await
+    );
+
     // Every action recorded with the admin's key and why.
     let (status, recorded) = app
         .call(
@@ -659,6 +695,8 @@ async fn an_admin_acts_on_a_customer_from_the_console(engine: Engine) {
             ("limits", "a cap per seat"),
             ("limits", "no longer needed"),
             ("override", "abuse report"),
+            ("override", "volume deal"),
+            ("override", "allowed past zero"),
         ]
     );
 

@@ -302,16 +302,67 @@ pub async fn limits(
 pub struct OverrideForm {
     csrf: String,
     key: String,
-    feature: String,
+    /// `feature` (with `feature` and `enabled`), `price` (with `action` and
+    /// `credits_per_unit`, empty for the catalog's price) or `overage` (with `overage` and
+    /// `overage_limit` or `overage_price`).
+    kind: String,
+    feature: Option<String>,
     /// `on` or `off`.
-    enabled: String,
+    enabled: Option<String>,
+    action: Option<String>,
+    credits_per_unit: Option<String>,
+    overage: Option<String>,
+    overage_limit: Option<String>,
+    overage_price: Option<String>,
     until: Option<String>,
     reason: String,
 }
 
-/// `POST /admin/customers/{id}/override`: switches a feature on or off for the customer, until
-/// a day or for good, with why.
-pub async fn feature_override(
+/// The API's override request for what the form asks.
+fn override_request(form: &OverrideForm) -> Result<Value> {
+    let mut request = match form.kind.as_str() {
+        "feature" => {
+            let enabled = match given(&form.enabled) {
+                Some("on") => true,
+                Some("off") => false,
+                other => {
+                    return Err(Error::invalid(
+                        "enabled",
+                        format!("{:?} is not on or off", other.unwrap_or("")),
+                    ));
+                }
+            };
+            json!({"feature": given(&form.feature), "enabled": enabled})
+        }
+        "price" => {
+            json!({"action": given(&form.action), "credits_per_unit": given(&form.credits_per_unit)})
+        }
+        "overage" => {
+            let mut request = json!({"overage": given(&form.overage)});
+            if let Some(limit) = given(&form.overage_limit) {
+                request["overage_limit"] = json!(limit);
+            }
+            if let Some(price) = given(&form.overage_price) {
+                request["overage_price"] = json!(price);
+            }
+            request
+        }
+        other => {
+            return Err(Error::invalid(
+                "kind",
+                format!("{other:?} is not feature, price or overage"),
+            ));
+        }
+    };
+    request["until"] = midnight("until", given(&form.until))?;
+    request["reason"] = json!(reason(&form.reason)?);
+    request["idempotency_key"] = json!(form.key);
+    Ok(request)
+}
+
+/// `POST /admin/customers/{id}/override`: switches a feature on or off, prices an action or
+/// sets the overage rule for the customer, until a day or for good, with why.
+pub async fn make_override(
     State(state): State<AppState>,
     signed_in: SignedIn,
     Path(id): Path<String>,
@@ -319,22 +370,7 @@ pub async fn feature_override(
 ) -> Result<Response> {
     let (state, signed_in, form) = (&state, &signed_in, &form);
     act(state, signed_in, &id, &form.csrf, |customer| async move {
-        let enabled = match form.enabled.as_str() {
-            "on" => true,
-            "off" => false,
-            other => {
-                return Err(Error::invalid(
-                    "enabled",
-                    format!("{other:?} is not on or off"),
-                ));
-            }
-        };
-        let request: OverrideRequest = parse_value(
-            json!({"feature": form.feature, "enabled": enabled,
-                "until": midnight("until", given(&form.until))?,
-                "reason": reason(&form.reason)?, "idempotency_key": form.key}),
-            "form",
-        )?;
+        let request: OverrideRequest = parse_value(override_request(form)?, "form")?;
         controls::make_override(state, &signed_in.session.key_id, customer.as_str(), request)
             .await?;
         Ok(Done::Overridden)

@@ -290,6 +290,8 @@ struct CustomerPage {
     form_key: String,
     plans: Vec<String>,
     features: Vec<String>,
+    /// The catalog's actions, for a price of the customer's own.
+    actions_priced: Vec<String>,
     limits: Vec<LimitRow>,
     actions: Vec<ActionRow>,
 }
@@ -457,6 +459,7 @@ pub(super) async fn customer_page(
         form_key: uuid::Uuid::new_v4().to_string(),
         plans: state.catalog.plans.keys().cloned().collect(),
         features: state.catalog.features.keys().cloned().collect(),
+        actions_priced: state.catalog.actions.keys().cloned().collect(),
         limits,
         actions,
         csrf: signed_in.session.csrf.clone(),

@@ -24,7 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/customers/{id}/limits", post(super::actions::limits))
         .route(
             "/admin/customers/{id}/override",
-            post(super::actions::feature_override),
+            post(super::actions::make_override),
         )
         .route("/admin/keys", get(super::actions::keys))
         .route("/admin/keys/{id}/revoke", post(super::actions::revoke))
