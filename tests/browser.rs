@@ -519,6 +519,13 @@ async fn an_admin_acts_on_a_customer_from_the_console(engine: Engine) {
         recorded.contains(&admin_id) && recorded.contains("goodwill for the outage"),
         "{recorded}"
     );
+    client
+        .execute(
+            "document.getElementById('grant-form').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
     photograph(&client, "console-actions").await;
 
     // Refused by the API: its problem in words, and nothing changed.
