@@ -356,6 +356,11 @@ async fn a_cap_on_each_member_refuses_one_while_another_spends(engine: Engine) {
         (&limits[2]["spent"], &limits[2]["held"]),
         (&json!("40"), &json!("3"))
     );
+    // The limit on each member, in all: what members spent and hold (not the 20 of nobody).
+    assert_eq!(
+        (&limits[0]["spent"], &limits[0]["held"]),
+        (&json!("20"), &json!("3"))
+    );
     let members: Vec<(&str, &str, &str)> = limits[0]["members"]
         .as_array()
         .unwrap()

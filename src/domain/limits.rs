@@ -338,8 +338,8 @@ impl SpentThisMonth {
     }
 }
 
-/// Credits held by `book`'s open holds on `feature` (on every feature when `None`) by the
-/// members `members` counts (by `subject` alone, for a limit on each member). A hold on an
+/// Credits held by `book`'s open holds on `limit`'s feature (every feature when `None`) by the
+/// members it counts (by `subject` alone, for a limit on each member given one). A hold on an
 /// action the catalog no longer has counts only towards limits on every feature.
 fn held_under(book: &Book, catalog: &Catalog, limit: &Limit, subject: Option<&Subject>) -> Credits {
     book.holds
@@ -349,9 +349,10 @@ fn held_under(book: &Book, catalog: &Catalog, limit: &Limit, subject: Option<&Su
             limit.feature.is_none()
                 || catalog.action(&h.action).map(|a| a.feature.as_str()) == limit.feature.as_deref()
         })
-        .filter(|h| match &limit.members {
-            Members::Each => subject.is_some() && h.subject.as_ref() == subject,
-            members => members.counts(h.subject.as_ref()),
+        .filter(|h| match (&limit.members, subject) {
+            (Members::Each, Some(_)) => h.subject.as_ref() == subject,
+            // All the members' holds, for the whole of a limit on each member.
+            (members, _) => members.counts(h.subject.as_ref()),
         })
         .map(|h| h.credits)
         .sum()
