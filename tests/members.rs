@@ -139,6 +139,17 @@ async fn who_spent_is_kept_on_holds_entries_and_consumptions(engine: Engine) {
             ("bob".to_owned(), Decimal::from(20))
         ]
     );
+    // In order on both engines: by day, usage that named nobody first.
+    let (_, report) = app
+        .get_app("/v1/customers/acme/usage?from=2026-03-10&to=2026-03-10&by=subject")
+        .await;
+    let groups: Vec<&Value> = report["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["group"])
+        .collect();
+    assert_eq!(groups, [&Value::Null, &json!("alice"), &json!("bob")]);
     let by_action = usage_by(&app, "acme", "action").await;
     assert_eq!(
         by_action.values().copied().sum::<Decimal>(),

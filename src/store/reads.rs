@@ -140,7 +140,8 @@ impl Store {
         let sql = format!(
             "SELECT {bucket} AS bucket, {group} AS grp, CAST(SUM(credits) AS BIGINT) AS credits \
              FROM consumptions WHERE customer_id = {} AND effective_at >= {} \
-             AND effective_at < {} GROUP BY {bucket}, {group} ORDER BY bucket, grp",
+             AND effective_at < {} GROUP BY {bucket}, {group} \
+             ORDER BY bucket, CASE WHEN {group} IS NULL THEN 0 ELSE 1 END, grp",
             placeholder(backend, 1),
             placeholder(backend, 2),
             placeholder(backend, 3),
