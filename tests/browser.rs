@@ -492,15 +492,8 @@ async fn notice(client: &Client) -> String {
 async fn an_admin_acts_on_a_customer_from_the_console(engine: Engine) {
     let app = common::spawn_app_at(engine, "2026-03-10T12:00:00Z".parse().unwrap(), |_| {}).await;
     app.promo("acme", "100").await;
-    let keys = app.store.list_api_keys().await.unwrap();
-    let key_of = |scope: &str| {
-        keys.iter()
-            .find(|k| k.scope.as_str() == scope)
-            .unwrap()
-            .id
-            .clone()
-    };
-    let (admin_id, app_id) = (key_of("admin"), key_of("app"));
+    use creditbook::store::keys::Scope;
+    let (admin_id, app_id) = (app.key_id(Scope::Admin).await, app.key_id(Scope::App).await);
     let (_driver, client) = browser().await;
     sign_in(&client, &app, &app.admin_key).await;
     arrive(&client, "/admin").await;

@@ -788,15 +788,7 @@ async fn the_console_and_finance_pages_render_as_recorded(engine: Engine) {
             json!({"kind": "promotional", "credits": "50", "idempotency_key": "g-promo"}),
         )
         .await;
-    let admin_id = app
-        .store
-        .list_api_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.scope.as_str() == "admin")
-        .unwrap()
-        .id;
+    let admin_id = app.key_id(creditbook::store::keys::Scope::Admin).await;
     let (status, _) = app.usage("acme", "chat.request", json!(80), "r1").await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, hold) = app.authorize("acme", "image.standard", json!(2)).await;
@@ -1151,6 +1143,16 @@ async fn console_actions_need_an_admin_session_and_its_form_token(engine: Engine
     let (status, _, _) = post_grant(&mut admin, extra).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.balances("acme").await.2, "100");
+    // A reason follows the rule of every operator's reason: at most 500 characters.
+    let long = "w".repeat(501);
+    let request = admin
+        .client
+        .post(format!("{}/admin/customers/acme/plan", admin.base))
+        .form(&[("csrf", token.as_str()), ("plan", "pro"), ("reason", &long)]);
+    let (status, _, page) = admin.send(request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("at most 500 characters"), "{page}");
+    assert_eq!(app.customer("acme").await["plan"], serde_json::Value::Null);
     // The same form sent twice grants once (its key is the form's).
     for _ in 0..2 {
         let (status, location, _) = post_grant(&mut admin, grant(&token)).await;

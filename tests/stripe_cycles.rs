@@ -267,6 +267,31 @@ fn unused_time(
     line
 }
 
+/// A line's or a period's start and end.
+type Window = (DateTime<Utc>, DateTime<Utc>);
+
+/// The invoice of a plan change made with `always_invoice` over `window` (the rest of the
+/// period): the unused time of the earlier line `was` (`(invoice, line)`, of `from_price`:
+/// `credited` cents of a `from_unit` price) given back, and `charged`, the new price's rest,
+/// billed. The credited line is the invoice's `…a` line (`in_u2` → `il_u2a`).
+async fn change_invoiced(
+    app: &TestApp,
+    sub: (&str, &str),
+    id: &str,
+    (from_price, credited, from_unit): (&str, i64, i64),
+    (was, window): ((&str, &str), Window),
+    charged: Value,
+) {
+    let unused = unused_time(
+        &format!("il_{}a", &id["in_".len()..]),
+        (sub.1, from_price),
+        (credited, from_unit),
+        window,
+        was,
+    );
+    invoice_paid(app, sub, id, "subscription_update", vec![unused, charged]).await;
+}
+
 fn day(d: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, d, 9, 0, 0).unwrap()
 }
@@ -314,27 +339,19 @@ async fn upgrades_grant_from_the_money_collected_and_never_beyond_the_highest_al
     .await;
     spend(&app, "acct_u", "1900", "u-1").await;
     app.advance(day(2)).await;
-    invoice_paid(
+    change_invoiced(
         &app,
         sub,
         "in_u2",
-        "subscription_update",
-        vec![
-            unused_time(
-                "il_u2a",
-                ("sub_u", "price_pro_monthly"),
-                (2806, PRO_CENTS),
-                (day(2), april(1)),
-                ("in_u1", "il_u1"),
-            ),
-            line(
-                "il_u2b",
-                ("sub_u", "price_team_monthly"),
-                (9677, TEAM_CENTS),
-                (day(2), april(1)),
-                true,
-            ),
-        ],
+        ("price_pro_monthly", 2806, PRO_CENTS),
+        (("in_u1", "il_u1"), (day(2), april(1))),
+        line(
+            "il_u2b",
+            ("sub_u", "price_team_monthly"),
+            (9677, TEAM_CENTS),
+            (day(2), april(1)),
+            true,
+        ),
     )
     .await;
     let customer = app.customer("acct_u").await;
@@ -348,21 +365,13 @@ async fn upgrades_grant_from_the_money_collected_and_never_beyond_the_highest_al
         true,
     );
     seats["quantity"] = json!(2);
-    invoice_paid(
+    change_invoiced(
         &app,
         sub,
         "in_u3",
-        "subscription_update",
-        vec![
-            unused_time(
-                "il_u3a",
-                ("sub_u", "price_team_monthly"),
-                (5161, TEAM_CENTS),
-                (day(16), april(1)),
-                ("in_u2", "il_u2b"),
-            ),
-            seats,
-        ],
+        ("price_team_monthly", 5161, TEAM_CENTS),
+        (("in_u2", "il_u2b"), (day(16), april(1))),
+        seats,
     )
     .await;
     let customer = app.customer("acct_u").await;
@@ -399,27 +408,19 @@ async fn a_downgrade_then_an_upgrade_never_gives_a_second_allowance(engine: Engi
         period,
     )
     .await;
-    invoice_paid(
+    change_invoiced(
         &app,
         sub,
         "in_d2",
-        "subscription_update",
-        vec![
-            unused_time(
-                "il_d2a",
-                ("sub_d", "price_team_monthly"),
-                (5161, TEAM_CENTS),
-                (day(16), april(1)),
-                ("in_d1", "il_d1"),
-            ),
-            line(
-                "il_d2b",
-                ("sub_d", "price_pro_monthly"),
-                (1497, PRO_CENTS),
-                (day(16), april(1)),
-                true,
-            ),
-        ],
+        ("price_team_monthly", 5161, TEAM_CENTS),
+        (("in_d1", "il_d1"), (day(16), april(1))),
+        line(
+            "il_d2b",
+            ("sub_d", "price_pro_monthly"),
+            (1497, PRO_CENTS),
+            (day(16), april(1)),
+            true,
+        ),
     )
     .await;
     let customer = app.customer("acct_d").await;
@@ -435,27 +436,19 @@ async fn a_downgrade_then_an_upgrade_never_gives_a_second_allowance(engine: Engi
         period,
     )
     .await;
-    invoice_paid(
+    change_invoiced(
         &app,
         sub,
         "in_d3",
-        "subscription_update",
-        vec![
-            unused_time(
-                "il_d3a",
-                ("sub_d", "price_pro_monthly"),
-                (748, PRO_CENTS),
-                (day(24), april(1)),
-                ("in_d2", "il_d2b"),
-            ),
-            line(
-                "il_d3b",
-                ("sub_d", "price_team_monthly"),
-                (2581, TEAM_CENTS),
-                (day(24), april(1)),
-                true,
-            ),
-        ],
+        ("price_pro_monthly", 748, PRO_CENTS),
+        (("in_d2", "il_d2b"), (day(24), april(1))),
+        line(
+            "il_d3b",
+            ("sub_d", "price_team_monthly"),
+            (2581, TEAM_CENTS),
+            (day(24), april(1)),
+            true,
+        ),
     )
     .await;
     let customer = app.customer("acct_d").await;

@@ -11,24 +11,8 @@ use serde_json::{Value, json};
 async fn every_operator_write_names_its_key(engine: Engine) {
     let start = Utc.with_ymd_and_hms(2026, 4, 2, 12, 0, 0).unwrap();
     let app = common::spawn_app_at(engine, start, |_| {}).await;
-    let admin_id = app
-        .store
-        .list_api_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.scope == creditbook::store::keys::Scope::Admin)
-        .unwrap()
-        .id;
-    let finance_id = app
-        .store
-        .list_api_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.scope == creditbook::store::keys::Scope::Finance)
-        .unwrap()
-        .id;
+    let admin_id = app.key_id(creditbook::store::keys::Scope::Admin).await;
+    let finance_id = app.key_id(creditbook::store::keys::Scope::Finance).await;
     let c = "/v1/customers/acme";
     let (status, grant) = app
         .post_admin(

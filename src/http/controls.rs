@@ -151,7 +151,7 @@ pub async fn set_limits(
 /// one (the console asks for it).
 pub async fn limits(
     state: &AppState,
-    (key_id, why): (&str, Option<&str>),
+    (key_id, why): (&str, Option<&Reason>),
     id: &str,
     request: LimitsRequest,
 ) -> Result<LimitsResponse> {
@@ -165,12 +165,13 @@ pub async fn limits(
         };
         Error::invalid(field, e)
     })?;
-    let mut detail = serde_json::json!({ "limits": limits });
-    if let Some(why) = why {
-        detail["reason"] = why.into();
-    }
-    let actor = OperatorAction::new(key_id, OperatorActionKind::Limits, detail)
-        .on_customer(customer.as_str());
+    let actor = OperatorAction::new(
+        key_id,
+        OperatorActionKind::Limits,
+        serde_json::json!({ "limits": limits }),
+    )
+    .because(why)
+    .on_customer(customer.as_str());
     let set = state
         .store
         .set_limits(&customer, limits, state.clock.now(), actor)

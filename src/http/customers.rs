@@ -444,7 +444,7 @@ pub async fn set_plan(
 /// console asks for it).
 pub async fn plan(
     state: &AppState,
-    (key_id, why): (&str, Option<&str>),
+    (key_id, why): (&str, Option<&Reason>),
     id: &str,
     request: PlanRequest,
 ) -> Result<PlanResponse> {
@@ -457,12 +457,13 @@ pub async fn plan(
             id: plan.clone(),
         });
     }
-    let mut detail = serde_json::json!({"plan": request.plan});
-    if let Some(why) = why {
-        detail["reason"] = why.into();
-    }
-    let actor = OperatorAction::new(key_id, OperatorActionKind::Plan, detail)
-        .on_customer(customer.as_str());
+    let actor = OperatorAction::new(
+        key_id,
+        OperatorActionKind::Plan,
+        serde_json::json!({"plan": request.plan}),
+    )
+    .because(why)
+    .on_customer(customer.as_str());
     state
         .store
         .set_plan(&customer, request.plan.as_deref(), state.clock.now(), actor)

@@ -10,6 +10,7 @@ use super::consoles::customer_page;
 use super::notice::{Done, Notice};
 use super::session::SignedIn;
 use super::when;
+use crate::domain::adjustment::Reason;
 use crate::domain::customer::CustomerId;
 use crate::domain::limits::{Limit, Members};
 use crate::error::{Error, Result};
@@ -32,16 +33,15 @@ fn given(text: &Option<String>) -> Option<&str> {
     text.as_deref().map(str::trim).filter(|t| !t.is_empty())
 }
 
-/// The reason every console action asks for.
-fn reason(text: &str) -> Result<&str> {
-    let text = text.trim();
-    if text.is_empty() {
+/// The reason every console action asks for, by the rule of every operator's reason.
+fn reason(text: &str) -> Result<Reason> {
+    if text.trim().is_empty() {
         return Err(Error::invalid(
             "reason",
             "say why: it is kept with the action",
         ));
     }
-    Ok(text)
+    Reason::parse(text).map_err(|e| Error::invalid("reason", e))
 }
 
 /// A date of a form (`YYYY-MM-DD`) as the API's time: midnight UTC.
@@ -73,20 +73,25 @@ async fn answer(
             if status.is_server_error() {
                 return Err(e);
             }
-            let detail = problem["detail"]
-                .as_str()
-                .or(problem["title"].as_str())
-                .unwrap_or("refused");
             let notice = Notice {
                 refused: true,
-                text: format!(
-                    "Refused: {detail} ({}).",
-                    problem["type"].as_str().unwrap_or("")
-                ),
+                text: refusal_text(&problem),
             };
             customer_page(state, signed_in, customer, None, (status, Some(notice))).await
         }
     }
+}
+
+/// A refusal in words: the problem's detail (or title) and its type.
+fn refusal_text(problem: &Value) -> String {
+    let detail = problem["detail"]
+        .as_str()
+        .or(problem["title"].as_str())
+        .unwrap_or("refused");
+    format!(
+        "Refused: {detail} ({}).",
+        problem["type"].as_str().unwrap_or("")
+    )
 }
 
 /// A path segment, percent-encoded.
@@ -159,7 +164,7 @@ pub async fn grant(
         let request: GrantRequest = parse_value(
             json!({"kind": "promotional", "credits": form.credits.trim(),
                 "expires_at": midnight("expires_on", given(&form.expires_on))?,
-                "memo": reason(&form.reason)?, "idempotency_key": form.key}),
+                "memo": reason(&form.reason)?.as_str(), "idempotency_key": form.key}),
             "form",
         )?;
         customers::grant(state, &signed_in.session.key_id, customer.as_str(), request).await?;
@@ -187,7 +192,7 @@ pub async fn adjust(
     let (state, signed_in, form) = (&state, &signed_in, &form);
     act(state, signed_in, &id, &form.csrf, |customer| async move {
         let request: AdjustmentRequest = parse_value(
-            json!({"credits": form.credits.trim(), "reason": reason(&form.reason)?,
+            json!({"credits": form.credits.trim(), "reason": reason(&form.reason)?.as_str(),
                 "idempotency_key": form.key}),
             "form",
         )?;
@@ -217,7 +222,7 @@ pub async fn plan(
     act(state, signed_in, &id, &form.csrf, |customer| async move {
         let why = reason(&form.reason)?;
         let request: PlanRequest = parse_value(json!({"plan": given(&form.plan)}), "form")?;
-        let actor = (signed_in.session.key_id.as_str(), Some(why));
+        let actor = (signed_in.session.key_id.as_str(), Some(&why));
         customers::plan(state, actor, customer.as_str(), request).await?;
         Ok(Done::PlanSet)
     })
@@ -290,7 +295,7 @@ pub async fn limits(
             }
         }
         let request: LimitsRequest = parse_value(json!({ "limits": requests }), "form")?;
-        let actor = (signed_in.session.key_id.as_str(), Some(why));
+        let actor = (signed_in.session.key_id.as_str(), Some(&why));
         controls::limits(state, actor, customer.as_str(), request).await?;
         Ok(Done::LimitsSet)
     })
@@ -355,7 +360,7 @@ fn override_request(form: &OverrideForm) -> Result<Value> {
         }
     };
     request["until"] = midnight("until", given(&form.until))?;
-    request["reason"] = json!(reason(&form.reason)?);
+    request["reason"] = json!(reason(&form.reason)?.as_str());
     request["idempotency_key"] = json!(form.key);
     Ok(request)
 }
@@ -485,12 +490,9 @@ pub async fn revoke(
     };
     let why = match reason(&form.reason) {
         Ok(why) => why,
-        Err(_) => {
-            return refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Refused: say why the key is revoked.".into(),
-            )
-            .await;
+        Err(e) => {
+            let (status, problem) = e.problem();
+            return refuse(status, refusal_text(&problem)).await;
         }
     };
     if id == signed_in.session.key_id {
@@ -504,8 +506,9 @@ pub async fn revoke(
     let actor = OperatorAction::new(
         &signed_in.session.key_id,
         OperatorActionKind::KeyRevoke,
-        json!({"key": id, "reason": why}),
+        json!({ "key": id }),
     )
+    .because(Some(&why))
     .on(&id);
     match state
         .store

@@ -4,6 +4,7 @@
 use super::Store;
 use super::rows::time;
 use crate::domain::Timestamp;
+use crate::domain::adjustment::Reason;
 use crate::domain::customer::CustomerId;
 use crate::error::{Error, Result};
 use entity::operator_actions;
@@ -78,6 +79,15 @@ impl OperatorAction {
             subject: Some(subject.to_owned()),
             ..self
         }
+    }
+
+    /// Records why, when the operator said (the console asks for it), as `reason` beside the
+    /// request.
+    pub fn because(mut self, reason: Option<&Reason>) -> Self {
+        if let Some(reason) = reason {
+            self.detail["reason"] = reason.as_str().into();
+        }
+        self
     }
 }
 

@@ -467,6 +467,18 @@ impl TestApp {
         )
     }
 
+    /// The id (never the key) of the test's key of `scope`.
+    pub async fn key_id(&self, scope: Scope) -> String {
+        self.store
+            .list_api_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.scope == scope)
+            .expect("a key of each scope")
+            .id
+    }
+
     /// The projection agrees with the ledger (the README's ledger invariants, recomputed).
     pub async fn assert_audit_clean(&self) {
         let problems = self.store.audit().await.expect("audit");
