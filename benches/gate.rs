@@ -218,6 +218,36 @@ async fn pairs(
     .await
 }
 
+/// An organization, `org`, with a pool of 100,000,000 credits, and 1,000 children below it
+/// (`org-t0000`…); returns the children.
+async fn seed_organization<G, F>(
+    client: &reqwest::Client,
+    base: &Arc<String>,
+    admin: &str,
+    grant: &G,
+) -> Vec<String>
+where
+    G: Fn(String, &'static str) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    grant("org".into(), "100000000").await;
+    let children: Vec<String> = (0..1_000).map(|i| format!("org-t{i:04}")).collect();
+    for chunk in children.chunks(CONNECTIONS) {
+        join_all(chunk.iter().map(|child| async move {
+            let response = client
+                .put(format!("{base}/v1/customers/{child}/parent"))
+                .bearer_auth(admin)
+                .json(&json!({"parent": "org"}))
+                .send()
+                .await
+                .expect("set a parent");
+            assert_eq!(response.status(), 200, "parent of {child}");
+        }))
+        .await;
+    }
+    children
+}
+
 /// Batch settings tried by the sweep: (`batch_max_commands`, `batch_max_wait_micros`, tag).
 const SWEEP: [(usize, u64, &str); 5] = [
     (1, 0, "s1"),
@@ -500,6 +530,19 @@ async fn bench_engine(engine: &str, database_url: &str, dir: &std::path::Path) {
         .print();
     runner.mark("authorize + capture, spread").await;
     check_books(&store, &all).await;
+    {
+        // One organization's pool spent by 1,000 children, each with no credits of its own:
+        // every pair locks its child and the organization (README, Organizations).
+        let children = Arc::new(seed_organization(&client, &base, &admin, &grant).await);
+        let name = "authorize + capture, 1,000 children of one organization";
+        pairs(name, &base, &app, &children, false, "org", seconds)
+            .await
+            .print();
+        runner.mark(name).await;
+        let mut org: Vec<String> = children.to_vec();
+        org.push("org".into());
+        check_books(&store, &org).await;
+    }
 
     {
         let (base, app, customers) = (base.clone(), app.clone(), customers.clone());

@@ -256,6 +256,7 @@ async fn main() {
             auto_topup: Set(None),
             credit_cycle: Set(None),
             next_grant_at: Set(None),
+            parent_id: Set(None),
         });
         batches.grants.push(entity::grants::ActiveModel {
             id: Set(grant.clone()),
@@ -279,6 +280,7 @@ async fn main() {
             frozen: Set(false),
             starts_at: Set(None),
             scheduled: Set(false),
+            shared: Set(true),
         });
         batches.lots.push(entity::revenue_lots::ActiveModel {
             grant_id: Set(grant.clone()),

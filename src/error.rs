@@ -84,6 +84,9 @@ pub enum Error {
     MethodNotAllowed,
     #[error("the database is busy; retry")]
     Unavailable,
+    /// A parent that would make a cycle or a fourth level (README, Organizations).
+    #[error("{0}")]
+    ParentRefused(crate::domain::organization::ParentRefusal),
     /// Background workers that keep panicking (`/healthz`).
     #[error(
         "background workers keep failing: {0} (each panicked repeatedly within minutes; the log \
@@ -251,12 +254,17 @@ impl Error {
 impl From<crate::domain::gate::Refusal> for Error {
     fn from(refusal: crate::domain::gate::Refusal) -> Self {
         use crate::domain::gate::Refusal;
+        use crate::domain::organization::ParentRefusal;
         match refusal {
             Refusal::FeatureNotEntitled(action) => Error::FeatureNotEntitled(action),
             Refusal::CustomerFrozen => Error::CustomerFrozen,
             Refusal::SpendLimitReached(exceeded) => Error::SpendLimitReached(exceeded),
             Refusal::UnknownAction(action) => Error::UnknownAction(action),
             Refusal::Cost { field, error } => Error::invalid(field, error),
+            Refusal::Parent(ParentRefusal::UnknownParent(parent)) => {
+                Error::CustomerNotFound(parent.to_string())
+            }
+            Refusal::Parent(refusal) => Error::ParentRefused(refusal),
             Refusal::Book(rejection) => Error::Rejected(rejection),
         }
     }

@@ -9,7 +9,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{Engine, TestApp};
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 
 /// chromedriver on a free port, stopped when dropped.
@@ -651,6 +651,41 @@ async fn an_admin_acts_on_a_customer_from_the_console(engine: Engine) {
         text(&client, "#overrides").await
     );
 
+    // A parent set: the tree shows on both pages, the pool beside its own credits. A cycle is
+    // refused in the API's words, and nothing changes.
+    app.promo("acme-labs", "30").await;
+    client
+        .goto(&format!("{}/admin/customers/acme-labs", app.address))
+        .await
+        .unwrap();
+    fill(&client, "#parent-id", "acme").await;
+    fill(&client, "#parent-reason", "labs is a team of acme").await;
+    click(&client, "#set-parent").await;
+    arrive(&client, "/admin/customers/acme-labs?done=parent").await;
+    assert_eq!(notice(&client).await, "Parent set.");
+    assert_eq!(
+        text(&client, "#tree").await,
+        "Organization: acme › acme-labs"
+    );
+    let acme_available: rust_decimal::Decimal = app.balances("acme").await.2.parse().unwrap();
+    assert_eq!(
+        text(&client, "#pool-available").await,
+        (acme_available + rust_decimal::Decimal::from(30)).to_string()
+    );
+    assert_eq!(app.customer("acme-labs").await["parent"], "acme");
+    client.goto(&page).await.unwrap();
+    assert_eq!(text(&client, "#below").await, "acme-labs");
+    fill(&client, "#parent-id", "acme-labs").await;
+    fill(&client, "#parent-reason", "the other way round").await;
+    click(&client, "#set-parent").await;
+    arrive(&client, "/admin/customers/acme/parent").await;
+    let refused = notice(&client).await;
+    assert!(
+        refused.starts_with("Refused:") && refused.contains("cycle"),
+        "{refused}"
+    );
+    assert_eq!(app.customer("acme").await["parent"], Value::Null);
+
     // Every action recorded with the admin's key and why.
     let (status, recorded) = app
         .call(
@@ -698,6 +733,33 @@ async fn an_admin_acts_on_a_customer_from_the_console(engine: Engine) {
             ("override", "volume deal"),
             ("override", "allowed past zero"),
         ]
+    );
+    let (status, labs) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/operator-actions?customer=acme-labs",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{labs}");
+    let set = labs["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "parent")
+        .expect("the parent set is recorded");
+    assert_eq!(
+        (
+            &set["key_id"],
+            &set["detail"]["reason"],
+            &set["detail"]["parent"]
+        ),
+        (
+            &json!(admin_id),
+            &json!("labs is a team of acme"),
+            &json!("acme")
+        )
     );
 
     // A key revoked from the keys page; the session's own cannot be.

@@ -939,3 +939,48 @@ async fn each_member_s_cap_holds_under_concurrency(app: TestApp) {
     app.assert_audit_clean().await;
 }
 on_both_engines!(each_member_s_cap_holds_under_concurrency);
+
+/// 60 holds at once by five children of one organization, through two instances, on the
+/// organization's 1,000-credit pool: 20 credits each, so exactly 50 fit and the pool is never
+/// overspent (each child's book locks the pool above it, in id order).
+async fn children_never_overspend_their_organization_s_pool(app: TestApp) {
+    app.promo("org", "1000").await;
+    for child in 0..5 {
+        let (status, body) = app
+            .set_parent(&format!("org-team-{child}"), json!("org"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let other = app.another_instance().await;
+    let answers = join_all((0..60).map(|i| {
+        let server = if i % 2 == 0 { &app } else { &other };
+        let child = format!("org-team-{}", i % 5);
+        async move {
+            server
+                .post_app(
+                    "/v1/authorizations",
+                    json!({"customer": child, "action": "image.standard", "quantity": 4,
+                        "idempotency_key": format!("k{i}")}),
+                )
+                .await
+        }
+    }))
+    .await;
+    let mut held = 0;
+    for (status, body) in &answers {
+        match *status {
+            StatusCode::CREATED => held += 1,
+            StatusCode::PAYMENT_REQUIRED => {
+                assert_eq!(body["type"], "insufficient_credits", "{body}")
+            }
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    assert_eq!(held, 50);
+    assert_eq!(
+        app.balances("org").await,
+        ("1000".into(), "1000".into(), "0".into())
+    );
+    app.assert_audit_clean().await;
+}
+on_both_engines!(children_never_overspend_their_organization_s_pool);

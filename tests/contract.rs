@@ -58,7 +58,7 @@ async fn run(app: &TestApp, scope: &str, key: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("Tested: 35"),
+        stdout.contains("Tested: 36"),
         "every operation is tested ({scope}):\n{stdout}"
     );
 }

@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use common::{Engine, TestApp};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 
 fn start() -> chrono::DateTime<chrono::Utc> {
     "2026-03-10T12:00:00Z".parse().unwrap()
@@ -56,27 +55,6 @@ async fn put_limits(app: &TestApp, customer: &str, limits: Value) -> (StatusCode
 
 fn decimal(value: &Value) -> Decimal {
     value.as_str().unwrap().parse().unwrap()
-}
-
-/// `GET …/usage?by=…` for March, as (group, credits) totals.
-async fn usage_by(app: &TestApp, customer: &str, by: &str) -> BTreeMap<String, Decimal> {
-    let (status, report) = app
-        .get_app(&format!(
-            "/v1/customers/{customer}/usage?from=2026-03-01&to=2026-03-31&by={by}"
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{report}");
-    assert_eq!(report["by"], by);
-    let mut totals = BTreeMap::new();
-    for point in report["usage"].as_array().unwrap() {
-        let group = point["group"].as_str().unwrap_or("(none)").to_owned();
-        *totals.entry(group).or_default() += decimal(&point["credits"]);
-    }
-    assert_eq!(
-        totals.values().copied().sum::<Decimal>(),
-        decimal(&report["total"])
-    );
-    totals
 }
 
 async fn who_spent_is_kept_on_holds_entries_and_consumptions(engine: Engine) {
@@ -130,7 +108,7 @@ async fn who_spent_is_kept_on_holds_entries_and_consumptions(engine: Engine) {
         (Decimal::from(35), Decimal::from(20), Decimal::from(10))
     );
     // Usage by member adds up to the ledger, and to usage by action.
-    let by_subject = usage_by(&app, "acme", "subject").await;
+    let by_subject = app.usage_by("acme", "subject").await;
     assert_eq!(
         by_subject.into_iter().collect::<Vec<_>>(),
         [
@@ -150,7 +128,7 @@ async fn who_spent_is_kept_on_holds_entries_and_consumptions(engine: Engine) {
         .map(|p| &p["group"])
         .collect();
     assert_eq!(groups, [&Value::Null, &json!("alice"), &json!("bob")]);
-    let by_action = usage_by(&app, "acme", "action").await;
+    let by_action = app.usage_by("acme", "action").await;
     assert_eq!(
         by_action.values().copied().sum::<Decimal>(),
         Decimal::from(65)
@@ -265,7 +243,7 @@ async fn a_subject_is_checked_and_part_of_the_request(engine: Engine) {
     assert_eq!(status, StatusCode::OK, "{batch}");
     assert_eq!(batch["results"][0]["subject"], "carol");
     assert_eq!(batch["results"][1]["type"], "invalid_request");
-    let by_subject = usage_by(&app, "acme", "subject").await;
+    let by_subject = app.usage_by("acme", "subject").await;
     assert_eq!(by_subject.get("carol"), Some(&Decimal::from(2)));
     assert_eq!(by_subject.get("alice"), Some(&Decimal::from(3)));
     app.assert_audit_clean().await;

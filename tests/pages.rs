@@ -1093,6 +1093,54 @@ async fn the_portal_names_the_members(engine: Engine) {
 }
 for_each_engine!(the_portal_names_the_members);
 
+/// An organization's credits page lists the usage of each account below it beside its own; a
+/// team's page shows what it can spend with its organization's pool.
+async fn the_portal_of_an_organization_lists_its_accounts(engine: Engine) {
+    let app = common::spawn_app_at(engine, start(), |_| {}).await;
+    app.promo("acme", "500").await;
+    for team in ["acme-design", "acme-research"] {
+        let (status, set) = app.set_parent(team, json!("acme")).await;
+        assert_eq!(status, StatusCode::OK, "{set}");
+    }
+    for (customer, quantity) in [("acme-design", 20), ("acme-research", 7), ("acme", 3)] {
+        let (status, used) = app
+            .post_app(
+                "/v1/usage",
+                json!({"customer": customer, "action": "chat.request", "quantity": quantity,
+                    "idempotency_key": uuid::Uuid::new_v4().to_string()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{used}");
+    }
+    let (path, _) = portal_link(&app, "acme").await;
+    let (status, _, html) = page(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    let accounts = &html[html.find("id=\"accounts\"").expect("usage by account")..];
+    let accounts = &accounts[..accounts.find("</table>").unwrap()];
+    for row in [
+        "<td>acme</td><td class=\"num\">3</td>",
+        "<td>acme-design</td><td class=\"num\">20</td>",
+        "<td>acme-research</td><td class=\"num\">7</td>",
+    ] {
+        assert!(accounts.contains(row), "{accounts}");
+    }
+    assert!(!html.contains("id=\"pool-available\""));
+    let (path, _) = portal_link(&app, "acme-design").await;
+    let (status, _, html) = page(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !html.contains("id=\"accounts\""),
+        "a team with nobody below"
+    );
+    let pool = &html[html.find("id=\"pool-available\"").expect("the pool")..];
+    assert!(
+        pool.starts_with("id=\"pool-available\">470<"),
+        "{}",
+        &pool[..60]
+    );
+}
+for_each_engine!(the_portal_of_an_organization_lists_its_accounts);
+
 /// Posts the console's grant form for acme.
 async fn post_grant(
     browser: &mut Browser,

@@ -146,6 +146,8 @@ fn apply(
                     frozen: false,
                     starts_at: None,
                     scheduled: false,
+                    shared: true,
+                    lent: None,
                 }
                 .starting(starts_in_minutes.map(|m| *now + Duration::minutes(m))),
                 *now,

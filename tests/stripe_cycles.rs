@@ -190,25 +190,12 @@ async fn a_trial_gets_its_trial_credits_once_and_then_the_plan(engine: Engine) {
     .await;
     assert_eq!(available(&app.customer("acct_t").await), "2000");
     // The books: the trial's credits are promotional, outside revenue; the paid month is not.
-    let (status, journal) = app
-        .call(
-            reqwest::Method::GET,
-            "/v1/revenue/journal?from=2026-03-01&to=2026-03-31",
-            Some(&app.finance_key),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{journal}");
-    let cash: Vec<&Value> = journal["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["account"] == "cash")
-        .collect();
+    let journal = app.journal_lines("2026-03-01", "2026-03-31").await;
+    let cash: Vec<&Value> = journal.iter().filter(|l| l["account"] == "cash").collect();
     assert_eq!(
         cash.len(),
         1,
-        "only the paid invoice moves money: {journal}"
+        "only the paid invoice moves money: {journal:?}"
     );
     assert_eq!(cash[0]["debit"], "29.00");
     app.assert_audit_clean().await;

@@ -34,6 +34,8 @@ pub struct Model {
     pub credit_cycle: Option<String>,
     /// When that cycle's next grant is due (Unix microseconds), while one will be made.
     pub next_grant_at: Option<i64>,
+    /// The customer whose shared grants it spends after its own (README, Organizations).
+    pub parent_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

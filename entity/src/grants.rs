@@ -33,6 +33,8 @@ pub struct Model {
     pub starts_at: Option<i64>,
     /// Not started yet: in the balance, not available.
     pub scheduled: bool,
+    /// Spent by the customers below its owner too (after their own grants).
+    pub shared: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

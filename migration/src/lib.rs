@@ -50,6 +50,7 @@ mod m20261203_000019_hardening;
 mod m20261203_000020_append_only;
 mod m20261206_000021_credit_cycles;
 mod m20261207_000022_subjects;
+mod m20261208_000023_organizations;
 
 pub struct Migrator;
 
@@ -91,6 +92,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000020_append_only::Migration),
             Box::new(m20261206_000021_credit_cycles::Migration),
             Box::new(m20261207_000022_subjects::Migration),
+            Box::new(m20261208_000023_organizations::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ use super::gate::{self, Actual, Policy, Refusal, Standing};
 use super::ledger::{Book, Grant, GrantKind, GrantSource, HoldStatus, Rejection};
 use super::limits::{Limit, LimitState, SpentThisMonth};
 use super::money::{Credits, Money, Quantity};
+use super::organization;
 use super::outbound::Message;
 use super::overrides::Override;
 use super::revrec;
@@ -68,6 +69,9 @@ pub enum Command {
     SetLimits { limits: Vec<Limit> },
     /// Sets (or, with none, removes) the customer's own low-balance thresholds.
     SetLowBalance { own: Option<LowBalance> },
+    /// Puts the customer under `parent` (README, Organizations), or on its own with none. The
+    /// unit of work reads the trees of both under their locks ([`Read::tree`]).
+    SetParent { parent: Option<CustomerId> },
     /// Makes `made` the override of its feature, action or overage rule for the customer,
     /// replacing the one before it.
     SetOverride { made: Override },
@@ -126,7 +130,8 @@ impl Command {
             | Command::SetLowBalance { .. }
             | Command::Settle
             | Command::Recognize { .. } => false,
-            Command::SetOverride { .. } => true,
+            // A member account is put under its organization before its first call.
+            Command::SetOverride { .. } | Command::SetParent { .. } => true,
             Command::Adjust { change, .. } => change.may_create_customer(),
             Command::Grant { .. }
             | Command::SetPlan { .. }
@@ -151,6 +156,15 @@ impl Command {
     /// Does deciding it need what the customer spent this month ([`Read::spent_this_month`])?
     pub fn reads_spent(&self) -> bool {
         matches!(self, Command::SetLimits { .. })
+    }
+
+    /// Customers it reads under their locks without changing them: a new parent, whose tree
+    /// must not change until the command commits ([`Read::tree`]).
+    pub fn locks_too(&self) -> &[CustomerId] {
+        match self {
+            Command::SetParent { parent: Some(p) } => std::slice::from_ref(p),
+            _ => &[],
+        }
     }
 
     /// The hold it resolves, loaded even when no longer open (to say why it cannot be).
@@ -269,7 +283,8 @@ impl Answer {
             | Command::ClawBack { .. }
             | Command::SettlePayment { .. }
             | Command::SetLimits { .. }
-            | Command::SetLowBalance { .. } => return Err(StoredAnswerError::NotKept),
+            | Command::SetLowBalance { .. }
+            | Command::SetParent { .. } => return Err(StoredAnswerError::NotKept),
         })
     }
 }
@@ -377,6 +392,21 @@ pub struct Read {
     /// What the customer spent this month up to the command (ledger and batch), when
     /// [`Command::reads_spent`].
     pub spent_this_month: Option<SpentThisMonth>,
+    /// Where the customer would stand, for [`Command::SetParent`]: the new parent and its
+    /// ancestors (none when it names none, or none that exists), and how many levels of
+    /// customers are below the customer.
+    pub tree: Option<Tree>,
+}
+
+/// A customer's place in its organization as the unit of work reads it, under the locks of
+/// every customer of both trees.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tree {
+    pub above: Option<organization::Above>,
+    pub levels_below: usize,
+    /// Open holds of the customer and of those below it that reserve credits on grants of its
+    /// present pools.
+    pub holds_on_pools: usize,
 }
 
 /// The one decision of every command: settles what is due at `now`, applies `command` to the
@@ -418,6 +448,22 @@ pub fn settle_due(catalog: &Catalog, book: &mut Book, standing: &mut Standing, n
         &mut standing.cycle,
         now,
     );
+}
+
+/// Settles at `now` what is due in the books above a customer (`above[0]` its parent's, with
+/// its standing), from the top, each with the grants above it lent: a lent grant expires and
+/// starts in its owner's book before anyone below spends it.
+pub fn settle_above(catalog: &Catalog, above: &mut [(&mut Book, &mut Standing)], now: Timestamp) {
+    for at in (0..above.len()).rev() {
+        let (here, higher) = above.split_at_mut(at + 1);
+        let (book, standing) = &mut here[at];
+        let higher_books: Vec<&Book> = higher.iter().map(|(b, _)| &**b).collect();
+        let mut lent = organization::lend(book, &higher_books);
+        settle_due(catalog, &mut lent, standing, now);
+        let mut owners: Vec<&mut Book> = higher.iter_mut().map(|(b, _)| &mut **b).collect();
+        organization::give_back(&mut lent, &mut owners, now);
+        **book = lent;
+    }
 }
 
 /// A customer nobody has seen, as its first command would find it: with a default plan, the
@@ -680,6 +726,30 @@ fn apply(
         Command::SetOverride { made } => {
             standing.overrides.set(made.clone());
             Answer::Overridden(made.clone())
+        }
+        Command::SetParent { parent } => {
+            let tree = read
+                .tree
+                .as_ref()
+                .expect("the unit of work reads the trees before it decides SetParent");
+            let above = match (parent, &tree.above) {
+                (None, _) => None,
+                (Some(p), Some(above)) if above.parent == *p => Some(above),
+                (Some(p), _) => {
+                    return Err(Refusal::Parent(organization::ParentRefusal::UnknownParent(
+                        p.clone(),
+                    )));
+                }
+            };
+            if *parent != standing.parent && tree.holds_on_pools > 0 {
+                return Err(Refusal::Parent(organization::ParentRefusal::HoldsOnPools {
+                    holds: tree.holds_on_pools,
+                }));
+            }
+            organization::check_parent(&book.customer_id, above, tree.levels_below)
+                .map_err(Refusal::Parent)?;
+            standing.parent = parent.clone();
+            Answer::Done
         }
         // The book only settles; the lots move when the unit of work posts (`journal::post`).
         Command::Settle | Command::Recognize { .. } => Answer::Done,
@@ -1238,6 +1308,7 @@ mod tests {
         spent.add(&std::mem::take(&mut book.entries), at(1), at(2));
         let read = Read {
             spent_this_month: Some(spent),
+            tree: None,
         };
         let set = Command::SetLimits {
             limits: vec![Limit {

@@ -32,6 +32,8 @@ pub struct Standing {
     pub auto_topup: super::autotopup::AutoTopup,
     /// The credit cycle of its plan outside Stripe, if it has one.
     pub cycle: Option<super::cycle::Cycle>,
+    /// The customer whose shared grants it spends after its own (README, Organizations).
+    pub parent: Option<super::customer::CustomerId>,
 }
 
 /// The rules of the gate that come from configuration rather than from the customer.
@@ -84,6 +86,9 @@ pub enum Refusal {
     /// A hard spend limit would be passed.
     #[error("the customer's {} spend limit of {} credits would be passed", .0.limit.period.as_str(), .0.limit.credits)]
     SpendLimitReached(Box<Exceeded>),
+    /// A parent that would make a cycle, a fourth level, or that does not exist.
+    #[error(transparent)]
+    Parent(super::organization::ParentRefusal),
     #[error(transparent)]
     Book(#[from] Rejection),
 }

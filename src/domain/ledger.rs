@@ -76,6 +76,26 @@ pub struct Grant {
     /// so a path that forgets to settle fails closed.
     #[serde(default)]
     pub scheduled: bool,
+    /// Spent by the customers below its owner too, after their own grants (README,
+    /// Organizations). Made so unless the grant was made with `"shared": false`.
+    #[serde(default = "shared_by_default")]
+    pub shared: bool,
+    /// Lent to the book of a customer below its owner for a decision: whose it is and how many
+    /// levels up. Never written with the borrower's book.
+    #[serde(skip)]
+    pub lent: Option<Lender>,
+}
+
+fn shared_by_default() -> bool {
+    true
+}
+
+/// Whose a grant lent to a book below its owner is (README, Organizations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lender {
+    pub owner: CustomerId,
+    /// 1 for the parent, 2 for the grandparent.
+    pub level: u8,
 }
 
 /// Where a grant's credits come from, kept as its `source_type` (its `source_id` says which).
@@ -174,6 +194,8 @@ impl Grant {
             frozen: false,
             starts_at: None,
             scheduled: false,
+            shared: true,
+            lent: None,
         }
     }
 
@@ -274,6 +296,19 @@ impl Grant {
         }
     }
 
+    /// Not shared with the customers below its owner: only the owner spends it.
+    pub fn unshared(self) -> Grant {
+        Grant {
+            shared: false,
+            ..self
+        }
+    }
+
+    /// 0 for the book's own grants; the levels up to the owner of a lent one.
+    pub fn level(&self) -> u8 {
+        self.lent.as_ref().map_or(0, |l| l.level)
+    }
+
     pub fn at_priority(self, priority: i32) -> Grant {
         Grant { priority, ..self }
     }
@@ -316,10 +351,12 @@ impl Grant {
         }
     }
 
-    /// README, The ledger: lowest priority, then soonest expiry (none last), then oldest, then id.
+    /// README, The ledger: own grants before lent ones, level by level (README, Organizations);
+    /// then lowest priority, then soonest expiry (none last), then oldest, then id.
     pub fn consumption_order(a: &Grant, b: &Grant) -> Ordering {
-        a.priority
-            .cmp(&b.priority)
+        a.level()
+            .cmp(&b.level())
+            .then_with(|| a.priority.cmp(&b.priority))
             .then_with(|| match (a.expires_at, b.expires_at) {
                 (Some(x), Some(y)) => x.cmp(&y),
                 (Some(_), None) => Ordering::Less,
@@ -514,6 +551,10 @@ pub struct Book {
     pub entries: Vec<Entry>,
     /// What the usages and captures applied since it was loaded consumed, and what it cost.
     pub consumed: Vec<super::margin::Consumption>,
+    /// Per grant, what holds of other books reserve on it (holds of customers below its owner,
+    /// or the owner's own on a lent grant): noted before a decision
+    /// ([`Book::note_holds_elsewhere`]), left to them by this book's invariants.
+    pub held_elsewhere: std::collections::BTreeMap<String, Credits>,
 }
 
 impl Book {
@@ -526,6 +567,7 @@ impl Book {
             overdraft_held: Credits::ZERO,
             entries: Vec::new(),
             consumed: Vec::new(),
+            held_elsewhere: std::collections::BTreeMap::new(),
         }
     }
 
@@ -560,8 +602,101 @@ impl Book {
         self.grant_mut(grant_id).frozen = frozen;
     }
 
-    fn free(&self) -> Credits {
-        self.grants.iter().map(Grant::free).sum()
+    /// Free credits of its own grants (lent ones are the owners' to settle debts with).
+    fn free_own(&self) -> Credits {
+        self.grants
+            .iter()
+            .filter(|g| g.lent.is_none())
+            .map(Grant::free)
+            .sum()
+    }
+
+    /// What may be spent now of its own grants alone: [`Book::available`] less what is lent.
+    pub fn own_available(&self) -> Credits {
+        let mut own = self.clone();
+        own.return_lent();
+        own.available()
+    }
+
+    /// Lends this book the grants `owner`'s book shares with the customers below it, `level`
+    /// levels up (README, Organizations): its live shared grants, and any this book's open holds
+    /// reserve credits on. They are spent after the book's own grants, level by level.
+    pub fn borrow_from(&mut self, owner: &Book, level: u8) {
+        assert!(level > 0, "a book lends to the books below it");
+        let reserved: std::collections::BTreeSet<&str> = self
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Held)
+            .flat_map(|h| h.allocations.iter().map(|(g, _)| g.as_str()))
+            .collect();
+        let lent: Vec<Grant> = owner
+            .grants
+            .iter()
+            .filter(|g| g.lent.is_none())
+            .filter(|g| (g.shared && g.is_live()) || reserved.contains(g.id.as_str()))
+            .map(|g| Grant {
+                lent: Some(Lender {
+                    owner: owner.customer_id.clone(),
+                    level,
+                }),
+                ..g.clone()
+            })
+            .collect();
+        self.grants.extend(lent);
+    }
+
+    /// Drops the grants lent to it (before lending afresh, or before storing the book).
+    pub fn return_lent(&mut self) {
+        self.grants.retain(|g| g.lent.is_none());
+    }
+
+    /// The grants `owner` lent to this book, as this book's decisions left them, back in the
+    /// owner's book; credits a released hold gave back to an expired one lapse there. Whether
+    /// anything changed.
+    pub fn give_back(&self, owner: &mut Book, now: Timestamp) -> bool {
+        let mut changed = false;
+        let owner_id = owner.customer_id.clone();
+        for lent in self
+            .grants
+            .iter()
+            .filter(|g| g.lent.as_ref().is_some_and(|l| l.owner == owner_id))
+        {
+            let back = Grant {
+                lent: None,
+                ..lent.clone()
+            };
+            let mine = owner.grant_mut(&back.id);
+            if *mine != back {
+                *mine = back;
+                changed = true;
+                owner.lapse_if_expired(&lent.id, now);
+            }
+        }
+        owner.note_holds_elsewhere();
+        changed
+    }
+
+    /// Notes, per grant, what is held on it beyond what this book's open holds reserve: the
+    /// holds of other books (see [`Book::held_elsewhere`]).
+    pub fn note_holds_elsewhere(&mut self) {
+        let mut reserved: std::collections::BTreeMap<&str, Credits> = Default::default();
+        for (grant, credits) in self
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Held)
+            .flat_map(|h| h.allocations.iter())
+        {
+            *reserved.entry(grant.as_str()).or_default() += *credits;
+        }
+        self.held_elsewhere = self
+            .grants
+            .iter()
+            .map(|g| {
+                let mine = reserved.get(g.id.as_str()).copied().unwrap_or_default();
+                (g.id.clone(), g.held - mine)
+            })
+            .filter(|(_, elsewhere)| !elsewhere.is_zero())
+            .collect();
     }
 
     pub fn hold(&self, id: &str) -> Option<&Hold> {
@@ -613,16 +748,27 @@ impl Book {
             .iter()
             .filter(|h| h.status == HoldStatus::Held && h.expires_at <= now)
             .map(|h| (h.expires_at, HOLD, h.id.clone()))
-            .chain(self.grants.iter().filter(|g| !g.expired).filter_map(|g| {
-                g.expires_at
-                    .filter(|e| *e <= now)
-                    .map(|e| (e, GRANT, g.id.clone()))
-            }))
-            .chain(self.grants.iter().filter(|g| g.scheduled).filter_map(|g| {
-                g.starts_at
-                    .filter(|s| *s <= now)
-                    .map(|s| (s, START, g.id.clone()))
-            }))
+            // A lent grant expires and starts in its owner's book, settled first.
+            .chain(
+                self.grants
+                    .iter()
+                    .filter(|g| !g.expired && g.lent.is_none())
+                    .filter_map(|g| {
+                        g.expires_at
+                            .filter(|e| *e <= now)
+                            .map(|e| (e, GRANT, g.id.clone()))
+                    }),
+            )
+            .chain(
+                self.grants
+                    .iter()
+                    .filter(|g| g.scheduled && g.lent.is_none())
+                    .filter_map(|g| {
+                        g.starts_at
+                            .filter(|s| *s <= now)
+                            .map(|s| (s, START, g.id.clone()))
+                    }),
+            )
             .collect();
         due.sort();
         let mut started = Vec::new();
@@ -676,7 +822,7 @@ impl Book {
         if !self.overdraft.is_positive() {
             return;
         }
-        let (draws, _) = self.plan_draw(self.overdraft);
+        let (draws, _) = self.draw_in(self.overdraft, false, Grant::consumption_order);
         for (grant_id, take) in draws {
             self.overdraft -= take;
             self.grant_mut(&grant_id).remaining -= take;
@@ -690,19 +836,23 @@ impl Book {
     }
 
     /// Free credits per grant in consumption order, up to `amount`; and what they fall short by.
+    /// Spending draws on lent grants too, after the book's own.
     fn plan_draw(&self, amount: Credits) -> (Vec<(String, Credits)>, Credits) {
-        self.draw_in(amount, Grant::consumption_order)
+        self.draw_in(amount, true, Grant::consumption_order)
     }
 
-    /// Free credits per grant in `order`, up to `amount`; and what they fall short by.
+    /// Free credits per grant in `order`, up to `amount` (of lent grants too when `pool`); and
+    /// what they fall short by.
     fn draw_in(
         &self,
         amount: Credits,
+        pool: bool,
         order: impl Fn(&Grant, &Grant) -> Ordering,
     ) -> (Vec<(String, Credits)>, Credits) {
         let mut open: Vec<&Grant> = self
             .grants
             .iter()
+            .filter(|g| pool || g.lent.is_none())
             .filter(|g| g.free().is_positive())
             .collect();
         open.sort_by(|a, b| order(a, b));
@@ -906,7 +1056,8 @@ impl Book {
     /// Credits released onto a grant that expired meanwhile expire at once.
     fn lapse_if_expired(&mut self, grant_id: &str, at: Timestamp) {
         let grant = self.grant_mut(grant_id);
-        if grant.expired && grant.remaining > grant.held {
+        // A lent grant lapses in its owner's book, when it is given back.
+        if grant.lent.is_none() && grant.expired && grant.remaining > grant.held {
             let lapsing = grant.remaining - grant.held;
             grant.remaining = grant.held;
             let entry = self.push(EntryKind::Expire, Some(grant_id), None, &Usage::default());
@@ -1065,14 +1216,14 @@ impl Book {
         now: Timestamp,
     ) -> Result<Vec<(String, Credits)>, Rejection> {
         assert!(credits.is_positive(), "a take-back takes credits");
-        let available = self.available();
+        let available = self.own_available();
         if credits > available {
             return Err(Rejection::ExceedsAvailable {
                 requested: credits,
                 available: available.max(Credits::ZERO),
             });
         }
-        let (draws, short) = self.draw_in(credits, |a, b| {
+        let (draws, short) = self.draw_in(credits, false, |a, b| {
             a.price
                 .is_some()
                 .cmp(&b.price.is_some())
@@ -1210,10 +1361,11 @@ impl Book {
                 .filter(|(grant, _)| grant == &g.id)
                 .map(|(_, c)| *c)
                 .sum();
-            if reserved != g.held {
+            let elsewhere = self.held_elsewhere.get(&g.id).copied().unwrap_or_default();
+            if elsewhere.is_negative() || reserved + elsewhere != g.held {
                 return fail(format!(
-                    "grant {}: held {} but open holds reserve {}",
-                    g.id, g.held, reserved
+                    "grant {}: held {} but open holds reserve {} here and {} elsewhere",
+                    g.id, g.held, reserved, elsewhere
                 ));
             }
         }
@@ -1229,7 +1381,7 @@ impl Book {
         if overdraft_reserved != self.overdraft_held {
             return fail("overdraft held differs from the open holds".into());
         }
-        if self.overdraft.is_positive() && self.free().is_positive() {
+        if self.overdraft.is_positive() && self.free_own().is_positive() {
             return fail("an overdraft stands beside free credits".into());
         }
         for h in self.holds.iter().filter(|h| h.status == HoldStatus::Held) {
@@ -1307,6 +1459,8 @@ mod tests {
                 frozen: false,
                 starts_at: None,
                 scheduled: false,
+                shared: true,
+                lent: None,
             },
             at(0),
         );

@@ -54,6 +54,7 @@ pub mod limits;
 pub mod margin;
 pub mod money;
 pub mod operator_grant;
+pub mod organization;
 pub mod outbound;
 pub mod overage;
 pub mod overrides;

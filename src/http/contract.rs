@@ -112,12 +112,35 @@ fn amount(limit: Decimal, sign: &str, minimum: Value, example: &str, places: u32
     ]})
 }
 
-/// Money in a currency's major unit, zero or more, to the minor unit at most (a price).
-fn money() -> Value {
+/// Money in a currency's major unit, zero or more, to `places` decimal places at most (a price
+/// in a currency of that minor unit).
+fn money(places: u32) -> Value {
+    let fraction = match places {
+        0 => String::new(),
+        _ => format!("(?:\\.[0-9]{{1,{places}}})?"),
+    };
     json!({"oneOf": [
-        {"type": "string", "pattern": "^(?:0|[1-9][0-9]{0,11})(?:\\.[0-9]{1,3})?$", "example": "49.00"},
+        {"type": "string", "pattern": format!("^(?:0|[1-9][0-9]{{0,11}}){fraction}$"), "example": "49"},
         {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_i64},
     ]})
+}
+
+/// Three-letter currency codes whose minor unit is `places` (`money::currency_minor_units`), in
+/// any case.
+fn currencies_of(places: u32) -> Vec<String> {
+    const CODES: [&str; 21] = [
+        "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
+        "XAF", "XOF", "XPF", "BHD", "JOD", "KWD", "OMR", "TND",
+    ];
+    CODES
+        .iter()
+        .filter(|c| crate::domain::money::currency_minor_units(c) == places)
+        .map(|c| {
+            c.chars()
+                .map(|l| format!("[{l}{}]", l.to_ascii_lowercase()))
+                .collect()
+        })
+        .collect()
 }
 
 fn ids(ids: impl Iterator<Item = String>) -> Value {
@@ -269,7 +292,7 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         "credits",
         positive_amount(max_credits_per_request()),
     );
-    set(schemas, "GrantRequest", "price", money());
+    set(schemas, "GrantRequest", "price", money(3));
     set(
         schemas,
         "GrantRequest",
@@ -316,6 +339,32 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         {"if": kind_is(json!(["plan"])),
          "then": {"properties": {"plan": {"type": "string"}}, "required": ["plan"]}},
     ]);
+    // A price to its currency's minor unit: the catalog's when the request names none.
+    let (none, three) = (currencies_of(0), currencies_of(3));
+    let named = |codes: &[String]| {
+        json!({"properties": {"currency": {"type": "string",
+                                           "pattern": format!("^(?:{})$", codes.join("|"))}},
+               "required": ["currency"]})
+    };
+    let other = json!({"properties": {"currency": {"type": "string",
+        "not": {"pattern": format!("^(?:{})$", [none.clone(), three.clone()].concat().join("|"))}}},
+        "required": ["currency"]});
+    let catalogs = crate::domain::money::currency_minor_units(&catalog.currency);
+    let places = [
+        (named(&none), 0),
+        (named(&three), 3),
+        (other, 2),
+        (
+            json!({"properties": {"currency": {"type": "null"}}}),
+            catalogs,
+        ),
+        (json!({"not": {"required": ["currency"]}}), catalogs),
+    ];
+    if let Some(all) = schemas["GrantRequest"]["allOf"].as_array_mut() {
+        all.extend(places.into_iter().map(
+            |(when, places)| json!({"if": when, "then": {"properties": {"price": money(places)}}}),
+        ));
+    }
     set(schemas, "AdjustmentRequest", "credits", signed_amount());
     set(schemas, "AdjustmentRequest", "reason", reason());
     set(
@@ -396,6 +445,14 @@ fn constrain_requests(schemas: &mut Map<String, Value>, catalog: &Catalog) {
         "plan",
         json!({"oneOf": [{"$ref": "#/components/schemas/PlanId"}, {"type": "null"}]}),
     );
+    // A parent: a customer id, or null; the field is required.
+    set(
+        schemas,
+        "ParentRequest",
+        "parent",
+        json!({"oneOf": [identifier(), {"type": "null"}]}),
+    );
+    schemas["ParentRequest"]["required"] = json!(["parent"]);
     // A capture gives exactly one of quantity or credits.
     schemas["CaptureRequest"]["if"] = json!({"required": ["quantity"]});
     schemas["CaptureRequest"]["then"] = json!({"not": {"required": ["credits"]}});
@@ -659,7 +716,7 @@ fn complete_operation(path: &str, operation: &mut Value) {
                      or a hard spend limit would be passed (`spend_limit_reached`, with the limit, \
                      `spent`, `held`, `requested` and `resets_at`).",
                 "409" =>
-                    "Conflicts with the current state (`idempotency_conflict`, `hold_already_resolved`, `hold_expired`, `period_not_ended`, `adjustment_exceeds_available`).",
+                    "Conflicts with the current state (`idempotency_conflict`, `hold_already_resolved`, `hold_expired`, `period_not_ended`, `adjustment_exceeds_available`, `parent_refused`).",
                 _ => "See the problem's `type`.",
             });
             if status.starts_with(['4', '5']) {
@@ -693,7 +750,7 @@ fn constrain_parameter(path: &str, parameter: &mut Value) {
             json!({"type": "string", "enum": ["action", "feature", "plan", "customer", "subject"]})
         }
         ("by", "/v1/customers/{id}/usage") => {
-            json!({"type": "string", "enum": ["action", "feature", "subject"]})
+            json!({"type": "string", "enum": ["action", "feature", "subject", "customer"]})
         }
         ("interval", _) => json!({"type": "string", "enum": ["day", "month"]}),
         ("q", _) => identifier(),

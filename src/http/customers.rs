@@ -47,6 +47,8 @@ pub struct GrantView {
     starts_at: Option<DateTime<Utc>>,
     /// Not started yet.
     scheduled: bool,
+    /// Spent by the customers below this one too, after their own grants.
+    shared: bool,
 }
 
 impl From<&Grant> for GrantView {
@@ -63,6 +65,7 @@ impl From<&Grant> for GrantView {
             frozen: g.frozen,
             starts_at: g.starts_at,
             scheduled: g.scheduled,
+            shared: g.shared,
             priority: g.priority,
             plan: g.plan_id.clone(),
             pack: g.pack_id.clone(),
@@ -106,6 +109,12 @@ pub struct CustomerView {
     /// Credits owed beyond every grant under an `allow` overage rule.
     #[schema(value_type = String)]
     overdraft: Credits,
+    /// The customer whose shared grants it spends after its own, if it has one.
+    parent: Option<String>,
+    /// What it can spend: `available`, and what its parent's and grandparent's shared grants
+    /// have available.
+    #[schema(value_type = String)]
+    pool_available: Credits,
     /// Grants with credits left, in consumption order.
     grants: Vec<GrantView>,
     holds: Vec<HoldView>,
@@ -144,7 +153,17 @@ pub async fn show(
         .await?
         .ok_or_else(|| Error::CustomerNotFound(id.to_string()))?;
     let summary = Summary::of(&state.catalog, state.policy(), &book, &standing, now);
+    let pool_available = match &standing.parent {
+        Some(_) => state
+            .store
+            .pool_available(&id, now)
+            .await?
+            .unwrap_or(summary.available),
+        None => summary.available,
+    };
     Ok(Json(CustomerView {
+        parent: standing.parent.as_ref().map(ToString::to_string),
+        pool_available,
         id: id.to_string(),
         plan: summary.plan.map(str::to_owned),
         past_due_since: summary.past_due_since,
@@ -251,6 +270,8 @@ pub struct GrantRequest {
     currency: Option<String>,
     /// Why, kept as the grant's source.
     memo: Option<String>,
+    /// Whether the customers below this one may spend it after their own grants (default true).
+    shared: Option<bool>,
     idempotency_key: String,
 }
 
@@ -300,11 +321,17 @@ pub async fn grant(
             GrantRefused::Invalid(field, why) => Error::invalid(field, why),
             GrantRefused::UnknownItem { kind, id } => Error::UnknownCatalogItem { kind, id },
         })?;
+    let shared = request.shared.unwrap_or(true);
+    let grant = if shared { grant } else { grant.unshared() };
     // What the client sent, never what is derived from it at this moment (a pack's expiry runs
     // from now): the same request retried later is the same request.
     let amount = |a: Option<Amount>| a.map(|a| a.0.normalize().to_string()).unwrap_or_default();
     let hash = request_hash(&[
-        "POST grants",
+        if shared {
+            "POST grants"
+        } else {
+            "POST grants unshared"
+        },
         kind.as_str(),
         &amount(request.credits),
         &request
@@ -323,7 +350,8 @@ pub async fn grant(
         OperatorActionKind::Grant,
         serde_json::json!({"kind": kind.as_str(), "credits": grant.credits,
             "expires_at": grant.expires_at, "priority": grant.priority, "plan": grant.plan_id,
-            "pack": grant.pack_id, "price": grant.price, "memo": memo, "idempotency_key": key}),
+            "pack": grant.pack_id, "price": grant.price, "memo": memo, "idempotency_key": key,
+            "shared": shared}),
     )
     .on_customer(customer.as_str())
     .on(&grant.id);
@@ -471,5 +499,84 @@ pub async fn plan(
     Ok(PlanResponse {
         customer: customer.to_string(),
         plan: request.plan,
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRequest {
+    /// The customer whose shared grants this one spends after its own, or null for none.
+    /// Required: a request that names no parent changes nothing.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = true)]
+    parent: Option<Option<String>>,
+}
+
+/// A field that may be null but must be given: `Some(None)` for null, `None` when absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ParentResponse {
+    customer: String,
+    parent: Option<String>,
+    /// What it can spend now, its pools' shared grants included.
+    #[schema(value_type = String)]
+    pool_available: Credits,
+}
+
+/// Puts a customer under a parent (README, Organizations): it spends its own grants, then its
+/// parent's shared grants, then its grandparent's. At most three levels, no cycles; both
+/// customers must exist. `null` puts it on its own again.
+#[utoipa::path(put, path = "/v1/customers/{id}/parent", params(("id" = String, Path)), request_body = ParentRequest,
+    responses((status = 200, body = ParentResponse), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn set_parent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ParentRequest>,
+) -> Result<Json<ParentResponse>> {
+    caller.require(Scope::Admin)?;
+    Ok(Json(
+        parent(&state, (caller.key_id(), None), &id, request).await?,
+    ))
+}
+
+/// Sets customer `id`'s parent, by key `key_id` for the reason given when there is one (the
+/// console asks for it).
+pub async fn parent(
+    state: &AppState,
+    (key_id, why): (&str, Option<&Reason>),
+    id: &str,
+    request: ParentRequest,
+) -> Result<ParentResponse> {
+    let customer = customer_id("id", id)?;
+    let parent = request
+        .parent
+        .ok_or_else(|| Error::invalid("parent", "is required: a customer id, or null for none"))?
+        .map(|p| customer_id("parent", &p))
+        .transpose()?;
+    let actor = OperatorAction::new(
+        key_id,
+        OperatorActionKind::Parent,
+        serde_json::json!({"parent": parent}),
+    )
+    .because(why)
+    .on_customer(customer.as_str());
+    let now = state.clock.now();
+    state
+        .store
+        .set_parent(&customer, parent.clone(), now, actor)
+        .await?;
+    let pool_available = state
+        .store
+        .pool_available(&customer, now)
+        .await?
+        .unwrap_or(Credits::ZERO);
+    Ok(ParentResponse {
+        customer: customer.to_string(),
+        parent: parent.map(|p| p.to_string()),
+        pool_available,
     })
 }

@@ -94,7 +94,7 @@ impl AppState {
     info(title = "creditbook", description = "Credit ledger, pre-call authorization gate and ASC 606 revenue books"),
     paths(
         gate::check, gate::authorize, gate::capture, gate::void, gate::usage, gate::usage_batch,
-        reads::customers, reads::usage, portal_links::create_link, customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan,
+        reads::customers, reads::usage, portal_links::create_link, customers::show, customers::ledger, customers::create_grant, customers::create_adjustment, customers::set_plan, customers::set_parent,
         controls::set_limits, controls::set_thresholds, controls::create_override, controls::override_history,
         controls::set_auto_topup, controls::auto_topup,
         ops::advance_clock, ops::healthz, webhooks::stripe,
@@ -146,6 +146,7 @@ pub fn router(state: AppState, pages: Router<AppState>) -> Router {
             post(customers::create_adjustment),
         )
         .route("/v1/customers/{id}/plan", put(customers::set_plan))
+        .route("/v1/customers/{id}/parent", put(customers::set_parent))
         .route("/v1/customers/{id}/limits", put(controls::set_limits))
         .route(
             "/v1/customers/{id}/alert-thresholds",

@@ -35,6 +35,7 @@ impl Error {
             Error::UnknownCatalogItem { .. } => (S::UNPROCESSABLE_ENTITY, "unknown_catalog_item"),
             Error::CustomerNotFound(_) => (S::NOT_FOUND, "customer_not_found"),
             Error::IdempotencyConflict => (S::CONFLICT, "idempotency_conflict"),
+            Error::ParentRefused(_) => (S::CONFLICT, "parent_refused"),
             Error::TestClockDisabled => (S::NOT_FOUND, "test_clock_disabled"),
             Error::ClockBackwards(_) => (S::CONFLICT, "clock_backwards"),
             Error::NotFound => (S::NOT_FOUND, "not_found"),

@@ -64,7 +64,8 @@ pub struct UsageQuery {
     from: Option<String>,
     /// Last day, inclusive; today when absent.
     to: Option<String>,
-    /// `action` (default), `feature` or `subject` (the member that spent).
+    /// `action` (default), `feature`, `subject` (the member that spent) or `customer` (the
+    /// customer and the customers below it, each apart).
     by: Option<String>,
     /// `day` (default; at most 366 days) or `month` (at most 3,660 days).
     interval: Option<String>,
@@ -121,10 +122,11 @@ pub async fn usage(
         "action" => (UsageBy::Action, "action"),
         "feature" => (UsageBy::Feature, "feature"),
         "subject" => (UsageBy::Subject, "subject"),
+        "customer" => (UsageBy::Customer, "customer"),
         other => {
             return Err(Error::invalid(
                 "by",
-                format!("{other:?} is not action, feature or subject"),
+                format!("{other:?} is not action, feature, subject or customer"),
             ));
         }
     };

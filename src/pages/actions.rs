@@ -16,7 +16,7 @@ use crate::domain::limits::{Limit, Members};
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::controls::{self, LimitsRequest, OverrideRequest};
-use crate::http::customers::{self, AdjustmentRequest, GrantRequest, PlanRequest};
+use crate::http::customers::{self, AdjustmentRequest, GrantRequest, ParentRequest, PlanRequest};
 use crate::http::extract::{customer_id, parse_value};
 use crate::store::keys::{Revoked, Scope};
 use crate::store::operators::{OperatorAction, OperatorActionKind};
@@ -225,6 +225,35 @@ pub async fn plan(
         let actor = (signed_in.session.key_id.as_str(), Some(&why));
         customers::plan(state, actor, customer.as_str(), request).await?;
         Ok(Done::PlanSet)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentForm {
+    csrf: String,
+    /// A customer id, or empty for none.
+    parent: Option<String>,
+    reason: String,
+}
+
+/// `POST /admin/customers/{id}/parent`: puts the customer under a parent, or on its own, with
+/// why.
+pub async fn parent(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Form(form): Form<ParentForm>,
+) -> Result<Response> {
+    let (state, signed_in, form) = (&state, &signed_in, &form);
+    act(state, signed_in, &id, &form.csrf, |customer| async move {
+        let why = reason(&form.reason)?;
+        let parent = given(&form.parent).map(str::trim);
+        let request: ParentRequest = parse_value(json!({ "parent": parent }), "form")?;
+        let actor = (signed_in.session.key_id.as_str(), Some(&why));
+        customers::parent(state, actor, customer.as_str(), request).await?;
+        Ok(Done::ParentSet)
     })
     .await
 }

@@ -294,7 +294,22 @@ struct CustomerPage {
     actions_priced: Vec<String>,
     limits: Vec<LimitRow>,
     actions: Vec<ActionRow>,
+    /// Its organization: the customers above it (nearest first) and below it.
+    above: Vec<String>,
+    below: Vec<ChildRow>,
+    /// How many customers are below it in all, when more than the page lists.
+    below_more: usize,
+    pool_available: Option<Credits>,
 }
+
+/// A customer below the one shown, and the customers below that one.
+struct ChildRow {
+    id: String,
+    children: Vec<String>,
+}
+
+/// Customers below one shown on its console page at most (the rest are counted).
+const CHILDREN_LISTED: usize = 100;
 
 /// An outbox row of the customer: an alert to an endpoint, a meter event or a charge.
 struct DeliveryRow {
@@ -454,7 +469,28 @@ pub(super) async fn customer_page(
             }
         })
         .collect();
+    let above = state.store.line_above(&id).await?;
+    let children = state.store.children_of(&[id.to_string()]).await?;
+    let children: Vec<String> = children.into_values().flatten().collect();
+    let below_more = children.len().saturating_sub(CHILDREN_LISTED);
+    let listed: Vec<String> = children.into_iter().take(CHILDREN_LISTED).collect();
+    let mut grandchildren = state.store.children_of(&listed).await?;
+    let below = listed
+        .into_iter()
+        .map(|child| ChildRow {
+            children: grandchildren.remove(&child).unwrap_or_default(),
+            id: child,
+        })
+        .collect();
+    let pool_available = match standing.parent {
+        Some(_) => state.store.pool_available(&id, now).await?,
+        None => None,
+    };
     let page = CustomerPage {
+        above,
+        below,
+        below_more,
+        pool_available,
         notice,
         form_key: uuid::Uuid::new_v4().to_string(),
         plans: state.catalog.plans.keys().cloned().collect(),

@@ -27,16 +27,18 @@ pub enum Done {
     LimitsSet,
     Overridden,
     KeyRevoked,
+    ParentSet,
 }
 
 impl Done {
-    const ALL: [Done; 6] = [
+    const ALL: [Done; 7] = [
         Done::Granted,
         Done::Adjusted,
         Done::PlanSet,
         Done::LimitsSet,
         Done::Overridden,
         Done::KeyRevoked,
+        Done::ParentSet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Done {
             Done::LimitsSet => "limits",
             Done::Overridden => "override",
             Done::KeyRevoked => "revoked",
+            Done::ParentSet => "parent",
         }
     }
 
@@ -59,6 +62,7 @@ impl Done {
             Done::Granted => "Granted.",
             Done::Adjusted => "Adjusted.",
             Done::PlanSet => "Plan set.",
+            Done::ParentSet => "Parent set.",
             Done::LimitsSet => "Spend limits set.",
             Done::Overridden => "Override made.",
             Done::KeyRevoked => "Key revoked.",

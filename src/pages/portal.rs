@@ -100,6 +100,11 @@ struct PortalPage {
     limits: Vec<LimitRow>,
     /// Credits used by each member over the usage chart's days (none named: left out).
     members: Vec<(String, Credits)>,
+    /// An organization's: credits used by it and by each customer below it over those days
+    /// (empty when nobody below spent).
+    accounts: Vec<(String, Credits)>,
+    /// What it can spend with its organization's shared grants, when it has a parent.
+    pool_available: Option<Credits>,
     alerts: AlertsInForce,
     top_ups: Vec<TopUp>,
 }
@@ -224,6 +229,33 @@ pub async fn page(
             *members.entry(subject).or_insert(Credits::ZERO) += u.credits;
         }
     }
+    // An organization's accounts below it, over the same days.
+    let mut accounts: Vec<(String, Credits)> = state
+        .store
+        .usage(&customer, start, end, Interval::Day, UsageBy::Customer)
+        .await?
+        .unwrap_or_default()
+        .into_iter()
+        .fold(
+            std::collections::BTreeMap::<String, Credits>::new(),
+            |mut by, u| {
+                *by.entry(u.group.unwrap_or_default())
+                    .or_insert(Credits::ZERO) += u.credits;
+                by
+            },
+        )
+        .into_iter()
+        .collect();
+    if accounts
+        .iter()
+        .all(|(account, _)| account == customer.as_str())
+    {
+        accounts.clear();
+    }
+    let pool_available = match standing.parent {
+        Some(_) => state.store.pool_available(&customer, now).await?,
+        None => None,
+    };
     let (entries, next) = state
         .store
         .ledger_page(&customer, query.before, LEDGER_PAGE)
@@ -305,6 +337,8 @@ pub async fn page(
         token,
         limits,
         members: members.into_iter().collect(),
+        accounts,
+        pool_available,
         alerts,
         top_ups,
     };

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/customers/{id}/grant", post(super::actions::grant))
         .route("/admin/customers/{id}/adjust", post(super::actions::adjust))
         .route("/admin/customers/{id}/plan", post(super::actions::plan))
+        .route("/admin/customers/{id}/parent", post(super::actions::parent))
         .route("/admin/customers/{id}/limits", post(super::actions::limits))
         .route(
             "/admin/customers/{id}/override",

@@ -19,6 +19,7 @@ use crate::domain::ledger::{Book, Entry, EntryKind, HoldStatus};
 use crate::domain::limits::{Period, SpentRow, SpentThisMonth};
 use crate::domain::margin::Consumption;
 use crate::domain::money::Credits;
+use crate::domain::organization;
 use crate::error::{Error, Result};
 use entity::{
     consumptions, customers, grants, holds, idempotency_records, ledger_entries, override_history,
@@ -270,15 +271,77 @@ async fn lock_and_load(
     }
     let create: Vec<(&str, Timestamp)> = create.iter().map(|(id, now)| (*id, *now)).collect();
     super::locks::insert_customers_if_absent(txn, &create).await?;
-    let ids: Vec<String> = items
+    let mut ids: BTreeSet<String> = items
         .iter()
-        .flat_map(|c| c.customers())
+        .flat_map(|c| c.customers().chain(c.command.locks_too()))
         .map(CustomerId::to_string)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
-    let customer_rows = super::locks::lock_customers(txn, &ids).await?;
+    // The pools above them are locked with them, in the same id order: as guessed before the
+    // lock (kept books, or a read per level), confirmed from the rows as locked.
+    ids.extend(guess_ancestors(txn, &ids, cache).await?);
+    let ids: Vec<String> = ids.into_iter().collect();
+    let mut customer_rows = super::locks::lock_customers(txn, &ids).await?;
+    for _ in 0..organization::MAX_LEVELS {
+        let locked: HashSet<&str> = customer_rows.iter().map(|r| r.id.as_str()).collect();
+        let missing: Vec<String> = customer_rows
+            .iter()
+            .filter_map(|r| r.parent_id.clone())
+            .filter(|p| !locked.contains(p.as_str()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        // A parent changed since the guess: locked after the others, out of id order (a
+        // deadlock this may meet is retried like any other).
+        let more = super::locks::lock_customers(txn, &missing).await?;
+        if more.is_empty() {
+            break;
+        }
+        customer_rows.extend(more);
+    }
     load_batch_books(txn, items, customer_rows, cache).await
+}
+
+/// The ancestors of `ids` (up to `organization::MAX_LEVELS_ABOVE` levels), as the kept books say
+/// or, for customers not kept, as a read per level says: a guess made before the lock.
+async fn guess_ancestors(
+    txn: &DatabaseTransaction,
+    ids: &BTreeSet<String>,
+    cache: Option<&BookCache>,
+) -> Result<BTreeSet<String>> {
+    let mut found = BTreeSet::new();
+    let mut frontier: Vec<String> = ids.iter().cloned().collect();
+    for _ in 0..organization::MAX_LEVELS_ABOVE {
+        let mut parents = Vec::new();
+        let mut unknown = Vec::new();
+        for id in frontier {
+            match cache.and_then(|c| c.parent_of(&id)) {
+                Some(parent) => parents.extend(parent.map(|p| p.to_string())),
+                None => unknown.push(id),
+            }
+        }
+        for chunk in in_lists(&unknown, ROWS_PER_STATEMENT) {
+            let read: Vec<Option<String>> = customers::Entity::find()
+                .select_only()
+                .column(customers::Column::ParentId)
+                .filter(customers::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(customers::Column::ParentId.is_not_null())
+                .into_tuple()
+                .all(txn)
+                .await?;
+            parents.extend(read.into_iter().flatten());
+        }
+        frontier = parents
+            .into_iter()
+            .filter(|p| !ids.contains(p) && found.insert(p.clone()))
+            .collect();
+        if frontier.is_empty() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// What the batch's commands decided, as they are decided.
@@ -324,21 +387,35 @@ async fn decide_one(
             });
         }
     }
-    // Decided on a copy: a refusal leaves the book as the previous command left it.
-    let mut book = loaded.book.clone();
-    let mut standing = loaded.standing.clone();
     debug_assert!(
-        book.entries.is_empty(),
+        loaded.book.entries.is_empty(),
         "entries move out after each command"
     );
+    // The pools above it settle first; it decides on a copy with their shared grants lent (a
+    // refusal leaves every book as the previous command left it).
+    let at = envelope.now;
+    let (mut book, chain) = borrowed(
+        rules.catalog,
+        books,
+        &envelope.customer_id,
+        at,
+        (item, &mut decided.done),
+    )?;
+    let mut standing = books[&envelope.customer_id].standing.clone();
     // The other books it changes, copied too (all of them locked and loaded with the batch).
     let mut other_books = Vec::new();
     for other in envelope.command.others() {
-        let Some(loaded) = books.get(other.as_str()) else {
+        if !books.contains_key(other.as_str()) {
             return Ok(Err(Error::CustomerNotFound(other.to_string())));
-        };
-        other_books.push((other, loaded.book.clone()));
+        }
+        let (book, chain) = borrowed(rules.catalog, books, other, at, (item, &mut decided.done))?;
+        other_books.push((other, book, chain));
     }
+    let tree = if matches!(envelope.command, DomainCommand::SetParent { .. }) {
+        Some(read_tree(txn, books, envelope).await?)
+    } else {
+        None
+    };
     let loaded = books
         .get_mut(envelope.customer_id.as_str())
         .expect("found above");
@@ -354,13 +431,17 @@ async fn decide_one(
         }
         command::Read {
             spent_this_month: Some(spent),
+            tree,
         }
     } else {
-        command::Read::default()
+        command::Read {
+            tree,
+            ..command::Read::default()
+        }
     };
     let mut others: Vec<command::Other<'_>> = other_books
         .iter_mut()
-        .map(|(customer, book)| command::Other { customer, book })
+        .map(|(customer, book, _)| command::Other { customer, book })
         .collect();
     let value = match command::decide_across(
         rules,
@@ -387,31 +468,265 @@ async fn decide_one(
         keep_answer(envelope, idempotency, &value, decided)?;
     }
     drop(others);
-    let entries = std::mem::take(&mut book.entries);
-    let consumed = std::mem::take(&mut book.consumed);
-    loaded.book = book;
     loaded.standing = standing;
-    decided.done.push(Done {
-        item,
-        customer: envelope.customer_id.clone(),
-        entries,
-        consumed,
-    });
-    for (other, mut book) in other_books {
-        let entries = std::mem::take(&mut book.entries);
-        let consumed = std::mem::take(&mut book.consumed);
-        books.get_mut(other.as_str()).expect("loaded above").book = book;
-        decided.done.push(Done {
-            item,
-            customer: other.clone(),
-            entries,
-            consumed,
-        });
+    let customer = &envelope.customer_id;
+    keep_decided(books, customer, book, &chain, at, (item, &mut decided.done));
+    for (other, book, chain) in other_books {
+        keep_decided(books, other, book, &chain, at, (item, &mut decided.done));
     }
     Ok(Ok(Executed {
         value,
         replayed: false,
     }))
+}
+
+/// The customers above `customer` whose shared grants it spends, nearest first, as the books
+/// loaded under the batch's locks say. One not loaded was not locked (its parent changed between
+/// the read that chose the locks and the lock): the batch runs again.
+fn chain_of(
+    books: &BTreeMap<CustomerId, Loaded>,
+    customer: &CustomerId,
+) -> Result<Vec<CustomerId>> {
+    let mut chain = Vec::new();
+    let mut at = customer;
+    while chain.len() < usize::from(organization::MAX_LEVELS_ABOVE) {
+        let Some(parent) = books
+            .get(at.as_str())
+            .and_then(|l| l.standing.parent.as_ref())
+        else {
+            break;
+        };
+        if !books.contains_key(parent.as_str()) || parent == customer {
+            return Err(Error::WriteConflict);
+        }
+        chain.push(parent.clone());
+        at = parent;
+    }
+    Ok(chain)
+}
+
+/// Takes the books of `chain` out of `books`, to be changed together.
+fn take_chain(
+    books: &mut BTreeMap<CustomerId, Loaded>,
+    chain: &[CustomerId],
+) -> Vec<(CustomerId, Loaded)> {
+    chain
+        .iter()
+        .map(|c| {
+            books
+                .remove_entry(c.as_str())
+                .expect("a chain is of loaded books")
+        })
+        .collect()
+}
+
+/// Puts the books of a chain back, each with what it moved as a change of command `item`
+/// (kept as one when `touched`, even without entries: its pool moved).
+fn put_back_chain(
+    books: &mut BTreeMap<CustomerId, Loaded>,
+    taken: Vec<(CustomerId, Loaded)>,
+    touched: &[bool],
+    item: usize,
+    done: &mut Vec<Done>,
+) {
+    for (at, (customer, mut loaded)) in taken.into_iter().enumerate() {
+        let entries = std::mem::take(&mut loaded.book.entries);
+        let consumed = std::mem::take(&mut loaded.book.consumed);
+        if touched.get(at).copied().unwrap_or(false) || !entries.is_empty() {
+            done.push(Done {
+                item,
+                customer: customer.clone(),
+                entries,
+                consumed,
+            });
+        }
+        books.insert(customer, loaded);
+    }
+}
+
+/// Takes the books of `chain` out of `books` for `work`, which says which of them it moved, and
+/// puts them back with what they moved as changes of command `item`.
+fn on_chain(
+    books: &mut BTreeMap<CustomerId, Loaded>,
+    chain: &[CustomerId],
+    (item, done): (usize, &mut Vec<Done>),
+    work: impl FnOnce(&mut [(CustomerId, Loaded)]) -> Vec<bool>,
+) {
+    if chain.is_empty() {
+        return;
+    }
+    let mut taken = take_chain(books, chain);
+    let touched = work(&mut taken);
+    put_back_chain(books, taken, &touched, item, done);
+}
+
+/// Settles what is due at `now` in the books above a customer, from the top
+/// (`command::settle_above`); what they moved is kept as changes of command `item`.
+fn settle_chain(
+    catalog: &Catalog,
+    books: &mut BTreeMap<CustomerId, Loaded>,
+    chain: &[CustomerId],
+    now: Timestamp,
+    at: (usize, &mut Vec<Done>),
+) {
+    on_chain(books, chain, at, |taken| {
+        let mut above: Vec<(&mut Book, &mut Standing)> = taken
+            .iter_mut()
+            .map(|(_, l)| (&mut l.book, &mut l.standing))
+            .collect();
+        command::settle_above(catalog, &mut above, now);
+        Vec::new()
+    });
+}
+
+/// A copy of `customer`'s book to decide on at `now`, with the shared grants of the books above
+/// it lent once they settled (what they moved is kept as changes of command `item`); and the
+/// customers above it, nearest first.
+fn borrowed(
+    catalog: &Catalog,
+    books: &mut BTreeMap<CustomerId, Loaded>,
+    customer: &CustomerId,
+    now: Timestamp,
+    at: (usize, &mut Vec<Done>),
+) -> Result<(Book, Vec<CustomerId>)> {
+    let chain = chain_of(books, customer)?;
+    settle_chain(catalog, books, &chain, now, at);
+    let above: Vec<&Book> = chain.iter().map(|c| &books[c].book).collect();
+    Ok((organization::lend(&books[customer].book, &above), chain))
+}
+
+/// What a decision did to `book` (borrowed at `now`), kept: its entries as `customer`'s change
+/// of command `item`, its lent grants back with their owners, its own as `customer`'s book.
+fn keep_decided(
+    books: &mut BTreeMap<CustomerId, Loaded>,
+    customer: &CustomerId,
+    mut book: Book,
+    chain: &[CustomerId],
+    now: Timestamp,
+    (item, done): (usize, &mut Vec<Done>),
+) {
+    let entries = std::mem::take(&mut book.entries);
+    let consumed = std::mem::take(&mut book.consumed);
+    done.push(Done {
+        item,
+        customer: customer.clone(),
+        entries,
+        consumed,
+    });
+    give_back(books, &mut book, chain, now, (item, done));
+    books
+        .get_mut(customer.as_str())
+        .expect("a decided book is loaded")
+        .book = book;
+}
+
+/// The grants `book` borrowed from the books of `chain`, back with their owners; the owners'
+/// books are kept as changed by command `item` when they moved.
+fn give_back(
+    books: &mut BTreeMap<CustomerId, Loaded>,
+    book: &mut Book,
+    chain: &[CustomerId],
+    now: Timestamp,
+    at: (usize, &mut Vec<Done>),
+) {
+    on_chain(books, chain, at, |taken| {
+        let mut owners: Vec<&mut Book> = taken.iter_mut().map(|(_, l)| &mut l.book).collect();
+        organization::give_back(book, &mut owners, now)
+    });
+}
+
+/// Where the customer of a `SetParent` would stand: its new parent's line (locked with the
+/// batch: `Command::locks_too`) and how many levels of customers are below it (their parents
+/// change only under this customer's lock, which the batch holds).
+async fn read_tree(
+    txn: &DatabaseTransaction,
+    books: &BTreeMap<CustomerId, Loaded>,
+    envelope: &Envelope,
+) -> Result<command::Tree> {
+    let above = match envelope.command.locks_too() {
+        [parent] if books.contains_key(parent.as_str()) => Some(organization::Above {
+            parent: parent.clone(),
+            ancestors: chain_of(books, parent)?,
+        }),
+        _ => None,
+    };
+    let mut levels_below = 0;
+    let mut level = vec![envelope.customer_id.to_string()];
+    let mut subtree = level.clone();
+    while levels_below < organization::MAX_LEVELS && !level.is_empty() {
+        level = customers::Entity::find()
+            .select_only()
+            .column(customers::Column::Id)
+            .filter(customers::Column::ParentId.is_in(rows::in_list(&level)))
+            .into_tuple::<String>()
+            .all(txn)
+            .await?;
+        if !level.is_empty() {
+            levels_below += 1;
+            subtree.extend(level.iter().cloned());
+        }
+    }
+    // Open holds of the customer and those below it on its present pools' grants: they resolve
+    // only while those pools stay above them.
+    let pools = chain_of(books, &envelope.customer_id)?;
+    let holds_on_pools = if pools.is_empty() {
+        0
+    } else {
+        open_holds_on(txn, &subtree, &pools).await?
+    };
+    Ok(command::Tree {
+        above,
+        levels_below,
+        holds_on_pools,
+    })
+}
+
+/// How many open holds of `holders` reserve credits on grants of `owners`.
+async fn open_holds_on(
+    txn: &DatabaseTransaction,
+    holders: &[String],
+    owners: &[CustomerId],
+) -> Result<usize> {
+    let open: Vec<String> = holds::Entity::find()
+        .select_only()
+        .column(holds::Column::Id)
+        .filter(holds::Column::CustomerId.is_in(rows::in_list(holders)))
+        .filter(holds::Column::Status.eq(HoldStatus::Held.as_str()))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let owners: Vec<String> = owners.iter().map(CustomerId::to_string).collect();
+    let mut on_pools = BTreeSet::new();
+    for chunk in in_lists(&open, ROWS_PER_STATEMENT) {
+        let reserving: Vec<(Option<String>, Option<String>)> = ledger_entries::Entity::find()
+            .select_only()
+            .column(ledger_entries::Column::HoldId)
+            .column(ledger_entries::Column::GrantId)
+            .filter(ledger_entries::Column::HoldId.is_in(chunk.iter().cloned()))
+            .filter(ledger_entries::Column::Kind.eq(EntryKind::Hold.as_str()))
+            .filter(ledger_entries::Column::GrantId.is_not_null())
+            .into_tuple()
+            .all(txn)
+            .await?;
+        let grant_ids: Vec<String> = reserving.iter().filter_map(|(_, g)| g.clone()).collect();
+        let pooled: HashSet<String> = grants::Entity::find()
+            .select_only()
+            .column(grants::Column::Id)
+            .filter(grants::Column::Id.is_in(rows::in_list(&grant_ids)))
+            .filter(grants::Column::CustomerId.is_in(rows::in_list(&owners)))
+            .into_tuple::<String>()
+            .all(txn)
+            .await?
+            .into_iter()
+            .collect();
+        on_pools.extend(
+            reserving
+                .into_iter()
+                .filter(|(_, g)| g.as_ref().is_some_and(|g| pooled.contains(g)))
+                .filter_map(|(h, _)| h),
+        );
+    }
+    Ok(on_pools.len())
 }
 
 /// Keeps a decided command's answer under its idempotency key, where that key's answers are kept.
@@ -475,10 +790,31 @@ fn aftermath(
         let at = latest.entry(customer.clone()).or_insert(now);
         *at = Ord::max(*at, now);
     }
+    // A customer of an organization is told of what it can spend: its pools' grants lent.
+    let pools: BTreeMap<CustomerId, (Book, Book)> = latest
+        .keys()
+        .filter_map(|customer| {
+            let chain = chain_of(books, customer).ok().filter(|c| !c.is_empty())?;
+            let before: Vec<&Book> = chain.iter().map(|a| &books[a].before).collect();
+            let after: Vec<&Book> = chain.iter().map(|a| &books[a].book).collect();
+            let own = &books[customer];
+            Some((
+                customer.clone(),
+                (
+                    organization::lend(&own.before, &before),
+                    organization::lend(&own.book, &after),
+                ),
+            ))
+        })
+        .collect();
     let mut aftermath = Aftermath::default();
     for (customer, loaded) in books.iter_mut() {
         let Some(&now) = latest.get(customer.as_str()) else {
             continue;
+        };
+        let (before, after) = match pools.get(customer) {
+            Some((before, after)) => (before, after),
+            None => (&loaded.before, &loaded.book),
         };
         let refused: Vec<_> = loaded
             .refused_by
@@ -489,8 +825,8 @@ fn aftermath(
             catalog,
             command::Moved {
                 customer,
-                before: &loaded.before,
-                after: &loaded.book,
+                before,
+                after,
                 standing_before: &loaded.standing_before,
                 refused: &refused,
             },
@@ -541,14 +877,30 @@ async fn post_batch(
     books: &BTreeMap<CustomerId, Loaded>,
     done: &[Done],
 ) -> Result<()> {
+    // A spend from a pool names its owner's grants: every grant of the batch's books.
+    let pooled: Vec<crate::domain::ledger::Grant> =
+        if books.values().any(|l| l.standing.parent.is_some()) {
+            books
+                .values()
+                .flat_map(|l| l.book.grants.iter().cloned())
+                .collect()
+        } else {
+            Vec::new()
+        };
     let posted: Vec<revenue::Posted<'_>> = done
         .iter()
         .map(|d| {
             let command = items[d.item];
+            let own = &books[&d.customer].book.grants;
+            let names_others = d.entries.iter().any(|e| {
+                e.grant_id
+                    .as_ref()
+                    .is_some_and(|g| !own.iter().any(|o| &o.id == g))
+            });
             revenue::Posted {
                 moved: Moved {
                     customer: &d.customer,
-                    grants: &books[&d.customer].book.grants,
+                    grants: if names_others { &pooled } else { own },
                     entries: &d.entries,
                     source: command.origin.source.as_deref(),
                     recognize: command.command.recognizes(),
@@ -1129,6 +1481,10 @@ async fn update_customer(txn: &DatabaseTransaction, customer: &str, loaded: &Loa
                 customers::Column::NextGrantAt,
                 Expr::value(standing.cycle.as_ref().map(|c| time(c.period_end))),
             )
+            .col_expr(
+                customers::Column::ParentId,
+                Expr::value(standing.parent.as_ref().map(|p| p.to_string())),
+            )
             .filter(customers::Column::Id.eq(customer))
             .filter(customers::Column::Version.eq(loaded.version))
             .exec(txn)
@@ -1188,7 +1544,12 @@ async fn write_entries(
     let mut rows = Vec::new();
     for d in done {
         let command = items[d.item];
-        if let Some(actor) = &command.actor {
+        // Once per command, with its own customer's part (the pools above it have theirs).
+        if let Some(actor) = command
+            .actor
+            .as_ref()
+            .filter(|_| d.customer == command.customer_id)
+        {
             super::operators::record(txn, actor, command.now).await?;
         }
         if d.entries.is_empty() {
@@ -1246,19 +1607,97 @@ impl super::Store {
         customer_ids: &[String],
         now: Timestamp,
     ) -> Result<BTreeMap<CustomerId, (Book, Standing)>> {
+        self.view_lines(customer_ids, now, false).await
+    }
+
+    /// What the customer can spend at `now`, its pools' shared grants included
+    /// (`pool_available`). `None` when the customer is unknown.
+    pub async fn pool_available(
+        &self,
+        customer_id: &CustomerId,
+        now: Timestamp,
+    ) -> Result<Option<Credits>> {
+        let ids = [customer_id.to_string()];
+        Ok(self
+            .view_lines(&ids, now, true)
+            .await?
+            .remove(customer_id.as_str())
+            .map(|(book, _)| book.available()))
+    }
+
+    /// The books of `customer_ids` as of `now`, each settled with its pools' grants lent (the
+    /// pools settled first); kept lent when `pooled`, their own grants alone otherwise.
+    async fn view_lines(
+        &self,
+        customer_ids: &[String],
+        now: Timestamp,
+        pooled: bool,
+    ) -> Result<BTreeMap<CustomerId, (Book, Standing)>> {
         use sea_orm::TransactionTrait;
         // One snapshot for the few reads.
         let txn = self.connection().begin().await?;
-        let loaded = load_books(&txn, customer_ids, &[], &[], Reservations::DueAt(now)).await?;
+        let mut loaded = load_books(&txn, customer_ids, &[], &[], Reservations::DueAt(now)).await?;
+        // The pools above them, a level at a time.
+        for _ in 0..organization::MAX_LEVELS_ABOVE {
+            let missing: Vec<String> = loaded
+                .values()
+                .filter_map(|l| l.standing.parent.as_ref())
+                .filter(|p| !loaded.contains_key(p.as_str()))
+                .map(CustomerId::to_string)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            loaded.extend(load_books(&txn, &missing, &[], &[], Reservations::DueAt(now)).await?);
+        }
         txn.commit().await?;
-        Ok(loaded
-            .into_iter()
-            .map(|(id, l)| {
-                let (mut book, mut standing) = (l.book, l.standing);
-                command::settle_due(self.catalog(), &mut book, &mut standing, now);
-                (id, (book, standing))
-            })
-            .collect())
+        let mut viewed = BTreeMap::new();
+        for id in customer_ids {
+            let Some(own) = loaded.get(id.as_str()) else {
+                continue;
+            };
+            let mut line = vec![(own.book.clone(), own.standing.clone())];
+            let mut at = own.standing.parent.clone();
+            while let Some(parent) =
+                at.filter(|_| line.len() <= usize::from(organization::MAX_LEVELS_ABOVE))
+            {
+                let Some(above) = loaded.get(parent.as_str()) else {
+                    break;
+                };
+                line.push((above.book.clone(), above.standing.clone()));
+                at = above.standing.parent.clone();
+            }
+            let (book, standing) = self.settle_line(line, now, pooled);
+            viewed.insert(CustomerId::known(id.clone()), (book, standing));
+        }
+        Ok(viewed)
+    }
+
+    /// A customer's book and standing settled at `now` (`line[0]`), with its pools (`line[1..]`,
+    /// nearest first) settled before and their grants lent; kept lent when `pooled`.
+    fn settle_line(
+        &self,
+        mut line: Vec<(Book, Standing)>,
+        now: Timestamp,
+        pooled: bool,
+    ) -> (Book, Standing) {
+        let (mut book, mut standing) = line.remove(0);
+        if line.is_empty() {
+            command::settle_due(self.catalog(), &mut book, &mut standing, now);
+            return (book, standing);
+        }
+        let mut above: Vec<(&mut Book, &mut Standing)> =
+            line.iter_mut().map(|(b, s)| (b, s)).collect();
+        command::settle_above(self.catalog(), &mut above, now);
+        let above: Vec<&Book> = line.iter().map(|(b, _)| b).collect();
+        let mut lent = organization::lend(&book, &above);
+        command::settle_due(self.catalog(), &mut lent, &mut standing, now);
+        if !pooled {
+            lent.return_lent();
+        }
+        (lent, standing)
     }
 
     /// One customer's book as of `now` for `check`: the book kept in memory while it is younger
@@ -1270,7 +1709,32 @@ impl super::Store {
         customer_id: &CustomerId,
         now: Timestamp,
     ) -> Result<Option<(Book, Standing)>> {
-        let customer_id = customer_id.as_str();
+        let Some(kept) = self.kept_for_check(customer_id.as_str()).await? else {
+            // First sight: what its first command would find.
+            return Ok(command::first_sight(
+                self.catalog(),
+                customer_id.clone(),
+                now,
+            ));
+        };
+        let mut line = vec![(kept.book.clone(), kept.standing.clone())];
+        // Its pools, as check sees them too: a customer spends its ancestors' shared grants.
+        let mut at = kept.standing.parent.clone();
+        while let Some(parent) =
+            at.filter(|_| line.len() <= usize::from(organization::MAX_LEVELS_ABOVE))
+        {
+            let Some(above) = self.kept_for_check(parent.as_str()).await? else {
+                break;
+            };
+            at = above.standing.parent.clone();
+            line.push((above.book.clone(), above.standing.clone()));
+        }
+        Ok(Some(self.settle_line(line, now, true)))
+    }
+
+    /// The book `check` decides on, as kept or read (see [`Store::check_view`]), not settled.
+    /// `None` when the customer is unknown.
+    async fn kept_for_check(&self, customer_id: &str) -> Result<Option<std::sync::Arc<Cached>>> {
         use sea_orm::TransactionTrait;
         let started = std::time::Instant::now();
         self.start_confirming();
@@ -1307,12 +1771,7 @@ impl super::Store {
                 let loaded = load_books(&txn, &ids, &[], &[], Reservations::All).await?;
                 txn.commit().await?;
                 let Some((customer, loaded)) = loaded.into_iter().next() else {
-                    // First sight: what its first command would find.
-                    return Ok(command::first_sight(
-                        self.catalog(),
-                        CustomerId::known(customer_id),
-                        now,
-                    ));
+                    return Ok(None);
                 };
                 let kept = Cached {
                     version: loaded.version,
@@ -1326,9 +1785,7 @@ impl super::Store {
                 std::sync::Arc::new(kept)
             }
         };
-        let (mut book, mut standing) = (kept.book.clone(), kept.standing.clone());
-        command::settle_due(self.catalog(), &mut book, &mut standing, now);
-        Ok(Some((book, standing)))
+        Ok(Some(kept))
     }
 
     /// Starts the background confirmation of the kept books that checks noted past half the
@@ -1499,6 +1956,96 @@ impl super::Store {
         )
         .await?;
         Ok(())
+    }
+
+    /// Puts a customer under `parent` (or on its own with none), under the locks of both trees,
+    /// as a command of its book (`Command::SetParent`): refused when it would make a cycle or a
+    /// fourth level, or when the parent does not exist.
+    pub async fn set_parent(
+        &self,
+        customer_id: &CustomerId,
+        parent: Option<CustomerId>,
+        now: Timestamp,
+        actor: super::operators::OperatorAction,
+    ) -> Result<()> {
+        self.execute(
+            Envelope::new(
+                customer_id.clone(),
+                DomainCommand::SetParent { parent },
+                now,
+            )
+            .by(actor),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The customers whose parent is one of `parents`, by parent, in id order: the console's
+    /// tree and the reads of a customer and those below it.
+    pub async fn children_of(&self, parents: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for chunk in in_lists(parents, ROWS_PER_STATEMENT) {
+            let rows: Vec<(String, Option<String>)> = customers::Entity::find()
+                .select_only()
+                .column(customers::Column::Id)
+                .column(customers::Column::ParentId)
+                .filter(customers::Column::ParentId.is_in(chunk.iter().cloned()))
+                .order_by_asc(customers::Column::Id)
+                .into_tuple()
+                .all(self.connection())
+                .await?;
+            for (id, parent) in rows {
+                children
+                    .entry(parent.unwrap_or_default())
+                    .or_default()
+                    .push(id);
+            }
+        }
+        Ok(children)
+    }
+
+    /// The customers above `customer`, nearest first (its parent, then its grandparent).
+    pub async fn line_above(&self, customer: &CustomerId) -> Result<Vec<String>> {
+        let mut line: Vec<String> = Vec::new();
+        let mut at = customer.to_string();
+        while line.len() < usize::from(organization::MAX_LEVELS_ABOVE) {
+            let parent: Option<Option<String>> = customers::Entity::find_by_id(at.clone())
+                .select_only()
+                .column(customers::Column::ParentId)
+                .into_tuple()
+                .by_key(self.connection())
+                .await?;
+            match parent.flatten() {
+                Some(p) if p != customer.as_str() && !line.contains(&p) => {
+                    line.push(p.clone());
+                    at = p;
+                }
+                _ => break,
+            }
+        }
+        Ok(line)
+    }
+
+    /// `customer` and the customers below it (up to the levels an organization has), the
+    /// customer first.
+    pub async fn subtree(&self, customer: &CustomerId) -> Result<Vec<String>> {
+        let mut all = vec![customer.to_string()];
+        let mut level = all.clone();
+        for _ in 1..organization::MAX_LEVELS {
+            let below: Vec<String> = self
+                .children_of(&level)
+                .await?
+                .into_values()
+                .flatten()
+                .filter(|c| !all.contains(c))
+                .collect();
+            if below.is_empty() {
+                break;
+            }
+            all.extend(below.iter().cloned());
+            level = below;
+        }
+        Ok(all)
     }
 
     /// Sets (or, with none, turns off) a customer's auto top-up, under its lock and in a batch

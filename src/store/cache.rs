@@ -190,6 +190,14 @@ impl BookCache {
         }
     }
 
+    /// The parent a kept book's customer had, however old the book: a guess the unit of work
+    /// confirms under the lock. None when no book of the customer is kept.
+    pub fn parent_of(&self, customer: &str) -> Option<Option<crate::domain::customer::CustomerId>> {
+        self.entries()
+            .get(customer)
+            .map(|e| e.cached.standing.parent.clone())
+    }
+
     /// Drops what is kept of `customers` (written outside the batches).
     pub fn forget<'a>(&self, customers: impl IntoIterator<Item = &'a str>) {
         let mut entries = self.entries();

@@ -6,7 +6,7 @@ use super::rows::timestamp;
 use crate::domain::customer::CustomerId;
 use crate::domain::money::{Credits, Money};
 use crate::error::Result;
-use entity::{customers, ledger_entries};
+use entity::{customers, grants, ledger_entries};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,6 +47,10 @@ pub struct EntryView {
     /// Who inside the customer spent (holds, captures and usages that named a subject).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The customer whose grant paid, when it is not this customer's own: a parent's or a
+    /// grandparent's shared grant (README, Organizations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid_by: Option<String>,
     pub effective_at: chrono::DateTime<chrono::Utc>,
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -86,10 +90,31 @@ impl Store {
         } else {
             None
         };
+        // Whose grants paid, where the page names grants of other customers (their pools).
+        let named: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.grant_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut owners = std::collections::HashMap::new();
+        for chunk in super::rows::in_lists(&named, super::rows::ROWS_PER_STATEMENT) {
+            let found: Vec<(String, String)> = grants::Entity::find()
+                .select_only()
+                .column(grants::Column::Id)
+                .column(grants::Column::CustomerId)
+                .filter(grants::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(grants::Column::CustomerId.ne(customer_id))
+                .into_tuple()
+                .all(db)
+                .await?;
+            owners.extend(found);
+        }
         let entries = rows
             .into_iter()
             .map(|r| {
                 Ok(EntryView {
+                    paid_by: r.grant_id.as_ref().and_then(|g| owners.get(g).cloned()),
                     id: r.id,
                     operation: r.operation_id,
                     position: r.position,

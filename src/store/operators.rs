@@ -24,6 +24,7 @@ pub enum OperatorActionKind {
     PeriodClose,
     OutboxReplay,
     KeyRevoke,
+    Parent,
 }
 
 impl OperatorActionKind {
@@ -39,6 +40,7 @@ impl OperatorActionKind {
             OperatorActionKind::PeriodClose => "period_close",
             OperatorActionKind::OutboxReplay => "outbox_replay",
             OperatorActionKind::KeyRevoke => "key_revoke",
+            OperatorActionKind::Parent => "parent",
         }
     }
 }

@@ -31,6 +31,9 @@ pub enum UsageBy {
     Feature,
     /// The member that spent (README, Members and subjects).
     Subject,
+    /// The customer that spent: the customer and the customers below it (README,
+    /// Organizations).
+    Customer,
 }
 
 /// Credits used in one interval by one action or feature.
@@ -136,22 +139,36 @@ impl Store {
             UsageBy::Action => "action",
             UsageBy::Feature => "feature",
             UsageBy::Subject => "subject",
+            UsageBy::Customer => "customer_id",
+        };
+        // By customer: the customer and those below it, two levels down at most (the
+        // customer bound once per mention).
+        let (whose, mentions) = match by {
+            UsageBy::Customer => (
+                format!(
+                    "(customer_id = {} OR customer_id IN (SELECT id FROM customers WHERE \
+                     parent_id = {}) OR customer_id IN (SELECT c.id FROM customers c JOIN \
+                     customers p ON c.parent_id = p.id WHERE p.parent_id = {}))",
+                    placeholder(backend, 1),
+                    placeholder(backend, 2),
+                    placeholder(backend, 3)
+                ),
+                3,
+            ),
+            _ => (format!("customer_id = {}", placeholder(backend, 1)), 1),
         };
         let sql = format!(
             "SELECT {bucket} AS bucket, {group} AS grp, CAST(SUM(credits) AS BIGINT) AS credits \
-             FROM consumptions WHERE customer_id = {} AND effective_at >= {} \
+             FROM consumptions WHERE {whose} AND effective_at >= {} \
              AND effective_at < {} GROUP BY {bucket}, {group} \
              ORDER BY bucket, CASE WHEN {group} IS NULL THEN 0 ELSE 1 END, grp",
-            placeholder(backend, 1),
-            placeholder(backend, 2),
-            placeholder(backend, 3),
+            placeholder(backend, mentions + 1),
+            placeholder(backend, mentions + 2),
         );
+        let mut values: Vec<sea_orm::Value> = vec![customer.into(); mentions];
+        values.extend([time(from).into(), time(to).into()]);
         let rows = db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [customer.into(), time(from).into(), time(to).into()],
-            ))
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
         let mut usage = Vec::with_capacity(rows.len());
         for row in rows {

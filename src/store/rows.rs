@@ -1,7 +1,7 @@
 //! Conversions between rows (integers of scale 6, Unix microseconds) and domain values.
 
 use crate::domain::Timestamp;
-use crate::domain::customer::Subject;
+use crate::domain::customer::{CustomerId, Subject};
 use crate::domain::gate::Standing;
 use crate::domain::ledger::{Entry, Grant, GrantKind, GrantSource, Hold, HoldStatus};
 use crate::domain::margin::Consumption;
@@ -135,6 +135,8 @@ pub fn grant_from_row(row: grants::Model) -> Result<Grant> {
         frozen: row.frozen,
         starts_at: row.starts_at.map(timestamp).transpose()?,
         scheduled: row.scheduled,
+        shared: row.shared,
+        lent: None,
         id: row.id,
     })
 }
@@ -162,6 +164,7 @@ pub fn grant_to_row(customer: &str, g: &Grant) -> Result<grants::ActiveModel> {
         frozen: Set(g.frozen),
         starts_at: Set(g.starts_at.map(time)),
         scheduled: Set(g.scheduled),
+        shared: Set(g.shared),
     })
 }
 
@@ -276,6 +279,7 @@ pub fn new_customer(id: &str, now: Timestamp) -> customers::ActiveModel {
         auto_topup: Set(None),
         credit_cycle: Set(None),
         next_grant_at: Set(None),
+        parent_id: Set(None),
     }
 }
 
@@ -311,6 +315,7 @@ pub fn standing_from_row(row: &customers::Model) -> Result<Standing> {
         low_balance: from_json_column(row.low_balance.as_deref())?,
         auto_topup: from_json_column(row.auto_topup.as_deref())?,
         cycle: from_json_column(row.credit_cycle.as_deref())?,
+        parent: row.parent_id.clone().map(CustomerId::known),
     })
 }
 
@@ -362,6 +367,7 @@ pub fn standing_as_stored(s: &Standing) -> Result<Standing> {
         low_balance: round_trip(&s.low_balance, s.low_balance.is_none())?,
         auto_topup: round_trip(&s.auto_topup, s.auto_topup.is_unset())?,
         cycle: round_trip(&s.cycle, s.cycle.is_none())?,
+        parent: s.parent.clone(),
     })
 }
 

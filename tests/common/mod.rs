@@ -352,6 +352,58 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{value}");
     }
 
+    /// The journal's lines of the days `from` to `to` (`YYYY-MM-DD`), read with the finance key.
+    pub async fn journal_lines(&self, from: &str, to: &str) -> Vec<Value> {
+        let (status, journal) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/revenue/journal?from={from}&to={to}"),
+                Some(&self.finance_key),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{journal}");
+        journal["lines"].as_array().unwrap().clone()
+    }
+
+    /// `GET …/usage?by=…` for March 2026, as totals per group (`(none)` for no group); checks
+    /// that they add up to the report's total.
+    pub async fn usage_by(
+        &self,
+        customer: &str,
+        by: &str,
+    ) -> std::collections::BTreeMap<String, rust_decimal::Decimal> {
+        let (status, report) = self
+            .get_app(&format!(
+                "/v1/customers/{customer}/usage?from=2026-03-01&to=2026-03-31&by={by}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["by"], by);
+        let amount = |v: &Value| -> rust_decimal::Decimal { v.as_str().unwrap().parse().unwrap() };
+        let mut totals = std::collections::BTreeMap::new();
+        for point in report["usage"].as_array().unwrap() {
+            let group = point["group"].as_str().unwrap_or("(none)").to_owned();
+            *totals.entry(group).or_default() += amount(&point["credits"]);
+        }
+        assert_eq!(
+            totals.values().copied().sum::<rust_decimal::Decimal>(),
+            amount(&report["total"])
+        );
+        totals
+    }
+
+    /// `PUT /v1/customers/{child}/parent` with `parent` (a customer id, or null).
+    pub async fn set_parent(&self, child: &str, parent: Value) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/customers/{child}/parent"),
+            Some(&self.admin_key),
+            Some(json!({ "parent": parent })),
+        )
+        .await
+    }
+
     pub async fn authorize(
         &self,
         customer: &str,
