@@ -339,20 +339,32 @@ async fn a_per_member_cap_refuses_one_member_while_another_spends(engine: Engine
 }
 for_each_engine!(a_per_member_cap_refuses_one_member_while_another_spends);
 
-/// Chargeback: what each team spent of the organization's paid pack is revenue at the pack's
-/// price per credit, attributed to the team, and the margin by customer adds up to the journal's
-/// usage revenue per customer.
+/// Chargeback, as the README's worked example (Organizations) tells it: what each team spent of
+/// the organization's paid pack is revenue at the pack's price per credit, attributed to the
+/// team, and the margin by customer adds up to the journal's usage revenue per customer.
 async fn chargeback_per_team_reconciles_to_the_journal(engine: Engine) {
     let app = common::spawn_app_at(engine, start(), |_| {}).await;
-    // 1,000 credits for $10: a cent a credit.
+    // 1,000 credits for $10: a cent a credit; and 50 kept for the organization alone.
     app.grant("acme", json!({"kind": "pack", "pack": "topup_small"}))
         .await;
-    for team in ["team-a", "team-b"] {
+    app.grant(
+        "acme",
+        json!({"kind": "promotional", "credits": "50", "shared": false, "memo": "for the admins"}),
+    )
+    .await;
+    for team in ["acme-research", "acme-design"] {
         parent_of(&app, team, "acme").await;
     }
-    for (team, credits) in [("team-a", 300), ("team-b", 200), ("acme", 50)] {
-        let (status, used) = spend(&app, team, credits, None).await;
-        assert_eq!(status, StatusCode::CREATED, "{used}");
+    app.promo("acme-research", "10").await;
+    let (status, used) = spend(&app, "acme-research", 300, Some("alice")).await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    let (status, used) = spend(&app, "acme-design", 200, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{used}");
+    let (status, refused) = spend(&app, "acme-design", 600, None).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{refused}");
+    assert_eq!(refused["available"], "510");
+    for team in ["acme-research", "acme-design"] {
+        assert_eq!(app.customer(team).await["pool_available"], "510", "{team}");
     }
     let journal = app.journal_lines("2026-03-01", "2026-03-31").await;
     let mut by_customer: BTreeMap<String, Decimal> = BTreeMap::new();
@@ -363,14 +375,11 @@ async fn chargeback_per_team_reconciles_to_the_journal(engine: Engine) {
                 .or_default() += decimal(&line["credit"]) - decimal(&line["debit"]);
         }
     }
-    assert_eq!(
-        by_customer.into_iter().collect::<Vec<_>>(),
-        [
-            ("acme".to_owned(), Decimal::new(50, 2)),
-            ("team-a".to_owned(), Decimal::from(3)),
-            ("team-b".to_owned(), Decimal::from(2)),
-        ]
-    );
+    let expected = [
+        ("acme-design".to_owned(), Decimal::from(2)),
+        ("acme-research".to_owned(), Decimal::new(290, 2)),
+    ];
+    assert_eq!(by_customer.into_iter().collect::<Vec<_>>(), expected);
     let (status, margin) = app
         .call(
             reqwest::Method::GET,
@@ -391,12 +400,15 @@ async fn chargeback_per_team_reconciles_to_the_journal(engine: Engine) {
             )
         })
         .collect();
+    assert_eq!(revenue.into_iter().collect::<Vec<_>>(), expected);
     assert_eq!(
-        revenue.into_iter().collect::<Vec<_>>(),
+        app.usage_by("acme", "customer")
+            .await
+            .into_iter()
+            .collect::<Vec<_>>(),
         [
-            ("acme".to_owned(), Decimal::new(50, 2)),
-            ("team-a".to_owned(), Decimal::from(3)),
-            ("team-b".to_owned(), Decimal::from(2)),
+            ("acme-design".to_owned(), Decimal::from(200)),
+            ("acme-research".to_owned(), Decimal::from(300))
         ]
     );
     app.assert_audit_clean().await;

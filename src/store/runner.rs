@@ -15,6 +15,7 @@ use super::engine::Engine;
 use super::stripe::{MAX_STRIPE_BATCH_EVENTS, StripeJob, StripeWork, run_stripe_batch};
 use crate::domain::billing::Outcome;
 use crate::domain::command::Answer;
+use crate::domain::customer::CustomerId;
 use crate::error::{Error, Result};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -83,6 +84,8 @@ struct CommandJob {
 /// The queues' sending sides, one per worker; workers end when their sender is gone.
 pub(crate) struct Runner {
     queues: Vec<mpsc::Sender<Job>>,
+    /// The books kept in memory: which organization a customer is in, to route its commands.
+    books: Arc<super::cache::BookCache>,
 }
 
 impl Runner {
@@ -93,6 +96,7 @@ impl Runner {
         } else {
             settings.postgres_workers.max(1)
         };
+        let books = engine.books.clone();
         let mut queues = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (queue, receiver) = mpsc::channel(max * 8);
@@ -102,14 +106,17 @@ impl Runner {
             tokio::spawn(work(engine.clone(), receiver, max, settings.max_wait));
             queues.push(queue);
         }
-        Runner { queues }
+        Runner { queues, books }
     }
 
     /// Queues a command on its customer's worker (so one customer's commands share batches and
-    /// never wait on each other's row locks); its answer arrives once its batch has committed.
+    /// never wait on each other's row locks); a customer of an organization's, on the worker of
+    /// the organization's top as the kept books know it (its spends lock that book too). Its
+    /// answer arrives once its batch has committed.
     pub async fn submit(&self, envelope: Envelope) -> oneshot::Receiver<Result<Executed<Answer>>> {
         let (reply, answer) = oneshot::channel();
-        let queue = &self.queues[worker_of(envelope.customer_id.as_str(), self.queues.len())];
+        let route = self.route_of(&envelope.customer_id);
+        let queue = &self.queues[worker_of(&route, self.queues.len())];
         let job = Job::Command(CommandJob {
             envelope,
             reply,
@@ -119,6 +126,19 @@ impl Runner {
         // says so.
         let _ = queue.send(job).await;
         answer
+    }
+
+    /// The customer whose worker runs `customer`'s commands: the top of its organization, as far
+    /// as the kept books say (a guess: a wrong one costs waits, never correctness).
+    fn route_of(&self, customer: &CustomerId) -> String {
+        let mut at = customer.to_string();
+        for _ in 0..crate::domain::organization::MAX_LEVELS_ABOVE {
+            match self.books.parent_of(&at) {
+                Some(Some(parent)) if parent != *customer => at = parent.to_string(),
+                _ => break,
+            }
+        }
+        at
     }
 
     /// Queues a Stripe event's work on the worker of its shard (`StripeWork::shard`: the same
