@@ -1,7 +1,7 @@
 //! Organizations (README, Organizations): a customer may have a parent, up to three levels,
-//! and spends its own grants, then its parent's shared grants, then its grandparent's. The
-//! books lend a customer its ancestors' shared grants for a decision ([`super::ledger::Book::
-//! borrow_from`]); this module says which trees may be made.
+//! and spends its own grants, then its parent's shared grants, then its grandparent's. This
+//! module says which trees may be made, and lends a customer's book its ancestors' shared grants
+//! for a decision ([`lend`], through `Book::borrow_from`) and gives them back ([`give_back`]).
 
 use super::Timestamp;
 use super::customer::CustomerId;

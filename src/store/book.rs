@@ -2026,28 +2026,6 @@ impl super::Store {
         Ok(line)
     }
 
-    /// `customer` and the customers below it (up to the levels an organization has), the
-    /// customer first.
-    pub async fn subtree(&self, customer: &CustomerId) -> Result<Vec<String>> {
-        let mut all = vec![customer.to_string()];
-        let mut level = all.clone();
-        for _ in 1..organization::MAX_LEVELS {
-            let below: Vec<String> = self
-                .children_of(&level)
-                .await?
-                .into_values()
-                .flatten()
-                .filter(|c| !all.contains(c))
-                .collect();
-            if below.is_empty() {
-                break;
-            }
-            all.extend(below.iter().cloned());
-            level = below;
-        }
-        Ok(all)
-    }
-
     /// Sets (or, with none, turns off) a customer's auto top-up, under its lock and in a batch
     /// like any change of its book: set below its threshold, a charge starts at once. `None`
     /// when there is no customer.
