@@ -90,6 +90,14 @@ fn shared_by_default() -> bool {
     true
 }
 
+/// Which grants a draw reaches: a spend reaches the pools above (README, Organizations); a
+/// debt's settlement or an operator's take-back only the book's own grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Draw {
+    Pool,
+    Own,
+}
+
 /// Whose a grant lent to a book below its owner is (README, Organizations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lender {
@@ -822,7 +830,7 @@ impl Book {
         if !self.overdraft.is_positive() {
             return;
         }
-        let (draws, _) = self.draw_in(self.overdraft, false, Grant::consumption_order);
+        let (draws, _) = self.draw_in(self.overdraft, Draw::Own, Grant::consumption_order);
         for (grant_id, take) in draws {
             self.overdraft -= take;
             self.grant_mut(&grant_id).remaining -= take;
@@ -838,21 +846,21 @@ impl Book {
     /// Free credits per grant in consumption order, up to `amount`; and what they fall short by.
     /// Spending draws on lent grants too, after the book's own.
     fn plan_draw(&self, amount: Credits) -> (Vec<(String, Credits)>, Credits) {
-        self.draw_in(amount, true, Grant::consumption_order)
+        self.draw_in(amount, Draw::Pool, Grant::consumption_order)
     }
 
-    /// Free credits per grant in `order`, up to `amount` (of lent grants too when `pool`); and
+    /// Free credits per grant in `order`, up to `amount` (of the grants `draw` reaches); and
     /// what they fall short by.
     fn draw_in(
         &self,
         amount: Credits,
-        pool: bool,
+        draw: Draw,
         order: impl Fn(&Grant, &Grant) -> Ordering,
     ) -> (Vec<(String, Credits)>, Credits) {
         let mut open: Vec<&Grant> = self
             .grants
             .iter()
-            .filter(|g| pool || g.lent.is_none())
+            .filter(|g| draw == Draw::Pool || g.lent.is_none())
             .filter(|g| g.free().is_positive())
             .collect();
         open.sort_by(|a, b| order(a, b));
@@ -1223,7 +1231,7 @@ impl Book {
                 available: available.max(Credits::ZERO),
             });
         }
-        let (draws, short) = self.draw_in(credits, false, |a, b| {
+        let (draws, short) = self.draw_in(credits, Draw::Own, |a, b| {
             a.price
                 .is_some()
                 .cmp(&b.price.is_some())

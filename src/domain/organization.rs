@@ -71,15 +71,16 @@ pub fn check_parent(
     Ok(())
 }
 
-/// The ancestors of `customer`, nearest first, as far up as [`MAX_LEVELS`] allows, by
-/// `parent_of` (which answers for the customers it knows). Stops at a cycle (never made).
+/// The ancestors of `customer` whose grants it may spend, nearest first (at most
+/// [`MAX_LEVELS_ABOVE`]), by `parent_of` (which answers for the customers it knows). Stops at a
+/// cycle (never made).
 pub fn ancestors(
     customer: &CustomerId,
     parent_of: impl Fn(&CustomerId) -> Option<CustomerId>,
 ) -> Vec<CustomerId> {
     let mut chain: Vec<CustomerId> = Vec::new();
     let mut at = customer.clone();
-    while chain.len() < MAX_LEVELS {
+    while chain.len() < usize::from(MAX_LEVELS_ABOVE) {
         match parent_of(&at) {
             Some(up) if up != *customer && !chain.contains(&up) => {
                 chain.push(up.clone());

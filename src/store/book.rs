@@ -487,20 +487,13 @@ fn chain_of(
     books: &BTreeMap<CustomerId, Loaded>,
     customer: &CustomerId,
 ) -> Result<Vec<CustomerId>> {
-    let mut chain = Vec::new();
-    let mut at = customer;
-    while chain.len() < usize::from(organization::MAX_LEVELS_ABOVE) {
-        let Some(parent) = books
-            .get(at.as_str())
-            .and_then(|l| l.standing.parent.as_ref())
-        else {
-            break;
-        };
-        if !books.contains_key(parent.as_str()) || parent == customer {
-            return Err(Error::WriteConflict);
-        }
-        chain.push(parent.clone());
-        at = parent;
+    let chain = organization::ancestors(customer, |c| {
+        books
+            .get(c.as_str())
+            .and_then(|l| l.standing.parent.clone())
+    });
+    if chain.iter().any(|c| !books.contains_key(c.as_str())) {
+        return Err(Error::WriteConflict);
     }
     Ok(chain)
 }
@@ -1655,22 +1648,24 @@ impl super::Store {
         txn.commit().await?;
         let mut viewed = BTreeMap::new();
         for id in customer_ids {
-            let Some(own) = loaded.get(id.as_str()) else {
+            let customer = CustomerId::known(id.clone());
+            if !loaded.contains_key(id.as_str()) {
                 continue;
-            };
-            let mut line = vec![(own.book.clone(), own.standing.clone())];
-            let mut at = own.standing.parent.clone();
-            while let Some(parent) =
-                at.filter(|_| line.len() <= usize::from(organization::MAX_LEVELS_ABOVE))
-            {
-                let Some(above) = loaded.get(parent.as_str()) else {
-                    break;
-                };
-                line.push((above.book.clone(), above.standing.clone()));
-                at = above.standing.parent.clone();
             }
+            let parent_of = |c: &CustomerId| {
+                loaded
+                    .get(c.as_str())
+                    .and_then(|l| l.standing.parent.clone())
+            };
+            let above = organization::ancestors(&customer, parent_of);
+            // The customer, then as many of its pools as were found.
+            let line = std::iter::once(&customer)
+                .chain(&above)
+                .map_while(|c| loaded.get(c.as_str()))
+                .map(|l| (l.book.clone(), l.standing.clone()))
+                .collect();
             let (book, standing) = self.settle_line(line, now, pooled);
-            viewed.insert(CustomerId::known(id.clone()), (book, standing));
+            viewed.insert(customer, (book, standing));
         }
         Ok(viewed)
     }

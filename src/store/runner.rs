@@ -131,14 +131,12 @@ impl Runner {
     /// The customer whose worker runs `customer`'s commands: the top of its organization, as far
     /// as the kept books say (a guess: a wrong one costs waits, never correctness).
     fn route_of(&self, customer: &CustomerId) -> String {
-        let mut at = customer.to_string();
-        for _ in 0..crate::domain::organization::MAX_LEVELS_ABOVE {
-            match self.books.parent_of(&at) {
-                Some(Some(parent)) if parent != *customer => at = parent.to_string(),
-                _ => break,
-            }
-        }
-        at
+        crate::domain::organization::ancestors(customer, |c| {
+            self.books.parent_of(c.as_str()).flatten()
+        })
+        .last()
+        .unwrap_or(customer)
+        .to_string()
     }
 
     /// Queues a Stripe event's work on the worker of its shard (`StripeWork::shard`: the same
